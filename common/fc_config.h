@@ -1,0 +1,45 @@
+/* config.json of a Llama-family model (model_type llama, mistral, qwen2): the hyper-parameters
+ * the engine needs, read from and written to the Hugging Face format. */
+#ifndef FC_CONFIG_H
+#define FC_CONFIG_H
+
+#include "fc_util.h"
+
+typedef struct fc_config {
+  char model_type[32];     /* "llama", "mistral" or "qwen2" */
+  int hidden_size;         /* C */
+  int intermediate_size;   /* F, the SwiGLU width */
+  int num_layers;          /* L */
+  int num_heads;           /* NH (query heads) */
+  int num_kv_heads;        /* NKV, divides NH (grouped-query attention) */
+  int head_dim;            /* HD, usually C / NH */
+  int vocab_size;          /* V */
+  int max_position_embeddings;
+  float rope_theta;
+  float rms_norm_eps;
+  int tie_word_embeddings; /* lm_head shares embed_tokens */
+  int attention_bias;      /* q/k/v projections have biases (qwen2 always; llama when set) */
+  int o_bias;              /* o_proj has a bias too (llama attention_bias) */
+  int mlp_bias;            /* llama mlp_bias */
+  int bos_token_id, eos_token_id; /* -1 when absent */
+  char torch_dtype[16];    /* "float32", "bfloat16", ... ("" when absent) */
+  /* rope_scaling: none, "linear" (positions / factor) or "llama3" (frequency-dependent). */
+  char rope_scaling_type[16];
+  float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+  int rope_original_max_pos;
+  float initializer_range;
+} fc_config_t;
+
+/* path: config.json or a model directory holding it. Validates the numbers and rejects model
+ * types and options the engine does not implement, naming them. */
+int fc_config_load(fc_config_t *c, const char *path, fc_err_t *err);
+/* Parses config JSON text (used by tests and by fc_config_load). */
+int fc_config_parse(fc_config_t *c, const char *json_text, const char *what, fc_err_t *err);
+/* Writes a config.json that Hugging Face transformers can load (atomically). */
+int fc_config_save(const fc_config_t *c, const char *path, fc_err_t *err);
+/* Sensible defaults for a new small model of the given type (used by model init). */
+void fc_config_default(fc_config_t *c, const char *model_type);
+/* Parameter count of the model the config describes. */
+long long fc_config_num_params(const fc_config_t *c);
+
+#endif
