@@ -1,0 +1,61 @@
+/* The Llama-family transformer (llama, mistral, qwen2) in f32: parameters, gradients and
+ * activations in flat buffers (llm.c style), batched full-sequence forward and backward
+ * through cblas_sgemm, top-K next-token distributions. Generation lives in fc_generate.h.
+ *
+ * This header is the contract between the model engine and the training engine: the
+ * signatures below are fixed; the implementation owns the rest. */
+#ifndef FC_MODEL_H
+#define FC_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fc_config.h"
+#include "fc_st.h"
+#include "fc_util.h"
+
+typedef struct fc_model fc_model_t;
+
+/* One named parameter tensor inside the flat parameter buffer, in Hugging Face naming
+ * ("model.layers.0.self_attn.q_proj.weight", ...), so saving and loading are name-for-name. */
+typedef struct fc_param_info {
+  const char *name;
+  int ndim;
+  int64_t shape[2];
+  size_t offset; /* in floats, into fc_model_params() and fc_model_grads() */
+  size_t numel;
+} fc_param_info_t;
+
+/* Loads config.json + safetensors (f32, f16, bf16; converted once to f32) from a model dir. */
+int fc_model_load(fc_model_t **out, const char *dir, fc_err_t *err);
+/* A new model with normal(0, initializer_range) weights (norms 1, biases 0), seeded. */
+int fc_model_init(fc_model_t **out, const fc_config_t *cfg, uint64_t seed, fc_err_t *err);
+void fc_model_destroy(fc_model_t **m);
+const fc_config_t *fc_model_config(const fc_model_t *m);
+
+float *fc_model_params(fc_model_t *m);
+size_t fc_model_num_params(const fc_model_t *m);
+size_t fc_model_num_tensors(const fc_model_t *m);
+const fc_param_info_t *fc_model_tensor(const fc_model_t *m, size_t i);
+const fc_param_info_t *fc_model_find_tensor(const fc_model_t *m, const char *name);
+
+/* Forward over a batch of B rows of T token ids (row-major (B,T)); right padding is harmless
+ * (attention is causal, padded positions are excluded by the loss). Activations are kept for
+ * fc_model_backward when `train` is non-zero. Returns logits (B,T,V), valid until the next
+ * forward. Threads: OpenBLAS's (FUSECHAT_THREADS or fc_model_set_threads). */
+const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train,
+                              fc_err_t *err);
+/* Gradients: zero them, then backward from dlogits (B,T,V) of the last training forward,
+ * accumulating into fc_model_grads() (so gradient accumulation is repeated backward calls). */
+void fc_model_zero_grad(fc_model_t *m);
+int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err);
+float *fc_model_grads(fc_model_t *m);
+void fc_model_set_threads(fc_model_t *m, int threads);
+
+/* Top-K of log-softmax(logits) per position, by descending log-prob (partial selection). */
+void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs);
+
+/* Writes config.json + model.safetensors (dtype F32, F16 or BF16) atomically into dir. */
+int fc_model_save(const fc_model_t *m, const char *dir, fc_dtype_t dtype, fc_err_t *err);
+
+#endif
