@@ -853,6 +853,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   fc_merge_stats_t *stats = cfg.stats ? cfg.stats : &local;
   memset(stats, 0, sizeof *stats);
   stats->nmodels = nm;
+  for (int i = 0; i < nm; i++) stats->model_path[i] = list[i].path;
   double t0 = fc_now();
   int threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
   if (threads < 1) threads = 1;
@@ -918,6 +919,5 @@ out:
   free(ins);
   fc_st_close(&base);
   free(list);
-  if (rc) fc_err_wrap(err, "merge");
   return rc;
 }

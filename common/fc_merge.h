@@ -42,6 +42,7 @@ typedef struct fc_merge_model {
 #define FC_MERGE_MAX_MODELS 64
 typedef struct fc_merge_stats {
   int nmodels;                              /* models that carry a task vector / weight */
+  const char *model_path[FC_MERGE_MAX_MODELS]; /* their paths (borrowed from the config) */
   double mean_weight[FC_MERGE_MAX_MODELS];  /* SCE/VaRM weight per model, mean over tensors */
   size_t ntensors;
   double bytes_in;                          /* bytes of input weights read */
