@@ -55,8 +55,16 @@ static uint64_t dare_model_key(uint64_t seed, const char *name, int model) {
   return fc_splitmix64(fc_splitmix64(seed ^ fc_merge_fnv1a64(name)) + (uint64_t)model);
 }
 
+/* fc_splitmix64, inlined here because it runs once per element per model. */
+static inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
 static inline int dare_keep_key(uint64_t key, uint64_t elem, double density) {
-  return (double)(fc_splitmix64(key + elem) >> 11) * 0x1p-53 < density;
+  return (double)(mix64(key + elem) >> 11) * 0x1p-53 < density;
 }
 
 int fc_merge_dare_keep(uint64_t seed, const char *tensor_name, int model, uint64_t elem,
@@ -188,6 +196,7 @@ typedef struct scratch {
   float *b;  /* [BLK] base block */
   float *m;  /* [nm][BLK] model blocks (deltas for task-vector methods) */
   float *o;  /* [BLK] output block */
+  double *a1, *a2, *a3; /* [BLK] per-element accumulators */
   uint32_t *hist; /* [nsel][NBIN] thread-local histograms */
 } scratch_t;
 
@@ -210,7 +219,11 @@ static void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
     const sel_t *S = &J->sel[i];
     if (!S->active) continue;
     float *d = s->m + (size_t)i * BLK;
-    int64_t q = S->all_eq ? INT64_MAX : S->quota[blk];
+    if (S->all_eq) {
+      for (size_t j = 0; j < cnt; j++) d[j] = f2u(fabsf(d[j])) >= S->thr ? d[j] : 0.0f;
+      continue;
+    }
+    int64_t q = S->quota[blk];
     for (size_t j = 0; j < cnt; j++) {
       uint32_t key = f2u(fabsf(d[j]));
       if (key > S->thr) continue;
@@ -234,8 +247,12 @@ static void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
     return;
   }
   const sel_t *S = &J->sel[0];
-  int64_t q = S->all_eq ? INT64_MAX : S->quota[blk];
   const float *v = J->var + blk * BLK;
+  if (S->all_eq) {
+    for (size_t j = 0; j < cnt; j++) keep[j] = f2u(v[j]) >= S->thr;
+    return;
+  }
+  int64_t q = S->quota[blk];
   for (size_t j = 0; j < cnt; j++) {
     uint32_t key = f2u(v[j]);
     keep[j] = key > S->thr || (key == S->thr && q > 0);
@@ -256,6 +273,27 @@ static void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *keys,
     int64_t e = 0;
     for (size_t j = 0; j < cnt; j++) e += keys[j] == S->thr;
     J->blk_eq[(size_t)si * J->nblocks + blk] = e;
+  }
+}
+
+/* TIES sign election on weighted deltas wd[nm][BLK]: the majority sign is that of their sum
+ * (zero counts as positive), an entry agrees when its sign equals it (a zero never does);
+ * mixed += agreeing entries, div += their models' weights. */
+static void combine_consensus(const float *wd, int nm, const float *w, size_t cnt, double *mixed,
+                              double *div, double *sum) {
+  for (size_t j = 0; j < cnt; j++) sum[j] = 0;
+  for (int i = 0; i < nm; i++) {
+    const float *d = wd + (size_t)i * BLK;
+    for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
+  }
+  for (int i = 0; i < nm; i++) {
+    const float *d = wd + (size_t)i * BLK;
+    const double wi = w[i];
+    for (size_t j = 0; j < cnt; j++) {
+      int agree = sum[j] >= 0 ? d[j] > 0 : d[j] < 0;
+      mixed[j] += agree ? (double)d[j] : 0.0;
+      div[j] += agree ? wi : 0.0;
+    }
   }
 }
 
@@ -287,16 +325,21 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   case P_SCE_VAR: {
     size_t cnt = load_block(J, s, blk, 1);
     float *v = J->var + off;
-    for (size_t j = 0; j < cnt; j++) {
-      double mean = 0, ss = 0;
-      for (int i = 0; i < nm; i++) mean += s->m[(size_t)i * BLK + j];
-      mean /= nm;
-      for (int i = 0; i < nm; i++) {
-        double e = s->m[(size_t)i * BLK + j] - mean;
-        ss += e * e;
-      }
-      v[j] = (float)(ss / nm);
+    double *mean = s->a1, *ss = s->a2;
+    for (size_t j = 0; j < cnt; j++) mean[j] = 0, ss[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) mean[j] += d[j];
     }
+    for (size_t j = 0; j < cnt; j++) mean[j] /= nm;
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) {
+        double e = d[j] - mean[j];
+        ss[j] += e * e;
+      }
+    }
+    for (size_t j = 0; j < cnt; j++) v[j] = (float)(ss[j] / nm);
     int64_t nz = 0;
     for (size_t j = 0; j < cnt; j++) nz += v[j] != 0.0f;
     J->part[blk * J->npart] = (double)nz;
@@ -347,11 +390,14 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   case FC_MERGE_LINEAR:
   case FC_MERGE_VARM: {
     const float *w = M == FC_MERGE_LINEAR ? J->w : J->sw;
-    for (size_t j = 0; j < cnt; j++) {
-      double acc = 0;
-      for (int i = 0; i < nm; i++) acc += (double)(w[i] * s->m[(size_t)i * BLK + j]);
-      o[j] = (float)(M == FC_MERGE_LINEAR && J->normalize ? acc / J->divisor : acc);
+    double *acc = s->a1;
+    for (size_t j = 0; j < cnt; j++) acc[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK, wi = w[i];
+      for (size_t j = 0; j < cnt; j++) acc[j] += (double)(wi * m[j]);
     }
+    double div = M == FC_MERGE_LINEAR && J->normalize ? J->divisor : 1.0;
+    for (size_t j = 0; j < cnt; j++) o[j] = (float)(acc[j] / div);
     break;
   }
   case FC_MERGE_SLERP:
@@ -367,37 +413,33 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     /* Sparsified, weighted deltas in place: wd_i = w_i * d_i'. */
     for (int i = 0; i < nm; i++) {
       float *d = s->m + (size_t)i * BLK;
+      const float wi = J->w[i];
       if (dare && J->dens[i] < 1) {
-        float dn = (float)J->dens[i];
+        const float dn = (float)J->dens[i];
+        const double thr = J->dens[i];
+        const uint64_t key = J->dkey[i] + off;
         for (size_t j = 0; j < cnt; j++) {
-          float v = dare_keep_key(J->dkey[i], off + j, J->dens[i]) ? d[j] : 0.0f;
+          float v = dare_keep_key(key, j, thr) ? d[j] : 0.0f;
           d[j] = J->rescale ? v / dn : v;
         }
       }
-      for (size_t j = 0; j < cnt; j++) d[j] *= J->w[i];
+      for (size_t j = 0; j < cnt; j++) d[j] *= wi;
     }
-    for (size_t j = 0; j < cnt; j++) {
-      double mixed = 0, div;
-      if (consensus) {
-        double sum = 0;
-        for (int i = 0; i < nm; i++) sum += s->m[(size_t)i * BLK + j];
-        int pos = sum >= 0;
-        div = 0;
-        for (int i = 0; i < nm; i++) {
-          float v = s->m[(size_t)i * BLK + j];
-          if (pos ? v > 0 : v < 0) {
-            mixed += v;
-            div += J->w[i];
-          }
-        }
-        if (div == 0) div = 1;
-      } else {
-        for (int i = 0; i < nm; i++) mixed += s->m[(size_t)i * BLK + j];
-        div = J->divisor;
+    double *mixed = s->a1, *div = s->a2, *sum = s->a3;
+    for (size_t j = 0; j < cnt; j++) mixed[j] = 0, div[j] = 0;
+    if (consensus) {
+      combine_consensus(s->m, nm, J->w, cnt, mixed, div, sum);
+      for (size_t j = 0; j < cnt; j++) div[j] = div[j] == 0 ? 1.0 : div[j];
+    } else {
+      for (int i = 0; i < nm; i++) {
+        const float *d = s->m + (size_t)i * BLK;
+        for (size_t j = 0; j < cnt; j++) mixed[j] += d[j];
       }
-      if (J->normalize) mixed /= div;
-      o[j] = (float)((double)b[j] + mixed);
+      for (size_t j = 0; j < cnt; j++) div[j] = J->divisor;
     }
+    if (J->normalize)
+      for (size_t j = 0; j < cnt; j++) mixed[j] /= div[j];
+    for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j]);
     break;
   }
   case FC_MERGE_SCE: {
@@ -406,24 +448,26 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       sce_select(J, blk, cnt, keep);
       for (int i = 0; i < nm; i++) {
         float *d = s->m + (size_t)i * BLK;
-        for (size_t j = 0; j < cnt; j++)
-          if (!keep[j]) d[j] = 0.0f;
+        for (size_t j = 0; j < cnt; j++) d[j] = keep[j] ? d[j] : 0.0f;
       }
     }
-    for (size_t j = 0; j < cnt; j++) {
-      double sum = 0, mixed = 0, div = 0;
-      for (int i = 0; i < nm; i++) sum += s->m[(size_t)i * BLK + j];
-      int pos = sum >= 0;
-      for (int i = 0; i < nm; i++) {
-        float v = s->m[(size_t)i * BLK + j];
-        if (pos ? v > 0 : v < 0) {
-          mixed += (double)v * J->sw[i];
-          div += J->sw[i];
-        }
-      }
-      if (div < 1e-6) div = 1e-6;
-      o[j] = (float)((double)b[j] + mixed / div);
+    /* mixed = sum_i sw_i m_i d_i, div = sum_i sw_i m_i, on the raw (unweighted) deltas. */
+    double *mixed = s->a1, *div = s->a2, *sum = s->a3;
+    for (size_t j = 0; j < cnt; j++) mixed[j] = 0, div[j] = 0, sum[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
     }
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      const double wi = J->sw[i];
+      for (size_t j = 0; j < cnt; j++) {
+        int agree = sum[j] >= 0 ? d[j] > 0 : d[j] < 0;
+        mixed[j] += agree ? (double)d[j] * wi : 0.0;
+        div[j] += agree ? wi : 0.0;
+      }
+    }
+    for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j] / (div[j] < 1e-6 ? 1e-6 : div[j]));
     break;
   }
   default: assert(0);
@@ -438,6 +482,9 @@ static void *par_main(void *arg) {
   s.b = fc_xmalloc(BLK * sizeof(float));
   s.m = fc_xmalloc((size_t)(J->nm ? J->nm : 1) * BLK * sizeof(float));
   s.o = fc_xmalloc(BLK * sizeof(float));
+  s.a1 = fc_xmalloc(3 * BLK * sizeof(double));
+  s.a2 = s.a1 + BLK;
+  s.a3 = s.a2 + BLK;
   int hist = P->kind == P_TIES_HIST || P->kind == P_SCE_HIST;
   s.hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
   for (;;) {
@@ -453,6 +500,7 @@ static void *par_main(void *arg) {
   free(s.b);
   free(s.m);
   free(s.o);
+  free(s.a1);
   free(s.hist);
   return NULL;
 }
