@@ -144,22 +144,28 @@ int main(int argc, char **argv) {
                                        {"threads", required_argument, 0, 'j'},
                                        {"dir", required_argument, 0, 'd'},
                                        {"out-dir", required_argument, 0, 'o'},
+                                       {"only", required_argument, 0, 'x'},
+                                       {"keep", required_argument, 0, 'k'},
                                        {0}};
+  const char *only = NULL, *keep = NULL; /* --keep DIR: reuse/keep the models there */
   int c;
   while ((c = getopt_long(argc, argv, "m:j:d:o:", opts, NULL)) != -1) {
     if (c == 'm') mb = atof(optarg);
     else if (c == 'j') threads = atoi(optarg);
     else if (c == 'd') dir = optarg;
     else if (c == 'o') odir = optarg;
+    else if (c == 'x') only = optarg;
+    else if (c == 'k') keep = optarg;
     else {
-      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR]\n");
+      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only METHOD]\n");
       return 2;
     }
   }
   if (threads < 1) threads = 1;
-  char root[1024], out[1024];
-  snprintf(root, sizeof root, "%s/fc_bench_merge.%d", dir, (int)getpid());
-  snprintf(out, sizeof out, "%s/fc_bench_merge_out.%d", odir, (int)getpid());
+  char root[600], out[600];
+  if (keep) snprintf(root, sizeof root, "%.500s", keep);
+  else snprintf(root, sizeof root, "%.500s/fc_bench_merge.%d", dir, (int)getpid());
+  snprintf(out, sizeof out, "%.500s/fc_bench_merge_out.%d", odir, (int)getpid());
   fc_st_spec_t *specs;
   char **names;
   size_t n = make_specs(&specs, &names, mb);
@@ -177,7 +183,10 @@ int main(int argc, char **argv) {
   double tg = fc_now();
   for (int m = 0; m < 4; m++) {
     snprintf(paths[m], sizeof paths[m], "%.500s/%s", root, m ? (const char *[]){"", "m1", "m2", "m3"}[m] : "base");
-    if (write_model(paths[m], specs, n, (uint64_t)m * 7919, &err)) {
+    char *probe = fc_path_join(paths[m], "model.safetensors");
+    int have = keep && fc_path_exists(probe);
+    free(probe);
+    if (!have && write_model(paths[m], specs, n, (uint64_t)m * 7919, &err)) {
       fprintf(stderr, "bench_merge: %s\n", err.msg);
       return 1;
     }
@@ -197,6 +206,7 @@ int main(int argc, char **argv) {
               {FC_MERGE_SCE, "sce (topk 0.1)", 0},      {FC_MERGE_VARM, "varm", 0}};
   double linear_s = 0;
   for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+    if (only && r && strcmp(only, fc_merge_method_name(runs[r].m))) continue;
     int pfd[2];
     if (pipe(pfd)) return 1;
     pid_t pid = fork();
@@ -242,12 +252,12 @@ int main(int argc, char **argv) {
     printf("%-16s %8.2f %10.2f %8.0f%% %12.0f %14.2f   (%.1fx linear time)\n", runs[r].label, res.seconds, gbs,
            100 * gbs / bw, rss / 1e6, rss / ((double)maxt * nin), res.seconds / linear_s);
     fflush(stdout);
-    char cmd[700];
+    char cmd[1400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
     if (system(cmd)) {}
   }
-  char cmd[700];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", root, out);
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", keep ? "" : root, out);
   if (system(cmd)) {}
   for (size_t i = 0; i < n; i++) free(names[i]);
   free(names);

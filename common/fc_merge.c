@@ -63,8 +63,19 @@ static inline uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+/* One 64-bit draw covers two elements: 32 bits each (the high half for even indices). */
+static inline uint32_t dare_u32(uint64_t key, uint64_t elem) {
+  uint64_t r = mix64(key + (elem >> 1));
+  return (uint32_t)(elem & 1 ? r : r >> 32);
+}
+
+static inline uint64_t dare_threshold(double density) {
+  /* u < density with u = x 2^-32 is x < ceil(density 2^32) for the integer x. */
+  return (uint64_t)ceil(density * 0x1p32);
+}
+
 static inline int dare_keep_key(uint64_t key, uint64_t elem, double density) {
-  return (double)(mix64(key + elem) >> 11) * 0x1p-53 < density;
+  return dare_u32(key, elem) < dare_threshold(density);
 }
 
 int fc_merge_dare_keep(uint64_t seed, const char *tensor_name, int model, uint64_t elem,
@@ -219,11 +230,12 @@ static void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
     const sel_t *S = &J->sel[i];
     if (!S->active) continue;
     float *d = s->m + (size_t)i * BLK;
-    if (S->all_eq) {
-      for (size_t j = 0; j < cnt; j++) d[j] = f2u(fabsf(d[j])) >= S->thr ? d[j] : 0.0f;
+    int64_t q = S->all_eq ? -1 : S->quota[blk];
+    if (q <= 0) { /* all of this block's ties are in (-1) or none are (0) */
+      const uint32_t lo = q < 0 ? S->thr : S->thr + 1;
+      for (size_t j = 0; j < cnt; j++) d[j] = f2u(fabsf(d[j])) >= lo ? d[j] : 0.0f;
       continue;
     }
-    int64_t q = S->quota[blk];
     for (size_t j = 0; j < cnt; j++) {
       uint32_t key = f2u(fabsf(d[j]));
       if (key > S->thr) continue;
@@ -248,11 +260,12 @@ static void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
   }
   const sel_t *S = &J->sel[0];
   const float *v = J->var + blk * BLK;
-  if (S->all_eq) {
-    for (size_t j = 0; j < cnt; j++) keep[j] = f2u(v[j]) >= S->thr;
+  int64_t q = S->all_eq ? -1 : S->quota[blk];
+  if (q <= 0) {
+    const uint32_t lo = q < 0 ? S->thr : S->thr + 1;
+    for (size_t j = 0; j < cnt; j++) keep[j] = f2u(v[j]) >= lo;
     return;
   }
-  int64_t q = S->quota[blk];
   for (size_t j = 0; j < cnt; j++) {
     uint32_t key = f2u(v[j]);
     keep[j] = key > S->thr || (key == S->thr && q > 0);
@@ -286,13 +299,16 @@ static void combine_consensus(const float *wd, int nm, const float *w, size_t cn
     const float *d = wd + (size_t)i * BLK;
     for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
   }
+  /* Majority sign as +-1 floats, so the agreement test d * sgn > 0 vectorises. */
+  float sgn[BLK];
+  for (size_t j = 0; j < cnt; j++) sgn[j] = sum[j] >= 0 ? 1.0f : -1.0f;
   for (int i = 0; i < nm; i++) {
     const float *d = wd + (size_t)i * BLK;
-    const double wi = w[i];
+    const float wi = w[i];
     for (size_t j = 0; j < cnt; j++) {
-      int agree = sum[j] >= 0 ? d[j] > 0 : d[j] < 0;
-      mixed[j] += agree ? (double)d[j] : 0.0;
-      div[j] += agree ? wi : 0.0;
+      int agree = d[j] * sgn[j] > 0;
+      mixed[j] += (double)(agree ? d[j] : 0.0f);
+      div[j] += (double)(agree ? wi : 0.0f);
     }
   }
 }
@@ -416,12 +432,16 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       const float wi = J->w[i];
       if (dare && J->dens[i] < 1) {
         const float dn = (float)J->dens[i];
-        const double thr = J->dens[i];
-        const uint64_t key = J->dkey[i] + off;
-        for (size_t j = 0; j < cnt; j++) {
-          float v = dare_keep_key(key, j, thr) ? d[j] : 0.0f;
-          d[j] = J->rescale ? v / dn : v;
+        const uint64_t thr = dare_threshold(J->dens[i]), key = J->dkey[i] + off / 2;
+        size_t j = 0;
+        for (; j + 1 < cnt; j += 2) { /* off is even, so pairs line up with elements */
+          uint64_t r = mix64(key + j / 2);
+          d[j] *= (float)((r >> 32) < thr);
+          d[j + 1] *= (float)((r & 0xffffffffu) < thr);
         }
+        for (; j < cnt; j++) d[j] *= (float)(dare_u32(J->dkey[i], off + j) < thr);
+        if (J->rescale)
+          for (size_t j = 0; j < cnt; j++) d[j] = d[j] / dn;
       }
       for (size_t j = 0; j < cnt; j++) d[j] *= wi;
     }
@@ -458,13 +478,15 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       const float *d = s->m + (size_t)i * BLK;
       for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
     }
+    float sgn[BLK];
+    for (size_t j = 0; j < cnt; j++) sgn[j] = sum[j] >= 0 ? 1.0f : -1.0f;
     for (int i = 0; i < nm; i++) {
       const float *d = s->m + (size_t)i * BLK;
       const double wi = J->sw[i];
       for (size_t j = 0; j < cnt; j++) {
-        int agree = sum[j] >= 0 ? d[j] > 0 : d[j] < 0;
-        mixed[j] += agree ? (double)d[j] * wi : 0.0;
-        div[j] += agree ? wi : 0.0;
+        double a = d[j] * sgn[j] > 0 ? 1.0 : 0.0;
+        mixed[j] += a * ((double)d[j] * wi);
+        div[j] += a * wi;
       }
     }
     for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j] / (div[j] < 1e-6 ? 1e-6 : div[j]));
@@ -566,10 +588,11 @@ static void run_select(job_t *J, int kind, int threads) {
       if (!S->active || S->all_eq) continue;
       S->quota = fc_xmalloc(J->nblocks * sizeof(int64_t));
       int64_t left = S->need;
+      /* quota[b]: -1 all of block b's ties are in, 0 none, else how many (in index order). */
       for (size_t b = 0; b < J->nblocks; b++) {
-        int64_t e = J->blk_eq[(size_t)si * J->nblocks + b];
-        S->quota[b] = e < left ? e : left;
-        left -= S->quota[b];
+        int64_t e = J->blk_eq[(size_t)si * J->nblocks + b], take = e < left ? e : left;
+        left -= take;
+        S->quota[b] = take == e ? -1 : take;
       }
     }
     free(J->blk_eq);

@@ -100,8 +100,8 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
  * task-vector methods); base may be NULL only for linear. model_w[i] receives the weight SCE/VaRM gave model i (NULL
  * to skip). threads: worker count (results do not depend on it). tensor_name keys the DARE
  * mask: element j of model i is kept iff u < density, with
- *   h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); r = splitmix64(h + j);
- *   u = (r >> 11) * 2^-53.
+ *   h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); r = splitmix64(h + j / 2);
+ *   u = (j even ? r >> 32 : r & 0xffffffff) * 2^-32   (one draw serves two elements).
  * Ties in magnitude (TIES) or variance (SCE) at the top-k boundary go to the lower index. */
 int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
                     const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,

@@ -7,7 +7,8 @@ PyTorch/NumPy, independent of the C code.
 Where mergekit leaves a detail open, this script fixes it the way fc_merge.h documents:
   * top-k ties (TIES magnitudes, SCE variances) go to the lower flat index (stable sort);
   * DARE's Bernoulli mask is counter-based: keep element j of model i iff u < density with
-    h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); u = (splitmix64(h + j) >> 11) 2^-53;
+    h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); r = splitmix64(h + j // 2);
+    u = (r >> 32 if j is even else r & 0xffffffff) * 2^-32;
   * per-element sums over models and per-tensor sums of squares are taken in float64.
 
 Writes tiny "models" (HF layout; the base is sharded in two files) and one YAML config plus
@@ -111,8 +112,9 @@ def dare_mask(seed, name, i, n, density):
         h = splitmix64(np.uint64(seed ^ fnv1a64(name)))
         h = splitmix64(np.uint64((int(h) + i) & M64))
         j = np.arange(n, dtype=np.uint64)
-        r = splitmix64(h + j)
-    u = (r >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+        r = splitmix64(h + (j >> np.uint64(1)))
+    x = np.where(j % np.uint64(2) == 0, r >> np.uint64(32), r & np.uint64(0xFFFFFFFF))
+    u = x.astype(np.float64) * 2.0 ** -32
     return torch.from_numpy(u < density)
 
 
