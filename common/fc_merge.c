@@ -99,6 +99,11 @@ static inline uint32_t f2u(float f) {
   return u;
 }
 
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
 static void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
   const uint8_t *p = t->data;
   switch (t->dtype) {
@@ -172,6 +177,16 @@ typedef struct sel {
   int64_t need;
   int all_eq;
   int64_t *quota; /* [nblocks] ties block b may keep, when !all_eq */
+  int done;       /* threshold found (by the band pass) */
+  /* Band pass: keys in [lo, hi] (estimated from a sample to straddle the k-th largest) are
+   * collected with their index; keys above hi are only counted. */
+  int band;
+  uint32_t lo, bhi;
+  int64_t above;
+  uint64_t *cidx; /* [nc] candidate indices, each block's contiguous and in index order */
+  uint32_t *ckey; /* [nc] */
+  float *cd;      /* sce: [nc][nm] the candidates' deltas */
+  size_t nc, cap;
 } sel_t;
 
 typedef struct job {
@@ -200,6 +215,7 @@ typedef struct job {
   uint64_t *hist; /* merged [nsel][NBIN] */
   int nsel;
   int64_t *blk_eq; /* [nsel][nblocks] ties per block */
+  int64_t *blk_nz; /* sce: [nblocks] non-zero variances per block */
   pthread_mutex_t mu;
 } job_t;
 
@@ -209,11 +225,50 @@ typedef struct scratch {
   float *o;  /* [BLK] output block */
   double *a1, *a2, *a3; /* [BLK] per-element accumulators */
   uint32_t *hist; /* [nsel][NBIN] thread-local histograms */
+  sel_t tc[FC_MERGE_MAX_MODELS]; /* thread-local band candidates (above, cidx, ckey, cd, nc) */
 } scratch_t;
 
+static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int nd) {
+  if (c->nc == c->cap) {
+    c->cap = c->cap ? 2 * c->cap : 4096;
+    c->cidx = fc_xrealloc(c->cidx, c->cap * sizeof *c->cidx);
+    c->ckey = fc_xrealloc(c->ckey, c->cap * sizeof *c->ckey);
+    if (nd) c->cd = fc_xrealloc(c->cd, c->cap * (size_t)nd * sizeof *c->cd);
+  }
+  c->cidx[c->nc] = idx;
+  c->ckey[c->nc] = key;
+  if (nd) memcpy(c->cd + c->nc * (size_t)nd, d, (size_t)nd * sizeof *d);
+  c->nc++;
+}
+
+/* Appends a thread's candidates (whole blocks) to the job's. */
+static void cand_merge(sel_t *dst, const sel_t *src, int nd) {
+  dst->above += src->above;
+  if (!src->nc) return;
+  if (dst->nc + src->nc > dst->cap) {
+    dst->cap = dst->nc + src->nc;
+    dst->cidx = fc_xrealloc(dst->cidx, dst->cap * sizeof *dst->cidx);
+    dst->ckey = fc_xrealloc(dst->ckey, dst->cap * sizeof *dst->ckey);
+    if (nd) dst->cd = fc_xrealloc(dst->cd, dst->cap * (size_t)nd * sizeof *dst->cd);
+  }
+  memcpy(dst->cidx + dst->nc, src->cidx, src->nc * sizeof *src->cidx);
+  memcpy(dst->ckey + dst->nc, src->ckey, src->nc * sizeof *src->ckey);
+  if (nd) memcpy(dst->cd + dst->nc * (size_t)nd, src->cd, src->nc * (size_t)nd * sizeof *src->cd);
+  dst->nc += src->nc;
+}
+
+static void cand_free(sel_t *c) {
+  free(c->cidx);
+  free(c->ckey);
+  free(c->cd);
+  c->cidx = NULL;
+  c->ckey = NULL;
+  c->cd = NULL;
+  c->nc = c->cap = 0;
+}
+
 /* Loads block blk: base into s->b and each model (minus base when deltas) into s->m. */
-static size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas) {
-  size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+static void load_range(const job_t *J, scratch_t *s, size_t off, size_t cnt, int deltas) {
   if (J->base) load_f32(J->base, off, cnt, s->b);
   for (int i = 0; i < J->nm; i++) {
     float *m = s->m + (size_t)i * BLK;
@@ -221,7 +276,32 @@ static size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas) {
     if (deltas)
       for (size_t j = 0; j < cnt; j++) m[j] -= s->b[j];
   }
+}
+
+static size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas) {
+  size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+  load_range(J, s, off, cnt, deltas);
   return cnt;
+}
+
+/* Population variance across models of the deltas in s->m, per element, into v. */
+static void block_var(const job_t *J, scratch_t *s, size_t cnt, float *v) {
+  const int nm = J->nm;
+  double *mean = s->a1, *ss = s->a2;
+  for (size_t j = 0; j < cnt; j++) mean[j] = 0, ss[j] = 0;
+  for (int i = 0; i < nm; i++) {
+    const float *d = s->m + (size_t)i * BLK;
+    for (size_t j = 0; j < cnt; j++) mean[j] += d[j];
+  }
+  for (size_t j = 0; j < cnt; j++) mean[j] /= nm;
+  for (int i = 0; i < nm; i++) {
+    const float *d = s->m + (size_t)i * BLK;
+    for (size_t j = 0; j < cnt; j++) {
+      double e = d[j] - mean[j];
+      ss[j] += e * e;
+    }
+  }
+  for (size_t j = 0; j < cnt; j++) v[j] = (float)(ss[j] / nm);
 }
 
 /* Applies TIES's magnitude mask (sel per model) to deltas in s->m for block blk. */
@@ -277,6 +357,7 @@ static void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *keys,
                      size_t blk) {
   uint32_t *h = s->hist + (size_t)si * NBIN;
   const sel_t *S = &J->sel[si];
+  if (S->done) return;
   if (J->pass == 0) {
     for (size_t j = 0; j < cnt; j++) h[keys[j] >> 16]++;
   } else if (J->pass == 1) {
@@ -314,7 +395,7 @@ static void combine_consensus(const float *wd, int nm, const float *w, size_t cn
 }
 
 /* Pass kinds. */
-enum { P_FINAL, P_TIES_HIST, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
+enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
 typedef struct par {
   job_t *J;
   int kind;
@@ -331,7 +412,7 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   case P_TIES_HIST: {
     size_t cnt = load_block(J, s, blk, 1);
     for (int i = 0; i < nm; i++) {
-      if (!J->sel[i].active) continue;
+      if (!J->sel[i].active || J->sel[i].done) continue;
       const float *d = s->m + (size_t)i * BLK;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
       hist_add(J, s, i, keys, cnt, blk);
@@ -341,24 +422,48 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   case P_SCE_VAR: {
     size_t cnt = load_block(J, s, blk, 1);
     float *v = J->var + off;
-    double *mean = s->a1, *ss = s->a2;
-    for (size_t j = 0; j < cnt; j++) mean[j] = 0, ss[j] = 0;
-    for (int i = 0; i < nm; i++) {
-      const float *d = s->m + (size_t)i * BLK;
-      for (size_t j = 0; j < cnt; j++) mean[j] += d[j];
-    }
-    for (size_t j = 0; j < cnt; j++) mean[j] /= nm;
-    for (int i = 0; i < nm; i++) {
-      const float *d = s->m + (size_t)i * BLK;
-      for (size_t j = 0; j < cnt; j++) {
-        double e = d[j] - mean[j];
-        ss[j] += e * e;
-      }
-    }
-    for (size_t j = 0; j < cnt; j++) v[j] = (float)(ss[j] / nm);
+    block_var(J, s, cnt, v);
     int64_t nz = 0;
     for (size_t j = 0; j < cnt; j++) nz += v[j] != 0.0f;
-    J->part[blk * J->npart] = (double)nz;
+    J->blk_nz[blk] = nz;
+    const sel_t *S = &J->sel[0];
+    if (S->band) {
+      /* Sums of squares of the surely selected (above the band) now; band candidates keep
+       * their deltas and are added once the exact threshold is known. */
+      sel_t *T = &s->tc[0];
+      float dv[FC_MERGE_MAX_MODELS];
+      for (int i = 0; i < nm; i++) J->part[blk * J->npart + i] = 0;
+      for (size_t j = 0; j < cnt; j++) {
+        uint32_t key = f2u(v[j]);
+        if (key > S->bhi) {
+          T->above++;
+          for (int i = 0; i < nm; i++) {
+            double d = s->m[(size_t)i * BLK + j];
+            J->part[blk * J->npart + i] += d * d;
+          }
+        } else if (key >= S->lo) {
+          for (int i = 0; i < nm; i++) dv[i] = s->m[(size_t)i * BLK + j];
+          cand_push(T, off + j, key, dv, nm);
+        }
+      }
+    }
+    return;
+  }
+  case P_TIES_BAND: {
+    size_t cnt = load_block(J, s, blk, 1);
+    for (int i = 0; i < nm; i++) {
+      const sel_t *S = &J->sel[i];
+      if (!S->active || !S->band) continue;
+      sel_t *T = &s->tc[i];
+      const float *d = s->m + (size_t)i * BLK;
+      int64_t above = 0;
+      for (size_t j = 0; j < cnt; j++) {
+        uint32_t key = f2u(fabsf(d[j]));
+        above += key > S->bhi;
+        if (key >= S->lo && key <= S->bhi) cand_push(T, off + j, key, NULL, 0);
+      }
+      T->above += above;
+    }
     return;
   }
   case P_SCE_HIST: {
@@ -509,16 +614,21 @@ static void *par_main(void *arg) {
   s.a3 = s.a2 + BLK;
   int hist = P->kind == P_TIES_HIST || P->kind == P_SCE_HIST;
   s.hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
+  memset(s.tc, 0, sizeof s.tc);
   for (;;) {
     size_t blk = atomic_fetch_add(&P->next, 1);
     if (blk >= J->nblocks) break;
     block_work(J, P->kind, &s, blk);
   }
-  if (s.hist) {
-    pthread_mutex_lock(&J->mu);
+  pthread_mutex_lock(&J->mu);
+  if (s.hist)
     for (size_t i = 0; i < (size_t)J->nsel * NBIN; i++) J->hist[i] += s.hist[i];
-    pthread_mutex_unlock(&J->mu);
-  }
+  if (P->kind == P_TIES_BAND || P->kind == P_SCE_VAR)
+    for (int i = 0; i < J->nsel; i++) {
+      cand_merge(&J->sel[i], &s.tc[i], P->kind == P_SCE_VAR ? J->nm : 0);
+      cand_free(&s.tc[i]);
+    }
+  pthread_mutex_unlock(&J->mu);
   free(s.b);
   free(s.m);
   free(s.o);
@@ -549,7 +659,7 @@ static void run_select(job_t *J, int kind, int threads) {
   par_run(J, kind, threads);
   for (int si = 0; si < J->nsel; si++) {
     sel_t *S = &J->sel[si];
-    if (!S->active) continue;
+    if (!S->active || S->done) continue;
     const uint64_t *h = J->hist + (size_t)si * NBIN;
     int64_t acc = 0;
     int bin = NBIN - 1;
@@ -566,7 +676,7 @@ static void run_select(job_t *J, int kind, int threads) {
   int any_partial = 0;
   for (int si = 0; si < J->nsel; si++) {
     sel_t *S = &J->sel[si];
-    if (!S->active) continue;
+    if (!S->active || S->done) continue;
     const uint64_t *h = J->hist + (size_t)si * NBIN;
     int64_t acc = above[si];
     int bin = NBIN - 1;
@@ -585,7 +695,7 @@ static void run_select(job_t *J, int kind, int threads) {
     par_run(J, kind, threads);
     for (int si = 0; si < J->nsel; si++) {
       sel_t *S = &J->sel[si];
-      if (!S->active || S->all_eq) continue;
+      if (!S->active || S->done || S->all_eq) continue;
       S->quota = fc_xmalloc(J->nblocks * sizeof(int64_t));
       int64_t left = S->need;
       /* quota[b]: -1 all of block b's ties are in, 0 none, else how many (in index order). */
@@ -602,8 +712,156 @@ static void run_select(job_t *J, int kind, int threads) {
   J->hist = NULL;
 }
 
+/* ---- band selection: one pass instead of the radix select's two or three ----
+ * A sample of evenly spaced runs estimates where the k-th largest key lies; a pass then counts
+ * the keys above a band around it and collects the keys inside, and the exact threshold is
+ * found among the candidates. When the sample misleads (the k-th key is outside the band),
+ * the radix select runs instead, so the result is the same either way. */
+#define SRUNS 16
+#define SRUN 1024
+size_t fc_merge_band_min = 1u << 18; /* smaller tensors go straight to the radix select */
+#define BAND_MIN (fc_merge_band_min > SRUNS * SRUN ? fc_merge_band_min : SRUNS * SRUN)
+
+static scratch_t *scratch_new(int nm) {
+  scratch_t *s = fc_xcalloc(1, sizeof *s);
+  s->b = fc_xmalloc(BLK * sizeof(float));
+  s->m = fc_xmalloc((size_t)(nm ? nm : 1) * BLK * sizeof(float));
+  s->a1 = fc_xmalloc(3 * BLK * sizeof(double));
+  s->a2 = s->a1 + BLK;
+  s->a3 = s->a2 + BLK;
+  return s;
+}
+
+static void scratch_free(scratch_t *s) {
+  free(s->b);
+  free(s->m);
+  free(s->a1);
+  free(s);
+}
+
+static int cmp_u32_desc(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Band [lo, bhi] around the fraction q of largest keys in the sample ks[ns]. */
+static void band_setup(sel_t *S, uint32_t *ks, size_t ns, double q) {
+  qsort(ks, ns, sizeof *ks, cmp_u32_desc);
+  if (q < 0) q = 0;
+  if (q > 1) q = 1;
+  double r = q * (double)ns, m = 4 * sqrt((double)ns * q * (1 - q)) + 32;
+  double ih = floor(r - m), il = ceil(r + m);
+  S->bhi = ih < 0 ? UINT32_MAX : ks[(size_t)ih];
+  S->lo = il >= (double)ns ? 0 : ks[(size_t)il];
+  S->band = 1;
+  S->above = 0;
+}
+
+static void ties_band_setup(job_t *J) {
+  scratch_t *s = scratch_new(J->nm);
+  size_t ns = SRUNS * SRUN;
+  uint32_t *ks = fc_xmalloc((size_t)J->nm * ns * sizeof *ks);
+  for (int r = 0; r < SRUNS; r++) {
+    load_range(J, s, (J->n / SRUNS) * (size_t)r, SRUN, 1);
+    for (int i = 0; i < J->nm; i++)
+      for (int j = 0; j < SRUN; j++) ks[(size_t)i * ns + (size_t)r * SRUN + (size_t)j] = f2u(fabsf(s->m[(size_t)i * BLK + (size_t)j]));
+  }
+  for (int i = 0; i < J->nm; i++)
+    if (J->sel[i].active) band_setup(&J->sel[i], ks + (size_t)i * ns, ns, (double)J->sel[i].k / (double)J->n);
+  free(ks);
+  scratch_free(s);
+}
+
+static void sce_band_setup(job_t *J, double topk) {
+  scratch_t *s = scratch_new(J->nm);
+  size_t ns = SRUNS * SRUN, nz = 0;
+  uint32_t *ks = fc_xmalloc(ns * sizeof *ks);
+  float v[SRUN];
+  for (int r = 0; r < SRUNS; r++) {
+    load_range(J, s, (J->n / SRUNS) * (size_t)r, SRUN, 1);
+    block_var(J, s, SRUN, v);
+    for (int j = 0; j < SRUN; j++) {
+      ks[(size_t)r * SRUN + (size_t)j] = f2u(v[j]);
+      nz += v[j] != 0.0f;
+    }
+  }
+  band_setup(&J->sel[0], ks, ns, topk * (double)nz / (double)ns);
+  free(ks);
+  scratch_free(s);
+}
+
+/* Exact threshold from the band candidates, if the k-th largest key is among them. */
+static int band_resolve(const job_t *J, sel_t *S) {
+  int64_t k = S->k;
+  if (!(S->above < k && k <= S->above + (int64_t)S->nc)) return 0;
+  int64_t kk = k - S->above, acc = 0;
+  uint64_t *h = fc_xcalloc(NBIN, sizeof *h);
+  for (size_t c = 0; c < S->nc; c++) h[S->ckey[c] >> 16]++;
+  int bin = NBIN - 1;
+  for (; bin > 0; bin--) {
+    if (acc + (int64_t)h[bin] >= kk) break;
+    acc += (int64_t)h[bin];
+  }
+  uint32_t hi = (uint32_t)bin;
+  memset(h, 0, NBIN * sizeof *h);
+  for (size_t c = 0; c < S->nc; c++)
+    if (S->ckey[c] >> 16 == hi) h[S->ckey[c] & 0xffff]++;
+  for (bin = NBIN - 1; bin > 0; bin--) {
+    if (acc + (int64_t)h[bin] >= kk) break;
+    acc += (int64_t)h[bin];
+  }
+  S->thr = hi << 16 | (uint32_t)bin;
+  S->need = kk - acc;
+  S->all_eq = S->need == (int64_t)h[bin];
+  free(h);
+  if (!S->all_eq) {
+    /* The first `need` ties in index order are in: per-block counts for the final pass. */
+    int64_t *tot = fc_xcalloc(J->nblocks, sizeof *tot), *take = fc_xcalloc(J->nblocks, sizeof *take);
+    uint64_t *ties = fc_xmalloc(S->nc * sizeof *ties);
+    size_t nt = 0;
+    for (size_t c = 0; c < S->nc; c++)
+      if (S->ckey[c] == S->thr) ties[nt++] = S->cidx[c];
+    qsort(ties, nt, sizeof *ties, cmp_u64);
+    for (size_t t = 0; t < nt; t++) {
+      size_t b = ties[t] / BLK;
+      tot[b]++;
+      if ((int64_t)t < S->need) take[b]++;
+    }
+    S->quota = fc_xmalloc(J->nblocks * sizeof *S->quota);
+    for (size_t b = 0; b < J->nblocks; b++) S->quota[b] = take[b] == tot[b] ? -1 : take[b];
+    free(ties);
+    free(tot);
+    free(take);
+  }
+  S->done = 1;
+  return 1;
+}
+
+/* SCE: adds the selected band candidates' squared deltas to the per-block partial sums. */
+static void sce_band_weights(job_t *J) {
+  const sel_t *S = &J->sel[0];
+  size_t cur = SIZE_MAX;
+  int64_t seen = 0, q = 0;
+  for (size_t c = 0; c < S->nc; c++) {
+    size_t b = S->cidx[c] / BLK;
+    if (b != cur) cur = b, seen = 0, q = S->all_eq ? -1 : S->quota[b];
+    uint32_t key = S->ckey[c];
+    int in = key > S->thr;
+    if (key == S->thr) in = q < 0 || seen++ < q;
+    if (!in) continue;
+    for (int i = 0; i < J->nm; i++) {
+      double d = S->cd[c * (size_t)J->nm + (size_t)i];
+      J->part[b * J->npart + (size_t)i] += d * d;
+    }
+  }
+}
+
 static void job_free(job_t *J) {
-  for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) free(J->sel[i].quota);
+  for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) {
+    free(J->sel[i].quota);
+    cand_free(&J->sel[i]);
+  }
+  free(J->blk_nz);
   free(J->var);
   free(J->part);
   pthread_mutex_destroy(&J->mu);
@@ -681,17 +939,32 @@ static int merge_tensor_raw(const fc_merge_cfg_t *cfg, const char *name, const f
       any = 1;
     }
     J.nsel = nm;
-    if (any) run_select(&J, P_TIES_HIST, threads);
+    if (any && J.n >= BAND_MIN) {
+      ties_band_setup(&J);
+      par_run(&J, P_TIES_BAND, threads);
+      for (int i = 0; i < nm; i++) {
+        if (J.sel[i].active && !band_resolve(&J, &J.sel[i])) J.sel[i].band = 0;
+        cand_free(&J.sel[i]);
+      }
+    }
+    int left = 0;
+    for (int i = 0; i < nm; i++) left |= J.sel[i].active && !J.sel[i].done;
+    if (left) run_select(&J, P_TIES_HIST, threads);
   } else if (M == FC_MERGE_SCE) {
     J.npart = nm > 1 ? nm : 1;
     J.part = fc_xcalloc(J.nblocks * (size_t)J.npart, sizeof(double));
     double tk = cfg->select_topk;
+    int weights_done = 0;
     if (tk <= 0) J.select = -1;
     else if (tk >= 1) J.select = 0;
     else {
       J.var = fc_xmalloc(J.n * sizeof(float));
+      J.blk_nz = fc_xcalloc(J.nblocks, sizeof *J.blk_nz);
+      J.nsel = 1;
+      if (J.n >= BAND_MIN) sce_band_setup(&J, tk);
       par_run(&J, P_SCE_VAR, threads);
-      int64_t nz = (int64_t)part_sum(&J, 0);
+      int64_t nz = 0;
+      for (size_t b = 0; b < J.nblocks; b++) nz += J.blk_nz[b];
       /* mergekit computes k = int(count_nonzero * density) with a float32 tensor product. */
       int64_t k = (int64_t)((float)nz * (float)tk);
       if (k == 0) J.select = -1;
@@ -699,12 +972,20 @@ static int merge_tensor_raw(const fc_merge_cfg_t *cfg, const char *name, const f
         J.select = 1;
         J.sel[0].active = 1;
         J.sel[0].k = k;
-        J.nsel = 1;
-        run_select(&J, P_SCE_HIST, threads);
+        if (J.sel[0].band && band_resolve(&J, &J.sel[0])) {
+          sce_band_weights(&J);
+          weights_done = 1;
+        } else {
+          J.sel[0].band = 0;
+          run_select(&J, P_SCE_HIST, threads);
+        }
       }
+      cand_free(&J.sel[0]);
     }
-    memset(J.part, 0, J.nblocks * (size_t)J.npart * sizeof(double));
-    par_run(&J, P_SCE_W, threads);
+    if (!weights_done) {
+      memset(J.part, 0, J.nblocks * (size_t)J.npart * sizeof(double));
+      par_run(&J, P_SCE_W, threads);
+    }
     double tot = 0, mw[FC_MERGE_MAX_MODELS];
     for (int i = 0; i < nm; i++) tot += mw[i] = part_sum(&J, i) / (double)J.n;
     for (int i = 0; i < nm; i++) J.sw[i] = fabs(tot) < 1e-6 ? 1.0f / nm : (float)(mw[i] / tot);

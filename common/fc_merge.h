@@ -107,6 +107,10 @@ int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc
                     const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
                     fc_err_t *err);
 
+/* Tensors with at least this many elements find top-k thresholds with a sampled band and one
+ * pass, smaller ones with a two-level radix select (same results; a knob for tests). */
+extern size_t fc_merge_band_min;
+
 /* The DARE keep decision, for tests and references. */
 int fc_merge_dare_keep(uint64_t seed, const char *tensor_name, int model, uint64_t elem,
                        double density);

@@ -86,6 +86,8 @@ static int run_case(const char *name, int threads, int dtype, const char *out, f
 
 static void test_fixture_cases(void **state) {
   (void)state;
+  for (int band = 0; band < 2; band++) {
+  fc_merge_band_min = band ? 0 : (size_t)1 << 40; /* radix select, then the band pass */
   char *dir = merge_dir(), *tmp = tmpdir();
   char *wpath = fc_path_join(dir, "expected/weights.json");
   json_t *weights = json_load_file(wpath, 0, NULL);
@@ -135,6 +137,8 @@ static void test_fixture_cases(void **state) {
   rm_rf(tmp);
   free(tmp);
   free(dir);
+  }
+  fc_merge_band_min = (size_t)1 << 18;
 }
 
 /* ---- in-memory tensors ---- */
@@ -172,6 +176,7 @@ static void test_threads_invariant(void **state) {
   const fc_st_tensor_t *ins[3] = {&t0, &t1, &t2};
   fc_merge_model_t mods[3] = {{"a", 1.0, 0.3}, {"b", 0.5, 0.6}, {"c", 0.7, 0.5}};
   float *o1 = fc_xmalloc(NBIG * 4), *o3 = fc_xmalloc(NBIG * 4);
+  float *ob = fc_xmalloc(NBIG * 4);
   for (int meth = 0; meth < FC_MERGE_COUNT; meth++) {
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
@@ -189,8 +194,18 @@ static void test_threads_invariant(void **state) {
       assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, o3, w3, 3, &err), 0);
       if (memcmp(o1, o3, NBIG * 4)) fail_msg("%s differs between 1 and 3 threads", fc_merge_method_name(cfg.method));
       assert_memory_equal(w1, w3, sizeof(double) * (size_t)cfg.nmodels);
+      /* The band selection (one pass) picks exactly what the radix select picks. */
+      fc_merge_band_min = 0;
+      assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, ob, w3, 3, &err), 0);
+      assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, o3, w3, 1, &err), 0);
+      fc_merge_band_min = (size_t)1 << 18;
+      if (memcmp(ob, o3, NBIG * 4)) fail_msg("%s (band) differs between 1 and 3 threads", fc_merge_method_name(cfg.method));
+      for (int i = 0; i < NBIG; i++)
+        if (fabsf(ob[i] - o1[i]) > 1e-6f * fabsf(o1[i]) + 1e-7f)
+          fail_msg("%s: band and radix selections differ at %d: %g %g", fc_merge_method_name(cfg.method), i, ob[i], o1[i]);
     }
   }
+  free(ob);
   /* TIES keeps exactly int(density * n) elements per model even with ties at the boundary. */
   fc_merge_cfg_t cfg;
   fc_merge_cfg_init(&cfg);

@@ -40,14 +40,14 @@ def write_st(path, tensors):
 
 
 # ---- fixture models ----
-# Shapes: an embedding, a projection with bias, an MLP matrix larger than one C block (8192
-# elements) whose deltas are quantised to multiples of 1/4 (ties in magnitude and variance,
+# Shapes: an embedding, a projection with bias, an MLP matrix larger than two C blocks (8192
+# elements) and the band selection's sample (16384) whose deltas are quantised to multiples of 1/4 (ties in magnitude and variance,
 # exact zeros), a tensor whose deltas are all exactly zero, and two 1-D norms.
 SHAPES = {
     "model.embed_tokens.weight": (16, 12),
     "model.layers.0.self_attn.q_proj.weight": (24, 16),
     "model.layers.0.self_attn.q_proj.bias": (24,),
-    "model.layers.0.mlp.up_proj.weight": (96, 128),
+    "model.layers.0.mlp.up_proj.weight": (128, 136),
     "model.layers.0.post_attention_layernorm.weight": (16,),
     "model.norm.weight": (16,),
 }
