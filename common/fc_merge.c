@@ -383,13 +383,14 @@ static void combine_consensus(const float *wd, int nm, const float *w, size_t cn
   /* Majority sign as +-1 floats, so the agreement test d * sgn > 0 vectorises. */
   float sgn[BLK];
   for (size_t j = 0; j < cnt; j++) sgn[j] = sum[j] >= 0 ? 1.0f : -1.0f;
+  float am[BLK];
   for (int i = 0; i < nm; i++) {
     const float *d = wd + (size_t)i * BLK;
     const float wi = w[i];
+    for (size_t j = 0; j < cnt; j++) am[j] = d[j] * sgn[j] > 0 ? 1.0f : 0.0f;
     for (size_t j = 0; j < cnt; j++) {
-      int agree = d[j] * sgn[j] > 0;
-      mixed[j] += (double)(agree ? d[j] : 0.0f);
-      div[j] += (double)(agree ? wi : 0.0f);
+      mixed[j] += (double)(d[j] * am[j]);
+      div[j] += (double)(wi * am[j]);
     }
   }
 }
@@ -457,11 +458,11 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       sel_t *T = &s->tc[i];
       const float *d = s->m + (size_t)i * BLK;
       int64_t above = 0;
-      for (size_t j = 0; j < cnt; j++) {
-        uint32_t key = f2u(fabsf(d[j]));
-        above += key > S->bhi;
-        if (key >= S->lo && key <= S->bhi) cand_push(T, off + j, key, NULL, 0);
-      }
+      const uint32_t lo = S->lo, bhi = S->bhi;
+      for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
+      for (size_t j = 0; j < cnt; j++) above += keys[j] > bhi;
+      for (size_t j = 0; j < cnt; j++)
+        if (keys[j] - lo <= bhi - lo) cand_push(T, off + j, keys[j], NULL, 0);
       T->above += above;
     }
     return;
@@ -588,8 +589,10 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     for (int i = 0; i < nm; i++) {
       const float *d = s->m + (size_t)i * BLK;
       const double wi = J->sw[i];
+      float am[BLK];
+      for (size_t j = 0; j < cnt; j++) am[j] = d[j] * sgn[j] > 0 ? 1.0f : 0.0f;
       for (size_t j = 0; j < cnt; j++) {
-        double a = d[j] * sgn[j] > 0 ? 1.0 : 0.0;
+        double a = am[j];
         mixed[j] += a * ((double)d[j] * wi);
         div[j] += a * wi;
       }
