@@ -2,6 +2,32 @@
  * SLERP), streamed tensor by tensor over memory-mapped inputs so memory stays at a few tensors.
  * Every method follows mergekit's definition (same parameter names, defaults and results); where
  * a detail is ours (tie-breaking, the DARE mask) it is stated here. */
+/*
+ * Notes on the definitions (read from mergekit's merge_methods/ and sparsify.py, and from
+ * FuseAI's FuseChat/mergekit/.../sce_merging.py and FuseChat/merge/VaRM/merge.py):
+ * - TIES keeps k = int(density * numel) elements of each d_i by |d_i| (mergekit: argsort;
+ *   k == 0 is an error, as its assert); ties at the boundary go to the lower index. The
+ *   majority sign is that of sum_i w_i d_i' (zero counts as positive); an entry agrees when
+ *   sign(w_i d_i') equals it, so zeros never count; divisor sum_i w_i m_i, 0 -> 1.
+ * - task_arithmetic / dare_linear: divisor sum_i w_i, |.| < 1e-8 -> 1, applied only when
+ *   normalize (default off). linear divides by sum_i w_i when normalize (default on); a zero
+ *   sum is an error here (mergekit would produce inf/nan).
+ * - DARE: mergekit draws torch.bernoulli; ours is the counter-based mask below, so runs are
+ *   reproducible across runs and thread counts. rescale divides survivors by density.
+ * - SCE follows current mergekit (sce.py, 2025): k = int(count_nonzero(var) * select_topk)
+ *   (a float32 product), weights from the *masked* deltas, uniform when their sum is below
+ *   1e-6, divisor clamped to 1e-6. Older mergekit (2024) and FuseChat's release guard with
+ *   "sum == 0 -> uniform" and "divisor == 0 -> 1" instead. Beware: with real fine-tuning
+ *   deltas (|d| ~ 1e-4..1e-3) the mean squares sum to less than 1e-6 on many tensors, and then
+ *   upstream SCE (and ours) silently uses uniform weights there.
+ * - sce_mask_scope=weights reproduces FuseChat's release: the variance selection only feeds
+ *   the weights; the erase step and the merge use the full deltas.
+ * - VaRM: W_i = mean(d_i^2) / sum_j mean(d_j^2) per tensor, uniform when the sum is 0; the
+ *   release script computes its weights offline from an analysis file.
+ * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
+ * - Sums over models are per element in f64 (mergekit: the model dtype); variance and mean
+ *   squares in f64. Results agree with the PyTorch reference within 1e-6 relative.
+ */
 #ifndef FC_MERGE_H
 #define FC_MERGE_H
 
