@@ -20,7 +20,8 @@ static void usage(FILE *fp) {
           "output directory gets safetensors sharded like the base, and the base's config.json\n"
           "and tokenizer files. Methods follow mergekit's definitions, so a mergekit config\n"
           "gives the same weights:\n"
-          "  linear           sum_i w_i M_i / sum_i w_i  (normalize: true)\n"
+          "  linear           sum_i w_i M_i / sum_i w_i  (normalize: true); the base, if given,\n"
+          "                   only supplies the layout, config and tokenizer\n"
           "  task_arithmetic  base + sum_i w_i d_i, d_i = M_i - base\n"
           "  ties             keep each d_i's top density by magnitude, elect the sign, mean of\n"
           "                   the agreeing entries\n"
@@ -62,6 +63,11 @@ static void usage(FILE *fp) {
           "  -j, --threads N     worker threads (default: all cores); results do not depend on it\n"
           "  -q, --quiet         no progress line\n"
           "  -h, --help          show this help\n"
+          "\n"
+          "For task-vector methods a model listed with the base's path is skipped (as mergekit).\n"
+          "DARE masks are counter-based (seed, tensor name, model, element): the same output for\n"
+          "any thread count. Models whose tensors differ in name or shape (e.g. vocabulary\n"
+          "sizes) are refused with the tensor named.\n"
           "\n"
           "Exit status: 0 merged, 1 the merge failed (bad model, mismatch, I/O), 2 usage error.\n");
 }
