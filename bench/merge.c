@@ -194,8 +194,8 @@ int main(int argc, char **argv) {
   printf("generated in %.1f s under %s (outputs under %s)\n", fc_now() - tg, root, odir);
   double bw = copy_bandwidth(threads);
   printf("memory bandwidth (streaming copy, read+write, %d threads): %.2f GB/s\n\n", threads, bw);
-  printf("%-16s %8s %10s %9s %12s %14s\n", "method", "seconds", "GB/s in", "% of bw", "peak RSS MB",
-         "RSS/(tensor*model)");
+  printf("%-16s %8s %10s %9s %8s %12s %12s %10s\n", "method", "seconds", "GB/s in", "% of bw", "cpu s",
+         "GB/cpu-s", "peak RSS MB", "RSS/(tensor*model)");
   struct {
     fc_merge_method_t m;
     const char *label;
@@ -204,7 +204,7 @@ int main(int argc, char **argv) {
               {FC_MERGE_TIES, "ties (d=0.5)", 0.5},     {FC_MERGE_DARE_TIES, "dare_ties (0.5)", 0.5},
               {FC_MERGE_DARE_LINEAR, "dare_linear", 0.5}, {FC_MERGE_SLERP, "slerp", 0},
               {FC_MERGE_SCE, "sce (topk 0.1)", 0},      {FC_MERGE_VARM, "varm", 0}};
-  double linear_s = 0;
+  double linear_s = 0, linear_cpu = 0;
   for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
     if (only && r && strcmp(only, fc_merge_method_name(runs[r].m))) continue;
     int pfd[2];
@@ -249,8 +249,14 @@ int main(int argc, char **argv) {
     if (r == 0) linear_s = res.seconds;
     double gbs = res.bytes_in / res.seconds / 1e9, rss = (double)ru.ru_maxrss * 1024;
     int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : runs[r].m == FC_MERGE_SLERP ? 2 : 4;
-    printf("%-16s %8.2f %10.2f %8.0f%% %12.0f %14.2f   (%.1fx linear time)\n", runs[r].label, res.seconds, gbs,
-           100 * gbs / bw, rss / 1e6, rss / ((double)maxt * nin), res.seconds / linear_s);
+    /* CPU seconds of the run (all threads): a figure the other load on the machine disturbs
+     * less than the wall clock. */
+    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                 ru.ru_stime.tv_usec / 1e6;
+    if (r == 0) linear_cpu = cpu;
+    printf("%-16s %8.2f %10.2f %8.0f%% %8.2f %12.2f %12.0f %10.2f   (%.1fx linear wall, %.1fx cpu)\n",
+           runs[r].label, res.seconds, gbs, 100 * gbs / bw, cpu, res.bytes_in / cpu / 1e9, rss / 1e6,
+           rss / ((double)maxt * nin), res.seconds / linear_s, cpu / linear_cpu);
     fflush(stdout);
     char cmd[1400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);

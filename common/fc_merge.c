@@ -17,6 +17,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+/* The block loops are compiled twice, for AVX2 and for the baseline, and picked at load time
+ * (GCC/Clang function multiversioning); the helpers are inlined into each version. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FC_HOT __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define FC_HOT
+#endif
+#define FC_INLINE static inline __attribute__((always_inline))
+
 #define BLK 8192 /* elements per block: a few scratch blocks fit in L2 */
 #define NBIN 65536
 
@@ -104,7 +113,7 @@ static int cmp_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
-static void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
+FC_INLINE void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
   const uint8_t *p = t->data;
   switch (t->dtype) {
   case FC_DT_F32: memcpy(dst, p + 4 * off, 4 * cnt); break;
@@ -147,7 +156,7 @@ static inline uint16_t to_bf16(float f) {
   return (uint16_t)(u >> 16);
 }
 
-static void store_out(void *out, fc_dtype_t dt, size_t off, size_t cnt, const float *src) {
+FC_INLINE void store_out(void *out, fc_dtype_t dt, size_t off, size_t cnt, const float *src) {
   switch (dt) {
   case FC_DT_F32: memcpy((float *)out + off, src, 4 * cnt); break;
   case FC_DT_BF16: {
@@ -268,7 +277,7 @@ static void cand_free(sel_t *c) {
 }
 
 /* Loads block blk: base into s->b and each model (minus base when deltas) into s->m. */
-static void load_range(const job_t *J, scratch_t *s, size_t off, size_t cnt, int deltas) {
+FC_INLINE void load_range(const job_t *J, scratch_t *s, size_t off, size_t cnt, int deltas) {
   if (J->base) load_f32(J->base, off, cnt, s->b);
   for (int i = 0; i < J->nm; i++) {
     float *m = s->m + (size_t)i * BLK;
@@ -278,14 +287,14 @@ static void load_range(const job_t *J, scratch_t *s, size_t off, size_t cnt, int
   }
 }
 
-static size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas) {
+FC_INLINE size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas) {
   size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
   load_range(J, s, off, cnt, deltas);
   return cnt;
 }
 
 /* Population variance across models of the deltas in s->m, per element, into v. */
-static void block_var(const job_t *J, scratch_t *s, size_t cnt, float *v) {
+FC_INLINE void block_var(const job_t *J, scratch_t *s, size_t cnt, float *v) {
   const int nm = J->nm;
   double *mean = s->a1, *ss = s->a2;
   for (size_t j = 0; j < cnt; j++) mean[j] = 0, ss[j] = 0;
@@ -305,7 +314,7 @@ static void block_var(const job_t *J, scratch_t *s, size_t cnt, float *v) {
 }
 
 /* Applies TIES's magnitude mask (sel per model) to deltas in s->m for block blk. */
-static void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
+FC_INLINE void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
   for (int i = 0; i < J->nm; i++) {
     const sel_t *S = &J->sel[i];
     if (!S->active) continue;
@@ -329,7 +338,7 @@ static void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
 }
 
 /* SCE selection mask for one block into keep[] (1 selected). */
-static void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
+FC_INLINE void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
   if (J->select == 0) {
     memset(keep, 1, cnt);
     return;
@@ -353,7 +362,7 @@ static void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
   }
 }
 
-static void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *keys, size_t cnt,
+FC_INLINE void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *keys, size_t cnt,
                      size_t blk) {
   uint32_t *h = s->hist + (size_t)si * NBIN;
   const sel_t *S = &J->sel[si];
@@ -373,7 +382,7 @@ static void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *keys,
 /* TIES sign election on weighted deltas wd[nm][BLK]: the majority sign is that of their sum
  * (zero counts as positive), an entry agrees when its sign equals it (a zero never does);
  * mixed += agreeing entries, div += their models' weights. */
-static void combine_consensus(const float *wd, int nm, const float *w, size_t cnt, double *mixed,
+FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t cnt, double *mixed,
                               double *div, double *sum) {
   for (size_t j = 0; j < cnt; j++) sum[j] = 0;
   for (int i = 0; i < nm; i++) {
@@ -403,7 +412,7 @@ typedef struct par {
   atomic_size_t next;
 } par_t;
 
-static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
+FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   const int nm = J->nm;
   const fc_merge_method_t M = J->method;
   size_t off = blk * BLK;
@@ -539,13 +548,20 @@ static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       if (dare && J->dens[i] < 1) {
         const float dn = (float)J->dens[i];
         const uint64_t thr = dare_threshold(J->dens[i]), key = J->dkey[i] + off / 2;
-        size_t j = 0;
-        for (; j + 1 < cnt; j += 2) { /* off is even, so pairs line up with elements */
-          uint64_t r = mix64(key + j / 2);
-          d[j] *= (float)((r >> 32) < thr);
-          d[j + 1] *= (float)((r & 0xffffffffu) < thr);
+        /* off is even, so the draws' pairs line up with the block's elements. */
+        uint64_t r[BLK / 2];
+        size_t np = cnt / 2;
+        for (size_t p = 0; p < np; p++) r[p] = mix64(key + p);
+        uint32_t *u = (uint32_t *)keys; /* keys[] is free in this pass */
+        for (size_t p = 0; p < np; p++) {
+          u[2 * p] = (uint32_t)(r[p] >> 32);
+          u[2 * p + 1] = (uint32_t)r[p];
         }
-        for (; j < cnt; j++) d[j] *= (float)(dare_u32(J->dkey[i], off + j) < thr);
+        for (size_t j = 2 * np; j < cnt; j++) u[j] = dare_u32(J->dkey[i], off + j);
+        if (thr <= UINT32_MAX) { /* else every element is kept */
+          const uint32_t t32 = (uint32_t)thr;
+          for (size_t j = 0; j < cnt; j++) d[j] = u[j] < t32 ? d[j] : 0.0f;
+        }
         if (J->rescale)
           for (size_t j = 0; j < cnt; j++) d[j] = d[j] / dn;
       }
