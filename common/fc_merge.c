@@ -108,11 +108,6 @@ static inline uint32_t f2u(float f) {
   return u;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 FC_INLINE void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
   const uint8_t *p = t->data;
   switch (t->dtype) {
@@ -736,10 +731,12 @@ static void run_select(job_t *J, int kind, int threads) {
  * the keys above a band around it and collects the keys inside, and the exact threshold is
  * found among the candidates. When the sample misleads (the k-th key is outside the band),
  * the radix select runs instead, so the result is the same either way. */
-#define SRUNS 16
-#define SRUN 1024
+#define SRUNS 64   /* sample runs, evenly spaced */
+#define SRUN 1024  /* elements per run, at most */
+size_t fc_merge_band_hits;
 size_t fc_merge_band_min = 1u << 18; /* smaller tensors go straight to the radix select */
-#define BAND_MIN (fc_merge_band_min > SRUNS * SRUN ? fc_merge_band_min : SRUNS * SRUN)
+#define BAND_MIN (fc_merge_band_min > SRUNS * 64 ? fc_merge_band_min : SRUNS * 64)
+static size_t srun_len(size_t n) { return n / SRUNS < SRUN ? n / SRUNS : SRUN; }
 
 static scratch_t *scratch_new(int nm) {
   scratch_t *s = fc_xcalloc(1, sizeof *s);
@@ -758,32 +755,51 @@ static void scratch_free(scratch_t *s) {
   free(s);
 }
 
-static int cmp_u32_desc(const void *a, const void *b) {
-  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-  return x < y ? 1 : x > y ? -1 : 0;
+/* The element of rank r (0 = largest) of a[n], partially reordering a (quickselect). */
+static uint32_t nth_largest(uint32_t *a, size_t n, size_t r) {
+  size_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    uint32_t pivot = a[lo + (hi - lo) / 2];
+    size_t i = lo, j = hi;
+    while (i <= j) {
+      while (a[i] > pivot) i++;
+      while (a[j] < pivot) j--;
+      if (i <= j) {
+        uint32_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        i++;
+        if (j == 0) break;
+        j--;
+      }
+    }
+    if (r <= j) hi = j;
+    else if (r >= i) lo = i;
+    else return a[r];
+  }
+  return a[r];
 }
 
 /* Band [lo, bhi] around the fraction q of largest keys in the sample ks[ns]. */
 static void band_setup(sel_t *S, uint32_t *ks, size_t ns, double q) {
-  qsort(ks, ns, sizeof *ks, cmp_u32_desc);
   if (q < 0) q = 0;
   if (q > 1) q = 1;
   double r = q * (double)ns, m = 4 * sqrt((double)ns * q * (1 - q)) + 32;
   double ih = floor(r - m), il = ceil(r + m);
-  S->bhi = ih < 0 ? UINT32_MAX : ks[(size_t)ih];
-  S->lo = il >= (double)ns ? 0 : ks[(size_t)il];
+  S->bhi = ih < 0 ? UINT32_MAX : nth_largest(ks, ns, (size_t)ih);
+  S->lo = il >= (double)ns ? 0 : nth_largest(ks, ns, (size_t)il);
   S->band = 1;
   S->above = 0;
 }
 
 static void ties_band_setup(job_t *J) {
   scratch_t *s = scratch_new(J->nm);
-  size_t ns = SRUNS * SRUN;
+  size_t len = srun_len(J->n), ns = SRUNS * len;
   uint32_t *ks = fc_xmalloc((size_t)J->nm * ns * sizeof *ks);
-  for (int r = 0; r < SRUNS; r++) {
-    load_range(J, s, (J->n / SRUNS) * (size_t)r, SRUN, 1);
+  for (size_t r = 0; r < SRUNS; r++) {
+    load_range(J, s, (J->n / SRUNS) * r, len, 1);
     for (int i = 0; i < J->nm; i++)
-      for (int j = 0; j < SRUN; j++) ks[(size_t)i * ns + (size_t)r * SRUN + (size_t)j] = f2u(fabsf(s->m[(size_t)i * BLK + (size_t)j]));
+      for (size_t j = 0; j < len; j++) ks[(size_t)i * ns + r * len + j] = f2u(fabsf(s->m[(size_t)i * BLK + j]));
   }
   for (int i = 0; i < J->nm; i++)
     if (J->sel[i].active) band_setup(&J->sel[i], ks + (size_t)i * ns, ns, (double)J->sel[i].k / (double)J->n);
@@ -793,14 +809,14 @@ static void ties_band_setup(job_t *J) {
 
 static void sce_band_setup(job_t *J, double topk) {
   scratch_t *s = scratch_new(J->nm);
-  size_t ns = SRUNS * SRUN, nz = 0;
+  size_t len = srun_len(J->n), ns = SRUNS * len, nz = 0;
   uint32_t *ks = fc_xmalloc(ns * sizeof *ks);
   float v[SRUN];
-  for (int r = 0; r < SRUNS; r++) {
-    load_range(J, s, (J->n / SRUNS) * (size_t)r, SRUN, 1);
-    block_var(J, s, SRUN, v);
-    for (int j = 0; j < SRUN; j++) {
-      ks[(size_t)r * SRUN + (size_t)j] = f2u(v[j]);
+  for (size_t r = 0; r < SRUNS; r++) {
+    load_range(J, s, (J->n / SRUNS) * r, len, 1);
+    block_var(J, s, len, v);
+    for (size_t j = 0; j < len; j++) {
+      ks[r * len + j] = f2u(v[j]);
       nz += v[j] != 0.0f;
     }
   }
@@ -834,25 +850,21 @@ static int band_resolve(const job_t *J, sel_t *S) {
   S->all_eq = S->need == (int64_t)h[bin];
   free(h);
   if (!S->all_eq) {
-    /* The first `need` ties in index order are in: per-block counts for the final pass. */
-    int64_t *tot = fc_xcalloc(J->nblocks, sizeof *tot), *take = fc_xcalloc(J->nblocks, sizeof *take);
-    uint64_t *ties = fc_xmalloc(S->nc * sizeof *ties);
-    size_t nt = 0;
+    /* The first `need` ties in index order are in: count each block's ties, then hand the
+     * quota out in block order (within a block the final pass keeps them in index order). */
+    int64_t *tot = fc_xcalloc(J->nblocks, sizeof *tot), left = S->need;
     for (size_t c = 0; c < S->nc; c++)
-      if (S->ckey[c] == S->thr) ties[nt++] = S->cidx[c];
-    qsort(ties, nt, sizeof *ties, cmp_u64);
-    for (size_t t = 0; t < nt; t++) {
-      size_t b = ties[t] / BLK;
-      tot[b]++;
-      if ((int64_t)t < S->need) take[b]++;
-    }
+      if (S->ckey[c] == S->thr) tot[S->cidx[c] / BLK]++;
     S->quota = fc_xmalloc(J->nblocks * sizeof *S->quota);
-    for (size_t b = 0; b < J->nblocks; b++) S->quota[b] = take[b] == tot[b] ? -1 : take[b];
-    free(ties);
+    for (size_t b = 0; b < J->nblocks; b++) {
+      int64_t take = tot[b] < left ? tot[b] : left;
+      left -= take;
+      S->quota[b] = take == tot[b] ? -1 : take;
+    }
     free(tot);
-    free(take);
   }
   S->done = 1;
+  fc_merge_band_hits++;
   return 1;
 }
 

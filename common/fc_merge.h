@@ -136,6 +136,7 @@ int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc
 /* Tensors with at least this many elements find top-k thresholds with a sampled band and one
  * pass, smaller ones with a two-level radix select (same results; a knob for tests). */
 extern size_t fc_merge_band_min;
+extern size_t fc_merge_band_hits; /* selections the band pass resolved (not thread-safe; tests) */
 
 /* The DARE keep decision, for tests and references. */
 int fc_merge_dare_keep(uint64_t seed, const char *tensor_name, int model, uint64_t elem,

@@ -139,6 +139,8 @@ static void test_fixture_cases(void **state) {
   free(dir);
   }
   fc_merge_band_min = (size_t)1 << 18;
+  /* Both fixture passes ran; the band resolved ties' and sce's selections on up_proj. */
+  assert_true(fc_merge_band_hits >= 6);
 }
 
 /* ---- in-memory tensors ---- */
@@ -196,7 +198,10 @@ static void test_threads_invariant(void **state) {
       assert_memory_equal(w1, w3, sizeof(double) * (size_t)cfg.nmodels);
       /* The band selection (one pass) picks exactly what the radix select picks. */
       fc_merge_band_min = 0;
+      size_t hits = fc_merge_band_hits;
       assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, ob, w3, 3, &err), 0);
+      if (meth == FC_MERGE_TIES) assert_int_equal(fc_merge_band_hits - hits, 3);
+      if (meth == FC_MERGE_SCE) assert_int_equal(fc_merge_band_hits - hits, 1);
       assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, o3, w3, 1, &err), 0);
       fc_merge_band_min = (size_t)1 << 18;
       if (memcmp(ob, o3, NBIG * 4)) fail_msg("%s (band) differs between 1 and 3 threads", fc_merge_method_name(cfg.method));
