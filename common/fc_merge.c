@@ -220,6 +220,7 @@ typedef struct job {
   int nsel;
   int64_t *blk_eq; /* [nsel][nblocks] ties per block */
   int64_t *blk_nz; /* sce: [nblocks] non-zero variances per block */
+  struct workspace *ws; /* buffers kept across tensors by fc_merge_run, or NULL */
   pthread_mutex_t mu;
 } job_t;
 
@@ -893,7 +894,7 @@ static void job_free(job_t *J) {
     cand_free(&J->sel[i]);
   }
   free(J->blk_nz);
-  free(J->var);
+  if (!J->ws) free(J->var);
   free(J->part);
   pthread_mutex_destroy(&J->mu);
 }
@@ -905,7 +906,13 @@ static double part_sum(const job_t *J, int c) {
   return s;
 }
 
-static int merge_tensor_raw(const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
+/* Buffers reused from tensor to tensor, so big ones are not faulted in afresh each time. */
+typedef struct workspace {
+  float *var;
+  size_t var_cap;
+} workspace_t;
+
+static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
                             const fc_st_tensor_t *const *models, void *out, fc_dtype_t out_dt,
                             double *model_w, int threads, fc_err_t *err) {
   const int nm = cfg->nmodels;
@@ -989,7 +996,17 @@ static int merge_tensor_raw(const fc_merge_cfg_t *cfg, const char *name, const f
     if (tk <= 0) J.select = -1;
     else if (tk >= 1) J.select = 0;
     else {
-      J.var = fc_xmalloc(J.n * sizeof(float));
+      if (ws) {
+        if (ws->var_cap < J.n) {
+          free(ws->var);
+          ws->var = fc_xmalloc(J.n * sizeof(float));
+          ws->var_cap = J.n;
+        }
+        J.var = ws->var;
+        J.ws = ws;
+      } else {
+        J.var = fc_xmalloc(J.n * sizeof(float));
+      }
       J.blk_nz = fc_xcalloc(J.nblocks, sizeof *J.blk_nz);
       J.nsel = 1;
       if (J.n >= BAND_MIN) sce_band_setup(&J, tk);
@@ -1055,7 +1072,7 @@ done:
 int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
                     const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
                     fc_err_t *err) {
-  return merge_tensor_raw(cfg, tensor_name, base, models, out, FC_DT_F32, model_w, threads, err);
+  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, FC_DT_F32, model_w, threads, err);
 }
 
 /* ---- whole-model runner ---- */
@@ -1172,6 +1189,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   const char **fnames = NULL, **tnames = NULL;
   void *obuf = NULL;
   size_t ocap = 0;
+  workspace_t ws = {0};
   fc_st_writer_t *w = NULL;
   if (nm == 0) {
     rc = fc_err_set(err, FC_EINVAL, "no models besides the base to merge");
@@ -1286,7 +1304,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);
       } else {
         double mw[FC_MERGE_MAX_MODELS];
-        rc = merge_tensor_raw(&cfg, b->name, method_uses_base(M) ? b : NULL, ins, obuf,
+        rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, obuf,
                               specs[j].dtype, mw, threads, err);
         if (!rc) {
           for (int i = 0; i < nm; i++) stats->mean_weight[i] += mw[i];
@@ -1317,6 +1335,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
 out:
   if (w) fc_st_writer_abort(&w);
   free(obuf);
+  free(ws.var);
   free(specs);
   free(fnames);
   free(tnames);
