@@ -865,7 +865,7 @@ static int band_resolve(const job_t *J, sel_t *S) {
     free(tot);
   }
   S->done = 1;
-  fc_merge_band_hits++;
+  __atomic_fetch_add(&fc_merge_band_hits, 1, __ATOMIC_RELAXED);
   return 1;
 }
 
@@ -1324,10 +1324,18 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   }
   if (rc) goto out;
   for (int i = 0; i < nm && nweighted; i++) stats->mean_weight[i] /= (double)nweighted;
-  if (nshards > 1) {
+  {
+    /* A file left by an earlier merge in the other layout would shadow this one. */
     char *ip = fc_path_join(out_dir, "model.safetensors.index.json");
-    rc = fc_st_write_index(ip, nt, tnames, fnames, total, err);
+    char *sp = fc_path_join(out_dir, "model.safetensors");
+    if (nshards > 1) {
+      unlink(sp);
+      rc = fc_st_write_index(ip, nt, tnames, fnames, total, err);
+    } else {
+      unlink(ip);
+    }
     free(ip);
+    free(sp);
     if (rc) goto out;
   }
   if ((rc = copy_side_files(base_path, out_dir, cfg.dtype, err))) goto out;
