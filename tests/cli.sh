@@ -1,0 +1,46 @@
+#!/bin/sh
+# fusectl's contract with scripts: every command has --help (exit 0, a Usage line), bad usage
+# exits 2, failed work exits 1 with a one-line message, never a crash (exit >= 128).
+set -u
+FUSECTL="$1"
+FIX="$2"
+fail=0
+pass=0
+check() { # expected-rc description command...
+  want="$1"; what="$2"; shift 2
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL: $what: exit $rc, wanted $want: $out"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+}
+check 0 "top-level help" "$FUSECTL" --help
+check 2 "no command" "$FUSECTL"
+check 2 "unknown command" "$FUSECTL" frobnicate
+for cmd in $("$FUSECTL" --help | awk '/^Commands:/{on=1; next} on && /^  [a-z]/{print $1}'); do
+  out=$("$FUSECTL" "$cmd" --help 2>&1); rc=$?
+  if [ "$rc" -ne 0 ] || ! printf '%s' "$out" | grep -q "^Usage: fusectl $cmd"; then
+    echo "FAIL: fusectl $cmd --help: exit $rc: $out"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+  out=$("$FUSECTL" "$cmd" --no-such-option 2>&1); rc=$?
+  if [ "$rc" -ne 2 ]; then
+    echo "FAIL: fusectl $cmd --no-such-option: exit $rc, wanted 2"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+done
+tmp=$(mktemp -d)
+check 1 "inspect a missing file" "$FUSECTL" inspect /nonexistent/model.safetensors
+printf 'garbage' > "$tmp/bad.safetensors"
+check 1 "inspect a corrupt file" "$FUSECTL" inspect "$tmp/bad.safetensors"
+check 0 "inspect a fixture" "$FUSECTL" inspect "$FIX/st/sharded"
+check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry=1
+check 2 "gen-data without --out" "$FUSECTL" gen-data
+check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl
+check 0 "gen-data" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --count 5
+rm -rf "$tmp"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
