@@ -1,0 +1,236 @@
+/* Tokenizer tests: ids equal to Hugging Face tokenizers' (tests/fixtures/tok/ref.json, made by
+ * tests/ref/tok_ref.js) on real tokenizer.json files, decode round trips, offsets, queries. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_tok.h"
+
+static char *fixture(const char *rel) {
+  const char *d = getenv("FC_FIXTURES");
+  char *p = fc_xmalloc(strlen(d ? d : "tests/fixtures") + strlen(rel) + 2);
+  sprintf(p, "%s/%s", d ? d : "tests/fixtures", rel);
+  return p;
+}
+
+static json_t *g_ref;
+
+static int setup(void **state) {
+  (void)state;
+  char *p = fixture("tok/ref.json");
+  json_error_t je;
+  g_ref = json_load_file(p, 0, &je);
+  free(p);
+  return g_ref ? 0 : -1;
+}
+static int teardown(void **state) {
+  (void)state;
+  json_decref(g_ref);
+  return 0;
+}
+
+static fc_tok_t *load(const char *name) {
+  char rel[256];
+  snprintf(rel, sizeof rel, "tok/%s", name);
+  char *p = fixture(rel);
+  fc_tok_t *t = NULL;
+  fc_err_t err = {0};
+  int rc = fc_tok_load(&t, p, &err);
+  if (rc) fprintf(stderr, "load %s: %s\n", p, err.msg);
+  free(p);
+  assert_int_equal(rc, 0);
+  return t;
+}
+
+/* Compares one list of ids with the reference; prints the first difference. */
+static int same_ids(const char *what, const char *text, json_t *ref, const int32_t *ids, size_t n) {
+  size_t rn = json_array_size(ref);
+  size_t i = 0;
+  while (i < n && i < rn && json_integer_value(json_array_get(ref, i)) == ids[i]) i++;
+  if (i == n && i == rn) return 1;
+  fprintf(stderr, "%s mismatch on %s at token %zu (ours n=%zu, HF n=%zu): ours", what, text, i, n, rn);
+  for (size_t k = i; k < n && k < i + 6; k++) fprintf(stderr, " %d", ids[k]);
+  fprintf(stderr, " HF");
+  for (size_t k = i; k < rn && k < i + 6; k++) fprintf(stderr, " %lld", json_integer_value(json_array_get(ref, k)));
+  fprintf(stderr, "\n");
+  return 0;
+}
+
+static void check_against_hf(const char *name) {
+  fc_tok_t *t = load(name);
+  json_t *texts = json_object_get(g_ref, "texts");
+  json_t *res = json_object_get(json_object_get(g_ref, "tokenizers"), name);
+  assert_non_null(res);
+  int bad = 0;
+  size_t nt = json_array_size(texts);
+  assert_true(nt >= 100);
+  for (size_t i = 0; i < nt; i++) {
+    const char *text = json_string_value(json_array_get(texts, i));
+    size_t len = json_string_length(json_array_get(texts, i));
+    static const struct {
+      const char *key;
+      unsigned flags;
+    } modes[] = {{"with_special", FC_TOK_ADD_SPECIAL | FC_TOK_PARSE_SPECIAL},
+                 {"no_special", FC_TOK_PARSE_SPECIAL},
+                 {"plain", 0}};
+    for (size_t m = 0; m < 3; m++) {
+      int32_t *ids;
+      uint32_t *off;
+      size_t n;
+      fc_err_t err = {0};
+      assert_int_equal(fc_tok_encode(t, text, len, modes[m].flags, &ids, &off, &n, &err), 0);
+      if (!same_ids(modes[m].key, text, json_array_get(json_object_get(res, modes[m].key), i), ids, n)) bad++;
+      /* offsets are non-decreasing and inside the text */
+      for (size_t k = 0; k < n; k++) {
+        assert_true(off[k] <= len);
+        if (k) assert_true(off[k] >= off[k - 1]);
+      }
+      if (m == 0) {
+        char *dec;
+        assert_int_equal(fc_tok_decode(t, ids, n, 0, &dec, &err), 0);
+        const char *want = json_string_value(json_array_get(json_object_get(res, "decoded"), i));
+        if (strcmp(dec, want)) {
+          fprintf(stderr, "decode mismatch: ours [%s] HF [%s]\n", dec, want);
+          bad++;
+        }
+        free(dec);
+        assert_int_equal(fc_tok_decode(t, ids, n, 1, &dec, &err), 0);
+        want = json_string_value(json_array_get(json_object_get(res, "decoded_skip"), i));
+        if (strcmp(dec, want)) {
+          fprintf(stderr, "decode(skip special) mismatch: ours [%s] HF [%s]\n", dec, want);
+          bad++;
+        }
+        free(dec);
+      }
+      free(ids);
+      free(off);
+    }
+  }
+  fc_tok_destroy(&t);
+  assert_null(t);
+  assert_int_equal(bad, 0);
+}
+
+static void test_llama2_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("llama2");
+}
+static void test_qwen3_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("qwen3");
+}
+static void test_gpt2_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("gpt2");
+}
+
+/* The token text of each token, concatenated, gives back the text (byte-level), and offsets
+ * point at where each token's text starts. */
+static void test_token_text_and_offsets(void **state) {
+  (void)state;
+  fc_tok_t *t = load("qwen3");
+  const char *text = "Héllo, 世界! 👨‍👩‍👧 <|im_end|> 123456\n\n  x";
+  int32_t *ids;
+  uint32_t *off;
+  size_t n;
+  fc_err_t err = {0};
+  assert_int_equal(fc_tok_encode(t, text, strlen(text), FC_TOK_PARSE_SPECIAL, &ids, &off, &n, &err), 0);
+  char buf[4096];
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(off[i], k); /* no normalizer change here: offsets are exact */
+    char small[2];
+    size_t need = fc_tok_token_text(t, ids[i], small, sizeof small);
+    size_t got = fc_tok_token_text(t, ids[i], buf + k, sizeof buf - k);
+    assert_int_equal(need, got);
+    k += got;
+  }
+  assert_int_equal(k, strlen(text));
+  assert_memory_equal(buf, text, k);
+  free(ids);
+  free(off);
+  assert_int_equal(fc_tok_kind(t), FC_TOK_BYTELEVEL);
+  assert_int_equal(fc_tok_eos(t), fc_tok_piece_id(t, "<|im_end|>"));
+  assert_true(fc_tok_is_special(t, fc_tok_piece_id(t, "<|im_start|>")));
+  assert_false(fc_tok_is_special(t, fc_tok_piece_id(t, "hello")));
+  assert_int_equal(fc_tok_vocab_size(t), 151669);
+  assert_string_equal(fc_tok_piece(t, fc_tok_piece_id(t, "Ġworld")), "Ġworld");
+  assert_int_equal(fc_tok_piece_id(t, "no-such-piece-xyz"), -1);
+  fc_tok_destroy(&t);
+
+  t = load("llama2");
+  assert_int_equal(fc_tok_kind(t), FC_TOK_SENTENCEPIECE);
+  assert_int_equal(fc_tok_bos(t), 1);
+  assert_int_equal(fc_tok_eos(t), 2);
+  k = fc_tok_token_text(t, fc_tok_piece_id(t, "\xe2\x96\x81Hello"), buf, sizeof buf);
+  assert_int_equal(k, 6);
+  assert_memory_equal(buf, " Hello", 6);
+  k = fc_tok_token_text(t, fc_tok_piece_id(t, "<0x0A>"), buf, sizeof buf);
+  assert_int_equal(k, 1);
+  assert_int_equal(buf[0], '\n');
+  k = fc_tok_token_text(t, 1, buf, sizeof buf);
+  assert_memory_equal(buf, "<s>", 3);
+  /* offsets through the Prepend/Replace normalizer map back to the original bytes */
+  text = "ab cd";
+  assert_int_equal(fc_tok_encode(t, text, 5, FC_TOK_ADD_SPECIAL, &ids, &off, &n, &err), 0);
+  assert_true(n >= 3);
+  assert_int_equal(ids[0], 1);
+  assert_int_equal(off[0], 0);
+  assert_int_equal(off[1], 0);
+  assert_int_equal(off[n - 1], 2); /* "▁cd" starts at the space */
+  free(ids);
+  free(off);
+  fc_tok_destroy(&t);
+}
+
+static void test_hash_and_errors(void **state) {
+  (void)state;
+  fc_tok_t *a = load("llama2"), *b = load("qwen3"), *a2 = load("llama2");
+  assert_true(fc_tok_hash(a) == fc_tok_hash(a2));
+  assert_true(fc_tok_hash(a) != fc_tok_hash(b));
+  fc_err_t err = {0};
+  int32_t *ids;
+  size_t n;
+  assert_int_equal(fc_tok_encode(a, "\xff\xfe", 2, 0, &ids, NULL, &n, &err), FC_EINVAL);
+  int32_t bad[] = {5, 999999};
+  char *s;
+  assert_int_equal(fc_tok_decode(a, bad, 2, 0, &s, &err), FC_EINVAL);
+  fc_tok_destroy(&a);
+  fc_tok_destroy(&a2);
+  fc_tok_destroy(&b);
+
+  fc_tok_t *t = NULL;
+  static const char *bad_json[] = {
+      "{",
+      "[]",
+      "{\"model\":{\"type\":\"Unigram\",\"vocab\":[]}}",
+      "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a c\"]}}",
+      "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[\"a b\"]}}", /* "ab" missing */
+      "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-3}}}",
+      "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(\"}}}",
+      "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"normalizer\":{\"type\":\"Precompiled\"}}",
+  };
+  for (size_t i = 0; i < sizeof bad_json / sizeof *bad_json; i++) {
+    int rc = fc_tok_load_json(&t, bad_json[i], strlen(bad_json[i]), NULL, &err);
+    assert_true(rc < 0);
+    assert_null(t);
+    assert_true(strlen(err.msg) > 0);
+  }
+  assert_true(fc_tok_load(&t, "/nonexistent/dir", &err) < 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_llama2_vs_hf),
+      cmocka_unit_test(test_qwen3_vs_hf),
+      cmocka_unit_test(test_gpt2_vs_hf),
+      cmocka_unit_test(test_token_text_and_offsets),
+      cmocka_unit_test(test_hash_and_errors),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
