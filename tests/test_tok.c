@@ -124,6 +124,10 @@ static void test_qwen3_vs_hf(void **state) {
   (void)state;
   check_against_hf("qwen3");
 }
+static void test_llama3_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("llama3");
+}
 static void test_gpt2_vs_hf(void **state) {
   (void)state;
   check_against_hf("gpt2");
@@ -229,6 +233,7 @@ int main(void) {
       cmocka_unit_test(test_llama2_vs_hf),
       cmocka_unit_test(test_qwen3_vs_hf),
       cmocka_unit_test(test_gpt2_vs_hf),
+      cmocka_unit_test(test_llama3_vs_hf),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_hash_and_errors),
   };
