@@ -73,6 +73,8 @@ const texts = [
   '▁already▁has▁metaspace and Ġbytelevel chars',
   '<0x41> is not a byte token in text',
   'URL https://example.com/path?query=1&x=y#frag and email a.b@c.org',
+  // Llama-3 has ignore_merges: these words are vocabulary entries BPE would split differently.
+  'Vietnamese: việc hợp nhiều điều Việt; Czech jeho; Persian ایران',
   'A long line: ' + 'the quick brown fox jumps over the lazy dog; '.repeat(20),
 ];
 const r = rng(12345);
