@@ -285,6 +285,9 @@ struct fc_tok {
   int32_t *merge_pairs; /* [n_merges][2] in rank order, for the hash */
 
   int byte_fallback, ignore_merges, fuse_unk, bytelevel_input;
+  /* No vocabulary piece has a ▁ after another character, so no merge can cross the start of a
+   * ▁-word: a long SentencePiece segment can be merged word by word with the same result. */
+  int split_metaspace;
   int32_t unk_id;
   int32_t byte_ids[256]; /* byte-level: id of the byte's char; SP: <0xNN> */
 
@@ -843,6 +846,18 @@ static int load_root(fc_tok_t *t, json_t *root, json_t *cfg, fc_err_t *err) {
   if ((rc = parse_post(t, json_object_get(root, "post_processor"), err))) return rc;
 
   t->kind = t->bytelevel_input ? FC_TOK_BYTELEVEL : FC_TOK_SENTENCEPIECE;
+  if (!t->bytelevel_input && !t->ignore_merges) {
+    t->split_metaspace = 1;
+    for (int32_t id = 0; id < t->n_vocab && t->split_metaspace; id++) {
+      if (!t->in_model[id]) continue;
+      const char *p = t->pieces[id];
+      for (size_t k = 1; k + 3 <= t->plen[id]; k++)
+        if (!memcmp(p + k, "\xe2\x96\x81", 3) && !(k >= 3 && !memcmp(p + k - 3, "\xe2\x96\x81", 3))) {
+          t->split_metaspace = 0;
+          break;
+        }
+    }
+  }
   byte_map_init();
   for (int b = 0; b < 256; b++) {
     if (t->bytelevel_input) {
@@ -1339,7 +1354,19 @@ static void encode_segment(const fc_tok_t *t, const char *text, uint32_t s, uint
     ws->p = ws->q;
     ws->q = tmp;
   }
-  for (size_t p = 0; p < ws->p.n; p++) bpe_word(t, &ws->a, ws->p.v[p].s, ws->p.v[p].e, &ws->w, out);
+  for (size_t p = 0; p < ws->p.n; p++) {
+    uint32_t s0 = ws->p.v[p].s, e0 = ws->p.v[p].e;
+    if (t->split_metaspace) {
+      const char *b = ws->a.b;
+      for (uint32_t i = s0 + 1; i + 3 <= e0; i++) {
+        if (memcmp(b + i, "\xe2\x96\x81", 3) || (i >= s0 + 3 && !memcmp(b + i - 3, "\xe2\x96\x81", 3)))
+          continue;
+        bpe_word(t, &ws->a, s0, i, &ws->w, out);
+        s0 = i;
+      }
+    }
+    bpe_word(t, &ws->a, s0, e0, &ws->w, out);
+  }
 }
 
 /* Finds the next added token in text[from, len): leftmost, longest. Returns the index in
