@@ -1305,7 +1305,16 @@ typedef struct {
   spans_t p, q;
   bpe_ws_t w;
   pcre2_match_data *md;
+  fc_tok_word_fn word_fn; /* set: report words instead of encoding them */
+  void *word_ctx;
 } enc_ws_t;
+
+static void do_word(const fc_tok_t *t, enc_ws_t *ws, uint32_t s, uint32_t e, out_t *out) {
+  if (ws->word_fn) {
+    if (e > s) ws->word_fn(ws->word_ctx, ws->a.b + s, e - s);
+  } else
+    bpe_word(t, &ws->a, s, e, &ws->w, out);
+}
 
 /* Normalizes, pre-tokenizes and BPE-encodes text[s,e). */
 static void encode_segment(const fc_tok_t *t, const char *text, uint32_t s, uint32_t e, enc_ws_t *ws,
@@ -1361,11 +1370,11 @@ static void encode_segment(const fc_tok_t *t, const char *text, uint32_t s, uint
       for (uint32_t i = s0 + 1; i + 3 <= e0; i++) {
         if (memcmp(b + i, "\xe2\x96\x81", 3) || (i >= s0 + 3 && !memcmp(b + i - 3, "\xe2\x96\x81", 3)))
           continue;
-        bpe_word(t, &ws->a, s0, i, &ws->w, out);
+        do_word(t, ws, s0, i, out);
         s0 = i;
       }
     }
-    bpe_word(t, &ws->a, s0, e0, &ws->w, out);
+    do_word(t, ws, s0, e0, out);
   }
 }
 
@@ -1412,17 +1421,50 @@ static int find_added(const fc_tok_t *t, const char *text, size_t len, size_t fr
   return -1;
 }
 
-int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flags, int32_t **ids,
-                  uint32_t **offsets, size_t *n, fc_err_t *err) {
-  *ids = NULL;
-  if (offsets) *offsets = NULL;
-  *n = 0;
+static int check_text(const char *text, size_t len, fc_err_t *err) {
   if (len > 0xffffffffu / 4) return fc_err_set(err, FC_EINVAL, "text too long (%zu bytes)", len);
   for (size_t i = 0; i < len;) {
     size_t l = utf8_valid_len((const unsigned char *)text + i, len - i);
     if (!l) return fc_err_set(err, FC_EINVAL, "text is not valid UTF-8 at byte %zu", i);
     i += l;
   }
+  return 0;
+}
+
+int fc_tok_pretokenize(const fc_tok_t *t, const char *text, size_t len, unsigned flags,
+                       fc_tok_word_fn fn, void *ctx, fc_err_t *err) {
+  int rc = check_text(text, len, err);
+  if (rc) return rc;
+  out_t out = {0};
+  enc_ws_t ws;
+  memset(&ws, 0, sizeof ws);
+  ws.md = pcre2_match_data_create(4, NULL);
+  ws.word_fn = fn;
+  ws.word_ctx = ctx;
+  size_t pos = 0;
+  while (pos < len) {
+    size_t ms, me;
+    int k = find_added(t, text, len, pos, flags, &ms, &me);
+    size_t seg_end = k >= 0 ? ms : len;
+    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, &ws, &out);
+    if (k < 0) break;
+    pos = me;
+  }
+  pcre2_match_data_free(ws.md);
+  nb_free(&ws.a);
+  nb_free(&ws.b);
+  free(ws.p.v);
+  free(ws.q.v);
+  return 0;
+}
+
+int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flags, int32_t **ids,
+                  uint32_t **offsets, size_t *n, fc_err_t *err) {
+  *ids = NULL;
+  if (offsets) *offsets = NULL;
+  *n = 0;
+  int rc = check_text(text, len, err);
+  if (rc) return rc;
   out_t out = {0};
   enc_ws_t ws;
   memset(&ws, 0, sizeof ws);

@@ -48,6 +48,13 @@ fc_tok_kind_t fc_tok_kind(const fc_tok_t *tok);
 /* Stable 64-bit hash of vocabulary + merges + added tokens (tags stored logits). */
 uint64_t fc_tok_hash(const fc_tok_t *tok);
 
+/* Calls fn for each word the BPE model would see in text: after added tokens are split out
+ * (per flags), normalization and pre-tokenization. Byte-level words are raw bytes (before the
+ * byte -> char map); SentencePiece words are normalized (▁ for spaces). Used by the trainer. */
+typedef void (*fc_tok_word_fn)(void *ctx, const char *word, size_t len);
+int fc_tok_pretokenize(const fc_tok_t *tok, const char *text, size_t len, unsigned flags,
+                       fc_tok_word_fn fn, void *ctx, fc_err_t *err);
+
 /* The GPT-2 byte -> printable character map (as UTF-8, at most 2 bytes + NUL). */
 const char *fc_tok_byte_char(uint8_t b);
 

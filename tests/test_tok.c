@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_bpe_train.h"
 #include "fc_tok.h"
 
 static char *fixture(const char *rel) {
@@ -228,12 +229,83 @@ static void test_hash_and_errors(void **state) {
   assert_true(fc_tok_load(&t, "/nonexistent/dir", &err) < 0);
 }
 
+static void test_trained_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("trained_byte");
+  check_against_hf("trained_sp");
+}
+
+/* Training again on the committed corpus gives the committed tokenizer.json byte for byte (so
+ * the HF comparison above is about our trainer's output), and the result round-trips text. */
+static void check_trainer(fc_tok_kind_t kind, const char *name) {
+  char *cp = fixture("tok/train_corpus.txt"), *text, *want;
+  size_t len, wlen;
+  fc_err_t err = {0};
+  assert_int_equal(fc_read_file(cp, &text, &len, &err), 0);
+  char rel[256];
+  snprintf(rel, sizeof rel, "tok/%s/tokenizer.json", name);
+  char *wp = fixture(rel);
+  assert_int_equal(fc_read_file(wp, &want, &wlen, &err), 0);
+  fc_bpe_train_opts_t o = {.kind = kind, .vocab_size = 1000};
+  char *json;
+  assert_int_equal(fc_bpe_train(text, len, &o, &json, &err), 0);
+  assert_int_equal(strlen(json) + 1, wlen); /* the file ends with a newline */
+  assert_memory_equal(json, want, wlen - 1);
+  fc_tok_t *t;
+  assert_int_equal(fc_tok_load_json(&t, json, strlen(json), NULL, &err), 0);
+  assert_int_equal(fc_tok_kind(t), kind);
+  assert_true(fc_tok_vocab_size(t) <= 1000);
+  assert_true(fc_tok_vocab_size(t) > 700);
+  /* round trip of the corpus, and it compresses (merges were learned) */
+  int32_t *ids;
+  size_t n;
+  assert_int_equal(fc_tok_encode(t, text, len, 0, &ids, NULL, &n, &err), 0);
+  assert_true(n < len / 3);
+  char *dec;
+  assert_int_equal(fc_tok_decode(t, ids, n, 0, &dec, &err), 0);
+  if (kind == FC_TOK_BYTELEVEL) assert_string_equal(dec, text);
+  else assert_string_equal(dec, text + (text[0] == ' ')); /* the decoder strips one leading space */
+  free(dec);
+  free(ids);
+  /* unseen characters: byte-level bytes or SentencePiece byte fallback, still round trip */
+  const char *odd = "Zebra ქართული ✓ 𝔘𝔫𝔦";
+  assert_int_equal(fc_tok_encode(t, odd, strlen(odd), FC_TOK_ADD_SPECIAL, &ids, NULL, &n, &err), 0);
+  assert_int_equal(fc_tok_decode(t, ids, n, 1, &dec, &err), 0);
+  assert_string_equal(dec, odd);
+  free(dec);
+  free(ids);
+  if (kind == FC_TOK_SENTENCEPIECE) {
+    assert_int_equal(fc_tok_bos(t), 1);
+    assert_int_equal(fc_tok_eos(t), 2);
+  } else {
+    assert_true(fc_tok_is_special(t, fc_tok_piece_id(t, "<|im_start|>")));
+    assert_int_equal(fc_tok_piece_id(t, "<|im_end|>"), fc_tok_vocab_size(t) - 1);
+  }
+  fc_tok_destroy(&t);
+  /* bad sizes are refused */
+  o.vocab_size = 10;
+  assert_int_equal(fc_bpe_train(text, len, &o, &json, &err) < 0, 1);
+  free(json);
+  free(text);
+  free(want);
+  free(cp);
+  free(wp);
+}
+
+static void test_trainer(void **state) {
+  (void)state;
+  check_trainer(FC_TOK_BYTELEVEL, "trained_byte");
+  check_trainer(FC_TOK_SENTENCEPIECE, "trained_sp");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_llama2_vs_hf),
       cmocka_unit_test(test_qwen3_vs_hf),
       cmocka_unit_test(test_gpt2_vs_hf),
       cmocka_unit_test(test_llama3_vs_hf),
+      cmocka_unit_test(test_trained_vs_hf),
+      cmocka_unit_test(test_trainer),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_hash_and_errors),
   };

@@ -23,7 +23,9 @@ int fc_cli_parse_double(const char *s, double *out);
 
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
-  X(version, "print the version")
+  X(version, "print the version") \
+  X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
+  X(tokenizer_train, "train a byte-level or SentencePiece-style BPE tokenizer.json")
 
 #define FC_DECLARE_CMD(name, summary) int fc_cmd_##name(int argc, char **argv);
 FC_COMMANDS(FC_DECLARE_CMD)

@@ -56,6 +56,21 @@ int fc_cmd_version(int argc, char **argv) {
   return 0;
 }
 
+/* Command names are C identifiers in the table; on the command line '_' is spelled '-'. */
+static int cmd_name_eq(const char *arg, const char *name) {
+  for (; *arg && *name; arg++, name++)
+    if (*arg != *name && !(*arg == '-' && *name == '_')) return 0;
+  return *arg == *name;
+}
+
+static void print_cmd_name(FILE *fp, const char *name) {
+  char buf[64];
+  size_t i = 0;
+  for (; name[i] && i + 1 < sizeof buf; i++) buf[i] = name[i] == '_' ? '-' : name[i];
+  buf[i] = 0;
+  fprintf(fp, "  %-18s", buf);
+}
+
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: fusectl COMMAND [OPTIONS] [ARGS]\n"
@@ -65,7 +80,10 @@ static void usage(FILE *fp) {
           "talks to the fusechat daemons.\n"
           "\nCommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf(fp, "  %-18s %s\n", commands[i].name, commands[i].summary);
+  {
+    print_cmd_name(fp, commands[i].name);
+    fprintf(fp, " %s\n", commands[i].summary);
+  }
   fprintf(fp, "\nRun 'fusectl COMMAND --help' for a command's options.\n"
               "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
@@ -81,7 +99,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "--version")) return fc_cmd_version(0, NULL);
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    if (cmd_name_eq(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
   fprintf(stderr, "fusectl: unknown command '%s'\nTry 'fusectl --help'.\n", argv[1]);
   return FC_EXIT_USAGE;
 }
