@@ -253,6 +253,7 @@ static void check_trainer(fc_tok_kind_t kind, const char *name) {
   assert_memory_equal(json, want, wlen - 1);
   fc_tok_t *t;
   assert_int_equal(fc_tok_load_json(&t, json, strlen(json), NULL, &err), 0);
+  free(json);
   assert_int_equal(fc_tok_kind(t), kind);
   assert_true(fc_tok_vocab_size(t) <= 1000);
   assert_true(fc_tok_vocab_size(t) > 700);
