@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unicode/unorm2.h>
+#include <unicode/uchar.h>
 #include <unicode/ustring.h>
 #include <unicode/utf16.h>
 
@@ -261,8 +262,17 @@ typedef struct {
   int32_t id;
   char *content;
   size_t len;
+  char *m; /* the string matched: content, or content normalized for normalized tokens */
+  size_t mlen;
   int special, lstrip, rstrip, single_word, normalized;
 } added_t;
+
+/* Added tokens matched in one phase: leftmost, then longest. */
+typedef struct {
+  added_t *v; /* sorted by first byte of m, then longer first */
+  size_t n;
+  int32_t first[256], end[256];
+} matcher_t;
 
 typedef struct {
   uint64_t key;
@@ -300,8 +310,9 @@ struct fc_tok {
 
   added_t *added;
   size_t n_added;
-  int32_t added_first[256]; /* first index in added (sorted by first byte, then length desc) */
-  int32_t added_end[256];
+  /* HF splits non-normalized added tokens out of the raw text, then normalized ones out of
+   * each normalized segment */
+  matcher_t raw, norm;
 
   int32_t *prefix, *suffix;
   size_t n_prefix, n_suffix;
@@ -371,6 +382,10 @@ void fc_tok_destroy(fc_tok_t **tp) {
   free(t->decs);
   for (size_t i = 0; i < t->n_added; i++) free(t->added[i].content);
   free(t->added);
+  for (size_t i = 0; i < t->raw.n; i++) free(t->raw.v[i].m);
+  for (size_t i = 0; i < t->norm.n; i++) free(t->norm.v[i].m);
+  free(t->raw.v);
+  free(t->norm.v);
   free(t->prefix);
   free(t->suffix);
   free(t);
@@ -620,9 +635,9 @@ static int parse_dec(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err) {
 
 static int cmp_added(const void *a, const void *b) {
   const added_t *x = a, *y = b;
-  unsigned char cx = (unsigned char)x->content[0], cy = (unsigned char)y->content[0];
+  unsigned char cx = (unsigned char)x->m[0], cy = (unsigned char)y->m[0];
   if (cx != cy) return cx < cy ? -1 : 1;
-  if (x->len != y->len) return x->len > y->len ? -1 : 1;
+  if (x->mlen != y->mlen) return x->mlen > y->mlen ? -1 : 1;
   return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -766,10 +781,6 @@ static int load_model(fc_tok_t *t, json_t *root, fc_err_t *err) {
       }
     }
   }
-  qsort(t->added, t->n_added, sizeof *t->added, cmp_added);
-  for (int c = 0; c < 256; c++) t->added_first[c] = t->added_end[c] = 0;
-  for (size_t k = t->n_added; k-- > 0;) t->added_first[(unsigned char)t->added[k].content[0]] = (int32_t)k;
-  for (size_t k = 0; k < t->n_added; k++) t->added_end[(unsigned char)t->added[k].content[0]] = (int32_t)k + 1;
 
   const char *unk = jstr(model, "unk_token");
   t->unk_id = unk ? lookup(t, unk, strlen(unk)) : -1;
@@ -834,6 +845,50 @@ static int load_model(fc_tok_t *t, json_t *root, fc_err_t *err) {
   return 0;
 }
 
+static void run_norm(const norm_op_t *op, const nbuf_t *src, nbuf_t *dst);
+
+static void matcher_add(matcher_t *m, const added_t *a, const char *str, size_t len) {
+  if (!len) return;
+  m->v = fc_xrealloc(m->v, (m->n + 1) * sizeof *m->v);
+  added_t *x = &m->v[m->n++];
+  *x = *a;
+  x->m = fc_xmalloc(len + 1);
+  memcpy(x->m, str, len);
+  x->m[len] = 0;
+  x->mlen = len;
+}
+
+static void matcher_index(matcher_t *m) {
+  if (m->n) qsort(m->v, m->n, sizeof *m->v, cmp_added);
+  for (int c = 0; c < 256; c++) m->first[c] = m->end[c] = 0;
+  for (size_t k = m->n; k-- > 0;) m->first[(unsigned char)m->v[k].m[0]] = (int32_t)k;
+  for (size_t k = 0; k < m->n; k++) m->end[(unsigned char)m->v[k].m[0]] = (int32_t)k + 1;
+}
+
+static void build_matchers(fc_tok_t *t) {
+  nbuf_t a = {0}, b = {0};
+  for (size_t i = 0; i < t->n_added; i++) {
+    const added_t *x = &t->added[i];
+    if (!x->normalized) {
+      matcher_add(&t->raw, x, x->content, x->len);
+      continue;
+    }
+    a.n = 0;
+    nb_put(&a, x->content, x->len, 0);
+    for (size_t k = 0; k < t->n_norms; k++) {
+      run_norm(&t->norms[k], &a, &b);
+      nbuf_t tmp = a;
+      a = b;
+      b = tmp;
+    }
+    matcher_add(&t->norm, x, a.b, a.n);
+  }
+  nb_free(&a);
+  nb_free(&b);
+  matcher_index(&t->raw);
+  matcher_index(&t->norm);
+}
+
 static int load_root(fc_tok_t *t, json_t *root, json_t *cfg, fc_err_t *err) {
   int rc = load_model(t, root, err);
   if (rc) return rc;
@@ -844,6 +899,7 @@ static int load_root(fc_tok_t *t, json_t *root, json_t *cfg, fc_err_t *err) {
   cap = 0;
   if ((rc = parse_dec(t, json_object_get(root, "decoder"), &cap, err))) return rc;
   if ((rc = parse_post(t, json_object_get(root, "post_processor"), err))) return rc;
+  build_matchers(t);
 
   t->kind = t->bytelevel_input ? FC_TOK_BYTELEVEL : FC_TOK_SENTENCEPIECE;
   if (!t->bytelevel_input && !t->ignore_merges) {
@@ -1301,7 +1357,7 @@ static void bpe_word(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t 
 }
 
 typedef struct {
-  nbuf_t a, b;
+  nbuf_t a, b, c;
   spans_t p, q;
   bpe_ws_t w;
   pcre2_match_data *md;
@@ -1316,20 +1372,11 @@ static void do_word(const fc_tok_t *t, enc_ws_t *ws, uint32_t s, uint32_t e, out
     bpe_word(t, &ws->a, s, e, &ws->w, out);
 }
 
-/* Normalizes, pre-tokenizes and BPE-encodes text[s,e). */
-static void encode_segment(const fc_tok_t *t, const char *text, uint32_t s, uint32_t e, enc_ws_t *ws,
-                           out_t *out) {
-  ws->a.n = 0;
-  nb_reserve(&ws->a, e - s);
-  memcpy(ws->a.b, text + s, e - s);
-  for (uint32_t i = s; i < e; i++) ws->a.o[i - s] = i;
-  ws->a.n = e - s;
-  for (size_t k = 0; k < t->n_norms; k++) {
-    run_norm(&t->norms[k], &ws->a, &ws->b);
-    nbuf_t tmp = ws->a;
-    ws->a = ws->b;
-    ws->b = tmp;
-  }
+static int find_added(const matcher_t *mt, const char *text, size_t len, size_t from, unsigned flags,
+                      size_t *ms, size_t *me);
+
+/* Pre-tokenizes and BPE-encodes the normalized text in ws->a. */
+static void pretok_bpe(const fc_tok_t *t, enc_ws_t *ws, out_t *out) {
   if (!ws->a.n) return;
   ws->p.n = 0;
   sp_push(&ws->p, 0, (uint32_t)ws->a.n);
@@ -1378,45 +1425,109 @@ static void encode_segment(const fc_tok_t *t, const char *text, uint32_t s, uint
   }
 }
 
-/* Finds the next added token in text[from, len): leftmost, longest. Returns the index in
- * t->added or -1; *ms and *me receive the match with lstrip/rstrip whitespace included. */
-static int find_added(const fc_tok_t *t, const char *text, size_t len, size_t from, unsigned flags,
-                      size_t *ms, size_t *me) {
-  if (!t->n_added) return -1;
-  const unsigned char *b = (const unsigned char *)text;
-  for (size_t i = from; i < len; i++) {
-    int32_t k0 = t->added_first[b[i]], k1 = t->added_end[b[i]];
-    for (int32_t k = k0; k < k1; k++) {
-      const added_t *a = &t->added[k];
-      if (a->special && !(flags & FC_TOK_PARSE_SPECIAL)) continue;
-      if (a->len > len - i || memcmp(text + i, a->content, a->len)) continue;
-      size_t s = i, e = i + a->len;
-      if (a->single_word) {
-        /* word characters: alphanumeric or '_' (ASCII view) */
-#define WORDC(c) (((c) >= '0' && (c) <= '9') || ((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') || (c) == '_' || (c) >= 0x80)
-        if ((s > 0 && WORDC(b[s - 1])) || (e < len && WORDC(b[e]))) continue;
-#undef WORDC
-      }
-      if (a->lstrip) {
-        while (s > from) {
-          size_t q = s - 1;
-          while (q > from && (b[q] & 0xc0) == 0x80) q--;
-          size_t l;
-          if (!is_ws(utf8_decode(b + q, &l))) break;
-          s = q;
-        }
-      }
-      if (a->rstrip) {
-        while (e < len) {
-          size_t l;
-          if (!is_ws(utf8_decode(b + e, &l))) break;
-          e += l;
-        }
-      }
-      *ms = s;
-      *me = e;
-      return k;
+/* Normalizes text[s,e), splits normalized added tokens out of it, and encodes the rest. */
+static void encode_segment(const fc_tok_t *t, const char *text, uint32_t s, uint32_t e, unsigned flags,
+                           enc_ws_t *ws, out_t *out) {
+  ws->a.n = 0;
+  nb_reserve(&ws->a, e - s);
+  memcpy(ws->a.b, text + s, e - s);
+  for (uint32_t i = s; i < e; i++) ws->a.o[i - s] = i;
+  ws->a.n = e - s;
+  for (size_t k = 0; k < t->n_norms; k++) {
+    run_norm(&t->norms[k], &ws->a, &ws->b);
+    nbuf_t tmp = ws->a;
+    ws->a = ws->b;
+    ws->b = tmp;
+  }
+  if (!t->norm.n) {
+    pretok_bpe(t, ws, out);
+    return;
+  }
+  nbuf_t whole = ws->a; /* ws->a becomes each piece between normalized added tokens in turn */
+  ws->a = ws->c;
+  size_t pos = 0;
+  while (pos < whole.n) {
+    size_t ms, me;
+    int k = find_added(&t->norm, whole.b, whole.n, pos, flags, &ms, &me);
+    size_t end = k >= 0 ? ms : whole.n;
+    if (end > pos) {
+      ws->a.n = 0;
+      nb_reserve(&ws->a, end - pos);
+      memcpy(ws->a.b, whole.b + pos, end - pos);
+      memcpy(ws->a.o, whole.o + pos, (end - pos) * sizeof *whole.o);
+      ws->a.n = end - pos;
+      pretok_bpe(t, ws, out);
     }
+    if (k < 0) break;
+    if (!ws->word_fn) out_push(out, t->norm.v[k].id, whole.o[ms]);
+    pos = me;
+  }
+  ws->c = ws->a;
+  ws->a = whole;
+}
+
+/* Unicode \w as the Rust regex crate has it (Alphabetic, marks, decimal digits, connector
+ * punctuation, joiners): HF's single_word test. */
+static int is_word_char(uint32_t c) {
+  if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  if (c == 0x200c || c == 0x200d) return 1;
+  if (u_hasBinaryProperty((UChar32)c, UCHAR_ALPHABETIC)) return 1;
+  return (U_GET_GC_MASK((UChar32)c) & (U_GC_M_MASK | U_GC_ND_MASK | U_GC_PC_MASK)) != 0;
+}
+
+/* Finds the next added token in text[from, len) as HF's aho-corasick scan does: leftmost, then
+ * longest; a match that fails single_word, or is a special token while special tokens are
+ * plain text, is skipped whole and the scan goes on after it. Returns the index in mt->v or -1;
+ * *ms and *me receive the match with lstrip/rstrip whitespace included (not before from). */
+static int find_added(const matcher_t *mt, const char *text, size_t len, size_t from, unsigned flags,
+                      size_t *ms, size_t *me) {
+  if (!mt->n) return -1;
+  const unsigned char *b = (const unsigned char *)text;
+  size_t i = from;
+  while (i < len) {
+    int32_t k0 = mt->first[b[i]], k1 = mt->end[b[i]], k;
+    for (k = k0; k < k1; k++) {
+      const added_t *a = &mt->v[k];
+      if (a->mlen <= len - i && !memcmp(text + i, a->m, a->mlen)) break;
+    }
+    if (k >= k1) {
+      i++;
+      continue;
+    }
+    const added_t *a = &mt->v[k];
+    size_t s = i, e = i + a->mlen;
+    int skip = a->special && !(flags & FC_TOK_PARSE_SPECIAL);
+    if (!skip && a->single_word) {
+      size_t l;
+      if (s > 0) {
+        size_t q = s - 1;
+        while (q > 0 && (b[q] & 0xc0) == 0x80) q--;
+        if (is_word_char(utf8_decode(b + q, &l))) skip = 1;
+      }
+      if (e < len && is_word_char(utf8_decode(b + e, &l))) skip = 1;
+    }
+    if (skip) {
+      i = e;
+      continue;
+    }
+    if (a->lstrip) {
+      while (s > from) {
+        size_t q = s - 1, l;
+        while (q > from && (b[q] & 0xc0) == 0x80) q--;
+        if (!is_ws(utf8_decode(b + q, &l))) break;
+        s = q;
+      }
+    }
+    if (a->rstrip) {
+      while (e < len) {
+        size_t l;
+        if (!is_ws(utf8_decode(b + e, &l))) break;
+        e += l;
+      }
+    }
+    *ms = s;
+    *me = e;
+    return k;
   }
   return -1;
 }
@@ -1444,15 +1555,16 @@ int fc_tok_pretokenize(const fc_tok_t *t, const char *text, size_t len, unsigned
   size_t pos = 0;
   while (pos < len) {
     size_t ms, me;
-    int k = find_added(t, text, len, pos, flags, &ms, &me);
+    int k = find_added(&t->raw, text, len, pos, flags, &ms, &me);
     size_t seg_end = k >= 0 ? ms : len;
-    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, &ws, &out);
+    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, flags, &ws, &out);
     if (k < 0) break;
     pos = me;
   }
   pcre2_match_data_free(ws.md);
   nb_free(&ws.a);
   nb_free(&ws.b);
+  nb_free(&ws.c);
   free(ws.p.v);
   free(ws.q.v);
   return 0;
@@ -1474,11 +1586,11 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   size_t pos = 0;
   while (pos < len) {
     size_t ms, me;
-    int k = find_added(t, text, len, pos, flags, &ms, &me);
+    int k = find_added(&t->raw, text, len, pos, flags, &ms, &me);
     size_t seg_end = k >= 0 ? ms : len;
-    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, &ws, &out);
+    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, flags, &ws, &out);
     if (k < 0) break;
-    out_push(&out, t->added[k].id, (uint32_t)ms);
+    out_push(&out, t->raw.v[k].id, (uint32_t)ms);
     pos = me;
   }
   if (flags & FC_TOK_ADD_SPECIAL)
@@ -1486,6 +1598,7 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   pcre2_match_data_free(ws.md);
   nb_free(&ws.a);
   nb_free(&ws.b);
+  nb_free(&ws.c);
   free(ws.p.v);
   free(ws.q.v);
   free(ws.w.syms);

@@ -229,6 +229,14 @@ static void test_hash_and_errors(void **state) {
   assert_true(fc_tok_load(&t, "/nonexistent/dir", &err) < 0);
 }
 
+/* lstrip/rstrip/single_word/normalized added tokens, special and not (synthetic fixtures:
+ * the trained tokenizers plus such tokens). */
+static void test_added_tokens_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("added_sp");
+  check_against_hf("added_byte");
+}
+
 static void test_trained_vs_hf(void **state) {
   (void)state;
   check_against_hf("trained_byte");
@@ -306,6 +314,7 @@ int main(void) {
       cmocka_unit_test(test_gpt2_vs_hf),
       cmocka_unit_test(test_llama3_vs_hf),
       cmocka_unit_test(test_trained_vs_hf),
+      cmocka_unit_test(test_added_tokens_vs_hf),
       cmocka_unit_test(test_trainer),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_hash_and_errors),

@@ -14,7 +14,7 @@ const path = require('path');
 const { Tokenizer } = require('@anush008/tokenizers');
 
 const dir = process.argv[2] || 'tests/fixtures/tok';
-const names = (process.argv[3] || 'llama2,qwen3,gpt2,llama3,trained_byte,trained_sp').split(',');
+const names = (process.argv[3] || 'llama2,qwen3,gpt2,llama3,trained_byte,trained_sp,added_sp,added_byte').split(',');
 
 // Deterministic pseudo-random strings from a pool of awkward pieces.
 function rng(seed) {
@@ -34,7 +34,8 @@ const pool = [
   '\u0085', '中文', '日本語のテキスト', '한국어', 'Привет', 'мир', 'مرحبا', 'बहुत', 'नमस्ते',
   'ไทย', 'Ελληνικά', '😀', '👍🏽', '👨‍👩‍👧‍👦', '🏳️‍🌈', '∑', '½', '²', 'Ⅻ', '٣', '\u200b',
   '<s>', '</s>', '<unk>', '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<think>', '▁', 'Ġ',
-  '<0x41>', 'http://example.com/a?b=c', '    def f(x):', 'return x+1;', '#include <stdio.h>',
+  '<0x41>', 'http://example.com/a?b=c', ' <mask> ', '<mask>', '[SEP]  ', '<tool>', ' <tool> ', 'word',
+  ' word ', 'swordfish', '<|im_start|>x', '\u3000<mask>\u3000', '    def f(x):', 'return x+1;', '#include <stdio.h>',
 ];
 function randomText(r) {
   const n = 1 + Math.floor(r() * 12);
@@ -87,7 +88,21 @@ async function main() {
     const json = JSON.parse(fs.readFileSync(file, 'utf8'));
     const tok = Tokenizer.fromFile(file);
     const plainJson = JSON.parse(JSON.stringify(json));
-    for (const a of plainJson.added_tokens) if (a.special) a.content = '\u0001\u0002never' + a.id;
+    // Special tokens that are also model vocabulary entries (Llama's <s>) are renamed there
+    // too, or HF would give them new ids; no merge may then use them.
+    for (const a of plainJson.added_tokens) {
+      if (!a.special) continue;
+      const fresh = '\u0001\u0002never' + a.id;
+      const v = plainJson.model.vocab;
+      if (Object.prototype.hasOwnProperty.call(v, a.content)) {
+        const usedInMerge = plainJson.model.merges.some((m) =>
+          (Array.isArray(m) ? m : m.split(' ')).includes(a.content));
+        if (usedInMerge) throw new Error(`${name}: special ${a.content} is used by a merge`);
+        v[fresh] = v[a.content];
+        delete v[a.content];
+      }
+      a.content = fresh;
+    }
     const plain = Tokenizer.fromString(JSON.stringify(plainJson));
     const res = { with_special: [], no_special: [], plain: [], decoded: [], decoded_skip: [] };
     for (const t of texts) {
