@@ -8,6 +8,7 @@
 #include <assert.h>
 #include <jansson.h>
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unicode/unorm2.h>
@@ -205,9 +206,7 @@ static char g_byte_char[256][3];
 static uint8_t g_byte_char_len[256];
 static int16_t g_char_byte[324]; /* code point -> byte, -1 if not a byte char */
 
-static void byte_map_init(void) {
-  static int done;
-  if (done) return; /* idempotent; races write identical values */
+static void byte_map_build(void) {
   int n = 0;
   for (int i = 0; i < 324; i++) g_char_byte[i] = -1;
   for (int b = 0; b < 256; b++) {
@@ -218,7 +217,11 @@ static void byte_map_init(void) {
     g_byte_char[b][g_byte_char_len[b]] = 0;
     g_char_byte[cp] = (int16_t)b;
   }
-  done = 1;
+}
+
+static void byte_map_init(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, byte_map_build);
 }
 
 const char *fc_tok_byte_char(uint8_t b) {
@@ -1276,16 +1279,14 @@ static void bpe_word(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t 
   if (t->ignore_merges) {
     int32_t id;
     if (t->bytelevel_input) {
-      char tmp[256];
+      char small[256], *tmp = e - s <= 128 ? small : fc_xmalloc(2 * (size_t)(e - s));
       size_t k = 0;
-      if (e - s <= 128) {
-        for (uint32_t i = s; i < e; i++) {
-          memcpy(tmp + k, g_byte_char[b[i]], g_byte_char_len[b[i]]);
-          k += g_byte_char_len[b[i]];
-        }
-        id = lookup_model(t, tmp, k);
-      } else
-        id = -1;
+      for (uint32_t i = s; i < e; i++) {
+        memcpy(tmp + k, g_byte_char[b[i]], g_byte_char_len[b[i]]);
+        k += g_byte_char_len[b[i]];
+      }
+      id = lookup_model(t, tmp, k);
+      if (tmp != small) free(tmp);
     } else
       id = lookup_model(t, buf->b + s, e - s);
     if (id >= 0) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "fc_bpe_train.h"
 #include "fc_tok.h"
@@ -307,6 +308,74 @@ static void test_trainer(void **state) {
   check_trainer(FC_TOK_SENTENCEPIECE, "trained_sp");
 }
 
+/* fusectl tokenize / tokenizer-train: output format and exit codes. */
+static int run(const char *cmd, char *out, size_t cap) {
+  FILE *fp = popen(cmd, "r");
+  assert_non_null(fp);
+  size_t n = fread(out, 1, cap - 1, fp);
+  out[n] = 0;
+  int st = pclose(fp);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+  (void)state;
+  const char *build = getenv("FC_BUILD");
+  if (!build) skip();
+  char *dir = fixture("tok/llama2");
+  char cmd[4096], out[4096];
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --model %s 'Hello world' '' -- '-x' 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, sizeof out), 0);
+  /* HF: texts[1] is "Hello world", texts[0] is "" */
+  json_t *ws = json_object_get(json_object_get(json_object_get(g_ref, "tokenizers"), "llama2"), "with_special");
+  char want[1024];
+  size_t k = 0;
+  for (int line = 1; line >= 0; line--) {
+    json_t *ids = json_array_get(ws, (size_t)line);
+    for (size_t i = 0; i < json_array_size(ids); i++)
+      k += (size_t)snprintf(want + k, sizeof want - k, i ? " %lld" : "%lld", json_integer_value(json_array_get(ids, i)));
+    want[k++] = '\n';
+  }
+  want[k] = 0;
+  assert_true(strncmp(out, want, k) == 0);
+  assert_true(strlen(out) > k && out[strlen(out) - 1] == '\n'); /* a third line for "-x" */
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --model %s --no-special '' 'Hello world' 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, sizeof out), 0);
+  assert_int_equal(out[0], '\n');
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --model %s --decode 1 22557 1526 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, sizeof out), 0);
+  assert_string_equal(out, "<s> Hello world\n");
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --model %s --decode 99999999 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, sizeof out), 1);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize 'x' 2>/dev/null", build);
+  assert_int_equal(run(cmd, out, sizeof out), 2);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --model /nonexistent 'x' 2>/dev/null", build);
+  assert_int_equal(run(cmd, out, sizeof out), 1);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --help", build);
+  assert_int_equal(run(cmd, out, sizeof out), 0);
+  assert_non_null(strstr(out, "Usage: fusectl tokenize"));
+
+  char tmpl[] = "/tmp/fc_tok_cli_XXXXXX";
+  assert_non_null(mkdtemp(tmpl));
+  char *corpus = fixture("tok/train_corpus.txt");
+  snprintf(cmd, sizeof cmd,
+           "%s/tools/fusectl tokenizer-train --corpus %s --vocab-size 600 --kind sentencepiece --out %s/tokenizer.json -q "
+           "&& %s/tools/fusectl tokenize --model %s --no-special 'the model' 2>/dev/null",
+           build, corpus, tmpl, build, tmpl);
+  assert_int_equal(run(cmd, out, sizeof out), 0);
+  assert_true(strlen(out) > 2);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenizer-train --corpus %s --vocab-size 600 --kind wordpiece --out %s/x.json 2>/dev/null",
+           build, corpus, tmpl);
+  assert_int_equal(run(cmd, out, sizeof out), 2);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenizer-train --corpus /nonexistent --vocab-size 600 --kind byte --out %s/x.json 2>/dev/null",
+           build, tmpl);
+  assert_int_equal(run(cmd, out, sizeof out), 1);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpl);
+  assert_int_equal(system(cmd), 0);
+  free(corpus);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_llama2_vs_hf),
@@ -318,6 +387,7 @@ int main(void) {
       cmocka_unit_test(test_trainer),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_hash_and_errors),
+      cmocka_unit_test(test_cli),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
