@@ -238,6 +238,14 @@ static void test_added_tokens_vs_hf(void **state) {
   check_against_hf("added_byte");
 }
 
+/* The Metaspace pre-tokenizer variant of SentencePiece BPE (no normalizer): prepend_scheme
+ * first without split, and always with split and the Metaspace decoder. */
+static void test_metaspace_vs_hf(void **state) {
+  (void)state;
+  check_against_hf("meta_first");
+  check_against_hf("meta_always_split");
+}
+
 static void test_trained_vs_hf(void **state) {
   (void)state;
   check_against_hf("trained_byte");
@@ -384,6 +392,7 @@ int main(void) {
       cmocka_unit_test(test_llama3_vs_hf),
       cmocka_unit_test(test_trained_vs_hf),
       cmocka_unit_test(test_added_tokens_vs_hf),
+      cmocka_unit_test(test_metaspace_vs_hf),
       cmocka_unit_test(test_trainer),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_hash_and_errors),

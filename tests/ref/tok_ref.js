@@ -14,7 +14,7 @@ const path = require('path');
 const { Tokenizer } = require('@anush008/tokenizers');
 
 const dir = process.argv[2] || 'tests/fixtures/tok';
-const names = (process.argv[3] || 'llama2,qwen3,gpt2,llama3,trained_byte,trained_sp,added_sp,added_byte').split(',');
+const names = (process.argv[3] || 'llama2,qwen3,gpt2,llama3,trained_byte,trained_sp,added_sp,added_byte,meta_first,meta_always_split').split(',');
 
 // Deterministic pseudo-random strings from a pool of awkward pieces.
 function rng(seed) {
