@@ -1109,7 +1109,7 @@ static void run_norm(const norm_op_t *op, const nbuf_t *src, nbuf_t *dst) {
 
 /* Splits each piece of pieces (spans of buf) with op's regex, by its behavior. */
 static void split_regex(const pre_op_t *op, const nbuf_t *buf, const spans_t *in, spans_t *out,
-                        pcre2_match_data *md) {
+                        pcre2_match_data *md, int *re_err) {
   out->n = 0;
   for (size_t p = 0; p < in->n; p++) {
     uint32_t s = in->v[p].s, e = in->v[p].e;
@@ -1160,7 +1160,10 @@ static void split_regex(const pre_op_t *op, const nbuf_t *buf, const spans_t *in
   } while (0)
     while (pos <= e) {
       int rc = pcre2_match(op->re, (PCRE2_SPTR)buf->b, e, pos, PCRE2_NO_UTF_CHECK, md, NULL);
-      if (rc < 0) break;
+      if (rc < 0) {
+        if (rc != PCRE2_ERROR_NOMATCH && !*re_err) *re_err = rc;
+        break;
+      }
       PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
       uint32_t ms = (uint32_t)ov[0], me = (uint32_t)ov[1];
       if (me == ms) { /* empty match: step one character */
@@ -1362,6 +1365,7 @@ typedef struct {
   spans_t p, q;
   bpe_ws_t w;
   pcre2_match_data *md;
+  int re_err;             /* a PCRE2 error other than no-match (e.g. JIT stack exhausted) */
   fc_tok_word_fn word_fn; /* set: report words instead of encoding them */
   void *word_ctx;
 } enc_ws_t;
@@ -1406,7 +1410,7 @@ static void pretok_bpe(const fc_tok_t *t, enc_ws_t *ws, out_t *out) {
       ws->q = tmp;
       continue;
     }
-    split_regex(op, &ws->a, &ws->p, &ws->q, ws->md);
+    split_regex(op, &ws->a, &ws->p, &ws->q, ws->md, &ws->re_err);
     spans_t tmp = ws->p;
     ws->p = ws->q;
     ws->q = tmp;
@@ -1568,6 +1572,7 @@ int fc_tok_pretokenize(const fc_tok_t *t, const char *text, size_t len, unsigned
   nb_free(&ws.c);
   free(ws.p.v);
   free(ws.q.v);
+  if (ws.re_err) return fc_err_set(err, FC_EINVAL, "pre-tokenizer regex failed (PCRE2 error %d)", ws.re_err);
   return 0;
 }
 
@@ -1596,6 +1601,7 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   }
   if (flags & FC_TOK_ADD_SPECIAL)
     for (size_t k = 0; k < t->n_suffix; k++) out_push(&out, t->suffix[k], (uint32_t)len);
+  int re_err = ws.re_err;
   pcre2_match_data_free(ws.md);
   nb_free(&ws.a);
   nb_free(&ws.b);
@@ -1604,6 +1610,13 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   free(ws.q.v);
   free(ws.w.syms);
   free(ws.w.heap);
+  if (re_err) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(re_err, msg, sizeof msg);
+    free(out.ids);
+    free(out.off);
+    return fc_err_set(err, FC_EINVAL, "pre-tokenizer regex failed: %s", (char *)msg);
+  }
   if (!out.ids) { /* callers get a valid (freeable) pointer even for no tokens */
     out.ids = fc_xmalloc(sizeof *out.ids);
     out.off = fc_xmalloc(sizeof *out.off);
