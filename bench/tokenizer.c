@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_bpe_train.h"
 #include "fc_tok.h"
 
 static const char *words[] = {
@@ -41,7 +42,23 @@ static char *make_corpus(size_t bytes, uint64_t seed) {
     if (kind < 6) { /* a sentence of prose */
       int len = 5 + (int)(fc_rng_u64(&r) % 20);
       for (int i = 0; i < len && n < bytes; i++) {
+        char made[32];
         piece = words[fc_rng_u64(&r) % (sizeof words / sizeof *words)];
+        if (fc_rng_u64(&r) % 3 == 0) { /* a made-up word from syllables: a long-tailed vocabulary */
+          static const char *syl[] = {"ka", "ri", "to", "men", "sa", "lo", "ve", "qui", "dra", "pon",
+                                      "el", "ur", "ist", "ba", "nor", "tha", "ce", "gi", "mo", "stra"};
+          int ns = 1 + (int)(fc_rng_u64(&r) % 3 + fc_rng_u64(&r) % 2), k = 0;
+          for (int j = 0; j < ns; j++) {
+            /* Zipf-like: low syllable indices are much more common */
+            uint64_t u = fc_rng_u64(&r) % 400;
+            const char *y = syl[u < 200 ? u % 5 : u < 320 ? 5 + u % 5 : 10 + u % 10];
+            size_t yl = strlen(y);
+            memcpy(made + k, y, yl);
+            k += (int)yl;
+          }
+          made[k] = 0;
+          piece = made;
+        }
         size_t l = strlen(piece);
         if (n + l + 2 > bytes + 200) break;
         if (i == 0 && piece[0] >= 'a' && piece[0] <= 'z') {
@@ -147,6 +164,29 @@ int main(int argc, char **argv) {
     free(text);
     free(all);
     fc_tok_destroy(&t);
+  }
+  /* trainer: an 8k vocabulary from the first 3 MB */
+  size_t tlen = clen < 3000000 ? clen : 3000000;
+  while (tlen < clen && corpus[tlen - 1] != '\n') tlen++;
+  for (int kind = 0; kind < 2; kind++) {
+    fc_bpe_train_opts_t o = {.kind = kind ? FC_TOK_SENTENCEPIECE : FC_TOK_BYTELEVEL, .vocab_size = 8000};
+    char *json;
+    fc_err_t err = {0};
+    double t0 = fc_now();
+    if (fc_bpe_train(corpus, tlen, &o, &json, &err)) {
+      fprintf(stderr, "%s\n", err.msg);
+      return 1;
+    }
+    double tt = fc_now() - t0;
+    fc_tok_t *t;
+    if (fc_tok_load_json(&t, json, strlen(json), NULL, &err)) {
+      fprintf(stderr, "%s\n", err.msg);
+      return 1;
+    }
+    printf("train %-13s vocab %d on %.1f MB: %.2f s\n", kind ? "sentencepiece" : "byte-level", fc_tok_vocab_size(t),
+           tlen / 1e6, tt);
+    fc_tok_destroy(&t);
+    free(json);
   }
   free(corpus);
   return 0;

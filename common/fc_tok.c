@@ -1221,11 +1221,25 @@ typedef struct {
   int32_t rank, pos, id;
 } hent_t;
 
+/* Per-call cache of short words -> ids (direct mapped): English text repeats a few hundred
+ * words, and a lookup is much cheaper than merging. Per call, so encoding stays lock-free. */
+enum { CACHE_KEY = 24, CACHE_IDS = 10 };
+typedef struct {
+  uint32_t h;
+  uint8_t klen, n; /* klen 0: empty */
+  uint8_t rel[CACHE_IDS]; /* each token's start within the word */
+  char key[CACHE_KEY];
+  int32_t ids[CACHE_IDS];
+} cache_slot_t;
+
 typedef struct {
   sym_t *syms;
   size_t scap;
   hent_t *heap;
   size_t hcap, hn;
+  cache_slot_t *cache;
+  uint32_t cmask;
+  uint8_t rel[CACHE_IDS]; /* starts within the word of the first tokens bpe_word_uncached wrote */
 } bpe_ws_t;
 
 static inline int hless(const hent_t *a, const hent_t *b) {
@@ -1275,8 +1289,39 @@ static void sym_push(bpe_ws_t *w, size_t *n, int32_t id, uint32_t start, uint32_
 }
 
 /* BPE over one pre-token word (bytes [s,e) of buf); appends ids with original offsets. */
-static void bpe_word(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t e, bpe_ws_t *w,
-                     out_t *out) {
+static void bpe_word_uncached(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t e, bpe_ws_t *w,
+                              out_t *out);
+
+static void bpe_word(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t e, bpe_ws_t *w, out_t *out) {
+  if (e <= s) return;
+  if (!w->cache || e - s > CACHE_KEY) {
+    bpe_word_uncached(t, buf, s, e, w, out);
+    return;
+  }
+  uint32_t len = e - s, h = 2166136261u;
+  for (uint32_t i = s; i < e; i++) h = (h ^ (unsigned char)buf->b[i]) * 16777619u;
+  cache_slot_t *c = &w->cache[h & w->cmask];
+  if (c->klen == len && c->h == h && !memcmp(c->key, buf->b + s, len)) {
+    for (int k = 0; k < c->n; k++) out_push(out, c->ids[k], buf->o[s + c->rel[k]]);
+    return;
+  }
+  size_t first = out->n;
+  bpe_word_uncached(t, buf, s, e, w, out);
+  size_t n = out->n - first;
+  if (n > CACHE_IDS) return;
+  c->klen = 0;
+  for (size_t k = 0; k < n; k++) {
+    c->rel[k] = w->rel[k];
+    c->ids[k] = out->ids[first + k];
+  }
+  c->h = h;
+  c->n = (uint8_t)n;
+  memcpy(c->key, buf->b + s, len);
+  c->klen = (uint8_t)len;
+}
+
+static void bpe_word_uncached(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t e, bpe_ws_t *w,
+                              out_t *out) {
   const unsigned char *b = (const unsigned char *)buf->b;
   if (e <= s) return;
   if (t->ignore_merges) {
@@ -1294,6 +1339,7 @@ static void bpe_word(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t 
       id = lookup_model(t, buf->b + s, e - s);
     if (id >= 0) {
       out_push(out, id, buf->o[s]);
+      w->rel[0] = 0;
       return;
     }
   }
@@ -1357,7 +1403,11 @@ static void bpe_word(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, uint32_t 
       }
     }
   }
-  for (int32_t i = 0; i >= 0; i = sy[i].next) out_push(out, sy[i].id, buf->o[sy[i].start]);
+  size_t k = 0;
+  for (int32_t i = 0; i >= 0; i = sy[i].next, k++) {
+    out_push(out, sy[i].id, buf->o[sy[i].start]);
+    if (k < CACHE_IDS) w->rel[k] = (uint8_t)(sy[i].start - s); /* only cached when short */
+  }
 }
 
 typedef struct {
@@ -1587,6 +1637,11 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   enc_ws_t ws;
   memset(&ws, 0, sizeof ws);
   ws.md = pcre2_match_data_create(4, NULL);
+  if (len >= 2048) {
+    uint32_t slots = len >= 65536 ? 8192 : 1024;
+    ws.w.cache = fc_xcalloc(slots, sizeof *ws.w.cache);
+    ws.w.cmask = slots - 1;
+  }
   if (flags & FC_TOK_ADD_SPECIAL)
     for (size_t k = 0; k < t->n_prefix; k++) out_push(&out, t->prefix[k], 0);
   size_t pos = 0;
@@ -1610,6 +1665,7 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   free(ws.q.v);
   free(ws.w.syms);
   free(ws.w.heap);
+  free(ws.w.cache);
   if (re_err) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(re_err, msg, sizeof msg);

@@ -194,6 +194,43 @@ static void test_token_text_and_offsets(void **state) {
   fc_tok_destroy(&t);
 }
 
+/* Offsets of a long text (the per-call word cache is on above 2 KB): every token's text is
+ * found at its offset (SentencePiece ▁ at a space, or the prepended one at offset 0). */
+static void check_offsets_long(const char *name) {
+  fc_tok_t *t = load(name);
+  char text[8192];
+  size_t len = 0;
+  static const char *parts[] = {"ab cd", " ab", "cd ab ", "\n  ab\tcd", "ab", " 中文 ", "😀ab ", "x"};
+  for (int i = 0; len < 6000; i++) {
+    const char *p = parts[(i * 7 + i / 3) % 8];
+    memcpy(text + len, p, strlen(p));
+    len += strlen(p);
+  }
+  int32_t *ids;
+  uint32_t *off;
+  size_t n;
+  fc_err_t err = {0};
+  assert_int_equal(fc_tok_encode(t, text, len, 0, &ids, &off, &n, &err), 0);
+  for (size_t i = 0; i < n; i++) {
+    char tt[64];
+    size_t tl = fc_tok_token_text(t, ids[i], tt, sizeof tt);
+    const char *p = tt;
+    if (i == 0 && off[i] == 0 && tl && tt[0] == ' ' && text[0] != ' ') p++, tl--; /* prepended */
+    if (!(off[i] + tl <= len && !memcmp(text + off[i], p, tl)))
+      fail_msg("%s: token %zu (%d) not at its offset %u", name, i, ids[i], off[i]);
+  }
+  free(ids);
+  free(off);
+  fc_tok_destroy(&t);
+}
+
+static void test_offsets_long(void **state) {
+  (void)state;
+  check_offsets_long("llama2");
+  check_offsets_long("qwen3");
+  check_offsets_long("meta_always_split");
+}
+
 static void test_hash_and_errors(void **state) {
   (void)state;
   fc_tok_t *a = load("llama2"), *b = load("qwen3"), *a2 = load("llama2");
@@ -395,6 +432,7 @@ int main(void) {
       cmocka_unit_test(test_metaspace_vs_hf),
       cmocka_unit_test(test_trainer),
       cmocka_unit_test(test_token_text_and_offsets),
+      cmocka_unit_test(test_offsets_long),
       cmocka_unit_test(test_hash_and_errors),
       cmocka_unit_test(test_cli),
   };

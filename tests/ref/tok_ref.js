@@ -76,7 +76,7 @@ const texts = [
   'URL https://example.com/path?query=1&x=y#frag and email a.b@c.org',
   // Llama-3 has ignore_merges: these words are vocabulary entries BPE would split differently.
   'Vietnamese: việc hợp nhiều điều Việt; Czech jeho; Persian ایران',
-  'A long line: ' + 'the quick brown fox jumps over the lazy dog; '.repeat(20),
+  'A long line: ' + 'the quick brown fox jumps over the lazy dog; '.repeat(50) + ' Ünïcödé naïve 中文 😀 12345 '.repeat(20),
 ];
 const r = rng(12345);
 for (let i = 0; i < 150; i++) texts.push(randomText(r));
