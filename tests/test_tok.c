@@ -231,6 +231,43 @@ static void test_offsets_long(void **state) {
   check_offsets_long("meta_always_split");
 }
 
+/* tokenizer_config.json add_bos_token/add_eos_token replace the post-processor's template, as
+ * transformers' LlamaTokenizerFast does. */
+static void test_config_flags(void **state) {
+  (void)state;
+  char *p = fixture("tok/llama2/tokenizer.json"), *json;
+  size_t len;
+  fc_err_t err = {0};
+  assert_int_equal(fc_read_file(p, &json, &len, &err), 0);
+  static const struct {
+    const char *cfg;
+    int bos, eos;
+  } cases[] = {
+      {NULL, 1, 0},
+      {"{\"add_bos_token\": true, \"add_eos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\"}}", 1, 1},
+      {"{\"add_bos_token\": false, \"eos_token\": \"</s>\"}", 0, 0},
+      {"{\"add_eos_token\": true, \"eos_token\": \"</s>\", \"model_max_length\": 1000000000000000019884624838656}", 0, 1},
+  };
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    fc_tok_t *t;
+    assert_int_equal(fc_tok_load_json(&t, json, len, cases[c].cfg, &err), 0);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(fc_tok_encode(t, "hi", 2, FC_TOK_ADD_SPECIAL, &ids, NULL, &n, &err), 0);
+    assert_true(n >= 1);
+    assert_int_equal(ids[0] == 1, cases[c].bos);
+    assert_int_equal(ids[n - 1] == 2, cases[c].eos);
+    assert_int_equal(fc_tok_bos(t), 1);
+    assert_int_equal(fc_tok_eos(t), 2);
+    free(ids);
+    fc_tok_destroy(&t);
+  }
+  fc_tok_t *t;
+  assert_int_equal(fc_tok_load_json(&t, json, len, "{not json", &err), FC_EFORMAT);
+  free(json);
+  free(p);
+}
+
 static void test_hash_and_errors(void **state) {
   (void)state;
   fc_tok_t *a = load("llama2"), *b = load("qwen3"), *a2 = load("llama2");
@@ -433,6 +470,7 @@ int main(void) {
       cmocka_unit_test(test_trainer),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_offsets_long),
+      cmocka_unit_test(test_config_flags),
       cmocka_unit_test(test_hash_and_errors),
       cmocka_unit_test(test_cli),
   };
