@@ -19,7 +19,8 @@ typedef struct fc_chat_msg {
 } fc_chat_msg_t;
 
 /* [start, end) byte range of an assistant response in the rendered text, including the
- * closing end-of-turn token (<|im_end|> or </s>). */
+ * closing end-of-turn token (<|im_end|> or </s>). For Llama-2 the span starts at the space
+ * after [/INST], because SentencePiece tokens carry that space (▁) at their start. */
 typedef struct fc_chat_span {
   size_t start, end;
 } fc_chat_span_t;
