@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 
 #include "fc_bpe_train.h"
@@ -246,6 +247,50 @@ static void test_offsets_long(void **state) {
   check_offsets_long("llama2");
   check_offsets_long("qwen3");
   check_offsets_long("meta_always_split");
+}
+
+/* Several threads encoding with one tokenizer get the same ids as one thread. */
+typedef struct {
+  const fc_tok_t *t;
+  const char *text;
+  size_t len;
+  int32_t *ids;
+  size_t n;
+} job_t;
+
+static void *encode_job(void *arg) {
+  job_t *j = arg;
+  fc_err_t err = {0};
+  for (int rep = 0; rep < 3; rep++) {
+    free(j->ids);
+    if (fc_tok_encode(j->t, j->text, j->len, FC_TOK_PARSE_SPECIAL, &j->ids, NULL, &j->n, &err)) j->n = (size_t)-1;
+  }
+  return NULL;
+}
+
+static void test_threads(void **state) {
+  (void)state;
+  const fc_tok_t *t = get("qwen3");
+  json_t *texts = json_object_get(g_ref, "texts");
+  const char *text = json_string_value(json_array_get(texts, 30)); /* the long line */
+  size_t len = strlen(text);
+  int32_t *ref;
+  size_t nref;
+  fc_err_t err = {0};
+  assert_int_equal(fc_tok_encode(t, text, len, FC_TOK_PARSE_SPECIAL, &ref, NULL, &nref, &err), 0);
+  pthread_t th[4];
+  job_t jobs[4];
+  for (int i = 0; i < 4; i++) {
+    jobs[i] = (job_t){t, text, len, NULL, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, encode_job, &jobs[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(jobs[i].n, nref);
+    assert_memory_equal(jobs[i].ids, ref, nref * sizeof *ref);
+    free(jobs[i].ids);
+  }
+  free(ref);
 }
 
 /* tokenizer_config.json add_bos_token/add_eos_token replace the post-processor's template, as
@@ -487,6 +532,7 @@ int main(void) {
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_offsets_long),
       cmocka_unit_test(test_config_flags),
+      cmocka_unit_test(test_threads),
       cmocka_unit_test(test_hash_and_errors),
       cmocka_unit_test(test_cli),
   };
