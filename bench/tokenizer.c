@@ -1,7 +1,7 @@
 /* Tokenizer throughput on one core: MB/s of text encoded (and decoded) by fc_tok for each
  * tokenizer family, on a generated 10 MB corpus of English prose, code and other scripts.
  * Usage: bench_tokenizer [TOKENIZER_DIR...] [--mb N] [--write-corpus FILE]
- * Without directories it uses tests/fixtures/tok/{llama2,qwen3,gpt2,llama3}. The corpus can be
+ * Without directories it uses tests/fixtures/tok/{llama2,qwen3,gpt2,llama3} of the source tree. The corpus can be
  * written out so bench/tokenizer_ref.js can time Hugging Face tokenizers on the same text. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
   }
   static char defaults[4][512];
   if (!nd) {
-    const char *fx = getenv("FC_FIXTURES") ? getenv("FC_FIXTURES") : "tests/fixtures";
+    const char *fx = getenv("FC_FIXTURES") ? getenv("FC_FIXTURES") : FC_FIXTURES_DIR;
     const char *names[] = {"llama2", "qwen3", "gpt2", "llama3"};
     for (int i = 0; i < 4; i++) {
       snprintf(defaults[i], sizeof defaults[i], "%s/tok/%s", fx, names[i]);

@@ -5,7 +5,7 @@
 const fs = require('fs');
 const { Tokenizer } = require('@anush008/tokenizers');
 const corpus = fs.readFileSync(process.argv[2]);
-const fx = process.env.FC_FIXTURES || 'tests/fixtures';
+const fx = process.env.FC_FIXTURES || require('path').join(__dirname, '..', 'tests', 'fixtures');
 const names = (process.argv[3] || 'llama2,qwen3,gpt2,llama3').split(',');
 const docs = [];
 for (let pos = 0; pos < corpus.length; ) {
