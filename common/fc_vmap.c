@@ -20,9 +20,11 @@ int fc_vocab_from_fn(fc_vocab_t *out, uint32_t n, fc_token_text_fn fn, void *ctx
     for (;;) {
       int r = fn(ctx, i, bytes + len, cap - len);
       if (r < 0) {
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err && err->code == r && err->msg[0] ? err->msg : fc_strerror(r));
         free(bytes);
         free(start);
-        return fc_err_wrap(err, "text of token %u", i);
+        return fc_err_set(err, r, "cannot get the text of token %u: %s", i, why);
       }
       if ((size_t)r <= cap - len) {
         len += (size_t)r;
