@@ -104,7 +104,7 @@ uint32_t fc_utf8_units(const char *s, uint32_t len) {
   return n;
 }
 
-static uint32_t decode(const char *s, uint32_t len, uint32_t *out) {
+uint32_t fc_utf8_decode_units(const char *s, uint32_t len, uint32_t *out) {
   uint32_t n = 0;
   for (uint32_t i = 0; i < len;) out[n++] = next_unit((const uint8_t *)s, len, &i);
   return n;
@@ -152,10 +152,20 @@ uint32_t fc_edit_distance_bounded(const char *a, uint32_t la, const char *b, uin
   uint32_t *ub = lb <= STACK_UNITS ? sb : fc_xmalloc((size_t)lb * 4);
   uint32_t *row = (la <= STACK_UNITS && lb <= STACK_UNITS) ? srow
                                                             : fc_xmalloc(((size_t)(la > lb ? la : lb) + 1) * 4);
-  uint32_t na = decode(a, la, ua), nb = decode(b, lb, ub);
+  uint32_t na = fc_utf8_decode_units(a, la, ua), nb = fc_utf8_decode_units(b, lb, ub);
   uint32_t d = lev_units(ua, na, ub, nb, bound, row);
   if (ua != sa) free(ua);
   if (ub != sb) free(ub);
+  if (row != srow) free(row);
+  return d;
+}
+
+uint32_t fc_edit_distance_units(const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t nb,
+                                uint32_t bound) {
+  uint32_t srow[STACK_UNITS + 1];
+  uint32_t mx = na > nb ? na : nb;
+  uint32_t *row = mx <= STACK_UNITS ? srow : fc_xmalloc(((size_t)mx + 1) * 4);
+  uint32_t d = lev_units(a, na, b, nb, bound, row);
   if (row != srow) free(row);
   return d;
 }

@@ -65,6 +65,10 @@ uint32_t fc_edit_distance(const char *a, uint32_t la, const char *b, uint32_t lb
  * >= bound. */
 uint32_t fc_edit_distance_bounded(const char *a, uint32_t la, const char *b, uint32_t lb,
                                   uint32_t bound);
+/* The same over already decoded units (from fc_utf8_decode_units, out has room for len units). */
+uint32_t fc_utf8_decode_units(const char *s, uint32_t len, uint32_t *out);
+uint32_t fc_edit_distance_units(const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t nb,
+                                uint32_t bound);
 /* Number of edit-distance units (code points and stray bytes) in a byte string. */
 uint32_t fc_utf8_units(const char *s, uint32_t len);
 

@@ -316,10 +316,12 @@ struct fc_mined_index {
   uint32_t max_units;
   uint32_t *bstart; /* [max_units + 2] bucket of unit length u: ids[bstart[u] .. bstart[u+1]) */
   uint32_t *ids;    /* pivot ids by unit length, ascending within a bucket */
-  uint64_t *sig;    /* [n] per id: bit set of its units (hashed to 64) */
+  uint64_t *sig;    /* [2n] per id: two bit sets of its units (two hashes to 64 classes) */
+  uint32_t *units;  /* decoded units of every pivot token, id i at units[ustart[i] ..] */
+  uint64_t *ustart; /* [n + 1] */
 };
 
-static uint64_t unit_sig(const char *s, uint32_t len) {
+static uint64_t unit_sig(const char *s, uint32_t len, uint32_t mult) {
   /* Every unit in a (mod 64) class; a class present in one string and absent from the other
    * needs at least one edit, which gives a cheap lower bound. Classes by code point hash. */
   uint64_t sig = 0;
@@ -341,7 +343,7 @@ static uint64_t unit_sig(const char *s, uint32_t len) {
     } else {
       i += need + 1;
     }
-    sig |= 1ULL << ((cp * 0x9e3779b1u) >> 26);
+    sig |= 1ULL << ((cp * mult) >> 26);
   }
   return sig;
 }
@@ -350,14 +352,21 @@ fc_mined_index_t *fc_mined_index_new(const fc_vocab_t *piv) {
   fc_mined_index_t *ix = fc_xcalloc(1, sizeof *ix);
   ix->piv = piv;
   uint32_t n = piv->n, *units = fc_xmalloc(((size_t)n + 1) * 4);
-  ix->sig = fc_xmalloc(((size_t)n + 1) * 8);
+  ix->sig = fc_xmalloc(((size_t)n + 1) * 16);
+  ix->ustart = fc_xmalloc(((size_t)n + 1) * 8);
+  ix->units = fc_xmalloc(((size_t)piv->start[n] + 1) * 4);
+  uint64_t upos = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t len;
     const char *t = tok_text(piv, i, &len);
-    units[i] = fc_utf8_units(t, len);
-    ix->sig[i] = unit_sig(t, len);
+    ix->ustart[i] = upos;
+    units[i] = fc_utf8_decode_units(t, len, ix->units + upos);
+    upos += units[i];
+    ix->sig[2 * i] = unit_sig(t, len, 0x9e3779b1u);
+    ix->sig[2 * i + 1] = unit_sig(t, len, 0x85ebca6bu);
     if (units[i] > ix->max_units) ix->max_units = units[i];
   }
+  ix->ustart[n] = upos;
   ix->bstart = fc_xcalloc((size_t)ix->max_units + 2, 4);
   for (uint32_t i = 0; i < n; i++)
     if (units[i] > 0) ix->bstart[units[i] + 1]++;
@@ -378,25 +387,35 @@ void fc_mined_index_destroy(fc_mined_index_t **pix) {
   free(ix->bstart);
   free(ix->ids);
   free(ix->sig);
+  free(ix->units);
+  free(ix->ustart);
   free(ix);
   *pix = NULL;
 }
 
-static inline uint32_t popc(uint64_t x) { return (uint32_t)__builtin_popcountll(x); }
+/* SWAR popcount: the builtin is a library call without -mpopcnt. */
+static inline uint32_t popc(uint64_t x) {
+  x = x - ((x >> 1) & 0x5555555555555555ULL);
+  x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+  return (uint32_t)((x * 0x0101010101010101ULL) >> 56);
+}
 
-static void scan_bucket(const fc_mined_index_t *ix, uint32_t u, const char *text, uint32_t len,
-                        uint64_t qsig, uint32_t delta, uint32_t *best, uint32_t *best_id) {
+static void scan_bucket(const fc_mined_index_t *ix, uint32_t u, const uint32_t *q, uint32_t nq,
+                        const uint64_t *qsig, uint32_t delta, uint32_t *best, uint32_t *best_id) {
   if (u == 0 || u > ix->max_units) return;
   for (uint32_t k = ix->bstart[u]; k < ix->bstart[u + 1]; k++) {
     uint32_t id = ix->ids[k];
-    uint64_t cs = ix->sig[id];
-    uint32_t lb = popc(qsig & ~cs), lb2 = popc(cs & ~qsig);
-    if (lb2 > lb) lb = lb2;
-    if (delta > lb) lb = delta;
+    /* a class present in one string only needs one edit per class */
+    uint64_t c0 = ix->sig[2 * id], c1 = ix->sig[2 * id + 1];
+    uint32_t lb = delta, x;
+    if ((x = popc(qsig[0] & ~c0)) > lb) lb = x;
+    if ((x = popc(c0 & ~qsig[0])) > lb) lb = x;
+    if ((x = popc(qsig[1] & ~c1)) > lb) lb = x;
+    if ((x = popc(c1 & ~qsig[1])) > lb) lb = x;
     if (lb > *best || (lb == *best && id > *best_id)) continue;
-    uint32_t cl;
-    const char *ct = tok_text(ix->piv, id, &cl);
-    uint32_t d = fc_edit_distance_bounded(text, len, ct, cl, *best == UINT32_MAX ? UINT32_MAX : *best + 1);
+    uint32_t d = fc_edit_distance_units(q, nq, ix->units + ix->ustart[id], u,
+                                        *best == UINT32_MAX ? UINT32_MAX : *best + 1);
     if (d < *best || (d == *best && id < *best_id)) {
       *best = d;
       *best_id = id;
@@ -406,15 +425,17 @@ static void scan_bucket(const fc_mined_index_t *ix, uint32_t u, const char *text
 
 uint32_t fc_mined_nearest(const fc_mined_index_t *ix, const char *text, uint32_t len,
                           uint32_t *dist) {
-  uint32_t q = fc_utf8_units(text, len);
-  uint64_t qsig = unit_sig(text, len);
+  uint32_t sq[256], *q = len <= 256 ? sq : fc_xmalloc((size_t)len * 4);
+  uint32_t nq = fc_utf8_decode_units(text, len, q);
+  uint64_t qsig[2] = {unit_sig(text, len, 0x9e3779b1u), unit_sig(text, len, 0x85ebca6bu)};
   uint32_t best = UINT32_MAX, best_id = FC_VMAP_NONE;
   for (uint32_t delta = 0; delta <= best; delta++) {
-    if (delta > q && q + delta > ix->max_units) break;
-    scan_bucket(ix, q + delta, text, len, qsig, delta, &best, &best_id);
-    if (delta > 0 && delta <= q) scan_bucket(ix, q - delta, text, len, qsig, delta, &best, &best_id);
+    if (delta > nq && nq + delta > ix->max_units) break;
+    scan_bucket(ix, nq + delta, q, nq, qsig, delta, &best, &best_id);
+    if (delta > 0 && delta <= nq) scan_bucket(ix, nq - delta, q, nq, qsig, delta, &best, &best_id);
     if (delta == UINT32_MAX) break;
   }
+  if (q != sq) free(q);
   if (dist) *dist = best;
   return best_id;
 }

@@ -22,13 +22,13 @@ typedef struct synth_vocab {
   uint32_t maxlen;
 } synth_vocab_t;
 
-static uint64_t synth_hash(const char *s, uint32_t len) {
+static __attribute__((unused)) uint64_t synth_hash(const char *s, uint32_t len) {
   uint64_t h = 1469598103934665603ULL;
   for (uint32_t i = 0; i < len; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
   return h;
 }
 
-static int64_t synth_find(const synth_vocab_t *v, const char *s, uint32_t len) {
+static __attribute__((unused)) int64_t synth_find(const synth_vocab_t *v, const char *s, uint32_t len) {
   if (v->tcap == 0) return -1;
   uint32_t mask = v->tcap - 1, h = (uint32_t)synth_hash(s, len) & mask;
   for (;; h = (h + 1) & mask) {
@@ -38,7 +38,7 @@ static int64_t synth_find(const synth_vocab_t *v, const char *s, uint32_t len) {
   }
 }
 
-static void synth_add(synth_vocab_t *v, const char *s, uint32_t len) {
+static __attribute__((unused)) void synth_add(synth_vocab_t *v, const char *s, uint32_t len) {
   if (len == 0 || synth_find(v, s, len) >= 0) return;
   if (v->n == v->cap) {
     v->cap = v->cap ? v->cap * 2 : 1024;
@@ -67,7 +67,7 @@ static void synth_add(synth_vocab_t *v, const char *s, uint32_t len) {
   v->n++;
 }
 
-static void synth_vocab_free(synth_vocab_t *v) {
+static __attribute__((unused)) void synth_vocab_free(synth_vocab_t *v) {
   for (uint32_t i = 0; i < v->n; i++) free(v->piece[i]);
   free(v->piece);
   free(v->len);
@@ -76,7 +76,7 @@ static void synth_vocab_free(synth_vocab_t *v) {
 }
 
 /* The lexicon: word i of a fixed pseudo-random list (letters, a few accented and CJK words). */
-static uint32_t synth_word(uint32_t i, char *out) {
+static __attribute__((unused)) uint32_t synth_word(uint32_t i, char *out) {
   static const char *syl[] = {"th", "e", "an", "re", "on", "in", "er", "st", "ing", "al", "ou",
                               "ch", "qu", "ly", "ment", "tion", "ca", "fé", "你", "好", "ß", "o"};
   uint64_t h = fc_splitmix64(i + 12345);
@@ -96,7 +96,7 @@ static uint32_t synth_word(uint32_t i, char *out) {
 enum { SYNTH_LEXICON = 5000 };
 
 /* style 0: SentencePiece-like; style 1: byte-level-like. */
-static void synth_vocab_build(synth_vocab_t *v, int style, uint32_t size) {
+static __attribute__((unused)) void synth_vocab_build(synth_vocab_t *v, int style, uint32_t size) {
   memset(v, 0, sizeof *v);
   char b[2] = {0, 0};
   for (int c = 0; c < 256; c++) {
@@ -135,7 +135,7 @@ static void synth_vocab_build(synth_vocab_t *v, int style, uint32_t size) {
 }
 
 /* Greedy longest match; writes ids and starts ([n + 1]); returns n. */
-static uint32_t synth_encode(const synth_vocab_t *v, const char *text, uint32_t len, uint32_t *ids,
+static __attribute__((unused)) uint32_t synth_encode(const synth_vocab_t *v, const char *text, uint32_t len, uint32_t *ids,
                              uint32_t *start) {
   uint32_t n = 0, pos = 0;
   while (pos < len) {
