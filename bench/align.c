@@ -136,13 +136,69 @@ int main(int argc, char **argv) {
     unlink(sample);
   }
 
+  /* Log-prob quantisation error: our u16 code vs f16, on log-probs uniform in [-30, 0]. */
+  {
+    fc_rng_t r;
+    fc_rng_seed(&r, 5);
+    double emax = 0, esum = 0, hmax = 0, hsum = 0;
+    int cnt = 1000000;
+    for (int i = 0; i < cnt; i++) {
+      float lp = -30.0f * (float)fc_rng_uniform(&r);
+      double e = fabs((double)fc_topk_lp_decode(fc_topk_lp_encode(lp)) - lp);
+      double h = fabs((double)fc_f16_to_f32(fc_f32_to_f16(lp)) - lp);
+      emax = e > emax ? e : emax;
+      hmax = h > hmax ? h : hmax;
+      esum += e;
+      hsum += h;
+    }
+    printf("log-prob error over [-30, 0] nats: u16 code max %.2e mean %.2e; f16 max %.2e mean %.2e\n",
+           emax, esum / cnt, hmax, hsum / cnt);
+  }
   /* Top-K store size at K = 10. */
   for (int v = 0; v < 2; v++) {
     uint32_t vocab = v ? 152064 : 32000;
     uint64_t b = fc_topk_example_bytes(1000, 10, vocab);
     printf("top-K store at K=10, vocab %u: %.2f bytes/token (raw u32 id + f32 per entry: %d bytes/token, "
-           "budget K*6 = 60); log-prob max abs error %.2e nats\n",
-           vocab, b / 1000.0, 10 * 8, FC_TOPK_LP_STEP / 2);
+           "budget K*6 = 60)\n",
+           vocab, b / 1000.0, 10 * 8);
+  }
+  /* ... and measured on a written file: the pivot tokenization of the whole text, K = 10. */
+  {
+    char path[] = "/tmp/fc_bench_topk_XXXXXX";
+    int tfd = mkstemp(path);
+    if (tfd >= 0) close(tfd);
+    fc_topk_writer_t *w = NULL;
+    fc_topk_info_t info = {.model_id = "bench", .k = 10, .vocab = 32000};
+    fc_topk_ex_t ex = {0};
+    fc_rng_t r;
+    fc_rng_seed(&r, 9);
+    int ok = fc_topk_writer_new(&w, path, &info, &err) == 0;
+    for (uint32_t d = 0; ok && d < ndoc; d++) {
+      fc_topk_ex_reserve(&ex, tb[d].n, 10);
+      ex.n = tb[d].n;
+      for (uint32_t i = 0; i < ex.n; i++) {
+        ex.ids[i] = tb[d].ids[i] % 32000;
+        ex.mask[i] = 1;
+        float lp = -0.1f;
+        for (int x = 0; x < 10; x++, lp -= (float)fc_rng_uniform(&r)) {
+          ex.top_ids[i * 10 + x] = (uint32_t)(fc_rng_u64(&r) % 32000);
+          ex.top_lp[i * 10 + x] = lp;
+        }
+      }
+      ex.mean_ce = 1;
+      ok = fc_topk_writer_add(w, &ex, &err) == 0;
+    }
+    if (ok) ok = fc_topk_writer_finish(w, &err) == 0;
+    fc_topk_writer_destroy(&w);
+    fc_topk_ex_free(&ex);
+    FILE *f = ok ? fopen(path, "rb") : NULL;
+    if (f) {
+      fseek(f, 0, SEEK_END);
+      printf("written store (K=10, vocab 32000, %u examples): %.2f bytes/token including header and index\n",
+             ndoc, (double)ftell(f) / (double)nb);
+      fclose(f);
+    }
+    unlink(path);
   }
   fc_align_result_free(&res);
   fc_aligner_destroy(&al);

@@ -10,8 +10,11 @@
 enum { CACHE_BITS = 14, STACK_UNITS = 256 };
 #define INF_COST 0x3fffffffu
 
+/* Keyed by both strings' 64-bit hashes and lengths, so a wrong hit needs two simultaneous
+ * 64-bit hash collisions. */
 typedef struct cache_ent {
-  uint64_t key;
+  uint64_t ha, hb;
+  uint32_t la, lb;
   uint32_t dist;
   uint32_t used;
 } cache_ent_t;
@@ -193,16 +196,15 @@ static inline uint32_t pair_cost(fc_aligner_t *a, const fc_align_seq_t *s, const
   if (la == 0) return a->pu[j];
   if (lb == 0) return a->su[i];
   uint64_t key = (hs * 0x9e3779b97f4a7c15ULL) ^ (hp + 0x632be59bd9b4e019ULL) ^ ((uint64_t)la << 40 | lb);
-  cache_ent_t *e = &a->cache[key >> (64 - CACHE_BITS)];
-  if (e->used && e->key == key) {
+  key ^= key >> 29;
+  cache_ent_t *e = &a->cache[(key * 0xbf58476d1ce4e5b9ULL) >> (64 - CACHE_BITS)];
+  if (e->used && e->ha == hs && e->hb == hp && e->la == la && e->lb == lb) {
     a->st.cache_hits++;
     return e->dist;
   }
   a->st.ed_calls++;
   uint32_t d = fc_edit_distance(ta, la, tb, lb);
-  e->key = key;
-  e->dist = d;
-  e->used = 1;
+  *e = (cache_ent_t){hs, hp, la, lb, d, 1};
   return d;
 }
 
