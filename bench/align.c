@@ -40,7 +40,7 @@ static void write_sample(FILE *f, const toks_t *t, uint32_t a, uint32_t b) {
 
 int main(int argc, char **argv) {
   uint32_t mb = argc > 1 ? (uint32_t)atoi(argv[1]) : 5;
-  int margin = argc > 2 ? atoi(argv[2]) : 3;
+  int margin = argc > 2 ? atoi(argv[2]) : FC_ALIGN_DEFAULT_MARGIN;
   printf("tokenizers: SYNTHETIC greedy longest-match (SentencePiece-like vs byte-level-like), "
          "not real fc_tok tokenizers yet\n");
   synth_vocab_t va, vb;

@@ -7,7 +7,7 @@
 
 #include "fc_topk.h" /* fc_hash64 */
 
-enum { CACHE_BITS = 14, STACK_UNITS = 256 };
+enum { CACHE_BITS = 16, STACK_UNITS = 256 };
 #define INF_COST 0x3fffffffu
 
 /* Keyed by both strings' 64-bit hashes and lengths, so a wrong hit needs two simultaneous
@@ -148,6 +148,41 @@ static uint32_t lev_units(const uint32_t *a, uint32_t na, const uint32_t *b, uin
   return row[nb];
 }
 
+/* The same DP over bytes, for strings in which every byte is one unit (ASCII or stray bytes):
+ * no decoding needed. */
+static uint32_t lev_bytes(const uint8_t *a, uint32_t na, const uint8_t *b, uint32_t nb) {
+  while (na && nb && a[0] == b[0]) a++, b++, na--, nb--;
+  while (na && nb && a[na - 1] == b[nb - 1]) na--, nb--;
+  if (na < nb) {
+    const uint8_t *t = a;
+    a = b;
+    b = t;
+    uint32_t tn = na;
+    na = nb;
+    nb = tn;
+  }
+  if (nb == 0) return na;
+  uint32_t srow[STACK_UNITS + 1];
+  uint32_t *row = nb <= STACK_UNITS ? srow : fc_xmalloc(((size_t)nb + 1) * 4);
+  for (uint32_t j = 0; j <= nb; j++) row[j] = j;
+  for (uint32_t i = 1; i <= na; i++) {
+    uint32_t diag = row[0];
+    row[0] = i;
+    uint8_t ai = a[i - 1];
+    for (uint32_t j = 1; j <= nb; j++) {
+      uint32_t up = row[j];
+      uint32_t v = diag + (ai != b[j - 1]);
+      if (up + 1 < v) v = up + 1;
+      if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+      diag = up;
+      row[j] = v;
+    }
+  }
+  uint32_t d = row[nb];
+  if (row != srow) free(row);
+  return d;
+}
+
 uint32_t fc_edit_distance_bounded(const char *a, uint32_t la, const char *b, uint32_t lb,
                                   uint32_t bound) {
   uint32_t sa[STACK_UNITS], sb[STACK_UNITS], srow[STACK_UNITS + 1];
@@ -203,7 +238,9 @@ static inline uint32_t pair_cost(fc_aligner_t *a, const fc_align_seq_t *s, const
     return e->dist;
   }
   a->st.ed_calls++;
-  uint32_t d = fc_edit_distance(ta, la, tb, lb);
+  uint32_t d = a->su[i] == la && a->pu[j] == lb
+                   ? lev_bytes((const uint8_t *)ta, la, (const uint8_t *)tb, lb)
+                   : fc_edit_distance(ta, la, tb, lb);
   *e = (cache_ent_t){hs, hp, la, lb, d, 1};
   return d;
 }
