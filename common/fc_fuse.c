@@ -74,6 +74,12 @@ int fc_fuse_transfer(const fc_vocab_t *sv, const fc_vocab_t *pv, const fc_vmap_t
     vtext(sv, src_ids[i], &l);
     send[i] = acc += l;
   }
+  uint64_t ptot = 0;
+  for (uint32_t j = 0; j < m; j++) {
+    uint32_t l;
+    vtext(pv, piv_ids[j], &l);
+    ptot += l;
+  }
   int rc = 0;
   for (uint32_t j = 0; j < m; j++) {
     uint32_t tl;
@@ -101,8 +107,10 @@ int fc_fuse_transfer(const fc_vocab_t *sv, const fc_vocab_t *pv, const fc_vmap_t
         const char *s = vtext(sv, src_ids[i], &sl);
         if (!suffix_related(s, sl, t, tl)) continue;
         if (first < 0) first = i;
-        uint64_t end_i = send[i];
-        if (end_i == pend && exact_end < 0) exact_end = i;
+        /* the same end counted from the start or from the end of the text (a prefix only one
+         * tokenizer adds, such as a dummy-prefix space or a BOS text, shifts the former) */
+        int same_end = send[i] == pend || acc - send[i] == ptot - pend;
+        if (same_end && exact_end < 0) exact_end = i;
       }
       if (rc) break;
       if (exact_end >= 0) {

@@ -7,7 +7,9 @@
  * the two non-empty texts is a suffix of the other:
  *   1. |S| = 1 and text(S[0]) suffix-related to T             -> use source position S[0];
  *   2. |S| > 1 and some suffix-related position ends exactly where T ends in the shared text
- *      (byte offsets = cumulative token text lengths of each sequence) -> the first such;
+ *      (byte offsets = cumulative token text lengths of each sequence, counted from the start
+ *      or from the end of the text, so that a prefix only one tokenizer adds, like a
+ *      SentencePiece dummy-prefix space or a BOS text, does not hide it) -> the first such;
  *   3. else (|S| > 1) greedy cover: walk S in order, consuming each piece that is a prefix of
  *      what remains of T; if T is consumed exactly, use the last consumed piece; else the first
  *      suffix-related position of S if any;
@@ -22,8 +24,8 @@
  * Why the end check: position i predicts what follows source token i, which is what follows T
  * only if both end at the same byte. The design's plain "first suffix-related" picks, for T = "aa"
  * over pieces "a", "a", the first "a", which predicts the second "a", not what follows T. With
- * consistent offsets a complete cover ends where T ends, so rule 3 matters when the two texts are
- * shifted (e.g. a SentencePiece dummy-prefix space in one of them) and the end check fails.
+ * consistent offsets a complete cover ends where T ends, so rule 3 matters when the two texts
+ * differ at both ends and the end check fails.
  *
  * Cross-entropy of a sequence (used to rank candidates): the stored mean_ce of an example is the
  * authoritative number (computed from the model's full distribution over its own tokens when

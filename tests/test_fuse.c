@@ -156,9 +156,9 @@ static void test_rule_suffix_end_and_cover(void **state) {
     assert_int_equal(rule[1], FC_XFER_ONE);
     assert_int_equal(oid[1], map[2]);
   }
-  /* Shifted texts (a leading " " in the source only): pivot "cac" over source " " "c" "a" "c".
-   * No suffix-related piece ends at "cac"'s end (offsets are off by one), the greedy cover
-   * "c"+"a"+"c" consumes it exactly -> its last piece (position 3), not the first "c" (1). */
+  /* A leading " " in the source only (a dummy-prefix space): pivot "cac" over source " " "c" "a"
+   * "c". Counted from the start the ends are off by one, counted from the end of the text the
+   * last "c" ends where "cac" ends -> rule 2 picks position 3, not the first "c" (1). */
   {
     static tvocab_t s2;
     const char *st2[] = {" ", "c", "a", NULL};
@@ -172,8 +172,32 @@ static void test_rule_suffix_end_and_cover(void **state) {
     uint32_t gs[2] = {0, 4}, gsrc[4] = {0, 1, 2, 3};
     assert_int_equal(fc_fuse_transfer(&s2.v, &p.v, &m2, sid, 4, tid, tlp, 1, pid, 1, gs, gsrc, 1, oid,
                                       olp, rule, NULL, &err), 0);
-    assert_int_equal(rule[0], FC_XFER_COVER);
+    assert_int_equal(rule[0], FC_XFER_SUFFIX);
     assert_int_equal(oid[0], map2[0]); /* tid[3] = 0 -> pivot 3 */
+    /* with a trailing " " as well, neither count matches: the greedy cover "c"+"a"+"c" consumes
+     * "cac" exactly -> its last piece (position 3), not the first suffix-related "c" (1) */
+    uint32_t sid5[5] = {0, 1, 2, 1, 0}, tid5[5] = {0, 1, 2, 0, 1};
+    float tlp5[5] = {0, -1, -2, -3, -4};
+    uint32_t gs5[2] = {0, 5}, gsrc5[5] = {0, 1, 2, 3, 4};
+    assert_int_equal(fc_fuse_transfer(&s2.v, &p.v, &m2, sid5, 5, tid5, tlp5, 1, pid, 1, gs5, gsrc5, 1,
+                                      oid, olp, rule, NULL, &err), 0);
+    assert_int_equal(rule[0], FC_XFER_COVER);
+    assert_int_equal(oid[0], map2[0]);
+    /* no end match in either count and no cover ("c" "c" for "cac", inside "zzzz" .. "zzzz"):
+     * the first suffix-related position */
+    static tvocab_t s3;
+    const char *st3[] = {" ", "c", "a", "zzzz", NULL};
+    tvocab(&s3, st3);
+    uint32_t map3[4] = {3, 4, 5, 6};
+    uint8_t how3[4];
+    fc_vmap_t m3 = make_map(4, 7, map3, how3);
+    uint32_t sid3[4] = {3, 1, 1, 3}, tid3[4] = {0, 1, 2, 0};
+    float tlp3[4] = {0, 0, 0, 0};
+    uint32_t gs3[2] = {0, 2}, gsrc3[2] = {1, 2};
+    assert_int_equal(fc_fuse_transfer(&s3.v, &p.v, &m3, sid3, 4, tid3, tlp3, 1, pid, 1, gs3, gsrc3, 1,
+                                      oid, olp, rule, NULL, &err), 0);
+    assert_int_equal(rule[0], FC_XFER_SUFFIX);
+    assert_int_equal(oid[0], map3[1]); /* position 1's entry (source id 1) */
   }
   /* Several pieces, none suffix-related and no cover: one-hot on the next token */
   {
