@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "fc_align.h"
 #include "synth_tok.h"
 
@@ -297,6 +299,67 @@ static void test_bad_offsets(void **state) {
   fc_aligner_destroy(&a);
 }
 
+/* Against FuseChat's dtw re-implemented in Python (tests/ref/align_ref.py): same cost and the
+ * same path, tie-breaking included, on random sequences with Unicode and byte-fallback tokens. */
+static void hex_tokens(json_t *arr, seq_t *q) {
+  uint32_t n = 0, pos = 0;
+  size_t i;
+  json_t *v;
+  json_array_foreach(arr, i, v) {
+    const char *h = json_string_value(v);
+    q->start[n++] = pos;
+    for (size_t k = 0; h[k] && h[k + 1]; k += 2) {
+      unsigned b;
+      sscanf(h + k, "%2x", &b);
+      q->buf[pos++] = (char)b;
+    }
+  }
+  q->start[n] = pos;
+  q->s = (fc_align_seq_t){.n = n, .bytes = q->buf, .start = q->start, .off = NULL};
+}
+
+static void test_python_reference(void **state) {
+  (void)state;
+  const char *dir = getenv("FC_FIXTURES");
+  char path[1024];
+  snprintf(path, sizeof path, "%s/align/dtw_ref.json", dir ? dir : "tests/fixtures");
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  if (!root) fail_msg("cannot load %s: %s", path, jerr.text);
+  fc_aligner_t *a = fc_aligner_new(FC_ALIGN_DEFAULT_MARGIN), *wide = fc_aligner_new(1 << 20);
+  fc_align_result_t r = {0};
+  fc_err_t err = {0};
+  static seq_t s, p;
+  size_t i;
+  json_t *c;
+  int n = 0;
+  json_array_foreach(root, i, c) {
+    hex_tokens(json_object_get(c, "src"), &s);
+    hex_tokens(json_object_get(c, "piv"), &p);
+    json_t *want = json_object_get(c, "path");
+    int64_t cost = (int64_t)json_number_value(json_object_get(c, "cost"));
+    for (int which = 0; which < 2; which++) {
+      if (which == 0) assert_int_equal(fc_align_full(a, &s.s, &p.s, &r, &err), 0);
+      else assert_int_equal(fc_align_mined(wide, &s.s, &p.s, &r, &err), 0);
+      assert_int_equal(r.cost, cost);
+      assert_int_equal(r.n_path, json_array_size(want));
+      for (uint32_t k = 0; k < r.n_path; k++) {
+        json_t *pr = json_array_get(want, k);
+        assert_int_equal(r.src[k], json_integer_value(json_array_get(pr, 0)));
+        assert_int_equal(r.piv[k], json_integer_value(json_array_get(pr, 1)));
+      }
+    }
+    assert_int_equal(fc_align_mined(a, &s.s, &p.s, &r, &err), 0);
+    assert_true(r.cost >= cost);
+    n++;
+  }
+  assert_int_equal(n, 60);
+  json_decref(root);
+  fc_align_result_free(&r);
+  fc_aligner_destroy(&a);
+  fc_aligner_destroy(&wide);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_edit_distance),
@@ -304,6 +367,7 @@ int main(void) {
       cmocka_unit_test(test_random_vs_brute),
       cmocka_unit_test(test_band_equals_full),
       cmocka_unit_test(test_bad_offsets),
+      cmocka_unit_test(test_python_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
