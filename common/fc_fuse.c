@@ -86,6 +86,7 @@ int fc_fuse_transfer(const fc_vocab_t *sv, const fc_vocab_t *pv, const fc_vmap_t
     const char *t = vtext(pv, piv_ids[j], &tl);
     pend += tl;
     uint32_t g0 = grp_start[j], g1 = grp_start[j + 1];
+    assert(g0 <= g1);
     int64_t use = -1;
     int how = FC_XFER_ONEHOT;
     if (g1 - g0 == 1) {
