@@ -341,16 +341,17 @@ static int holds(fc_db_t *db, int64_t task, const char *worker, int64_t *job, ch
 }
 
 int fc_db_heartbeat(fc_db_t *db, int64_t task, const char *worker, double now, double lease_s,
-                    double fraction, const char *message, fc_err_t *err) {
+                    double fraction, const char *message, int64_t *jobp, fc_err_t *err) {
   int rc = begin(db, err);
   if (rc) return rc;
-  int64_t job;
+  int64_t job = 0;
   char name[512];
   int h = holds(db, task, worker, &job, name, sizeof name, err);
   if (h <= 0) {
     rc = h < 0 ? h : 1;
     goto out;
   }
+  if (jobp) *jobp = job;
   EXEC(db, err, "UPDATE leases SET deadline = ? WHERE task = ?", "di", now + lease_s, task);
   sqlite3_stmt *st = stmt(db, "SELECT state FROM tasks WHERE id = ?", "i", task);
   if (st && sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "leased")) {

@@ -92,8 +92,8 @@ int fc_sha256_file(const char *path, char hex[65], uint64_t *size, fc_err_t *err
   fclose(fp);
   if (bad) return fc_err_set(err, FC_EIO, "cannot read %s", path);
   uint8_t d[32];
+  if (size) *size = s.len; /* before final, which counts its padding into len */
   fc_sha256_final(&s, d);
   fc_sha256_hex(d, hex);
-  if (size) *size = s.len;
   return 0;
 }

@@ -122,9 +122,9 @@ static void test_lease_order_deps_and_caps(void **state) {
   assert_int_equal(lease(db, "w2", CK, 1, 100), 0);
   assert_int_equal(lease(db, "w2", OTHER, 2, 100), c);
   /* heartbeats: the holder renews, anyone else is told it lost the task */
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 101, 10, 0.5, "half", &err), 0);
+  assert_int_equal(fc_db_heartbeat(db, a, "w1", 101, 10, 0.5, "half", NULL, &err), 0);
   expect_task(db, a, "running", 0);
-  assert_int_equal(fc_db_heartbeat(db, a, "w2", 101, 10, 0.5, "x", &err), 1);
+  assert_int_equal(fc_db_heartbeat(db, a, "w2", 101, 10, 0.5, "x", NULL, &err), 1);
   fc_msg_artifact_t art = {.path = "/tmp/st/j/a.out", .size = 3};
   memset(art.sha256, 'a', 64);
   assert_int_equal(fc_db_complete(db, a, "w2", &art, 1, 102, &err), 1); /* not the holder */
@@ -172,7 +172,7 @@ static void test_expiry_attempts_and_retry(void **state) {
   assert_int_equal(fc_db_expire(db, 111, &n, &err), 0);
   assert_int_equal(n, 1);
   expect_task(db, a, "queued", 1);
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 112, 10, 0.1, NULL, &err), 1); /* lost it */
+  assert_int_equal(fc_db_heartbeat(db, a, "w1", 112, 10, 0.1, NULL, NULL, &err), 1); /* lost it */
   fc_msg_t m;
   assert_int_equal(fc_db_lease_next(db, "w2", CK, 1, 112, 10, &m, &err), 1);
   assert_int_equal(m.attempt, 2);
@@ -221,7 +221,7 @@ static void test_fail_handback_cancel(void **state) {
   expect_job(db, j, "cancelled");
   expect_task(db, a, "cancelled", 1);
   expect_task(db, tid(db, j, "b"), "cancelled", 0);
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 106, 10, 0.5, NULL, &err), 1);
+  assert_int_equal(fc_db_heartbeat(db, a, "w1", 106, 10, 0.5, NULL, NULL, &err), 1);
   assert_int_equal(fc_db_job_cancel(db, j, 106, &h, &nh, &err), FC_EINVAL);
   /* now the name is free again */
   assert_int_equal(fc_db_job_create(db, job, SPEC, 107, &id, &err), 0);
@@ -237,14 +237,14 @@ static void test_fail_handback_cancel(void **state) {
 }
 
 struct ev_count {
-  int64_t total, job_done; /* job_done counts task.done here */
+  int64_t total, tasks_done;
 };
 static void count_events(void *arg, int64_t id, double time, int64_t job, int64_t task, const char *type,
                          const char *message) {
   struct ev_count *c = arg;
   (void)id, (void)time, (void)job, (void)task, (void)message;
   c->total++;
-  c->job_done += !strcmp(type, "task.done");
+  c->tasks_done += !strcmp(type, "task.done");
 }
 
 static void test_restart_mid_job(void **state) {
@@ -261,7 +261,7 @@ static void test_restart_mid_job(void **state) {
   fc_db_close(&db); /* the coordinator goes away... */
   db = open_db();   /* ...and comes back: the lease is still held */
   expect_task(db, a, "leased", 0);
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 105, 10, 0.9, "nearly", &err), 0);
+  assert_int_equal(fc_db_heartbeat(db, a, "w1", 105, 10, 0.9, "nearly", NULL, &err), 0);
   int n;
   assert_int_equal(fc_db_expire(db, 112, &n, &err), 0); /* renewed to 115 */
   assert_int_equal(n, 0);
@@ -281,7 +281,7 @@ static void test_restart_mid_job(void **state) {
   db = open_db();
   assert_int_equal(fc_db_events_after(db, 0, count_events, &c, &last, &err), 0);
   assert_int_equal(c.total, last); /* ids are 1..last with nothing skipped */
-  assert_int_equal(c.job_done, 1);
+  assert_int_equal(c.tasks_done, 1);
   c = (struct ev_count){0};
   assert_int_equal(fc_db_events_after(db, last, count_events, &c, &last, &err), 0);
   assert_int_equal(c.total, 0);

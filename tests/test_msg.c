@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <msgpack.h>
@@ -372,6 +373,20 @@ static void test_sha256_vectors(void **state) {
   fc_sha256_final(&s, d);
   fc_sha256_hex(d, hex);
   assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  /* a file: digest and size */
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/fc_test_sha.%d", (int)getpid());
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  fputs("abc", fp);
+  fclose(fp);
+  uint64_t size = 0;
+  fc_err_t err;
+  assert_int_equal(fc_sha256_file(path, hex, &size, &err), 0);
+  unlink(path);
+  assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  assert_int_equal(size, 3);
+  assert_int_equal(fc_sha256_file(path, hex, &size, &err), FC_EIO);
 }
 
 int main(void) {

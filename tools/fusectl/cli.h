@@ -23,7 +23,16 @@ int fc_cli_parse_double(const char *s, double *out);
 
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
-  X(version, "print the version")
+  X(version, "print the version") \
+  X(submit, "submit a job spec (YAML) to the coordinator") \
+  X(status, "show jobs and their tasks by stage") \
+  X(watch, "follow a job's events until it ends") \
+  X(list, "list jobs") \
+  X(cancel, "cancel a job") \
+  X(retry, "re-queue a failed or cancelled job or task") \
+  X(logs, "print a job's event log") \
+  X(workers, "list the registered stage daemons") \
+  X(artifacts, "list the files a job wrote, with SHA-256")
 
 #define FC_DECLARE_CMD(name, summary) int fc_cmd_##name(int argc, char **argv);
 FC_COMMANDS(FC_DECLARE_CMD)

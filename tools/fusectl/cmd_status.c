@@ -1,0 +1,66 @@
+/* fusectl status: jobs and their tasks by stage, with state and progress. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "client.h"
+
+static void usage(void) {
+  printf("Usage: fusectl status [OPTIONS] [JOB]\n"
+         "\n"
+         "Shows a job (or every job) with its tasks grouped by stage: id, name, state, attempts,\n"
+         "progress and the last message or error.\n"
+         "\nOptions:\n"
+         "  --json           print the coordinator's JSON report instead\n" FC_CLIENT_ENDPOINT_HELP
+         "  --help           this text\n");
+}
+
+static const char *s(json_t *o, const char *k) {
+  const char *v = json_string_value(json_object_get(o, k));
+  return v ? v : "";
+}
+
+int fc_cmd_status(int argc, char **argv) {
+  static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  fc_client_t c;
+  fc_client_init(&c, "status");
+  int o, rc, as_json = 0;
+  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (o == 'h') return usage(), 0;
+    if (o == 'j') as_json = 1;
+    else if (o == 'E' || o == 'T') {
+      if ((rc = fc_client_option(&c, o, optarg))) return rc;
+    } else return fc_cli_usage_error("status", "unknown option");
+  }
+  fc_msg_t req = {.type = FC_MSG_STATUS};
+  if (optind < argc && fc_client_parse_id(argv[optind++], &req.job)) return fc_cli_usage_error("status", "JOB must be a job id");
+  if (optind < argc) return fc_cli_usage_error("status", "too many arguments");
+  json_t *r;
+  if ((rc = fc_client_call(&c, &req, &r))) return rc;
+  if (as_json) {
+    char *t = json_dumps(r, JSON_INDENT(2));
+    puts(t);
+    free(t);
+    json_decref(r);
+    return 0;
+  }
+  size_t i, k;
+  json_t *j, *t;
+  json_array_foreach(json_object_get(r, "jobs"), i, j) {
+    printf("job %lld  %s  %s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")), s(j, "name"), s(j, "state"),
+           *s(j, "error") ? "  " : "", s(j, "error"));
+    const char *stage = NULL;
+    json_array_foreach(json_object_get(j, "tasks"), k, t) {
+      if (!stage || strcmp(stage, s(t, "kind"))) printf("  %s\n", stage = s(t, "kind"));
+      const char *msg = *s(t, "error") && strcmp(s(t, "state"), "done") ? s(t, "error") : s(t, "message");
+      printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
+             s(t, "name"), s(t, "state"), (long long)json_integer_value(json_object_get(t, "attempts")),
+             (long long)json_integer_value(json_object_get(t, "max_attempts")),
+             100 * json_number_value(json_object_get(t, "fraction")), *s(t, "worker") ? s(t, "worker") : "",
+             *s(t, "worker") ? "  " : "", msg);
+    }
+  }
+  json_decref(r);
+  return 0;
+}
