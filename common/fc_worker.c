@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <glob.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -241,6 +242,14 @@ static void start_task(wk_t *w, fc_msg_t *m) {
       if (fc_mkdir_p(dir, &e)) fc_warn("%s", e.msg);
     }
     free(dir);
+    /* a SIGKILLed earlier attempt leaves its temp file: the output itself is never half written,
+     * but the garbage should not pile up */
+    char pat[4200];
+    snprintf(pat, sizeof pat, "%s.tmp.*", a->outputs[i]);
+    glob_t g;
+    if (glob(pat, GLOB_NOSORT, NULL, &g) == 0)
+      for (size_t k = 0; k < g.gl_pathc; k++) unlink(g.gl_pathv[k]);
+    globfree(&g);
   }
   w->busy = 1;
   fc_info("task %lld (%s) attempt %lld started", (long long)a->task, a->kind, (long long)a->attempt);
