@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zmq.h>
 
 #include "fc_net.h"
 #include "fc_sha256.h"
@@ -58,11 +59,47 @@ static void start_worker(int i) {
   worker_pid[i] = spawn(log, argv);
 }
 
-static void stop(pid_t *p, int sig) {
-  if (*p <= 0) return;
+/* Signals a daemon and returns its exit status (-1 if it was killed by a signal). */
+static int stop(pid_t *p, int sig) {
+  if (*p <= 0) return 0;
   kill(*p, sig);
-  waitpid(*p, NULL, 0);
+  int st = 0;
+  waitpid(*p, &st, 0);
   *p = 0;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* No daemon log may hold a sanitizer report (the daemons run instrumented in CI). */
+static void check_logs(void) {
+  const char *names[] = {"coord.log", "w1.log", "w2.log", "w3.log"};
+  for (int i = 0; i < 4; i++) {
+    char p[256], *text;
+    size_t n;
+    fc_err_t err;
+    snprintf(p, sizeof p, "%s/%s", tmp, names[i]);
+    if (fc_read_file(p, &text, &n, &err)) continue;
+    int bad = strstr(text, "Sanitizer") || strstr(text, "runtime error");
+    if (bad) fprintf(stderr, "%s:\n%s\n", p, text);
+    free(text);
+    assert_false(bad);
+  }
+}
+
+static void make_dirs(void) {
+  snprintf(tmp, sizeof tmp, "/tmp/fc-e2e-XXXXXX");
+  assert_non_null(mkdtemp(tmp));
+  snprintf(run, sizeof run, "%s/run", tmp);
+  snprintf(endpoint, sizeof endpoint, "ipc://%s/coord.ipc", run);
+  snprintf(db, sizeof db, "%s/coord.sqlite", tmp);
+}
+
+static void clean_stop_and_remove(void) {
+  for (int k = 0; k < 3; k++) assert_int_equal(stop(&worker_pid[k], SIGTERM), 0);
+  assert_int_equal(stop(&coord_pid, SIGTERM), 0);
+  check_logs();
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
 }
 
 /* One client call; returns the JSON payload or NULL (coordinator not up yet, etc.). */
@@ -144,11 +181,7 @@ static char *slurp(const char *dir, const char *job, const char *file) {
 
 static void test_kill_worker_and_coordinator(void **state) {
   (void)state;
-  snprintf(tmp, sizeof tmp, "/tmp/fc-e2e-XXXXXX");
-  assert_non_null(mkdtemp(tmp));
-  snprintf(run, sizeof run, "%s/run", tmp);
-  snprintf(endpoint, sizeof endpoint, "ipc://%s/coord.ipc", run);
-  snprintf(db, sizeof db, "%s/coord.sqlite", tmp);
+  make_dirs();
   fc_rng_t rng;
   fc_rng_seed(&rng, 7);
   for (int f = 1; f <= 2; f++) {
@@ -243,12 +276,89 @@ static void test_kill_worker_and_coordinator(void **state) {
   struct dirent *e;
   while ((e = readdir(d))) assert_null(strstr(e->d_name, ".tmp."));
   closedir(d);
-  /* a clean stop: SIGTERM makes workers say bye */
-  for (int k = 0; k < 3; k++) stop(&worker_pid[k], SIGTERM);
-  stop(&coord_pid, SIGTERM);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+  clean_stop_and_remove();
+}
+
+static int task_state_is(int64_t job, const char *task, const char *state, double timeout, snap_t *s) {
+  double t0 = fc_now();
+  while (fc_now() - t0 < timeout) {
+    if (snapshot(job, task, s) == 0 && !strcmp(s->state, state)) return 1;
+    usleep(50000);
+  }
+  return 0;
+}
+
+static int64_t submit_sleepers(const char *name, int n, int ms) {
+  char spec[2048];
+  size_t k = (size_t)snprintf(spec, sizeof spec, "name: %s\nstore: %s/store\ntasks:\n", name, tmp);
+  for (int i = 0; i < n; i++)
+    k += (size_t)snprintf(spec + k, sizeof spec - k, "  - {name: s%d, kind: sleep, outputs: [s%d.out], params: {ms: %d}}\n", i, i, ms);
+  fc_msg_t req = {.type = FC_MSG_SUBMIT, .text = spec};
+  json_t *r = NULL;
+  for (int i = 0; i < 50 && !r; i++)
+    if (!(r = call(&req))) usleep(100000);
+  assert_non_null(r);
+  int64_t id = json_integer_value(json_object_get(r, "job"));
+  json_decref(r);
+  return id;
+}
+
+/* Garbage on the socket, a cancelled job, and a worker stopped with SIGTERM mid-task. */
+static void test_garbage_cancel_and_sigterm(void **state) {
+  (void)state;
+  make_dirs();
+  start_coord();
+  start_worker(0);
+  /* garbage: the coordinator answers with an error and carries on */
+  int64_t job = submit_sleepers("long", 1, 20000);
+  void *zc = zmq_ctx_new(), *s = zmq_socket(zc, ZMQ_DEALER);
+  int linger = 0;
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_connect(s, endpoint);
+  const uint8_t junk[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0x00};
+  zmq_send(s, junk, sizeof junk, 0);
+  zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+  assert_int_equal(zmq_poll(&it, 1, 3000), 1);
+  uint8_t buf[4096];
+  int n = zmq_recv(s, buf, sizeof buf, 0);
+  assert_true(n > 0);
+  fc_msg_t rep;
+  fc_err_t err;
+  assert_int_equal(fc_msg_decode(buf, (size_t)n, &rep, &err), 0);
+  assert_int_equal(rep.type, FC_MSG_REPLY);
+  assert_false(rep.ok);
+  assert_non_null(strstr(rep.error, "bad message"));
+  fc_msg_clear(&rep);
+  zmq_close(s);
+  zmq_ctx_term(zc);
+  /* cancel: the running task stops, the worker takes the next job's task at once */
+  snap_t st = {0};
+  assert_true(task_state_is(job, "s0", "running", 10, &st));
+  fc_msg_t req = {.type = FC_MSG_CANCEL_JOB, .job = job};
+  json_t *r = call(&req);
+  assert_non_null(r);
+  json_decref(r);
+  assert_int_equal(snapshot(job, "s0", &st), 0);
+  assert_string_equal(st.job_state, "cancelled");
+  assert_string_equal(st.state, "cancelled");
+  double t0 = fc_now();
+  int64_t next = submit_sleepers("next", 1, 3000);
+  assert_true(task_state_is(next, "s0", "running", 5, &st)); /* the worker was freed by the cancel */
+  assert_true(fc_now() - t0 < 4);
+  /* SIGTERM mid-task: handed back without using an attempt, finished by another worker */
+  start_worker(1);
+  assert_int_equal(stop(&worker_pid[0], SIGTERM), 0);
+  assert_true(task_state_is(next, "s0", "running", 10, &st));
+  assert_string_equal(st.worker, "w2");
+  assert_int_equal(st.attempts, 0);
+  wait_job_done(next, 10);
+  req = (fc_msg_t){.type = FC_MSG_LOGS, .job = next};
+  r = call(&req);
+  char *dump = json_dumps(r, 0);
+  assert_non_null(strstr(dump, "handed back by w1"));
+  free(dump);
+  json_decref(r);
+  clean_stop_and_remove();
 }
 
 static int teardown(void **state) {
@@ -262,6 +372,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_kill_worker_and_coordinator, teardown),
+      cmocka_unit_test_teardown(test_garbage_cancel_and_sigterm, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
