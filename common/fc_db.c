@@ -30,6 +30,8 @@ static const char *const migrations[] = {
     "CREATE TABLE events(id INTEGER PRIMARY KEY, time REAL NOT NULL, job INTEGER, task INTEGER,"
     "  type TEXT NOT NULL, message TEXT);"
     "CREATE INDEX events_by_job ON events(job, id);",
+    /* 2: finding whether a job has unfinished tasks without scanning its done ones */
+    "CREATE INDEX tasks_by_job_state ON tasks(job, state);",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -453,7 +455,8 @@ int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_a
          arts[i].path, (int64_t)arts[i].size, arts[i].sha256);
   snprintf(msg, sizeof msg, "%s done on %s", name, worker);
   if ((rc = event(db, now, job, task, "task.done", msg, err))) goto out;
-  sqlite3_stmt *st = stmt(db, "SELECT COUNT(*) FROM tasks WHERE job = ? AND state <> 'done'", "i", job);
+  sqlite3_stmt *st = stmt(db, "SELECT EXISTS(SELECT 1 FROM tasks WHERE job = ? AND state IN"
+                              " ('queued', 'leased', 'running', 'failed', 'cancelled'))", "i", job);
   if (!st || sqlite3_step(st) != SQLITE_ROW) {
     rc = dberr(db, err, "query");
     goto out;

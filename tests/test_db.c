@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "fc_db.h"
 
@@ -94,7 +95,27 @@ static void test_schema_and_reopen(void **state) {
   assert_null(db);
   db = open_db(); /* migrations are not re-run */
   fc_db_close(&db);
-  assert_true(fc_db_schema_version() >= 1);
+  assert_true(fc_db_schema_version() >= 2);
+  /* a database left at version 1 gets the later migrations on open */
+  sqlite3 *h;
+  assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(h, "DROP INDEX tasks_by_job_state; PRAGMA user_version=1;", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(h);
+  db = open_db();
+  fc_db_close(&db);
+  assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+  sqlite3_stmt *st;
+  assert_int_equal(sqlite3_prepare_v2(h, "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'tasks_by_job_state'),"
+                                         " (SELECT user_version FROM pragma_user_version)", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 1);
+  assert_int_equal(sqlite3_column_int(st, 1), fc_db_schema_version());
+  sqlite3_finalize(st);
+  /* and one from a newer program is refused */
+  assert_int_equal(sqlite3_exec(h, "PRAGMA user_version=999;", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(h);
+  assert_int_equal(fc_db_open(&db, path, &err), FC_EUNSUPPORTED);
+  assert_non_null(strstr(err.msg, "newer"));
   assert_int_equal(fc_db_open(&db, "/nonexistent-dir/x.sqlite", &err), FC_EIO);
   assert_null(db);
 }
