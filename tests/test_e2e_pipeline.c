@@ -361,6 +361,83 @@ static void test_garbage_cancel_and_sigterm(void **state) {
   clean_stop_and_remove();
 }
 
+/* Runs fusectl with args against our coordinator; returns the exit status, output in out. */
+static int fusectl(char *out, size_t n, const char *args) {
+  char cmd[2048];
+  const char *b = getenv("FC_BUILD");
+  snprintf(cmd, sizeof cmd, "FUSECHAT_ENDPOINT=%s %s/tools/fusectl %s 2>&1", endpoint, b ? b : ".", args);
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t k = fread(out, 1, n - 1, p);
+  out[k] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The client commands, against a live coordinator. */
+static void test_fusectl(void **state) {
+  (void)state;
+  make_dirs();
+  start_coord();
+  start_worker(0);
+  char out[16384], args[1024], spec[512];
+  snprintf(spec, sizeof spec, "%s/job.yaml", tmp);
+  FILE *fp = fopen(spec, "w");
+  assert_non_null(fp);
+  fprintf(fp, "name: cli\nstore: %s/store\ntasks:\n  - {name: one, kind: sleep, outputs: [one.out], params: {ms: 300}}\n"
+              "  - {name: two, kind: checksum, inputs: [%s/store/cli/one.out], outputs: [two.out], deps: [one]}\n", tmp, tmp);
+  fclose(fp);
+  usleep(300000);
+  snprintf(args, sizeof args, "submit %s", spec);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  assert_non_null(strstr(out, "job 1 submitted (2 tasks)"));
+  assert_int_equal(fusectl(out, sizeof out, "watch 1"), 0); /* returns when the job is done */
+  assert_non_null(strstr(out, "job.done"));
+  assert_int_equal(fusectl(out, sizeof out, "status 1"), 0);
+  assert_non_null(strstr(out, "job 1  cli  done"));
+  assert_non_null(strstr(out, "  checksum\n"));
+  assert_int_equal(fusectl(out, sizeof out, "status --json"), 0);
+  json_t *j = json_loads(out, 0, NULL);
+  assert_non_null(j);
+  json_decref(j);
+  assert_int_equal(fusectl(out, sizeof out, "list"), 0);
+  assert_non_null(strstr(out, "done       2/2"));
+  assert_int_equal(fusectl(out, sizeof out, "workers"), 0);
+  assert_non_null(strstr(out, "w1"));
+  assert_int_equal(fusectl(out, sizeof out, "artifacts 1"), 0);
+  assert_non_null(strstr(out, "/store/cli/two.out"));
+  assert_int_equal(fusectl(out, sizeof out, "logs 1"), 0);
+  assert_non_null(strstr(out, "job.submitted"));
+  /* failures exit 1 with one line, bad usage exits 2 */
+  assert_int_equal(fusectl(out, sizeof out, "cancel 1"), 1);
+  assert_non_null(strstr(out, "nothing to cancel"));
+  assert_int_equal(fusectl(out, sizeof out, "status 99"), 1);
+  assert_int_equal(fusectl(out, sizeof out, "retry --task 2"), 1);
+  assert_int_equal(fusectl(out, sizeof out, "retry"), 2);
+  assert_int_equal(fusectl(out, sizeof out, "status notanid"), 2);
+  assert_int_equal(fusectl(out, sizeof out, "watch"), 2);
+  assert_int_equal(fusectl(out, sizeof out, "submit /nonexistent.yaml"), 1);
+  fp = fopen(spec, "w");
+  fprintf(fp, "name: bad\nstore: /s\ntasks:\n  - {name: a, kind: sleep, colour: red}\n");
+  fclose(fp);
+  snprintf(args, sizeof args, "submit %s", spec);
+  assert_int_equal(fusectl(out, sizeof out, args), 1);
+  assert_non_null(strstr(out, "job.yaml:4:28: unknown key 'colour'"));
+  for (const char *const *c = (const char *const[]){"submit", "status", "watch", "list", "cancel", "retry", "logs",
+                                                    "workers", "artifacts", NULL};
+       *c; c++) {
+    snprintf(args, sizeof args, "%s --help", *c);
+    assert_int_equal(fusectl(out, sizeof out, args), 0);
+    assert_non_null(strstr(out, "Usage: fusectl"));
+  }
+  /* no coordinator: a clear failure, not a hang */
+  assert_int_equal(stop(&coord_pid, SIGTERM), 0);
+  assert_int_equal(fusectl(out, sizeof out, "list --timeout 0.5"), 1);
+  assert_non_null(strstr(out, "is it running?"));
+  start_coord();
+  clean_stop_and_remove();
+}
+
 static int teardown(void **state) {
   (void)state;
   for (int k = 0; k < 3; k++) stop(&worker_pid[k], SIGKILL);
@@ -373,6 +450,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_kill_worker_and_coordinator, teardown),
       cmocka_unit_test_teardown(test_garbage_cancel_and_sigterm, teardown),
+      cmocka_unit_test_teardown(test_fusectl, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
