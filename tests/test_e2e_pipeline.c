@@ -71,8 +71,8 @@ static int stop(pid_t *p, int sig) {
 
 /* No daemon log may hold a sanitizer report (the daemons run instrumented in CI). */
 static void check_logs(void) {
-  const char *names[] = {"coord.log", "w1.log", "w2.log", "w3.log"};
-  for (int i = 0; i < 4; i++) {
+  const char *names[] = {"coord.log", "w1.log", "w2.log", "w3.log", "up/coordinator.log", "up/worker-test-1.log"};
+  for (int i = 0; i < 6; i++) {
     char p[256], *text;
     size_t n;
     fc_err_t err;
@@ -365,7 +365,8 @@ static void test_garbage_cancel_and_sigterm(void **state) {
 static int fusectl(char *out, size_t n, const char *args) {
   char cmd[2048];
   const char *b = getenv("FC_BUILD");
-  snprintf(cmd, sizeof cmd, "FUSECHAT_ENDPOINT=%s %s/tools/fusectl %s 2>&1", endpoint, b ? b : ".", args);
+  snprintf(cmd, sizeof cmd, "FUSECHAT_BIN_DIR=%s/daemons FUSECHAT_ENDPOINT=%s %s/tools/fusectl %s 2>&1", b ? b : ".",
+           endpoint, b ? b : ".", args);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   size_t k = fread(out, 1, n - 1, p);
@@ -435,6 +436,23 @@ static void test_fusectl(void **state) {
   assert_int_equal(fusectl(out, sizeof out, "list --timeout 0.5"), 1);
   assert_non_null(strstr(out, "is it running?"));
   start_coord();
+  /* up and down in their own run directory */
+  snprintf(args, sizeof args, "up --run-dir %s/up --test-workers 1 --heartbeat 0.2", tmp);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  assert_non_null(strstr(out, "fusechat is up"));
+  snprintf(args, sizeof args, "up --run-dir %s/up", tmp);
+  assert_int_equal(fusectl(out, sizeof out, args), 1); /* already up */
+  snprintf(args, sizeof args, "workers --endpoint ipc://%s/up/coord.ipc", tmp);
+  double t0 = fc_now();
+  do { /* the worker registers within a heartbeat or two */
+    assert_int_equal(fusectl(out, sizeof out, args), 0);
+  } while (!strstr(out, "worker-test-1") && fc_now() - t0 < 5 && usleep(100000) == 0);
+  assert_non_null(strstr(out, "worker-test-1"));
+  snprintf(args, sizeof args, "down --run-dir %s/up", tmp);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  assert_non_null(strstr(out, "coordinator stopped\n"));
+  assert_null(strstr(out, "SIGKILL"));
+  assert_int_equal(fusectl(out, sizeof out, args), 1); /* nothing left */
   clean_stop_and_remove();
 }
 
