@@ -35,7 +35,10 @@ typedef struct coord {
   uv_poll_t poll;
   uv_timer_t expire;
   uv_signal_t sigterm, sigint;
-  void *zctx, *router, *pub;
+  void *zctx, *router, *pub, *zap;
+  uv_poll_t zap_poll;
+  fc_curve_t curve;
+  fc_curve_allow_t allow;
   fc_db_t *db;
   int64_t last_event;
   worker_t *workers;
@@ -330,6 +333,48 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   drain(p->data);
 }
 
+/* ZeroMQ's authentication protocol (ZAP, RFC 27): libzmq asks this REP socket about every
+ * CURVE handshake; we answer 200 for allow-listed client keys and 400 for the rest. */
+static void zap_drain(coord_t *c) {
+  for (;;) {
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(c->zap, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
+    zmq_msg_t f[8];
+    int n = 0, more = 1;
+    while (more) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, c->zap, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        break;
+      }
+      more = zmq_msg_more(&m);
+      if (n < 8) f[n++] = m;
+      else zmq_msg_close(&m);
+    }
+    if (n < 2) {
+      for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+      continue;
+    }
+    int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
+             zmq_msg_size(&f[6]) == 32 && fc_curve_allowed(&c->allow, zmq_msg_data(&f[6]));
+    if (!ok) fc_warn("refused a CURVE client that is not in the allow-list");
+    zmq_send(c->zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(c->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+    zmq_send(c->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+    zmq_send(c->zap, ok ? "OK" : "not allowed", ok ? 2 : 11, ZMQ_SNDMORE);
+    zmq_send(c->zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(c->zap, "", 0, 0);
+    for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+  }
+}
+
+static void zap_cb(uv_poll_t *p, int status, int events) {
+  (void)status, (void)events;
+  zap_drain(p->data);
+}
+
 static void signal_cb(uv_signal_t *s, int signum) {
   coord_t *c = s->data;
   fc_info("signal %d: stopping", signum);
@@ -354,6 +399,20 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
     return rc;
   }
   c.zctx = zmq_ctx_new();
+  if (o->curve_key) {
+    if (!o->curve_allow) {
+      rc = fc_err_set(err, FC_EINVAL, "CURVE needs an allow-list of client keys (--curve-allow)");
+      goto out;
+    }
+    if ((rc = fc_curve_load_pair(o->curve_key, &c.curve, err)) || (rc = fc_curve_allow_load(o->curve_allow, &c.allow, err)))
+      goto out;
+    c.curve.enabled = 1;
+    c.zap = zmq_socket(c.zctx, ZMQ_REP);
+    if (zmq_bind(c.zap, "inproc://zeromq.zap.01") != 0) {
+      rc = fc_err_set(err, FC_EIO, "cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
+      goto out;
+    }
+  }
   c.router = zmq_socket(c.zctx, ZMQ_ROUTER);
   c.pub = zmq_socket(c.zctx, ZMQ_PUB);
   int one = 1, linger = 500;
@@ -363,6 +422,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   zmq_setsockopt(c.pub, ZMQ_LINGER, &linger, sizeof linger);
   int64_t maxmsg = FC_MSG_MAX_BYTES + 1024;
   zmq_setsockopt(c.router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  if ((rc = fc_curve_apply_server(c.router, &c.curve, err)) || (rc = fc_curve_apply_server(c.pub, &c.curve, err))) goto out;
   if (zmq_bind(c.router, o->endpoint) != 0) {
     rc = fc_err_set(err, FC_EIO, "cannot bind %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
     goto out;
@@ -379,6 +439,12 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_poll_init(c.loop, &c.poll, fd);
   c.poll.data = &c;
   uv_poll_start(&c.poll, UV_READABLE, poll_cb);
+  if (c.zap) {
+    zmq_getsockopt(c.zap, ZMQ_FD, &fd, &fdsz);
+    uv_poll_init(c.loop, &c.zap_poll, fd);
+    c.zap_poll.data = &c;
+    uv_poll_start(&c.zap_poll, UV_READABLE, zap_cb);
+  }
   uv_timer_init(c.loop, &c.expire);
   c.expire.data = &c;
   uv_signal_init(c.loop, &c.sigterm);
@@ -386,12 +452,13 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   c.sigterm.data = c.sigint.data = &c;
   uv_signal_start(&c.sigterm, signal_cb, SIGTERM);
   uv_signal_start(&c.sigint, signal_cb, SIGINT);
-  fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s", o->endpoint, o->events_endpoint,
-          o->db_path, o->lease_timeout);
+  fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s%s", o->endpoint, o->events_endpoint,
+          o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "");
   /* Leases from before a restart keep their deadlines: expire what lapsed while we were down. */
   expire_cb(&c.expire);
   uv_run(c.loop, UV_RUN_DEFAULT);
   uv_close((uv_handle_t *)&c.poll, close_cb);
+  if (c.zap) uv_close((uv_handle_t *)&c.zap_poll, close_cb);
   uv_close((uv_handle_t *)&c.expire, close_cb);
   uv_close((uv_handle_t *)&c.sigterm, close_cb);
   uv_close((uv_handle_t *)&c.sigint, close_cb);
@@ -402,7 +469,9 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
 out:
   zmq_close(c.router);
   zmq_close(c.pub);
+  if (c.zap) zmq_close(c.zap);
   zmq_ctx_term(c.zctx);
+  fc_curve_allow_free(&c.allow);
   for (size_t i = 0; i < c.nworkers; i++) free(c.workers[i].id), free_caps(&c.workers[i]);
   free(c.workers);
   fc_db_close(&c.db);

@@ -11,6 +11,8 @@ typedef struct fc_coord_opts {
   const char *events_endpoint; /* PUB */
   const char *db_path;
   double lease_timeout; /* seconds without a heartbeat before a task goes back to the queue */
+  const char *curve_key;   /* our CURVE key file (fusectl keygen); NULL: no CURVE */
+  const char *curve_allow; /* allowed client public keys: a directory of *.pub or a file */
 } fc_coord_opts_t;
 
 /* Runs until SIGTERM or SIGINT (returns 0) or a fatal error. */

@@ -350,6 +350,7 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
   zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivlmax, sizeof ivlmax);
   int64_t maxmsg = FC_MSG_MAX_BYTES + 1024;
   zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  if ((rc = fc_curve_apply_client(w->sock, o->curve, err))) goto out;
   if (zmq_connect(w->sock, o->endpoint) != 0) {
     rc = fc_err_set(err, FC_EIO, "cannot connect to %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
     goto out;

@@ -50,6 +50,7 @@ typedef struct fc_worker_opts {
   size_t nexecs;
   double heartbeat;       /* seconds between heartbeats (1) */
   int finish_on_sigterm;  /* SIGTERM waits for the running task instead of handing it back */
+  const struct fc_curve *curve; /* CURVE keys for a TCP coordinator (NULL: none) */
   int threads;            /* advertised resources */
   int64_t mem;
 } fc_worker_opts_t;

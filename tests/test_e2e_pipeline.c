@@ -365,8 +365,12 @@ static void test_garbage_cancel_and_sigterm(void **state) {
 static int fusectl(char *out, size_t n, const char *args) {
   char cmd[2048];
   const char *b = getenv("FC_BUILD");
-  snprintf(cmd, sizeof cmd, "FUSECHAT_BIN_DIR=%s/daemons FUSECHAT_ENDPOINT=%s %s/tools/fusectl %s 2>&1", b ? b : ".",
-           endpoint, b ? b : ".", args);
+  /* args may start with VAR=value words, which the shell takes as environment */
+  const char *cmdstart = args;
+  while (strchr(cmdstart, '=') && strchr(cmdstart, ' ') && strchr(cmdstart, '=') < strchr(cmdstart, ' '))
+    cmdstart = strchr(cmdstart, ' ') + 1;
+  snprintf(cmd, sizeof cmd, "FUSECHAT_BIN_DIR=%s/daemons FUSECHAT_ENDPOINT=%s %.*s %s/tools/fusectl %s 2>&1",
+           b ? b : ".", endpoint, (int)(cmdstart - args), args, b ? b : ".", cmdstart);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   size_t k = fread(out, 1, n - 1, p);
@@ -456,6 +460,53 @@ static void test_fusectl(void **state) {
   clean_stop_and_remove();
 }
 
+/* CURVE over TCP: allow-listed keys get in, others get no answer. */
+static void test_curve(void **state) {
+  (void)state;
+  make_dirs();
+  char out[8192], args[1024], exe[512], log[256], key[256], allow[128], srv[256], wkey[512];
+  int port = 30000 + getpid() % 20000;
+  snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+  snprintf(allow, sizeof allow, "%s/allow", tmp);
+  assert_int_equal(mkdir(allow, 0700), 0);
+  snprintf(args, sizeof args, "keygen --dir %s coord", tmp);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  assert_int_equal(fusectl(out, sizeof out, args), 1); /* never overwrites a key */
+  snprintf(args, sizeof args, "keygen --dir %s client", allow);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  snprintf(args, sizeof args, "keygen --dir %s worker", allow);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  snprintf(args, sizeof args, "keygen --dir %s stranger", tmp);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  struct stat st;
+  snprintf(key, sizeof key, "%s/coord.key", tmp);
+  assert_int_equal(stat(key, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  bin(exe, sizeof exe, "fusechat-coordinator");
+  snprintf(log, sizeof log, "%s/coord.log", tmp);
+  char *cargv[] = {exe, "--run-dir", run, "--db", db, "--endpoint", endpoint, "--curve-key", key, "--curve-allow", allow, NULL};
+  coord_pid = spawn(log, cargv);
+  bin(exe, sizeof exe, "fusechat-worker-test");
+  snprintf(log, sizeof log, "%s/w1.log", tmp);
+  snprintf(srv, sizeof srv, "%s/coord.pub", tmp);
+  snprintf(wkey, sizeof wkey, "%s/worker.key", allow);
+  char *wargv[] = {exe, "--endpoint", endpoint, "--id", "w1", "--heartbeat", "0.2", "--curve-key", wkey, "--curve-server", srv, NULL};
+  worker_pid[0] = spawn(log, wargv);
+  snprintf(args, sizeof args, "FUSECHAT_CURVE_KEY=%s/client.key FUSECHAT_CURVE_SERVER=%s workers", allow, srv);
+  double t0 = fc_now();
+  do { /* allowed: answered, and the allowed worker is registered */
+    assert_int_equal(fusectl(out, sizeof out, args), 0);
+  } while (!strstr(out, "w1 ") && fc_now() - t0 < 5 && usleep(100000) == 0);
+  assert_non_null(strstr(out, "w1 "));
+  snprintf(args, sizeof args, "FUSECHAT_CURVE_KEY=%s/stranger.key FUSECHAT_CURVE_SERVER=%s list --timeout 0.7", tmp, srv);
+  assert_int_equal(fusectl(out, sizeof out, args), 1);
+  assert_int_equal(fusectl(out, sizeof out, "list --timeout 0.7"), 1); /* no CURVE at all */
+  snprintf(args, sizeof args, "FUSECHAT_CURVE_KEY=%s/client.key workers", allow);
+  assert_int_equal(fusectl(out, sizeof out, args), 1); /* half a configuration is an error */
+  assert_non_null(strstr(out, "both"));
+  clean_stop_and_remove();
+}
+
 static int teardown(void **state) {
   (void)state;
   for (int k = 0; k < 3; k++) stop(&worker_pid[k], SIGKILL);
@@ -469,6 +520,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_kill_worker_and_coordinator, teardown),
       cmocka_unit_test_teardown(test_garbage_cancel_and_sigterm, teardown),
       cmocka_unit_test_teardown(test_fusectl, teardown),
+      cmocka_unit_test_teardown(test_curve, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,9 @@ static void usage(FILE *fp) {
           "  --events URL         event stream (PUB) (default ipc://RUN/events.ipc, or port+1 for tcp)\n"
           "  --db PATH            database file (default RUN/coordinator.sqlite)\n"
           "  --lease-timeout SEC  a task whose worker is silent this long is re-queued (default 10)\n"
+          "  --curve-key FILE     serve with ZeroMQ CURVE using this key file (fusectl keygen)\n"
+          "  --curve-allow PATH   client public keys allowed in: a directory of *.pub or a file\n"
+          "                       with one key per line (required with --curve-key)\n"
           "  --verbose            debug logging\n"
           "  --help               this text\n"
           "\n"
@@ -34,9 +37,10 @@ int main(int argc, char **argv) {
       {"run-dir", required_argument, 0, 'r'}, {"endpoint", required_argument, 0, 'e'},
       {"events", required_argument, 0, 'E'}, {"db", required_argument, 0, 'd'},
       {"lease-timeout", required_argument, 0, 'l'}, {"verbose", no_argument, 0, 'v'},
+      {"curve-key", required_argument, 0, 'k'}, {"curve-allow", required_argument, 0, 'a'},
       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   char run_dir[512], endpoint[600], events[600], db[600];
-  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL;
+  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL;
   double lease = 10;
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -54,6 +58,8 @@ int main(int argc, char **argv) {
       }
       break;
     case 'v': fc_log_set_level(FC_LOG_DEBUG); break;
+    case 'k': ck = optarg; break;
+    case 'a': ca = optarg; break;
     case 'h': usage(stdout); return 0;
     default: fprintf(stderr, "Try 'fusechat-coordinator --help'.\n"); return 2;
     }
@@ -79,7 +85,8 @@ int main(int argc, char **argv) {
   }
   if (dbp) snprintf(db, sizeof db, "%s", dbp);
   else snprintf(db, sizeof db, "%s/coordinator.sqlite", run_dir);
-  fc_coord_opts_t o = {.endpoint = endpoint, .events_endpoint = events, .db_path = db, .lease_timeout = lease};
+  fc_coord_opts_t o = {.endpoint = endpoint, .events_endpoint = events, .db_path = db, .lease_timeout = lease,
+                      .curve_key = ck, .curve_allow = ca};
   if (fc_coord_run(&o, &err)) {
     fc_log(FC_LOG_ERROR, "%s", err.msg);
     return 1;

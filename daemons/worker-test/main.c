@@ -23,6 +23,8 @@ static void usage(FILE *fp) {
           "  --id ID              worker id, unique in the cluster (default HOST-PID)\n"
           "  --heartbeat SEC      seconds between heartbeats (default 1)\n"
           "  --finish-on-term     on SIGTERM finish the running task instead of handing it back\n"
+          "  --curve-key FILE     our CURVE key file (fusectl keygen), for a tcp:// coordinator\n"
+          "  --curve-server FILE  the coordinator's public key (.pub), with --curve-key\n"
           "  --verbose            debug logging\n"
           "  --help               this text\n");
 }
@@ -32,8 +34,9 @@ int main(int argc, char **argv) {
       {"run-dir", required_argument, 0, 'r'}, {"endpoint", required_argument, 0, 'e'},
       {"id", required_argument, 0, 'i'}, {"heartbeat", required_argument, 0, 'b'},
       {"finish-on-term", no_argument, 0, 'f'}, {"verbose", no_argument, 0, 'v'},
+      {"curve-key", required_argument, 0, 'k'}, {"curve-server", required_argument, 0, 's'},
       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-  const char *rd = NULL, *ep = NULL, *id = NULL;
+  const char *rd = NULL, *ep = NULL, *id = NULL, *ck = NULL, *cs = NULL;
   double hb = 1;
   int finish = 0, c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -51,6 +54,8 @@ int main(int argc, char **argv) {
       break;
     case 'f': finish = 1; break;
     case 'v': fc_log_set_level(FC_LOG_DEBUG); break;
+    case 'k': ck = optarg; break;
+    case 's': cs = optarg; break;
     case 'h': usage(stdout); return 0;
     default: fprintf(stderr, "Try 'fusechat-worker-test --help'.\n"); return 2;
     }
@@ -67,6 +72,12 @@ int main(int argc, char **argv) {
                         .threads = (int)sysconf(_SC_NPROCESSORS_ONLN)};
   o.execs = fc_test_executors(&o.nexecs);
   fc_err_t err = {0};
+  fc_curve_t curve;
+  if (fc_curve_client_files(ck, cs, &curve, &err)) {
+    fc_log(FC_LOG_ERROR, "%s", err.msg);
+    return 2;
+  }
+  o.curve = &curve;
   if (fc_worker_run(&o, &err)) {
     fc_log(FC_LOG_ERROR, "%s", err.msg);
     return 1;

@@ -34,7 +34,8 @@ int fc_cli_parse_double(const char *s, double *out);
   X(workers, "list the registered stage daemons") \
   X(artifacts, "list the files a job wrote, with SHA-256") \
   X(up, "start a coordinator and stage daemons on this machine") \
-  X(down, "stop what 'fusectl up' started")
+  X(down, "stop what 'fusectl up' started") \
+  X(keygen, "make a CURVE key pair for TCP deployments")
 
 #define FC_DECLARE_CMD(name, summary) int fc_cmd_##name(int argc, char **argv);
 FC_COMMANDS(FC_DECLARE_CMD)

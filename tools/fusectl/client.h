@@ -11,7 +11,9 @@
   "  --endpoint URL   the coordinator (default $FUSECHAT_ENDPOINT, else\n"               \
   "                   ipc://RUN/coord.ipc with RUN = $FUSECHAT_RUN_DIR,\n"                \
   "                   $XDG_RUNTIME_DIR/fusechat or /tmp/fusechat-UID)\n"                  \
-  "  --timeout SEC    how long to wait for the coordinator (default 5)\n"
+  "  --timeout SEC    how long to wait for the coordinator (default 5)\n"               \
+  "CURVE (tcp://): $FUSECHAT_CURVE_KEY names our key file and $FUSECHAT_CURVE_SERVER\n" \
+  "the coordinator's public key file (see 'fusectl keygen').\n"
 
 /* The endpoint option and timeout every client command takes. */
 typedef struct fc_client {

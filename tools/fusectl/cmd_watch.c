@@ -52,6 +52,11 @@ int fc_cmd_watch(int argc, char **argv) {
   int linger = 0;
   zmq_setsockopt(sub, ZMQ_LINGER, &linger, sizeof linger);
   zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
+  fc_curve_t curve;
+  if (fc_curve_from_env(&curve, &err) || fc_curve_apply_client(sub, &curve, &err)) {
+    rc = fc_cli_fail("watch", "%s", err.msg);
+    goto out;
+  }
   if (zmq_connect(sub, ev) != 0) {
     rc = fc_cli_fail("watch", "cannot connect to %s: %s", ev, zmq_strerror(zmq_errno()));
     goto out;
