@@ -10,6 +10,13 @@
 #include <uv.h>
 #include <zmq.h>
 
+#ifdef FC_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#define NOTIFY(...) sd_notifyf(0, __VA_ARGS__)
+#else
+#define NOTIFY(...) ((void)0)
+#endif
+
 #include "fc_db.h"
 #include "fc_job.h"
 #include "fc_msg.h"
@@ -27,6 +34,7 @@ typedef struct worker {
   int64_t busy;     /* task assigned and not yet reported */
   double assigned;  /* wall time of that assignment */
   double last_seen; /* wall time */
+  double recorded;  /* when the database last got its registration */
 } worker_t;
 
 typedef struct coord {
@@ -119,12 +127,13 @@ static void publish(coord_t *c) {
 
 static void rearm(coord_t *c);
 
-/* Offers queued tasks to every idle, live worker. */
-static void dispatch(coord_t *c) {
+/* Offers queued tasks to every idle, live worker, or only to `only` when just that worker
+ * became idle (the others were offered everything when the queue last changed). */
+static void dispatch(coord_t *c, worker_t *only) {
   double now = fc_net_wall();
   for (size_t i = 0; i < c->nworkers && !c->stopping; i++) {
     worker_t *w = &c->workers[i];
-    if (!w->waiting || w->busy || now - w->last_seen > c->o->lease_timeout) continue;
+    if ((only && w != only) || !w->waiting || w->busy || now - w->last_seen > c->o->lease_timeout) continue;
     fc_msg_t a;
     fc_err_t err;
     int rc = fc_db_lease_next(c->db, w->id, w->caps, w->ncaps, now, c->o->lease_timeout, &a, &err);
@@ -155,7 +164,7 @@ static void expire_cb(uv_timer_t *t) {
   fc_err_t err;
   if (fc_db_expire(c->db, fc_net_wall(), &n, &err)) fc_log(FC_LOG_ERROR, "expiring leases: %s", err.msg);
   if (n) fc_info("%d lapsed lease(s) re-queued or failed", n);
-  dispatch(c);
+  dispatch(c, NULL);
   drain(c);
 }
 
@@ -225,7 +234,7 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
   }
   reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
   free(json);
-  dispatch(c);
+  dispatch(c, NULL);
 }
 
 static void handle(coord_t *c, fc_msg_t *m) {
@@ -233,22 +242,28 @@ static void handle(coord_t *c, fc_msg_t *m) {
   double now = fc_net_wall();
   worker_t *w;
   switch (m->type) {
-  case FC_MSG_REGISTER:
+  case FC_MSG_REGISTER: {
     w = touch_worker(c, m->id);
+    /* idle workers re-register every tick: only a change, or a 5 s old record, is written */
+    int same = w->ncaps == m->ncaps;
+    for (size_t i = 0; same && i < m->ncaps; i++) same = !strcmp(w->caps[i], m->caps[i]);
+    if (same && now - w->recorded < 5) break;
     free_caps(w);
     for (size_t i = 0; i < m->ncaps; i++) {
       w->caps = fc_xrealloc(w->caps, (w->ncaps + 1) * sizeof *w->caps);
       w->caps[w->ncaps++] = fc_xstrdup(m->caps[i]);
     }
     if (fc_db_worker_seen(c->db, m, m->id, now, &err)) fc_warn("%s", err.msg);
+    w->recorded = now;
     break;
+  }
   case FC_MSG_LEASE_REQUEST:
     w = touch_worker(c, m->id);
     /* A request crossing an assignment in flight must not get the worker a second task; a
      * worker that never answered its assignment is free again once that lease could lapse. */
     if (w->busy && now - w->assigned < c->o->lease_timeout) break;
     w->busy = 0, w->waiting = 1;
-    dispatch(c);
+    dispatch(c, w);
     break;
   case FC_MSG_HEARTBEAT: {
     w = touch_worker(c, m->id);
@@ -277,11 +292,11 @@ static void handle(coord_t *c, fc_msg_t *m) {
     else rc = fc_db_fail(c->db, m->task, m->id, m->error, m->handback, now, &err);
     if (rc < 0) fc_log(FC_LOG_ERROR, "recording the result of task %lld: %s", (long long)m->task, err.msg);
     if (rc == 1) fc_info("ignoring a late result for task %lld from %s", (long long)m->task, m->id);
-    dispatch(c);
+    dispatch(c, NULL);
     break;
   }
   case FC_MSG_BYE:
-    if ((w = find_worker(c, m->id))) w->waiting = 0, w->last_seen = 0;
+    if ((w = find_worker(c, m->id))) w->waiting = 0, w->last_seen = 0, w->recorded = 0;
     if (fc_db_worker_gone(c->db, m->id, now, &err)) fc_warn("%s", err.msg);
     fc_info("worker %s left", m->id);
     break;
@@ -379,6 +394,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   coord_t *c = s->data;
   fc_info("signal %d: stopping", signum);
   c->stopping = 1;
+  NOTIFY("STOPPING=1");
   uv_stop(c->loop);
 }
 
@@ -456,6 +472,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
           o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "");
   /* Leases from before a restart keep their deadlines: expire what lapsed while we were down. */
   expire_cb(&c.expire);
+  NOTIFY("READY=1\nSTATUS=serving on %s", o->endpoint);
   uv_run(c.loop, UV_RUN_DEFAULT);
   uv_close((uv_handle_t *)&c.poll, close_cb);
   if (c.zap) uv_close((uv_handle_t *)&c.zap_poll, close_cb);
