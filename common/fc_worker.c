@@ -4,7 +4,7 @@
 #include "fc_worker.h"
 
 #include <errno.h>
-#include <ftw.h>
+#include <dirent.h>
 #include <glob.h>
 #include <pthread.h>
 #include <signal.h>
@@ -67,16 +67,34 @@ const char *fc_task_param(const fc_task_t *t, const char *key) {
 
 /* ---- artifacts ---- */
 
-static fc_msg_t *g_art_msg; /* nftw has no user pointer; artifacts run on the loop thread only */
-static fc_err_t *g_art_err;
-static int art_visit(const char *path, const struct stat *st, int type, struct FTW *ftw) {
-  (void)st, (void)ftw;
-  if (type != FTW_F || strstr(path, ".tmp.")) return 0;
-  char hex[65];
-  uint64_t size;
-  if (fc_sha256_file(path, hex, &size, g_art_err)) return 1;
-  fc_msg_add_artifact(g_art_msg, path, size, hex);
-  return 0;
+/* Adds path (a file, or every regular file below a directory, in name order) to result.
+ * Temp files of writers in progress are skipped. */
+static int add_artifacts(const char *path, fc_msg_t *result, int depth, fc_err_t *err) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return fc_err_set(err, FC_EIO, "cannot stat %s: %s", path, strerror(errno));
+  if (S_ISREG(st.st_mode)) {
+    if (strstr(path, ".tmp.")) return 0;
+    char hex[65];
+    uint64_t size;
+    int rc = fc_sha256_file(path, hex, &size, err);
+    if (rc == 0) fc_msg_add_artifact(result, path, size, hex);
+    return rc;
+  }
+  if (!S_ISDIR(st.st_mode) || depth > 16) return 0;
+  struct dirent **names;
+  int n = scandir(path, &names, NULL, alphasort);
+  if (n < 0) return fc_err_set(err, FC_EIO, "cannot list %s: %s", path, strerror(errno));
+  int rc = 0;
+  for (int i = 0; i < n; i++) {
+    if (rc == 0 && strcmp(names[i]->d_name, ".") && strcmp(names[i]->d_name, "..")) {
+      char *child = fc_path_join(path, names[i]->d_name);
+      rc = add_artifacts(child, result, depth + 1, err);
+      free(child);
+    }
+    free(names[i]);
+  }
+  free(names);
+  return rc;
 }
 
 int fc_worker_artifacts(const fc_task_t *t, fc_msg_t *result, fc_err_t *err) {
@@ -84,9 +102,8 @@ int fc_worker_artifacts(const fc_task_t *t, fc_msg_t *result, fc_err_t *err) {
     struct stat st;
     if (stat(t->outputs[i], &st) != 0)
       return fc_err_set(err, FC_ENOTFOUND, "the %s executor did not write %s", t->kind, t->outputs[i]);
-    g_art_msg = result, g_art_err = err;
-    int rc = nftw(t->outputs[i], art_visit, 16, FTW_PHYS);
-    if (rc) return rc < 0 ? fc_err_set(err, FC_EIO, "cannot walk %s: %s", t->outputs[i], strerror(errno)) : FC_EIO;
+    int rc = add_artifacts(t->outputs[i], result, 0, err);
+    if (rc) return rc;
   }
   return 0;
 }
