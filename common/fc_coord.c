@@ -288,8 +288,12 @@ static void handle(coord_t *c, fc_msg_t *m) {
     w = touch_worker(c, m->id);
     if (w->busy == m->task) w->busy = 0;
     int rc;
-    if (m->ok) rc = fc_db_complete(c->db, m->task, m->id, m->arts, m->narts, now, &err);
-    else rc = fc_db_fail(c->db, m->task, m->id, m->error, m->handback, now, &err);
+    if (m->ok) {
+      rc = fc_db_complete(c->db, m->task, m->id, m->arts, m->narts, now, &err);
+      if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, err.msg, false, now, &err);
+    } else {
+      rc = fc_db_fail(c->db, m->task, m->id, m->error, m->handback, now, &err);
+    }
     if (rc < 0) fc_log(FC_LOG_ERROR, "recording the result of task %lld: %s", (long long)m->task, err.msg);
     if (rc == 1) fc_info("ignoring a late result for task %lld from %s", (long long)m->task, m->id);
     dispatch(c, NULL);

@@ -436,6 +436,29 @@ int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err) {
   return 0;
 }
 
+/* A result may only name the task's outputs or files below them. */
+static int check_artifacts(fc_db_t *db, int64_t task, const fc_msg_artifact_t *arts, size_t narts, fc_err_t *err) {
+  sqlite3_stmt *st = stmt(db, "SELECT outputs FROM tasks WHERE id = ?", "i", task);
+  if (!st || sqlite3_step(st) != SQLITE_ROW) return dberr(db, err, "reading a task");
+  json_t *outs = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+  sqlite3_reset(st);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < narts; i++) {
+    const char *p = arts[i].path;
+    int ok = 0;
+    size_t k;
+    json_t *o;
+    json_array_foreach(outs, k, o) {
+      const char *out = json_string_value(o);
+      size_t n = out ? strlen(out) : 0;
+      if (out && !strncmp(p, out, n) && (p[n] == 0 || p[n] == '/') && !strstr(p + n, "/..")) ok = 1;
+    }
+    if (!ok) rc = fc_err_set(err, FC_EINVAL, "result names %s, which is not one of the task's outputs", p);
+  }
+  json_decref(outs);
+  return rc;
+}
+
 int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_artifact_t *arts,
                    size_t narts, double now, fc_err_t *err) {
   int rc = begin(db, err);
@@ -447,6 +470,7 @@ int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_a
     rc = h < 0 ? h : 1;
     goto out;
   }
+  if ((rc = check_artifacts(db, task, arts, narts, err))) goto out;
   EXEC(db, err, "DELETE FROM leases WHERE task = ?", "i", task);
   EXEC(db, err, "UPDATE tasks SET state = 'done', fraction = 1, error = NULL, finished = ? WHERE id = ?", "di", now, task);
   EXEC(db, err, "DELETE FROM artifacts WHERE task = ?", "i", task);

@@ -43,7 +43,8 @@ int fc_db_expire(fc_db_t *db, double now, int *n, fc_err_t *err);
 /* Earliest lease deadline, or 0 when there are no leases. */
 int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err);
 /* Task finished with these artifacts. Returns 1 (and changes nothing) when `worker` does not
- * hold the lease: a late result from a worker presumed dead. */
+ * hold the lease: a late result from a worker presumed dead; FC_EINVAL (nothing changed) when
+ * an artifact is not one of the task's outputs or below one. */
 int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_artifact_t *arts,
                    size_t narts, double now, fc_err_t *err);
 /* Task failed (attempts + 1; re-queued until max_attempts, then the task and its job fail) or,

@@ -150,6 +150,15 @@ static void test_lease_order_deps_and_caps(void **state) {
   memset(art.sha256, 'a', 64);
   assert_int_equal(fc_db_complete(db, a, "w2", &art, 1, 102, &err), 1); /* not the holder */
   expect_task(db, a, "running", 0);
+  fc_msg_artifact_t stray = art;
+  stray.path = "/etc/passwd";
+  assert_int_equal(fc_db_complete(db, a, "w1", &stray, 1, 102, &err), FC_EINVAL);
+  assert_non_null(strstr(err.msg, "not one of the task's outputs"));
+  stray.path = "/tmp/st/j/a.out/../../x";
+  assert_int_equal(fc_db_complete(db, a, "w1", &stray, 1, 102, &err), FC_EINVAL);
+  stray.path = "/tmp/st/j/a.outer";
+  assert_int_equal(fc_db_complete(db, a, "w1", &stray, 1, 102, &err), FC_EINVAL);
+  expect_task(db, a, "running", 0);
   assert_int_equal(fc_db_complete(db, a, "w1", &art, 1, 102, &err), 0);
   expect_task(db, a, "done", 0);
   assert_int_equal(fc_db_complete(db, a, "w1", &art, 1, 102, &err), 1); /* twice: stale */
