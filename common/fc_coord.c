@@ -268,7 +268,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
   case FC_MSG_HEARTBEAT: {
     w = touch_worker(c, m->id);
     int64_t job = 0;
-    int rc = fc_db_heartbeat(c->db, m->task, m->id, now, c->o->lease_timeout, m->fraction, m->message, &job, &err);
+    int rc = fc_db_heartbeat(c->db, m, now, c->o->lease_timeout, &job, &err);
     if (rc < 0) fc_warn("heartbeat: %s", err.msg);
     if (rc == 1) { /* lapsed, reassigned or cancelled: tell the worker to stop */
       fc_msg_t cm = {.type = FC_MSG_CANCEL, .task = m->task};

@@ -3,6 +3,7 @@
 #include "fc_db.h"
 
 #include <assert.h>
+#include <math.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -32,6 +33,8 @@ static const char *const migrations[] = {
     "CREATE INDEX events_by_job ON events(job, id);",
     /* 2: finding whether a job has unfinished tasks without scanning its done ones */
     "CREATE INDEX tasks_by_job_state ON tasks(job, state);",
+    /* 3: the figures (name -> number) of a task's last heartbeat, as a JSON object */
+    "ALTER TABLE tasks ADD COLUMN figures TEXT;",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -118,6 +121,11 @@ static int event(fc_db_t *db, double now, int64_t job, int64_t task, const char 
 }
 
 int fc_db_open(fc_db_t **out, const char *path, fc_err_t *err) {
+  return fc_db_open_at(out, path, NMIGRATIONS, err);
+}
+
+int fc_db_open_at(fc_db_t **out, const char *path, int target, fc_err_t *err) {
+  assert(target >= 1 && target <= NMIGRATIONS);
   *out = NULL;
   fc_db_t *db = fc_xcalloc(1, sizeof *db);
   if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
@@ -148,7 +156,7 @@ int fc_db_open(fc_db_t **out, const char *path, fc_err_t *err) {
                     path, version, NMIGRATIONS);
     goto fail;
   }
-  for (int v = version; v < NMIGRATIONS; v++) {
+  for (int v = version; v < target; v++) {
     char *msg = NULL;
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d;", v + 1);
@@ -342,8 +350,10 @@ static int holds(fc_db_t *db, int64_t task, const char *worker, int64_t *job, ch
   return 1;
 }
 
-int fc_db_heartbeat(fc_db_t *db, int64_t task, const char *worker, double now, double lease_s,
-                    double fraction, const char *message, int64_t *jobp, fc_err_t *err) {
+int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s, int64_t *jobp, fc_err_t *err) {
+  int64_t task = hb->task;
+  const char *worker = hb->id;
+  double fraction = hb->fraction;
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t job = 0;
@@ -362,8 +372,19 @@ int fc_db_heartbeat(fc_db_t *db, int64_t task, const char *worker, double now, d
     snprintf(msg, sizeof msg, "%s running on %s", name, worker);
     if ((rc = event(db, now, job, task, "task.running", msg, err))) goto out;
   }
-  EXEC(db, err, "UPDATE tasks SET state = 'running', fraction = ?, message = ? WHERE id = ?", "dsi",
-       fraction < 0 ? 0 : fraction > 1 ? 1 : fraction, message, task);
+  json_t *f = json_object();
+  for (size_t i = 0; i < hb->nfigs; i++)
+    json_object_set_new(f, hb->figs[i].name, isfinite(hb->figs[i].val) ? json_real(hb->figs[i].val) : json_null());
+  char *figs = json_dumps(f, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(f);
+  sqlite3_stmt *up = stmt(db, "UPDATE tasks SET state = 'running', fraction = ?, message = ?, figures = ? WHERE id = ?",
+                          "dssi", fraction < 0 ? 0 : fraction > 1 ? 1 : fraction, hb->message, figs, task);
+  int ok = up && sqlite3_step(up) == SQLITE_DONE;
+  free(figs);
+  if (!ok) {
+    rc = dberr(db, err, "recording progress");
+    goto out;
+  }
   EXEC(db, err, "UPDATE workers SET last_seen = ? WHERE id = ?", "ds", now, worker);
 out:
   return end(db, rc, err);
@@ -667,7 +688,7 @@ int fc_db_status_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err) {
   size_t i;
   json_t *j;
   json_array_foreach(jobs, i, j) {
-    st = stmt(db, "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, worker, error"
+    st = stmt(db, "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error"
                   " FROM tasks WHERE job = ? ORDER BY id", "i", (int64_t)json_integer_value(json_object_get(j, "id")));
     if (!st) {
       json_decref(jobs);

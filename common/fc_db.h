@@ -20,6 +20,8 @@ int fc_db_schema_version(void);
 
 int fc_db_open(fc_db_t **db, const char *path, fc_err_t *err);
 void fc_db_close(fc_db_t **db);
+/* Opens migrating only up to schema version `target` (tests of the migrations). */
+int fc_db_open_at(fc_db_t **db, const char *path, int target, fc_err_t *err);
 
 /* Stores a parsed job and its task DAG; refuses a second active job of the same name. */
 int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double now, int64_t *job_id,
@@ -34,10 +36,10 @@ int fc_db_worker_gone(fc_db_t *db, const char *id, double now, fc_err_t *err);
  * message) when it leased one, 0 when there is nothing for this worker, <0 on error. */
 int fc_db_lease_next(fc_db_t *db, const char *worker, char *const *caps, size_t ncaps, double now,
                      double lease_s, fc_msg_t *assign, fc_err_t *err);
-/* A heartbeat: extends the lease and records progress (*job gets the task's job). Returns 0, or 1 when `worker` no longer
- * holds the task (lapsed and given to someone else, cancelled): the worker should stop. */
-int fc_db_heartbeat(fc_db_t *db, int64_t task, const char *worker, double now, double lease_s,
-                    double fraction, const char *message, int64_t *job, fc_err_t *err);
+/* A heartbeat message (task, id, fraction, message, figures): extends the lease and records
+ * the progress (*job gets the task's job). Returns 0, or 1 when the worker no longer holds the
+ * task (lapsed and given to someone else, cancelled): the worker should stop. */
+int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s, int64_t *job, fc_err_t *err);
 /* Re-queues (attempts + 1) or fails every task whose lease lapsed before now; *n gets how many. */
 int fc_db_expire(fc_db_t *db, double now, int *n, fc_err_t *err);
 /* Earliest lease deadline, or 0 when there are no leases. */

@@ -88,6 +88,17 @@ static int64_t lease(fc_db_t *db, const char *w, char *const *caps, size_t n, do
   return t;
 }
 
+/* A heartbeat with one figure. */
+static int hb(fc_db_t *db, int64_t task, const char *worker, double now, double fraction, const char *message) {
+  fc_msg_t m = {.type = FC_MSG_HEARTBEAT, .task = task, .fraction = fraction};
+  fc_msg_set_str(&m.id, worker);
+  fc_msg_set_str(&m.message, message);
+  fc_msg_add_fig(&m, "loss", 2.25);
+  int rc = fc_db_heartbeat(db, &m, now, 10, NULL, &err);
+  fc_msg_clear(&m);
+  return rc;
+}
+
 static void test_schema_and_reopen(void **state) {
   (void)state;
   fc_db_t *db = open_db();
@@ -96,20 +107,32 @@ static void test_schema_and_reopen(void **state) {
   db = open_db(); /* migrations are not re-run */
   fc_db_close(&db);
   assert_true(fc_db_schema_version() >= 2);
-  /* a database left at version 1 gets the later migrations on open */
+  /* a database left at version 1 (with a job in it) gets the later migrations on open */
+  teardown(NULL);
+  assert_int_equal(fc_db_open_at(&db, path, 1, &err), 0);
+  int64_t j = submit(db, SPEC);
+  fc_db_close(&db);
   sqlite3 *h;
+  sqlite3_stmt *st;
   assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-  assert_int_equal(sqlite3_exec(h, "DROP INDEX tasks_by_job_state; PRAGMA user_version=1;", NULL, NULL, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_prepare_v2(h, "SELECT user_version FROM pragma_user_version", -1, &st, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+  assert_int_equal(sqlite3_column_int(st, 0), 1);
+  sqlite3_finalize(st);
   sqlite3_close(h);
   db = open_db();
+  assert_int_equal(lease(db, "w", CK, 1, 1), tid(db, j, "a"));
+  assert_int_equal(hb(db, tid(db, j, "a"), "w", 2, 0.5, NULL), 0); /* writes the new figures column */
+  expect_task(db, tid(db, j, "a"), "running", 0);
   fc_db_close(&db);
   assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
-  sqlite3_stmt *st;
   assert_int_equal(sqlite3_prepare_v2(h, "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'tasks_by_job_state'),"
-                                         " (SELECT user_version FROM pragma_user_version)", -1, &st, NULL), SQLITE_OK);
+                                         " (SELECT user_version FROM pragma_user_version),"
+                                         " (SELECT COUNT(*) FROM pragma_table_info('tasks') WHERE name = 'figures')", -1, &st, NULL), SQLITE_OK);
   assert_int_equal(sqlite3_step(st), SQLITE_ROW);
   assert_int_equal(sqlite3_column_int(st, 0), 1);
   assert_int_equal(sqlite3_column_int(st, 1), fc_db_schema_version());
+  assert_int_equal(sqlite3_column_int(st, 2), 1);
   sqlite3_finalize(st);
   /* and one from a newer program is refused */
   assert_int_equal(sqlite3_exec(h, "PRAGMA user_version=999;", NULL, NULL, NULL), SQLITE_OK);
@@ -143,9 +166,9 @@ static void test_lease_order_deps_and_caps(void **state) {
   assert_int_equal(lease(db, "w2", CK, 1, 100), 0);
   assert_int_equal(lease(db, "w2", OTHER, 2, 100), c);
   /* heartbeats: the holder renews, anyone else is told it lost the task */
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 101, 10, 0.5, "half", NULL, &err), 0);
+  assert_int_equal(hb(db, a, "w1", 101, 0.5, "half"), 0);
   expect_task(db, a, "running", 0);
-  assert_int_equal(fc_db_heartbeat(db, a, "w2", 101, 10, 0.5, "x", NULL, &err), 1);
+  assert_int_equal(hb(db, a, "w2", 101, 0.5, "x"), 1);
   fc_msg_artifact_t art = {.path = "/tmp/st/j/a.out", .size = 3};
   memset(art.sha256, 'a', 64);
   assert_int_equal(fc_db_complete(db, a, "w2", &art, 1, 102, &err), 1); /* not the holder */
@@ -181,6 +204,9 @@ static void test_lease_order_deps_and_caps(void **state) {
   assert_non_null(strstr(json, "job.done"));
   assert_non_null(strstr(json, "task.running"));
   free(json);
+  assert_int_equal(fc_db_status_json(db, j, &json, &err), 0);
+  assert_non_null(strstr(json, "\"figures\":\"{\\\"loss\\\":2.25}\""));
+  free(json);
   fc_db_close(&db);
 }
 
@@ -202,7 +228,7 @@ static void test_expiry_attempts_and_retry(void **state) {
   assert_int_equal(fc_db_expire(db, 111, &n, &err), 0);
   assert_int_equal(n, 1);
   expect_task(db, a, "queued", 1);
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 112, 10, 0.1, NULL, NULL, &err), 1); /* lost it */
+  assert_int_equal(hb(db, a, "w1", 112, 0.1, NULL), 1); /* lost it */
   fc_msg_t m;
   assert_int_equal(fc_db_lease_next(db, "w2", CK, 1, 112, 10, &m, &err), 1);
   assert_int_equal(m.attempt, 2);
@@ -251,7 +277,7 @@ static void test_fail_handback_cancel(void **state) {
   expect_job(db, j, "cancelled");
   expect_task(db, a, "cancelled", 1);
   expect_task(db, tid(db, j, "b"), "cancelled", 0);
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 106, 10, 0.5, NULL, NULL, &err), 1);
+  assert_int_equal(hb(db, a, "w1", 106, 0.5, NULL), 1);
   assert_int_equal(fc_db_job_cancel(db, j, 106, &h, &nh, &err), FC_EINVAL);
   /* now the name is free again */
   assert_int_equal(fc_db_job_create(db, job, SPEC, 107, &id, &err), 0);
@@ -291,7 +317,7 @@ static void test_restart_mid_job(void **state) {
   fc_db_close(&db); /* the coordinator goes away... */
   db = open_db();   /* ...and comes back: the lease is still held */
   expect_task(db, a, "leased", 0);
-  assert_int_equal(fc_db_heartbeat(db, a, "w1", 105, 10, 0.9, "nearly", NULL, &err), 0);
+  assert_int_equal(hb(db, a, "w1", 105, 0.9, "nearly"), 0);
   int n;
   assert_int_equal(fc_db_expire(db, 112, &n, &err), 0); /* renewed to 115 */
   assert_int_equal(n, 0);

@@ -390,7 +390,7 @@ static void test_fusectl(void **state) {
   FILE *fp = fopen(spec, "w");
   assert_non_null(fp);
   fprintf(fp, "name: cli\nstore: %s/store\ntasks:\n  - {name: one, kind: sleep, outputs: [one.out], params: {ms: 300}}\n"
-              "  - {name: two, kind: checksum, inputs: [%s/store/cli/one.out], outputs: [two.out], deps: [one]}\n", tmp, tmp);
+              "  - {name: two, kind: checksum, inputs: [%s/store/cli/one.out], outputs: [two.out], deps: [one], params: {ms: 600}}\n", tmp, tmp);
   fclose(fp);
   usleep(300000);
   snprintf(args, sizeof args, "submit %s", spec);
@@ -401,6 +401,7 @@ static void test_fusectl(void **state) {
   assert_int_equal(fusectl(out, sizeof out, "status 1"), 0);
   assert_non_null(strstr(out, "job 1  cli  done"));
   assert_non_null(strstr(out, "  checksum\n"));
+  assert_non_null(strstr(out, "bytes=13")); /* the checksum executor's figure: one.out's size */
   assert_int_equal(fusectl(out, sizeof out, "status --json"), 0);
   json_t *j = json_loads(out, 0, NULL);
   assert_non_null(j);

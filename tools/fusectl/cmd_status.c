@@ -1,6 +1,7 @@
 /* fusectl status: jobs and their tasks by stage, with state and progress. */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -54,11 +55,18 @@ int fc_cmd_status(int argc, char **argv) {
     json_array_foreach(json_object_get(j, "tasks"), k, t) {
       if (!stage || strcmp(stage, s(t, "kind"))) printf("  %s\n", stage = s(t, "kind"));
       const char *msg = *s(t, "error") && strcmp(s(t, "state"), "done") ? s(t, "error") : s(t, "message");
-      printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
+      char figs[256] = "";
+      json_t *f = json_loads(s(t, "figures"), 0, NULL), *v;
+      const char *name;
+      size_t used = 0;
+      json_object_foreach(f, name, v) if (used < sizeof figs)
+        used += (size_t)snprintf(figs + used, sizeof figs - used, "  %s=%g", name, json_number_value(v));
+      json_decref(f);
+      printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
              s(t, "name"), s(t, "state"), (long long)json_integer_value(json_object_get(t, "attempts")),
              (long long)json_integer_value(json_object_get(t, "max_attempts")),
              100 * json_number_value(json_object_get(t, "fraction")), *s(t, "worker") ? s(t, "worker") : "",
-             *s(t, "worker") ? "  " : "", msg);
+             *s(t, "worker") ? "  " : "", msg, figs);
     }
   }
   json_decref(r);
