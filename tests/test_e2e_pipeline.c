@@ -414,6 +414,23 @@ static void test_fusectl(void **state) {
   assert_non_null(strstr(out, "/store/cli/two.out"));
   assert_int_equal(fusectl(out, sizeof out, "logs 1"), 0);
   assert_non_null(strstr(out, "job.submitted"));
+  /* a task that fails every attempt fails its job: watch exits 1, status shows the error,
+   * retry re-queues it (and it fails again) */
+  fp = fopen(spec, "w");
+  fprintf(fp, "name: doomed\nstore: %s/store\nmax_attempts: 2\ntasks:\n"
+              "  - {name: bad, kind: sleep, outputs: [x], params: {ms: 50, fail: 1}}\n", tmp);
+  fclose(fp);
+  snprintf(args, sizeof args, "submit %s", spec);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  assert_int_equal(fusectl(out, sizeof out, "watch 2"), 1);
+  assert_non_null(strstr(out, "job.failed"));
+  assert_int_equal(fusectl(out, sizeof out, "status 2"), 0);
+  assert_non_null(strstr(out, "failed    2/2"));
+  assert_non_null(strstr(out, "failing as asked"));
+  assert_int_equal(fusectl(out, sizeof out, "retry 2"), 0);
+  assert_int_equal(fusectl(out, sizeof out, "watch 2"), 1);
+  assert_int_equal(fusectl(out, sizeof out, "logs 2"), 0);
+  assert_non_null(strstr(out, "job.retry"));
   /* failures exit 1 with one line, bad usage exits 2 */
   assert_int_equal(fusectl(out, sizeof out, "cancel 1"), 1);
   assert_non_null(strstr(out, "nothing to cancel"));
