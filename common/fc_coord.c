@@ -474,7 +474,11 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_signal_start(&c.sigint, signal_cb, SIGINT);
   fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s%s", o->endpoint, o->events_endpoint,
           o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "");
-  /* Leases from before a restart keep their deadlines: expire what lapsed while we were down. */
+  /* Leases from before a restart: while we were down no heartbeat could reach us, so every
+   * holder gets a full lease period from now before its silence counts. */
+  int n;
+  if (fc_db_leases_grace(c.db, fc_net_wall() + o->lease_timeout, &n, err) == 0 && n)
+    fc_info("%d lease(s) from before the restart extended by %.1f s", n, o->lease_timeout);
   expire_cb(&c.expire);
   NOTIFY("READY=1\nSTATUS=serving on %s", o->endpoint);
   uv_run(c.loop, UV_RUN_DEFAULT);

@@ -449,6 +449,16 @@ out:
   return end(db, rc, err);
 }
 
+int fc_db_leases_grace(fc_db_t *db, double deadline, int *n, fc_err_t *err) {
+  *n = 0;
+  int rc = begin(db, err);
+  if (rc) return rc;
+  EXEC(db, err, "UPDATE leases SET deadline = ? WHERE deadline < ?", "dd", deadline, deadline);
+  *n = sqlite3_changes(db->h);
+out:
+  return end(db, rc, err);
+}
+
 int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err) {
   sqlite3_stmt *st = stmt(db, "SELECT MIN(deadline) FROM leases", "");
   if (!st || sqlite3_step(st) != SQLITE_ROW) return dberr(db, err, "query");

@@ -42,6 +42,9 @@ int fc_db_lease_next(fc_db_t *db, const char *worker, char *const *caps, size_t 
 int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s, int64_t *job, fc_err_t *err);
 /* Re-queues (attempts + 1) or fails every task whose lease lapsed before now; *n gets how many. */
 int fc_db_expire(fc_db_t *db, double now, int *n, fc_err_t *err);
+/* Moves every lease deadline to at least `deadline`: a restarted coordinator gives workers a
+ * full lease period to reach it before their silence counts against them. *n gets how many. */
+int fc_db_leases_grace(fc_db_t *db, double deadline, int *n, fc_err_t *err);
 /* Earliest lease deadline, or 0 when there are no leases. */
 int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err);
 /* Task finished with these artifacts. Returns 1 (and changes nothing) when `worker` does not

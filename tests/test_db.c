@@ -314,11 +314,20 @@ static void test_restart_mid_job(void **state) {
   fc_msg_set_str(&reg.host, "h");
   assert_int_equal(fc_db_worker_seen(db, &reg, "w1", 100, &err), 0);
   fc_msg_clear(&reg);
-  fc_db_close(&db); /* the coordinator goes away... */
-  db = open_db();   /* ...and comes back: the lease is still held */
-  expect_task(db, a, "leased", 0);
-  assert_int_equal(hb(db, a, "w1", 105, 0.9, "nearly"), 0);
   int n;
+  fc_db_close(&db); /* the coordinator goes away... */
+  db = open_db();   /* ...and comes back long after the deadline (110): the lease is still held */
+  expect_task(db, a, "leased", 0);
+  assert_int_equal(fc_db_leases_grace(db, 104, &n, &err), 0); /* 110 is later: unchanged */
+  assert_int_equal(n, 0);
+  assert_int_equal(fc_db_leases_grace(db, 111, &n, &err), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(fc_db_expire(db, 110.5, &n, &err), 0);
+  assert_int_equal(n, 0);
+  double d;
+  assert_int_equal(fc_db_next_deadline(db, &d, &err), 0);
+  assert_true(d == 111);
+  assert_int_equal(hb(db, a, "w1", 105, 0.9, "nearly"), 0);
   assert_int_equal(fc_db_expire(db, 112, &n, &err), 0); /* renewed to 115 */
   assert_int_equal(n, 0);
   assert_int_equal(fc_db_complete(db, a, "w1", NULL, 0, 113, &err), 0);
