@@ -431,6 +431,15 @@ static void test_fusectl(void **state) {
   assert_int_equal(fusectl(out, sizeof out, "watch 2"), 1);
   assert_int_equal(fusectl(out, sizeof out, "logs 2"), 0);
   assert_non_null(strstr(out, "job.retry"));
+  /* a kind the worker has no executor for (but a capability it advertises) is refused */
+  fp = fopen(spec, "w");
+  fprintf(fp, "name: odd\nstore: %s/store\nmax_attempts: 1\ntasks:\n  - {name: t, kind: teleport, cap: sleep}\n", tmp);
+  fclose(fp);
+  snprintf(args, sizeof args, "submit %s", spec);
+  assert_int_equal(fusectl(out, sizeof out, args), 0);
+  assert_int_equal(fusectl(out, sizeof out, "watch 3"), 1);
+  assert_int_equal(fusectl(out, sizeof out, "status 3"), 0);
+  assert_non_null(strstr(out, "no executor for this kind"));
   /* failures exit 1 with one line, bad usage exits 2 */
   assert_int_equal(fusectl(out, sizeof out, "cancel 1"), 1);
   assert_non_null(strstr(out, "nothing to cancel"));
