@@ -226,11 +226,13 @@ static void expand_pipeline(fc_job_t *j) {
       str_push(&t->inputs, &t->ninputs, j->dataset);
       out_path(j, t, "logits/%s.shard-%04zu.topk", j->models[m].name, s);
     }
+  /* stage by stage (the lease order is by task id), each across the sources */
+  size_t *vmaps = fc_xcalloc(M, sizeof *vmaps), *aligns = fc_xcalloc(M, sizeof *aligns);
   size_t *trains = fc_xcalloc(M, sizeof *trains);
   for (size_t m = 0; m < M; m++) {
     if (m == pivot) continue;
     const char *sn = j->models[m].name;
-    size_t vm = j->ntasks;
+    vmaps[m] = j->ntasks;
     fc_job_task_t *t = add_task(j, "vocab-map", "align", "vocab-map/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
     for (size_t s = 0; s < S; s++) {
@@ -240,20 +242,28 @@ static void expand_pipeline(fc_job_t *j) {
       str_push(&t->inputs, &t->ninputs, j->tasks[b].outputs[0]);
     }
     out_path(j, t, "vocab/%s.vmap", sn);
-    size_t first_align = j->ntasks;
+  }
+  for (size_t m = 0; m < M; m++) {
+    if (m == pivot) continue;
+    const char *sn = j->models[m].name;
+    aligns[m] = j->ntasks;
     for (size_t s = 0; s < S; s++) {
-      t = add_task(j, "align", NULL, "align/%s/%zu", sn, s);
+      fc_job_task_t *t = add_task(j, "align", NULL, "align/%s/%zu", sn, s);
       param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
       param(t, "shard", "%zu", s), param(t, "top_k", "%d", j->top_k);
-      size_t deps[3] = {logits[m * S + s], logits[pivot * S + s], vm};
+      size_t deps[3] = {logits[m * S + s], logits[pivot * S + s], vmaps[m]};
       for (int d = 0; d < 3; d++) {
         add_dep(t, deps[d]);
         str_push(&t->inputs, &t->ninputs, j->tasks[deps[d]].outputs[0]);
       }
       out_path(j, t, "align/%s.shard-%04zu.fused", sn, s);
     }
+  }
+  for (size_t m = 0; m < M; m++) {
+    if (m == pivot) continue;
+    const char *sn = j->models[m].name;
     trains[m] = j->ntasks;
-    t = add_task(j, "train", NULL, "train/%s", sn);
+    fc_job_task_t *t = add_task(j, "train", NULL, "train/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
     param(t, "lambda", "%.17g", j->lambda), param(t, "epochs", "%d", j->train.epochs);
     param(t, "lr", "%.17g", j->train.lr), param(t, "batch_size", "%d", j->train.batch_size);
@@ -263,8 +273,8 @@ static void expand_pipeline(fc_job_t *j) {
     str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     str_push(&t->inputs, &t->ninputs, j->dataset);
     for (size_t s = 0; s < S; s++) {
-      add_dep(t, first_align + s);
-      str_push(&t->inputs, &t->ninputs, j->tasks[first_align + s].outputs[0]);
+      add_dep(t, aligns[m] + s);
+      str_push(&t->inputs, &t->ninputs, j->tasks[aligns[m] + s].outputs[0]);
     }
     out_path(j, t, "targets/%s", sn);
   }
@@ -292,8 +302,7 @@ static void expand_pipeline(fc_job_t *j) {
     str_push(&t->inputs, &t->ninputs, j->tasks[merge].outputs[0]);
     out_path(j, t, "eval/report.json");
   }
-  free(logits);
-  free(trains);
+  free(logits), free(vmaps), free(aligns), free(trains);
 }
 
 static int parse_tasks(ctx_t *c, fc_job_t *j, yaml_node_t *list) {

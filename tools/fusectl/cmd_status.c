@@ -22,6 +22,22 @@ static const char *s(json_t *o, const char *k) {
   return v ? v : "";
 }
 
+static void print_task(json_t *t) {
+  const char *msg = *s(t, "error") && strcmp(s(t, "state"), "done") ? s(t, "error") : s(t, "message");
+  char figs[256] = "";
+  json_t *f = json_loads(s(t, "figures"), 0, NULL), *v;
+  const char *name;
+  size_t used = 0;
+  json_object_foreach(f, name, v) if (used < sizeof figs)
+    used += (size_t)snprintf(figs + used, sizeof figs - used, "  %s=%g", name, json_number_value(v));
+  json_decref(f);
+  printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
+         s(t, "name"), s(t, "state"), (long long)json_integer_value(json_object_get(t, "attempts")),
+         (long long)json_integer_value(json_object_get(t, "max_attempts")),
+         100 * json_number_value(json_object_get(t, "fraction")), *s(t, "worker") ? s(t, "worker") : "",
+         *s(t, "worker") ? "  " : "", msg, figs);
+}
+
 int fc_cmd_status(int argc, char **argv) {
   static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   fc_client_t c;
@@ -51,23 +67,20 @@ int fc_cmd_status(int argc, char **argv) {
   json_array_foreach(json_object_get(r, "jobs"), i, j) {
     printf("job %lld  %s  %s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")), s(j, "name"), s(j, "state"),
            *s(j, "error") ? "  " : "", s(j, "error"));
-    const char *stage = NULL;
-    json_array_foreach(json_object_get(j, "tasks"), k, t) {
-      if (!stage || strcmp(stage, s(t, "kind"))) printf("  %s\n", stage = s(t, "kind"));
-      const char *msg = *s(t, "error") && strcmp(s(t, "state"), "done") ? s(t, "error") : s(t, "message");
-      char figs[256] = "";
-      json_t *f = json_loads(s(t, "figures"), 0, NULL), *v;
-      const char *name;
-      size_t used = 0;
-      json_object_foreach(f, name, v) if (used < sizeof figs)
-        used += (size_t)snprintf(figs + used, sizeof figs - used, "  %s=%g", name, json_number_value(v));
-      json_decref(f);
-      printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
-             s(t, "name"), s(t, "state"), (long long)json_integer_value(json_object_get(t, "attempts")),
-             (long long)json_integer_value(json_object_get(t, "max_attempts")),
-             100 * json_number_value(json_object_get(t, "fraction")), *s(t, "worker") ? s(t, "worker") : "",
-             *s(t, "worker") ? "  " : "", msg, figs);
+    /* by stage, stages in the order they first appear */
+    json_t *tasks = json_object_get(j, "tasks");
+    char *done = fc_xcalloc(json_array_size(tasks) + 1, 1);
+    for (size_t first = 0; first < json_array_size(tasks); first++) {
+      if (done[first]) continue;
+      const char *stage = s(json_array_get(tasks, first), "kind");
+      printf("  %s\n", stage);
+      json_array_foreach(tasks, k, t) {
+        if (done[k] || strcmp(stage, s(t, "kind"))) continue;
+        done[k] = 1;
+        print_task(t);
+      }
     }
+    free(done);
   }
   json_decref(r);
   return 0;
