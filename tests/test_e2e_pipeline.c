@@ -310,7 +310,6 @@ static void test_garbage_cancel_and_sigterm(void **state) {
   start_coord();
   start_worker(0);
   /* garbage: the coordinator answers with an error and carries on */
-  int64_t job = submit_sleepers("long", 1, 20000);
   void *zc = zmq_ctx_new(), *s = zmq_socket(zc, ZMQ_DEALER);
   int linger = 0;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
@@ -329,8 +328,45 @@ static void test_garbage_cancel_and_sigterm(void **state) {
   assert_false(rep.ok);
   assert_non_null(strstr(rep.error, "bad message"));
   fc_msg_clear(&rep);
+  /* a flood of damaged messages of every type; the coordinator must still answer after it */
+  fc_rng_t rng;
+  fc_rng_seed(&rng, 99);
+  int sent = 0;
+  for (int t = 1; t < FC_MSG_NTYPES; t++) {
+    fc_msg_t m = {.type = (fc_msg_type_t)t, .task = 1, .job = 1, .attempt = 1, .ok = true};
+    fc_msg_set_str(&m.id, "flooder"), fc_msg_set_str(&m.kind, "sleep"), fc_msg_set_str(&m.state, "x");
+    fc_msg_set_str(&m.text, "name: x"), fc_msg_add_cap(&m, "sleep");
+    if (t == FC_MSG_CANCEL_JOB || t == FC_MSG_RETRY) m.job = 999; /* never our job */
+    uint8_t *enc;
+    size_t len;
+    fc_msg_encode(&m, &enc, &len);
+    fc_msg_clear(&m);
+    for (int k = 0; k < 60; k++, sent++) {
+      uint8_t dam[4096];
+      memcpy(dam, enc, len);
+      for (int f = 0; f < 1 + (int)(fc_rng_u64(&rng) % 3); f++) dam[fc_rng_u64(&rng) % len] = (uint8_t)fc_rng_u64(&rng);
+      zmq_send(s, dam, len, 0);
+    }
+    free(enc);
+  }
+  fc_msg_t bye = {.type = FC_MSG_BYE};
+  bye.id = "flooder"; /* whatever the damage registered, it leaves */
+  uint8_t *benc;
+  size_t blen;
+  fc_msg_encode(&bye, &benc, &blen);
+  zmq_send(s, benc, blen, 0);
+  free(benc);
+  usleep(200000);
+  while (zmq_recv(s, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {
+  }
+  fc_msg_t lreq = {.type = FC_MSG_LIST};
+  json_t *lr = call(&lreq);
+  assert_non_null(lr);
+  json_decref(lr);
+  assert_true(sent > 500);
   zmq_close(s);
   zmq_ctx_term(zc);
+  int64_t job = submit_sleepers("long", 1, 20000);
   /* cancel: the running task stops, the worker takes the next job's task at once */
   snap_t st = {0};
   assert_true(task_state_is(job, "s0", "running", 10, &st));
