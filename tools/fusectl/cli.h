@@ -23,11 +23,23 @@ int fc_cli_parse_double(const char *s, double *out);
 
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
+  X(artifacts, "list the files a job wrote, with SHA-256") \
+  X(cancel, "cancel a job") \
+  X(down, "stop what 'fusectl up' started") \
   X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
   X(inspect, "list the tensors of a safetensors file or model directory") \
+  X(keygen, "make a CURVE key pair for TCP deployments") \
+  X(list, "list jobs") \
+  X(logs, "print a job's event log") \
+  X(retry, "re-queue a failed or cancelled job or task") \
+  X(status, "show jobs and their tasks by stage") \
+  X(submit, "submit a job spec (YAML) to the coordinator") \
   X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
   X(tokenizer_train, "train a byte-level or SentencePiece-style BPE tokenizer.json") \
-  X(version, "print the version")
+  X(up, "start a coordinator and stage daemons on this machine") \
+  X(version, "print the version") \
+  X(watch, "follow a job's events until it ends") \
+  X(workers, "list the registered stage daemons")
 
 #define FC_DECLARE_CMD(name, summary) int fc_cmd_##name(int argc, char **argv);
 FC_COMMANDS(FC_DECLARE_CMD)
