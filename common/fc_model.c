@@ -293,25 +293,6 @@ static void acts_reserve(fc_model_t *m, int B, int T, int train) {
 
 /* ---------------------------------------------------------------- attention */
 
-/* Row-wise causal softmax of the first n rows of S (ld T), row i of the block being sequence
- * position r0 + i; entries past the diagonal become 0. */
-static void causal_softmax(float *S, int r0, int n, int T) {
-  for (int i = 0; i < n; i++) {
-    float *s = S + (size_t)i * T;
-    int last = r0 + i;
-    float mx = s[0];
-    for (int j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
-    float sum = 0.0f;
-    for (int j = 0; j <= last; j++) {
-      s[j] = expf(s[j] - mx);
-      sum += s[j];
-    }
-    float inv = 1.0f / sum;
-    for (int j = 0; j <= last; j++) s[j] *= inv;
-    for (int j = last + 1; j < T; j++) s[j] = 0.0f;
-  }
-}
-
 /* P (T,T) = causal softmax(Q K^T * scale) for one (b, head); Q rows ld QD, K rows ld KVD.
  * Computed in row blocks so the products skip most of the masked upper triangle. */
 static void attn_probs(float *P, const float *Q, const float *K, int T, int HD, int QD, int KVD, float scale) {
@@ -320,7 +301,7 @@ static void attn_probs(float *P, const float *Q, const float *K, int T, int HD, 
     int n = T - r0 < blk ? T - r0 : blk;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r0 + n, HD, scale, Q + (size_t)r0 * QD, QD, K,
                 KVD, 0.0f, P + (size_t)r0 * T, T);
-    causal_softmax(P + (size_t)r0 * T, r0, n, T);
+    fc_causal_softmax(P + (size_t)r0 * T, r0, n, T);
   }
 }
 

@@ -88,3 +88,20 @@ void fc_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
     dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
   }
 }
+
+void fc_causal_softmax(float *S, int r0, int n, int ld) {
+  for (int i = 0; i < n; i++) {
+    float *s = S + (size_t)i * ld;
+    int last = r0 + i;
+    float mx = s[0];
+    for (int j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
+    float sum = 0.0f;
+    for (int j = 0; j <= last; j++) {
+      s[j] = expf(s[j] - mx);
+      sum += s[j];
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j <= last; j++) s[j] *= inv;
+    for (int j = last + 1; j < ld; j++) s[j] = 0.0f;
+  }
+}

@@ -34,4 +34,8 @@ void fc_swiglu_forward(float *h, const float *g, const float *u, size_t n);
 /* dg, du (N,F) from dh and the forward inputs. */
 void fc_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 
+/* Row-wise softmax of n rows of S (row stride ld), row i being sequence position r0 + i:
+ * columns 0..r0+i take part, the rest become 0 (causal mask). */
+void fc_causal_softmax(float *S, int r0, int n, int ld);
+
 #endif
