@@ -9,6 +9,31 @@
 
 #include "fc_ops.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+extern void openblas_set_num_threads(int);
+extern int openblas_get_num_threads(void);
+
+/* Threads for the attention heads (OpenMP); OpenBLAS runs single-threaded inside them. */
+static int par_threads(const fc_model_t *m) {
+#ifdef _OPENMP
+  return m->threads > 0 ? m->threads : omp_get_max_threads();
+#else
+  (void)m;
+  return 1;
+#endif
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 /* ---------------------------------------------------------------- parameter layout */
 
 typedef struct layout_ctx {
@@ -197,8 +222,6 @@ const fc_param_info_t *fc_model_find_tensor(const fc_model_t *m, const char *nam
   return NULL;
 }
 
-extern void openblas_set_num_threads(int);
-
 void fc_model_set_threads(fc_model_t *m, int threads) {
   if (threads < 1) threads = 1;
   m->threads = threads;
@@ -264,7 +287,7 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train) {
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
   size_t Ls = train ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
   size_t sizes[] = {Lx * BT * C, Ls * BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
+                    (size_t)par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
                     Ls * BT * F, Ls * BT * F, BT * C, BT, BT * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
@@ -311,21 +334,29 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
   int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
   int QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  float *P = m->acts.att;
   const int blk = 128;
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < NH; h++) {
-      const float *Q = q + (size_t)b * T * QD + (size_t)h * HD;
-      const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
-      const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
-      float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
-      attn_probs(P, Q, K, T, HD, QD, KVD, scale);
-      for (int r0 = 0; r0 < T; r0 += blk) {
-        int n = T - r0 < blk ? T - r0 : blk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n, 1.0f, P + (size_t)r0 * T, T, Vv,
-                    KVD, 0.0f, Y + (size_t)r0 * QD, QD);
-      }
+  int nthr = par_threads(m), saved = openblas_get_num_threads();
+  /* Heads in parallel, each product single-threaded: these products are small (T x T x HD)
+   * and OpenBLAS's own threading costs more than it gains on them. */
+  if (nthr > 1) openblas_set_num_threads(1);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthr) schedule(dynamic, 1) if (nthr > 1)
+#endif
+  for (int bh = 0; bh < B * NH; bh++) {
+    int b = bh / NH, h = bh % NH;
+    float *P = m->acts.att + (size_t)thread_id() * T * T;
+    const float *Q = q + (size_t)b * T * QD + (size_t)h * HD;
+    const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+    const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+    float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
+    attn_probs(P, Q, K, T, HD, QD, KVD, scale);
+    for (int r0 = 0; r0 < T; r0 += blk) {
+      int n = T - r0 < blk ? T - r0 : blk;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n, 1.0f, P + (size_t)r0 * T, T, Vv, KVD,
+                  0.0f, Y + (size_t)r0 * QD, QD);
     }
+  }
+  if (nthr > 1) openblas_set_num_threads(saved);
 }
 
 /* dq (BT,QD) = ..., dk, dv (BT,KVD) accumulated (+=; zeroed by the caller) from datty. The
@@ -334,14 +365,23 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
 static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, const float *datty,
                                const float *q, const float *k, const float *v, int B, int T) {
   const fc_config_t *c = &m->cfg;
-  int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
-  int QD = NH * HD, KVD = c->num_kv_heads * HD;
+  int NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, rep = NH / NKV;
+  int QD = NH * HD, KVD = NKV * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  float *P = m->acts.att, *dP = m->ga.datt;
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < NH; h++) {
-      size_t qo = (size_t)b * T * QD + (size_t)h * HD, ko = (size_t)b * T * KVD + (size_t)(h / rep) * HD;
-      const float *Q = q + qo, *K = k + ko, *Vv = v + ko, *dY = datty + qo;
+  int nthr = par_threads(m), saved = openblas_get_num_threads();
+  if (nthr > 1) openblas_set_num_threads(1);
+  /* One task per (b, kv head): the query heads sharing it accumulate into the same dk, dv. */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthr) schedule(dynamic, 1) if (nthr > 1)
+#endif
+  for (int bk = 0; bk < B * NKV; bk++) {
+    int b = bk / NKV, kh = bk % NKV;
+    float *P = m->ga.datt + (size_t)thread_id() * 2 * T * T, *dP = P + (size_t)T * T;
+    size_t ko = (size_t)b * T * KVD + (size_t)kh * HD;
+    const float *K = k + ko, *Vv = v + ko;
+    for (int h = kh * rep; h < (kh + 1) * rep; h++) {
+      size_t qo = (size_t)b * T * QD + (size_t)h * HD;
+      const float *Q = q + qo, *dY = datty + qo;
       attn_probs(P, Q, K, T, HD, QD, KVD, scale);
       /* dP = dY V^T; dV += P^T dY */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dY, QD, Vv, KVD, 0.0f, dP, T);
@@ -358,9 +398,31 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, K, KVD, 0.0f, dq + qo, QD);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, Q, QD, 1.0f, dk + ko, KVD);
     }
+  }
+  if (nthr > 1) openblas_set_num_threads(saved);
 }
 
 /* ---------------------------------------------------------------- forward */
+
+/* FUSECHAT_PROFILE=1: seconds per forward section, printed at exit (bench aid). */
+enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD, PR_N };
+static const char *pr_names[PR_N] = {"norm", "qkv", "rope", "attn", "o", "gate_up", "swiglu", "down", "head"};
+static double pr_t[PR_N];
+static int pr_on = -1;
+static double pr_last;
+static void pr_report(void) {
+  for (int i = 0; i < PR_N; i++) fprintf(stderr, "profile %-8s %8.3f s\n", pr_names[i], pr_t[i]);
+}
+static void pr_mark(int what) {
+  if (pr_on < 0) {
+    pr_on = getenv("FUSECHAT_PROFILE") != NULL;
+    if (pr_on) atexit(pr_report);
+  }
+  if (!pr_on) return;
+  double t = fc_now();
+  if (what >= 0) pr_t[what] += t - pr_last;
+  pr_last = t;
+}
 
 const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
   const fc_config_t *c = &m->cfg;
@@ -384,6 +446,7 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
   fc_acts_t *a = &m->acts;
   int N = (int)BT;
   for (size_t i = 0; i < BT; i++) memcpy(a->x + i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  pr_mark(-1);
   for (int l = 0; l < L; l++) {
     const fc_layer_w_t *w = &m->w.layer[l];
     size_t s = train ? (size_t)l : 0;
@@ -393,24 +456,34 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
     float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2 + s * BT * C;
     float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h + s * BT * F;
     fc_rmsnorm_forward(ln1, a->rstd1 + s * BT, xin, w->ln1, N, C, c->rms_norm_eps);
+    pr_mark(PR_NORM);
     fc_linear_forward(q, ln1, w->wq, w->bq, N, C, QD, 0);
     fc_linear_forward(k, ln1, w->wk, w->bk, N, C, KVD, 0);
     fc_linear_forward(v, ln1, w->wv, w->bv, N, C, KVD, 0);
+    pr_mark(PR_QKV);
     fc_rope(q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
     fc_rope(k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+    pr_mark(PR_ROPE);
     attention_forward(m, atty, q, k, v, B, T);
+    pr_mark(PR_ATTN);
     memcpy(xmid, xin, BT * C * sizeof(float));
     fc_linear_forward(xmid, atty, w->wo, w->bo, N, QD, C, 1);
+    pr_mark(PR_O);
     fc_rmsnorm_forward(ln2, a->rstd2 + s * BT, xmid, w->ln2, N, C, c->rms_norm_eps);
+    pr_mark(PR_NORM);
     fc_linear_forward(g, ln2, w->wg, w->bg, N, C, F, 0);
     fc_linear_forward(u, ln2, w->wu, w->bu, N, C, F, 0);
+    pr_mark(PR_GATEUP);
     fc_swiglu_forward(h, g, u, BT * F);
+    pr_mark(PR_SWIGLU);
     memcpy(xout, xmid, BT * C * sizeof(float));
     fc_linear_forward(xout, h, w->wd, w->bd, N, F, C, 1);
+    pr_mark(PR_DOWN);
   }
   const float *xl = a->x + (train ? (size_t)L : 0) * BT * C;
   fc_rmsnorm_forward(a->lnf, a->rstdf, xl, m->w.lnf, N, C, c->rms_norm_eps);
   fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, N, C, V, 0);
+  pr_mark(PR_HEAD);
   if (train) {
     if (BT > m->ids_cap) {
       m->ids = fc_xrealloc(m->ids, BT * sizeof(int32_t));
@@ -428,7 +501,8 @@ static void ga_reserve(fc_model_t *m, int B, int T) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
-  size_t sizes[] = {BT * C, BT * C, BT * QD, BT * KVD, BT * KVD, BT * QD, BT * F, BT * F, BT * F, (size_t)T * T};
+  size_t sizes[] = {BT * C, BT * C, BT * QD, BT * KVD, BT * KVD, BT * QD, BT * F, BT * F, BT * F,
+                    (size_t)par_threads(m) * 2 * T * T};
   float **ptrs[] = {&m->ga.dx, &m->ga.dln, &m->ga.dq, &m->ga.dk, &m->ga.dv, &m->ga.datty,
                     &m->ga.dh, &m->ga.dg, &m->ga.du, &m->ga.datt};
   size_t need = 0;
