@@ -1,5 +1,6 @@
 /* fusectl: the one client of fusechat. Dispatches to a subcommand, like git. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,32 @@ int fc_cmd_version(int argc, char **argv) {
   (void)argv;
   printf("fusectl %s\n", FC_VERSION);
   return 0;
+}
+
+int fc_cli_parse_ids(const char *s, int32_t **out, int *n) {
+  *out = NULL;
+  *n = 0;
+  int cap = 16, k = 0;
+  int32_t *v = fc_xmalloc((size_t)cap * sizeof *v);
+  const char *p = s;
+  for (;;) {
+    while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+    if (!*p) break;
+    if (*p < '0' || *p > '9') goto bad;
+    char *end;
+    errno = 0;
+    long x = strtol(p, &end, 10);
+    if (errno || x > INT32_MAX || (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) goto bad;
+    if (k == cap) v = fc_xrealloc(v, (size_t)(cap *= 2) * sizeof *v);
+    v[k++] = (int32_t)x;
+    p = end;
+  }
+  *out = v;
+  *n = k;
+  return 0;
+bad:
+  free(v);
+  return -1;
 }
 
 static void usage(FILE *fp) {
