@@ -404,13 +404,56 @@ static void test_sample(void **state) {
   close_fixture(&f);
 }
 
+/* Batched generation: every row equals generating it alone (greedy and sampled), rows of
+ * different lengths stopping at different times; the reference prompt's row equals the
+ * reference's greedy ids. */
+static void test_generate_batch(void **state) {
+  (void)state;
+  for (size_t v = 0; v < NVAR; v++) {
+    fixture_t f;
+    open_fixture(&f, variants[v]);
+    size_t np, ng;
+    const int32_t *prompt = ref_i32(&f, "gen_prompt", &np);
+    const int32_t *want = ref_i32(&f, "gen_greedy", &ng);
+    const int32_t *ids = ref_tensor(&f, "ids")->data;
+    const int32_t *prompts[4] = {ids, prompt, ids + 12, ids + 3};
+    int lens[4] = {9, (int)np, 2, 1};
+    for (int sampled = 0; sampled < 2; sampled++) {
+      fc_gen_opts_t o;
+      fc_gen_opts_default(&o);
+      o.max_tokens = 10, o.seed = 11;
+      if (sampled) o.temperature = 0.8f, o.top_p = 0.9f;
+      int32_t *outs[4];
+      int nouts[4];
+      fc_err_t err = {0};
+      assert_int_equal(fc_generate_batch(f.m, prompts, lens, 4, &o, outs, nouts, &err), 0);
+      for (int i = 0; i < 4; i++) {
+        fc_gen_opts_t oi = o;
+        oi.seed = o.seed + (uint64_t)i;
+        int32_t *one;
+        int n1;
+        assert_int_equal(fc_generate(f.m, prompts[i], lens[i], &oi, &one, &n1, &err), 0);
+        assert_int_equal(nouts[i], n1);
+        assert_memory_equal(outs[i], one, (size_t)n1 * sizeof(int32_t));
+        free(one);
+      }
+      if (!sampled) {
+        assert_int_equal(nouts[1], (int)ng);
+        assert_memory_equal(outs[1], want, ng * sizeof(int32_t));
+      }
+      for (int i = 0; i < 4; i++) free(outs[i]);
+    }
+    close_fixture(&f);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_topk), cmocka_unit_test(test_backward),
       cmocka_unit_test(test_padding),      cmocka_unit_test(test_save_roundtrip),
       cmocka_unit_test(test_topk_bruteforce), cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_init),         cmocka_unit_test(test_generate),
-      cmocka_unit_test(test_sample),
+      cmocka_unit_test(test_sample),       cmocka_unit_test(test_generate_batch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
