@@ -53,15 +53,18 @@ static double forward_flops(const fc_config_t *c, int B, int T) {
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: forward [--tokens N] [--seq T] [--reps R] [--threads N] [--sizes 256,512,1024] [--no-ref]\n"
+          "               [--train]\n"
           "Times fc_model_forward (B = tokens/seq rows of seq tokens) on random models and prints\n"
-          "tokens/s, GFLOP/s, the share of the machine's sgemm rate and the speed-up over PyTorch.\n");
+          "tokens/s, GFLOP/s, the share of the machine's sgemm rate and the speed-up over PyTorch.\n"
+          "--train times a training forward plus fc_model_backward (PyTorch: autograd), counting\n"
+          "3x the forward's flops.\n");
 }
 
 int main(int argc, char **argv) {
-  int tokens = 2048, seq = 512, reps = 3, threads = 0, ref = 1;
+  int tokens = 2048, seq = 512, reps = 3, threads = 0, ref = 1, train = 0;
   char sizes[64] = "256,512,1024";
   static const struct option opts[] = {{"tokens", 1, 0, 'n'}, {"seq", 1, 0, 't'},  {"reps", 1, 0, 'r'},
-                                       {"threads", 1, 0, 'j'}, {"sizes", 1, 0, 's'}, {"no-ref", 0, 0, 'x'},
+                                       {"threads", 1, 0, 'j'}, {"sizes", 1, 0, 's'}, {"no-ref", 0, 0, 'x'}, {"train", 0, 0, 'T'},
                                        {"help", 0, 0, 'h'},    {0}};
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -71,6 +74,7 @@ int main(int argc, char **argv) {
     else if (o == 'j') threads = atoi(optarg);
     else if (o == 's') snprintf(sizes, sizeof sizes, "%s", optarg);
     else if (o == 'x') ref = 0;
+    else if (o == 'T') train = 1;
     else if (o == 'h') return usage(stdout), 0;
     else return usage(stderr), 2;
   }
@@ -81,9 +85,9 @@ int main(int argc, char **argv) {
   extern void openblas_set_num_threads(int);
   openblas_set_num_threads(threads);
   double peak = sgemm_gflops(2048, 3);
-  printf("threads %d, batch %d x %d tokens\n", threads, B, seq);
+  printf("threads %d, batch %d x %d tokens, %s\n", threads, B, seq, train ? "forward + backward" : "forward");
   printf("sgemm 2048^3 (OpenBLAS): %.1f GFLOP/s\n", peak);
-  printf("%-6s %-7s %10s %9s %8s %8s %12s %8s\n", "hidden", "params", "tokens/s", "GFLOP/s", "%sgemm", "ms/fwd",
+  printf("%-6s %-7s %10s %9s %8s %8s %12s %8s\n", "hidden", "params", "tokens/s", "GFLOP/s", "%sgemm", train ? "ms/step" : "ms/fwd",
          "torch tok/s", "speedup");
   char *save = NULL;
   for (char *tok = strtok_r(sizes, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -110,25 +114,30 @@ int main(int argc, char **argv) {
     fc_rng_t r;
     fc_rng_seed(&r, 3);
     for (int i = 0; i < tokens; i++) ids[i] = (int32_t)(fc_rng_u64(&r) % (uint64_t)s->V);
-    fc_model_forward(m, ids, B, seq, 0, &err); /* warm-up: allocation, page faults */
+    float *dlogits = NULL;
+    if (train) {
+      dlogits = malloc((size_t)tokens * s->V * sizeof(float));
+      for (size_t i = 0; i < (size_t)tokens * s->V; i++) dlogits[i] = 1e-4f * fc_rng_normal(&r);
+    }
     double best = 1e30;
-    for (int i = 0; i < reps; i++) {
+    for (int i = 0; i < reps + 1; i++) { /* the first run allocates and faults pages in */
       double t0 = fc_now();
-      if (!fc_model_forward(m, ids, B, seq, 0, &err)) {
+      if (!fc_model_forward(m, ids, B, seq, train, &err) || (train && fc_model_backward(m, dlogits, &err))) {
         fprintf(stderr, "forward: %s\n", err.msg);
         return 1;
       }
       double dt = fc_now() - t0;
-      best = dt < best ? dt : best;
+      if (i) best = dt < best ? dt : best;
     }
-    double gf = forward_flops(&cfg, B, seq) / best / 1e9;
+    free(dlogits);
+    double gf = (train ? 3 : 1) * forward_flops(&cfg, B, seq) / best / 1e9;
     double tps = tokens / best, torch_tps = 0;
     if (ref) {
       char cmd[512];
       snprintf(cmd, sizeof cmd,
                "/usr/bin/python3 %s/bench/forward_ref.py --hidden %d --layers %d --heads %d --kv-heads %d "
-               "--ffn %d --vocab %d --batch %d --seq %d --reps %d --threads %d",
-               FC_SOURCE_ROOT, s->C, s->L, s->NH, s->NKV, s->F, s->V, B, seq, reps, threads);
+               "--ffn %d --vocab %d --batch %d --seq %d --reps %d --threads %d%s",
+               FC_SOURCE_ROOT, s->C, s->L, s->NH, s->NKV, s->F, s->V, B, seq, reps, threads, train ? " --train" : "");
       FILE *p = popen(cmd, "r");
       char line[256];
       while (p && fgets(line, sizeof line, p))

@@ -387,13 +387,7 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dY, QD, Vv, KVD, 0.0f, dP, T);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dY, QD, 1.0f, dv + ko, KVD);
       /* softmax backward: dS = P * (dP - sum_j P dP), times the score scale */
-      for (int i = 0; i < T; i++) {
-        float *p = P + (size_t)i * T, *d = dP + (size_t)i * T;
-        float dot = 0.0f;
-        for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-        for (int j = i + 1; j < T; j++) d[j] = 0.0f;
-      }
+      fc_causal_softmax_backward(dP, P, T, T, scale);
       /* dQ = dS K; dK += dS^T Q */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, K, KVD, 0.0f, dq + qo, QD);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, Q, QD, 1.0f, dk + ko, KVD);
@@ -405,8 +399,10 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
 /* ---------------------------------------------------------------- forward */
 
 /* FUSECHAT_PROFILE=1: seconds per forward section, printed at exit (bench aid). */
-enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD, PR_N };
-static const char *pr_names[PR_N] = {"norm", "qkv", "rope", "attn", "o", "gate_up", "swiglu", "down", "head"};
+enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD,
+       PR_B_HEAD, PR_B_MLP, PR_B_O, PR_B_ATTN, PR_B_QKV, PR_B_NORM, PR_B_EMB, PR_N };
+static const char *pr_names[PR_N] = {"norm", "qkv", "rope", "attn", "o", "gate_up", "swiglu", "down", "head",
+                                     "b_head", "b_mlp", "b_o", "b_attn", "b_qkv", "b_norm", "b_embed"};
 static double pr_t[PR_N];
 static int pr_on = -1;
 static double pr_last;
@@ -538,9 +534,12 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
   fc_weights_t *gw = &m->gw;
   /* LM head and final norm. */
   float *dhead = gw->head;
+  pr_mark(-1);
   fc_linear_backward(ga->dln, dhead, NULL, dlogits, a->lnf, m->w.head, N, C, V, 0);
+  pr_mark(PR_B_HEAD);
   memset(ga->dx, 0, BT * C * sizeof(float));
   fc_rmsnorm_backward(ga->dx, gw->lnf, ga->dln, a->x + (size_t)L * BT * C, m->w.lnf, a->rstdf, N, C);
+  pr_mark(PR_B_NORM);
   for (int l = L - 1; l >= 0; l--) {
     const fc_layer_w_t *w = &m->w.layer[l];
     fc_layer_w_t *dw = &gw->layer[l];
@@ -554,18 +553,24 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     fc_swiglu_backward(ga->dg, ga->du, ga->dh, g, u, BT * F);
     fc_linear_backward(ga->dln, dw->wg, dw->bg, ga->dg, ln2, w->wg, N, C, F, 0);
     fc_linear_backward(ga->dln, dw->wu, dw->bu, ga->du, ln2, w->wu, N, C, F, 1);
+    pr_mark(PR_B_MLP);
     fc_rmsnorm_backward(ga->dx, dw->ln2, ga->dln, xmid, w->ln2, a->rstd2 + s * BT, N, C);
+    pr_mark(PR_B_NORM);
     /* Attention: xmid = xin + o(attention(rope(q), rope(k), v)) */
     fc_linear_backward(ga->datty, dw->wo, dw->bo, ga->dx, atty, w->wo, N, QD, C, 0);
+    pr_mark(PR_B_O);
     memset(ga->dk, 0, BT * KVD * sizeof(float));
     memset(ga->dv, 0, BT * KVD * sizeof(float));
     attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, q, k, v, B, T);
     fc_rope(ga->dq, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 1);
     fc_rope(ga->dk, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 1);
+    pr_mark(PR_B_ATTN);
     fc_linear_backward(ga->dln, dw->wq, dw->bq, ga->dq, ln1, w->wq, N, C, QD, 0);
     fc_linear_backward(ga->dln, dw->wk, dw->bk, ga->dk, ln1, w->wk, N, C, KVD, 1);
     fc_linear_backward(ga->dln, dw->wv, dw->bv, ga->dv, ln1, w->wv, N, C, KVD, 1);
+    pr_mark(PR_B_QKV);
     fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, xin, w->ln1, a->rstd1 + s * BT, N, C);
+    pr_mark(PR_B_NORM);
   }
   /* Embedding: rows gathered by id, so gradients scatter-add (with the head's when tied). */
   for (size_t i = 0; i < BT; i++) {
@@ -573,6 +578,7 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     const float *src = ga->dx + i * C;
     for (int j = 0; j < C; j++) d[j] += src[j];
   }
+  pr_mark(PR_B_EMB);
   return 0;
 }
 
