@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fc_generate.h"
@@ -447,6 +448,81 @@ static void test_generate_batch(void **state) {
   }
 }
 
+/* fusectl logits prints, per position, the top-K the engine computes; fusectl generate prints
+ * the reference's greedy ids; bad usage exits 2, bad files 1. */
+static int run(const char *cmd, char *out, size_t cap) {
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+  (void)state;
+  const char *build = getenv("FC_BUILD");
+  if (!build) {
+    skip();
+    return;
+  }
+  fixture_t f;
+  open_fixture(&f, "llama_gqa");
+  char *dir = fixture_path("llama_gqa", "");
+  char cmd[1024], *out = malloc(1 << 16);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --ids '5, 17 3' --top-k 4", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  int32_t ids[3] = {5, 17, 3}, top[4];
+  float lp[4];
+  fc_err_t err = {0};
+  const float *lg = fc_model_forward(f.m, ids, 1, 3, 0, &err);
+  int V = fc_model_config(f.m)->vocab_size;
+  char *line = out;
+  for (int p = 0; p < 3; p++) {
+    fc_topk_logprobs(lg + (size_t)p * V, V, 4, top, lp);
+    int pos, a[4];
+    float b[4];
+    assert_int_equal(sscanf(line, "{\"pos\":%d,\"ids\":[%d,%d,%d,%d],\"logprobs\":[%f,%f,%f,%f]}", &pos, &a[0], &a[1],
+                            &a[2], &a[3], &b[0], &b[1], &b[2], &b[3]),
+                     9);
+    assert_int_equal(pos, p);
+    for (int j = 0; j < 4; j++) {
+      assert_int_equal(a[j], top[j]);
+      assert_true(fabsf(b[j] - lp[j]) <= 1e-5f * (1 + fabsf(lp[j])));
+    }
+    line = strchr(line, '\n');
+    assert_non_null(line);
+    line++;
+  }
+  assert_int_equal(*line, 0);
+
+  size_t np, ng;
+  const int32_t *prompt = ref_i32(&f, "gen_prompt", &np);
+  const int32_t *want = ref_i32(&f, "gen_greedy", &ng);
+  int o = snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --model %s --max-tokens %zu --prompt-ids '", build, dir, ng);
+  for (size_t i = 0; i < np; i++) o += snprintf(cmd + o, sizeof cmd - (size_t)o, "%d ", prompt[i]);
+  snprintf(cmd + o, sizeof cmd - (size_t)o, "'");
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  char expect[512];
+  o = 0;
+  for (size_t i = 0; i < ng; i++) o += snprintf(expect + o, sizeof expect - (size_t)o, "%s%d", i ? " " : "", want[i]);
+  snprintf(expect + o, sizeof expect - (size_t)o, "\n");
+  assert_string_equal(out, expect);
+
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --ids '1 -2' 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 2);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --ids '1 999' 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 1);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --model /nonexistent --prompt-ids 1 2>/dev/null", build);
+  assert_int_equal(run(cmd, out, 1 << 16), 1);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --help", build);
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  assert_non_null(strstr(out, "--temperature"));
+  free(out);
+  free(dir);
+  close_fixture(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_topk), cmocka_unit_test(test_backward),
@@ -454,6 +530,7 @@ int main(void) {
       cmocka_unit_test(test_topk_bruteforce), cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_init),         cmocka_unit_test(test_generate),
       cmocka_unit_test(test_sample),       cmocka_unit_test(test_generate_batch),
+      cmocka_unit_test(test_cli),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
