@@ -84,10 +84,10 @@ int main(int argc, char **argv) {
   int B = tokens / seq;
   extern void openblas_set_num_threads(int);
   openblas_set_num_threads(threads);
-  double peak = sgemm_gflops(2048, 3);
   printf("threads %d, batch %d x %d tokens, %s\n", threads, B, seq, train ? "forward + backward" : "forward");
-  printf("sgemm 2048^3 (OpenBLAS): %.1f GFLOP/s\n", peak);
-  printf("%-6s %-7s %10s %9s %8s %8s %12s %8s\n", "hidden", "params", "tokens/s", "GFLOP/s", "%sgemm", train ? "ms/step" : "ms/fwd",
+  printf("sgemm: OpenBLAS 2048^3, best of runs just before and after each model's timing (the\n"
+         "machine is shared, so the reference is re-measured next to each row)\n");
+  printf("%-6s %-7s %10s %9s %9s %8s %8s %12s %8s\n", "hidden", "params", "tokens/s", "GFLOP/s", "sgemm", "%sgemm", train ? "ms/step" : "ms/fwd",
          "torch tok/s", "speedup");
   char *save = NULL;
   for (char *tok = strtok_r(sizes, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
       dlogits = malloc((size_t)tokens * s->V * sizeof(float));
       for (size_t i = 0; i < (size_t)tokens * s->V; i++) dlogits[i] = 1e-4f * fc_rng_normal(&r);
     }
-    double best = 1e30;
+    double peak = sgemm_gflops(2048, 2), best = 1e30;
     for (int i = 0; i < reps + 1; i++) { /* the first run allocates and faults pages in */
       double t0 = fc_now();
       if (!fc_model_forward(m, ids, B, seq, train, &err) || (train && fc_model_backward(m, dlogits, &err))) {
@@ -130,6 +130,8 @@ int main(int argc, char **argv) {
       if (i) best = dt < best ? dt : best;
     }
     free(dlogits);
+    double peak2 = sgemm_gflops(2048, 2);
+    peak = peak2 > peak ? peak2 : peak;
     double gf = (train ? 3 : 1) * forward_flops(&cfg, B, seq) / best / 1e9;
     double tps = tokens / best, torch_tps = 0;
     if (ref) {
@@ -146,8 +148,8 @@ int main(int argc, char **argv) {
     }
     char tt[32] = "-", sp[32] = "-";
     if (torch_tps > 0) snprintf(tt, sizeof tt, "%.0f", torch_tps), snprintf(sp, sizeof sp, "%.2fx", tps / torch_tps);
-    printf("%-6d %6.1fM %10.0f %9.1f %7.0f%% %8.1f %12s %8s\n", s->C, fc_model_num_params(m) / 1e6, tps, gf,
-           100.0 * gf / peak, best * 1e3, tt, sp);
+    printf("%-6d %6.1fM %10.0f %9.1f %9.1f %7.0f%% %8.1f %12s %8s\n", s->C, fc_model_num_params(m) / 1e6, tps, gf,
+           peak, 100.0 * gf / peak, best * 1e3, tt, sp);
     fflush(stdout);
     free(ids);
     fc_model_destroy(&m);
