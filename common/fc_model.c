@@ -4,6 +4,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -398,21 +399,22 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
 
 /* ---------------------------------------------------------------- forward */
 
-/* FUSECHAT_PROFILE=1: seconds per forward section, printed at exit (bench aid). */
+/* FUSECHAT_PROFILE=1: seconds per forward/backward section, printed at exit (a bench aid for
+ * single-model runs; the timers are process-wide). */
 enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD,
        PR_B_HEAD, PR_B_MLP, PR_B_O, PR_B_ATTN, PR_B_QKV, PR_B_NORM, PR_B_EMB, PR_N };
 static const char *pr_names[PR_N] = {"norm", "qkv", "rope", "attn", "o", "gate_up", "swiglu", "down", "head",
                                      "b_head", "b_mlp", "b_o", "b_attn", "b_qkv", "b_norm", "b_embed"};
 static double pr_t[PR_N];
-static int pr_on = -1;
+static _Atomic int pr_on = -1;
 static double pr_last;
 static void pr_report(void) {
   for (int i = 0; i < PR_N; i++) fprintf(stderr, "profile %-8s %8.3f s\n", pr_names[i], pr_t[i]);
 }
 static void pr_mark(int what) {
   if (pr_on < 0) {
-    pr_on = getenv("FUSECHAT_PROFILE") != NULL;
-    if (pr_on) atexit(pr_report);
+    int on = getenv("FUSECHAT_PROFILE") != NULL, expect = -1;
+    if (atomic_compare_exchange_strong(&pr_on, &expect, on) && on) atexit(pr_report);
   }
   if (!pr_on) return;
   double t = fc_now();
