@@ -282,14 +282,14 @@ void fc_model_rope_reserve(fc_model_t *m, int n) {
 
 /* ---------------------------------------------------------------- activations */
 
-static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train) {
+static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, size_t head_rows) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
   size_t Ls = train ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
   size_t sizes[] = {Lx * BT * C, Ls * BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
                     (size_t)par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
-                    Ls * BT * F, Ls * BT * F, BT * C, BT, BT * V};
+                    Ls * BT * F, Ls * BT * F, BT * C, BT, head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
                     &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
@@ -301,8 +301,8 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train) {
   return off;
 }
 
-static void acts_reserve(fc_model_t *m, int B, int T, int train) {
-  size_t need = acts_layout(m, NULL, B, T, train);
+static void acts_reserve(fc_model_t *m, int B, int T, int train, size_t head_rows) {
+  size_t need = acts_layout(m, NULL, B, T, train, head_rows);
   if (need > m->acts_cap) {
     free(m->acts_mem);
     if (posix_memalign((void **)&m->acts_mem, 64, need * sizeof(float))) m->acts_mem = NULL;
@@ -312,7 +312,7 @@ static void acts_reserve(fc_model_t *m, int B, int T, int train) {
     }
     m->acts_cap = need;
   }
-  acts_layout(m, m->acts_mem, B, T, train);
+  acts_layout(m, m->acts_mem, B, T, train, head_rows);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -422,24 +422,24 @@ static void pr_mark(int what) {
   pr_last = t;
 }
 
-const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
-  const fc_config_t *c = &m->cfg;
-  if (B <= 0 || T <= 0) {
-    fc_err_set(err, FC_EINVAL, "forward: batch %d x %d is empty", B, T);
-    return NULL;
-  }
+static int check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc_err_t *err) {
+  if (B <= 0 || T <= 0) return fc_err_set(err, FC_EINVAL, "forward: batch %d x %d is empty", B, T);
   size_t BT = (size_t)B * T;
   for (size_t i = 0; i < BT; i++)
-    if (ids[i] < 0 || ids[i] >= c->vocab_size) {
-      fc_err_set(err, FC_EINVAL, "forward: token id %d at %zu is outside the vocabulary (%d)", ids[i], i,
-                 c->vocab_size);
-      return NULL;
-    }
-  train = train ? 1 : 0;
-  acts_reserve(m, B, T, train);
+    if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+      return fc_err_set(err, FC_EINVAL, "forward: token id %d at %zu is outside the vocabulary (%d)", ids[i], i,
+                        m->cfg.vocab_size);
+  return 0;
+}
+
+/* Everything up to the final norm: acts.lnf (BT, C). */
+static void trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows) {
+  const fc_config_t *c = &m->cfg;
+  size_t BT = (size_t)B * T;
+  acts_reserve(m, B, T, train, head_rows);
   fc_model_rope_reserve(m, T);
   m->B = B, m->T = T, m->acts_train = train, m->have_train_fwd = 0;
-  int C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+  int C = c->hidden_size, F = c->intermediate_size, L = c->num_layers;
   int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
   fc_acts_t *a = &m->acts;
   int N = (int)BT;
@@ -480,7 +480,15 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
   }
   const float *xl = a->x + (train ? (size_t)L : 0) * BT * C;
   fc_rmsnorm_forward(a->lnf, a->rstdf, xl, m->w.lnf, N, C, c->rms_norm_eps);
-  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, N, C, V, 0);
+}
+
+const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
+  if (check_ids(m, ids, B, T, err)) return NULL;
+  train = train ? 1 : 0;
+  size_t BT = (size_t)B * T;
+  trunk_forward(m, ids, B, T, train, BT);
+  fc_acts_t *a = &m->acts;
+  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, (int)BT, m->cfg.hidden_size, m->cfg.vocab_size, 0);
   pr_mark(PR_HEAD);
   if (train) {
     if (BT > m->ids_cap) {
@@ -491,6 +499,39 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
     m->have_train_fwd = 1;
   }
   return a->logits;
+}
+
+/* Rows of the LM head computed at a time by fc_model_forward_topk: big enough for an efficient
+ * product, small enough that (rows, V) stays a few tens of MB at V = 150k. */
+#define HEAD_CHUNK 256
+
+int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
+                          int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
+  int rc = check_ids(m, ids, B, T, err);
+  if (rc) return rc;
+  int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+  if (K < 0 || K > V) return fc_err_set(err, FC_EINVAL, "forward: top-K %d is outside [0, %d]", K, V);
+  size_t BT = (size_t)B * T, chunk = BT < HEAD_CHUNK ? BT : HEAD_CHUNK;
+  trunk_forward(m, ids, B, T, 0, chunk);
+  m->have_train_fwd = 0;
+  fc_acts_t *a = &m->acts;
+  for (size_t r0 = 0; r0 < BT; r0 += chunk) {
+    int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
+    fc_linear_forward(a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(par_threads(m)) schedule(static) if (par_threads(m) > 1 && n > 1)
+#endif
+    for (int i = 0; i < n; i++) {
+      const float *lg = a->logits + (size_t)i * V;
+      size_t row = r0 + (size_t)i;
+      float lse = fc_logsumexp(lg, V);
+      if (K > 0) fc_topk_select(lg, V, K, top_ids + row * K, top_lp + row * K, lse);
+      if (targets && target_lp)
+        target_lp[row] = targets[row] >= 0 && targets[row] < V ? lg[targets[row]] - lse : NAN;
+    }
+  }
+  pr_mark(PR_HEAD);
+  return 0;
 }
 
 /* ---------------------------------------------------------------- backward */
@@ -604,11 +645,12 @@ static void sift_down(float *v, int32_t *id, int n, int i) {
 void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs) {
   if (K > V) K = V;
   if (K <= 0) return;
-  float mx = logits[0];
-  for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
-  double sum = 0.0;
-  for (int j = 0; j < V; j++) sum += exp((double)(logits[j] - mx));
-  float lse = mx + (float)log(sum);
+  fc_topk_select(logits, V, K, ids, logprobs, fc_logsumexp(logits, V));
+}
+
+void fc_topk_select(const float *logits, int V, int K, int32_t *ids, float *logprobs, float lse) {
+  if (K > V) K = V;
+  if (K <= 0) return;
   /* K-sized min-heap of the best seen so far: O(V log K). */
   for (int j = 0; j < K; j++) ids[j] = j, logprobs[j] = logits[j];
   for (int i = K / 2 - 1; i >= 0; i--) sift_down(logprobs, ids, K, i);

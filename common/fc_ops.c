@@ -190,3 +190,15 @@ FC_VEC void fc_causal_softmax_backward(float *dS, const float *P, int n, int ld,
     for (int j = i + 1; j < ld; j++) d[j] = 0.0f;
   }
 }
+
+FC_VEC float fc_logsumexp(const float *x, int n) {
+  float mx = x[0];
+  FC_SIMD_MAX(mx)
+  for (int j = 1; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+  FC_FTZ_BEGIN;
+  float sum = 0.0f;
+  FC_SIMD_SUM(sum)
+  for (int j = 0; j < n; j++) sum += fast_expf(x[j] - mx);
+  FC_FTZ_END;
+  return mx + logf(sum);
+}

@@ -523,6 +523,46 @@ static void test_cli(void **state) {
   close_fixture(&f);
 }
 
+/* The chunked top-K forward equals the full logits + fc_topk_logprobs, across several head
+ * chunks (30 rows of 12 = 360 positions), and gives the targets' log-probs. */
+static void test_forward_topk_chunked(void **state) {
+  (void)state;
+  fixture_t f;
+  open_fixture(&f, "llama_mha_tied_bf16");
+  const int32_t *ref_ids = ref_tensor(&f, "ids")->data;
+  enum { B = 30, T = 12, K = 6 };
+  int V = fc_model_config(f.m)->vocab_size;
+  int32_t *ids = malloc(B * T * sizeof(int32_t)), *tg = malloc(B * T * sizeof(int32_t));
+  for (int i = 0; i < B * T; i++) ids[i] = (ref_ids[i % 24] + i / 24) % V, tg[i] = (i * 7) % V;
+  tg[5] = -1;
+  int32_t *ti = malloc(B * T * K * sizeof(int32_t));
+  float *tl = malloc(B * T * K * sizeof(float)), *tgl = malloc(B * T * sizeof(float));
+  fc_err_t err = {0};
+  assert_int_equal(fc_model_forward_topk(f.m, ids, B, T, K, tg, ti, tl, tgl, &err), 0);
+  const float *lg = fc_model_forward(f.m, ids, B, T, 0, &err);
+  int32_t wi[K];
+  float wl[K];
+  for (int p = 0; p < B * T; p++) {
+    fc_topk_logprobs(lg + (size_t)p * V, V, K, wi, wl);
+    assert_memory_equal(ti + p * K, wi, sizeof wi);
+    for (int j = 0; j < K; j++) assert_true(fabsf(tl[p * K + j] - wl[j]) <= 1e-5f * (1 + fabsf(wl[j])));
+    if (p == 5) {
+      assert_true(isnan(tgl[p]));
+      continue;
+    }
+    /* log-softmax of the target from the logits directly, in double */
+    double mx = -1e30, s = 0;
+    for (int v = 0; v < V; v++) mx = fmax(mx, lg[(size_t)p * V + v]);
+    for (int v = 0; v < V; v++) s += exp(lg[(size_t)p * V + v] - mx);
+    double want = lg[(size_t)p * V + tg[p]] - mx - log(s);
+    assert_true(fabs(tgl[p] - want) <= 1e-5 * (1 + fabs(want)));
+  }
+  assert_int_equal(fc_model_forward_topk(f.m, ids, B, T, 0, NULL, NULL, NULL, NULL, &err), 0);
+  assert_int_not_equal(fc_model_forward_topk(f.m, ids, B, T, V + 1, NULL, ti, tl, NULL, &err), 0);
+  free(ids), free(tg), free(ti), free(tl), free(tgl);
+  close_fixture(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_topk), cmocka_unit_test(test_backward),
@@ -530,7 +570,7 @@ int main(void) {
       cmocka_unit_test(test_topk_bruteforce), cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_init),         cmocka_unit_test(test_generate),
       cmocka_unit_test(test_sample),       cmocka_unit_test(test_generate_batch),
-      cmocka_unit_test(test_cli),
+      cmocka_unit_test(test_cli),          cmocka_unit_test(test_forward_topk_chunked),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,25 +80,24 @@ int fc_cmd_logits(int argc, char **argv) {
   const fc_config_t *cfg = fc_model_config(m);
   int V = cfg->vocab_size;
   if (K > V) K = V;
-  const float *logits = fc_model_forward(m, ids, 1, n, 0, &err);
+  /* The chunked top-K forward: the (n, V) logits are never held at once. */
+  int32_t *top = fc_xmalloc((size_t)n * K * sizeof *top);
+  float *lp = fc_xmalloc((size_t)n * K * sizeof *lp);
   int rc = 0;
-  if (!logits) {
+  if (fc_model_forward_topk(m, ids, 1, n, (int)K, NULL, top, lp, NULL, &err)) {
     rc = fc_cli_fail("logits", "%s", err.msg);
   } else {
-    int32_t *top = fc_xmalloc((size_t)K * sizeof *top);
-    float *lp = fc_xmalloc((size_t)K * sizeof *lp);
     for (int p = 0; p < n; p++) {
-      fc_topk_logprobs(logits + (size_t)p * V, V, (int)K, top, lp);
       printf("{\"pos\":%d,\"ids\":[", p);
-      for (int j = 0; j < K; j++) printf("%s%d", j ? "," : "", top[j]);
+      for (int j = 0; j < K; j++) printf("%s%d", j ? "," : "", top[(size_t)p * K + j]);
       printf("],\"logprobs\":[");
-      for (int j = 0; j < K; j++) printf("%s%.7g", j ? "," : "", lp[j]);
+      for (int j = 0; j < K; j++) printf("%s%.7g", j ? "," : "", lp[(size_t)p * K + j]);
       printf("]}\n");
     }
-    free(top);
-    free(lp);
     if (fflush(stdout)) rc = fc_cli_fail("logits", "cannot write the output");
   }
+  free(top);
+  free(lp);
   fc_model_destroy(&m);
   free(ids);
   return rc;
