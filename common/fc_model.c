@@ -501,9 +501,10 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
   return a->logits;
 }
 
-/* Rows of the LM head computed at a time by fc_model_forward_topk: big enough for an efficient
- * product, small enough that (rows, V) stays a few tens of MB at V = 150k. */
-#define HEAD_CHUNK 256
+/* Rows of the LM head computed at a time by fc_model_forward_topk: as many as fit in 128 MB of
+ * logits (whole batches at small vocabularies, where bigger products run faster), at least 256
+ * (100 MB at V = 150k). */
+#define HEAD_CHUNK_FLOATS ((size_t)32 << 20)
 
 int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
                           int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
@@ -511,7 +512,11 @@ int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K
   if (rc) return rc;
   int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
   if (K < 0 || K > V) return fc_err_set(err, FC_EINVAL, "forward: top-K %d is outside [0, %d]", K, V);
-  size_t BT = (size_t)B * T, chunk = BT < HEAD_CHUNK ? BT : HEAD_CHUNK;
+  size_t BT = (size_t)B * T, chunk = HEAD_CHUNK_FLOATS / (size_t)V;
+  if (chunk < 256) chunk = 256;
+  const char *e = getenv("FUSECHAT_HEAD_ROWS"); /* override (memory limits, tests) */
+  if (e && atol(e) > 0) chunk = (size_t)atol(e);
+  if (chunk > BT) chunk = BT;
   trunk_forward(m, ids, B, T, 0, chunk);
   m->have_train_fwd = 0;
   fc_acts_t *a = &m->acts;

@@ -524,7 +524,7 @@ static void test_cli(void **state) {
 }
 
 /* The chunked top-K forward equals the full logits + fc_topk_logprobs, across several head
- * chunks (30 rows of 12 = 360 positions), and gives the targets' log-probs. */
+ * chunks (30 rows of 12 = 360 positions, 100 rows a chunk), and gives the targets' log-probs. */
 static void test_forward_topk_chunked(void **state) {
   (void)state;
   fixture_t f;
@@ -538,7 +538,9 @@ static void test_forward_topk_chunked(void **state) {
   int32_t *ti = malloc(B * T * K * sizeof(int32_t));
   float *tl = malloc(B * T * K * sizeof(float)), *tgl = malloc(B * T * sizeof(float));
   fc_err_t err = {0};
+  setenv("FUSECHAT_HEAD_ROWS", "100", 1); /* 4 chunks, the last one partial */
   assert_int_equal(fc_model_forward_topk(f.m, ids, B, T, K, tg, ti, tl, tgl, &err), 0);
+  unsetenv("FUSECHAT_HEAD_ROWS");
   const float *lg = fc_model_forward(f.m, ids, B, T, 0, &err);
   int32_t wi[K];
   float wl[K];
