@@ -1317,7 +1317,8 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
       release_pages(b);
       for (int i = 0; i < nm; i++) release_pages(ins[i]);
       stats->ntensors++;
-      if (cfg.progress) cfg.progress(cfg.progress_ud, j + 1, nt, b->name);
+      if (!rc && cfg.progress && cfg.progress(cfg.progress_ctx, (double)(j + 1) / (double)nt, b->name))
+        rc = fc_err_set(err, FC_ECANCEL, "merge cancelled after tensor '%s'", b->name);
     }
     if (!rc) rc = fc_st_writer_finish(&w, err);
     k = k1;

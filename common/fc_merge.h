@@ -75,8 +75,6 @@ typedef struct fc_merge_stats {
   double seconds;
 } fc_merge_stats_t;
 
-typedef void (*fc_merge_progress_fn)(void *ud, size_t done, size_t total, const char *tensor);
-
 typedef struct fc_merge_cfg {
   fc_merge_method_t method;
   const char *base;               /* base model path; NULL for linear means the first model */
@@ -91,8 +89,10 @@ typedef struct fc_merge_cfg {
   int dtype;          /* output fc_dtype_t, or -1 for the base's dtype */
   uint64_t seed;      /* DARE drop masks */
   int threads;        /* 0: all cores */
-  fc_merge_progress_fn progress;
-  void *progress_ud;
+  fc_progress_fn progress; /* after each tensor: fraction of tensors done, the tensor's name;
+                              non-zero stops the merge (FC_ECANCEL; no half-written
+                              file is left, the index is not written) */
+  void *progress_ctx;
   fc_merge_stats_t *stats; /* optional output */
 } fc_merge_cfg_t;
 

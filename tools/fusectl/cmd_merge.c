@@ -72,10 +72,9 @@ static void usage(FILE *fp) {
           "Exit status: 0 merged, 1 the merge failed (bad model, mismatch, I/O), 2 usage error.\n");
 }
 
-static void on_progress(void *ud, size_t done, size_t total, const char *name) {
-  fc_progress_t *p = ud;
-  p->total = (double)total; /* known once the run has opened the base */
-  fc_progress_update(p, (double)done, name);
+static int on_progress(void *ctx, double fraction, const char *tensor) {
+  fc_progress_update(ctx, fraction, tensor);
+  return 0;
 }
 
 static int parse_list(const char *s, double *out, int max) {
@@ -223,7 +222,7 @@ int fc_cmd_merge(int argc, char **argv) {
   if (!quiet) {
     fc_progress_start(&prog, "merge", 1);
     cfg.progress = on_progress;
-    cfg.progress_ud = &prog;
+    cfg.progress_ctx = &prog;
   }
   int mrc = fc_merge_run(&cfg, out, &err);
   if (!quiet) fc_progress_end(&prog, mrc ? "(failed)" : NULL);
