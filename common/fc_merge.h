@@ -26,7 +26,11 @@
  *   release script computes its weights offline from an analysis file.
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
  * - Sums over models are per element in f64 (mergekit: the model dtype); variance and mean
- *   squares in f64. Results agree with the PyTorch reference within 1e-6 relative.
+ *   squares in f64. Results agree with the PyTorch reference within 1e-6 relative. mergekit
+ *   computes in its config's `dtype` (often bf16); we always compute in f32/f64, so a bf16
+ *   mergekit run agrees with ours to bf16 rounding. YAML `dtype`/`out_dtype` pick our output.
+ * - DARE's rescale is 1/density (the DARE paper, mergekit 2024); mergekit's 2025 sparsify.py
+ *   has a rescale_norm (l1/l2/linf norm matching) that newer versions may pass instead.
  */
 #ifndef FC_MERGE_H
 #define FC_MERGE_H

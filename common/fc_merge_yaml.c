@@ -157,7 +157,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
     return rc;
   }
   yaml_parser_delete(&parser);
-  int rc = 0, have_method = 0;
+  int rc = 0, have_method = 0, have_out_dtype = 0;
   yaml_node_t *root = yaml_document_get_root_node(&y.doc);
   if (!root || root->type != YAML_MAPPING_NODE) {
     rc = yerr(&y, root, "the config must be a mapping (merge_method, base_model, models, ...)%s%s", 0, 0);
@@ -195,10 +195,13 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
         if (fc_merge_set_param(cfg, a, b, &e)) rc = yerr(&y, pv, "%s%s", e.msg, 0);
       }
     } else if (!strcmp(k, "dtype") || !strcmp(k, "out_dtype")) {
+      /* mergekit: dtype is its compute dtype and the output's unless out_dtype says; we always
+       * compute in f32, so both only choose the output dtype, out_dtype first. */
       fc_dtype_t dt;
       if (!v || fc_dtype_parse(v, &dt) || (dt != FC_DT_F32 && dt != FC_DT_F16 && dt != FC_DT_BF16))
-        rc = yerr(&y, vn, "dtype '%s' is not float32, float16 or bfloat16%s", v ? v : "?", 0);
-      else cfg->dtype = (int)dt;
+        rc = yerr(&y, vn, "%s '%s' is not float32, float16 or bfloat16", k, v ? v : "?");
+      else if (k[0] == 'o' || !have_out_dtype) cfg->dtype = (int)dt;
+      if (k[0] == 'o') have_out_dtype = 1;
     } else if (!strcmp(k, "seed")) {
       fc_err_t e = {0};
       if (!v || fc_merge_set_param(cfg, "seed", v, &e)) rc = yerr(&y, vn, "%s%s", v ? e.msg : "seed must be an integer", 0);

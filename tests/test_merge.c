@@ -377,6 +377,7 @@ static void test_yaml(void **state) {
       {"merge_method: sce\nmodels: [\n", "cfg.yaml:"},
       {"base_model: b\nmodels:\n  - model: a\n", "no merge_method"},
       {"merge_method: linear\ndtype: int8\nmodels:\n  - model: a\n", ":2: dtype 'int8'"},
+      {"merge_method: linear\nout_dtype: f8\nmodels:\n  - model: a\n", ":2: out_dtype 'f8'"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     fc_merge_cfg_t cfg;
@@ -388,7 +389,8 @@ static void test_yaml(void **state) {
   }
   const char *good = "merge_method: dare_ties\nbase_model: /b\nmodels:\n  - model: /m1\n"
                      "    parameters: {weight: 0.4, density: 0.5}\n  - model: /m2\n"
-                     "parameters:\n  normalize: true\n  int8_mask: true\ndtype: bfloat16\nseed: 42\n";
+                     "parameters:\n  normalize: true\n  int8_mask: true\nout_dtype: bfloat16\n"
+                     "dtype: float32\nseed: 42\n";
   fc_merge_cfg_t cfg;
   fc_merge_cfg_init(&cfg);
   fc_merge_yaml_t arena;
