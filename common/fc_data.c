@@ -253,7 +253,9 @@ int fc_data_batch(fc_data_t *d, fc_batch_t *b, uint64_t first, int B, const fc_t
   b->T = (int)T;
   b->K = K;
   b->counted = 0;
+  b->tokens = 0;
   for (int i = 0; i < B; i++) {
+    b->tokens += (long)lens[i];
     int32_t *ids = b->ids + (size_t)i * T, *tgt = b->targets + (size_t)i * T;
     for (size_t t = 0; t < T; t++) {
       ids[t] = t < lens[i] ? d->tok[starts[i] + t] : 0;

@@ -65,6 +65,7 @@ typedef struct fc_batch {
   int32_t *topk_ids;     /* (B,T,K) fused target ids (-1 empty), or NULL */
   float *topk_logprobs;  /* (B,T,K) */
   long counted;          /* positions with a target */
+  long tokens;           /* non-padding tokens */
 } fc_batch_t;
 
 /* The batch of rows first .. first+B-1 in the global row order: row r is row r % N of epoch
