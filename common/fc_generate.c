@@ -1,0 +1,224 @@
+/* Decoding with a KV cache: each step feeds only the new tokens, attending over the cached
+ * keys and values of every earlier position. */
+#include "fc_generate.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_model_impl.h"
+#include "fc_ops.h"
+
+struct fc_kv_cache {
+  int cap, len;
+  float *k, *v; /* (L, cap, KVD) after RoPE / as projected */
+  /* Scratch for up to n_cap new rows per call. */
+  int n_cap;
+  float *x;      /* (n, C) */
+  float *ln;     /* (n, C) */
+  float *xmid;   /* (n, C) */
+  float *q;      /* (n, QD) */
+  float *atty;   /* (n, QD) */
+  float *g;      /* (n, F) */
+  float *u;      /* (n, F) */
+  float *h;      /* (n, F) */
+  float *S;      /* (n, cap) attention scores */
+  float *logits; /* (V) */
+};
+
+int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_err_t *err) {
+  *out = NULL;
+  if (capacity <= 0) return fc_err_set(err, FC_EINVAL, "KV cache capacity %d must be positive", capacity);
+  const fc_config_t *c = &m->cfg;
+  size_t KVD = (size_t)c->num_kv_heads * c->head_dim;
+  fc_kv_cache_t *kc = fc_xcalloc(1, sizeof *kc);
+  kc->cap = capacity;
+  kc->k = fc_xmalloc((size_t)c->num_layers * capacity * KVD * sizeof(float));
+  kc->v = fc_xmalloc((size_t)c->num_layers * capacity * KVD * sizeof(float));
+  kc->logits = fc_xmalloc((size_t)c->vocab_size * sizeof(float));
+  *out = kc;
+  return 0;
+}
+
+static void free_scratch(fc_kv_cache_t *c) {
+  free(c->x), free(c->ln), free(c->xmid), free(c->q), free(c->atty);
+  free(c->g), free(c->u), free(c->h), free(c->S);
+}
+
+void fc_kv_cache_destroy(fc_kv_cache_t **pc) {
+  fc_kv_cache_t *c = *pc;
+  if (!c) return;
+  free_scratch(c);
+  free(c->k), free(c->v), free(c->logits);
+  free(c);
+  *pc = NULL;
+}
+
+int fc_kv_cache_len(const fc_kv_cache_t *c) { return c->len; }
+
+static void scratch_reserve(fc_kv_cache_t *kc, const fc_config_t *c, int n) {
+  if (n <= kc->n_cap) return;
+  free_scratch(kc);
+  size_t C = c->hidden_size, F = c->intermediate_size, QD = (size_t)c->num_heads * c->head_dim;
+  kc->x = fc_xmalloc(n * C * sizeof(float));
+  kc->ln = fc_xmalloc(n * C * sizeof(float));
+  kc->xmid = fc_xmalloc(n * C * sizeof(float));
+  kc->q = fc_xmalloc(n * QD * sizeof(float));
+  kc->atty = fc_xmalloc(n * QD * sizeof(float));
+  kc->g = fc_xmalloc(n * F * sizeof(float));
+  kc->u = fc_xmalloc(n * F * sizeof(float));
+  kc->h = fc_xmalloc(n * F * sizeof(float));
+  kc->S = fc_xmalloc((size_t)n * kc->cap * sizeof(float));
+  kc->n_cap = n;
+}
+
+const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *ids, int n, fc_err_t *err) {
+  const fc_config_t *c = &m->cfg;
+  if (n <= 0) {
+    fc_err_set(err, FC_EINVAL, "decode: no tokens to feed");
+    return NULL;
+  }
+  if (kc->len + n > kc->cap) {
+    fc_err_set(err, FC_EINVAL, "decode: %d tokens do not fit the KV cache (%d of %d used)", n, kc->len, kc->cap);
+    return NULL;
+  }
+  for (int i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= c->vocab_size) {
+      fc_err_set(err, FC_EINVAL, "decode: token id %d is outside the vocabulary (%d)", ids[i], c->vocab_size);
+      return NULL;
+    }
+  scratch_reserve(kc, c, n);
+  int pos0 = kc->len, total = pos0 + n;
+  fc_model_rope_reserve(m, total);
+  int C = c->hidden_size, F = c->intermediate_size, HD = c->head_dim, NH = c->num_heads;
+  int rep = c->num_heads / c->num_kv_heads, QD = NH * HD, KVD = c->num_kv_heads * HD;
+  float scale = 1.0f / sqrtf((float)HD);
+  for (int i = 0; i < n; i++) memcpy(kc->x + (size_t)i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  for (int l = 0; l < c->num_layers; l++) {
+    const fc_layer_w_t *w = &m->w.layer[l];
+    float *K = kc->k + (size_t)l * kc->cap * KVD, *V = kc->v + (size_t)l * kc->cap * KVD;
+    fc_rmsnorm_forward(kc->ln, NULL, kc->x, w->ln1, n, C, c->rms_norm_eps);
+    fc_linear_forward(kc->q, kc->ln, w->wq, w->bq, n, C, QD, 0);
+    fc_linear_forward(K + (size_t)pos0 * KVD, kc->ln, w->wk, w->bk, n, C, KVD, 0);
+    fc_linear_forward(V + (size_t)pos0 * KVD, kc->ln, w->wv, w->bv, n, C, KVD, 0);
+    fc_rope(kc->q, n, n, pos0, NH, HD, m->rope_cos, m->rope_sin, 0);
+    fc_rope(K + (size_t)pos0 * KVD, n, n, pos0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+    for (int h = 0; h < NH; h++) {
+      const float *Kh = K + (size_t)(h / rep) * HD, *Vh = V + (size_t)(h / rep) * HD;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, total, HD, scale, kc->q + (size_t)h * HD, QD, Kh,
+                  KVD, 0.0f, kc->S, total);
+      fc_causal_softmax(kc->S, pos0, n, total);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, total, 1.0f, kc->S, total, Vh, KVD, 0.0f,
+                  kc->atty + (size_t)h * HD, QD);
+    }
+    memcpy(kc->xmid, kc->x, (size_t)n * C * sizeof(float));
+    fc_linear_forward(kc->xmid, kc->atty, w->wo, w->bo, n, QD, C, 1);
+    fc_rmsnorm_forward(kc->ln, NULL, kc->xmid, w->ln2, n, C, c->rms_norm_eps);
+    fc_linear_forward(kc->g, kc->ln, w->wg, w->bg, n, C, F, 0);
+    fc_linear_forward(kc->u, kc->ln, w->wu, w->bu, n, C, F, 0);
+    fc_swiglu_forward(kc->h, kc->g, kc->u, (size_t)n * F);
+    memcpy(kc->x, kc->xmid, (size_t)n * C * sizeof(float));
+    fc_linear_forward(kc->x, kc->h, w->wd, w->bd, n, F, C, 1);
+  }
+  /* Only the last position's distribution is needed. */
+  const float *last = kc->x + (size_t)(n - 1) * C;
+  fc_rmsnorm_forward(kc->ln, NULL, last, m->w.lnf, 1, C, c->rms_norm_eps);
+  fc_linear_forward(kc->logits, kc->ln, m->w.head, NULL, 1, C, c->vocab_size, 0);
+  kc->len = total;
+  return kc->logits;
+}
+
+void fc_gen_opts_default(fc_gen_opts_t *o) {
+  o->max_tokens = 128;
+  o->temperature = 0.0f;
+  o->top_p = 1.0f;
+  o->seed = 0;
+  o->eos_id = -2;
+}
+
+typedef struct idx_prob {
+  float p;
+  int32_t id;
+} idx_prob_t;
+
+static int by_prob_desc(const void *a, const void *b) {
+  const idx_prob_t *x = a, *y = b;
+  if (x->p != y->p) return x->p < y->p ? 1 : -1;
+  return x->id - y->id;
+}
+
+static int32_t argmax(const float *v, int n) {
+  int32_t best = 0;
+  for (int i = 1; i < n; i++)
+    if (v[i] > v[best]) best = i;
+  return best;
+}
+
+/* Softmax at the temperature, keep the smallest most-probable set whose mass reaches top_p,
+ * draw from it. */
+static int32_t sample(const float *logits, int V, float temperature, float top_p, fc_rng_t *rng, idx_prob_t *buf) {
+  float mx = logits[0];
+  for (int i = 1; i < V; i++) mx = logits[i] > mx ? logits[i] : mx;
+  double sum = 0;
+  for (int i = 0; i < V; i++) {
+    buf[i].p = expf((logits[i] - mx) / temperature);
+    buf[i].id = i;
+    sum += buf[i].p;
+  }
+  int keep = V;
+  if (top_p > 0 && top_p < 1) {
+    qsort(buf, (size_t)V, sizeof *buf, by_prob_desc);
+    double acc = 0;
+    for (int i = 0; i < V; i++) {
+      acc += buf[i].p / sum;
+      if (acc >= top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    sum = 0;
+    for (int i = 0; i < keep; i++) sum += buf[i].p;
+  }
+  double r = fc_rng_uniform(rng) * sum, acc = 0;
+  for (int i = 0; i < keep; i++) {
+    acc += buf[i].p;
+    if (r < acc) return buf[i].id;
+  }
+  return buf[keep - 1].id;
+}
+
+int fc_generate(fc_model_t *m, const int32_t *prompt, int n, const fc_gen_opts_t *opts, int32_t **out,
+                int *nout, fc_err_t *err) {
+  *out = NULL;
+  *nout = 0;
+  if (n <= 0) return fc_err_set(err, FC_EINVAL, "generate: the prompt is empty");
+  if (opts->max_tokens <= 0) return fc_err_set(err, FC_EINVAL, "generate: max_tokens must be positive");
+  const fc_config_t *c = &m->cfg;
+  int eos = opts->eos_id == -2 ? c->eos_token_id : opts->eos_id;
+  fc_kv_cache_t *kc;
+  int rc = fc_kv_cache_new(&kc, m, n + opts->max_tokens, err);
+  if (rc) return rc;
+  int32_t *res = fc_xmalloc((size_t)opts->max_tokens * sizeof(int32_t));
+  idx_prob_t *buf = opts->temperature > 0 ? fc_xmalloc((size_t)c->vocab_size * sizeof *buf) : NULL;
+  fc_rng_t rng;
+  fc_rng_seed(&rng, opts->seed);
+  int k = 0;
+  const float *logits = fc_model_decode(m, kc, prompt, n, err);
+  while (logits) {
+    int32_t next = opts->temperature > 0 ? sample(logits, c->vocab_size, opts->temperature, opts->top_p, &rng, buf)
+                                         : argmax(logits, c->vocab_size);
+    res[k++] = next;
+    if (next == eos || k == opts->max_tokens) break;
+    logits = fc_model_decode(m, kc, &next, 1, err);
+  }
+  free(buf);
+  fc_kv_cache_destroy(&kc);
+  if (!logits) {
+    free(res);
+    return err && err->code ? err->code : FC_EINVAL;
+  }
+  *out = res;
+  *nout = k;
+  return 0;
+}

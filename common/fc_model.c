@@ -1,0 +1,583 @@
+/* The Llama-family engine: parameter layout under Hugging Face names, loading and saving,
+ * batched forward and backward over (B, T) token ids, top-K log-probabilities. */
+#include "fc_model_impl.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_ops.h"
+
+/* ---------------------------------------------------------------- parameter layout */
+
+typedef struct layout_ctx {
+  fc_model_t *m;
+  int build; /* append fc_param_info_t entries (first pass) */
+  size_t off, idx;
+} layout_ctx_t;
+
+static float *lay(layout_ctx_t *c, float *base, const char *name, int64_t d0, int64_t d1) {
+  size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+  if (c->build) {
+    fc_param_info_t *pi = &c->m->info[c->idx];
+    pi->name = fc_xstrdup(name);
+    pi->ndim = d1 ? 2 : 1;
+    pi->shape[0] = d0;
+    pi->shape[1] = d1;
+    pi->offset = c->off;
+    pi->numel = n;
+  }
+  float *p = base ? base + c->off : NULL;
+  c->off += n;
+  c->idx++;
+  return p;
+}
+
+/* Walks the tensors in a fixed order (embedding, layers, final norm, lm_head), so the flat
+ * buffer's layout is the same for parameters and gradients. */
+static size_t layout(fc_model_t *m, float *base, fc_weights_t *w, int build) {
+  const fc_config_t *c = &m->cfg;
+  layout_ctx_t lc = {m, build, 0, 0};
+  int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+  int64_t QD = (int64_t)c->num_heads * c->head_dim, KVD = (int64_t)c->num_kv_heads * c->head_dim;
+  char nm[128];
+  w->embed = lay(&lc, base, "model.embed_tokens.weight", V, C);
+  for (int l = 0; l < c->num_layers; l++) {
+    fc_layer_w_t *L = &w->layer[l];
+    memset(L, 0, sizeof *L);
+#define P(field, suffix, d0, d1)                                   \
+  do {                                                             \
+    snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);      \
+    L->field = lay(&lc, base, nm, d0, d1);                         \
+  } while (0)
+    P(ln1, "input_layernorm.weight", C, 0);
+    P(wq, "self_attn.q_proj.weight", QD, C);
+    if (c->attention_bias) P(bq, "self_attn.q_proj.bias", QD, 0);
+    P(wk, "self_attn.k_proj.weight", KVD, C);
+    if (c->attention_bias) P(bk, "self_attn.k_proj.bias", KVD, 0);
+    P(wv, "self_attn.v_proj.weight", KVD, C);
+    if (c->attention_bias) P(bv, "self_attn.v_proj.bias", KVD, 0);
+    P(wo, "self_attn.o_proj.weight", C, QD);
+    if (c->o_bias) P(bo, "self_attn.o_proj.bias", C, 0);
+    P(ln2, "post_attention_layernorm.weight", C, 0);
+    P(wg, "mlp.gate_proj.weight", F, C);
+    if (c->mlp_bias) P(bg, "mlp.gate_proj.bias", F, 0);
+    P(wu, "mlp.up_proj.weight", F, C);
+    if (c->mlp_bias) P(bu, "mlp.up_proj.bias", F, 0);
+    P(wd, "mlp.down_proj.weight", C, F);
+    if (c->mlp_bias) P(bd, "mlp.down_proj.bias", C, 0);
+#undef P
+  }
+  w->lnf = lay(&lc, base, "model.norm.weight", C, 0);
+  w->head = c->tie_word_embeddings ? w->embed : lay(&lc, base, "lm_head.weight", V, C);
+  if (build) m->ntensors = lc.idx;
+  return lc.off;
+}
+
+static size_t count_tensors(const fc_config_t *c) {
+  size_t per = 9 + (c->attention_bias ? 3 : 0) + (c->o_bias ? 1 : 0) + (c->mlp_bias ? 3 : 0);
+  return 2 + (size_t)c->num_layers * per + (c->tie_word_embeddings ? 0 : 1);
+}
+
+static void threads_from_env(fc_model_t *m) {
+  const char *e = getenv("FUSECHAT_THREADS");
+  int t = e ? atoi(e) : 0;
+  if (t > 0) fc_model_set_threads(m, t);
+}
+
+static fc_model_t *model_new(const fc_config_t *cfg) {
+  fc_model_t *m = fc_xcalloc(1, sizeof *m);
+  m->cfg = *cfg;
+  m->info = fc_xcalloc(count_tensors(cfg), sizeof *m->info);
+  m->w.layer = fc_xcalloc((size_t)cfg->num_layers, sizeof *m->w.layer);
+  m->gw.layer = fc_xcalloc((size_t)cfg->num_layers, sizeof *m->gw.layer);
+  m->nparams = layout(m, NULL, &m->w, 1);
+  m->params = fc_xmalloc(m->nparams * sizeof(float));
+  layout(m, m->params, &m->w, 0);
+  threads_from_env(m);
+  return m;
+}
+
+static int check_config(const fc_config_t *c, fc_err_t *err) {
+  if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_layers <= 0 || c->num_heads <= 0 ||
+      c->num_kv_heads <= 0 || c->head_dim <= 0 || c->head_dim % 2 || c->vocab_size <= 0 ||
+      c->num_heads % c->num_kv_heads || c->rms_norm_eps <= 0 || c->rope_theta <= 0)
+    return fc_err_set(err, FC_EINVAL, "model config is inconsistent (sizes, heads, head_dim, eps, rope_theta)");
+  return 0;
+}
+
+int fc_model_init(fc_model_t **out, const fc_config_t *cfg, uint64_t seed, fc_err_t *err) {
+  *out = NULL;
+  int rc = check_config(cfg, err);
+  if (rc) return rc;
+  fc_model_t *m = model_new(cfg);
+  fc_rng_t r;
+  fc_rng_seed(&r, seed);
+  float std = cfg->initializer_range > 0 ? cfg->initializer_range : 0.02f;
+  for (size_t i = 0; i < m->ntensors; i++) {
+    const fc_param_info_t *pi = &m->info[i];
+    float *p = m->params + pi->offset;
+    const char *suf = strrchr(pi->name, '.');
+    if (strstr(pi->name, "norm.weight")) {
+      for (size_t j = 0; j < pi->numel; j++) p[j] = 1.0f;
+    } else if (suf && !strcmp(suf, ".bias")) {
+      memset(p, 0, pi->numel * sizeof(float));
+    } else {
+      for (size_t j = 0; j < pi->numel; j++) p[j] = std * fc_rng_normal(&r);
+    }
+  }
+  *out = m;
+  return 0;
+}
+
+int fc_model_load(fc_model_t **out, const char *dir, fc_err_t *err) {
+  *out = NULL;
+  fc_config_t cfg;
+  int rc = fc_config_load(&cfg, dir, err);
+  if (rc) return fc_err_wrap(err, "loading model %s", dir);
+  if ((rc = check_config(&cfg, err))) return rc;
+  fc_st_t *st;
+  if ((rc = fc_st_open(&st, dir, err))) return fc_err_wrap(err, "loading model %s", dir);
+  fc_model_t *m = model_new(&cfg);
+  for (size_t i = 0; i < m->ntensors && !rc; i++) {
+    const fc_param_info_t *pi = &m->info[i];
+    const fc_st_tensor_t *t = fc_st_find(st, pi->name);
+    if (!t) {
+      rc = fc_err_set(err, FC_ENOTFOUND, "loading model %s: tensor %s is missing", dir, pi->name);
+      break;
+    }
+    int ok = t->ndim == pi->ndim && t->shape[0] == pi->shape[0] && (pi->ndim == 1 || t->shape[1] == pi->shape[1]);
+    if (!ok) {
+      rc = fc_err_set(err, FC_EMISMATCH,
+                      "loading model %s: tensor %s has shape [%lld%s%lld] in the file, config says [%lld,%lld]",
+                      dir, pi->name, (long long)t->shape[0], t->ndim > 1 ? "," : "",
+                      t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)pi->shape[0], (long long)pi->shape[1]);
+      break;
+    }
+    if ((rc = fc_st_to_f32(t, m->params + pi->offset, err))) fc_err_wrap(err, "loading model %s: %s", dir, pi->name);
+  }
+  fc_st_close(&st);
+  if (rc) {
+    fc_model_destroy(&m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+void fc_model_destroy(fc_model_t **pm) {
+  fc_model_t *m = *pm;
+  if (!m) return;
+  for (size_t i = 0; i < m->ntensors; i++) free((char *)m->info[i].name);
+  free(m->info);
+  free(m->params);
+  free(m->grads);
+  free(m->w.layer);
+  free(m->gw.layer);
+  free(m->rope_cos);
+  free(m->rope_sin);
+  free(m->acts_mem);
+  free(m->ga_mem);
+  free(m->ids);
+  free(m);
+  *pm = NULL;
+}
+
+const fc_config_t *fc_model_config(const fc_model_t *m) { return &m->cfg; }
+float *fc_model_params(fc_model_t *m) { return m->params; }
+size_t fc_model_num_params(const fc_model_t *m) { return m->nparams; }
+size_t fc_model_num_tensors(const fc_model_t *m) { return m->ntensors; }
+const fc_param_info_t *fc_model_tensor(const fc_model_t *m, size_t i) {
+  return i < m->ntensors ? &m->info[i] : NULL;
+}
+const fc_param_info_t *fc_model_find_tensor(const fc_model_t *m, const char *name) {
+  for (size_t i = 0; i < m->ntensors; i++)
+    if (!strcmp(m->info[i].name, name)) return &m->info[i];
+  return NULL;
+}
+
+extern void openblas_set_num_threads(int);
+
+void fc_model_set_threads(fc_model_t *m, int threads) {
+  if (threads < 1) threads = 1;
+  m->threads = threads;
+  openblas_set_num_threads(threads);
+}
+
+float *fc_model_grads(fc_model_t *m) {
+  if (!m->grads) {
+    m->grads = fc_xcalloc(m->nparams, sizeof(float));
+    layout(m, m->grads, &m->gw, 0);
+  }
+  return m->grads;
+}
+
+void fc_model_zero_grad(fc_model_t *m) { memset(fc_model_grads(m), 0, m->nparams * sizeof(float)); }
+
+/* ---------------------------------------------------------------- RoPE */
+
+void fc_model_rope_reserve(fc_model_t *m, int n) {
+  if (n <= m->rope_len) return;
+  int cap = m->rope_len ? m->rope_len : 64;
+  while (cap < n) cap *= 2;
+  const fc_config_t *c = &m->cfg;
+  int half = c->head_dim / 2;
+  float *inv = fc_xmalloc((size_t)half * sizeof(float));
+  for (int i = 0; i < half; i++) {
+    /* As Hugging Face: 1 / theta^(2i/HD) in f32. */
+    inv[i] = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+    if (!strcmp(c->rope_scaling_type, "linear") && c->rope_factor > 0) {
+      inv[i] /= c->rope_factor;
+    } else if (!strcmp(c->rope_scaling_type, "llama3")) {
+      /* Llama 3.1: long wavelengths slowed by factor, short ones kept, a smooth blend between. */
+      double f = c->rope_factor, lo = c->rope_low_freq_factor, hi = c->rope_high_freq_factor;
+      double old = c->rope_original_max_pos;
+      double lo_wl = old / lo, hi_wl = old / hi, wl = 2.0 * M_PI / inv[i];
+      double v = inv[i];
+      if (wl > lo_wl) {
+        v = v / f;
+      } else if (wl >= hi_wl) {
+        double s = (old / wl - lo) / (hi - lo);
+        v = (1.0 - s) * v / f + s * v;
+      }
+      inv[i] = (float)v;
+    }
+  }
+  m->rope_cos = fc_xrealloc(m->rope_cos, (size_t)cap * half * sizeof(float));
+  m->rope_sin = fc_xrealloc(m->rope_sin, (size_t)cap * half * sizeof(float));
+  for (int p = 0; p < cap; p++)
+    for (int i = 0; i < half; i++) {
+      float a = (float)p * inv[i]; /* the angle is an f32 product in the reference too */
+      m->rope_cos[(size_t)p * half + i] = (float)cos((double)a);
+      m->rope_sin[(size_t)p * half + i] = (float)sin((double)a);
+    }
+  m->rope_len = cap;
+  free(inv);
+}
+
+/* ---------------------------------------------------------------- activations */
+
+static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train) {
+  const fc_config_t *c = &m->cfg;
+  size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+  size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
+  size_t Ls = train ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
+  size_t sizes[] = {Lx * BT * C, Ls * BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
+                    (size_t)T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
+                    Ls * BT * F, Ls * BT * F, BT * C, BT, BT * V};
+  float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
+                    &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
+                    &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
+  size_t off = 0;
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    if (base) *ptrs[i] = base + off;
+    off += (sizes[i] + 15) & ~(size_t)15; /* 64-byte aligned slices */
+  }
+  return off;
+}
+
+static void acts_reserve(fc_model_t *m, int B, int T, int train) {
+  size_t need = acts_layout(m, NULL, B, T, train);
+  if (need > m->acts_cap) {
+    free(m->acts_mem);
+    if (posix_memalign((void **)&m->acts_mem, 64, need * sizeof(float))) m->acts_mem = NULL;
+    if (!m->acts_mem) {
+      fprintf(stderr, "fusechat: out of memory (%zu bytes of activations)\n", need * sizeof(float));
+      abort();
+    }
+    m->acts_cap = need;
+  }
+  acts_layout(m, m->acts_mem, B, T, train);
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* P (T,T) = causal softmax(Q K^T * scale) for one (b, head); Q rows ld QD, K rows ld KVD.
+ * Computed in row blocks so the products skip most of the masked upper triangle. */
+static void attn_probs(float *P, const float *Q, const float *K, int T, int HD, int QD, int KVD, float scale) {
+  const int blk = 128;
+  for (int r0 = 0; r0 < T; r0 += blk) {
+    int n = T - r0 < blk ? T - r0 : blk;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r0 + n, HD, scale, Q + (size_t)r0 * QD, QD, K,
+                KVD, 0.0f, P + (size_t)r0 * T, T);
+    fc_causal_softmax(P + (size_t)r0 * T, r0, n, T);
+  }
+}
+
+static void attention_forward(fc_model_t *m, float *atty, const float *q, const float *k, const float *v, int B,
+                              int T) {
+  const fc_config_t *c = &m->cfg;
+  int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
+  int QD = NH * HD, KVD = c->num_kv_heads * HD;
+  float scale = 1.0f / sqrtf((float)HD);
+  float *P = m->acts.att;
+  const int blk = 128;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      const float *Q = q + (size_t)b * T * QD + (size_t)h * HD;
+      const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+      const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+      float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
+      attn_probs(P, Q, K, T, HD, QD, KVD, scale);
+      for (int r0 = 0; r0 < T; r0 += blk) {
+        int n = T - r0 < blk ? T - r0 : blk;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n, 1.0f, P + (size_t)r0 * T, T, Vv,
+                    KVD, 0.0f, Y + (size_t)r0 * QD, QD);
+      }
+    }
+}
+
+/* dq (BT,QD) = ..., dk, dv (BT,KVD) accumulated (+=; zeroed by the caller) from datty. The
+ * probabilities are recomputed from q and k rather than stored: (B,NH,T,T) per layer would
+ * dominate training memory. */
+static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, const float *datty,
+                               const float *q, const float *k, const float *v, int B, int T) {
+  const fc_config_t *c = &m->cfg;
+  int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
+  int QD = NH * HD, KVD = c->num_kv_heads * HD;
+  float scale = 1.0f / sqrtf((float)HD);
+  float *P = m->acts.att, *dP = m->ga.datt;
+  for (int b = 0; b < B; b++)
+    for (int h = 0; h < NH; h++) {
+      size_t qo = (size_t)b * T * QD + (size_t)h * HD, ko = (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+      const float *Q = q + qo, *K = k + ko, *Vv = v + ko, *dY = datty + qo;
+      attn_probs(P, Q, K, T, HD, QD, KVD, scale);
+      /* dP = dY V^T; dV += P^T dY */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dY, QD, Vv, KVD, 0.0f, dP, T);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dY, QD, 1.0f, dv + ko, KVD);
+      /* softmax backward: dS = P * (dP - sum_j P dP), times the score scale */
+      for (int i = 0; i < T; i++) {
+        float *p = P + (size_t)i * T, *d = dP + (size_t)i * T;
+        float dot = 0.0f;
+        for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
+        for (int j = i + 1; j < T; j++) d[j] = 0.0f;
+      }
+      /* dQ = dS K; dK += dS^T Q */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, K, KVD, 0.0f, dq + qo, QD);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, Q, QD, 1.0f, dk + ko, KVD);
+    }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
+  const fc_config_t *c = &m->cfg;
+  if (B <= 0 || T <= 0) {
+    fc_err_set(err, FC_EINVAL, "forward: batch %d x %d is empty", B, T);
+    return NULL;
+  }
+  size_t BT = (size_t)B * T;
+  for (size_t i = 0; i < BT; i++)
+    if (ids[i] < 0 || ids[i] >= c->vocab_size) {
+      fc_err_set(err, FC_EINVAL, "forward: token id %d at %zu is outside the vocabulary (%d)", ids[i], i,
+                 c->vocab_size);
+      return NULL;
+    }
+  train = train ? 1 : 0;
+  acts_reserve(m, B, T, train);
+  fc_model_rope_reserve(m, T);
+  m->B = B, m->T = T, m->acts_train = train, m->have_train_fwd = 0;
+  int C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+  int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
+  fc_acts_t *a = &m->acts;
+  int N = (int)BT;
+  for (size_t i = 0; i < BT; i++) memcpy(a->x + i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  for (int l = 0; l < L; l++) {
+    const fc_layer_w_t *w = &m->w.layer[l];
+    size_t s = train ? (size_t)l : 0;
+    float *xin = a->x + (train ? (size_t)l : 0) * BT * C;
+    float *xout = a->x + (train ? (size_t)l + 1 : 0) * BT * C;
+    float *ln1 = a->ln1 + s * BT * C, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
+    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2 + s * BT * C;
+    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h + s * BT * F;
+    fc_rmsnorm_forward(ln1, a->rstd1 + s * BT, xin, w->ln1, N, C, c->rms_norm_eps);
+    fc_linear_forward(q, ln1, w->wq, w->bq, N, C, QD, 0);
+    fc_linear_forward(k, ln1, w->wk, w->bk, N, C, KVD, 0);
+    fc_linear_forward(v, ln1, w->wv, w->bv, N, C, KVD, 0);
+    fc_rope(q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
+    fc_rope(k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+    attention_forward(m, atty, q, k, v, B, T);
+    memcpy(xmid, xin, BT * C * sizeof(float));
+    fc_linear_forward(xmid, atty, w->wo, w->bo, N, QD, C, 1);
+    fc_rmsnorm_forward(ln2, a->rstd2 + s * BT, xmid, w->ln2, N, C, c->rms_norm_eps);
+    fc_linear_forward(g, ln2, w->wg, w->bg, N, C, F, 0);
+    fc_linear_forward(u, ln2, w->wu, w->bu, N, C, F, 0);
+    fc_swiglu_forward(h, g, u, BT * F);
+    memcpy(xout, xmid, BT * C * sizeof(float));
+    fc_linear_forward(xout, h, w->wd, w->bd, N, F, C, 1);
+  }
+  const float *xl = a->x + (train ? (size_t)L : 0) * BT * C;
+  fc_rmsnorm_forward(a->lnf, a->rstdf, xl, m->w.lnf, N, C, c->rms_norm_eps);
+  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, N, C, V, 0);
+  if (train) {
+    if (BT > m->ids_cap) {
+      m->ids = fc_xrealloc(m->ids, BT * sizeof(int32_t));
+      m->ids_cap = BT;
+    }
+    memcpy(m->ids, ids, BT * sizeof(int32_t));
+    m->have_train_fwd = 1;
+  }
+  return a->logits;
+}
+
+/* ---------------------------------------------------------------- backward */
+
+static void ga_reserve(fc_model_t *m, int B, int T) {
+  const fc_config_t *c = &m->cfg;
+  size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size;
+  size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
+  size_t sizes[] = {BT * C, BT * C, BT * QD, BT * KVD, BT * KVD, BT * QD, BT * F, BT * F, BT * F, (size_t)T * T};
+  float **ptrs[] = {&m->ga.dx, &m->ga.dln, &m->ga.dq, &m->ga.dk, &m->ga.dv, &m->ga.datty,
+                    &m->ga.dh, &m->ga.dg, &m->ga.du, &m->ga.datt};
+  size_t need = 0;
+  for (size_t i = 0; i < 10; i++) need += (sizes[i] + 15) & ~(size_t)15;
+  if (need > m->ga_cap) {
+    free(m->ga_mem);
+    if (posix_memalign((void **)&m->ga_mem, 64, need * sizeof(float))) m->ga_mem = NULL;
+    if (!m->ga_mem) {
+      fprintf(stderr, "fusechat: out of memory (%zu bytes of gradient scratch)\n", need * sizeof(float));
+      abort();
+    }
+    m->ga_cap = need;
+  }
+  size_t off = 0;
+  for (size_t i = 0; i < 10; i++) {
+    *ptrs[i] = m->ga_mem + off;
+    off += (sizes[i] + 15) & ~(size_t)15;
+  }
+}
+
+int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
+  if (!m->have_train_fwd || !m->acts_train)
+    return fc_err_set(err, FC_EINVAL, "backward: no training forward to go back through");
+  const fc_config_t *c = &m->cfg;
+  int B = m->B, T = m->T, N = B * T;
+  size_t BT = (size_t)N;
+  int C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+  int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
+  fc_model_grads(m);
+  ga_reserve(m, B, T);
+  fc_acts_t *a = &m->acts;
+  fc_grad_acts_t *ga = &m->ga;
+  fc_weights_t *gw = &m->gw;
+  /* LM head and final norm. */
+  float *dhead = gw->head;
+  fc_linear_backward(ga->dln, dhead, NULL, dlogits, a->lnf, m->w.head, N, C, V, 0);
+  memset(ga->dx, 0, BT * C * sizeof(float));
+  fc_rmsnorm_backward(ga->dx, gw->lnf, ga->dln, a->x + (size_t)L * BT * C, m->w.lnf, a->rstdf, N, C);
+  for (int l = L - 1; l >= 0; l--) {
+    const fc_layer_w_t *w = &m->w.layer[l];
+    fc_layer_w_t *dw = &gw->layer[l];
+    size_t s = (size_t)l;
+    float *xin = a->x + s * BT * C;
+    float *ln1 = a->ln1 + s * BT * C, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
+    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2 + s * BT * C;
+    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h + s * BT * F;
+    /* MLP: xout = xmid + down(h) */
+    fc_linear_backward(ga->dh, dw->wd, dw->bd, ga->dx, h, w->wd, N, F, C, 0);
+    fc_swiglu_backward(ga->dg, ga->du, ga->dh, g, u, BT * F);
+    fc_linear_backward(ga->dln, dw->wg, dw->bg, ga->dg, ln2, w->wg, N, C, F, 0);
+    fc_linear_backward(ga->dln, dw->wu, dw->bu, ga->du, ln2, w->wu, N, C, F, 1);
+    fc_rmsnorm_backward(ga->dx, dw->ln2, ga->dln, xmid, w->ln2, a->rstd2 + s * BT, N, C);
+    /* Attention: xmid = xin + o(attention(rope(q), rope(k), v)) */
+    fc_linear_backward(ga->datty, dw->wo, dw->bo, ga->dx, atty, w->wo, N, QD, C, 0);
+    memset(ga->dk, 0, BT * KVD * sizeof(float));
+    memset(ga->dv, 0, BT * KVD * sizeof(float));
+    attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, q, k, v, B, T);
+    fc_rope(ga->dq, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 1);
+    fc_rope(ga->dk, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 1);
+    fc_linear_backward(ga->dln, dw->wq, dw->bq, ga->dq, ln1, w->wq, N, C, QD, 0);
+    fc_linear_backward(ga->dln, dw->wk, dw->bk, ga->dk, ln1, w->wk, N, C, KVD, 1);
+    fc_linear_backward(ga->dln, dw->wv, dw->bv, ga->dv, ln1, w->wv, N, C, KVD, 1);
+    fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, xin, w->ln1, a->rstd1 + s * BT, N, C);
+  }
+  /* Embedding: rows gathered by id, so gradients scatter-add (with the head's when tied). */
+  for (size_t i = 0; i < BT; i++) {
+    float *d = gw->embed + (size_t)m->ids[i] * C;
+    const float *src = ga->dx + i * C;
+    for (int j = 0; j < C; j++) d[j] += src[j];
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- top-K */
+
+static void sift_down(float *v, int32_t *id, int n, int i) {
+  /* min-heap on (value, then larger id counts as smaller so ties keep the lower id) */
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, s = i;
+    if (l < n && (v[l] < v[s] || (v[l] == v[s] && id[l] > id[s]))) s = l;
+    if (r < n && (v[r] < v[s] || (v[r] == v[s] && id[r] > id[s]))) s = r;
+    if (s == i) return;
+    float tv = v[i];
+    v[i] = v[s], v[s] = tv;
+    int32_t ti = id[i];
+    id[i] = id[s], id[s] = ti;
+    i = s;
+  }
+}
+
+void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs) {
+  if (K > V) K = V;
+  if (K <= 0) return;
+  float mx = logits[0];
+  for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
+  double sum = 0.0;
+  for (int j = 0; j < V; j++) sum += exp((double)(logits[j] - mx));
+  float lse = mx + (float)log(sum);
+  /* K-sized min-heap of the best seen so far: O(V log K). */
+  for (int j = 0; j < K; j++) ids[j] = j, logprobs[j] = logits[j];
+  for (int i = K / 2 - 1; i >= 0; i--) sift_down(logprobs, ids, K, i);
+  for (int j = K; j < V; j++)
+    if (logits[j] > logprobs[0]) {
+      logprobs[0] = logits[j], ids[0] = j;
+      sift_down(logprobs, ids, K, 0);
+    }
+  /* Heap sort in place: repeatedly move the minimum to the end -> descending order. */
+  for (int n = K - 1; n > 0; n--) {
+    float tv = logprobs[0];
+    logprobs[0] = logprobs[n], logprobs[n] = tv;
+    int32_t ti = ids[0];
+    ids[0] = ids[n], ids[n] = ti;
+    sift_down(logprobs, ids, n, 0);
+  }
+  for (int j = 0; j < K; j++) logprobs[j] -= lse;
+}
+
+/* ---------------------------------------------------------------- save */
+
+int fc_model_save(const fc_model_t *m, const char *dir, fc_dtype_t dtype, fc_err_t *err) {
+  if (dtype != FC_DT_F32 && dtype != FC_DT_F16 && dtype != FC_DT_BF16)
+    return fc_err_set(err, FC_EINVAL, "saving model: dtype %s is not F32, F16 or BF16", fc_dtype_name(dtype));
+  int rc = fc_mkdir_p(dir, err);
+  if (rc) return rc;
+  fc_config_t cfg = m->cfg;
+  snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s",
+           dtype == FC_DT_F32 ? "float32" : dtype == FC_DT_F16 ? "float16" : "bfloat16");
+  fc_st_spec_t *specs = fc_xcalloc(m->ntensors, sizeof *specs);
+  for (size_t i = 0; i < m->ntensors; i++) {
+    specs[i].name = m->info[i].name;
+    specs[i].dtype = dtype;
+    specs[i].ndim = m->info[i].ndim;
+    specs[i].shape[0] = m->info[i].shape[0];
+    specs[i].shape[1] = m->info[i].shape[1];
+  }
+  char *path = fc_path_join(dir, "model.safetensors");
+  static const char *const meta[] = {"format", "pt", NULL};
+  fc_st_writer_t *w = NULL;
+  rc = fc_st_writer_new(&w, path, specs, m->ntensors, meta, err);
+  for (size_t i = 0; !rc && i < m->ntensors; i++) rc = fc_st_writer_put_f32(w, i, m->params + m->info[i].offset, err);
+  if (!rc) rc = fc_st_writer_finish(&w, err);
+  else if (w) fc_st_writer_abort(&w);
+  free(path);
+  free(specs);
+  if (!rc) {
+    char *cp = fc_path_join(dir, "config.json");
+    rc = fc_config_save(&cfg, cp, err);
+    free(cp);
+  }
+  if (rc) fc_err_wrap(err, "saving model to %s", dir);
+  return rc;
+}
