@@ -43,7 +43,7 @@ void fc_train_opts_default(fc_train_opts_t *o) {
   o->seed = 42;
   o->threads = 1;
   o->lambda = 0.9;
-  o->save_dtype = FC_F32;
+  o->save_dtype = FC_DT_F32;
 }
 
 /* ------------------------------------------------------------------ trainer state file */
@@ -201,7 +201,7 @@ static int save_checkpoint(const fc_model_t *m, const fc_adamw_t *opt, const run
   char *dst = fc_path_join(out, name);
   remove_flat_dir(tmp);
   int rc = fc_mkdir_p(tmp, err);
-  if (rc == 0) rc = save_model_dir(m, tmp, FC_F32, tf, err);
+  if (rc == 0) rc = save_model_dir(m, tmp, FC_DT_F32, tf, err);
   if (rc == 0) {
     char *sp = fc_path_join(tmp, "trainer_state.bin");
     rc = write_state(sp, rs, opt, err);
@@ -417,7 +417,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     }
     if (o->log_every > 0 && step % o->log_every == 0)
       fc_info("step %ld/%ld loss %.4f lr %.3g grad_norm %.3g", step, total, loss, lr, gnorm);
-    int stop = g_stop;
+    int stop = g_stop || (o->stop_after > 0 && step >= o->stop_after);
     if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || step == total || stop) {
       rs.step = step;
       rs.next_row = (int64_t)(first + (uint64_t)per_step);
@@ -442,7 +442,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   }
   sigaction(SIGINT, &old_int, NULL);
   sigaction(SIGTERM, &old_term, NULL);
-  if (rc == 0 && g_stop && r.steps_done < total) {
+  if (rc == 0 && (g_stop || (o->stop_after > 0 && r.steps_done >= o->stop_after)) && r.steps_done < total) {
     r.interrupted = 1;
     rc = fc_err_set(err, FC_ECANCEL, "interrupted");
   }

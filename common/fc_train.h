@@ -45,6 +45,8 @@ typedef struct fc_train_opts {
   fc_dtype_t save_dtype;       /* dtype of the final model (checkpoints are always F32) */
   int quiet;                   /* no progress line */
   int log_every;               /* an info log line every this many steps (0: none) */
+  long stop_after;             /* > 0: checkpoint and stop after this step, as if interrupted
+                                  (time-sliced runs and tests) */
 } fc_train_opts_t;
 
 /* Defaults as the CLI documents them (lr 1e-5, cosine, warm-up 3%, B 4, G 1, T 512, ...). */

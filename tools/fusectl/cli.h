@@ -24,6 +24,7 @@ int fc_cli_parse_double(const char *s, double *out);
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
   X(inspect, "list the tensors of a safetensors file or model directory") \
+  X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
   X(version, "print the version")
 
 #define FC_DECLARE_CMD(name, summary) int fc_cmd_##name(int argc, char **argv);
