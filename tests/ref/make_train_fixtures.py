@@ -178,3 +178,109 @@ with open(os.path.join(OUT, "optim.json"), "w") as f:
         "schedules": sched_values,
     }, f)
 print("wrote", OUT)
+
+
+# ---------------------------------------------------------------- whole training steps on a model
+# Three optimizer steps of fc_train on tests/fixtures/model/llama_gqa (written by
+# make_model_fixtures.py, whose plain-torch Llama is reused here), replayed in PyTorch: the same
+# rows per step (B=2 rows per micro-batch, G=2 micro-batches, right padding, truncation at T),
+# loss averaged over all counted tokens of the step, clip_grad_norm_, AdamW with decay on 2-D
+# tensors, LambdaLR cosine with warm-up. Once with gold CE only, once with fused top-K targets.
+import random
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_model_fixtures as mm  # noqa: E402
+
+MODEL = os.path.join(OUT, "..", "model", "llama_gqa")
+
+
+def st_read(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, h in hdr.items():
+        if name == "__metadata__":
+            continue
+        assert h["dtype"] == "F32"
+        a, b = h["data_offsets"]
+        out[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).reshape(h["shape"]).clone()
+    return out
+
+
+def train_case(name, fused, lam):
+    with open(os.path.join(MODEL, "config.json")) as f:
+        cfgd = json.load(f)
+    c = mm.Cfg(cfgd)
+    P = {k: v.requires_grad_(True) for k, v in st_read(os.path.join(MODEL, "model.safetensors")).items()}
+    rnd = random.Random(7)
+    lines = [[rnd.randrange(c.V) for _ in range(n)] for n in (5, 12, 3, 9, 7, 14, 4, 8, 6, 10)]
+    K = 4
+    tg = []  # per line, per position: (ids, logprobs)
+    for ln in lines:
+        per = []
+        for _ in ln:
+            ids = rnd.sample(range(c.V), K)
+            if rnd.random() < 0.3:
+                ids[3] = -1
+            per.append((ids, [rnd.uniform(-6, -0.5) for _ in range(K)]))
+        tg.append(per)
+    B, G, T, steps = 2, 2, 10, 3
+    lr, wd, b1, b2, eps, clip, warmup = 1e-2, 0.1, 0.9, 0.95, 1e-6, 1.0, 1
+    names = [n for n, _ in mm.param_shapes(c)]
+    decay = [P[n] for n in names if P[n].dim() == 2]
+    nodecay = [P[n] for n in names if P[n].dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd}, {"params": nodecay, "weight_decay": 0.0}],
+                            lr=lr, betas=(b1, b2), eps=eps)
+    sch = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(warmup, steps))
+    losses, norms = [], []
+    for step in range(steps):
+        first = step * B * G
+        micro = [[(first + g * B + i) % len(lines) for i in range(B)] for g in range(G)]
+        counted = sum(min(len(lines[r]), T) - 1 for mbr in micro for r in mbr)
+        opt.zero_grad()
+        total = 0.0
+        for mbr in micro:
+            rows = [lines[r][:T] for r in mbr]
+            Tb = max(len(r) for r in rows)
+            ids = torch.zeros(B, Tb, dtype=torch.int64)
+            for i, r in enumerate(rows):
+                ids[i, :len(r)] = torch.tensor(r)
+            logq = torch.log_softmax(mm.forward(c, P, ids).double(), dim=-1)
+            loss = torch.zeros((), dtype=torch.float64)
+            for i, r in enumerate(rows):
+                for t in range(len(r) - 1):
+                    ce = -logq[i, t, r[t + 1]]
+                    if fused:
+                        tid, tlp = tg[mbr[i]][t]
+                        keep = [k for k in range(K) if tid[k] >= 0]
+                        p = torch.softmax(torch.tensor([tlp[k] for k in keep], dtype=torch.float64), 0)
+                        fu = -sum(p[j] * logq[i, t, tid[k]] for j, k in enumerate(keep))
+                        loss = loss + lam * ce + (1 - lam) * fu
+                    else:
+                        loss = loss + ce
+            loss = loss / counted
+            loss.backward()
+            total += float(loss)
+        norms.append(float(torch.nn.utils.clip_grad_norm_([P[n] for n in names], clip)))
+        opt.step()
+        sch.step()
+        losses.append(total)
+    with open(os.path.join(OUT, "train_data.jsonl"), "w") as f:
+        for ln in lines:
+            f.write(json.dumps({"input_ids": ln}) + "\n")
+    with open(os.path.join(OUT, "train_targets.json"), "w") as f:
+        json.dump({"K": K, "lines": [{"ids": [i for ids, _ in per for i in ids],
+                                      "logprobs": [x for _, lp in per for x in lp]} for per in tg]}, f)
+    mm.st_write(os.path.join(OUT, name + ".ref.safetensors"), {n: P[n].detach() for n in names},
+                {"losses": json.dumps(losses), "norms": json.dumps(norms),
+                 "options": json.dumps(dict(B=B, G=G, T=T, steps=steps, lr=lr, wd=wd, beta1=b1, beta2=b2,
+                                            eps=eps, clip=clip, warmup=warmup, K=K, **{"lambda": lam}))})
+    print(name, "losses", losses, "norms", norms)
+
+
+train_case("adamw3_ce", False, 1.0)
+train_case("adamw3_fusion", True, 0.7)
