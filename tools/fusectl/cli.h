@@ -23,6 +23,7 @@ int fc_cli_parse_double(const char *s, double *out);
 
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
+  X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
   X(inspect, "list the tensors of a safetensors file or model directory") \
   X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
   X(version, "print the version")

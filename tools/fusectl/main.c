@@ -50,10 +50,20 @@ int fc_cli_parse_double(const char *s, double *out) {
 }
 
 int fc_cmd_version(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
+  if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    printf("Usage: fusectl version\n\nPrints the version of fusectl.\n");
+    return 0;
+  }
+  if (argc > 1) return fc_cli_usage_error("version", "takes no arguments");
   printf("fusectl %s\n", FC_VERSION);
   return 0;
+}
+
+/* Table names are C identifiers; on the command line '_' is written '-' (gen_data = gen-data). */
+static int name_matches(const char *table, const char *arg) {
+  for (; *table && *arg; table++, arg++)
+    if (*table != *arg && !(*table == '_' && *arg == '-')) return 0;
+  return *table == *arg;
 }
 
 static void usage(FILE *fp) {
@@ -65,7 +75,13 @@ static void usage(FILE *fp) {
           "talks to the fusechat daemons.\n"
           "\nCommands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf(fp, "  %-18s %s\n", commands[i].name, commands[i].summary);
+  {
+    char name[32];
+    snprintf(name, sizeof name, "%s", commands[i].name);
+    for (char *c = name; *c; c++)
+      if (*c == '_') *c = '-';
+    fprintf(fp, "  %-18s %s\n", name, commands[i].summary);
+  }
   fprintf(fp, "\nRun 'fusectl COMMAND --help' for a command's options.\n"
               "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
@@ -81,7 +97,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "--version")) return fc_cmd_version(0, NULL);
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    if (name_matches(commands[i].name, argv[1])) return commands[i].run(argc - 1, argv + 1);
   fprintf(stderr, "fusectl: unknown command '%s'\nTry 'fusectl --help'.\n", argv[1]);
   return FC_EXIT_USAGE;
 }

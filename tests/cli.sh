@@ -1,0 +1,55 @@
+#!/bin/sh
+# fusectl's contract with scripts: every command has --help (exit 0, a Usage line), bad usage
+# exits 2, failed work exits 1 with a one-line message, never a crash (exit >= 128).
+set -u
+FUSECTL="$1"
+FIX="$2"
+fail=0
+pass=0
+check() { # expected-rc description command...
+  want="$1"; what="$2"; shift 2
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    echo "FAIL: $what: exit $rc, wanted $want: $out"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+}
+check 0 "top-level help" "$FUSECTL" --help
+check 2 "no command" "$FUSECTL"
+check 2 "unknown command" "$FUSECTL" frobnicate
+for cmd in $("$FUSECTL" --help | awk '/^Commands:/{on=1; next} on && /^  [a-z]/{print $1}'); do
+  out=$("$FUSECTL" "$cmd" --help 2>&1); rc=$?
+  if [ "$rc" -ne 0 ] || ! printf '%s' "$out" | grep -q "^Usage: fusectl $cmd"; then
+    echo "FAIL: fusectl $cmd --help: exit $rc: $out"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+  out=$("$FUSECTL" "$cmd" --no-such-option 2>&1); rc=$?
+  if [ "$rc" -ne 2 ]; then
+    echo "FAIL: fusectl $cmd --no-such-option: exit $rc, wanted 2"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+done
+tmp=$(mktemp -d)
+check 1 "inspect a missing file" "$FUSECTL" inspect /nonexistent/model.safetensors
+printf 'garbage' > "$tmp/bad.safetensors"
+check 1 "inspect a corrupt file" "$FUSECTL" inspect "$tmp/bad.safetensors"
+check 0 "inspect a fixture" "$FUSECTL" inspect "$FIX/st/sharded"
+check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry=1
+check 2 "gen-data without --out" "$FUSECTL" gen-data
+check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl
+check 0 "gen-data" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --count 5
+check 2 "train without --data" "$FUSECTL" train --model "$FIX/model/llama_gqa" --out "$tmp/t"
+check 2 "train with --model and --config" "$FUSECTL" train --model "$FIX/model/llama_gqa" --config x --data x --out "$tmp/t"
+check 2 "train bad --lr" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data x --out "$tmp/t" --lr fast
+check 2 "train bad --schedule" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data x --out "$tmp/t" --schedule linear
+check 1 "train a missing model" "$FUSECTL" train --model /nonexistent --data "$FIX/train/train_data.jsonl" --out "$tmp/t"
+printf '{"input_ids":[1,2]}\n{"input_ids":[1,\n' > "$tmp/bad.jsonl"
+check 1 "train on a bad line" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$tmp/bad.jsonl" --out "$tmp/t"
+check 1 "train stopped after a step" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/t" --steps 2 --stop-after 1 --quiet
+check 0 "train resumed" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/t" --steps 2 --resume --quiet
+rm -rf "$tmp"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
