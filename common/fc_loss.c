@@ -48,7 +48,10 @@ static void position(const job_t *j, size_t i) {
   float mx = z[0];
   for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
   double sum = 0;
-  for (int v = 0; v < V; v++) sum += expf(z[v] - mx);
+  if (dz) /* keep the exponentials: the gradient is them, scaled */
+    for (int v = 0; v < V; v++) sum += (dz[v] = expf(z[v] - mx));
+  else
+    for (int v = 0; v < V; v++) sum += expf(z[v] - mx);
   double lse = mx + log(sum);
   j->ce[i] = lse - z[gold];
 
@@ -79,7 +82,7 @@ static void position(const job_t *j, size_t i) {
   if (!dz) return;
   const double inv = 1.0 / j->norm;
   const float scale = (float)(inv / sum);
-  for (int v = 0; v < V; v++) dz[v] = expf(z[v] - mx) * scale;
+  for (int v = 0; v < V; v++) dz[v] *= scale;
   if (K == 0 || !any) {
     dz[gold] -= (float)inv; /* lambda*onehot + (1-lambda)*onehot */
     return;
