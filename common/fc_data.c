@@ -222,7 +222,7 @@ static int fill_line(fc_data_t *d, const fc_targets_source_t *tg, size_t line, f
     d->scratch_ids = fc_xrealloc(d->scratch_ids, need * sizeof *d->scratch_ids);
     d->scratch_lp = fc_xrealloc(d->scratch_lp, need * sizeof *d->scratch_lp);
   }
-  int rc = tg->fill(tg->ctx, line, n, d->scratch_ids, d->scratch_lp, err);
+  int rc = tg->fill(tg->ctx, line, d->tok + d->line_off[line], n, d->scratch_ids, d->scratch_lp, err);
   if (rc != 0) return fc_err_wrap(err, "fused targets of data line %zu", line + 1);
   return 0;
 }

@@ -27,11 +27,13 @@ typedef struct fc_data_encoder {
 /* Fused top-K targets of each line (a top-K store written by the alignment stage): fills the
  * (ntokens, K) ids and log-probs of line `line` (0-based, counting data lines, blank lines
  * excluded), position i holding the distribution of token i+1 as fc_loss.h describes. Empty
- * slots have id -1. An error when the store's length for that line is not ntokens. */
+ * slots have id -1. tokens are the line's own token ids, so a source can check that it holds
+ * the same sequence; a different length or different tokens are an error (FC_EMISMATCH). */
 typedef struct fc_targets_source {
   void *ctx;
   int K;
-  int (*fill)(void *ctx, size_t line, size_t ntokens, int32_t *ids, float *logprobs, fc_err_t *err);
+  int (*fill)(void *ctx, size_t line, const int32_t *tokens, size_t ntokens, int32_t *ids,
+              float *logprobs, fc_err_t *err);
 } fc_targets_source_t;
 
 typedef struct fc_data_opts {

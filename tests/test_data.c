@@ -106,8 +106,8 @@ static void test_shuffle(void **state) {
 }
 
 /* A store stand-in: position i of line l has ids {l*10+i, -1, 99} and log-probs {-1,-2,-3}. */
-static int fake_fill(void *ctx, size_t line, size_t n, int32_t *ids, float *lp, fc_err_t *err) {
-  (void)ctx;
+static int fake_fill(void *ctx, size_t line, const int32_t *tokens, size_t n, int32_t *ids, float *lp, fc_err_t *err) {
+  (void)ctx, (void)tokens;
   if (line == 99) return fc_err_set(err, FC_EMISMATCH, "no such line");
   for (size_t i = 0; i < n; i++) {
     ids[i * 3] = (int32_t)(line * 10 + i), ids[i * 3 + 1] = -1, ids[i * 3 + 2] = 99;

@@ -48,8 +48,10 @@ static void rm_rf(const char *d) {
 
 /* fused targets from train/train_targets.json, through the seam fc_data uses */
 static json_t *g_targets;
-static int json_fill(void *ctx, size_t line, size_t n, int32_t *ids, float *lp, fc_err_t *err) {
+static int json_fill(void *ctx, size_t line, const int32_t *tokens, size_t n, int32_t *ids, float *lp,
+                     fc_err_t *err) {
   json_t *j = ctx;
+  (void)tokens;
   int K = (int)json_integer_value(json_object_get(j, "K"));
   json_t *l = json_array_get(json_object_get(j, "lines"), line);
   json_t *ji = json_object_get(l, "ids"), *jl = json_object_get(l, "logprobs");
