@@ -121,6 +121,10 @@ int fc_data_load(fc_data_t **out, const char *path, const fc_data_encoder_t *enc
     size_t n;
     rc = parse_line(d, j, enc, &ids, &mask, &n, err);
     json_decref(j);
+    for (size_t i = 0; rc == 0 && i < n; i++) /* an encoder's ids too: the model indexes with them */
+      if (ids[i] < 0 || ids[i] >= d->o.vocab_size)
+        rc = fc_err_set(err, FC_EMISMATCH, "token %zu has id %d, outside the model's vocabulary (%d)", i, ids[i],
+                        d->o.vocab_size);
     if (rc == 0) push_tokens(d, ids, mask, n);
     free(ids);
     free(mask);
