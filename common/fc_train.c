@@ -360,8 +360,10 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   g_stop = 0;
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
+  if (!o->no_signal_handlers) {
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
 
   fc_progress_t prog;
   if (!o->quiet) fc_progress_start(&prog, "train", (double)(total - start));
@@ -408,6 +410,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     r.last_loss = loss;
     fprintf(log, "%ld,%.6f,%.6g,%.6g,%.6f,%.6f,%ld\n", step, loss, lr, gnorm, ce, fu, tokens);
     fflush(log);
+    if (o->on_step) o->on_step(o->on_step_ctx, step, total, loss, lr);
     double el = fc_now() - t0;
     if (!o->quiet) {
       char extra[160];
@@ -440,8 +443,10 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     snprintf(extra, sizeof extra, "%ld steps, loss %.4f, %.1f ms/step", ran, r.last_loss, r.ms_per_step);
     fc_progress_end(&prog, extra);
   }
-  sigaction(SIGINT, &old_int, NULL);
-  sigaction(SIGTERM, &old_term, NULL);
+  if (!o->no_signal_handlers) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+  }
   if (rc == 0 && (g_stop || (o->stop_after > 0 && r.steps_done >= o->stop_after)) && r.steps_done < total) {
     r.interrupted = 1;
     rc = fc_err_set(err, FC_ECANCEL, "interrupted");

@@ -45,6 +45,10 @@ typedef struct fc_train_opts {
   fc_dtype_t save_dtype;       /* dtype of the final model (checkpoints are always F32) */
   int quiet;                   /* no progress line */
   int log_every;               /* an info log line every this many steps (0: none) */
+  int no_signal_handlers;      /* leave SIGINT/SIGTERM alone (daemons call fc_train_request_stop) */
+  /* Called after every step (a daemon's progress report); may be NULL. */
+  void (*on_step)(void *ctx, long step, long total, double loss, double lr);
+  void *on_step_ctx;
   long stop_after;             /* > 0: checkpoint and stop after this step, as if interrupted
                                   (time-sliced runs and tests) */
 } fc_train_opts_t;
@@ -63,7 +67,8 @@ typedef struct fc_train_result {
 } fc_train_result_t;
 
 /* Runs the loop. Returns 0 when all steps are done; FC_ECANCEL (message naming the checkpoint)
- * when interrupted by SIGINT or SIGTERM (handlers are installed for the duration of the call);
+ * when interrupted by SIGINT or SIGTERM (handlers are installed for the duration of the call
+ * unless no_signal_handlers) or fc_train_request_stop;
  * another FC_E* code on failure. res may be NULL. */
 int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err);
 

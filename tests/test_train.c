@@ -95,6 +95,14 @@ static double read_last_loss(const char *out, int step) {
   return loss;
 }
 
+static void count_steps(void *ctx, long step, long total, double loss, double lr) {
+  long *seen = ctx;
+  assert_int_equal(step, *seen + 1); /* in order, once each */
+  assert_int_equal(total, 3);
+  assert_true(isfinite(loss) && lr >= 0);
+  *seen = step;
+}
+
 static void compare_with_torch(const char *name, int fused) {
   char *out = tmpdir();
   fc_train_opts_t o;
@@ -104,11 +112,16 @@ static void compare_with_torch(const char *name, int fused) {
     o.targets = &tg;
     o.lambda = 0.7;
   }
+  long seen = 0;
+  o.on_step = count_steps;
+  o.on_step_ctx = &seen;
+  o.no_signal_handlers = 1;
   fc_err_t err = {0};
   fc_train_result_t res;
   int rc = fc_train_run(&o, &res, &err);
   if (rc) fail_msg("%s: %s", name, err.msg);
   assert_int_equal(res.steps_done, 3);
+  assert_int_equal(seen, 3);
 
   char ref[256];
   snprintf(ref, sizeof ref, "train/%s.ref.safetensors", name);
