@@ -143,6 +143,35 @@ char *fc_train_find_checkpoint(const char *out_dir, long *step) {
   return fc_path_join(out_dir, name);
 }
 
+/* Deletes the oldest checkpoint-STEP directories beyond the newest `keep`. */
+static void prune_checkpoints(const char *out_dir, int keep) {
+  if (keep <= 0) return;
+  for (;;) {
+    DIR *dp = opendir(out_dir);
+    if (!dp) return;
+    long oldest = -1;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(dp))) {
+      char *end;
+      if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
+      long s = strtol(e->d_name + 11, &end, 10);
+      if (*end || end == e->d_name + 11) continue;
+      count++;
+      if (oldest < 0 || s < oldest) oldest = s;
+    }
+    closedir(dp);
+    if (count <= keep) return;
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint-%ld", oldest);
+    char *d = fc_path_join(out_dir, name);
+    remove_flat_dir(d);
+    int gone = !fc_path_exists(d);
+    free(d);
+    if (!gone) return; /* not ours to remove (a subdirectory?): leave it */
+  }
+}
+
 /* Tokenizer files that travel with every saved model: (source path, file name) pairs. */
 typedef struct tok_files {
   char *src[4];
@@ -426,6 +455,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
       rs.next_row = (int64_t)(first + (uint64_t)per_step);
       char *where = NULL;
       if ((rc = save_checkpoint(m, opt, &rs, o->out_dir, &tf, &where, err)) != 0) break;
+      prune_checkpoints(o->out_dir, o->keep_checkpoints);
       if (stop && step < total) {
         r.interrupted = 1;
         rc = fc_err_set(err, FC_ECANCEL, "interrupted after step %ld of %ld; checkpoint in %s (continue with --resume)",

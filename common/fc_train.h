@@ -39,6 +39,7 @@ typedef struct fc_train_opts {
   int resume;                  /* continue from the newest OUT/checkpoint-STEP */
   int shuffle, pack;
   long checkpoint_every;       /* 0: only at the end (and on SIGINT) */
+  int keep_checkpoints;        /* > 0: delete all but the newest this many checkpoints */
   double lambda;               /* weight of gold CE when fused targets are given */
   const fc_targets_source_t *targets; /* fused targets, or NULL for plain CE */
   const fc_data_encoder_t *encoder;   /* text/conversations lines, or NULL */

@@ -206,6 +206,7 @@ static void test_resume_bitwise(void **state) {
   fc_train_opts_t o;
   fc_err_t err = {0};
   resume_opts(&o, a, &tg);
+  o.keep_checkpoints = 2;
   assert_int_equal(fc_train_run(&o, NULL, &err), 0);
   resume_opts(&o, b, &tg);
   o.stop_after = 3;
@@ -227,7 +228,18 @@ static void test_resume_bitwise(void **state) {
   o.resume = 1;
   assert_int_equal(fc_train_run(&o, &res, &err), 0);
   assert_int_equal(res.start_step, 3);
+  /* checkpoints every 2 steps, pruned to the newest 2 in run a */
+  long step6;
+  char *ck6 = fc_train_find_checkpoint(a, &step6);
+  assert_int_equal(step6, 6);
+  free(ck6);
   char pa[1200], pb[1200];
+  snprintf(pa, sizeof pa, "%s/checkpoint-2", a);
+  assert_false(fc_path_exists(pa));
+  snprintf(pa, sizeof pa, "%s/checkpoint-4", a);
+  assert_true(fc_path_exists(pa));
+  snprintf(pb, sizeof pb, "%s/checkpoint-2", b); /* run b kept all */
+  assert_true(fc_path_exists(pb));
   const char *files[] = {"model.safetensors", "checkpoint-6/model.safetensors", "checkpoint-6/trainer_state.bin",
                          "loss.csv"};
   for (int i = 0; i < 4; i++) {

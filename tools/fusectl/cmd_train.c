@@ -61,6 +61,7 @@ static void usage(FILE *fp) {
     "Running:\n"
     "  --threads N            compute threads (default 1)\n"
     "  --checkpoint-every N   write DIR/checkpoint-STEP every N steps (default: at the end only)\n"
+    "  --keep-checkpoints K   keep only the newest K checkpoints (default 0: all)\n"
     "  --resume               continue from the newest checkpoint in DIR; the result is bitwise\n"
     "                         the same as an uninterrupted run with the same options\n"
     "  --save-dtype D         dtype of the final model: F32 (default), BF16 or F16\n"
@@ -79,7 +80,7 @@ static void usage(FILE *fp) {
 enum {
   O_MODEL = 256, O_CONFIG, O_TOKENIZER, O_DATA, O_OUT, O_STEPS, O_EPOCHS, O_BATCH, O_ACCUM, O_SEQ, O_LR,
   O_SCHED, O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_SEED, O_THREADS, O_RESUME, O_SHUFFLE, O_PACK,
-  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP,
+  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_KEEP,
 };
 
 int fc_cmd_train(int argc, char **argv) {
@@ -99,6 +100,7 @@ int fc_cmd_train(int argc, char **argv) {
       {"targets", required_argument, 0, O_TARGETS},   {"lambda", required_argument, 0, O_LAMBDA},
       {"save-dtype", required_argument, 0, O_DTYPE},  {"quiet", no_argument, 0, O_QUIET},
       {"stop-after", required_argument, 0, O_STOP},
+      {"keep-checkpoints", required_argument, 0, O_KEEP},
       {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
   fc_train_opts_t o;
   fc_train_opts_default(&o);
@@ -163,6 +165,7 @@ int fc_cmd_train(int argc, char **argv) {
         return fc_cli_usage_error("train", "--save-dtype is F32, BF16 or F16, not '%s'", optarg);
       break;
     case O_QUIET: o.quiet = 1; break;
+    case O_KEEP: NEED_LONG("keep-checkpoints", 0, 1000000, o.keep_checkpoints); break;
     case O_STOP: NEED_LONG("stop-after", 1, 1000000000L, o.stop_after); break;
     case 'h': usage(stdout); return FC_EXIT_OK;
     default:
