@@ -7,7 +7,13 @@
  *   OUT/                   the final model (config.json, model.safetensors, tokenizer files)
  *   OUT/loss.csv           step,loss,lr,grad_norm,ce,fusion,tokens  (one row per step)
  * A checkpoint directory is built under a temporary name and renamed into place, so a killed
- * run leaves either the whole checkpoint or none. */
+ * run leaves either the whole checkpoint or none.
+ *
+ * trainer_state.bin holds the completed step, the next data row, the settings a continuation
+ * must share (batch, accumulation, seq-len, shuffle, pack, seed, row and parameter counts) and
+ * AdamW's step, m and v. There is no other random state to keep: the rows of step k are rows
+ * k*B*G.. of the global order, and each epoch's shuffle is a function of (seed, epoch), so the
+ * data position and the seed reproduce the continuation exactly (no dropout is used). */
 #ifndef FC_TRAIN_H
 #define FC_TRAIN_H
 
