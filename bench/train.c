@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(m, i);
     fc_adamw_t *opt = fc_adamw_new(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f);
     free(tens);
+    opt->threads = threads;
     int32_t *ids = malloc((size_t)B * (T + 1) * sizeof *ids), *x = malloc((size_t)B * T * sizeof *x);
     int32_t *y = malloc((size_t)B * T * sizeof *y);
     fc_rng_t r;
@@ -92,24 +93,31 @@ int main(int argc, char **argv) {
     for (int b = 0; b < B; b++)
       for (int t = 0; t < T; t++) x[b * T + t] = ids[b * (T + 1) + t], y[b * T + t] = ids[b * (T + 1) + t + 1];
     float *dlogits = malloc((size_t)B * T * s->V * sizeof *dlogits);
-    double times[101];
+    double times[101], parts[101][4]; /* forward, loss, backward, clip + AdamW */
     for (int rep = 0; rep <= reps; rep++) { /* rep 0 warms up */
       double t0 = fc_now();
       fc_model_zero_grad(m);
       const float *logits = fc_model_forward(m, x, B, T, 1, &err);
+      double t1 = fc_now();
       if (!logits) {
         fprintf(stderr, "train: %s\n", err.msg);
         return 1;
       }
       fc_loss_forward_backward(dlogits, NULL, logits, y, NULL, 1.0f, B, T, s->V, (double)B * T);
+      double t2 = fc_now();
       if (fc_model_backward(m, dlogits, &err)) {
         fprintf(stderr, "train: %s\n", err.msg);
         return 1;
       }
+      double t3 = fc_now();
       fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
       fc_adamw_step(opt, fc_model_params(m), fc_model_grads(m), 1e-4f);
       times[rep] = fc_now() - t0;
+      parts[rep][0] = t1 - t0, parts[rep][1] = t2 - t1, parts[rep][2] = t3 - t2, parts[rep][3] = t0 + times[rep] - t3;
     }
+    double avg[4] = {0, 0, 0, 0};
+    for (int rep = 1; rep <= reps; rep++)
+      for (int k = 0; k < 4; k++) avg[k] += 1e3 * parts[rep][k] / reps;
     qsort(times + 1, (size_t)reps, sizeof *times, cmp_double);
     double ms = 1e3 * times[1 + reps / 2], torch_ms = 0;
     if (ref) {
@@ -126,7 +134,8 @@ int main(int argc, char **argv) {
     }
     char tm[32] = "-", sp[32] = "-";
     if (torch_ms > 0) snprintf(tm, sizeof tm, "%.1f", torch_ms), snprintf(sp, sizeof sp, "%.2fx", torch_ms / ms);
-    printf("%-6d %6.1fM %9.1f %10.0f %12s %8s\n", s->C, np / 1e6, ms, B * T / (ms / 1e3), tm, sp);
+    printf("%-6d %6.1fM %9.1f %10.0f %12s %8s   (fwd %.0f, loss %.0f, bwd %.0f, adamw %.0f ms)\n", s->C, np / 1e6,
+           ms, B * T / (ms / 1e3), tm, sp, avg[0], avg[1], avg[2], avg[3]);
     fflush(stdout);
     free(ids), free(x), free(y), free(dlogits);
     fc_adamw_destroy(&opt);

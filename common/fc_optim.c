@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@ fc_adamw_t *fc_adamw_new(size_t n, const fc_param_info_t *const *tensors, size_t
   o->eps = eps;
   o->weight_decay = weight_decay;
   o->n = n;
+  o->threads = 1;
   o->m = fc_xcalloc(n ? n : 1, sizeof *o->m);
   o->v = fc_xcalloc(n ? n : 1, sizeof *o->v);
   o->decay = fc_xcalloc(n ? n : 1, 1);
@@ -40,27 +42,58 @@ void fc_adamw_destroy(fc_adamw_t **po) {
   *po = NULL;
 }
 
+/* The update of elements [lo, hi), with the step's scalars already in float. */
+typedef struct adamw_job {
+  float *p, *m, *v;
+  const float *g;
+  const uint8_t *dec;
+  size_t lo, hi;
+  float decay_mul, fb1, f1b1, fb2, f1b2, bc2_sqrt, neg_step, eps;
+} adamw_job_t;
+
+static void *adamw_range(void *arg) {
+  const adamw_job_t *j = arg;
+  float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
+  const float *restrict g = j->g;
+  const uint8_t *restrict dec = j->dec;
+  for (size_t i = j->lo; i < j->hi; i++) {
+    float pi = dec[i] ? p[i] * j->decay_mul : p[i];
+    float gi = g[i];
+    m[i] = m[i] * j->fb1 + gi * j->f1b1;
+    v[i] = v[i] * j->fb2 + j->f1b2 * gi * gi;
+    float denom = sqrtf(v[i]) / j->bc2_sqrt + j->eps;
+    p[i] = pi + j->neg_step * (m[i] / denom);
+  }
+  return NULL;
+}
+
 void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
   o->step++;
   /* scalars in double as Python computes them, then used in float as torch's CPU kernels do */
   const double b1 = o->beta1, b2 = o->beta2;
   const double bc1 = 1.0 - pow(b1, (double)o->step);
   const double bc2 = 1.0 - pow(b2, (double)o->step);
-  const float decay_mul = (float)(1.0 - (double)lr * o->weight_decay);
-  const float fb1 = (float)b1, f1b1 = (float)(1.0 - b1);
-  const float fb2 = (float)b2, f1b2 = (float)(1.0 - b2);
-  const float bc2_sqrt = (float)sqrt(bc2);
-  const float neg_step = (float)(-(double)lr / bc1);
-  const float eps = o->eps;
-  float *m = o->m, *v = o->v;
-  const uint8_t *dec = o->decay;
-  for (size_t i = 0; i < o->n; i++) {
-    float p = params[i], g = grads[i];
-    if (dec[i]) p *= decay_mul;
-    m[i] = m[i] * fb1 + g * f1b1;
-    v[i] = v[i] * fb2 + f1b2 * g * g;
-    float denom = sqrtf(v[i]) / bc2_sqrt + eps;
-    params[i] = p + neg_step * (m[i] / denom);
+  adamw_job_t base = {
+      .p = params, .m = o->m, .v = o->v, .g = grads, .dec = o->decay, .lo = 0, .hi = o->n,
+      .decay_mul = (float)(1.0 - (double)lr * o->weight_decay),
+      .fb1 = (float)b1, .f1b1 = (float)(1.0 - b1), .fb2 = (float)b2, .f1b2 = (float)(1.0 - b2),
+      .bc2_sqrt = (float)sqrt(bc2), .neg_step = (float)(-(double)lr / bc1), .eps = o->eps,
+  };
+  int nt = o->threads < 1 ? 1 : o->threads;
+  if (o->n < 65536) nt = 1;
+  adamw_job_t jobs[nt];
+  pthread_t th[nt];
+  int started[nt];
+  for (int t = 0; t < nt; t++) {
+    jobs[t] = base;
+    jobs[t].lo = o->n * t / nt;
+    jobs[t].hi = o->n * (t + 1) / nt;
+    started[t] = t > 0 && pthread_create(&th[t], NULL, adamw_range, &jobs[t]) == 0;
+  }
+  adamw_range(&jobs[0]);
+  for (int t = 1; t < nt; t++) {
+    if (started[t]) pthread_join(th[t], NULL);
+    else adamw_range(&jobs[t]);
   }
 }
 

@@ -18,6 +18,7 @@ typedef struct fc_adamw {
   float *v;          /* (n) second moment */
   uint8_t *decay;    /* (n) 1 where weight decay applies (2-D tensors), else 0 */
   long step;         /* completed steps */
+  int threads;       /* the update is split over this many threads (default 1; same result) */
 } fc_adamw_t;
 
 /* Moments start at zero. `tensors` (count ntensors) says which ranges are 2-D weight matrices:

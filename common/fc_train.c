@@ -346,6 +346,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(m, i);
   opt = fc_adamw_new(np, tens, nt, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay);
   free(tens);
+  opt->threads = o->threads;
 
   run_shape_t rs = {0, total, 0, o->batch_size, o->grad_accum, o->seq_len, o->shuffle, o->pack,
                     (int64_t)rows, o->seed, (int64_t)np};

@@ -125,6 +125,29 @@ static void test_schedules(void **state) {
   json_decref(j);
 }
 
+/* Splitting the update over threads changes nothing. */
+static void test_adamw_threads_same(void **state) {
+  (void)state;
+  size_t n = 200003;
+  float *p1 = malloc(n * sizeof *p1), *p2 = malloc(n * sizeof *p2), *g = malloc(n * sizeof *g);
+  fc_rng_t r;
+  fc_rng_seed(&r, 5);
+  for (size_t i = 0; i < n; i++) p1[i] = p2[i] = fc_rng_normal(&r), g[i] = fc_rng_normal(&r) * 0.01f;
+  fc_param_info_t a = {"a", 2, {1000, 100}, 0, 100000}, b = {"b", 1, {100003, 0}, 100000, 100003};
+  const fc_param_info_t *ts[2] = {&a, &b};
+  fc_adamw_t *o1 = fc_adamw_new(n, ts, 2, 0.9f, 0.95f, 1e-8f, 0.1f), *o2 = fc_adamw_new(n, ts, 2, 0.9f, 0.95f, 1e-8f, 0.1f);
+  o2->threads = 3;
+  for (int s = 0; s < 3; s++) {
+    fc_adamw_step(o1, p1, g, 1e-3f);
+    fc_adamw_step(o2, p2, g, 1e-3f);
+  }
+  assert_memory_equal(p1, p2, n * sizeof *p1);
+  assert_memory_equal(o1->v, o2->v, n * sizeof *p1);
+  fc_adamw_destroy(&o1);
+  fc_adamw_destroy(&o2);
+  free(p1), free(p2), free(g);
+}
+
 static void test_clip_below_threshold_untouched(void **state) {
   (void)state;
   float g[4] = {0.1f, -0.2f, 0.3f, 0.0f};
@@ -142,6 +165,7 @@ int main(void) {
       cmocka_unit_test(test_adamw_trajectory),
       cmocka_unit_test(test_schedules),
       cmocka_unit_test(test_clip_below_threshold_untouched),
+      cmocka_unit_test(test_adamw_threads_same),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
