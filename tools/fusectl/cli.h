@@ -25,6 +25,8 @@ int fc_cli_parse_double(const char *s, double *out);
 #define FC_COMMANDS(X) \
   X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
   X(inspect, "list the tensors of a safetensors file or model directory") \
+  X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
+  X(tokenizer_train, "train a byte-level or SentencePiece-style BPE tokenizer.json") \
   X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
   X(version, "print the version")
 
