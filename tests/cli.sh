@@ -50,6 +50,10 @@ printf '{"input_ids":[1,2]}\n{"input_ids":[1,\n' > "$tmp/bad.jsonl"
 check 1 "train on a bad line" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$tmp/bad.jsonl" --out "$tmp/t"
 check 1 "train stopped after a step" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/t" --steps 2 --stop-after 1 --quiet
 check 0 "train resumed" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/t" --steps 2 --resume --quiet
+printf '{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":966}' > "$tmp/config.json"
+"$FUSECTL" gen-data --out "$tmp/chat.jsonl" --count 8 >/dev/null 2>&1
+check 0 "train from scratch on conversations" "$FUSECTL" train --config "$tmp/config.json" --tokenizer "$FIX/tok/trained_byte/tokenizer.json" --data "$tmp/chat.jsonl" --out "$tmp/s" --steps 2 --quiet
+check 2 "train bad --chat-template" "$FUSECTL" train --config "$tmp/config.json" --tokenizer x --data x --out "$tmp/s" --chat-template vicuna
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "fc_train.h"
+#include "fc_train_src.h"
 
 static void usage(FILE *fp) {
   fprintf(fp,
@@ -40,7 +41,11 @@ static void usage(FILE *fp) {
     "  --seq-len T            longest row in tokens (default 512)\n"
     "  --pack                 concatenate all lines and cut rows of exactly T tokens\n"
     "  --shuffle              a new row order every epoch (from --seed and the epoch)\n"
-    "  --targets FILE         fused top-K targets (a store written by the alignment stage)\n"
+    "  --chat-template NAME   for conversations: auto (ChatML if the tokenizer has <|im_start|>,\n"
+    "                         else Llama-2), chatml or llama2 (default auto)\n"
+    "  --targets FILE         fused top-K targets: a top-K store whose example i holds the tokens of\n"
+    "                         data line i (as the alignment stage writes it) and their targets\n"
+    "                         (not in this build yet: needs the top-K store reader)\n"
     "  --lambda L             loss = L * CE(gold) + (1 - L) * CE(fused targets) (default 0.9)\n"
     "\n"
     "Optimization:\n"
@@ -80,7 +85,7 @@ static void usage(FILE *fp) {
 enum {
   O_MODEL = 256, O_CONFIG, O_TOKENIZER, O_DATA, O_OUT, O_STEPS, O_EPOCHS, O_BATCH, O_ACCUM, O_SEQ, O_LR,
   O_SCHED, O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_SEED, O_THREADS, O_RESUME, O_SHUFFLE, O_PACK,
-  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_KEEP,
+  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP,
 };
 
 int fc_cmd_train(int argc, char **argv) {
@@ -100,11 +105,13 @@ int fc_cmd_train(int argc, char **argv) {
       {"targets", required_argument, 0, O_TARGETS},   {"lambda", required_argument, 0, O_LAMBDA},
       {"save-dtype", required_argument, 0, O_DTYPE},  {"quiet", no_argument, 0, O_QUIET},
       {"stop-after", required_argument, 0, O_STOP},
+      {"chat-template", required_argument, 0, O_TEMPLATE},
       {"keep-checkpoints", required_argument, 0, O_KEEP},
       {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
   fc_train_opts_t o;
   fc_train_opts_default(&o);
   const char *targets = NULL;
+  fc_chat_template_t tmpl = FC_CHAT_AUTO;
   int c, have_lambda = 0;
   long lv;
   double dv;
@@ -165,6 +172,10 @@ int fc_cmd_train(int argc, char **argv) {
         return fc_cli_usage_error("train", "--save-dtype is F32, BF16 or F16, not '%s'", optarg);
       break;
     case O_QUIET: o.quiet = 1; break;
+    case O_TEMPLATE:
+      if (fc_chat_template_parse(optarg, &tmpl) != 0)
+        return fc_cli_usage_error("train", "--chat-template is auto, chatml or llama2, not '%s'", optarg);
+      break;
     case O_KEEP: NEED_LONG("keep-checkpoints", 0, 1000000, o.keep_checkpoints); break;
     case O_STOP: NEED_LONG("stop-after", 1, 1000000000L, o.stop_after); break;
     case 'h': usage(stdout); return FC_EXIT_OK;
@@ -183,14 +194,31 @@ int fc_cmd_train(int argc, char **argv) {
   if (!o.data_path) return fc_cli_usage_error("train", "--data FILE.jsonl is required");
   if (!o.out_dir) return fc_cli_usage_error("train", "--out DIR is required");
   if (have_lambda && !targets) return fc_cli_usage_error("train", "--lambda only applies with --targets");
-  if (targets)
-    /* The top-K store reader (fc_topk.h) is written by the alignment work; fc_train already
-     * takes its targets through fc_targets_source_t (fc_data.h) once it lands. */
-    return fc_cli_fail("train", "--targets %s: reading top-K stores is not available in this build yet", targets);
-
   fc_err_t err = {0};
+  /* the tokenizer (for text and conversation lines), when the model comes with one */
+  fc_tok_t *tok = NULL;
+  char *tokp = o.model_dir ? fc_path_join(o.model_dir, "tokenizer.json") : fc_xstrdup(o.tokenizer_path);
+  if (fc_path_exists(tokp) && fc_tok_load(&tok, tokp, &err) != 0) {
+    int r = fc_cli_fail("train", "%s", err.msg);
+    free(tokp);
+    return r;
+  }
+  free(tokp);
+  fc_train_encoder_t enc;
+  if (tok) {
+    fc_train_encoder_init(&enc, tok, tmpl);
+    o.encoder = &enc.enc;
+  }
+  if (targets) {
+    /* The top-K store reader (fc_topk.h) comes with the alignment work; fc_train takes fused
+     * targets through fc_targets_source_t (fc_data.h) as soon as it is here. */
+    fc_tok_destroy(&tok);
+    return fc_cli_fail("train", "--targets %s: reading top-K stores is not in this build yet", targets);
+  }
+  int rc = 0;
   fc_train_result_t res;
-  int rc = fc_train_run(&o, &res, &err);
+  if (rc == 0) rc = fc_train_run(&o, &res, &err);
+  fc_tok_destroy(&tok);
   if (rc != 0) return fc_cli_fail("train", "%s", err.msg);
   printf("trained %ld steps (%ld this run): final loss %.4f, %.0f tokens/s, %.1f ms/step; model in %s\n",
          res.steps_done, res.steps_done - res.start_step, res.last_loss, res.tokens_per_s, res.ms_per_step, o.out_dir);
