@@ -21,9 +21,11 @@ static volatile sig_atomic_t g_stop;
 
 void fc_train_request_stop(void) { g_stop = 1; }
 
+/* The first SIGINT/SIGTERM asks for a checkpoint and a clean stop; a second one, with the
+ * default action back in place, ends the process at once. */
 static void on_signal(int sig) {
-  (void)sig;
   g_stop = 1;
+  signal(sig, SIG_DFL);
 }
 
 void fc_train_opts_default(fc_train_opts_t *o) {

@@ -77,7 +77,8 @@ static void usage(FILE *fp) {
     "The learning rate at step k (0-based) is LR * k/W during warm-up, then LR (constant) or\n"
     "LR * 0.5 * (1 + cos(pi * (k - W) / (N - W))) (cosine), as transformers' schedules.\n"
     "SIGINT or SIGTERM finishes the current step, writes a checkpoint and exits with status 1;\n"
-    "run again with --resume to continue.\n"
+    "run again with --resume to continue. A second SIGINT stops at once (the last checkpoint\n"
+    "written stays intact: checkpoints appear whole or not at all).\n"
     "\n"
     "Exit status: 0 trained, 1 failed or interrupted (message on stderr), 2 bad usage.\n");
 }
