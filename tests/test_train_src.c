@@ -1,5 +1,5 @@
-/* Training rows from text and conversations (tokenizer + chat template, assistant-only loss),
- * through fc_data and the training loop. */
+/* Training rows from text and conversations (tokenizer + chat template, assistant-only loss) and
+ * fused targets from a top-K store, through fc_data and the training loop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -89,6 +89,124 @@ static void test_text_and_chat_rows(void **state) {
   free(p);
 }
 
+/* A store with one example per data line holding the line's tokens. */
+static void write_store(const char *path, fc_data_t *d, fc_train_encoder_t *enc, int corrupt_line, int K) {
+  (void)enc;
+  fc_err_t err = {0};
+  fc_topk_writer_t *w = NULL;
+  fc_topk_info_t info = {.model_id = "test", .tok_hash = fc_tok_hash(g_tok), .k = (uint32_t)K,
+                         .vocab = (uint32_t)fc_tok_vocab_size(g_tok)};
+  assert_int_equal(fc_topk_writer_new(&w, path, &info, &err), 0);
+  fc_topk_ex_t ex = {0};
+  fc_batch_t b = {0};
+  for (size_t l = 0; l < fc_data_num_lines(d); l++) {
+    assert_int_equal(fc_data_batch(d, &b, l, 1, NULL, &err), 0);
+    uint32_t n = (uint32_t)b.T;
+    fc_topk_ex_reserve(&ex, n, (uint32_t)K);
+    ex.n = n;
+    for (uint32_t i = 0; i < n; i++) {
+      ex.ids[i] = (uint32_t)b.ids[i] + ((int)l == corrupt_line && i == 1);
+      ex.mask[i] = 1;
+      for (int k = 0; k < K; k++) {
+        ex.top_ids[i * K + k] = (uint32_t)((l * 31 + i * 7 + k * 13) % 900);
+        ex.top_lp[i * K + k] = (k == K - 1 && i % 3 == 0) ? -INFINITY : -0.37f * (k + 1) - 0.01f * i;
+      }
+    }
+    ex.mean_ce = 1;
+    assert_int_equal(fc_topk_writer_add(w, &ex, &err), 0);
+  }
+  assert_int_equal(fc_topk_writer_finish(w, &err), 0);
+  fc_topk_writer_destroy(&w);
+  fc_topk_ex_free(&ex);
+  fc_batch_free(&b);
+}
+
+static void test_store_targets(void **state) {
+  (void)state;
+  fc_train_encoder_t enc;
+  fc_train_encoder_init(&enc, g_tok, FC_CHAT_AUTO);
+  fc_data_t *d = load(data_text, &enc);
+  char *sp = path_in("t.topk");
+  const int K = 5;
+  write_store(sp, d, &enc, -1, K);
+  fc_train_topk_t st;
+  fc_err_t err = {0};
+  assert_int_equal(fc_train_topk_open(&st, sp, fc_tok_vocab_size(g_tok), &err), 0);
+  assert_int_equal(st.src.K, K);
+  fc_batch_t b = {0};
+  assert_int_equal(fc_data_batch(d, &b, 1, 1, &st.src, &err), 0);
+  for (int t = 0; t + 1 < b.T; t++)
+    for (int k = 0; k < K; k++) {
+      int32_t id = b.topk_ids[t * K + k];
+      float lp = b.topk_logprobs[t * K + k];
+      if (k == K - 1 && t % 3 == 0) {
+        assert_int_equal(id, -1); /* absent in the store: an empty slot */
+      } else {
+        assert_int_equal(id, (int32_t)((1 * 31 + t * 7 + k * 13) % 900));
+        assert_true(fabsf(lp - (-0.37f * (k + 1) - 0.01f * t)) <= FC_TOPK_LP_STEP / 2 + 1e-6f);
+      }
+    }
+  fc_train_topk_close(&st);
+  /* smaller model vocabulary than the store's: refused */
+  assert_int_equal(fc_train_topk_open(&st, sp, 10, &err), FC_EMISMATCH);
+  /* a store whose example differs from the data line: refused, naming the line */
+  write_store(sp, d, &enc, 2, K);
+  assert_int_equal(fc_train_topk_open(&st, sp, fc_tok_vocab_size(g_tok), &err), 0);
+  assert_int_equal(fc_data_batch(d, &b, 2, 1, &st.src, &err), FC_EMISMATCH);
+  assert_non_null(strstr(err.msg, "data line 3"));
+  fc_train_topk_close(&st);
+  fc_batch_free(&b);
+  fc_data_destroy(&d);
+  unlink(sp);
+  free(sp);
+}
+
+/* The whole loop from scratch on text + conversations with store targets runs to the end. */
+static void test_train_with_store(void **state) {
+  (void)state;
+  fc_train_encoder_t enc;
+  fc_train_encoder_init(&enc, g_tok, FC_CHAT_AUTO);
+  char lines[8192] = "";
+  for (int i = 0; i < 8; i++) strcat(lines, data_text);
+  fc_data_t *d = load(lines, &enc);
+  char *sp = path_in("t.topk");
+  write_store(sp, d, &enc, -1, 4);
+  fc_data_destroy(&d);
+  char *cfgp = path_in("config.json"), *dp = path_in("d.jsonl"), *out = path_in("out");
+  fc_config_t cfg;
+  fc_config_default(&cfg, "qwen2");
+  cfg.hidden_size = 32, cfg.intermediate_size = 64, cfg.num_layers = 1, cfg.num_heads = 2, cfg.num_kv_heads = 1;
+  cfg.head_dim = 16, cfg.vocab_size = fc_tok_vocab_size(g_tok), cfg.tie_word_embeddings = 1;
+  fc_err_t err = {0};
+  assert_int_equal(fc_config_save(&cfg, cfgp, &err), 0);
+  fc_train_topk_t st;
+  assert_int_equal(fc_train_topk_open(&st, sp, cfg.vocab_size, &err), 0);
+  fc_train_opts_t o;
+  fc_train_opts_default(&o);
+  o.config_path = cfgp;
+  o.data_path = dp;
+  o.out_dir = out;
+  o.steps = 12;
+  o.batch_size = 3;
+  o.lr = 1e-2;
+  o.warmup = 0;
+  o.encoder = &enc.enc;
+  o.targets = &st.src;
+  o.lambda = 0.5;
+  o.quiet = 1;
+  fc_train_result_t res;
+  int rc = fc_train_run(&o, &res, &err);
+  if (rc) fail_msg("%s", err.msg);
+  assert_int_equal(res.steps_done, 12);
+  assert_true(isfinite(res.last_loss) && res.last_loss > 0);
+  fc_train_topk_close(&st);
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+  assert_int_equal(system(cmd), 0);
+  unlink(sp), unlink(cfgp);
+  free(sp), free(cfgp), free(dp), free(out);
+}
+
 /* The whole loop from scratch on text + conversation lines runs to the end and learns. */
 static void test_train_text_from_scratch(void **state) {
   (void)state;
@@ -140,6 +258,8 @@ int main(void) {
   }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_text_and_chat_rows),
+      cmocka_unit_test(test_store_targets),
+      cmocka_unit_test(test_train_with_store),
       cmocka_unit_test(test_train_text_from_scratch),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

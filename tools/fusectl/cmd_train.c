@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fc_config.h"
 #include "fc_train.h"
 #include "fc_train_src.h"
 
@@ -45,7 +46,6 @@ static void usage(FILE *fp) {
     "                         else Llama-2), chatml or llama2 (default auto)\n"
     "  --targets FILE         fused top-K targets: a top-K store whose example i holds the tokens of\n"
     "                         data line i (as the alignment stage writes it) and their targets\n"
-    "                         (not in this build yet: needs the top-K store reader)\n"
     "  --lambda L             loss = L * CE(gold) + (1 - L) * CE(fused targets) (default 0.9)\n"
     "\n"
     "Optimization:\n"
@@ -210,15 +210,20 @@ int fc_cmd_train(int argc, char **argv) {
     fc_train_encoder_init(&enc, tok, tmpl);
     o.encoder = &enc.enc;
   }
+  fc_train_topk_t store;
+  int have_store = 0, rc = 0;
   if (targets) {
-    /* The top-K store reader (fc_topk.h) comes with the alignment work; fc_train takes fused
-     * targets through fc_targets_source_t (fc_data.h) as soon as it is here. */
-    fc_tok_destroy(&tok);
-    return fc_cli_fail("train", "--targets %s: reading top-K stores is not in this build yet", targets);
+    fc_config_t cfg;
+    rc = fc_config_load(&cfg, o.model_dir ? o.model_dir : o.config_path, &err);
+    if (rc == 0) rc = fc_train_topk_open(&store, targets, cfg.vocab_size, &err);
+    if (rc == 0) {
+      have_store = 1;
+      o.targets = &store.src;
+    }
   }
-  int rc = 0;
   fc_train_result_t res;
   if (rc == 0) rc = fc_train_run(&o, &res, &err);
+  if (have_store) fc_train_topk_close(&store);
   fc_tok_destroy(&tok);
   if (rc != 0) return fc_cli_fail("train", "%s", err.msg);
   printf("trained %ld steps (%ld this run): final loss %.4f, %.0f tokens/s, %.1f ms/step; model in %s\n",
