@@ -222,3 +222,122 @@ int fc_generate(fc_model_t *m, const int32_t *prompt, int n, const fc_gen_opts_t
   *nout = k;
   return 0;
 }
+
+/* One decoding step for n sequences, each with its own cache and position: row i feeds ids[i]
+ * to caches[i]; logits (n, V) of each row's new position. Scratch of the first cache. */
+static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids, int n, float *logits,
+                       fc_kv_cache_t *sc, fc_err_t *err) {
+  const fc_config_t *c = &m->cfg;
+  int C = c->hidden_size, F = c->intermediate_size, HD = c->head_dim, NH = c->num_heads;
+  int rep = NH / c->num_kv_heads, QD = NH * HD, KVD = c->num_kv_heads * HD;
+  float scale = 1.0f / sqrtf((float)HD);
+  int maxpos = 0;
+  for (int i = 0; i < n; i++) {
+    if (caches[i]->len >= caches[i]->cap)
+      return fc_err_set(err, FC_EINVAL, "decode: the KV cache of row %d is full", i);
+    if (ids[i] < 0 || ids[i] >= c->vocab_size)
+      return fc_err_set(err, FC_EINVAL, "decode: token id %d is outside the vocabulary (%d)", ids[i], c->vocab_size);
+    maxpos = caches[i]->len + 1 > maxpos ? caches[i]->len + 1 : maxpos;
+  }
+  fc_model_rope_reserve(m, maxpos);
+  scratch_reserve(sc, c, n);
+  float *knew = fc_xmalloc((size_t)n * KVD * sizeof(float)), *vnew = fc_xmalloc((size_t)n * KVD * sizeof(float));
+  for (int i = 0; i < n; i++) memcpy(sc->x + (size_t)i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  for (int l = 0; l < c->num_layers; l++) {
+    const fc_layer_w_t *w = &m->w.layer[l];
+    fc_rmsnorm_forward(sc->ln, NULL, sc->x, w->ln1, n, C, c->rms_norm_eps);
+    fc_linear_forward(sc->q, sc->ln, w->wq, w->bq, n, C, QD, 0);
+    fc_linear_forward(knew, sc->ln, w->wk, w->bk, n, C, KVD, 0);
+    fc_linear_forward(vnew, sc->ln, w->wv, w->bv, n, C, KVD, 0);
+    for (int i = 0; i < n; i++) {
+      fc_kv_cache_t *kc = caches[i];
+      int pos = kc->len;
+      float *K = kc->k + (size_t)l * kc->cap * KVD, *V = kc->v + (size_t)l * kc->cap * KVD;
+      float *q = sc->q + (size_t)i * QD, *y = sc->atty + (size_t)i * QD;
+      memcpy(K + (size_t)pos * KVD, knew + (size_t)i * KVD, (size_t)KVD * sizeof(float));
+      memcpy(V + (size_t)pos * KVD, vnew + (size_t)i * KVD, (size_t)KVD * sizeof(float));
+      fc_rope(q, 1, 1, pos, NH, HD, m->rope_cos, m->rope_sin, 0);
+      fc_rope(K + (size_t)pos * KVD, 1, 1, pos, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+      for (int h = 0; h < NH; h++) {
+        const float *Kh = K + (size_t)(h / rep) * HD, *Vh = V + (size_t)(h / rep) * HD;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, pos + 1, HD, scale, q + (size_t)h * HD, QD, Kh, KVD,
+                    0.0f, sc->S, pos + 1);
+        fc_causal_softmax(sc->S, pos, 1, pos + 1);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, HD, pos + 1, 1.0f, sc->S, pos + 1, Vh, KVD, 0.0f,
+                    y + (size_t)h * HD, QD);
+      }
+    }
+    memcpy(sc->xmid, sc->x, (size_t)n * C * sizeof(float));
+    fc_linear_forward(sc->xmid, sc->atty, w->wo, w->bo, n, QD, C, 1);
+    fc_rmsnorm_forward(sc->ln, NULL, sc->xmid, w->ln2, n, C, c->rms_norm_eps);
+    fc_linear_forward(sc->g, sc->ln, w->wg, w->bg, n, C, F, 0);
+    fc_linear_forward(sc->u, sc->ln, w->wu, w->bu, n, C, F, 0);
+    fc_swiglu_forward(sc->h, sc->g, sc->u, (size_t)n * F);
+    memcpy(sc->x, sc->xmid, (size_t)n * C * sizeof(float));
+    fc_linear_forward(sc->x, sc->h, w->wd, w->bd, n, F, C, 1);
+  }
+  fc_rmsnorm_forward(sc->ln, NULL, sc->x, m->w.lnf, n, C, c->rms_norm_eps);
+  fc_linear_forward(logits, sc->ln, m->w.head, NULL, n, C, c->vocab_size, 0);
+  for (int i = 0; i < n; i++) caches[i]->len++;
+  free(knew);
+  free(vnew);
+  return 0;
+}
+
+int fc_generate_batch(fc_model_t *m, const int32_t *const *prompts, const int *lens, int B,
+                      const fc_gen_opts_t *opts, int32_t **outs, int *nouts, fc_err_t *err) {
+  for (int i = 0; i < B; i++) outs[i] = NULL, nouts[i] = 0;
+  if (B <= 0) return fc_err_set(err, FC_EINVAL, "generate: no prompts");
+  if (opts->max_tokens <= 0) return fc_err_set(err, FC_EINVAL, "generate: max_tokens must be positive");
+  for (int i = 0; i < B; i++)
+    if (lens[i] <= 0) return fc_err_set(err, FC_EINVAL, "generate: prompt %d is empty", i);
+  const fc_config_t *c = &m->cfg;
+  int V = c->vocab_size, eos = opts->eos_id == -2 ? c->eos_token_id : opts->eos_id, rc = 0;
+  fc_kv_cache_t **caches = fc_xcalloc((size_t)B, sizeof *caches), **act = fc_xcalloc((size_t)B, sizeof *act);
+  fc_rng_t *rng = fc_xmalloc((size_t)B * sizeof *rng);
+  int *rows = fc_xmalloc((size_t)B * sizeof *rows);
+  int32_t *next = fc_xmalloc((size_t)B * sizeof *next);
+  float *logits = fc_xmalloc((size_t)B * V * sizeof(float));
+  idx_prob_t *buf = opts->temperature > 0 ? fc_xmalloc((size_t)V * sizeof *buf) : NULL;
+  fc_kv_cache_t *sc = NULL;
+  for (int i = 0; i < B && !rc; i++) {
+    outs[i] = fc_xmalloc((size_t)opts->max_tokens * sizeof(int32_t));
+    fc_rng_seed(&rng[i], opts->seed + (uint64_t)i);
+    if ((rc = fc_kv_cache_new(&caches[i], m, lens[i] + opts->max_tokens, err))) break;
+    const float *lg = fc_model_decode(m, caches[i], prompts[i], lens[i], err);
+    if (!lg) rc = err && err->code ? err->code : FC_EINVAL;
+    else memcpy(logits + (size_t)i * V, lg, (size_t)V * sizeof(float));
+  }
+  if (!rc) rc = fc_kv_cache_new(&sc, m, 1, err);
+  int n = B; /* rows whose logits are in logits[0..n) in the order rows[] */
+  for (int i = 0; i < B; i++) rows[i] = i;
+  while (!rc && n > 0) {
+    int k = 0;
+    for (int j = 0; j < n; j++) {
+      int i = rows[j];
+      const float *lg = logits + (size_t)j * V;
+      int32_t t = opts->temperature > 0 ? sample(lg, V, opts->temperature, opts->top_p, &rng[i], buf) : argmax(lg, V);
+      outs[i][nouts[i]++] = t;
+      if (t == eos || nouts[i] == opts->max_tokens) continue;
+      rows[k] = i, next[k] = t, act[k] = caches[i];
+      k++;
+    }
+    n = k;
+    if (n > 0) {
+      /* the scratch cache must hold the longest row's scores */
+      int longest = 0;
+      for (int j = 0; j < n; j++) longest = act[j]->cap > longest ? act[j]->cap : longest;
+      if (sc->cap < longest) {
+        fc_kv_cache_destroy(&sc);
+        if ((rc = fc_kv_cache_new(&sc, m, longest, err))) break;
+      }
+      rc = decode_rows(m, act, next, n, logits, sc, err);
+    }
+  }
+  for (int i = 0; i < B; i++) fc_kv_cache_destroy(&caches[i]);
+  fc_kv_cache_destroy(&sc);
+  free(caches), free(act), free(rng), free(rows), free(next), free(logits), free(buf);
+  if (rc)
+    for (int i = 0; i < B; i++) free(outs[i]), outs[i] = NULL, nouts[i] = 0;
+  return rc;
+}

@@ -23,6 +23,13 @@ void fc_gen_opts_default(fc_gen_opts_t *o);
 int fc_generate(fc_model_t *m, const int32_t *prompt, int n, const fc_gen_opts_t *opts, int32_t **out,
                 int *nout, fc_err_t *err);
 
+/* B prompts at once, for evaluation: each prompt is prefilled on its own, then every step
+ * decodes one token of all unfinished rows together (one product of up to B rows per weight).
+ * Row i samples with seed opts->seed + i, so row i alone equals fc_generate with that seed.
+ * outs[i] (malloc'ed, caller frees) and nouts[i] receive row i's new ids. */
+int fc_generate_batch(fc_model_t *m, const int32_t *const *prompts, const int *lens, int B,
+                      const fc_gen_opts_t *opts, int32_t **outs, int *nouts, fc_err_t *err);
+
 /* A KV cache for one sequence, for callers that drive decoding themselves. */
 typedef struct fc_kv_cache fc_kv_cache_t;
 int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_err_t *err);

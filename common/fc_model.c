@@ -4,10 +4,36 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fc_ops.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+extern void openblas_set_num_threads(int);
+extern int openblas_get_num_threads(void);
+
+/* Threads for the attention heads (OpenMP); OpenBLAS runs single-threaded inside them. */
+static int par_threads(const fc_model_t *m) {
+#ifdef _OPENMP
+  return m->threads > 0 ? m->threads : omp_get_max_threads();
+#else
+  (void)m;
+  return 1;
+#endif
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
 
 /* ---------------------------------------------------------------- parameter layout */
 
@@ -197,8 +223,6 @@ const fc_param_info_t *fc_model_find_tensor(const fc_model_t *m, const char *nam
   return NULL;
 }
 
-extern void openblas_set_num_threads(int);
-
 void fc_model_set_threads(fc_model_t *m, int threads) {
   if (threads < 1) threads = 1;
   m->threads = threads;
@@ -258,14 +282,14 @@ void fc_model_rope_reserve(fc_model_t *m, int n) {
 
 /* ---------------------------------------------------------------- activations */
 
-static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train) {
+static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, size_t head_rows) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
   size_t Ls = train ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
   size_t sizes[] = {Lx * BT * C, Ls * BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
-                    Ls * BT * F, Ls * BT * F, BT * C, BT, BT * V};
+                    (size_t)par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
+                    Ls * BT * F, Ls * BT * F, BT * C, BT, head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
                     &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
@@ -277,8 +301,8 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train) {
   return off;
 }
 
-static void acts_reserve(fc_model_t *m, int B, int T, int train) {
-  size_t need = acts_layout(m, NULL, B, T, train);
+static void acts_reserve(fc_model_t *m, int B, int T, int train, size_t head_rows) {
+  size_t need = acts_layout(m, NULL, B, T, train, head_rows);
   if (need > m->acts_cap) {
     free(m->acts_mem);
     if (posix_memalign((void **)&m->acts_mem, 64, need * sizeof(float))) m->acts_mem = NULL;
@@ -288,7 +312,7 @@ static void acts_reserve(fc_model_t *m, int B, int T, int train) {
     }
     m->acts_cap = need;
   }
-  acts_layout(m, m->acts_mem, B, T, train);
+  acts_layout(m, m->acts_mem, B, T, train, head_rows);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -311,21 +335,29 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
   int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
   int QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  float *P = m->acts.att;
   const int blk = 128;
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < NH; h++) {
-      const float *Q = q + (size_t)b * T * QD + (size_t)h * HD;
-      const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
-      const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
-      float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
-      attn_probs(P, Q, K, T, HD, QD, KVD, scale);
-      for (int r0 = 0; r0 < T; r0 += blk) {
-        int n = T - r0 < blk ? T - r0 : blk;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n, 1.0f, P + (size_t)r0 * T, T, Vv,
-                    KVD, 0.0f, Y + (size_t)r0 * QD, QD);
-      }
+  int nthr = par_threads(m), saved = openblas_get_num_threads();
+  /* Heads in parallel, each product single-threaded: these products are small (T x T x HD)
+   * and OpenBLAS's own threading costs more than it gains on them. */
+  if (nthr > 1) openblas_set_num_threads(1);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthr) schedule(dynamic, 1) if (nthr > 1)
+#endif
+  for (int bh = 0; bh < B * NH; bh++) {
+    int b = bh / NH, h = bh % NH;
+    float *P = m->acts.att + (size_t)thread_id() * T * T;
+    const float *Q = q + (size_t)b * T * QD + (size_t)h * HD;
+    const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+    const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
+    float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
+    attn_probs(P, Q, K, T, HD, QD, KVD, scale);
+    for (int r0 = 0; r0 < T; r0 += blk) {
+      int n = T - r0 < blk ? T - r0 : blk;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n, 1.0f, P + (size_t)r0 * T, T, Vv, KVD,
+                  0.0f, Y + (size_t)r0 * QD, QD);
     }
+  }
+  if (nthr > 1) openblas_set_num_threads(saved);
 }
 
 /* dq (BT,QD) = ..., dk, dv (BT,KVD) accumulated (+=; zeroed by the caller) from datty. The
@@ -334,56 +366,85 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
 static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, const float *datty,
                                const float *q, const float *k, const float *v, int B, int T) {
   const fc_config_t *c = &m->cfg;
-  int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
-  int QD = NH * HD, KVD = c->num_kv_heads * HD;
+  int NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, rep = NH / NKV;
+  int QD = NH * HD, KVD = NKV * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  float *P = m->acts.att, *dP = m->ga.datt;
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < NH; h++) {
-      size_t qo = (size_t)b * T * QD + (size_t)h * HD, ko = (size_t)b * T * KVD + (size_t)(h / rep) * HD;
-      const float *Q = q + qo, *K = k + ko, *Vv = v + ko, *dY = datty + qo;
+  int nthr = par_threads(m), saved = openblas_get_num_threads();
+  if (nthr > 1) openblas_set_num_threads(1);
+  /* One task per (b, kv head): the query heads sharing it accumulate into the same dk, dv. */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nthr) schedule(dynamic, 1) if (nthr > 1)
+#endif
+  for (int bk = 0; bk < B * NKV; bk++) {
+    int b = bk / NKV, kh = bk % NKV;
+    float *P = m->ga.datt + (size_t)thread_id() * 2 * T * T, *dP = P + (size_t)T * T;
+    size_t ko = (size_t)b * T * KVD + (size_t)kh * HD;
+    const float *K = k + ko, *Vv = v + ko;
+    for (int h = kh * rep; h < (kh + 1) * rep; h++) {
+      size_t qo = (size_t)b * T * QD + (size_t)h * HD;
+      const float *Q = q + qo, *dY = datty + qo;
       attn_probs(P, Q, K, T, HD, QD, KVD, scale);
       /* dP = dY V^T; dV += P^T dY */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dY, QD, Vv, KVD, 0.0f, dP, T);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dY, QD, 1.0f, dv + ko, KVD);
       /* softmax backward: dS = P * (dP - sum_j P dP), times the score scale */
-      for (int i = 0; i < T; i++) {
-        float *p = P + (size_t)i * T, *d = dP + (size_t)i * T;
-        float dot = 0.0f;
-        for (int j = 0; j <= i; j++) dot += p[j] * d[j];
-        for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-        for (int j = i + 1; j < T; j++) d[j] = 0.0f;
-      }
+      fc_causal_softmax_backward(dP, P, T, T, scale);
       /* dQ = dS K; dK += dS^T Q */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, K, KVD, 0.0f, dq + qo, QD);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, Q, QD, 1.0f, dk + ko, KVD);
     }
+  }
+  if (nthr > 1) openblas_set_num_threads(saved);
 }
 
 /* ---------------------------------------------------------------- forward */
 
-const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
-  const fc_config_t *c = &m->cfg;
-  if (B <= 0 || T <= 0) {
-    fc_err_set(err, FC_EINVAL, "forward: batch %d x %d is empty", B, T);
-    return NULL;
+/* FUSECHAT_PROFILE=1: seconds per forward/backward section, printed at exit (a bench aid for
+ * single-model runs; the timers are process-wide). */
+enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD,
+       PR_B_HEAD, PR_B_MLP, PR_B_O, PR_B_ATTN, PR_B_QKV, PR_B_NORM, PR_B_EMB, PR_N };
+static const char *pr_names[PR_N] = {"norm", "qkv", "rope", "attn", "o", "gate_up", "swiglu", "down", "head",
+                                     "b_head", "b_mlp", "b_o", "b_attn", "b_qkv", "b_norm", "b_embed"};
+static double pr_t[PR_N];
+static _Atomic int pr_on = -1;
+static double pr_last;
+static void pr_report(void) {
+  for (int i = 0; i < PR_N; i++) fprintf(stderr, "profile %-8s %8.3f s\n", pr_names[i], pr_t[i]);
+}
+static void pr_mark(int what) {
+  if (pr_on < 0) {
+    int on = getenv("FUSECHAT_PROFILE") != NULL, expect = -1;
+    if (atomic_compare_exchange_strong(&pr_on, &expect, on) && on) atexit(pr_report);
   }
+  if (!pr_on) return;
+  double t = fc_now();
+  if (what >= 0) pr_t[what] += t - pr_last;
+  pr_last = t;
+}
+
+static int check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc_err_t *err) {
+  if (B <= 0 || T <= 0) return fc_err_set(err, FC_EINVAL, "forward: batch %d x %d is empty", B, T);
   size_t BT = (size_t)B * T;
   for (size_t i = 0; i < BT; i++)
-    if (ids[i] < 0 || ids[i] >= c->vocab_size) {
-      fc_err_set(err, FC_EINVAL, "forward: token id %d at %zu is outside the vocabulary (%d)", ids[i], i,
-                 c->vocab_size);
-      return NULL;
-    }
-  train = train ? 1 : 0;
-  acts_reserve(m, B, T, train);
+    if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+      return fc_err_set(err, FC_EINVAL, "forward: token id %d at %zu is outside the vocabulary (%d)", ids[i], i,
+                        m->cfg.vocab_size);
+  return 0;
+}
+
+/* Everything up to the final norm: acts.lnf (BT, C). */
+static void trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows) {
+  const fc_config_t *c = &m->cfg;
+  size_t BT = (size_t)B * T;
+  acts_reserve(m, B, T, train, head_rows);
   fc_model_rope_reserve(m, T);
   m->B = B, m->T = T, m->acts_train = train, m->have_train_fwd = 0;
-  int C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+  int C = c->hidden_size, F = c->intermediate_size, L = c->num_layers;
   int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
   fc_acts_t *a = &m->acts;
   int N = (int)BT;
   for (size_t i = 0; i < BT; i++) memcpy(a->x + i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  pr_mark(-1);
   for (int l = 0; l < L; l++) {
     const fc_layer_w_t *w = &m->w.layer[l];
     size_t s = train ? (size_t)l : 0;
@@ -393,24 +454,42 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
     float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2 + s * BT * C;
     float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h + s * BT * F;
     fc_rmsnorm_forward(ln1, a->rstd1 + s * BT, xin, w->ln1, N, C, c->rms_norm_eps);
+    pr_mark(PR_NORM);
     fc_linear_forward(q, ln1, w->wq, w->bq, N, C, QD, 0);
     fc_linear_forward(k, ln1, w->wk, w->bk, N, C, KVD, 0);
     fc_linear_forward(v, ln1, w->wv, w->bv, N, C, KVD, 0);
+    pr_mark(PR_QKV);
     fc_rope(q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
     fc_rope(k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+    pr_mark(PR_ROPE);
     attention_forward(m, atty, q, k, v, B, T);
+    pr_mark(PR_ATTN);
     memcpy(xmid, xin, BT * C * sizeof(float));
     fc_linear_forward(xmid, atty, w->wo, w->bo, N, QD, C, 1);
+    pr_mark(PR_O);
     fc_rmsnorm_forward(ln2, a->rstd2 + s * BT, xmid, w->ln2, N, C, c->rms_norm_eps);
+    pr_mark(PR_NORM);
     fc_linear_forward(g, ln2, w->wg, w->bg, N, C, F, 0);
     fc_linear_forward(u, ln2, w->wu, w->bu, N, C, F, 0);
+    pr_mark(PR_GATEUP);
     fc_swiglu_forward(h, g, u, BT * F);
+    pr_mark(PR_SWIGLU);
     memcpy(xout, xmid, BT * C * sizeof(float));
     fc_linear_forward(xout, h, w->wd, w->bd, N, F, C, 1);
+    pr_mark(PR_DOWN);
   }
   const float *xl = a->x + (train ? (size_t)L : 0) * BT * C;
   fc_rmsnorm_forward(a->lnf, a->rstdf, xl, m->w.lnf, N, C, c->rms_norm_eps);
-  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, N, C, V, 0);
+}
+
+const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
+  if (check_ids(m, ids, B, T, err)) return NULL;
+  train = train ? 1 : 0;
+  size_t BT = (size_t)B * T;
+  trunk_forward(m, ids, B, T, train, BT);
+  fc_acts_t *a = &m->acts;
+  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, (int)BT, m->cfg.hidden_size, m->cfg.vocab_size, 0);
+  pr_mark(PR_HEAD);
   if (train) {
     if (BT > m->ids_cap) {
       m->ids = fc_xrealloc(m->ids, BT * sizeof(int32_t));
@@ -422,13 +501,52 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
   return a->logits;
 }
 
+/* Rows of the LM head computed at a time by fc_model_forward_topk: as many as fit in 128 MB of
+ * logits (whole batches at small vocabularies, where bigger products run faster), at least 256
+ * (100 MB at V = 150k). */
+#define HEAD_CHUNK_FLOATS ((size_t)32 << 20)
+
+int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
+                          int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
+  int rc = check_ids(m, ids, B, T, err);
+  if (rc) return rc;
+  int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+  if (K < 0 || K > V) return fc_err_set(err, FC_EINVAL, "forward: top-K %d is outside [0, %d]", K, V);
+  size_t BT = (size_t)B * T, chunk = HEAD_CHUNK_FLOATS / (size_t)V;
+  if (chunk < 256) chunk = 256;
+  const char *e = getenv("FUSECHAT_HEAD_ROWS"); /* override (memory limits, tests) */
+  if (e && atol(e) > 0) chunk = (size_t)atol(e);
+  if (chunk > BT) chunk = BT;
+  trunk_forward(m, ids, B, T, 0, chunk);
+  m->have_train_fwd = 0;
+  fc_acts_t *a = &m->acts;
+  for (size_t r0 = 0; r0 < BT; r0 += chunk) {
+    int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
+    fc_linear_forward(a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(par_threads(m)) schedule(static) if (par_threads(m) > 1 && n > 1)
+#endif
+    for (int i = 0; i < n; i++) {
+      const float *lg = a->logits + (size_t)i * V;
+      size_t row = r0 + (size_t)i;
+      float lse = fc_logsumexp(lg, V);
+      if (K > 0) fc_topk_select(lg, V, K, top_ids + row * K, top_lp + row * K, lse);
+      if (targets && target_lp)
+        target_lp[row] = targets[row] >= 0 && targets[row] < V ? lg[targets[row]] - lse : NAN;
+    }
+  }
+  pr_mark(PR_HEAD);
+  return 0;
+}
+
 /* ---------------------------------------------------------------- backward */
 
 static void ga_reserve(fc_model_t *m, int B, int T) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
-  size_t sizes[] = {BT * C, BT * C, BT * QD, BT * KVD, BT * KVD, BT * QD, BT * F, BT * F, BT * F, (size_t)T * T};
+  size_t sizes[] = {BT * C, BT * C, BT * QD, BT * KVD, BT * KVD, BT * QD, BT * F, BT * F, BT * F,
+                    (size_t)par_threads(m) * 2 * T * T};
   float **ptrs[] = {&m->ga.dx, &m->ga.dln, &m->ga.dq, &m->ga.dk, &m->ga.dv, &m->ga.datty,
                     &m->ga.dh, &m->ga.dg, &m->ga.du, &m->ga.datt};
   size_t need = 0;
@@ -464,9 +582,12 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
   fc_weights_t *gw = &m->gw;
   /* LM head and final norm. */
   float *dhead = gw->head;
+  pr_mark(-1);
   fc_linear_backward(ga->dln, dhead, NULL, dlogits, a->lnf, m->w.head, N, C, V, 0);
+  pr_mark(PR_B_HEAD);
   memset(ga->dx, 0, BT * C * sizeof(float));
   fc_rmsnorm_backward(ga->dx, gw->lnf, ga->dln, a->x + (size_t)L * BT * C, m->w.lnf, a->rstdf, N, C);
+  pr_mark(PR_B_NORM);
   for (int l = L - 1; l >= 0; l--) {
     const fc_layer_w_t *w = &m->w.layer[l];
     fc_layer_w_t *dw = &gw->layer[l];
@@ -480,18 +601,24 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     fc_swiglu_backward(ga->dg, ga->du, ga->dh, g, u, BT * F);
     fc_linear_backward(ga->dln, dw->wg, dw->bg, ga->dg, ln2, w->wg, N, C, F, 0);
     fc_linear_backward(ga->dln, dw->wu, dw->bu, ga->du, ln2, w->wu, N, C, F, 1);
+    pr_mark(PR_B_MLP);
     fc_rmsnorm_backward(ga->dx, dw->ln2, ga->dln, xmid, w->ln2, a->rstd2 + s * BT, N, C);
+    pr_mark(PR_B_NORM);
     /* Attention: xmid = xin + o(attention(rope(q), rope(k), v)) */
     fc_linear_backward(ga->datty, dw->wo, dw->bo, ga->dx, atty, w->wo, N, QD, C, 0);
+    pr_mark(PR_B_O);
     memset(ga->dk, 0, BT * KVD * sizeof(float));
     memset(ga->dv, 0, BT * KVD * sizeof(float));
     attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, q, k, v, B, T);
     fc_rope(ga->dq, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 1);
     fc_rope(ga->dk, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 1);
+    pr_mark(PR_B_ATTN);
     fc_linear_backward(ga->dln, dw->wq, dw->bq, ga->dq, ln1, w->wq, N, C, QD, 0);
     fc_linear_backward(ga->dln, dw->wk, dw->bk, ga->dk, ln1, w->wk, N, C, KVD, 1);
     fc_linear_backward(ga->dln, dw->wv, dw->bv, ga->dv, ln1, w->wv, N, C, KVD, 1);
+    pr_mark(PR_B_QKV);
     fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, xin, w->ln1, a->rstd1 + s * BT, N, C);
+    pr_mark(PR_B_NORM);
   }
   /* Embedding: rows gathered by id, so gradients scatter-add (with the head's when tied). */
   for (size_t i = 0; i < BT; i++) {
@@ -499,6 +626,7 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     const float *src = ga->dx + i * C;
     for (int j = 0; j < C; j++) d[j] += src[j];
   }
+  pr_mark(PR_B_EMB);
   return 0;
 }
 
@@ -522,11 +650,12 @@ static void sift_down(float *v, int32_t *id, int n, int i) {
 void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs) {
   if (K > V) K = V;
   if (K <= 0) return;
-  float mx = logits[0];
-  for (int j = 1; j < V; j++) mx = logits[j] > mx ? logits[j] : mx;
-  double sum = 0.0;
-  for (int j = 0; j < V; j++) sum += exp((double)(logits[j] - mx));
-  float lse = mx + (float)log(sum);
+  fc_topk_select(logits, V, K, ids, logprobs, fc_logsumexp(logits, V));
+}
+
+void fc_topk_select(const float *logits, int V, int K, int32_t *ids, float *logprobs, float lse) {
+  if (K > V) K = V;
+  if (K <= 0) return;
   /* K-sized min-heap of the best seen so far: O(V log K). */
   for (int j = 0; j < K; j++) ids[j] = j, logprobs[j] = logits[j];
   for (int i = K / 2 - 1; i >= 0; i--) sift_down(logprobs, ids, K, i);

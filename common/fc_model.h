@@ -55,6 +55,17 @@ void fc_model_set_threads(fc_model_t *m, int threads);
 /* Top-K of log-softmax(logits) per position, by descending log-prob (partial selection). */
 void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs);
 
+/* ---- additions beyond the shared contract ---- */
+
+/* Inference forward for the logits stage without the (B,T,V) logits: the LM head runs over
+ * chunks of rows, and each position keeps its top-K (top_ids, top_lp: (B,T,K), descending) and,
+ * when targets (B,T) is given, target_lp (B,T) = log-prob of targets[i] (NAN when the target is
+ * outside the vocabulary, e.g. -1 for "none"). K may be 0. */
+int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
+                          int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err);
+/* fc_topk_logprobs given the row's log-sum-exp (for callers that already have it). */
+void fc_topk_select(const float *logits, int V, int K, int32_t *ids, float *logprobs, float lse);
+
 /* Writes config.json + model.safetensors (dtype F32, F16 or BF16) atomically into dir. */
 int fc_model_save(const fc_model_t *m, const char *dir, fc_dtype_t dtype, fc_err_t *err);
 

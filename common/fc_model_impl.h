@@ -59,7 +59,7 @@ typedef struct fc_grad_acts {
   float *dh;    /* (BT, F) */
   float *dg;    /* (BT, F) */
   float *du;    /* (BT, F) */
-  float *datt;  /* (T, T) */
+  float *datt;  /* (threads, 2, T, T) probabilities and their gradient, per thread */
 } fc_grad_acts_t;
 
 struct fc_model {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fc_generate.h"
@@ -404,13 +405,174 @@ static void test_sample(void **state) {
   close_fixture(&f);
 }
 
+/* Batched generation: every row equals generating it alone (greedy and sampled), rows of
+ * different lengths stopping at different times; the reference prompt's row equals the
+ * reference's greedy ids. */
+static void test_generate_batch(void **state) {
+  (void)state;
+  for (size_t v = 0; v < NVAR; v++) {
+    fixture_t f;
+    open_fixture(&f, variants[v]);
+    size_t np, ng;
+    const int32_t *prompt = ref_i32(&f, "gen_prompt", &np);
+    const int32_t *want = ref_i32(&f, "gen_greedy", &ng);
+    const int32_t *ids = ref_tensor(&f, "ids")->data;
+    const int32_t *prompts[4] = {ids, prompt, ids + 12, ids + 3};
+    int lens[4] = {9, (int)np, 2, 1};
+    for (int sampled = 0; sampled < 2; sampled++) {
+      fc_gen_opts_t o;
+      fc_gen_opts_default(&o);
+      o.max_tokens = 10, o.seed = 11;
+      if (sampled) o.temperature = 0.8f, o.top_p = 0.9f;
+      int32_t *outs[4];
+      int nouts[4];
+      fc_err_t err = {0};
+      assert_int_equal(fc_generate_batch(f.m, prompts, lens, 4, &o, outs, nouts, &err), 0);
+      for (int i = 0; i < 4; i++) {
+        fc_gen_opts_t oi = o;
+        oi.seed = o.seed + (uint64_t)i;
+        int32_t *one;
+        int n1;
+        assert_int_equal(fc_generate(f.m, prompts[i], lens[i], &oi, &one, &n1, &err), 0);
+        assert_int_equal(nouts[i], n1);
+        assert_memory_equal(outs[i], one, (size_t)n1 * sizeof(int32_t));
+        free(one);
+      }
+      if (!sampled) {
+        assert_int_equal(nouts[1], (int)ng);
+        assert_memory_equal(outs[1], want, ng * sizeof(int32_t));
+      }
+      for (int i = 0; i < 4; i++) free(outs[i]);
+    }
+    close_fixture(&f);
+  }
+}
+
+/* fusectl logits prints, per position, the top-K the engine computes; fusectl generate prints
+ * the reference's greedy ids; bad usage exits 2, bad files 1. */
+static int run(const char *cmd, char *out, size_t cap) {
+  FILE *p = popen(cmd, "r");
+  assert_non_null(p);
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = 0;
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli(void **state) {
+  (void)state;
+  const char *build = getenv("FC_BUILD");
+  if (!build) {
+    skip();
+    return;
+  }
+  fixture_t f;
+  open_fixture(&f, "llama_gqa");
+  char *dir = fixture_path("llama_gqa", "");
+  char cmd[1024], *out = malloc(1 << 16);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --ids '5, 17 3' --top-k 4", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  int32_t ids[3] = {5, 17, 3}, top[4];
+  float lp[4];
+  fc_err_t err = {0};
+  const float *lg = fc_model_forward(f.m, ids, 1, 3, 0, &err);
+  int V = fc_model_config(f.m)->vocab_size;
+  char *line = out;
+  for (int p = 0; p < 3; p++) {
+    fc_topk_logprobs(lg + (size_t)p * V, V, 4, top, lp);
+    int pos, a[4];
+    float b[4];
+    assert_int_equal(sscanf(line, "{\"pos\":%d,\"ids\":[%d,%d,%d,%d],\"logprobs\":[%f,%f,%f,%f]}", &pos, &a[0], &a[1],
+                            &a[2], &a[3], &b[0], &b[1], &b[2], &b[3]),
+                     9);
+    assert_int_equal(pos, p);
+    for (int j = 0; j < 4; j++) {
+      assert_int_equal(a[j], top[j]);
+      assert_true(fabsf(b[j] - lp[j]) <= 1e-5f * (1 + fabsf(lp[j])));
+    }
+    line = strchr(line, '\n');
+    assert_non_null(line);
+    line++;
+  }
+  assert_int_equal(*line, 0);
+
+  size_t np, ng;
+  const int32_t *prompt = ref_i32(&f, "gen_prompt", &np);
+  const int32_t *want = ref_i32(&f, "gen_greedy", &ng);
+  int o = snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --model %s --max-tokens %zu --prompt-ids '", build, dir, ng);
+  for (size_t i = 0; i < np; i++) o += snprintf(cmd + o, sizeof cmd - (size_t)o, "%d ", prompt[i]);
+  snprintf(cmd + o, sizeof cmd - (size_t)o, "'");
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  char expect[512];
+  o = 0;
+  for (size_t i = 0; i < ng; i++) o += snprintf(expect + o, sizeof expect - (size_t)o, "%s%d", i ? " " : "", want[i]);
+  snprintf(expect + o, sizeof expect - (size_t)o, "\n");
+  assert_string_equal(out, expect);
+
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --ids '1 -2' 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 2);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --ids '1 999' 2>/dev/null", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 1);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --model /nonexistent --prompt-ids 1 2>/dev/null", build);
+  assert_int_equal(run(cmd, out, 1 << 16), 1);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --help", build);
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  assert_non_null(strstr(out, "--temperature"));
+  free(out);
+  free(dir);
+  close_fixture(&f);
+}
+
+/* The chunked top-K forward equals the full logits + fc_topk_logprobs, across several head
+ * chunks (30 rows of 12 = 360 positions, 100 rows a chunk), and gives the targets' log-probs. */
+static void test_forward_topk_chunked(void **state) {
+  (void)state;
+  fixture_t f;
+  open_fixture(&f, "llama_mha_tied_bf16");
+  const int32_t *ref_ids = ref_tensor(&f, "ids")->data;
+  enum { B = 30, T = 12, K = 6 };
+  int V = fc_model_config(f.m)->vocab_size;
+  int32_t *ids = malloc(B * T * sizeof(int32_t)), *tg = malloc(B * T * sizeof(int32_t));
+  for (int i = 0; i < B * T; i++) ids[i] = (ref_ids[i % 24] + i / 24) % V, tg[i] = (i * 7) % V;
+  tg[5] = -1;
+  int32_t *ti = malloc(B * T * K * sizeof(int32_t));
+  float *tl = malloc(B * T * K * sizeof(float)), *tgl = malloc(B * T * sizeof(float));
+  fc_err_t err = {0};
+  setenv("FUSECHAT_HEAD_ROWS", "100", 1); /* 4 chunks, the last one partial */
+  assert_int_equal(fc_model_forward_topk(f.m, ids, B, T, K, tg, ti, tl, tgl, &err), 0);
+  unsetenv("FUSECHAT_HEAD_ROWS");
+  const float *lg = fc_model_forward(f.m, ids, B, T, 0, &err);
+  int32_t wi[K];
+  float wl[K];
+  for (int p = 0; p < B * T; p++) {
+    fc_topk_logprobs(lg + (size_t)p * V, V, K, wi, wl);
+    assert_memory_equal(ti + p * K, wi, sizeof wi);
+    for (int j = 0; j < K; j++) assert_true(fabsf(tl[p * K + j] - wl[j]) <= 1e-5f * (1 + fabsf(wl[j])));
+    if (p == 5) {
+      assert_true(isnan(tgl[p]));
+      continue;
+    }
+    /* log-softmax of the target from the logits directly, in double */
+    double mx = -1e30, s = 0;
+    for (int v = 0; v < V; v++) mx = fmax(mx, lg[(size_t)p * V + v]);
+    for (int v = 0; v < V; v++) s += exp(lg[(size_t)p * V + v] - mx);
+    double want = lg[(size_t)p * V + tg[p]] - mx - log(s);
+    assert_true(fabs(tgl[p] - want) <= 1e-5 * (1 + fabs(want)));
+  }
+  assert_int_equal(fc_model_forward_topk(f.m, ids, B, T, 0, NULL, NULL, NULL, NULL, &err), 0);
+  assert_int_not_equal(fc_model_forward_topk(f.m, ids, B, T, V + 1, NULL, ti, tl, NULL, &err), 0);
+  free(ids), free(tg), free(ti), free(tl), free(tgl);
+  close_fixture(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_topk), cmocka_unit_test(test_backward),
       cmocka_unit_test(test_padding),      cmocka_unit_test(test_save_roundtrip),
       cmocka_unit_test(test_topk_bruteforce), cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_init),         cmocka_unit_test(test_generate),
-      cmocka_unit_test(test_sample),
+      cmocka_unit_test(test_sample),       cmocka_unit_test(test_generate_batch),
+      cmocka_unit_test(test_cli),          cmocka_unit_test(test_forward_topk_chunked),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

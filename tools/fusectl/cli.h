@@ -2,6 +2,8 @@
 #ifndef FC_CLI_H
 #define FC_CLI_H
 
+#include <stdint.h>
+
 #include "fc_util.h"
 
 /* Exit codes: 0 success, 1 the work failed (bad file, I/O, remote error), 2 bad usage. */
@@ -20,15 +22,32 @@ int fc_cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(pri
 /* Parses a whole decimal/float argument; returns 0 on success. */
 int fc_cli_parse_long(const char *s, long *out);
 int fc_cli_parse_double(const char *s, double *out);
+/* Token ids separated by spaces or commas ("1 2 3", "1,2,3") into a malloc'ed array; returns
+ * 0 on success, -1 on anything that is not a non-negative integer list (then *out is NULL). */
+int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
 
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
+  X(artifacts, "list the files a job wrote, with SHA-256") \
+  X(cancel, "cancel a job") \
+  X(down, "stop what 'fusectl up' started") \
   X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
   X(inspect, "list the tensors of a safetensors file or model directory") \
+  X(generate, "continue a prompt with a model (greedy or sampled)") \
+  X(keygen, "make a CURVE key pair for TCP deployments") \
+  X(list, "list jobs") \
+  X(logits, "top-K next-token log-probabilities of a model at every position") \
+  X(logs, "print a job's event log") \
+  X(retry, "re-queue a failed or cancelled job or task") \
+  X(status, "show jobs and their tasks by stage") \
+  X(submit, "submit a job spec (YAML) to the coordinator") \
   X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
   X(tokenizer_train, "train a byte-level or SentencePiece-style BPE tokenizer.json") \
   X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
-  X(version, "print the version")
+  X(up, "start a coordinator and stage daemons on this machine") \
+  X(version, "print the version") \
+  X(watch, "follow a job's events until it ends") \
+  X(workers, "list the registered stage daemons")
 
 #define FC_DECLARE_CMD(name, summary) int fc_cmd_##name(int argc, char **argv);
 FC_COMMANDS(FC_DECLARE_CMD)

@@ -1,5 +1,6 @@
 /* fusectl: the one client of fusechat. Dispatches to a subcommand, like git. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,6 +65,32 @@ static int name_matches(const char *table, const char *arg) {
   for (; *table && *arg; table++, arg++)
     if (*table != *arg && !(*table == '_' && *arg == '-')) return 0;
   return *table == *arg;
+}
+
+int fc_cli_parse_ids(const char *s, int32_t **out, int *n) {
+  *out = NULL;
+  *n = 0;
+  int cap = 16, k = 0;
+  int32_t *v = fc_xmalloc((size_t)cap * sizeof *v);
+  const char *p = s;
+  for (;;) {
+    while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n') p++;
+    if (!*p) break;
+    if (*p < '0' || *p > '9') goto bad;
+    char *end;
+    errno = 0;
+    long x = strtol(p, &end, 10);
+    if (errno || x > INT32_MAX || (*end && *end != ' ' && *end != ',' && *end != '\t' && *end != '\n')) goto bad;
+    if (k == cap) v = fc_xrealloc(v, (size_t)(cap *= 2) * sizeof *v);
+    v[k++] = (int32_t)x;
+    p = end;
+  }
+  *out = v;
+  *n = k;
+  return 0;
+bad:
+  free(v);
+  return -1;
 }
 
 static void usage(FILE *fp) {

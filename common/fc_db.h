@@ -1,0 +1,90 @@
+/* The coordinator's store: jobs, tasks and their dependencies, leases, workers, artifacts and an
+ * append-only event log in SQLite (WAL). Every state change is one transaction, so a coordinator
+ * killed at any point restarts from a consistent database. Times are unix seconds passed in by
+ * the caller (tests drive the clock). */
+#ifndef FC_DB_H
+#define FC_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fc_job.h"
+#include "fc_msg.h"
+#include "fc_util.h"
+
+typedef struct fc_db fc_db_t;
+
+/* The schema version this code migrates to (PRAGMA user_version). */
+int fc_db_schema_version(void);
+
+int fc_db_open(fc_db_t **db, const char *path, fc_err_t *err);
+void fc_db_close(fc_db_t **db);
+/* Opens migrating only up to schema version `target` (tests of the migrations). */
+int fc_db_open_at(fc_db_t **db, const char *path, int target, fc_err_t *err);
+
+/* Stores a parsed job and its task DAG; refuses a second active job of the same name. */
+int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double now, int64_t *job_id,
+                     fc_err_t *err);
+
+/* Records a worker (register) or refreshes its last-seen time (caps NULL). */
+int fc_db_worker_seen(fc_db_t *db, const fc_msg_t *reg, const char *id, double now, fc_err_t *err);
+int fc_db_worker_gone(fc_db_t *db, const char *id, double now, fc_err_t *err);
+
+/* Leases the first queued task (by job, then task id) whose deps are done and whose capability
+ * is in caps, to `worker` until now + lease_s. Returns 1 and fills *assign (a task_assign
+ * message) when it leased one, 0 when there is nothing for this worker, <0 on error. */
+int fc_db_lease_next(fc_db_t *db, const char *worker, char *const *caps, size_t ncaps, double now,
+                     double lease_s, fc_msg_t *assign, fc_err_t *err);
+/* A heartbeat message (task, id, fraction, message, figures): extends the lease and records
+ * the progress (*job gets the task's job). Returns 0, or 1 when the worker no longer holds the
+ * task (lapsed and given to someone else, cancelled): the worker should stop. */
+int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s, int64_t *job, fc_err_t *err);
+/* Re-queues (attempts + 1) or fails every task whose lease lapsed before now; *n gets how many. */
+int fc_db_expire(fc_db_t *db, double now, int *n, fc_err_t *err);
+/* Moves every lease deadline to at least `deadline`: a restarted coordinator gives workers a
+ * full lease period to reach it before their silence counts against them. *n gets how many. */
+int fc_db_leases_grace(fc_db_t *db, double deadline, int *n, fc_err_t *err);
+/* Earliest lease deadline, or 0 when there are no leases. */
+int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err);
+/* Task finished with these artifacts. Returns 1 (and changes nothing) when `worker` does not
+ * hold the lease: a late result from a worker presumed dead; FC_EINVAL (nothing changed) when
+ * an artifact is not one of the task's outputs or below one. */
+int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_artifact_t *arts,
+                   size_t narts, double now, fc_err_t *err);
+/* Task failed (attempts + 1; re-queued until max_attempts, then the task and its job fail) or,
+ * with handback, was given back unfinished (re-queued, attempts unchanged). 1 when not held. */
+int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, const char *error, bool handback,
+               double now, fc_err_t *err);
+
+typedef struct fc_db_holder {
+  int64_t task;
+  char worker[257];
+} fc_db_holder_t;
+/* Cancels a job's unfinished tasks; *holders lists the leases that were running (to notify). */
+int fc_db_job_cancel(fc_db_t *db, int64_t job, double now, fc_db_holder_t **holders, size_t *nholders,
+                     fc_err_t *err);
+/* Re-queues a failed or cancelled job's failed/cancelled tasks with fresh attempts. */
+int fc_db_job_retry(fc_db_t *db, int64_t job, double now, fc_err_t *err);
+/* Re-queues one failed or cancelled task (and the job's cancelled ones) with fresh attempts. */
+int fc_db_task_retry(fc_db_t *db, int64_t task, double now, fc_err_t *err);
+
+/* States as text: jobs queued|running|done|failed|cancelled, tasks also leased. */
+int fc_db_job_state(fc_db_t *db, int64_t job, char state[16], fc_err_t *err);
+int fc_db_task_state(fc_db_t *db, int64_t task, char state[16], int *attempts, fc_err_t *err);
+int fc_db_task_id(fc_db_t *db, int64_t job, const char *name, int64_t *task, fc_err_t *err);
+
+/* Reports as JSON text (malloc'ed), the payloads of the client replies. */
+int fc_db_status_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err);
+int fc_db_list_json(fc_db_t *db, char **json, fc_err_t *err);
+int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, char **json, fc_err_t *err);
+int fc_db_workers_json(fc_db_t *db, char **json, fc_err_t *err);
+int fc_db_artifacts_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err);
+
+/* Calls fn for each event with id > after (in order); *last gets the last id seen. */
+typedef void (*fc_db_event_fn)(void *arg, int64_t id, double time, int64_t job, int64_t task,
+                               const char *type, const char *message);
+int fc_db_events_after(fc_db_t *db, int64_t after, fc_db_event_fn fn, void *arg, int64_t *last,
+                       fc_err_t *err);
+
+#endif

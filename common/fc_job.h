@@ -1,0 +1,67 @@
+/* Job specs: a YAML file naming the models, data, hyper-parameters and merge method, expanded into
+ * the task DAG of DESIGN.md section 2 (logits -> vocab-map -> align -> train -> merge -> eval), or
+ * an explicit `tasks:` list (what the tests and custom jobs use). */
+#ifndef FC_JOB_H
+#define FC_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fc_util.h"
+
+typedef struct fc_kv {
+  char *key, *val;
+} fc_kv_t;
+
+typedef enum { FC_ROLE_PIVOT, FC_ROLE_SOURCE } fc_role_t;
+
+typedef struct fc_job_model {
+  char *name, *path;
+  fc_role_t role;
+} fc_job_model_t;
+
+typedef struct fc_job_task {
+  char *name; /* unique in the job: "logits/pivot/0", "align/s1/2", "merge" */
+  char *kind; /* what the executor does: logits, vocab-map, align, train, merge, eval, ... */
+  char *cap;  /* the capability a worker needs: "logits:MODEL" for logits, else the kind */
+  fc_kv_t *params;
+  size_t nparams;
+  char **inputs;
+  size_t ninputs;
+  char **outputs; /* under the job directory, deterministic */
+  size_t noutputs;
+  size_t *deps; /* indices of earlier tasks */
+  size_t ndeps;
+} fc_job_task_t;
+
+typedef struct fc_job {
+  char *name;
+  char *store; /* store directory; the job's files go under store/name */
+  char *dir;   /* store/name */
+  char *dataset, *eval;
+  fc_job_model_t *models;
+  size_t nmodels;
+  int shards, top_k, max_attempts;
+  double lambda;
+  uint64_t seed;
+  struct {
+    int epochs, batch_size, seq_len;
+    double lr, warmup, weight_decay;
+    uint64_t seed;
+  } train;
+  char *merge_method;
+  fc_kv_t *merge_params;
+  size_t nmerge_params;
+  fc_job_task_t *tasks; /* the expanded DAG, in an order where deps come first */
+  size_t ntasks;
+} fc_job_t;
+
+/* Parses and validates a job YAML (`source` names it in error messages, "FILE:LINE:COL: ...")
+ * and expands its DAG. */
+int fc_job_parse(const char *text, size_t len, const char *source, fc_job_t **out, fc_err_t *err);
+void fc_job_destroy(fc_job_t **job);
+/* Index of a task by name, or -1. */
+long fc_job_find_task(const fc_job_t *job, const char *name);
+const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key);
+
+#endif

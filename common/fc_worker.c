@@ -1,0 +1,473 @@
+/* Worker library (see fc_worker.h). The libuv loop owns the DEALER socket; each task runs on
+ * its own pthread and hands its result back through uv_async, so heartbeats and cancels are
+ * served while the task computes. */
+#include "fc_worker.h"
+
+#include <errno.h>
+#include <dirent.h>
+#include <glob.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+#include <zmq.h>
+#ifdef FC_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#define NOTIFY(...) sd_notifyf(0, __VA_ARGS__)
+#else
+#define NOTIFY(...) ((void)0)
+#endif
+
+#include "fc_net.h"
+#include "fc_sha256.h"
+
+struct fc_task_ctx {
+  pthread_mutex_t mu;
+  double fraction;
+  char message[512];
+  fc_msg_fig_t figs[32];
+  size_t nfigs;
+  atomic_int cancel;
+};
+
+void fc_task_progress(fc_task_ctx_t *ctx, double fraction, const char *fmt, ...) {
+  pthread_mutex_lock(&ctx->mu);
+  ctx->fraction = fraction;
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+    va_end(ap);
+  }
+  pthread_mutex_unlock(&ctx->mu);
+}
+
+void fc_task_figure(fc_task_ctx_t *ctx, const char *name, double value) {
+  pthread_mutex_lock(&ctx->mu);
+  size_t i;
+  for (i = 0; i < ctx->nfigs; i++)
+    if (!strcmp(ctx->figs[i].name, name)) break;
+  if (i == ctx->nfigs && i < sizeof ctx->figs / sizeof ctx->figs[0]) ctx->figs[ctx->nfigs++].name = fc_xstrdup(name);
+  if (i < ctx->nfigs) ctx->figs[i].val = value;
+  pthread_mutex_unlock(&ctx->mu);
+}
+
+bool fc_task_cancelled(const fc_task_ctx_t *ctx) { return atomic_load(&((fc_task_ctx_t *)ctx)->cancel) != 0; }
+
+const char *fc_task_param(const fc_task_t *t, const char *key) {
+  for (size_t i = 0; i < t->nparams; i++)
+    if (!strcmp(t->params[i].key, key)) return t->params[i].val;
+  return NULL;
+}
+
+/* ---- artifacts ---- */
+
+/* Adds path (a file, or every regular file below a directory, in name order) to result.
+ * Temp files of writers in progress are skipped. */
+static int add_artifacts(const char *path, fc_msg_t *result, int depth, fc_err_t *err) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return fc_err_set(err, FC_EIO, "cannot stat %s: %s", path, strerror(errno));
+  if (S_ISREG(st.st_mode)) {
+    if (strstr(path, ".tmp.")) return 0;
+    char hex[65];
+    uint64_t size;
+    int rc = fc_sha256_file(path, hex, &size, err);
+    if (rc == 0) fc_msg_add_artifact(result, path, size, hex);
+    return rc;
+  }
+  if (!S_ISDIR(st.st_mode) || depth > 16) return 0;
+  struct dirent **names;
+  int n = scandir(path, &names, NULL, alphasort);
+  if (n < 0) return fc_err_set(err, FC_EIO, "cannot list %s: %s", path, strerror(errno));
+  int rc = 0;
+  for (int i = 0; i < n; i++) {
+    if (rc == 0 && strcmp(names[i]->d_name, ".") && strcmp(names[i]->d_name, "..")) {
+      char *child = fc_path_join(path, names[i]->d_name);
+      rc = add_artifacts(child, result, depth + 1, err);
+      free(child);
+    }
+    free(names[i]);
+  }
+  free(names);
+  return rc;
+}
+
+int fc_worker_artifacts(const fc_task_t *t, fc_msg_t *result, fc_err_t *err) {
+  for (size_t i = 0; i < t->noutputs; i++) {
+    struct stat st;
+    if (stat(t->outputs[i], &st) != 0)
+      return fc_err_set(err, FC_ENOTFOUND, "the %s executor did not write %s", t->kind, t->outputs[i]);
+    int rc = add_artifacts(t->outputs[i], result, 0, err);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* ---- the daemon ---- */
+
+typedef struct wk {
+  const fc_worker_opts_t *o;
+  char id[256];
+  uv_loop_t loop;
+  uv_poll_t poll;
+  uv_timer_t tick;
+  uv_async_t done;
+  uv_signal_t sigterm, sigint;
+  void *zctx, *sock;
+  int stopping;
+  /* the task in progress (busy) */
+  int busy;
+  fc_msg_t assign;
+  fc_task_t task;
+  fc_task_ctx_t ctx;
+  const fc_executor_t *exec;
+  pthread_t thread;
+  int result;
+  fc_err_t err;
+} wk_t;
+
+static void drain(wk_t *w);
+
+static void send_msg(wk_t *w, const fc_msg_t *m) {
+  fc_err_t err;
+  if (fc_net_send(w->sock, NULL, NULL, 0, m, &err)) fc_warn("cannot send %s: %s", fc_msg_type_name(m->type), err.msg);
+}
+
+static void send_register(wk_t *w) {
+  fc_msg_t m = {.type = FC_MSG_REGISTER, .threads = w->o->threads, .mem = w->o->mem};
+  fc_msg_set_str(&m.id, w->id);
+  char host[256] = "";
+  gethostname(host, sizeof host - 1);
+  fc_msg_set_str(&m.host, host);
+  for (size_t i = 0; i < w->o->nexecs; i++)
+    fc_msg_add_cap(&m, w->o->execs[i].cap ? w->o->execs[i].cap : w->o->execs[i].kind);
+  send_msg(w, &m);
+  fc_msg_clear(&m);
+}
+
+static void send_lease_request(wk_t *w) {
+  fc_msg_t m = {.type = FC_MSG_LEASE_REQUEST};
+  m.id = w->id;
+  send_msg(w, &m);
+}
+
+static void send_heartbeat(wk_t *w) {
+  fc_msg_t m = {.type = FC_MSG_HEARTBEAT, .task = w->task.id};
+  m.id = w->id;
+  pthread_mutex_lock(&w->ctx.mu);
+  m.fraction = w->ctx.fraction;
+  m.message = w->ctx.message[0] ? fc_xstrdup(w->ctx.message) : NULL;
+  for (size_t i = 0; i < w->ctx.nfigs; i++) fc_msg_add_fig(&m, w->ctx.figs[i].name, w->ctx.figs[i].val);
+  pthread_mutex_unlock(&w->ctx.mu);
+  send_msg(w, &m);
+  m.id = NULL;
+  fc_msg_clear(&m);
+}
+
+static void send_result_error(wk_t *w, int64_t task, const char *error, bool handback) {
+  fc_msg_t m = {.type = FC_MSG_RESULT, .task = task, .ok = false, .handback = handback};
+  m.id = w->id;
+  m.error = (char *)error;
+  send_msg(w, &m);
+}
+
+static void *compute(void *arg) {
+  wk_t *w = arg;
+  w->result = w->exec->run(&w->task, &w->ctx, &w->err);
+  uv_async_send(&w->done);
+  return NULL;
+}
+
+static void stop(wk_t *w) {
+  fc_msg_t m = {.type = FC_MSG_BYE};
+  m.id = w->id;
+  send_msg(w, &m);
+  NOTIFY("STOPPING=1");
+  fc_info("worker %s stopping", w->id);
+  uv_stop(&w->loop);
+}
+
+/* Back on the loop thread: report the finished task and ask for the next. */
+static void done_cb(uv_async_t *a) {
+  wk_t *w = a->data;
+  if (!w->busy) return;
+  pthread_join(w->thread, NULL);
+  w->busy = 0;
+  int cancelled = atomic_load(&w->ctx.cancel);
+  if (w->result == 0) {
+    fc_msg_t r = {.type = FC_MSG_RESULT, .task = w->task.id, .ok = true};
+    fc_err_t err = {0};
+    if (fc_worker_artifacts(&w->task, &r, &err) == 0) {
+      r.id = w->id;
+      send_msg(w, &r);
+      r.id = NULL;
+      fc_info("task %lld (%s) done, %zu artifact(s)", (long long)w->task.id, w->task.kind, r.narts);
+    } else {
+      send_result_error(w, w->task.id, err.msg, false);
+      fc_warn("task %lld: %s", (long long)w->task.id, err.msg);
+    }
+    fc_msg_clear(&r);
+  } else if (cancelled && w->stopping) {
+    send_result_error(w, w->task.id, "worker shutting down", true);
+    fc_info("task %lld handed back (shutting down)", (long long)w->task.id);
+  } else {
+    send_result_error(w, w->task.id, w->err.msg[0] ? w->err.msg : fc_strerror(w->result), false);
+    fc_warn("task %lld (%s) failed: %s", (long long)w->task.id, w->task.kind, w->err.msg);
+  }
+  for (size_t i = 0; i < w->ctx.nfigs; i++) free(w->ctx.figs[i].name);
+  w->ctx.nfigs = 0;
+  fc_msg_clear(&w->assign);
+  NOTIFY("STATUS=idle");
+  if (w->stopping) stop(w);
+  else send_lease_request(w);
+  drain(w);
+}
+
+static void start_task(wk_t *w, fc_msg_t *m) {
+  const fc_executor_t *ex = NULL;
+  for (size_t i = 0; i < w->o->nexecs; i++)
+    if (!strcmp(w->o->execs[i].kind, m->kind)) ex = &w->o->execs[i];
+  if (w->busy || w->stopping || !ex) {
+    /* not ours to run now: give it straight back (no attempt is charged for a handback) */
+    char why[256];
+    snprintf(why, sizeof why, "%s", !ex ? "no executor for this kind" : "worker busy or stopping");
+    send_result_error(w, m->task, why, ex != NULL);
+    fc_warn("task %lld (%s) refused: %s", (long long)m->task, m->kind, why);
+    return;
+  }
+  w->assign = *m;
+  memset(m, 0, sizeof *m); /* the worker owns it now */
+  fc_msg_t *a = &w->assign;
+  w->task = (fc_task_t){.id = a->task, .job = a->job, .attempt = a->attempt, .kind = a->kind,
+                        .params = a->params, .nparams = a->nparams, .inputs = a->inputs, .ninputs = a->ninputs,
+                        .outputs = a->outputs, .noutputs = a->noutputs};
+  w->exec = ex;
+  w->ctx.fraction = 0, w->ctx.message[0] = 0, w->ctx.nfigs = 0;
+  atomic_store(&w->ctx.cancel, 0);
+  w->err = (fc_err_t){0};
+  for (size_t i = 0; i < a->noutputs; i++) { /* executors write straight into their directories */
+    char *dir = fc_xstrdup(a->outputs[i]);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+      *slash = 0;
+      fc_err_t e;
+      if (fc_mkdir_p(dir, &e)) fc_warn("%s", e.msg);
+    }
+    free(dir);
+    /* a SIGKILLed earlier attempt leaves its temp file: the output itself is never half written,
+     * but the garbage should not pile up */
+    char pat[4200];
+    snprintf(pat, sizeof pat, "%s.tmp.*", a->outputs[i]);
+    glob_t g;
+    if (glob(pat, GLOB_NOSORT, NULL, &g) == 0)
+      for (size_t k = 0; k < g.gl_pathc; k++) unlink(g.gl_pathv[k]);
+    globfree(&g);
+  }
+  w->busy = 1;
+  fc_info("task %lld (%s) attempt %lld started", (long long)a->task, a->kind, (long long)a->attempt);
+  NOTIFY("STATUS=task %lld (%s)", (long long)a->task, a->kind);
+  if (pthread_create(&w->thread, NULL, compute, w) != 0) {
+    w->busy = 0;
+    send_result_error(w, a->task, "cannot start a compute thread", true);
+    fc_msg_clear(&w->assign);
+    return;
+  }
+  send_heartbeat(w); /* marks it running at once */
+}
+
+static void handle(wk_t *w, fc_msg_t *m) {
+  switch (m->type) {
+  case FC_MSG_TASK_ASSIGN: start_task(w, m); break;
+  case FC_MSG_CANCEL:
+    if (w->busy && m->task == w->task.id && !atomic_load(&w->ctx.cancel)) {
+      fc_info("task %lld cancelled by the coordinator", (long long)m->task);
+      atomic_store(&w->ctx.cancel, 1);
+    }
+    break;
+  case FC_MSG_REPLY:
+    if (!m->ok) fc_warn("coordinator: %s", m->error ? m->error : "error");
+    break;
+  default: fc_warn("ignoring a %s message", fc_msg_type_name(m->type));
+  }
+}
+
+static void drain(wk_t *w) {
+  for (;;) {
+    int events = 0;
+    size_t sz = sizeof events;
+    if (zmq_getsockopt(w->sock, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
+    zmq_msg_t f;
+    zmq_msg_init(&f);
+    if (zmq_msg_recv(&f, w->sock, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&f);
+      return;
+    }
+    fc_msg_t m;
+    fc_err_t err;
+    if (zmq_msg_more(&f)) fc_warn("dropping a multipart message");
+    else if (fc_msg_decode(zmq_msg_data(&f), zmq_msg_size(&f), &m, &err) == 0) {
+      handle(w, &m);
+      fc_msg_clear(&m);
+    } else {
+      fc_warn("dropping a message: %s", err.msg);
+    }
+    zmq_msg_close(&f);
+  }
+}
+
+static void poll_cb(uv_poll_t *p, int status, int events) {
+  (void)status, (void)events;
+  drain(p->data);
+}
+
+/* Busy: heartbeat. Idle: (re-)register and ask for work, which is also how a restarted
+ * coordinator learns about us. */
+static void tick_cb(uv_timer_t *t) {
+  wk_t *w = t->data;
+  if (w->busy) send_heartbeat(w);
+  else if (!w->stopping) send_register(w), send_lease_request(w);
+  drain(w);
+}
+
+static void signal_cb(uv_signal_t *s, int signum) {
+  wk_t *w = s->data;
+  if (w->stopping) return;
+  w->stopping = 1;
+  fc_info("signal %d: %s", signum,
+          !w->busy ? "leaving" : w->o->finish_on_sigterm ? "finishing the task, then leaving" : "handing the task back");
+  if (!w->busy) stop(w);
+  else if (!w->o->finish_on_sigterm) atomic_store(&w->ctx.cancel, 1);
+  drain(w);
+}
+
+static void close_cb(uv_handle_t *h) { (void)h; }
+
+int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
+  wk_t *w = fc_xcalloc(1, sizeof *w);
+  w->o = o;
+  if (o->id) snprintf(w->id, sizeof w->id, "%s", o->id);
+  else {
+    char host[200] = "host";
+    gethostname(host, sizeof host - 1);
+    snprintf(w->id, sizeof w->id, "%s-%ld", host, (long)getpid());
+  }
+  pthread_mutex_init(&w->ctx.mu, NULL);
+  w->zctx = zmq_ctx_new();
+  w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
+  int linger = 2000, rc = 0;
+  zmq_setsockopt(w->sock, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(w->sock, ZMQ_ROUTING_ID, w->id, strlen(w->id));
+  int ivl = 100, ivlmax = 1000;
+  zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+  zmq_setsockopt(w->sock, ZMQ_RECONNECT_IVL_MAX, &ivlmax, sizeof ivlmax);
+  int64_t maxmsg = FC_MSG_MAX_BYTES + 1024;
+  zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+  if ((rc = fc_curve_apply_client(w->sock, o->curve, err))) goto out;
+  if (zmq_connect(w->sock, o->endpoint) != 0) {
+    rc = fc_err_set(err, FC_EIO, "cannot connect to %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
+    goto out;
+  }
+  uv_loop_init(&w->loop);
+  int fd;
+  size_t fdsz = sizeof fd;
+  zmq_getsockopt(w->sock, ZMQ_FD, &fd, &fdsz);
+  uv_poll_init(&w->loop, &w->poll, fd);
+  w->poll.data = w;
+  uv_poll_start(&w->poll, UV_READABLE, poll_cb);
+  uv_timer_init(&w->loop, &w->tick);
+  w->tick.data = w;
+  uint64_t period = (uint64_t)((o->heartbeat > 0 ? o->heartbeat : 1.0) * 1000);
+  uv_timer_start(&w->tick, tick_cb, period, period);
+  uv_async_init(&w->loop, &w->done, done_cb);
+  w->done.data = w;
+  uv_signal_init(&w->loop, &w->sigterm);
+  uv_signal_init(&w->loop, &w->sigint);
+  w->sigterm.data = w->sigint.data = w;
+  uv_signal_start(&w->sigterm, signal_cb, SIGTERM);
+  uv_signal_start(&w->sigint, signal_cb, SIGINT);
+  send_register(w);
+  send_lease_request(w);
+  fc_info("worker %s connected to %s", w->id, o->endpoint);
+  NOTIFY("READY=1\nSTATUS=idle");
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (w->busy) { /* stopped by uv_stop while computing cannot happen; be safe */
+    atomic_store(&w->ctx.cancel, 1);
+    pthread_join(w->thread, NULL);
+    fc_msg_clear(&w->assign);
+  }
+  uv_close((uv_handle_t *)&w->poll, close_cb);
+  uv_close((uv_handle_t *)&w->tick, close_cb);
+  uv_close((uv_handle_t *)&w->done, close_cb);
+  uv_close((uv_handle_t *)&w->sigterm, close_cb);
+  uv_close((uv_handle_t *)&w->sigint, close_cb);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&w->loop);
+out:
+  zmq_close(w->sock);
+  zmq_ctx_term(w->zctx);
+  pthread_mutex_destroy(&w->ctx.mu);
+  free(w);
+  return rc;
+}
+
+/* ---- test executors ---- */
+
+/* Sleeps ms milliseconds in small steps, reporting progress and watching for cancel. */
+static int nap(const fc_task_t *t, fc_task_ctx_t *ctx, double from, double to, fc_err_t *err) {
+  const char *s = fc_task_param(t, "ms");
+  long ms = s ? atol(s) : 100;
+  for (long done = 0; done < ms; done += 10) {
+    if (fc_task_cancelled(ctx)) return fc_err_set(err, FC_ECANCEL, "cancelled");
+    fc_task_progress(ctx, from + (to - from) * (double)done / (double)ms, "sleeping %ld/%ld ms", done, ms);
+    usleep(10000);
+  }
+  return 0;
+}
+
+static int maybe_fail(const fc_task_t *t, fc_err_t *err) {
+  const char *f = fc_task_param(t, "fail");
+  if (f && !strcmp(f, "1")) return fc_err_set(err, FC_EINVAL, "failing as asked (param fail=1)");
+  return 0;
+}
+
+static int run_sleep(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
+  int rc = nap(t, ctx, 0, 1, err);
+  if (rc || (rc = maybe_fail(t, err))) return rc;
+  for (size_t i = 0; i < t->noutputs; i++) {
+    fc_atomic_file_t af;
+    if ((rc = fc_atomic_open(&af, t->outputs[i], err))) return rc;
+    fprintf(af.fp, "sleep %s ms\n", fc_task_param(t, "ms") ? fc_task_param(t, "ms") : "100");
+    if ((rc = fc_atomic_commit(&af, err))) return rc;
+  }
+  return 0;
+}
+
+static int run_checksum(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
+  if (t->noutputs < 1) return fc_err_set(err, FC_EINVAL, "checksum needs an output");
+  fc_atomic_file_t af;
+  int rc = fc_atomic_open(&af, t->outputs[0], err);
+  if (rc) return rc;
+  for (size_t i = 0; i < t->ninputs; i++) {
+    char hex[65];
+    uint64_t size;
+    if ((rc = fc_sha256_file(t->inputs[i], hex, &size, err))) goto fail;
+    fprintf(af.fp, "%s\n", hex);
+    fc_task_figure(ctx, "bytes", (double)size);
+  }
+  if ((rc = nap(t, ctx, 0.1, 1, err)) || (rc = maybe_fail(t, err))) goto fail;
+  return fc_atomic_commit(&af, err);
+fail:
+  fc_atomic_abort(&af);
+  return rc;
+}
+
+const fc_executor_t *fc_test_executors(size_t *n) {
+  static const fc_executor_t ex[] = {{"sleep", NULL, run_sleep}, {"checksum", NULL, run_checksum}};
+  *n = 2;
+  return ex;
+}

@@ -1,0 +1,95 @@
+/* fusechat-coordinator: owns the job database and hands tasks to the stage daemons. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_coord.h"
+#include "fc_net.h"
+
+static void usage(FILE *fp) {
+  fprintf(fp,
+          "Usage: fusechat-coordinator [OPTIONS]\n"
+          "\n"
+          "Runs the fusechat coordinator: it keeps jobs, tasks, leases and artifacts in an SQLite\n"
+          "database, leases tasks to stage daemons that register with matching capabilities, and\n"
+          "re-queues a task whose worker stops heartbeating. Killed at any point and started again\n"
+          "on the same database, it continues every job.\n"
+          "\n"
+          "Options:\n"
+          "  --run-dir DIR        private directory (made 0700) for ipc:// endpoints\n"
+          "                       (default $FUSECHAT_RUN_DIR, $XDG_RUNTIME_DIR/fusechat or /tmp/fusechat-UID)\n"
+          "  --endpoint URL       where workers and clients connect (default ipc://RUN/coord.ipc)\n"
+          "  --events URL         event stream (PUB) (default ipc://RUN/events.ipc, or port+1 for tcp)\n"
+          "  --db PATH            database file (default RUN/coordinator.sqlite)\n"
+          "  --lease-timeout SEC  a task whose worker is silent this long is re-queued (default 10)\n"
+          "  --curve-key FILE     serve with ZeroMQ CURVE using this key file (fusectl keygen)\n"
+          "  --curve-allow PATH   client public keys allowed in: a directory of *.pub or a file\n"
+          "                       with one key per line (required with --curve-key)\n"
+          "  --verbose            debug logging\n"
+          "  --help               this text\n"
+          "\n"
+          "Stops cleanly on SIGTERM or SIGINT. Logs are one structured line each on stderr.\n");
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"run-dir", required_argument, 0, 'r'}, {"endpoint", required_argument, 0, 'e'},
+      {"events", required_argument, 0, 'E'}, {"db", required_argument, 0, 'd'},
+      {"lease-timeout", required_argument, 0, 'l'}, {"verbose", no_argument, 0, 'v'},
+      {"curve-key", required_argument, 0, 'k'}, {"curve-allow", required_argument, 0, 'a'},
+      {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  char run_dir[512], endpoint[600], events[600], db[600];
+  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL;
+  double lease = 10;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    char *end;
+    switch (c) {
+    case 'r': rd = optarg; break;
+    case 'e': ep = optarg; break;
+    case 'E': ev = optarg; break;
+    case 'd': dbp = optarg; break;
+    case 'l':
+      lease = strtod(optarg, &end);
+      if (*end || end == optarg || !(lease > 0 && lease < 86400)) {
+        fprintf(stderr, "fusechat-coordinator: --lease-timeout wants seconds in (0, 86400), not '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 'v': fc_log_set_level(FC_LOG_DEBUG); break;
+    case 'k': ck = optarg; break;
+    case 'a': ca = optarg; break;
+    case 'h': usage(stdout); return 0;
+    default: fprintf(stderr, "Try 'fusechat-coordinator --help'.\n"); return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "fusechat-coordinator: unexpected argument '%s'\nTry 'fusechat-coordinator --help'.\n", argv[optind]);
+    return 2;
+  }
+  fc_log_set_component("coordinator");
+  fc_err_t err = {0};
+  if (rd) snprintf(run_dir, sizeof run_dir, "%s", rd);
+  else fc_net_default_run_dir(run_dir, sizeof run_dir);
+  if (fc_net_prepare_run_dir(run_dir, &err)) {
+    fc_log(FC_LOG_ERROR, "%s", err.msg);
+    return 1;
+  }
+  if (ep) snprintf(endpoint, sizeof endpoint, "%s", ep);
+  else fc_net_default_endpoint(run_dir, endpoint, sizeof endpoint);
+  if (ev) snprintf(events, sizeof events, "%s", ev);
+  else if (fc_net_events_endpoint(endpoint, events, sizeof events, &err)) {
+    fc_log(FC_LOG_ERROR, "%s", err.msg);
+    return 2;
+  }
+  if (dbp) snprintf(db, sizeof db, "%s", dbp);
+  else snprintf(db, sizeof db, "%s/coordinator.sqlite", run_dir);
+  fc_coord_opts_t o = {.endpoint = endpoint, .events_endpoint = events, .db_path = db, .lease_timeout = lease,
+                      .curve_key = ck, .curve_allow = ca};
+  if (fc_coord_run(&o, &err)) {
+    fc_log(FC_LOG_ERROR, "%s", err.msg);
+    return 1;
+  }
+  return 0;
+}

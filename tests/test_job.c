@@ -1,0 +1,143 @@
+/* Job specs: the pipeline expands to the DESIGN.md DAG with deterministic paths; explicit task
+ * lists keep their deps; bad specs fail with the line of the problem. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "fc_job.h"
+
+static fc_job_t *parse_ok(const char *text) {
+  fc_job_t *j;
+  fc_err_t err = {0};
+  int rc = fc_job_parse(text, strlen(text), "t.yaml", &j, &err);
+  if (rc) fail_msg("%s", err.msg);
+  return j;
+}
+
+static void expect_err(const char *text, const char *needle) {
+  fc_job_t *j;
+  fc_err_t err = {0};
+  int rc = fc_job_parse(text, strlen(text), "t.yaml", &j, &err);
+  if (rc == 0) fail_msg("accepted a bad spec (wanted '%s')", needle);
+  assert_null(j);
+  if (!strstr(err.msg, needle)) fail_msg("error '%s' does not contain '%s'", err.msg, needle);
+}
+
+static const fc_job_task_t *task(const fc_job_t *j, const char *name) {
+  long i = fc_job_find_task(j, name);
+  if (i < 0) fail_msg("no task %s", name);
+  return &j->tasks[i];
+}
+
+static int has_dep(const fc_job_t *j, const fc_job_task_t *t, const char *name) {
+  for (size_t i = 0; i < t->ndeps; i++)
+    if (!strcmp(j->tasks[t->deps[i]].name, name)) return 1;
+  return 0;
+}
+
+static void test_pipeline_expansion(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/jobs/pipeline.yaml", getenv("FC_FIXTURES"));
+  char *text;
+  size_t len;
+  fc_err_t err = {0};
+  assert_int_equal(fc_read_file(path, &text, &len, &err), 0);
+  fc_job_t *j = parse_ok(text);
+  free(text);
+  assert_string_equal(j->name, "demo");
+  assert_string_equal(j->dir, "/srv/store/demo");
+  assert_int_equal(j->nmodels, 3);
+  assert_int_equal(j->models[2].role, FC_ROLE_SOURCE);
+  assert_int_equal(j->top_k, 8);
+  assert_true(j->lambda == 0.8 && j->train.lr == 1e-4 && j->train.seed == 7);
+  /* 3 models x 2 shards logits; per source vocab-map + 2 align + train; merge; eval */
+  assert_int_equal(j->ntasks, 6 + 2 * 4 + 1 + 1);
+  for (size_t i = 0; i < j->ntasks; i++) /* deps always point backwards */
+    for (size_t d = 0; d < j->tasks[i].ndeps; d++) assert_true(j->tasks[i].deps[d] < i);
+  const fc_job_task_t *t = task(j, "logits/s2/1");
+  assert_string_equal(t->cap, "logits:s2");
+  assert_string_equal(t->outputs[0], "/srv/store/demo/logits/s2.shard-0001.topk");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "top_k"), "8");
+  t = task(j, "vocab-map/s1");
+  assert_int_equal(t->ndeps, 4);
+  assert_true(has_dep(j, t, "logits/s1/0") && has_dep(j, t, "logits/pivot/1"));
+  assert_false(has_dep(j, t, "logits/s2/0"));
+  t = task(j, "align/s1/1");
+  assert_string_equal(t->cap, "align");
+  assert_int_equal(t->ndeps, 3);
+  assert_true(has_dep(j, t, "logits/s1/1") && has_dep(j, t, "logits/pivot/1") && has_dep(j, t, "vocab-map/s1"));
+  t = task(j, "train/s2");
+  assert_true(has_dep(j, t, "align/s2/0") && has_dep(j, t, "align/s2/1") && !has_dep(j, t, "align/s1/0"));
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "lambda"), "0.80000000000000004");
+  assert_string_equal(t->outputs[0], "/srv/store/demo/targets/s2");
+  t = task(j, "merge");
+  assert_true(has_dep(j, t, "train/s1") && has_dep(j, t, "train/s2"));
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "select_topk"), "0.1");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "method"), "sce");
+  t = task(j, "eval");
+  assert_true(has_dep(j, t, "merge"));
+  fc_job_destroy(&j);
+  assert_null(j);
+}
+
+static void test_explicit_tasks(void **state) {
+  (void)state;
+  fc_job_t *j = parse_ok("name: t\nstore: /tmp/s\nmax_attempts: 5\ntasks:\n"
+                         "  - {name: a, kind: checksum, inputs: [/etc/hostname], outputs: [a.out]}\n"
+                         "  - {name: b, kind: sleep, cap: slow, params: {ms: 10}, deps: [a], outputs: [x/b.out]}\n");
+  assert_int_equal(j->ntasks, 2);
+  assert_int_equal(j->max_attempts, 5);
+  assert_string_equal(j->tasks[1].cap, "slow");
+  assert_string_equal(j->tasks[0].cap, "checksum");
+  assert_string_equal(j->tasks[1].outputs[0], "/tmp/s/t/x/b.out");
+  assert_int_equal(j->tasks[1].ndeps, 1);
+  assert_int_equal(j->tasks[1].deps[0], 0);
+  assert_string_equal(fc_kv_get(j->tasks[1].params, j->tasks[1].nparams, "ms"), "10");
+  fc_job_destroy(&j);
+}
+
+static void test_errors_name_the_line(void **state) {
+  (void)state;
+  const char *base = "name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n";
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%sbogus: 1\n", base);
+  expect_err(buf, "t.yaml:7:1: unknown key 'bogus'");
+  snprintf(buf, sizeof buf, "%stop_k: 0\n", base);
+  expect_err(buf, "t.yaml:7:8: 'top_k' is 0");
+  snprintf(buf, sizeof buf, "%slambda: lots\n", base);
+  expect_err(buf, "'lambda' must be a number");
+  snprintf(buf, sizeof buf, "%smerge: {method: average}\n", base);
+  expect_err(buf, "unknown merge method 'average'");
+  snprintf(buf, sizeof buf, "%straining: {epochs: 1, lr: 1, momentum: 2}\n", base);
+  expect_err(buf, "unknown key 'momentum' in 'training'");
+  expect_err("name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n", "at least one source");
+  expect_err("name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: q, path: /q, role: pivot}\n", "exactly one model");
+  expect_err("name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: teacher}\n", "t.yaml:5:31: role must be");
+  expect_err("name: d\nstore: /s\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: p, path: /q}\n", "listed twice");
+  expect_err("name: d\nstore: /s\nmodels: [\n", "t.yaml:4:1: YAML error");
+  expect_err("name: 'a b'\nstore: /s\ntasks: []\n", "job name");
+  expect_err("store: /s\ntasks: []\n", "needs a 'name'");
+  expect_err("name: x\nstore: /s\ntasks: []\n", "no tasks");
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a, kind: k, deps: [b]}\n  - {name: b, kind: k}\n", "t.yaml:4:30: task 'a' depends on 'b'");
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a, kind: k, deps: [a]}\n", "depends on 'a'");
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a, kind: k}\n  - {name: a, kind: k}\n", "defined twice");
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a, kind: k, outputs: [../../etc/passwd]}\n", "relative path inside");
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a}\n", "needs a 'kind'");
+  expect_err("", "empty job spec");
+  expect_err("- 1\n- 2\n", "must be a mapping");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_pipeline_expansion),
+      cmocka_unit_test(test_explicit_tasks),
+      cmocka_unit_test(test_errors_name_the_line),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,39 @@
+/* What the job-side fusectl subcommands share: finding the coordinator and one call to it. */
+#ifndef FC_CLIENT_H
+#define FC_CLIENT_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "fc_msg.h"
+
+#define FC_CLIENT_ENDPOINT_HELP                                                          \
+  "  --endpoint URL   the coordinator (default $FUSECHAT_ENDPOINT, else\n"               \
+  "                   ipc://RUN/coord.ipc with RUN = $FUSECHAT_RUN_DIR,\n"                \
+  "                   $XDG_RUNTIME_DIR/fusechat or /tmp/fusechat-UID)\n"                  \
+  "  --timeout SEC    how long to wait for the coordinator (default 5)\n"               \
+  "CURVE (tcp://): $FUSECHAT_CURVE_KEY names our key file and $FUSECHAT_CURVE_SERVER\n" \
+  "the coordinator's public key file (see 'fusectl keygen').\n"
+
+/* The endpoint option and timeout every client command takes. */
+typedef struct fc_client {
+  const char *cmd;
+  char endpoint[600];
+  int timeout_ms;
+} fc_client_t;
+
+void fc_client_init(fc_client_t *c, const char *cmd);
+/* Handles --endpoint/--timeout inside a getopt_long loop (codes 'E' and 'T'); returns 0, or an
+ * exit code for a bad value. */
+int fc_client_option(fc_client_t *c, int code, const char *arg);
+/* Sends req and returns the reply's JSON payload (*out, caller decrefs). On failure prints
+ * "fusectl CMD: ..." and returns FC_EXIT_FAIL. */
+int fc_client_call(fc_client_t *c, const fc_msg_t *req, json_t **out);
+/* Parses a positive id; returns 0 or -1. */
+int fc_client_parse_id(const char *s, int64_t *id);
+/* Prints one event line: "TIME  job J  task T  TYPE  message". */
+void fc_client_print_event(double time, int64_t job, int64_t task, const char *type, const char *msg);
+
+#define FC_CLIENT_LONGOPTS {"endpoint", required_argument, 0, 'E'}, {"timeout", required_argument, 0, 'T'}
+
+#endif

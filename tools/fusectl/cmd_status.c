@@ -1,0 +1,87 @@
+/* fusectl status: jobs and their tasks by stage, with state and progress. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "client.h"
+
+static void usage(void) {
+  printf("Usage: fusectl status [OPTIONS] [JOB]\n"
+         "\n"
+         "Shows a job (or every job) with its tasks grouped by stage: id, name, state, attempts,\n"
+         "progress and the last message or error.\n"
+         "\nOptions:\n"
+         "  --json           print the coordinator's JSON report instead\n" FC_CLIENT_ENDPOINT_HELP
+         "  --help           this text\n");
+}
+
+static const char *s(json_t *o, const char *k) {
+  const char *v = json_string_value(json_object_get(o, k));
+  return v ? v : "";
+}
+
+static void print_task(json_t *t) {
+  const char *msg = *s(t, "error") && strcmp(s(t, "state"), "done") ? s(t, "error") : s(t, "message");
+  char figs[256] = "";
+  json_t *f = json_loads(s(t, "figures"), 0, NULL), *v;
+  const char *name;
+  size_t used = 0;
+  json_object_foreach(f, name, v) if (used < sizeof figs)
+    used += (size_t)snprintf(figs + used, sizeof figs - used, "  %s=%g", name, json_number_value(v));
+  json_decref(f);
+  printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
+         s(t, "name"), s(t, "state"), (long long)json_integer_value(json_object_get(t, "attempts")),
+         (long long)json_integer_value(json_object_get(t, "max_attempts")),
+         100 * json_number_value(json_object_get(t, "fraction")), *s(t, "worker") ? s(t, "worker") : "",
+         *s(t, "worker") ? "  " : "", msg, figs);
+}
+
+int fc_cmd_status(int argc, char **argv) {
+  static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  fc_client_t c;
+  fc_client_init(&c, "status");
+  int o, rc, as_json = 0;
+  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (o == 'h') return usage(), 0;
+    if (o == 'j') as_json = 1;
+    else if (o == 'E' || o == 'T') {
+      if ((rc = fc_client_option(&c, o, optarg))) return rc;
+    } else return fc_cli_usage_error("status", "unknown option");
+  }
+  fc_msg_t req = {.type = FC_MSG_STATUS};
+  if (optind < argc && fc_client_parse_id(argv[optind++], &req.job)) return fc_cli_usage_error("status", "JOB must be a job id");
+  if (optind < argc) return fc_cli_usage_error("status", "too many arguments");
+  json_t *r;
+  if ((rc = fc_client_call(&c, &req, &r))) return rc;
+  if (as_json) {
+    char *t = json_dumps(r, JSON_INDENT(2));
+    puts(t);
+    free(t);
+    json_decref(r);
+    return 0;
+  }
+  size_t i, k;
+  json_t *j, *t;
+  json_array_foreach(json_object_get(r, "jobs"), i, j) {
+    printf("job %lld  %s  %s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")), s(j, "name"), s(j, "state"),
+           *s(j, "error") ? "  " : "", s(j, "error"));
+    /* by stage, stages in the order they first appear */
+    json_t *tasks = json_object_get(j, "tasks");
+    char *done = fc_xcalloc(json_array_size(tasks) + 1, 1);
+    for (size_t first = 0; first < json_array_size(tasks); first++) {
+      if (done[first]) continue;
+      const char *stage = s(json_array_get(tasks, first), "kind");
+      printf("  %s\n", stage);
+      json_array_foreach(tasks, k, t) {
+        if (done[k] || strcmp(stage, s(t, "kind"))) continue;
+        done[k] = 1;
+        print_task(t);
+      }
+    }
+    free(done);
+  }
+  json_decref(r);
+  return 0;
+}
