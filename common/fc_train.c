@@ -37,6 +37,7 @@ void fc_train_opts_default(fc_train_opts_t *o) {
   o->lr = 1e-5;
   o->schedule = FC_SCHED_COSINE;
   o->warmup = -1;
+  o->warmup_ratio = 0.03;
   o->weight_decay = 0.0;
   o->beta1 = 0.9;
   o->beta2 = 0.95;
@@ -341,7 +342,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   const long per_step = (long)o->batch_size * o->grad_accum;
   long total = o->steps > 0 ? o->steps : (long)ceil(o->epochs * (double)rows / (double)per_step);
   if (total < 1) total = 1;
-  long warmup = o->warmup >= 0 ? o->warmup : (long)ceil(0.03 * (double)total);
+  long warmup = o->warmup >= 0 ? o->warmup : (long)ceil(o->warmup_ratio * (double)total);
 
   size_t np = fc_model_num_params(m), nt = fc_model_num_tensors(m);
   const fc_param_info_t **tens = fc_xmalloc(nt * sizeof *tens);

@@ -37,7 +37,8 @@ typedef struct fc_train_opts {
   int seq_len;                 /* longest row (T) */
   double lr;
   fc_sched_kind_t schedule;
-  long warmup;                 /* warm-up steps; < 0: 3% of the steps, rounded up */
+  long warmup;                 /* warm-up steps; < 0: warmup_ratio of the steps, rounded up */
+  double warmup_ratio;         /* default 0.03 (the FuseChat recipe) */
   double weight_decay, beta1, beta2, eps;
   double clip;                 /* max global gradient norm; <= 0 disables clipping */
   uint64_t seed;               /* model init (from scratch) and shuffling */

@@ -56,7 +56,8 @@ static void usage(FILE *fp) {
     "                         loss is averaged over all counted tokens of the B*G rows (default 1)\n"
     "  --lr LR                peak learning rate (default 1e-5)\n"
     "  --schedule S           constant or cosine (default cosine; both after linear warm-up)\n"
-    "  --warmup W             warm-up steps (default 3%% of the steps, rounded up)\n"
+    "  --warmup W             warm-up steps (default: --warmup-ratio of the steps, rounded up)\n"
+    "  --warmup-ratio R       warm-up as a share of the steps when --warmup is not given (0.03)\n"
     "  --weight-decay WD      decoupled weight decay on 2-D weight matrices (default 0)\n"
     "  --beta1 B1 --beta2 B2  Adam moments (default 0.9, 0.95)\n"
     "  --eps E                Adam epsilon (default 1e-8)\n"
@@ -86,7 +87,7 @@ static void usage(FILE *fp) {
 enum {
   O_MODEL = 256, O_CONFIG, O_TOKENIZER, O_DATA, O_OUT, O_STEPS, O_EPOCHS, O_BATCH, O_ACCUM, O_SEQ, O_LR,
   O_SCHED, O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_SEED, O_THREADS, O_RESUME, O_SHUFFLE, O_PACK,
-  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP,
+  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP, O_WRATIO,
 };
 
 int fc_cmd_train(int argc, char **argv) {
@@ -108,6 +109,7 @@ int fc_cmd_train(int argc, char **argv) {
       {"stop-after", required_argument, 0, O_STOP},
       {"chat-template", required_argument, 0, O_TEMPLATE},
       {"keep-checkpoints", required_argument, 0, O_KEEP},
+      {"warmup-ratio", required_argument, 0, O_WRATIO},
       {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
   fc_train_opts_t o;
   fc_train_opts_default(&o);
@@ -173,6 +175,7 @@ int fc_cmd_train(int argc, char **argv) {
         return fc_cli_usage_error("train", "--save-dtype is F32, BF16 or F16, not '%s'", optarg);
       break;
     case O_QUIET: o.quiet = 1; break;
+    case O_WRATIO: NEED_DOUBLE("warmup-ratio", 0, 1, o.warmup_ratio); break;
     case O_TEMPLATE:
       if (fc_chat_template_parse(optarg, &tmpl) != 0)
         return fc_cli_usage_error("train", "--chat-template is auto, chatml or llama2, not '%s'", optarg);
