@@ -61,6 +61,8 @@ typedef struct run_shape {
   int64_t batch_size, grad_accum, seq_len, shuffle, pack, rows;
   uint64_t seed;
   int64_t nparams;
+  int64_t K;     /* fused-target entries per position, 0 without */
+  double lambda; /* the gold CE weight when K > 0 */
 } run_shape_t;
 
 static int write_state(const char *path, const run_shape_t *rs, const fc_adamw_t *opt, fc_err_t *err) {
@@ -352,7 +354,8 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   opt->threads = o->threads;
 
   run_shape_t rs = {0, total, 0, o->batch_size, o->grad_accum, o->seq_len, o->shuffle, o->pack,
-                    (int64_t)rows, o->seed, (int64_t)np};
+                    (int64_t)rows, o->seed, (int64_t)np, o->targets ? o->targets->K : 0,
+                    o->targets ? o->lambda : 1.0};
   if (ckpt) {
     run_shape_t saved;
     char *sp = fc_path_join(ckpt, "trainer_state.bin");
@@ -361,13 +364,13 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     if (rc) goto done;
     if (saved.batch_size != rs.batch_size || saved.grad_accum != rs.grad_accum || saved.seq_len != rs.seq_len ||
         saved.shuffle != rs.shuffle || saved.pack != rs.pack || saved.rows != rs.rows || saved.seed != rs.seed ||
-        saved.nparams != rs.nparams) {
+        saved.nparams != rs.nparams || saved.K != rs.K || saved.lambda != rs.lambda) {
       rc = fc_err_set(err, FC_EMISMATCH,
-                      "%s was written with batch %lld, accum %lld, seq-len %lld, shuffle %lld, pack %lld, seed %llu "
-                      "and %lld data rows; this run differs (resume needs the same settings and data)",
+                      "%s was written with batch %lld, accum %lld, seq-len %lld, shuffle %lld, pack %lld, seed %llu, "
+                      "%lld data rows, top-K %lld, lambda %g; this run differs (resume needs the same settings and data)",
                       ckpt, (long long)saved.batch_size, (long long)saved.grad_accum, (long long)saved.seq_len,
                       (long long)saved.shuffle, (long long)saved.pack, (unsigned long long)saved.seed,
-                      (long long)saved.rows);
+                      (long long)saved.rows, (long long)saved.K, saved.lambda);
       goto done;
     }
     if (saved.total_steps != total)

@@ -226,6 +226,11 @@ static void test_resume_bitwise(void **state) {
   assert_int_equal(fc_train_run(&o, NULL, &err), FC_EMISMATCH);
   resume_opts(&o, b, &tg);
   o.resume = 1;
+  o.lambda = 0.5;
+  assert_int_equal(fc_train_run(&o, NULL, &err), FC_EMISMATCH);
+  assert_non_null(strstr(err.msg, "lambda 0.8"));
+  resume_opts(&o, b, &tg);
+  o.resume = 1;
   assert_int_equal(fc_train_run(&o, &res, &err), 0);
   assert_int_equal(res.start_step, 3);
   /* checkpoints every 2 steps, pruned to the newest 2 in run a */
