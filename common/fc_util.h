@@ -88,6 +88,11 @@ uint64_t fc_rng_u64(fc_rng_t *r);
 double fc_rng_uniform(fc_rng_t *r); /* [0, 1) with 53 bits */
 float fc_rng_normal(fc_rng_t *r);   /* standard normal (Box-Muller) */
 
+/* Progress of long work (a stage): called now and then with the fraction done and a short
+ * message; a non-zero return asks the work to stop, which then returns FC_ECANCEL. Daemons
+ * forward it as heartbeats, fusectl draws it as a progress line. */
+typedef int (*fc_progress_fn)(void *ctx, double fraction, const char *message);
+
 /* A progress line on stderr, redrawn in place on a terminal and every few seconds otherwise. */
 typedef struct fc_progress {
   const char *label;
