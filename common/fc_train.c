@@ -446,7 +446,12 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     r.last_loss = loss;
     fprintf(log, "%ld,%.6f,%.6g,%.6g,%.6f,%.6f,%ld\n", step, loss, lr, gnorm, ce, fu, tokens);
     fflush(log);
-    if (o->on_step) o->on_step(o->on_step_ctx, step, total, loss, lr);
+    int cancel = 0;
+    if (o->progress) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "step %ld/%ld loss %.4f lr %.3g", step, total, loss, lr);
+      cancel = o->progress(o->progress_ctx, (double)step / (double)total, msg) != 0;
+    }
     double el = fc_now() - t0;
     if (!o->quiet) {
       char extra[160];
@@ -456,7 +461,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     }
     if (o->log_every > 0 && step % o->log_every == 0)
       fc_info("step %ld/%ld loss %.4f lr %.3g grad_norm %.3g", step, total, loss, lr, gnorm);
-    int stop = g_stop || (o->stop_after > 0 && step >= o->stop_after);
+    int stop = g_stop || cancel || (o->stop_after > 0 && step >= o->stop_after);
     if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || step == total || stop) {
       rs.step = step;
       rs.next_row = (int64_t)(first + (uint64_t)per_step);

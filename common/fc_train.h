@@ -54,9 +54,11 @@ typedef struct fc_train_opts {
   int quiet;                   /* no progress line */
   int log_every;               /* an info log line every this many steps (0: none) */
   int no_signal_handlers;      /* leave SIGINT/SIGTERM alone (daemons call fc_train_request_stop) */
-  /* Called after every step (a daemon's progress report); may be NULL. */
-  void (*on_step)(void *ctx, long step, long total, double loss, double lr);
-  void *on_step_ctx;
+  /* Called after every step with the fraction of the run done and "step S/N loss L lr R"
+   * (a daemon's heartbeat); a non-zero return stops the run after a checkpoint, as SIGINT
+   * does. May be NULL. */
+  fc_progress_fn progress;
+  void *progress_ctx;
   long stop_after;             /* > 0: checkpoint and stop after this step, as if interrupted
                                   (time-sliced runs and tests) */
 } fc_train_opts_t;
