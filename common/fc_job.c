@@ -160,6 +160,17 @@ static yaml_node_t *lookup(ctx_t *c, yaml_node_t *map, const char *key) {
   return NULL;
 }
 
+/* Merge methods a job may name: fc_merge's, plus sce-weights (SCE with FuseChat's release
+ * scope, sce_mask_scope=weights). */
+#define MERGE_METHODS "sce, sce-weights, varm, linear, task_arithmetic, ties, dare_ties, dare_linear, slerp"
+static bool merge_method_ok(const char *m) {
+  static const char *const methods[] = {"sce", "sce-weights", "varm", "linear", "task_arithmetic",
+                                        "ties", "dare_ties", "dare_linear", "slerp", NULL};
+  for (const char *const *q = methods; *q; q++)
+    if (!strcmp(*q, m)) return true;
+  return false;
+}
+
 /* ---- DAG building ---- */
 
 static fc_job_task_t *add_task(fc_job_t *j, const char *kind, const char *cap, const char *fmt, ...)
@@ -289,19 +300,75 @@ static void expand_pipeline(fc_job_t *j) {
       str_push(&t->inputs, &t->ninputs, j->tasks[trains[m]].outputs[0]);
     }
   out_path(j, t, "merged");
-  if (j->eval) {
-    t = add_task(j, "eval", NULL, "eval");
-    add_dep(t, merge);
-    str_push(&t->inputs, &t->ninputs, j->eval);
-    for (size_t m = 0; m < M; m++) str_push(&t->inputs, &t->ninputs, j->models[m].path);
+  /* baselines: plain SFT of the pivot on the same data, and other merges of the same targets */
+  size_t sft = 0, *bmerges = fc_xcalloc(j->nbaseline_merges + 1, sizeof *bmerges);
+  if (j->baseline_sft) {
+    sft = j->ntasks;
+    t = add_task(j, "train", NULL, "train/sft");
+    param(t, "source", "sft"), param(t, "pivot", "%s", pn);
+    param(t, "lambda", "1"), param(t, "epochs", "%d", j->train.epochs);
+    param(t, "lr", "%.17g", j->train.lr), param(t, "batch_size", "%d", j->train.batch_size);
+    param(t, "seq_len", "%d", j->train.seq_len), param(t, "warmup", "%.17g", j->train.warmup);
+    param(t, "weight_decay", "%.17g", j->train.weight_decay);
+    param(t, "seed", "%" PRIu64, j->train.seed);
+    str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
+    str_push(&t->inputs, &t->ninputs, j->dataset);
+    out_path(j, t, "targets/sft");
+  }
+  for (size_t b = 0; b < j->nbaseline_merges; b++) {
+    bmerges[b] = j->ntasks;
+    t = add_task(j, "merge", NULL, "merge/%s", j->baseline_merges[b]);
+    param(t, "method", "%s", j->baseline_merges[b]);
+    str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     for (size_t m = 0; m < M; m++)
       if (m != pivot) {
         add_dep(t, trains[m]);
         str_push(&t->inputs, &t->ninputs, j->tasks[trains[m]].outputs[0]);
       }
-    str_push(&t->inputs, &t->ninputs, j->tasks[merge].outputs[0]);
-    out_path(j, t, "eval/report.json");
+    out_path(j, t, "merged-%s", j->baseline_merges[b]);
   }
+  /* one eval task per model, so evaluation spreads across eval daemons */
+  if (j->eval) {
+    for (size_t m = 0; m < M; m++) {
+      t = add_task(j, "eval", NULL, "eval/%s", j->models[m].name);
+      param(t, "model", "%s", j->models[m].name), param(t, "role", m == pivot ? "pivot" : "source");
+      str_push(&t->inputs, &t->ninputs, j->eval);
+      str_push(&t->inputs, &t->ninputs, j->models[m].path);
+      out_path(j, t, "eval/%s.json", j->models[m].name);
+    }
+    for (size_t m = 0; m < M; m++) {
+      if (m == pivot) continue;
+      t = add_task(j, "eval", NULL, "eval/target-%s", j->models[m].name);
+      param(t, "model", "target-%s", j->models[m].name), param(t, "role", "target");
+      add_dep(t, trains[m]);
+      str_push(&t->inputs, &t->ninputs, j->eval);
+      str_push(&t->inputs, &t->ninputs, j->tasks[trains[m]].outputs[0]);
+      out_path(j, t, "eval/target-%s.json", j->models[m].name);
+    }
+    if (j->baseline_sft) {
+      t = add_task(j, "eval", NULL, "eval/sft");
+      param(t, "model", "sft"), param(t, "role", "sft");
+      add_dep(t, sft);
+      str_push(&t->inputs, &t->ninputs, j->eval);
+      str_push(&t->inputs, &t->ninputs, j->tasks[sft].outputs[0]);
+      out_path(j, t, "eval/sft.json");
+    }
+    t = add_task(j, "eval", NULL, "eval/merged");
+    param(t, "model", "merged-%s", j->merge_method), param(t, "role", "fused");
+    add_dep(t, merge);
+    str_push(&t->inputs, &t->ninputs, j->eval);
+    str_push(&t->inputs, &t->ninputs, j->tasks[merge].outputs[0]);
+    out_path(j, t, "eval/merged.json");
+    for (size_t b = 0; b < j->nbaseline_merges; b++) {
+      t = add_task(j, "eval", NULL, "eval/merged-%s", j->baseline_merges[b]);
+      param(t, "model", "merged-%s", j->baseline_merges[b]), param(t, "role", "merge");
+      add_dep(t, bmerges[b]);
+      str_push(&t->inputs, &t->ninputs, j->eval);
+      str_push(&t->inputs, &t->ninputs, j->tasks[bmerges[b]].outputs[0]);
+      out_path(j, t, "eval/merged-%s.json", j->baseline_merges[b]);
+    }
+  }
+  free(bmerges);
   free(logits), free(vmaps), free(aligns), free(trains);
 }
 
@@ -362,7 +429,9 @@ static int parse_tasks(ctx_t *c, fc_job_t *j, yaml_node_t *list) {
 
 static int parse_root(ctx_t *c, fc_job_t *j) {
   static const char *const keys[] = {"name", "store", "models", "dataset", "shards", "top_k", "lambda",
-                                     "training", "merge", "eval", "seed", "max_attempts", "tasks", NULL};
+                                     "training", "merge", "eval", "seed", "max_attempts", "tasks", "baselines",
+                                     NULL};
+  static const char *const baseline_keys[] = {"sft", "merges", NULL};
   static const char *const train_keys[] = {"epochs", "lr", "batch_size", "seq_len", "warmup",
                                            "weight_decay", "seed", NULL};
   static const char *const model_keys[] = {"name", "path", "role", NULL};
@@ -431,16 +500,37 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
     yaml_node_t *mg = v;
     if (check_keys(c, mg, "'merge'", merge_keys)) return FC_EINVAL;
     if ((v = lookup(c, mg, "method"))) {
-      static const char *const methods[] = {"sce", "sce-weights", "varm", "linear", "task_arithmetic",
-                                            "ties", "dare", "slerp", NULL};
       if (get_str(c, v, "method", &j->merge_method)) return FC_EINVAL;
-      bool ok = false;
-      for (const char *const *q = methods; *q; q++) ok |= !strcmp(*q, j->merge_method);
-      if (!ok) return at(c, v, "unknown merge method '%s' (sce, sce-weights, varm, linear, task_arithmetic, ties, dare, slerp)", j->merge_method);
+      if (!merge_method_ok(j->merge_method))
+        return at(c, v, "unknown merge method '%s' (%s)", j->merge_method, MERGE_METHODS);
     }
     if ((v = lookup(c, mg, "parameters")) && get_kv(c, v, "parameters", &j->merge_params, &j->nmerge_params)) return FC_EINVAL;
   }
+  if ((v = lookup(c, root, "baselines"))) {
+    yaml_node_t *bl = v;
+    if (check_keys(c, bl, "'baselines'", baseline_keys)) return FC_EINVAL;
+    if ((v = lookup(c, bl, "sft"))) {
+      const char *s;
+      if (want_scalar(c, v, "sft", &s)) return FC_EINVAL;
+      if (!strcmp(s, "true")) j->baseline_sft = 1;
+      else if (strcmp(s, "false")) return at(c, v, "'sft' must be true or false, not '%s'", s);
+    }
+    if ((v = lookup(c, bl, "merges"))) {
+      if (get_strlist(c, v, "merges", &j->baseline_merges, &j->nbaseline_merges)) return FC_EINVAL;
+      for (size_t b = 0; b < j->nbaseline_merges; b++) {
+        if (!merge_method_ok(j->baseline_merges[b]))
+          return at(c, v, "unknown merge method '%s' in baselines (%s)", j->baseline_merges[b], MERGE_METHODS);
+        for (size_t k = 0; k < b; k++)
+          if (!strcmp(j->baseline_merges[k], j->baseline_merges[b]))
+            return at(c, v, "merge method '%s' listed twice in baselines", j->baseline_merges[b]);
+      }
+    }
+  }
   expand_pipeline(j);
+  for (size_t a = 0; a < j->ntasks; a++) /* a model named like a baseline ("sft", "target-x") */
+    for (size_t b = 0; b < a; b++)
+      if (!strcmp(j->tasks[a].name, j->tasks[b].name))
+        return at(c, models, "two tasks would be called '%s': rename the model", j->tasks[a].name);
   return 0;
 }
 
@@ -500,6 +590,7 @@ void fc_job_destroy(fc_job_t **jp) {
   for (size_t i = 0; i < j->nmodels; i++) free(j->models[i].name), free(j->models[i].path);
   free(j->models);
   free_kv(j->merge_params, j->nmerge_params);
+  free_strs(j->baseline_merges, j->nbaseline_merges);
   free(j->name), free(j->store), free(j->dir), free(j->dataset), free(j->eval), free(j->merge_method);
   free(j);
   *jp = NULL;

@@ -1,6 +1,7 @@
 /* Job specs: a YAML file naming the models, data, hyper-parameters and merge method, expanded into
  * the task DAG of DESIGN.md section 2 (logits -> vocab-map -> align -> train -> merge -> eval), or
- * an explicit `tasks:` list (what the tests and custom jobs use). */
+ * an explicit `tasks:` list (what the tests and custom jobs use). With `eval:`, every model (pivot,
+ * sources, targets, baselines, the fused merge) gets its own eval/NAME task writing eval/NAME.json. */
 #ifndef FC_JOB_H
 #define FC_JOB_H
 
@@ -52,6 +53,11 @@ typedef struct fc_job {
   char *merge_method;
   fc_kv_t *merge_params;
   size_t nmerge_params;
+  /* baselines: {sft: true, merges: [...]}: train/sft (lambda 1, no fused targets) and
+   * merge/METHOD over the same targets; each is evaluated like every other model */
+  int baseline_sft;
+  char **baseline_merges;
+  size_t nbaseline_merges;
   fc_job_task_t *tasks; /* the expanded DAG, in an order where deps come first */
   size_t ntasks;
 } fc_job_t;

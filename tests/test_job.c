@@ -56,8 +56,9 @@ static void test_pipeline_expansion(void **state) {
   assert_int_equal(j->models[2].role, FC_ROLE_SOURCE);
   assert_int_equal(j->top_k, 8);
   assert_true(j->lambda == 0.8 && j->train.lr == 1e-4 && j->train.seed == 7);
-  /* 3 models x 2 shards logits; per source vocab-map + 2 align + train; merge; eval */
-  assert_int_equal(j->ntasks, 6 + 2 * 4 + 1 + 1);
+  /* 3 models x 2 shards logits; per source vocab-map + 2 align + train; merge; eval of the 3
+   * models, 2 targets and the merge */
+  assert_int_equal(j->ntasks, 6 + 2 * 4 + 1 + 6);
   for (size_t i = 0; i < j->ntasks; i++) /* deps always point backwards */
     for (size_t d = 0; d < j->tasks[i].ndeps; d++) assert_true(j->tasks[i].deps[d] < i);
   const fc_job_task_t *t = task(j, "logits/s2/1");
@@ -80,10 +81,70 @@ static void test_pipeline_expansion(void **state) {
   assert_true(has_dep(j, t, "train/s1") && has_dep(j, t, "train/s2"));
   assert_string_equal(fc_kv_get(t->params, t->nparams, "select_topk"), "0.1");
   assert_string_equal(fc_kv_get(t->params, t->nparams, "method"), "sce");
-  t = task(j, "eval");
+  t = task(j, "eval/merged");
   assert_true(has_dep(j, t, "merge"));
+  assert_int_equal(t->ndeps, 1);
+  assert_string_equal(t->inputs[0], "/d/eval.jsonl");
+  assert_string_equal(t->inputs[1], "/srv/store/demo/merged");
+  assert_string_equal(t->outputs[0], "/srv/store/demo/eval/merged.json");
+  t = task(j, "eval/pivot");
+  assert_int_equal(t->ndeps, 0);
+  assert_string_equal(t->inputs[1], "/m/pivot");
+  t = task(j, "eval/target-s2");
+  assert_true(has_dep(j, t, "train/s2") && t->ndeps == 1);
+  assert_int_equal(fc_job_find_task(j, "train/sft"), -1);
   fc_job_destroy(&j);
   assert_null(j);
+}
+
+static void test_baselines(void **state) {
+  (void)state;
+  fc_job_t *j = parse_ok("name: d\nstore: /s\ndataset: /d\neval: /e\nlambda: 0.7\n"
+                         "models:\n  - {name: p, path: /p, role: pivot}\n  - {name: a, path: /a}\n  - {name: b, path: /b}\n"
+                         "merge: {method: sce}\n"
+                         "baselines: {sft: true, merges: [task_arithmetic, ties, dare_ties]}\n");
+  /* 3 logits, 2 vocab-map, 2 align, 2 train, sft, merge, 3 baseline merges, 3+2+1+1+3 evals */
+  assert_int_equal(j->ntasks, 3 + 2 + 2 + 2 + 1 + 1 + 3 + 10);
+  for (size_t i = 0; i < j->ntasks; i++)
+    for (size_t d = 0; d < j->tasks[i].ndeps; d++) assert_true(j->tasks[i].deps[d] < i);
+  const fc_job_task_t *t = task(j, "train/sft");
+  assert_string_equal(t->kind, "train");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "lambda"), "1");
+  assert_int_equal(t->ndeps, 0); /* plain SFT needs no fused targets: it starts at once */
+  assert_int_equal(t->ninputs, 2);
+  assert_string_equal(t->inputs[0], "/p");
+  assert_string_equal(t->outputs[0], "/s/d/targets/sft");
+  t = task(j, "merge/dare_ties");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "method"), "dare_ties");
+  assert_true(has_dep(j, t, "train/a") && has_dep(j, t, "train/b") && t->ndeps == 2);
+  assert_string_equal(t->inputs[0], "/p");
+  assert_string_equal(t->outputs[0], "/s/d/merged-dare_ties");
+  static const char *const evals[] = {"p", "a", "b", "target-a", "target-b", "sft", "merged",
+                                      "merged-task_arithmetic", "merged-ties", "merged-dare_ties"};
+  for (size_t e = 0; e < 10; e++) {
+    char name[64], out[96];
+    snprintf(name, sizeof name, "eval/%s", evals[e]);
+    snprintf(out, sizeof out, "/s/d/eval/%s.json", evals[e]);
+    t = task(j, name);
+    assert_string_equal(t->kind, "eval");
+    assert_string_equal(t->inputs[0], "/e");
+    assert_string_equal(t->outputs[0], out);
+  }
+  assert_true(has_dep(j, task(j, "eval/sft"), "train/sft"));
+  assert_true(has_dep(j, task(j, "eval/merged-ties"), "merge/ties"));
+  fc_job_destroy(&j);
+  const char *base = "name: d\nstore: /s\ndataset: /d\neval: /e\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: a, path: /a}\n";
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [average]}\n", base);
+  expect_err(buf, "unknown merge method 'average' in baselines");
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, ties]}\n", base);
+  expect_err(buf, "listed twice");
+  snprintf(buf, sizeof buf, "%sbaselines: {sft: maybe}\n", base);
+  expect_err(buf, "'sft' must be true or false");
+  snprintf(buf, sizeof buf, "%sbaselines: {dpo: true}\n", base);
+  expect_err(buf, "unknown key 'dpo' in 'baselines'");
+  expect_err("name: d\nstore: /s\ndataset: /d\neval: /e\nmodels:\n  - {name: p, path: /p, role: pivot}\n"
+             "  - {name: merged, path: /a}\n", "two tasks would be called 'eval/merged'");
 }
 
 static void test_explicit_tasks(void **state) {
@@ -136,6 +197,7 @@ static void test_errors_name_the_line(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pipeline_expansion),
+      cmocka_unit_test(test_baselines),
       cmocka_unit_test(test_explicit_tasks),
       cmocka_unit_test(test_errors_name_the_line),
   };
