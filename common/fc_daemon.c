@@ -2,11 +2,14 @@
  * then the worker library. */
 #include "fc_daemon.h"
 
+#define _XOPEN_SOURCE 700
 #include <errno.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fc_net.h"
@@ -201,5 +204,48 @@ int fc_task_param_long(const fc_task_t *t, const char *key, long def, long *out,
   long v = strtol(s, &end, 10);
   if (errno || end == s || *end) return fc_err_set(err, FC_EINVAL, "task parameter %s: '%s' is not an integer", key, s);
   *out = v;
+  return 0;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)ftw;
+  return (flag == FTW_DP ? rmdir(p) : unlink(p)) && errno != ENOENT ? -1 : 0;
+}
+
+int fc_rmtree(const char *path, fc_err_t *err) {
+  struct stat st;
+  if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : fc_err_set(err, FC_EIO, "%s: %s", path, strerror(errno));
+  if (nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+    return fc_err_set(err, FC_EIO, "cannot remove %s: %s", path, strerror(errno));
+  return 0;
+}
+
+char *fc_outdir_begin(const char *dir, fc_err_t *err) {
+  size_t n = strlen(dir);
+  while (n > 1 && dir[n - 1] == '/') n--;
+  char *tmp = fc_xcalloc(n + 8, 1);
+  memcpy(tmp, dir, n);
+  memcpy(tmp + n, ".tmp", 5);
+  if (fc_rmtree(tmp, err) || fc_mkdir_p(tmp, err)) {
+    free(tmp);
+    return NULL;
+  }
+  return tmp;
+}
+
+int fc_outdir_commit(const char *tmp, const char *dir, fc_err_t *err) {
+  /* rename() cannot replace a non-empty directory: move the old one aside first */
+  struct stat st;
+  if (stat(dir, &st) == 0) {
+    char *old = fc_xcalloc(strlen(dir) + 8, 1);
+    sprintf(old, "%s.old", dir);
+    int rc = fc_rmtree(old, err);
+    if (!rc && rename(dir, old) != 0) rc = fc_err_set(err, FC_EIO, "rename %s: %s", dir, strerror(errno));
+    if (!rc && rename(tmp, dir) != 0) rc = fc_err_set(err, FC_EIO, "rename %s -> %s: %s", tmp, dir, strerror(errno));
+    if (!rc) rc = fc_rmtree(old, err);
+    free(old);
+    return rc;
+  }
+  if (rename(tmp, dir) != 0) return fc_err_set(err, FC_EIO, "rename %s -> %s: %s", tmp, dir, strerror(errno));
   return 0;
 }

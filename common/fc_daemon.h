@@ -63,4 +63,12 @@ int fc_daemon_progress(void *ctx, double fraction, const char *message);
 int fc_task_param_double(const fc_task_t *t, const char *key, double def, double *out, fc_err_t *err);
 int fc_task_param_long(const fc_task_t *t, const char *key, long def, long *out, fc_err_t *err);
 
+/* Directory outputs written whole or not at all: fc_outdir_begin gives DIR.tmp (emptied), the
+ * stage writes into it, fc_outdir_commit replaces DIR by it (rename), so a killed stage leaves
+ * at most a stale DIR.tmp that the next attempt clears. */
+char *fc_outdir_begin(const char *dir, fc_err_t *err); /* new string, NULL on failure */
+int fc_outdir_commit(const char *tmp, const char *dir, fc_err_t *err);
+/* Removes a file or directory tree (missing is fine). */
+int fc_rmtree(const char *path, fc_err_t *err);
+
 #endif

@@ -217,6 +217,16 @@ static void param(fc_job_task_t *t, const char *k, const char *fmt, ...) {
   kv_push(&t->params, &t->nparams, k, v);
 }
 
+static void train_params(fc_job_t *j, fc_job_task_t *t, double lambda) {
+  param(t, "lambda", "%.17g", lambda), param(t, "epochs", "%d", j->train.epochs);
+  param(t, "lr", "%.17g", j->train.lr), param(t, "batch_size", "%d", j->train.batch_size);
+  param(t, "seq_len", "%d", j->train.seq_len), param(t, "warmup", "%.17g", j->train.warmup);
+  param(t, "weight_decay", "%.17g", j->train.weight_decay);
+  param(t, "seed", "%" PRIu64, j->train.seed);
+  if (j->train.steps) param(t, "steps", "%ld", j->train.steps);
+  if (j->train.checkpoint_every) param(t, "checkpoint_every", "%ld", j->train.checkpoint_every);
+}
+
 /* logits(model, shard) -> vocab-map(source) -> align(source, shard) -> train(source) -> merge -> eval */
 static void expand_pipeline(fc_job_t *j) {
   size_t S = (size_t)j->shards, M = j->nmodels, pivot = 0;
@@ -233,6 +243,8 @@ static void expand_pipeline(fc_job_t *j) {
       param(t, "model", "%s", j->models[m].name);
       param(t, "shard", "%zu", s), param(t, "shards", "%zu", S);
       param(t, "top_k", "%d", j->top_k), param(t, "seed", "%" PRIu64, j->seed);
+      param(t, "max_len", "%d", j->train.seq_len);
+      param(t, "pivot_path", "%s", j->models[pivot].path); /* its template and cut for every model */
       str_push(&t->inputs, &t->ninputs, j->models[m].path);
       str_push(&t->inputs, &t->ninputs, j->dataset);
       out_path(j, t, "logits/%s.shard-%04zu.topk", j->models[m].name, s);
@@ -246,6 +258,7 @@ static void expand_pipeline(fc_job_t *j) {
     vmaps[m] = j->ntasks;
     fc_job_task_t *t = add_task(j, "vocab-map", "align", "vocab-map/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
+    param(t, "source_path", "%s", j->models[m].path), param(t, "pivot_path", "%s", j->models[pivot].path);
     for (size_t s = 0; s < S; s++) {
       size_t a = logits[m * S + s], b = logits[pivot * S + s];
       add_dep(t, a), add_dep(t, b);
@@ -262,6 +275,7 @@ static void expand_pipeline(fc_job_t *j) {
       fc_job_task_t *t = add_task(j, "align", NULL, "align/%s/%zu", sn, s);
       param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
       param(t, "shard", "%zu", s), param(t, "top_k", "%d", j->top_k);
+      param(t, "source_path", "%s", j->models[m].path), param(t, "pivot_path", "%s", j->models[pivot].path);
       size_t deps[3] = {logits[m * S + s], logits[pivot * S + s], vmaps[m]};
       for (int d = 0; d < 3; d++) {
         add_dep(t, deps[d]);
@@ -276,11 +290,7 @@ static void expand_pipeline(fc_job_t *j) {
     trains[m] = j->ntasks;
     fc_job_task_t *t = add_task(j, "train", NULL, "train/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
-    param(t, "lambda", "%.17g", j->lambda), param(t, "epochs", "%d", j->train.epochs);
-    param(t, "lr", "%.17g", j->train.lr), param(t, "batch_size", "%d", j->train.batch_size);
-    param(t, "seq_len", "%d", j->train.seq_len), param(t, "warmup", "%.17g", j->train.warmup);
-    param(t, "weight_decay", "%.17g", j->train.weight_decay);
-    param(t, "seed", "%" PRIu64, j->train.seed);
+    train_params(j, t, j->lambda);
     str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     str_push(&t->inputs, &t->ninputs, j->dataset);
     for (size_t s = 0; s < S; s++) {
@@ -306,11 +316,7 @@ static void expand_pipeline(fc_job_t *j) {
     sft = j->ntasks;
     t = add_task(j, "train", NULL, "train/sft");
     param(t, "source", "sft"), param(t, "pivot", "%s", pn);
-    param(t, "lambda", "1"), param(t, "epochs", "%d", j->train.epochs);
-    param(t, "lr", "%.17g", j->train.lr), param(t, "batch_size", "%d", j->train.batch_size);
-    param(t, "seq_len", "%d", j->train.seq_len), param(t, "warmup", "%.17g", j->train.warmup);
-    param(t, "weight_decay", "%.17g", j->train.weight_decay);
-    param(t, "seed", "%" PRIu64, j->train.seed);
+    train_params(j, t, 1);
     str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     str_push(&t->inputs, &t->ninputs, j->dataset);
     out_path(j, t, "targets/sft");
@@ -433,7 +439,7 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
                                      NULL};
   static const char *const baseline_keys[] = {"sft", "merges", NULL};
   static const char *const train_keys[] = {"epochs", "lr", "batch_size", "seq_len", "warmup",
-                                           "weight_decay", "seed", NULL};
+                                           "weight_decay", "seed", "steps", "checkpoint_every", NULL};
   static const char *const model_keys[] = {"name", "path", "role", NULL};
   static const char *const merge_keys[] = {"method", "parameters", NULL};
   yaml_node_t *root = yaml_document_get_root_node(&c->doc), *v;
@@ -494,6 +500,10 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
     if ((v = lookup(c, tr, "warmup")) && get_double(c, v, "warmup", 0, 1, &j->train.warmup)) return FC_EINVAL;
     if ((v = lookup(c, tr, "weight_decay")) && get_double(c, v, "weight_decay", 0, 10, &j->train.weight_decay)) return FC_EINVAL;
     if ((v = lookup(c, tr, "seed")) && get_u64(c, v, "seed", &j->train.seed)) return FC_EINVAL;
+    if ((v = lookup(c, tr, "steps")) && get_long(c, v, "steps", 1, 1000000000L, &j->train.steps)) return FC_EINVAL;
+    if ((v = lookup(c, tr, "checkpoint_every")) &&
+        get_long(c, v, "checkpoint_every", 1, 1000000000L, &j->train.checkpoint_every))
+      return FC_EINVAL;
   }
   j->merge_method = fc_xstrdup("sce");
   if ((v = lookup(c, root, "merge"))) {
