@@ -1,0 +1,377 @@
+/* End to end with the real stage daemons as separate processes on tiny models of our own (BPE
+ * tokenizers trained here, random weights): a job runs undisturbed; the same job with the train
+ * daemon SIGKILLed mid-training and the coordinator killed and restarted must resume from the
+ * checkpoint and give bitwise the same merged weights; a cancelled job stops its task. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "fc_bpe_train.h"
+#include "fc_config.h"
+#include "fc_model.h"
+#include "fc_net.h"
+#include "fc_sha256.h"
+#include "fc_tasks.h"
+#include "fc_tok.h"
+
+static char g_dir[64], g_run[128], g_endpoint[256], g_db[128];
+static char g_data[128], g_eval[128], g_piv[128], g_s1[128], g_s2[128];
+
+/* ---- processes ---- */
+
+#define MAXP 16
+static struct {
+  pid_t pid;
+  char name[32];
+} g_procs[MAXP];
+
+static pid_t spawn(const char *name, char *const argv[]) {
+  char log[256];
+  snprintf(log, sizeof log, "%s/%s.log", g_dir, name);
+  pid_t p = fork();
+  assert_true(p >= 0);
+  if (p == 0) {
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  for (int i = 0; i < MAXP; i++)
+    if (!g_procs[i].pid) {
+      g_procs[i].pid = p;
+      snprintf(g_procs[i].name, sizeof g_procs[i].name, "%s", name);
+      return p;
+    }
+  fail_msg("too many processes");
+  return -1;
+}
+
+static int find_proc(const char *name) {
+  for (int i = 0; i < MAXP; i++)
+    if (g_procs[i].pid && !strcmp(g_procs[i].name, name)) return i;
+  return -1;
+}
+
+/* Signals a daemon and returns its exit status (-1 if a signal ended it). */
+static int stop(const char *name, int sig) {
+  int i = find_proc(name);
+  if (i < 0) return 0;
+  kill(g_procs[i].pid, sig);
+  int st = 0;
+  waitpid(g_procs[i].pid, &st, 0);
+  g_procs[i].pid = 0;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int alive(const char *name) {
+  int i = find_proc(name);
+  return i >= 0 && waitpid(g_procs[i].pid, NULL, WNOHANG) == 0;
+}
+
+static void exe(char *out, size_t n, const char *prog) {
+  const char *b = getenv("FC_BUILD");
+  snprintf(out, n, "%s/daemons/%s", b ? b : ".", prog);
+}
+
+static void start_coord(void) {
+  char e[512];
+  exe(e, sizeof e, "fusechat-coordinator");
+  char *argv[] = {e, "--run-dir", g_run, "--db", g_db, "--lease-timeout", "1.5", NULL};
+  spawn("coordinator", argv);
+}
+
+/* A stage daemon: prog "fusechat-train", name "train-1" (its worker id and log name). */
+static void start_daemon(const char *prog, const char *name, const char *extra1, const char *extra2) {
+  char e[512];
+  exe(e, sizeof e, prog);
+  char *argv[12] = {e, "--run-dir", g_run, "--id", (char *)name, "--heartbeat", "0.2", "--threads", "1", NULL};
+  if (extra1) argv[9] = (char *)extra1, argv[10] = (char *)extra2, argv[11] = NULL;
+  spawn(name, argv);
+}
+
+static void stop_all(int sig) {
+  for (int i = 0; i < MAXP; i++)
+    if (g_procs[i].pid && strcmp(g_procs[i].name, "coordinator")) {
+      char n[32];
+      snprintf(n, sizeof n, "%s", g_procs[i].name);
+      int rc = stop(n, sig);
+      if (sig == SIGTERM) assert_int_equal(rc, 0);
+    }
+  int rc = stop("coordinator", sig);
+  if (sig == SIGTERM) assert_int_equal(rc, 0);
+}
+
+/* No daemon log may hold a sanitizer report (the daemons run instrumented in CI). */
+static void check_logs(void) {
+  DIR *d = opendir(g_dir);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strstr(e->d_name, ".log")) continue;
+    char p[512], *text;
+    size_t n;
+    fc_err_t err;
+    snprintf(p, sizeof p, "%s/%s", g_dir, e->d_name);
+    if (fc_read_file(p, &text, &n, &err)) continue;
+    int bad = strstr(text, "Sanitizer") || strstr(text, "runtime error");
+    if (bad) fprintf(stderr, "%s:\n%s\n", p, text);
+    free(text);
+    assert_false(bad);
+  }
+  closedir(d);
+}
+
+/* ---- coordinator calls ---- */
+
+static json_t *call(fc_msg_t *req) {
+  fc_msg_t rep;
+  fc_err_t err;
+  if (fc_net_call(g_endpoint, req, &rep, 1000, &err)) return NULL;
+  json_t *j = rep.ok ? json_loads(rep.text, 0, NULL) : NULL;
+  if (!rep.ok) fprintf(stderr, "coordinator: %s\n", rep.error);
+  fc_msg_clear(&rep);
+  return j;
+}
+
+static int64_t submit(const char *spec) {
+  fc_msg_t req = {.type = FC_MSG_SUBMIT, .text = (char *)spec};
+  json_t *r = NULL;
+  for (int i = 0; i < 50 && !r; i++)
+    if (!(r = call(&req))) usleep(100000);
+  assert_non_null(r);
+  int64_t id = json_integer_value(json_object_get(r, "job"));
+  json_decref(r);
+  assert_true(id > 0);
+  return id;
+}
+
+/* The job's state and one task's state ("" when the coordinator does not answer). */
+static void snapshot(int64_t job, const char *task, char *jstate, char *tstate) {
+  jstate[0] = tstate[0] = 0;
+  fc_msg_t req = {.type = FC_MSG_STATUS, .job = job};
+  json_t *r = call(&req);
+  if (!r) return;
+  json_t *j = json_array_get(json_object_get(r, "jobs"), 0), *t;
+  snprintf(jstate, 16, "%s", json_string_value(json_object_get(j, "state")));
+  size_t i;
+  json_array_foreach(json_object_get(j, "tasks"), i, t) {
+    if (task && !strcmp(json_string_value(json_object_get(t, "name")), task))
+      snprintf(tstate, 16, "%s", json_string_value(json_object_get(t, "state")));
+  }
+  json_decref(r);
+}
+
+static const char *wait_job(int64_t job, double timeout) {
+  static char js[16];
+  char ts[16];
+  double t0 = fc_now();
+  while (fc_now() - t0 < timeout) {
+    snapshot(job, NULL, js, ts);
+    if (js[0] && strcmp(js, "running") && strcmp(js, "queued")) return js;
+    usleep(50000);
+  }
+  return "timeout";
+}
+
+static void sha_of(const char *job, const char *rel, char hex[65]) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/store/%s/%s", g_dir, job, rel);
+  uint64_t size;
+  fc_err_t err;
+  if (fc_sha256_file(p, hex, &size, &err)) fail_msg("%s", err.msg);
+}
+
+static int file_contains(const char *name, const char *needle) {
+  char p[512], *text;
+  size_t n;
+  fc_err_t err;
+  snprintf(p, sizeof p, "%s/%s", g_dir, name);
+  if (fc_read_file(p, &text, &n, &err)) return 0;
+  int found = strstr(text, needle) != NULL;
+  free(text);
+  return found;
+}
+
+/* ---- tiny models ---- */
+
+static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const char *corpus, size_t clen, uint64_t seed) {
+  fc_err_t err = {0};
+  fc_bpe_train_opts_t bo = {.kind = kind, .vocab_size = vocab};
+  char *json = NULL;
+  assert_int_equal(fc_bpe_train(corpus, clen, &bo, &json, &err), 0);
+  assert_int_equal(fc_mkdir_p(dir, &err), 0);
+  char *tp = fc_path_join(dir, "tokenizer.json");
+  FILE *fp = fopen(tp, "w");
+  assert_non_null(fp);
+  fputs(json, fp);
+  fclose(fp);
+  fc_tok_t *tok = NULL;
+  assert_int_equal(fc_tok_load(&tok, tp, &err), 0);
+  fc_config_t c;
+  fc_config_default(&c, "llama");
+  c.hidden_size = 32, c.intermediate_size = 64, c.num_layers = 2, c.num_heads = 2, c.num_kv_heads = 1;
+  c.head_dim = 16, c.vocab_size = fc_tok_vocab_size(tok), c.initializer_range = 0.5f;
+  fc_model_t *m = NULL;
+  assert_int_equal(fc_model_init(&m, &c, seed, &err), 0);
+  assert_int_equal(fc_model_save(m, dir, FC_DT_F32, &err), 0);
+  fc_model_destroy(&m);
+  fc_tok_destroy(&tok);
+  free(tp);
+  free(json);
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  snprintf(g_dir, sizeof g_dir, "/tmp/fc-e2ed-XXXXXX");
+  if (!mkdtemp(g_dir)) return -1;
+  snprintf(g_run, sizeof g_run, "%s/run", g_dir);
+  snprintf(g_endpoint, sizeof g_endpoint, "ipc://%s/coord.ipc", g_run);
+  snprintf(g_db, sizeof g_db, "%s/coord.sqlite", g_dir);
+  snprintf(g_data, sizeof g_data, "%s/train.jsonl", g_dir);
+  snprintf(g_eval, sizeof g_eval, "%s/eval.jsonl", g_dir);
+  snprintf(g_piv, sizeof g_piv, "%s/pivot", g_dir);
+  snprintf(g_s1, sizeof g_s1, "%s/s1", g_dir);
+  snprintf(g_s2, sizeof g_s2, "%s/s2", g_dir);
+  fc_err_t err = {0};
+  fc_gen_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
+                     .max_turns = 1};
+  if (fc_tasks_write(&o, g_data, &err)) return -1;
+  o.count = 8, o.split = FC_SPLIT_EVAL, o.seed = 5;
+  if (fc_tasks_write(&o, g_eval, &err)) return -1;
+  char *corpus;
+  size_t clen;
+  if (fc_read_file(g_data, &corpus, &clen, &err)) return -1;
+  make_model(g_piv, FC_TOK_BYTELEVEL, 400, corpus, clen, 11);
+  make_model(g_s1, FC_TOK_SENTENCEPIECE, 440, corpus, clen, 12);
+  make_model(g_s2, FC_TOK_BYTELEVEL, 360, corpus, clen, 13);
+  free(corpus);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+  return system(cmd) ? -1 : 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  stop_all(SIGKILL);
+  return 0;
+}
+
+/* ---- train + merge over explicit tasks ---- */
+
+/* Two plain fine-tunes of the pivot (other learning rates) merged with task arithmetic. */
+static void train_merge_spec(char *spec, size_t n, const char *name, int steps) {
+  snprintf(spec, n,
+           "name: %s\nstore: %s/store\nmax_attempts: 4\ntasks:\n"
+           "  - {name: train/a, kind: train, inputs: [%s, %s], outputs: [targets/a],"
+           " params: {steps: %d, batch_size: 2, seq_len: 48, lr: 0.003, seed: 1, checkpoint_every: 3}}\n"
+           "  - {name: train/b, kind: train, inputs: [%s, %s], outputs: [targets/b],"
+           " params: {steps: %d, batch_size: 2, seq_len: 48, lr: 0.001, seed: 2, checkpoint_every: 3}}\n"
+           "  - {name: merge, kind: merge, deps: [train/a, train/b], outputs: [merged],"
+           " inputs: [%s, %s/store/%s/targets/a, %s/store/%s/targets/b], params: {method: ties, density: 0.5}}\n",
+           name, g_dir, g_piv, g_data, steps, g_piv, g_data, steps, g_piv, g_dir, name, g_dir, name);
+}
+
+static int has_checkpoint(const char *job, const char *target) {
+  char p[512];
+  snprintf(p, sizeof p, "%s/store/%s/targets/%s.train", g_dir, job, target);
+  DIR *d = opendir(p);
+  if (!d) return 0;
+  struct dirent *e;
+  int found = 0;
+  while ((e = readdir(d))) found |= !strncmp(e->d_name, "checkpoint-", 11) && !strchr(e->d_name, '.');
+  closedir(d);
+  return found;
+}
+
+static void test_train_merge_kill_and_resume(void **state) {
+  (void)state;
+  start_coord();
+  start_daemon("fusechat-train", "train-1", NULL, NULL);
+  start_daemon("fusechat-merge", "merge-1", NULL, NULL);
+  char spec[4096];
+  train_merge_spec(spec, sizeof spec, "ref", 12);
+  int64_t ref = submit(spec);
+  assert_string_equal(wait_job(ref, 60), "done");
+  char want[65], got[65];
+  sha_of("ref", "merged/model.safetensors", want);
+
+  /* the train daemon is SIGKILLed once train/a has a checkpoint; a new one resumes from it */
+  train_merge_spec(spec, sizeof spec, "chaos", 12);
+  int64_t job = submit(spec);
+  double t0 = fc_now();
+  while (!has_checkpoint("chaos", "a") && fc_now() - t0 < 30) usleep(2000);
+  assert_true(has_checkpoint("chaos", "a"));
+  assert_int_equal(stop("train-1", SIGKILL), -1);
+  double killed = fc_now();
+  start_daemon("fusechat-train", "train-2", NULL, NULL);
+  /* the coordinator dies and comes back while the job runs */
+  usleep(300000);
+  assert_int_equal(stop("coordinator", SIGKILL), -1);
+  start_coord();
+  assert_string_equal(wait_job(job, 90), "done");
+  fprintf(stderr, "kill -> job done in %.2f s\n", fc_now() - killed);
+  sha_of("chaos", "merged/model.safetensors", got);
+  assert_string_equal(want, got);
+  assert_true(file_contains("train-2.log", "resuming from the checkpoint"));
+  /* the outputs hold no checkpoints or work directories */
+  char p[512];
+  snprintf(p, sizeof p, "%s/store/chaos/targets/a.train", g_dir);
+  assert_false(fc_path_exists(p));
+  snprintf(p, sizeof p, "%s/store/chaos/merged.tmp", g_dir);
+  assert_false(fc_path_exists(p));
+  stop_all(SIGTERM);
+  check_logs();
+}
+
+/* A cancelled job stops its running training (the daemon stays up and serves the next job). */
+static void test_cancel(void **state) {
+  (void)state;
+  start_coord();
+  start_daemon("fusechat-train", "train-c", NULL, NULL);
+  start_daemon("fusechat-merge", "merge-c", NULL, NULL);
+  char spec[4096], js[16], ts[16];
+  train_merge_spec(spec, sizeof spec, "long", 1000000);
+  int64_t job = submit(spec);
+  double t0 = fc_now();
+  while (!has_checkpoint("long", "a") && fc_now() - t0 < 30) usleep(5000);
+  fc_msg_t req = {.type = FC_MSG_CANCEL_JOB, .job = job};
+  json_t *r = call(&req);
+  assert_non_null(r);
+  json_decref(r);
+  assert_string_equal(wait_job(job, 10), "cancelled");
+  /* the daemon gave the task up: it takes the next job */
+  train_merge_spec(spec, sizeof spec, "after", 2);
+  int64_t next = submit(spec);
+  assert_string_equal(wait_job(next, 60), "done");
+  snapshot(job, "train/a", js, ts);
+  assert_string_equal(ts, "cancelled");
+  assert_true(alive("train-c"));
+  stop_all(SIGTERM);
+  check_logs();
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_train_merge_kill_and_resume, teardown),
+      cmocka_unit_test_teardown(test_cancel, teardown),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
