@@ -11,7 +11,7 @@
 
 /* ---- the message table ---- */
 
-typedef enum { K_STR, K_I64, K_F64, K_BOOL, K_STRLIST, K_KV, K_FIGS, K_ARTS, K_RES } kind_t;
+typedef enum { K_STR, K_I64, K_F64, K_BOOL, K_STRLIST, K_KV, K_FIGS, K_ARTS, K_RES, K_I32S, K_F32S } kind_t;
 
 typedef struct field {
   const char *key;
@@ -25,7 +25,7 @@ typedef struct field {
 enum {
   F_ID, F_HOST, F_CAPS, F_RES, F_TASK, F_JOB, F_ATTEMPT, F_SINCE, F_KIND, F_PARAMS, F_INPUTS,
   F_OUTPUTS, F_FRACTION, F_MESSAGE, F_FIGS, F_OK, F_HANDBACK, F_ARTS, F_ERROR, F_TEXT, F_STATE,
-  F_TIME, F_NFIELDS
+  F_TIME, F_IDS, F_K, F_TOP_IDS, F_TOP_LP, F_NFIELDS
 };
 static const field_t fields[F_NFIELDS] = {
     [F_ID] = {"id", K_STR, OFF(id), 0, 256},
@@ -50,6 +50,10 @@ static const field_t fields[F_NFIELDS] = {
     [F_TEXT] = {"text", K_STR, OFF(text), 0, FC_MSG_MAX_TEXT},
     [F_STATE] = {"state", K_STR, OFF(state), 0, 32},
     [F_TIME] = {"time", K_F64, OFF(time), 0, 0},
+    [F_IDS] = {"ids", K_I32S, OFF(ids), OFF(nids), 0},
+    [F_K] = {"k", K_I64, OFF(k), 0, 0},
+    [F_TOP_IDS] = {"top_ids", K_I32S, OFF(top_ids), OFF(ntop), 0},
+    [F_TOP_LP] = {"top_lp", K_F32S, OFF(top_lp), OFF(ntop), 0},
 };
 
 #define B(f) (1u << (f))
@@ -85,6 +89,10 @@ static const msgdef_t defs[FC_MSG_NTYPES] = {
                       B(F_JOB) | B(F_TASK) | B(F_KIND) | B(F_STATE) | B(F_MESSAGE) | B(F_FRACTION) |
                           B(F_TIME),
                       B(F_JOB) | B(F_STATE)},
+    [FC_MSG_LOGITS_REQUEST] = {"logits_request", B(F_TEXT) | B(F_STATE) | B(F_IDS) | B(F_K), B(F_K)},
+    [FC_MSG_LOGITS_REPLY] = {"logits_reply",
+                             B(F_OK) | B(F_ERROR) | B(F_TEXT) | B(F_IDS) | B(F_K) | B(F_TOP_IDS) | B(F_TOP_LP),
+                             B(F_OK)},
 };
 
 const char *fc_msg_type_name(fc_msg_type_t t) {
@@ -139,6 +147,20 @@ static void pack_field(msgpack_packer *pk, const fc_msg_t *m, const field_t *f) 
       pack_str(pk, "sha256"), pack_str(pk, m->arts[i].sha256);
     }
     break;
+  case K_I32S:
+  case K_F32S: {
+    const void *v = *AT(m, const void *const, f->off);
+    size_t n = *AT(m, const size_t, f->noff);
+    msgpack_pack_bin(pk, 4 * n);
+    uint8_t le[4];
+    for (size_t i = 0; i < n; i++) {
+      uint32_t u;
+      memcpy(&u, (const char *)v + 4 * i, 4);
+      for (int b = 0; b < 4; b++) le[b] = (uint8_t)(u >> (8 * b));
+      msgpack_pack_bin_body(pk, le, 4);
+    }
+    break;
+  }
   case K_RES:
     msgpack_pack_map(pk, 2);
     pack_str(pk, "threads"), msgpack_pack_int64(pk, m->threads);
@@ -148,6 +170,7 @@ static void pack_field(msgpack_packer *pk, const fc_msg_t *m, const field_t *f) 
 }
 
 static bool field_present(const fc_msg_t *m, const field_t *f) {
+  if (f->kind == K_I32S || f->kind == K_F32S) return *AT(m, const size_t, f->noff) > 0;
   return f->kind != K_STR || *AT(m, char *const, f->off) != NULL;
 }
 
@@ -415,6 +438,28 @@ static int rd_artifact(rd_t *r, fc_msg_artifact_t *a) {
   return 0;
 }
 
+/* A bin of little-endian 32-bit values into a new array; *n must agree when already set (top_ids
+ * and top_lp share their count). */
+static int rd_bin32(rd_t *r, void **out, size_t *n) {
+  if (need(r, 1)) return FC_EFORMAT;
+  uint8_t b = *r->p++;
+  uint64_t v;
+  if (b == 0xc4) { if (rd_be(r, 1, &v)) return FC_EFORMAT; }
+  else if (b == 0xc5) { if (rd_be(r, 2, &v)) return FC_EFORMAT; }
+  else if (b == 0xc6) { if (rd_be(r, 4, &v)) return FC_EFORMAT; }
+  else return bad(r, "expected binary data");
+  if (v % 4) return bad(r, "binary data is not a whole number of 32-bit values");
+  if (need(r, (size_t)v)) return FC_EFORMAT;
+  if (*n && *n != v / 4) return bad(r, "top_ids and top_lp differ in length");
+  size_t cnt = (size_t)v / 4;
+  uint32_t *a = fc_xmalloc(cnt ? 4 * cnt : 4);
+  for (size_t i = 0; i < cnt; i++, r->p += 4)
+    a[i] = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 | (uint32_t)r->p[3] << 24;
+  *out = a;
+  *n = cnt;
+  return 0;
+}
+
 static int rd_field(rd_t *r, fc_msg_t *m, const field_t *f) {
   size_t n;
   switch (f->kind) {
@@ -458,6 +503,9 @@ static int rd_field(rd_t *r, fc_msg_t *m, const field_t *f) {
       if (rd_artifact(r, &m->arts[i])) return FC_EFORMAT;
     }
     return 0;
+  case K_I32S:
+  case K_F32S:
+    return rd_bin32(r, AT(m, void *, f->off), AT(m, size_t, f->noff));
   case K_RES:
     if (rd_map(r, &n)) return FC_EFORMAT;
     for (size_t i = 0; i < n; i++) {
@@ -526,6 +574,9 @@ static int decode(rd_t *r, fc_msg_t *m) {
         return fc_err_set(r->err, FC_EFORMAT, "bad message: %s without '%s'", d->name, fields[j].key);
   }
   if (m->fraction != m->fraction) return bad(r, "fraction is NaN");
+  if ((m->top_ids == NULL) != (m->top_lp == NULL)) return bad(r, "top_ids and top_lp come together");
+  if (type == FC_MSG_LOGITS_REQUEST && (m->k < 0 || m->k > 256)) return bad(r, "k must be in [0, 256]");
+  if (m->ntop && (m->k <= 0 || m->ntop != (size_t)m->k * m->nids)) return bad(r, "top entries are not ids x k");
   return 0;
 }
 
@@ -559,6 +610,7 @@ void fc_msg_clear(fc_msg_t *m) {
   free(m->figs);
   for (size_t i = 0; i < m->narts; i++) free(m->arts[i].path);
   free(m->arts);
+  free(m->ids), free(m->top_ids), free(m->top_lp);
   memset(m, 0, sizeof *m);
 }
 
@@ -595,6 +647,21 @@ void fc_msg_add_artifact(fc_msg_t *m, const char *path, uint64_t size, const cha
 void fc_msg_set_str(char **field, const char *s) {
   free(*field);
   *field = s ? fc_xstrdup(s) : NULL;
+}
+
+void fc_msg_set_ids(fc_msg_t *m, const int32_t *ids, size_t n) {
+  free(m->ids);
+  m->ids = fc_xmalloc(n ? n * sizeof *ids : 4);
+  if (n) memcpy(m->ids, ids, n * sizeof *ids);
+  m->nids = n;
+}
+
+void fc_msg_set_top(fc_msg_t *m, const int32_t *ids, const float *lp, size_t n) {
+  free(m->top_ids), free(m->top_lp);
+  m->top_ids = fc_xmalloc(n ? n * sizeof *ids : 4);
+  m->top_lp = fc_xmalloc(n ? n * sizeof *lp : 4);
+  if (n) memcpy(m->top_ids, ids, n * sizeof *ids), memcpy(m->top_lp, lp, n * sizeof *lp);
+  m->ntop = n;
 }
 
 const char *fc_msg_param(const fc_msg_t *m, const char *key) {

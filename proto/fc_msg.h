@@ -39,6 +39,9 @@ typedef enum fc_msg_type {
   FC_MSG_REPLY,      /* c->client: ok, error | text (JSON payload) */
   /* coordinator PUB stream */
   FC_MSG_EVENT, /* job, task, kind, state, message, fraction, time */
+  /* client <-> logits daemon (its own --serve socket), no job involved */
+  FC_MSG_LOGITS_REQUEST, /* text (rendered as a one-turn chat when state is "chat") | ids; k */
+  FC_MSG_LOGITS_REPLY,   /* ok, error | text (model name), ids (n), k, top_ids (n*k), top_lp (n*k) */
   FC_MSG_NTYPES
 } fc_msg_type_t;
 
@@ -85,6 +88,13 @@ typedef struct fc_msg {
   char *text;
   char *state;
   double time; /* unix seconds */
+  /* token arrays (logits requests), packed as MessagePack bin of little-endian 32-bit values */
+  int32_t *ids; /* [nids] */
+  size_t nids;
+  int64_t k;          /* top-K entries per position */
+  int32_t *top_ids;   /* [ntop]: position i's K ids at i*k.. (the distribution of token i+1) */
+  float *top_lp;      /* [ntop]: their log-probs */
+  size_t ntop;
 } fc_msg_t;
 
 const char *fc_msg_type_name(fc_msg_type_t t);
@@ -104,6 +114,9 @@ void fc_msg_add_output(fc_msg_t *m, const char *path);
 void fc_msg_add_fig(fc_msg_t *m, const char *name, double val);
 void fc_msg_add_artifact(fc_msg_t *m, const char *path, uint64_t size, const char *sha256);
 void fc_msg_set_str(char **field, const char *s);
+/* Copies n ids into m->ids; n top entries into m->top_ids/top_lp. */
+void fc_msg_set_ids(fc_msg_t *m, const int32_t *ids, size_t n);
+void fc_msg_set_top(fc_msg_t *m, const int32_t *ids, const float *lp, size_t n);
 /* Looks up a task parameter; NULL when absent. */
 const char *fc_msg_param(const fc_msg_t *m, const char *key);
 

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -55,6 +56,21 @@ static void sample(fc_msg_t *m, fc_msg_type_t t) {
     m->job = 1, m->task = 2, fc_msg_set_str(&m->kind, "train"), fc_msg_set_str(&m->state, "running");
     fc_msg_set_str(&m->message, "epoch 1"), m->fraction = 0.5, m->time = 1764000000.25;
     break;
+  case FC_MSG_LOGITS_REQUEST: {
+    const int32_t ids[] = {1, 70000, 0, 2147483647};
+    fc_msg_set_ids(m, ids, 4);
+    fc_msg_set_str(&m->text, "hello"), fc_msg_set_str(&m->state, "chat");
+    m->k = 2;
+    break;
+  }
+  case FC_MSG_LOGITS_REPLY: {
+    const int32_t ids[] = {5, 6, 7}, top[] = {1, 2, 3, 4, 16777215, 0};
+    const float lp[] = {-0.5f, -1.25f, -1e-30f, -88.f, -INFINITY, 0.f};
+    m->ok = true, m->k = 2;
+    fc_msg_set_ids(m, ids, 3), fc_msg_set_top(m, top, lp, 6);
+    fc_msg_set_str(&m->text, "pivot");
+    break;
+  }
   default: fail();
   }
 }
@@ -91,6 +107,14 @@ static void msg_eq(const fc_msg_t *a, const fc_msg_t *b) {
   assert_true(a->job == b->job && a->attempt == b->attempt && a->since == b->since);
   assert_true(a->fraction == b->fraction && a->time == b->time);
   assert_true(a->ok == b->ok && a->handback == b->handback);
+  assert_true(a->k == b->k);
+  assert_int_equal(a->nids, b->nids);
+  if (a->nids) assert_memory_equal(a->ids, b->ids, a->nids * sizeof *a->ids);
+  assert_int_equal(a->ntop, b->ntop);
+  if (a->ntop) { /* bitwise: -inf and tiny values survive */
+    assert_memory_equal(a->top_ids, b->top_ids, a->ntop * sizeof *a->top_ids);
+    assert_memory_equal(a->top_lp, b->top_lp, a->ntop * sizeof *a->top_lp);
+  }
 }
 
 static void test_round_trip_every_type(void **state) {
@@ -190,6 +214,36 @@ static void t_bad_sha(msgpack_packer *pk) {
   pk_str(pk, "sha256"), pk_str(pk, "XYZ");
 }
 static void t_u64_big(msgpack_packer *pk) { pk_str(pk, "task"), msgpack_pack_uint64(pk, UINT64_MAX); }
+
+static void pk_bin(msgpack_packer *pk, const char *key, const void *b, size_t n) {
+  pk_str(pk, key), msgpack_pack_bin(pk, n), msgpack_pack_bin_body(pk, b, n);
+}
+static const uint8_t b8[8] = {1, 0, 0, 0, 2, 0, 0, 0};
+static void t_k(msgpack_packer *pk) { pk_str(pk, "ok"), msgpack_pack_true(pk), pk_str(pk, "k"), msgpack_pack_int(pk, 1); }
+static void t_top_ok(msgpack_packer *pk) { t_k(pk), pk_bin(pk, "ids", b8, 8), pk_bin(pk, "top_ids", b8, 8), pk_bin(pk, "top_lp", b8, 8); }
+static void t_top_odd(msgpack_packer *pk) { t_k(pk), pk_bin(pk, "ids", b8, 5), pk_bin(pk, "top_ids", b8, 8), pk_bin(pk, "top_lp", b8, 8); }
+static void t_top_mismatch(msgpack_packer *pk) { t_k(pk), pk_bin(pk, "ids", b8, 8), pk_bin(pk, "top_ids", b8, 8), pk_bin(pk, "top_lp", b8, 4); }
+static void t_top_alone(msgpack_packer *pk) { t_k(pk), pk_bin(pk, "ids", b8, 8), pk_bin(pk, "top_ids", b8, 8), pk_str(pk, "x"), msgpack_pack_nil(pk); }
+static void t_top_not_nk(msgpack_packer *pk) { t_k(pk), pk_bin(pk, "ids", b8, 4), pk_bin(pk, "top_ids", b8, 8), pk_bin(pk, "top_lp", b8, 8); }
+static void t_ids_str(msgpack_packer *pk) { t_k(pk), pk_str(pk, "ids"), pk_str(pk, "1 2"), pk_str(pk, "x"), msgpack_pack_nil(pk), pk_str(pk, "y"), msgpack_pack_nil(pk); }
+static void t_big_k(msgpack_packer *pk) { pk_str(pk, "k"), msgpack_pack_int(pk, 100000); }
+
+static void test_rejects_bad_token_arrays(void **state) {
+  (void)state;
+  fc_err_t err = {0};
+  assert_int_equal(decode_custom(1, "logits_reply", 5, t_top_ok, &err), 0);
+  assert_int_equal(decode_custom(1, "logits_reply", 5, t_top_odd, &err), FC_EFORMAT);
+  assert_non_null(strstr(err.msg, "32-bit"));
+  assert_int_equal(decode_custom(1, "logits_reply", 5, t_top_mismatch, &err), FC_EFORMAT);
+  assert_non_null(strstr(err.msg, "differ"));
+  assert_int_equal(decode_custom(1, "logits_reply", 5, t_top_alone, &err), FC_EFORMAT);
+  assert_non_null(strstr(err.msg, "together"));
+  assert_int_equal(decode_custom(1, "logits_reply", 5, t_top_not_nk, &err), FC_EFORMAT);
+  assert_non_null(strstr(err.msg, "ids x k"));
+  assert_int_equal(decode_custom(1, "logits_reply", 5, t_ids_str, &err), FC_EFORMAT);
+  assert_int_equal(decode_custom(1, "logits_request", 1, t_big_k, &err), FC_EFORMAT);
+  assert_non_null(strstr(err.msg, "k must be"));
+}
 
 static void test_rejects_semantic_errors(void **state) {
   (void)state;
@@ -394,6 +448,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip_every_type),
       cmocka_unit_test(test_hand_packed_any_order_and_unknown_keys),
       cmocka_unit_test(test_rejects_semantic_errors),
+      cmocka_unit_test(test_rejects_bad_token_arrays),
       cmocka_unit_test(test_rejects_hostile_bytes),
       cmocka_unit_test(test_truncated_and_trailing),
       cmocka_unit_test(test_bit_flips_and_random),
