@@ -111,9 +111,12 @@ int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int 
   }
   rc = fc_msg_decode(zmq_msg_data(&msg), zmq_msg_size(&msg), reply, err);
   zmq_msg_close(&msg);
-  if (rc == 0 && reply->type != FC_MSG_REPLY) {
+  /* a logits daemon's socket answers with logits_reply (errors included) */
+  bool logits = reply->type == FC_MSG_LOGITS_REPLY && (req->type == FC_MSG_LOGITS_REQUEST || !reply->ok);
+  if (rc == 0 && reply->type != FC_MSG_REPLY && !logits) {
+    fc_msg_type_t t = reply->type;
     fc_msg_clear(reply);
-    rc = fc_err_set(err, FC_EFORMAT, "the coordinator answered with a %s message", fc_msg_type_name(reply->type));
+    rc = fc_err_set(err, FC_EFORMAT, "the coordinator answered with a %s message", fc_msg_type_name(t));
   }
 out:
   zmq_close(s);

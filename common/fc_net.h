@@ -23,8 +23,9 @@ int fc_net_events_endpoint(const char *endpoint, char *out, size_t n, fc_err_t *
 /* Sends envelope frames (may be 0) then the encoded message, without blocking. */
 int fc_net_send(void *sock, const void *const *env, const size_t *envlen, size_t nenv, const fc_msg_t *m,
                 fc_err_t *err);
-/* One request/reply round trip to the coordinator: connects a DEALER, sends req, waits up to
- * timeout_ms for the reply (decoded into *reply). */
+/* One request/reply round trip to the coordinator (or a logits daemon's --serve socket, which
+ * answers logits_reply): connects a DEALER, sends req, waits up to timeout_ms for the reply
+ * (decoded into *reply). */
 int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int timeout_ms, fc_err_t *err);
 /* ZeroMQ CURVE for TCP deployments: every daemon and client has a key pair (fusectl keygen);
  * the coordinator accepts only the public keys in its allow-list. Key files hold Z85 text:

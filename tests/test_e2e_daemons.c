@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -367,11 +368,113 @@ static void test_cancel(void **state) {
   check_logs();
 }
 
+/* ---- the logits daemon's direct socket ---- */
+
+static int serve_call(const char *ep, fc_msg_t *req, fc_msg_t *rep) {
+  fc_err_t err = {0};
+  for (int i = 0; i < 100; i++) { /* the daemon loads its model first */
+    if (fc_net_call(ep, req, rep, 500, &err) == 0) return 0;
+    usleep(50000);
+  }
+  fail_msg("%s: %s", ep, err.msg);
+  return -1;
+}
+
+static void test_logits_serve(void **state) {
+  (void)state;
+  char ep[256];
+  snprintf(ep, sizeof ep, "ipc://%s/logits-pivot.ipc", g_dir);
+  start_coord();
+  char e[512];
+  exe(e, sizeof e, "fusechat-logits");
+  char *argv[] = {e, "--run-dir", g_run, "--id", "logits-pivot", "--threads", "1", "--model", g_piv,
+                  "--name", "pivot", "--serve", ep, NULL};
+  spawn("logits-pivot", argv);
+  /* ids in: the answer matches the full forward's top-K here */
+  const int32_t ids[] = {1, 7, 42, 99, 3};
+  fc_msg_t req = {.type = FC_MSG_LOGITS_REQUEST, .k = 4}, rep;
+  fc_msg_set_ids(&req, ids, 5);
+  serve_call(ep, &req, &rep);
+  fc_msg_clear(&req);
+  if (!rep.ok) fail_msg("%s", rep.error);
+  assert_int_equal(rep.nids, 5);
+  assert_int_equal(rep.k, 4);
+  assert_string_equal(rep.text, "pivot");
+  fc_model_t *m;
+  fc_err_t err = {0};
+  assert_int_equal(fc_model_load(&m, g_piv, &err), 0);
+  const float *logits = fc_model_forward(m, ids, 1, 5, 0, &err);
+  assert_non_null(logits);
+  int V = fc_model_config(m)->vocab_size;
+  for (int t = 0; t < 5; t++) {
+    int32_t top[4];
+    float lp[4];
+    fc_topk_logprobs(logits + (size_t)t * V, V, 4, top, lp);
+    for (int j = 0; j < 4; j++) {
+      assert_int_equal(rep.top_ids[t * 4 + j], top[j]);
+      assert_true(fabsf(rep.top_lp[t * 4 + j] - lp[j]) < 1e-4f);
+    }
+  }
+  fc_model_destroy(&m);
+  fc_msg_clear(&rep);
+  /* text in, as a chat prompt */
+  req = (fc_msg_t){.type = FC_MSG_LOGITS_REQUEST, .k = 3};
+  fc_msg_set_str(&req.text, "What is 2 + 3?");
+  fc_msg_set_str(&req.state, "chat");
+  serve_call(ep, &req, &rep);
+  fc_msg_clear(&req);
+  assert_true(rep.ok);
+  assert_true(rep.nids > 5 && rep.ntop == rep.nids * 3);
+  fc_msg_clear(&rep);
+  /* malformed and refused requests get an error reply; the daemon keeps serving */
+  void *zc = zmq_ctx_new(), *s = zmq_socket(zc, ZMQ_DEALER);
+  int linger = 0;
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  assert_int_equal(zmq_connect(s, ep), 0);
+  const uint8_t junk[][8] = {{0xdf, 0xff, 0xff, 0xff, 0xff}, {0x93, 1, 2}, {0xc1}, {0x81, 0xa1, 'v', 0x01}};
+  for (size_t i = 0; i < sizeof junk / sizeof *junk; i++) {
+    zmq_send(s, junk[i], 5, 0);
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&it, 1, 5000), 1);
+    uint8_t buf[4096];
+    int n = zmq_recv(s, buf, sizeof buf, 0);
+    assert_true(n > 0);
+    assert_int_equal(fc_msg_decode(buf, (size_t)n, &rep, &err), 0);
+    assert_int_equal(rep.type, FC_MSG_LOGITS_REPLY);
+    assert_false(rep.ok);
+    fc_msg_clear(&rep);
+  }
+  zmq_send(s, "", 0, ZMQ_SNDMORE), zmq_send(s, "x", 1, 0); /* extra frames */
+  zmq_close(s);
+  zmq_ctx_term(zc);
+  const int32_t bad_ids[] = {1, 1 << 30};
+  fc_msg_t bad[3] = {{.type = FC_MSG_LOGITS_REQUEST, .k = 2}, {.type = FC_MSG_LOGITS_REQUEST, .k = 2},
+                     {.type = FC_MSG_STATUS, .job = 1}};
+  fc_msg_set_ids(&bad[0], bad_ids, 2);               /* id outside the vocabulary */
+  fc_msg_set_ids(&bad[1], bad_ids, 1), fc_msg_set_str(&bad[1].text, "both"); /* text and ids */
+  const char *why[3] = {"outside the vocabulary", "not both", "answers logits_request"};
+  for (int i = 0; i < 3; i++) {
+    serve_call(ep, &bad[i], &rep);
+    assert_false(rep.ok);
+    assert_non_null(strstr(rep.error, why[i]));
+    fc_msg_clear(&rep), fc_msg_clear(&bad[i]);
+  }
+  req = (fc_msg_t){.type = FC_MSG_LOGITS_REQUEST, .k = 1};
+  fc_msg_set_ids(&req, ids, 2);
+  serve_call(ep, &req, &rep);
+  assert_true(rep.ok);
+  fc_msg_clear(&req), fc_msg_clear(&rep);
+  assert_true(alive("logits-pivot"));
+  stop_all(SIGTERM);
+  check_logs();
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_train_merge_kill_and_resume, teardown),
       cmocka_unit_test_teardown(test_cancel, teardown),
+      cmocka_unit_test_teardown(test_logits_serve, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
