@@ -369,6 +369,7 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
   int NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, rep = NH / NKV;
   int QD = NH * HD, KVD = NKV * HD;
   float scale = 1.0f / sqrtf((float)HD);
+  const int blk = 128;
   int nthr = par_threads(m), saved = openblas_get_num_threads();
   if (nthr > 1) openblas_set_num_threads(1);
   /* One task per (b, kv head): the query heads sharing it accumulate into the same dk, dv. */
@@ -384,14 +385,20 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
       size_t qo = (size_t)b * T * QD + (size_t)h * HD;
       const float *Q = q + qo, *dY = datty + qo;
       attn_probs(P, Q, K, T, HD, QD, KVD, scale);
-      /* dP = dY V^T; dV += P^T dY */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dY, QD, Vv, KVD, 0.0f, dP, T);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dY, QD, 1.0f, dv + ko, KVD);
-      /* softmax backward: dS = P * (dP - sum_j P dP), times the score scale */
-      fc_causal_softmax_backward(dP, P, T, T, scale);
-      /* dQ = dS K; dK += dS^T Q */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, K, KVD, 0.0f, dq + qo, QD);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, Q, QD, 1.0f, dk + ko, KVD);
+      /* Row blocks of queries [r0, r0+n) see keys [0, r0+n): every product skips the masked
+       * upper triangle. Per block: dP = dY V^T; dV += P^T dY; dS = softmax'(dP);
+       * dQ = dS K; dK += dS^T Q. */
+      for (int r0 = 0; r0 < T; r0 += blk) {
+        int n = T - r0 < blk ? T - r0 : blk, w = r0 + n;
+        const float *Pb = P + (size_t)r0 * T, *dYb = dY + (size_t)r0 * QD, *Qb = Q + (size_t)r0 * QD;
+        float *dPb = dP + (size_t)r0 * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w, HD, 1.0f, dYb, QD, Vv, KVD, 0.0f, dPb, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, Pb, T, dYb, QD, 1.0f, dv + ko, KVD);
+        fc_causal_softmax_backward(dPb, Pb, r0, n, T, scale);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, w, 1.0f, dPb, T, K, KVD, 0.0f,
+                    dq + qo + (size_t)r0 * QD, QD);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, dPb, T, Qb, QD, 1.0f, dk + ko, KVD);
+      }
     }
   }
   if (nthr > 1) openblas_set_num_threads(saved);

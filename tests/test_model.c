@@ -173,6 +173,43 @@ static void test_backward(void **state) {
   }
 }
 
+/* A 300-token sequence: attention runs in 128-row blocks past 128 positions (forward and
+ * backward), and positions up to 300 exercise the RoPE tables further. Same tolerances. */
+static void test_long_sequence(void **state) {
+  (void)state;
+  fixture_t f;
+  open_fixture(&f, "llama_gqa");
+  const fc_st_tensor_t *tid = ref_tensor(&f, "long.ids");
+  int T = (int)tid->shape[1];
+  assert_true(T > 256);
+  size_t n;
+  float *want = ref_f32(&f, "long.logits", &n), *R = ref_f32(&f, "long.R", NULL);
+  fc_err_t err = {0};
+  const float *got = fc_model_forward(f.m, tid->data, 1, T, 1, &err);
+  assert_non_null(got);
+  float scale = max_abs(want, n), d = max_diff(got, want, n);
+  printf("long T=%d: logits max diff %.2e (max|ref| %.2f)\n", T, d, scale);
+  assert_true(d <= 1e-4f * scale);
+  fc_model_zero_grad(f.m);
+  assert_int_equal(fc_model_backward(f.m, R, &err), 0);
+  const float *g = fc_model_grads(f.m);
+  float worst = 0;
+  for (size_t i = 0; i < fc_model_num_tensors(f.m); i++) {
+    const fc_param_info_t *pi = fc_model_tensor(f.m, i);
+    char name[256];
+    snprintf(name, sizeof name, "long.grad.%s", pi->name);
+    float *gw = ref_f32(&f, name, &n);
+    float sc = max_abs(gw, n), dd = max_diff(g + pi->offset, gw, n);
+    if (dd > 1e-4f * sc) fprintf(stderr, "long: %s max diff %g, max|ref| %g\n", pi->name, dd, sc);
+    assert_true(dd <= 1e-4f * sc);
+    worst = fmaxf(worst, dd / sc);
+    free(gw);
+  }
+  printf("long T=%d: gradients worst relative diff %.2e\n", T, worst);
+  free(want), free(R);
+  close_fixture(&f);
+}
+
 /* Right padding: a shorter row padded with arbitrary ids gives the same logits at its real
  * positions as the unpadded row alone (attention is causal). */
 static void test_padding(void **state) {
@@ -639,7 +676,7 @@ static void test_forward_topk_chunked(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_topk), cmocka_unit_test(test_backward),
-      cmocka_unit_test(test_padding),      cmocka_unit_test(test_save_roundtrip),
+      cmocka_unit_test(test_padding),      cmocka_unit_test(test_long_sequence),      cmocka_unit_test(test_save_roundtrip),
       cmocka_unit_test(test_topk_bruteforce), cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_init),         cmocka_unit_test(test_generate),
       cmocka_unit_test(test_sample),       cmocka_unit_test(test_generate_batch),
