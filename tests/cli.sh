@@ -41,6 +41,13 @@ check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry
 check 2 "gen-data without --out" "$FUSECTL" gen-data
 check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl
 check 0 "gen-data" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --count 5
+check 2 "merge without --out" "$FUSECTL" merge "$FIX/merge/sce.yaml"
+check 1 "merge a missing config" "$FUSECTL" merge "$tmp/none.yaml" --out "$tmp/m"
+printf 'merge_method: ties\nmodels: [\n' > "$tmp/bad.yaml"
+check 1 "merge a broken config" "$FUSECTL" merge "$tmp/bad.yaml" --out "$tmp/m"
+check 2 "merge an unknown method" "$FUSECTL" merge --method nope --base "$FIX/merge/base" --models "$FIX/merge/m1" --out "$tmp/m"
+check 1 "merge mismatched models" "$FUSECTL" merge --method ties --base "$FIX/merge/base" --models "$FIX/st/sharded" --out "$tmp/m"
+check 0 "merge fixtures (short form)" "$FUSECTL" merge -q --method sce --base "$FIX/merge/base" --models "$FIX/merge/m1" "$FIX/merge/m2" --param select_topk=0.3 --out "$tmp/m"
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

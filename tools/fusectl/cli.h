@@ -38,6 +38,7 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(list, "list jobs") \
   X(logits, "top-K next-token log-probabilities of a model at every position") \
   X(logs, "print a job's event log") \
+  X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \
