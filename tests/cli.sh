@@ -41,6 +41,17 @@ check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry
 check 2 "gen-data without --out" "$FUSECTL" gen-data
 check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl
 check 0 "gen-data" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --count 5
+check 0 "gen-data eval split" "$FUSECTL" gen-data --split eval --out "$tmp/e.jsonl" --count 5
+check 1 "eval a missing model" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/e.jsonl"
+check 1 "eval missing data" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/none.jsonl"
+printf '{"conversations":[{"from":"human","value":"q"}]}\n' > "$tmp/noanswer.jsonl"
+check 1 "eval a row without an answer" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/noanswer.jsonl"
+check 2 "eval without --data" "$FUSECTL" eval --model /nonexistent/model
+check 2 "eval without --model" "$FUSECTL" eval --data "$tmp/e.jsonl"
+check 2 "eval --batch-size 0" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" --batch-size 0
+check 2 "eval --max-new-tokens x" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" --max-new-tokens x
+check 2 "eval --template bogus" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" --template bogus
+check 2 "eval stray argument" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" extra
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
