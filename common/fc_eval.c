@@ -180,6 +180,33 @@ static int tokenize_row(const fc_tok_t *tok, fc_chat_template_t tmpl, row_t *r, 
   return rc;
 }
 
+/* Decodes ids; ids the tokenizer does not have (a model's vocabulary is often padded beyond
+ * it) become U+FFFD, so such an answer is never taken for a right one. */
+static int decode_ids(const fc_tok_t *tok, const int32_t *ids, int n, char **out, fc_err_t *err) {
+  int32_t V = fc_tok_vocab_size(tok);
+  char *res = fc_xstrdup("");
+  size_t len = 0;
+  for (int a = 0; a <= n;) {
+    int e = a;
+    while (e < n && ids[e] >= 0 && ids[e] < V) e++;
+    char *piece;
+    int rc = fc_tok_decode(tok, ids + a, (size_t)(e - a), 1, &piece, err);
+    if (rc) {
+      free(res);
+      return rc;
+    }
+    size_t pl = strlen(piece);
+    res = fc_xrealloc(res, len + pl + 4);
+    memcpy(res + len, piece, pl + 1);
+    len += pl;
+    free(piece);
+    if (e < n) memcpy(res + len, "\xEF\xBF\xBD", 4), len += 3;
+    a = e + 1;
+  }
+  *out = res;
+  return 0;
+}
+
 /* Teacher-forced log-probs of rows[0..B) padded on the right to the longest. */
 static int score_loss(fc_model_t *m, row_t *rows, int B, fc_err_t *err) {
   int T = 0;
@@ -268,7 +295,7 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
           if (cut_ids[s] >= 0 && outs[i][k] == cut_ids[s]) cut = k;
       br[i].generated = nouts[i];
       br[i].stopped = cut < nouts[i];
-      rc = fc_tok_decode(tok, outs[i], (size_t)cut, 1, &br[i].got, err);
+      rc = decode_ids(tok, outs[i], cut, &br[i].got, err);
       br[i].correct = !rc && fc_tasks_match(br[i].answer, br[i].got);
     }
     for (int i = 0; i < B; i++) free(outs[i]), outs[i] = NULL;

@@ -68,6 +68,17 @@ static const char *base_name(const char *path, char *buf, size_t cap) {
   return buf;
 }
 
+/* A model's answer on one line: control characters escaped, the rest as it is. */
+static void put_escaped(const char *s) {
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '\n') fputs("\\n", stdout);
+    else if (ch == '\t') fputs("\\t", stdout);
+    else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
+    else putchar(ch);
+  }
+}
+
 static int positive(const char *s, long max, long *out) {
   return !fc_cli_parse_long(s, out) && *out > 0 && *out <= max;
 }
@@ -169,8 +180,13 @@ int fc_cmd_eval(int argc, char **argv) {
       printf("== %s: first %ld rows\n", names[i], show);
       for (size_t k = 0; k < res[i].nrows && k < (size_t)show; k++) {
         const fc_eval_row_t *r = &res[i].rows[k];
-        printf("[%s] %s\n  prompt:   %s\n  expected: %s\n  got:      %s%s\n", res[i].fam[r->family].name,
-               r->correct ? "ok" : "WRONG", r->prompt, r->expected, r->got, r->stopped ? "" : "  (cut at --max-new-tokens)");
+        printf("[%s] %s\n  prompt:   ", res[i].fam[r->family].name, r->correct ? "ok" : "WRONG");
+        put_escaped(r->prompt);
+        printf("\n  expected: ");
+        put_escaped(r->expected);
+        printf("\n  got:      ");
+        put_escaped(r->got);
+        printf("%s\n", r->stopped ? "" : "  (cut at --max-new-tokens)");
       }
       printf("\n");
     }
