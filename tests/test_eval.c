@@ -19,6 +19,7 @@
 #include "fc_chat.h"
 #include "fc_eval.h"
 #include "fc_model.h"
+#include "fc_tasks.h"
 #include "fc_tok.h"
 
 #define ANSWER "KQ!" /* what the constant model says; rare characters, so one token each */
@@ -30,10 +31,12 @@ typedef struct fix {
   char data[96];     /* the rows below */
   fc_tok_t *tok;
   fc_chat_template_t tmpl;
+  fc_tok_kind_t kind;
   int nanswer;       /* tokens of ANSWER */
 } fix_t;
 
-static const char *corpus_line = "the quick brown fox jumps over 12 lazy dogs; what is 3 + 4? convert 5 km to m.\n";
+/* " Ka Kb": SentencePiece learns "▁K", so " KQ! </s>" has one "▁" piece only (states must differ) */
+static const char *corpus_line = "the quick brown fox jumps over 12 lazy dogs; what is 3 + 4? convert 5 km to m. Ka Kb\n";
 
 /* Family, question, gold answer; expected correct under the constant model. */
 static const struct {
@@ -69,19 +72,9 @@ static void write_rows(const char *path) {
   fclose(f);
 }
 
-static int32_t one_id(const fc_tok_t *tok, const char *text) {
-  int32_t *ids;
-  size_t n;
-  fc_err_t err = {0};
-  assert_int_equal(fc_tok_encode(tok, text, strlen(text), FC_TOK_PARSE_SPECIAL, &ids, NULL, &n, &err), 0);
-  assert_int_equal(n, 1);
-  int32_t id = ids[0];
-  free(ids);
-  return id;
-}
-
-static int setup(void **state) {
+static int setup_kind(void **state, fc_tok_kind_t kind) {
   fix_t *f = calloc(1, sizeof *f);
+  f->kind = kind;
   fc_err_t err = {0};
   snprintf(f->dir, sizeof f->dir, "/tmp/fc_eval_XXXXXX");
   assert_non_null(mkdtemp(f->dir));
@@ -94,13 +87,13 @@ static int setup(void **state) {
   char *corpus = malloc(L * reps + 1);
   for (size_t i = 0; i < reps; i++) memcpy(corpus + i * L, corpus_line, L);
   corpus[L * reps] = 0;
-  fc_bpe_train_opts_t to = {.kind = FC_TOK_BYTELEVEL, .vocab_size = 320};
+  fc_bpe_train_opts_t to = {.kind = kind, .vocab_size = 320};
   char *json;
   assert_int_equal(fc_bpe_train(corpus, L * reps, &to, &json, &err), 0);
   free(corpus);
   assert_int_equal(fc_tok_load_json(&f->tok, json, strlen(json), NULL, &err), 0);
   f->tmpl = fc_chat_template_for(f->tok);
-  assert_int_equal(f->tmpl, FC_CHAT_CHATML);
+  assert_int_equal(f->tmpl, kind == FC_TOK_BYTELEVEL ? FC_CHAT_CHATML : FC_CHAT_LLAMA2);
   for (int d = 0; d < 2; d++) {
     char *p = fc_path_join(d ? f->rdir : f->dir, "tokenizer.json");
     FILE *fp = fopen(p, "w");
@@ -111,7 +104,7 @@ static int setup(void **state) {
   }
   free(json);
 
-  /* the chain of states: the prompt's last token -> answer tokens -> <|im_end|> -> 'Z' */
+  /* the chain of states: the prompt's last token -> answer tokens -> end of turn -> filler */
   char *ptext;
   size_t plen, n;
   assert_int_equal(fc_chat_render_prompt(f->tmpl, NULL, "hi", &ptext, &plen, &err), 0);
@@ -120,17 +113,44 @@ static int setup(void **state) {
   int32_t chain[16];
   int nc = 0;
   chain[nc++] = pids[n - 1];
-  free(pids);
   free(ptext);
-  assert_int_equal(fc_tok_encode(f->tok, ANSWER, strlen(ANSWER), 0, &aids, NULL, &n, &err), 0);
+  int32_t eot;
+  if (f->tmpl == FC_CHAT_CHATML) {
+    assert_int_equal(fc_tok_encode(f->tok, ANSWER, strlen(ANSWER), 0, &aids, NULL, &n, &err), 0);
+    eot = fc_tok_piece_id(f->tok, "<|im_end|>");
+  } else {
+    /* Llama-2: what follows "[/INST]" in the full rendering (" KQ! </s>"), up to </s> */
+    size_t np = n, nt, tl, ns;
+    fc_chat_msg_t msgs[2] = {{FC_ROLE_USER, "hi"}, {FC_ROLE_ASSISTANT, ANSWER}};
+    char *text;
+    fc_chat_span_t *spans;
+    int32_t *ids;
+    assert_int_equal(fc_chat_render(f->tmpl, msgs, 2, &text, &tl, &spans, &ns, &err), 0);
+    assert_int_equal(fc_tok_encode(f->tok, text, tl, FC_TOK_PARSE_SPECIAL, &ids, NULL, &nt, &err), 0);
+    assert_true(nt > np + 1);
+    assert_memory_equal(ids, pids, np * sizeof *ids);
+    eot = fc_tok_eos(f->tok);
+    assert_int_equal(ids[nt - 1], eot);
+    n = nt - 1 - np;
+    aids = malloc(n * sizeof *aids);
+    memcpy(aids, ids + np, n * sizeof *aids);
+    free(text), free(spans), free(ids);
+  }
+  free(pids);
   assert_true(n >= 2); /* so max_new_tokens = 1 truncates */
   f->nanswer = (int)n;
   for (size_t i = 0; i < n; i++) chain[nc++] = aids[i];
   free(aids);
-  int32_t im_end = fc_tok_piece_id(f->tok, "<|im_end|>");
-  assert_true(im_end >= 0);
-  chain[nc++] = im_end;
-  chain[nc++] = one_id(f->tok, "Z");
+  assert_true(eot >= 0);
+  chain[nc++] = eot;
+  for (int32_t id = 0;; id++) { /* after the end of turn: any other token */
+    int used = 0;
+    for (int i = 0; i < nc; i++) used |= chain[i] == id;
+    if (!used) {
+      chain[nc++] = id;
+      break;
+    }
+  }
   for (int i = 0; i < nc; i++)
     for (int j = 0; j < i; j++) assert_true(chain[i] != chain[j]); /* a bigram table needs distinct states */
 
@@ -138,7 +158,7 @@ static int setup(void **state) {
   fc_config_default(&c, "llama");
   c.hidden_size = HIDDEN, c.intermediate_size = 48, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
   c.head_dim = 8, c.vocab_size = fc_tok_vocab_size(f->tok), c.max_position_embeddings = 256;
-  c.eos_token_id = fc_tok_piece_id(f->tok, "<|endoftext|>");
+  c.eos_token_id = kind == FC_TOK_BYTELEVEL ? fc_tok_piece_id(f->tok, "<|endoftext|>") : fc_tok_eos(f->tok);
   fc_model_t *m;
   assert_int_equal(fc_model_init(&m, &c, 3, &err), 0);
   assert_int_equal(fc_model_save(m, f->rdir, FC_DT_F32, &err), 0);
@@ -173,8 +193,12 @@ static int setup(void **state) {
   return 0;
 }
 
+static int setup_bytelevel(void **state) { return setup_kind(state, FC_TOK_BYTELEVEL); }
+static int setup_sentencepiece(void **state) { return setup_kind(state, FC_TOK_SENTENCEPIECE); }
+
 static int teardown(void **state) {
   fix_t *f = *state;
+  if (!f) return 0;
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
   assert_int_equal(system(cmd), 0);
@@ -202,8 +226,8 @@ static void run(const fix_t *f, const char *dir, int max_new, int batch, fc_eval
   if (rc) fail_msg("%s", err.msg);
 }
 
-/* Mean CE of the gold answer (and its <|im_end|>) recomputed with the full-logits forward:
- * the answer's tokens are found by encoding prompt and answer separately, not by spans. */
+/* Mean CE of the gold answer (and its end-of-turn token) recomputed with the full-logits forward:
+ * the answer tokens are found from separate encodings of prompt and answer, not from spans. */
 static void reference_loss(const fix_t *f, const char *dir, size_t i, double *nll, int *ntok) {
   fc_err_t err = {0};
   fc_model_t *m;
@@ -213,18 +237,25 @@ static void reference_loss(const fix_t *f, const char *dir, size_t i, double *nl
   assert_int_equal(fc_chat_render_prompt(f->tmpl, NULL, rows[i].q, &ptext, &plen, &err), 0);
   int32_t *pids, *aids, *ids;
   assert_int_equal(fc_tok_encode(f->tok, ptext, plen, FC_TOK_PARSE_SPECIAL, &pids, NULL, &np, &err), 0);
-  assert_int_equal(fc_tok_encode(f->tok, rows[i].a, strlen(rows[i].a), 0, &aids, NULL, &na, &err), 0);
-  /* the full rendering is prompt + answer + <|im_end|> + "\n" */
   fc_chat_msg_t msgs[2] = {{FC_ROLE_USER, rows[i].q}, {FC_ROLE_ASSISTANT, rows[i].a}};
   char *text;
   size_t len, ns;
   fc_chat_span_t *spans;
   assert_int_equal(fc_chat_render(f->tmpl, msgs, 2, &text, &len, &spans, &ns, &err), 0);
   assert_int_equal(fc_tok_encode(f->tok, text, len, FC_TOK_PARSE_SPECIAL, &ids, NULL, &nt, &err), 0);
-  assert_int_equal(nt, np + na + 2);
   assert_memory_equal(ids, pids, np * sizeof *ids);
-  assert_memory_equal(ids + np, aids, na * sizeof *ids);
-  assert_int_equal(ids[np + na], fc_tok_piece_id(f->tok, "<|im_end|>"));
+  if (f->tmpl == FC_CHAT_CHATML) {
+    /* the full rendering is prompt + answer + <|im_end|> + "\n" */
+    assert_int_equal(fc_tok_encode(f->tok, rows[i].a, strlen(rows[i].a), 0, &aids, NULL, &na, &err), 0);
+    assert_int_equal(nt, np + na + 2);
+    assert_memory_equal(ids + np, aids, na * sizeof *ids);
+    assert_int_equal(ids[np + na], fc_tok_piece_id(f->tok, "<|im_end|>"));
+  } else {
+    /* prompt + " answer </s>": everything after the prompt but the </s> */
+    aids = NULL;
+    na = nt - np - 1;
+    assert_int_equal(ids[nt - 1], fc_tok_eos(f->tok));
+  }
   const float *logits = fc_model_forward(m, ids, 1, (int)nt, 0, &err);
   assert_non_null(logits);
   int V = fc_model_config(m)->vocab_size;
@@ -251,7 +282,8 @@ static void test_constant_model(void **state) {
   int want = 0;
   for (size_t i = 0; i < NROWS; i++) {
     const fc_eval_row_t *row = &r.rows[i];
-    assert_string_equal(row->got, ANSWER);
+    if (f->tmpl == FC_CHAT_CHATML) assert_string_equal(row->got, ANSWER);
+    else assert_true(fc_tasks_match(ANSWER, row->got)); /* the decoder may keep the space before </s> */
     assert_int_equal(row->correct, rows[i].correct);
     /* stopped at <|im_end|> (emitted, then nothing more), not at the 16-token limit */
     assert_int_equal(row->stopped, 1);
@@ -504,5 +536,11 @@ int main(void) {
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_table_and_json),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  /* Llama-2 style: SentencePiece tokenizer, [INST] template, </s> ends the turn */
+  const struct CMUnitTest sp_tests[] = {
+      cmocka_unit_test(test_constant_model),
+      cmocka_unit_test(test_batch_size_independent),
+  };
+  int failed = cmocka_run_group_tests_name("chatml", tests, setup_bytelevel, teardown);
+  return failed + cmocka_run_group_tests_name("llama2", sp_tests, setup_sentencepiece, teardown);
 }
