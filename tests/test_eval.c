@@ -523,6 +523,16 @@ static void test_table_and_json(void **state) {
   assert_int_equal(json_integer_value(json_object_get(json_object_get(m0, "overall"), "correct")), a.overall.correct);
   assert_int_equal(json_array_size(json_object_get(root, "models")), 2);
   json_decref(root);
+  /* the one-model fragment is the same object */
+  mem = open_memstream(&buf, &len);
+  assert_int_equal(fc_eval_write_json(mem, "constant", &a), 0);
+  fclose(mem);
+  root = json_loads(buf, 0, &je);
+  assert_non_null(root);
+  assert_string_equal(json_string_value(json_object_get(root, "model")), "constant");
+  assert_float_equal(json_real_value(json_object_get(root, "macro_accuracy")), a.macro_accuracy, 1e-7);
+  json_decref(root);
+  free(buf);
   fc_eval_result_free(&a);
   fc_eval_result_free(&b);
 }
