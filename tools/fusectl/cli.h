@@ -39,11 +39,13 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(list, "list jobs") \
   X(logits, "top-K next-token log-probabilities of a model at every position") \
   X(logs, "print a job's event log") \
+  X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \
   X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
   X(tokenizer_train, "train a byte-level or SentencePiece-style BPE tokenizer.json") \
+  X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
   X(up, "start a coordinator and stage daemons on this machine") \
   X(version, "print the version") \
   X(watch, "follow a job's events until it ends") \
