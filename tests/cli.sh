@@ -41,6 +41,17 @@ check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry
 check 2 "gen-data without --out" "$FUSECTL" gen-data
 check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl
 check 0 "gen-data" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --count 5
+check 0 "gen-data eval split" "$FUSECTL" gen-data --split eval --out "$tmp/e.jsonl" --count 5
+check 1 "eval a missing model" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/e.jsonl"
+check 1 "eval missing data" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/none.jsonl"
+printf '{"conversations":[{"from":"human","value":"q"}]}\n' > "$tmp/noanswer.jsonl"
+check 1 "eval a row without an answer" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/noanswer.jsonl"
+check 2 "eval without --data" "$FUSECTL" eval --model /nonexistent/model
+check 2 "eval without --model" "$FUSECTL" eval --data "$tmp/e.jsonl"
+check 2 "eval --batch-size 0" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" --batch-size 0
+check 2 "eval --max-new-tokens x" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" --max-new-tokens x
+check 2 "eval --template bogus" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" --template bogus
+check 2 "eval stray argument" "$FUSECTL" eval --model m --data "$tmp/e.jsonl" extra
 check 2 "merge without --out" "$FUSECTL" merge "$FIX/merge/sce.yaml"
 check 1 "merge a missing config" "$FUSECTL" merge "$tmp/none.yaml" --out "$tmp/m"
 printf 'merge_method: ties\nmodels: [\n' > "$tmp/bad.yaml"
@@ -60,6 +71,9 @@ check 0 "train resumed" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "
 printf '{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":966}' > "$tmp/config.json"
 "$FUSECTL" gen-data --out "$tmp/chat.jsonl" --count 8 >/dev/null 2>&1
 check 0 "train from scratch on conversations" "$FUSECTL" train --config "$tmp/config.json" --tokenizer "$FIX/tok/trained_byte/tokenizer.json" --data "$tmp/chat.jsonl" --out "$tmp/s" --steps 2 --quiet
+check 0 "eval the trained model" "$FUSECTL" eval -q --model "$tmp/s" --data "$tmp/e.jsonl" --max-new-tokens 2 --json "$tmp/r.json"
+if ! grep -q '"models"' "$tmp/r.json" 2>/dev/null; then echo "FAIL: eval --json wrote no results"; fail=$((fail + 1)); fi
+check 1 "eval a model without tokenizer.json" "$FUSECTL" eval -q --model "$FIX/model/llama_gqa" --data "$tmp/e.jsonl"
 check 2 "train bad --chat-template" "$FUSECTL" train --config "$tmp/config.json" --tokenizer x --data x --out "$tmp/s" --chat-template vicuna
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
