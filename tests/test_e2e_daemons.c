@@ -246,7 +246,7 @@ static int group_setup(void **state) {
   snprintf(g_s1, sizeof g_s1, "%s/s1", g_dir);
   snprintf(g_s2, sizeof g_s2, "%s/s2", g_dir);
   fc_err_t err = {0};
-  fc_gen_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
+  fc_tasks_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
                      .max_turns = 1};
   if (fc_tasks_write(&o, g_data, &err)) return -1;
   o.count = 8, o.split = FC_SPLIT_EVAL, o.seed = 5;
