@@ -41,6 +41,7 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(logs, "print a job's event log") \
   X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(query, "ask a logits daemon directly for top-K next-token log-probs") \
+  X(report, "the evaluation table of a job (and its results.json)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \

@@ -1,0 +1,80 @@
+/* fusechat-eval: the evaluation stage daemon (task kind eval): one model on the held-out prompts,
+ * exact match and answer loss per task family, written as eval/NAME.json. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_daemon.h"
+#include "fc_eval.h"
+
+static int g_threads;
+static const char *g_max_new = "16", *g_batch = "32";
+
+/* inputs: the eval JSONL, the model directory; outputs[0]: the JSON file. params: model (the
+ * name in the report), max_new_tokens, batch_size, limit. */
+static int run_eval(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
+  if (t->ninputs != 2 || t->noutputs != 1)
+    return fc_err_set(err, FC_EINVAL, "an eval task needs the eval data and the model as inputs, and one output");
+  fc_eval_opts_t o;
+  fc_eval_opts_default(&o);
+  long mnt, bs, limit;
+  int rc;
+  if ((rc = fc_task_param_long(t, "max_new_tokens", atol(g_max_new), &mnt, err)) ||
+      (rc = fc_task_param_long(t, "batch_size", atol(g_batch), &bs, err)) ||
+      (rc = fc_task_param_long(t, "limit", 0, &limit, err)))
+    return rc;
+  if (mnt < 1 || mnt > 4096 || bs < 1 || bs > 4096 || limit < 0)
+    return fc_err_set(err, FC_EINVAL, "eval task parameters out of range");
+  o.max_new_tokens = (int)mnt, o.batch_size = (int)bs, o.limit = (int)limit, o.threads = g_threads;
+  const char *name = fc_task_param(t, "model");
+  if (!name) name = t->inputs[1];
+  fc_daemon_progress_t pr = {.task = ctx, .from = 0, .to = 1, .stage = name};
+  fc_eval_result_t res;
+  const char *data = t->inputs[0];
+  if ((rc = fc_eval_run(t->inputs[1], &data, 1, &o, fc_daemon_progress, &pr, &res, err))) return rc;
+  const fc_eval_result_t *rp = &res;
+  rc = fc_eval_write_json_file(t->outputs[0], &name, &rp, 1, err);
+  if (!rc) {
+    fc_task_figure(ctx, "accuracy", res.macro_accuracy);
+    fc_task_figure(ctx, "loss", res.macro_loss);
+    if (res.gen_seconds > 0) fc_task_figure(ctx, "tokens_per_s", (double)res.overall.generated / res.gen_seconds);
+    fc_info("task %lld: %s: accuracy %.3f, loss %.4f over %d rows in %.2f s", (long long)t->id, name,
+            res.macro_accuracy, res.macro_loss, res.overall.n, res.wall_seconds);
+  }
+  fc_eval_result_free(&res);
+  return rc;
+}
+
+static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
+  (void)execs, (void)n;
+  g_threads = c->threads;
+  long a = atol(g_max_new), b = atol(g_batch);
+  if (a < 1 || a > 4096) return fc_err_set(err, FC_EINVAL, "--max-new-tokens wants 1..4096, not '%s'", g_max_new);
+  if (b < 1 || b > 4096) return fc_err_set(err, FC_EINVAL, "--batch wants 1..4096, not '%s'", g_batch);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static const fc_executor_t ex[] = {{"eval", NULL, run_eval}};
+  static const fc_daemon_opt_t opts[] = {
+      {"max-new-tokens", "N", "tokens generated per answer at most, unless the task says (default 16)", &g_max_new, 0},
+      {"batch", "N", "prompts decoded together, unless the task says (default 32)", &g_batch, 0},
+  };
+  fc_daemon_def_t def = {
+      .prog = "fusechat-eval",
+      .component = "eval",
+      .description =
+          "The evaluation stage daemon: serves tasks of kind 'eval'. A task names the eval data\n"
+          "(JSONL of one-turn ShareGPT conversations with a family) and one model directory; the\n"
+          "daemon answers every prompt greedily, scores exact match and the loss of the gold answer\n"
+          "per family, and writes {\"models\":[...]} to the task's output (eval/NAME.json), which\n"
+          "'fusectl report JOB' gathers into the comparison table. A job has one eval task per\n"
+          "model, so several eval daemons share the work.\n",
+      .opts = opts,
+      .nopts = 2,
+      .execs = ex,
+      .nexecs = 1,
+      .setup = setup,
+  };
+  return fc_daemon_main(argc, argv, &def);
+}
