@@ -285,8 +285,13 @@ static void train_merge_spec(char *spec, size_t n, const char *name, int steps) 
            "  - {name: train/b, kind: train, inputs: [%s, %s], outputs: [targets/b],"
            " params: {steps: %d, batch_size: 2, seq_len: 48, lr: 0.001, seed: 2, checkpoint_every: 3}}\n"
            "  - {name: merge, kind: merge, deps: [train/a, train/b], outputs: [merged],"
-           " inputs: [%s, %s/store/%s/targets/a, %s/store/%s/targets/b], params: {method: ties, density: 0.5}}\n",
-           name, g_dir, g_piv, g_data, steps, g_piv, g_data, steps, g_piv, g_dir, name, g_dir, name);
+           " inputs: [%s, %s/store/%s/targets/a, %s/store/%s/targets/b], params: {method: ties, density: 0.5}}\n"
+           "  - {name: eval/pivot, kind: eval, inputs: [%s, %s], outputs: [eval/pivot.json],"
+           " params: {model: pivot, max_new_tokens: 4}}\n"
+           "  - {name: eval/merged, kind: eval, deps: [merge], inputs: [%s, %s/store/%s/merged],"
+           " outputs: [eval/merged.json], params: {model: merged-ties, max_new_tokens: 4}}\n",
+           name, g_dir, g_piv, g_data, steps, g_piv, g_data, steps, g_piv, g_dir, name, g_dir, name, g_eval, g_piv,
+           g_eval, g_dir, name);
 }
 
 static int has_checkpoint(const char *job, const char *target) {
@@ -306,12 +311,29 @@ static void test_train_merge_kill_and_resume(void **state) {
   start_coord();
   start_daemon("fusechat-train", "train-1", NULL, NULL);
   start_daemon("fusechat-merge", "merge-1", NULL, NULL);
+  start_daemon("fusechat-eval", "eval-1", NULL, NULL);
   char spec[4096];
   train_merge_spec(spec, sizeof spec, "ref", 12);
   int64_t ref = submit(spec);
   assert_string_equal(wait_job(ref, 60), "done");
   char want[65], got[65];
   sha_of("ref", "merged/model.safetensors", want);
+  /* fusectl report prints the table of both eval files and writes results.json */
+  char cmd[1024], out[8192];
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl report --endpoint %s %lld 2>&1", getenv("FC_BUILD"), g_endpoint,
+           (long long)ref);
+  FILE *pp = popen(cmd, "r");
+  size_t got_n = fread(out, 1, sizeof out - 1, pp);
+  out[got_n] = 0;
+  assert_int_equal(pclose(pp), 0);
+  assert_non_null(strstr(out, "pivot"));
+  assert_non_null(strstr(out, "merged-ties"));
+  char rj[512];
+  snprintf(rj, sizeof rj, "%s/store/ref/results.json", g_dir);
+  json_t *res = json_load_file(rj, 0, NULL);
+  assert_non_null(res);
+  assert_int_equal(json_array_size(json_object_get(res, "models")), 2);
+  json_decref(res);
 
   /* the train daemon is SIGKILLed once train/a has a checkpoint; a new one resumes from it */
   train_merge_spec(spec, sizeof spec, "chaos", 12);
@@ -347,6 +369,7 @@ static void test_cancel(void **state) {
   start_coord();
   start_daemon("fusechat-train", "train-c", NULL, NULL);
   start_daemon("fusechat-merge", "merge-c", NULL, NULL);
+  start_daemon("fusechat-eval", "eval-c", NULL, NULL);
   char spec[4096], js[16], ts[16];
   train_merge_spec(spec, sizeof spec, "long", 1000000);
   int64_t job = submit(spec);
