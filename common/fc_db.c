@@ -698,7 +698,8 @@ int fc_db_status_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err) {
   size_t i;
   json_t *j;
   json_array_foreach(jobs, i, j) {
-    st = stmt(db, "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error"
+    st = stmt(db, "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error,"
+                  " started, finished"
                   " FROM tasks WHERE job = ? ORDER BY id", "i", (int64_t)json_integer_value(json_object_get(j, "id")));
     if (!st) {
       json_decref(jobs);

@@ -43,6 +43,7 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(query, "ask a logits daemon directly for top-K next-token log-probs") \
   X(report, "the evaluation table of a job (and its results.json)") \
   X(retry, "re-queue a failed or cancelled job or task") \
+  X(run, "run a job spec on this machine: up, submit, watch, report, down") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \
   X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
