@@ -32,6 +32,7 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(cancel, "cancel a job") \
   X(down, "stop what 'fusectl up' started") \
   X(eval, "score models on held-out prompts: exact match and loss per task family") \
+  X(demo, "run the built-in fusion experiment end to end and print its table") \
   X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
   X(inspect, "list the tensors of a safetensors file or model directory") \
   X(generate, "continue a prompt with a model (greedy or sampled)") \
