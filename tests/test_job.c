@@ -147,6 +147,25 @@ static void test_baselines(void **state) {
              "  - {name: merged, path: /a}\n", "two tasks would be called 'eval/merged'");
 }
 
+/* The example job of deploy/example-cluster parses (the operator guide points at it). */
+static void test_deploy_example(void **state) {
+  (void)state;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/../../deploy/example-cluster/job.yaml", getenv("FC_FIXTURES"));
+  char *text;
+  size_t len;
+  fc_err_t err = {0};
+  assert_int_equal(fc_read_file(path, &text, &len, &err), 0);
+  fc_job_t *j = parse_ok(text);
+  free(text);
+  assert_int_equal(j->shards, 8);
+  assert_int_equal(j->train.checkpoint_every, 200);
+  assert_true(fc_job_find_task(j, "eval/merged-dare_ties") >= 0);
+  assert_string_equal(fc_kv_get(j->tasks[fc_job_find_task(j, "train/s1")].params,
+                                j->tasks[fc_job_find_task(j, "train/s1")].nparams, "checkpoint_every"), "200");
+  fc_job_destroy(&j);
+}
+
 static void test_explicit_tasks(void **state) {
   (void)state;
   fc_job_t *j = parse_ok("name: t\nstore: /tmp/s\nmax_attempts: 5\ntasks:\n"
@@ -198,6 +217,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_pipeline_expansion),
       cmocka_unit_test(test_baselines),
+      cmocka_unit_test(test_deploy_example),
       cmocka_unit_test(test_explicit_tasks),
       cmocka_unit_test(test_errors_name_the_line),
   };
