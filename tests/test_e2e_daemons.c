@@ -180,7 +180,19 @@ static const char *wait_job(int64_t job, double timeout) {
   double t0 = fc_now();
   while (fc_now() - t0 < timeout) {
     snapshot(job, NULL, js, ts);
-    if (js[0] && strcmp(js, "running") && strcmp(js, "queued")) return js;
+    if (js[0] && strcmp(js, "running") && strcmp(js, "queued")) {
+      if (strcmp(js, "done")) { /* say why */
+        fc_msg_t req = {.type = FC_MSG_STATUS, .job = job};
+        json_t *r = call(&req), *t;
+        size_t i;
+        json_array_foreach(json_object_get(json_array_get(json_object_get(r, "jobs"), 0), "tasks"), i, t) {
+          const char *e = json_string_value(json_object_get(t, "error"));
+          if (e && *e) fprintf(stderr, "task %s: %s\n", json_string_value(json_object_get(t, "name")), e);
+        }
+        json_decref(r);
+      }
+      return js;
+    }
     usleep(50000);
   }
   return "timeout";
@@ -391,6 +403,103 @@ static void test_cancel(void **state) {
   check_logs();
 }
 
+/* ---- the whole fusion pipeline (needs the alignment stages) ---- */
+
+#if __has_include("fc_stage.h")
+static void fusion_spec(char *spec, size_t n, const char *name, const char *extra) {
+  snprintf(spec, n,
+           "name: %s\nstore: %s/store\nseed: 1\nmax_attempts: 4\n"
+           "models:\n  - {name: pivot, path: %s, role: pivot}\n  - {name: s1, path: %s}\n  - {name: s2, path: %s}\n"
+           "dataset: %s\neval: %s\nshards: 2\ntop_k: 4\nlambda: 0.9\n"
+           "training: {epochs: 1, lr: 0.003, batch_size: 2, seq_len: 128, steps: 12, checkpoint_every: 3}\n"
+           "merge: {method: ties, parameters: {density: 0.5}}\n%s",
+           name, g_dir, g_piv, g_s1, g_s2, g_data, g_eval, extra ? extra : "");
+}
+
+static void start_logits(const char *model, const char *path, int i) {
+  char e[512], id[64];
+  exe(e, sizeof e, "fusechat-logits");
+  snprintf(id, sizeof id, "logits-%s-%d", model, i);
+  char *argv[] = {e, "--run-dir", g_run, "--id", id, "--heartbeat", "0.2", "--threads", "1", "--model", (char *)path,
+                  "--name", (char *)model, NULL};
+  spawn(id, argv);
+}
+
+static void start_fusion_daemons(int nlogits, int nalign) {
+  start_coord();
+  for (int i = 1; i <= nlogits; i++) {
+    start_logits("pivot", g_piv, i);
+    start_logits("s1", g_s1, i);
+    start_logits("s2", g_s2, i);
+  }
+  for (int i = 1; i <= nalign; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "align-%d", i);
+    start_daemon("fusechat-align", id, NULL, NULL);
+  }
+  start_daemon("fusechat-train", "train-1", NULL, NULL);
+  start_daemon("fusechat-merge", "merge-1", NULL, NULL);
+  start_daemon("fusechat-eval", "eval-1", NULL, NULL);
+}
+
+/* Every stage as its own process; then the train daemon SIGKILLed mid-training and the
+ * coordinator killed and restarted; the merged weights must be the same bytes. */
+static void test_fusion_job(void **state) {
+  (void)state;
+  start_fusion_daemons(1, 1);
+  char spec[4096], want[65], got[65];
+  fusion_spec(spec, sizeof spec, "fuse-ref", "baselines: {sft: true, merges: [task_arithmetic]}\n");
+  double t0 = fc_now();
+  int64_t ref = submit(spec);
+  assert_string_equal(wait_job(ref, 120), "done");
+  fprintf(stderr, "fusion job: %.2f s\n", fc_now() - t0);
+  sha_of("fuse-ref", "merged/model.safetensors", want);
+  /* every model was evaluated, and the report has them all */
+  static const char *const evals[] = {"pivot", "s1", "s2", "target-s1", "target-s2", "sft", "merged",
+                                      "merged-task_arithmetic"};
+  for (int e = 0; e < 8; e++) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/store/fuse-ref/eval/%s.json", g_dir, evals[e]);
+    assert_true(fc_path_exists(p));
+  }
+
+  fusion_spec(spec, sizeof spec, "fuse-chaos", NULL);
+  int64_t job = submit(spec);
+  t0 = fc_now();
+  while (!has_checkpoint("fuse-chaos", "s1") && fc_now() - t0 < 60) usleep(2000);
+  assert_true(has_checkpoint("fuse-chaos", "s1"));
+  assert_int_equal(stop("train-1", SIGKILL), -1);
+  start_daemon("fusechat-train", "train-2", NULL, NULL);
+  usleep(200000);
+  assert_int_equal(stop("coordinator", SIGKILL), -1);
+  start_coord();
+  assert_string_equal(wait_job(job, 120), "done");
+  sha_of("fuse-chaos", "merged/model.safetensors", got);
+  assert_string_equal(want, got);
+  assert_true(file_contains("train-2.log", "resuming from the checkpoint"));
+  stop_all(SIGTERM);
+  check_logs();
+}
+
+/* Two logits daemons per model and three align daemons share the shards: same bytes. */
+static void test_fusion_scale(void **state) {
+  (void)state;
+  char spec[4096], want[65], got[65];
+  sha_of("fuse-ref", "merged/model.safetensors", want);
+  start_fusion_daemons(2, 3);
+  fusion_spec(spec, sizeof spec, "fuse-scale", "baselines: {sft: true, merges: [task_arithmetic]}\n");
+  int64_t job = submit(spec);
+  assert_string_equal(wait_job(job, 120), "done");
+  sha_of("fuse-scale", "merged/model.safetensors", got);
+  assert_string_equal(want, got);
+  /* the shards were spread: more than one logits daemon of the pivot ran a task */
+  int used = file_contains("logits-pivot-1.log", "shard") + file_contains("logits-pivot-2.log", "shard");
+  fprintf(stderr, "pivot logits daemons used: %d\n", used);
+  stop_all(SIGTERM);
+  check_logs();
+}
+#endif
+
 /* ---- the logits daemon's direct socket ---- */
 
 static int serve_call(const char *ep, fc_msg_t *req, fc_msg_t *rep) {
@@ -498,6 +607,10 @@ int main(void) {
       cmocka_unit_test_teardown(test_train_merge_kill_and_resume, teardown),
       cmocka_unit_test_teardown(test_cancel, teardown),
       cmocka_unit_test_teardown(test_logits_serve, teardown),
+#if __has_include("fc_stage.h")
+      cmocka_unit_test_teardown(test_fusion_job, teardown),
+      cmocka_unit_test_teardown(test_fusion_scale, teardown),
+#endif
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
