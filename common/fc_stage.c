@@ -17,7 +17,7 @@
 /* A model's own tokens of a row are capped at this many times max_len: a source tokenizer may
  * need more tokens than the pivot's for the same text, and cutting it would make its store cover
  * less text than the pivot's (which align then refuses by the text hash). */
-#define OWN_LEN_FACTOR 2u
+#define OWN_LEN_FACTOR 4u
 
 static int report(fc_progress_fn progress, void *pctx, double frac, const char *msg, fc_err_t *err) {
   if (progress && progress(pctx, frac, msg)) return fc_err_set(err, FC_ECANCEL, "cancelled (%s)", msg);

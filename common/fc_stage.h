@@ -65,7 +65,7 @@ typedef struct fc_stage_logits_opts {
 typedef struct fc_stage_logits_stats {
   uint64_t examples, tokens, response_tokens;
   uint64_t cut;               /* rows cut at max_len pivot tokens */
-  uint64_t cut_own;           /* rows this model's tokenizer made longer than max_len tokens */
+  uint64_t cut_own;           /* rows this model's tokenizer made longer than 4 * max_len tokens */
   double seconds;
 } fc_stage_logits_stats_t;
 
