@@ -17,7 +17,7 @@
 #include "fc_stage.h"
 #include "fc_tasks.h"
 
-static char g_dir[64];
+static char g_dir[512];
 static char *g_data, *g_data2, *g_piv, *g_src; /* data files, model dirs */
 
 static char *P(const char *name) { return fc_path_join(g_dir, name); }
@@ -78,7 +78,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   (void)state;
-  char cmd[128];
+  char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
   if (system(cmd)) return -1;
   free(g_data);
@@ -527,7 +527,17 @@ static void test_bad_input(void **state) {
   free(out);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  /* --make-models DIR: only write the two models and data files into DIR (for tests/cli.sh). */
+  if (argc == 3 && !strcmp(argv[1], "--make-models")) {
+    snprintf(g_dir, sizeof g_dir, "%s", argv[2]);
+    int rc = setup(NULL);
+    free(g_data);
+    free(g_data2);
+    free(g_piv);
+    free(g_src);
+    return rc ? 1 : 0;
+  }
   snprintf(g_dir, sizeof g_dir, "/tmp/fc_stage_XXXXXX");
   if (!mkdtemp(g_dir)) return 1;
   const struct CMUnitTest tests[] = {
