@@ -531,7 +531,8 @@ int main(int argc, char **argv) {
   /* --make-models DIR: only write the two models and data files into DIR (for tests/cli.sh). */
   if (argc == 3 && !strcmp(argv[1], "--make-models")) {
     snprintf(g_dir, sizeof g_dir, "%s", argv[2]);
-    int rc = setup(NULL);
+    fc_err_t err = {0};
+    int rc = fc_mkdir_p(g_dir, &err) ? -1 : setup(NULL);
     free(g_data);
     free(g_data2);
     free(g_piv);
