@@ -121,7 +121,7 @@ static int add_chats(buf_t *b, size_t bytes) {
   int fd = mkstemp(path);
   if (fd < 0) return -1;
   close(fd);
-  fc_gen_opts_t o = {.count = bytes / 150 + 1, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 1,
+  fc_tasks_opts_t o = {.count = bytes / 150 + 1, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 1,
                      .world_seed = 1, .max_turns = 3};
   fc_err_t err = {0};
   char *data = NULL;

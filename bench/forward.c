@@ -164,8 +164,10 @@ int main(int argc, char **argv) {
     }
     char tt[32] = "-", sp[32] = "-";
     if (torch_tps > 0) snprintf(tt, sizeof tt, "%.0f", torch_tps), snprintf(sp, sizeof sp, "%.2fx", tps / torch_tps);
-    printf("%-6d %6.1fM %10.0f %9.1f %9.1f %7.0f%% %8.1f %9.0f %12s %8s\n", s->C, fc_model_num_params(m) / 1e6, tps,
-           gf, peak, 100.0 * gf / peak, best * 1e3, train ? 0.0 : tokens / best_topk, tt, sp);
+    char tk[32] = "-";
+    if (!train) snprintf(tk, sizeof tk, "%.0f", tokens / best_topk);
+    printf("%-6d %6.1fM %10.0f %9.1f %9.1f %7.0f%% %8.1f %9s %12s %8s\n", s->C, fc_model_num_params(m) / 1e6, tps,
+           gf, peak, 100.0 * gf / peak, best * 1e3, tk, tt, sp);
     fflush(stdout);
     free(ids);
     fc_model_destroy(&m);

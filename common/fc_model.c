@@ -287,9 +287,11 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, s
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
   size_t Ls = train ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
-  size_t sizes[] = {Lx * BT * C, Ls * BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, Ls * BT * C, Ls * BT, Ls * BT * F,
-                    Ls * BT * F, Ls * BT * F, BT * C, BT, head_rows * V};
+  /* ln1, ln2 and h are one slice even for training: backward recomputes them (cheap
+   * element-wise work) instead of keeping 2C + F floats per token per layer. */
+  size_t sizes[] = {Lx * BT * C, BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
+                    (size_t)par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * BT * F,
+                    Ls * BT * F, BT * F, BT * C, BT, head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
                     &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
@@ -369,6 +371,7 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
   int NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, rep = NH / NKV;
   int QD = NH * HD, KVD = NKV * HD;
   float scale = 1.0f / sqrtf((float)HD);
+  const int blk = 128;
   int nthr = par_threads(m), saved = openblas_get_num_threads();
   if (nthr > 1) openblas_set_num_threads(1);
   /* One task per (b, kv head): the query heads sharing it accumulate into the same dk, dv. */
@@ -384,14 +387,20 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
       size_t qo = (size_t)b * T * QD + (size_t)h * HD;
       const float *Q = q + qo, *dY = datty + qo;
       attn_probs(P, Q, K, T, HD, QD, KVD, scale);
-      /* dP = dY V^T; dV += P^T dY */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dY, QD, Vv, KVD, 0.0f, dP, T);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, dY, QD, 1.0f, dv + ko, KVD);
-      /* softmax backward: dS = P * (dP - sum_j P dP), times the score scale */
-      fc_causal_softmax_backward(dP, P, T, T, scale);
-      /* dQ = dS K; dK += dS^T Q */
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, K, KVD, 0.0f, dq + qo, QD);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, dP, T, Q, QD, 1.0f, dk + ko, KVD);
+      /* Row blocks of queries [r0, r0+n) see keys [0, r0+n): every product skips the masked
+       * upper triangle. Per block: dP = dY V^T; dV += P^T dY; dS = softmax'(dP);
+       * dQ = dS K; dK += dS^T Q. */
+      for (int r0 = 0; r0 < T; r0 += blk) {
+        int n = T - r0 < blk ? T - r0 : blk, w = r0 + n;
+        const float *Pb = P + (size_t)r0 * T, *dYb = dY + (size_t)r0 * QD, *Qb = Q + (size_t)r0 * QD;
+        float *dPb = dP + (size_t)r0 * T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w, HD, 1.0f, dYb, QD, Vv, KVD, 0.0f, dPb, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, Pb, T, dYb, QD, 1.0f, dv + ko, KVD);
+        fc_causal_softmax_backward(dPb, Pb, r0, n, T, scale);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, w, 1.0f, dPb, T, K, KVD, 0.0f,
+                    dq + qo + (size_t)r0 * QD, QD);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, dPb, T, Qb, QD, 1.0f, dk + ko, KVD);
+      }
     }
   }
   if (nthr > 1) openblas_set_num_threads(saved);
@@ -450,9 +459,9 @@ static void trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int t
     size_t s = train ? (size_t)l : 0;
     float *xin = a->x + (train ? (size_t)l : 0) * BT * C;
     float *xout = a->x + (train ? (size_t)l + 1 : 0) * BT * C;
-    float *ln1 = a->ln1 + s * BT * C, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
-    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2 + s * BT * C;
-    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h + s * BT * F;
+    float *ln1 = a->ln1, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
+    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2;
+    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h;
     fc_rmsnorm_forward(ln1, a->rstd1 + s * BT, xin, w->ln1, N, C, c->rms_norm_eps);
     pr_mark(PR_NORM);
     fc_linear_forward(q, ln1, w->wq, w->bq, N, C, QD, 0);
@@ -593,9 +602,13 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     fc_layer_w_t *dw = &gw->layer[l];
     size_t s = (size_t)l;
     float *xin = a->x + s * BT * C;
-    float *ln1 = a->ln1 + s * BT * C, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
-    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2 + s * BT * C;
-    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h + s * BT * F;
+    float *ln1 = a->ln1, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
+    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2;
+    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h;
+    /* Recompute what the forward did not keep per layer (bit-identical: same code, inputs). */
+    fc_rmsnorm_forward(ln1, NULL, xin, w->ln1, N, C, c->rms_norm_eps);
+    fc_rmsnorm_forward(ln2, NULL, xmid, w->ln2, N, C, c->rms_norm_eps);
+    fc_swiglu_forward(h, g, u, BT * F);
     /* MLP: xout = xmid + down(h) */
     fc_linear_backward(ga->dh, dw->wd, dw->bd, ga->dx, h, w->wd, N, F, C, 0);
     fc_swiglu_backward(ga->dg, ga->du, ga->dh, g, u, BT * F);

@@ -26,11 +26,12 @@ typedef struct fc_weights {
   float *head;         /* (V, C): lm_head, or embed when tied */
 } fc_weights_t;
 
-/* Activations of one forward, for B*T rows. With train, every per-layer field holds L
- * slices (what backward needs); without, one slice reused by every layer. */
+/* Activations of one forward, for B*T rows. With train, the per-layer fields (Ls) hold L
+ * slices (what backward needs); without, one slice reused by every layer. ln1, ln2 and h are
+ * always one slice: backward recomputes them. */
 typedef struct fc_acts {
   float *x;      /* (L+1 | 1, BT, C) residual stream entering layer l ([L]: the final norm) */
-  float *ln1;    /* (Ls, BT, C) */
+  float *ln1;    /* (BT, C) */
   float *rstd1;  /* (Ls, BT) */
   float *q;      /* (Ls, BT, QD) after RoPE */
   float *k;      /* (Ls, BT, KVD) after RoPE */
@@ -38,11 +39,11 @@ typedef struct fc_acts {
   float *att;    /* (Ls, B, NH, T, T) softmax probabilities, zero above the diagonal */
   float *atty;   /* (Ls, BT, QD) attention output, input of o_proj */
   float *xmid;   /* (Ls, BT, C) residual after attention */
-  float *ln2;    /* (Ls, BT, C) */
+  float *ln2;    /* (BT, C) */
   float *rstd2;  /* (Ls, BT) */
   float *g;      /* (Ls, BT, F) gate_proj output */
   float *u;      /* (Ls, BT, F) up_proj output */
-  float *h;      /* (Ls, BT, F) silu(g) * u */
+  float *h;      /* (BT, F) silu(g) * u */
   float *lnf;    /* (BT, C) */
   float *rstdf;  /* (BT) */
   float *logits; /* (BT, V) */

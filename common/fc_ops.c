@@ -179,15 +179,16 @@ FC_VEC void fc_causal_softmax(float *S, int r0, int n, int ld) {
   FC_FTZ_END;
 }
 
-FC_VEC void fc_causal_softmax_backward(float *dS, const float *P, int n, int ld, float scale) {
+FC_VEC void fc_causal_softmax_backward(float *dS, const float *P, int r0, int n, int ld, float scale) {
   for (int i = 0; i < n; i++) {
     const float *p = P + (size_t)i * ld;
     float *d = dS + (size_t)i * ld, dot = 0.0f;
+    int last = r0 + i;
     FC_SIMD_SUM(dot)
-    for (int j = 0; j <= i; j++) dot += p[j] * d[j];
+    for (int j = 0; j <= last; j++) dot += p[j] * d[j];
     FC_SIMD
-    for (int j = 0; j <= i; j++) d[j] = p[j] * (d[j] - dot) * scale;
-    for (int j = i + 1; j < ld; j++) d[j] = 0.0f;
+    for (int j = 0; j <= last; j++) d[j] = p[j] * (d[j] - dot) * scale;
+    for (int j = last + 1; j < ld; j++) d[j] = 0.0f;
   }
 }
 

@@ -37,9 +37,9 @@ void fc_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
 /* Row-wise softmax of n rows of S (row stride ld), row i being sequence position r0 + i:
  * columns 0..r0+i take part, the rest become 0 (causal mask). */
 void fc_causal_softmax(float *S, int r0, int n, int ld);
-/* In place: dP (n rows, ld) of a causal softmax P from position 0 becomes the gradient of the
- * scores, P * (dP - rowsum(P * dP)) * scale; entries above the diagonal become 0. */
-void fc_causal_softmax_backward(float *dP, const float *P, int n, int ld, float scale);
+/* In place: dP (n rows, ld; row i at position r0 + i) of a causal softmax P becomes the
+ * gradient of the scores, P * (dP - rowsum(P * dP)) * scale; entries past the diagonal 0. */
+void fc_causal_softmax_backward(float *dP, const float *P, int r0, int n, int ld, float scale);
 /* log(sum(exp(x))) over n values, stable (max subtracted first). */
 float fc_logsumexp(const float *x, int n);
 

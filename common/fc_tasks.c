@@ -245,7 +245,7 @@ static int remember(uint64_t *set, size_t cap, const char *prompt) {
   return 1;
 }
 
-int fc_tasks_write(const fc_gen_opts_t *o, const char *path, fc_err_t *err) {
+int fc_tasks_write(const fc_tasks_opts_t *o, const char *path, fc_err_t *err) {
   fc_world_t *w = fc_world_new(o->world_seed);
   fc_rng_t r;
   fc_rng_seed(&r, o->seed ^ ((uint64_t)o->split << 32));

@@ -33,18 +33,18 @@ void fc_world_destroy(fc_world_t **w);
 void fc_task_draw(const fc_world_t *w, fc_family_t fam, fc_split_t split, fc_rng_t *rng,
                   fc_task_item_t *item);
 
-typedef struct fc_gen_opts {
+typedef struct fc_tasks_opts {
   size_t count;                /* conversations to write */
   double mix[FC_FAM_COUNT];    /* relative weight of each family (need not sum to 1) */
   fc_split_t split;
   uint64_t seed;               /* draws */
   uint64_t world_seed;         /* the facts' world */
   int max_turns;               /* training conversations carry 1..max_turns Q/A turns */
-} fc_gen_opts_t;
+} fc_tasks_opts_t;
 
 /* Writes JSONL: {"family":F,"conversations":[{"from":"human","value":Q},{"from":"gpt","value":A},...]}
  * (eval rows always have one turn). Atomic. */
-int fc_tasks_write(const fc_gen_opts_t *o, const char *path, fc_err_t *err);
+int fc_tasks_write(const fc_tasks_opts_t *o, const char *path, fc_err_t *err);
 /* "arith=2,facts=1" into weights; families not named get 0. */
 int fc_tasks_parse_mix(const char *s, double mix[FC_FAM_COUNT], fc_err_t *err);
 /* Exact match after trimming white space at both ends. */

@@ -14,6 +14,7 @@
 
 #include "fc_generate.h"
 #include "fc_model.h"
+#include "fc_tok.h"
 
 static const char *variants[] = {"llama_gqa", "llama_mha_tied_bf16", "qwen2_tied", "llama_bias_llama3_f16"};
 #define NVAR (sizeof variants / sizeof variants[0])
@@ -170,6 +171,43 @@ static void test_backward(void **state) {
     free(R);
     close_fixture(&f);
   }
+}
+
+/* A 300-token sequence: attention runs in 128-row blocks past 128 positions (forward and
+ * backward), and positions up to 300 exercise the RoPE tables further. Same tolerances. */
+static void test_long_sequence(void **state) {
+  (void)state;
+  fixture_t f;
+  open_fixture(&f, "llama_gqa");
+  const fc_st_tensor_t *tid = ref_tensor(&f, "long.ids");
+  int T = (int)tid->shape[1];
+  assert_true(T > 256);
+  size_t n;
+  float *want = ref_f32(&f, "long.logits", &n), *R = ref_f32(&f, "long.R", NULL);
+  fc_err_t err = {0};
+  const float *got = fc_model_forward(f.m, tid->data, 1, T, 1, &err);
+  assert_non_null(got);
+  float scale = max_abs(want, n), d = max_diff(got, want, n);
+  printf("long T=%d: logits max diff %.2e (max|ref| %.2f)\n", T, d, scale);
+  assert_true(d <= 1e-4f * scale);
+  fc_model_zero_grad(f.m);
+  assert_int_equal(fc_model_backward(f.m, R, &err), 0);
+  const float *g = fc_model_grads(f.m);
+  float worst = 0;
+  for (size_t i = 0; i < fc_model_num_tensors(f.m); i++) {
+    const fc_param_info_t *pi = fc_model_tensor(f.m, i);
+    char name[256];
+    snprintf(name, sizeof name, "long.grad.%s", pi->name);
+    float *gw = ref_f32(&f, name, &n);
+    float sc = max_abs(gw, n), dd = max_diff(g + pi->offset, gw, n);
+    if (dd > 1e-4f * sc) fprintf(stderr, "long: %s max diff %g, max|ref| %g\n", pi->name, dd, sc);
+    assert_true(dd <= 1e-4f * sc);
+    worst = fmaxf(worst, dd / sc);
+    free(gw);
+  }
+  printf("long T=%d: gradients worst relative diff %.2e\n", T, worst);
+  free(want), free(R);
+  close_fixture(&f);
 }
 
 /* Right padding: a shorter row padded with arbitrary ids gives the same logits at its real
@@ -523,6 +561,76 @@ static void test_cli(void **state) {
   close_fixture(&f);
 }
 
+/* The text forms of fusectl logits/generate: a random model over a small byte-level BPE
+ * vocabulary (tests/fixtures/tok/trained_byte, ChatML specials); --text must give the top-K of
+ * the ids fc_tok_encode produces, --chat must stop at <|im_end|>. */
+static void test_cli_text(void **state) {
+  (void)state;
+  const char *build = getenv("FC_BUILD"), *fx = getenv("FC_FIXTURES");
+  if (!build) {
+    skip();
+    return;
+  }
+  char tokp[512], dir[] = "/tmp/fc_model_cli_XXXXXX", cmd[1024];
+  snprintf(tokp, sizeof tokp, "%s/tok/trained_byte/tokenizer.json", fx);
+  assert_non_null(mkdtemp(dir));
+  fc_err_t err = {0};
+  fc_tok_t *tok;
+  assert_int_equal(fc_tok_load(&tok, tokp, &err), 0);
+  fc_config_t c;
+  fc_config_default(&c, "qwen2");
+  c.hidden_size = 32, c.intermediate_size = 64, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
+  c.head_dim = 8, c.vocab_size = fc_tok_vocab_size(tok), c.initializer_range = 0.5f;
+  fc_model_t *m;
+  assert_int_equal(fc_model_init(&m, &c, 9, &err), 0);
+  assert_int_equal(fc_model_save(m, dir, FC_DT_F32, &err), 0);
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s/tokenizer.json'", tokp, dir);
+  assert_int_equal(system(cmd), 0);
+
+  const char *text = "hello <|im_end|> world";
+  int32_t *ids;
+  size_t n;
+  assert_int_equal(fc_tok_encode(tok, text, strlen(text), FC_TOK_ADD_SPECIAL | FC_TOK_PARSE_SPECIAL, &ids, NULL, &n, &err), 0);
+  int32_t *ti = malloc(n * 2 * sizeof(int32_t));
+  float *tl = malloc(n * 2 * sizeof(float));
+  assert_int_equal(fc_model_forward_topk(m, ids, 1, (int)n, 2, NULL, ti, tl, NULL, &err), 0);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl logits --model %s --text '%s' -k 2", build, dir, text);
+  char *out = malloc(1 << 16), want[256];
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  char *line = out;
+  for (size_t p = 0; p < n; p++) {
+    snprintf(want, sizeof want, "{\"pos\":%zu,\"ids\":[%d,%d],", p, ti[2 * p], ti[2 * p + 1]);
+    assert_memory_equal(line, want, strlen(want));
+    line = strchr(line, '\n') + 1;
+  }
+  assert_int_equal(*line, 0);
+
+  /* --chat with a ChatML vocabulary: generation ends at <|im_end|> or after max tokens. */
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --model %s --chat hi --max-tokens 40 --output ids", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  int32_t end = fc_tok_piece_id(tok, "<|im_end|>");
+  assert_true(end >= 0);
+  int count = 0, last = -1;
+  for (char *p = strtok(out, " \n"); p; p = strtok(NULL, " \n")) {
+    assert_int_not_equal(last, end); /* nothing after the end of the turn */
+    last = atoi(p);
+    count++;
+  }
+  assert_true(count == 40 || last == end);
+  snprintf(cmd, sizeof cmd, "%s/tools/fusectl generate --model %s --prompt 'hello' --max-tokens 3", build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 0);
+  assert_true(strlen(out) > 0 && out[strlen(out) - 1] == '\n');
+  /* text forms without a tokenizer.json: a clear failure */
+  snprintf(cmd, sizeof cmd, "rm '%s/tokenizer.json' && %s/tools/fusectl logits --model %s --text hi 2>/dev/null", dir,
+           build, dir);
+  assert_int_equal(run(cmd, out, 1 << 16), 1);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+  free(out), free(ti), free(tl), free(ids);
+  fc_model_destroy(&m);
+  fc_tok_destroy(&tok);
+}
+
 /* The chunked top-K forward equals the full logits + fc_topk_logprobs, across several head
  * chunks (30 rows of 12 = 360 positions, 100 rows a chunk), and gives the targets' log-probs. */
 static void test_forward_topk_chunked(void **state) {
@@ -568,11 +676,12 @@ static void test_forward_topk_chunked(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_topk), cmocka_unit_test(test_backward),
-      cmocka_unit_test(test_padding),      cmocka_unit_test(test_save_roundtrip),
+      cmocka_unit_test(test_padding),      cmocka_unit_test(test_long_sequence),      cmocka_unit_test(test_save_roundtrip),
       cmocka_unit_test(test_topk_bruteforce), cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_init),         cmocka_unit_test(test_generate),
       cmocka_unit_test(test_sample),       cmocka_unit_test(test_generate_batch),
       cmocka_unit_test(test_cli),          cmocka_unit_test(test_forward_topk_chunked),
+      cmocka_unit_test(test_cli_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -60,7 +60,7 @@ static int setup(void **state) {
   fc_err_t err = {0};
   g_data = P("data.jsonl");
   g_data2 = P("data2.jsonl");
-  fc_gen_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
+  fc_tasks_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
                      .max_turns = 2};
   if (fc_tasks_write(&o, g_data, &err)) return -1;
   o.seed = 4; /* same row count, other texts */

@@ -99,7 +99,7 @@ static void test_answers_and_splits(void **state) {
 
 static void test_write_deterministic(void **state) {
   (void)state;
-  fc_gen_opts_t o = {.count = 200, .split = FC_SPLIT_TRAIN, .seed = 5, .world_seed = 7, .max_turns = 3};
+  fc_tasks_opts_t o = {.count = 200, .split = FC_SPLIT_TRAIN, .seed = 5, .world_seed = 7, .max_turns = 3};
   fc_err_t err = {0};
   assert_int_equal(fc_tasks_parse_mix("arith=2,strings=1", o.mix, &err), 0);
   assert_true(o.mix[FC_FAM_ARITH] == 2 && o.mix[FC_FAM_FACTS] == 0);

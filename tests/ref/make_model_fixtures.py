@@ -194,7 +194,7 @@ VARIANTS = {
     # Llama with grouped-query attention, separate LM head, f32 file.
     "llama_gqa": dict(model_type="llama", hidden_size=32, intermediate_size=88, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, vocab_size=160, rope_theta=10000.0,
-                      rms_norm_eps=1e-5, tie_word_embeddings=False, dtype=torch.float32),
+                      rms_norm_eps=1e-5, tie_word_embeddings=False, dtype=torch.float32, long_T=300),
     # Multi-head attention, tied embeddings, bf16 file, linear rope scaling.
     "llama_mha_tied_bf16": dict(model_type="llama", hidden_size=32, intermediate_size=64,
                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
@@ -222,6 +222,7 @@ def make(out_root, name, spec, seed):
     spec = dict(spec)
     dtype = spec.pop("dtype")
     eos_from_greedy = spec.pop("eos_from_greedy", False)
+    long_T = spec.pop("long_T", 0)
     d = dict(spec)
     d["hidden_act"] = "silu"
     d["max_position_embeddings"] = 256
@@ -274,6 +275,20 @@ def make(out_root, name, spec, seed):
     }
     for k, v in Pg.items():
         ref["grad." + k] = v.grad
+    if long_T:
+        # One sequence longer than the engine's 128-row attention blocks (forward and backward
+        # work block by block past that).
+        gl = torch.Generator().manual_seed(seed + 7)
+        ids_l = torch.randint(0, c.V, (1, long_T), generator=gl)
+        R_l = torch.randn(1, long_T, c.V, generator=gl)
+        Pg = {k: v.clone().requires_grad_(True) for k, v in P.items()}
+        logits_l = forward(c, Pg, ids_l)
+        (logits_l * R_l).sum().backward()
+        ref["long.ids"] = ids_l.to(torch.int32)
+        ref["long.logits"] = logits_l.detach()
+        ref["long.R"] = R_l
+        for k, v in Pg.items():
+            ref["long.grad." + k] = v.grad
     st_write(os.path.join(out_root, name + ".ref.safetensors"), ref, {"K": str(K)})
     print(name, "params", sum(v.numel() for v in P.values()), "greedy", gen_ids)
 

@@ -39,6 +39,8 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(cancel, "cancel a job") \
   X(down, "stop what 'fusectl up' started") \
   X(fuse, "align source top-K stores onto the pivot and fuse them into training targets") \
+  X(eval, "score models on held-out prompts: exact match and loss per task family") \
+  X(demo, "run the built-in fusion experiment end to end and print its table") \
   X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
   X(inspect, "list the tensors of a safetensors file or model directory") \
   X(generate, "continue a prompt with a model (greedy or sampled)") \
@@ -47,11 +49,13 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(logits, "top-K next-token log-probabilities of a model at every position") \
   X(logits_dump, "run a model over a chat dataset shard into a top-K store") \
   X(logs, "print a job's event log") \
+  X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \
   X(tokenize, "token ids of texts with a model's tokenizer (or --decode ids)") \
   X(tokenizer_train, "train a byte-level or SentencePiece-style BPE tokenizer.json") \
+  X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
   X(up, "start a coordinator and stage daemons on this machine") \
   X(version, "print the version") \
   X(vocab_map, "count aligned token pairs and map a source vocabulary onto the pivot's") \

@@ -40,7 +40,7 @@ int fc_cmd_gen_data(int argc, char **argv) {
       {"split", required_argument, 0, 's'},    {"mix", required_argument, 0, 'm'},
       {"seed", required_argument, 0, 'S'},     {"world-seed", required_argument, 0, 'W'},
       {"max-turns", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0}};
-  fc_gen_opts_t o = {.count = 1000, .split = FC_SPLIT_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
+  fc_tasks_opts_t o = {.count = 1000, .split = FC_SPLIT_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
   for (int i = 0; i < FC_FAM_COUNT; i++) o.mix[i] = 1;
   const char *out = NULL;
   fc_err_t err = {0};

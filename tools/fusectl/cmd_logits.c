@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "fc_model.h"
+#include "fc_tok.h"
 
 static void usage(FILE *fp) {
   fprintf(fp,
@@ -20,8 +21,9 @@ static void usage(FILE *fp) {
           "Options:\n"
           "  -m, --model DIR     Hugging Face model directory (config.json, *.safetensors)\n"
           "  -i, --ids LIST      token ids separated by spaces or commas\n"
-          "      --text TEXT     text to tokenize with the model's tokenizer.json\n"
-          "      --no-special    with --text: do not add the tokenizer's special tokens\n"
+          "      --text TEXT     text to tokenize with the model's tokenizer.json (special-token\n"
+          "                      text such as <|im_end|> is matched as that token)\n"
+          "      --no-special    with --text: do not add bos/eos\n"
           "  -k, --top-k K       entries per position (default 10, at most the vocabulary)\n"
           "  -j, --threads N     compute threads (default: FUSECHAT_THREADS or all cores)\n"
           "  -h, --help          show this help\n"
@@ -62,15 +64,23 @@ int fc_cmd_logits(int argc, char **argv) {
   if (no_special && !text) return fc_cli_usage_error("logits", "--no-special goes with --text");
   int32_t *ids = NULL;
   int n = 0;
-  if (text) {
-    /* TOKENIZER: --text needs common/fc_tok.h (being written). Load DIR/tokenizer.json, encode
-     * text (adding special tokens unless no_special) into ids/n here. */
-    (void)no_special;
-    return fc_cli_fail("logits", "--text needs the tokenizer, which this build does not have yet; use --ids");
-  }
-  if (fc_cli_parse_ids(ids_s, &ids, &n) || n == 0)
-    return fc_cli_usage_error("logits", "--ids needs token ids separated by spaces or commas");
   fc_err_t err = {0};
+  if (text) {
+    fc_tok_t *tok;
+    if (fc_tok_load(&tok, model, &err)) return fc_cli_fail("logits", "%s", err.msg);
+    size_t nt = 0;
+    unsigned flags = (no_special ? 0 : FC_TOK_ADD_SPECIAL) | FC_TOK_PARSE_SPECIAL;
+    int rc = fc_tok_encode(tok, text, strlen(text), flags, &ids, NULL, &nt, &err);
+    fc_tok_destroy(&tok);
+    if (rc) return fc_cli_fail("logits", "%s", err.msg);
+    if (nt == 0) {
+      free(ids);
+      return fc_cli_fail("logits", "the text encodes to no tokens");
+    }
+    n = (int)nt;
+  } else if (fc_cli_parse_ids(ids_s, &ids, &n) || n == 0) {
+    return fc_cli_usage_error("logits", "--ids needs token ids separated by spaces or commas");
+  }
   fc_model_t *m;
   if (fc_model_load(&m, model, &err)) {
     free(ids);

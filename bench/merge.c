@@ -1,0 +1,313 @@
+/* Merge throughput: GB/s of input weights per method on a base and three models of ~1 GB each
+ * (bf16, Llama-like shapes, generated into /tmp and deleted after), with each run's peak RSS,
+ * beside the machine's memory bandwidth measured as a streaming copy in the same run.
+ * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fc_merge.h"
+
+typedef struct {
+  char *dst;
+  const char *src;
+  size_t n;
+} copy_arg_t;
+
+static void *copy_main(void *a) {
+  copy_arg_t *c = a;
+  memcpy(c->dst, c->src, c->n);
+  return NULL;
+}
+
+/* Streaming copy of a 512 MB buffer split over the threads; bytes read + written per second. */
+static double copy_bandwidth(int threads) {
+  size_t n = 512u << 20;
+  char *a = fc_xmalloc(n), *b = fc_xmalloc(n);
+  memset(a, 1, n);
+  memset(b, 2, n);
+  double best = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    pthread_t tid[64];
+    copy_arg_t args[64];
+    size_t per = n / (size_t)threads;
+    double t0 = fc_now();
+    for (int t = 0; t < threads; t++) {
+      args[t] = (copy_arg_t){b + per * (size_t)t, a + per * (size_t)t, per};
+      pthread_create(&tid[t], NULL, copy_main, &args[t]);
+    }
+    for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
+    double gbs = 2.0 * (double)per * threads / (fc_now() - t0) / 1e9;
+    if (gbs > best) best = gbs;
+  }
+  free(a);
+  free(b);
+  return best;
+}
+
+typedef struct {
+  const uint64_t *p;
+  size_t n;
+  uint64_t sum;
+} sum_arg_t;
+
+static void *sum_main(void *a) {
+  sum_arg_t *c = a;
+  uint64_t s = 0;
+  for (size_t i = 0; i < c->n; i++) s += c->p[i];
+  c->sum = s;
+  return NULL;
+}
+
+/* The rate of just reading the three models through their mappings (tensor by tensor, split
+ * over the threads, pages dropped after each tensor as the merge does): the ceiling for a
+ * merge that reads from the page cache. */
+static double mmap_read_rate(char paths[][1100], int threads) {
+  double bytes = 0, t0 = fc_now();
+  for (int m = 1; m <= 3; m++) {
+    fc_st_t *st;
+    fc_err_t err = {0};
+    if (fc_st_open(&st, paths[m], &err)) return 0;
+    for (size_t k = 0; k < fc_st_count(st); k++) {
+      const fc_st_tensor_t *t = fc_st_at(st, k);
+      size_t words = t->nbytes / 8, per = words / (size_t)threads;
+      pthread_t tid[64];
+      sum_arg_t args[64];
+      for (int i = 0; i < threads; i++) {
+        args[i] = (sum_arg_t){(const uint64_t *)t->data + per * (size_t)i, i == threads - 1 ? words - per * (size_t)i : per, 0};
+        pthread_create(&tid[i], NULL, sum_main, &args[i]);
+      }
+      for (int i = 0; i < threads; i++) pthread_join(tid[i], NULL);
+      bytes += (double)t->nbytes;
+      long pg = sysconf(_SC_PAGESIZE);
+      uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
+      madvise((void *)a, (uintptr_t)t->data + t->nbytes - a, MADV_DONTNEED);
+    }
+    fc_st_close(&st);
+  }
+  return bytes / (fc_now() - t0) / 1e9;
+}
+
+/* A Llama-like layout scaled so the model has about mb megabytes of bf16 weights. */
+static size_t make_specs(fc_st_spec_t **out, char ***names, double mb) {
+  const int64_t C = 2048, F = 5632, V = 32000;
+  double per_layer = (4.0 * C * C + 3.0 * C * F) * 2, fixed = (double)V * C * 2;
+  int layers = (int)((mb * 1e6 - fixed) / per_layer + 0.5);
+  if (layers < 1) layers = 1;
+  size_t n = 1 + (size_t)layers * 9 + 1;
+  fc_st_spec_t *s = fc_xcalloc(n, sizeof *s);
+  char **nm = fc_xcalloc(n, sizeof *nm);
+  size_t k = 0;
+  char buf[128];
+#define ADD(NAME, R, CC)                                                                 \
+  do {                                                                                   \
+    nm[k] = fc_xstrdup(NAME);                                                            \
+    s[k] = (fc_st_spec_t){.name = nm[k], .dtype = FC_DT_BF16, .ndim = (CC) ? 2 : 1};     \
+    s[k].shape[0] = (R);                                                                 \
+    s[k].shape[1] = (CC);                                                                \
+    k++;                                                                                 \
+  } while (0)
+  ADD("model.embed_tokens.weight", V, C);
+  static const char *lin[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                              "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+  for (int l = 0; l < layers; l++) {
+    for (int j = 0; j < 7; j++) {
+      snprintf(buf, sizeof buf, "model.layers.%d.%s.weight", l, lin[j]);
+      ADD(buf, j < 4 ? C : j < 6 ? F : C, j < 4 ? C : j < 6 ? C : F);
+    }
+    snprintf(buf, sizeof buf, "model.layers.%d.input_layernorm.weight", l);
+    ADD(buf, C, 0);
+    snprintf(buf, sizeof buf, "model.layers.%d.post_attention_layernorm.weight", l);
+    ADD(buf, C, 0);
+  }
+  ADD("model.norm.weight", C, 0);
+#undef ADD
+  *out = s;
+  *names = nm;
+  return k;
+}
+
+static int write_model(const char *dir, const fc_st_spec_t *s, size_t n, uint64_t seed, fc_err_t *err) {
+  if (fc_mkdir_p(dir, err)) return -1;
+  char *p = fc_path_join(dir, "model.safetensors");
+  fc_st_writer_t *w;
+  int rc = fc_st_writer_new(&w, p, s, n, NULL, err);
+  free(p);
+  if (rc) return rc;
+  uint16_t *buf = NULL;
+  size_t cap = 0;
+  for (size_t i = 0; i < n && !rc; i++) {
+    size_t cnt = (size_t)s[i].shape[0] * (size_t)(s[i].ndim == 2 ? s[i].shape[1] : 1);
+    if (cnt > cap) {
+      free(buf);
+      buf = fc_xmalloc(cnt * 2);
+      cap = cnt;
+    }
+    /* The base (seed 0) is a hash of the index; models add a seeded perturbation to it, so
+     * deltas are small and varied like fine-tunes'. */
+    for (size_t j = 0; j < cnt; j++) {
+      uint64_t h = fc_splitmix64(((uint64_t)i << 40) ^ j);
+      float v = ((float)(h >> 40) * 0x1p-24f - 0.5f) * 0.1f;
+      if (seed) {
+        uint64_t q = fc_splitmix64(h ^ seed);
+        v += ((float)(q >> 40) * 0x1p-24f - 0.5f) * 0.01f;
+      }
+      buf[j] = fc_f32_to_bf16(v);
+    }
+    rc = fc_st_writer_put_raw(w, i, buf, cnt * 2, err);
+  }
+  free(buf);
+  if (rc) {
+    fc_st_writer_abort(&w);
+    return rc;
+  }
+  return fc_st_writer_finish(&w, err);
+}
+
+typedef struct {
+  double seconds, bytes_in;
+  int rc;
+} result_t;
+
+int main(int argc, char **argv) {
+  double mb = 1024;
+  int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  const char *dir = "/tmp", *odir = "/dev/shm";
+  static const struct option opts[] = {{"mb", required_argument, 0, 'm'},
+                                       {"threads", required_argument, 0, 'j'},
+                                       {"dir", required_argument, 0, 'd'},
+                                       {"out-dir", required_argument, 0, 'o'},
+                                       {"only", required_argument, 0, 'x'},
+                                       {"keep", required_argument, 0, 'k'},
+                                       {0}};
+  const char *only = NULL, *keep = NULL; /* --keep DIR: reuse/keep the models there */
+  int c;
+  while ((c = getopt_long(argc, argv, "m:j:d:o:", opts, NULL)) != -1) {
+    if (c == 'm') mb = atof(optarg);
+    else if (c == 'j') threads = atoi(optarg);
+    else if (c == 'd') dir = optarg;
+    else if (c == 'o') odir = optarg;
+    else if (c == 'x') only = optarg;
+    else if (c == 'k') keep = optarg;
+    else {
+      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only METHOD]\n");
+      return 2;
+    }
+  }
+  if (threads < 1) threads = 1;
+  char root[600], out[600];
+  if (keep) snprintf(root, sizeof root, "%.500s", keep);
+  else snprintf(root, sizeof root, "%.500s/fc_bench_merge.%d", dir, (int)getpid());
+  snprintf(out, sizeof out, "%.500s/fc_bench_merge_out.%d", odir, (int)getpid());
+  fc_st_spec_t *specs;
+  char **names;
+  size_t n = make_specs(&specs, &names, mb);
+  size_t maxt = 0, total = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t b = (size_t)specs[i].shape[0] * (size_t)(specs[i].ndim == 2 ? specs[i].shape[1] : 1) * 2;
+    if (b > maxt) maxt = b;
+    total += b;
+  }
+  printf("models: base + 3, %zu tensors, %.0f MB each (bf16), largest tensor %.0f MB; %d threads\n", n,
+         total / 1e6, maxt / 1e6, threads);
+  fflush(stdout);
+  fc_err_t err = {0};
+  char paths[4][1100];
+  double tg = fc_now();
+  for (int m = 0; m < 4; m++) {
+    snprintf(paths[m], sizeof paths[m], "%.500s/%s", root, m ? (const char *[]){"", "m1", "m2", "m3"}[m] : "base");
+    char *probe = fc_path_join(paths[m], "model.safetensors");
+    int have = keep && fc_path_exists(probe);
+    free(probe);
+    if (!have && write_model(paths[m], specs, n, (uint64_t)m * 7919, &err)) {
+      fprintf(stderr, "bench_merge: %s\n", err.msg);
+      return 1;
+    }
+  }
+  printf("generated in %.1f s under %s (outputs under %s)\n", fc_now() - tg, root, odir);
+  double bw = copy_bandwidth(threads);
+  printf("memory bandwidth (streaming copy, read+write, %d threads): %.2f GB/s\n", threads, bw);
+  printf("reading the 3 models through their mappings (no merge):    %.2f GB/s\n\n",
+         mmap_read_rate(paths, threads));
+  printf("%-16s %8s %10s %9s %8s %12s %12s %10s\n", "method", "seconds", "GB/s in", "% of bw", "cpu s",
+         "GB/cpu-s", "peak RSS MB", "RSS/(tensor*model)");
+  struct {
+    fc_merge_method_t m;
+    const char *label;
+    double p;
+  } runs[] = {{FC_MERGE_LINEAR, "linear", 0},           {FC_MERGE_TASK_ARITHMETIC, "task_arithmetic", 0},
+              {FC_MERGE_TIES, "ties (d=0.5)", 0.5},     {FC_MERGE_DARE_TIES, "dare_ties (0.5)", 0.5},
+              {FC_MERGE_DARE_LINEAR, "dare_linear", 0.5}, {FC_MERGE_SLERP, "slerp", 0},
+              {FC_MERGE_SCE, "sce (topk 0.1)", 0},      {FC_MERGE_VARM, "varm", 0}};
+  double linear_s = 0, linear_cpu = 0;
+  for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+    if (only && r && strcmp(only, fc_merge_method_name(runs[r].m))) continue;
+    int pfd[2];
+    if (pipe(pfd)) return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+      /* Each run in its own process, so its peak RSS is its own. */
+      close(pfd[0]);
+      fc_merge_model_t mods[3];
+      for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){paths[i + 1], 1.0 / 3, runs[r].p ? runs[r].p : 1};
+      fc_merge_cfg_t cfg;
+      fc_merge_cfg_init(&cfg);
+      cfg.method = runs[r].m;
+      cfg.base = runs[r].m == FC_MERGE_LINEAR ? NULL : paths[0];
+      cfg.models = mods;
+      cfg.nmodels = runs[r].m == FC_MERGE_SLERP ? 1 : 3;
+      cfg.t = 0.5;
+      cfg.select_topk = 0.1;
+      cfg.threads = threads;
+      fc_merge_stats_t st;
+      cfg.stats = &st;
+      result_t res = {0};
+      fc_err_t e = {0};
+      res.rc = fc_merge_run(&cfg, out, &e);
+      if (res.rc) fprintf(stderr, "bench_merge: %s\n", e.msg);
+      res.seconds = st.seconds;
+      res.bytes_in = st.bytes_in;
+      if (write(pfd[1], &res, sizeof res) != (ssize_t)sizeof res) _exit(1);
+      _exit(0);
+    }
+    close(pfd[1]);
+    result_t res = {.rc = -1};
+    if (read(pfd[0], &res, sizeof res) != (ssize_t)sizeof res) res.rc = -1;
+    close(pfd[0]);
+    int status;
+    struct rusage ru;
+    wait4(pid, &status, 0, &ru);
+    if (res.rc) {
+      printf("%-16s failed\n", runs[r].label);
+      continue;
+    }
+    if (r == 0) linear_s = res.seconds;
+    double gbs = res.bytes_in / res.seconds / 1e9, rss = (double)ru.ru_maxrss * 1024;
+    int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : runs[r].m == FC_MERGE_SLERP ? 2 : 4;
+    /* CPU seconds of the run (all threads): a figure the other load on the machine disturbs
+     * less than the wall clock. */
+    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                 ru.ru_stime.tv_usec / 1e6;
+    if (r == 0) linear_cpu = cpu;
+    printf("%-16s %8.2f %10.2f %8.0f%% %8.2f %12.2f %12.0f %10.2f   (%.1fx linear wall, %.1fx cpu)\n",
+           runs[r].label, res.seconds, gbs, 100 * gbs / bw, cpu, res.bytes_in / cpu / 1e9, rss / 1e6,
+           rss / ((double)maxt * nin), res.seconds / linear_s, cpu / linear_cpu);
+    fflush(stdout);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    if (system(cmd)) {}
+  }
+  char cmd[1400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", keep ? "" : root, out);
+  if (system(cmd)) {}
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  free(specs);
+  return 0;
+}

@@ -1,0 +1,1357 @@
+/* Model merging, streamed tensor by tensor. Each method is a few passes over fixed-size blocks
+ * of one tensor: blocks are converted from the mapped file into small f32 scratch buffers, so
+ * no pass materialises whole deltas. Top-k selections (TIES magnitudes, SCE variances) are a
+ * two-level radix select on the f32 bit patterns (non-negative floats order like integers),
+ * not a sort. Floating-point reductions are summed per block and then in block order, and
+ * integer histograms are order-free, so results never depend on the thread count. */
+#include "fc_merge.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* The block loops are compiled twice, for AVX2 and for the baseline, and picked at load time
+ * (GCC/Clang function multiversioning); the helpers are inlined into each version. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FC_HOT __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define FC_HOT
+#endif
+#define FC_INLINE static inline __attribute__((always_inline))
+
+#define BLK 8192 /* elements per block: a few scratch blocks fit in L2 */
+#define NBIN 65536
+
+static const char *method_names[FC_MERGE_COUNT] = {
+    [FC_MERGE_LINEAR] = "linear", [FC_MERGE_TASK_ARITHMETIC] = "task_arithmetic",
+    [FC_MERGE_TIES] = "ties",     [FC_MERGE_DARE_TIES] = "dare_ties",
+    [FC_MERGE_DARE_LINEAR] = "dare_linear", [FC_MERGE_SLERP] = "slerp",
+    [FC_MERGE_SCE] = "sce",       [FC_MERGE_VARM] = "varm",
+};
+
+const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
+
+int fc_merge_method_parse(const char *s, fc_merge_method_t *out) {
+  for (int i = 0; i < FC_MERGE_COUNT; i++)
+    if (!strcmp(s, method_names[i])) return *out = (fc_merge_method_t)i, 0;
+  return FC_EINVAL;
+}
+
+void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->select_topk = 1.0;
+  cfg->t = NAN;
+  cfg->normalize = -1;
+  cfg->rescale = -1;
+  cfg->sce_mask_scope = FC_SCE_SCOPE_DELTAS;
+  cfg->dtype = -1;
+}
+
+uint64_t fc_merge_fnv1a64(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
+  return h;
+}
+
+static uint64_t dare_model_key(uint64_t seed, const char *name, int model) {
+  return fc_splitmix64(fc_splitmix64(seed ^ fc_merge_fnv1a64(name)) + (uint64_t)model);
+}
+
+/* fc_splitmix64, inlined here because it runs once per element per model. */
+static inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* One 64-bit draw covers two elements: 32 bits each (the high half for even indices). */
+static inline uint32_t dare_u32(uint64_t key, uint64_t elem) {
+  uint64_t r = mix64(key + (elem >> 1));
+  return (uint32_t)(elem & 1 ? r : r >> 32);
+}
+
+static inline uint64_t dare_threshold(double density) {
+  /* u < density with u = x 2^-32 is x < ceil(density 2^32) for the integer x. */
+  return (uint64_t)ceil(density * 0x1p32);
+}
+
+static inline int dare_keep_key(uint64_t key, uint64_t elem, double density) {
+  return dare_u32(key, elem) < dare_threshold(density);
+}
+
+int fc_merge_dare_keep(uint64_t seed, const char *tensor_name, int model, uint64_t elem,
+                       double density) {
+  return dare_keep_key(dare_model_key(seed, tensor_name, model), elem, density);
+}
+
+static int method_default_normalize(fc_merge_method_t m) {
+  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES;
+}
+static int method_default_rescale(fc_merge_method_t m) {
+  return m == FC_MERGE_DARE_TIES || m == FC_MERGE_DARE_LINEAR;
+}
+static int method_uses_base(fc_merge_method_t m) { return m != FC_MERGE_LINEAR; }
+
+/* ---- block conversion ---- */
+
+static inline uint32_t f2u(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+FC_INLINE void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
+  const uint8_t *p = t->data;
+  switch (t->dtype) {
+  case FC_DT_F32: memcpy(dst, p + 4 * off, 4 * cnt); break;
+  case FC_DT_BF16: {
+    const uint8_t *q = p + 2 * off;
+    for (size_t i = 0; i < cnt; i++) {
+      uint16_t h;
+      memcpy(&h, q + 2 * i, 2);
+      uint32_t u = (uint32_t)h << 16;
+      memcpy(&dst[i], &u, 4);
+    }
+    break;
+  }
+  case FC_DT_F16: {
+    const uint8_t *q = p + 2 * off;
+    for (size_t i = 0; i < cnt; i++) {
+      uint16_t h;
+      memcpy(&h, q + 2 * i, 2);
+      dst[i] = fc_f16_to_f32(h);
+    }
+    break;
+  }
+  case FC_DT_F64: {
+    const uint8_t *q = p + 8 * off;
+    for (size_t i = 0; i < cnt; i++) {
+      double d;
+      memcpy(&d, q + 8 * i, 8);
+      dst[i] = (float)d;
+    }
+    break;
+  }
+  default: assert(0 && "float dtypes are checked before merging");
+  }
+}
+
+static inline uint16_t to_bf16(float f) {
+  uint32_t u = f2u(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+  u += 0x7fff + ((u >> 16) & 1);
+  return (uint16_t)(u >> 16);
+}
+
+FC_INLINE void store_out(void *out, fc_dtype_t dt, size_t off, size_t cnt, const float *src) {
+  switch (dt) {
+  case FC_DT_F32: memcpy((float *)out + off, src, 4 * cnt); break;
+  case FC_DT_BF16: {
+    uint16_t *o = (uint16_t *)out + off;
+    for (size_t i = 0; i < cnt; i++) o[i] = to_bf16(src[i]);
+    break;
+  }
+  case FC_DT_F16: {
+    uint16_t *o = (uint16_t *)out + off;
+    for (size_t i = 0; i < cnt; i++) o[i] = fc_f32_to_f16(src[i]);
+    break;
+  }
+  default: assert(0 && "output dtype is f32, f16 or bf16");
+  }
+}
+
+/* ---- one tensor's job ---- */
+
+/* Top-k selection of the largest non-negative float keys with ties to the lower index:
+ * threshold bits thr; elements with key > thr are in, key == thr are in while the running
+ * count of ties is below need. all_eq: every tie is in (the common case, no per-block counts). */
+typedef struct sel {
+  int64_t k;
+  int active; /* 0: keep everything (density >= 1) */
+  uint32_t hi;
+  uint32_t thr;
+  int64_t need;
+  int all_eq;
+  int64_t *quota; /* [nblocks] ties block b may keep, when !all_eq */
+  int done;       /* threshold found (by the band pass) */
+  /* Band pass: keys in [lo, hi] (estimated from a sample to straddle the k-th largest) are
+   * collected with their index; keys above hi are only counted. */
+  int band;
+  uint32_t lo, bhi;
+  int64_t above;
+  uint64_t *cidx; /* [nc] candidate indices, each block's contiguous and in index order */
+  uint32_t *ckey; /* [nc] */
+  float *cd;      /* sce: [nc][nm] the candidates' deltas */
+  size_t nc, cap;
+} sel_t;
+
+typedef struct job {
+  const fc_merge_cfg_t *cfg;
+  fc_merge_method_t method;
+  size_t n, nblocks;
+  int nm;
+  const fc_st_tensor_t *base;
+  const fc_st_tensor_t *const *models;
+  void *out;
+  fc_dtype_t out_dt;
+  float w[FC_MERGE_MAX_MODELS];     /* per-model weights as f32, as mergekit's weight tensor */
+  double dens[FC_MERGE_MAX_MODELS];
+  uint64_t dkey[FC_MERGE_MAX_MODELS];
+  int normalize, rescale;
+  double divisor; /* no-consensus methods: sum of weights (guarded) */
+  sel_t sel[FC_MERGE_MAX_MODELS];   /* ties: per model; sce: sel[0] on variance */
+  float *var;                       /* sce: [n] population variance across models */
+  int select;                       /* sce: 1 select by variance, 0 keep all, -1 keep none */
+  float sw[FC_MERGE_MAX_MODELS];    /* sce / varm weights */
+  float s0, s1;                     /* slerp coefficients */
+  double *part;                     /* [nblocks][npart] per-block partial sums */
+  int npart;
+  /* per-thread histogram passes */
+  int pass;
+  uint64_t *hist; /* merged [nsel][NBIN] */
+  int nsel;
+  int64_t *blk_eq; /* [nsel][nblocks] ties per block */
+  int64_t *blk_nz; /* sce: [nblocks] non-zero variances per block */
+  struct workspace *ws; /* buffers kept across tensors by fc_merge_run, or NULL */
+  pthread_mutex_t mu;
+} job_t;
+
+typedef struct scratch {
+  float *b;  /* [BLK] base block */
+  float *m;  /* [nm][BLK] model blocks (deltas for task-vector methods) */
+  float *o;  /* [BLK] output block */
+  double *a1, *a2, *a3; /* [BLK] per-element accumulators */
+  uint32_t *hist; /* [nsel][NBIN] thread-local histograms */
+  sel_t tc[FC_MERGE_MAX_MODELS]; /* thread-local band candidates (above, cidx, ckey, cd, nc) */
+} scratch_t;
+
+static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int nd) {
+  if (c->nc == c->cap) {
+    c->cap = c->cap ? 2 * c->cap : 4096;
+    c->cidx = fc_xrealloc(c->cidx, c->cap * sizeof *c->cidx);
+    c->ckey = fc_xrealloc(c->ckey, c->cap * sizeof *c->ckey);
+    if (nd) c->cd = fc_xrealloc(c->cd, c->cap * (size_t)nd * sizeof *c->cd);
+  }
+  c->cidx[c->nc] = idx;
+  c->ckey[c->nc] = key;
+  if (nd) memcpy(c->cd + c->nc * (size_t)nd, d, (size_t)nd * sizeof *d);
+  c->nc++;
+}
+
+/* Appends a thread's candidates (whole blocks) to the job's. */
+static void cand_merge(sel_t *dst, const sel_t *src, int nd) {
+  dst->above += src->above;
+  if (!src->nc) return;
+  if (dst->nc + src->nc > dst->cap) {
+    dst->cap = dst->nc + src->nc;
+    dst->cidx = fc_xrealloc(dst->cidx, dst->cap * sizeof *dst->cidx);
+    dst->ckey = fc_xrealloc(dst->ckey, dst->cap * sizeof *dst->ckey);
+    if (nd) dst->cd = fc_xrealloc(dst->cd, dst->cap * (size_t)nd * sizeof *dst->cd);
+  }
+  memcpy(dst->cidx + dst->nc, src->cidx, src->nc * sizeof *src->cidx);
+  memcpy(dst->ckey + dst->nc, src->ckey, src->nc * sizeof *src->ckey);
+  if (nd) memcpy(dst->cd + dst->nc * (size_t)nd, src->cd, src->nc * (size_t)nd * sizeof *src->cd);
+  dst->nc += src->nc;
+}
+
+static void cand_free(sel_t *c) {
+  free(c->cidx);
+  free(c->ckey);
+  free(c->cd);
+  c->cidx = NULL;
+  c->ckey = NULL;
+  c->cd = NULL;
+  c->nc = c->cap = 0;
+}
+
+/* Loads block blk: base into s->b and each model (minus base when deltas) into s->m. */
+FC_INLINE void load_range(const job_t *J, scratch_t *s, size_t off, size_t cnt, int deltas) {
+  if (J->base) load_f32(J->base, off, cnt, s->b);
+  for (int i = 0; i < J->nm; i++) {
+    float *m = s->m + (size_t)i * BLK;
+    load_f32(J->models[i], off, cnt, m);
+    if (deltas)
+      for (size_t j = 0; j < cnt; j++) m[j] -= s->b[j];
+  }
+}
+
+FC_INLINE size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas) {
+  size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+  load_range(J, s, off, cnt, deltas);
+  return cnt;
+}
+
+/* Population variance across models of the deltas in s->m, per element, into v. */
+FC_INLINE void block_var(const job_t *J, scratch_t *s, size_t cnt, float *v) {
+  const int nm = J->nm;
+  double *mean = s->a1, *ss = s->a2;
+  for (size_t j = 0; j < cnt; j++) mean[j] = 0, ss[j] = 0;
+  for (int i = 0; i < nm; i++) {
+    const float *d = s->m + (size_t)i * BLK;
+    for (size_t j = 0; j < cnt; j++) mean[j] += d[j];
+  }
+  for (size_t j = 0; j < cnt; j++) mean[j] /= nm;
+  for (int i = 0; i < nm; i++) {
+    const float *d = s->m + (size_t)i * BLK;
+    for (size_t j = 0; j < cnt; j++) {
+      double e = d[j] - mean[j];
+      ss[j] += e * e;
+    }
+  }
+  for (size_t j = 0; j < cnt; j++) v[j] = (float)(ss[j] / nm);
+}
+
+/* Applies TIES's magnitude mask (sel per model) to deltas in s->m for block blk. */
+FC_INLINE void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
+  for (int i = 0; i < J->nm; i++) {
+    const sel_t *S = &J->sel[i];
+    if (!S->active) continue;
+    float *d = s->m + (size_t)i * BLK;
+    int64_t q = S->all_eq ? -1 : S->quota[blk];
+    if (q <= 0) { /* all of this block's ties are in (-1) or none are (0) */
+      const uint32_t lo = q < 0 ? S->thr : S->thr + 1;
+      for (size_t j = 0; j < cnt; j++) d[j] = f2u(fabsf(d[j])) >= lo ? d[j] : 0.0f;
+      continue;
+    }
+    for (size_t j = 0; j < cnt; j++) {
+      uint32_t key = f2u(fabsf(d[j]));
+      if (key > S->thr) continue;
+      if (key == S->thr && q > 0) {
+        q--;
+        continue;
+      }
+      d[j] = 0.0f;
+    }
+  }
+}
+
+/* SCE selection mask for one block into keep[] (1 selected). */
+FC_INLINE void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
+  if (J->select == 0) {
+    memset(keep, 1, cnt);
+    return;
+  }
+  if (J->select < 0) {
+    memset(keep, 0, cnt);
+    return;
+  }
+  const sel_t *S = &J->sel[0];
+  const float *v = J->var + blk * BLK;
+  int64_t q = S->all_eq ? -1 : S->quota[blk];
+  if (q <= 0) {
+    const uint32_t lo = q < 0 ? S->thr : S->thr + 1;
+    for (size_t j = 0; j < cnt; j++) keep[j] = f2u(v[j]) >= lo;
+    return;
+  }
+  for (size_t j = 0; j < cnt; j++) {
+    uint32_t key = f2u(v[j]);
+    keep[j] = key > S->thr || (key == S->thr && q > 0);
+    if (key == S->thr && q > 0) q--;
+  }
+}
+
+FC_INLINE void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *keys, size_t cnt,
+                     size_t blk) {
+  uint32_t *h = s->hist + (size_t)si * NBIN;
+  const sel_t *S = &J->sel[si];
+  if (S->done) return;
+  if (J->pass == 0) {
+    for (size_t j = 0; j < cnt; j++) h[keys[j] >> 16]++;
+  } else if (J->pass == 1) {
+    for (size_t j = 0; j < cnt; j++)
+      if ((keys[j] >> 16) == S->hi) h[keys[j] & 0xffff]++;
+  } else {
+    int64_t e = 0;
+    for (size_t j = 0; j < cnt; j++) e += keys[j] == S->thr;
+    J->blk_eq[(size_t)si * J->nblocks + blk] = e;
+  }
+}
+
+/* TIES sign election on weighted deltas wd[nm][BLK]: the majority sign is that of their sum
+ * (zero counts as positive), an entry agrees when its sign equals it (a zero never does);
+ * mixed += agreeing entries, div += their models' weights. */
+FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t cnt, double *mixed,
+                              double *div, double *sum) {
+  for (size_t j = 0; j < cnt; j++) sum[j] = 0;
+  for (int i = 0; i < nm; i++) {
+    const float *d = wd + (size_t)i * BLK;
+    for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
+  }
+  /* Majority sign as +-1 floats, so the agreement test d * sgn > 0 vectorises. */
+  float sgn[BLK];
+  for (size_t j = 0; j < cnt; j++) sgn[j] = sum[j] >= 0 ? 1.0f : -1.0f;
+  float am[BLK];
+  for (int i = 0; i < nm; i++) {
+    const float *d = wd + (size_t)i * BLK;
+    const float wi = w[i];
+    for (size_t j = 0; j < cnt; j++) am[j] = d[j] * sgn[j] > 0 ? 1.0f : 0.0f;
+    for (size_t j = 0; j < cnt; j++) {
+      mixed[j] += (double)(d[j] * am[j]);
+      div[j] += (double)(wi * am[j]);
+    }
+  }
+}
+
+/* Pass kinds. */
+enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
+typedef struct par {
+  job_t *J;
+  int kind;
+  atomic_size_t next;
+} par_t;
+
+FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
+  const int nm = J->nm;
+  const fc_merge_method_t M = J->method;
+  size_t off = blk * BLK;
+  uint32_t keys[BLK];
+  uint8_t keep[BLK];
+  switch (kind) {
+  case P_TIES_HIST: {
+    size_t cnt = load_block(J, s, blk, 1);
+    for (int i = 0; i < nm; i++) {
+      if (!J->sel[i].active || J->sel[i].done) continue;
+      const float *d = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
+      hist_add(J, s, i, keys, cnt, blk);
+    }
+    return;
+  }
+  case P_SCE_VAR: {
+    size_t cnt = load_block(J, s, blk, 1);
+    float *v = J->var + off;
+    block_var(J, s, cnt, v);
+    int64_t nz = 0;
+    for (size_t j = 0; j < cnt; j++) nz += v[j] != 0.0f;
+    J->blk_nz[blk] = nz;
+    const sel_t *S = &J->sel[0];
+    if (S->band) {
+      /* Sums of squares of the surely selected (above the band) now; band candidates keep
+       * their deltas and are added once the exact threshold is known. */
+      sel_t *T = &s->tc[0];
+      float dv[FC_MERGE_MAX_MODELS];
+      for (int i = 0; i < nm; i++) J->part[blk * J->npart + i] = 0;
+      for (size_t j = 0; j < cnt; j++) {
+        uint32_t key = f2u(v[j]);
+        if (key > S->bhi) {
+          T->above++;
+          for (int i = 0; i < nm; i++) {
+            double d = s->m[(size_t)i * BLK + j];
+            J->part[blk * J->npart + i] += d * d;
+          }
+        } else if (key >= S->lo) {
+          for (int i = 0; i < nm; i++) dv[i] = s->m[(size_t)i * BLK + j];
+          cand_push(T, off + j, key, dv, nm);
+        }
+      }
+    }
+    return;
+  }
+  case P_TIES_BAND: {
+    size_t cnt = load_block(J, s, blk, 1);
+    for (int i = 0; i < nm; i++) {
+      const sel_t *S = &J->sel[i];
+      if (!S->active || !S->band) continue;
+      sel_t *T = &s->tc[i];
+      const float *d = s->m + (size_t)i * BLK;
+      int64_t above = 0;
+      const uint32_t lo = S->lo, bhi = S->bhi;
+      for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
+      for (size_t j = 0; j < cnt; j++) above += keys[j] > bhi;
+      for (size_t j = 0; j < cnt; j++)
+        if (keys[j] - lo <= bhi - lo) cand_push(T, off + j, keys[j], NULL, 0);
+      T->above += above;
+    }
+    return;
+  }
+  case P_SCE_HIST: {
+    size_t cnt = J->n - off < BLK ? J->n - off : BLK;
+    for (size_t j = 0; j < cnt; j++) keys[j] = f2u(J->var[off + j]);
+    hist_add(J, s, 0, keys, cnt, blk);
+    return;
+  }
+  case P_SCE_W:
+  case P_SUMSQ: {
+    size_t cnt = load_block(J, s, blk, 1);
+    if (kind == P_SCE_W) sce_select(J, blk, cnt, keep);
+    else memset(keep, 1, cnt);
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      double a = 0;
+      for (size_t j = 0; j < cnt; j++)
+        if (keep[j]) a += (double)d[j] * d[j];
+      J->part[blk * J->npart + i] = a;
+    }
+    return;
+  }
+  case P_SLERP_DOT: {
+    size_t cnt = load_block(J, s, blk, 0);
+    const float *a = s->b, *b = s->m;
+    double aa = 0, bb = 0, ab = 0;
+    for (size_t j = 0; j < cnt; j++) {
+      aa += (double)a[j] * a[j];
+      bb += (double)b[j] * b[j];
+      ab += (double)a[j] * b[j];
+    }
+    J->part[blk * 3] = aa;
+    J->part[blk * 3 + 1] = bb;
+    J->part[blk * 3 + 2] = ab;
+    return;
+  }
+  default: break;
+  }
+  /* P_FINAL */
+  int deltas = M != FC_MERGE_LINEAR && M != FC_MERGE_SLERP && M != FC_MERGE_VARM;
+  size_t cnt = load_block(J, s, blk, deltas);
+  float *o = s->o;
+  const float *b = s->b;
+  switch (M) {
+  case FC_MERGE_LINEAR:
+  case FC_MERGE_VARM: {
+    const float *w = M == FC_MERGE_LINEAR ? J->w : J->sw;
+    double *acc = s->a1;
+    for (size_t j = 0; j < cnt; j++) acc[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK, wi = w[i];
+      for (size_t j = 0; j < cnt; j++) acc[j] += (double)(wi * m[j]);
+    }
+    double div = M == FC_MERGE_LINEAR && J->normalize ? J->divisor : 1.0;
+    for (size_t j = 0; j < cnt; j++) o[j] = (float)(acc[j] / div);
+    break;
+  }
+  case FC_MERGE_SLERP:
+    for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
+    break;
+  case FC_MERGE_TASK_ARITHMETIC:
+  case FC_MERGE_DARE_LINEAR:
+  case FC_MERGE_TIES:
+  case FC_MERGE_DARE_TIES: {
+    int dare = M == FC_MERGE_DARE_LINEAR || M == FC_MERGE_DARE_TIES;
+    int consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES;
+    if (M == FC_MERGE_TIES) ties_mask(J, s, blk, cnt);
+    /* Sparsified, weighted deltas in place: wd_i = w_i * d_i'. */
+    for (int i = 0; i < nm; i++) {
+      float *d = s->m + (size_t)i * BLK;
+      const float wi = J->w[i];
+      if (dare && J->dens[i] < 1) {
+        const float dn = (float)J->dens[i];
+        const uint64_t thr = dare_threshold(J->dens[i]), key = J->dkey[i] + off / 2;
+        /* off is even, so the draws' pairs line up with the block's elements. */
+        uint64_t r[BLK / 2];
+        size_t np = cnt / 2;
+        for (size_t p = 0; p < np; p++) r[p] = mix64(key + p);
+        uint32_t *u = (uint32_t *)keys; /* keys[] is free in this pass */
+        for (size_t p = 0; p < np; p++) {
+          u[2 * p] = (uint32_t)(r[p] >> 32);
+          u[2 * p + 1] = (uint32_t)r[p];
+        }
+        for (size_t j = 2 * np; j < cnt; j++) u[j] = dare_u32(J->dkey[i], off + j);
+        if (thr <= UINT32_MAX) { /* else every element is kept */
+          const uint32_t t32 = (uint32_t)thr;
+          for (size_t j = 0; j < cnt; j++) d[j] = u[j] < t32 ? d[j] : 0.0f;
+        }
+        if (J->rescale)
+          for (size_t j = 0; j < cnt; j++) d[j] = d[j] / dn;
+      }
+      for (size_t j = 0; j < cnt; j++) d[j] *= wi;
+    }
+    double *mixed = s->a1, *div = s->a2, *sum = s->a3;
+    for (size_t j = 0; j < cnt; j++) mixed[j] = 0, div[j] = 0;
+    if (consensus) {
+      combine_consensus(s->m, nm, J->w, cnt, mixed, div, sum);
+      for (size_t j = 0; j < cnt; j++) div[j] = div[j] == 0 ? 1.0 : div[j];
+    } else {
+      for (int i = 0; i < nm; i++) {
+        const float *d = s->m + (size_t)i * BLK;
+        for (size_t j = 0; j < cnt; j++) mixed[j] += d[j];
+      }
+      for (size_t j = 0; j < cnt; j++) div[j] = J->divisor;
+    }
+    if (J->normalize)
+      for (size_t j = 0; j < cnt; j++) mixed[j] /= div[j];
+    for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j]);
+    break;
+  }
+  case FC_MERGE_SCE: {
+    int scope_deltas = J->cfg->sce_mask_scope == FC_SCE_SCOPE_DELTAS;
+    if (scope_deltas && J->select != 0) {
+      sce_select(J, blk, cnt, keep);
+      for (int i = 0; i < nm; i++) {
+        float *d = s->m + (size_t)i * BLK;
+        for (size_t j = 0; j < cnt; j++) d[j] = keep[j] ? d[j] : 0.0f;
+      }
+    }
+    /* mixed = sum_i sw_i m_i d_i, div = sum_i sw_i m_i, on the raw (unweighted) deltas. */
+    double *mixed = s->a1, *div = s->a2, *sum = s->a3;
+    for (size_t j = 0; j < cnt; j++) mixed[j] = 0, div[j] = 0, sum[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
+    }
+    float sgn[BLK];
+    for (size_t j = 0; j < cnt; j++) sgn[j] = sum[j] >= 0 ? 1.0f : -1.0f;
+    for (int i = 0; i < nm; i++) {
+      const float *d = s->m + (size_t)i * BLK;
+      const double wi = J->sw[i];
+      float am[BLK];
+      for (size_t j = 0; j < cnt; j++) am[j] = d[j] * sgn[j] > 0 ? 1.0f : 0.0f;
+      for (size_t j = 0; j < cnt; j++) {
+        double a = am[j];
+        mixed[j] += a * ((double)d[j] * wi);
+        div[j] += a * wi;
+      }
+    }
+    for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j] / (div[j] < 1e-6 ? 1e-6 : div[j]));
+    break;
+  }
+  default: assert(0);
+  }
+  store_out(J->out, J->out_dt, off, cnt, o);
+}
+
+static void *par_main(void *arg) {
+  par_t *P = arg;
+  job_t *J = P->J;
+  scratch_t s;
+  s.b = fc_xmalloc(BLK * sizeof(float));
+  s.m = fc_xmalloc((size_t)(J->nm ? J->nm : 1) * BLK * sizeof(float));
+  s.o = fc_xmalloc(BLK * sizeof(float));
+  s.a1 = fc_xmalloc(3 * BLK * sizeof(double));
+  s.a2 = s.a1 + BLK;
+  s.a3 = s.a2 + BLK;
+  int hist = P->kind == P_TIES_HIST || P->kind == P_SCE_HIST;
+  s.hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
+  memset(s.tc, 0, sizeof s.tc);
+  for (;;) {
+    size_t blk = atomic_fetch_add(&P->next, 1);
+    if (blk >= J->nblocks) break;
+    block_work(J, P->kind, &s, blk);
+  }
+  pthread_mutex_lock(&J->mu);
+  if (s.hist)
+    for (size_t i = 0; i < (size_t)J->nsel * NBIN; i++) J->hist[i] += s.hist[i];
+  if (P->kind == P_TIES_BAND || P->kind == P_SCE_VAR)
+    for (int i = 0; i < J->nsel; i++) {
+      cand_merge(&J->sel[i], &s.tc[i], P->kind == P_SCE_VAR ? J->nm : 0);
+      cand_free(&s.tc[i]);
+    }
+  pthread_mutex_unlock(&J->mu);
+  free(s.b);
+  free(s.m);
+  free(s.o);
+  free(s.a1);
+  free(s.hist);
+  return NULL;
+}
+
+static void par_run(job_t *J, int kind, int threads) {
+  par_t P = {.J = J, .kind = kind};
+  atomic_init(&P.next, 0);
+  int nt = threads < 1 ? 1 : threads;
+  if ((size_t)nt > J->nblocks) nt = J->nblocks ? (int)J->nblocks : 1;
+  pthread_t tid[64];
+  if (nt > 64) nt = 64;
+  int started = 0;
+  for (int t = 1; t < nt; t++)
+    if (pthread_create(&tid[started], NULL, par_main, &P) == 0) started++;
+  par_main(&P);
+  for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+}
+
+/* Runs a top-k selection for sel[0..nsel) over keys produced by pass kind. */
+static void run_select(job_t *J, int kind, int threads) {
+  J->hist = fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint64_t));
+  int64_t above[FC_MERGE_MAX_MODELS];
+  J->pass = 0;
+  par_run(J, kind, threads);
+  for (int si = 0; si < J->nsel; si++) {
+    sel_t *S = &J->sel[si];
+    if (!S->active || S->done) continue;
+    const uint64_t *h = J->hist + (size_t)si * NBIN;
+    int64_t acc = 0;
+    int bin = NBIN - 1;
+    for (; bin > 0; bin--) {
+      if (acc + (int64_t)h[bin] >= S->k) break;
+      acc += (int64_t)h[bin];
+    }
+    S->hi = (uint32_t)bin;
+    above[si] = acc;
+  }
+  memset(J->hist, 0, (size_t)J->nsel * NBIN * sizeof(uint64_t));
+  J->pass = 1;
+  par_run(J, kind, threads);
+  int any_partial = 0;
+  for (int si = 0; si < J->nsel; si++) {
+    sel_t *S = &J->sel[si];
+    if (!S->active || S->done) continue;
+    const uint64_t *h = J->hist + (size_t)si * NBIN;
+    int64_t acc = above[si];
+    int bin = NBIN - 1;
+    for (; bin > 0; bin--) {
+      if (acc + (int64_t)h[bin] >= S->k) break;
+      acc += (int64_t)h[bin];
+    }
+    S->thr = S->hi << 16 | (uint32_t)bin;
+    S->need = S->k - acc;
+    S->all_eq = S->need == (int64_t)h[bin];
+    if (!S->all_eq) any_partial = 1;
+  }
+  if (any_partial) {
+    J->blk_eq = fc_xcalloc((size_t)J->nsel * J->nblocks, sizeof(int64_t));
+    J->pass = 2;
+    par_run(J, kind, threads);
+    for (int si = 0; si < J->nsel; si++) {
+      sel_t *S = &J->sel[si];
+      if (!S->active || S->done || S->all_eq) continue;
+      S->quota = fc_xmalloc(J->nblocks * sizeof(int64_t));
+      int64_t left = S->need;
+      /* quota[b]: -1 all of block b's ties are in, 0 none, else how many (in index order). */
+      for (size_t b = 0; b < J->nblocks; b++) {
+        int64_t e = J->blk_eq[(size_t)si * J->nblocks + b], take = e < left ? e : left;
+        left -= take;
+        S->quota[b] = take == e ? -1 : take;
+      }
+    }
+    free(J->blk_eq);
+    J->blk_eq = NULL;
+  }
+  free(J->hist);
+  J->hist = NULL;
+}
+
+/* ---- band selection: one pass instead of the radix select's two or three ----
+ * A sample of evenly spaced runs estimates where the k-th largest key lies; a pass then counts
+ * the keys above a band around it and collects the keys inside, and the exact threshold is
+ * found among the candidates. When the sample misleads (the k-th key is outside the band),
+ * the radix select runs instead, so the result is the same either way. */
+#define SRUNS 64   /* sample runs, evenly spaced */
+#define SRUN 1024  /* elements per run, at most */
+size_t fc_merge_band_hits;
+size_t fc_merge_band_min = 1u << 18; /* smaller tensors go straight to the radix select */
+#define BAND_MIN (fc_merge_band_min > SRUNS * 64 ? fc_merge_band_min : SRUNS * 64)
+static size_t srun_len(size_t n) { return n / SRUNS < SRUN ? n / SRUNS : SRUN; }
+
+static scratch_t *scratch_new(int nm) {
+  scratch_t *s = fc_xcalloc(1, sizeof *s);
+  s->b = fc_xmalloc(BLK * sizeof(float));
+  s->m = fc_xmalloc((size_t)(nm ? nm : 1) * BLK * sizeof(float));
+  s->a1 = fc_xmalloc(3 * BLK * sizeof(double));
+  s->a2 = s->a1 + BLK;
+  s->a3 = s->a2 + BLK;
+  return s;
+}
+
+static void scratch_free(scratch_t *s) {
+  free(s->b);
+  free(s->m);
+  free(s->a1);
+  free(s);
+}
+
+/* The element of rank r (0 = largest) of a[n], partially reordering a (quickselect). */
+static uint32_t nth_largest(uint32_t *a, size_t n, size_t r) {
+  size_t lo = 0, hi = n - 1;
+  while (lo < hi) {
+    uint32_t pivot = a[lo + (hi - lo) / 2];
+    size_t i = lo, j = hi;
+    while (i <= j) {
+      while (a[i] > pivot) i++;
+      while (a[j] < pivot) j--;
+      if (i <= j) {
+        uint32_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+        i++;
+        if (j == 0) break;
+        j--;
+      }
+    }
+    if (r <= j) hi = j;
+    else if (r >= i) lo = i;
+    else return a[r];
+  }
+  return a[r];
+}
+
+/* Band [lo, bhi] around the fraction q of largest keys in the sample ks[ns]. */
+static void band_setup(sel_t *S, uint32_t *ks, size_t ns, double q) {
+  if (q < 0) q = 0;
+  if (q > 1) q = 1;
+  double r = q * (double)ns, m = 4 * sqrt((double)ns * q * (1 - q)) + 32;
+  double ih = floor(r - m), il = ceil(r + m);
+  S->bhi = ih < 0 ? UINT32_MAX : nth_largest(ks, ns, (size_t)ih);
+  S->lo = il >= (double)ns ? 0 : nth_largest(ks, ns, (size_t)il);
+  S->band = 1;
+  S->above = 0;
+}
+
+static void ties_band_setup(job_t *J) {
+  scratch_t *s = scratch_new(J->nm);
+  size_t len = srun_len(J->n), ns = SRUNS * len;
+  uint32_t *ks = fc_xmalloc((size_t)J->nm * ns * sizeof *ks);
+  for (size_t r = 0; r < SRUNS; r++) {
+    load_range(J, s, (J->n / SRUNS) * r, len, 1);
+    for (int i = 0; i < J->nm; i++)
+      for (size_t j = 0; j < len; j++) ks[(size_t)i * ns + r * len + j] = f2u(fabsf(s->m[(size_t)i * BLK + j]));
+  }
+  for (int i = 0; i < J->nm; i++)
+    if (J->sel[i].active) band_setup(&J->sel[i], ks + (size_t)i * ns, ns, (double)J->sel[i].k / (double)J->n);
+  free(ks);
+  scratch_free(s);
+}
+
+static void sce_band_setup(job_t *J, double topk) {
+  scratch_t *s = scratch_new(J->nm);
+  size_t len = srun_len(J->n), ns = SRUNS * len, nz = 0;
+  uint32_t *ks = fc_xmalloc(ns * sizeof *ks);
+  float v[SRUN];
+  for (size_t r = 0; r < SRUNS; r++) {
+    load_range(J, s, (J->n / SRUNS) * r, len, 1);
+    block_var(J, s, len, v);
+    for (size_t j = 0; j < len; j++) {
+      ks[r * len + j] = f2u(v[j]);
+      nz += v[j] != 0.0f;
+    }
+  }
+  band_setup(&J->sel[0], ks, ns, topk * (double)nz / (double)ns);
+  free(ks);
+  scratch_free(s);
+}
+
+/* Exact threshold from the band candidates, if the k-th largest key is among them. */
+static int band_resolve(const job_t *J, sel_t *S) {
+  int64_t k = S->k;
+  if (!(S->above < k && k <= S->above + (int64_t)S->nc)) return 0;
+  int64_t kk = k - S->above, acc = 0;
+  uint64_t *h = fc_xcalloc(NBIN, sizeof *h);
+  for (size_t c = 0; c < S->nc; c++) h[S->ckey[c] >> 16]++;
+  int bin = NBIN - 1;
+  for (; bin > 0; bin--) {
+    if (acc + (int64_t)h[bin] >= kk) break;
+    acc += (int64_t)h[bin];
+  }
+  uint32_t hi = (uint32_t)bin;
+  memset(h, 0, NBIN * sizeof *h);
+  for (size_t c = 0; c < S->nc; c++)
+    if (S->ckey[c] >> 16 == hi) h[S->ckey[c] & 0xffff]++;
+  for (bin = NBIN - 1; bin > 0; bin--) {
+    if (acc + (int64_t)h[bin] >= kk) break;
+    acc += (int64_t)h[bin];
+  }
+  S->thr = hi << 16 | (uint32_t)bin;
+  S->need = kk - acc;
+  S->all_eq = S->need == (int64_t)h[bin];
+  free(h);
+  if (!S->all_eq) {
+    /* The first `need` ties in index order are in: count each block's ties, then hand the
+     * quota out in block order (within a block the final pass keeps them in index order). */
+    int64_t *tot = fc_xcalloc(J->nblocks, sizeof *tot), left = S->need;
+    for (size_t c = 0; c < S->nc; c++)
+      if (S->ckey[c] == S->thr) tot[S->cidx[c] / BLK]++;
+    S->quota = fc_xmalloc(J->nblocks * sizeof *S->quota);
+    for (size_t b = 0; b < J->nblocks; b++) {
+      int64_t take = tot[b] < left ? tot[b] : left;
+      left -= take;
+      S->quota[b] = take == tot[b] ? -1 : take;
+    }
+    free(tot);
+  }
+  S->done = 1;
+  __atomic_fetch_add(&fc_merge_band_hits, 1, __ATOMIC_RELAXED);
+  return 1;
+}
+
+/* SCE: adds the selected band candidates' squared deltas to the per-block partial sums. */
+static void sce_band_weights(job_t *J) {
+  const sel_t *S = &J->sel[0];
+  size_t cur = SIZE_MAX;
+  int64_t seen = 0, q = 0;
+  for (size_t c = 0; c < S->nc; c++) {
+    size_t b = S->cidx[c] / BLK;
+    if (b != cur) cur = b, seen = 0, q = S->all_eq ? -1 : S->quota[b];
+    uint32_t key = S->ckey[c];
+    int in = key > S->thr;
+    if (key == S->thr) in = q < 0 || seen++ < q;
+    if (!in) continue;
+    for (int i = 0; i < J->nm; i++) {
+      double d = S->cd[c * (size_t)J->nm + (size_t)i];
+      J->part[b * J->npart + (size_t)i] += d * d;
+    }
+  }
+}
+
+static void job_free(job_t *J) {
+  for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) {
+    free(J->sel[i].quota);
+    cand_free(&J->sel[i]);
+  }
+  free(J->blk_nz);
+  if (!J->ws) free(J->var);
+  free(J->part);
+  pthread_mutex_destroy(&J->mu);
+}
+
+/* Sum of the per-block partials of column c, in block order. */
+static double part_sum(const job_t *J, int c) {
+  double s = 0;
+  for (size_t b = 0; b < J->nblocks; b++) s += J->part[b * J->npart + c];
+  return s;
+}
+
+/* Buffers reused from tensor to tensor, so big ones are not faulted in afresh each time. */
+typedef struct workspace {
+  float *var;
+  size_t var_cap;
+} workspace_t;
+
+static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
+                            const fc_st_tensor_t *const *models, void *out, fc_dtype_t out_dt,
+                            double *model_w, int threads, fc_err_t *err) {
+  const int nm = cfg->nmodels;
+  fc_merge_method_t M = cfg->method;
+  assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
+  assert(base || M == FC_MERGE_LINEAR);
+  const fc_st_tensor_t *ref = base ? base : models[0];
+  for (int i = 0; i < nm; i++)
+    if (models[i]->numel != ref->numel)
+      return fc_err_set(err, FC_EMISMATCH, "tensor '%s': %s has %lld elements, the base %lld", name,
+                        cfg->models[i].path ? cfg->models[i].path : "a model",
+                        (long long)models[i]->numel, (long long)ref->numel);
+  if (M == FC_MERGE_SLERP && nm != 1)
+    return fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)",
+                      nm);
+  job_t J;
+  memset(&J, 0, sizeof J);
+  J.cfg = cfg;
+  J.method = M;
+  J.n = (size_t)ref->numel;
+  J.nblocks = (J.n + BLK - 1) / BLK;
+  J.nm = nm;
+  J.base = base;
+  J.models = models;
+  J.out = out;
+  J.out_dt = out_dt;
+  J.normalize = cfg->normalize >= 0 ? cfg->normalize : method_default_normalize(M);
+  J.rescale = cfg->rescale >= 0 ? cfg->rescale : method_default_rescale(M);
+  pthread_mutex_init(&J.mu, NULL);
+  double wsum = 0;
+  for (int i = 0; i < nm; i++) {
+    J.w[i] = (float)cfg->models[i].weight;
+    J.dens[i] = cfg->models[i].density;
+    J.dkey[i] = dare_model_key(cfg->seed, name, i);
+    wsum += J.w[i];
+  }
+  int rc = 0;
+  if (M == FC_MERGE_LINEAR) {
+    if (J.normalize && wsum == 0) {
+      rc = fc_err_set(err, FC_EINVAL, "linear: the model weights sum to zero (set normalize: false)");
+      goto done;
+    }
+    J.divisor = wsum;
+  } else {
+    J.divisor = fabs(wsum) < 1e-8 ? 1.0 : wsum;
+  }
+  if (J.n == 0) goto done;
+
+  if (M == FC_MERGE_TIES) {
+    int any = 0;
+    for (int i = 0; i < nm; i++) {
+      if (J.dens[i] >= 1) continue;
+      int64_t k = (int64_t)(J.dens[i] * (double)J.n);
+      if (k <= 0) {
+        rc = fc_err_set(err, FC_EINVAL,
+                        "ties: density %g keeps no element of tensor '%s' (%zu elements)",
+                        J.dens[i], name, J.n);
+        goto done;
+      }
+      J.sel[i].active = 1;
+      J.sel[i].k = k;
+      any = 1;
+    }
+    J.nsel = nm;
+    if (any && J.n >= BAND_MIN) {
+      ties_band_setup(&J);
+      par_run(&J, P_TIES_BAND, threads);
+      for (int i = 0; i < nm; i++) {
+        if (J.sel[i].active && !band_resolve(&J, &J.sel[i])) J.sel[i].band = 0;
+        cand_free(&J.sel[i]);
+      }
+    }
+    int left = 0;
+    for (int i = 0; i < nm; i++) left |= J.sel[i].active && !J.sel[i].done;
+    if (left) run_select(&J, P_TIES_HIST, threads);
+  } else if (M == FC_MERGE_SCE) {
+    J.npart = nm > 1 ? nm : 1;
+    J.part = fc_xcalloc(J.nblocks * (size_t)J.npart, sizeof(double));
+    double tk = cfg->select_topk;
+    int weights_done = 0;
+    if (tk <= 0) J.select = -1;
+    else if (tk >= 1) J.select = 0;
+    else {
+      if (ws) {
+        if (ws->var_cap < J.n) {
+          free(ws->var);
+          ws->var = fc_xmalloc(J.n * sizeof(float));
+          ws->var_cap = J.n;
+        }
+        J.var = ws->var;
+        J.ws = ws;
+      } else {
+        J.var = fc_xmalloc(J.n * sizeof(float));
+      }
+      J.blk_nz = fc_xcalloc(J.nblocks, sizeof *J.blk_nz);
+      J.nsel = 1;
+      if (J.n >= BAND_MIN) sce_band_setup(&J, tk);
+      par_run(&J, P_SCE_VAR, threads);
+      int64_t nz = 0;
+      for (size_t b = 0; b < J.nblocks; b++) nz += J.blk_nz[b];
+      /* mergekit computes k = int(count_nonzero * density) with a float32 tensor product. */
+      int64_t k = (int64_t)((float)nz * (float)tk);
+      if (k == 0) J.select = -1;
+      else {
+        J.select = 1;
+        J.sel[0].active = 1;
+        J.sel[0].k = k;
+        if (J.sel[0].band && band_resolve(&J, &J.sel[0])) {
+          sce_band_weights(&J);
+          weights_done = 1;
+        } else {
+          J.sel[0].band = 0;
+          run_select(&J, P_SCE_HIST, threads);
+        }
+      }
+      cand_free(&J.sel[0]);
+    }
+    if (!weights_done) {
+      memset(J.part, 0, J.nblocks * (size_t)J.npart * sizeof(double));
+      par_run(&J, P_SCE_W, threads);
+    }
+    double tot = 0, mw[FC_MERGE_MAX_MODELS];
+    for (int i = 0; i < nm; i++) tot += mw[i] = part_sum(&J, i) / (double)J.n;
+    for (int i = 0; i < nm; i++) J.sw[i] = fabs(tot) < 1e-6 ? 1.0f / nm : (float)(mw[i] / tot);
+  } else if (M == FC_MERGE_VARM) {
+    J.npart = nm;
+    J.part = fc_xcalloc(J.nblocks * (size_t)J.npart, sizeof(double));
+    par_run(&J, P_SUMSQ, threads);
+    double tot = 0, mw[FC_MERGE_MAX_MODELS];
+    for (int i = 0; i < nm; i++) tot += mw[i] = part_sum(&J, i) / (double)J.n;
+    for (int i = 0; i < nm; i++) J.sw[i] = tot == 0 ? 1.0f / nm : (float)(mw[i] / tot);
+  } else if (M == FC_MERGE_SLERP) {
+    J.npart = 3;
+    J.part = fc_xcalloc(J.nblocks * 3, sizeof(double));
+    par_run(&J, P_SLERP_DOT, threads);
+    double n0 = sqrt(part_sum(&J, 0)), n1 = sqrt(part_sum(&J, 1)), ab = part_sum(&J, 2);
+    const double eps = 1e-8, t = cfg->t;
+    double dot = ab / ((n0 > eps ? n0 : 1) * (n1 > eps ? n1 : 1));
+    if (fabs(dot) > 0.9995) {
+      J.s0 = (float)(1 - t);
+      J.s1 = (float)t;
+    } else {
+      double th0 = acos(dot), s0 = sin(th0), tht = th0 * t;
+      J.s0 = (float)(sin(th0 - tht) / s0);
+      J.s1 = (float)(sin(tht) / s0);
+    }
+  }
+  par_run(&J, P_FINAL, threads);
+done:
+  if (model_w)
+    for (int i = 0; i < nm; i++)
+      model_w[i] = M == FC_MERGE_SCE || M == FC_MERGE_VARM ? J.sw[i] : J.w[i];
+  job_free(&J);
+  return rc;
+}
+
+int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
+                    const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
+                    fc_err_t *err) {
+  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, FC_DT_F32, model_w, threads, err);
+}
+
+/* ---- whole-model runner ---- */
+
+/* Drops the pages of a finished tensor from our mapping, so resident memory stays at the
+ * tensors in flight instead of growing to whole models (the page cache keeps them anyway). */
+static void release_pages(const fc_st_tensor_t *t) {
+  if (!t || !t->nbytes) return;
+  long pg = sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
+  uintptr_t e = ((uintptr_t)t->data + t->nbytes + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+  madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Maps a tensor's pages in one call ahead of use, cheaper than a fault per few pages. */
+static void populate_pages(const fc_st_tensor_t *t) {
+#ifdef MADV_POPULATE_READ
+  if (!t || !t->nbytes) return;
+  long pg = sysconf(_SC_PAGESIZE);
+  uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
+  uintptr_t e = ((uintptr_t)t->data + t->nbytes + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
+  madvise((void *)a, e - a, MADV_POPULATE_READ);
+#else
+  (void)t;
+#endif
+}
+
+static int is_float_dt(fc_dtype_t d) {
+  return d == FC_DT_F32 || d == FC_DT_F16 || d == FC_DT_BF16 || d == FC_DT_F64;
+}
+
+static const char *base_name(const char *p) {
+  const char *s = strrchr(p, '/');
+  return s ? s + 1 : p;
+}
+
+/* config.json with torch_dtype set to the output dtype, and the tokenizer files, from the base
+ * model's directory (when the base is a directory). */
+static int copy_side_files(const char *base_path, const char *out_dir, int dtype, fc_err_t *err) {
+  static const char *files[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
+                                "tokenizer.model",    "vocab.json",            "merges.txt",
+                                "added_tokens.json",  "generation_config.json", "chat_template.jinja"};
+  char *cfg = fc_path_join(base_path, "config.json");
+  int rc = 0;
+  if (fc_path_exists(cfg)) {
+    char *dst = fc_path_join(out_dir, "config.json");
+    if (dtype < 0) {
+      rc = fc_copy_file(cfg, dst, err);
+    } else {
+      json_error_t jerr;
+      json_t *root = json_load_file(cfg, 0, &jerr);
+      if (!root) rc = fc_err_set(err, FC_EFORMAT, "%s: %s (line %d)", cfg, jerr.text, jerr.line);
+      else {
+        const char *tn = dtype == FC_DT_BF16 ? "bfloat16" : dtype == FC_DT_F16 ? "float16" : "float32";
+        json_object_set_new(root, "torch_dtype", json_string(tn));
+        char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(root);
+        fc_atomic_file_t af;
+        rc = fc_atomic_open(&af, dst, err);
+        if (!rc) {
+          if (fputs(txt, af.fp) == EOF || fputc('\n', af.fp) == EOF) {
+            fc_atomic_abort(&af);
+            rc = fc_err_set(err, FC_EIO, "cannot write %s", dst);
+          } else rc = fc_atomic_commit(&af, err);
+        }
+        free(txt);
+      }
+    }
+    free(dst);
+  }
+  free(cfg);
+  for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
+    char *src = fc_path_join(base_path, files[i]);
+    if (fc_path_exists(src)) {
+      char *dst = fc_path_join(out_dir, files[i]);
+      rc = fc_copy_file(src, dst, err);
+      free(dst);
+    }
+    free(src);
+  }
+  return rc;
+}
+
+static int same_path(const char *a, const char *b) {
+  char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+  int same = ra && rb ? !strcmp(ra, rb) : !strcmp(a, b);
+  free(ra);
+  free(rb);
+  return same;
+}
+
+int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *err) {
+  fc_merge_cfg_t cfg = *cfg_in;
+  fc_merge_method_t M = cfg.method;
+  if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
+  if (method_uses_base(M) && !cfg.base)
+    return fc_err_set(err, FC_EINVAL, "%s needs a base model", method_names[M]);
+  if (M == FC_MERGE_SLERP && !(cfg.t == cfg.t))
+    return fc_err_set(err, FC_EINVAL, "slerp needs the parameter t");
+  if (cfg.dtype >= 0 && cfg.dtype != FC_DT_F32 && cfg.dtype != FC_DT_F16 && cfg.dtype != FC_DT_BF16)
+    return fc_err_set(err, FC_EINVAL, "output dtype must be float32, float16 or bfloat16");
+  /* Task-vector methods skip the base if it is also listed, as mergekit does. */
+  fc_merge_model_t *list = fc_xmalloc((size_t)cfg.nmodels * sizeof *list);
+  int nm = 0;
+  for (int i = 0; i < cfg.nmodels; i++) {
+    if (method_uses_base(M) && same_path(cfg.models[i].path, cfg.base)) continue;
+    list[nm++] = cfg.models[i];
+  }
+  const char *base_path = cfg.base ? cfg.base : list[0].path;
+  int rc = 0;
+  fc_st_t *base = NULL, **st = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *st);
+  const fc_st_tensor_t **ins = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *ins);
+  fc_st_spec_t *specs = NULL;
+  const char **fnames = NULL, **tnames = NULL;
+  void *obuf = NULL;
+  size_t ocap = 0;
+  workspace_t ws = {0};
+  fc_st_writer_t *w = NULL;
+  if (nm == 0) {
+    rc = fc_err_set(err, FC_EINVAL, "no models besides the base to merge");
+    goto out;
+  }
+  if (nm > FC_MERGE_MAX_MODELS) {
+    rc = fc_err_set(err, FC_EINVAL, "at most %d models", FC_MERGE_MAX_MODELS);
+    goto out;
+  }
+  if (M == FC_MERGE_SLERP && nm != 1) {
+    rc = fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)", nm);
+    goto out;
+  }
+  cfg.models = list;
+  cfg.nmodels = nm;
+  /* Writing into an input's directory would replace that input. */
+  for (int i = -1; i < nm; i++) {
+    const char *p = i < 0 ? base_path : list[i].path;
+    if (same_path(p, out_dir)) {
+      rc = fc_err_set(err, FC_EINVAL, "the output directory %s is an input model", out_dir);
+      goto out;
+    }
+  }
+  if ((rc = fc_st_open(&base, base_path, err))) goto out;
+  for (int i = 0; i < nm; i++)
+    if ((rc = fc_st_open(&st[i], list[i].path, err))) goto out;
+  /* Same tensor names and shapes everywhere. */
+  size_t nt = fc_st_count(base);
+  for (int i = 0; i < nm && !rc; i++) {
+    for (size_t k = 0; k < nt && !rc; k++) {
+      const fc_st_tensor_t *b = fc_st_at(base, k), *t = fc_st_find(st[i], b->name);
+      if (!t) {
+        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is missing from %s", b->name, list[i].path);
+        break;
+      }
+      int same = t->ndim == b->ndim;
+      for (int d = 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
+      if (!same) {
+        int vocab = strstr(b->name, "embed_tokens") || strstr(b->name, "lm_head") || strstr(b->name, "wte");
+        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' has shape %lldx... in %s but %lldx... in %s%s",
+                        b->name, b->ndim ? (long long)t->shape[0] : 1LL, list[i].path,
+                        b->ndim ? (long long)b->shape[0] : 1LL, base_path,
+                        vocab ? " (the vocabularies differ in size; merging them is not supported)" : "");
+      } else if (is_float_dt(b->dtype) != is_float_dt(t->dtype)) {
+        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is %s in %s but %s in %s", b->name,
+                        fc_dtype_name(t->dtype), list[i].path, fc_dtype_name(b->dtype), base_path);
+      }
+    }
+    if (!rc && fc_st_count(st[i]) != nt) {
+      for (size_t k = 0; k < fc_st_count(st[i]); k++)
+        if (!fc_st_find(base, fc_st_at(st[i], k)->name)) {
+          rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' of %s is not in the base %s",
+                          fc_st_at(st[i], k)->name, list[i].path, base_path);
+          break;
+        }
+    }
+  }
+  if (rc) goto out;
+  if ((rc = fc_mkdir_p(out_dir, err))) goto out;
+
+  /* Output layout: the base's shards and order, the base's dtype unless cfg.dtype says. */
+  specs = fc_xcalloc(nt ? nt : 1, sizeof *specs);
+  fnames = fc_xcalloc(nt ? nt : 1, sizeof *fnames);
+  tnames = fc_xcalloc(nt ? nt : 1, sizeof *tnames);
+  size_t nshards = fc_st_num_shards(base);
+  uint64_t total = 0;
+  for (size_t k = 0; k < nt; k++) {
+    const fc_st_tensor_t *b = fc_st_at(base, k);
+    specs[k].name = b->name;
+    specs[k].ndim = b->ndim;
+    memcpy(specs[k].shape, b->shape, sizeof b->shape);
+    fc_dtype_t od = b->dtype;
+    if (is_float_dt(b->dtype)) {
+      if (cfg.dtype >= 0) od = (fc_dtype_t)cfg.dtype;
+      else if (od == FC_DT_F64) od = FC_DT_F32;
+    }
+    specs[k].dtype = od;
+    tnames[k] = b->name;
+    fnames[k] = nshards > 1 ? base_name(fc_st_shard_path(base, (size_t)b->shard)) : "model.safetensors";
+    total += (uint64_t)b->numel * fc_dtype_size(od);
+  }
+  fc_merge_stats_t local = {0};
+  fc_merge_stats_t *stats = cfg.stats ? cfg.stats : &local;
+  memset(stats, 0, sizeof *stats);
+  stats->nmodels = nm;
+  for (int i = 0; i < nm; i++) stats->model_path[i] = list[i].path;
+  double t0 = fc_now();
+  int threads = cfg.threads > 0 ? cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (threads < 1) threads = 1;
+  size_t nweighted = 0;
+  for (size_t k = 0; k < nt && !rc;) {
+    int shard = fc_st_at(base, k)->shard;
+    size_t k1 = k;
+    while (k1 < nt && fc_st_at(base, k1)->shard == shard) k1++;
+    char *path = fc_path_join(out_dir, fnames[k]);
+    rc = fc_st_writer_new(&w, path, specs + k, k1 - k, (const char *const[]){"format", "pt", NULL}, err);
+    free(path);
+    for (size_t j = k; j < k1 && !rc; j++) {
+      const fc_st_tensor_t *b = fc_st_at(base, j);
+      for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);
+      if (method_uses_base(M)) populate_pages(b);
+      for (int i = 0; i < nm; i++) populate_pages(ins[i]);
+      size_t ob = (size_t)b->numel * fc_dtype_size(specs[j].dtype);
+      if (ob > ocap) {
+        free(obuf);
+        obuf = fc_xmalloc(ob);
+        ocap = ob;
+      }
+      if (!is_float_dt(b->dtype)) {
+        fc_warn("tensor '%s' is %s, not a float type: copied from the base", b->name,
+                fc_dtype_name(b->dtype));
+        rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);
+      } else {
+        double mw[FC_MERGE_MAX_MODELS];
+        rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, obuf,
+                              specs[j].dtype, mw, threads, err);
+        if (!rc) {
+          for (int i = 0; i < nm; i++) stats->mean_weight[i] += mw[i];
+          nweighted++;
+          rc = fc_st_writer_put_raw(w, j - k, obuf, ob, err);
+        }
+      }
+      stats->bytes_in += (double)b->nbytes * (method_uses_base(M) ? 1 : 0);
+      for (int i = 0; i < nm; i++) stats->bytes_in += (double)ins[i]->nbytes;
+      release_pages(b);
+      for (int i = 0; i < nm; i++) release_pages(ins[i]);
+      stats->ntensors++;
+      if (!rc && cfg.progress && cfg.progress(cfg.progress_ctx, (double)(j + 1) / (double)nt, b->name))
+        rc = fc_err_set(err, FC_ECANCEL, "merge cancelled after tensor '%s'", b->name);
+    }
+    if (!rc) rc = fc_st_writer_finish(&w, err);
+    k = k1;
+  }
+  if (rc) goto out;
+  for (int i = 0; i < nm && nweighted; i++) stats->mean_weight[i] /= (double)nweighted;
+  {
+    /* A file left by an earlier merge in the other layout would shadow this one. */
+    char *ip = fc_path_join(out_dir, "model.safetensors.index.json");
+    char *sp = fc_path_join(out_dir, "model.safetensors");
+    if (nshards > 1) {
+      unlink(sp);
+      rc = fc_st_write_index(ip, nt, tnames, fnames, total, err);
+    } else {
+      unlink(ip);
+    }
+    free(ip);
+    free(sp);
+    if (rc) goto out;
+  }
+  if ((rc = copy_side_files(base_path, out_dir, cfg.dtype, err))) goto out;
+  stats->seconds = fc_now() - t0;
+out:
+  if (w) fc_st_writer_abort(&w);
+  free(obuf);
+  free(ws.var);
+  free(specs);
+  free(fnames);
+  free(tnames);
+  for (int i = 0; i < nm; i++) fc_st_close(&st[i]);
+  free(st);
+  free(ins);
+  fc_st_close(&base);
+  free(list);
+  return rc;
+}

@@ -1,0 +1,150 @@
+/* Model merging (FuseChat's SCE and VaRM, and mergekit's linear, task arithmetic, TIES, DARE and
+ * SLERP), streamed tensor by tensor over memory-mapped inputs so memory stays at a few tensors.
+ * Every method follows mergekit's definition (same parameter names, defaults and results); where
+ * a detail is ours (tie-breaking, the DARE mask) it is stated here. */
+/*
+ * Notes on the definitions (read from mergekit's merge_methods/ and sparsify.py, and from
+ * FuseAI's FuseChat/mergekit/.../sce_merging.py and FuseChat/merge/VaRM/merge.py):
+ * - TIES keeps k = int(density * numel) elements of each d_i by |d_i| (mergekit: argsort;
+ *   k == 0 is an error, as its assert); ties at the boundary go to the lower index. The
+ *   majority sign is that of sum_i w_i d_i' (zero counts as positive); an entry agrees when
+ *   sign(w_i d_i') equals it, so zeros never count; divisor sum_i w_i m_i, 0 -> 1.
+ * - task_arithmetic / dare_linear: divisor sum_i w_i, |.| < 1e-8 -> 1, applied only when
+ *   normalize (default off). linear divides by sum_i w_i when normalize (default on); a zero
+ *   sum is an error here (mergekit would produce inf/nan).
+ * - DARE: mergekit draws torch.bernoulli; ours is the counter-based mask below, so runs are
+ *   reproducible across runs and thread counts. rescale divides survivors by density.
+ * - SCE follows current mergekit (sce.py, 2025): k = int(count_nonzero(var) * select_topk)
+ *   (a float32 product), weights from the *masked* deltas, uniform when their sum is below
+ *   1e-6, divisor clamped to 1e-6. Older mergekit (2024) and FuseChat's release guard with
+ *   "sum == 0 -> uniform" and "divisor == 0 -> 1" instead. Beware: with real fine-tuning
+ *   deltas (|d| ~ 1e-4..1e-3) the mean squares sum to less than 1e-6 on many tensors, and then
+ *   upstream SCE (and ours) silently uses uniform weights there.
+ * - sce_mask_scope=weights reproduces FuseChat's release: the variance selection only feeds
+ *   the weights; the erase step and the merge use the full deltas.
+ * - VaRM: W_i = mean(d_i^2) / sum_j mean(d_j^2) per tensor, uniform when the sum is 0; the
+ *   release script computes its weights offline from an analysis file.
+ * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
+ * - Sums over models are per element in f64 (mergekit: the model dtype); variance and mean
+ *   squares in f64. Results agree with the PyTorch reference within 1e-6 relative. mergekit
+ *   computes in its config's `dtype` (often bf16); we always compute in f32/f64, so a bf16
+ *   mergekit run agrees with ours to bf16 rounding. YAML `dtype`/`out_dtype` pick our output.
+ * - DARE's rescale is 1/density (the DARE paper, mergekit 2024); mergekit's 2025 sparsify.py
+ *   has a rescale_norm (l1/l2/linf norm matching) that newer versions may pass instead.
+ */
+#ifndef FC_MERGE_H
+#define FC_MERGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fc_st.h"
+#include "fc_util.h"
+
+typedef enum {
+  FC_MERGE_LINEAR,          /* sum_i w_i M_i (/ sum_i w_i when normalize, default true) */
+  FC_MERGE_TASK_ARITHMETIC, /* base + sum_i w_i d_i (/ sum w when normalize, default false) */
+  FC_MERGE_TIES,            /* magnitude top-density, sign election, mean of agreeing (norm. on) */
+  FC_MERGE_DARE_TIES,       /* random drop (counter mask), rescale 1/density, sign election */
+  FC_MERGE_DARE_LINEAR,     /* random drop, rescale, weighted sum */
+  FC_MERGE_SLERP,           /* spherical interpolation base -> other model, factor t */
+  FC_MERGE_SCE,             /* FuseChat: select by variance, calculate weights, erase signs */
+  FC_MERGE_VARM,            /* FuseChat v1: sum_i W_i M_i, W_i ~ mean(d_i^2) */
+  FC_MERGE_COUNT
+} fc_merge_method_t;
+
+const char *fc_merge_method_name(fc_merge_method_t m);
+int fc_merge_method_parse(const char *s, fc_merge_method_t *out); /* 0 or FC_EINVAL */
+
+/* Which elements SCE's selection applies to. */
+typedef enum {
+  FC_SCE_SCOPE_DELTAS,  /* upstream mergekit: unselected deltas are zeroed before erase/merge */
+  FC_SCE_SCOPE_WEIGHTS, /* FuseChat release: selection only feeds the weight calculation */
+} fc_sce_scope_t;
+
+typedef struct fc_merge_model {
+  const char *path; /* model directory, safetensors file or index (borrowed) */
+  double weight;    /* per-model weight (default 1) */
+  double density;   /* kept fraction for ties/dare (default 1) */
+} fc_merge_model_t;
+
+/* Per-model summary filled by fc_merge_run (when cfg->stats is set). */
+#define FC_MERGE_MAX_MODELS 64
+typedef struct fc_merge_stats {
+  int nmodels;                              /* models that carry a task vector / weight */
+  const char *model_path[FC_MERGE_MAX_MODELS]; /* their paths (borrowed from the config) */
+  double mean_weight[FC_MERGE_MAX_MODELS];  /* SCE/VaRM weight per model, mean over tensors */
+  size_t ntensors;
+  double bytes_in;                          /* bytes of input weights read */
+  double seconds;
+} fc_merge_stats_t;
+
+typedef struct fc_merge_cfg {
+  fc_merge_method_t method;
+  const char *base;               /* base model path; NULL for linear means the first model */
+  const fc_merge_model_t *models; /* [nmodels] */
+  int nmodels;
+  /* Global parameters; a negative value / -1 means "the method's default" (mergekit's). */
+  double select_topk; /* sce: fraction of non-zero-variance elements kept (default 1) */
+  double t;           /* slerp: interpolation factor (required) */
+  int normalize;      /* -1 default (linear, ties: 1; others: 0) */
+  int rescale;        /* -1 default (dare_*: 1): divide DARE survivors by density */
+  fc_sce_scope_t sce_mask_scope;
+  int dtype;          /* output fc_dtype_t, or -1 for the base's dtype */
+  uint64_t seed;      /* DARE drop masks */
+  int threads;        /* 0: all cores */
+  fc_progress_fn progress; /* after each tensor: fraction of tensors done, the tensor's name;
+                              non-zero stops the merge (FC_ECANCEL; no half-written
+                              file is left, the index is not written) */
+  void *progress_ctx;
+  fc_merge_stats_t *stats; /* optional output */
+} fc_merge_cfg_t;
+
+/* Fills defaults: weight 1, density 1, normalize/rescale by method, dtype of base, seed 0. */
+void fc_merge_cfg_init(fc_merge_cfg_t *cfg);
+
+/* Merges the models into out_dir (created if needed): safetensors sharded like the base,
+ * config.json (torch_dtype updated) and tokenizer files copied from the base. Tensor names and
+ * shapes must agree across models; a mismatch is FC_EMISMATCH naming the tensor and model. */
+int fc_merge_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_err_t *err);
+
+/* Parses a mergekit-style YAML config into cfg. Strings (paths) are owned by *arena, freed with
+ * fc_merge_yaml_free. Errors carry the file name and line. */
+typedef struct fc_merge_yaml {
+  fc_merge_model_t *models;
+  char **strings;
+  size_t nstrings;
+} fc_merge_yaml_t;
+int fc_merge_yaml_load(const char *path, fc_merge_cfg_t *cfg, fc_merge_yaml_t *arena,
+                       fc_err_t *err);
+int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge_cfg_t *cfg,
+                        fc_merge_yaml_t *arena, fc_err_t *err);
+void fc_merge_yaml_free(fc_merge_yaml_t *arena);
+/* Sets one global parameter by name (select_topk, t, normalize, rescale, sce_mask_scope, seed,
+ * int8_mask); used by the YAML parser and the CLI's --param k=v. */
+int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, fc_err_t *err);
+
+/* ---- per-tensor kernel, exposed for tests ----
+ * One tensor of every input (raw, any float dtype) in, the merged tensor out as f32 [n].
+ * models[i] is the tensor of cfg->models[i] (i < cfg->nmodels, base excluded for the
+ * task-vector methods); base may be NULL only for linear. model_w[i] receives the weight SCE/VaRM gave model i (NULL
+ * to skip). threads: worker count (results do not depend on it). tensor_name keys the DARE
+ * mask: element j of model i is kept iff u < density, with
+ *   h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); r = splitmix64(h + j / 2);
+ *   u = (j even ? r >> 32 : r & 0xffffffff) * 2^-32   (one draw serves two elements).
+ * Ties in magnitude (TIES) or variance (SCE) at the top-k boundary go to the lower index. */
+int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
+                    const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
+                    fc_err_t *err);
+
+/* Tensors with at least this many elements find top-k thresholds with a sampled band and one
+ * pass, smaller ones with a two-level radix select (same results; a knob for tests). */
+extern size_t fc_merge_band_min;
+extern size_t fc_merge_band_hits; /* selections the band pass resolved (not thread-safe; tests) */
+
+/* The DARE keep decision, for tests and references. */
+int fc_merge_dare_keep(uint64_t seed, const char *tensor_name, int model, uint64_t elem,
+                       double density);
+uint64_t fc_merge_fnv1a64(const char *s);
+
+#endif

@@ -1,0 +1,303 @@
+#!/usr/bin/python3
+"""Reference merges for tests/test_merge.c, written from mergekit's definitions (merge_methods/
+linear.py, generalized_task_arithmetic.py + sparsify.py for task_arithmetic/ties/dare, slerp.py,
+sce.py) and FuseChat's (SCE with the selection feeding only the weights; VaRM), in
+PyTorch/NumPy, independent of the C code.
+
+Where mergekit leaves a detail open, this script fixes it the way fc_merge.h documents:
+  * top-k ties (TIES magnitudes, SCE variances) go to the lower flat index (stable sort);
+  * DARE's Bernoulli mask is counter-based: keep element j of model i iff u < density with
+    h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); r = splitmix64(h + j // 2);
+    u = (r >> 32 if j is even else r & 0xffffffff) * 2^-32;
+  * per-element sums over models and per-tensor sums of squares are taken in float64.
+
+Writes tiny "models" (HF layout; the base is sharded in two files) and one YAML config plus
+the expected merged tensors per case. Run by hand:
+  /usr/bin/python3 tests/ref/make_merge_fixtures.py tests/fixtures/merge"""
+import json, math, os, struct, sys
+
+import numpy as np
+import torch
+
+OUT = sys.argv[1]
+g = torch.Generator().manual_seed(20240807)
+M64 = (1 << 64) - 1
+
+
+def write_st(path, tensors):
+    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, t in tensors.items():
+        b = t.contiguous().numpy().astype(np.float32).tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode()
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+# ---- fixture models ----
+# Shapes: an embedding, a projection with bias, an MLP matrix larger than two C blocks (8192
+# elements) and the band selection's sample (16384) whose deltas are quantised to multiples of 1/4 (ties in magnitude and variance,
+# exact zeros), a tensor whose deltas are all exactly zero, and two 1-D norms.
+SHAPES = {
+    "model.embed_tokens.weight": (16, 12),
+    "model.layers.0.self_attn.q_proj.weight": (24, 16),
+    "model.layers.0.self_attn.q_proj.bias": (24,),
+    "model.layers.0.mlp.up_proj.weight": (128, 136),
+    "model.layers.0.post_attention_layernorm.weight": (16,),
+    "model.norm.weight": (16,),
+}
+QUANT = "model.layers.0.mlp.up_proj.weight"
+ZERO = "model.layers.0.post_attention_layernorm.weight"
+names = list(SHAPES)
+base = {n: torch.randn(*s, generator=g) for n, s in SHAPES.items()}
+base["model.norm.weight"] = 1 + 0.1 * torch.randn(16, generator=g)
+base[ZERO] = torch.ones(16)
+models = []
+for i in range(3):
+    m = {}
+    for n, s in SHAPES.items():
+        if n == ZERO:
+            d = torch.zeros(*s)
+        elif n == QUANT:
+            d = torch.randint(-2, 3, s, generator=g).float() * 0.25  # {-.5..+.5}, 20% zeros
+        else:
+            d = 0.1 * (i + 1) * torch.randn(*s, generator=g)
+        m[n] = (base[n] + d).float()
+    models.append(m)
+
+os.makedirs(OUT, exist_ok=True)
+bdir = os.path.join(OUT, "base")
+os.makedirs(bdir, exist_ok=True)
+shard1 = {n: base[n] for n in names[:2]}
+shard2 = {n: base[n] for n in names[2:]}
+f1, f2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+write_st(os.path.join(bdir, f1), shard1)
+write_st(os.path.join(bdir, f2), shard2)
+wm = {n: f1 for n in shard1}
+wm.update({n: f2 for n in shard2})
+with open(os.path.join(bdir, "model.safetensors.index.json"), "w") as f:
+    json.dump({"metadata": {"total_size": 0}, "weight_map": wm}, f, indent=1)
+with open(os.path.join(bdir, "config.json"), "w") as f:
+    json.dump({"model_type": "llama", "hidden_size": 16, "torch_dtype": "float32"}, f, indent=1)
+with open(os.path.join(bdir, "tokenizer.json"), "w") as f:
+    f.write('{"version": "1.0", "note": "fixture: copied verbatim by the merge"}\n')
+for i, m in enumerate(models):
+    d = os.path.join(OUT, "m%d" % (i + 1))
+    os.makedirs(d, exist_ok=True)
+    write_st(os.path.join(d, "model.safetensors"), m)
+
+
+# ---- helpers ----
+def splitmix64(x):
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(M64)
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(M64)
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(M64)
+    return x ^ (x >> np.uint64(31))
+
+
+def fnv1a64(s):
+    h = 0xCBF29CE484222325
+    for c in s.encode():
+        h = ((h ^ c) * 0x100000001B3) & M64
+    return h
+
+
+def dare_mask(seed, name, i, n, density):
+    with np.errstate(over="ignore"):
+        h = splitmix64(np.uint64(seed ^ fnv1a64(name)))
+        h = splitmix64(np.uint64((int(h) + i) & M64))
+        j = np.arange(n, dtype=np.uint64)
+        r = splitmix64(h + (j >> np.uint64(1)))
+    x = np.where(j % np.uint64(2) == 0, r >> np.uint64(32), r & np.uint64(0xFFFFFFFF))
+    u = x.astype(np.float64) * 2.0 ** -32
+    return torch.from_numpy(u < density)
+
+
+def topk_mask(keys32, k):
+    """k largest of a float32 vector, ties to the lower index."""
+    order = np.argsort(-keys32.numpy().astype(np.float64), kind="stable")[:k]
+    m = torch.zeros(keys32.numel(), dtype=torch.bool)
+    m[torch.from_numpy(order)] = True
+    return m
+
+
+def seqsum64(rows):
+    s = torch.zeros_like(rows[0], dtype=torch.float64)
+    for r in rows:
+        s = s + r.double()
+    return s
+
+
+# ---- methods (flat float32 vectors in, float32 out) ----
+def linear(name, b, ms, w, p):
+    acc = seqsum64([(torch.tensor(wi, dtype=torch.float32) * m) for wi, m in zip(w, ms)])
+    if p.get("normalize", True):
+        acc = acc / sum(float(np.float32(x)) for x in w)
+    return acc.float()
+
+
+def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_rescale):
+    normalize = p.get("normalize", default_norm)
+    rescale = p.get("rescale", default_rescale)
+    deltas = []
+    for i, m in enumerate(ms):
+        d = m - b
+        if sparsify == "magnitude" and dens[i] < 1:
+            k = int(dens[i] * d.numel())
+            d = torch.where(topk_mask(d.abs(), k), d, torch.zeros_like(d))
+        elif sparsify == "random" and dens[i] < 1:
+            keep = dare_mask(p.get("seed", 0), name, i, d.numel(), dens[i])
+            d = torch.where(keep, d, torch.zeros_like(d))
+            if rescale:
+                d = d / torch.tensor(dens[i], dtype=torch.float32)
+        deltas.append(d)
+    w32 = [torch.tensor(x, dtype=torch.float32) for x in w]
+    wd = [d * wi for d, wi in zip(deltas, w32)]
+    if consensus:
+        maj_pos = seqsum64(wd) >= 0
+        masks = [torch.where(maj_pos, x > 0, x < 0) for x in wd]
+        mixed = seqsum64([torch.where(mk, x, torch.zeros_like(x)) for x, mk in zip(wd, masks)])
+        div = seqsum64([mk.double() * float(wi) for mk, wi in zip(masks, w32)])
+        div[div == 0] = 1
+    else:
+        mixed = seqsum64(wd)
+        div = sum(float(x) for x in w32)
+        if abs(div) < 1e-8:
+            div = 1.0
+    if normalize:
+        mixed = mixed / div
+    return (b.double() + mixed).float()
+
+
+def slerp(name, b, ms, p):
+    v0, v1, t = b.double(), ms[0].double(), p["t"]
+    n0, n1 = v0.norm().item(), v1.norm().item()
+    eps = 1e-8
+    dot = (v0 * v1).sum().item() / ((n0 if n0 > eps else 1) * (n1 if n1 > eps else 1))
+    if abs(dot) > 0.9995:
+        s0, s1 = 1 - t, t
+    else:
+        th0 = math.acos(dot)
+        s0, s1 = math.sin(th0 - th0 * t) / math.sin(th0), math.sin(th0 * t) / math.sin(th0)
+    s0, s1 = np.float32(s0), np.float32(s1)
+    return (torch.tensor(s0) * b + torch.tensor(s1) * ms[0]).float()
+
+
+def sce(name, b, ms, p, weights_out):
+    topk = p.get("select_topk", 1.0)
+    scope = p.get("sce_mask_scope", "deltas")
+    deltas = [m - b for m in ms]
+    n = len(deltas)
+    if topk <= 0:
+        sel = torch.zeros(b.numel(), dtype=torch.bool)
+    elif topk >= 1:
+        sel = torch.ones(b.numel(), dtype=torch.bool)
+    else:
+        mean = seqsum64(deltas) / n
+        var = seqsum64([(d.double() - mean) ** 2 for d in deltas]) / n
+        var32 = var.float()
+        nz = torch.count_nonzero(var32)
+        k = int(nz * topk)  # a float32 tensor product, as in mergekit
+        sel = topk_mask(var32, k) if k > 0 else torch.zeros(b.numel(), dtype=torch.bool)
+    sel_d = [torch.where(sel, d, torch.zeros_like(d)) for d in deltas]
+    ms2 = [(x.double() ** 2).sum().item() / x.numel() for x in sel_d]
+    tot = sum(ms2)
+    W = [1.0 / n] * n if abs(tot) < 1e-6 else [x / tot for x in ms2]
+    W = [float(np.float32(x)) for x in W]
+    weights_out.append(W)
+    use = sel_d if scope == "deltas" else deltas
+    maj_pos = seqsum64(use) >= 0
+    masks = [torch.where(maj_pos, x > 0, x < 0) for x in use]
+    mixed = seqsum64([torch.where(mk, x.double() * wi, torch.zeros_like(x, dtype=torch.float64))
+                      for x, mk, wi in zip(use, masks, W)])
+    div = seqsum64([mk.double() * wi for mk, wi in zip(masks, W)]).clamp(min=1e-6)
+    return (b.double() + mixed / div).float()
+
+
+def varm(name, b, ms, weights_out):
+    ms2 = [((m - b).double() ** 2).sum().item() / b.numel() for m in ms]
+    tot = sum(ms2)
+    W = [1.0 / len(ms)] * len(ms) if tot == 0 else [x / tot for x in ms2]
+    W = [float(np.float32(x)) for x in W]
+    weights_out.append(W)
+    acc = seqsum64([torch.tensor(wi, dtype=torch.float32) * m for wi, m in zip(W, ms)])
+    return acc.float()
+
+
+# ---- cases: (name, method, [(model index, weight, density)], global parameters) ----
+CASES = [
+    ("linear", "linear", [(1, 0.5, None), (2, 0.3, None), (3, 0.2, None)], {}),
+    ("linear_nonorm", "linear", [(1, 1.0, None), (2, 0.5, None)], {"normalize": False}),
+    ("task_arithmetic", "task_arithmetic", [(1, 0.5, None), (2, 0.7, None), (3, -0.3, None)], {}),
+    ("ties", "ties", [(1, 1.0, 0.5), (2, 0.5, 0.3), (3, 0.8, 0.7)], {}),
+    ("ties_nonorm", "ties", [(1, 1.0, 0.5), (2, 0.5, 0.3), (3, 0.8, 0.7)], {"normalize": False}),
+    ("dare_ties", "dare_ties", [(1, 1.0, 0.6), (2, 0.5, 0.5), (3, 0.8, 0.8)], {"seed": 7}),
+    ("dare_linear", "dare_linear", [(1, 0.6, 0.6), (2, 0.4, 0.5)], {"seed": 11}),
+    ("slerp", "slerp", [(0, 1.0, None), (1, 1.0, None)], {"t": 0.3}),
+    ("sce", "sce", [(1, None, None), (2, None, None), (3, None, None)], {"select_topk": 0.3}),
+    ("sce_weights", "sce", [(1, None, None), (2, None, None), (3, None, None)],
+     {"select_topk": 0.3, "sce_mask_scope": "weights"}),
+    ("sce_all", "sce", [(1, None, None), (2, None, None), (3, None, None)], {}),
+    ("varm", "varm", [(1, None, None), (2, None, None), (3, None, None)], {}),
+]
+
+edir = os.path.join(OUT, "expected")
+os.makedirs(edir, exist_ok=True)
+summary = {}
+for cname, method, mlist, params in CASES:
+    lines = ["# fixture case %s (tests/ref/make_merge_fixtures.py)" % cname,
+             "merge_method: %s" % method, "base_model: base", "models:"]
+    for idx, w, dn in mlist:
+        lines.append("  - model: %s" % ("base" if idx == 0 else "m%d" % idx))
+        ps = []
+        if w is not None:
+            ps.append("weight: %r" % w)
+        if dn is not None:
+            ps.append("density: %r" % dn)
+        if ps:
+            lines.append("    parameters: {%s}" % ", ".join(ps))
+    gp = {k: v for k, v in params.items() if k != "seed"}
+    if gp:
+        lines.append("parameters:")
+        for k, v in gp.items():
+            lines.append("  %s: %s" % (k, str(v).lower() if isinstance(v, bool) else v))
+    if "seed" in params:
+        lines.append("seed: %d" % params["seed"])
+    with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+    inputs = [models[idx - 1] for idx, _, _ in mlist if idx != 0 or method == "linear"]
+    w = [x[1] if x[1] is not None else 1.0 for x in mlist if x[0] != 0]
+    dens = [x[2] if x[2] is not None else 1.0 for x in mlist if x[0] != 0]
+    out, wlog = {}, []
+    for n in names:
+        b = base[n].flatten()
+        ms = [m[n].flatten() for m in inputs]
+        if method == "linear":
+            r = linear(n, b, ms, w, params)
+        elif method == "task_arithmetic":
+            r = gta(n, b, ms, w, dens, params, None, False, False, False)
+        elif method == "ties":
+            r = gta(n, b, ms, w, dens, params, "magnitude", True, True, False)
+        elif method == "dare_ties":
+            r = gta(n, b, ms, w, dens, params, "random", True, False, True)
+        elif method == "dare_linear":
+            r = gta(n, b, ms, w, dens, params, "random", False, False, True)
+        elif method == "slerp":
+            r = slerp(n, b, ms, params)
+        elif method == "sce":
+            r = sce(n, b, ms, params, wlog)
+        elif method == "varm":
+            r = varm(n, b, ms, wlog)
+        out[n] = r.reshape(SHAPES[n])
+    write_st(os.path.join(edir, cname + ".safetensors"), out)
+    if wlog:
+        summary[cname] = [sum(col) / len(col) for col in zip(*wlog)]
+with open(os.path.join(edir, "weights.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+print("wrote", len(CASES), "cases to", OUT)

@@ -1,0 +1,315 @@
+/* fusectl demo: the built-in fusion experiment. Generates chat tasks, trains a pivot and two
+ * sources of different tokenizers and architectures from scratch (cached), then runs the
+ * fusion job through the daemons on this machine and prints the evaluation table. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fc_bpe_train.h"
+#include "fc_config.h"
+#include "fc_tasks.h"
+
+extern char **environ;
+
+/* snprintf for paths; the work directory is checked to be short enough that none truncates. */
+static void pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pathf(char *buf, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, n, fmt, ap);
+  va_end(ap);
+}
+
+/* One model of the experiment: its tokenizer, its architecture and what it is trained on. */
+typedef struct demo_model {
+  const char *name, *role;
+  const char *type;      /* llama, qwen2, mistral */
+  fc_tok_kind_t tok;     /* byte-level or SentencePiece-style BPE */
+  int vocab;             /* BPE vocabulary, before the two ChatML tokens */
+  int hidden, layers, heads, kv_heads, ffn;
+  const char *mix;       /* families it is trained on, weighted */
+  double steps_scale;    /* share of the recipe's pre-training steps */
+} demo_model_t;
+
+static const demo_model_t models[] = {
+    /* The pivot: general (every family equally) but small and briefly trained. */
+    {"pivot", "pivot", "llama", FC_TOK_BYTELEVEL, 512, 128, 4, 4, 2, 352, "arith=1,convert=1,strings=1,facts=1", 0.5},
+    /* Source A knows the world's facts and unit conversions (qwen2: q/k/v biases, MHA). */
+    {"src-facts", "source", "qwen2", FC_TOK_BYTELEVEL, 768, 160, 3, 5, 5, 448, "facts=6,convert=3,arith=1,strings=1", 1.0},
+    /* Source B is good at arithmetic and strings (SentencePiece vocabulary, GQA, deeper). */
+    {"src-arith", "source", "mistral", FC_TOK_SENTENCEPIECE, 640, 128, 5, 4, 2, 384, "arith=6,strings=3,facts=1,convert=1", 1.0},
+};
+#define NMODELS (sizeof models / sizeof models[0])
+
+typedef struct recipe {
+  const char *name;
+  int pre_convs;      /* conversations each model is pre-trained on */
+  int pre_steps;      /* optimizer steps of pre-training (scaled per model) */
+  int fusion_convs;   /* the fusion set */
+  int eval_per_family;
+  int target_epochs;
+  double target_lr;
+  int batch;
+} recipe_t;
+
+static const recipe_t full = {"full", 24000, 900, 4000, 40, 1, 1e-3, 32};
+static const recipe_t quick = {"quick", 3000, 120, 400, 12, 1, 1e-3, 16};
+
+static void usage(FILE *fp) {
+  fprintf(fp,
+          "Usage: fusectl demo [--workdir DIR] [--quick] [--threads N] [--fresh]\n"
+          "\n"
+          "Runs the built-in knowledge-fusion experiment end to end on this machine:\n"
+          "  1. generates chat tasks (arith, convert, strings, facts) with held-out sets;\n"
+          "  2. trains three models from scratch with their own BPE tokenizers: a general but\n"
+          "     weak pivot (llama, byte-level BPE), a source strong on facts and conversions\n"
+          "     (qwen2, another byte-level vocabulary) and a source strong on arithmetic and\n"
+          "     strings (mistral-style, SentencePiece BPE); cached in DIR/models;\n"
+          "  3. runs the fusion job through the daemons (fusectl run --local): logits of every\n"
+          "     model, vocabulary maps, MinED alignment, MinCE fusion, one target per source,\n"
+          "     SCE merge, plus the baselines (plain SFT, task arithmetic, TIES, DARE);\n"
+          "  4. prints the evaluation table and writes DIR/results.json and loss-curve PNGs.\n"
+          "\n"
+          "Options:\n"
+          "  --workdir DIR   where everything goes (default ./fusechat-demo)\n"
+          "  --quick         a small version for tests (a few minutes)\n"
+          "  --threads N     compute threads per training run (default 2)\n"
+          "  --fresh         ignore cached data and models\n"
+          "  -h, --help      show this help\n"
+          "\n"
+          "Exit status: 0 when the job completed and every model was scored, 1 otherwise.\n");
+}
+
+/* Runs fusectl itself with the given arguments; returns its exit status. */
+static int run_self(char *const argv[]) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) return -1;
+  exe[n] = 0;
+  fprintf(stderr, "demo: fusectl");
+  for (int i = 1; argv[i]; i++) fprintf(stderr, " %s", argv[i]);
+  fputc('\n', stderr);
+  pid_t pid;
+  if (posix_spawn(&pid, exe, NULL, NULL, argv, environ) != 0) return -1;
+  int st;
+  while (waitpid(pid, &st, 0) < 0)
+    if (errno != EINTR) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Appends <|im_start|> and <|im_end|> as special tokens after a SentencePiece vocabulary, as
+ * chat fine-tunes of Llama-2 do, so every model of the demo shares the ChatML template. */
+static int add_chatml_tokens(const char *path, int first_id, fc_err_t *err) {
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  if (!root) return fc_err_set(err, FC_EFORMAT, "%s: %s", path, jerr.text);
+  json_t *added = json_object_get(root, "added_tokens");
+  const char *names[] = {"<|im_start|>", "<|im_end|>"};
+  for (int i = 0; i < 2; i++)
+    json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", first_id + i, "content",
+                                           names[i], "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0,
+                                           "special", 1));
+  char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+  json_decref(root);
+  fc_atomic_file_t af;
+  int rc = fc_atomic_open(&af, path, err);
+  if (!rc) {
+    fputs(s, af.fp);
+    rc = fc_atomic_commit(&af, err);
+  }
+  free(s);
+  return rc;
+}
+
+/* Every conversation's text, for training the tokenizers. */
+static int write_corpus(const char *jsonl, const char *out, fc_err_t *err) {
+  FILE *in = fopen(jsonl, "r");
+  if (!in) return fc_err_set(err, FC_EIO, "cannot open %s: %s", jsonl, strerror(errno));
+  fc_atomic_file_t af;
+  int rc = fc_atomic_open(&af, out, err);
+  if (rc) {
+    fclose(in);
+    return rc;
+  }
+  char *line = NULL;
+  size_t cap = 0;
+  while (getline(&line, &cap, in) > 0) {
+    json_t *row = json_loads(line, 0, NULL);
+    json_t *conv = json_object_get(row, "conversations"), *turn;
+    size_t i;
+    json_array_foreach(conv, i, turn) fprintf(af.fp, "%s\n", json_string_value(json_object_get(turn, "value")));
+    json_decref(row);
+  }
+  free(line);
+  fclose(in);
+  return fc_atomic_commit(&af, err);
+}
+
+static int gen(const char *dir, const char *name, size_t count, fc_split_t split, const char *mix, uint64_t seed,
+               fc_err_t *err) {
+  fc_tasks_opts_t o = {.count = count, .split = split, .seed = seed, .world_seed = 7, .max_turns = 2};
+  int rc = fc_tasks_parse_mix(mix, o.mix, err);
+  if (rc) return rc;
+  char *p = fc_path_join(dir, name);
+  rc = fc_tasks_write(&o, p, err);
+  free(p);
+  return rc;
+}
+
+/* Pre-trains one model from scratch (skipped when a model with the same recipe exists). */
+static int prepare_model(const char *work, const demo_model_t *dm, const recipe_t *r, int threads, int fresh,
+                         fc_err_t *err) {
+  char dir[4096], path[4096], stamp[512];
+  pathf(dir, sizeof dir, "%s/models/%s", work, dm->name);
+  snprintf(stamp, sizeof stamp, "%s %s %d %d %d %d %d %d %s %d %d", r->name, dm->type, dm->vocab, dm->hidden,
+           dm->layers, dm->heads, dm->kv_heads, dm->ffn, dm->mix, r->pre_convs, r->pre_steps);
+  pathf(path, sizeof path, "%s/demo-recipe.txt", dir);
+  char *old = NULL;
+  if (!fresh && fc_read_file(path, &old, NULL, NULL) == 0) {
+    int same = !strcmp(old, stamp);
+    free(old);
+    pathf(path, sizeof path, "%s/model.safetensors", dir);
+    if (same && fc_path_exists(path)) {
+      fprintf(stderr, "demo: %s: cached in %s\n", dm->name, dir);
+      return 0;
+    }
+  }
+  int rc = fc_mkdir_p(dir, err);
+  if (rc) return rc;
+  char data[4096], tok[4096], cfgp[4096], corpus[4096];
+  pathf(data, sizeof data, "%s/data/pretrain-%s.jsonl", work, dm->name);
+  pathf(corpus, sizeof corpus, "%s/data/corpus-%s.txt", work, dm->name);
+  pathf(tok, sizeof tok, "%s/tokenizer.json", dir);
+  pathf(cfgp, sizeof cfgp, "%s/config.json", dir);
+  char fname[128];
+  snprintf(fname, sizeof fname, "pretrain-%s.jsonl", dm->name);
+  char ddir[4096];
+  pathf(ddir, sizeof ddir, "%s/data", work);
+  uint64_t seed = 100 + (uint64_t)(dm - models);
+  if ((rc = gen(ddir, fname, (size_t)r->pre_convs, FC_SPLIT_TRAIN, dm->mix, seed, err)) ||
+      (rc = write_corpus(data, corpus, err)))
+    return rc;
+  fc_bpe_train_opts_t bo = {.kind = dm->tok, .vocab_size = dm->vocab};
+  if ((rc = fc_bpe_train_file(corpus, &bo, tok, err))) return rc;
+  int vocab = dm->vocab;
+  if (dm->tok == FC_TOK_SENTENCEPIECE) {
+    if ((rc = add_chatml_tokens(tok, dm->vocab, err))) return rc;
+    vocab += 2;
+  }
+  fc_config_t c;
+  fc_config_default(&c, dm->type);
+  c.hidden_size = dm->hidden;
+  c.num_layers = dm->layers;
+  c.num_heads = dm->heads;
+  c.num_kv_heads = dm->kv_heads;
+  c.head_dim = dm->hidden / dm->heads;
+  c.intermediate_size = dm->ffn;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = 512;
+  c.tie_word_embeddings = dm->tok == FC_TOK_BYTELEVEL;
+  if ((rc = fc_config_save(&c, cfgp, err))) return rc;
+  char steps[32], th[16], bs[16];
+  snprintf(steps, sizeof steps, "%d", (int)(r->pre_steps * dm->steps_scale));
+  snprintf(th, sizeof th, "%d", threads);
+  snprintf(bs, sizeof bs, "%d", r->batch);
+  char *argv[] = {"fusectl", "train", "--config", cfgp, "--tokenizer", tok, "--data", data, "--out", dir,
+                  "--steps", steps, "--batch-size", bs, "--seq-len", "128", "--lr", "3e-3", "--warmup", "20",
+                  "--weight-decay", "0.01", "--threads", th, "--seed", "1", "--quiet", NULL};
+  if (run_self(argv) != 0) return fc_err_set(err, FC_EIO, "pre-training %s failed", dm->name);
+  fc_atomic_file_t af;
+  if ((rc = fc_atomic_open(&af, path, err))) return rc;
+  fputs(stamp, af.fp);
+  return fc_atomic_commit(&af, err);
+}
+
+/* The fusion job: every model, the fusion set, baselines, evaluation. */
+static int write_job(const char *work, const recipe_t *r, const char *path, fc_err_t *err) {
+  fc_atomic_file_t af;
+  int rc = fc_atomic_open(&af, path, err);
+  if (rc) return rc;
+  FILE *f = af.fp;
+  fprintf(f, "# The demo's fusion job (written by fusectl demo).\nname: demo-%s\nstore: %s/store\n", r->name, work);
+  fprintf(f, "dataset: %s/data/fusion.jsonl\neval: %s/data/eval.jsonl\n", work, work);
+  fprintf(f, "shards: 2\ntop_k: 10\nlambda: 0.9\nseed: 1\nmodels:\n");
+  for (size_t i = 0; i < NMODELS; i++)
+    fprintf(f, "  - {name: %s, path: %s/models/%s, role: %s}\n", models[i].name, work, models[i].name, models[i].role);
+  fprintf(f, "training: {epochs: %d, lr: %g, batch_size: %d, seq_len: 128, warmup: 0.03, weight_decay: 0.0}\n",
+          r->target_epochs, r->target_lr, r->batch);
+  fprintf(f, "merge: {method: sce, parameters: {select_topk: 0.1}}\n");
+  fprintf(f, "baselines: {sft: true, merges: [task_arithmetic, ties, dare_ties]}\n");
+  return fc_atomic_commit(&af, err);
+}
+
+int fc_cmd_demo(int argc, char **argv) {
+  static const struct option opts[] = {{"workdir", required_argument, 0, 'w'}, {"quick", no_argument, 0, 'q'},
+                                       {"threads", required_argument, 0, 't'}, {"fresh", no_argument, 0, 'f'},
+                                       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  const char *work = "fusechat-demo";
+  const recipe_t *r = &full;
+  long threads = 2;
+  int fresh = 0, c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'w': work = optarg; break;
+    case 'q': r = &quick; break;
+    case 't':
+      if (fc_cli_parse_long(optarg, &threads) || threads < 1 || threads > 256)
+        return fc_cli_usage_error("demo", "--threads wants a count from 1 to 256");
+      break;
+    case 'f': fresh = 1; break;
+    case 'h': usage(stdout); return 0;
+    default: return fc_cli_usage_error("demo", "unknown option");
+    }
+  }
+  if (optind != argc) return fc_cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
+  fc_err_t err = {0};
+  char awork[4096];
+  if (fc_mkdir_p(work, &err) || !realpath(work, awork)) return fc_cli_fail("demo", "%s", err.msg[0] ? err.msg : work);
+  if (strlen(awork) > 2048) return fc_cli_fail("demo", "work directory path too long: %s", awork);
+  double t0 = fc_now();
+  char ddir[4096], job[4096];
+  pathf(ddir, sizeof ddir, "%s/data", awork);
+  int rc = fc_mkdir_p(ddir, &err);
+  /* The fusion set mixes every family; the held-out set has every family. */
+  if (!rc) rc = gen(ddir, "fusion.jsonl", (size_t)r->fusion_convs, FC_SPLIT_TRAIN, "arith=1,convert=1,strings=1,facts=1", 11, &err);
+  if (!rc) {
+    fc_tasks_opts_t o = {.split = FC_SPLIT_EVAL, .seed = 12, .world_seed = 7, .max_turns = 1};
+    char *p = fc_path_join(ddir, "eval.jsonl");
+    fc_atomic_file_t af;
+    rc = fc_atomic_open(&af, p, &err);
+    for (int fam = 0; fam < FC_FAM_COUNT && !rc; fam++) {
+      char tmp[4096];
+      pathf(tmp, sizeof tmp, "%s/eval-%s.jsonl", ddir, fc_family_name((fc_family_t)fam));
+      for (int k = 0; k < FC_FAM_COUNT; k++) o.mix[k] = k == fam;
+      o.count = (size_t)r->eval_per_family;
+      char *text = NULL;
+      rc = fc_tasks_write(&o, tmp, &err);
+      if (!rc) rc = fc_read_file(tmp, &text, NULL, &err);
+      if (!rc) fputs(text, af.fp);
+      free(text);
+    }
+    if (!rc) rc = fc_atomic_commit(&af, &err);
+    else fc_atomic_abort(&af);
+    free(p);
+  }
+  for (size_t i = 0; i < NMODELS && !rc; i++) rc = prepare_model(awork, &models[i], r, (int)threads, fresh, &err);
+  if (rc) return fc_cli_fail("demo", "%s", err.msg);
+  fprintf(stderr, "demo: data and models ready in %.0f s\n", fc_now() - t0);
+  pathf(job, sizeof job, "%s/job.yaml", awork);
+  if ((rc = write_job(awork, r, job, &err))) return fc_cli_fail("demo", "%s", err.msg);
+  char run[4096];
+  pathf(run, sizeof run, "%s/run", awork);
+  char *argv_run[] = {"fusectl", "run", job, "--local", "--run-dir", run, NULL};
+  int st = run_self(argv_run);
+  fprintf(stderr, "demo: finished in %.0f s\n", fc_now() - t0);
+  return st == 0 ? 0 : FC_EXIT_FAIL;
+}
