@@ -70,12 +70,19 @@ static int render_row(const char *line, size_t len, fc_chat_template_t tmpl, fc_
   return rc;
 }
 
+/* Conversations are encoded as rendered (the template writes bos itself); {"text"} rows with the
+ * tokenizer's bos/eos added, as training (fc_train_src) encodes both, so a fused store lines up
+ * with the trainer's tokens. */
+static unsigned tok_flags(const fc_stage_text_t *t) {
+  return FC_TOK_PARSE_SPECIAL | (t->all_loss ? FC_TOK_ADD_SPECIAL : 0u);
+}
+
 /* Cuts t at the start of pivot token max_len. */
 static int cut_row(const fc_tok_t *ptok, uint32_t max_len, fc_stage_text_t *t, fc_err_t *err) {
   int32_t *ids = NULL;
   uint32_t *off = NULL;
   size_t n = 0;
-  int rc = fc_tok_encode(ptok, t->text, t->len, FC_TOK_PARSE_SPECIAL, &ids, &off, &n, err);
+  int rc = fc_tok_encode(ptok, t->text, t->len, tok_flags(t), &ids, &off, &n, err);
   if (!rc && n > max_len) {
     size_t cut = off[max_len];
     t->len = cut;
@@ -179,11 +186,11 @@ static void own_free(own_tokens_t *o) {
 static int own_tokenize(const fc_tok_t *tok, const fc_stage_text_t *t, uint32_t max_len, own_tokens_t *o,
                         fc_err_t *err) {
   memset(o, 0, sizeof *o);
-  int rc = fc_tok_encode(tok, t->text, t->len, FC_TOK_PARSE_SPECIAL, &o->ids, &o->off, &o->n, err);
+  int rc = fc_tok_encode(tok, t->text, t->len, tok_flags(t), &o->ids, &o->off, &o->n, err);
   if (rc) return rc;
   size_t cap = (size_t)max_len * OWN_LEN_FACTOR, cover = t->len;
   if (o->n > cap) {
-    cover = o->off[cap];
+    cover = o->off[cap] < t->len ? o->off[cap] : t->len;
     o->n = cap;
     o->cut = 1;
   }

@@ -25,8 +25,9 @@
 #include "fc_vmap.h"
 
 /* How the data rows become texts. Rows are the non-empty lines of a JSONL file: ShareGPT
- * conversations (anything fc_chat_parse_sharegpt accepts), rendered with tmpl, loss on the
- * assistant responses; or {"text": "..."} rows taken as they are, loss on every token. Shard
+ * conversations (anything fc_chat_parse_sharegpt accepts), rendered with tmpl, encoded as
+ * rendered, loss on the assistant responses; or {"text": "..."} rows taken as they are, encoded
+ * with the tokenizer's bos/eos added, loss on every token (both as training encodes them). Shard
  * i of n is the contiguous block of rows [i*N/n, (i+1)*N/n). */
 typedef struct fc_stage_data {
   const char *path;           /* JSONL */

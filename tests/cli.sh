@@ -79,6 +79,8 @@ if [ -n "${FC_BUILD:-}" ] && [ -x "$FC_BUILD/tests/test_stage" ] && "$FC_BUILD/t
   check 0 "fuse again" "$FUSECTL" fuse -q --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s.topk" --map "$tmp/s.map" --out "$tmp/f2.topk"
   check 0 "fuse reruns give the same bytes" cmp "$tmp/f.topk" "$tmp/f2.topk"
   check 1 "no aligned stores left behind" test -e "$tmp/f.topk.aligned0"
+  check 0 "train on the fused targets" "$FUSECTL" train --model "$m/pivot" --data "$m/data.jsonl" --targets "$tmp/f.topk" --out "$tmp/tf" --steps 1 --quiet
+  check 1 "train on targets of other data" "$FUSECTL" train --model "$m/pivot" --data "$m/data2.jsonl" --targets "$tmp/f.topk" --out "$tmp/tf2" --steps 1 --quiet
 else
   echo "FAIL: cannot make the stage test models (FC_BUILD/tests/test_stage)"; fail=$((fail + 1))
 fi
