@@ -268,9 +268,20 @@ static char *build_json(const fc_bpe_train_opts_t *o, const vocab_t *v, const in
     for (int32_t i = model_n; i < v->n; i++) json_array_append_new(added, added_token(i, v->s[i]));
     json_object_set_new(root, "added_tokens", added);
     json_object_set_new(root, "normalizer", json_null());
-    json_object_set_new(root, "pre_tokenizer",
-                        json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
-                                  "trim_offsets", 1, "use_regex", 1));
+    if (o->split_digits)
+      /* Qwen2's pre-tokenizer: the GPT-4-style split with single digits, then bytes. */
+      json_object_set_new(
+          root, "pre_tokenizer",
+          json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence",
+                    "pretokenizers", "type", "Split", "pattern", "Regex",
+                    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                    "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+                    "behavior", "Isolated", "invert", 0, "type", "ByteLevel", "add_prefix_space", 0,
+                    "trim_offsets", 0, "use_regex", 0));
+    else
+      json_object_set_new(root, "pre_tokenizer",
+                          json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                                    "trim_offsets", 1, "use_regex", 1));
     json_object_set_new(root, "post_processor",
                         json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
                                   "trim_offsets", 0, "use_regex", 1));
@@ -511,6 +522,8 @@ int fc_bpe_train(const char *text, size_t len, const fc_bpe_train_opts_t *o, cha
     int banned = sp && old >= 0 && old < 259;
     for (int i = 0; i < 3 && !sp; i++)
       banned |= strlen(byte_specials[i]) == al + bl && !memcmp(byte_specials[i], tmp, al + bl);
+    /* SentencePiece's split_digits: no piece holds a digit beside anything else. */
+    for (size_t k = 0; k < al + bl && sp && o->split_digits && !banned; k++) banned = tmp[k] >= '0' && tmp[k] <= '9';
     if (banned) continue;
     int32_t nid = vocab_add(&v, tmp, al + bl);
     if (nmerges == mcap) {

@@ -15,6 +15,9 @@ typedef struct fc_bpe_train_opts {
   int32_t vocab_size;    /* total, including special and byte tokens */
   int64_t min_frequency; /* a pair must occur this often to be merged (0 -> 2) */
   int verbose;           /* progress line on stderr */
+  int split_digits;      /* every digit its own token, as Qwen2's pre-tokenizer and Llama's
+                            SentencePiece model do: numbers then read digit by digit, which
+                            small models need to learn arithmetic */
 } fc_bpe_train_opts_t;
 
 /* Trains on len bytes of UTF-8 text; *json receives the tokenizer.json text (caller frees).

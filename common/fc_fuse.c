@@ -370,8 +370,30 @@ static int open_pair(const char *src_path, const char *piv_path, const fc_vocab_
   return rc;
 }
 
+/* Stores written by the logits stage carry a hash of each example's text in tag (0 = unknown):
+ * two stores that disagree there describe different texts and must not be aligned. */
+static int check_tags(const fc_topk_ex_t *a, const fc_topk_ex_t *b, uint64_t x, fc_err_t *err) {
+  if (a->tag == b->tag) return 0;
+  return fc_err_set(err, FC_EMISMATCH,
+                    "example %lu: the stores hold different texts (text hash %08x vs %08x): made from "
+                    "other data, shard, template or --max-len?",
+                    (unsigned long)x, (unsigned)a->tag, (unsigned)b->tag);
+}
+
+static int report(fc_progress_fn progress, void *pctx, uint64_t done, uint64_t total,
+                  const char *what, fc_err_t *err) {
+  if (!progress) return 0;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s %lu/%lu examples", what, (unsigned long)done, (unsigned long)total);
+  if (progress(pctx, total ? (double)done / (double)total : 1.0, msg))
+    return fc_err_set(err, FC_ECANCEL, "%s cancelled after %lu of %lu examples", what,
+                      (unsigned long)done, (unsigned long)total);
+  return 0;
+}
+
 int fc_fuse_count_stores(fc_vcount_t *counts, const char *src_path, const char *piv_path,
-                         const fc_vocab_t *sv, const fc_vocab_t *pv, int margin, fc_err_t *err) {
+                         const fc_vocab_t *sv, const fc_vocab_t *pv, int margin,
+                         fc_progress_fn progress, void *pctx, fc_err_t *err) {
   fc_topk_reader_t *rs = NULL, *rp = NULL;
   int rc = open_pair(src_path, piv_path, sv, pv, &rs, &rp, err);
   if (rc) return rc;
@@ -380,8 +402,10 @@ int fc_fuse_count_stores(fc_vcount_t *counts, const char *src_path, const char *
   fc_topk_ex_t es = {0}, ep = {0};
   seqbuf_t bs = {0}, bp = {0};
   for (uint64_t x = 0; x < fc_topk_count(rs) && rc == 0; x++) {
-    rc = fc_topk_get(rs, x, &es, err);
+    rc = report(progress, pctx, x, fc_topk_count(rs), "counting", err);
+    if (!rc) rc = fc_topk_get(rs, x, &es, err);
     if (!rc) rc = fc_topk_get(rp, x, &ep, err);
+    if (!rc) rc = check_tags(&es, &ep, x, err);
     if (rc || es.n == 0 || ep.n == 0) continue;
     fc_align_seq_t s, p;
     seq_build(&bs, sv, es.ids, es.n, &s);
@@ -403,7 +427,8 @@ int fc_fuse_count_stores(fc_vcount_t *counts, const char *src_path, const char *
 
 int fc_fuse_align_store(const char *src_path, const char *piv_path, const fc_vocab_t *sv,
                         const fc_vocab_t *pv, const fc_vmap_t *map, const char *out_path,
-                        int margin, fc_xfer_stats_t *st, fc_err_t *err) {
+                        int margin, fc_xfer_stats_t *st, fc_progress_fn progress, void *pctx,
+                        fc_err_t *err) {
   fc_topk_reader_t *rs = NULL, *rp = NULL;
   int rc = open_pair(src_path, piv_path, sv, pv, &rs, &rp, err);
   if (rc) return rc;
@@ -420,15 +445,17 @@ int fc_fuse_align_store(const char *src_path, const char *piv_path, const fc_voc
   uint8_t *rule = NULL;
   size_t rule_cap = 0;
   for (uint64_t x = 0; x < fc_topk_count(rs) && rc == 0; x++) {
-    rc = fc_topk_get(rs, x, &es, err);
+    rc = report(progress, pctx, x, fc_topk_count(rs), "aligning", err);
+    if (!rc) rc = fc_topk_get(rs, x, &es, err);
     if (!rc) rc = fc_topk_get(rp, x, &ep, err);
+    if (!rc) rc = check_tags(&es, &ep, x, err);
     if (rc) break;
     fc_topk_ex_reserve(&eo, ep.n, k);
     eo.n = ep.n;
     memcpy(eo.ids, ep.ids, (size_t)ep.n * 4);
     memcpy(eo.mask, ep.mask, ep.n);
     eo.mean_ce = es.mean_ce;
-    eo.tag = 0;
+    eo.tag = ep.tag;
     if (ep.n > 0 && es.n == 0) {
       rc = fc_err_set(err, FC_EMISMATCH, "example %lu: source has no tokens", (unsigned long)x);
       break;
@@ -449,7 +476,6 @@ int fc_fuse_align_store(const char *src_path, const char *piv_path, const fc_voc
         fc_err_wrap(err, "example %lu", (unsigned long)x);
         break;
       }
-      for (uint32_t j = 0; j < ep.n; j++) eo.tag += rule[j] >= FC_XFER_ONE && rule[j] <= FC_XFER_COVER;
     }
     rc = fc_topk_writer_add(w, &eo, err);
   }
@@ -470,7 +496,7 @@ int fc_fuse_align_store(const char *src_path, const char *piv_path, const fc_voc
 
 int fc_fuse_stores(fc_fuse_method_t method, const char *piv_path, const char *const *aligned_paths,
                    int n, const char *out_path, float floor_p, fc_fuse_summary_t *sum,
-                   fc_err_t *err) {
+                   fc_progress_fn progress, void *pctx, fc_err_t *err) {
   if (n < 1 || n > 15) return fc_err_set(err, FC_EINVAL, "fuse takes 1 to 15 aligned stores, got %d", n);
   fc_topk_reader_t *r[16] = {0};
   int rc = fc_topk_open(&r[0], piv_path, err);
@@ -497,8 +523,13 @@ int fc_fuse_stores(fc_fuse_method_t method, const char *piv_path, const char *co
     const fc_topk_ex_t *cands[16];
     float ce[16];
     uint32_t k = fc_topk_k(r[0]);
+    rc = report(progress, pctx, x, fc_topk_count(r[0]), "fusing", err);
     for (int c = 0; c <= n && rc == 0; c++) {
       rc = fc_topk_get(r[c], x, &ex[c], err);
+      if (!rc && c > 0) rc = check_tags(&ex[c], &ex[0], x, err);
+      if (!rc && c > 0 && (ex[c].n != ex[0].n || memcmp(ex[c].ids, ex[0].ids, (size_t)ex[0].n * 4)))
+        rc = fc_err_set(err, FC_EMISMATCH, "example %lu: %s is not over the pivot's tokens",
+                        (unsigned long)x, aligned_paths[c - 1]);
       cands[c] = &ex[c];
       ce[c] = fc_fuse_ce(&ex[c], k, floor_p);
     }

@@ -92,13 +92,18 @@ int fc_fuse_combine(fc_fuse_method_t method, const fc_topk_ex_t *const *cands, c
 /* vocab-map: aligns every example of a source store with the same example of the pivot store
  * and adds the path's (source id, pivot id) pairs to counts. */
 int fc_fuse_count_stores(fc_vcount_t *counts, const char *src_path, const char *piv_path,
-                         const fc_vocab_t *sv, const fc_vocab_t *pv, int margin, fc_err_t *err);
+                         const fc_vocab_t *sv, const fc_vocab_t *pv, int margin,
+                         fc_progress_fn progress, void *pctx, fc_err_t *err);
 /* align: writes out_path, a store in pivot ids over the pivot's tokens holding the source's
  * transferred distributions (K of the source store), mean_ce = the source's own stored CE,
- * tag = positions that carried source information (rules 1-3). */
+ * tag = the pivot example's tag (the text hash; st counts the rules used).
+ * All loops: examples must pair up by tag (the logits stage stores a hash of the example's
+ * text there), else FC_EMISMATCH naming the example; progress (may be NULL) is called once per
+ * example and a non-zero return stops the loop with FC_ECANCEL (no output file is left). */
 int fc_fuse_align_store(const char *src_path, const char *piv_path, const fc_vocab_t *sv,
                         const fc_vocab_t *pv, const fc_vmap_t *map, const char *out_path,
-                        int margin, fc_xfer_stats_t *st, fc_err_t *err);
+                        int margin, fc_xfer_stats_t *st, fc_progress_fn progress, void *pctx,
+                        fc_err_t *err);
 
 typedef struct fc_fuse_summary {
   uint64_t examples;
@@ -108,6 +113,6 @@ typedef struct fc_fuse_summary {
  * training input. All must have the same examples over the same pivot tokens. */
 int fc_fuse_stores(fc_fuse_method_t method, const char *piv_path, const char *const *aligned_paths,
                    int n, const char *out_path, float floor_p, fc_fuse_summary_t *sum,
-                   fc_err_t *err);
+                   fc_progress_fn progress, void *pctx, fc_err_t *err);
 
 #endif

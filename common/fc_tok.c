@@ -1902,8 +1902,10 @@ size_t fc_tok_token_text(const fc_tok_t *t, int32_t id, char *buf, size_t cap) {
     if (n - i >= 3 && !memcmp(p + i, "\xe2\x96\x81", 3)) {
       PUT(' ');
       i += 3;
-    } else
-      PUT(p[i++]);
+    } else {
+      PUT(p[i]); /* not PUT(p[i++]): PUT skips its argument when the buffer is full */
+      i++;
+    }
   }
 #undef PUT
   return k;

@@ -41,6 +41,49 @@ check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry
 check 2 "gen-data without --out" "$FUSECTL" gen-data
 check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl
 check 0 "gen-data" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --count 5
+# The alignment stages on two tiny models with different tokenizers (made by test_stage).
+if [ -n "${FC_BUILD:-}" ] && [ -x "$FC_BUILD/tests/test_stage" ] && "$FC_BUILD/tests/test_stage" --make-models "$tmp/stage" >/dev/null 2>&1; then
+  m="$tmp/stage"
+  check 2 "logits-dump without --model" "$FUSECTL" logits-dump --data "$m/data.jsonl" --out "$tmp/p.topk"
+  check 2 "logits-dump bad --shard" "$FUSECTL" logits-dump --model "$m/pivot" --data "$m/data.jsonl" --out "$tmp/p.topk" --shard 2/2
+  check 2 "logits-dump bad --template" "$FUSECTL" logits-dump --model "$m/pivot" --data "$m/data.jsonl" --out "$tmp/p.topk" --template vicuna
+  check 2 "logits-dump bad --top-k" "$FUSECTL" logits-dump --model "$m/pivot" --data "$m/data.jsonl" --out "$tmp/p.topk" --top-k 0
+  check 1 "logits-dump missing model" "$FUSECTL" logits-dump --model "$tmp/none" --data "$m/data.jsonl" --out "$tmp/p.topk"
+  check 1 "logits-dump garbage data" "$FUSECTL" logits-dump --model "$m/pivot" --data "$tmp/bad.safetensors" --out "$tmp/p.topk"
+  check 1 "logits-dump missing data" "$FUSECTL" logits-dump --model "$m/pivot" --data "$tmp/none.jsonl" --out "$tmp/p.topk"
+  check 0 "logits-dump pivot" "$FUSECTL" logits-dump -q --model "$m/pivot" --data "$m/data.jsonl" --out "$tmp/p.topk"
+  check 0 "logits-dump source" "$FUSECTL" logits-dump -q --model "$m/source" --pivot-tokenizer "$m/pivot" --data "$m/data.jsonl" --out "$tmp/s.topk"
+  check 0 "logits-dump source, other data" "$FUSECTL" logits-dump -q --model "$m/source" --pivot-tokenizer "$m/pivot" --data "$m/data2.jsonl" --out "$tmp/s2.topk"
+  check 2 "align without --text" "$FUSECTL" align --source-tokenizer "$m/source" --pivot-tokenizer "$m/pivot"
+  check 1 "align missing tokenizer" "$FUSECTL" align --source-tokenizer "$tmp/none" --pivot-tokenizer "$m/pivot" --text hi
+  check 1 "align empty text" "$FUSECTL" align --source-tokenizer "$m/pivot" --pivot-tokenizer "$m/pivot" --text ""
+  out=$("$FUSECTL" align --source-tokenizer "$m/source" --pivot-tokenizer "$m/pivot" --text "What is 12 + 7?" --json)
+  if printf '%s' "$out" | grep -Eq '^\{"pairs":\[\[0,0\](,\[[0-9]+,[0-9]+\])*\],"cost":[0-9]+\}$'; then pass=$((pass + 1)); else echo "FAIL: align --json: $out"; fail=$((fail + 1)); fi
+  check 2 "vocab-map --merge without files" "$FUSECTL" vocab-map --merge --out "$tmp/x.counts"
+  check 2 "vocab-map without --source" "$FUSECTL" vocab-map --pivot "$m/pivot" --data "$m/data.jsonl" --out "$tmp/x.map"
+  check 2 "vocab-map bad --method" "$FUSECTL" vocab-map --source "$m/source" --pivot "$m/pivot" --data "$m/data.jsonl" --out "$tmp/x.map" --method best
+  check 2 "vocab-map stats without data" "$FUSECTL" vocab-map --source "$m/source" --pivot "$m/pivot" --out "$tmp/x.map"
+  check 1 "vocab-map --merge garbage" "$FUSECTL" vocab-map --merge "$tmp/bad.safetensors" --out "$tmp/x.counts"
+  check 1 "vocab-map stores of other texts" "$FUSECTL" vocab-map --source "$m/source" --pivot "$m/pivot" --source-topk "$tmp/s2.topk" --pivot-topk "$tmp/p.topk" --out "$tmp/x.map"
+  check 0 "vocab-map shard 0" "$FUSECTL" vocab-map -q --source "$m/source" --pivot "$m/pivot" --data "$m/data.jsonl" --shard 0/2 --counts-out "$tmp/c0"
+  check 0 "vocab-map shard 1" "$FUSECTL" vocab-map -q --source "$m/source" --pivot "$m/pivot" --data "$m/data.jsonl" --shard 1/2 --counts-out "$tmp/c1"
+  check 0 "vocab-map --merge" "$FUSECTL" vocab-map --merge "$tmp/c0" "$tmp/c1" --source "$m/source" --pivot "$m/pivot" --out "$tmp/s.map"
+  check 0 "vocab-map from the stores" "$FUSECTL" vocab-map -q --source "$m/source" --pivot "$m/pivot" --source-topk "$tmp/s.topk" --pivot-topk "$tmp/p.topk" --out "$tmp/s1.map"
+  check 0 "maps from merged shards and from the stores agree" cmp "$tmp/s.map" "$tmp/s1.map"
+  check 2 "fuse without --map" "$FUSECTL" fuse --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s.topk" --out "$tmp/f.topk"
+  check 2 "fuse bad --method" "$FUSECTL" fuse --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s.topk" --map "$tmp/s.map" --out "$tmp/f.topk" --method max
+  check 1 "fuse garbage store" "$FUSECTL" fuse -q --pivot "$m/pivot" --pivot-topk "$tmp/bad.safetensors" --source "$m/source" --source-topk "$tmp/s.topk" --map "$tmp/s.map" --out "$tmp/f.topk"
+  check 1 "fuse stores of other texts" "$FUSECTL" fuse -q --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s2.topk" --map "$tmp/s.map" --out "$tmp/f.topk"
+  check 1 "fuse against other data" "$FUSECTL" fuse -q --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s.topk" --map "$tmp/s.map" --data "$m/data2.jsonl" --out "$tmp/f.topk"
+  check 0 "fuse" "$FUSECTL" fuse -q --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s.topk" --map "$tmp/s.map" --data "$m/data.jsonl" --out "$tmp/f.topk"
+  check 0 "fuse again" "$FUSECTL" fuse -q --pivot "$m/pivot" --pivot-topk "$tmp/p.topk" --source "$m/source" --source-topk "$tmp/s.topk" --map "$tmp/s.map" --out "$tmp/f2.topk"
+  check 0 "fuse reruns give the same bytes" cmp "$tmp/f.topk" "$tmp/f2.topk"
+  check 1 "no aligned stores left behind" test -e "$tmp/f.topk.aligned0"
+  check 0 "train on the fused targets" "$FUSECTL" train --model "$m/pivot" --data "$m/data.jsonl" --targets "$tmp/f.topk" --out "$tmp/tf" --steps 1 --quiet
+  check 1 "train on targets of other data" "$FUSECTL" train --model "$m/pivot" --data "$m/data2.jsonl" --targets "$tmp/f.topk" --out "$tmp/tf2" --steps 1 --quiet
+else
+  echo "FAIL: cannot make the stage test models (FC_BUILD/tests/test_stage)"; fail=$((fail + 1))
+fi
 check 0 "gen-data eval split" "$FUSECTL" gen-data --split eval --out "$tmp/e.jsonl" --count 5
 check 1 "eval a missing model" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/e.jsonl"
 check 1 "eval missing data" "$FUSECTL" eval --model /nonexistent/model --data "$tmp/none.jsonl"

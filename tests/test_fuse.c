@@ -363,12 +363,12 @@ static void test_stores_end_to_end(void **state) {
   make_store(piv, &vb, 6, 4, 1.25f); /* pivot CE 1.25, 1.75, 2.25, ... */
   fc_err_t err = {0};
   fc_vcount_t *c = fc_vcount_new(sv.n, pv.n, fc_vocab_hash(&sv), fc_vocab_hash(&pv));
-  assert_int_equal(fc_fuse_count_stores(c, src, piv, &sv, &pv, FC_ALIGN_DEFAULT_MARGIN, &err), 0);
+  assert_int_equal(fc_fuse_count_stores(c, src, piv, &sv, &pv, FC_ALIGN_DEFAULT_MARGIN, NULL, NULL, &err), 0);
   assert_true(fc_vcount_total(c) > 500);
   fc_vmap_t *m = NULL;
   assert_int_equal(fc_vmap_build(&m, FC_VMAP_STATS, c, &sv, &pv, 2, &err), 0);
   fc_xfer_stats_t st = {0};
-  assert_int_equal(fc_fuse_align_store(src, piv, &sv, &pv, m, al, FC_ALIGN_DEFAULT_MARGIN, &st, &err), 0);
+  assert_int_equal(fc_fuse_align_store(src, piv, &sv, &pv, m, al, FC_ALIGN_DEFAULT_MARGIN, &st, NULL, NULL, &err), 0);
   uint64_t carried = st.by_rule[1] + st.by_rule[2] + st.by_rule[3], total = carried + st.by_rule[4];
   print_message("transfer: one %lu suffix %lu cover %lu one-hot %lu empty %lu\n",
                 (unsigned long)st.by_rule[1], (unsigned long)st.by_rule[2], (unsigned long)st.by_rule[3],
@@ -401,7 +401,7 @@ static void test_stores_end_to_end(void **state) {
   /* fuse: MinCE picks the source (CE 1.0 + 0.5 (d%3)) over the pivot (1.25 + ...) everywhere */
   fc_fuse_summary_t sum;
   const char *als[1] = {al};
-  assert_int_equal(fc_fuse_stores(FC_FUSE_MINCE, piv, als, 1, fused, 1e-6f, &sum, &err), 0);
+  assert_int_equal(fc_fuse_stores(FC_FUSE_MINCE, piv, als, 1, fused, 1e-6f, &sum, NULL, NULL, &err), 0);
   assert_int_equal(sum.examples, 6);
   assert_int_equal(sum.wins[1], 6);
   fc_topk_reader_t *rf = NULL;
@@ -416,7 +416,7 @@ static void test_stores_end_to_end(void **state) {
       if (ex.top_lp[e] > -INFINITY) assert_float_equal(ef.top_lp[e], ex.top_lp[e], 2 * FC_TOPK_LP_STEP);
   }
   /* AvgCE output is a valid distribution everywhere */
-  assert_int_equal(fc_fuse_stores(FC_FUSE_AVGCE, piv, als, 1, fused, 1e-6f, &sum, &err), 0);
+  assert_int_equal(fc_fuse_stores(FC_FUSE_AVGCE, piv, als, 1, fused, 1e-6f, &sum, NULL, NULL, &err), 0);
   fc_topk_close(&rf);
   assert_int_equal(fc_topk_open(&rf, fused, &err), 0);
   for (uint64_t x = 0; x < 6; x++) {
@@ -424,7 +424,7 @@ static void test_stores_end_to_end(void **state) {
     for (uint32_t j = 0; j + 1 < ef.n; j++) assert_true(fabs(mass(ef.top_lp + j * 4, 4) - 1) < 1e-3);
   }
   /* a store of another shape is refused with a message naming it */
-  assert_int_equal(fc_fuse_stores(FC_FUSE_MINCE, piv, (const char *[]){src}, 1, fused, 1e-6f, &sum, &err),
+  assert_int_equal(fc_fuse_stores(FC_FUSE_MINCE, piv, (const char *[]){src}, 1, fused, 1e-6f, &sum, NULL, NULL, &err),
                    FC_EMISMATCH);
   assert_non_null(strstr(err.msg, "src.topk"));
   fc_topk_close(&rf);

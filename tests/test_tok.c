@@ -519,6 +519,57 @@ static void test_cli(void **state) {
   free(dir);
 }
 
+
+/* --split-digits: no learned piece holds a digit beside anything else, for both kinds; without it
+ * the same corpus does merge digits (so the check can fail). HF's identical ids for such
+ * tokenizers were checked by hand with the reference script. */
+static int max_digit_piece(fc_tok_kind_t kind, int split, const char *corpus, size_t len) {
+  fc_bpe_train_opts_t o = {.kind = kind, .vocab_size = 600, .split_digits = split};
+  char *json;
+  fc_tok_t *t;
+  fc_err_t err = {0};
+  assert_int_equal(fc_bpe_train(corpus, len, &o, &json, &err), 0);
+  assert_int_equal(fc_tok_load_json(&t, json, strlen(json), NULL, &err), 0);
+  free(json);
+  const char *probe = "What is 4700 + 38? It is 4738, or 12345678 and x9y.";
+  int32_t *ids;
+  size_t n;
+  assert_int_equal(fc_tok_encode(t, probe, strlen(probe), 0, &ids, NULL, &n, &err), 0);
+  int worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    char buf[64];
+    size_t l = fc_tok_token_text(t, ids[i], buf, sizeof buf);
+    int digits = 0;
+    for (size_t k = 0; k < l && k < sizeof buf; k++) digits += buf[k] >= '0' && buf[k] <= '9';
+    if (digits && (int)l > worst) worst = (int)l;
+  }
+  char *back;
+  assert_int_equal(fc_tok_decode(t, ids, n, 1, &back, &err), 0);
+  assert_string_equal(back, probe);
+  free(back);
+  free(ids);
+  fc_tok_destroy(&t);
+  return worst;
+}
+
+static void test_trainer_split_digits(void **state) {
+  (void)state;
+  size_t cap = 1 << 20, len = 0;
+  char *corpus = malloc(cap);
+  fc_rng_t r;
+  fc_rng_seed(&r, 5);
+  while (len + 64 < cap) {
+    int a = (int)(fc_rng_u64(&r) % 1000), b = (int)(fc_rng_u64(&r) % 100);
+    len += (size_t)snprintf(corpus + len, cap - len, "What is %d + %d? It is %d.\n", a, b, a + b);
+  }
+  for (int kind = 0; kind < 2; kind++) {
+    fc_tok_kind_t k = kind ? FC_TOK_SENTENCEPIECE : FC_TOK_BYTELEVEL;
+    assert_int_equal(max_digit_piece(k, 1, corpus, len), 1);
+    assert_true(max_digit_piece(k, 0, corpus, len) > 1);
+  }
+  free(corpus);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_llama2_vs_hf),
@@ -529,6 +580,7 @@ int main(void) {
       cmocka_unit_test(test_added_tokens_vs_hf),
       cmocka_unit_test(test_metaspace_vs_hf),
       cmocka_unit_test(test_trainer),
+      cmocka_unit_test(test_trainer_split_digits),
       cmocka_unit_test(test_token_text_and_offsets),
       cmocka_unit_test(test_offsets_long),
       cmocka_unit_test(test_config_flags),

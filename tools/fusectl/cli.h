@@ -26,11 +26,19 @@ int fc_cli_parse_double(const char *s, double *out);
  * 0 on success, -1 on anything that is not a non-negative integer list (then *out is NULL). */
 int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
 
+/* "I/N" (0 <= I < N) into *i, *n; returns 0 on success, -1 otherwise. */
+int fc_cli_parse_shard(const char *s, uint32_t *i, uint32_t *n);
+/* An fc_progress_fn drawing ctx, an fc_progress_t started with total 1, on stderr. Never
+ * cancels. */
+int fc_cli_progress(void *ctx, double fraction, const char *message);
+
 /* The subcommands, one file each under tools/fusectl/. */
 #define FC_COMMANDS(X) \
+  X(align, "show the token alignment of one text under two tokenizers") \
   X(artifacts, "list the files a job wrote, with SHA-256") \
   X(cancel, "cancel a job") \
   X(down, "stop what 'fusectl up' started") \
+  X(fuse, "align source top-K stores onto the pivot and fuse them into training targets") \
   X(eval, "score models on held-out prompts: exact match and loss per task family") \
   X(demo, "run the built-in fusion experiment end to end and print its table") \
   X(gen_data, "write generated chat tasks (the demo data) as JSONL") \
@@ -39,6 +47,7 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(keygen, "make a CURVE key pair for TCP deployments") \
   X(list, "list jobs") \
   X(logits, "top-K next-token log-probabilities of a model at every position") \
+  X(logits_dump, "run a model over a chat dataset shard into a top-K store") \
   X(logs, "print a job's event log") \
   X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(query, "ask a logits daemon directly for top-K next-token log-probs") \
@@ -52,6 +61,7 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
   X(train, "train or fine-tune a model (AdamW, fusion loss, checkpoints, resume)") \
   X(up, "start a coordinator and stage daemons on this machine") \
   X(version, "print the version") \
+  X(vocab_map, "count aligned token pairs and map a source vocabulary onto the pivot's") \
   X(watch, "follow a job's events until it ends") \
   X(workers, "list the registered stage daemons")
 

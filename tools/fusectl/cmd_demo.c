@@ -197,7 +197,7 @@ static int prepare_model(const char *work, const demo_model_t *dm, const recipe_
   if ((rc = gen(ddir, fname, (size_t)r->pre_convs, FC_SPLIT_TRAIN, dm->mix, seed, err)) ||
       (rc = write_corpus(data, corpus, err)))
     return rc;
-  fc_bpe_train_opts_t bo = {.kind = dm->tok, .vocab_size = dm->vocab};
+  fc_bpe_train_opts_t bo = {.kind = dm->tok, .vocab_size = dm->vocab, .split_digits = 1};
   if ((rc = fc_bpe_train_file(corpus, &bo, tok, err))) return rc;
   int vocab = dm->vocab;
   if (dm->tok == FC_TOK_SENTENCEPIECE) {

@@ -9,7 +9,7 @@
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: fusectl tokenizer-train --corpus FILE --vocab-size N --kind byte|sentencepiece\n"
-          "                               --out FILE [--min-frequency N] [--quiet]\n"
+          "                               --out FILE [--min-frequency N] [--split-digits] [--quiet]\n"
           "\n"
           "Learns a BPE tokenizer from a UTF-8 text corpus and writes it as a Hugging Face\n"
           "tokenizer.json that fusechat and the Hugging Face tokenizers library load alike.\n"
@@ -28,6 +28,8 @@ static void usage(FILE *fp) {
           "  -o, --out FILE           output tokenizer.json (written atomically)\n"
           "  -f, --min-frequency N    stop when the best pair occurs fewer times (default 2);\n"
           "                           the vocabulary may then be smaller than N\n"
+          "  -d, --split-digits       every digit its own token (Qwen2's pre-tokenizer for byte,\n"
+          "                           Llama's split_digits for sentencepiece)\n"
           "  -q, --quiet              no progress line\n"
           "  -h, --help               show this help\n"
           "\n"
@@ -44,14 +46,15 @@ int fc_cmd_tokenizer_train(int argc, char **argv) {
       {"corpus", required_argument, NULL, 'c'}, {"vocab-size", required_argument, NULL, 'v'},
       {"kind", required_argument, NULL, 'k'},   {"out", required_argument, NULL, 'o'},
       {"min-frequency", required_argument, NULL, 'f'}, {"quiet", no_argument, NULL, 'q'},
+      {"split-digits", no_argument, NULL, 'd'},
       {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
   };
   const char *corpus = NULL, *out = NULL, *kind = NULL;
   long vs = -1, minf = 2;
-  int quiet = 0, c;
+  int quiet = 0, split_digits = 0, c;
   optind = 1;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, "c:v:k:o:f:qh", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "c:v:k:o:f:qdh", opts, NULL)) != -1) {
     switch (c) {
     case 'c': corpus = optarg; break;
     case 'o': out = optarg; break;
@@ -65,6 +68,7 @@ int fc_cmd_tokenizer_train(int argc, char **argv) {
         return fc_cli_usage_error("tokenizer-train", "--min-frequency: '%s' is not a positive integer", optarg);
       break;
     case 'q': quiet = 1; break;
+    case 'd': split_digits = 1; break;
     case 'h': usage(stdout); return FC_EXIT_OK;
     default:
       return fc_cli_usage_error("tokenizer-train", "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -82,6 +86,7 @@ int fc_cmd_tokenizer_train(int argc, char **argv) {
     return fc_cli_usage_error("tokenizer-train", "--vocab-size must be between %ld and %d", minv, 1 << 24);
   o.vocab_size = (int32_t)vs;
   o.min_frequency = minf;
+  o.split_digits = split_digits;
   o.verbose = !quiet;
   fc_err_t err = {0};
   double t0 = fc_now();

@@ -50,6 +50,24 @@ int fc_cli_parse_double(const char *s, double *out) {
   return 0;
 }
 
+int fc_cli_parse_shard(const char *s, uint32_t *i, uint32_t *n) {
+  char *end;
+  errno = 0;
+  unsigned long a = strtoul(s, &end, 10);
+  if (errno || end == s || *end != '/' || *s == '-') return -1;
+  const char *t = end + 1;
+  unsigned long b = strtoul(t, &end, 10);
+  if (errno || end == t || *end || *t == '-' || b == 0 || a >= b || b > 1000000) return -1;
+  *i = (uint32_t)a;
+  *n = (uint32_t)b;
+  return 0;
+}
+
+int fc_cli_progress(void *ctx, double fraction, const char *message) {
+  fc_progress_update(ctx, fraction, message);
+  return 0;
+}
+
 int fc_cmd_version(int argc, char **argv) {
   if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
     printf("Usage: fusectl version\n\nPrints the version of fusectl.\n");
