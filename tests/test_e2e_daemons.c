@@ -403,9 +403,8 @@ static void test_cancel(void **state) {
   check_logs();
 }
 
-/* ---- the whole fusion pipeline (needs the alignment stages) ---- */
+/* ---- the whole fusion pipeline ---- */
 
-#if __has_include("fc_stage.h")
 static void fusion_spec(char *spec, size_t n, const char *name, const char *extra) {
   snprintf(spec, n,
            "name: %s\nstore: %s/store\nseed: 1\nmax_attempts: 4\n"
@@ -498,7 +497,6 @@ static void test_fusion_scale(void **state) {
   stop_all(SIGTERM);
   check_logs();
 }
-#endif
 
 /* ---- the logits daemon's direct socket ---- */
 
@@ -607,10 +605,8 @@ int main(void) {
       cmocka_unit_test_teardown(test_train_merge_kill_and_resume, teardown),
       cmocka_unit_test_teardown(test_cancel, teardown),
       cmocka_unit_test_teardown(test_logits_serve, teardown),
-#if __has_include("fc_stage.h")
       cmocka_unit_test_teardown(test_fusion_job, teardown),
       cmocka_unit_test_teardown(test_fusion_scale, teardown),
-#endif
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -7,15 +7,11 @@
 #include <string.h>
 
 #include "fc_daemon.h"
-#if __has_include("fc_stage.h")
-#define HAVE_STAGE 1
 #include "fc_stage.h"
-#endif
 
 static int g_threads;
 static const char *g_vmap = "stats", *g_fuse = "mince";
 
-#ifdef HAVE_STAGE
 static int paths(const fc_task_t *t, const char **src_tok, const char **piv_tok, fc_err_t *err) {
   *src_tok = fc_task_param(t, "source_path");
   *piv_tok = fc_task_param(t, "pivot_path");
@@ -97,25 +93,14 @@ static int run_align(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   free(aligned);
   return rc;
 }
-#else
-static int run_vocab_map(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
-  (void)t, (void)ctx;
-  return fc_err_set(err, FC_EINVAL, "this build of fusechat-align has no alignment stages (fc_stage.h)");
-}
-#define run_align run_vocab_map
-#endif
 
 static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
   (void)execs, (void)n;
   g_threads = c->threads;
-#ifdef HAVE_STAGE
   fc_vmap_method_t vm;
   fc_fuse_method_t fm;
   if (fc_vmap_method_parse(g_vmap, &vm)) return fc_err_set(err, FC_EINVAL, "--vocab-map '%s' is not a method", g_vmap);
   if (fc_fuse_method_parse(g_fuse, &fm)) return fc_err_set(err, FC_EINVAL, "--fuse '%s' is not a method", g_fuse);
-#else
-  (void)err;
-#endif
   return 0;
 }
 

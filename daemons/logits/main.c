@@ -1,10 +1,7 @@
 /* fusechat-logits: the logits stage daemon for one model. It advertises logits:NAME and runs the
  * job's logits(model, shard) tasks (fc_stage_logits), and with --serve it also answers direct
  * requests on its own socket: text or token ids in, the top-K next-token log-probs out. */
-#if __has_include("fc_stage.h")
-#define HAVE_STAGE 1
 #include "fc_stage.h"
-#endif
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -25,7 +22,6 @@ static fc_executor_t g_exec;
 
 /* ---- the logits task ---- */
 
-#ifdef HAVE_STAGE
 /* inputs: the model directory, the data JSONL; outputs[0]: the shard's top-K store. params: shard,
  * shards, top_k, max_len, pivot_path (the pivot's template and cut apply to every model). */
 static int run_logits(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
@@ -54,12 +50,6 @@ static int run_logits(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
           shards, (unsigned long long)st.examples, (unsigned long long)st.tokens, st.seconds);
   return 0;
 }
-#else
-static int run_logits(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
-  (void)t, (void)ctx;
-  return fc_err_set(err, FC_EINVAL, "this build of fusechat-logits has no logits stage (fc_stage.h)");
-}
-#endif
 
 /* ---- direct requests ---- */
 
