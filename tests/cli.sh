@@ -118,6 +118,52 @@ check 0 "eval the trained model" "$FUSECTL" eval -q --model "$tmp/s" --data "$tm
 if ! grep -q '"models"' "$tmp/r.json" 2>/dev/null; then echo "FAIL: eval --json wrote no results"; fail=$((fail + 1)); fi
 check 1 "eval a model without tokenizer.json" "$FUSECTL" eval -q --model "$FIX/model/llama_gqa" --data "$tmp/e.jsonl"
 check 2 "train bad --chat-template" "$FUSECTL" train --config "$tmp/config.json" --tokenizer x --data x --out "$tmp/s" --chat-template vicuna
+# Jobs on this machine, the report, direct queries, the daemons' own --help.
+check 2 "query without --endpoint" "$FUSECTL" query --ids "1 2"
+check 2 "query with text and ids" "$FUSECTL" query --endpoint "ipc://$tmp/none.ipc" --ids 1 --text hi
+check 2 "query bad ids" "$FUSECTL" query --endpoint "ipc://$tmp/none.ipc" --ids "1 -2"
+check 2 "query --chat without text" "$FUSECTL" query --endpoint "ipc://$tmp/none.ipc" --ids 1 --chat
+check 1 "query nobody" "$FUSECTL" query --endpoint "ipc://$tmp/none.ipc" --ids 1 --timeout 0.3
+check 2 "report without a job" "$FUSECTL" report
+check 1 "report a missing directory" "$FUSECTL" report --dir "$tmp/nojob"
+mkdir -p "$tmp/job/eval" && cp "$tmp/r.json" "$tmp/job/eval/one.json" 2>/dev/null
+check 0 "report a job directory" "$FUSECTL" report --dir "$tmp/job"
+check 0 "report wrote results.json" grep -q '"models"' "$tmp/job/results.json"
+printf '{"models": 3}' > "$tmp/job/eval/two.json"
+check 1 "report a bad eval file" "$FUSECTL" report --dir "$tmp/job" --no-write
+check 2 "run without --local" "$FUSECTL" run "$tmp/none.yaml"
+check 2 "run without a spec" "$FUSECTL" run --local
+check 1 "run a missing spec" "$FUSECTL" run --local "$tmp/none.yaml"
+printf 'name: j\nstore: %s/store\nbogus: 1\n' "$tmp" > "$tmp/badjob.yaml"
+check 1 "run a bad spec" "$FUSECTL" run --local --run-dir "$tmp/run0" "$tmp/badjob.yaml"
+printf 'x\n' > "$tmp/in"
+printf 'name: ok\nstore: %s/store\ntasks:\n  - {name: a, kind: checksum, inputs: [%s/in], outputs: [a.out], params: {ms: 10}}\n' "$tmp" "$tmp" > "$tmp/okjob.yaml"
+check 0 "run a job locally" "$FUSECTL" run --local --quiet --run-dir "$tmp/run1" "$tmp/okjob.yaml"
+check 0 "the local job wrote its output" test -s "$tmp/store/ok/a.out"
+printf 'name: no\nstore: %s/store\nmax_attempts: 1\ntasks:\n  - {name: a, kind: sleep, outputs: [a.out], params: {ms: 10, fail: 1}}\n' "$tmp" > "$tmp/failjob.yaml"
+check 1 "run a failing job locally" "$FUSECTL" run --local --quiet --run-dir "$tmp/run2" "$tmp/failjob.yaml"
+check 1 "nothing left up after run" "$FUSECTL" down --run-dir "$tmp/run2"
+printf 'daemons:\n  - {type: logits, count: 1}\n' > "$tmp/up1.yaml"
+check 1 "up --config: logits without a model" "$FUSECTL" up --run-dir "$tmp/run3" --config "$tmp/up1.yaml"
+printf 'daemons:\n  - {type: juggler}\n' > "$tmp/up2.yaml"
+check 1 "up --config: unknown type" "$FUSECTL" up --run-dir "$tmp/run3" --config "$tmp/up2.yaml"
+printf 'lease_timeout: soon\n' > "$tmp/up3.yaml"
+check 1 "up --config: bad lease" "$FUSECTL" up --run-dir "$tmp/run3" --config "$tmp/up3.yaml"
+check 1 "up --config: missing file" "$FUSECTL" up --run-dir "$tmp/run3" --config "$tmp/none.yaml"
+printf 'heartbeat: 0.2\ndaemons:\n  - {type: merge}\n  - {type: eval, count: 2, threads: 1}\n' > "$tmp/up4.yaml"
+check 0 "up --config" "$FUSECTL" up --run-dir "$tmp/run4" --config "$tmp/up4.yaml"
+check 0 "down after up --config" "$FUSECTL" down --run-dir "$tmp/run4"
+check 0 "up --config started eval-2" test -e "$tmp/run4/eval-2.log"
+if [ -n "${FC_BUILD:-}" ]; then
+  for d in logits align train merge eval worker-test; do
+    check 0 "fusechat-$d --help" "$FC_BUILD/daemons/fusechat-$d" --help
+    check 2 "fusechat-$d bad option" "$FC_BUILD/daemons/fusechat-$d" --no-such-option
+    check 2 "fusechat-$d stray argument" "$FC_BUILD/daemons/fusechat-$d" stray
+  done
+  check 2 "fusechat-logits without --model" "$FC_BUILD/daemons/fusechat-logits" --name x
+  check 2 "fusechat-logits bad --name" "$FC_BUILD/daemons/fusechat-logits" --model "$tmp" --name "a b"
+  check 2 "fusechat-train bad --threads" "$FC_BUILD/daemons/fusechat-train" --threads 0
+fi
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
