@@ -144,7 +144,7 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
   }
   fc_worker_opts_t o = {.endpoint = endpoint, .id = id, .heartbeat = hb, .finish_on_sigterm = finish,
                         .threads = (int)threads, .execs = def->execs, .nexecs = def->nexecs, .curve = &curve};
-  fc_daemon_ctx_t dctx = {.endpoint = endpoint, .id = id, .threads = (int)threads};
+  fc_daemon_ctx_t dctx = {.endpoint = endpoint, .id = id, .threads = (int)threads, .curve = &curve};
   if (def->setup) {
     int src = def->setup(&dctx, &o.execs, &o.nexecs, &err);
     if (src) {

@@ -23,6 +23,7 @@ typedef struct fc_daemon_ctx {
   const char *endpoint; /* coordinator endpoint */
   const char *id;       /* worker id, NULL: HOST-PID */
   int threads;          /* --threads (default: online cores) */
+  const struct fc_curve *curve; /* --curve-key/--curve-server (enabled == 0 without them) */
 } fc_daemon_ctx_t;
 
 typedef struct fc_daemon_def {

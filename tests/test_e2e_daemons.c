@@ -595,6 +595,45 @@ static void test_logits_serve(void **state) {
   assert_true(rep.ok);
   fc_msg_clear(&req), fc_msg_clear(&rep);
   assert_true(alive("logits-pivot"));
+
+  /* a CURVE-protected socket answers allow-listed keys only */
+  char keys[256], allow[300], srvkey[300];
+  snprintf(keys, sizeof keys, "%s/keys", g_dir);
+  snprintf(allow, sizeof allow, "%s/allowed", g_dir);
+  assert_int_equal(fc_mkdir_p(keys, &err), 0);
+  assert_int_equal(fc_mkdir_p(allow, &err), 0);
+  assert_int_equal(fc_curve_keygen(keys, "server", &err), 0);
+  assert_int_equal(fc_curve_keygen(keys, "alice", &err), 0);
+  assert_int_equal(fc_curve_keygen(keys, "mallory", &err), 0);
+  char from[400], to[400];
+  snprintf(from, sizeof from, "%s/alice.pub", keys);
+  snprintf(to, sizeof to, "%s/alice.pub", allow);
+  assert_int_equal(fc_copy_file(from, to, &err), 0);
+  snprintf(srvkey, sizeof srvkey, "%s/server.key", keys);
+  char ep2[256];
+  snprintf(ep2, sizeof ep2, "ipc://%s/logits-curve.ipc", g_dir);
+  char *argv2[] = {e, "--run-dir", g_run, "--id", "logits-curve", "--threads", "1", "--model", g_piv, "--name", "pivot",
+                   "--serve", ep2, "--serve-key", srvkey, "--serve-allow", allow, NULL};
+  spawn("logits-curve", argv2);
+  char env_key[400], env_srv[400];
+  snprintf(env_srv, sizeof env_srv, "%s/server.pub", keys);
+  setenv("FUSECHAT_CURVE_SERVER", env_srv, 1);
+  snprintf(env_key, sizeof env_key, "%s/alice.key", keys);
+  setenv("FUSECHAT_CURVE_KEY", env_key, 1);
+  req = (fc_msg_t){.type = FC_MSG_LOGITS_REQUEST, .k = 2};
+  fc_msg_set_ids(&req, ids, 3);
+  serve_call(ep2, &req, &rep);
+  assert_true(rep.ok);
+  assert_int_equal(rep.ntop, 6);
+  fc_msg_clear(&rep);
+  snprintf(env_key, sizeof env_key, "%s/mallory.key", keys);
+  setenv("FUSECHAT_CURVE_KEY", env_key, 1);
+  assert_int_not_equal(fc_net_call(ep2, &req, &rep, 700, &err), 0); /* no answer at all */
+  unsetenv("FUSECHAT_CURVE_KEY"), unsetenv("FUSECHAT_CURVE_SERVER");
+  assert_int_not_equal(fc_net_call(ep2, &req, &rep, 700, &err), 0);
+  fc_msg_clear(&req);
+  assert_true(alive("logits-curve"));
+  assert_true(file_contains("logits-curve.log", "not in the allow-list"));
   stop_all(SIGTERM);
   check_logs();
 }

@@ -15,7 +15,7 @@
 #include "fc_net.h"
 #include "fc_tok.h"
 
-static const char *g_model_dir, *g_name, *g_serve, *g_batch = "8";
+static const char *g_model_dir, *g_name, *g_serve, *g_serve_allow, *g_serve_key, *g_batch = "8";
 static int g_threads;
 static char g_cap[160];
 static fc_executor_t g_exec;
@@ -56,7 +56,8 @@ static int run_logits(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
 static struct {
   pthread_t thread;
   atomic_int stop;
-  void *zctx, *sock;
+  void *zctx, *sock, *zap;
+  fc_curve_allow_t allow;
   fc_model_t *model;
   fc_tok_t *tok;
   fc_chat_template_t tmpl;
@@ -123,11 +124,42 @@ static void answer(const fc_msg_t *req, fc_msg_t *rep) {
   free(ids);
 }
 
+/* ZAP (RFC 27) for the CURVE-protected socket: 200 for allow-listed client keys, 400 else. */
+static void zap_answer(void) {
+  zmq_msg_t f[8];
+  int n = 0, more = 1;
+  while (more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, S.zap, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m);
+      break;
+    }
+    more = zmq_msg_more(&m);
+    if (n < 8) f[n++] = m;
+    else zmq_msg_close(&m);
+  }
+  if (n >= 2) {
+    int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
+             zmq_msg_size(&f[6]) == 32 && fc_curve_allowed(&S.allow, zmq_msg_data(&f[6]));
+    if (!ok) fc_warn("direct requests: refused a client that is not in the allow-list");
+    zmq_send(S.zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(S.zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+    zmq_send(S.zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+    zmq_send(S.zap, ok ? "OK" : "not allowed", ok ? 2 : 11, ZMQ_SNDMORE);
+    zmq_send(S.zap, "", 0, ZMQ_SNDMORE);
+    zmq_send(S.zap, "", 0, 0);
+  }
+  for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+}
+
 static void *serve_main(void *arg) {
   (void)arg;
   while (!atomic_load(&S.stop)) {
-    zmq_pollitem_t it = {S.sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&it, 1, 200) <= 0) continue;
+    zmq_pollitem_t it[2] = {{S.sock, 0, ZMQ_POLLIN, 0}, {S.zap, 0, ZMQ_POLLIN, 0}};
+    if (zmq_poll(it, S.zap ? 2 : 1, 200) <= 0) continue;
+    if (S.zap && (it[1].revents & ZMQ_POLLIN)) zap_answer();
+    if (!(it[0].revents & ZMQ_POLLIN)) continue;
     /* envelope frames, then the message; a malformed request gets an error reply */
     zmq_msg_t fr[8];
     int nf = 0, more = 1;
@@ -181,7 +213,19 @@ static int serve_start(const char *endpoint, fc_err_t *err) {
   free(tp);
   if (S.tok) S.tmpl = fc_chat_template_for(S.tok);
   S.zctx = zmq_ctx_new();
+  fc_curve_t curve = {0};
+  if (g_serve_allow) { /* CURVE: the handler must be bound before the socket it guards */
+    if ((rc = fc_curve_load_pair(g_serve_key, &curve, err))) return rc;
+    curve.enabled = 1;
+    if ((rc = fc_curve_allow_load(g_serve_allow, &S.allow, err))) return rc;
+    S.zap = zmq_socket(S.zctx, ZMQ_REP);
+    if (zmq_bind(S.zap, "inproc://zeromq.zap.01") != 0)
+      return fc_err_set(err, FC_EIO, "cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
+  } else if (!strncmp(endpoint, "tcp://", 6)) {
+    fc_warn("direct requests on %s are open to anyone who can connect: give --serve-allow DIR", endpoint);
+  }
   S.sock = zmq_socket(S.zctx, ZMQ_ROUTER);
+  if (S.zap && (rc = fc_curve_apply_server(S.sock, &curve, err))) return rc;
   int linger = 0;
   zmq_setsockopt(S.sock, ZMQ_LINGER, &linger, sizeof linger);
   int64_t maxsz = FC_MSG_MAX_BYTES + 1024;
@@ -200,6 +244,8 @@ static void teardown(void) {
     pthread_join(S.thread, NULL);
   }
   if (S.sock) zmq_close(S.sock);
+  if (S.zap) zmq_close(S.zap);
+  if (S.allow.n || S.allow.keys) fc_curve_allow_free(&S.allow);
   if (S.zctx) zmq_ctx_term(S.zctx);
   fc_model_destroy(&S.model);
   fc_tok_destroy(&S.tok);
@@ -217,6 +263,8 @@ static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *
   snprintf(g_cap, sizeof g_cap, "logits:%s", g_name);
   g_exec = (fc_executor_t){"logits", g_cap, run_logits};
   *execs = &g_exec, *n = 1;
+  if ((g_serve_allow || g_serve_key) && !g_serve) return fc_err_set(err, FC_EINVAL, "--serve-allow and --serve-key go with --serve");
+  if (!g_serve_allow != !g_serve_key) return fc_err_set(err, FC_EINVAL, "give both --serve-key and --serve-allow (or neither)");
   if (g_serve) {
     int rc = serve_start(g_serve, err);
     if (rc) {
@@ -234,6 +282,10 @@ int main(int argc, char **argv) {
       {"serve", "URL", "also answer direct requests (logits_request messages: text or token ids\n"
                        "in, top-K log-probs out) on this endpoint, e.g. ipc://RUN/logits-NAME.ipc\n"
                        "or tcp://*:5601 (see 'fusectl query')", &g_serve, 0},
+      {"serve-key", "FILE", "protect --serve with CURVE: this key pair (fusectl keygen) is the server's;\n"
+                            "clients set FUSECHAT_CURVE_SERVER to its .pub", &g_serve_key, 0},
+      {"serve-allow", "DIR", "with --serve-key: only clients whose public keys are in DIR (*.pub files,\n"
+                             "or one file of keys) get answers", &g_serve_allow, 0},
       {"batch", "N", "examples per forward in logits tasks (default 8)", &g_batch, 0},
   };
   fc_daemon_def_t def = {
