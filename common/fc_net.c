@@ -81,6 +81,8 @@ int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int 
   void *s = zmq_socket(ctx, ZMQ_DEALER);
   int linger = 0, rc;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  /* a refused CURVE handshake drops the only pipe, and a DEALER without pipes blocks in send */
+  zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
   fc_curve_t curve;
   if ((rc = fc_curve_from_env(&curve, err)) || (rc = fc_curve_apply_client(s, &curve, err))) goto out;
   if (zmq_connect(s, endpoint) != 0) {
