@@ -223,7 +223,10 @@ static int prepare_model(const char *work, const demo_model_t *dm, const recipe_
   char *argv[] = {"fusectl", "train", "--config", cfgp, "--tokenizer", tok, "--data", data, "--out", dir,
                   "--steps", steps, "--batch-size", bs, "--seq-len", "128", "--lr", "3e-3", "--warmup", "20",
                   "--weight-decay", "0.01", "--threads", th, "--seed", "1", "--quiet", NULL};
-  if (run_self(argv) != 0) return fc_err_set(err, FC_EIO, "pre-training %s failed", dm->name);
+  int st = run_self(argv);
+  if (st != 0)
+    return fc_err_set(err, FC_EIO, "pre-training %s failed (%s %d)", dm->name, st > 128 ? "signal" : "exit status",
+                      st > 128 ? st - 128 : st);
   fc_atomic_file_t af;
   if ((rc = fc_atomic_open(&af, path, err))) return rc;
   fputs(stamp, af.fp);
