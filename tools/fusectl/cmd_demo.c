@@ -60,7 +60,7 @@ typedef struct recipe {
   int batch;
 } recipe_t;
 
-static const recipe_t full = {"full", 24000, 900, 4000, 40, 1, 1e-3, 32};
+static const recipe_t full = {"full", 24000, 900, 4000, 40, 3, 2e-3, 32};
 static const recipe_t quick = {"quick", 3000, 120, 400, 12, 1, 1e-3, 16};
 
 static void usage(FILE *fp) {
@@ -233,6 +233,41 @@ static int prepare_model(const char *work, const demo_model_t *dm, const recipe_
   return fc_atomic_commit(&af, err);
 }
 
+/* A loss curve per training run (loss.csv: step,loss,...) as a PNG, through gnuplot when the
+ * machine has it. */
+static void plot_one(const char *csv, const char *png, const char *title, char *list, size_t cap) {
+  if (!fc_path_exists(csv)) return;
+  char cmd[12288];
+  pathf(cmd, sizeof cmd,
+        "gnuplot -e \"set terminal png size 720,420; set output '%s'; set datafile separator ','; "
+        "set title '%s: training loss'; set xlabel 'step'; set ylabel 'loss (nats/token)'; set key off; "
+        "plot '%s' every ::1 using 1:2 with lines\" 2>/dev/null",
+        png, title, csv);
+  if (system(cmd) != 0) return;
+  size_t l = strlen(list);
+  pathf(list + l, cap - l, " %s", png);
+}
+
+static void plot_losses(const char *work, const char *job_dir) {
+  char list[8192] = "", dir[4096], csv[4096], png[4096], title[256];
+  pathf(dir, sizeof dir, "%s/plots", work);
+  if (fc_mkdir_p(dir, NULL)) return;
+  for (size_t i = 0; i < NMODELS; i++) {
+    pathf(csv, sizeof csv, "%s/models/%s/loss.csv", work, models[i].name);
+    pathf(png, sizeof png, "%s/pretrain-%s.png", dir, models[i].name);
+    snprintf(title, sizeof title, "pre-training %s", models[i].name);
+    plot_one(csv, png, title, list, sizeof list);
+    /* the fused target trained from the pivot for this source, or the SFT baseline for the pivot */
+    const char *t = i == 0 ? "sft" : models[i].name;
+    pathf(csv, sizeof csv, "%s/targets/%s/loss.csv", job_dir, t);
+    pathf(png, sizeof png, "%s/target-%s.png", dir, t);
+    snprintf(title, sizeof title, i == 0 ? "plain SFT of the pivot" : "fused target for %s", t);
+    plot_one(csv, png, title, list, sizeof list);
+  }
+  if (list[0]) fprintf(stderr, "demo: loss curves:%s\n", list);
+  else fprintf(stderr, "demo: no loss curves plotted (is gnuplot installed?)\n");
+}
+
 /* The fusion job: every model, the fusion set, baselines, evaluation. */
 static int write_job(const char *work, const recipe_t *r, const char *path, fc_err_t *err) {
   fc_atomic_file_t af;
@@ -247,7 +282,7 @@ static int write_job(const char *work, const recipe_t *r, const char *path, fc_e
   fprintf(f, "training: {epochs: %d, lr: %g, batch_size: %d, seq_len: 128, warmup: 0.03, weight_decay: 0.0}\n",
           r->target_epochs, r->target_lr, r->batch);
   fprintf(f, "merge: {method: sce, parameters: {select_topk: 0.1}}\n");
-  fprintf(f, "baselines: {sft: true, merges: [task_arithmetic, ties, dare_ties]}\n");
+  fprintf(f, "baselines: {sft: true, merges: [sce-weights, task_arithmetic, ties, dare_ties]}\n");
   return fc_atomic_commit(&af, err);
 }
 
@@ -313,6 +348,12 @@ int fc_cmd_demo(int argc, char **argv) {
   pathf(run, sizeof run, "%s/run", awork);
   char *argv_run[] = {"fusectl", "run", job, "--local", "--run-dir", run, NULL};
   int st = run_self(argv_run);
-  fprintf(stderr, "demo: finished in %.0f s\n", fc_now() - t0);
+  char job_dir[4096], res[4096], res_out[4096];
+  pathf(job_dir, sizeof job_dir, "%s/store/demo-%s", awork, r->name);
+  pathf(res, sizeof res, "%s/results.json", job_dir);
+  pathf(res_out, sizeof res_out, "%s/results.json", awork);
+  if (st == 0 && fc_copy_file(res, res_out, &err) != 0) return fc_cli_fail("demo", "%s", err.msg);
+  plot_losses(awork, job_dir);
+  fprintf(stderr, "demo: finished in %.0f s; results in %s\n", fc_now() - t0, res_out);
   return st == 0 ? 0 : FC_EXIT_FAIL;
 }

@@ -1,0 +1,38 @@
+#!/bin/sh
+# The demo's small version end to end (data, three models trained from scratch, the fusion job
+# through real daemons, evaluation): it must finish, print the table and score every model on
+# every family.
+set -u
+FUSECTL="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+out="$tmp/out.txt"
+if ! "$FUSECTL" demo --quick --workdir "$tmp/demo" >"$out" 2>&1; then
+  tail -40 "$out"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+pass=1
+fail=0
+res="$tmp/demo/results.json"
+# The table: a header naming the families, then one row per model.
+for fam in arith convert strings facts; do
+  if grep -q "^model .*$fam" "$out"; then pass=$((pass + 1)); else echo "FAIL: table lacks $fam"; fail=$((fail + 1)); fi
+done
+# Every model of the experiment and every baseline is scored on every family.
+for m in pivot src-facts src-arith target-src-facts target-src-arith sft merged-sce merged-sce-weights \
+         merged-task_arithmetic merged-ties merged-dare_ties; do
+  if grep -q "^$m  *[0-9.]*% ([0-9]*/[1-9][0-9]*)" "$out"; then pass=$((pass + 1)); else echo "FAIL: no table row for $m"; fail=$((fail + 1)); fi
+  for fam in arith convert strings facts; do
+    # one line per model entry of results.json, then that family's row count
+    if tr -d '\n ' <"$res" | sed 's/{"model":/\n&/g' | grep "^{\"model\":\"$m\"," | grep -q "\"$fam\":{\"n\":[1-9]"; then
+      pass=$((pass + 1))
+    else
+      echo "FAIL: $m has no $fam score in results.json"; fail=$((fail + 1))
+    fi
+  done
+done
+rows=$(grep -c '^[a-z][a-z_-]*  *[0-9.]*% (' "$out")
+if [ "$rows" -eq 11 ]; then pass=$((pass + 1)); else echo "FAIL: $rows table rows, wanted 11"; fail=$((fail + 1)); fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
