@@ -609,17 +609,7 @@ int fc_bpe_train_file(const char *corpus_path, const fc_bpe_train_opts_t *o, con
   rc = fc_bpe_train(text, len, o, &json, err);
   free(text);
   if (rc) return fc_err_wrap(err, "%s", corpus_path);
-  fc_atomic_file_t af;
-  if ((rc = fc_atomic_open(&af, out_path, err))) {
-    free(json);
-    return rc;
-  }
-  size_t jl = strlen(json);
-  if (fwrite(json, 1, jl, af.fp) != jl || fputc('\n', af.fp) == EOF) {
-    fc_atomic_abort(&af);
-    free(json);
-    return fc_err_set(err, FC_EIO, "cannot write %s", out_path);
-  }
+  rc = fc_write_text_file(out_path, json, err);
   free(json);
-  return fc_atomic_commit(&af, err);
+  return rc;
 }

@@ -220,16 +220,7 @@ int fc_config_save(const fc_config_t *c, const char *path, fc_err_t *err) {
   json_object_set_new(r, "use_cache", json_true());
   char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
   json_decref(r);
-  fc_atomic_file_t af;
-  int rc = fc_atomic_open(&af, path, err);
-  if (!rc) {
-    if (fputs(s, af.fp) == EOF || fputc('\n', af.fp) == EOF) {
-      fc_atomic_abort(&af);
-      rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
-    } else {
-      rc = fc_atomic_commit(&af, err);
-    }
-  }
+  int rc = fc_write_text_file(path, s, err);
   free(s);
   return rc;
 }

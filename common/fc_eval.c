@@ -411,18 +411,10 @@ int fc_eval_write_json_file(const char *path, const char *const *model_names,
   json_t *root = json_object(), *arr = json_array();
   for (int i = 0; i < n; i++) json_array_append_new(arr, result_json(model_names[i], results[i]));
   json_object_set_new(root, "models", arr);
-  fc_atomic_file_t af;
-  int rc = fc_atomic_open(&af, path, err);
-  if (!rc) {
-    if (json_dumpf(root, af.fp, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8)) ||
-        fputc('\n', af.fp) == EOF) {
-      fc_atomic_abort(&af);
-      rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
-    } else {
-      rc = fc_atomic_commit(&af, err);
-    }
-  }
+  char *text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
   json_decref(root);
+  int rc = fc_write_text_file(path, text, err);
+  free(text);
   return rc;
 }
 

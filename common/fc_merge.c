@@ -1130,14 +1130,7 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
         json_object_set_new(root, "torch_dtype", json_string(tn));
         char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(root);
-        fc_atomic_file_t af;
-        rc = fc_atomic_open(&af, dst, err);
-        if (!rc) {
-          if (fputs(txt, af.fp) == EOF || fputc('\n', af.fp) == EOF) {
-            fc_atomic_abort(&af);
-            rc = fc_err_set(err, FC_EIO, "cannot write %s", dst);
-          } else rc = fc_atomic_commit(&af, err);
-        }
+        rc = fc_write_text_file(dst, txt, err);
         free(txt);
       }
     }

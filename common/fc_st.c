@@ -580,16 +580,7 @@ int fc_st_write_index(const char *path, size_t n, const char *const *names,
   json_object_set_new(root, "weight_map", wm);
   char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(root);
-  fc_atomic_file_t af;
-  int rc = fc_atomic_open(&af, path, err);
-  if (!rc) {
-    if (fputs(s, af.fp) == EOF || fputc('\n', af.fp) == EOF) {
-      fc_atomic_abort(&af);
-      rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
-    } else {
-      rc = fc_atomic_commit(&af, err);
-    }
-  }
+  int rc = fc_write_text_file(path, s, err);
   free(s);
   return rc;
 }

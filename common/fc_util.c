@@ -252,6 +252,18 @@ void fc_atomic_abort(fc_atomic_file_t *af) {
   af->path = af->tmp = NULL;
 }
 
+int fc_write_text_file(const char *path, const char *text, fc_err_t *err) {
+  fc_atomic_file_t af;
+  int rc = fc_atomic_open(&af, path, err);
+  if (rc) return rc;
+  size_t n = strlen(text);
+  if (fwrite(text, 1, n, af.fp) != n || ((n == 0 || text[n - 1] != '\n') && fputc('\n', af.fp) == EOF)) {
+    fc_atomic_abort(&af);
+    return fc_err_set(err, FC_EIO, "cannot write %s: %s", path, strerror(errno));
+  }
+  return fc_atomic_commit(&af, err);
+}
+
 int fc_mkdir_p(const char *path, fc_err_t *err) {
   char *p = fc_xstrdup(path);
   for (char *s = p + 1; *s; s++) {

@@ -71,6 +71,8 @@ typedef struct fc_atomic_file {
 int fc_atomic_open(fc_atomic_file_t *af, const char *path, fc_err_t *err);
 int fc_atomic_commit(fc_atomic_file_t *af, fc_err_t *err);
 void fc_atomic_abort(fc_atomic_file_t *af);
+/* Writes text, then a newline unless it ends with one, to path atomically. */
+int fc_write_text_file(const char *path, const char *text, fc_err_t *err);
 int fc_mkdir_p(const char *path, fc_err_t *err);
 int fc_copy_file(const char *src, const char *dst, fc_err_t *err);
 int fc_path_exists(const char *path);

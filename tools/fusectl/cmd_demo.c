@@ -119,12 +119,7 @@ static int add_chatml_tokens(const char *path, int first_id, fc_err_t *err) {
                                            "special", 1));
   char *s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
   json_decref(root);
-  fc_atomic_file_t af;
-  int rc = fc_atomic_open(&af, path, err);
-  if (!rc) {
-    fputs(s, af.fp);
-    rc = fc_atomic_commit(&af, err);
-  }
+  int rc = fc_write_text_file(path, s, err);
   free(s);
   return rc;
 }
@@ -227,10 +222,7 @@ static int prepare_model(const char *work, const demo_model_t *dm, const recipe_
   if (st != 0)
     return fc_err_set(err, FC_EIO, "pre-training %s failed (%s %d)", dm->name, st > 128 ? "signal" : "exit status",
                       st > 128 ? st - 128 : st);
-  fc_atomic_file_t af;
-  if ((rc = fc_atomic_open(&af, path, err))) return rc;
-  fputs(stamp, af.fp);
-  return fc_atomic_commit(&af, err);
+  return fc_write_text_file(path, stamp, err);
 }
 
 /* A loss curve per training run (loss.csv: step,loss,...) as a PNG, through gnuplot when the
