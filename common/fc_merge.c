@@ -221,6 +221,9 @@ typedef struct job {
   int64_t *blk_eq; /* [nsel][nblocks] ties per block */
   int64_t *blk_nz; /* sce: [nblocks] non-zero variances per block */
   struct workspace *ws; /* buffers kept across tensors by fc_merge_run, or NULL */
+  int fused;            /* F_*: the final pass reads bf16 inputs directly (fused_block) */
+  int fused_scale;      /* multiply the sum by fused_rdiv */
+  double fused_rdiv;    /* 1 / divisor */
   pthread_mutex_t mu;
 } job_t;
 
@@ -400,6 +403,124 @@ FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t
   }
 }
 
+/* ---- fused final pass for bf16 models: no f32 scratch blocks ----
+ * The weighted-sum methods read each input once, eight elements at a time straight from the
+ * mapping, and write the output dtype directly: one pass over the data instead of a convert
+ * pass per input, an accumulate pass per model and an output pass. The arithmetic is the
+ * generic path's, element for element (f32 products, f64 sums in model order), except that a
+ * normalising division by the constant sum of weights is a multiplication by its reciprocal
+ * (the f32 result can differ from the divided one in its last bit, rarely). */
+typedef float vf8 __attribute__((vector_size(32)));
+typedef double vd8 __attribute__((vector_size(64)));
+typedef uint32_t vu8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef uint16_t vh8 __attribute__((vector_size(16)));
+
+/* Vectors pass through pointers: by value they would change the ABI between the clones. */
+#define ld8_bf16(p) ld8_bf16_((p), &(vf8){0})
+FC_INLINE vf8 *ld8_bf16_(const uint16_t *p, vf8 *dst) {
+  vh8 h;
+  memcpy(&h, p, sizeof h);
+  vu8 u = __builtin_convertvector(h, vu8) << 16;
+  *dst = (vf8)u;
+  return dst;
+}
+
+FC_INLINE void st8(void *out, fc_dtype_t dt, size_t off, const vf8 *op) {
+  const vf8 o = *op;
+  if (dt == FC_DT_F32) {
+    memcpy((float *)out + off, &o, sizeof o);
+    return;
+  }
+  /* to_bf16, lane-wise: round to nearest even, NaNs stay quiet NaNs. */
+  vu8 u = (vu8)o;
+  vu8 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  vu8 nan = (vu8)((vi8)(u & 0x7fffffffu) > 0x7f800000);
+  vu8 q = ((u >> 16) | 0x40u) & nan;
+  vh8 h = __builtin_convertvector((r & ~nan) | q, vh8);
+  memcpy((uint16_t *)out + off, &h, sizeof h);
+}
+
+enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP };
+
+/* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
+ * block (or at zero-padded copies for the tail). */
+#define FU 4
+#ifndef FUSED_RUN
+#define FUSED_RUN 16
+#endif
+#ifndef FUSED_PF
+#define FUSED_PF 512
+#endif
+FC_INLINE void fused_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+                          vf8 *o, int U) {
+  const int nm = J->nm, kind = J->fused, scale = J->fused_scale;
+  const float *w = J->method == FC_MERGE_VARM ? J->sw : J->w;
+  if (kind == F_SLERP) {
+    for (int u = 0; u < U; u++) o[u] = J->s0 * *ld8_bf16(bp + j + 8 * u) + J->s1 * *ld8_bf16(mp[0] + j + 8 * u);
+  } else if (kind == F_SUM) {
+    vd8 acc[FU] = {{0}};
+    for (int i = 0; i < nm; i++) {
+      const float wi = w[i];
+      for (int u = 0; u < U; u++) acc[u] += __builtin_convertvector(wi * *ld8_bf16(mp[i] + j + 8 * u), vd8);
+    }
+    for (int u = 0; u < U; u++) {
+      if (scale) acc[u] *= J->fused_rdiv;
+      o[u] = __builtin_convertvector(acc[u], vf8);
+    }
+  } else {
+    vf8 b[FU];
+    vd8 mixed[FU] = {{0}};
+    for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+    for (int i = 0; i < nm; i++) {
+      const float wi = w[i];
+      for (int u = 0; u < U; u++)
+        mixed[u] += __builtin_convertvector((*ld8_bf16(mp[i] + j + 8 * u) - b[u]) * wi, vd8);
+    }
+    for (int u = 0; u < U; u++) {
+      if (scale) mixed[u] *= J->fused_rdiv;
+      o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u], vf8);
+    }
+  }
+}
+
+/* One block of the fused path: elements [off, off+cnt). */
+FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt) {
+  const int nm = J->nm;
+  const uint16_t *mp[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
+  const uint16_t *bp = J->base ? (const uint16_t *)J->base->data + off : NULL;
+  vf8 o[FU];
+  size_t j = 0;
+  for (; j + 8 * FU <= cnt; j += 8 * FU) {
+    if (FUSED_PF) {
+      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+      if (bp) __builtin_prefetch(bp + j + FUSED_PF);
+    }
+    fused_step(J, mp, bp, j, o, FU);
+    for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
+  }
+  /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
+  for (; j < cnt; j += 8) {
+    uint16_t tb[8] = {0}, tm[FC_MERGE_MAX_MODELS][8];
+    const uint16_t *tp[FC_MERGE_MAX_MODELS];
+    size_t r = cnt - j < 8 ? cnt - j : 8;
+    if (bp) memcpy(tb, bp + j, r * 2);
+    for (int i = 0; i < nm; i++) {
+      memset(tm[i], 0, sizeof tm[i]);
+      memcpy(tm[i], mp[i] + j, r * 2);
+      tp[i] = tm[i];
+    }
+    fused_step(J, tp, tb, 0, o, 1);
+    if (r == 8) st8(J->out, J->out_dt, off + j, &o[0]);
+    else {
+      float t[8];
+      memcpy(t, &o[0], sizeof t);
+      store_out(J->out, J->out_dt, off + j, r, t);
+    }
+  }
+}
+
 /* Pass kinds. */
 enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
 typedef struct par {
@@ -509,6 +630,10 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   default: break;
   }
   /* P_FINAL */
+  if (J->fused) {
+    fused_block(J, off, J->n - off < BLK ? J->n - off : BLK);
+    return;
+  }
   int deltas = M != FC_MERGE_LINEAR && M != FC_MERGE_SLERP && M != FC_MERGE_VARM;
   size_t cnt = load_block(J, s, blk, deltas);
   float *o = s->o;
@@ -630,10 +755,13 @@ static void *par_main(void *arg) {
   int hist = P->kind == P_TIES_HIST || P->kind == P_SCE_HIST;
   s.hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
   memset(s.tc, 0, sizeof s.tc);
+  /* The fused pass takes runs of blocks, so each thread streams long stretches of every input
+   * (the hardware prefetchers lose track at each jump). */
+  const size_t run = P->kind == P_FINAL && J->fused ? FUSED_RUN : 1;
   for (;;) {
-    size_t blk = atomic_fetch_add(&P->next, 1);
+    size_t blk = atomic_fetch_add(&P->next, run);
     if (blk >= J->nblocks) break;
-    block_work(J, P->kind, &s, blk);
+    for (size_t b = blk; b < blk + run && b < J->nblocks; b++) block_work(J, P->kind, &s, b);
   }
   pthread_mutex_lock(&J->mu);
   if (s.hist)
@@ -1059,6 +1187,21 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
       J.s0 = (float)(sin(th0 - tht) / s0);
       J.s1 = (float)(sin(tht) / s0);
     }
+  }
+  {
+    int bf = (out_dt == FC_DT_BF16 || out_dt == FC_DT_F32) && (!J.base || J.base->dtype == FC_DT_BF16);
+    for (int i = 0; i < nm; i++) bf &= models[i]->dtype == FC_DT_BF16;
+    int masked = 0;
+    for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
+    J.fused_rdiv = 1.0 / J.divisor;
+    if (!bf) J.fused = F_NONE;
+    else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
+      J.fused = F_SUM;
+      J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
+    } else if (M == FC_MERGE_TASK_ARITHMETIC || (M == FC_MERGE_DARE_LINEAR && !masked)) {
+      J.fused = F_DELTA_SUM;
+      J.fused_scale = J.normalize;
+    } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
   }
   par_run(&J, P_FINAL, threads);
 done:
