@@ -441,7 +441,7 @@ FC_INLINE void st8(void *out, fc_dtype_t dt, size_t off, const vf8 *op) {
   memcpy((uint16_t *)out + off, &h, sizeof h);
 }
 
-enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP };
+enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES };
 
 /* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
  * block (or at zero-padded copies for the tail). */
@@ -484,15 +484,75 @@ FC_INLINE void fused_step(const job_t *J, const uint16_t *const *mp, const uint1
   }
 }
 
+/* TIES, eight elements: the generic path's ties_mask (blocks whose ties are all in or all out),
+ * weighting and combine_consensus, in registers. */
+FC_INLINE void fused_ties_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+                               const uint32_t *lo, vf8 *o) {
+  const int nm = J->nm;
+  vf8 wd[FC_MERGE_MAX_MODELS];
+  const vf8 b = *ld8_bf16(bp + j);
+  vd8 sum = {0};
+  for (int i = 0; i < nm; i++) {
+    vf8 d = *ld8_bf16(mp[i] + j) - b;
+    vu8 key = (vu8)d & 0x7fffffffu;
+    vu8 keep = (vu8)(key >= lo[i]); /* lo 0: every element */
+    d = (vf8)((vu8)d & keep);
+    wd[i] = d * J->w[i];
+    sum += __builtin_convertvector(wd[i], vd8);
+  }
+  typedef int64_t vl8 __attribute__((vector_size(64)));
+  const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
+  vu8 pos = (vu8)__builtin_convertvector((vl8)(sum >= 0), vi8);
+  vf8 sgn = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
+  vd8 mixed = {0}, div = {0};
+  for (int i = 0; i < nm; i++) {
+    vu8 agree = (vu8)(wd[i] * sgn > zero);
+    vf8 am = (vf8)((vu8)one & agree);
+    mixed += __builtin_convertvector(wd[i] * am, vd8);
+    div += __builtin_convertvector(J->w[i] * am, vd8);
+  }
+  const vd8 done = {1, 1, 1, 1, 1, 1, 1, 1};
+  vl8 dz = (vl8)(div == 0);
+  div = (vd8)(((vl8)done & dz) | ((vl8)div & ~dz));
+  if (J->normalize) mixed /= div;
+  *o = __builtin_convertvector(__builtin_convertvector(b, vd8) + mixed, vf8);
+}
+
+/* Whether block blk can take the fused path (TIES: no model keeps only some of its ties here). */
+FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
+  if (J->fused != F_TIES) return 1;
+  for (int i = 0; i < J->nm; i++) {
+    const sel_t *S = &J->sel[i];
+    if (!S->active) {
+      lo[i] = 0;
+      continue;
+    }
+    int64_t q = S->all_eq ? -1 : S->quota[blk];
+    if (q > 0) return 0;
+    lo[i] = q < 0 ? S->thr : S->thr + 1;
+  }
+  return 1;
+}
+
 /* One block of the fused path: elements [off, off+cnt). */
-FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt) {
+FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_t *lo) {
   const int nm = J->nm;
   const uint16_t *mp[FC_MERGE_MAX_MODELS];
   for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
   const uint16_t *bp = J->base ? (const uint16_t *)J->base->data + off : NULL;
   vf8 o[FU];
   size_t j = 0;
-  for (; j + 8 * FU <= cnt; j += 8 * FU) {
+  if (J->fused == F_TIES) {
+    for (; j + 8 <= cnt; j += 8) {
+      if (FUSED_PF && j % 32 == 0) {
+        for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
+      fused_ties_step(J, mp, bp, j, lo, &o[0]);
+      st8(J->out, J->out_dt, off + j, &o[0]);
+    }
+  }
+  for (; J->fused != F_TIES && j + 8 * FU <= cnt; j += 8 * FU) {
     if (FUSED_PF) {
       for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
       if (bp) __builtin_prefetch(bp + j + FUSED_PF);
@@ -511,7 +571,8 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt) {
       memcpy(tm[i], mp[i] + j, r * 2);
       tp[i] = tm[i];
     }
-    fused_step(J, tp, tb, 0, o, 1);
+    if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, &o[0]);
+    else fused_step(J, tp, tb, 0, o, 1);
     if (r == 8) st8(J->out, J->out_dt, off + j, &o[0]);
     else {
       float t[8];
@@ -587,8 +648,18 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       const uint32_t lo = S->lo, bhi = S->bhi;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
       for (size_t j = 0; j < cnt; j++) above += keys[j] > bhi;
-      for (size_t j = 0; j < cnt; j++)
-        if (keys[j] - lo <= bhi - lo) cand_push(T, off + j, keys[j], NULL, 0);
+      /* Few keys fall in the band: test 16 at a time without branches, then find them. */
+      const uint32_t span = bhi - lo;
+      for (size_t j0 = 0; j0 < cnt; j0 += 16) {
+        size_t e = j0 + 16 < cnt ? j0 + 16 : cnt;
+        uint32_t any = 0;
+        if (e == j0 + 16)
+          for (size_t j = j0; j < j0 + 16; j++) any |= keys[j] - lo <= span;
+        else any = 1;
+        if (any)
+          for (size_t j = j0; j < e; j++)
+            if (keys[j] - lo <= span) cand_push(T, off + j, keys[j], NULL, 0);
+      }
       T->above += above;
     }
     return;
@@ -631,8 +702,11 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   /* P_FINAL */
   if (J->fused) {
-    fused_block(J, off, J->n - off < BLK ? J->n - off : BLK);
-    return;
+    uint32_t lo[FC_MERGE_MAX_MODELS];
+    if (fused_lo(J, blk, lo)) {
+      fused_block(J, off, J->n - off < BLK ? J->n - off : BLK, lo);
+      return;
+    }
   }
   int deltas = M != FC_MERGE_LINEAR && M != FC_MERGE_SLERP && M != FC_MERGE_VARM;
   size_t cnt = load_block(J, s, blk, deltas);
@@ -1202,6 +1276,7 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
       J.fused = F_DELTA_SUM;
       J.fused_scale = J.normalize;
     } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
+    else if (M == FC_MERGE_TIES) J.fused = F_TIES;
   }
   par_run(&J, P_FINAL, threads);
 done:
