@@ -484,38 +484,44 @@ FC_INLINE void fused_step(const job_t *J, const uint16_t *const *mp, const uint1
   }
 }
 
-/* TIES, eight elements: the generic path's ties_mask (blocks whose ties are all in or all out),
- * weighting and combine_consensus, in registers. */
+/* TIES, 8U elements: the generic path's ties_mask (blocks whose ties are all in or all out),
+ * weighting and combine_consensus, in registers; U groups interleave their dependency chains. */
 FC_INLINE void fused_ties_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
-                               const uint32_t *lo, vf8 *o) {
-  const int nm = J->nm;
-  vf8 wd[FC_MERGE_MAX_MODELS];
-  const vf8 b = *ld8_bf16(bp + j);
-  vd8 sum = {0};
-  for (int i = 0; i < nm; i++) {
-    vf8 d = *ld8_bf16(mp[i] + j) - b;
-    vu8 key = (vu8)d & 0x7fffffffu;
-    vu8 keep = (vu8)(key >= lo[i]); /* lo 0: every element */
-    d = (vf8)((vu8)d & keep);
-    wd[i] = d * J->w[i];
-    sum += __builtin_convertvector(wd[i], vd8);
-  }
+                               const uint32_t *lo, vf8 *o, int U) {
   typedef int64_t vl8 __attribute__((vector_size(64)));
+  const int nm = J->nm;
   const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
-  vu8 pos = (vu8)__builtin_convertvector((vl8)(sum >= 0), vi8);
-  vf8 sgn = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
-  vd8 mixed = {0}, div = {0};
-  for (int i = 0; i < nm; i++) {
-    vu8 agree = (vu8)(wd[i] * sgn > zero);
-    vf8 am = (vf8)((vu8)one & agree);
-    mixed += __builtin_convertvector(wd[i] * am, vd8);
-    div += __builtin_convertvector(J->w[i] * am, vd8);
-  }
   const vd8 done = {1, 1, 1, 1, 1, 1, 1, 1};
-  vl8 dz = (vl8)(div == 0);
-  div = (vd8)(((vl8)done & dz) | ((vl8)div & ~dz));
-  if (J->normalize) mixed /= div;
-  *o = __builtin_convertvector(__builtin_convertvector(b, vd8) + mixed, vf8);
+  vf8 wd[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU];
+  vd8 sum[FU] = {{0}}, mixed[FU] = {{0}}, div[FU] = {{0}};
+  for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+  for (int i = 0; i < nm; i++) {
+    const float wi = J->w[i];
+    for (int u = 0; u < U; u++) {
+      vf8 d = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+      vu8 keep = (vu8)(((vu8)d & 0x7fffffffu) >= lo[i]); /* lo 0: every element */
+      wd[i][u] = (vf8)((vu8)d & keep) * wi;
+      sum[u] += __builtin_convertvector(wd[i][u], vd8);
+    }
+  }
+  for (int u = 0; u < U; u++) {
+    vu8 pos = (vu8)__builtin_convertvector((vl8)(sum[u] >= 0), vi8);
+    sgn[u] = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
+  }
+  for (int i = 0; i < nm; i++) {
+    const float wi = J->w[i];
+    for (int u = 0; u < U; u++) {
+      vf8 am = (vf8)((vu8)one & (vu8)(wd[i][u] * sgn[u] > zero));
+      mixed[u] += __builtin_convertvector(wd[i][u] * am, vd8);
+      div[u] += __builtin_convertvector(wi * am, vd8);
+    }
+  }
+  for (int u = 0; u < U; u++) {
+    vl8 dz = (vl8)(div[u] == 0);
+    div[u] = (vd8)(((vl8)done & dz) | ((vl8)div[u] & ~dz));
+    if (J->normalize) mixed[u] /= div[u];
+    o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u], vf8);
+  }
 }
 
 /* Whether block blk can take the fused path (TIES: no model keeps only some of its ties here). */
@@ -543,13 +549,13 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
   vf8 o[FU];
   size_t j = 0;
   if (J->fused == F_TIES) {
-    for (; j + 8 <= cnt; j += 8) {
-      if (FUSED_PF && j % 32 == 0) {
+    for (; j + 8 * FU <= cnt; j += 8 * FU) {
+      if (FUSED_PF) {
         for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
         __builtin_prefetch(bp + j + FUSED_PF);
       }
-      fused_ties_step(J, mp, bp, j, lo, &o[0]);
-      st8(J->out, J->out_dt, off + j, &o[0]);
+      fused_ties_step(J, mp, bp, j, lo, o, FU);
+      for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
     }
   }
   for (; J->fused != F_TIES && j + 8 * FU <= cnt; j += 8 * FU) {
@@ -571,7 +577,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
       memcpy(tm[i], mp[i] + j, r * 2);
       tp[i] = tm[i];
     }
-    if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, &o[0]);
+    if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, o, 1);
     else fused_step(J, tp, tb, 0, o, 1);
     if (r == 8) st8(J->out, J->out_dt, off + j, &o[0]);
     else {
@@ -589,6 +595,46 @@ typedef struct par {
   int kind;
   atomic_size_t next;
 } par_t;
+
+static inline int any8(vu8 m) {
+  uint64_t q[4];
+  memcpy(q, &m, sizeof q);
+  return (q[0] | q[1] | q[2] | q[3]) != 0;
+}
+
+/* TIES band pass for bf16 inputs: the generic P_TIES_BAND (count keys above the band, collect
+ * the keys inside it) straight from the mapping, eight elements at a time. */
+FC_INLINE void fused_ties_band(const job_t *J, scratch_t *s, size_t blk) {
+  const int nm = J->nm;
+  const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+  const uint16_t *bp = (const uint16_t *)J->base->data + off;
+  for (int i = 0; i < nm; i++) {
+    const sel_t *S = &J->sel[i];
+    if (!S->active || !S->band) continue;
+    sel_t *T = &s->tc[i];
+    const uint16_t *mp = (const uint16_t *)J->models[i]->data + off;
+    const uint32_t lo = S->lo, bhi = S->bhi, span = bhi - lo;
+    vu8 above = {0};
+    size_t j = 0;
+    for (; j + 8 <= cnt; j += 8) {
+      vf8 d = *ld8_bf16(mp + j) - *ld8_bf16(bp + j);
+      vu8 key = (vu8)d & 0x7fffffffu;
+      above -= (vu8)(key > bhi);
+      vu8 in = (vu8)(key - lo <= span);
+      if (any8(in))
+        for (int l = 0; l < 8; l++)
+          if (in[l]) cand_push(T, off + j + (size_t)l, key[l], NULL, 0);
+    }
+    int64_t a = 0;
+    for (int l = 0; l < 8; l++) a += above[l];
+    for (; j < cnt; j++) {
+      uint32_t key = f2u(fabsf(fc_bf16_to_f32(mp[j]) - fc_bf16_to_f32(bp[j])));
+      a += key > bhi;
+      if (key - lo <= span) cand_push(T, off + j, key, NULL, 0);
+    }
+    T->above += a;
+  }
+}
 
 FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   const int nm = J->nm;
@@ -638,6 +684,10 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     return;
   }
   case P_TIES_BAND: {
+    if (J->fused == F_TIES) {
+      fused_ties_band(J, s, blk);
+      return;
+    }
     size_t cnt = load_block(J, s, blk, 1);
     for (int i = 0; i < nm; i++) {
       const sel_t *S = &J->sel[i];
@@ -1163,6 +1213,22 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
   }
   if (J.n == 0) goto done;
 
+  {
+    int bf = (out_dt == FC_DT_BF16 || out_dt == FC_DT_F32) && (!J.base || J.base->dtype == FC_DT_BF16);
+    for (int i = 0; i < nm; i++) bf &= models[i]->dtype == FC_DT_BF16;
+    int masked = 0;
+    for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
+    J.fused_rdiv = 1.0 / J.divisor;
+    if (!bf) J.fused = F_NONE;
+    else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
+      J.fused = F_SUM;
+      J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
+    } else if (M == FC_MERGE_TASK_ARITHMETIC || (M == FC_MERGE_DARE_LINEAR && !masked)) {
+      J.fused = F_DELTA_SUM;
+      J.fused_scale = J.normalize;
+    } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
+    else if (M == FC_MERGE_TIES) J.fused = F_TIES;
+  }
   if (M == FC_MERGE_TIES) {
     int any = 0;
     for (int i = 0; i < nm; i++) {
@@ -1261,22 +1327,6 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
       J.s0 = (float)(sin(th0 - tht) / s0);
       J.s1 = (float)(sin(tht) / s0);
     }
-  }
-  {
-    int bf = (out_dt == FC_DT_BF16 || out_dt == FC_DT_F32) && (!J.base || J.base->dtype == FC_DT_BF16);
-    for (int i = 0; i < nm; i++) bf &= models[i]->dtype == FC_DT_BF16;
-    int masked = 0;
-    for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
-    J.fused_rdiv = 1.0 / J.divisor;
-    if (!bf) J.fused = F_NONE;
-    else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
-      J.fused = F_SUM;
-      J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
-    } else if (M == FC_MERGE_TASK_ARITHMETIC || (M == FC_MERGE_DARE_LINEAR && !masked)) {
-      J.fused = F_DELTA_SUM;
-      J.fused_scale = J.normalize;
-    } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
-    else if (M == FC_MERGE_TIES) J.fused = F_TIES;
   }
   par_run(&J, P_FINAL, threads);
 done:
