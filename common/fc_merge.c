@@ -249,6 +249,14 @@ static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int 
   c->nc++;
 }
 
+/* Room for extra more candidates without a check per push (index and key only). */
+static void cand_reserve(sel_t *c, size_t extra) {
+  if (c->nc + extra <= c->cap) return;
+  c->cap = c->cap * 2 > c->nc + extra ? c->cap * 2 : c->nc + extra;
+  c->cidx = fc_xrealloc(c->cidx, c->cap * sizeof *c->cidx);
+  c->ckey = fc_xrealloc(c->ckey, c->cap * sizeof *c->ckey);
+}
+
 /* Appends a thread's candidates (whole blocks) to the job's. */
 static void cand_merge(sel_t *dst, const sel_t *src, int nd) {
   dst->above += src->above;
@@ -616,15 +624,29 @@ FC_INLINE void fused_ties_band(const job_t *J, scratch_t *s, size_t blk) {
     const uint32_t lo = S->lo, bhi = S->bhi, span = bhi - lo;
     vu8 above = {0};
     size_t j = 0;
+    /* Candidates are stored without branches: every lane is written, the count advances by
+     * the lanes in the band. */
+    cand_reserve(T, cnt);
+    uint64_t *ci = T->cidx;
+    uint32_t *ck = T->ckey;
+    size_t nc = T->nc;
     for (; j + 8 <= cnt; j += 8) {
+      if (FUSED_PF && j % 32 == 0) {
+        __builtin_prefetch(mp + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
       vf8 d = *ld8_bf16(mp + j) - *ld8_bf16(bp + j);
       vu8 key = (vu8)d & 0x7fffffffu;
       above -= (vu8)(key > bhi);
       vu8 in = (vu8)(key - lo <= span);
       if (any8(in))
-        for (int l = 0; l < 8; l++)
-          if (in[l]) cand_push(T, off + j + (size_t)l, key[l], NULL, 0);
+        for (int l = 0; l < 8; l++) {
+          ci[nc] = off + j + (size_t)l;
+          ck[nc] = key[l];
+          nc += in[l] & 1;
+        }
     }
+    T->nc = nc;
     int64_t a = 0;
     for (int l = 0; l < 8; l++) a += above[l];
     for (; j < cnt; j++) {
