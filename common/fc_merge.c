@@ -449,7 +449,7 @@ FC_INLINE void st8(void *out, fc_dtype_t dt, size_t off, const vf8 *op) {
   memcpy((uint16_t *)out + off, &h, sizeof h);
 }
 
-enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES };
+enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
 /* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
  * block (or at zero-padded copies for the tail). */
@@ -532,8 +532,65 @@ FC_INLINE void fused_ties_step(const job_t *J, const uint16_t *const *mp, const 
   }
 }
 
+/* SCE, 8U elements: the generic path's selection mask (lo: var keys kept from lo up; 0 keeps
+ * all, or no mask), sign election on the raw deltas and the weighted mean of the agreeing. */
+FC_INLINE void fused_sce_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp,
+                              const float *var, size_t j, uint32_t lo, int mask, vf8 *o, int U) {
+  typedef int64_t vl8 __attribute__((vector_size(64)));
+  const int nm = J->nm;
+  const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
+  const vd8 floor6 = {1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6};
+  vf8 d[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU];
+  vu8 keep[FU];
+  vd8 sum[FU] = {{0}}, mixed[FU] = {{0}}, div[FU] = {{0}};
+  for (int u = 0; u < U; u++) {
+    b[u] = *ld8_bf16(bp + j + 8 * u);
+    if (mask) {
+      vu8 v;
+      memcpy(&v, var + j + 8 * u, sizeof v);
+      keep[u] = (vu8)(v >= lo);
+    }
+  }
+  for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) {
+      vf8 x = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+      if (mask) x = (vf8)((vu8)x & keep[u]);
+      d[i][u] = x;
+      sum[u] += __builtin_convertvector(x, vd8);
+    }
+  for (int u = 0; u < U; u++) {
+    vu8 pos = (vu8)__builtin_convertvector((vl8)(sum[u] >= 0), vi8);
+    sgn[u] = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
+  }
+  for (int i = 0; i < nm; i++) {
+    const double wi = J->sw[i];
+    for (int u = 0; u < U; u++) {
+      vd8 a = __builtin_convertvector((vf8)((vu8)one & (vu8)(d[i][u] * sgn[u] > zero)), vd8);
+      mixed[u] += a * (__builtin_convertvector(d[i][u], vd8) * wi);
+      div[u] += a * wi;
+    }
+  }
+  for (int u = 0; u < U; u++) {
+    vl8 small = (vl8)(div[u] < 1e-6);
+    div[u] = (vd8)(((vl8)floor6 & small) | ((vl8)div[u] & ~small));
+    o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u] / div[u], vf8);
+  }
+}
+
 /* Whether block blk can take the fused path (TIES: no model keeps only some of its ties here). */
 FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
+  if (J->fused == F_SCE) {
+    /* lo[0]: the variance key kept from; lo[1]: whether the deltas are masked at all. */
+    lo[0] = 0;
+    lo[1] = J->cfg->sce_mask_scope == FC_SCE_SCOPE_DELTAS && J->select != 0;
+    if (!lo[1]) return 1;
+    if (J->select < 0) return 0;
+    const sel_t *S = &J->sel[0];
+    int64_t q = S->all_eq ? -1 : S->quota[blk];
+    if (q > 0) return 0;
+    lo[0] = q < 0 ? S->thr : S->thr + 1;
+    return 1;
+  }
   if (J->fused != F_TIES) return 1;
   for (int i = 0; i < J->nm; i++) {
     const sel_t *S = &J->sel[i];
@@ -556,6 +613,17 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
   const uint16_t *bp = J->base ? (const uint16_t *)J->base->data + off : NULL;
   vf8 o[FU];
   size_t j = 0;
+  const float *var = J->var ? J->var + off : NULL;
+  if (J->fused == F_SCE) {
+    for (; j + 8 * FU <= cnt; j += 8 * FU) {
+      if (FUSED_PF) {
+        for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
+      fused_sce_step(J, mp, bp, var, j, lo[0], (int)lo[1], o, FU);
+      for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
+    }
+  }
   if (J->fused == F_TIES) {
     for (; j + 8 * FU <= cnt; j += 8 * FU) {
       if (FUSED_PF) {
@@ -566,7 +634,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
       for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
     }
   }
-  for (; J->fused != F_TIES && j + 8 * FU <= cnt; j += 8 * FU) {
+  for (; J->fused != F_TIES && J->fused != F_SCE && j + 8 * FU <= cnt; j += 8 * FU) {
     if (FUSED_PF) {
       for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
       if (bp) __builtin_prefetch(bp + j + FUSED_PF);
@@ -577,6 +645,8 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
   /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
   for (; j < cnt; j += 8) {
     uint16_t tb[8] = {0}, tm[FC_MERGE_MAX_MODELS][8];
+    float tv[8] = {0};
+    if (var) memcpy(tv, var + j, (cnt - j < 8 ? cnt - j : 8) * sizeof *tv);
     const uint16_t *tp[FC_MERGE_MAX_MODELS];
     size_t r = cnt - j < 8 ? cnt - j : 8;
     if (bp) memcpy(tb, bp + j, r * 2);
@@ -586,6 +656,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
       tp[i] = tm[i];
     }
     if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, o, 1);
+    else if (J->fused == F_SCE) fused_sce_step(J, tp, tb, tv, 0, lo[0], (int)lo[1], o, 1);
     else fused_step(J, tp, tb, 0, o, 1);
     if (r == 8) st8(J->out, J->out_dt, off + j, &o[0]);
     else {
@@ -1250,6 +1321,7 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
       J.fused_scale = J.normalize;
     } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
     else if (M == FC_MERGE_TIES) J.fused = F_TIES;
+    else if (M == FC_MERGE_SCE) J.fused = F_SCE;
   }
   if (M == FC_MERGE_TIES) {
     int any = 0;
