@@ -729,6 +729,89 @@ FC_INLINE void fused_ties_band(const job_t *J, scratch_t *s, size_t blk) {
   }
 }
 
+static inline float bf16_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Population variance across models of the bf16 deltas, 8U elements from j. */
+FC_INLINE void fused_var_step(int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j, vf8 *var,
+                              int U) {
+  const double dnm = nm;
+  vf8 b[FU], d[FC_MERGE_MAX_MODELS][FU];
+  vd8 mean[FU] = {{0}}, ss[FU] = {{0}};
+  for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+  for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) {
+      d[i][u] = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+      mean[u] += __builtin_convertvector(d[i][u], vd8);
+    }
+  for (int u = 0; u < U; u++) mean[u] /= dnm;
+  for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) {
+      vd8 e = __builtin_convertvector(d[i][u], vd8) - mean[u];
+      ss[u] += e * e;
+    }
+  for (int u = 0; u < U; u++) var[u] = __builtin_convertvector(ss[u] / dnm, vf8);
+}
+
+/* SCE variance pass for bf16 inputs: the generic P_SCE_VAR (block_var, the non-zero count,
+ * the band's sums of squares and candidates) reading the mapping instead of scratch blocks. */
+FC_INLINE void fused_sce_var(job_t *J, scratch_t *s, size_t blk) {
+  const int nm = J->nm;
+  const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+  const uint16_t *bp = (const uint16_t *)J->base->data + off;
+  const uint16_t *mp[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
+  float *v = J->var + off;
+  vf8 var[FU];
+  size_t j = 0;
+  for (; j + 8 * FU <= cnt; j += 8 * FU) {
+    if (FUSED_PF) {
+      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+      __builtin_prefetch(bp + j + FUSED_PF);
+    }
+    fused_var_step(nm, mp, bp, j, var, FU);
+    memcpy(v + j, var, sizeof var);
+  }
+  for (; j < cnt; j += 8) {
+    uint16_t tb[8] = {0}, tm[FC_MERGE_MAX_MODELS][8];
+    const uint16_t *tp[FC_MERGE_MAX_MODELS];
+    size_t r = cnt - j < 8 ? cnt - j : 8;
+    memcpy(tb, bp + j, r * 2);
+    for (int i = 0; i < nm; i++) {
+      memset(tm[i], 0, sizeof tm[i]);
+      memcpy(tm[i], mp[i] + j, r * 2);
+      tp[i] = tm[i];
+    }
+    fused_var_step(nm, tp, tb, 0, var, 1);
+    memcpy(v + j, var, r * sizeof *v);
+  }
+  int64_t nz = 0;
+  for (size_t k = 0; k < cnt; k++) nz += v[k] != 0.0f;
+  J->blk_nz[blk] = nz;
+  const sel_t *S = &J->sel[0];
+  if (!S->band) return;
+  sel_t *T = &s->tc[0];
+  double *part = J->part + blk * J->npart;
+  for (int i = 0; i < nm; i++) part[i] = 0;
+  float dv[FC_MERGE_MAX_MODELS];
+  for (size_t k = 0; k < cnt; k++) {
+    uint32_t key = f2u(v[k]);
+    if (key < S->lo) continue;
+    float b = bf16_f32(bp[k]);
+    for (int i = 0; i < nm; i++) dv[i] = bf16_f32(mp[i][k]) - b;
+    if (key > S->bhi) {
+      T->above++;
+      for (int i = 0; i < nm; i++) part[i] += (double)dv[i] * dv[i];
+    } else {
+      cand_push(T, off + k, key, dv, nm);
+    }
+  }
+}
+
 FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   const int nm = J->nm;
   const fc_merge_method_t M = J->method;
@@ -747,6 +830,10 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     return;
   }
   case P_SCE_VAR: {
+    if (J->fused == F_SCE) {
+      fused_sce_var(J, s, blk);
+      return;
+    }
     size_t cnt = load_block(J, s, blk, 1);
     float *v = J->var + off;
     block_var(J, s, cnt, v);
