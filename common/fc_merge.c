@@ -222,6 +222,9 @@ typedef struct job {
   int64_t *blk_nz; /* sce: [nblocks] non-zero variances per block */
   struct workspace *ws; /* buffers kept across tensors by fc_merge_run, or NULL */
   int fused;            /* F_*: the final pass reads bf16 inputs directly (fused_block) */
+  int out_fd;           /* >= 0: the final pass pwrites its output at out_pos of this file */
+  uint64_t out_pos;
+  atomic_int out_errno; /* the first failed pwrite's errno */
   int fused_scale;      /* multiply the sum by fused_rdiv */
   double fused_rdiv;    /* 1 / divisor */
   pthread_mutex_t mu;
@@ -234,6 +237,9 @@ typedef struct scratch {
   double *a1, *a2, *a3; /* [BLK] per-element accumulators */
   uint32_t *hist; /* [nsel][NBIN] thread-local histograms */
   sel_t tc[FC_MERGE_MAX_MODELS]; /* thread-local band candidates (above, cidx, ckey, cd, nc) */
+  void *dst;      /* where the final pass stores element off0 (J->out, or ob when writing to a file) */
+  size_t off0;
+  uint8_t *ob;    /* [FUSED_RUN * BLK] output elements of one run of blocks, for pwrite */
 } scratch_t;
 
 static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int nd) {
@@ -606,7 +612,8 @@ FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
 }
 
 /* One block of the fused path: elements [off, off+cnt). */
-FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_t *lo) {
+FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_t *lo, void *dst,
+                           size_t doff) {
   const int nm = J->nm;
   const uint16_t *mp[FC_MERGE_MAX_MODELS];
   for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
@@ -621,7 +628,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
         __builtin_prefetch(bp + j + FUSED_PF);
       }
       fused_sce_step(J, mp, bp, var, j, lo[0], (int)lo[1], o, FU);
-      for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
+      for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
     }
   }
   if (J->fused == F_TIES) {
@@ -631,7 +638,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
         __builtin_prefetch(bp + j + FUSED_PF);
       }
       fused_ties_step(J, mp, bp, j, lo, o, FU);
-      for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
+      for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
     }
   }
   for (; J->fused != F_TIES && J->fused != F_SCE && j + 8 * FU <= cnt; j += 8 * FU) {
@@ -640,7 +647,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
       if (bp) __builtin_prefetch(bp + j + FUSED_PF);
     }
     fused_step(J, mp, bp, j, o, FU);
-    for (int u = 0; u < FU; u++) st8(J->out, J->out_dt, off + j + 8 * u, &o[u]);
+    for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
   }
   /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
   for (; j < cnt; j += 8) {
@@ -658,11 +665,11 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
     if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, o, 1);
     else if (J->fused == F_SCE) fused_sce_step(J, tp, tb, tv, 0, lo[0], (int)lo[1], o, 1);
     else fused_step(J, tp, tb, 0, o, 1);
-    if (r == 8) st8(J->out, J->out_dt, off + j, &o[0]);
+    if (r == 8) st8(dst, J->out_dt, doff + j, &o[0]);
     else {
       float t[8];
       memcpy(t, &o[0], sizeof t);
-      store_out(J->out, J->out_dt, off + j, r, t);
+      store_out(dst, J->out_dt, doff + j, r, t);
     }
   }
 }
@@ -934,7 +941,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   if (J->fused) {
     uint32_t lo[FC_MERGE_MAX_MODELS];
     if (fused_lo(J, blk, lo)) {
-      fused_block(J, off, J->n - off < BLK ? J->n - off : BLK, lo);
+      fused_block(J, off, J->n - off < BLK ? J->n - off : BLK, lo, s->dst, off - s->off0);
       return;
     }
   }
@@ -1043,7 +1050,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   default: assert(0);
   }
-  store_out(J->out, J->out_dt, off, cnt, o);
+  store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
 }
 
 static void *par_main(void *arg) {
@@ -1061,12 +1068,43 @@ static void *par_main(void *arg) {
   memset(s.tc, 0, sizeof s.tc);
   /* The fused pass takes runs of blocks, so each thread streams long stretches of every input
    * (the hardware prefetchers lose track at each jump). */
-  const size_t run = P->kind == P_FINAL && J->fused ? FUSED_RUN : 1;
+  const int to_file = P->kind == P_FINAL && J->out_fd >= 0;
+  const size_t run = P->kind == P_FINAL && (J->fused || to_file) ? FUSED_RUN : 1;
+  const size_t esz = fc_dtype_size(J->out_dt);
+  s.dst = J->out;
+  s.off0 = 0;
+  s.ob = to_file ? fc_xmalloc(FUSED_RUN * BLK * esz) : NULL;
   for (;;) {
     size_t blk = atomic_fetch_add(&P->next, run);
     if (blk >= J->nblocks) break;
-    for (size_t b = blk; b < blk + run && b < J->nblocks; b++) block_work(J, P->kind, &s, b);
+    size_t end = blk + run < J->nblocks ? blk + run : J->nblocks;
+    if (to_file) {
+      s.dst = s.ob;
+      s.off0 = blk * BLK;
+    }
+    for (size_t b = blk; b < end; b++) block_work(J, P->kind, &s, b);
+    if (to_file) {
+      /* The run's output goes to its place in the file from this thread while it is still
+       * in cache: no tensor-sized buffer, no serial write after the pass. */
+      size_t e1 = end * BLK < J->n ? end * BLK : J->n;
+      const uint8_t *p = s.ob;
+      size_t left = (e1 - s.off0) * esz;
+      uint64_t pos = J->out_pos + (uint64_t)s.off0 * esz;
+      while (left) {
+        ssize_t w = pwrite(J->out_fd, p, left, (off_t)pos);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          int expect = 0;
+          atomic_compare_exchange_strong(&J->out_errno, &expect, w < 0 ? errno : EIO);
+          break;
+        }
+        p += w;
+        pos += (uint64_t)w;
+        left -= (size_t)w;
+      }
+    }
   }
+  free(s.ob);
   pthread_mutex_lock(&J->mu);
   if (s.hist)
     for (size_t i = 0; i < (size_t)J->nsel * NBIN; i++) J->hist[i] += s.hist[i];
@@ -1344,9 +1382,10 @@ typedef struct workspace {
   size_t var_cap;
 } workspace_t;
 
+/* out: the merged tensor in out_dt, in memory, or (out NULL) pwritten at out_pos of out_fd. */
 static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
-                            const fc_st_tensor_t *const *models, void *out, fc_dtype_t out_dt,
-                            double *model_w, int threads, fc_err_t *err) {
+                            const fc_st_tensor_t *const *models, void *out, int out_fd, uint64_t out_pos,
+                            fc_dtype_t out_dt, double *model_w, int threads, fc_err_t *err) {
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
@@ -1370,6 +1409,9 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
   J.base = base;
   J.models = models;
   J.out = out;
+  J.out_fd = out ? -1 : out_fd;
+  J.out_pos = out_pos;
+  atomic_init(&J.out_errno, 0);
   J.out_dt = out_dt;
   J.normalize = cfg->normalize >= 0 ? cfg->normalize : method_default_normalize(M);
   J.rescale = cfg->rescale >= 0 ? cfg->rescale : method_default_rescale(M);
@@ -1510,6 +1552,8 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     }
   }
   par_run(&J, P_FINAL, threads);
+  if (atomic_load(&J.out_errno))
+    rc = fc_err_set(err, FC_EIO, "cannot write tensor '%s': %s", name, strerror(atomic_load(&J.out_errno)));
 done:
   if (model_w)
     for (int i = 0; i < nm; i++)
@@ -1521,7 +1565,7 @@ done:
 int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
                     const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
                     fc_err_t *err) {
-  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, FC_DT_F32, model_w, threads, err);
+  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, -1, 0, FC_DT_F32, model_w, threads, err);
 }
 
 /* ---- whole-model runner ---- */
@@ -1636,8 +1680,6 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   const fc_st_tensor_t **ins = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *ins);
   fc_st_spec_t *specs = NULL;
   const char **fnames = NULL, **tnames = NULL;
-  void *obuf = NULL;
-  size_t ocap = 0;
   workspace_t ws = {0};
   fc_st_writer_t *w = NULL;
   if (nm == 0) {
@@ -1741,24 +1783,22 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
       for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);
       if (method_uses_base(M)) populate_pages(b);
       for (int i = 0; i < nm; i++) populate_pages(ins[i]);
-      size_t ob = (size_t)b->numel * fc_dtype_size(specs[j].dtype);
-      if (ob > ocap) {
-        free(obuf);
-        obuf = fc_xmalloc(ob);
-        ocap = ob;
-      }
       if (!is_float_dt(b->dtype)) {
         fc_warn("tensor '%s' is %s, not a float type: copied from the base", b->name,
                 fc_dtype_name(b->dtype));
         rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);
       } else {
         double mw[FC_MERGE_MAX_MODELS];
-        rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, obuf,
-                              specs[j].dtype, mw, threads, err);
+        int fd;
+        uint64_t pos;
+        rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
+        if (!rc)
+          rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
+                                specs[j].dtype, mw, threads, err);
         if (!rc) {
+          fc_st_writer_put_done(w, j - k);
           for (int i = 0; i < nm; i++) stats->mean_weight[i] += mw[i];
           nweighted++;
-          rc = fc_st_writer_put_raw(w, j - k, obuf, ob, err);
         }
       }
       stats->bytes_in += (double)b->nbytes * (method_uses_base(M) ? 1 : 0);
@@ -1792,7 +1832,6 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   stats->seconds = fc_now() - t0;
 out:
   if (w) fc_st_writer_abort(&w);
-  free(obuf);
   free(ws.var);
   free(specs);
   free(fnames);
