@@ -1,6 +1,8 @@
 /* Model merging, streamed tensor by tensor. Each method is a few passes over fixed-size blocks
  * of one tensor: blocks are converted from the mapped file into small f32 scratch buffers, so
- * no pass materialises whole deltas. Top-k selections (TIES magnitudes, SCE variances) are a
+ * no pass materialises whole deltas; for bf16 models (the common case) the hot passes read the
+ * mapping directly, eight elements at a time, and the final pass writes the output file from
+ * each thread. Top-k selections (TIES magnitudes, SCE variances) are a
  * two-level radix select on the f32 bit patterns (non-negative floats order like integers),
  * not a sort. Floating-point reductions are summed per block and then in block order, and
  * integer histograms are order-free, so results never depend on the thread count. */
@@ -459,13 +461,9 @@ enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
 /* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
  * block (or at zero-padded copies for the tail). */
-#define FU 4
-#ifndef FUSED_RUN
-#define FUSED_RUN 16
-#endif
-#ifndef FUSED_PF
-#define FUSED_PF 512
-#endif
+#define FU 4          /* groups of eight per step, so their dependency chains interleave */
+#define FUSED_RUN 16  /* blocks a thread takes at a time in the final pass (1 MB of bf16 input) */
+#define FUSED_PF 512  /* prefetch distance in elements (1 KB of bf16) */
 FC_INLINE void fused_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
                           vf8 *o, int U) {
   const int nm = J->nm, kind = J->fused, scale = J->fused_scale;
