@@ -803,9 +803,18 @@ FC_INLINE void fused_sce_var(job_t *J, scratch_t *s, size_t blk) {
   double *part = J->part + blk * J->npart;
   for (int i = 0; i < nm; i++) part[i] = 0;
   float dv[FC_MERGE_MAX_MODELS];
+  /* The elements at or above the band, listed without a branch per element (about one in
+   * ten is, which would mispredict often). */
+  uint16_t hit[BLK];
+  size_t nh = 0;
+  const uint32_t lo = S->lo;
   for (size_t k = 0; k < cnt; k++) {
+    hit[nh] = (uint16_t)k;
+    nh += f2u(v[k]) >= lo;
+  }
+  for (size_t h = 0; h < nh; h++) {
+    const size_t k = hit[h];
     uint32_t key = f2u(v[k]);
-    if (key < S->lo) continue;
     float b = bf16_f32(bp[k]);
     for (int i = 0; i < nm; i++) dv[i] = bf16_f32(mp[i][k]) - b;
     if (key > S->bhi) {
