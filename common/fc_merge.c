@@ -1307,26 +1307,34 @@ static void sce_band_setup(job_t *J, double topk) {
 static int band_resolve(const job_t *J, sel_t *S) {
   int64_t k = S->k;
   if (!(S->above < k && k <= S->above + (int64_t)S->nc)) return 0;
-  int64_t kk = k - S->above, acc = 0;
-  uint64_t *h = fc_xcalloc(NBIN, sizeof *h);
-  for (size_t c = 0; c < S->nc; c++) h[S->ckey[c] >> 16]++;
-  int bin = NBIN - 1;
-  for (; bin > 0; bin--) {
-    if (acc + (int64_t)h[bin] >= kk) break;
-    acc += (int64_t)h[bin];
+  /* The kk-th largest candidate key, by a radix select on key - lo (all candidates are in
+   * [lo, bhi]) with 11-bit digits from the top: the histogram stays in L1. */
+  int64_t kk = k - S->above, acc = 0, eq = 0;
+  const uint32_t span = S->bhi - S->lo;
+  int bits = span ? 32 - __builtin_clz(span) : 1;
+  int shift = bits > 11 ? bits - 11 : 0;
+  uint32_t prefix = 0, pmask = 0;
+  uint32_t h[2048];
+  for (;;) {
+    memset(h, 0, sizeof h);
+    for (size_t c = 0; c < S->nc; c++) {
+      uint32_t x = S->ckey[c] - S->lo;
+      h[(x >> shift) & 2047] += ((x ^ prefix) & pmask) == 0;
+    }
+    int d = 2047;
+    for (; d > 0; d--) {
+      if (acc + (int64_t)h[d] >= kk) break;
+      acc += h[d];
+    }
+    prefix |= (uint32_t)d << shift;
+    pmask |= 2047u << shift;
+    eq = h[d];
+    if (shift == 0) break;
+    shift = shift > 11 ? shift - 11 : 0;
   }
-  uint32_t hi = (uint32_t)bin;
-  memset(h, 0, NBIN * sizeof *h);
-  for (size_t c = 0; c < S->nc; c++)
-    if (S->ckey[c] >> 16 == hi) h[S->ckey[c] & 0xffff]++;
-  for (bin = NBIN - 1; bin > 0; bin--) {
-    if (acc + (int64_t)h[bin] >= kk) break;
-    acc += (int64_t)h[bin];
-  }
-  S->thr = hi << 16 | (uint32_t)bin;
+  S->thr = S->lo + prefix;
   S->need = kk - acc;
-  S->all_eq = S->need == (int64_t)h[bin];
-  free(h);
+  S->all_eq = S->need == eq;
   if (!S->all_eq) {
     /* The first `need` ties in index order are in: count each block's ties, then hand the
      * quota out in block order (within a block the final pass keeps them in index order). */
