@@ -1,7 +1,9 @@
 /* Merge throughput: GB/s of input weights per method on a base and three models of ~1 GB each
  * (bf16, Llama-like shapes, generated into /tmp and deleted after), with each run's peak RSS,
  * beside the machine's memory bandwidth measured as a streaming copy in the same run.
- * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] */
+ * Figures are given per wall second and per CPU-second (steadier when other work shares the
+ * machine), with the load average before and after.
+ * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only M] [--keep DIR] */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,29 +28,49 @@ static void *copy_main(void *a) {
   return NULL;
 }
 
-/* Streaming copy of a 512 MB buffer split over the threads; bytes read + written per second. */
-static double copy_bandwidth(int threads) {
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+         ru.ru_stime.tv_usec / 1e6;
+}
+
+typedef struct {
+  double gbs;     /* bytes read + written per wall second */
+  double gb_cpu;  /* bytes read + written per CPU second (all threads) */
+} copy_rate_t;
+
+/* Streaming copy between two 512 MB buffers split over the threads, repeated until it has read
+ * as many bytes as the linear merge reads, timed as a whole like the merges (not a best-of):
+ * bytes read + written per second and per CPU-second. */
+static copy_rate_t copy_bandwidth(int threads, double bytes_read) {
   size_t n = 512u << 20;
   char *a = fc_xmalloc(n), *b = fc_xmalloc(n);
   memset(a, 1, n);
   memset(b, 2, n);
-  double best = 0;
-  for (int rep = 0; rep < 5; rep++) {
+  int reps = (int)(bytes_read / (double)n + 0.5);
+  if (reps < 1) reps = 1;
+  double t0 = fc_now(), c0 = cpu_seconds(), moved = 0;
+  for (int rep = 0; rep < reps; rep++) {
     pthread_t tid[64];
     copy_arg_t args[64];
     size_t per = n / (size_t)threads;
-    double t0 = fc_now();
     for (int t = 0; t < threads; t++) {
       args[t] = (copy_arg_t){b + per * (size_t)t, a + per * (size_t)t, per};
       pthread_create(&tid[t], NULL, copy_main, &args[t]);
     }
     for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
-    double gbs = 2.0 * (double)per * threads / (fc_now() - t0) / 1e9;
-    if (gbs > best) best = gbs;
+    moved += 2.0 * (double)per * threads;
   }
+  copy_rate_t r = {moved / (fc_now() - t0) / 1e9, moved / (cpu_seconds() - c0) / 1e9};
   free(a);
   free(b);
-  return best;
+  return r;
+}
+
+static void print_load(const char *when) {
+  double la[3];
+  if (getloadavg(la, 3) == 3) printf("load average %s: %.2f %.2f %.2f\n", when, la[0], la[1], la[2]);
 }
 
 typedef struct {
@@ -68,8 +90,9 @@ static void *sum_main(void *a) {
 /* The rate of just reading the three models through their mappings (tensor by tensor, split
  * over the threads, pages dropped after each tensor as the merge does): the ceiling for a
  * merge that reads from the page cache. */
-static double mmap_read_rate(char paths[][1100], int threads) {
-  double bytes = 0, t0 = fc_now();
+static double mmap_read_rate(char paths[][1100], int threads, double *gb_cpu) {
+  double bytes = 0, t0 = fc_now(), c0 = cpu_seconds();
+  *gb_cpu = 0;
   for (int m = 1; m <= 3; m++) {
     fc_st_t *st;
     fc_err_t err = {0};
@@ -91,6 +114,7 @@ static double mmap_read_rate(char paths[][1100], int threads) {
     }
     fc_st_close(&st);
   }
+  *gb_cpu = bytes / (cpu_seconds() - c0) / 1e9;
   return bytes / (fc_now() - t0) / 1e9;
 }
 
@@ -196,7 +220,7 @@ int main(int argc, char **argv) {
     else if (c == 'x') only = optarg;
     else if (c == 'k') keep = optarg;
     else {
-      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only METHOD]\n");
+      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only METHOD] [--keep DIR]\n");
       return 2;
     }
   }
@@ -231,12 +255,17 @@ int main(int argc, char **argv) {
     }
   }
   printf("generated in %.1f s under %s (outputs under %s)\n", fc_now() - tg, root, odir);
-  double bw = copy_bandwidth(threads);
-  printf("memory bandwidth (streaming copy, read+write, %d threads): %.2f GB/s\n", threads, bw);
-  printf("reading the 3 models through their mappings (no merge):    %.2f GB/s\n\n",
-         mmap_read_rate(paths, threads));
-  printf("%-16s %8s %10s %9s %8s %12s %12s %10s\n", "method", "seconds", "GB/s in", "% of bw", "cpu s",
-         "GB/cpu-s", "peak RSS MB", "RSS/(tensor*model)");
+  print_load("before");
+  copy_rate_t bw = copy_bandwidth(threads, 3.0 * (double)total);
+  double rd_cpu, rd = mmap_read_rate(paths, threads, &rd_cpu);
+  printf("memory bandwidth (streaming copy of %.1f GB, read+write, %d threads): %.2f GB/s, %.2f GB/cpu-s\n",
+         3.0 * (double)total / 1e9, threads, bw.gbs, bw.gb_cpu);
+  printf("reading the 3 models through their mappings (no merge):         %.2f GB/s, %.2f GB/cpu-s\n\n",
+         rd, rd_cpu);
+  printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "method", "seconds", "GB/s in", "% of bw",
+         "cpu s", "cpu s/GB", "GB/cpu-s", "% of bw", "peak RSS", "RSS/");
+  printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "", "(wall)", "(wall)", "(wall)", "", "", "",
+         "(cpu)", "MB", "tensor");
   struct {
     fc_merge_method_t m;
     const char *label;
@@ -295,14 +324,18 @@ int main(int argc, char **argv) {
     double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
                  ru.ru_stime.tv_usec / 1e6;
     if (r == 0) linear_cpu = cpu;
-    printf("%-16s %8.2f %10.2f %8.0f%% %8.2f %12.2f %12.0f %10.2f   (%.1fx linear wall, %.1fx cpu)\n",
-           runs[r].label, res.seconds, gbs, 100 * gbs / bw, cpu, res.bytes_in / cpu / 1e9, rss / 1e6,
+    /* "% of bw (cpu)": GB of weights in per CPU-second against the copy's GB per CPU-second,
+     * the comparison the other load on the machine disturbs least. */
+    printf("%-16s %7.2f %8.2f %6.0f%% %7.2f %8.3f %8.2f %6.0f%% %8.0f %6.2f   (%.1fx linear wall, %.1fx cpu)\n",
+           runs[r].label, res.seconds, gbs, 100 * gbs / bw.gbs, cpu, cpu / (res.bytes_in / 1e9),
+           res.bytes_in / cpu / 1e9, 100 * res.bytes_in / cpu / 1e9 / bw.gb_cpu, rss / 1e6,
            rss / ((double)maxt * nin), res.seconds / linear_s, cpu / linear_cpu);
     fflush(stdout);
     char cmd[1400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
     if (system(cmd)) {}
   }
+  print_load("after");
   char cmd[1400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", keep ? "" : root, out);
   if (system(cmd)) {}

@@ -1,6 +1,8 @@
 /* Model merging, streamed tensor by tensor. Each method is a few passes over fixed-size blocks
  * of one tensor: blocks are converted from the mapped file into small f32 scratch buffers, so
- * no pass materialises whole deltas. Top-k selections (TIES magnitudes, SCE variances) are a
+ * no pass materialises whole deltas; for bf16 models (the common case) the hot passes read the
+ * mapping directly, eight elements at a time, and the final pass writes the output file from
+ * each thread. Top-k selections (TIES magnitudes, SCE variances) are a
  * two-level radix select on the f32 bit patterns (non-negative floats order like integers),
  * not a sort. Floating-point reductions are summed per block and then in block order, and
  * integer histograms are order-free, so results never depend on the thread count. */
@@ -221,6 +223,12 @@ typedef struct job {
   int64_t *blk_eq; /* [nsel][nblocks] ties per block */
   int64_t *blk_nz; /* sce: [nblocks] non-zero variances per block */
   struct workspace *ws; /* buffers kept across tensors by fc_merge_run, or NULL */
+  int fused;            /* F_*: the final pass reads bf16 inputs directly (fused_block) */
+  int out_fd;           /* >= 0: the final pass pwrites its output at out_pos of this file */
+  uint64_t out_pos;
+  atomic_int out_errno; /* the first failed pwrite's errno */
+  int fused_scale;      /* multiply the sum by fused_rdiv */
+  double fused_rdiv;    /* 1 / divisor */
   pthread_mutex_t mu;
 } job_t;
 
@@ -231,6 +239,9 @@ typedef struct scratch {
   double *a1, *a2, *a3; /* [BLK] per-element accumulators */
   uint32_t *hist; /* [nsel][NBIN] thread-local histograms */
   sel_t tc[FC_MERGE_MAX_MODELS]; /* thread-local band candidates (above, cidx, ckey, cd, nc) */
+  void *dst;      /* where the final pass stores element off0 (J->out, or ob when writing to a file) */
+  size_t off0;
+  uint8_t *ob;    /* [FUSED_RUN * BLK] output elements of one run of blocks, for pwrite */
 } scratch_t;
 
 static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int nd) {
@@ -244,6 +255,14 @@ static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int 
   c->ckey[c->nc] = key;
   if (nd) memcpy(c->cd + c->nc * (size_t)nd, d, (size_t)nd * sizeof *d);
   c->nc++;
+}
+
+/* Room for extra more candidates without a check per push (index and key only). */
+static void cand_reserve(sel_t *c, size_t extra) {
+  if (c->nc + extra <= c->cap) return;
+  c->cap = c->cap * 2 > c->nc + extra ? c->cap * 2 : c->nc + extra;
+  c->cidx = fc_xrealloc(c->cidx, c->cap * sizeof *c->cidx);
+  c->ckey = fc_xrealloc(c->ckey, c->cap * sizeof *c->ckey);
 }
 
 /* Appends a thread's candidates (whole blocks) to the job's. */
@@ -400,6 +419,259 @@ FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t
   }
 }
 
+/* ---- fused final pass for bf16 models: no f32 scratch blocks ----
+ * The weighted-sum methods read each input once, eight elements at a time straight from the
+ * mapping, and write the output dtype directly: one pass over the data instead of a convert
+ * pass per input, an accumulate pass per model and an output pass. The arithmetic is the
+ * generic path's, element for element (f32 products, f64 sums in model order), except that a
+ * normalising division by the constant sum of weights is a multiplication by its reciprocal
+ * (the f32 result can differ from the divided one in its last bit, rarely). */
+typedef float vf8 __attribute__((vector_size(32)));
+typedef double vd8 __attribute__((vector_size(64)));
+typedef uint32_t vu8 __attribute__((vector_size(32)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef uint16_t vh8 __attribute__((vector_size(16)));
+
+/* Vectors pass through pointers: by value they would change the ABI between the clones. */
+#define ld8_bf16(p) ld8_bf16_((p), &(vf8){0})
+FC_INLINE vf8 *ld8_bf16_(const uint16_t *p, vf8 *dst) {
+  vh8 h;
+  memcpy(&h, p, sizeof h);
+  vu8 u = __builtin_convertvector(h, vu8) << 16;
+  *dst = (vf8)u;
+  return dst;
+}
+
+FC_INLINE void st8(void *out, fc_dtype_t dt, size_t off, const vf8 *op) {
+  const vf8 o = *op;
+  if (dt == FC_DT_F32) {
+    memcpy((float *)out + off, &o, sizeof o);
+    return;
+  }
+  /* to_bf16, lane-wise: round to nearest even, NaNs stay quiet NaNs. */
+  vu8 u = (vu8)o;
+  vu8 r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  vu8 nan = (vu8)((vi8)(u & 0x7fffffffu) > 0x7f800000);
+  vu8 q = ((u >> 16) | 0x40u) & nan;
+  vh8 h = __builtin_convertvector((r & ~nan) | q, vh8);
+  memcpy((uint16_t *)out + off, &h, sizeof h);
+}
+
+enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
+
+/* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
+ * block (or at zero-padded copies for the tail). */
+#define FU 4          /* groups of eight per step, so their dependency chains interleave */
+#define FUSED_RUN 16  /* blocks a thread takes at a time in the final pass (1 MB of bf16 input) */
+#define FUSED_PF 512  /* prefetch distance in elements (1 KB of bf16) */
+FC_INLINE void fused_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+                          vf8 *o, int U) {
+  const int nm = J->nm, kind = J->fused, scale = J->fused_scale;
+  const float *w = J->method == FC_MERGE_VARM ? J->sw : J->w;
+  if (kind == F_SLERP) {
+    for (int u = 0; u < U; u++) o[u] = J->s0 * *ld8_bf16(bp + j + 8 * u) + J->s1 * *ld8_bf16(mp[0] + j + 8 * u);
+  } else if (kind == F_SUM) {
+    vd8 acc[FU] = {{0}};
+    for (int i = 0; i < nm; i++) {
+      const float wi = w[i];
+      for (int u = 0; u < U; u++) acc[u] += __builtin_convertvector(wi * *ld8_bf16(mp[i] + j + 8 * u), vd8);
+    }
+    for (int u = 0; u < U; u++) {
+      if (scale) acc[u] *= J->fused_rdiv;
+      o[u] = __builtin_convertvector(acc[u], vf8);
+    }
+  } else {
+    vf8 b[FU];
+    vd8 mixed[FU] = {{0}};
+    for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+    for (int i = 0; i < nm; i++) {
+      const float wi = w[i];
+      for (int u = 0; u < U; u++)
+        mixed[u] += __builtin_convertvector((*ld8_bf16(mp[i] + j + 8 * u) - b[u]) * wi, vd8);
+    }
+    for (int u = 0; u < U; u++) {
+      if (scale) mixed[u] *= J->fused_rdiv;
+      o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u], vf8);
+    }
+  }
+}
+
+/* TIES, 8U elements: the generic path's ties_mask (blocks whose ties are all in or all out),
+ * weighting and combine_consensus, in registers; U groups interleave their dependency chains. */
+FC_INLINE void fused_ties_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+                               const uint32_t *lo, vf8 *o, int U) {
+  typedef int64_t vl8 __attribute__((vector_size(64)));
+  const int nm = J->nm;
+  const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
+  const vd8 done = {1, 1, 1, 1, 1, 1, 1, 1};
+  vf8 wd[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU];
+  vd8 sum[FU] = {{0}}, mixed[FU] = {{0}}, div[FU] = {{0}};
+  for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+  for (int i = 0; i < nm; i++) {
+    const float wi = J->w[i];
+    for (int u = 0; u < U; u++) {
+      vf8 d = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+      vu8 keep = (vu8)(((vu8)d & 0x7fffffffu) >= lo[i]); /* lo 0: every element */
+      wd[i][u] = (vf8)((vu8)d & keep) * wi;
+      sum[u] += __builtin_convertvector(wd[i][u], vd8);
+    }
+  }
+  for (int u = 0; u < U; u++) {
+    vu8 pos = (vu8)__builtin_convertvector((vl8)(sum[u] >= 0), vi8);
+    sgn[u] = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
+  }
+  for (int i = 0; i < nm; i++) {
+    const float wi = J->w[i];
+    for (int u = 0; u < U; u++) {
+      vf8 am = (vf8)((vu8)one & (vu8)(wd[i][u] * sgn[u] > zero));
+      mixed[u] += __builtin_convertvector(wd[i][u] * am, vd8);
+      div[u] += __builtin_convertvector(wi * am, vd8);
+    }
+  }
+  for (int u = 0; u < U; u++) {
+    vl8 dz = (vl8)(div[u] == 0);
+    div[u] = (vd8)(((vl8)done & dz) | ((vl8)div[u] & ~dz));
+    if (J->normalize) mixed[u] /= div[u];
+    o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u], vf8);
+  }
+}
+
+/* SCE, 8U elements: the generic path's selection mask (lo: var keys kept from lo up; 0 keeps
+ * all, or no mask), sign election on the raw deltas and the weighted mean of the agreeing. */
+FC_INLINE void fused_sce_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp,
+                              const float *var, size_t j, uint32_t lo, int mask, vf8 *o, int U) {
+  typedef int64_t vl8 __attribute__((vector_size(64)));
+  const int nm = J->nm;
+  const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
+  const vd8 floor6 = {1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6};
+  vf8 d[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU];
+  vu8 keep[FU];
+  vd8 sum[FU] = {{0}}, mixed[FU] = {{0}}, div[FU] = {{0}};
+  for (int u = 0; u < U; u++) {
+    b[u] = *ld8_bf16(bp + j + 8 * u);
+    if (mask) {
+      vu8 v;
+      memcpy(&v, var + j + 8 * u, sizeof v);
+      keep[u] = (vu8)(v >= lo);
+    }
+  }
+  for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) {
+      vf8 x = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+      if (mask) x = (vf8)((vu8)x & keep[u]);
+      d[i][u] = x;
+      sum[u] += __builtin_convertvector(x, vd8);
+    }
+  for (int u = 0; u < U; u++) {
+    vu8 pos = (vu8)__builtin_convertvector((vl8)(sum[u] >= 0), vi8);
+    sgn[u] = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
+  }
+  for (int i = 0; i < nm; i++) {
+    const double wi = J->sw[i];
+    for (int u = 0; u < U; u++) {
+      vd8 a = __builtin_convertvector((vf8)((vu8)one & (vu8)(d[i][u] * sgn[u] > zero)), vd8);
+      mixed[u] += a * (__builtin_convertvector(d[i][u], vd8) * wi);
+      div[u] += a * wi;
+    }
+  }
+  for (int u = 0; u < U; u++) {
+    vl8 small = (vl8)(div[u] < 1e-6);
+    div[u] = (vd8)(((vl8)floor6 & small) | ((vl8)div[u] & ~small));
+    o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u] / div[u], vf8);
+  }
+}
+
+/* Whether block blk can take the fused path (TIES: no model keeps only some of its ties here). */
+FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
+  if (J->fused == F_SCE) {
+    /* lo[0]: the variance key kept from; lo[1]: whether the deltas are masked at all. */
+    lo[0] = 0;
+    lo[1] = J->cfg->sce_mask_scope == FC_SCE_SCOPE_DELTAS && J->select != 0;
+    if (!lo[1]) return 1;
+    if (J->select < 0) return 0;
+    const sel_t *S = &J->sel[0];
+    int64_t q = S->all_eq ? -1 : S->quota[blk];
+    if (q > 0) return 0;
+    lo[0] = q < 0 ? S->thr : S->thr + 1;
+    return 1;
+  }
+  if (J->fused != F_TIES) return 1;
+  for (int i = 0; i < J->nm; i++) {
+    const sel_t *S = &J->sel[i];
+    if (!S->active) {
+      lo[i] = 0;
+      continue;
+    }
+    int64_t q = S->all_eq ? -1 : S->quota[blk];
+    if (q > 0) return 0;
+    lo[i] = q < 0 ? S->thr : S->thr + 1;
+  }
+  return 1;
+}
+
+/* One block of the fused path: elements [off, off+cnt). */
+FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_t *lo, void *dst,
+                           size_t doff) {
+  const int nm = J->nm;
+  const uint16_t *mp[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
+  const uint16_t *bp = J->base ? (const uint16_t *)J->base->data + off : NULL;
+  vf8 o[FU];
+  size_t j = 0;
+  const float *var = J->var ? J->var + off : NULL;
+  if (J->fused == F_SCE) {
+    for (; j + 8 * FU <= cnt; j += 8 * FU) {
+      if (FUSED_PF) {
+        for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
+      fused_sce_step(J, mp, bp, var, j, lo[0], (int)lo[1], o, FU);
+      for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
+    }
+  }
+  if (J->fused == F_TIES) {
+    for (; j + 8 * FU <= cnt; j += 8 * FU) {
+      if (FUSED_PF) {
+        for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
+      fused_ties_step(J, mp, bp, j, lo, o, FU);
+      for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
+    }
+  }
+  for (; J->fused != F_TIES && J->fused != F_SCE && j + 8 * FU <= cnt; j += 8 * FU) {
+    if (FUSED_PF) {
+      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+      if (bp) __builtin_prefetch(bp + j + FUSED_PF);
+    }
+    fused_step(J, mp, bp, j, o, FU);
+    for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
+  }
+  /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
+  for (; j < cnt; j += 8) {
+    uint16_t tb[8] = {0}, tm[FC_MERGE_MAX_MODELS][8];
+    float tv[8] = {0};
+    if (var) memcpy(tv, var + j, (cnt - j < 8 ? cnt - j : 8) * sizeof *tv);
+    const uint16_t *tp[FC_MERGE_MAX_MODELS];
+    size_t r = cnt - j < 8 ? cnt - j : 8;
+    if (bp) memcpy(tb, bp + j, r * 2);
+    for (int i = 0; i < nm; i++) {
+      memset(tm[i], 0, sizeof tm[i]);
+      memcpy(tm[i], mp[i] + j, r * 2);
+      tp[i] = tm[i];
+    }
+    if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, o, 1);
+    else if (J->fused == F_SCE) fused_sce_step(J, tp, tb, tv, 0, lo[0], (int)lo[1], o, 1);
+    else fused_step(J, tp, tb, 0, o, 1);
+    if (r == 8) st8(dst, J->out_dt, doff + j, &o[0]);
+    else {
+      float t[8];
+      memcpy(t, &o[0], sizeof t);
+      store_out(dst, J->out_dt, doff + j, r, t);
+    }
+  }
+}
+
 /* Pass kinds. */
 enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
 typedef struct par {
@@ -407,6 +679,152 @@ typedef struct par {
   int kind;
   atomic_size_t next;
 } par_t;
+
+static inline int any8(vu8 m) {
+  uint64_t q[4];
+  memcpy(q, &m, sizeof q);
+  return (q[0] | q[1] | q[2] | q[3]) != 0;
+}
+
+/* TIES band pass for bf16 inputs: the generic P_TIES_BAND (count keys above the band, collect
+ * the keys inside it) straight from the mapping, eight elements at a time. */
+FC_INLINE void fused_ties_band(const job_t *J, scratch_t *s, size_t blk) {
+  const int nm = J->nm;
+  const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+  const uint16_t *bp = (const uint16_t *)J->base->data + off;
+  for (int i = 0; i < nm; i++) {
+    const sel_t *S = &J->sel[i];
+    if (!S->active || !S->band) continue;
+    sel_t *T = &s->tc[i];
+    const uint16_t *mp = (const uint16_t *)J->models[i]->data + off;
+    const uint32_t lo = S->lo, bhi = S->bhi, span = bhi - lo;
+    vu8 above = {0};
+    size_t j = 0;
+    /* Candidates are stored without branches: every lane is written, the count advances by
+     * the lanes in the band. */
+    cand_reserve(T, cnt);
+    uint64_t *ci = T->cidx;
+    uint32_t *ck = T->ckey;
+    size_t nc = T->nc;
+    for (; j + 8 <= cnt; j += 8) {
+      if (FUSED_PF && j % 32 == 0) {
+        __builtin_prefetch(mp + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
+      vf8 d = *ld8_bf16(mp + j) - *ld8_bf16(bp + j);
+      vu8 key = (vu8)d & 0x7fffffffu;
+      above -= (vu8)(key > bhi);
+      vu8 in = (vu8)(key - lo <= span);
+      if (any8(in))
+        for (int l = 0; l < 8; l++) {
+          ci[nc] = off + j + (size_t)l;
+          ck[nc] = key[l];
+          nc += in[l] & 1;
+        }
+    }
+    T->nc = nc;
+    int64_t a = 0;
+    for (int l = 0; l < 8; l++) a += above[l];
+    for (; j < cnt; j++) {
+      uint32_t key = f2u(fabsf(fc_bf16_to_f32(mp[j]) - fc_bf16_to_f32(bp[j])));
+      a += key > bhi;
+      if (key - lo <= span) cand_push(T, off + j, key, NULL, 0);
+    }
+    T->above += a;
+  }
+}
+
+static inline float bf16_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Population variance across models of the bf16 deltas, 8U elements from j. */
+FC_INLINE void fused_var_step(int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j, vf8 *var,
+                              int U) {
+  const double dnm = nm;
+  vf8 b[FU], d[FC_MERGE_MAX_MODELS][FU];
+  vd8 mean[FU] = {{0}}, ss[FU] = {{0}};
+  for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+  for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) {
+      d[i][u] = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+      mean[u] += __builtin_convertvector(d[i][u], vd8);
+    }
+  for (int u = 0; u < U; u++) mean[u] /= dnm;
+  for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) {
+      vd8 e = __builtin_convertvector(d[i][u], vd8) - mean[u];
+      ss[u] += e * e;
+    }
+  for (int u = 0; u < U; u++) var[u] = __builtin_convertvector(ss[u] / dnm, vf8);
+}
+
+/* SCE variance pass for bf16 inputs: the generic P_SCE_VAR (block_var, the non-zero count,
+ * the band's sums of squares and candidates) reading the mapping instead of scratch blocks. */
+FC_INLINE void fused_sce_var(job_t *J, scratch_t *s, size_t blk) {
+  const int nm = J->nm;
+  const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
+  const uint16_t *bp = (const uint16_t *)J->base->data + off;
+  const uint16_t *mp[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
+  float *v = J->var + off;
+  vf8 var[FU];
+  size_t j = 0;
+  for (; j + 8 * FU <= cnt; j += 8 * FU) {
+    if (FUSED_PF) {
+      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+      __builtin_prefetch(bp + j + FUSED_PF);
+    }
+    fused_var_step(nm, mp, bp, j, var, FU);
+    memcpy(v + j, var, sizeof var);
+  }
+  for (; j < cnt; j += 8) {
+    uint16_t tb[8] = {0}, tm[FC_MERGE_MAX_MODELS][8];
+    const uint16_t *tp[FC_MERGE_MAX_MODELS];
+    size_t r = cnt - j < 8 ? cnt - j : 8;
+    memcpy(tb, bp + j, r * 2);
+    for (int i = 0; i < nm; i++) {
+      memset(tm[i], 0, sizeof tm[i]);
+      memcpy(tm[i], mp[i] + j, r * 2);
+      tp[i] = tm[i];
+    }
+    fused_var_step(nm, tp, tb, 0, var, 1);
+    memcpy(v + j, var, r * sizeof *v);
+  }
+  int64_t nz = 0;
+  for (size_t k = 0; k < cnt; k++) nz += v[k] != 0.0f;
+  J->blk_nz[blk] = nz;
+  const sel_t *S = &J->sel[0];
+  if (!S->band) return;
+  sel_t *T = &s->tc[0];
+  double *part = J->part + blk * J->npart;
+  for (int i = 0; i < nm; i++) part[i] = 0;
+  float dv[FC_MERGE_MAX_MODELS];
+  /* The elements at or above the band, listed without a branch per element (about one in
+   * ten is, which would mispredict often). */
+  uint16_t hit[BLK];
+  size_t nh = 0;
+  const uint32_t lo = S->lo;
+  for (size_t k = 0; k < cnt; k++) {
+    hit[nh] = (uint16_t)k;
+    nh += f2u(v[k]) >= lo;
+  }
+  for (size_t h = 0; h < nh; h++) {
+    const size_t k = hit[h];
+    uint32_t key = f2u(v[k]);
+    float b = bf16_f32(bp[k]);
+    for (int i = 0; i < nm; i++) dv[i] = bf16_f32(mp[i][k]) - b;
+    if (key > S->bhi) {
+      T->above++;
+      for (int i = 0; i < nm; i++) part[i] += (double)dv[i] * dv[i];
+    } else {
+      cand_push(T, off + k, key, dv, nm);
+    }
+  }
+}
 
 FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   const int nm = J->nm;
@@ -426,6 +844,10 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     return;
   }
   case P_SCE_VAR: {
+    if (J->fused == F_SCE) {
+      fused_sce_var(J, s, blk);
+      return;
+    }
     size_t cnt = load_block(J, s, blk, 1);
     float *v = J->var + off;
     block_var(J, s, cnt, v);
@@ -456,6 +878,10 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     return;
   }
   case P_TIES_BAND: {
+    if (J->fused == F_TIES) {
+      fused_ties_band(J, s, blk);
+      return;
+    }
     size_t cnt = load_block(J, s, blk, 1);
     for (int i = 0; i < nm; i++) {
       const sel_t *S = &J->sel[i];
@@ -466,8 +892,18 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       const uint32_t lo = S->lo, bhi = S->bhi;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
       for (size_t j = 0; j < cnt; j++) above += keys[j] > bhi;
-      for (size_t j = 0; j < cnt; j++)
-        if (keys[j] - lo <= bhi - lo) cand_push(T, off + j, keys[j], NULL, 0);
+      /* Few keys fall in the band: test 16 at a time without branches, then find them. */
+      const uint32_t span = bhi - lo;
+      for (size_t j0 = 0; j0 < cnt; j0 += 16) {
+        size_t e = j0 + 16 < cnt ? j0 + 16 : cnt;
+        uint32_t any = 0;
+        if (e == j0 + 16)
+          for (size_t j = j0; j < j0 + 16; j++) any |= keys[j] - lo <= span;
+        else any = 1;
+        if (any)
+          for (size_t j = j0; j < e; j++)
+            if (keys[j] - lo <= span) cand_push(T, off + j, keys[j], NULL, 0);
+      }
       T->above += above;
     }
     return;
@@ -509,6 +945,13 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   default: break;
   }
   /* P_FINAL */
+  if (J->fused) {
+    uint32_t lo[FC_MERGE_MAX_MODELS];
+    if (fused_lo(J, blk, lo)) {
+      fused_block(J, off, J->n - off < BLK ? J->n - off : BLK, lo, s->dst, off - s->off0);
+      return;
+    }
+  }
   int deltas = M != FC_MERGE_LINEAR && M != FC_MERGE_SLERP && M != FC_MERGE_VARM;
   size_t cnt = load_block(J, s, blk, deltas);
   float *o = s->o;
@@ -614,7 +1057,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   default: assert(0);
   }
-  store_out(J->out, J->out_dt, off, cnt, o);
+  store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
 }
 
 static void *par_main(void *arg) {
@@ -630,11 +1073,45 @@ static void *par_main(void *arg) {
   int hist = P->kind == P_TIES_HIST || P->kind == P_SCE_HIST;
   s.hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
   memset(s.tc, 0, sizeof s.tc);
+  /* The fused pass takes runs of blocks, so each thread streams long stretches of every input
+   * (the hardware prefetchers lose track at each jump). */
+  const int to_file = P->kind == P_FINAL && J->out_fd >= 0;
+  const size_t run = P->kind == P_FINAL && (J->fused || to_file) ? FUSED_RUN : 1;
+  const size_t esz = fc_dtype_size(J->out_dt);
+  s.dst = J->out;
+  s.off0 = 0;
+  s.ob = to_file ? fc_xmalloc(FUSED_RUN * BLK * esz) : NULL;
   for (;;) {
-    size_t blk = atomic_fetch_add(&P->next, 1);
+    size_t blk = atomic_fetch_add(&P->next, run);
     if (blk >= J->nblocks) break;
-    block_work(J, P->kind, &s, blk);
+    size_t end = blk + run < J->nblocks ? blk + run : J->nblocks;
+    if (to_file) {
+      s.dst = s.ob;
+      s.off0 = blk * BLK;
+    }
+    for (size_t b = blk; b < end; b++) block_work(J, P->kind, &s, b);
+    if (to_file) {
+      /* The run's output goes to its place in the file from this thread while it is still
+       * in cache: no tensor-sized buffer, no serial write after the pass. */
+      size_t e1 = end * BLK < J->n ? end * BLK : J->n;
+      const uint8_t *p = s.ob;
+      size_t left = (e1 - s.off0) * esz;
+      uint64_t pos = J->out_pos + (uint64_t)s.off0 * esz;
+      while (left) {
+        ssize_t w = pwrite(J->out_fd, p, left, (off_t)pos);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          int expect = 0;
+          atomic_compare_exchange_strong(&J->out_errno, &expect, w < 0 ? errno : EIO);
+          break;
+        }
+        p += w;
+        pos += (uint64_t)w;
+        left -= (size_t)w;
+      }
+    }
   }
+  free(s.ob);
   pthread_mutex_lock(&J->mu);
   if (s.hist)
     for (size_t i = 0; i < (size_t)J->nsel * NBIN; i++) J->hist[i] += s.hist[i];
@@ -830,26 +1307,34 @@ static void sce_band_setup(job_t *J, double topk) {
 static int band_resolve(const job_t *J, sel_t *S) {
   int64_t k = S->k;
   if (!(S->above < k && k <= S->above + (int64_t)S->nc)) return 0;
-  int64_t kk = k - S->above, acc = 0;
-  uint64_t *h = fc_xcalloc(NBIN, sizeof *h);
-  for (size_t c = 0; c < S->nc; c++) h[S->ckey[c] >> 16]++;
-  int bin = NBIN - 1;
-  for (; bin > 0; bin--) {
-    if (acc + (int64_t)h[bin] >= kk) break;
-    acc += (int64_t)h[bin];
+  /* The kk-th largest candidate key, by a radix select on key - lo (all candidates are in
+   * [lo, bhi]) with 11-bit digits from the top: the histogram stays in L1. */
+  int64_t kk = k - S->above, acc = 0, eq = 0;
+  const uint32_t span = S->bhi - S->lo;
+  int bits = span ? 32 - __builtin_clz(span) : 1;
+  int shift = bits > 11 ? bits - 11 : 0;
+  uint32_t prefix = 0, pmask = 0;
+  uint32_t h[2048];
+  for (;;) {
+    memset(h, 0, sizeof h);
+    for (size_t c = 0; c < S->nc; c++) {
+      uint32_t x = S->ckey[c] - S->lo;
+      h[(x >> shift) & 2047] += ((x ^ prefix) & pmask) == 0;
+    }
+    int d = 2047;
+    for (; d > 0; d--) {
+      if (acc + (int64_t)h[d] >= kk) break;
+      acc += h[d];
+    }
+    prefix |= (uint32_t)d << shift;
+    pmask |= 2047u << shift;
+    eq = h[d];
+    if (shift == 0) break;
+    shift = shift > 11 ? shift - 11 : 0;
   }
-  uint32_t hi = (uint32_t)bin;
-  memset(h, 0, NBIN * sizeof *h);
-  for (size_t c = 0; c < S->nc; c++)
-    if (S->ckey[c] >> 16 == hi) h[S->ckey[c] & 0xffff]++;
-  for (bin = NBIN - 1; bin > 0; bin--) {
-    if (acc + (int64_t)h[bin] >= kk) break;
-    acc += (int64_t)h[bin];
-  }
-  S->thr = hi << 16 | (uint32_t)bin;
+  S->thr = S->lo + prefix;
   S->need = kk - acc;
-  S->all_eq = S->need == (int64_t)h[bin];
-  free(h);
+  S->all_eq = S->need == eq;
   if (!S->all_eq) {
     /* The first `need` ties in index order are in: count each block's ties, then hand the
      * quota out in block order (within a block the final pass keeps them in index order). */
@@ -912,9 +1397,10 @@ typedef struct workspace {
   size_t var_cap;
 } workspace_t;
 
+/* out: the merged tensor in out_dt, in memory, or (out NULL) pwritten at out_pos of out_fd. */
 static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
-                            const fc_st_tensor_t *const *models, void *out, fc_dtype_t out_dt,
-                            double *model_w, int threads, fc_err_t *err) {
+                            const fc_st_tensor_t *const *models, void *out, int out_fd, uint64_t out_pos,
+                            fc_dtype_t out_dt, double *model_w, int threads, fc_err_t *err) {
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
@@ -938,6 +1424,9 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
   J.base = base;
   J.models = models;
   J.out = out;
+  J.out_fd = out ? -1 : out_fd;
+  J.out_pos = out_pos;
+  atomic_init(&J.out_errno, 0);
   J.out_dt = out_dt;
   J.normalize = cfg->normalize >= 0 ? cfg->normalize : method_default_normalize(M);
   J.rescale = cfg->rescale >= 0 ? cfg->rescale : method_default_rescale(M);
@@ -961,6 +1450,23 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
   }
   if (J.n == 0) goto done;
 
+  {
+    int bf = (out_dt == FC_DT_BF16 || out_dt == FC_DT_F32) && (!J.base || J.base->dtype == FC_DT_BF16);
+    for (int i = 0; i < nm; i++) bf &= models[i]->dtype == FC_DT_BF16;
+    int masked = 0;
+    for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
+    J.fused_rdiv = 1.0 / J.divisor;
+    if (!bf) J.fused = F_NONE;
+    else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
+      J.fused = F_SUM;
+      J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
+    } else if (M == FC_MERGE_TASK_ARITHMETIC || (M == FC_MERGE_DARE_LINEAR && !masked)) {
+      J.fused = F_DELTA_SUM;
+      J.fused_scale = J.normalize;
+    } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
+    else if (M == FC_MERGE_TIES) J.fused = F_TIES;
+    else if (M == FC_MERGE_SCE) J.fused = F_SCE;
+  }
   if (M == FC_MERGE_TIES) {
     int any = 0;
     for (int i = 0; i < nm; i++) {
@@ -1061,6 +1567,8 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     }
   }
   par_run(&J, P_FINAL, threads);
+  if (atomic_load(&J.out_errno))
+    rc = fc_err_set(err, FC_EIO, "cannot write tensor '%s': %s", name, strerror(atomic_load(&J.out_errno)));
 done:
   if (model_w)
     for (int i = 0; i < nm; i++)
@@ -1072,7 +1580,7 @@ done:
 int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
                     const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
                     fc_err_t *err) {
-  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, FC_DT_F32, model_w, threads, err);
+  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, -1, 0, FC_DT_F32, model_w, threads, err);
 }
 
 /* ---- whole-model runner ---- */
@@ -1180,8 +1688,6 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   const fc_st_tensor_t **ins = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *ins);
   fc_st_spec_t *specs = NULL;
   const char **fnames = NULL, **tnames = NULL;
-  void *obuf = NULL;
-  size_t ocap = 0;
   workspace_t ws = {0};
   fc_st_writer_t *w = NULL;
   if (nm == 0) {
@@ -1285,24 +1791,22 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
       for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);
       if (method_uses_base(M)) populate_pages(b);
       for (int i = 0; i < nm; i++) populate_pages(ins[i]);
-      size_t ob = (size_t)b->numel * fc_dtype_size(specs[j].dtype);
-      if (ob > ocap) {
-        free(obuf);
-        obuf = fc_xmalloc(ob);
-        ocap = ob;
-      }
       if (!is_float_dt(b->dtype)) {
         fc_warn("tensor '%s' is %s, not a float type: copied from the base", b->name,
                 fc_dtype_name(b->dtype));
         rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);
       } else {
         double mw[FC_MERGE_MAX_MODELS];
-        rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, obuf,
-                              specs[j].dtype, mw, threads, err);
+        int fd;
+        uint64_t pos;
+        rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
+        if (!rc)
+          rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
+                                specs[j].dtype, mw, threads, err);
         if (!rc) {
+          fc_st_writer_put_done(w, j - k);
           for (int i = 0; i < nm; i++) stats->mean_weight[i] += mw[i];
           nweighted++;
-          rc = fc_st_writer_put_raw(w, j - k, obuf, ob, err);
         }
       }
       stats->bytes_in += (double)b->nbytes * (method_uses_base(M) ? 1 : 0);
@@ -1336,7 +1840,6 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   stats->seconds = fc_now() - t0;
 out:
   if (w) fc_st_writer_abort(&w);
-  free(obuf);
   free(ws.var);
   free(specs);
   free(fnames);

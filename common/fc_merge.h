@@ -29,6 +29,8 @@
  *   squares in f64. Results agree with the PyTorch reference within 1e-6 relative. mergekit
  *   computes in its config's `dtype` (often bf16); we always compute in f32/f64, so a bf16
  *   mergekit run agrees with ours to bf16 rounding. YAML `dtype`/`out_dtype` pick our output.
+ *   With bf16 inputs, linear's and task arithmetic's normalisation multiplies by the reciprocal
+ *   of the weight sum instead of dividing (the f32 result can differ in its last bit).
  * - DARE's rescale is 1/density (the DARE paper, mergekit 2024); mergekit's 2025 sparsify.py
  *   has a rescale_norm (l1/l2/linf norm matching) that newer versions may pass instead.
  */

@@ -527,6 +527,26 @@ int fc_st_writer_put_raw(fc_st_writer_t *w, size_t i, const void *data, size_t n
   return 0;
 }
 
+int fc_st_writer_put_at(fc_st_writer_t *w, size_t i, int *fd, uint64_t *offset, fc_err_t *err) {
+  assert(i == w->next && i < w->n && "tensors are written in declaration order");
+  off_t pos;
+  if (fflush(w->af.fp) == EOF || (pos = ftello(w->af.fp)) < 0)
+    return fc_err_set(err, FC_EIO, "cannot write %s: %s", w->af.tmp, strerror(errno));
+  *fd = fileno(w->af.fp);
+  *offset = (uint64_t)pos;
+  return 0;
+}
+
+void fc_st_writer_put_done(fc_st_writer_t *w, size_t i) {
+  assert(i == w->next && i < w->n && "tensors are written in declaration order");
+  /* The stream's position moves past the bytes written around it (fseeko, not the fd's). */
+  off_t pos = ftello(w->af.fp);
+  int rc = fseeko(w->af.fp, pos + (off_t)spec_bytes(&w->specs[i]), SEEK_SET);
+  assert(rc == 0);
+  (void)rc;
+  w->next++;
+}
+
 int fc_st_writer_put_f32(fc_st_writer_t *w, size_t i, const float *data, fc_err_t *err) {
   const fc_st_spec_t *s = &w->specs[i];
   size_t n = spec_bytes(s) / fc_dtype_size(s->dtype);

@@ -87,6 +87,11 @@ int fc_st_writer_put_f32(fc_st_writer_t *w, size_t i, const float *data, fc_err_
 /* Tensor i as raw bytes already in its declared dtype. */
 int fc_st_writer_put_raw(fc_st_writer_t *w, size_t i, const void *data, size_t nbytes,
                          fc_err_t *err);
+/* Tensor i (the next one in order) written by the caller, possibly from several threads: the
+ * file's descriptor and the absolute offset of the tensor's first byte; write its bytes there
+ * with pwrite, then fc_st_writer_put_done. */
+int fc_st_writer_put_at(fc_st_writer_t *w, size_t i, int *fd, uint64_t *offset, fc_err_t *err);
+void fc_st_writer_put_done(fc_st_writer_t *w, size_t i);
 int fc_st_writer_finish(fc_st_writer_t **w, fc_err_t *err);
 void fc_st_writer_abort(fc_st_writer_t **w);
 
