@@ -159,7 +159,18 @@ static size_t next_doc(const buf_t *b, size_t *pos, size_t want) {
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    printf("Usage: bench_align [MB [MARGIN]]\n"
+           "Aligns MB (default 5) of text tokenized by two real tokenizers (Llama-2 source, Qwen3\n"
+           "pivot) on one core and prints aligned tokens/s beside the full DP and the Python\n"
+           "reference, and the top-K store's bytes per token.\n");
+    return 0;
+  }
   uint32_t mb = argc > 1 ? (uint32_t)atoi(argv[1]) : 5;
+  if (argc > 1 && mb == 0) {
+    fprintf(stderr, "bench_align: MB must be a positive number (try --help)\n");
+    return 2;
+  }
   int margin = argc > 2 ? atoi(argv[2]) : FC_ALIGN_DEFAULT_MARGIN;
   fc_err_t err = {0};
   fc_tok_t *tok_s = NULL, *tok_p = NULL;

@@ -25,6 +25,7 @@ int main(int argc, char **argv) {
                                        {"vocab", required_argument, 0, 'v'},
                                        {"keep", required_argument, 0, 'k'},
                                        {"batch", required_argument, 0, 'b'},
+                                       {"help", no_argument, 0, 'h'},
                                        {0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -35,6 +36,11 @@ int main(int argc, char **argv) {
     case 'v': vocab = atoi(optarg); break;
     case 'k': keep = optarg; break;
     case 'b': only = atoi(optarg); break;
+    case 'h':
+      printf("Usage: bench_eval [--rows N] [--max-new-tokens N] [--threads N] [--vocab V] [--keep DIR] [--batch B]\n"
+             "Evaluates a random model on generated prompts at batch 1 and 32 and prints generated\n"
+             "tokens/s.\n");
+      return 0;
     default: fprintf(stderr, "usage: bench_eval [--rows N] [--max-new-tokens N] [--threads N] [--vocab V] [--keep DIR] [--batch B]\n"); return 2;
     }
   }
