@@ -469,19 +469,36 @@ static void grow(void **v, size_t *cap, size_t n, size_t sz) {
   *v = fc_xrealloc(*v, *cap * sz);
 }
 
+/* Normalizers, pre-tokenizers and decoders nest the same way: a "Sequence" step lists steps. */
+typedef int (*parse_step_fn)(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err);
+static int parse_sequence(fc_tok_t *t, json_t *j, const char *key, parse_step_fn fn, size_t *cap, fc_err_t *err) {
+  json_t *arr = json_object_get(j, key), *v;
+  size_t i;
+  json_array_foreach(arr, i, v) {
+    int rc = fn(t, v, cap, err);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* A Replace step (normalizer or decoder): a String pattern and its replacement. */
+static int parse_replace(json_t *j, const char *what, char **a, size_t *alen, char **b, size_t *blen,
+                         fc_err_t *err) {
+  const char *p = jstr(json_object_get(j, "pattern"), "String");
+  const char *c = jstr(j, "content");
+  if (!p || !c || !*p) return fc_err_set(err, FC_EUNSUPPORTED, "Replace %s: only String patterns supported", what);
+  *a = fc_xstrdup(p);
+  *alen = strlen(p);
+  *b = fc_xstrdup(c);
+  *blen = strlen(c);
+  return 0;
+}
+
 static int parse_norm(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err) {
   if (!j || json_is_null(j)) return 0;
   const char *type = jstr(j, "type");
   if (!type) return fc_err_set(err, FC_EFORMAT, "normalizer without a type");
-  if (!strcmp(type, "Sequence")) {
-    json_t *arr = json_object_get(j, "normalizers"), *v;
-    size_t i;
-    json_array_foreach(arr, i, v) {
-      int rc = parse_norm(t, v, cap, err);
-      if (rc) return rc;
-    }
-    return 0;
-  }
+  if (!strcmp(type, "Sequence")) return parse_sequence(t, j, "normalizers", parse_norm, cap, err);
   grow((void **)&t->norms, cap, t->n_norms, sizeof *t->norms);
   norm_op_t *op = &t->norms[t->n_norms];
   memset(op, 0, sizeof *op);
@@ -509,15 +526,9 @@ static int parse_norm(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err) {
     op->a = fc_xstrdup(p);
     op->alen = strlen(p);
   } else if (!strcmp(type, "Replace")) {
-    const char *p = jstr(json_object_get(j, "pattern"), "String");
-    const char *c = jstr(j, "content");
-    if (!p || !c || !*p)
-      return fc_err_set(err, FC_EUNSUPPORTED, "Replace normalizer: only String patterns supported");
+    int rc = parse_replace(j, "normalizer", &op->a, &op->alen, &op->b, &op->blen, err);
+    if (rc) return rc;
     op->kind = N_REPLACE;
-    op->a = fc_xstrdup(p);
-    op->alen = strlen(p);
-    op->b = fc_xstrdup(c);
-    op->blen = strlen(c);
   } else {
     return fc_err_set(err, FC_EUNSUPPORTED, "normalizer '%s' not supported", type);
   }
@@ -530,15 +541,7 @@ static int parse_pre(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err) {
   if (!j || json_is_null(j)) return 0;
   const char *type = jstr(j, "type");
   if (!type) return fc_err_set(err, FC_EFORMAT, "pre_tokenizer without a type");
-  if (!strcmp(type, "Sequence")) {
-    json_t *arr = json_object_get(j, "pretokenizers"), *v;
-    size_t i;
-    json_array_foreach(arr, i, v) {
-      int rc = parse_pre(t, v, cap, err);
-      if (rc) return rc;
-    }
-    return 0;
-  }
+  if (!strcmp(type, "Sequence")) return parse_sequence(t, j, "pretokenizers", parse_pre, cap, err);
   grow((void **)&t->pres, cap, t->n_pres, sizeof *t->pres);
   pre_op_t *op = &t->pres[t->n_pres];
   memset(op, 0, sizeof *op);
@@ -591,15 +594,7 @@ static int parse_dec(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err) {
   if (!j || json_is_null(j)) return 0;
   const char *type = jstr(j, "type");
   if (!type) return fc_err_set(err, FC_EFORMAT, "decoder without a type");
-  if (!strcmp(type, "Sequence")) {
-    json_t *arr = json_object_get(j, "decoders"), *v;
-    size_t i;
-    json_array_foreach(arr, i, v) {
-      int rc = parse_dec(t, v, cap, err);
-      if (rc) return rc;
-    }
-    return 0;
-  }
+  if (!strcmp(type, "Sequence")) return parse_sequence(t, j, "decoders", parse_dec, cap, err);
   grow((void **)&t->decs, cap, t->n_decs, sizeof *t->decs);
   dec_op_t *op = &t->decs[t->n_decs];
   memset(op, 0, sizeof *op);
@@ -607,14 +602,9 @@ static int parse_dec(fc_tok_t *t, json_t *j, size_t *cap, fc_err_t *err) {
   else if (!strcmp(type, "ByteFallback")) op->kind = D_BYTEFALLBACK;
   else if (!strcmp(type, "Fuse")) op->kind = D_FUSE;
   else if (!strcmp(type, "Replace")) {
-    const char *p = jstr(json_object_get(j, "pattern"), "String");
-    const char *c = jstr(j, "content");
-    if (!p || !c || !*p) return fc_err_set(err, FC_EUNSUPPORTED, "Replace decoder: only String patterns supported");
+    int rc = parse_replace(j, "decoder", &op->a, &op->alen, &op->b, &op->blen, err);
+    if (rc) return rc;
     op->kind = D_REPLACE;
-    op->a = fc_xstrdup(p);
-    op->alen = strlen(p);
-    op->b = fc_xstrdup(c);
-    op->blen = strlen(c);
   } else if (!strcmp(type, "Strip")) {
     const char *c = jstr(j, "content");
     op->kind = D_STRIP;
