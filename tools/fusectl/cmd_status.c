@@ -5,13 +5,14 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fc_net.h"
 #include "client.h"
 
 static void usage(void) {
   printf("Usage: fusectl status [OPTIONS] [JOB]\n"
          "\n"
          "Shows a job (or every job) with its tasks grouped by stage: id, name, state, attempts,\n"
-         "progress and the last message or error.\n"
+         "progress (a bar, and an ETA for running tasks) and the last message or error.\n"
          "\nOptions:\n"
          "  --json           print the coordinator's JSON report instead\n" FC_CLIENT_ENDPOINT_HELP
          "  --help           this text\n");
@@ -31,11 +32,24 @@ static void print_task(json_t *t) {
   json_object_foreach(f, name, v) if (used < sizeof figs)
     used += (size_t)snprintf(figs + used, sizeof figs - used, "  %s=%g", name, json_number_value(v));
   json_decref(f);
-  printf("    %-5lld %-24s %-9s %lld/%lld %5.1f%%  %s%s%s%s\n", (long long)json_integer_value(json_object_get(t, "id")),
-         s(t, "name"), s(t, "state"), (long long)json_integer_value(json_object_get(t, "attempts")),
-         (long long)json_integer_value(json_object_get(t, "max_attempts")),
-         100 * json_number_value(json_object_get(t, "fraction")), *s(t, "worker") ? s(t, "worker") : "",
-         *s(t, "worker") ? "  " : "", msg, figs);
+  /* A bar, and for running tasks an ETA from the time since the lease (the coordinator's wall
+   * clock: machines are assumed to keep NTP time). */
+  double frac = json_number_value(json_object_get(t, "fraction"));
+  double started = json_number_value(json_object_get(t, "started"));
+  char bar[17], eta[32] = "";
+  int fill = (int)(frac * 16 + 0.5);
+  for (int i = 0; i < 16; i++) bar[i] = i < fill ? '#' : '.';
+  bar[16] = 0;
+  int running = !strcmp(s(t, "state"), "running") || !strcmp(s(t, "state"), "leased");
+  if (running && frac > 0.005 && frac < 1 && started > 0) {
+    double left = (fc_net_wall() - started) * (1 - frac) / frac;
+    snprintf(eta, sizeof eta, "  ETA %d:%02d", (int)(left / 60), (int)left % 60);
+  }
+  printf("    %-5lld %-24s %-9s %lld/%lld [%s] %5.1f%%%s  %s%s%s%s\n",
+         (long long)json_integer_value(json_object_get(t, "id")), s(t, "name"), s(t, "state"),
+         (long long)json_integer_value(json_object_get(t, "attempts")),
+         (long long)json_integer_value(json_object_get(t, "max_attempts")), bar, 100 * frac, eta,
+         *s(t, "worker") ? s(t, "worker") : "", *s(t, "worker") ? "  " : "", msg, figs);
 }
 
 int fc_cmd_status(int argc, char **argv) {
