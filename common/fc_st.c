@@ -98,8 +98,7 @@ static int open_file(fc_st_t *st, const char *path, fc_err_t *err) {
   int shard = (int)(st->nfiles - 1);
 
   const uint8_t *p = map;
-  uint64_t hlen = 0;
-  for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | p[i];
+  uint64_t hlen = fc_get_le64(p);
   if (hlen > FC_ST_MAX_HEADER)
     return fc_err_set(err, FC_EFORMAT, "%s: header length %llu exceeds the %u byte limit", path,
                       (unsigned long long)hlen, FC_ST_MAX_HEADER);
@@ -498,7 +497,7 @@ int fc_st_writer_new(fc_st_writer_t **out, const char *path, const fc_st_spec_t 
     return rc;
   }
   uint8_t len8[8];
-  for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(padded >> (8 * i));
+  fc_put_le64(len8, padded);
   int ok = fwrite(len8, 1, 8, w->af.fp) == 8 && fwrite(hdr, 1, hlen, w->af.fp) == hlen;
   for (size_t i = hlen; i < padded && ok; i++) ok = fputc(' ', w->af.fp) != EOF;
   free(hdr);

@@ -54,16 +54,6 @@ uint64_t fc_topk_example_bytes(uint32_t n, uint32_t k, uint32_t vocab) {
   return EX_HDR + (uint64_t)n * ib + (n + 7) / 8 + (uint64_t)n * k * (ib + 2);
 }
 
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 /* ---------------------------------------------------------------------------------------- */
 
@@ -83,14 +73,14 @@ static void build_header(uint8_t *h, uint32_t ib, uint32_t k, uint32_t vocab, ui
                          uint64_t tok_hash, uint64_t index_off, uint32_t model_id_len) {
   memset(h, 0, HDR_FIXED);
   memcpy(h, k_magic, 8);
-  put32(h + 8, FC_TOPK_VERSION);
-  put32(h + 12, ib);
-  put32(h + 16, k);
-  put32(h + 20, vocab);
-  put64(h + 24, n);
-  put64(h + 32, tok_hash);
-  put64(h + 40, index_off);
-  put32(h + 48, model_id_len);
+  fc_put_le32(h + 8, FC_TOPK_VERSION);
+  fc_put_le32(h + 12, ib);
+  fc_put_le32(h + 16, k);
+  fc_put_le32(h + 20, vocab);
+  fc_put_le64(h + 24, n);
+  fc_put_le64(h + 32, tok_hash);
+  fc_put_le64(h + 40, index_off);
+  fc_put_le32(h + 48, model_id_len);
 }
 
 static uint64_t header_checksum(const uint8_t *h, const uint8_t *model_id, uint32_t model_id_len,
@@ -161,14 +151,14 @@ int fc_topk_writer_add(fc_topk_writer_t *w, const fc_topk_ex_t *ex, fc_err_t *er
     w->buf = fc_xrealloc(w->buf, w->buf_cap);
   }
   uint8_t *p = w->buf;
-  put32(p, n);
+  fc_put_le32(p, n);
   uint32_t ce_bits;
   memcpy(&ce_bits, &ex->mean_ce, 4);
-  put32(p + 4, ce_bits);
-  put32(p + 8, ex->tag);
+  fc_put_le32(p + 4, ce_bits);
+  fc_put_le32(p + 8, ex->tag);
   uint32_t n_resp = 0;
   for (uint32_t i = 0; i < n; i++) n_resp += ex->mask[i] != 0;
-  put32(p + 12, n_resp);
+  fc_put_le32(p + 12, n_resp);
   p += EX_HDR;
   for (uint32_t i = 0; i < n; i++, p += ib) put_id(p, ex->ids[i], ib);
   memset(p, 0, (n + 7) / 8);
@@ -205,12 +195,12 @@ int fc_topk_writer_finish(fc_topk_writer_t *w, fc_err_t *err) {
   if (w->failed) return fc_err_set(err, FC_EIO, "top-K writer already failed");
   size_t ilen = (size_t)(2 * w->n + 1) * 8;
   uint8_t *index = fc_xmalloc(ilen);
-  for (uint64_t i = 0; i < w->n; i++) put64(index + 8 * i, w->off[i]);
-  put64(index + 8 * w->n, w->pos);
-  for (uint64_t i = 0; i < w->n; i++) put64(index + 8 * (w->n + 1 + i), w->sum[i]);
+  for (uint64_t i = 0; i < w->n; i++) fc_put_le64(index + 8 * i, w->off[i]);
+  fc_put_le64(index + 8 * w->n, w->pos);
+  for (uint64_t i = 0; i < w->n; i++) fc_put_le64(index + 8 * (w->n + 1 + i), w->sum[i]);
   uint8_t h[HDR_FIXED];
   build_header(h, w->ib, w->k, w->vocab, w->n, w->tok_hash, w->pos, w->model_id_len);
-  put64(h + 56, header_checksum(h, (const uint8_t *)w->model_id, w->model_id_len, index, ilen));
+  fc_put_le64(h + 56, header_checksum(h, (const uint8_t *)w->model_id, w->model_id_len, index, ilen));
   int ok = fwrite(index, 1, ilen, w->af.fp) == ilen && fseek(w->af.fp, 0, SEEK_SET) == 0 &&
            fwrite(h, 1, HDR_FIXED, w->af.fp) == HDR_FIXED;
   free(index);
@@ -266,13 +256,13 @@ int fc_topk_open(fc_topk_reader_t **out, const char *path, fc_err_t *err) {
   if (map == MAP_FAILED) return fc_err_set(err, FC_EIO, "cannot map %s: %s", path, strerror(errno));
   int rc = 0;
   const uint8_t *h = map;
-  uint32_t ib = get32(h + 12), k = get32(h + 16), vocab = get32(h + 20), mlen = get32(h + 48);
-  uint64_t n = get64(h + 24), index_off = get64(h + 40);
+  uint32_t ib = fc_get_le32(h + 12), k = fc_get_le32(h + 16), vocab = fc_get_le32(h + 20), mlen = fc_get_le32(h + 48);
+  uint64_t n = fc_get_le64(h + 24), index_off = fc_get_le64(h + 40);
   if (memcmp(h, k_magic, 8) != 0) {
     rc = fc_err_set(err, FC_EFORMAT, "%s: not a top-K store (bad magic)", path);
-  } else if (get32(h + 8) != FC_TOPK_VERSION) {
+  } else if (fc_get_le32(h + 8) != FC_TOPK_VERSION) {
     rc = fc_err_set(err, FC_EFORMAT, "%s: top-K store version %u, this build reads %d", path,
-                    get32(h + 8), FC_TOPK_VERSION);
+                    fc_get_le32(h + 8), FC_TOPK_VERSION);
   } else if ((ib != 2 && ib != 3) || ib != id_bytes_for(vocab) || k < 1 || k > FC_TOPK_MAX_K ||
              vocab < 1 || vocab > (1u << 24) || mlen > MAX_MODEL_ID) {
     rc = fc_err_set(err, FC_EFORMAT, "%s: bad header (id bytes %u, K %u, vocab %u, model id %u bytes)",
@@ -281,20 +271,20 @@ int fc_topk_open(fc_topk_reader_t **out, const char *path, fc_err_t *err) {
              size - index_off != (2 * n + 1) * 8) {
     rc = fc_err_set(err, FC_EFORMAT, "%s: truncated or corrupt (%zu bytes; header says %lu examples, index at %lu)",
                     path, size, (unsigned long)n, (unsigned long)index_off);
-  } else if (get64(h + 56) != header_checksum(h, map + HDR_FIXED, mlen, map + index_off,
+  } else if (fc_get_le64(h + 56) != header_checksum(h, map + HDR_FIXED, mlen, map + index_off,
                                                (size_t)(2 * n + 1) * 8)) {
     rc = fc_err_set(err, FC_EFORMAT, "%s: header or index checksum mismatch (corrupt file)", path);
   } else {
     const uint8_t *ix = map + index_off;
     uint64_t prev = HDR_FIXED + mlen;
     for (uint64_t i = 0; i <= n && rc == 0; i++) {
-      uint64_t o = get64(ix + 8 * i);
+      uint64_t o = fc_get_le64(ix + 8 * i);
       if (o != prev && i == 0) rc = -1;
       if (o < prev || o > index_off || (i == n && o != index_off)) rc = -1;
       if (i > 0 && rc == 0) {
         uint64_t len = o - prev;
         if (len < EX_HDR) rc = -1;
-        else if (fc_topk_example_bytes(get32(map + prev), k, vocab) != len) rc = -1;
+        else if (fc_topk_example_bytes(fc_get_le32(map + prev), k, vocab) != len) rc = -1;
       }
       prev = o;
     }
@@ -315,7 +305,7 @@ int fc_topk_open(fc_topk_reader_t **out, const char *path, fc_err_t *err) {
   r->k = k;
   r->vocab = vocab;
   r->n = n;
-  r->tok_hash = get64(h + 32);
+  r->tok_hash = fc_get_le64(h + 32);
   r->index = map + index_off;
   *out = r;
   return 0;
@@ -339,7 +329,7 @@ const char *fc_topk_model_id(const fc_topk_reader_t *r) { return r->model_id; }
 
 uint32_t fc_topk_len(const fc_topk_reader_t *r, uint64_t idx) {
   assert(idx < r->n);
-  return get32(r->map + get64(r->index + 8 * idx));
+  return fc_get_le32(r->map + fc_get_le64(r->index + 8 * idx));
 }
 
 void fc_topk_ex_reserve(fc_topk_ex_t *ex, uint32_t n, uint32_t k) {
@@ -369,17 +359,17 @@ int fc_topk_get(const fc_topk_reader_t *r, uint64_t idx, fc_topk_ex_t *ex, fc_er
   if (idx >= r->n)
     return fc_err_set(err, FC_EINVAL, "%s: example %lu out of range (%lu examples)", r->path,
                       (unsigned long)idx, (unsigned long)r->n);
-  uint64_t o = get64(r->index + 8 * idx), e = get64(r->index + 8 * (idx + 1));
+  uint64_t o = fc_get_le64(r->index + 8 * idx), e = fc_get_le64(r->index + 8 * (idx + 1));
   const uint8_t *p = r->map + o;
-  if (fc_hash64(p, e - o, 7) != get64(r->index + 8 * (r->n + 1 + idx)))
+  if (fc_hash64(p, e - o, 7) != fc_get_le64(r->index + 8 * (r->n + 1 + idx)))
     return fc_err_set(err, FC_EFORMAT, "%s: example %lu is corrupt (checksum mismatch)", r->path,
                       (unsigned long)idx);
-  uint32_t n = get32(p), k = r->k, ib = r->ib;
+  uint32_t n = fc_get_le32(p), k = r->k, ib = r->ib;
   fc_topk_ex_reserve(ex, n, k);
   ex->n = n;
   memcpy(&ex->mean_ce, p + 4, 4);
-  ex->tag = get32(p + 8);
-  uint32_t n_resp = get32(p + 12), cnt = 0;
+  ex->tag = fc_get_le32(p + 8);
+  uint32_t n_resp = fc_get_le32(p + 12), cnt = 0;
   p += EX_HDR;
   for (uint32_t i = 0; i < n; i++, p += ib) {
     ex->ids[i] = get_id(p, ib);

@@ -55,6 +55,20 @@ uint16_t fc_f32_to_f16(float f);
 float fc_bf16_to_f32(uint16_t h);
 uint16_t fc_f32_to_bf16(float f);
 
+/* Little-endian integers in byte buffers (our binary file formats). */
+static inline void fc_put_le32(uint8_t *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void fc_put_le64(uint8_t *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t fc_get_le32(const uint8_t *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t fc_get_le64(const uint8_t *p) {
+  return (uint64_t)fc_get_le32(p) | (uint64_t)fc_get_le32(p + 4) << 32;
+}
+
 /* Monotonic seconds. */
 double fc_now(void);
 

@@ -187,16 +187,6 @@ static int cmp_u64(const void *x, const void *y) {
   return a < b ? -1 : a > b;
 }
 
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 /* Both files: 48-byte header (magic, u32 version, u32 a, u32 b, u32 c, u64 hash1, u64 hash2,
  * u64 count), payload, u64 checksum of everything before it. */
@@ -205,7 +195,7 @@ static const char k_cnt_magic[8] = {'F', 'C', 'V', 'C', 'N', 'T', '\r', '\n'};
 static const char k_map_magic[8] = {'F', 'C', 'V', 'M', 'A', 'P', '\r', '\n'};
 
 static int write_blob(const char *path, uint8_t *buf, size_t len, fc_err_t *err) {
-  put64(buf + len - 8, fc_hash64(buf, len - 8, 3));
+  fc_put_le64(buf + len - 8, fc_hash64(buf, len - 8, 3));
   fc_atomic_file_t af;
   int rc = fc_atomic_open(&af, path, err);
   if (rc) return rc;
@@ -225,9 +215,9 @@ static int read_blob(const char *path, const char magic[8], const char *what, ui
   *buf = (uint8_t *)b;
   if (*len < VHDR + 8 || memcmp(b, magic, 8) != 0)
     rc = fc_err_set(err, FC_EFORMAT, "%s: not a %s file", path, what);
-  else if (get32(*buf + 8) != 1)
-    rc = fc_err_set(err, FC_EFORMAT, "%s: %s file version %u, this build reads 1", path, what, get32(*buf + 8));
-  else if (get64(*buf + *len - 8) != fc_hash64(*buf, *len - 8, 3))
+  else if (fc_get_le32(*buf + 8) != 1)
+    rc = fc_err_set(err, FC_EFORMAT, "%s: %s file version %u, this build reads 1", path, what, fc_get_le32(*buf + 8));
+  else if (fc_get_le64(*buf + *len - 8) != fc_hash64(*buf, *len - 8, 3))
     rc = fc_err_set(err, FC_EFORMAT, "%s: %s file is truncated or corrupt (checksum mismatch)", path, what);
   if (rc) free(b);
   return rc;
@@ -243,15 +233,15 @@ int fc_vcount_save(const fc_vcount_t *c, const char *path, fc_err_t *err) {
   size_t len = VHDR + n * 16 + 8;
   uint8_t *buf = fc_xcalloc(len, 1);
   memcpy(buf, k_cnt_magic, 8);
-  put32(buf + 8, 1);
-  put32(buf + 12, c->src_vocab);
-  put32(buf + 16, c->piv_vocab);
-  put64(buf + 24, c->src_hash);
-  put64(buf + 32, c->piv_hash);
-  put64(buf + 40, n);
+  fc_put_le32(buf + 8, 1);
+  fc_put_le32(buf + 12, c->src_vocab);
+  fc_put_le32(buf + 16, c->piv_vocab);
+  fc_put_le64(buf + 24, c->src_hash);
+  fc_put_le64(buf + 32, c->piv_hash);
+  fc_put_le64(buf + 40, n);
   for (uint64_t i = 0; i < n; i++) {
-    put64(buf + VHDR + 16 * i, keys[i]);
-    put64(buf + VHDR + 16 * i + 8, fc_vcount_get(c, (uint32_t)(keys[i] >> 32), (uint32_t)keys[i]));
+    fc_put_le64(buf + VHDR + 16 * i, keys[i]);
+    fc_put_le64(buf + VHDR + 16 * i + 8, fc_vcount_get(c, (uint32_t)(keys[i] >> 32), (uint32_t)keys[i]));
   }
   free(keys);
   int rc = write_blob(path, buf, len, err);
@@ -264,16 +254,16 @@ int fc_vcount_load(fc_vcount_t **out, const char *path, fc_err_t *err) {
   size_t len;
   int rc = read_blob(path, k_cnt_magic, "vocabulary count", &b, &len, err);
   if (rc) return rc;
-  uint32_t sv = get32(b + 12), pv = get32(b + 16);
-  uint64_t n = get64(b + 40);
+  uint32_t sv = fc_get_le32(b + 12), pv = fc_get_le32(b + 16);
+  uint64_t n = fc_get_le64(b + 40);
   if (sv == 0 || pv == 0 || sv > (1u << 24) || pv > (1u << 24) || n > len / 16 || len != VHDR + n * 16 + 8) {
     free(b);
     return fc_err_set(err, FC_EFORMAT, "%s: bad vocabulary count header", path);
   }
-  fc_vcount_t *c = fc_vcount_new(sv, pv, get64(b + 24), get64(b + 32));
+  fc_vcount_t *c = fc_vcount_new(sv, pv, fc_get_le64(b + 24), fc_get_le64(b + 32));
   uint64_t prev = 0;
   for (uint64_t i = 0; i < n; i++) {
-    uint64_t key = get64(b + VHDR + 16 * i), v = get64(b + VHDR + 16 * i + 8);
+    uint64_t key = fc_get_le64(b + VHDR + 16 * i), v = fc_get_le64(b + VHDR + 16 * i + 8);
     uint32_t s = (uint32_t)(key >> 32), p = (uint32_t)key;
     if (s >= sv || p >= pv || v == 0 || (i > 0 && key <= prev)) {
       fc_vcount_destroy(&c);
@@ -612,15 +602,15 @@ int fc_vmap_save(const fc_vmap_t *m, const char *path, fc_err_t *err) {
   size_t len = VHDR + (size_t)m->src_vocab * 5 + 8;
   uint8_t *buf = fc_xcalloc(len, 1);
   memcpy(buf, k_map_magic, 8);
-  put32(buf + 8, 1);
-  put32(buf + 12, m->src_vocab);
-  put32(buf + 16, m->piv_vocab);
-  put32(buf + 20, m->method);
-  put64(buf + 24, m->src_hash);
-  put64(buf + 32, m->piv_hash);
-  put64(buf + 40, m->src_vocab);
+  fc_put_le32(buf + 8, 1);
+  fc_put_le32(buf + 12, m->src_vocab);
+  fc_put_le32(buf + 16, m->piv_vocab);
+  fc_put_le32(buf + 20, m->method);
+  fc_put_le64(buf + 24, m->src_hash);
+  fc_put_le64(buf + 32, m->piv_hash);
+  fc_put_le64(buf + 40, m->src_vocab);
   for (uint32_t s = 0; s < m->src_vocab; s++) {
-    put32(buf + VHDR + 4 * (size_t)s, m->map[s]);
+    fc_put_le32(buf + VHDR + 4 * (size_t)s, m->map[s]);
     buf[VHDR + 4 * (size_t)m->src_vocab + s] = m->how[s];
   }
   int rc = write_blob(path, buf, len, err);
@@ -633,18 +623,18 @@ int fc_vmap_load(fc_vmap_t **out, const char *path, fc_err_t *err) {
   size_t len;
   int rc = read_blob(path, k_map_magic, "vocabulary map", &b, &len, err);
   if (rc) return rc;
-  uint32_t sv = get32(b + 12), pv = get32(b + 16), method = get32(b + 20);
+  uint32_t sv = fc_get_le32(b + 12), pv = fc_get_le32(b + 16), method = fc_get_le32(b + 20);
   if (sv == 0 || pv == 0 || sv > (1u << 24) || pv > (1u << 24) || method > 2 ||
-      get64(b + 40) != sv || len != VHDR + (size_t)sv * 5 + 8) {
+      fc_get_le64(b + 40) != sv || len != VHDR + (size_t)sv * 5 + 8) {
     free(b);
     return fc_err_set(err, FC_EFORMAT, "%s: bad vocabulary map header", path);
   }
   fc_vmap_t *m = vmap_alloc(sv, pv);
   m->method = method;
-  m->src_hash = get64(b + 24);
-  m->piv_hash = get64(b + 32);
+  m->src_hash = fc_get_le64(b + 24);
+  m->piv_hash = fc_get_le64(b + 32);
   for (uint32_t s = 0; s < sv; s++) {
-    m->map[s] = get32(b + VHDR + 4 * (size_t)s);
+    m->map[s] = fc_get_le32(b + VHDR + 4 * (size_t)s);
     m->how[s] = b[VHDR + 4 * (size_t)sv + s];
     if ((m->map[s] >= pv && m->map[s] != FC_VMAP_NONE) || m->how[s] > FC_VMAP_BY_SET ||
         ((m->map[s] == FC_VMAP_NONE) != (m->how[s] == FC_VMAP_BY_NONE) && m->how[s] != FC_VMAP_BY_SET)) {
