@@ -8,30 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-  char *b;
-  size_t n, cap;
-} buf_t;
-
-static void put(buf_t *s, const char *p, size_t n) {
-  if (s->n + n + 1 > s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 256;
-    while (cap < s->n + n + 1) cap *= 2;
-    s->b = fc_xrealloc(s->b, cap);
-    s->cap = cap;
-  }
-  memcpy(s->b + s->n, p, n);
-  s->n += n;
-  s->b[s->n] = 0;
-}
-static void puts_(buf_t *s, const char *p) { put(s, p, strlen(p)); }
+static void puts_(fc_sbuf_t *s, const char *p) { fc_sbuf_put(s, p, strlen(p)); }
 
 /* Python's str.strip() for the ASCII whitespace chat data has. */
-static void put_stripped(buf_t *s, const char *p) {
+static void put_stripped(fc_sbuf_t *s, const char *p) {
   size_t a = 0, e = strlen(p);
   while (a < e && (p[a] == ' ' || p[a] == '\t' || p[a] == '\n' || p[a] == '\r')) a++;
   while (e > a && (p[e - 1] == ' ' || p[e - 1] == '\t' || p[e - 1] == '\n' || p[e - 1] == '\r')) e--;
-  put(s, p + a, e - a);
+  fc_sbuf_put(s, p + a, e - a);
 }
 
 fc_chat_template_t fc_chat_template_for(const fc_tok_t *tok) {
@@ -120,7 +104,7 @@ int fc_chat_render(fc_chat_template_t tmpl, const fc_chat_msg_t *msgs, size_t n,
   *len = 0;
   *spans = NULL;
   *nspans = 0;
-  buf_t s = {0};
+  fc_sbuf_t s = {0};
   puts_(&s, "");
   fc_chat_span_t *sp = NULL;
   size_t nsp = 0;
@@ -188,7 +172,7 @@ int fc_chat_render_prompt(fc_chat_template_t tmpl, const char *system, const cha
   int rc = fc_chat_render(tmpl, m, n, text, len, &spans, &ns, err);
   if (rc) return rc;
   free(spans);
-  buf_t s = {*text, *len, *len + 1};
+  fc_sbuf_t s = {*text, *len, *len + 1};
   if (tmpl == FC_CHAT_CHATML) puts_(&s, "<|im_start|>assistant\n");
   *text = s.b;
   *len = s.n;

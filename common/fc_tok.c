@@ -77,21 +77,6 @@ static void out_push(out_t *o, int32_t id, uint32_t off) {
   o->n++;
 }
 
-typedef struct {
-  char *b;
-  size_t n, cap;
-} sbuf_t;
-static void sb_put(sbuf_t *s, const void *p, size_t n) {
-  if (s->n + n + 1 > s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 64;
-    while (cap < s->n + n + 1) cap *= 2;
-    s->b = fc_xrealloc(s->b, cap);
-    s->cap = cap;
-  }
-  memcpy(s->b + s->n, p, n);
-  s->n += n;
-  s->b[s->n] = 0;
-}
 
 /* ---------- UTF-8 ---------- */
 
@@ -120,14 +105,14 @@ static size_t utf8_valid_len(const unsigned char *p, size_t n) {
 }
 
 /* Rust's String::from_utf8_lossy: each maximal invalid subpart becomes one U+FFFD. */
-static void sb_put_lossy(sbuf_t *s, const unsigned char *p, size_t n) {
+static void sb_put_lossy(fc_sbuf_t *s, const unsigned char *p, size_t n) {
   size_t i = 0;
   while (i < n) {
     size_t l = utf8_valid_len(p + i, n - i);
     if (l) {
       size_t j = i + l;
       while (j < n && (l = utf8_valid_len(p + j, n - j))) j += l;
-      sb_put(s, p + i, j - i);
+      fc_sbuf_put(s, p + i, j - i);
       i = j;
       continue;
     }
@@ -146,7 +131,7 @@ static void sb_put_lossy(sbuf_t *s, const unsigned char *p, size_t n) {
         while (k < want && i + k < n && (p[i + k] & 0xc0) == 0x80) k++;
       }
     }
-    sb_put(s, "\xef\xbf\xbd", 3);
+    fc_sbuf_put(s, "\xef\xbf\xbd", 3);
     i += k;
   }
 }
@@ -409,34 +394,34 @@ static int jbool(json_t *o, const char *k, int def) {
 /* Rewrites \s and \S as explicit Unicode White_Space classes: PCRE2's \s under UCP is not the
  * White_Space property the Rust regex crate uses (it misses U+0085). */
 static char *rewrite_regex(const char *p) {
-  sbuf_t s = {0};
+  fc_sbuf_t s = {0};
   int in_class = 0;
   for (size_t i = 0; p[i]; i++) {
     if (p[i] == '\\' && p[i + 1]) {
       char c = p[i + 1];
       if (c == 's') {
-        sb_put(&s, in_class ? WS_CLASS : "[" WS_CLASS "]", strlen(in_class ? WS_CLASS : "[" WS_CLASS "]"));
+        fc_sbuf_put(&s, in_class ? WS_CLASS : "[" WS_CLASS "]", strlen(in_class ? WS_CLASS : "[" WS_CLASS "]"));
         i++;
         continue;
       }
       if (c == 'S' && !in_class) {
-        sb_put(&s, "[^" WS_CLASS "]", strlen("[^" WS_CLASS "]"));
+        fc_sbuf_put(&s, "[^" WS_CLASS "]", strlen("[^" WS_CLASS "]"));
         i++;
         continue;
       }
-      sb_put(&s, p + i, 2);
+      fc_sbuf_put(&s, p + i, 2);
       i++;
       continue;
     }
     if (p[i] == '[' && !in_class) {
       in_class = 1;
-      sb_put(&s, p + i, 1);
-      if (p[i + 1] == '^') sb_put(&s, p + ++i, 1);
-      if (p[i + 1] == ']') sb_put(&s, p + ++i, 1);
+      fc_sbuf_put(&s, p + i, 1);
+      if (p[i + 1] == '^') fc_sbuf_put(&s, p + ++i, 1);
+      if (p[i + 1] == ']') fc_sbuf_put(&s, p + ++i, 1);
       continue;
     }
     if (p[i] == ']' && in_class) in_class = 0;
-    sb_put(&s, p + i, 1);
+    fc_sbuf_put(&s, p + i, 1);
   }
   if (!s.b) return fc_xstrdup("");
   return s.b;
@@ -1677,7 +1662,7 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
 /* ---------- decoding ---------- */
 
 typedef struct {
-  sbuf_t *v;
+  fc_sbuf_t *v;
   size_t n, cap;
 } toks_t;
 
@@ -1686,8 +1671,8 @@ static void toks_add(toks_t *ts, const char *s, size_t n) {
     ts->cap = ts->cap ? ts->cap * 2 : 16;
     ts->v = fc_xrealloc(ts->v, ts->cap * sizeof *ts->v);
   }
-  ts->v[ts->n] = (sbuf_t){0};
-  sb_put(&ts->v[ts->n], s, n);
+  ts->v[ts->n] = (fc_sbuf_t){0};
+  fc_sbuf_put(&ts->v[ts->n], s, n);
   ts->n++;
 }
 static void toks_free(toks_t *ts) {
@@ -1697,27 +1682,27 @@ static void toks_free(toks_t *ts) {
 }
 static void fuse(toks_t *ts) {
   if (ts->n <= 1) return;
-  sbuf_t all = {0};
-  for (size_t i = 0; i < ts->n; i++) sb_put(&all, ts->v[i].b, ts->v[i].n);
+  fc_sbuf_t all = {0};
+  for (size_t i = 0; i < ts->n; i++) fc_sbuf_put(&all, ts->v[i].b, ts->v[i].n);
   toks_free(ts);
   toks_add(ts, all.b ? all.b : "", all.n);
   free(all.b);
 }
-static void replace_in(sbuf_t *s, const char *a, size_t al, const char *b, size_t bl) {
-  sbuf_t r = {0};
+static void replace_in(fc_sbuf_t *s, const char *a, size_t al, const char *b, size_t bl) {
+  fc_sbuf_t r = {0};
   size_t i = 0;
-  sb_put(&r, "", 0);
+  fc_sbuf_put(&r, "", 0);
   while (i < s->n) {
     if (s->n - i >= al && !memcmp(s->b + i, a, al)) {
-      sb_put(&r, b, bl);
+      fc_sbuf_put(&r, b, bl);
       i += al;
     } else
-      sb_put(&r, s->b + i, 1), i++;
+      fc_sbuf_put(&r, s->b + i, 1), i++;
   }
   free(s->b);
   *s = r;
 }
-static int parse_byte_token(const sbuf_t *s) {
+static int parse_byte_token(const fc_sbuf_t *s) {
   if (s->n != 6 || memcmp(s->b, "<0x", 3) || s->b[5] != '>') return -1;
   int v = 0;
   for (int i = 3; i < 5; i++) {
@@ -1732,7 +1717,7 @@ static int parse_byte_token(const sbuf_t *s) {
 static void run_dec(const dec_op_t *op, toks_t *ts) {
   switch (op->kind) {
   case D_BYTELEVEL: {
-    sbuf_t bytes = {0};
+    fc_sbuf_t bytes = {0};
     for (size_t i = 0; i < ts->n; i++) {
       const unsigned char *p = (const unsigned char *)ts->v[i].b;
       size_t n = ts->v[i].n, mark = bytes.n, j = 0;
@@ -1745,16 +1730,16 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
           break;
         }
         unsigned char by = (unsigned char)g_char_byte[c];
-        sb_put(&bytes, &by, 1);
+        fc_sbuf_put(&bytes, &by, 1);
         j += l;
       }
       if (!ok) { /* HF keeps such a token's own bytes */
         bytes.n = mark;
-        sb_put(&bytes, p, n);
+        fc_sbuf_put(&bytes, p, n);
       }
     }
-    sbuf_t s = {0};
-    sb_put(&s, "", 0);
+    fc_sbuf_t s = {0};
+    fc_sbuf_put(&s, "", 0);
     if (bytes.n) sb_put_lossy(&s, (const unsigned char *)bytes.b, bytes.n);
     free(bytes.b);
     toks_free(ts);
@@ -1767,12 +1752,12 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
     break;
   case D_BYTEFALLBACK: {
     toks_t r = {0};
-    sbuf_t pend = {0};
+    fc_sbuf_t pend = {0};
     for (size_t i = 0; i <= ts->n; i++) {
       int bv = i < ts->n ? parse_byte_token(&ts->v[i]) : -1;
       if (bv >= 0) {
         unsigned char c = (unsigned char)bv;
-        sb_put(&pend, &c, 1);
+        fc_sbuf_put(&pend, &c, 1);
         continue;
       }
       if (pend.n) {
@@ -1800,7 +1785,7 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
   case D_FUSE: fuse(ts); break;
   case D_STRIP:
     for (size_t i = 0; i < ts->n; i++) {
-      sbuf_t *s = &ts->v[i];
+      fc_sbuf_t *s = &ts->v[i];
       size_t a = 0, e = s->n;
       for (int k = 0; k < op->start && e - a >= op->alen && !memcmp(s->b + a, op->a, op->alen); k++) a += op->alen;
       for (int k = 0; k < op->stop && e - a >= op->alen && !memcmp(s->b + e - op->alen, op->a, op->alen); k++) e -= op->alen;
@@ -1811,7 +1796,7 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
     break;
   case D_METASPACE:
     for (size_t i = 0; i < ts->n; i++) {
-      sbuf_t *s = &ts->v[i];
+      fc_sbuf_t *s = &ts->v[i];
       int drop = i == 0 && op->prepend && s->n >= op->alen && !memcmp(s->b, op->a, op->alen);
       replace_in(s, op->a, op->alen, " ", 1);
       if (drop) {
@@ -1882,7 +1867,7 @@ size_t fc_tok_token_text(const fc_tok_t *t, int32_t id, char *buf, size_t cap) {
     }
     return k;
   }
-  sbuf_t s = {.b = (char *)p, .n = n};
+  fc_sbuf_t s = {.b = (char *)p, .n = n};
   int bv = parse_byte_token(&s);
   if (bv >= 0) {
     PUT(bv);

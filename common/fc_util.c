@@ -87,6 +87,18 @@ char *fc_xstrdup(const char *s) {
   return d;
 }
 
+void fc_sbuf_put(fc_sbuf_t *s, const void *p, size_t n) {
+  if (s->n + n + 1 > s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    while (cap < s->n + n + 1) cap *= 2;
+    s->b = fc_xrealloc(s->b, cap);
+    s->cap = cap;
+  }
+  if (n) memcpy(s->b + s->n, p, n);
+  s->n += n;
+  s->b[s->n] = 0;
+}
+
 /* ---- logging ---- */
 
 static fc_log_level_t g_log_level = FC_LOG_INFO;

@@ -55,6 +55,13 @@ uint16_t fc_f32_to_f16(float f);
 float fc_bf16_to_f32(uint16_t h);
 uint16_t fc_f32_to_bf16(float f);
 
+/* A growable byte string, kept NUL-terminated (b is NULL until the first put). */
+typedef struct fc_sbuf {
+  char *b;
+  size_t n, cap;
+} fc_sbuf_t;
+void fc_sbuf_put(fc_sbuf_t *s, const void *p, size_t n);
+
 /* Little-endian integers in byte buffers (our binary file formats). */
 static inline void fc_put_le32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
