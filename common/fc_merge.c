@@ -308,24 +308,27 @@ FC_INLINE size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas
   return cnt;
 }
 
-/* Population variance across models of the deltas in s->m, per element, into v. */
+/* SCE's selection key per element of the deltas in s->m, into v: n^3 times the population
+ * variance across the n models, computed without a division as sum_i (n d_i - S)^2 with
+ * S = sum_i d_i (f32, model order). It orders elements as the variance does and is zero
+ * exactly when the deltas are equal. The fused path's var8 does the same operations, so both
+ * give the same keys. */
 FC_INLINE void block_var(const job_t *J, scratch_t *s, size_t cnt, float *v) {
   const int nm = J->nm;
-  double *mean = s->a1, *ss = s->a2;
-  for (size_t j = 0; j < cnt; j++) mean[j] = 0, ss[j] = 0;
+  const float fnm = (float)nm;
+  float *sum = (float *)s->a1;
+  for (size_t j = 0; j < cnt; j++) sum[j] = 0, v[j] = 0;
   for (int i = 0; i < nm; i++) {
     const float *d = s->m + (size_t)i * BLK;
-    for (size_t j = 0; j < cnt; j++) mean[j] += d[j];
+    for (size_t j = 0; j < cnt; j++) sum[j] += d[j];
   }
-  for (size_t j = 0; j < cnt; j++) mean[j] /= nm;
   for (int i = 0; i < nm; i++) {
     const float *d = s->m + (size_t)i * BLK;
     for (size_t j = 0; j < cnt; j++) {
-      double e = d[j] - mean[j];
-      ss[j] += e * e;
+      float e = fnm * d[j] - sum[j];
+      v[j] += e * e;
     }
   }
-  for (size_t j = 0; j < cnt; j++) v[j] = (float)(ss[j] / nm);
 }
 
 /* Applies TIES's magnitude mask (sel per model) to deltas in s->m for block blk. */
@@ -352,8 +355,8 @@ FC_INLINE void ties_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
   }
 }
 
-/* SCE selection mask for one block into keep[] (1 selected). */
-FC_INLINE void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep) {
+/* SCE selection mask for one block into keep[] (1 selected), from the block's variances v. */
+FC_INLINE void sce_select(const job_t *J, size_t blk, size_t cnt, const float *v, uint8_t *keep) {
   if (J->select == 0) {
     memset(keep, 1, cnt);
     return;
@@ -363,7 +366,6 @@ FC_INLINE void sce_select(const job_t *J, size_t blk, size_t cnt, uint8_t *keep)
     return;
   }
   const sel_t *S = &J->sel[0];
-  const float *v = J->var + blk * BLK;
   int64_t q = S->all_eq ? -1 : S->quota[blk];
   if (q <= 0) {
     const uint32_t lo = q < 0 ? S->thr : S->thr + 1;
@@ -397,8 +399,8 @@ FC_INLINE void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *ke
 /* TIES sign election on weighted deltas wd[nm][BLK]: the majority sign is that of their sum
  * (zero counts as positive), an entry agrees when its sign equals it (a zero never does);
  * mixed += agreeing entries, div += their models' weights. */
-FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t cnt, double *mixed,
-                              double *div, double *sum) {
+FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t cnt, float *mixed,
+                              float *div, double *sum) {
   for (size_t j = 0; j < cnt; j++) sum[j] = 0;
   for (int i = 0; i < nm; i++) {
     const float *d = wd + (size_t)i * BLK;
@@ -413,8 +415,8 @@ FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t
     const float wi = w[i];
     for (size_t j = 0; j < cnt; j++) am[j] = d[j] * sgn[j] > 0 ? 1.0f : 0.0f;
     for (size_t j = 0; j < cnt; j++) {
-      mixed[j] += (double)(d[j] * am[j]);
-      div[j] += (double)(wi * am[j]);
+      mixed[j] += d[j] * am[j];
+      div[j] += wi * am[j];
     }
   }
 }
@@ -423,7 +425,7 @@ FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t
  * The weighted-sum methods read each input once, eight elements at a time straight from the
  * mapping, and write the output dtype directly: one pass over the data instead of a convert
  * pass per input, an accumulate pass per model and an output pass. The arithmetic is the
- * generic path's, element for element (f32 products, f64 sums in model order), except that a
+ * generic path's, element for element (f32, sums in model order), except that a
  * normalising division by the constant sum of weights is a multiplication by its reciprocal
  * (the f32 result can differ from the divided one in its last bit, rarely). */
 typedef float vf8 __attribute__((vector_size(32)));
@@ -459,53 +461,73 @@ FC_INLINE void st8(void *out, fc_dtype_t dt, size_t off, const vf8 *op) {
 
 enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
+static inline int any8(vu8 m) {
+  uint64_t q[4];
+  memcpy(q, &m, sizeof q);
+  return (q[0] | q[1] | q[2] | q[3]) != 0;
+}
+
 /* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
  * block (or at zero-padded copies for the tail). */
 #define FU 4          /* groups of eight per step, so their dependency chains interleave */
 #define FUSED_RUN 16  /* blocks a thread takes at a time in the final pass (1 MB of bf16 input) */
 #define FUSED_PF 512  /* prefetch distance in elements (1 KB of bf16) */
-FC_INLINE void fused_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+FC_INLINE void fused_step(const job_t *J, const int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j,
                           vf8 *o, int U) {
-  const int nm = J->nm, kind = J->fused, scale = J->fused_scale;
+  const int kind = J->fused, scale = J->fused_scale;
   const float *w = J->method == FC_MERGE_VARM ? J->sw : J->w;
   if (kind == F_SLERP) {
     for (int u = 0; u < U; u++) o[u] = J->s0 * *ld8_bf16(bp + j + 8 * u) + J->s1 * *ld8_bf16(mp[0] + j + 8 * u);
   } else if (kind == F_SUM) {
-    vd8 acc[FU] = {{0}};
+    vf8 acc[FU] = {{0}};
     for (int i = 0; i < nm; i++) {
       const float wi = w[i];
-      for (int u = 0; u < U; u++) acc[u] += __builtin_convertvector(wi * *ld8_bf16(mp[i] + j + 8 * u), vd8);
+      for (int u = 0; u < U; u++) acc[u] += wi * *ld8_bf16(mp[i] + j + 8 * u);
     }
     for (int u = 0; u < U; u++) {
-      if (scale) acc[u] *= J->fused_rdiv;
-      o[u] = __builtin_convertvector(acc[u], vf8);
+      if (scale) acc[u] *= (float)J->fused_rdiv;
+      o[u] = acc[u];
     }
   } else {
-    vf8 b[FU];
-    vd8 mixed[FU] = {{0}};
+    vf8 b[FU], mixed[FU] = {{0}};
     for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
     for (int i = 0; i < nm; i++) {
       const float wi = w[i];
-      for (int u = 0; u < U; u++)
-        mixed[u] += __builtin_convertvector((*ld8_bf16(mp[i] + j + 8 * u) - b[u]) * wi, vd8);
+      for (int u = 0; u < U; u++) mixed[u] += (*ld8_bf16(mp[i] + j + 8 * u) - b[u]) * wi;
     }
     for (int u = 0; u < U; u++) {
-      if (scale) mixed[u] *= J->fused_rdiv;
-      o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u], vf8);
+      if (scale) mixed[u] *= (float)J->fused_rdiv;
+      o[u] = b[u] + mixed[u];
     }
+  }
+}
+
+/* The majority-sign test (sum_i x_i >= 0, the sum taken exactly) for eight-lane groups x[i][u].
+ * Two f32 values sum to zero only when they cancel exactly and rounding keeps the sign, so
+ * one f32 addition decides; more terms are summed in f64, where a few f32 values sum exactly
+ * (a rounded f32 partial sum could cancel to the wrong sign, and bf16 deltas often cancel). */
+FC_INLINE void sign_pos(int nm, const vf8 (*x)[FU], int U, vu8 *pos) {
+  typedef int64_t vl8 __attribute__((vector_size(64)));
+  for (int u = 0; u < U; u++) {
+    if (nm <= 2) {
+      vf8 s = x[0][u];
+      if (nm == 2) s += x[1][u];
+      pos[u] = (vu8)(s >= (vf8){0});
+      continue;
+    }
+    vd8 s = {0};
+    for (int i = 0; i < nm; i++) s += __builtin_convertvector(x[i][u], vd8);
+    pos[u] = (vu8)__builtin_convertvector((vl8)(s >= 0), vi8);
   }
 }
 
 /* TIES, 8U elements: the generic path's ties_mask (blocks whose ties are all in or all out),
  * weighting and combine_consensus, in registers; U groups interleave their dependency chains. */
-FC_INLINE void fused_ties_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+FC_INLINE void fused_ties_step(const job_t *J, const int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j,
                                const uint32_t *lo, vf8 *o, int U) {
-  typedef int64_t vl8 __attribute__((vector_size(64)));
-  const int nm = J->nm;
   const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
-  const vd8 done = {1, 1, 1, 1, 1, 1, 1, 1};
-  vf8 wd[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU];
-  vd8 sum[FU] = {{0}}, mixed[FU] = {{0}}, div[FU] = {{0}};
+  vf8 wd[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU], mixed[FU] = {{0}}, div[FU] = {{0}};
+  vu8 pos[FU];
   for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
   for (int i = 0; i < nm; i++) {
     const float wi = J->w[i];
@@ -513,71 +535,76 @@ FC_INLINE void fused_ties_step(const job_t *J, const uint16_t *const *mp, const 
       vf8 d = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
       vu8 keep = (vu8)(((vu8)d & 0x7fffffffu) >= lo[i]); /* lo 0: every element */
       wd[i][u] = (vf8)((vu8)d & keep) * wi;
-      sum[u] += __builtin_convertvector(wd[i][u], vd8);
     }
   }
-  for (int u = 0; u < U; u++) {
-    vu8 pos = (vu8)__builtin_convertvector((vl8)(sum[u] >= 0), vi8);
-    sgn[u] = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
-  }
+  sign_pos(nm, (const vf8(*)[FU])wd, U, pos);
+  for (int u = 0; u < U; u++) sgn[u] = (vf8)(((vu8)one & pos[u]) | ((vu8)-one & ~pos[u]));
   for (int i = 0; i < nm; i++) {
     const float wi = J->w[i];
     for (int u = 0; u < U; u++) {
       vf8 am = (vf8)((vu8)one & (vu8)(wd[i][u] * sgn[u] > zero));
-      mixed[u] += __builtin_convertvector(wd[i][u] * am, vd8);
-      div[u] += __builtin_convertvector(wi * am, vd8);
+      mixed[u] += wd[i][u] * am;
+      div[u] += wi * am;
     }
   }
   for (int u = 0; u < U; u++) {
-    vl8 dz = (vl8)(div[u] == 0);
-    div[u] = (vd8)(((vl8)done & dz) | ((vl8)div[u] & ~dz));
+    vu8 dz = (vu8)(div[u] == zero);
+    div[u] = (vf8)(((vu8)one & dz) | ((vu8)div[u] & ~dz));
     if (J->normalize) mixed[u] /= div[u];
-    o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u], vf8);
+    o[u] = b[u] + mixed[u];
+  }
+}
+
+/* block_var on eight-lane vectors of deltas d[model][group]. */
+FC_INLINE void var8(int nm, const vf8 (*d)[FU], vf8 *var, int U) {
+  const float fnm = (float)nm;
+  for (int u = 0; u < U; u++) {
+    vf8 sum = {0}, ss = {0};
+    for (int i = 0; i < nm; i++) sum += d[i][u];
+    for (int i = 0; i < nm; i++) {
+      vf8 e = fnm * d[i][u] - sum;
+      ss += e * e;
+    }
+    var[u] = ss;
   }
 }
 
 /* SCE, 8U elements: the generic path's selection mask (lo: var keys kept from lo up; 0 keeps
  * all, or no mask), sign election on the raw deltas and the weighted mean of the agreeing. */
-FC_INLINE void fused_sce_step(const job_t *J, const uint16_t *const *mp, const uint16_t *bp,
+FC_INLINE void fused_sce_step(const job_t *J, const int nm, const uint16_t *const *mp, const uint16_t *bp,
                               const float *var, size_t j, uint32_t lo, int mask, vf8 *o, int U) {
-  typedef int64_t vl8 __attribute__((vector_size(64)));
-  const int nm = J->nm;
   const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
-  const vd8 floor6 = {1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6};
-  vf8 d[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU];
-  vu8 keep[FU];
-  vd8 sum[FU] = {{0}}, mixed[FU] = {{0}}, div[FU] = {{0}};
-  for (int u = 0; u < U; u++) {
-    b[u] = *ld8_bf16(bp + j + 8 * u);
-    if (mask) {
-      vu8 v;
-      memcpy(&v, var + j + 8 * u, sizeof v);
-      keep[u] = (vu8)(v >= lo);
-    }
-  }
+  const vf8 floor6 = {1e-6f, 1e-6f, 1e-6f, 1e-6f, 1e-6f, 1e-6f, 1e-6f, 1e-6f};
+  vf8 d[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU], mixed[FU] = {{0}}, div[FU] = {{0}};
+  for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
   for (int i = 0; i < nm; i++)
+    for (int u = 0; u < U; u++) d[i][u] = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
+  if (mask) {
+    /* The variances come from the selection pass's array, or are recomputed here from the
+     * same deltas by the same arithmetic (cheaper than storing and reloading them). */
+    vf8 v[FU];
+    if (var) memcpy(v, var + j, (size_t)U * sizeof v[0]);
+    else var8(nm, (const vf8(*)[FU])d, v, U);
     for (int u = 0; u < U; u++) {
-      vf8 x = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
-      if (mask) x = (vf8)((vu8)x & keep[u]);
-      d[i][u] = x;
-      sum[u] += __builtin_convertvector(x, vd8);
+      vu8 keep = (vu8)((vu8)v[u] >= lo);
+      for (int i = 0; i < nm; i++) d[i][u] = (vf8)((vu8)d[i][u] & keep);
     }
-  for (int u = 0; u < U; u++) {
-    vu8 pos = (vu8)__builtin_convertvector((vl8)(sum[u] >= 0), vi8);
-    sgn[u] = (vf8)(((vu8)one & pos) | ((vu8)-one & ~pos));
   }
+  vu8 pos[FU];
+  sign_pos(nm, (const vf8(*)[FU])d, U, pos);
+  for (int u = 0; u < U; u++) sgn[u] = (vf8)(((vu8)one & pos[u]) | ((vu8)-one & ~pos[u]));
   for (int i = 0; i < nm; i++) {
-    const double wi = J->sw[i];
+    const float wi = J->sw[i];
     for (int u = 0; u < U; u++) {
-      vd8 a = __builtin_convertvector((vf8)((vu8)one & (vu8)(d[i][u] * sgn[u] > zero)), vd8);
-      mixed[u] += a * (__builtin_convertvector(d[i][u], vd8) * wi);
+      vf8 a = (vf8)((vu8)one & (vu8)(d[i][u] * sgn[u] > zero));
+      mixed[u] += a * (d[i][u] * wi);
       div[u] += a * wi;
     }
   }
   for (int u = 0; u < U; u++) {
-    vl8 small = (vl8)(div[u] < 1e-6);
-    div[u] = (vd8)(((vl8)floor6 & small) | ((vl8)div[u] & ~small));
-    o[u] = __builtin_convertvector(__builtin_convertvector(b[u], vd8) + mixed[u] / div[u], vf8);
+    vu8 small = (vu8)(div[u] < floor6);
+    div[u] = (vf8)(((vu8)floor6 & small) | ((vu8)div[u] & ~small));
+    o[u] = b[u] + mixed[u] / div[u];
   }
 }
 
@@ -610,9 +637,8 @@ FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
 }
 
 /* One block of the fused path: elements [off, off+cnt). */
-FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_t *lo, void *dst,
+FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt, const uint32_t *lo, void *dst,
                            size_t doff) {
-  const int nm = J->nm;
   const uint16_t *mp[FC_MERGE_MAX_MODELS];
   for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
   const uint16_t *bp = J->base ? (const uint16_t *)J->base->data + off : NULL;
@@ -625,7 +651,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
         for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
         __builtin_prefetch(bp + j + FUSED_PF);
       }
-      fused_sce_step(J, mp, bp, var, j, lo[0], (int)lo[1], o, FU);
+      fused_sce_step(J, nm, mp, bp, var, j, lo[0], (int)lo[1], o, FU);
       for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
     }
   }
@@ -635,7 +661,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
         for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
         __builtin_prefetch(bp + j + FUSED_PF);
       }
-      fused_ties_step(J, mp, bp, j, lo, o, FU);
+      fused_ties_step(J, nm, mp, bp, j, lo, o, FU);
       for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
     }
   }
@@ -644,7 +670,7 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
       for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
       if (bp) __builtin_prefetch(bp + j + FUSED_PF);
     }
-    fused_step(J, mp, bp, j, o, FU);
+    fused_step(J, nm, mp, bp, j, o, FU);
     for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
   }
   /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
@@ -660,9 +686,9 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
       memcpy(tm[i], mp[i] + j, r * 2);
       tp[i] = tm[i];
     }
-    if (J->fused == F_TIES) fused_ties_step(J, tp, tb, 0, lo, o, 1);
-    else if (J->fused == F_SCE) fused_sce_step(J, tp, tb, tv, 0, lo[0], (int)lo[1], o, 1);
-    else fused_step(J, tp, tb, 0, o, 1);
+    if (J->fused == F_TIES) fused_ties_step(J, nm, tp, tb, 0, lo, o, 1);
+    else if (J->fused == F_SCE) fused_sce_step(J, nm, tp, tb, var ? tv : NULL, 0, lo[0], (int)lo[1], o, 1);
+    else fused_step(J, nm, tp, tb, 0, o, 1);
     if (r == 8) st8(dst, J->out_dt, doff + j, &o[0]);
     else {
       float t[8];
@@ -672,6 +698,21 @@ FC_INLINE void fused_block(const job_t *J, size_t off, size_t cnt, const uint32_
   }
 }
 
+/* Calls F with the model count as a constant for the common counts, so the loops over models
+ * unroll and their vectors stay in registers. */
+#define WITH_NM(nm, F, ...)                       \
+  do {                                            \
+    switch (nm) {                                 \
+    case 2: F(__VA_ARGS__, 2); break;             \
+    case 3: F(__VA_ARGS__, 3); break;             \
+    case 4: F(__VA_ARGS__, 4); break;             \
+    default: F(__VA_ARGS__, nm); break;           \
+    }                                             \
+  } while (0)
+#define CALL_SCE_VAR(J, s, blk, NM) fused_sce_var(J, NM, s, blk)
+#define CALL_TIES_BAND(J, s, blk, NM) fused_ties_band(J, NM, s, blk)
+#define CALL_FUSED_BLOCK(J, off, cnt, lo, dst, doff, NM) fused_block(J, NM, off, cnt, lo, dst, doff)
+
 /* Pass kinds. */
 enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
 typedef struct par {
@@ -680,16 +721,10 @@ typedef struct par {
   atomic_size_t next;
 } par_t;
 
-static inline int any8(vu8 m) {
-  uint64_t q[4];
-  memcpy(q, &m, sizeof q);
-  return (q[0] | q[1] | q[2] | q[3]) != 0;
-}
 
 /* TIES band pass for bf16 inputs: the generic P_TIES_BAND (count keys above the band, collect
  * the keys inside it) straight from the mapping, eight elements at a time. */
-FC_INLINE void fused_ties_band(const job_t *J, scratch_t *s, size_t blk) {
-  const int nm = J->nm;
+FC_INLINE void fused_ties_band(const job_t *J, const int nm, scratch_t *s, size_t blk) {
   const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
   const uint16_t *bp = (const uint16_t *)J->base->data + off;
   for (int i = 0; i < nm; i++) {
@@ -741,88 +776,86 @@ static inline float bf16_f32(uint16_t h) {
   return f;
 }
 
-/* Population variance across models of the bf16 deltas, 8U elements from j. */
-FC_INLINE void fused_var_step(int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j, vf8 *var,
-                              int U) {
-  const double dnm = nm;
-  vf8 b[FU], d[FC_MERGE_MAX_MODELS][FU];
-  vd8 mean[FU] = {{0}}, ss[FU] = {{0}};
-  for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
-  for (int i = 0; i < nm; i++)
-    for (int u = 0; u < U; u++) {
-      d[i][u] = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
-      mean[u] += __builtin_convertvector(d[i][u], vd8);
-    }
-  for (int u = 0; u < U; u++) mean[u] /= dnm;
-  for (int i = 0; i < nm; i++)
-    for (int u = 0; u < U; u++) {
-      vd8 e = __builtin_convertvector(d[i][u], vd8) - mean[u];
-      ss[u] += e * e;
-    }
-  for (int u = 0; u < U; u++) var[u] = __builtin_convertvector(ss[u] / dnm, vf8);
-}
-
-/* SCE variance pass for bf16 inputs: the generic P_SCE_VAR (block_var, the non-zero count,
- * the band's sums of squares and candidates) reading the mapping instead of scratch blocks. */
-FC_INLINE void fused_sce_var(job_t *J, scratch_t *s, size_t blk) {
-  const int nm = J->nm;
+/* SCE variance pass for bf16 inputs, straight from the mapping: each block's count of non-zero
+ * variances and, with a band, the sums of squared deltas of the elements above it (f64) and
+ * the candidates inside it with their deltas. Variances are stored in J->var only when there
+ * is one (no band, or the band missed and the radix select needs them). */
+FC_INLINE void fused_sce_var(job_t *J, const int nm, scratch_t *s, size_t blk) {
   const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
   const uint16_t *bp = (const uint16_t *)J->base->data + off;
   const uint16_t *mp[FC_MERGE_MAX_MODELS];
   for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
-  float *v = J->var + off;
-  vf8 var[FU];
-  size_t j = 0;
-  for (; j + 8 * FU <= cnt; j += 8 * FU) {
-    if (FUSED_PF) {
-      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
-      __builtin_prefetch(bp + j + FUSED_PF);
-    }
-    fused_var_step(nm, mp, bp, j, var, FU);
-    memcpy(v + j, var, sizeof var);
-  }
-  for (; j < cnt; j += 8) {
-    uint16_t tb[8] = {0}, tm[FC_MERGE_MAX_MODELS][8];
-    const uint16_t *tp[FC_MERGE_MAX_MODELS];
-    size_t r = cnt - j < 8 ? cnt - j : 8;
-    memcpy(tb, bp + j, r * 2);
-    for (int i = 0; i < nm; i++) {
-      memset(tm[i], 0, sizeof tm[i]);
-      memcpy(tm[i], mp[i] + j, r * 2);
-      tp[i] = tm[i];
-    }
-    fused_var_step(nm, tp, tb, 0, var, 1);
-    memcpy(v + j, var, r * sizeof *v);
-  }
-  int64_t nz = 0;
-  for (size_t k = 0; k < cnt; k++) nz += v[k] != 0.0f;
-  J->blk_nz[blk] = nz;
+  float *v = J->var ? J->var + off : NULL;
   const sel_t *S = &J->sel[0];
-  if (!S->band) return;
+  const int band = S->band;
+  const uint32_t lo = S->lo, bhi = S->bhi, span = bhi - lo;
   sel_t *T = &s->tc[0];
-  double *part = J->part + blk * J->npart;
-  for (int i = 0; i < nm; i++) part[i] = 0;
-  float dv[FC_MERGE_MAX_MODELS];
-  /* The elements at or above the band, listed without a branch per element (about one in
-   * ten is, which would mispredict often). */
-  uint16_t hit[BLK];
-  size_t nh = 0;
-  const uint32_t lo = S->lo;
-  for (size_t k = 0; k < cnt; k++) {
-    hit[nh] = (uint16_t)k;
-    nh += f2u(v[k]) >= lo;
-  }
-  for (size_t h = 0; h < nh; h++) {
-    const size_t k = hit[h];
-    uint32_t key = f2u(v[k]);
-    float b = bf16_f32(bp[k]);
-    for (int i = 0; i < nm; i++) dv[i] = bf16_f32(mp[i][k]) - b;
-    if (key > S->bhi) {
-      T->above++;
-      for (int i = 0; i < nm; i++) part[i] += (double)dv[i] * dv[i];
+  vd8 sq[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) sq[i] = (vd8){0};
+  vu8 nzc = {0}, abv = {0};
+  for (size_t j = 0; j < cnt; j += 8 * FU) {
+    vf8 d[FC_MERGE_MAX_MODELS][FU], var[FU];
+    int U = FU;
+    size_t r = cnt - j;
+    if (r >= 8 * FU) {
+      if (FUSED_PF) {
+        for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+        __builtin_prefetch(bp + j + FUSED_PF);
+      }
+      for (int u = 0; u < FU; u++) {
+        vf8 b = *ld8_bf16(bp + j + 8 * u);
+        for (int i = 0; i < nm; i++) d[i][u] = *ld8_bf16(mp[i] + j + 8 * u) - b;
+      }
     } else {
-      cand_push(T, off + k, key, dv, nm);
+      /* The tail from zero-padded copies; padding lanes are masked out below. */
+      U = (int)((r + 7) / 8);
+      uint16_t tb[8 * FU] = {0}, tm[8 * FU];
+      memcpy(tb, bp + j, r * 2);
+      for (int i = 0; i < nm; i++) {
+        memset(tm, 0, sizeof tm);
+        memcpy(tm, mp[i] + j, r * 2);
+        for (int u = 0; u < U; u++) d[i][u] = *ld8_bf16(tm + 8 * u) - *ld8_bf16(tb + 8 * u);
+      }
     }
+    var8(nm, (const vf8(*)[FU])d, var, U);
+    /* Squares are summed in f32 over the (at most 4 x 8) elements of one step, then in f64. */
+    vf8 sq32[FC_MERGE_MAX_MODELS];
+    for (int i = 0; i < nm; i++) sq32[i] = (vf8){0};
+    for (int u = 0; u < U; u++) {
+      vu8 valid = ~(vu8){0};
+      if (r < 8 * (size_t)u + 8)
+        for (int l = 0; l < 8; l++) valid[l] = 8 * (size_t)u + (size_t)l < r ? ~0u : 0u;
+      vu8 key = (vu8)var[u];
+      if (v) memcpy(v + j + 8 * u, &var[u], (r < 8 * (size_t)u + 8 ? r - 8 * (size_t)u : 8) * sizeof(float));
+      nzc -= (vu8)(key != 0) & valid;
+      if (!band) continue;
+      vu8 above = (vu8)(key > bhi) & valid, in = (vu8)(key - lo <= span) & valid;
+      abv -= above;
+      for (int i = 0; i < nm; i++) {
+        vf8 x = (vf8)((vu8)d[i][u] & above);
+        sq32[i] += x * x;
+      }
+      if (any8(in))
+        for (int l = 0; l < 8; l++) {
+          if (!in[l]) continue;
+          float dv[FC_MERGE_MAX_MODELS];
+          for (int i = 0; i < nm; i++) dv[i] = d[i][u][l];
+          cand_push(T, off + j + 8 * (size_t)u + (size_t)l, key[l], dv, nm);
+        }
+    }
+    if (band)
+      for (int i = 0; i < nm; i++) sq[i] += __builtin_convertvector(sq32[i], vd8);
+  }
+  int64_t nz = 0, a = 0;
+  for (int l = 0; l < 8; l++) nz += nzc[l], a += abv[l];
+  J->blk_nz[blk] = nz;
+  if (!band) return;
+  T->above += a;
+  double *part = J->part + blk * J->npart;
+  for (int i = 0; i < nm; i++) {
+    double t = 0;
+    for (int l = 0; l < 8; l++) t += sq[i][l];
+    part[i] = t;
   }
 }
 
@@ -845,7 +878,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   case P_SCE_VAR: {
     if (J->fused == F_SCE) {
-      fused_sce_var(J, s, blk);
+      WITH_NM(J->nm, CALL_SCE_VAR, J, s, blk);
       return;
     }
     size_t cnt = load_block(J, s, blk, 1);
@@ -879,7 +912,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   case P_TIES_BAND: {
     if (J->fused == F_TIES) {
-      fused_ties_band(J, s, blk);
+      WITH_NM(J->nm, CALL_TIES_BAND, J, s, blk);
       return;
     }
     size_t cnt = load_block(J, s, blk, 1);
@@ -917,7 +950,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   case P_SCE_W:
   case P_SUMSQ: {
     size_t cnt = load_block(J, s, blk, 1);
-    if (kind == P_SCE_W) sce_select(J, blk, cnt, keep);
+    if (kind == P_SCE_W) sce_select(J, blk, cnt, J->var ? J->var + off : NULL, keep);
     else memset(keep, 1, cnt);
     for (int i = 0; i < nm; i++) {
       const float *d = s->m + (size_t)i * BLK;
@@ -948,7 +981,7 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   if (J->fused) {
     uint32_t lo[FC_MERGE_MAX_MODELS];
     if (fused_lo(J, blk, lo)) {
-      fused_block(J, off, J->n - off < BLK ? J->n - off : BLK, lo, s->dst, off - s->off0);
+      WITH_NM(J->nm, CALL_FUSED_BLOCK, J, off, J->n - off < BLK ? J->n - off : BLK, lo, s->dst, off - s->off0);
       return;
     }
   }
@@ -960,14 +993,15 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   case FC_MERGE_LINEAR:
   case FC_MERGE_VARM: {
     const float *w = M == FC_MERGE_LINEAR ? J->w : J->sw;
-    double *acc = s->a1;
-    for (size_t j = 0; j < cnt; j++) acc[j] = 0;
+    for (size_t j = 0; j < cnt; j++) o[j] = 0;
     for (int i = 0; i < nm; i++) {
       const float *m = s->m + (size_t)i * BLK, wi = w[i];
-      for (size_t j = 0; j < cnt; j++) acc[j] += (double)(wi * m[j]);
+      for (size_t j = 0; j < cnt; j++) o[j] += wi * m[j];
     }
-    double div = M == FC_MERGE_LINEAR && J->normalize ? J->divisor : 1.0;
-    for (size_t j = 0; j < cnt; j++) o[j] = (float)(acc[j] / div);
+    if (M == FC_MERGE_LINEAR && J->normalize) {
+      const float div = (float)J->divisor;
+      for (size_t j = 0; j < cnt; j++) o[j] /= div;
+    }
     break;
   }
   case FC_MERGE_SLERP:
@@ -1006,34 +1040,39 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
       }
       for (size_t j = 0; j < cnt; j++) d[j] *= wi;
     }
-    double *mixed = s->a1, *div = s->a2, *sum = s->a3;
+    float *mixed = o, *div = (float *)s->a1;
+    double *sum = s->a2;
     for (size_t j = 0; j < cnt; j++) mixed[j] = 0, div[j] = 0;
     if (consensus) {
       combine_consensus(s->m, nm, J->w, cnt, mixed, div, sum);
-      for (size_t j = 0; j < cnt; j++) div[j] = div[j] == 0 ? 1.0 : div[j];
+      for (size_t j = 0; j < cnt; j++) div[j] = div[j] == 0 ? 1.0f : div[j];
     } else {
       for (int i = 0; i < nm; i++) {
         const float *d = s->m + (size_t)i * BLK;
         for (size_t j = 0; j < cnt; j++) mixed[j] += d[j];
       }
-      for (size_t j = 0; j < cnt; j++) div[j] = J->divisor;
+      for (size_t j = 0; j < cnt; j++) div[j] = (float)J->divisor;
     }
     if (J->normalize)
       for (size_t j = 0; j < cnt; j++) mixed[j] /= div[j];
-    for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j]);
+    for (size_t j = 0; j < cnt; j++) o[j] = b[j] + mixed[j];
     break;
   }
   case FC_MERGE_SCE: {
     int scope_deltas = J->cfg->sce_mask_scope == FC_SCE_SCOPE_DELTAS;
     if (scope_deltas && J->select != 0) {
-      sce_select(J, blk, cnt, keep);
+      float vb[BLK];
+      const float *v = J->var ? J->var + off : vb;
+      if (!J->var && J->select > 0) block_var(J, s, cnt, vb);
+      sce_select(J, blk, cnt, v, keep);
       for (int i = 0; i < nm; i++) {
         float *d = s->m + (size_t)i * BLK;
         for (size_t j = 0; j < cnt; j++) d[j] = keep[j] ? d[j] : 0.0f;
       }
     }
     /* mixed = sum_i sw_i m_i d_i, div = sum_i sw_i m_i, on the raw (unweighted) deltas. */
-    double *mixed = s->a1, *div = s->a2, *sum = s->a3;
+    float *mixed = o, *div = (float *)s->a1;
+    double *sum = s->a2;
     for (size_t j = 0; j < cnt; j++) mixed[j] = 0, div[j] = 0, sum[j] = 0;
     for (int i = 0; i < nm; i++) {
       const float *d = s->m + (size_t)i * BLK;
@@ -1043,16 +1082,15 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
     for (size_t j = 0; j < cnt; j++) sgn[j] = sum[j] >= 0 ? 1.0f : -1.0f;
     for (int i = 0; i < nm; i++) {
       const float *d = s->m + (size_t)i * BLK;
-      const double wi = J->sw[i];
+      const float wi = J->sw[i];
       float am[BLK];
       for (size_t j = 0; j < cnt; j++) am[j] = d[j] * sgn[j] > 0 ? 1.0f : 0.0f;
       for (size_t j = 0; j < cnt; j++) {
-        double a = am[j];
-        mixed[j] += a * ((double)d[j] * wi);
-        div[j] += a * wi;
+        mixed[j] += am[j] * (d[j] * wi);
+        div[j] += am[j] * wi;
       }
     }
-    for (size_t j = 0; j < cnt; j++) o[j] = (float)((double)b[j] + mixed[j] / (div[j] < 1e-6 ? 1e-6 : div[j]));
+    for (size_t j = 0; j < cnt; j++) o[j] = b[j] + mixed[j] / (div[j] < 1e-6f ? 1e-6f : div[j]);
     break;
   }
   default: assert(0);
@@ -1209,7 +1247,7 @@ static void run_select(job_t *J, int kind, int threads) {
  * the keys above a band around it and collects the keys inside, and the exact threshold is
  * found among the candidates. When the sample misleads (the k-th key is outside the band),
  * the radix select runs instead, so the result is the same either way. */
-#define SRUNS 64   /* sample runs, evenly spaced */
+#define SRUNS 256  /* sample runs, evenly spaced */
 #define SRUN 1024  /* elements per run, at most */
 size_t fc_merge_band_hits;
 size_t fc_merge_band_min = 1u << 18; /* smaller tensors go straight to the radix select */
@@ -1233,29 +1271,34 @@ static void scratch_free(scratch_t *s) {
   free(s);
 }
 
-/* The element of rank r (0 = largest) of a[n], partially reordering a (quickselect). */
-static uint32_t nth_largest(uint32_t *a, size_t n, size_t r) {
-  size_t lo = 0, hi = n - 1;
-  while (lo < hi) {
-    uint32_t pivot = a[lo + (hi - lo) / 2];
-    size_t i = lo, j = hi;
-    while (i <= j) {
-      while (a[i] > pivot) i++;
-      while (a[j] < pivot) j--;
-      if (i <= j) {
-        uint32_t t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-        i++;
-        if (j == 0) break;
-        j--;
-      }
-    }
-    if (r <= j) hi = j;
-    else if (r >= i) lo = i;
-    else return a[r];
+/* The keys of ranks r[0] <= r[1] (0 = largest, each < n) of a[n], by a histogram of the top
+ * 16 bits and then one of the low 16 bits of the keys in the bins found (two passes, no
+ * branches on the data, unlike a quickselect). */
+static void two_largest_ranks(const uint32_t *a, size_t n, const size_t r[2], uint32_t out[2]) {
+  uint32_t *h = fc_xcalloc(2 * 65536, sizeof *h), *h2 = h + 65536;
+  for (size_t i = 0; i < n; i++) h[a[i] >> 16]++;
+  uint32_t bin[2] = {0, 0};
+  size_t before[2] = {0, 0}, acc = 0;
+  int t = 0;
+  for (int b = 65535; b >= 0 && t < 2; b--) {
+    while (t < 2 && acc + h[b] > r[t]) bin[t] = (uint32_t)b, before[t++] = acc;
+    acc += h[b];
   }
-  return a[r];
+  memset(h, 0, 2 * 65536 * sizeof *h);
+  for (size_t i = 0; i < n; i++) {
+    uint32_t hi = a[i] >> 16, lo16 = a[i] & 0xffff;
+    h[lo16] += hi == bin[0];
+    h2[lo16] += hi == bin[1];
+  }
+  for (t = 0; t < 2; t++) {
+    const uint32_t *g = t ? h2 : h;
+    size_t need = r[t] - before[t];
+    acc = 0;
+    int b = 65535;
+    for (; b > 0 && acc + g[b] <= need; b--) acc += g[b];
+    out[t] = bin[t] << 16 | (uint32_t)b;
+  }
+  free(h);
 }
 
 /* Band [lo, bhi] around the fraction q of largest keys in the sample ks[ns]. */
@@ -1264,8 +1307,11 @@ static void band_setup(sel_t *S, uint32_t *ks, size_t ns, double q) {
   if (q > 1) q = 1;
   double r = q * (double)ns, m = 4 * sqrt((double)ns * q * (1 - q)) + 32;
   double ih = floor(r - m), il = ceil(r + m);
-  S->bhi = ih < 0 ? UINT32_MAX : nth_largest(ks, ns, (size_t)ih);
-  S->lo = il >= (double)ns ? 0 : nth_largest(ks, ns, (size_t)il);
+  size_t rk[2] = {ih < 0 ? 0 : (size_t)ih, il >= (double)ns ? ns - 1 : (size_t)il};
+  uint32_t key[2];
+  two_largest_ranks(ks, ns, rk, key);
+  S->bhi = ih < 0 ? UINT32_MAX : key[0];
+  S->lo = il >= (double)ns ? 0 : key[1];
   S->band = 1;
   S->above = 0;
 }
@@ -1384,18 +1430,33 @@ static void job_free(job_t *J) {
   pthread_mutex_destroy(&J->mu);
 }
 
+/* Buffers reused from tensor to tensor, so big ones are not faulted in afresh each time. */
+typedef struct workspace {
+  float *var;
+  size_t var_cap;
+} workspace_t;
+
+/* J->var for the tensor, from the workspace kept across tensors when there is one. */
+static void sce_var_alloc(job_t *J) {
+  workspace_t *ws = J->ws;
+  if (!ws) {
+    J->var = fc_xmalloc(J->n * sizeof(float));
+    return;
+  }
+  if (ws->var_cap < J->n) {
+    free(ws->var);
+    ws->var = fc_xmalloc(J->n * sizeof(float));
+    ws->var_cap = J->n;
+  }
+  J->var = ws->var;
+}
+
 /* Sum of the per-block partials of column c, in block order. */
 static double part_sum(const job_t *J, int c) {
   double s = 0;
   for (size_t b = 0; b < J->nblocks; b++) s += J->part[b * J->npart + c];
   return s;
 }
-
-/* Buffers reused from tensor to tensor, so big ones are not faulted in afresh each time. */
-typedef struct workspace {
-  float *var;
-  size_t var_cap;
-} workspace_t;
 
 /* out: the merged tensor in out_dt, in memory, or (out NULL) pwritten at out_pos of out_fd. */
 static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
@@ -1502,20 +1563,12 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     if (tk <= 0) J.select = -1;
     else if (tk >= 1) J.select = 0;
     else {
-      if (ws) {
-        if (ws->var_cap < J.n) {
-          free(ws->var);
-          ws->var = fc_xmalloc(J.n * sizeof(float));
-          ws->var_cap = J.n;
-        }
-        J.var = ws->var;
-        J.ws = ws;
-      } else {
-        J.var = fc_xmalloc(J.n * sizeof(float));
-      }
       J.blk_nz = fc_xcalloc(J.nblocks, sizeof *J.blk_nz);
       J.nsel = 1;
+      J.ws = ws;
       if (J.n >= BAND_MIN) sce_band_setup(&J, tk);
+      /* With a band, the fused pass keeps no variances: the final pass recomputes them. */
+      if (!J.sel[0].band || J.fused != F_SCE) sce_var_alloc(&J);
       par_run(&J, P_SCE_VAR, threads);
       int64_t nz = 0;
       for (size_t b = 0; b < J.nblocks; b++) nz += J.blk_nz[b];
@@ -1531,6 +1584,12 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
           weights_done = 1;
         } else {
           J.sel[0].band = 0;
+          if (!J.var) {
+            /* The band missed the threshold: variances again, kept this time. */
+            cand_free(&J.sel[0]);
+            sce_var_alloc(&J);
+            par_run(&J, P_SCE_VAR, threads);
+          }
           run_select(&J, P_SCE_HIST, threads);
         }
       }

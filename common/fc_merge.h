@@ -25,12 +25,16 @@
  * - VaRM: W_i = mean(d_i^2) / sum_j mean(d_j^2) per tensor, uniform when the sum is 0; the
  *   release script computes its weights offline from an analysis file.
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
- * - Sums over models are per element in f64 (mergekit: the model dtype); variance and mean
- *   squares in f64. Results agree with the PyTorch reference within 1e-6 relative. mergekit
- *   computes in its config's `dtype` (often bf16); we always compute in f32/f64, so a bf16
- *   mergekit run agrees with ours to bf16 rounding. YAML `dtype`/`out_dtype` pick our output.
- *   With bf16 inputs, linear's and task arithmetic's normalisation multiplies by the reciprocal
- *   of the weight sum instead of dividing (the f32 result can differ in its last bit).
+ * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
+ *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
+ *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
+ *   (f64), and SCE selects on sum_i (n d_i - sum_j d_j)^2, which is n^3 times the population
+ *   variance, orders elements as it does and needs no division. Long sums (mean squares, dot
+ *   products) are f64. Results agree with the PyTorch reference within 1e-6 relative. mergekit
+ *   computes in its config's `dtype` (often bf16), so a bf16 mergekit run agrees with ours to
+ *   bf16 rounding. YAML `dtype`/`out_dtype` pick our output. With bf16 inputs, linear's and
+ *   task arithmetic's normalisation multiplies by the reciprocal of the weight sum instead of
+ *   dividing (the f32 result can differ in its last bit).
  * - DARE's rescale is 1/density (the DARE paper, mergekit 2024); mergekit's 2025 sparsify.py
  *   has a rescale_norm (l1/l2/linf norm matching) that newer versions may pass instead.
  */

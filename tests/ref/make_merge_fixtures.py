@@ -9,7 +9,11 @@ Where mergekit leaves a detail open, this script fixes it the way fc_merge.h doc
   * DARE's Bernoulli mask is counter-based: keep element j of model i iff u < density with
     h = splitmix64(seed ^ fnv1a64(name)); h = splitmix64(h + i); r = splitmix64(h + j // 2);
     u = (r >> 32 if j is even else r & 0xffffffff) * 2^-32;
-  * per-element sums over models and per-tensor sums of squares are taken in float64.
+  * per-element arithmetic is float32 (as mergekit's with dtype float32), sums over models
+    taken in model order; SCE selects on sum_i (n d_i - sum_j d_j)^2 (n^3 times the variance,
+    the same order without a division);
+    the sign elections' sums (a float32 sum could round a tiny sum to the other sign) and
+    the per-tensor sums of squares and dot products are taken in float64.
 
 Writes tiny "models" (HF layout; the base is sharded in two files) and one YAML config plus
 the expected merged tensors per case. Run by hand:
@@ -126,6 +130,13 @@ def topk_mask(keys32, k):
     return m
 
 
+def seqsum32(rows):
+    s = torch.zeros_like(rows[0], dtype=torch.float32)
+    for r in rows:
+        s = s + r.float()
+    return s
+
+
 def seqsum64(rows):
     s = torch.zeros_like(rows[0], dtype=torch.float64)
     for r in rows:
@@ -135,10 +146,10 @@ def seqsum64(rows):
 
 # ---- methods (flat float32 vectors in, float32 out) ----
 def linear(name, b, ms, w, p):
-    acc = seqsum64([(torch.tensor(wi, dtype=torch.float32) * m) for wi, m in zip(w, ms)])
+    acc = seqsum32([(torch.tensor(wi, dtype=torch.float32) * m) for wi, m in zip(w, ms)])
     if p.get("normalize", True):
-        acc = acc / sum(float(np.float32(x)) for x in w)
-    return acc.float()
+        acc = acc / torch.tensor(sum(float(np.float32(x)) for x in w), dtype=torch.float32)
+    return acc
 
 
 def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_rescale):
@@ -161,17 +172,18 @@ def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_resc
     if consensus:
         maj_pos = seqsum64(wd) >= 0
         masks = [torch.where(maj_pos, x > 0, x < 0) for x in wd]
-        mixed = seqsum64([torch.where(mk, x, torch.zeros_like(x)) for x, mk in zip(wd, masks)])
-        div = seqsum64([mk.double() * float(wi) for mk, wi in zip(masks, w32)])
+        mixed = seqsum32([torch.where(mk, x, torch.zeros_like(x)) for x, mk in zip(wd, masks)])
+        div = seqsum32([mk.float() * wi for mk, wi in zip(masks, w32)])
         div[div == 0] = 1
     else:
-        mixed = seqsum64(wd)
+        mixed = seqsum32(wd)
         div = sum(float(x) for x in w32)
         if abs(div) < 1e-8:
             div = 1.0
+        div = torch.tensor(div, dtype=torch.float32)
     if normalize:
         mixed = mixed / div
-    return (b.double() + mixed).float()
+    return b + mixed
 
 
 def slerp(name, b, ms, p):
@@ -198,9 +210,10 @@ def sce(name, b, ms, p, weights_out):
     elif topk >= 1:
         sel = torch.ones(b.numel(), dtype=torch.bool)
     else:
-        mean = seqsum64(deltas) / n
-        var = seqsum64([(d.double() - mean) ** 2 for d in deltas]) / n
-        var32 = var.float()
+        # n^3 * population variance, without a division (fc_merge.c: block_var): same order.
+        fn = torch.tensor(float(n), dtype=torch.float32)
+        s = seqsum32(deltas)
+        var32 = seqsum32([(fn * d - s) * (fn * d - s) for d in deltas])
         nz = torch.count_nonzero(var32)
         k = int(nz * topk)  # a float32 tensor product, as in mergekit
         sel = topk_mask(var32, k) if k > 0 else torch.zeros(b.numel(), dtype=torch.bool)
@@ -213,10 +226,11 @@ def sce(name, b, ms, p, weights_out):
     use = sel_d if scope == "deltas" else deltas
     maj_pos = seqsum64(use) >= 0
     masks = [torch.where(maj_pos, x > 0, x < 0) for x in use]
-    mixed = seqsum64([torch.where(mk, x.double() * wi, torch.zeros_like(x, dtype=torch.float64))
-                      for x, mk, wi in zip(use, masks, W)])
-    div = seqsum64([mk.double() * wi for mk, wi in zip(masks, W)]).clamp(min=1e-6)
-    return (b.double() + mixed / div).float()
+    W32 = [torch.tensor(wi, dtype=torch.float32) for wi in W]
+    mixed = seqsum32([torch.where(mk, x * wi, torch.zeros_like(x)) for x, mk, wi in zip(use, masks, W32)])
+    div = seqsum32([mk.float() * wi for mk, wi in zip(masks, W32)])
+    div = torch.maximum(div, torch.tensor(1e-6, dtype=torch.float32))
+    return b + mixed / div
 
 
 def varm(name, b, ms, weights_out):
@@ -225,8 +239,7 @@ def varm(name, b, ms, weights_out):
     W = [1.0 / len(ms)] * len(ms) if tot == 0 else [x / tot for x in ms2]
     W = [float(np.float32(x)) for x in W]
     weights_out.append(W)
-    acc = seqsum64([torch.tensor(wi, dtype=torch.float32) * m for wi, m in zip(W, ms)])
-    return acc.float()
+    return seqsum32([torch.tensor(wi, dtype=torch.float32) * m for wi, m in zip(W, ms)])
 
 
 # ---- cases: (name, method, [(model index, weight, density)], global parameters) ----
