@@ -1,9 +1,13 @@
 /* Merge throughput: GB/s of input weights per method on a base and three models of ~1 GB each
  * (bf16, Llama-like shapes, generated into /tmp and deleted after), with each run's peak RSS,
  * beside the machine's memory bandwidth measured as a streaming copy in the same run.
- * Figures are given per wall second and per CPU-second (steadier when other work shares the
- * machine), with the load average before and after.
- * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only M] [--keep DIR] */
+ * The copy is given as bytes copied per second (bytes in per second, the merge's unit: a copy
+ * is the one-model "merge") and as bytes read + written per second (STREAM's convention, twice
+ * the former). Each method runs --reps times (each in its own process) and the median run is
+ * reported, per wall second and per CPU-second (steadier when other work shares the machine),
+ * with the load average before and after.
+ * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR]
+ *                    [--only M] [--keep DIR] */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,13 +40,13 @@ static double cpu_seconds(void) {
 }
 
 typedef struct {
-  double gbs;     /* bytes read + written per wall second */
-  double gb_cpu;  /* bytes read + written per CPU second (all threads) */
+  double gbs;     /* bytes copied (read) per wall second */
+  double gb_cpu;  /* bytes copied per CPU second (all threads) */
 } copy_rate_t;
 
 /* Streaming copy between two 512 MB buffers split over the threads, repeated until it has read
- * as many bytes as the linear merge reads, timed as a whole like the merges (not a best-of):
- * bytes read + written per second and per CPU-second. */
+ * as many bytes as the linear merge reads, timed as a whole like the merges: bytes copied per
+ * second and per CPU-second. */
 static copy_rate_t copy_bandwidth(int threads, double bytes_read) {
   size_t n = 512u << 20;
   char *a = fc_xmalloc(n), *b = fc_xmalloc(n);
@@ -60,7 +64,7 @@ static copy_rate_t copy_bandwidth(int threads, double bytes_read) {
       pthread_create(&tid[t], NULL, copy_main, &args[t]);
     }
     for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
-    moved += 2.0 * (double)per * threads;
+    moved += (double)per * threads;
   }
   copy_rate_t r = {moved / (fc_now() - t0) / 1e9, moved / (cpu_seconds() - c0) / 1e9};
   free(a);
@@ -195,9 +199,68 @@ static int write_model(const char *dir, const fc_st_spec_t *s, size_t n, uint64_
 }
 
 typedef struct {
-  double seconds, bytes_in;
+  double seconds, bytes_in, cpu, maxrss;
   int rc;
 } result_t;
+
+/* Index of the median of x[n] (the lower middle for even n). */
+static int median_index(const double *x, int n) {
+  for (int i = 0; i < n; i++) {
+    int below = 0, equal = 0;
+    for (int j = 0; j < n; j++) below += x[j] < x[i], equal += x[j] == x[i];
+    if (below <= (n - 1) / 2 && (n - 1) / 2 < below + equal) return i;
+  }
+  return 0;
+}
+
+static int median_index_copy(const copy_rate_t *c, int n) {
+  double x[64];
+  for (int i = 0; i < n; i++) x[i] = c[i].gbs;
+  return median_index(x, n);
+}
+
+/* One merge in a child process of its own, so its peak RSS and CPU time are its own. */
+static result_t run_once(char paths[][1100], const char *out, fc_merge_method_t m, double p, int threads) {
+  result_t res = {.rc = -1};
+  int pfd[2];
+  if (pipe(pfd)) return res;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(pfd[0]);
+    fc_merge_model_t mods[3];
+    for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){paths[i + 1], 1.0 / 3, p ? p : 1};
+    fc_merge_cfg_t cfg;
+    fc_merge_cfg_init(&cfg);
+    cfg.method = m;
+    cfg.base = m == FC_MERGE_LINEAR ? NULL : paths[0];
+    cfg.models = mods;
+    cfg.nmodels = m == FC_MERGE_SLERP ? 1 : 3;
+    cfg.t = 0.5;
+    cfg.select_topk = 0.1;
+    cfg.threads = threads;
+    fc_merge_stats_t st;
+    cfg.stats = &st;
+    result_t r = {0};
+    fc_err_t e = {0};
+    r.rc = fc_merge_run(&cfg, out, &e);
+    if (r.rc) fprintf(stderr, "bench_merge: %s\n", e.msg);
+    r.seconds = st.seconds;
+    r.bytes_in = st.bytes_in;
+    if (write(pfd[1], &r, sizeof r) != (ssize_t)sizeof r) _exit(1);
+    _exit(0);
+  }
+  close(pfd[1]);
+  if (pid < 0 || read(pfd[0], &res, sizeof res) != (ssize_t)sizeof res) res.rc = -1;
+  close(pfd[0]);
+  if (pid < 0) return res;
+  int status;
+  struct rusage ru;
+  wait4(pid, &status, 0, &ru);
+  res.cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+            ru.ru_stime.tv_usec / 1e6;
+  res.maxrss = (double)ru.ru_maxrss * 1024;
+  return res;
+}
 
 int main(int argc, char **argv) {
   double mb = 1024;
@@ -205,6 +268,7 @@ int main(int argc, char **argv) {
   const char *dir = "/tmp", *odir = "/dev/shm";
   static const struct option opts[] = {{"mb", required_argument, 0, 'm'},
                                        {"threads", required_argument, 0, 'j'},
+                                       {"reps", required_argument, 0, 'r'},
                                        {"dir", required_argument, 0, 'd'},
                                        {"out-dir", required_argument, 0, 'o'},
                                        {"only", required_argument, 0, 'x'},
@@ -212,25 +276,30 @@ int main(int argc, char **argv) {
                                        {"help", no_argument, 0, 'h'},
                                        {0}};
   const char *only = NULL, *keep = NULL; /* --keep DIR: reuse/keep the models there */
-  int c;
+  int c, reps = 3;
   while ((c = getopt_long(argc, argv, "m:j:d:o:", opts, NULL)) != -1) {
     if (c == 'm') mb = atof(optarg);
+    else if (c == 'r') reps = atoi(optarg);
     else if (c == 'j') threads = atoi(optarg);
     else if (c == 'd') dir = optarg;
     else if (c == 'o') odir = optarg;
     else if (c == 'x') only = optarg;
     else if (c == 'k') keep = optarg;
     else if (c == 'h') {
-      printf("Usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only METHOD] [--keep DIR]\n"
+      printf("Usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR]\n"
+             "                   [--only METHOD] [--keep DIR]\n"
              "Merges a generated base and three models (default 1024 MB each, bf16) with every method\n"
-             "and prints GB/s, CPU seconds and peak RSS beside a streaming copy of the same bytes.\n");
+             "(each --reps times, default 3, the median run reported) and prints GB/s, CPU seconds and\n"
+             "peak RSS beside a streaming copy of the same bytes. --keep DIR keeps the generated models\n"
+             "there (and reuses them on the next run); --only METHOD runs linear and METHOD.\n");
       return 0;
     } else {
-      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--dir DIR] [--out-dir DIR] [--only METHOD] [--keep DIR]\n");
+      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR] [--only METHOD] [--keep DIR]\n");
       return 2;
     }
   }
   if (threads < 1) threads = 1;
+  if (reps < 1) reps = 1;
   char root[600], out[600];
   if (keep) snprintf(root, sizeof root, "%.500s", keep);
   else snprintf(root, sizeof root, "%.500s/fc_bench_merge.%d", dir, (int)getpid());
@@ -262,16 +331,25 @@ int main(int argc, char **argv) {
   }
   printf("generated in %.1f s under %s (outputs under %s)\n", fc_now() - tg, root, odir);
   print_load("before");
-  copy_rate_t bw = copy_bandwidth(threads, 3.0 * (double)total);
-  double rd_cpu, rd = mmap_read_rate(paths, threads, &rd_cpu);
-  printf("memory bandwidth (streaming copy of %.1f GB, read+write, %d threads): %.2f GB/s, %.2f GB/cpu-s\n",
-         3.0 * (double)total / 1e9, threads, bw.gbs, bw.gb_cpu);
-  printf("reading the 3 models through their mappings (no merge):         %.2f GB/s, %.2f GB/cpu-s\n\n",
-         rd, rd_cpu);
-  printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "method", "seconds", "GB/s in", "% of bw",
-         "cpu s", "cpu s/GB", "GB/cpu-s", "% of bw", "peak RSS", "RSS/");
-  printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "", "(wall)", "(wall)", "(wall)", "", "", "",
-         "(cpu)", "MB", "tensor");
+  /* The copy and the read, like the merges, as the median of reps runs. */
+  copy_rate_t bws[64];
+  double rds[64], rdcs[64];
+  int nr = reps < 64 ? reps : 64;
+  for (int i = 0; i < nr; i++) {
+    bws[i] = copy_bandwidth(threads, 3.0 * (double)total);
+    rds[i] = mmap_read_rate(paths, threads, &rdcs[i]);
+  }
+  copy_rate_t bw = bws[median_index_copy(bws, nr)];
+  double rd = rds[median_index(rds, nr)], rd_cpu = rdcs[median_index(rds, nr)];
+  printf("memory bandwidth, streaming copy of %.1f GB (%d threads): %.2f GB/s copied = %.2f GB/s read+written;\n"
+         "                 %.2f GB copied per cpu-s\n",
+         3.0 * (double)total / 1e9, threads, bw.gbs, 2 * bw.gbs, bw.gb_cpu);
+  printf("reading the 3 models through their mappings (no merge): %.2f GB/s, %.2f GB/cpu-s\n", rd, rd_cpu);
+  printf("(median of %d runs each; %% of copy = GB/s of input weights / GB/s copied)\n\n", reps);
+  printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "method", "seconds", "GB/s in", "% of",
+         "cpu s", "cpu s/GB", "GB/cpu-s", "% of", "peak RSS", "RSS/");
+  printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "", "(wall)", "(wall)", "copy", "", "", "",
+         "copy", "MB", "tensor");
   struct {
     fc_merge_method_t m;
     const char *label;
@@ -283,63 +361,37 @@ int main(int argc, char **argv) {
   double linear_s = 0, linear_cpu = 0;
   for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
     if (only && r && strcmp(only, fc_merge_method_name(runs[r].m))) continue;
-    int pfd[2];
-    if (pipe(pfd)) return 1;
-    pid_t pid = fork();
-    if (pid == 0) {
-      /* Each run in its own process, so its peak RSS is its own. */
-      close(pfd[0]);
-      fc_merge_model_t mods[3];
-      for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){paths[i + 1], 1.0 / 3, runs[r].p ? runs[r].p : 1};
-      fc_merge_cfg_t cfg;
-      fc_merge_cfg_init(&cfg);
-      cfg.method = runs[r].m;
-      cfg.base = runs[r].m == FC_MERGE_LINEAR ? NULL : paths[0];
-      cfg.models = mods;
-      cfg.nmodels = runs[r].m == FC_MERGE_SLERP ? 1 : 3;
-      cfg.t = 0.5;
-      cfg.select_topk = 0.1;
-      cfg.threads = threads;
-      fc_merge_stats_t st;
-      cfg.stats = &st;
-      result_t res = {0};
-      fc_err_t e = {0};
-      res.rc = fc_merge_run(&cfg, out, &e);
-      if (res.rc) fprintf(stderr, "bench_merge: %s\n", e.msg);
-      res.seconds = st.seconds;
-      res.bytes_in = st.bytes_in;
-      if (write(pfd[1], &res, sizeof res) != (ssize_t)sizeof res) _exit(1);
-      _exit(0);
+    result_t all[64];
+    int ok = 1;
+    for (int k = 0; k < nr && ok; k++) {
+      all[k] = run_once(paths, out, runs[r].m, runs[r].p, threads);
+      if (getenv("BENCH_VERBOSE")) fprintf(stderr, "  %s run %d: %.3f s wall, %.3f cpu s\n", runs[r].label, k + 1, all[k].seconds, all[k].cpu);
+      ok = all[k].rc == 0;
+      char cmd[1400];
+      snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+      if (system(cmd)) {}
     }
-    close(pfd[1]);
-    result_t res = {.rc = -1};
-    if (read(pfd[0], &res, sizeof res) != (ssize_t)sizeof res) res.rc = -1;
-    close(pfd[0]);
-    int status;
-    struct rusage ru;
-    wait4(pid, &status, 0, &ru);
+    double secs[64];
+    for (int k = 0; k < nr; k++) secs[k] = all[k].seconds;
+    result_t res = ok ? all[median_index(secs, nr)] : (result_t){.rc = -1};
     if (res.rc) {
       printf("%-16s failed\n", runs[r].label);
       continue;
     }
     if (r == 0) linear_s = res.seconds;
-    double gbs = res.bytes_in / res.seconds / 1e9, rss = (double)ru.ru_maxrss * 1024;
+    double gbs = res.bytes_in / res.seconds / 1e9, rss = res.maxrss;
     int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : runs[r].m == FC_MERGE_SLERP ? 2 : 4;
     /* CPU seconds of the run (all threads): a figure the other load on the machine disturbs
      * less than the wall clock. */
-    double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-                 ru.ru_stime.tv_usec / 1e6;
+    double cpu = res.cpu;
     if (r == 0) linear_cpu = cpu;
-    /* "% of bw (cpu)": GB of weights in per CPU-second against the copy's GB per CPU-second,
+    /* "% of copy" (cpu): GB of weights in per CPU-second against the copy's GB per CPU-second,
      * the comparison the other load on the machine disturbs least. */
     printf("%-16s %7.2f %8.2f %6.0f%% %7.2f %8.3f %8.2f %6.0f%% %8.0f %6.2f   (%.1fx linear wall, %.1fx cpu)\n",
            runs[r].label, res.seconds, gbs, 100 * gbs / bw.gbs, cpu, cpu / (res.bytes_in / 1e9),
            res.bytes_in / cpu / 1e9, 100 * res.bytes_in / cpu / 1e9 / bw.gb_cpu, rss / 1e6,
            rss / ((double)maxt * nin), res.seconds / linear_s, cpu / linear_cpu);
     fflush(stdout);
-    char cmd[1400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-    if (system(cmd)) {}
   }
   print_load("after");
   char cmd[1400];
