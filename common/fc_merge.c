@@ -28,7 +28,10 @@
 #endif
 #define FC_INLINE static inline __attribute__((always_inline))
 
-#define BLK 8192 /* elements per block: a few scratch blocks fit in L2 */
+#define BLK 8192 /* elements per block: a few scratch blocks fit in L2 (and a count fits u16) */
+#define TTAB 128 /* positions of a tie-group table (open addressing, at most TTAB_MAX used) */
+#define TTAB_MAX 48
+#define NHEAVY 4
 #define NBIN 65536
 
 static const char *method_names[FC_MERGE_COUNT] = {
@@ -193,6 +196,17 @@ typedef struct sel {
   uint32_t *ckey; /* [nc] */
   float *cd;      /* sce: [nc][nm] the candidates' deltas */
   size_t nc, cap;
+  /* Fused TIES: bf16 deltas take few distinct values near a quantile, some shared by a large
+   * share of the band's elements. The keys most frequent in the sample's band are counted per
+   * block (J->bcnt) instead of listed as candidates. */
+  uint32_t tkey[TTAB];   /* key + 1 at its hash position, 0 empty */
+  int64_t tcount[TTAB];  /* totals over the blocks, after the pass */
+  int ntab;
+  /* The few most frequent of them, often a few percent of the tensor each, are counted with
+   * vector compares, so no element of theirs takes the per-element path. */
+  int nheavy;
+  uint32_t heavy[NHEAVY];
+  int hpos[NHEAVY];      /* their table positions */
 } sel_t;
 
 typedef struct job {
@@ -227,6 +241,7 @@ typedef struct job {
   int out_fd;           /* >= 0: the final pass pwrites its output at out_pos of this file */
   uint64_t out_pos;
   atomic_int out_errno; /* the first failed pwrite's errno */
+  uint16_t *bcnt;       /* fused TIES band pass: [nm][nblocks][TTAB] counts of sel[i].tkey */
   int fused_scale;      /* multiply the sum by fused_rdiv */
   double fused_rdiv;    /* 1 / divisor */
   pthread_mutex_t mu;
@@ -255,14 +270,6 @@ static void cand_push(sel_t *c, uint64_t idx, uint32_t key, const float *d, int 
   c->ckey[c->nc] = key;
   if (nd) memcpy(c->cd + c->nc * (size_t)nd, d, (size_t)nd * sizeof *d);
   c->nc++;
-}
-
-/* Room for extra more candidates without a check per push (index and key only). */
-static void cand_reserve(sel_t *c, size_t extra) {
-  if (c->nc + extra <= c->cap) return;
-  c->cap = c->cap * 2 > c->nc + extra ? c->cap * 2 : c->nc + extra;
-  c->cidx = fc_xrealloc(c->cidx, c->cap * sizeof *c->cidx);
-  c->ckey = fc_xrealloc(c->ckey, c->cap * sizeof *c->ckey);
 }
 
 /* Appends a thread's candidates (whole blocks) to the job's. */
@@ -722,8 +729,26 @@ typedef struct par {
 } par_t;
 
 
-/* TIES band pass for bf16 inputs: the generic P_TIES_BAND (count keys above the band, collect
- * the keys inside it) straight from the mapping, eight elements at a time. */
+static inline float bf16_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Position of key in S's tie-group table, or -1. */
+static inline int ttab_find(const sel_t *S, uint32_t key) {
+  const uint32_t k1 = key + 1;
+  uint32_t h = (k1 * 0x9E3779B1u) >> 25;
+  while (S->tkey[h] != k1) {
+    if (S->tkey[h] == 0) return -1;
+    h = (h + 1) & (TTAB - 1);
+  }
+  return (int)h;
+}
+
+/* TIES band pass for bf16 inputs, straight from the mapping: counts each model's keys above its
+ * band, and inside it counts the table's keys per block and lists the others as candidates. */
 FC_INLINE void fused_ties_band(const job_t *J, const int nm, scratch_t *s, size_t blk) {
   const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
   const uint16_t *bp = (const uint16_t *)J->base->data + off;
@@ -733,47 +758,53 @@ FC_INLINE void fused_ties_band(const job_t *J, const int nm, scratch_t *s, size_
     sel_t *T = &s->tc[i];
     const uint16_t *mp = (const uint16_t *)J->models[i]->data + off;
     const uint32_t lo = S->lo, bhi = S->bhi, span = bhi - lo;
-    vu8 above = {0};
-    size_t j = 0;
-    /* Candidates are stored without branches: every lane is written, the count advances by
-     * the lanes in the band. */
-    cand_reserve(T, cnt);
-    uint64_t *ci = T->cidx;
-    uint32_t *ck = T->ckey;
-    size_t nc = T->nc;
-    for (; j + 8 <= cnt; j += 8) {
-      if (FUSED_PF && j % 32 == 0) {
-        __builtin_prefetch(mp + j + FUSED_PF);
-        __builtin_prefetch(bp + j + FUSED_PF);
-      }
-      vf8 d = *ld8_bf16(mp + j) - *ld8_bf16(bp + j);
-      vu8 key = (vu8)d & 0x7fffffffu;
-      above -= (vu8)(key > bhi);
-      vu8 in = (vu8)(key - lo <= span);
-      if (any8(in))
-        for (int l = 0; l < 8; l++) {
-          ci[nc] = off + j + (size_t)l;
-          ck[nc] = key[l];
-          nc += in[l] & 1;
+    uint16_t *bc = J->bcnt + ((size_t)i * J->nblocks + blk) * TTAB;
+    const int nh = S->nheavy;
+    vu8 above = {0}, hc[NHEAVY] = {{0}};
+    for (size_t j = 0; j < cnt; j += 8) {
+      vu8 key, valid = ~(vu8){0};
+      if (j + 8 <= cnt) {
+        if (FUSED_PF && j % 32 == 0) {
+          __builtin_prefetch(mp + j + FUSED_PF);
+          __builtin_prefetch(bp + j + FUSED_PF);
         }
+        key = (vu8)(*ld8_bf16(mp + j) - *ld8_bf16(bp + j)) & 0x7fffffffu;
+      } else {
+        uint16_t tm[8] = {0}, tb[8] = {0};
+        memcpy(tm, mp + j, (cnt - j) * 2);
+        memcpy(tb, bp + j, (cnt - j) * 2);
+        key = (vu8)(*ld8_bf16(tm) - *ld8_bf16(tb)) & 0x7fffffffu;
+        for (int l = 0; l < 8; l++) valid[l] = j + (size_t)l < cnt ? ~0u : 0u;
+      }
+      above -= (vu8)(key > bhi) & valid;
+      vu8 in = (vu8)(key - lo <= span) & valid;
+      for (int h = 0; h < nh; h++) {
+        vu8 eq = (vu8)(key == S->heavy[h]) & in;
+        hc[h] -= eq;
+        in &= ~eq;
+      }
+      if (!any8(in)) continue;
+      /* The lanes left, by their bits (fewer branches than a test per lane). */
+      vu8 bits = in & (vu8){1, 2, 4, 8, 16, 32, 64, 128};
+      unsigned m = 0;
+      for (int l = 0; l < 8; l++) m |= bits[l];
+      while (m) {
+        int l = __builtin_ctz(m);
+        m &= m - 1;
+        int q = ttab_find(S, key[l]);
+        if (q >= 0) bc[q]++;
+        else cand_push(T, off + j + (size_t)l, key[l], NULL, 0);
+      }
     }
-    T->nc = nc;
     int64_t a = 0;
     for (int l = 0; l < 8; l++) a += above[l];
-    for (; j < cnt; j++) {
-      uint32_t key = f2u(fabsf(fc_bf16_to_f32(mp[j]) - fc_bf16_to_f32(bp[j])));
-      a += key > bhi;
-      if (key - lo <= span) cand_push(T, off + j, key, NULL, 0);
-    }
     T->above += a;
+    for (int h = 0; h < nh; h++) {
+      uint32_t c = 0;
+      for (int l = 0; l < 8; l++) c += hc[h][l];
+      bc[S->hpos[h]] += (uint16_t)c;
+    }
   }
-}
-
-static inline float bf16_f32(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
 }
 
 /* SCE variance pass for bf16 inputs, straight from the mapping: each block's count of non-zero
@@ -835,13 +866,18 @@ FC_INLINE void fused_sce_var(job_t *J, const int nm, scratch_t *s, size_t blk) {
         vf8 x = (vf8)((vu8)d[i][u] & above);
         sq32[i] += x * x;
       }
-      if (any8(in))
-        for (int l = 0; l < 8; l++) {
-          if (!in[l]) continue;
+      if (any8(in)) {
+        vu8 bits = in & (vu8){1, 2, 4, 8, 16, 32, 64, 128};
+        unsigned m = 0;
+        for (int l = 0; l < 8; l++) m |= bits[l];
+        while (m) {
+          int l = __builtin_ctz(m);
+          m &= m - 1;
           float dv[FC_MERGE_MAX_MODELS];
           for (int i = 0; i < nm; i++) dv[i] = d[i][u][l];
           cand_push(T, off + j + 8 * (size_t)u + (size_t)l, key[l], dv, nm);
         }
+      }
     }
     if (band)
       for (int i = 0; i < nm; i++) sq[i] += __builtin_convertvector(sq32[i], vd8);
@@ -1111,10 +1147,11 @@ static void *par_main(void *arg) {
   int hist = P->kind == P_TIES_HIST || P->kind == P_SCE_HIST;
   s.hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
   memset(s.tc, 0, sizeof s.tc);
-  /* The fused pass takes runs of blocks, so each thread streams long stretches of every input
+  /* The fused passes take runs of blocks, so each thread streams long stretches of every input
    * (the hardware prefetchers lose track at each jump). */
   const int to_file = P->kind == P_FINAL && J->out_fd >= 0;
-  const size_t run = P->kind == P_FINAL && (J->fused || to_file) ? FUSED_RUN : 1;
+  const int fused_read = J->fused && (P->kind == P_FINAL || P->kind == P_TIES_BAND || P->kind == P_SCE_VAR);
+  const size_t run = fused_read || (P->kind == P_FINAL && to_file) ? FUSED_RUN : 1;
   const size_t esz = fc_dtype_size(J->out_dt);
   s.dst = J->out;
   s.off0 = 0;
@@ -1247,7 +1284,7 @@ static void run_select(job_t *J, int kind, int threads) {
  * the keys above a band around it and collects the keys inside, and the exact threshold is
  * found among the candidates. When the sample misleads (the k-th key is outside the band),
  * the radix select runs instead, so the result is the same either way. */
-#define SRUNS 256  /* sample runs, evenly spaced */
+#define SRUNS 128 /* sample runs, evenly spaced */
 #define SRUN 1024  /* elements per run, at most */
 size_t fc_merge_band_hits;
 size_t fc_merge_band_min = 1u << 18; /* smaller tensors go straight to the radix select */
@@ -1316,6 +1353,56 @@ static void band_setup(sel_t *S, uint32_t *ks, size_t ns, double q) {
   S->above = 0;
 }
 
+static int u32_asc(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+typedef struct {
+  uint32_t key, count;
+} keyrun_t;
+
+static int keyrun_by_count(const void *a, const void *b) {
+  const keyrun_t *x = a, *y = b;
+  if (x->count != y->count) return x->count > y->count ? -1 : 1;
+  return x->key < y->key ? -1 : x->key > y->key;
+}
+
+/* Fills S's tie-group table with the keys most frequent in the sample's band. */
+static void ttab_seed(sel_t *S, const uint32_t *ks, size_t ns) {
+  memset(S->tkey, 0, sizeof S->tkey);
+  S->ntab = 0;
+  uint32_t *in = fc_xmalloc((ns ? ns : 1) * sizeof *in);
+  size_t n = 0;
+  for (size_t j = 0; j < ns; j++)
+    if (ks[j] - S->lo <= S->bhi - S->lo) in[n++] = ks[j];
+  qsort(in, n, sizeof *in, u32_asc);
+  keyrun_t *runs = fc_xmalloc((n ? n : 1) * sizeof *runs);
+  size_t nr = 0;
+  for (size_t j = 0; j < n;) {
+    size_t e = j;
+    while (e < n && in[e] == in[j]) e++;
+    runs[nr++] = (keyrun_t){in[j], (uint32_t)(e - j)};
+    j = e;
+  }
+  qsort(runs, nr, sizeof *runs, keyrun_by_count);
+  S->nheavy = 0;
+  for (size_t r = 0; r < nr && S->ntab < TTAB_MAX && runs[r].count > 1; r++) {
+    const uint32_t k1 = runs[r].key + 1;
+    uint32_t h = (k1 * 0x9E3779B1u) >> 25;
+    while (S->tkey[h]) h = (h + 1) & (TTAB - 1);
+    S->tkey[h] = k1;
+    S->ntab++;
+    /* Heavy: at least 1/64 of the sample's band (so one in a few hundred elements or more). */
+    if (S->nheavy < NHEAVY && (size_t)runs[r].count * 64 >= n) {
+      S->heavy[S->nheavy] = runs[r].key;
+      S->hpos[S->nheavy++] = (int)h;
+    }
+  }
+  free(runs);
+  free(in);
+}
+
 static void ties_band_setup(job_t *J) {
   scratch_t *s = scratch_new(J->nm);
   size_t len = srun_len(J->n), ns = SRUNS * len;
@@ -1326,7 +1413,11 @@ static void ties_band_setup(job_t *J) {
       for (size_t j = 0; j < len; j++) ks[(size_t)i * ns + r * len + j] = f2u(fabsf(s->m[(size_t)i * BLK + j]));
   }
   for (int i = 0; i < J->nm; i++)
-    if (J->sel[i].active) band_setup(&J->sel[i], ks + (size_t)i * ns, ns, (double)J->sel[i].k / (double)J->n);
+    if (J->sel[i].active) {
+      band_setup(&J->sel[i], ks + (size_t)i * ns, ns, (double)J->sel[i].k / (double)J->n);
+      if (J->fused == F_TIES) ttab_seed(&J->sel[i], ks + (size_t)i * ns, ns);
+    }
+  if (J->fused == F_TIES) J->bcnt = fc_xcalloc((size_t)J->nm * J->nblocks * TTAB, sizeof *J->bcnt);
   free(ks);
   scratch_free(s);
 }
@@ -1350,9 +1441,16 @@ static void sce_band_setup(job_t *J, double topk) {
 }
 
 /* Exact threshold from the band candidates, if the k-th largest key is among them. */
-static int band_resolve(const job_t *J, sel_t *S) {
-  int64_t k = S->k;
-  if (!(S->above < k && k <= S->above + (int64_t)S->nc)) return 0;
+static int band_resolve(const job_t *J, sel_t *S, const uint16_t *bc) {
+  int64_t k = S->k, ntab = 0;
+  if (bc) {
+    /* Totals of the table's keys; they take part below as candidates of weight tcount. */
+    memset(S->tcount, 0, sizeof S->tcount);
+    for (size_t b = 0; b < J->nblocks; b++)
+      for (int q = 0; q < TTAB; q++) S->tcount[q] += bc[b * TTAB + (size_t)q];
+    for (int q = 0; q < TTAB; q++) ntab += S->tcount[q];
+  }
+  if (!(S->above < k && k <= S->above + (int64_t)S->nc + ntab)) return 0;
   /* The kk-th largest candidate key, by a radix select on key - lo (all candidates are in
    * [lo, bhi]) with 11-bit digits from the top: the histogram stays in L1. */
   int64_t kk = k - S->above, acc = 0, eq = 0;
@@ -1360,12 +1458,17 @@ static int band_resolve(const job_t *J, sel_t *S) {
   int bits = span ? 32 - __builtin_clz(span) : 1;
   int shift = bits > 11 ? bits - 11 : 0;
   uint32_t prefix = 0, pmask = 0;
-  uint32_t h[2048];
+  int64_t h[2048];
   for (;;) {
     memset(h, 0, sizeof h);
     for (size_t c = 0; c < S->nc; c++) {
       uint32_t x = S->ckey[c] - S->lo;
       h[(x >> shift) & 2047] += ((x ^ prefix) & pmask) == 0;
+    }
+    for (int q = 0; bc && q < TTAB; q++) {
+      if (!S->tkey[q]) continue;
+      uint32_t x = S->tkey[q] - 1 - S->lo;
+      if (((x ^ prefix) & pmask) == 0) h[(x >> shift) & 2047] += S->tcount[q];
     }
     int d = 2047;
     for (; d > 0; d--) {
@@ -1387,6 +1490,8 @@ static int band_resolve(const job_t *J, sel_t *S) {
     int64_t *tot = fc_xcalloc(J->nblocks, sizeof *tot), left = S->need;
     for (size_t c = 0; c < S->nc; c++)
       if (S->ckey[c] == S->thr) tot[S->cidx[c] / BLK]++;
+    int q = bc ? ttab_find(S, S->thr) : -1;
+    for (size_t b = 0; q >= 0 && b < J->nblocks; b++) tot[b] += bc[b * TTAB + (size_t)q];
     S->quota = fc_xmalloc(J->nblocks * sizeof *S->quota);
     for (size_t b = 0; b < J->nblocks; b++) {
       int64_t take = tot[b] < left ? tot[b] : left;
@@ -1420,6 +1525,7 @@ static void sce_band_weights(job_t *J) {
 }
 
 static void job_free(job_t *J) {
+  free(J->bcnt);
   for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) {
     free(J->sel[i].quota);
     cand_free(&J->sel[i]);
@@ -1548,7 +1654,8 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
       ties_band_setup(&J);
       par_run(&J, P_TIES_BAND, threads);
       for (int i = 0; i < nm; i++) {
-        if (J.sel[i].active && !band_resolve(&J, &J.sel[i])) J.sel[i].band = 0;
+        const uint16_t *bc = J.bcnt ? J.bcnt + (size_t)i * J.nblocks * TTAB : NULL;
+        if (J.sel[i].active && !band_resolve(&J, &J.sel[i], bc)) J.sel[i].band = 0;
         cand_free(&J.sel[i]);
       }
     }
@@ -1579,7 +1686,7 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
         J.select = 1;
         J.sel[0].active = 1;
         J.sel[0].k = k;
-        if (J.sel[0].band && band_resolve(&J, &J.sel[0])) {
+        if (J.sel[0].band && band_resolve(&J, &J.sel[0], NULL)) {
           sce_band_weights(&J);
           weights_done = 1;
         } else {

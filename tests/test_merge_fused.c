@@ -224,10 +224,79 @@ static void test_fused_run_bf16_out(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* bf16 fine-tuning deltas take few distinct values, so the k-th largest |delta| sits in a tie
+ * group holding a large share of the tensor. The fused band pass counts such groups per block
+ * (and the heaviest with vector compares) instead of listing them: thresholds and the tie
+ * quotas in index order must equal the generic path's, with the band resolving every
+ * selection, for densities that cut into a tie group and for thread counts 1 and 3. */
+static void test_fused_ties_tie_groups(void **state) {
+  (void)state;
+  const int n = 300007;
+  uint16_t *h[4];
+  float *f[4];
+  for (int k = 0; k < 4; k++) {
+    h[k] = fc_xmalloc((size_t)n * 2);
+    f[k] = fc_xmalloc((size_t)n * 4);
+  }
+  fc_rng_t r;
+  fc_rng_seed(&r, 11);
+  for (int i = 0; i < n; i++) {
+    h[0][i] = fc_f32_to_bf16(0.25f + 0.25f * (float)(fc_rng_u64(&r) % 4)); /* ulp 2^-9 .. 2^-8 */
+    f[0][i] = fc_bf16_to_f32(h[0][i]);
+  }
+  /* Deltas of 0..5 ulps, mostly 1 or 2: a handful of distinct magnitudes. */
+  static const int steps[16] = {0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4, 5, -1, -2};
+  for (int k = 1; k < 4; k++)
+    for (int i = 0; i < n; i++) {
+      uint16_t b = h[0][i];
+      h[k][i] = (uint16_t)(b + steps[fc_rng_u64(&r) % 16]);
+      f[k][i] = fc_bf16_to_f32(h[k][i]);
+    }
+  fc_st_tensor_t hb = mk("t", FC_DT_BF16, h[0], n), fb = mk("t", FC_DT_F32, f[0], n), hm[3], fm[3];
+  const fc_st_tensor_t *hin[3], *fin[3];
+  for (int k = 0; k < 3; k++) {
+    hm[k] = mk("t", FC_DT_BF16, h[k + 1], n);
+    fm[k] = mk("t", FC_DT_F32, f[k + 1], n);
+    hin[k] = &hm[k];
+    fin[k] = &fm[k];
+  }
+  float *o1 = fc_xmalloc((size_t)n * 4), *o3 = fc_xmalloc((size_t)n * 4), *want = fc_xmalloc((size_t)n * 4);
+  const double dens[] = {0.2, 0.5, 0.77};
+  for (size_t c = 0; c < sizeof dens / sizeof dens[0]; c++) {
+    fc_merge_model_t mods[3] = {{"a", 0.9, dens[c]}, {"b", 0.4, dens[c]}, {"c", 0.7, dens[c]}};
+    fc_merge_cfg_t cfg;
+    fc_merge_cfg_init(&cfg);
+    cfg.method = FC_MERGE_TIES;
+    cfg.models = mods;
+    cfg.nmodels = 3;
+    fc_err_t err = {0};
+    fc_merge_band_min = 0;
+    size_t hits = fc_merge_band_hits;
+    assert_int_equal(fc_merge_tensor(&cfg, "t", &hb, hin, o1, NULL, 1, &err), 0);
+    assert_int_equal(fc_merge_band_hits - hits, 3);
+    assert_int_equal(fc_merge_tensor(&cfg, "t", &hb, hin, o3, NULL, 3, &err), 0);
+    fc_merge_band_min = (size_t)1 << 40; /* the generic path's radix select */
+    assert_int_equal(fc_merge_tensor(&cfg, "t", &fb, fin, want, NULL, 2, &err), 0);
+    fc_merge_band_min = (size_t)1 << 18;
+    if (memcmp(o1, o3, (size_t)n * 4)) fail_msg("density %g: 1 and 3 threads differ", dens[c]);
+    for (int i = 0; i < n; i++)
+      if (o1[i] != want[i])
+        fail_msg("density %g: element %d is %.9g, the generic path gives %.9g", dens[c], i, o1[i], want[i]);
+  }
+  free(o1);
+  free(o3);
+  free(want);
+  for (int k = 0; k < 4; k++) {
+    free(h[k]);
+    free(f[k]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fused_matches_generic),
       cmocka_unit_test(test_fused_run_bf16_out),
+      cmocka_unit_test(test_fused_ties_tie_groups),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
