@@ -241,6 +241,8 @@ typedef struct job {
   int out_fd;           /* >= 0: the final pass pwrites its output at out_pos of this file */
   uint64_t out_pos;
   atomic_int out_errno; /* the first failed pwrite's errno */
+  int page_io;          /* inputs are file mappings the first pass maps run by run */
+  int populated;        /* a pass over the inputs has run (and mapped them) */
   uint16_t *bcnt;       /* fused TIES band pass: [nm][nblocks][TTAB] counts of sel[i].tkey */
   int fused_scale;      /* multiply the sum by fused_rdiv */
   double fused_rdiv;    /* 1 / divisor */
@@ -1134,6 +1136,41 @@ FC_HOT static void block_work(job_t *J, int kind, scratch_t *s, size_t blk) {
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
 }
 
+/* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
+ * mapping, so resident memory stays at the tensors in flight instead of growing to whole
+ * models (the page cache keeps them anyway); pages are mapped ahead of use a run at a time,
+ * which costs less than a fault per few pages. */
+static void page_range(const void *p, size_t n, uintptr_t *a, uintptr_t *e) {
+  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), s = (uintptr_t)p;
+  *a = s & ~(pg - 1);
+  *e = (s + n + pg - 1) & ~(pg - 1);
+}
+
+static void release_pages(const fc_st_tensor_t *t) {
+  if (!t || !t->nbytes) return;
+  uintptr_t a, e;
+  page_range(t->data, t->nbytes, &a, &e);
+  madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Maps elements [e0, e1) of every input. */
+static void populate_inputs(const job_t *J, size_t e0, size_t e1) {
+#ifdef MADV_POPULATE_READ
+  for (int i = -1; i < J->nm; i++) {
+    const fc_st_tensor_t *t = i < 0 ? J->base : J->models[i];
+    if (!t || e1 <= e0) continue;
+    size_t es = fc_dtype_size(t->dtype);
+    uintptr_t a, e;
+    page_range((const uint8_t *)t->data + e0 * es, (e1 - e0) * es, &a, &e);
+    madvise((void *)a, e - a, MADV_POPULATE_READ);
+  }
+#else
+  (void)J;
+  (void)e0;
+  (void)e1;
+#endif
+}
+
 static void *par_main(void *arg) {
   par_t *P = arg;
   job_t *J = P->J;
@@ -1151,7 +1188,7 @@ static void *par_main(void *arg) {
    * (the hardware prefetchers lose track at each jump). */
   const int to_file = P->kind == P_FINAL && J->out_fd >= 0;
   const int fused_read = J->fused && (P->kind == P_FINAL || P->kind == P_TIES_BAND || P->kind == P_SCE_VAR);
-  const size_t run = fused_read || (P->kind == P_FINAL && to_file) ? FUSED_RUN : 1;
+  const size_t run = fused_read || J->page_io || (P->kind == P_FINAL && to_file) ? FUSED_RUN : 1;
   const size_t esz = fc_dtype_size(J->out_dt);
   s.dst = J->out;
   s.off0 = 0;
@@ -1164,6 +1201,8 @@ static void *par_main(void *arg) {
       s.dst = s.ob;
       s.off0 = blk * BLK;
     }
+    const size_t e0 = blk * BLK, e1 = end * BLK < J->n ? end * BLK : J->n;
+    if (J->page_io && !J->populated) populate_inputs(J, e0, e1);
     for (size_t b = blk; b < end; b++) block_work(J, P->kind, &s, b);
     if (to_file) {
       /* The run's output goes to its place in the file from this thread while it is still
@@ -1216,6 +1255,7 @@ static void par_run(job_t *J, int kind, int threads) {
     if (pthread_create(&tid[started], NULL, par_main, &P) == 0) started++;
   par_main(&P);
   for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+  if (kind != P_SCE_HIST) J->populated = 1; /* the other passes read every input */
 }
 
 /* Runs a top-k selection for sel[0..nsel) over keys produced by pass kind. */
@@ -1567,7 +1607,7 @@ static double part_sum(const job_t *J, int c) {
 /* out: the merged tensor in out_dt, in memory, or (out NULL) pwritten at out_pos of out_fd. */
 static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *name, const fc_st_tensor_t *base,
                             const fc_st_tensor_t *const *models, void *out, int out_fd, uint64_t out_pos,
-                            fc_dtype_t out_dt, double *model_w, int threads, fc_err_t *err) {
+                            fc_dtype_t out_dt, double *model_w, int threads, int mapped, fc_err_t *err) {
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
@@ -1633,6 +1673,12 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
     else if (M == FC_MERGE_TIES) J.fused = F_TIES;
     else if (M == FC_MERGE_SCE) J.fused = F_SCE;
+  }
+  if (mapped) {
+    /* File-mapped inputs: the first pass maps pages run by run in every worker, instead of
+     * one thread mapping the whole tensor while the others wait. (Dropping them run by run
+     * too cost more: every drop is a TLB shootdown across the workers.) */
+    J.page_io = 1;
   }
   if (M == FC_MERGE_TIES) {
     int any = 0;
@@ -1746,33 +1792,10 @@ done:
 int fc_merge_tensor(const fc_merge_cfg_t *cfg, const char *tensor_name, const fc_st_tensor_t *base,
                     const fc_st_tensor_t *const *models, float *out, double *model_w, int threads,
                     fc_err_t *err) {
-  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, -1, 0, FC_DT_F32, model_w, threads, err);
+  return merge_tensor_raw(NULL, cfg, tensor_name, base, models, out, -1, 0, FC_DT_F32, model_w, threads, 0, err);
 }
 
 /* ---- whole-model runner ---- */
-
-/* Drops the pages of a finished tensor from our mapping, so resident memory stays at the
- * tensors in flight instead of growing to whole models (the page cache keeps them anyway). */
-static void release_pages(const fc_st_tensor_t *t) {
-  if (!t || !t->nbytes) return;
-  long pg = sysconf(_SC_PAGESIZE);
-  uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
-  uintptr_t e = ((uintptr_t)t->data + t->nbytes + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-  madvise((void *)a, e - a, MADV_DONTNEED);
-}
-
-/* Maps a tensor's pages in one call ahead of use, cheaper than a fault per few pages. */
-static void populate_pages(const fc_st_tensor_t *t) {
-#ifdef MADV_POPULATE_READ
-  if (!t || !t->nbytes) return;
-  long pg = sysconf(_SC_PAGESIZE);
-  uintptr_t a = (uintptr_t)t->data & ~(uintptr_t)(pg - 1);
-  uintptr_t e = ((uintptr_t)t->data + t->nbytes + (uintptr_t)pg - 1) & ~(uintptr_t)(pg - 1);
-  madvise((void *)a, e - a, MADV_POPULATE_READ);
-#else
-  (void)t;
-#endif
-}
 
 static int is_float_dt(fc_dtype_t d) {
   return d == FC_DT_F32 || d == FC_DT_F16 || d == FC_DT_BF16 || d == FC_DT_F64;
@@ -1955,8 +1978,6 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     for (size_t j = k; j < k1 && !rc; j++) {
       const fc_st_tensor_t *b = fc_st_at(base, j);
       for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);
-      if (method_uses_base(M)) populate_pages(b);
-      for (int i = 0; i < nm; i++) populate_pages(ins[i]);
       if (!is_float_dt(b->dtype)) {
         fc_warn("tensor '%s' is %s, not a float type: copied from the base", b->name,
                 fc_dtype_name(b->dtype));
@@ -1968,7 +1989,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
         if (!rc)
           rc = merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
-                                specs[j].dtype, mw, threads, err);
+                                specs[j].dtype, mw, threads, 1, err);
         if (!rc) {
           fc_st_writer_put_done(w, j - k);
           for (int i = 0; i < nm; i++) stats->mean_weight[i] += mw[i];
