@@ -548,12 +548,14 @@ FC_INLINE void fused_ties_step(const job_t *J, const int nm, const uint16_t *con
   }
   sign_pos(nm, (const vf8(*)[FU])wd, U, pos);
   for (int u = 0; u < U; u++) sgn[u] = (vf8)(((vu8)one & pos[u]) | ((vu8)-one & ~pos[u]));
+  /* Agreeing entries are added through a mask (the generic path multiplies by 1 or 0:
+   * the same sums, as mixed starts at +0 and so never holds -0). */
   for (int i = 0; i < nm; i++) {
-    const float wi = J->w[i];
+    const vu8 wi = (vu8)((vf8){0} + J->w[i]);
     for (int u = 0; u < U; u++) {
-      vf8 am = (vf8)((vu8)one & (vu8)(wd[i][u] * sgn[u] > zero));
-      mixed[u] += wd[i][u] * am;
-      div[u] += wi * am;
+      vu8 agree = (vu8)(wd[i][u] * sgn[u] > zero);
+      mixed[u] += (vf8)((vu8)wd[i][u] & agree);
+      div[u] += (vf8)(wi & agree);
     }
   }
   for (int u = 0; u < U; u++) {
@@ -604,10 +606,11 @@ FC_INLINE void fused_sce_step(const job_t *J, const int nm, const uint16_t *cons
   for (int u = 0; u < U; u++) sgn[u] = (vf8)(((vu8)one & pos[u]) | ((vu8)-one & ~pos[u]));
   for (int i = 0; i < nm; i++) {
     const float wi = J->sw[i];
+    const vu8 wv = (vu8)((vf8){0} + wi);
     for (int u = 0; u < U; u++) {
-      vf8 a = (vf8)((vu8)one & (vu8)(d[i][u] * sgn[u] > zero));
-      mixed[u] += a * (d[i][u] * wi);
-      div[u] += a * wi;
+      vu8 agree = (vu8)(d[i][u] * sgn[u] > zero);
+      mixed[u] += (vf8)((vu8)(d[i][u] * wi) & agree);
+      div[u] += (vf8)(wv & agree);
     }
   }
   for (int u = 0; u < U; u++) {
