@@ -1446,41 +1446,90 @@ static void ttab_seed(sel_t *S, const uint32_t *ks, size_t ns) {
   free(in);
 }
 
-static void ties_band_setup(job_t *J) {
-  scratch_t *s = scratch_new(J->nm);
-  size_t len = srun_len(J->n), ns = SRUNS * len;
-  uint32_t *ks = fc_xmalloc((size_t)J->nm * ns * sizeof *ks);
-  for (size_t r = 0; r < SRUNS; r++) {
-    load_range(J, s, (J->n / SRUNS) * r, len, 1);
-    for (int i = 0; i < J->nm; i++)
-      for (size_t j = 0; j < len; j++) ks[(size_t)i * ns + r * len + j] = f2u(fabsf(s->m[(size_t)i * BLK + j]));
-  }
-  for (int i = 0; i < J->nm; i++)
-    if (J->sel[i].active) {
-      band_setup(&J->sel[i], ks + (size_t)i * ns, ns, (double)J->sel[i].k / (double)J->n);
-      if (J->fused == F_TIES) ttab_seed(&J->sel[i], ks + (size_t)i * ns, ns);
-    }
-  if (J->fused == F_TIES) J->bcnt = fc_xcalloc((size_t)J->nm * J->nblocks * TTAB, sizeof *J->bcnt);
-  free(ks);
+/* Runs fn(J, i, scratch, arg) for i in [0, n) over up to `threads` threads, each with its own
+ * scratch blocks: the band setups' sampling, which would otherwise run on one thread while
+ * the others wait. */
+typedef void (*pfor_fn)(job_t *J, int i, scratch_t *s, void *arg);
+typedef struct {
+  job_t *J;
+  pfor_fn fn;
+  void *arg;
+  int n;
+  atomic_int next;
+} pfor_t;
+
+static void *pfor_main(void *a) {
+  pfor_t *P = a;
+  scratch_t *s = scratch_new(P->J->nm);
+  for (int i; (i = atomic_fetch_add(&P->next, 1)) < P->n;) P->fn(P->J, i, s, P->arg);
   scratch_free(s);
+  return NULL;
 }
 
-static void sce_band_setup(job_t *J, double topk) {
-  scratch_t *s = scratch_new(J->nm);
-  size_t len = srun_len(J->n), ns = SRUNS * len, nz = 0;
+static void par_for(job_t *J, int n, int threads, pfor_fn fn, void *arg) {
+  pfor_t P = {.J = J, .fn = fn, .arg = arg, .n = n};
+  atomic_init(&P.next, 0);
+  int nt = threads < 1 ? 1 : threads > 64 ? 64 : threads;
+  if (nt > n) nt = n > 0 ? n : 1;
+  pthread_t tid[64];
+  int started = 0;
+  for (int t = 1; t < nt; t++)
+    if (pthread_create(&tid[started], NULL, pfor_main, &P) == 0) started++;
+  pfor_main(&P);
+  for (int t = 0; t < started; t++) pthread_join(tid[t], NULL);
+}
+
+/* TIES band setup for model i: its sample's |delta| keys give the band (and the tie table). */
+static void ties_setup_model(job_t *J, int i, scratch_t *s, void *arg) {
+  (void)arg;
+  sel_t *S = &J->sel[i];
+  if (!S->active) return;
+  size_t len = srun_len(J->n), ns = SRUNS * len;
   uint32_t *ks = fc_xmalloc(ns * sizeof *ks);
-  float v[SRUN];
+  float *b = s->b, *m = s->m;
   for (size_t r = 0; r < SRUNS; r++) {
-    load_range(J, s, (J->n / SRUNS) * r, len, 1);
-    block_var(J, s, len, v);
-    for (size_t j = 0; j < len; j++) {
-      ks[r * len + j] = f2u(v[j]);
-      nz += v[j] != 0.0f;
-    }
+    size_t off = (J->n / SRUNS) * r;
+    load_f32(J->base, off, len, b);
+    load_f32(J->models[i], off, len, m);
+    for (size_t j = 0; j < len; j++) ks[r * len + j] = f2u(fabsf(m[j] - b[j]));
   }
-  band_setup(&J->sel[0], ks, ns, topk * (double)nz / (double)ns);
+  band_setup(S, ks, ns, (double)S->k / (double)J->n);
+  if (J->fused == F_TIES) ttab_seed(S, ks, ns);
   free(ks);
-  scratch_free(s);
+}
+
+static void ties_band_setup(job_t *J, int threads) {
+  par_for(J, J->nm, threads, ties_setup_model, NULL);
+  if (J->fused == F_TIES) J->bcnt = fc_xcalloc((size_t)J->nm * J->nblocks * TTAB, sizeof *J->bcnt);
+}
+
+typedef struct {
+  uint32_t *ks;
+  size_t *nz; /* [SRUNS] non-zero keys per run */
+} sce_sample_t;
+
+/* SCE band setup, sample run r: its variance keys. */
+static void sce_setup_run(job_t *J, int r, scratch_t *s, void *arg) {
+  sce_sample_t *A = arg;
+  size_t len = srun_len(J->n);
+  float v[SRUN];
+  load_range(J, s, (J->n / SRUNS) * (size_t)r, len, 1);
+  block_var(J, s, len, v);
+  size_t nz = 0;
+  for (size_t j = 0; j < len; j++) {
+    A->ks[(size_t)r * len + j] = f2u(v[j]);
+    nz += v[j] != 0.0f;
+  }
+  A->nz[r] = nz;
+}
+
+static void sce_band_setup(job_t *J, double topk, int threads) {
+  size_t len = srun_len(J->n), ns = SRUNS * len, nz = 0, nzr[SRUNS];
+  sce_sample_t A = {fc_xmalloc(ns * sizeof(uint32_t)), nzr};
+  par_for(J, SRUNS, threads, sce_setup_run, &A);
+  for (size_t r = 0; r < SRUNS; r++) nz += nzr[r];
+  band_setup(&J->sel[0], A.ks, ns, topk * (double)nz / (double)ns);
+  free(A.ks);
 }
 
 /* Exact threshold from the band candidates, if the k-th largest key is among them. */
@@ -1700,7 +1749,7 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     }
     J.nsel = nm;
     if (any && J.n >= BAND_MIN) {
-      ties_band_setup(&J);
+      ties_band_setup(&J, threads);
       par_run(&J, P_TIES_BAND, threads);
       for (int i = 0; i < nm; i++) {
         const uint16_t *bc = J.bcnt ? J.bcnt + (size_t)i * J.nblocks * TTAB : NULL;
@@ -1722,7 +1771,7 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
       J.blk_nz = fc_xcalloc(J.nblocks, sizeof *J.blk_nz);
       J.nsel = 1;
       J.ws = ws;
-      if (J.n >= BAND_MIN) sce_band_setup(&J, tk);
+      if (J.n >= BAND_MIN) sce_band_setup(&J, tk, threads);
       /* With a band, the fused pass keeps no variances: the final pass recomputes them. */
       if (!J.sel[0].band || J.fused != F_SCE) sce_var_alloc(&J);
       par_run(&J, P_SCE_VAR, threads);
