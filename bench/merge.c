@@ -6,8 +6,11 @@
  * the former). Each method runs --reps times (each in its own process) and the median run is
  * reported, per wall second and per CPU-second (steadier when other work shares the machine),
  * with the load average before and after.
+ * Each merge process first touches and frees as much memory as its output will take (as the
+ * copy touches its buffers before it is timed): on a VM, pages the guest freed may have been
+ * handed back to the host and fault in slowly, which made runs differ by 2x at random.
  * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR]
- *                    [--only M] [--keep DIR] */
+ *                    [--only M] [--keep DIR] [--cold] */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -220,13 +223,24 @@ static int median_index_copy(const copy_rate_t *c, int n) {
 }
 
 /* One merge in a child process of its own, so its peak RSS and CPU time are its own. */
-static result_t run_once(char paths[][1100], const char *out, fc_merge_method_t m, double p, int threads) {
+static result_t run_once(char paths[][1100], const char *out, fc_merge_method_t m, double p, int threads,
+                         double warm) {
   result_t res = {.rc = -1};
   int pfd[2];
   if (pipe(pfd)) return res;
   pid_t pid = fork();
   if (pid == 0) {
     close(pfd[0]);
+    if (warm) {
+      /* Touches and frees as much memory as the output takes, so the output's pages are
+       * ones the hypervisor backs already (see --cold). */
+      size_t nb = (size_t)(warm * 1.1);
+      char *w = malloc(nb);
+      if (w) {
+        memset(w, 1, nb);
+        free(w);
+      }
+    }
     fc_merge_model_t mods[3];
     for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){paths[i + 1], 1.0 / 3, p ? p : 1};
     fc_merge_cfg_t cfg;
@@ -273,10 +287,11 @@ int main(int argc, char **argv) {
                                        {"out-dir", required_argument, 0, 'o'},
                                        {"only", required_argument, 0, 'x'},
                                        {"keep", required_argument, 0, 'k'},
+                                       {"cold", no_argument, 0, 'c'},
                                        {"help", no_argument, 0, 'h'},
                                        {0}};
   const char *only = NULL, *keep = NULL; /* --keep DIR: reuse/keep the models there */
-  int c, reps = 3;
+  int c, reps = 3, cold = 0;
   while ((c = getopt_long(argc, argv, "m:j:d:o:", opts, NULL)) != -1) {
     if (c == 'm') mb = atof(optarg);
     else if (c == 'r') reps = atoi(optarg);
@@ -285,16 +300,20 @@ int main(int argc, char **argv) {
     else if (c == 'o') odir = optarg;
     else if (c == 'x') only = optarg;
     else if (c == 'k') keep = optarg;
+    else if (c == 'c') cold = 1;
     else if (c == 'h') {
       printf("Usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR]\n"
              "                   [--only METHOD] [--keep DIR]\n"
              "Merges a generated base and three models (default 1024 MB each, bf16) with every method\n"
              "(each --reps times, default 3, the median run reported) and prints GB/s, CPU seconds and\n"
              "peak RSS beside a streaming copy of the same bytes. --keep DIR keeps the generated models\n"
-             "there (and reuses them on the next run); --only METHOD runs linear and METHOD.\n");
+             "there (and reuses them on the next run); --only METHOD runs linear and METHOD.\n"
+             "Each merge process first touches and frees as much memory as its output takes: on a VM,\n"
+             "pages the guest freed may have gone back to the host and fault in slowly, and that took\n"
+             "runs from 0.44 to 0.93 s at random; --cold skips it (the copy's buffers are warm too).\n");
       return 0;
     } else {
-      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR] [--only METHOD] [--keep DIR]\n");
+      fprintf(stderr, "usage: bench_merge [--mb MB_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR] [--only METHOD] [--keep DIR] [--cold]\n");
       return 2;
     }
   }
@@ -364,7 +383,7 @@ int main(int argc, char **argv) {
     result_t all[64];
     int ok = 1;
     for (int k = 0; k < nr && ok; k++) {
-      all[k] = run_once(paths, out, runs[r].m, runs[r].p, threads);
+      all[k] = run_once(paths, out, runs[r].m, runs[r].p, threads, cold ? 0 : (double)total);
       if (getenv("BENCH_VERBOSE")) fprintf(stderr, "  %s run %d: %.3f s wall, %.3f cpu s\n", runs[r].label, k + 1, all[k].seconds, all[k].cpu);
       ok = all[k].rc == 0;
       char cmd[1400];

@@ -249,6 +249,14 @@ typedef struct job {
   pthread_mutex_t mu;
 } job_t;
 
+/* Buffers reused from tensor to tensor, so big ones are not faulted in afresh each time. */
+typedef struct workspace {
+  float *var;
+  size_t var_cap;
+  uint16_t *bcnt; /* fused TIES: tie-group counts per block */
+  size_t bcnt_cap;
+} workspace_t;
+
 typedef struct scratch {
   float *b;  /* [BLK] base block */
   float *m;  /* [nm][BLK] model blocks (deltas for task-vector methods) */
@@ -1500,7 +1508,21 @@ static void ties_setup_model(job_t *J, int i, scratch_t *s, void *arg) {
 
 static void ties_band_setup(job_t *J, int threads) {
   par_for(J, J->nm, threads, ties_setup_model, NULL);
-  if (J->fused == F_TIES) J->bcnt = fc_xcalloc((size_t)J->nm * J->nblocks * TTAB, sizeof *J->bcnt);
+  if (J->fused == F_TIES) {
+    size_t n = (size_t)J->nm * J->nblocks * TTAB;
+    workspace_t *ws = J->ws;
+    if (ws) {
+      if (ws->bcnt_cap < n) {
+        free(ws->bcnt);
+        ws->bcnt = fc_xmalloc(n * sizeof *ws->bcnt);
+        ws->bcnt_cap = n;
+      }
+      J->bcnt = ws->bcnt;
+      memset(J->bcnt, 0, n * sizeof *J->bcnt);
+    } else {
+      J->bcnt = fc_xcalloc(n, sizeof *J->bcnt);
+    }
+  }
 }
 
 typedef struct {
@@ -1617,7 +1639,7 @@ static void sce_band_weights(job_t *J) {
 }
 
 static void job_free(job_t *J) {
-  free(J->bcnt);
+  if (!J->ws) free(J->bcnt);
   for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) {
     free(J->sel[i].quota);
     cand_free(&J->sel[i]);
@@ -1627,12 +1649,6 @@ static void job_free(job_t *J) {
   free(J->part);
   pthread_mutex_destroy(&J->mu);
 }
-
-/* Buffers reused from tensor to tensor, so big ones are not faulted in afresh each time. */
-typedef struct workspace {
-  float *var;
-  size_t var_cap;
-} workspace_t;
 
 /* J->var for the tensor, from the workspace kept across tensors when there is one. */
 static void sce_var_alloc(job_t *J) {
@@ -1685,6 +1701,7 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
   J.out = out;
   J.out_fd = out ? -1 : out_fd;
   J.out_pos = out_pos;
+  J.ws = ws;
   atomic_init(&J.out_errno, 0);
   J.out_dt = out_dt;
   J.normalize = cfg->normalize >= 0 ? cfg->normalize : method_default_normalize(M);
@@ -1770,7 +1787,6 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     else {
       J.blk_nz = fc_xcalloc(J.nblocks, sizeof *J.blk_nz);
       J.nsel = 1;
-      J.ws = ws;
       if (J.n >= BAND_MIN) sce_band_setup(&J, tk, threads);
       /* With a band, the fused pass keeps no variances: the final pass recomputes them. */
       if (!J.sel[0].band || J.fused != F_SCE) sce_var_alloc(&J);
@@ -2080,6 +2096,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
 out:
   if (w) fc_st_writer_abort(&w);
   free(ws.var);
+  free(ws.bcnt);
   free(specs);
   free(fnames);
   free(tnames);
