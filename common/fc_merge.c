@@ -837,6 +837,10 @@ FC_INLINE void fused_sce_var(job_t *J, const int nm, scratch_t *s, size_t blk) {
   vd8 sq[FC_MERGE_MAX_MODELS];
   for (int i = 0; i < nm; i++) sq[i] = (vd8){0};
   vu8 nzc = {0}, abv = {0};
+  /* Squares are summed in f32 over 8 steps (32 per lane at most), then in f64. */
+  vf8 sq32[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) sq32[i] = (vf8){0};
+  int steps = 0;
   for (size_t j = 0; j < cnt; j += 8 * FU) {
     vf8 d[FC_MERGE_MAX_MODELS][FU], var[FU];
     int U = FU;
@@ -862,9 +866,6 @@ FC_INLINE void fused_sce_var(job_t *J, const int nm, scratch_t *s, size_t blk) {
       }
     }
     var8(nm, (const vf8(*)[FU])d, var, U);
-    /* Squares are summed in f32 over the (at most 4 x 8) elements of one step, then in f64. */
-    vf8 sq32[FC_MERGE_MAX_MODELS];
-    for (int i = 0; i < nm; i++) sq32[i] = (vf8){0};
     for (int u = 0; u < U; u++) {
       vu8 valid = ~(vu8){0};
       if (r < 8 * (size_t)u + 8)
@@ -892,8 +893,13 @@ FC_INLINE void fused_sce_var(job_t *J, const int nm, scratch_t *s, size_t blk) {
         }
       }
     }
-    if (band)
-      for (int i = 0; i < nm; i++) sq[i] += __builtin_convertvector(sq32[i], vd8);
+    if (band && (++steps == 8 || j + 8 * FU >= cnt)) {
+      for (int i = 0; i < nm; i++) {
+        sq[i] += __builtin_convertvector(sq32[i], vd8);
+        sq32[i] = (vf8){0};
+      }
+      steps = 0;
+    }
   }
   int64_t nz = 0, a = 0;
   for (int l = 0; l < 8; l++) nz += nzc[l], a += abv[l];
