@@ -2049,6 +2049,8 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     char *path = fc_path_join(out_dir, fnames[k]);
     rc = fc_st_writer_new(&w, path, specs + k, k1 - k, (const char *const[]){"format", "pt", NULL}, err);
     free(path);
+    /* A full disk fails here, before the work, not after. */
+    if (!rc) rc = fc_st_writer_reserve(w, err);
     for (size_t j = k; j < k1 && !rc; j++) {
       const fc_st_tensor_t *b = fc_st_at(base, j);
       for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);

@@ -450,6 +450,7 @@ struct fc_st_writer {
   size_t n, next;
   uint16_t *conv; /* conversion buffer for f16/bf16 output */
   size_t conv_cap;
+  uint64_t total; /* file size once complete */
 };
 
 static size_t spec_bytes(const fc_st_spec_t *s) {
@@ -512,8 +513,18 @@ int fc_st_writer_new(fc_st_writer_t **out, const char *path, const fc_st_spec_t 
     w->specs[i].name = fc_xstrdup(specs[i].name);
   }
   w->n = n;
+  w->total = 8 + padded + off;
   *out = w;
   return 0;
+}
+
+int fc_st_writer_reserve(fc_st_writer_t *w, fc_err_t *err) {
+  if (fflush(w->af.fp) == EOF)
+    return fc_err_set(err, FC_EIO, "cannot write %s: %s", w->af.tmp, strerror(errno));
+  int rc = fallocate(fileno(w->af.fp), FALLOC_FL_KEEP_SIZE, 0, (off_t)w->total);
+  if (rc == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return 0;
+  return fc_err_set(err, FC_EIO, "cannot reserve %.1f MB for %s: %s",
+                    (double)w->total / 1e6, w->af.tmp, strerror(errno));
 }
 
 int fc_st_writer_put_raw(fc_st_writer_t *w, size_t i, const void *data, size_t nbytes,

@@ -83,6 +83,10 @@ typedef struct fc_st_writer fc_st_writer_t;
 int fc_st_writer_new(fc_st_writer_t **out, const char *path, const fc_st_spec_t *specs, size_t n,
                      const char *const *meta, fc_err_t *err);
 /* Tensor i (the next one in order) from f32 values, converted to its declared dtype. */
+/* Reserves the complete file's blocks now (fallocate), so a full disk fails before any work is
+ * done instead of after it, and later writes find their pages allocated. A filesystem without
+ * fallocate is no error. */
+int fc_st_writer_reserve(fc_st_writer_t *w, fc_err_t *err);
 int fc_st_writer_put_f32(fc_st_writer_t *w, size_t i, const float *data, fc_err_t *err);
 /* Tensor i as raw bytes already in its declared dtype. */
 int fc_st_writer_put_raw(fc_st_writer_t *w, size_t i, const void *data, size_t nbytes,
