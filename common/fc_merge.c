@@ -1,11 +1,14 @@
 /* Model merging, streamed tensor by tensor. Each method is a few passes over fixed-size blocks
  * of one tensor: blocks are converted from the mapped file into small f32 scratch buffers, so
  * no pass materialises whole deltas; for bf16 models (the common case) the hot passes read the
- * mapping directly, eight elements at a time, and the final pass writes the output file from
- * each thread. Top-k selections (TIES magnitudes, SCE variances) are a
- * two-level radix select on the f32 bit patterns (non-negative floats order like integers),
- * not a sort. Floating-point reductions are summed per block and then in block order, and
- * integer histograms are order-free, so results never depend on the thread count. */
+ * mapping directly, eight elements at a time, each thread taking runs of blocks, and the final
+ * pass writes the output file from each thread. Top-k selections (TIES magnitudes, SCE
+ * variances) compare f32 bit patterns (non-negative floats order like integers): a sample
+ * places a band around the k-th largest key, one pass counts the keys above it and collects
+ * those inside (for bf16 TIES, the sample's frequent keys are counted per block instead), and
+ * the exact threshold is found among them; when the sample misleads, a two-level radix select
+ * runs instead. Floating-point reductions are summed per block and then in block order, and
+ * integer counts are order-free, so results never depend on the thread count. */
 #include "fc_merge.h"
 
 #include <assert.h>
