@@ -487,6 +487,15 @@ static inline int any8(vu8 m) {
   return (q[0] | q[1] | q[2] | q[3]) != 0;
 }
 
+/* Bit l set for each set lane l of a mask, so the few set lanes can be visited with ctz
+ * (fewer mispredicted branches than a test per lane). */
+static inline unsigned lane_bits(vu8 m) {
+  vu8 bits = m & (vu8){1, 2, 4, 8, 16, 32, 64, 128};
+  unsigned b = 0;
+  for (int l = 0; l < 8; l++) b |= bits[l];
+  return b;
+}
+
 /* Output vectors for elements [j, j + 8U) of the fused path; mp/bp point at element 0 of the
  * block (or at zero-padded copies for the tail). */
 #define FU 4          /* groups of eight per step, so their dependency chains interleave */
@@ -800,11 +809,7 @@ FC_INLINE void fused_ties_band(const job_t *J, const int nm, scratch_t *s, size_
         in &= ~eq;
       }
       if (!any8(in)) continue;
-      /* The lanes left, by their bits (fewer branches than a test per lane). */
-      vu8 bits = in & (vu8){1, 2, 4, 8, 16, 32, 64, 128};
-      unsigned m = 0;
-      for (int l = 0; l < 8; l++) m |= bits[l];
-      while (m) {
+      for (unsigned m = lane_bits(in); m;) {
         int l = __builtin_ctz(m);
         m &= m - 1;
         int q = ttab_find(S, key[l]);
@@ -883,18 +888,14 @@ FC_INLINE void fused_sce_var(job_t *J, const int nm, scratch_t *s, size_t blk) {
         vf8 x = (vf8)((vu8)d[i][u] & above);
         sq32[i] += x * x;
       }
-      if (any8(in)) {
-        vu8 bits = in & (vu8){1, 2, 4, 8, 16, 32, 64, 128};
-        unsigned m = 0;
-        for (int l = 0; l < 8; l++) m |= bits[l];
-        while (m) {
+      if (any8(in))
+        for (unsigned m = lane_bits(in); m;) {
           int l = __builtin_ctz(m);
           m &= m - 1;
           float dv[FC_MERGE_MAX_MODELS];
           for (int i = 0; i < nm; i++) dv[i] = d[i][u][l];
           cand_push(T, off + j + 8 * (size_t)u + (size_t)l, key[l], dv, nm);
         }
-      }
     }
     if (band && (++steps == 8 || j + 8 * FU >= cnt)) {
       for (int i = 0; i < nm; i++) {

@@ -45,6 +45,30 @@ static void make_inputs(uint16_t *h[4], float *f[4], int n) {
     }
 }
 
+/* The base (index 0) and three models as bf16 and as f32 tensors, and the models' pointers. */
+typedef struct {
+  fc_st_tensor_t hb, fb, hm[3], fm[3];
+  const fc_st_tensor_t *hin[3], *fin[3];
+} inputs_t;
+
+static void wrap_inputs(inputs_t *in, uint16_t *h[4], float *f[4], int64_t n) {
+  in->hb = mk("t", FC_DT_BF16, h[0], n);
+  in->fb = mk("t", FC_DT_F32, f[0], n);
+  for (int k = 0; k < 3; k++) {
+    in->hm[k] = mk("t", FC_DT_BF16, h[k + 1], n);
+    in->fm[k] = mk("t", FC_DT_F32, f[k + 1], n);
+    in->hin[k] = &in->hm[k];
+    in->fin[k] = &in->fm[k];
+  }
+}
+
+static void free_planes(uint16_t *h[4], float *f[4]) {
+  for (int k = 0; k < 4; k++) {
+    free(h[k]);
+    free(f[k]);
+  }
+}
+
 static int ulps(float a, float b) {
   int32_t x, y;
   memcpy(&x, &a, 4);
@@ -62,15 +86,9 @@ static void test_fused_matches_generic(void **state) {
     f[k] = fc_xmalloc(N * 4);
   }
   make_inputs(h, f, N);
-  fc_st_tensor_t hb = mk("t", FC_DT_BF16, h[0], N), fb = mk("t", FC_DT_F32, f[0], N);
-  fc_st_tensor_t hm[3], fm[3];
-  const fc_st_tensor_t *hin[3], *fin[3];
-  for (int k = 0; k < 3; k++) {
-    hm[k] = mk("t", FC_DT_BF16, h[k + 1], N);
-    fm[k] = mk("t", FC_DT_F32, f[k + 1], N);
-    hin[k] = &hm[k];
-    fin[k] = &fm[k];
-  }
+  inputs_t in;
+  wrap_inputs(&in, h, f, N);
+  const fc_st_tensor_t *const *hin = in.hin, *const *fin = in.fin, *hbp = &in.hb, *fbp = &in.fb;
   float *o1 = fc_xmalloc(N * 4), *o3 = fc_xmalloc(N * 4), *want = fc_xmalloc(N * 4);
   /* band: also with the one-pass band selection (fc_merge_band_min 0), which has its own
    * bf16 pass for TIES. */
@@ -107,8 +125,8 @@ static void test_fused_matches_generic(void **state) {
     fc_merge_band_min = cases[c].band ? 0 : (size_t)1 << 18;
     size_t hits = fc_merge_band_hits;
     fc_err_t err = {0};
-    const fc_st_tensor_t *hbase = cases[c].m == FC_MERGE_LINEAR ? NULL : &hb;
-    const fc_st_tensor_t *fbase = cases[c].m == FC_MERGE_LINEAR ? NULL : &fb;
+    const fc_st_tensor_t *hbase = cases[c].m == FC_MERGE_LINEAR ? NULL : hbp;
+    const fc_st_tensor_t *fbase = cases[c].m == FC_MERGE_LINEAR ? NULL : fbp;
     assert_int_equal(fc_merge_tensor(&cfg, "t", hbase, hin, o1, NULL, 1, &err), 0);
     /* The band pass resolved every selection (no fallback to the radix select). */
     if (cases[c].band)
@@ -131,10 +149,7 @@ static void test_fused_matches_generic(void **state) {
   free(o1);
   free(o3);
   free(want);
-  for (int k = 0; k < 4; k++) {
-    free(h[k]);
-    free(f[k]);
-  }
+  free_planes(h, f);
 }
 
 /* Whole-model merges of bf16 files: the bf16 output is the f32 output rounded by
@@ -215,10 +230,7 @@ static void test_fused_run_bf16_out(void **state) {
     fc_st_close(&sf);
     fc_st_close(&sh);
   }
-  for (int k = 0; k < 4; k++) {
-    free(h[k]);
-    free(f[k]);
-  }
+  free_planes(h, f);
   char cmd[400];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
   assert_int_equal(system(cmd), 0);
@@ -252,14 +264,8 @@ static void test_fused_ties_tie_groups(void **state) {
       h[k][i] = (uint16_t)(b + steps[fc_rng_u64(&r) % 16]);
       f[k][i] = fc_bf16_to_f32(h[k][i]);
     }
-  fc_st_tensor_t hb = mk("t", FC_DT_BF16, h[0], n), fb = mk("t", FC_DT_F32, f[0], n), hm[3], fm[3];
-  const fc_st_tensor_t *hin[3], *fin[3];
-  for (int k = 0; k < 3; k++) {
-    hm[k] = mk("t", FC_DT_BF16, h[k + 1], n);
-    fm[k] = mk("t", FC_DT_F32, f[k + 1], n);
-    hin[k] = &hm[k];
-    fin[k] = &fm[k];
-  }
+  inputs_t in;
+  wrap_inputs(&in, h, f, n);
   float *o1 = fc_xmalloc((size_t)n * 4), *o3 = fc_xmalloc((size_t)n * 4), *want = fc_xmalloc((size_t)n * 4);
   const double dens[] = {0.2, 0.5, 0.77};
   for (size_t c = 0; c < sizeof dens / sizeof dens[0]; c++) {
@@ -272,11 +278,11 @@ static void test_fused_ties_tie_groups(void **state) {
     fc_err_t err = {0};
     fc_merge_band_min = 0;
     size_t hits = fc_merge_band_hits;
-    assert_int_equal(fc_merge_tensor(&cfg, "t", &hb, hin, o1, NULL, 1, &err), 0);
+    assert_int_equal(fc_merge_tensor(&cfg, "t", &in.hb, in.hin, o1, NULL, 1, &err), 0);
     assert_int_equal(fc_merge_band_hits - hits, 3);
-    assert_int_equal(fc_merge_tensor(&cfg, "t", &hb, hin, o3, NULL, 3, &err), 0);
+    assert_int_equal(fc_merge_tensor(&cfg, "t", &in.hb, in.hin, o3, NULL, 3, &err), 0);
     fc_merge_band_min = (size_t)1 << 40; /* the generic path's radix select */
-    assert_int_equal(fc_merge_tensor(&cfg, "t", &fb, fin, want, NULL, 2, &err), 0);
+    assert_int_equal(fc_merge_tensor(&cfg, "t", &in.fb, in.fin, want, NULL, 2, &err), 0);
     fc_merge_band_min = (size_t)1 << 18;
     if (memcmp(o1, o3, (size_t)n * 4)) fail_msg("density %g: 1 and 3 threads differ", dens[c]);
     for (int i = 0; i < n; i++)
@@ -286,10 +292,7 @@ static void test_fused_ties_tie_groups(void **state) {
   free(o1);
   free(o3);
   free(want);
-  for (int k = 0; k < 4; k++) {
-    free(h[k]);
-    free(f[k]);
-  }
+  free_planes(h, f);
 }
 
 int main(void) {
