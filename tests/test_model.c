@@ -164,11 +164,18 @@ static void test_backward(void **state) {
     }
     printf("%-24s gradients: worst relative diff %.2e over %zu tensors\n", variants[v], worst,
            fc_model_num_tensors(f.m));
-    /* A second backward accumulates: gradients double. */
+    /* A second backward accumulates: gradients double. Per tensor again: a bias gradient is a
+     * sum over rows that starts from the first backward's value the second time, so it rounds
+     * differently, and where its terms cancel (qwen2_swa's k_proj.bias: 0.33 from terms near
+     * 200) that is visible against the element but not against the tensor. */
     float *g1 = malloc(fc_model_num_params(f.m) * sizeof(float));
     memcpy(g1, g, fc_model_num_params(f.m) * sizeof(float));
     assert_int_equal(fc_model_backward(f.m, R, &err), 0);
-    for (size_t i = 0; i < fc_model_num_params(f.m); i++) assert_true(fabsf(g[i] - 2 * g1[i]) <= 1e-5f * (1 + fabsf(g1[i])));
+    for (size_t t = 0; t < fc_model_num_tensors(f.m); t++) {
+      const fc_param_info_t *pi = fc_model_tensor(f.m, t);
+      float bound = 1e-5f * (1 + max_abs(g1 + pi->offset, pi->numel));
+      for (size_t i = pi->offset; i < pi->offset + pi->numel; i++) assert_true(fabsf(g[i] - 2 * g1[i]) <= bound);
+    }
     free(g1);
     free(R);
     close_fixture(&f);
