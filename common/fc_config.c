@@ -1,6 +1,7 @@
 /* Reading and writing Hugging Face config.json for the Llama family. */
 #include "fc_config.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,6 +44,67 @@ static int get_token_id(json_t *root, const char *key, int *out, const char *wha
   return 0;
 }
 
+/* sliding_window: a positive integer, or null for none (kept as 0); absent gives def. */
+static int get_window(json_t *root, int def, int *out, const char *what, fc_err_t *err) {
+  json_t *v = json_object_get(root, "sliding_window");
+  if (!v) return *out = def, 0;
+  if (json_is_null(v)) return *out = 0, 0;
+  if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > (1 << 30))
+    return fc_err_set(err, FC_EFORMAT, "%s: 'sliding_window' must be a positive integer or null", what);
+  *out = (int)json_integer_value(v);
+  return 0;
+}
+
+/* Qwen2's window options. Hugging Face drops the window unless use_sliding_window, then
+ * windows the layers layer_types marks "sliding_attention", or without layer_types those at
+ * index >= max_window_layers. */
+static int parse_qwen2_window(fc_config_t *c, json_t *root, const char *what, fc_err_t *err) {
+  int rc;
+  if ((rc = get_bool(root, "use_sliding_window", 0, &c->use_sliding_window, what, err)) ||
+      (rc = get_window(root, 4096, &c->sliding_window, what, err)) ||
+      (rc = get_int(root, "max_window_layers", 28, &c->max_window_layers, what, err)))
+    return rc;
+  if (c->max_window_layers < 0)
+    return fc_err_set(err, FC_EFORMAT, "%s: 'max_window_layers' must not be negative", what);
+  json_t *lt = json_object_get(root, "layer_types");
+  if (!lt || json_is_null(lt)) return 0;
+  if (!json_is_array(lt) || json_array_size(lt) != (size_t)c->num_layers)
+    return fc_err_set(err, FC_EFORMAT, "%s: 'layer_types' must list one type for each of the %d layers", what,
+                      c->num_layers);
+  if (c->num_layers > FC_CONFIG_MAX_LAYER_TYPES)
+    return fc_err_set(err, FC_EUNSUPPORTED, "%s: 'layer_types' for more than %d layers is not supported", what,
+                      FC_CONFIG_MAX_LAYER_TYPES);
+  for (int l = 0; l < c->num_layers; l++) {
+    const char *t = json_string_value(json_array_get(lt, (size_t)l));
+    if (t && !strcmp(t, "full_attention")) {
+      c->layer_sliding[l] = 0;
+    } else if (t && !strcmp(t, "sliding_attention")) {
+      /* Hugging Face refuses a sliding layer without a window (use_sliding_window false or
+       * sliding_window null): so do we, rather than guess which one was meant. */
+      if (!c->use_sliding_window || !c->sliding_window)
+        return fc_err_set(err, FC_EFORMAT,
+                          "%s: layer_types[%d] is sliding_attention but use_sliding_window is false or "
+                          "sliding_window is null", what, l);
+      c->layer_sliding[l] = 1;
+    } else {
+      return fc_err_set(err, FC_EUNSUPPORTED,
+                        "%s: layer_types[%d] '%s' is not supported (full_attention, sliding_attention are)", what,
+                        l, t ? t : "(not a string)");
+    }
+  }
+  c->has_layer_types = 1;
+  return 0;
+}
+
+int fc_config_layer_window(const fc_config_t *c, int layer) {
+  assert(layer >= 0 && layer < c->num_layers);
+  assert(!c->has_layer_types || c->num_layers <= FC_CONFIG_MAX_LAYER_TYPES);
+  if (!strcmp(c->model_type, "mistral")) return c->sliding_window;
+  if (strcmp(c->model_type, "qwen2") || !c->use_sliding_window || !c->sliding_window) return 0;
+  if (c->has_layer_types) return c->layer_sliding[layer] ? c->sliding_window : 0;
+  return layer >= c->max_window_layers ? c->sliding_window : 0;
+}
+
 void fc_config_default(fc_config_t *c, const char *model_type) {
   memset(c, 0, sizeof *c);
   snprintf(c->model_type, sizeof c->model_type, "%s", model_type);
@@ -60,6 +122,7 @@ void fc_config_default(fc_config_t *c, const char *model_type) {
   c->bos_token_id = c->eos_token_id = -1;
   snprintf(c->torch_dtype, sizeof c->torch_dtype, "float32");
   c->initializer_range = 0.02f;
+  c->max_window_layers = 28; /* inert: new models get no window (sliding_window 0) */
 }
 
 int fc_config_parse(fc_config_t *c, const char *text, const char *what, fc_err_t *err) {
@@ -136,6 +199,10 @@ int fc_config_parse(fc_config_t *c, const char *text, const char *what, fc_err_t
     rc = fc_err_set(err, FC_EFORMAT, "%s: rms_norm_eps and rope_theta must be positive", what);
     goto out;
   }
+  /* Mistral windows every layer (sliding_window absent means Hugging Face's default 4096;
+   * null means none); Llama has no window and ignores the keys. */
+  if (!strcmp(type, "mistral") && (rc = get_window(root, 4096, &c->sliding_window, what, err))) goto out;
+  if (!strcmp(type, "qwen2") && (rc = parse_qwen2_window(c, root, what, err))) goto out;
   json_t *act = json_object_get(root, "hidden_act");
   if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu"))) {
     rc = fc_err_set(err, FC_EUNSUPPORTED, "%s: hidden_act must be silu", what);
@@ -216,6 +283,18 @@ int fc_config_save(const fc_config_t *c, const char *path, fc_err_t *err) {
       json_object_set_new(rs, "original_max_position_embeddings", json_integer(c->rope_original_max_pos));
     }
     json_object_set_new(r, "rope_scaling", rs);
+  }
+  if (!strcmp(c->model_type, "mistral") || !strcmp(c->model_type, "qwen2"))
+    json_object_set_new(r, "sliding_window", c->sliding_window ? json_integer(c->sliding_window) : json_null());
+  if (!strcmp(c->model_type, "qwen2")) {
+    json_object_set_new(r, "use_sliding_window", json_boolean(c->use_sliding_window));
+    json_object_set_new(r, "max_window_layers", json_integer(c->max_window_layers));
+    if (c->has_layer_types) {
+      json_t *lt = json_array();
+      for (int l = 0; l < c->num_layers; l++)
+        json_array_append_new(lt, json_string(c->layer_sliding[l] ? "sliding_attention" : "full_attention"));
+      json_object_set_new(r, "layer_types", lt);
+    }
   }
   json_object_set_new(r, "use_cache", json_true());
   char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));

@@ -3,7 +3,12 @@
 #ifndef FC_CONFIG_H
 #define FC_CONFIG_H
 
+#include <stdint.h>
+
 #include "fc_util.h"
+
+/* Most layers a config.json may list in layer_types. */
+#define FC_CONFIG_MAX_LAYER_TYPES 512
 
 typedef struct fc_config {
   char model_type[32];     /* "llama", "mistral" or "qwen2" */
@@ -28,6 +33,16 @@ typedef struct fc_config {
   float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
   int rope_original_max_pos;
   float initializer_range;
+  /* Sliding-window attention, as Hugging Face: on a windowed layer query position i sees keys
+   * j with i - W < j <= i (W positions, itself included). Which layers are windowed:
+   * mistral: all when sliding_window is set; qwen2: only with use_sliding_window, then the
+   * layers marked in layer_types or else those with index >= max_window_layers; llama: none.
+   * Ask fc_config_layer_window() rather than reading these. */
+  int sliding_window;     /* W from config.json, 0 when null (mistral and qwen2 default 4096) */
+  int use_sliding_window; /* qwen2 */
+  int max_window_layers;  /* qwen2 (default 28) */
+  int has_layer_types;    /* qwen2: config.json lists layer_types (written back then) */
+  uint8_t layer_sliding[FC_CONFIG_MAX_LAYER_TYPES]; /* [L] with has_layer_types: 1 = sliding */
 } fc_config_t;
 
 /* path: config.json or a model directory holding it. Validates the numbers and rejects model
@@ -39,6 +54,9 @@ int fc_config_parse(fc_config_t *c, const char *json_text, const char *what, fc_
 int fc_config_save(const fc_config_t *c, const char *path, fc_err_t *err);
 /* Sensible defaults for a new small model of the given type (used by model init). */
 void fc_config_default(fc_config_t *c, const char *model_type);
+/* The attention window of layer `layer`: W when it uses sliding-window attention, 0 when it
+ * attends to every earlier position. */
+int fc_config_layer_window(const fc_config_t *c, int layer);
 /* Parameter count of the model the config describes. */
 long long fc_config_num_params(const fc_config_t *c);
 

@@ -1,5 +1,6 @@
 /* Decoding with a KV cache: each step feeds only the new tokens, attending over the cached
- * keys and values of every earlier position. */
+ * keys and values of every earlier position (or, on a sliding-window layer, of the last W: the
+ * cache keeps every position, the products start at the window's first key). */
 #include "fc_generate.h"
 
 #include <cblas.h>
@@ -104,12 +105,17 @@ const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *id
     fc_linear_forward(V + (size_t)pos0 * KVD, kc->ln, w->wv, w->bv, n, C, KVD, 0);
     fc_rope(kc->q, n, n, pos0, NH, HD, m->rope_cos, m->rope_sin, 0);
     fc_rope(K + (size_t)pos0 * KVD, n, n, pos0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+    /* Keys before c0 are outside every new row's window: the scores S (n, total - c0) start
+     * at key c0, so row i is at position pos0 + i - c0 of them. */
+    int win = fc_config_layer_window(c, l), c0 = win > 0 && pos0 - win + 1 > 0 ? pos0 - win + 1 : 0;
+    int ns = total - c0;
     for (int h = 0; h < NH; h++) {
-      const float *Kh = K + (size_t)(h / rep) * HD, *Vh = V + (size_t)(h / rep) * HD;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, total, HD, scale, kc->q + (size_t)h * HD, QD, Kh,
-                  KVD, 0.0f, kc->S, total);
-      fc_causal_softmax(kc->S, pos0, n, total);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, total, 1.0f, kc->S, total, Vh, KVD, 0.0f,
+      const float *Kh = K + (size_t)c0 * KVD + (size_t)(h / rep) * HD;
+      const float *Vh = V + (size_t)c0 * KVD + (size_t)(h / rep) * HD;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, ns, HD, scale, kc->q + (size_t)h * HD, QD, Kh, KVD,
+                  0.0f, kc->S, ns);
+      fc_causal_softmax(kc->S, pos0 - c0, n, ns, win);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, ns, 1.0f, kc->S, ns, Vh, KVD, 0.0f,
                   kc->atty + (size_t)h * HD, QD);
     }
     memcpy(kc->xmid, kc->x, (size_t)n * C * sizeof(float));
@@ -245,6 +251,7 @@ static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids
   for (int i = 0; i < n; i++) memcpy(sc->x + (size_t)i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
   for (int l = 0; l < c->num_layers; l++) {
     const fc_layer_w_t *w = &m->w.layer[l];
+    int win = fc_config_layer_window(c, l);
     fc_rmsnorm_forward(sc->ln, NULL, sc->x, w->ln1, n, C, c->rms_norm_eps);
     fc_linear_forward(sc->q, sc->ln, w->wq, w->bq, n, C, QD, 0);
     fc_linear_forward(knew, sc->ln, w->wk, w->bk, n, C, KVD, 0);
@@ -258,12 +265,15 @@ static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids
       memcpy(V + (size_t)pos * KVD, vnew + (size_t)i * KVD, (size_t)KVD * sizeof(float));
       fc_rope(q, 1, 1, pos, NH, HD, m->rope_cos, m->rope_sin, 0);
       fc_rope(K + (size_t)pos * KVD, 1, 1, pos, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+      /* The row sees keys [c0, pos]: all of them, or the last W on a sliding-window layer. */
+      int c0 = win > 0 && pos - win + 1 > 0 ? pos - win + 1 : 0, ns = pos + 1 - c0;
       for (int h = 0; h < NH; h++) {
-        const float *Kh = K + (size_t)(h / rep) * HD, *Vh = V + (size_t)(h / rep) * HD;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, pos + 1, HD, scale, q + (size_t)h * HD, QD, Kh, KVD,
-                    0.0f, sc->S, pos + 1);
-        fc_causal_softmax(sc->S, pos, 1, pos + 1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, HD, pos + 1, 1.0f, sc->S, pos + 1, Vh, KVD, 0.0f,
+        const float *Kh = K + (size_t)c0 * KVD + (size_t)(h / rep) * HD;
+        const float *Vh = V + (size_t)c0 * KVD + (size_t)(h / rep) * HD;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, ns, HD, scale, q + (size_t)h * HD, QD, Kh, KVD,
+                    0.0f, sc->S, ns);
+        fc_causal_softmax(sc->S, pos - c0, 1, ns, win);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1, HD, ns, 1.0f, sc->S, ns, Vh, KVD, 0.0f,
                     y + (size_t)h * HD, QD);
       }
     }

@@ -128,8 +128,10 @@ static fc_model_t *model_new(const fc_config_t *cfg) {
 static int check_config(const fc_config_t *c, fc_err_t *err) {
   if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_layers <= 0 || c->num_heads <= 0 ||
       c->num_kv_heads <= 0 || c->head_dim <= 0 || c->head_dim % 2 || c->vocab_size <= 0 ||
-      c->num_heads % c->num_kv_heads || c->rms_norm_eps <= 0 || c->rope_theta <= 0)
-    return fc_err_set(err, FC_EINVAL, "model config is inconsistent (sizes, heads, head_dim, eps, rope_theta)");
+      c->num_heads % c->num_kv_heads || c->rms_norm_eps <= 0 || c->rope_theta <= 0 || c->sliding_window < 0 ||
+      c->max_window_layers < 0 || (c->has_layer_types && c->num_layers > FC_CONFIG_MAX_LAYER_TYPES))
+    return fc_err_set(err, FC_EINVAL,
+                      "model config is inconsistent (sizes, heads, head_dim, eps, rope_theta, sliding window)");
   return 0;
 }
 
@@ -319,20 +321,26 @@ static void acts_reserve(fc_model_t *m, int B, int T, int train, size_t head_row
 
 /* ---------------------------------------------------------------- attention */
 
-/* P (T,T) = causal softmax(Q K^T * scale) for one (b, head); Q rows ld QD, K rows ld KVD.
- * Computed in row blocks so the products skip most of the masked upper triangle. */
-static void attn_probs(float *P, const float *Q, const float *K, int T, int HD, int QD, int KVD, float scale) {
+/* First key column a row block starting at query r0 can see under window W (0: none). */
+static int window_col0(int r0, int window) { return window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0; }
+
+/* P (T,T) = causal softmax(Q K^T * scale) for one (b, head); Q rows ld QD, K rows ld KVD;
+ * window W > 0 also masks keys j <= i - W (sliding-window attention). Computed in row blocks
+ * so the products skip most of the masked upper triangle, and with a window the columns left
+ * of the block's window too (the softmax zeroes them). */
+static void attn_probs(float *P, const float *Q, const float *K, int T, int HD, int QD, int KVD, float scale,
+                       int window) {
   const int blk = 128;
   for (int r0 = 0; r0 < T; r0 += blk) {
-    int n = T - r0 < blk ? T - r0 : blk;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r0 + n, HD, scale, Q + (size_t)r0 * QD, QD, K,
-                KVD, 0.0f, P + (size_t)r0 * T, T);
-    fc_causal_softmax(P + (size_t)r0 * T, r0, n, T);
+    int n = T - r0 < blk ? T - r0 : blk, c0 = window_col0(r0, window);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r0 + n - c0, HD, scale, Q + (size_t)r0 * QD, QD,
+                K + (size_t)c0 * KVD, KVD, 0.0f, P + (size_t)r0 * T + c0, T);
+    fc_causal_softmax(P + (size_t)r0 * T, r0, n, T, window);
   }
 }
 
 static void attention_forward(fc_model_t *m, float *atty, const float *q, const float *k, const float *v, int B,
-                              int T) {
+                              int T, int window) {
   const fc_config_t *c = &m->cfg;
   int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
   int QD = NH * HD, KVD = c->num_kv_heads * HD;
@@ -352,11 +360,11 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
     const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
     const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
     float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
-    attn_probs(P, Q, K, T, HD, QD, KVD, scale);
+    attn_probs(P, Q, K, T, HD, QD, KVD, scale, window);
     for (int r0 = 0; r0 < T; r0 += blk) {
-      int n = T - r0 < blk ? T - r0 : blk;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n, 1.0f, P + (size_t)r0 * T, T, Vv, KVD,
-                  0.0f, Y + (size_t)r0 * QD, QD);
+      int n = T - r0 < blk ? T - r0 : blk, c0 = window_col0(r0, window);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n - c0, 1.0f, P + (size_t)r0 * T + c0, T,
+                  Vv + (size_t)c0 * KVD, KVD, 0.0f, Y + (size_t)r0 * QD, QD);
     }
   }
   if (nthr > 1) openblas_set_num_threads(saved);
@@ -366,7 +374,7 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
  * probabilities are recomputed from q and k rather than stored: (B,NH,T,T) per layer would
  * dominate training memory. */
 static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, const float *datty,
-                               const float *q, const float *k, const float *v, int B, int T) {
+                               const float *q, const float *k, const float *v, int B, int T, int window) {
   const fc_config_t *c = &m->cfg;
   int NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, rep = NH / NKV;
   int QD = NH * HD, KVD = NKV * HD;
@@ -386,20 +394,21 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
     for (int h = kh * rep; h < (kh + 1) * rep; h++) {
       size_t qo = (size_t)b * T * QD + (size_t)h * HD;
       const float *Q = q + qo, *dY = datty + qo;
-      attn_probs(P, Q, K, T, HD, QD, KVD, scale);
-      /* Row blocks of queries [r0, r0+n) see keys [0, r0+n): every product skips the masked
-       * upper triangle. Per block: dP = dY V^T; dV += P^T dY; dS = softmax'(dP);
-       * dQ = dS K; dK += dS^T Q. */
+      attn_probs(P, Q, K, T, HD, QD, KVD, scale, window);
+      /* Row blocks of queries [r0, r0+n) see keys [c0, r0+n) (c0 = 0 without a window): every
+       * product skips the masked upper triangle and the keys left of the window. Per block:
+       * dP = dY V^T; dV += P^T dY; dS = softmax'(dP); dQ = dS K; dK += dS^T Q. */
       for (int r0 = 0; r0 < T; r0 += blk) {
-        int n = T - r0 < blk ? T - r0 : blk, w = r0 + n;
+        int n = T - r0 < blk ? T - r0 : blk, c0 = window_col0(r0, window), w = r0 + n - c0;
         const float *Pb = P + (size_t)r0 * T, *dYb = dY + (size_t)r0 * QD, *Qb = Q + (size_t)r0 * QD;
-        float *dPb = dP + (size_t)r0 * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w, HD, 1.0f, dYb, QD, Vv, KVD, 0.0f, dPb, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, Pb, T, dYb, QD, 1.0f, dv + ko, KVD);
-        fc_causal_softmax_backward(dPb, Pb, r0, n, T, scale);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, w, 1.0f, dPb, T, K, KVD, 0.0f,
+        const float *Kc = K + (size_t)c0 * KVD, *Vc = Vv + (size_t)c0 * KVD;
+        float *dPb = dP + (size_t)r0 * T, *dkc = dk + ko + (size_t)c0 * KVD, *dvc = dv + ko + (size_t)c0 * KVD;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w, HD, 1.0f, dYb, QD, Vc, KVD, 0.0f, dPb + c0, T);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, Pb + c0, T, dYb, QD, 1.0f, dvc, KVD);
+        fc_causal_softmax_backward(dPb, Pb, r0, n, T, window, scale);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, w, 1.0f, dPb + c0, T, Kc, KVD, 0.0f,
                     dq + qo + (size_t)r0 * QD, QD);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, dPb, T, Qb, QD, 1.0f, dk + ko, KVD);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, w, HD, n, 1.0f, dPb + c0, T, Qb, QD, 1.0f, dkc, KVD);
       }
     }
   }
@@ -471,7 +480,7 @@ static void trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int t
     fc_rope(q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
     fc_rope(k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
     pr_mark(PR_ROPE);
-    attention_forward(m, atty, q, k, v, B, T);
+    attention_forward(m, atty, q, k, v, B, T, fc_config_layer_window(c, l));
     pr_mark(PR_ATTN);
     memcpy(xmid, xin, BT * C * sizeof(float));
     fc_linear_forward(xmid, atty, w->wo, w->bo, N, QD, C, 1);
@@ -622,7 +631,7 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     pr_mark(PR_B_O);
     memset(ga->dk, 0, BT * KVD * sizeof(float));
     memset(ga->dv, 0, BT * KVD * sizeof(float));
-    attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, q, k, v, B, T);
+    attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, q, k, v, B, T, fc_config_layer_window(c, l));
     fc_rope(ga->dq, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 1);
     fc_rope(ga->dk, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 1);
     pr_mark(PR_B_ATTN);

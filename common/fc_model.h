@@ -1,6 +1,9 @@
 /* The Llama-family transformer (llama, mistral, qwen2) in f32: parameters, gradients and
  * activations in flat buffers (llm.c style), batched full-sequence forward and backward
  * through cblas_sgemm, top-K next-token distributions. Generation lives in fc_generate.h.
+ * Attention is causal; on the layers the config windows (Mistral sliding_window, Qwen2
+ * use_sliding_window: fc_config_layer_window) position i sees only the last W positions,
+ * i - W < j <= i, as Hugging Face does, in forward, backward and cached decoding alike.
  *
  * This header is the contract between the model engine and the training engine: the
  * signatures below are fixed; the implementation owns the rest. */

@@ -157,39 +157,54 @@ FC_VEC void fc_swiglu_backward(float *dg, float *du, const float *dh, const floa
   FC_FTZ_END;
 }
 
-FC_VEC void fc_causal_softmax(float *S, int r0, int n, int ld) {
-  FC_FTZ_BEGIN;
+/* The softmax rows, inlined into both entry points below: with window a literal 0 `first` folds
+ * to 0 and the plain causal mask compiles to the loops it always had. */
+static inline __attribute__((always_inline)) void softmax_rows(float *S, int r0, int n, int ld, int window) {
   for (int i = 0; i < n; i++) {
     float *s = S + (size_t)i * ld;
-    int last = r0 + i;
-    float mx = s[0];
+    int last = r0 + i, first = window > 0 && last - window + 1 > 0 ? last - window + 1 : 0;
+    for (int j = 0; j < first; j++) s[j] = 0.0f;
+    float mx = s[first];
     FC_SIMD_MAX(mx)
-    for (int j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
+    for (int j = first + 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
     float sum = 0.0f;
     FC_SIMD_SUM(sum)
-    for (int j = 0; j <= last; j++) {
+    for (int j = first; j <= last; j++) {
       s[j] = fast_expf(s[j] - mx);
       sum += s[j];
     }
     float inv = 1.0f / sum;
     FC_SIMD
-    for (int j = 0; j <= last; j++) s[j] *= inv;
+    for (int j = first; j <= last; j++) s[j] *= inv;
     for (int j = last + 1; j < ld; j++) s[j] = 0.0f;
   }
+}
+
+FC_VEC void fc_causal_softmax(float *S, int r0, int n, int ld, int window) {
+  FC_FTZ_BEGIN;
+  if (window > 0) softmax_rows(S, r0, n, ld, window);
+  else softmax_rows(S, r0, n, ld, 0);
   FC_FTZ_END;
 }
 
-FC_VEC void fc_causal_softmax_backward(float *dS, const float *P, int r0, int n, int ld, float scale) {
+static inline __attribute__((always_inline)) void softmax_backward_rows(float *dS, const float *P, int r0, int n,
+                                                                        int ld, int window, float scale) {
   for (int i = 0; i < n; i++) {
     const float *p = P + (size_t)i * ld;
     float *d = dS + (size_t)i * ld, dot = 0.0f;
-    int last = r0 + i;
+    int last = r0 + i, first = window > 0 && last - window + 1 > 0 ? last - window + 1 : 0;
+    for (int j = 0; j < first; j++) d[j] = 0.0f;
     FC_SIMD_SUM(dot)
-    for (int j = 0; j <= last; j++) dot += p[j] * d[j];
+    for (int j = first; j <= last; j++) dot += p[j] * d[j];
     FC_SIMD
-    for (int j = 0; j <= last; j++) d[j] = p[j] * (d[j] - dot) * scale;
+    for (int j = first; j <= last; j++) d[j] = p[j] * (d[j] - dot) * scale;
     for (int j = last + 1; j < ld; j++) d[j] = 0.0f;
   }
+}
+
+FC_VEC void fc_causal_softmax_backward(float *dS, const float *P, int r0, int n, int ld, int window, float scale) {
+  if (window > 0) softmax_backward_rows(dS, P, r0, n, ld, window, scale);
+  else softmax_backward_rows(dS, P, r0, n, ld, 0, scale);
 }
 
 FC_VEC float fc_logsumexp(const float *x, int n) {

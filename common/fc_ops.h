@@ -34,12 +34,14 @@ void fc_swiglu_forward(float *h, const float *g, const float *u, size_t n);
 /* dg, du (N,F) from dh and the forward inputs. */
 void fc_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, size_t n);
 
-/* Row-wise softmax of n rows of S (row stride ld), row i being sequence position r0 + i:
- * columns 0..r0+i take part, the rest become 0 (causal mask). */
-void fc_causal_softmax(float *S, int r0, int n, int ld);
-/* In place: dP (n rows, ld; row i at position r0 + i) of a causal softmax P becomes the
- * gradient of the scores, P * (dP - rowsum(P * dP)) * scale; entries past the diagonal 0. */
-void fc_causal_softmax_backward(float *dP, const float *P, int r0, int n, int ld, float scale);
+/* Row-wise softmax of n rows of S (row stride ld), row i being sequence position p = r0 + i:
+ * columns 0..p take part, the rest become 0 (causal mask). With window W > 0 only columns
+ * p-W+1..p take part and the earlier ones become 0 too (sliding-window attention); W = 0 is
+ * the plain causal mask. */
+void fc_causal_softmax(float *S, int r0, int n, int ld, int window);
+/* In place: dP (n rows, ld; row i at position r0 + i) of a causal softmax P (same window)
+ * becomes the gradient of the scores, P * (dP - rowsum(P * dP)) * scale; masked entries 0. */
+void fc_causal_softmax_backward(float *dP, const float *P, int r0, int n, int ld, int window, float scale);
 /* log(sum(exp(x))) over n values, stable (max subtracted first). */
 float fc_logsumexp(const float *x, int n);
 

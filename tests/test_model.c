@@ -1,6 +1,7 @@
 /* The model engine against PyTorch (tests/ref/make_model_fixtures.py): logits, top-K,
- * gradients of every parameter, greedy generation, on small llama/qwen2 models in several
- * variants; plus padding, save/load round trips and bad input. */
+ * gradients of every parameter, greedy generation, on small llama/mistral/qwen2 models in
+ * several variants (mistral_swa and qwen2_swa with sliding windows of 3 and 4 positions, far
+ * shorter than the sequences); plus padding, save/load round trips and bad input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +17,8 @@
 #include "fc_model.h"
 #include "fc_tok.h"
 
-static const char *variants[] = {"llama_gqa", "llama_mha_tied_bf16", "qwen2_tied", "llama_bias_llama3_f16"};
+static const char *variants[] = {"llama_gqa",   "llama_mha_tied_bf16", "qwen2_tied", "llama_bias_llama3_f16",
+                                  "mistral_swa", "qwen2_swa"};
 #define NVAR (sizeof variants / sizeof variants[0])
 
 typedef struct fixture {
@@ -162,26 +164,39 @@ static void test_backward(void **state) {
     }
     printf("%-24s gradients: worst relative diff %.2e over %zu tensors\n", variants[v], worst,
            fc_model_num_tensors(f.m));
-    /* A second backward accumulates: gradients double. */
+    /* A second backward accumulates: gradients double. Per tensor again: a bias gradient is a
+     * sum over rows that starts from the first backward's value the second time, so it rounds
+     * differently, and where its terms cancel (qwen2_swa's k_proj.bias: 0.33 from terms near
+     * 200) that is visible against the element but not against the tensor. */
     float *g1 = malloc(fc_model_num_params(f.m) * sizeof(float));
     memcpy(g1, g, fc_model_num_params(f.m) * sizeof(float));
     assert_int_equal(fc_model_backward(f.m, R, &err), 0);
-    for (size_t i = 0; i < fc_model_num_params(f.m); i++) assert_true(fabsf(g[i] - 2 * g1[i]) <= 1e-5f * (1 + fabsf(g1[i])));
+    for (size_t t = 0; t < fc_model_num_tensors(f.m); t++) {
+      const fc_param_info_t *pi = fc_model_tensor(f.m, t);
+      float bound = 1e-5f * (1 + max_abs(g1 + pi->offset, pi->numel));
+      for (size_t i = pi->offset; i < pi->offset + pi->numel; i++) assert_true(fabsf(g[i] - 2 * g1[i]) <= bound);
+    }
     free(g1);
     free(R);
     close_fixture(&f);
   }
 }
 
-/* A 300-token sequence: attention runs in 128-row blocks past 128 positions (forward and
- * backward), and positions up to 300 exercise the RoPE tables further. Same tolerances. */
+/* Long sequences: attention runs in 128-row blocks past 128 positions (forward and backward),
+ * and positions up to 300 exercise the RoPE tables further; with mistral_swa's 3-token window
+ * the second block's products start right of the keys no row of it can see. Same tolerances. */
 static void test_long_sequence(void **state) {
   (void)state;
+  static const struct {
+    const char *name;
+    int min_T;
+  } longs[] = {{"llama_gqa", 257}, {"mistral_swa", 129}};
+  for (size_t li = 0; li < sizeof longs / sizeof longs[0]; li++) {
   fixture_t f;
-  open_fixture(&f, "llama_gqa");
+  open_fixture(&f, longs[li].name);
   const fc_st_tensor_t *tid = ref_tensor(&f, "long.ids");
   int T = (int)tid->shape[1];
-  assert_true(T > 256);
+  assert_true(T >= longs[li].min_T);
   size_t n;
   float *want = ref_f32(&f, "long.logits", &n), *R = ref_f32(&f, "long.R", NULL);
   fc_err_t err = {0};
@@ -208,6 +223,7 @@ static void test_long_sequence(void **state) {
   printf("long T=%d: gradients worst relative diff %.2e\n", T, worst);
   free(want), free(R);
   close_fixture(&f);
+  }
 }
 
 /* Right padding: a shorter row padded with arbitrary ids gives the same logits at its real
@@ -252,6 +268,8 @@ static void test_save_roundtrip(void **state) {
     assert_int_equal(a->tie_word_embeddings, b->tie_word_embeddings);
     assert_int_equal(a->head_dim, b->head_dim);
     assert_string_equal(a->rope_scaling_type, b->rope_scaling_type);
+    for (int l = 0; l < a->num_layers; l++)
+      assert_int_equal(fc_config_layer_window(a, l), fc_config_layer_window(b, l));
     fc_model_destroy(&m2);
     /* Tied models write no lm_head.weight. */
     char path[300];

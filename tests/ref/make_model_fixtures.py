@@ -6,9 +6,11 @@ log-softmax, gradients of every parameter by autograd, greedy generation).
 The `transformers` library is not available here, so the forward below is written from the
 Hugging Face modeling_llama / modeling_qwen2 definitions with plain torch ops: RMSNorm in f32,
 rotate_half RoPE (with linear and llama3 rope_scaling), repeat_kv for grouped-query attention,
-causal softmax attention, SwiGLU MLP, tied or separate LM head.
+causal softmax attention (with Mistral's / Qwen2's sliding window where the config sets one),
+SwiGLU MLP, tied or separate LM head.
 
-Run by hand: /usr/bin/python3 tests/ref/make_model_fixtures.py tests/fixtures/model
+Run by hand: /usr/bin/python3 tests/ref/make_model_fixtures.py tests/fixtures/model [NAME...]
+(NAMEs: only those variants; their seeds do not depend on which others are made).
 It is also imported by bench/forward_ref.py for the PyTorch timing."""
 import json, math, os, struct, sys
 
@@ -58,6 +60,25 @@ class Cfg:
         self.o_bias = False if self.type == "qwen2" else ab
         self.mlp_bias = d.get("mlp_bias", False)
         self.rope_scaling = d.get("rope_scaling")
+        self.windows = layer_windows(d, self.L)
+
+
+def layer_windows(d, L):
+    """Sliding window W of each layer (None: full causal attention), by Hugging Face's rules:
+    MistralConfig defaults sliding_window to 4096 and windows every layer when it is set;
+    Qwen2Config drops the window unless use_sliding_window, then takes layer_types or windows
+    the layers >= max_window_layers (default 28); Llama has none."""
+    t = d["model_type"]
+    if t == "mistral":
+        return [d.get("sliding_window", 4096)] * L
+    if t == "qwen2":
+        w = d.get("sliding_window", 4096) if d.get("use_sliding_window", False) else None
+        types = d.get("layer_types") or [
+            "sliding_attention" if w is not None and i >= d.get("max_window_layers", 28) else "full_attention"
+            for i in range(L)]
+        assert w is not None or "sliding_attention" not in types
+        return [w if types[i] == "sliding_attention" else None for i in range(L)]
+    return [None] * L
 
 
 def param_shapes(c):
@@ -125,6 +146,8 @@ def forward(c, P, ids):
     emb = torch.cat((freqs, freqs), dim=-1)
     cos, sin = emb.cos()[None, None], emb.sin()[None, None]
     mask = torch.full((T, T), float("-inf")).triu(1)
+    # masking_utils: sliding_window_overlay keeps kv_idx > q_idx - W, so j <= i - W is masked.
+    masks = [mask if W is None else mask + torch.full((T, T), float("-inf")).tril(-W) for W in c.windows]
     rep = c.NH // c.NKV
 
     def lin(h, name):
@@ -144,7 +167,7 @@ def forward(c, P, ids):
         # repeat_kv: (B, NKV, T, HD) -> (B, NKV*rep, T, HD), kv head j serves q heads j*rep..
         k = k[:, :, None].expand(B, c.NKV, rep, T, c.HD).reshape(B, c.NH, T, c.HD)
         v = v[:, :, None].expand(B, c.NKV, rep, T, c.HD).reshape(B, c.NH, T, c.HD)
-        s = q @ k.transpose(2, 3) / math.sqrt(c.HD) + mask
+        s = q @ k.transpose(2, 3) / math.sqrt(c.HD) + masks[l]
         a = torch.softmax(s.float(), dim=-1) @ v
         a = a.transpose(1, 2).reshape(B, T, c.NH * c.HD)
         x = x + lin(a, pre + "self_attn.o_proj")
@@ -215,6 +238,19 @@ VARIANTS = {
                                                 "high_freq_factor": 4.0,
                                                 "original_max_position_embeddings": 64},
                                   dtype=torch.float16),
+    # Mistral with a 3-token sliding window on every layer: the 12-token rows, generation
+    # (prompt 5 + 10 new) and a 200-token sequence (the engine's second 128-row attention
+    # block starts far right of the window) all reach well past it.
+    "mistral_swa": dict(model_type="mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, vocab_size=120, rope_theta=10000.0,
+                        rms_norm_eps=1e-5, tie_word_embeddings=False, sliding_window=3, dtype=torch.float32,
+                        long_T=200),
+    # Qwen2 with use_sliding_window: layer 0 (< max_window_layers) attends to everything,
+    # layers 1 and 2 only to the last 4 positions.
+    "qwen2_swa": dict(model_type="qwen2", hidden_size=32, intermediate_size=72, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, vocab_size=110, rope_theta=10000.0,
+                      rms_norm_eps=1e-6, tie_word_embeddings=True, use_sliding_window=True, sliding_window=4,
+                      max_window_layers=1, dtype=torch.float32),
 }
 
 
@@ -229,7 +265,8 @@ def make(out_root, name, spec, seed):
     d["bos_token_id"] = 1
     d["eos_token_id"] = 2
     d["torch_dtype"] = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
-    d["architectures"] = ["Qwen2ForCausalLM" if d["model_type"] == "qwen2" else "LlamaForCausalLM"]
+    d["architectures"] = [{"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}.get(d["model_type"],
+                                                                                           "LlamaForCausalLM")]
     c = Cfg(d)
     # Seeds whose greedy run has a near tie are skipped (the C sums in another order).
     while True:
@@ -295,6 +332,10 @@ def make(out_root, name, spec, seed):
 
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/model"
+    only = sys.argv[2:]
+    for n in only:
+        assert n in VARIANTS, f"unknown variant {n}"
     torch.manual_seed(0)
     for i, (name, spec) in enumerate(VARIANTS.items()):
-        make(out, name, spec, 1000 + i)
+        if not only or name in only:
+            make(out, name, spec, 1000 + i)
