@@ -11,6 +11,7 @@
  * handed back to the host and fault in slowly, which made runs differ by 2x at random.
  * Usage: bench_merge [--mb SIZE_PER_MODEL] [--threads N] [--reps N] [--dir DIR] [--out-dir DIR]
  *                    [--only M] [--keep DIR] [--cold] */
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -123,6 +124,59 @@ static double mmap_read_rate(char paths[][1100], int threads, double *gb_cpu) {
   }
   *gb_cpu = bytes / (cpu_seconds() - c0) / 1e9;
   return bytes / (fc_now() - t0) / 1e9;
+}
+
+typedef struct {
+  int fd;
+  const char *buf;
+  size_t chunk, nchunks, first, step;
+  int err;
+} wr_arg_t;
+
+static void *write_main(void *a) {
+  wr_arg_t *w = a;
+  for (size_t c = w->first; c < w->nchunks; c += w->step)
+    if (pwrite(w->fd, w->buf, w->chunk, (off_t)(c * w->chunk)) != (ssize_t)w->chunk) w->err = 1;
+  return NULL;
+}
+
+/* Seconds to write a new file of `bytes` in out_dir the way the merge writes its output (pwrite
+ * of 256 KB runs from every thread, then fsync): the floor under any merge that writes a model
+ * of that size there, however fast it reads and computes. Memory warmed as for the merges. */
+static double write_floor(const char *out_dir, double bytes, int threads) {
+  const size_t chunk = 256u << 10, nchunks = (size_t)(bytes / (double)chunk);
+  char path[700];
+  snprintf(path, sizeof path, "%.600s/write_floor.%d", out_dir, (int)getpid());
+  char *warm = malloc((size_t)(bytes * 1.1));
+  if (warm) {
+    memset(warm, 1, (size_t)(bytes * 1.1));
+    free(warm);
+  }
+  char *buf = fc_xmalloc(chunk);
+  memset(buf, 3, chunk);
+  int fd = open(path, O_CREAT | O_TRUNC | O_RDWR, 0644);
+  if (fd < 0) {
+    free(buf);
+    return 0;
+  }
+  double t0 = fc_now();
+  pthread_t tid[64];
+  wr_arg_t args[64];
+  for (int t = 0; t < threads; t++) {
+    args[t] = (wr_arg_t){fd, buf, chunk, nchunks, (size_t)t, (size_t)threads, 0};
+    pthread_create(&tid[t], NULL, write_main, &args[t]);
+  }
+  int err = 0;
+  for (int t = 0; t < threads; t++) {
+    pthread_join(tid[t], NULL);
+    err |= args[t].err;
+  }
+  err |= fsync(fd) != 0;
+  double dt = fc_now() - t0;
+  close(fd);
+  unlink(path);
+  free(buf);
+  return err ? 0 : dt;
 }
 
 /* A Llama-like layout scaled so the model has about mb megabytes of bf16 weights. */
@@ -364,6 +418,16 @@ int main(int argc, char **argv) {
          "                 %.2f GB copied per cpu-s\n",
          3.0 * (double)total / 1e9, threads, bw.gbs, 2 * bw.gbs, bw.gb_cpu);
   printf("reading the 3 models through their mappings (no merge): %.2f GB/s, %.2f GB/cpu-s\n", rd, rd_cpu);
+  if (fc_mkdir_p(odir, &err) == 0) {
+    double wf[64];
+    for (int i = 0; i < nr; i++) wf[i] = write_floor(odir, (double)total, threads);
+    double w = wf[median_index(wf, nr)];
+    if (w > 0)
+      printf("writing one model's %.2f GB to %s as a merge writes its output: %.3f s, %.2f GB/s;\n"
+             "  so linear (3 models in) cannot beat %.2f GB/s in = %.0f%% of the copy, even with free reads\n",
+             (double)total / 1e9, odir, w, (double)total / w / 1e9, 3.0 * (double)total / w / 1e9,
+             100 * 3.0 * (double)total / w / 1e9 / bw.gbs);
+  }
   printf("(median of %d runs each; %% of copy = GB/s of input weights / GB/s copied)\n\n", reps);
   printf("%-16s %7s %8s %7s %7s %8s %8s %7s %8s %6s\n", "method", "seconds", "GB/s in", "% of",
          "cpu s", "cpu s/GB", "GB/cpu-s", "% of", "peak RSS", "RSS/");
