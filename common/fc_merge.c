@@ -1345,7 +1345,7 @@ static void run_select(job_t *J, int kind, int threads) {
  * the keys above a band around it and collects the keys inside, and the exact threshold is
  * found among the candidates. When the sample misleads (the k-th key is outside the band),
  * the radix select runs instead, so the result is the same either way. */
-#define SRUNS 128 /* sample runs, evenly spaced */
+#define SRUNS 64 /* sample runs, evenly spaced */
 #define SRUN 1024  /* elements per run, at most */
 size_t fc_merge_band_hits;
 size_t fc_merge_band_min = 1u << 18; /* smaller tensors go straight to the radix select */
