@@ -1454,8 +1454,9 @@ static void ttab_seed(sel_t *S, const uint32_t *ks, size_t ns) {
     while (S->tkey[h]) h = (h + 1) & (TTAB - 1);
     S->tkey[h] = k1;
     S->ntab++;
-    /* Heavy: at least 1/64 of the sample's band (so one in a few hundred elements or more). */
-    if (S->nheavy < NHEAVY && (size_t)runs[r].count * 64 >= n) {
+    /* Heavy: at least 1 in 256 elements. A vector compare costs every element about a cycle
+     * per eight; the per-element path costs a key's elements some 25 cycles each. */
+    if (S->nheavy < NHEAVY && (size_t)runs[r].count * 256 >= ns) {
       S->heavy[S->nheavy] = runs[r].key;
       S->hpos[S->nheavy++] = (int)h;
     }
