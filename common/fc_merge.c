@@ -116,40 +116,11 @@ static inline uint32_t f2u(float f) {
   return u;
 }
 
-FC_INLINE void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
-  const uint8_t *p = t->data;
-  switch (t->dtype) {
-  case FC_DT_F32: memcpy(dst, p + 4 * off, 4 * cnt); break;
-  case FC_DT_BF16: {
-    const uint8_t *q = p + 2 * off;
-    for (size_t i = 0; i < cnt; i++) {
-      uint16_t h;
-      memcpy(&h, q + 2 * i, 2);
-      uint32_t u = (uint32_t)h << 16;
-      memcpy(&dst[i], &u, 4);
-    }
-    break;
-  }
-  case FC_DT_F16: {
-    const uint8_t *q = p + 2 * off;
-    for (size_t i = 0; i < cnt; i++) {
-      uint16_t h;
-      memcpy(&h, q + 2 * i, 2);
-      dst[i] = fc_f16_to_f32(h);
-    }
-    break;
-  }
-  case FC_DT_F64: {
-    const uint8_t *q = p + 8 * off;
-    for (size_t i = 0; i < cnt; i++) {
-      double d;
-      memcpy(&d, q + 8 * i, 8);
-      dst[i] = (float)d;
-    }
-    break;
-  }
-  default: assert(0 && "float dtypes are checked before merging");
-  }
+/* Dtypes are checked to be float types before merging. */
+static inline void load_f32(const fc_st_tensor_t *t, size_t off, size_t cnt, float *dst) {
+  int rc = fc_st_to_f32_range(t, off, cnt, dst, NULL);
+  assert(rc == 0);
+  (void)rc;
 }
 
 static inline uint16_t to_bf16(float f) {

@@ -62,6 +62,8 @@ void fc_st_meta_at(const fc_st_t *st, size_t i, const char **key, const char **v
 
 /* Converts a float tensor (F32, F16, BF16, F64) to f32; other dtypes are FC_EUNSUPPORTED. */
 int fc_st_to_f32(const fc_st_tensor_t *t, float *out, fc_err_t *err);
+/* Elements [off, off + n) of t into out[n], as fc_st_to_f32. */
+int fc_st_to_f32_range(const fc_st_tensor_t *t, size_t off, size_t n, float *out, fc_err_t *err);
 /* f32 view of a float tensor: the mapping itself when it is F32 and aligned (then *owned is
  * NULL), otherwise a converted copy returned in *owned, which the caller frees. */
 const float *fc_st_f32(const fc_st_tensor_t *t, float **owned, fc_err_t *err);
