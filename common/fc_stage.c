@@ -443,36 +443,49 @@ static int count_from_data(const fc_stage_count_opts_t *o, const fc_tok_t *stok,
   return rc;
 }
 
+/* The source and pivot tokenizers with their vocabularies, as the vocabulary stages use them.
+ * tok_pair_free releases whatever tok_pair_load got to, failed or not. */
+typedef struct {
+  fc_tok_t *stok, *ptok;
+  fc_vocab_t sv, pv;
+} tok_pair_t;
+
+static int tok_pair_load(tok_pair_t *p, const char *src_tok, const char *piv_tok, fc_err_t *err) {
+  memset(p, 0, sizeof *p);
+  if (fc_tok_load(&p->stok, src_tok, err)) return fc_err_wrap(err, "source tokenizer");
+  if (fc_tok_load(&p->ptok, piv_tok, err)) return fc_err_wrap(err, "pivot tokenizer");
+  int rc = vocab_from_tok(&p->sv, p->stok, src_tok, err);
+  if (!rc) rc = vocab_from_tok(&p->pv, p->ptok, piv_tok, err);
+  return rc;
+}
+
+static void tok_pair_free(tok_pair_t *p) {
+  fc_vocab_free(&p->sv);
+  fc_vocab_free(&p->pv);
+  fc_tok_destroy(&p->stok);
+  fc_tok_destroy(&p->ptok);
+}
+
 int fc_stage_vocab_count(const fc_stage_count_opts_t *o, fc_progress_fn progress, void *pctx,
                          fc_err_t *err) {
-  fc_tok_t *stok = NULL, *ptok = NULL;
-  fc_vocab_t sv = {0}, pv = {0};
-  int rc = fc_tok_load(&stok, o->src_tok, err);
-  if (rc) return fc_err_wrap(err, "source tokenizer");
-  rc = fc_tok_load(&ptok, o->piv_tok, err);
-  if (rc) {
-    fc_tok_destroy(&stok);
-    return fc_err_wrap(err, "pivot tokenizer");
-  }
-  rc = vocab_from_tok(&sv, stok, o->src_tok, err);
-  if (!rc) rc = vocab_from_tok(&pv, ptok, o->piv_tok, err);
+  tok_pair_t tp;
+  int rc = tok_pair_load(&tp, o->src_tok, o->piv_tok, err);
+  fc_tok_t *stok = tp.stok, *ptok = tp.ptok;
+  const fc_vocab_t *sv = &tp.sv, *pv = &tp.pv;
   fc_vcount_t *c = NULL;
   if (!rc) {
-    c = fc_vcount_new(sv.n, pv.n, fc_vocab_hash(&sv), fc_vocab_hash(&pv));
+    c = fc_vcount_new(sv->n, pv->n, fc_vocab_hash(sv), fc_vocab_hash(pv));
     if (o->src_topk || o->piv_topk) {
       assert(o->src_topk && o->piv_topk);
-      rc = fc_fuse_count_stores(c, o->src_topk, o->piv_topk, &sv, &pv,
+      rc = fc_fuse_count_stores(c, o->src_topk, o->piv_topk, sv, pv,
                                 o->margin > 0 ? o->margin : FC_ALIGN_DEFAULT_MARGIN, progress, pctx, err);
     } else {
-      rc = count_from_data(o, stok, ptok, &sv, &pv, c, progress, pctx, err);
+      rc = count_from_data(o, stok, ptok, sv, pv, c, progress, pctx, err);
     }
   }
   if (!rc) rc = fc_vcount_save(c, o->out_path, err);
   fc_vcount_destroy(&c);
-  fc_vocab_free(&sv);
-  fc_vocab_free(&pv);
-  fc_tok_destroy(&stok);
-  fc_tok_destroy(&ptok);
+  tok_pair_free(&tp);
   return rc;
 }
 
@@ -487,35 +500,26 @@ int fc_stage_vocab_merge(const char *const *paths, int n, const char *out_path, 
 
 int fc_stage_vocab_map(const char *counts_path, const char *src_tok, const char *piv_tok,
                        fc_vmap_method_t method, int threads, const char *out_path, fc_err_t *err) {
-  fc_tok_t *stok = NULL, *ptok = NULL;
-  fc_vocab_t sv = {0}, pv = {0};
+  tok_pair_t tp;
   fc_vcount_t *c = NULL;
   fc_vmap_t *m = NULL;
-  int rc = fc_tok_load(&stok, src_tok, err);
-  if (rc) return fc_err_wrap(err, "source tokenizer");
-  rc = fc_tok_load(&ptok, piv_tok, err);
-  if (rc) fc_err_wrap(err, "pivot tokenizer");
-  if (!rc) rc = vocab_from_tok(&sv, stok, src_tok, err);
-  if (!rc) rc = vocab_from_tok(&pv, ptok, piv_tok, err);
+  int rc = tok_pair_load(&tp, src_tok, piv_tok, err);
   if (!rc && method == FC_VMAP_STATS) {
     if (!counts_path)
       rc = fc_err_set(err, FC_EINVAL, "the stats map needs counts");
     else
       rc = fc_vcount_load(&c, counts_path, err);
   }
-  if (!rc) rc = fc_vmap_build(&m, method, c, &sv, &pv, threads > 0 ? threads : 1, err);
+  if (!rc) rc = fc_vmap_build(&m, method, c, &tp.sv, &tp.pv, threads > 0 ? threads : 1, err);
   if (!rc) {
-    int32_t sb = fc_tok_bos(stok), pb = fc_tok_bos(ptok), se = fc_tok_eos(stok), pe = fc_tok_eos(ptok);
+    int32_t sb = fc_tok_bos(tp.stok), pb = fc_tok_bos(tp.ptok), se = fc_tok_eos(tp.stok), pe = fc_tok_eos(tp.ptok);
     if (sb >= 0 && pb >= 0) fc_vmap_set(m, (uint32_t)sb, (uint32_t)pb);
     if (se >= 0 && pe >= 0) fc_vmap_set(m, (uint32_t)se, (uint32_t)pe);
     rc = fc_vmap_save(m, out_path, err);
   }
   fc_vmap_destroy(&m);
   fc_vcount_destroy(&c);
-  fc_vocab_free(&sv);
-  fc_vocab_free(&pv);
-  fc_tok_destroy(&stok);
-  fc_tok_destroy(&ptok);
+  tok_pair_free(&tp);
   return rc;
 }
 
