@@ -11,13 +11,7 @@
 #include "fc_generate.h"
 #include "fc_model.h"
 
-#ifndef FC_SOURCE_ROOT
-#define FC_SOURCE_ROOT "."
-#endif
-
-typedef struct shape {
-  int C, L, NH, NKV, F, V;
-} shape_t;
+#include "bench_model.h"
 
 static const shape_t shapes[] = {
     {256, 4, 4, 4, 688, 8192},
@@ -92,24 +86,18 @@ int main(int argc, char **argv) {
   char *save = NULL;
   for (char *tok = strtok_r(sizes, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     int want = atoi(tok);
-    const shape_t *s = NULL;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-      if (shapes[i].C == want) s = &shapes[i];
+    const shape_t *s = bench_shape(shapes, sizeof shapes / sizeof shapes[0], want);
     if (!s) {
       fprintf(stderr, "forward: no shape for hidden %d (256, 512, 1024)\n", want);
       return 2;
     }
     fc_config_t cfg;
-    fc_config_default(&cfg, "llama");
-    cfg.hidden_size = s->C, cfg.num_layers = s->L, cfg.num_heads = s->NH, cfg.num_kv_heads = s->NKV;
-    cfg.head_dim = s->C / s->NH, cfg.intermediate_size = s->F, cfg.vocab_size = s->V;
     fc_model_t *m;
     fc_err_t err = {0};
-    if (fc_model_init(&m, &cfg, 1, &err)) {
+    if (bench_model_new(&m, &cfg, s, threads, &err)) {
       fprintf(stderr, "forward: %s\n", err.msg);
       return 1;
     }
-    fc_model_set_threads(m, threads);
     int32_t *ids = malloc((size_t)tokens * sizeof(int32_t));
     fc_rng_t r;
     fc_rng_seed(&r, 3);
@@ -150,18 +138,7 @@ int main(int argc, char **argv) {
     peak = peak2 > peak ? peak2 : peak;
     double gf = (train ? 3 : 1) * forward_flops(&cfg, B, seq) / best / 1e9;
     double tps = tokens / best, torch_tps = 0;
-    if (ref) {
-      char cmd[512];
-      snprintf(cmd, sizeof cmd,
-               "/usr/bin/python3 %s/bench/forward_ref.py --hidden %d --layers %d --heads %d --kv-heads %d "
-               "--ffn %d --vocab %d --batch %d --seq %d --reps %d --threads %d%s",
-               FC_SOURCE_ROOT, s->C, s->L, s->NH, s->NKV, s->F, s->V, B, seq, reps, threads, train ? " --train" : "");
-      FILE *p = popen(cmd, "r");
-      char line[256];
-      while (p && fgets(line, sizeof line, p))
-        if (!strncmp(line, "tokens_per_s ", 13)) torch_tps = atof(line + 13);
-      if (p) pclose(p);
-    }
+    if (ref) torch_tps = bench_torch_ref("forward_ref.py", s, B, seq, reps, threads, train ? " --train" : "", "tokens_per_s");
     char tt[32] = "-", sp[32] = "-";
     if (torch_tps > 0) snprintf(tt, sizeof tt, "%.0f", torch_tps), snprintf(sp, sizeof sp, "%.2fx", tps / torch_tps);
     char tk[32] = "-";

@@ -10,13 +10,7 @@
 #include "fc_model.h"
 #include "fc_optim.h"
 
-#ifndef FC_SOURCE_ROOT
-#define FC_SOURCE_ROOT "."
-#endif
-
-typedef struct shape {
-  int C, L, NH, NKV, F, V;
-} shape_t;
+#include "bench_model.h"
 
 static const shape_t shapes[] = {
     {128, 4, 4, 4, 344, 4096},
@@ -60,24 +54,18 @@ int main(int argc, char **argv) {
   char *save = NULL;
   for (char *tok = strtok_r(sizes, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     int want = atoi(tok);
-    const shape_t *s = NULL;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-      if (shapes[i].C == want) s = &shapes[i];
+    const shape_t *s = bench_shape(shapes, sizeof shapes / sizeof shapes[0], want);
     if (!s) {
       fprintf(stderr, "train: no shape for hidden %d (128, 256, 512)\n", want);
       return 2;
     }
     fc_config_t cfg;
-    fc_config_default(&cfg, "llama");
-    cfg.hidden_size = s->C, cfg.num_layers = s->L, cfg.num_heads = s->NH, cfg.num_kv_heads = s->NKV;
-    cfg.head_dim = s->C / s->NH, cfg.intermediate_size = s->F, cfg.vocab_size = s->V;
     fc_model_t *m;
     fc_err_t err = {0};
-    if (fc_model_init(&m, &cfg, 1, &err)) {
+    if (bench_model_new(&m, &cfg, s, threads, &err)) {
       fprintf(stderr, "train: %s\n", err.msg);
       return 1;
     }
-    fc_model_set_threads(m, threads);
     fc_loss_set_threads(threads);
     size_t np = fc_model_num_params(m), nt = fc_model_num_tensors(m);
     const fc_param_info_t **tens = malloc(nt * sizeof *tens);
@@ -120,18 +108,7 @@ int main(int argc, char **argv) {
       for (int k = 0; k < 4; k++) avg[k] += 1e3 * parts[rep][k] / reps;
     qsort(times + 1, (size_t)reps, sizeof *times, cmp_double);
     double ms = 1e3 * times[1 + reps / 2], torch_ms = 0;
-    if (ref) {
-      char cmd[512];
-      snprintf(cmd, sizeof cmd,
-               "/usr/bin/python3 %s/bench/train_ref.py --hidden %d --layers %d --heads %d --kv-heads %d "
-               "--ffn %d --vocab %d --batch %d --seq %d --reps %d --threads %d",
-               FC_SOURCE_ROOT, s->C, s->L, s->NH, s->NKV, s->F, s->V, B, T, reps, threads);
-      FILE *p = popen(cmd, "r");
-      char line[256];
-      while (p && fgets(line, sizeof line, p))
-        if (!strncmp(line, "ms_per_step ", 12)) torch_ms = atof(line + 12);
-      if (p) pclose(p);
-    }
+    if (ref) torch_ms = bench_torch_ref("train_ref.py", s, B, T, reps, threads, "", "ms_per_step");
     char tm[32] = "-", sp[32] = "-";
     if (torch_ms > 0) snprintf(tm, sizeof tm, "%.1f", torch_ms), snprintf(sp, sizeof sp, "%.2fx", torch_ms / ms);
     printf("%-6d %6.1fM %9.1f %10.0f %12s %8s   (fwd %.0f, loss %.0f, bwd %.0f, adamw %.0f ms)\n", s->C, np / 1e6,
