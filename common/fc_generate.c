@@ -28,6 +28,20 @@ struct fc_kv_cache {
   float *logits; /* (V) */
 };
 
+/* The rest of a layer for n rows once attention has filled s->atty: the output projection onto
+ * the residual, then the SwiGLU MLP onto it, leaving the layer's output in s->x. */
+static void layer_tail(fc_kv_cache_t *s, const fc_layer_w_t *w, const fc_config_t *c, int n) {
+  int C = c->hidden_size, F = c->intermediate_size, QD = c->num_heads * c->head_dim;
+  memcpy(s->xmid, s->x, (size_t)n * C * sizeof(float));
+  fc_linear_forward(s->xmid, s->atty, w->wo, w->bo, n, QD, C, 1);
+  fc_rmsnorm_forward(s->ln, NULL, s->xmid, w->ln2, n, C, c->rms_norm_eps);
+  fc_linear_forward(s->g, s->ln, w->wg, w->bg, n, C, F, 0);
+  fc_linear_forward(s->u, s->ln, w->wu, w->bu, n, C, F, 0);
+  fc_swiglu_forward(s->h, s->g, s->u, (size_t)n * F);
+  memcpy(s->x, s->xmid, (size_t)n * C * sizeof(float));
+  fc_linear_forward(s->x, s->h, w->wd, w->bd, n, F, C, 1);
+}
+
 int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_err_t *err) {
   *out = NULL;
   if (capacity <= 0) return fc_err_set(err, FC_EINVAL, "KV cache capacity %d must be positive", capacity);
@@ -92,7 +106,7 @@ const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *id
   scratch_reserve(kc, c, n);
   int pos0 = kc->len, total = pos0 + n;
   fc_model_rope_reserve(m, total);
-  int C = c->hidden_size, F = c->intermediate_size, HD = c->head_dim, NH = c->num_heads;
+  int C = c->hidden_size, HD = c->head_dim, NH = c->num_heads;
   int rep = c->num_heads / c->num_kv_heads, QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
   for (int i = 0; i < n; i++) memcpy(kc->x + (size_t)i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
@@ -118,14 +132,7 @@ const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *id
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, ns, 1.0f, kc->S, ns, Vh, KVD, 0.0f,
                   kc->atty + (size_t)h * HD, QD);
     }
-    memcpy(kc->xmid, kc->x, (size_t)n * C * sizeof(float));
-    fc_linear_forward(kc->xmid, kc->atty, w->wo, w->bo, n, QD, C, 1);
-    fc_rmsnorm_forward(kc->ln, NULL, kc->xmid, w->ln2, n, C, c->rms_norm_eps);
-    fc_linear_forward(kc->g, kc->ln, w->wg, w->bg, n, C, F, 0);
-    fc_linear_forward(kc->u, kc->ln, w->wu, w->bu, n, C, F, 0);
-    fc_swiglu_forward(kc->h, kc->g, kc->u, (size_t)n * F);
-    memcpy(kc->x, kc->xmid, (size_t)n * C * sizeof(float));
-    fc_linear_forward(kc->x, kc->h, w->wd, w->bd, n, F, C, 1);
+    layer_tail(kc, w, c, n);
   }
   /* Only the last position's distribution is needed. */
   const float *last = kc->x + (size_t)(n - 1) * C;
@@ -234,7 +241,7 @@ int fc_generate(fc_model_t *m, const int32_t *prompt, int n, const fc_gen_opts_t
 static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids, int n, float *logits,
                        fc_kv_cache_t *sc, fc_err_t *err) {
   const fc_config_t *c = &m->cfg;
-  int C = c->hidden_size, F = c->intermediate_size, HD = c->head_dim, NH = c->num_heads;
+  int C = c->hidden_size, HD = c->head_dim, NH = c->num_heads;
   int rep = NH / c->num_kv_heads, QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
   int maxpos = 0;
@@ -277,14 +284,7 @@ static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids
                     y + (size_t)h * HD, QD);
       }
     }
-    memcpy(sc->xmid, sc->x, (size_t)n * C * sizeof(float));
-    fc_linear_forward(sc->xmid, sc->atty, w->wo, w->bo, n, QD, C, 1);
-    fc_rmsnorm_forward(sc->ln, NULL, sc->xmid, w->ln2, n, C, c->rms_norm_eps);
-    fc_linear_forward(sc->g, sc->ln, w->wg, w->bg, n, C, F, 0);
-    fc_linear_forward(sc->u, sc->ln, w->wu, w->bu, n, C, F, 0);
-    fc_swiglu_forward(sc->h, sc->g, sc->u, (size_t)n * F);
-    memcpy(sc->x, sc->xmid, (size_t)n * C * sizeof(float));
-    fc_linear_forward(sc->x, sc->h, w->wd, w->bd, n, F, C, 1);
+    layer_tail(sc, w, c, n);
   }
   fc_rmsnorm_forward(sc->ln, NULL, sc->x, m->w.lnf, n, C, c->rms_norm_eps);
   fc_linear_forward(logits, sc->ln, m->w.head, NULL, n, C, c->vocab_size, 0);
