@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fc_merge.h"
+#include "mem_tensor.h"
 
 static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic", "ties",
                               "ties_nonorm", "dare_ties",     "dare_linear",     "slerp",
@@ -144,19 +145,6 @@ static void test_fixture_cases(void **state) {
 }
 
 /* ---- in-memory tensors ---- */
-
-static fc_st_tensor_t mk(const char *name, fc_dtype_t dt, const void *data, int64_t n) {
-  fc_st_tensor_t t;
-  memset(&t, 0, sizeof t);
-  t.name = name;
-  t.dtype = dt;
-  t.ndim = 1;
-  t.shape[0] = n;
-  t.numel = n;
-  t.nbytes = (size_t)n * fc_dtype_size(dt);
-  t.data = data;
-  return t;
-}
 
 #define NBIG 50000 /* several blocks */
 

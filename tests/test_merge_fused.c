@@ -12,21 +12,9 @@
 #include <string.h>
 
 #include "fc_merge.h"
+#include "mem_tensor.h"
 
 #define N 40011 /* several blocks and a tail that is not a multiple of 8 */
-
-static fc_st_tensor_t mk(const char *name, fc_dtype_t dt, const void *data, int64_t n) {
-  fc_st_tensor_t t;
-  memset(&t, 0, sizeof t);
-  t.name = name;
-  t.dtype = dt;
-  t.ndim = 1;
-  t.shape[0] = n;
-  t.numel = n;
-  t.nbytes = (size_t)n * fc_dtype_size(dt);
-  t.data = data;
-  return t;
-}
 
 /* Base ~N(0, 0.05^2); models add small deltas, a third of them exactly zero and many equal in
  * magnitude (bf16 rounding), so TIES meets ties at its threshold. */
