@@ -1725,12 +1725,10 @@ static int merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const ch
     else if (M == FC_MERGE_TIES) J.fused = F_TIES;
     else if (M == FC_MERGE_SCE) J.fused = F_SCE;
   }
-  if (mapped) {
-    /* File-mapped inputs: the first pass maps pages run by run in every worker, instead of
-     * one thread mapping the whole tensor while the others wait. (Dropping them run by run
-     * too cost more: every drop is a TLB shootdown across the workers.) */
-    J.page_io = 1;
-  }
+  /* File-mapped inputs: the first pass maps pages run by run in every worker, instead of one
+   * thread mapping the whole tensor while the others wait. (Dropping them run by run too cost
+   * more: every drop is a TLB shootdown across the workers.) */
+  J.page_io = mapped;
   if (M == FC_MERGE_TIES) {
     int any = 0;
     for (int i = 0; i < nm; i++) {
