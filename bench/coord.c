@@ -5,7 +5,7 @@
  *      DEALERs against a ROUTER that only echoes (what the transport alone allows);
  *   2. time from a worker's death (its last heartbeat) to its task's reassignment, beside the
  *      lease timeout that bounds it from below.
- * Usage: bench/coord [TASKS] (default 3000). */
+ * Usage: bench/bench_coord [TASKS] (default 3000). */
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
