@@ -47,6 +47,7 @@ void fc_train_opts_default(fc_train_opts_t *o) {
   o->threads = 1;
   o->lambda = 0.9;
   o->save_dtype = FC_DT_F32;
+  o->optimizer_dtype = FC_DT_F32;
 }
 
 /* ------------------------------------------------------------------ trainer state file */
@@ -312,7 +313,6 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   fc_data_t *data = NULL;
   fc_adamw_t *opt = NULL;
   FILE *log = NULL;
-  float *dlogits = NULL;
   fc_batch_t *mb = NULL;
   char *ckpt = NULL;
   tok_files_t tf;
@@ -332,6 +332,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   }
   if (rc) goto done;
   fc_model_set_threads(m, o->threads);
+  fc_model_set_checkpointing(m, o->checkpoint_activations);
   fc_loss_set_threads(o->threads);
   const fc_config_t *cfg = fc_model_config(m);
 
@@ -349,7 +350,8 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   size_t np = fc_model_num_params(m), nt = fc_model_num_tensors(m);
   const fc_param_info_t **tens = fc_xmalloc(nt * sizeof *tens);
   for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(m, i);
-  opt = fc_adamw_new(np, tens, nt, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay);
+  opt = fc_adamw_new_dtype(np, tens, nt, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay,
+                           o->optimizer_dtype);
   free(tens);
   opt->threads = o->threads;
 
@@ -387,8 +389,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     goto done;
   }
 
-  const int B = o->batch_size, G = o->grad_accum, V = cfg->vocab_size;
-  dlogits = fc_xmalloc((size_t)B * o->seq_len * V * sizeof *dlogits);
+  const int B = o->batch_size, G = o->grad_accum;
   mb = fc_xcalloc((size_t)G, sizeof *mb);
   float *params = fc_model_params(m), *grads = fc_model_grads(m);
 
@@ -419,18 +420,16 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     fc_model_zero_grad(m);
     for (int g = 0; g < G && rc == 0; g++) {
       fc_batch_t *b = &mb[g];
-      const float *logits = fc_model_forward(m, b->ids, b->B, b->T, 1, err);
-      if (!logits) {
-        rc = err && err->code ? err->code : FC_EINVAL;
-        break;
-      }
       fc_fused_targets_t fused = {b->K, b->topk_ids, b->topk_logprobs};
       fc_loss_stats_t st;
-      loss += fc_loss_forward_backward(dlogits, &st, logits, b->targets, b->K ? &fused : NULL, (float)o->lambda,
-                                       b->B, b->T, V, norm);
+      double l;
+      /* the output layer goes chunk by chunk: no (B,T,V) logits or gradient is ever held */
+      if ((rc = fc_model_loss_backward(m, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL, (float)o->lambda,
+                                       norm, &st, &l, err)) != 0)
+        break;
+      loss += l;
       ce += st.ce;
       fu += st.fusion;
-      if ((rc = fc_model_backward(m, dlogits, err)) != 0) break;
       tokens += b->tokens;
     }
     if (rc) break;
@@ -502,7 +501,6 @@ done:
   if (mb)
     for (int g = 0; g < o->grad_accum; g++) fc_batch_free(&mb[g]);
   free(mb);
-  free(dlogits);
   if (log) fclose(log);
   fc_adamw_destroy(&opt);
   fc_data_destroy(&data);

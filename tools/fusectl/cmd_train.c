@@ -66,6 +66,12 @@ static void usage(FILE *fp) {
     "  --clip C               max global gradient norm, 0 to disable (default 1.0)\n"
     "  --seed S               model init (with --config) and shuffling (default 42)\n"
     "\n"
+    "Memory:\n"
+    "  --checkpoint-activations  keep only each layer's input in the forward and recompute the\n"
+    "                         layer in backward (about 1/3 more compute, far less memory)\n"
+    "  --optimizer-dtype D    AdamW moments in F32 (default) or BF16 (stochastically rounded,\n"
+    "                         parameters stay F32): 4 bytes per parameter less\n"
+    "\n"
     "Running:\n"
     "  --threads N            compute threads (default 1)\n"
     "  --checkpoint-every N   write DIR/checkpoint-STEP every N steps (default: at the end only)\n"
@@ -89,7 +95,7 @@ static void usage(FILE *fp) {
 enum {
   O_MODEL = 256, O_CONFIG, O_TOKENIZER, O_DATA, O_OUT, O_STEPS, O_EPOCHS, O_BATCH, O_ACCUM, O_SEQ, O_LR,
   O_SCHED, O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_SEED, O_THREADS, O_RESUME, O_SHUFFLE, O_PACK,
-  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP, O_WRATIO,
+  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP, O_WRATIO, O_ACTCKPT, O_OPTDT,
 };
 
 int fc_cmd_train(int argc, char **argv) {
@@ -112,6 +118,8 @@ int fc_cmd_train(int argc, char **argv) {
       {"chat-template", required_argument, 0, O_TEMPLATE},
       {"keep-checkpoints", required_argument, 0, O_KEEP},
       {"warmup-ratio", required_argument, 0, O_WRATIO},
+      {"checkpoint-activations", no_argument, 0, O_ACTCKPT},
+      {"optimizer-dtype", required_argument, 0, O_OPTDT},
       {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
   fc_train_opts_t o;
   fc_train_opts_default(&o);
@@ -177,6 +185,12 @@ int fc_cmd_train(int argc, char **argv) {
         return fc_cli_usage_error("train", "--save-dtype is F32, BF16 or F16, not '%s'", optarg);
       break;
     case O_QUIET: o.quiet = 1; break;
+    case O_ACTCKPT: o.checkpoint_activations = 1; break;
+    case O_OPTDT:
+      if (fc_dtype_parse(optarg, &o.optimizer_dtype) != 0 ||
+          (o.optimizer_dtype != FC_DT_F32 && o.optimizer_dtype != FC_DT_BF16))
+        return fc_cli_usage_error("train", "--optimizer-dtype is F32 or BF16, not '%s'", optarg);
+      break;
     case O_WRATIO: NEED_DOUBLE("warmup-ratio", 0, 1, o.warmup_ratio); break;
     case O_TEMPLATE:
       if (fc_chat_template_parse(optarg, &tmpl) != 0)
