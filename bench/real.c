@@ -42,7 +42,7 @@ static const real_shape_t shapes[] = {
 typedef struct bench_opts {
   const char *dir;     /* scratch root: DIR/NAME/ model dirs, data, ids for the reference */
   const char *tok_dir; /* folder holding qwen3/ and llama3/ tokenizers */
-  int threads, reps, ref, chats, ckpt;
+  int threads, reps, ref, train_ref, chats, ckpt;
   const char *opt_dtype;
 } bench_opts_t;
 
@@ -69,7 +69,7 @@ static void shape_config(const real_shape_t *s, fc_config_t *c) {
  * biases 0) and the tokenizer files; kept between runs (made once). */
 static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, size_t cap) {
   snprintf(mdir, cap, "%s/%s/model", o->dir, s->name);
-  char path[1024];
+  char path[4096];
   snprintf(path, sizeof path, "%s/model.safetensors", mdir);
   if (fc_path_exists(path)) return 0;
   fc_err_t err = {0};
@@ -108,7 +108,7 @@ static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, 
   if (!rc) rc = fc_config_save(&cfg, path, &err);
   const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
   for (int i = 0; !rc && i < 2; i++) {
-    char src[1024], dst[1024];
+    char src[4096], dst[4096];
     snprintf(src, sizeof src, "%s/%s/%s", o->tok_dir, s->tok, files[i]);
     snprintf(dst, sizeof dst, "%s/%s", mdir, files[i]);
     rc = fc_copy_file(src, dst, &err);
@@ -120,7 +120,7 @@ static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, 
 /* DIR/chats.jsonl (short chats) and DIR/long.jsonl (enough turns to pack 2,048-token rows). */
 static int make_data(const bench_opts_t *o) {
   fc_err_t err = {0};
-  char path[1024];
+  char path[4096];
   fc_tasks_opts_t t = {.count = (size_t)o->chats, .split = FC_SPLIT_TRAIN, .seed = 5, .world_seed = 1,
                        .max_turns = 3};
   for (int f = 0; f < FC_FAM_COUNT; f++) t.mix[f] = 1;
@@ -152,7 +152,7 @@ static double get(const char *text, const char *key) {
 
 static int load_data(fc_data_t **d, const char *mdir, const char *file, int T, int pack, int V, fc_tok_t **tok) {
   fc_err_t err = {0};
-  char path[1024];
+  char path[4096];
   snprintf(path, sizeof path, "%s/tokenizer.json", mdir);
   if (!*tok && fc_tok_load(tok, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   static fc_train_encoder_t enc;
@@ -191,7 +191,7 @@ static int phase_logits(const bench_opts_t *o, const char *mdir, const char *sdi
   const char *keys[2] = {"chat_tok_s", "long_tok_s"};
   int Bs[2] = {8, 1}, Ts[2] = {512, 2048}, packs[2] = {0, 1}, limit[2] = {1 << 30, 2};
   for (int k = 0; k < 2; k++) {
-    char path[1024];
+    char path[4096];
     snprintf(path, sizeof path, "%s/%s", o->dir, files[k]);
     fc_data_t *d;
     if (load_data(&d, mdir, path, Ts[k], packs[k], V, &tok)) return 1;
@@ -243,7 +243,7 @@ static int phase_train(const bench_opts_t *o, const char *mdir, const char *sdir
   fc_model_set_checkpointing(m, o->ckpt);
   int V = fc_model_config(m)->vocab_size;
   fc_tok_t *tok = NULL;
-  char path[1024];
+  char path[4096];
   snprintf(path, sizeof path, "%s/long.jsonl", o->dir);
   fc_data_t *d;
   if (load_data(&d, mdir, path, T, 1, V, &tok)) return 1;
@@ -354,7 +354,7 @@ static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: real [--shapes qwen2.5-0.5b,llama3.2-1b,qwen2.5-1.5b] [--phases gemm,logits,train]\n"
           "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--train-shapes 1x2048,8x256]\n"
-          "            [--checkpoint-activations] [--optimizer-dtype f32|bf16] [--no-ref]\n"
+          "            [--checkpoint-activations] [--optimizer-dtype f32|bf16] [--no-ref] [--no-train-ref]\n"
           "Random bf16 models of real shapes (made once in DIR, default /tmp/fusechat-real), real tokenizers\n"
           "(--tok-dir: qwen3/ and llama3/ folders; default tests/fixtures/tok, or FUSECHAT_REAL_TOK as\n"
           "tools/setup.sh fetches them) and generated chats. Prints per shape: load seconds, logits tokens/s on\n"
@@ -363,13 +363,13 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
-  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 64, 0, "f32"};
+  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, "f32"};
   char shp[256] = "qwen2.5-0.5b", phases[64] = "gemm,logits,train", tshapes[64] = "8x256,1x2048";
   static const struct option opts[] = {
       {"shapes", 1, 0, 's'},  {"phases", 1, 0, 'p'},  {"dir", 1, 0, 'd'},   {"tok-dir", 1, 0, 'k'},
       {"threads", 1, 0, 'j'}, {"reps", 1, 0, 'r'},    {"no-ref", 0, 0, 'x'}, {"chats", 1, 0, 'c'},
       {"train-shapes", 1, 0, 't'}, {"checkpoint-activations", 0, 0, 'C'}, {"optimizer-dtype", 1, 0, 'O'},
-      {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+      {"no-train-ref", 0, 0, 'X'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 's') snprintf(shp, sizeof shp, "%s", optarg);
@@ -379,6 +379,7 @@ int main(int argc, char **argv) {
     else if (c == 'j') o.threads = atoi(optarg);
     else if (c == 'r') o.reps = atoi(optarg);
     else if (c == 'x') o.ref = 0;
+    else if (c == 'X') o.train_ref = 0;
     else if (c == 'c') o.chats = atoi(optarg);
     else if (c == 't') snprintf(tshapes, sizeof tshapes, "%s", optarg);
     else if (c == 'C') o.ckpt = 1;
@@ -452,7 +453,7 @@ int main(int argc, char **argv) {
         ref[0] = 0;
         char what[64];
         snprintf(what, sizeof what, "--train %dx%d", B, T);
-        if (o.ref) run_ref(&o, mdir, sdir, what, ref, sizeof ref);
+        if (o.ref && o.train_ref) run_ref(&o, mdir, sdir, what, ref, sizeof ref);
         printf("train %-16s %12s %12s %8s\n", bt, "fusechat", "pytorch", "ratio");
         printf("%-22s %12.2f %12.2f %7.2fx\n", "step s", get(out, "step_s"), get(ref, "step_s"),
                get(out, "step_s") / get(ref, "step_s"));

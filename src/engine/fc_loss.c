@@ -4,9 +4,9 @@
 
 #include <assert.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 
+#include "fc_par.h"
 #include "fc_util.h"
 
 static int g_threads = 1;
@@ -28,7 +28,6 @@ typedef struct job {
   int V;
   double norm;
   double *ce, *fu; /* (N) per-position losses, summed in order afterwards */
-  size_t lo, hi;
 } job_t;
 
 /* One position: returns through ce/fu; writes its dlogits row. Every logit the loss needs is
@@ -98,10 +97,9 @@ static void position(const job_t *j, size_t i) {
     if (ids[k] >= 0) dz[ids[k]] -= (float)((1.0 - lam) * pk[k] * inv);
 }
 
-static void *run(void *arg) {
-  job_t *j = arg;
-  for (size_t i = j->lo; i < j->hi; i++) position(j, i);
-  return NULL;
+static void run(void *ctx, size_t lo, size_t hi) {
+  const job_t *j = ctx;
+  for (size_t i = lo; i < hi; i++) position(j, i);
 }
 
 double fc_loss_forward_backward(float *dlogits, fc_loss_stats_t *stats, const float *logits,
@@ -111,24 +109,10 @@ double fc_loss_forward_backward(float *dlogits, fc_loss_stats_t *stats, const fl
   assert(!fused || (fused->K > 0 && fused->ids && fused->logprobs));
   size_t N = (size_t)B * T;
   double *ce = fc_xmalloc(2 * N * sizeof *ce), *fu = ce + N;
-  job_t base = {dlogits, logits, targets, fused, lambda, V, norm, ce, fu, 0, N};
+  job_t job = {dlogits, logits, targets, fused, lambda, V, norm, ce, fu};
   int nt = g_threads;
-  if ((size_t)nt > N) nt = (int)N;
   if (N * (size_t)V < 65536) nt = 1;
-  job_t jobs[nt];
-  pthread_t th[nt];
-  int started[nt];
-  for (int t = 0; t < nt; t++) {
-    jobs[t] = base;
-    jobs[t].lo = N * t / nt;
-    jobs[t].hi = N * (t + 1) / nt;
-    started[t] = t > 0 && pthread_create(&th[t], NULL, run, &jobs[t]) == 0;
-  }
-  run(&jobs[0]);
-  for (int t = 1; t < nt; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    else run(&jobs[t]); /* thread creation failed: do the share here */
-  }
+  fc_par_for(N, 0, nt, run, &job);
   double sce = 0, sfu = 0;
   long counted = 0;
   for (size_t i = 0; i < N; i++)

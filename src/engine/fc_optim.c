@@ -4,9 +4,10 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fc_par.h"
 
 fc_adamw_t *fc_adamw_new(size_t n, const fc_param_info_t *const *tensors, size_t ntensors,
                          float beta1, float beta2, float eps, float weight_decay) {
@@ -63,16 +64,15 @@ typedef struct adamw_job {
   uint32_t seed; /* the step's share of the stochastic-rounding hash */
   const float *g;
   const uint8_t *dec;
-  size_t lo, hi;
   float decay_mul, fb1, f1b1, fb2, f1b2, bc2_sqrt, neg_step, eps;
 } adamw_job_t;
 
-static void *adamw_range(void *arg) {
+static void adamw_range(void *arg, size_t lo, size_t hi) {
   const adamw_job_t *j = arg;
   float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
   const float *restrict g = j->g;
   const uint8_t *restrict dec = j->dec;
-  for (size_t i = j->lo; i < j->hi; i++) {
+  for (size_t i = lo; i < hi; i++) {
     float pi = dec[i] ? p[i] * j->decay_mul : p[i];
     float gi = g[i];
     m[i] = m[i] * j->fb1 + gi * j->f1b1;
@@ -80,7 +80,6 @@ static void *adamw_range(void *arg) {
     float denom = sqrtf(v[i]) / j->bc2_sqrt + j->eps;
     p[i] = pi + j->neg_step * (m[i] / denom);
   }
-  return NULL;
 }
 
 static inline float bf16_to_f32(uint16_t b) {
@@ -107,13 +106,13 @@ static inline uint16_t f32_to_bf16_sr(float f, size_t i, uint32_t seed) {
   return (uint16_t)((x.u + (h & 0xFFFFu)) >> 16); /* finite moments: no NaN/Inf handling needed */
 }
 
-static void *adamw_range_bf16(void *arg) {
+static void adamw_range_bf16(void *arg, size_t lo, size_t hi) {
   const adamw_job_t *j = arg;
   float *restrict p = j->p;
   uint16_t *restrict m = j->m16, *restrict v = j->v16;
   const float *restrict g = j->g;
   const uint8_t *restrict dec = j->dec;
-  for (size_t i = j->lo; i < j->hi; i++) {
+  for (size_t i = lo; i < hi; i++) {
     float pi = dec[i] ? p[i] * j->decay_mul : p[i];
     float gi = g[i];
     float mi = bf16_to_f32(m[i]) * j->fb1 + gi * j->f1b1;
@@ -123,7 +122,6 @@ static void *adamw_range_bf16(void *arg) {
     m[i] = f32_to_bf16_sr(mi, i, j->seed);
     v[i] = f32_to_bf16_sr(vi, i, j->seed ^ 0x5bd1e995u);
   }
-  return NULL;
 }
 
 void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
@@ -134,28 +132,14 @@ void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
   const double bc2 = 1.0 - pow(b2, (double)o->step);
   adamw_job_t base = {
       .p = params, .m = o->m, .v = o->v, .m16 = o->m16, .v16 = o->v16,
-      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .g = grads, .dec = o->decay, .lo = 0, .hi = o->n,
+      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .g = grads, .dec = o->decay,
       .decay_mul = (float)(1.0 - (double)lr * o->weight_decay),
       .fb1 = (float)b1, .f1b1 = (float)(1.0 - b1), .fb2 = (float)b2, .f1b2 = (float)(1.0 - b2),
       .bc2_sqrt = (float)sqrt(bc2), .neg_step = (float)(-(double)lr / bc1), .eps = o->eps,
   };
-  void *(*range)(void *) = o->dtype == FC_DT_BF16 ? adamw_range_bf16 : adamw_range;
   int nt = o->threads < 1 ? 1 : o->threads;
   if (o->n < 65536) nt = 1;
-  adamw_job_t jobs[nt];
-  pthread_t th[nt];
-  int started[nt];
-  for (int t = 0; t < nt; t++) {
-    jobs[t] = base;
-    jobs[t].lo = o->n * t / nt;
-    jobs[t].hi = o->n * (t + 1) / nt;
-    started[t] = t > 0 && pthread_create(&th[t], NULL, range, &jobs[t]) == 0;
-  }
-  range(&jobs[0]);
-  for (int t = 1; t < nt; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    else range(&jobs[t]);
-  }
+  fc_par_for(o->n, 0, nt, o->dtype == FC_DT_BF16 ? adamw_range_bf16 : adamw_range, &base);
 }
 
 static const char ADAMW_MAGIC[8] = {'F', 'C', 'A', 'D', 'A', 'M', 'W', '1'};
