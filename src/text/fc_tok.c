@@ -5,6 +5,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "fc_tok.h"
 
+#include "fc_utf8.h"
+
 #include <assert.h>
 #include <jansson.h>
 #include <pcre2.h>
@@ -77,106 +79,6 @@ static void out_push(out_t *o, int32_t id, uint32_t off) {
   o->n++;
 }
 
-
-/* ---------- UTF-8 ---------- */
-
-/* Length of a valid UTF-8 sequence at p (n bytes available), 0 if invalid. */
-static size_t utf8_valid_len(const unsigned char *p, size_t n) {
-  unsigned c = p[0];
-  if (c < 0x80) return 1;
-  size_t len;
-  unsigned lo = 0x80, hi = 0xbf;
-  if (c >= 0xc2 && c <= 0xdf) len = 2;
-  else if (c >= 0xe0 && c <= 0xef) {
-    len = 3;
-    if (c == 0xe0) lo = 0xa0;
-    if (c == 0xed) hi = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    len = 4;
-    if (c == 0xf0) lo = 0x90;
-    if (c == 0xf4) hi = 0x8f;
-  } else
-    return 0;
-  if (n < len) return 0;
-  if (p[1] < lo || p[1] > hi) return 0;
-  for (size_t i = 2; i < len; i++)
-    if ((p[i] & 0xc0) != 0x80) return 0;
-  return len;
-}
-
-/* Rust's String::from_utf8_lossy: each maximal invalid subpart becomes one U+FFFD. */
-static void sb_put_lossy(fc_sbuf_t *s, const unsigned char *p, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    size_t l = utf8_valid_len(p + i, n - i);
-    if (l) {
-      size_t j = i + l;
-      while (j < n && (l = utf8_valid_len(p + j, n - j))) j += l;
-      fc_sbuf_put(s, p + i, j - i);
-      i = j;
-      continue;
-    }
-    /* length of the maximal subpart of a valid sequence */
-    unsigned c = p[i];
-    size_t k = 1;
-    if (c >= 0xc2 && c <= 0xf4) {
-      unsigned lo = 0x80, hi = 0xbf;
-      size_t want = c <= 0xdf ? 2 : c <= 0xef ? 3 : 4;
-      if (c == 0xe0) lo = 0xa0;
-      if (c == 0xed) hi = 0x9f;
-      if (c == 0xf0) lo = 0x90;
-      if (c == 0xf4) hi = 0x8f;
-      if (i + 1 < n && p[i + 1] >= lo && p[i + 1] <= hi) {
-        k = 2;
-        while (k < want && i + k < n && (p[i + k] & 0xc0) == 0x80) k++;
-      }
-    }
-    fc_sbuf_put(s, "\xef\xbf\xbd", 3);
-    i += k;
-  }
-}
-
-static uint32_t utf8_decode(const unsigned char *p, size_t *len) {
-  unsigned c = p[0];
-  if (c < 0x80) {
-    *len = 1;
-    return c;
-  }
-  if (c < 0xe0) {
-    *len = 2;
-    return ((c & 0x1f) << 6) | (p[1] & 0x3f);
-  }
-  if (c < 0xf0) {
-    *len = 3;
-    return ((c & 0x0f) << 12) | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f);
-  }
-  *len = 4;
-  return ((c & 0x07) << 18) | ((p[1] & 0x3f) << 12) | ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
-}
-
-static size_t utf8_encode(uint32_t c, char *out) {
-  if (c < 0x80) {
-    out[0] = (char)c;
-    return 1;
-  }
-  if (c < 0x800) {
-    out[0] = (char)(0xc0 | (c >> 6));
-    out[1] = (char)(0x80 | (c & 0x3f));
-    return 2;
-  }
-  if (c < 0x10000) {
-    out[0] = (char)(0xe0 | (c >> 12));
-    out[1] = (char)(0x80 | ((c >> 6) & 0x3f));
-    out[2] = (char)(0x80 | (c & 0x3f));
-    return 3;
-  }
-  out[0] = (char)(0xf0 | (c >> 18));
-  out[1] = (char)(0x80 | ((c >> 12) & 0x3f));
-  out[2] = (char)(0x80 | ((c >> 6) & 0x3f));
-  out[3] = (char)(0x80 | (c & 0x3f));
-  return 4;
-}
-
 /* Unicode White_Space, as Rust's char::is_whitespace. */
 static int is_ws(uint32_t c) {
   return (c >= 9 && c <= 13) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
@@ -198,7 +100,7 @@ static void byte_map_build(void) {
     uint32_t cp;
     if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) cp = (uint32_t)b;
     else cp = 256 + (uint32_t)n++;
-    g_byte_char_len[b] = (uint8_t)utf8_encode(cp, g_byte_char[b]);
+    g_byte_char_len[b] = (uint8_t)fc_utf8_encode(cp, g_byte_char[b]);
     g_byte_char[b][g_byte_char_len[b]] = 0;
     g_char_byte[cp] = (int16_t)b;
   }
@@ -1035,7 +937,7 @@ static void run_norm(const norm_op_t *op, const nbuf_t *src, nbuf_t *dst) {
   const unsigned char *b = (const unsigned char *)src->b;
   while (i < src->n) {
     size_t l;
-    uint32_t c = utf8_decode(b + i, &l);
+    uint32_t c = fc_utf8_decode(b + i, &l);
     if (c < op->fast_below || unorm2_isInert(op->un, (UChar32)c)) {
       last_boundary = i;
       nb_put(dst, src->b + i, l, src->o[i]);
@@ -1048,7 +950,7 @@ static void run_norm(const norm_op_t *op, const nbuf_t *src, nbuf_t *dst) {
     size_t cs = last_boundary, j = i + l;
     dst->n -= i - cs; /* take back the copied start of the run */
     while (j < src->n) {
-      c = utf8_decode(b + j, &l);
+      c = fc_utf8_decode(b + j, &l);
       if (c < op->fast_below || unorm2_hasBoundaryBefore(op->un, (UChar32)c)) break;
       j += l;
     }
@@ -1329,7 +1231,7 @@ static void bpe_word_uncached(const fc_tok_t *t, const nbuf_t *buf, uint32_t s, 
   } else {
     uint32_t i = s;
     while (i < e) {
-      size_t l = utf8_valid_len(b + i, e - i);
+      size_t l = fc_utf8_valid_len(b + i, e - i);
       if (!l) l = 1;
       int32_t id = lookup_model(t, buf->b + i, l);
       if (id >= 0) {
@@ -1532,9 +1434,9 @@ static int find_added(const matcher_t *mt, const char *text, size_t len, size_t 
       if (s > 0) {
         size_t q = s - 1;
         while (q > 0 && (b[q] & 0xc0) == 0x80) q--;
-        if (is_word_char(utf8_decode(b + q, &l))) skip = 1;
+        if (is_word_char(fc_utf8_decode(b + q, &l))) skip = 1;
       }
-      if (e < len && is_word_char(utf8_decode(b + e, &l))) skip = 1;
+      if (e < len && is_word_char(fc_utf8_decode(b + e, &l))) skip = 1;
     }
     if (skip) {
       i = e;
@@ -1544,14 +1446,14 @@ static int find_added(const matcher_t *mt, const char *text, size_t len, size_t 
       while (s > from) {
         size_t q = s - 1, l;
         while (q > from && (b[q] & 0xc0) == 0x80) q--;
-        if (!is_ws(utf8_decode(b + q, &l))) break;
+        if (!is_ws(fc_utf8_decode(b + q, &l))) break;
         s = q;
       }
     }
     if (a->rstrip) {
       while (e < len) {
         size_t l;
-        if (!is_ws(utf8_decode(b + e, &l))) break;
+        if (!is_ws(fc_utf8_decode(b + e, &l))) break;
         e += l;
       }
     }
@@ -1565,7 +1467,7 @@ static int find_added(const matcher_t *mt, const char *text, size_t len, size_t 
 static int check_text(const char *text, size_t len, fc_err_t *err) {
   if (len > 0xffffffffu / 4) return fc_err_set(err, FC_EINVAL, "text too long (%zu bytes)", len);
   for (size_t i = 0; i < len;) {
-    size_t l = utf8_valid_len((const unsigned char *)text + i, len - i);
+    size_t l = fc_utf8_valid_len((const unsigned char *)text + i, len - i);
     if (!l) return fc_err_set(err, FC_EINVAL, "text is not valid UTF-8 at byte %zu", i);
     i += l;
   }
@@ -1724,7 +1626,7 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
       int ok = 1;
       while (j < n) {
         size_t l;
-        uint32_t c = utf8_decode(p + j, &l);
+        uint32_t c = fc_utf8_decode(p + j, &l);
         if (c >= 324 || g_char_byte[c] < 0) {
           ok = 0;
           break;
@@ -1740,7 +1642,7 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
     }
     fc_sbuf_t s = {0};
     fc_sbuf_put(&s, "", 0);
-    if (bytes.n) sb_put_lossy(&s, (const unsigned char *)bytes.b, bytes.n);
+    if (bytes.n) fc_utf8_put_lossy(&s, (const unsigned char *)bytes.b, bytes.n);
     free(bytes.b);
     toks_free(ts);
     toks_add(ts, s.b, s.n);
@@ -1763,7 +1665,7 @@ static void run_dec(const dec_op_t *op, toks_t *ts) {
       if (pend.n) {
         int valid = 1;
         for (size_t j = 0; j < pend.n;) {
-          size_t l = utf8_valid_len((const unsigned char *)pend.b + j, pend.n - j);
+          size_t l = fc_utf8_valid_len((const unsigned char *)pend.b + j, pend.n - j);
           if (!l) {
             valid = 0;
             break;
@@ -1859,7 +1761,7 @@ size_t fc_tok_token_text(const fc_tok_t *t, int32_t id, char *buf, size_t cap) {
   if (t->kind == FC_TOK_BYTELEVEL) {
     for (size_t i = 0; i < n;) {
       size_t l;
-      uint32_t c = utf8_decode((const unsigned char *)p + i, &l);
+      uint32_t c = fc_utf8_decode((const unsigned char *)p + i, &l);
       if (c < 324 && g_char_byte[c] >= 0) PUT(g_char_byte[c]);
       else
         for (size_t j = 0; j < l; j++) PUT(p[i + j]);
