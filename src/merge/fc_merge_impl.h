@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The block loops are compiled twice, for AVX2 and for the baseline, and picked at load time
- * (GCC/Clang function multiversioning); the helpers are inlined into each version. */
+/* The block functions are compiled for x86-64-v4 (AVX-512), AVX2 and the baseline, and picked
+ * at load time (GCC's function multiversioning); the helpers are inlined into each version. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FC_HOT __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
