@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fc_merge_check.h"
 #include "fc_num.h"
+#include "fc_schema.h"
 
 #define FC_TABLE_ROW(name, summary) {#name, fc_cmd_##name, summary},
 static const fc_cmd_t commands[] = {FC_COMMANDS(FC_TABLE_ROW)};
@@ -124,6 +126,7 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
+  fc_schema_set_open_check(fc_merge_check_param); /* merge.parameters of job specs */
   if (argc < 2) {
     usage(stderr);
     return FC_EXIT_USAGE;

@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "fc_net.h"
+#include "fc_schema.h"
 #include "fc_yaml.h"
 
 void fc_up_plan_init(fc_up_plan_t *p) {
@@ -54,12 +55,20 @@ void fc_up_plan_add(fc_up_plan_t *p, const char *prog, const char *tag, int coun
 
 /* ---- config ---- */
 
-#define FC_UP_DAEMON_TYPES "logits, align, train, merge, eval or worker-test"
-static int fc_up_daemon_known(const char *type) {
-  static const char *const types[] = {"logits", "align", "train", "merge", "eval", "worker-test", NULL};
-  for (int t = 0; types[t]; t++)
-    if (!strcmp(type, types[t])) return 1;
-  return 0;
+/* The daemons the schema names for the task kinds, and the test daemon. */
+static int daemon_known(const char *type, char *list, size_t n) {
+  size_t ns, len = (size_t)snprintf(list, n, "worker-test");
+  const fc_task_schema_t *all = fc_schema_all(&ns);
+  int found = !strcmp(type ? type : "", "worker-test");
+  for (size_t i = 0; i < ns; i++) {
+    if (!strcmp(all[i].daemon, "coordinator")) continue;
+    int dup = 0;
+    for (size_t k = 0; k < i; k++) dup |= !strcmp(all[k].daemon, all[i].daemon);
+    if (dup) continue;
+    found |= type && !strcmp(type, all[i].daemon);
+    if (len < n) len += (size_t)snprintf(list + len, n - len, ", %s", all[i].daemon);
+  }
+  return found;
 }
 
 static const char *const DAEMON_KEYS[] = {"type", "model", "name", "threads", "serve", "count", NULL};
@@ -82,8 +91,8 @@ static int load_daemon(fc_up_plan_t *p, const fc_yaml_node_t *d, const char *run
     if ((rc = fc_yaml_long(v, "threads", 1, 4096, &nthreads, err))) return rc;
     threads = v->str;
   }
-  if (!type || !fc_up_daemon_known(type))
-    return fc_yaml_error(d, err, "a daemon needs a type: %s", FC_UP_DAEMON_TYPES);
+  char types[256];
+  if (!daemon_known(type, types, sizeof types)) return fc_yaml_error(d, err, "a daemon needs a type: %s", types);
   int logits = !strcmp(type, "logits");
   if (logits && (!model || !name)) return fc_yaml_error(d, err, "a logits daemon needs model and name");
   if (!logits && (model || name || serve)) return fc_yaml_error(d, err, "model, name and serve are for logits daemons");
