@@ -12,12 +12,11 @@
 #include <stdio.h>
 
 #include "fc_limits.h"
+#include "fc_msg.h"
 #include "fc_util.h"
 
 /* A task's parameters as the wire and the database carry them: text keys and values. */
-typedef struct fc_kv {
-  char *key, *val;
-} fc_kv_t;
+typedef fc_msg_kv_t fc_kv_t;
 const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key);
 
 typedef enum {
