@@ -206,6 +206,16 @@ if [ -n "${FC_BUILD:-}" ]; then
   check 2 "fusechat-logits without --model" "$FC_BUILD/daemons/fusechat-logits" --name x
   check 2 "fusechat-logits bad --name" "$FC_BUILD/daemons/fusechat-logits" --model "$tmp" --name "a b"
   check 2 "fusechat-train bad --threads" "$FC_BUILD/daemons/fusechat-train" --threads 0
+  check 2 "fusechat-train --checkpoint-every 8x" "$FC_BUILD/daemons/fusechat-train" --checkpoint-every 8x
+  check 2 "fusechat-logits --batch 0" "$FC_BUILD/daemons/fusechat-logits" --model "$tmp" --name x --batch 0
+  # one default each: the daemons' --help, fusectl's flags and the job reference read one table
+  "$FUSECTL" schema > "$tmp/ref.md"
+  ck=$(awk -F'|' '$2 ~ /training.checkpoint_every/ {gsub(/[ `]/, "", $4); print $4}' "$tmp/ref.md")
+  lr=$(awk -F'|' '$2 ~ /training.lr/ {gsub(/[ `]/, "", $4); print $4}' "$tmp/ref.md")
+  topk=$(awk -F'|' '$2 ~ /`top_k`/ {gsub(/[ `]/, "", $4); print $4}' "$tmp/ref.md")
+  check 0 "train daemon's default checkpoint period = the reference's ($ck)" sh -c "'$FC_BUILD/daemons/fusechat-train' --help | grep -q '(default $ck;'"
+  check 0 "fusectl train's default lr = the reference's ($lr)" sh -c "'$FUSECTL' train --help | grep -q -- '--lr X .*(default $lr;'"
+  check 0 "fusectl logits-dump's default top-k = the reference's ($topk)" sh -c "'$FUSECTL' logits-dump --help | grep -q -- '--top-k N .*(default $topk;'"
 fi
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
