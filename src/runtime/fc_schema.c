@@ -3,7 +3,6 @@
 #include "fc_schema.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +15,7 @@ const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key) {
 }
 
 #define STR(st, k, h) {.key = #k, .type = FC_PARAM_STR, .unit = "", .help = h, .off = offsetof(st, k)}
-#define LONG_MAX_STEPS 1e9
+#define MAX_STEPS 1e9 /* optimizer steps and checkpoint periods */
 
 /* Shared by the logits and align tables: one definition of top_k. */
 #define TOP_K(st)                                                                                    \
@@ -80,8 +79,8 @@ static const fc_param_t TRAIN_P[] = {
     TRAIN(warmup, .flag = "warmup-ratio", .type = FC_PARAM_FLOAT, .def = 0.03, .lo = 0, .hi = 1, .unit = "", .help = "warm-up as a share of the steps"),
     TRAIN(weight_decay, .flag = "weight-decay", .type = FC_PARAM_FLOAT, .def = 0, .lo = 0, .hi = 10, .unit = "", .help = "decoupled weight decay on 2-D weights"),
     TRAIN(seed, .flag = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "data order and initialisation (in a job: the job's seed unless given)"),
-    TRAIN(steps, .flag = "steps", .type = FC_PARAM_INT, .def = 0, .lo = 0, .hi = LONG_MAX_STEPS, .unit = "steps", .help = "optimizer steps (0: from epochs)"),
-    TRAIN(checkpoint_every, .flag = "checkpoint-every", .type = FC_PARAM_INT, .def = 20, .lo = 0, .hi = LONG_MAX_STEPS, .unit = "steps", .help = "checkpoint period, for resuming (0: only when stopped)"),
+    TRAIN(steps, .flag = "steps", .type = FC_PARAM_INT, .def = 0, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "optimizer steps (0: from epochs)"),
+    TRAIN(checkpoint_every, .flag = "checkpoint-every", .type = FC_PARAM_INT, .def = 20, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "checkpoint period, for resuming (0: only when stopped)"),
 };
 
 static const fc_param_t MERGE[] = {
