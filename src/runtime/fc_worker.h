@@ -77,8 +77,10 @@ int fc_worker_run(const fc_worker_opts_t *opts, fc_err_t *err);
  * regular file below). Fails when an output is missing. */
 int fc_worker_artifacts(const fc_task_t *task, fc_msg_t *result, fc_err_t *err);
 
-/* The test executors: `sleep` (params ms, fail) and `checksum` (SHA-256 of each input, one hex
- * line each, into outputs[0]; params ms, fail). Both report progress and honour cancel. */
+/* The test executors: `sleep` (params ms, fail; checkpoint=1: fenced checkpoint files in its
+ * work directory every 100 ms; size: its outputs become sparse files of that many bytes) and
+ * `checksum` (SHA-256 of each input, one hex line each, into outputs[0]; params ms, fail). Both
+ * report progress and honour cancel. */
 const fc_executor_t *fc_test_executors(size_t *n);
 
 #endif
