@@ -61,7 +61,7 @@ static void last_error(const char *run, const char *name, char *out, size_t n) {
   if (fc_read_file(p, &text, &len, &err)) return;
   char *best = NULL, *lastline = NULL;
   for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-    if (*line) lastline = line;
+    if (*line && strncmp(line, "Try '", 5)) lastline = line; /* not the usage hint */
     if (strstr(line, "level=error")) best = line;
   }
   const char *pick = best ? best : lastline;
@@ -231,6 +231,7 @@ int fc_cmd_run(int argc, char **argv) {
   if (rc) {
     free(text), free(started.names);
     down(run);
+    while (waitpid(-1, NULL, WNOHANG) > 0) {}
     return rc;
   }
   printf("run directory %s (logs, database)\n", run);
@@ -304,6 +305,7 @@ int fc_cmd_run(int argc, char **argv) {
   json_decref(final);
   if (!keep || g_interrupted) down(run);
   else printf("still up: export FUSECHAT_RUN_DIR=%s; 'fusectl down' stops it\n", run);
+  while (waitpid(-1, NULL, WNOHANG) > 0) {} /* the daemons were our children: reap the stopped */
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   return rc;
