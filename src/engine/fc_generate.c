@@ -46,6 +46,9 @@ int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_e
   *out = NULL;
   if (capacity <= 0) return fc_err_set(err, FC_EINVAL, "KV cache capacity %d must be positive", capacity);
   const fc_config_t *c = &m->cfg;
+  if (!fc_config_is_pivot_type(c)) /* the source families (fc_arch.c) have a batched forward only */
+    return fc_err_set(err, FC_EUNSUPPORTED, "generation with model_type %s is not implemented (%s are)",
+                      c->model_type, FC_CONFIG_PIVOT_TYPES);
   size_t KVD = (size_t)c->num_kv_heads * c->head_dim;
   fc_kv_cache_t *kc = fc_xcalloc(1, sizeof *kc);
   kc->cap = capacity;
