@@ -1,7 +1,8 @@
 /* End to end with the real stage daemons as separate processes on tiny models of our own (BPE
  * tokenizers trained here, random weights): a job runs undisturbed; the same job with the train
  * daemon SIGKILLed mid-training and the coordinator killed and restarted must resume from the
- * checkpoint and give bitwise the same merged weights; a cancelled job stops its task. */
+ * checkpoint and give bitwise the same merged weights; a cancelled job stops its task; a fusion
+ * job whose sources are a Mixtral (mixture of experts) and an InternLM2 beside the Llama pivot. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -219,7 +220,9 @@ static int file_contains(const char *name, const char *needle) {
 
 /* ---- tiny models ---- */
 
-static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const char *corpus, size_t clen, uint64_t seed) {
+/* A random model of `type` with its own BPE tokenizer, as Hugging Face files. */
+static void make_model_of(const char *type, const char *dir, fc_tok_kind_t kind, int vocab, const char *corpus,
+                          size_t clen, uint64_t seed) {
   fc_err_t err = {0};
   fc_bpe_train_opts_t bo = {.kind = kind, .vocab_size = vocab};
   char *json = NULL;
@@ -233,9 +236,11 @@ static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const cha
   fc_tok_t *tok = NULL;
   assert_int_equal(fc_tok_load(&tok, tp, &err), 0);
   fc_config_t c;
-  fc_config_default(&c, "llama");
+  fc_config_default(&c, type);
   c.hidden_size = 32, c.intermediate_size = 64, c.num_layers = 2, c.num_heads = 2, c.num_kv_heads = 1;
   c.head_dim = 16, c.vocab_size = fc_tok_vocab_size(tok), c.initializer_range = 0.5f;
+  if (!strcmp(type, "mixtral")) c.num_experts = 4, c.experts_per_tok = 2, c.intermediate_size = 32;
+  if (!strcmp(type, "internlm2")) c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 8; /* grouped wqkv */
   fc_model_t *m = NULL;
   assert_int_equal(fc_model_init(&m, &c, seed, &err), 0);
   assert_int_equal(fc_model_save(m, dir, FC_DT_F32, &err), 0);
@@ -243,6 +248,10 @@ static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const cha
   fc_tok_destroy(&tok);
   free(tp);
   free(json);
+}
+
+static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const char *corpus, size_t clen, uint64_t seed) {
+  make_model_of("llama", dir, kind, vocab, corpus, clen, seed);
 }
 
 static int group_setup(void **state) {
@@ -498,6 +507,49 @@ static void test_fusion_scale(void **state) {
   check_logs();
 }
 
+/* Sources of other families than the pivot's: a Mixtral (4 experts, top-2) and an InternLM2
+ * (packed grouped wqkv) with tokenizers of their own; their logits daemons run the forward-only
+ * engine, and the job goes through alignment, fusion, training, merging and evaluation. */
+static void test_fusion_diverse_sources(void **state) {
+  (void)state;
+  char mx[160], il[160], spec[4096];
+  snprintf(mx, sizeof mx, "%s/src-mixtral", g_dir);
+  snprintf(il, sizeof il, "%s/src-internlm2", g_dir);
+  char *corpus;
+  size_t clen;
+  fc_err_t err = {0};
+  assert_int_equal(fc_read_file(g_data, &corpus, &clen, &err), 0);
+  make_model_of("mixtral", mx, FC_TOK_SENTENCEPIECE, 420, corpus, clen, 21);
+  make_model_of("internlm2", il, FC_TOK_BYTELEVEL, 380, corpus, clen, 22);
+  free(corpus);
+  start_coord();
+  start_logits("pivot", g_piv, 1);
+  start_logits("mx", mx, 1);
+  start_logits("il", il, 1);
+  start_daemon("fusechat-align", "align-1", NULL, NULL);
+  start_daemon("fusechat-train", "train-1", NULL, NULL);
+  start_daemon("fusechat-merge", "merge-1", NULL, NULL);
+  start_daemon("fusechat-eval", "eval-1", NULL, NULL);
+  snprintf(spec, sizeof spec,
+           "name: fuse-diverse\nstore: %s/store\nseed: 1\nmax_attempts: 2\n"
+           "models:\n  - {name: pivot, path: %s, role: pivot}\n  - {name: mx, path: %s}\n  - {name: il, path: %s}\n"
+           "dataset: %s\neval: %s\nshards: 2\ntop_k: 4\nlambda: 0.9\n"
+           "training: {epochs: 1, lr: 0.003, batch_size: 2, seq_len: 128, steps: 6, checkpoint_every: 3}\n"
+           "merge: {method: ties, parameters: {density: 0.5}}\n",
+           g_dir, g_piv, mx, il, g_data, g_eval);
+  int64_t job = submit(spec);
+  assert_string_equal(wait_job(job, 180), "done");
+  /* Both sources were evaluated as they are, and the fused targets merged. */
+  static const char *const evals[] = {"mx", "il", "target-mx", "target-il", "merged"};
+  for (int e = 0; e < 5; e++) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/store/fuse-diverse/eval/%s.json", g_dir, evals[e]);
+    assert_true(fc_path_exists(p));
+  }
+  stop_all(SIGTERM);
+  check_logs();
+}
+
 /* ---- the logits daemon's direct socket ---- */
 
 static int serve_call(const char *ep, fc_msg_t *req, fc_msg_t *rep) {
@@ -646,6 +698,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_logits_serve, teardown),
       cmocka_unit_test_teardown(test_fusion_job, teardown),
       cmocka_unit_test_teardown(test_fusion_scale, teardown),
+      cmocka_unit_test_teardown(test_fusion_diverse_sources, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
