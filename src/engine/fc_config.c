@@ -460,3 +460,57 @@ long long fc_config_num_params(const fc_config_t *c) {
   long long layer = attn + mlp + (!strcmp(c->model_type, "gemma2") ? 4 : 2) * C;
   return V * C * (c->tie_word_embeddings ? 1 : 2) + c->num_layers * layer + C;
 }
+
+/* Which layers are windowed, as "W on layers 0,2,4" / "W on every layer" / "none". */
+static void windows_text(const fc_config_t *c, char *buf, size_t n) {
+  int nw = 0, first = 1;
+  for (int l = 0; l < c->num_layers; l++) nw += fc_config_layer_window(c, l) > 0;
+  if (!nw) {
+    snprintf(buf, n, "none");
+    return;
+  }
+  if (nw == c->num_layers) {
+    snprintf(buf, n, "%d positions on every layer", c->sliding_window);
+    return;
+  }
+  size_t o = (size_t)snprintf(buf, n, "%d positions on layers ", c->sliding_window);
+  for (int l = 0; l < c->num_layers && o < n; l++)
+    if (fc_config_layer_window(c, l) > 0) {
+      o += (size_t)snprintf(buf + o, n - o, "%s%d", first ? "" : ",", l);
+      first = 0;
+    }
+}
+
+void fc_config_describe(const fc_config_t *c, char *buf, size_t n) {
+  static const char *const act_names[] = {"SiLU (SwiGLU)", "GELU tanh (GeGLU)", "GELU erf (GeGLU)"};
+  char win[256], rope[96];
+  windows_text(c, win, sizeof win);
+  if (c->rope_scaling_type[0]) snprintf(rope, sizeof rope, "%s x%g", c->rope_scaling_type, c->rope_factor);
+  else snprintf(rope, sizeof rope, "none");
+  const char *t = c->model_type, *role = fc_config_is_pivot_type(c) ? "pivot or source" : "source only (forward)";
+  int rd = !strcmp(t, "phi3") ? (int)((float)c->head_dim * c->partial_rotary_factor) : c->head_dim;
+  if (!strcmp(t, "mixtral"))
+    snprintf(buf, n,
+             "mixtral: sparse mixture of experts, %d SwiGLU experts per layer, top-%d per token weighted by the "
+             "softmax over the chosen router logits; window %s; rope scaling %s; %s",
+             c->num_experts, c->experts_per_tok, win, rope, role);
+  else if (!strcmp(t, "internlm2"))
+    snprintf(buf, n,
+             "internlm2: packed wqkv grouped per KV head (%d query heads + k + v in each of %d groups), wqkv/wo "
+             "bias %s, feed_forward w1/w3/w2 SwiGLU; rope scaling %s; %s",
+             c->num_heads / c->num_kv_heads, c->num_kv_heads, c->attention_bias ? "yes" : "no", rope, role);
+  else if (!strcmp(t, "gemma"))
+    snprintf(buf, n, "gemma: %s MLP, RMSNorm scaled by (1 + w), embeddings times sqrt(%d); %s", act_names[c->act],
+             c->hidden_size, role);
+  else if (!strcmp(t, "gemma2"))
+    snprintf(buf, n,
+             "gemma2: %s MLP, RMSNorm (1 + w) before and after attention and MLP, embeddings times sqrt(%d), "
+             "attention scale %g^-1/2, soft caps attention %g final %g (0 = off); window %s; %s",
+             act_names[c->act], c->hidden_size, c->query_pre_attn_scalar, c->attn_softcap, c->final_softcap, win,
+             role);
+  else if (!strcmp(t, "phi3"))
+    snprintf(buf, n, "phi3: packed qkv_proj and gate_up_proj, SwiGLU, rotary on %d of %d head dims; window %s; %s",
+             rd, c->head_dim, win, role);
+  else
+    snprintf(buf, n, "%s: Llama family, SwiGLU; window %s; rope scaling %s; %s", t, win, rope, role);
+}

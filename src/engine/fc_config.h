@@ -4,6 +4,7 @@
 #ifndef FC_CONFIG_H
 #define FC_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "fc_util.h"
@@ -75,6 +76,10 @@ int fc_config_is_pivot_type(const fc_config_t *c);
 /* The attention window of layer `layer`: W when it uses sliding-window attention, 0 when it
  * attends to every earlier position. */
 int fc_config_layer_window(const fc_config_t *c, int layer);
+/* One line on what the family does beyond the shared hyper-parameters (experts and routing,
+ * packed projections, norms, soft caps, windows, RoPE scaling) and whether it can be a pivot or
+ * only a source; written into buf (NUL-terminated, truncated to n). */
+void fc_config_describe(const fc_config_t *c, char *buf, size_t n);
 /* Parameter count of the model the config describes. */
 long long fc_config_num_params(const fc_config_t *c);
 
