@@ -49,7 +49,7 @@ typedef struct fc_arch_state {
   float *moe; /* mixture-of-experts scratch */
   size_t moe_cap;
   float *rope_cos, *rope_sin; /* (T, rd/2) for the last forward's T */
-  float *logits;              /* (B*T, V) of fc_arch_forward */
+  float *logits;              /* (B*T, V) of fc_arch_forward, or a head chunk's of the top-K path */
   size_t logits_cap;
 } arch_state_t;
 
@@ -483,6 +483,16 @@ static void head(const fc_model_t *m, const arch_state_t *s, float *logits, cons
   if (is(c, "gemma2") && c->final_softcap > 0) softcap(logits, (size_t)n * c->vocab_size, c->final_softcap);
 }
 
+/* The logits buffer, kept between calls (a fresh one costs its page faults every forward). */
+static float *logits_reserve(arch_state_t *s, size_t need) {
+  if (need > s->logits_cap) {
+    free(s->logits);
+    s->logits = fc_xmalloc(need * sizeof(float));
+    s->logits_cap = need;
+  }
+  return s->logits;
+}
+
 const float *fc_arch_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
   if (train) {
     fc_err_set(err, FC_EUNSUPPORTED, "model_type %s is a source family (forward only): training needs %s",
@@ -494,13 +504,7 @@ const float *fc_arch_forward(fc_model_t *m, const int32_t *ids, int B, int T, in
   acts_t a;
   trunk(m, s, &a, ids, B, T);
   size_t BT = (size_t)B * T;
-  size_t need = BT * m->cfg.vocab_size;
-  if (need > s->logits_cap) {
-    free(s->logits);
-    s->logits = fc_xmalloc(need * sizeof(float));
-    s->logits_cap = need;
-  }
-  head(m, s, s->logits, a.hn, (int)BT);
+  head(m, s, logits_reserve(s, BT * m->cfg.vocab_size), a.hn, (int)BT);
   return s->logits;
 }
 
@@ -518,7 +522,7 @@ int fc_arch_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K,
   const char *e = getenv("FUSECHAT_HEAD_ROWS");
   if (e && atol(e) > 0) chunk = (size_t)atol(e);
   if (chunk > BT) chunk = BT;
-  float *logits = fc_xmalloc(chunk * (size_t)V * sizeof(float));
+  float *logits = logits_reserve(s, chunk * (size_t)V);
   for (size_t r0 = 0; r0 < BT; r0 += chunk) {
     int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
     head(m, s, logits, a.hn + r0 * C, n);
@@ -533,6 +537,5 @@ int fc_arch_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K,
       if (targets && target_lp) target_lp[row] = targets[row] >= 0 && targets[row] < V ? lg[targets[row]] - lse : NAN;
     }
   }
-  free(logits);
   return 0;
 }
