@@ -171,7 +171,15 @@ static void test_init_save_load(void **state) {
     fc_config_default(&c, types[t]);
     c.hidden_size = 32, c.intermediate_size = 40, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
     c.head_dim = 8, c.vocab_size = 64, c.num_experts = !strcmp(types[t], "mixtral") ? 4 : 0;
-    if (!strcmp(types[t], "gemma2")) c.query_pre_attn_scalar = 8, c.sliding_window = 3;
+    /* Non-default options, so a key lost on saving would change the reloaded model's logits. */
+    if (!strcmp(types[t], "gemma2")) c.query_pre_attn_scalar = 8, c.sliding_window = 3, c.attn_softcap = 1.5f;
+    if (!strcmp(types[t], "gemma")) c.act = FC_ACT_GELU;
+    if (!strcmp(types[t], "mixtral")) c.sliding_window = 4, c.experts_per_tok = 3;
+    if (!strcmp(types[t], "phi3")) c.partial_rotary_factor = 0.5f, c.sliding_window = 5;
+    if (!strcmp(types[t], "internlm2")) {
+      c.attention_bias = c.o_bias = 1, c.max_position_embeddings = 6, c.rope_factor = 3.0f;
+      snprintf(c.rope_scaling_type, sizeof c.rope_scaling_type, "dynamic");
+    }
     fc_err_t err = {0};
     fc_model_t *m = NULL, *m2 = NULL;
     assert_int_equal(fc_model_init(&m, &c, 7, &err), 0);
@@ -184,6 +192,13 @@ static void test_init_save_load(void **state) {
     if (rc) fprintf(stderr, "%s: %s\n", types[t], err.msg);
     assert_int_equal(rc, 0);
     assert_string_equal(fc_model_config(m2)->model_type, types[t]);
+    fc_config_t back = *fc_model_config(m2);
+    assert_int_equal(back.sliding_window, c.sliding_window);
+    assert_int_equal(back.experts_per_tok, c.experts_per_tok);
+    assert_int_equal(back.attention_bias, c.attention_bias);
+    assert_int_equal(back.act, c.act);
+    assert_true(back.partial_rotary_factor == c.partial_rotary_factor && back.attn_softcap == c.attn_softcap);
+    assert_string_equal(back.rope_scaling_type, c.rope_scaling_type);
     const char *probe = !strcmp(types[t], "internlm2") ? "model.layers.1.attention.wqkv.weight"
                         : !strcmp(types[t], "mixtral") ? "model.layers.0.block_sparse_moe.experts.3.w2.weight"
                         : !strcmp(types[t], "phi3")    ? "model.layers.0.mlp.gate_up_proj.weight"

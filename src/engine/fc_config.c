@@ -283,9 +283,9 @@ int fc_config_parse(fc_config_t *c, const char *text, const char *what, fc_err_t
   if (c->num_kv_heads < 0) c->num_kv_heads = c->num_heads;
   /* Qwen2 always has q/k/v biases and no o bias; Llama's attention_bias covers all four. */
   if (!strcmp(type, "qwen2")) c->attention_bias = 1, c->o_bias = 0;
-  else if (!strcmp(type, "llama") || gemma) c->attention_bias = c->o_bias = ab;
-  else c->attention_bias = c->o_bias = 0; /* mistral, mixtral, phi3; internlm2 reads "bias" below */
-  if (strcmp(type, "llama")) c->mlp_bias = 0;
+  else if (!source || gemma) c->attention_bias = c->o_bias = ab;
+  else c->attention_bias = c->o_bias = 0; /* mixtral, phi3; internlm2 reads "bias" below */
+  if (source) c->mlp_bias = 0;            /* no source family has MLP biases */
   json_t *dt = json_object_get(root, "torch_dtype");
   if (!dt) dt = json_object_get(root, "dtype");
   c->torch_dtype[0] = 0;
@@ -391,7 +391,8 @@ int fc_config_save(const fc_config_t *c, const char *path, fc_err_t *err) {
   json_object_set_new(r, "rope_theta", json_real(c->rope_theta));
   json_object_set_new(r, "rms_norm_eps", json_real(c->rms_norm_eps));
   json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
-  if (!strcmp(t, "llama") || gemma) json_object_set_new(r, "attention_bias", json_boolean(c->attention_bias));
+  if (fc_config_is_pivot_type(c) ? strcmp(t, "qwen2") : gemma)
+    json_object_set_new(r, "attention_bias", json_boolean(c->attention_bias));
   if (!strcmp(t, "internlm2")) json_object_set_new(r, "bias", json_boolean(c->attention_bias));
   if (c->mlp_bias) json_object_set_new(r, "mlp_bias", json_true());
   static const char *const act_names[] = {"silu", "gelu_pytorch_tanh", "gelu"};
