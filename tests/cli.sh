@@ -47,8 +47,8 @@ for fam in mixtral_moe:experts internlm2_gqa_dynamic:wqkv gemma_mqa:GeGLU gemma2
     pass=$((pass + 1))
   fi
 done
-printf '{"model_type": "falcon", "hidden_size": 8}' > "$tmp/config.json"
-out=$("$FUSECTL" inspect "$tmp" 2>&1); rc=$?
+mkdir -p "$tmp/falcon" && printf '{"model_type": "falcon", "hidden_size": 8}' > "$tmp/falcon/config.json"
+out=$("$FUSECTL" inspect "$tmp/falcon" 2>&1); rc=$?
 if [ "$rc" -ne 1 ] || ! printf '%s' "$out" | grep -q "mixtral, internlm2, gemma, gemma2, phi3"; then
   echo "FAIL: an unknown model_type does not list the supported ones: $out"; fail=$((fail + 1))
 else
