@@ -20,7 +20,8 @@
 #define TOL_REL 1e-4f
 
 static const char *variants[] = {"mixtral_moe", "mixtral_swa_bf16", "internlm2_gqa_dynamic",
-                                  "internlm2_mqa_linear_bf16", "gemma_mqa", "gemma2_softcap", "phi3_partial"};
+                                  "internlm2_mqa_linear_bf16", "gemma_mqa", "gemma2_softcap", "phi3_partial",
+                                  "phi3_longrope"};
 #define NVAR (sizeof variants / sizeof variants[0])
 
 static char *fixture_path(const char *name, const char *suffix) {
@@ -175,7 +176,11 @@ static void test_init_save_load(void **state) {
     if (!strcmp(types[t], "gemma2")) c.query_pre_attn_scalar = 8, c.sliding_window = 3, c.attn_softcap = 1.5f;
     if (!strcmp(types[t], "gemma")) c.act = FC_ACT_GELU;
     if (!strcmp(types[t], "mixtral")) c.sliding_window = 4, c.experts_per_tok = 3;
-    if (!strcmp(types[t], "phi3")) c.partial_rotary_factor = 0.5f, c.sliding_window = 5;
+    if (!strcmp(types[t], "phi3")) {
+      c.partial_rotary_factor = 0.5f, c.sliding_window = 5, c.rope_original_max_pos = 4, c.rope_attn_factor = 1.2f;
+      c.rope_short[0] = 1.0f, c.rope_short[1] = 2.0f, c.rope_long[0] = 3.0f, c.rope_long[1] = 5.0f;
+      snprintf(c.rope_scaling_type, sizeof c.rope_scaling_type, "longrope");
+    }
     if (!strcmp(types[t], "internlm2")) {
       c.attention_bias = c.o_bias = 1, c.max_position_embeddings = 6, c.rope_factor = 3.0f;
       snprintf(c.rope_scaling_type, sizeof c.rope_scaling_type, "dynamic");
@@ -248,10 +253,15 @@ static void test_unknown_type(void **state) {
   assert_non_null(strstr(err.msg, "mixtral"));
   assert_non_null(strstr(err.msg, "internlm2"));
   assert_non_null(strstr(err.msg, "gemma2"));
-  /* Options we do not implement are refused, not ignored. */
-  const char *longrope = "{\"model_type\":\"phi3\",\"hidden_size\":8,\"intermediate_size\":8,\"num_hidden_layers\":1,"
-                         "\"num_attention_heads\":2,\"vocab_size\":8,\"rope_scaling\":{\"type\":\"longrope\"}}";
-  assert_int_equal(fc_config_parse(&c, longrope, "cfg", &err), FC_EUNSUPPORTED);
+  /* Options we do not implement are refused, not ignored; malformed ones named. */
+  const char *yarn = "{\"model_type\":\"phi3\",\"hidden_size\":8,\"intermediate_size\":8,\"num_hidden_layers\":1,"
+                     "\"num_attention_heads\":2,\"vocab_size\":8,\"rope_scaling\":{\"type\":\"yarn\"}}";
+  assert_int_equal(fc_config_parse(&c, yarn, "cfg", &err), FC_EUNSUPPORTED);
+  const char *lr = "{\"model_type\":\"phi3\",\"hidden_size\":8,\"intermediate_size\":8,\"num_hidden_layers\":1,"
+                   "\"num_attention_heads\":2,\"vocab_size\":8,\"rope_scaling\":{\"type\":\"longrope\","
+                   "\"short_factor\":[1,1],\"long_factor\":[1]}}";
+  assert_int_equal(fc_config_parse(&c, lr, "cfg", &err), FC_EFORMAT);
+  assert_non_null(strstr(err.msg, "long_factor"));
   const char *k3 = "{\"model_type\":\"mixtral\",\"hidden_size\":8,\"intermediate_size\":8,\"num_hidden_layers\":1,"
                    "\"num_attention_heads\":2,\"vocab_size\":8,\"num_local_experts\":2,\"num_experts_per_tok\":3}";
   assert_int_equal(fc_config_parse(&c, k3, "cfg", &err), FC_EFORMAT);

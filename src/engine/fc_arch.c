@@ -6,7 +6,7 @@
  *   gemma      GeGLU, RMSNorm scaling by (1 + w), embeddings times sqrt(hidden), tied head
  *   gemma2     + norms after attention and after the MLP, attention scale query_pre_attn_scalar,
  *              tanh soft-capping of attention scores and final logits, alternating windows
- *   phi3       packed qkv_proj [q, k, v] and gate_up_proj [gate, up], partial rotary */
+ *   phi3       packed qkv_proj [q, k, v] and gate_up_proj [gate, up], partial rotary, longrope */
 #include "fc_arch.h"
 
 #include <cblas.h>
@@ -250,15 +250,21 @@ static void rope_tables(arch_state_t *s, const fc_config_t *c, int T) {
     base *= pow(f * T / (double)c->max_position_embeddings - (f - 1.0), (double)rd / (rd - 2));
   s->rope_cos = fc_xrealloc(s->rope_cos, (size_t)T * half * sizeof(float));
   s->rope_sin = fc_xrealloc(s->rope_sin, (size_t)T * half * sizeof(float));
+  /* Phi3's longrope: short factors while the sequence fits the original length, long past it;
+   * cos and sin scaled by the attention factor. */
+  const int longrope = !strcmp(c->rope_scaling_type, "longrope");
+  const float *ext = longrope ? (T > c->rope_original_max_pos ? c->rope_long : c->rope_short) : NULL;
+  float mscale = longrope ? c->rope_attn_factor : 1.0f;
   for (int i = 0; i < half; i++) {
     float inv = 1.0f / powf((float)base, (float)(2 * i) / (float)rd);
+    if (ext) inv = 1.0f / (ext[i] * powf((float)base, (float)(2 * i) / (float)rd));
     /* HF divides inv_freq by the factor; InternLM2's own code divides the positions. */
     if (lin && !is(c, "internlm2")) inv /= f;
     for (int p = 0; p < T; p++) {
       float pos = lin && is(c, "internlm2") ? (float)p / f : (float)p;
       float a = pos * inv;
-      s->rope_cos[(size_t)p * half + i] = (float)cos((double)a);
-      s->rope_sin[(size_t)p * half + i] = (float)sin((double)a);
+      s->rope_cos[(size_t)p * half + i] = (float)cos((double)a) * mscale;
+      s->rope_sin[(size_t)p * half + i] = (float)sin((double)a) * mscale;
     }
   }
 }

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <jansson.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -209,6 +210,49 @@ static int parse_source_type(fc_config_t *c, json_t *root, const char *what, fc_
   return 0;
 }
 
+/* A list of exactly n positive numbers into out. */
+static int get_factors(json_t *rs, const char *key, int n, float *out, const char *what, fc_err_t *err) {
+  json_t *a = json_object_get(rs, key);
+  if (!json_is_array(a) || json_array_size(a) != (size_t)n)
+    return fc_err_set(err, FC_EFORMAT, "%s: rope_scaling '%s' must list %d numbers (rotary dims / 2)", what, key, n);
+  for (int i = 0; i < n; i++) {
+    json_t *v = json_array_get(a, (size_t)i);
+    if (!json_is_number(v) || json_number_value(v) <= 0)
+      return fc_err_set(err, FC_EFORMAT, "%s: rope_scaling '%s'[%d] must be a positive number", what, key, i);
+    out[i] = (float)json_number_value(v);
+  }
+  return 0;
+}
+
+/* Phi3's longrope, as Hugging Face derives it: factor = max_position_embeddings /
+ * original_max_position_embeddings, attention_factor (unless given) sqrt(1 + ln(factor) /
+ * ln(original)) when factor > 1, else 1. */
+static int parse_longrope(fc_config_t *c, json_t *root, json_t *rs, const char *what, fc_err_t *err) {
+  int rd = (int)((float)c->head_dim * c->partial_rotary_factor), orig = 0, rc;
+  if (rd / 2 > FC_CONFIG_MAX_ROPE_FACTORS)
+    return fc_err_set(err, FC_EUNSUPPORTED, "%s: longrope over more than %d rotary dims is not supported", what,
+                      2 * FC_CONFIG_MAX_ROPE_FACTORS);
+  snprintf(c->rope_scaling_type, sizeof c->rope_scaling_type, "longrope");
+  if ((rc = get_factors(rs, "short_factor", rd / 2, c->rope_short, what, err)) ||
+      (rc = get_factors(rs, "long_factor", rd / 2, c->rope_long, what, err)) ||
+      (rc = get_int(root, "original_max_position_embeddings", 0, &orig, what, err)))
+    return rc;
+  if (orig > 0) {
+    c->rope_factor = (float)c->max_position_embeddings / (float)orig;
+  } else {
+    orig = c->max_position_embeddings;
+    if ((rc = get_float(rs, "factor", 1.0f, &c->rope_factor, what, err))) return rc;
+  }
+  if (orig < 2 || c->rope_factor <= 0)
+    return fc_err_set(err, FC_EFORMAT, "%s: longrope needs original_max_position_embeddings > 1", what);
+  c->rope_original_max_pos = orig;
+  float af = c->rope_factor <= 1.0f ? 1.0f : (float)sqrt(1.0 + log(c->rope_factor) / log((double)orig));
+  json_t *v = json_object_get(rs, "attention_factor");
+  if (v && !json_is_null(v)) return get_float(rs, "attention_factor", af, &c->rope_attn_factor, what, err);
+  c->rope_attn_factor = af;
+  return 0;
+}
+
 void fc_config_default(fc_config_t *c, const char *model_type) {
   memset(c, 0, sizeof *c);
   snprintf(c->model_type, sizeof c->model_type, "%s", model_type);
@@ -328,16 +372,19 @@ int fc_config_parse(fc_config_t *c, const char *text, const char *what, fc_err_t
     json_t *t = json_object_get(rs, "rope_type");
     if (!t) t = json_object_get(rs, "type");
     const char *ts = json_is_string(t) ? json_string_value(t) : "";
-    /* The Llama engine implements linear and llama3; the source engine (fc_arch) also
-     * InternLM2's dynamic NTK scaling. */
-    int ok = !strcmp(ts, "linear") || !strcmp(ts, "llama3") || !strcmp(ts, "default") ||
-             (!strcmp(type, "internlm2") && !strcmp(ts, "dynamic"));
+    /* The Llama engine implements linear and llama3; the source engine (fc_arch) linear,
+     * InternLM2's dynamic NTK scaling and Phi3's longrope. */
+    const int ilm = !strcmp(type, "internlm2"), phi = !strcmp(type, "phi3");
+    int ok = !strcmp(ts, "linear") || !strcmp(ts, "default") || (!source && !strcmp(ts, "llama3")) ||
+             (ilm && !strcmp(ts, "dynamic")) || (phi && (!strcmp(ts, "longrope") || !strcmp(ts, "su")));
     if (!ok) {
       rc = fc_err_set(err, FC_EUNSUPPORTED, "%s: rope_scaling type '%s' is not supported for %s (%s are)", what,
-                      ts, type, !strcmp(type, "internlm2") ? "linear, dynamic, llama3" : "linear, llama3");
+                      ts, type, ilm ? "linear, dynamic" : phi ? "linear, longrope" : source ? "linear" : "linear, llama3");
       goto out;
     }
-    if (strcmp(ts, "default")) {
+    if (phi && strcmp(ts, "linear") && strcmp(ts, "default")) {
+      if ((rc = parse_longrope(c, root, rs, what, err))) goto out;
+    } else if (strcmp(ts, "default")) {
       snprintf(c->rope_scaling_type, sizeof c->rope_scaling_type, "%s", ts);
       if ((rc = get_float(rs, "factor", 1.0f, &c->rope_factor, what, err)) ||
           (rc = get_float(rs, "low_freq_factor", 1.0f, &c->rope_low_freq_factor, what, err)) ||
@@ -417,7 +464,20 @@ int fc_config_save(const fc_config_t *c, const char *path, fc_err_t *err) {
   if (c->bos_token_id >= 0) json_object_set_new(r, "bos_token_id", json_integer(c->bos_token_id));
   if (c->eos_token_id >= 0) json_object_set_new(r, "eos_token_id", json_integer(c->eos_token_id));
   json_object_set_new(r, "torch_dtype", json_string(c->torch_dtype[0] ? c->torch_dtype : "float32"));
-  if (c->rope_scaling_type[0]) {
+  if (!strcmp(c->rope_scaling_type, "longrope")) { /* phi3: the lists, and the length they switch at */
+    json_t *rs = json_object(), *sf = json_array(), *lf = json_array();
+    int rd = (int)((float)c->head_dim * c->partial_rotary_factor);
+    for (int i = 0; i < rd / 2; i++) {
+      json_array_append_new(sf, json_real(c->rope_short[i]));
+      json_array_append_new(lf, json_real(c->rope_long[i]));
+    }
+    json_object_set_new(rs, "type", json_string("longrope"));
+    json_object_set_new(rs, "short_factor", sf);
+    json_object_set_new(rs, "long_factor", lf);
+    json_object_set_new(rs, "attention_factor", json_real(c->rope_attn_factor));
+    json_object_set_new(r, "rope_scaling", rs);
+    json_object_set_new(r, "original_max_position_embeddings", json_integer(c->rope_original_max_pos));
+  } else if (c->rope_scaling_type[0]) {
     json_t *rs = json_object();
     /* InternLM2's remote code reads "type"; the others "rope_type". */
     json_object_set_new(rs, !strcmp(t, "internlm2") ? "type" : "rope_type", json_string(c->rope_scaling_type));
@@ -510,8 +570,9 @@ void fc_config_describe(const fc_config_t *c, char *buf, size_t n) {
              act_names[c->act], c->hidden_size, c->query_pre_attn_scalar, c->attn_softcap, c->final_softcap, win,
              role);
   else if (!strcmp(t, "phi3"))
-    snprintf(buf, n, "phi3: packed qkv_proj and gate_up_proj, SwiGLU, rotary on %d of %d head dims; window %s; %s",
-             rd, c->head_dim, win, role);
+    snprintf(buf, n,
+             "phi3: packed qkv_proj and gate_up_proj, SwiGLU, rotary on %d of %d head dims; window %s; rope scaling "
+             "%s; %s", rd, c->head_dim, win, rope, role);
   else
     snprintf(buf, n, "%s: Llama family, SwiGLU; window %s; rope scaling %s; %s", t, win, rope, role);
 }

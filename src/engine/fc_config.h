@@ -12,6 +12,9 @@
 /* Most layers a config.json may list in layer_types. */
 #define FC_CONFIG_MAX_LAYER_TYPES 512
 
+/* Most entries of phi3's longrope short_factor / long_factor lists (rotary dims / 2). */
+#define FC_CONFIG_MAX_ROPE_FACTORS 256
+
 /* Every model_type the engine loads, and those it can also train (pivots, targets). */
 #define FC_CONFIG_TYPES "llama, mistral, qwen2, mixtral, internlm2, gemma, gemma2, phi3"
 #define FC_CONFIG_PIVOT_TYPES "llama, mistral, qwen2"
@@ -60,6 +63,11 @@ typedef struct fc_config {
   float attn_softcap;        /* gemma2 attn_logit_softcapping: cap * tanh(s / cap), 0 = none */
   float final_softcap;       /* gemma2 final_logit_softcapping, on the LM head's logits */
   float partial_rotary_factor; /* phi3: RoPE turns the first head_dim * factor dims (1 = all) */
+  /* phi3 rope_scaling "longrope" (also "su"): per-frequency divisors, short_factor while the
+   * sequence fits original_max_position_embeddings (rope_original_max_pos), long_factor past
+   * it; cos and sin scaled by rope_attn_factor. [rotary dims / 2] entries each. */
+  float rope_short[FC_CONFIG_MAX_ROPE_FACTORS], rope_long[FC_CONFIG_MAX_ROPE_FACTORS];
+  float rope_attn_factor;
 } fc_config_t;
 
 /* path: config.json or a model directory holding it. Validates the numbers and rejects model

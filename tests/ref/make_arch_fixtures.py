@@ -14,7 +14,7 @@ modeling_phi3) with plain torch ops:
   gemma      embeddings * sqrt(hidden) (as an f32 tensor), RMSNorm * (1 + w), GELU (tanh) gate
   gemma2     + post-attention / pre- and post-feed-forward norms, scores * query_pre_attn_scalar^-1/2
              soft-capped cap * tanh(s / cap), final logits soft-capped, even layers windowed
-  phi3       qkv_proj = [q | k | v], gate_up_proj = [gate | up], partial rotary dims
+  phi3       qkv_proj = [q | k | v], gate_up_proj = [gate | up], partial rotary dims, longrope
 
 Run by hand: /usr/bin/python3 tests/ref/make_arch_fixtures.py tests/fixtures/arch [NAME...]
 Also imported by bench/forward_ref.py for the PyTorch timing of the MoE forward."""
@@ -114,6 +114,14 @@ def rope_cos_sin(c, T):
         f = rs["factor"]
         base = base * ((f * T / c.maxpos) - (f - 1)) ** (dim / (dim - 2))
     inv = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
+    mscale = 1.0
+    if kind in ("longrope", "su"):  # Phi3: _compute_longrope_parameters + the dynamic switch on T
+        orig = c.d.get("original_max_position_embeddings")
+        factor = c.maxpos / orig if orig else rs["factor"]
+        orig = orig or c.maxpos
+        mscale = rs.get("attention_factor") or (1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig)))
+        ext = torch.tensor(rs["long_factor"] if T > orig else rs["short_factor"], dtype=torch.float32)
+        inv = 1.0 / (ext * base ** (torch.arange(0, dim, 2).float() / dim))
     t = torch.arange(T).float()
     if kind == "linear":
         if c.type == "internlm2":
@@ -122,7 +130,7 @@ def rope_cos_sin(c, T):
             inv = inv / rs["factor"]
     freqs = torch.outer(t, inv)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos()[None, None], emb.sin()[None, None]
+    return (emb.cos() * mscale)[None, None], (emb.sin() * mscale)[None, None]
 
 
 def rope(x, cos, sin, rd):
@@ -289,6 +297,12 @@ VARIANTS = {
     # Phi3: packed projections, half the head dims rotary, a 5-token window.
     "phi3_partial": dict(BASE, model_type="phi3", partial_rotary_factor=0.5, sliding_window=5,
                          dtype=torch.float32),
+    # Phi3 longrope: the 12-token rows pass original_max_position_embeddings 8 (long factors),
+    # the 6-token sequence does not (short factors); attention factor from 64 / 8.
+    "phi3_longrope": dict(BASE, model_type="phi3", max_position_embeddings=64, original_max_position_embeddings=8,
+                          rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 2.1, 3.7],
+                                        "long_factor": [1.1, 2.5, 6.0, 17.0]},
+                          dtype=torch.float32, long_T=6),
 }
 
 ARCHS = {"mixtral": "MixtralForCausalLM", "internlm2": "InternLM2ForCausalLM", "gemma": "GemmaForCausalLM",
