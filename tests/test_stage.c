@@ -499,52 +499,6 @@ static void test_bad_input(void **state) {
 
 /* ---- logits-import ---- */
 
-/* Writes the store's distributions as the documented JSONL (with target_logprobs all -1 when
- * with_target; `bad` = example whose first id is altered, -1 none; skip_last drops a row) and
- * safetensors layouts. */
-static void export_jsonl(const char *store, const char *path, int with_target, long bad, int skip_last,
-                         int positive_lp) {
-  fc_err_t err = {0};
-  fc_topk_reader_t *r = NULL;
-  assert_int_equal(fc_topk_open(&r, store, &err), 0);
-  FILE *fp = fopen(path, "w");
-  assert_non_null(fp);
-  fc_topk_ex_t ex = {0};
-  uint32_t K = fc_topk_k(r);
-  uint64_t n = fc_topk_count(r) - (skip_last ? 1 : 0);
-  for (uint64_t x = 0; x < n; x++) {
-    assert_int_equal(fc_topk_get(r, x, &ex, &err), 0);
-    fprintf(fp, "{\"ids\": [");
-    for (uint32_t i = 0; i < ex.n; i++)
-      fprintf(fp, "%s%u", i ? "," : "", (long)x == bad && i == 0 ? (ex.ids[0] + 1) % 50 : ex.ids[i]);
-    for (int part = 0; part < 2; part++) {
-      fprintf(fp, "], \"%s\": [", part ? "topk_logprobs" : "topk_ids");
-      for (uint32_t i = 0; i < ex.n; i++) {
-        fprintf(fp, "%s[", i ? "," : "");
-        int first = 1;
-        for (uint32_t k = 0; k < K; k++) {
-          float lp = ex.top_lp[(size_t)i * K + k];
-          if (lp == -INFINITY) continue;
-          if (part) fprintf(fp, "%s%.9g", first ? "" : ",", positive_lp && x == 1 && i == 0 && k == 0 ? 0.5f : lp);
-          else fprintf(fp, "%s%u", first ? "" : ",", ex.top_ids[(size_t)i * K + k]);
-          first = 0;
-        }
-        fprintf(fp, "]");
-      }
-    }
-    fprintf(fp, "]");
-    if (with_target) {
-      fprintf(fp, ", \"target_logprobs\": [");
-      for (uint32_t i = 0; i < ex.n; i++) fprintf(fp, "%s-1", i ? "," : "");
-      fprintf(fp, "]");
-    }
-    fprintf(fp, "}\n\n");
-  }
-  fclose(fp);
-  fc_topk_ex_free(&ex);
-  fc_topk_close(&r);
-}
-
 static void export_safetensors(const char *store, const char *path) {
   fc_err_t err = {0};
   fc_topk_reader_t *r = NULL;
@@ -601,7 +555,7 @@ static void test_import(void **state) {
   char *dumped = P("imp.src.topk"), *jl = P("imp.jsonl"), *stp = P("imp.safetensors");
   char *out_j = P("imp.j.topk"), *out_s = P("imp.s.topk");
   logits(g_src, g_data, dumped, 0, 1);
-  export_jsonl(dumped, jl, 1, -1, 0, 0);
+  test_export_jsonl(dumped, jl, 1, -1, 0, 0);
   export_safetensors(dumped, stp);
   int rc = import(g_data, jl, out_j, &err);
   if (rc) print_message("%s\n", err.msg);
@@ -641,13 +595,13 @@ static void test_import(void **state) {
   char *bad = P("imp.bad.jsonl"), *out_bad = P("imp.bad.topk");
   assert_int_equal(import(g_data2, jl, out_bad, &err), FC_EMISMATCH); /* other texts, same row count */
   assert_non_null(strstr(err.msg, "texts"));
-  export_jsonl(dumped, bad, 0, 3, 0, 0);
+  test_export_jsonl(dumped, bad, 0, 3, 0, 0);
   assert_int_equal(import(g_data, bad, out_bad, &err), FC_EMISMATCH);
   assert_non_null(strstr(err.msg, "example 3"));
-  export_jsonl(dumped, bad, 0, -1, 1, 0);
+  test_export_jsonl(dumped, bad, 0, -1, 1, 0);
   assert_int_equal(import(g_data, bad, out_bad, &err), FC_EMISMATCH);
   assert_non_null(strstr(err.msg, "examples"));
-  export_jsonl(dumped, bad, 0, -1, 0, 1);
+  test_export_jsonl(dumped, bad, 0, -1, 0, 1);
   assert_int_equal(import(g_data, bad, out_bad, &err), FC_EFORMAT);
   assert_int_equal(import(g_data, "/nonexistent.jsonl", out_bad, &err), FC_EIO);
   assert_int_equal(import(g_data, dumped, out_bad, &err), FC_EINVAL); /* neither .jsonl nor .safetensors */

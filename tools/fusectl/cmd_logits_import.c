@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_schema.h"
 #include "fc_stage.h"
 #include "fc_topk.h"
 
@@ -46,9 +47,9 @@ static void usage(FILE *fp) {
           "  -t, --template NAME         chatml, llama2 or auto (default auto)\n"
           "  -p, --pivot-tokenizer PATH  the pivot's tokenizer.json or model directory (default:\n"
           "                              the source is the pivot)\n"
-          "  -l, --max-len T             pivot tokens per example at most (default 4096)\n"
-          "  -n, --model-id TEXT         name recorded in the store (default: FILE)\n"
-          "  -h, --help                  show this help\n"
+          "  -h, --help                  show this help\n");
+  fc_cli_schema_help(fp, "logits-import", 29);
+  fprintf(fp,
           "\n"
           "Exit status: 0 success, 1 unreadable or invalid input or texts that differ, 2 bad usage.\n"
           "\n"
@@ -58,28 +59,33 @@ static void usage(FILE *fp) {
 }
 
 int fc_cmd_logits_import(int argc, char **argv) {
-  static const struct option opts[] = {
+  static const struct option base[] = {
       {"source", required_argument, 0, 'S'},    {"data", required_argument, 0, 'd'},
       {"in", required_argument, 0, 'i'},        {"out", required_argument, 0, 'o'},
       {"shard", required_argument, 0, 's'},     {"template", required_argument, 0, 't'},
-      {"pivot-tokenizer", required_argument, 0, 'p'}, {"max-len", required_argument, 0, 'l'},
-      {"model-id", required_argument, 0, 'n'},  {"help", no_argument, 0, 'h'},
-      {0}};
+      {"pivot-tokenizer", required_argument, 0, 'p'}, {"help", no_argument, 0, 'h'}};
+  struct option opts[32] = {0};
+  memcpy(opts, base, sizeof base);
+  fc_cli_schema_longopts("logits-import", opts + sizeof base / sizeof *base);
   const char *cmd = "logits-import";
+  fc_logits_import_params_t ip; /* max_len, model_id: the logits-import table */
+  fc_schema_defaults(fc_schema_find("logits-import"), &ip);
   fc_stage_import_opts_t o = {0};
-  o.data = (fc_stage_data_t){.tmpl = FC_CHAT_AUTO, .shard = 0, .n_shards = 1, .max_len = 4096};
-  int c;
-  long v;
+  o.data = (fc_stage_data_t){.tmpl = FC_CHAT_AUTO, .shard = 0, .n_shards = 1};
+  int c, rc;
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "S:d:i:o:s:t:p:l:n:h", opts, NULL)) != -1) {
+    if ((rc = fc_cli_schema_option(cmd, "logits-import", c, optarg, &ip, NULL)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
     case 'S': o.tok_path = optarg; break;
     case 'd': o.data.path = optarg; break;
     case 'i': o.in_path = optarg; break;
     case 'o': o.out_path = optarg; break;
     case 'p': o.data.pivot_tok = optarg; break;
-    case 'n': o.model_id = optarg; break;
     case 's':
       if (fc_cli_parse_shard(optarg, &o.data.shard, &o.data.n_shards))
         return fc_cli_usage_error(cmd, "--shard needs I/N with 0 <= I < N, not '%s'", optarg);
@@ -88,15 +94,11 @@ int fc_cmd_logits_import(int argc, char **argv) {
       if (fc_chat_template_parse(optarg, &o.data.tmpl))
         return fc_cli_usage_error(cmd, "--template is chatml, llama2 or auto, not '%s'", optarg);
       break;
-    case 'l':
-      if (fc_cli_parse_long(optarg, &v) || v < 1 || v > 1 << 20)
-        return fc_cli_usage_error(cmd, "--max-len needs a positive integer, not '%s'", optarg);
-      o.data.max_len = (uint32_t)v;
-      break;
     case 'h': usage(stdout); return FC_EXIT_OK;
     default: return fc_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
+  o.data.max_len = (uint32_t)ip.max_len, o.model_id = ip.model_id;
   if (optind != argc) return fc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
   if (!o.tok_path || !o.data.path || !o.in_path || !o.out_path)
     return fc_cli_usage_error(cmd, "--source, --data, --in and --out are required");
