@@ -283,14 +283,23 @@ static void train_merge_spec(char *spec, size_t n, const char *name, int steps) 
            g_eval, g_dir, name);
 }
 
+/* A finished checkpoint in one of the train task's attempt work directories (X.work/ATTEMPT). */
 static int has_checkpoint(const char *job, const char *target) {
   char p[512];
-  snprintf(p, sizeof p, "%s/store/%s/targets/%s.train", g_dir, job, target);
+  snprintf(p, sizeof p, "%s/store/%s/targets/%s.work", g_dir, job, target);
   DIR *d = opendir(p);
   if (!d) return 0;
   struct dirent *e;
   int found = 0;
-  while ((e = readdir(d))) found |= !strncmp(e->d_name, "checkpoint-", 11) && !strchr(e->d_name, '.');
+  while ((e = readdir(d)) && !found) {
+    if (e->d_name[0] == '.') continue;
+    char q[800];
+    snprintf(q, sizeof q, "%s/%s", p, e->d_name);
+    DIR *a = opendir(q);
+    struct dirent *f;
+    while (a && (f = readdir(a))) found |= !strncmp(f->d_name, "checkpoint-", 11) && !strchr(f->d_name, '.');
+    if (a) closedir(a);
+  }
   closedir(d);
   return found;
 }
@@ -344,7 +353,7 @@ static void test_train_merge_kill_and_resume(void **state) {
   assert_true(file_contains("train-2.log", "resuming from the checkpoint"));
   /* the outputs hold no checkpoints or work directories */
   char p[512];
-  snprintf(p, sizeof p, "%s/store/chaos/targets/a.train", g_dir);
+  snprintf(p, sizeof p, "%s/store/chaos/targets/a.work", g_dir);
   assert_false(fc_path_exists(p));
   snprintf(p, sizeof p, "%s/store/chaos/merged.tmp", g_dir);
   assert_false(fc_path_exists(p));

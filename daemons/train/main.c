@@ -31,8 +31,8 @@ static int drop_checkpoints(const char *dir, fc_err_t *err) {
 }
 
 /* inputs: pivot model dir, data JSONL, then the fused stores of the shards in order (none: SFT).
- * outputs[0]: the trained model directory. Work (checkpoints) goes to OUT.train, renamed to OUT
- * when done. */
+ * outputs[0]: the trained model directory. Work (checkpoints) goes to the attempt's work
+ * directory (OUT.work/ATTEMPT, taking over the previous attempt's), renamed to OUT when done. */
 static int run_train(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   if (t->ninputs < 2 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "a train task needs the pivot and the data as inputs, and one output");
@@ -49,9 +49,9 @@ static int run_train(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   o.quiet = 1, o.no_signal_handlers = 1;
   fc_daemon_progress_t pr = {.task = ctx, .from = 0, .to = 1, .stage = "train"};
   o.progress = fc_daemon_progress, o.progress_ctx = &pr;
-  size_t n = strlen(t->outputs[0]);
-  char *work = fc_xcalloc(n + 8, 1);
-  snprintf(work, n + 8, "%s.train", t->outputs[0]);
+  /* this attempt's own directory, continuing the newest earlier attempt's checkpoints */
+  if ((rc = fc_task_adopt_work(t, err))) return rc;
+  char *work = fc_xstrdup(t->work_dir);
   long ck_step = 0;
   char *ck = fc_train_find_checkpoint(work, &ck_step);
   o.resume = ck != NULL;
@@ -84,7 +84,8 @@ static int run_train(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
     fc_task_figure(ctx, "steps", (double)res.steps_done);
     fc_info("task %lld: trained steps %ld..%ld of %ld, loss %.4f, %.0f tokens/s", (long long)t->id, res.start_step,
             res.steps_done, res.total_steps, res.last_loss, res.tokens_per_s);
-    if (!(rc = drop_checkpoints(work, err))) rc = fc_outdir_commit(work, t->outputs[0], err);
+    if (!fc_task_fence(ctx)) rc = fc_err_set(err, FC_ECANCEL, "the lease is gone");
+    else if (!(rc = drop_checkpoints(work, err))) rc = fc_outdir_commit(work, t->outputs[0], err);
   }
 out:
   fc_tok_destroy(&tok);
@@ -113,7 +114,7 @@ int main(int argc, char **argv) {
           "(no stores: plain SFT) with AdamW and writes the model to the task's output directory.\n"
           "params: the train table of 'fusectl schema' (lambda, training.*), defaults included.\n"
           "\n"
-          "Checkpoints go to OUT.train/checkpoint-STEP. A task handed back (SIGTERM, cancel) first\n"
+          "Checkpoints go to OUT.work/ATTEMPT/checkpoint-STEP. A task handed back (SIGTERM, cancel) first\n"
           "checkpoints; a task re-leased after its daemon died resumes from the newest checkpoint\n"
           "and gives the same weights as an uninterrupted run. The finished model is renamed from\n"
           "OUT.train to OUT.\n",

@@ -450,7 +450,12 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     if (o->progress) {
       char msg[128];
       snprintf(msg, sizeof msg, "step %ld/%ld loss %.4f lr %.3g", step, total, loss, lr);
-      cancel = o->progress(o->progress_ctx, (double)step / (double)total, msg) != 0;
+      cancel = o->progress(o->progress_ctx, (double)step / (double)total, msg);
+      if (cancel == FC_PROGRESS_ABORT) { /* no checkpoint: whatever we write now is not ours to write */
+        r.interrupted = 1;
+        rc = fc_err_set(err, FC_ECANCEL, "aborted after step %ld of %ld without a checkpoint", step, total);
+        break;
+      }
     }
     double el = fc_now() - t0;
     if (!o->quiet) {

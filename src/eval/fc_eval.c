@@ -272,6 +272,11 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
       fc_err_wrap(err, "row %zu", i + 1);
       goto done;
     }
+    if (rows[i].np + opts->max_new_tokens > cfg->max_position_embeddings || rows[i].nt > cfg->max_position_embeddings) {
+      rc = fc_err_set(err, FC_EINVAL, "row %zu: the prompt (%d tokens) plus %d new tokens, or the conversation (%d tokens), is longer than the model's context of %d",
+                      i + 1, rows[i].np, opts->max_new_tokens, rows[i].nt, cfg->max_position_embeddings);
+      goto done;
+    }
   }
   fc_gen_opts_t go;
   fc_gen_opts_default(&go);
