@@ -8,6 +8,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS="build-essential meson ninja-build pkgconf \
   libzmq3-dev libmsgpack-dev libuv1-dev libsqlite3-dev libcmocka-dev \
   libopenblas-dev libpcre2-dev libjansson-dev libyaml-dev libsystemd-dev libicu-dev \
+  libopenmpi-dev openmpi-bin \
   gnuplot-nox dpkg-dev debhelper"
 if [ "${FUSECHAT_SETUP_REF:-0}" = "1" ]; then
   PKGS="$PKGS python3 python3-numpy python3-torch"
