@@ -49,4 +49,35 @@ cmp -s "$tmp/r22/model.safetensors" "$tmp/two/model.safetensors" && ok "2 ranks 
 "$FUSECTL" train $A --out "$tmp/x" --ranks 5 2>"$tmp/err"
 rc=$?
 [ $rc -eq 2 ] && grep -q "exceeds the 4 rows" "$tmp/err" && ok "5 ranks for 4 rows refused" || bad "5 ranks: exit $rc"
+# A fusion job whose train task asks for training: {ranks: 2}: the train daemon launches the
+# ranks; the trained target equals the one-process job's within relative 1e-5, and two runs
+# merge to the same bytes.
+if [ -n "${FC_BUILD:-}" ] && "$FC_BUILD/tests/test_stage" --make-models "$tmp/m" >/dev/null 2>&1; then
+  job() { # NAME RANKS
+    cat >"$tmp/$1.yaml" <<EOJ
+name: $1
+store: $tmp/store
+seed: 7
+models:
+  - {name: pivot, path: $tmp/m/pivot, role: pivot}
+  - {name: src, path: $tmp/m/source, role: source}
+dataset: $tmp/m/data.jsonl
+shards: 1
+top_k: 4
+training: {epochs: 1, lr: 1e-4, batch_size: 4, seq_len: 128, steps: 6, ranks: $2}
+EOJ
+    "$FUSECTL" run --local --quiet --run-dir "$tmp/run-$1" "$tmp/$1.yaml" >"$tmp/$1.out" 2>&1
+  }
+  job one 1 || bad "job on 1 rank"
+  job two 2 && grep -q "training on 2 ranks" "$tmp/run-two/train-1.log" && ok "job with training.ranks 2 ran" ||
+    bad "job with training.ranks 2"
+  job again 2 || bad "job with training.ranks 2, again"
+  "$CLOSE" "$tmp/store/two/targets/src/model.safetensors" "$tmp/store/one/targets/src/model.safetensors" 1e-5 &&
+    ok "job target on 2 ranks = 1 rank" || bad "job target on 2 ranks differs"
+  cmp -s "$tmp/store/two/merged/model.safetensors" "$tmp/store/again/merged/model.safetensors" &&
+    ok "2-rank jobs merge to the same bytes" || bad "2-rank jobs merge differently"
+  job wide 5
+  grep -q "training.ranks 5 exceeds training.batch_size 4" "$tmp/wide.out" && ok "ranks > batch_size refused" ||
+    bad "ranks > batch_size: $(cat "$tmp/wide.out")"
+fi
 exit $fail

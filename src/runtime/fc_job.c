@@ -225,6 +225,7 @@ static void train_params(fc_job_t *j, fc_job_task_t *t, double lambda) {
   param(t, "seed", "%" PRIu64, j->train.seed);
   if (j->train.steps) param(t, "steps", "%ld", j->train.steps);
   if (j->train.checkpoint_every) param(t, "checkpoint_every", "%ld", j->train.checkpoint_every);
+  if (j->train.ranks > 1) param(t, "ranks", "%d", j->train.ranks);
 }
 
 /* logits(model, shard) -> vocab-map(source) -> align(source, shard) -> train(source) -> merge -> eval */
@@ -439,7 +440,7 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
                                      NULL};
   static const char *const baseline_keys[] = {"sft", "merges", NULL};
   static const char *const train_keys[] = {"epochs", "lr", "batch_size", "seq_len", "warmup",
-                                           "weight_decay", "seed", "steps", "checkpoint_every", NULL};
+                                           "weight_decay", "seed", "steps", "checkpoint_every", "ranks", NULL};
   static const char *const model_keys[] = {"name", "path", "role", NULL};
   static const char *const merge_keys[] = {"method", "parameters", NULL};
   yaml_node_t *root = yaml_document_get_root_node(&c->doc), *v;
@@ -456,6 +457,7 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
   j->train.warmup = 0.03, j->train.weight_decay = 0.0;
   if ((v = lookup(c, root, "seed")) && get_u64(c, v, "seed", &j->seed)) return FC_EINVAL;
   j->train.seed = j->seed;
+  j->train.ranks = 1;
   if ((v = lookup(c, root, "max_attempts")) && get_int(c, v, "max_attempts", 1, 100, &j->max_attempts)) return FC_EINVAL;
   yaml_node_t *tasks = lookup(c, root, "tasks"), *models = lookup(c, root, "models");
   if (tasks && models) return at(c, tasks, "give either 'models' (the fusion pipeline) or 'tasks', not both");
@@ -504,6 +506,11 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
     if ((v = lookup(c, tr, "checkpoint_every")) &&
         get_long(c, v, "checkpoint_every", 1, 1000000000L, &j->train.checkpoint_every))
       return FC_EINVAL;
+    if ((v = lookup(c, tr, "ranks")) && get_int(c, v, "ranks", 1, 4096, &j->train.ranks)) return FC_EINVAL;
+    if (j->train.ranks > j->train.batch_size)
+      return fc_err_set(c->err, FC_EINVAL, "training.ranks %d exceeds training.batch_size %d: each rank needs at "
+                        "least one row of every step (lower ranks or raise batch_size)", j->train.ranks,
+                        j->train.batch_size);
   }
   j->merge_method = fc_xstrdup("sce");
   if ((v = lookup(c, root, "merge"))) {

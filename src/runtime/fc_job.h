@@ -47,6 +47,7 @@ typedef struct fc_job {
   uint64_t seed;
   struct {
     int epochs, batch_size, seq_len;
+    int ranks; /* data-parallel processes per train task (1: in the daemon's process) */
     long steps, checkpoint_every; /* 0: from epochs / the daemon's default */
     double lr, warmup, weight_decay;
     uint64_t seed;
