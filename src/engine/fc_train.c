@@ -425,6 +425,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     if (rank == 0) fc_info("resuming from %s (step %ld of %ld)", ckpt, start, total);
   }
   r.start_step = start;
+  r.params = np;
   r.total_steps = total;
   r.steps_done = start;
   if (rank == 0 && !(log = open_loss_log(o->out_dir, ckpt ? start : 0, err))) rc = err ? err->code : FC_EIO;

@@ -83,6 +83,7 @@ typedef struct fc_train_result {
   double tokens_per_s; /* processed (non-padding) tokens per second, this run */
   double ms_per_step;
   int interrupted;     /* stopped by SIGINT/SIGTERM after writing a checkpoint */
+  size_t params;       /* the model's parameter count */
 } fc_train_result_t;
 
 /* Runs the loop. Returns 0 when all steps are done; FC_ECANCEL (message naming the checkpoint)

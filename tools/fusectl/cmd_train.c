@@ -281,6 +281,10 @@ int fc_cmd_train(int argc, char **argv) {
   if (rc == 0) rc = fc_train_run(&o, &res, &err);
   if (have_store) fc_train_topk_close(&store);
   fc_tok_destroy(&tok);
+  if (rc == 0 && rank == 0 && comm->size > 1 && res.steps_done > res.start_step)
+    printf("data parallel: %d ranks, rank 0 sent %.0f bytes per step (%zu parameters, %zu float bytes)\n", comm->size,
+           (double)fc_dist_bytes_sent(comm) / (double)(res.steps_done - res.start_step), res.params,
+           res.params * sizeof(float));
   fc_dist_finalize(&comm);
   if (rc != 0) return fc_cli_fail("train", "%s", err.msg);
   if (rank == 0)
