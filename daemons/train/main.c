@@ -18,48 +18,7 @@
 #include "fc_train_src.h"
 
 static int g_threads;
-static const char *g_ckpt_every = "20";
-
-/* The fused stores of consecutive shards (contiguous row blocks, in order) as one target source. */
-typedef struct shards {
-  fc_targets_source_t src;
-  fc_train_topk_t *s;
-  size_t *first; /* [n + 1]: first data line of each shard */
-  size_t n;
-} shards_t;
-
-static int shards_fill(void *ctx, size_t line, const int32_t *tokens, size_t ntokens, int32_t *ids, float *lp,
-                       fc_err_t *err) {
-  shards_t *sh = ctx;
-  for (size_t i = 0; i < sh->n; i++)
-    if (line < sh->first[i + 1])
-      return sh->s[i].src.fill(sh->s[i].src.ctx, line - sh->first[i], tokens, ntokens, ids, lp, err);
-  return fc_err_set(err, FC_EMISMATCH, "data line %zu is beyond the fused stores (%zu examples)", line,
-                    sh->first[sh->n]);
-}
-
-static void shards_close(shards_t *sh) {
-  for (size_t i = 0; i < sh->n; i++) fc_train_topk_close(&sh->s[i]);
-  free(sh->s), free(sh->first);
-  memset(sh, 0, sizeof *sh);
-}
-
-static int shards_open(shards_t *sh, char *const *paths, size_t n, int vocab, fc_err_t *err) {
-  memset(sh, 0, sizeof *sh);
-  sh->s = fc_xcalloc(n, sizeof *sh->s);
-  sh->first = fc_xcalloc(n + 1, sizeof *sh->first);
-  for (size_t i = 0; i < n; i++) {
-    int rc = fc_train_topk_open(&sh->s[i], paths[i], vocab, err);
-    if (rc) return shards_close(sh), rc;
-    sh->n = i + 1;
-    if (i && sh->s[i].src.K != sh->s[0].src.K)
-      return shards_close(sh), fc_err_set(err, FC_EMISMATCH, "%s: K %d, the first shard has %d", paths[i],
-                                          sh->s[i].src.K, sh->s[0].src.K);
-    sh->first[i + 1] = sh->first[i] + fc_topk_count(sh->s[i].r);
-  }
-  sh->src = (fc_targets_source_t){.ctx = sh, .K = sh->s[0].src.K, .fill = shards_fill};
-  return 0;
-}
+static fc_train_params_t g_defaults; /* the schema's, with --checkpoint-every */
 
 /* Checkpoints are only for resuming: the task's output is the final model. */
 static int drop_checkpoints(const char *dir, fc_err_t *err) {
@@ -86,32 +45,21 @@ static int launch_ranks(const fc_task_t *t, fc_task_ctx_t *ctx, int ranks, fc_er
 static int train_task(const fc_task_t *t, fc_task_ctx_t *ctx, const fc_comm_t *comm, fc_err_t *err) {
   if (t->ninputs < 2 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "a train task needs the pivot and the data as inputs, and one output");
+  fc_train_params_t p;
+  int rc;
+  if ((rc = fc_daemon_task_params(t, &g_defaults, &p, err))) return rc;
   fc_train_opts_t o;
   fc_train_opts_default(&o);
-  long epochs, batch, seq, steps, ckpt, seed;
-  double lambda, lr, warmup, wd;
-  int rc;
-  if ((rc = fc_task_param_long(t, "epochs", 1, &epochs, err)) || (rc = fc_task_param_long(t, "batch_size", 4, &batch, err)) ||
-      (rc = fc_task_param_long(t, "seq_len", 512, &seq, err)) || (rc = fc_task_param_long(t, "steps", 0, &steps, err)) ||
-      (rc = fc_task_param_long(t, "checkpoint_every", atol(g_ckpt_every), &ckpt, err)) ||
-      (rc = fc_task_param_long(t, "seed", 42, &seed, err)) ||
-      (rc = fc_task_param_double(t, "lambda", 0.9, &lambda, err)) || (rc = fc_task_param_double(t, "lr", 1e-5, &lr, err)) ||
-      (rc = fc_task_param_double(t, "warmup", 0.03, &warmup, err)) ||
-      (rc = fc_task_param_double(t, "weight_decay", 0, &wd, err)))
-    return rc;
-  if (epochs < 1 || batch < 1 || seq < 2 || steps < 0 || ckpt < 0 || seed < 0 || !(lambda >= 0 && lambda <= 1) ||
-      !(lr >= 0) || !(warmup >= 0 && warmup <= 1))
-    return fc_err_set(err, FC_EINVAL, "train task parameters out of range");
-  long ranks;
-  if ((rc = fc_task_param_long(t, "ranks", 1, &ranks, err))) return rc;
-  if (ranks < 1 || ranks > batch) return fc_err_set(err, FC_EINVAL, "train task: ranks %ld for batch_size %ld", ranks, batch);
-  if (ranks > 1 && !comm) return launch_ranks(t, ctx, (int)ranks, err);
+  if (p.ranks > p.batch_size)
+    return fc_err_set(err, FC_EINVAL, "train task: ranks %ld exceeds batch_size %ld (each rank needs a row of every step)",
+                      p.ranks, p.batch_size);
+  if (p.ranks > 1 && !comm) return launch_ranks(t, ctx, (int)p.ranks, err);
   o.comm = comm;
   o.model_dir = t->inputs[0];
   o.data_path = t->inputs[1];
-  o.epochs = (double)epochs, o.steps = steps, o.batch_size = (int)batch, o.seq_len = (int)seq;
-  o.lr = lr, o.warmup = -1, o.warmup_ratio = warmup, o.weight_decay = wd, o.seed = (uint64_t)seed;
-  o.lambda = lambda, o.threads = g_threads, o.checkpoint_every = ckpt, o.keep_checkpoints = 2;
+  o.epochs = p.epochs, o.steps = p.steps, o.batch_size = (int)p.batch_size, o.seq_len = (int)p.seq_len;
+  o.lr = p.lr, o.warmup = -1, o.warmup_ratio = p.warmup, o.weight_decay = p.weight_decay, o.seed = p.seed;
+  o.lambda = p.lambda, o.threads = g_threads, o.checkpoint_every = p.checkpoint_every, o.keep_checkpoints = 2;
   o.quiet = 1, o.no_signal_handlers = ctx != NULL; /* a rank checkpoints on SIGTERM itself */
   fc_daemon_progress_t pr = {.task = ctx, .from = 0, .to = 1, .stage = "train"};
   if (ctx) o.progress = fc_daemon_progress, o.progress_ctx = &pr;
@@ -131,20 +79,18 @@ static int train_task(const fc_task_t *t, fc_task_ctx_t *ctx, const fc_comm_t *c
     fc_train_encoder_init(&enc, tok, FC_CHAT_AUTO);
     o.encoder = &enc.enc;
   }
-  shards_t sh = {0};
-  if (t->ninputs > 2) {
+  fc_train_shards_t sh = {0};
+  if (t->ninputs > 2) { /* none: plain SFT, the trainer's loss is CE alone */
     fc_config_t cfg;
     if ((rc = fc_config_load(&cfg, t->inputs[0], err))) goto out;
-    if ((rc = shards_open(&sh, t->inputs + 2, t->ninputs - 2, cfg.vocab_size, err))) goto out;
+    if ((rc = fc_train_shards_open(&sh, (const char *const *)t->inputs + 2, t->ninputs - 2, cfg.vocab_size, err))) goto out;
     o.targets = &sh.src;
-  } else {
-    o.lambda = 1; /* plain SFT */
   }
   if (o.resume) fc_info("task %lld: resuming from the checkpoint at step %ld in %s", (long long)t->id, ck_step, work);
   if (ctx) fc_task_figure(ctx, "resumed_from_step", (double)ck_step);
   fc_train_result_t res;
   rc = fc_train_run(&o, &res, err);
-  shards_close(&sh);
+  fc_train_shards_close(&sh);
   if (rc == 0 && ctx) {
     fc_task_figure(ctx, "loss", res.last_loss);
     fc_task_figure(ctx, "tokens_per_s", res.tokens_per_s);
@@ -172,7 +118,7 @@ static int launch_ranks(const fc_task_t *t, fc_task_ctx_t *ctx, int ranks, fc_er
   ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
   if (len <= 0) return fc_err_set(err, FC_EIO, "cannot find the fusechat-train executable");
   self[len] = 0;
-  size_t n = 0, cap = 8 + 2 * (t->nparams + t->ninputs);
+  size_t n = 0, cap = 10 + 2 * (t->nparams + t->ninputs);
   char **cmd = fc_xcalloc(cap, sizeof *cmd), num[32], idbuf[32];
   snprintf(idbuf, sizeof idbuf, "%lld", (long long)t->id);
   snprintf(num, sizeof num, "%d", g_threads);
@@ -184,6 +130,9 @@ static int launch_ranks(const fc_task_t *t, fc_task_ctx_t *ctx, int ranks, fc_er
     snprintf(kv[i], l, "%s=%s", t->params[i].key, t->params[i].val);
     cmd[n++] = "--param", cmd[n++] = kv[i];
   }
+  char ckpt[48]; /* the daemon's --checkpoint-every reaches the ranks, which start from the schema's */
+  snprintf(ckpt, sizeof ckpt, "checkpoint_every=%ld", g_defaults.checkpoint_every);
+  if (!fc_kv_get(t->params, t->nparams, "checkpoint_every")) cmd[n++] = "--param", cmd[n++] = ckpt;
   for (size_t i = 0; i < t->ninputs; i++) cmd[n++] = "--in", cmd[n++] = t->inputs[i];
   cmd[n++] = "--out", cmd[n++] = t->outputs[0];
   char **argv = fc_dist_launch_argv(ranks, g_threads, cmd, err);
@@ -237,6 +186,7 @@ static int rank_main(int argc, char **argv) {
   char **ins = fc_xcalloc((size_t)argc, sizeof *ins), *out[1] = {NULL};
   size_t np = 0, ni = 0;
   g_threads = 1;
+  fc_schema_defaults(fc_schema_find("train"), &g_defaults);
   for (int i = 3; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--param")) {
       char *eq = strchr(argv[i + 1], '=');
@@ -261,12 +211,8 @@ static int rank_main(int argc, char **argv) {
 }
 
 static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
-  (void)execs, (void)n;
+  (void)execs, (void)n, (void)err;
   g_threads = c->threads;
-  char *end;
-  long v = strtol(g_ckpt_every, &end, 10);
-  if (*end || end == g_ckpt_every || v < 0)
-    return fc_err_set(err, FC_EINVAL, "--checkpoint-every wants a number of steps, not '%s'", g_ckpt_every);
   return 0;
 }
 
@@ -274,8 +220,7 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--rank-task")) return rank_main(argc, argv);
   static const fc_executor_t ex[] = {{"train", NULL, run_train}};
   static const fc_daemon_opt_t opts[] = {
-      {"checkpoint-every", "STEPS", "checkpoint every STEPS optimizer steps, for tasks whose params do not\n"
-                                    "say (default 20; 0: only when stopped)", &g_ckpt_every, 0}};
+      {.name = "checkpoint-every", .arg = "STEPS", .kind = "train", .param = "checkpoint_every", .dest = &g_defaults}};
   fc_daemon_def_t def = {
       .prog = "fusechat-train",
       .component = "train",
@@ -284,10 +229,9 @@ int main(int argc, char **argv) {
           "model directory, the training data (JSONL) and the fused top-K stores of the data's\n"
           "shards in order; it fine-tunes the pivot with lambda * CE + (1 - lambda) * fusion loss\n"
           "(no stores: plain SFT) with AdamW and writes the model to the task's output directory.\n"
-          "params: lambda, epochs (or steps), lr, batch_size, seq_len, warmup (ratio), weight_decay,\n"
-          "seed, checkpoint_every, ranks.\n"
+          "params: the train table of 'fusectl schema' (lambda, training.*), defaults included.\n"
           "\n"
-          "ranks R > 1 (the job's training: {ranks: R}) trains data parallel over R processes:\n"
+          "A task with ranks > 1 (training.ranks) runs as that many data-parallel MPI ranks:\n"
           "the daemon starts them with srun inside a Slurm allocation, else mpirun\n"
           "(FUSECHAT_LAUNCHER chooses), as fusechat-train --rank-task; they share the\n"
           "checkpoints, and the model equals a one-process run within float rounding.\n"

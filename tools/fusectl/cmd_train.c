@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_schema.h"
 #include "fc_config.h"
 #include "fc_dist.h"
 #include "fc_train.h"
@@ -43,44 +44,31 @@ static void usage(FILE *fp) {
     "  --tokenizer FILE       ... and this tokenizer.json (copied into the outputs)\n"
     "  --data FILE            training data (JSONL, see above)\n"
     "  --out DIR              output directory (created)\n"
-    "  --seq-len T            longest row in tokens (default 512)\n"
     "  --pack                 concatenate all lines and cut rows of exactly T tokens (a position\n"
     "                         whose next token starts another line gets no fused target)\n"
     "  --shuffle              a new row order every epoch (from --seed and the epoch)\n"
     "  --chat-template NAME   for conversations: auto (ChatML if the tokenizer has <|im_start|>,\n"
     "                         else Llama-2), chatml or llama2 (default auto)\n"
     "  --targets FILE         fused top-K targets: a top-K store whose example i holds the tokens of\n"
-    "                         data line i (as the alignment stage writes it) and their targets\n"
-    "  --lambda L             loss = L * CE(gold) + (1 - L) * CE(fused targets) (default 0.9)\n"
+    "                         data line i (as the alignment stage writes it) and their targets;\n"
+    "                         give it once per shard, in order, for the stores of a sharded job\n"
+    "\n"
+    "Stage parameters (the train table of 'fusectl schema': a job's defaults too):\n");
+  fc_cli_schema_help(fp, "train", 24);
+  fprintf(fp,
     "\n"
     "Optimization:\n"
-    "  --steps N              optimizer steps (default: from --epochs)\n"
-    "  --epochs E             passes over the data (default 1; ignored with --steps)\n"
-    "  --batch-size B         rows per micro-batch (default 4)\n"
     "  --grad-accum G         micro-batches per optimizer step; their gradients add up and the\n"
     "                         loss is averaged over all counted tokens of the B*G rows (default 1)\n"
-    "  --lr LR                peak learning rate (default 1e-5)\n"
     "  --schedule S           constant or cosine (default cosine; both after linear warm-up)\n"
     "  --warmup W             warm-up steps (default: --warmup-ratio of the steps, rounded up)\n"
-    "  --warmup-ratio R       warm-up as a share of the steps when --warmup is not given (0.03)\n"
-    "  --weight-decay WD      decoupled weight decay on 2-D weight matrices (default 0)\n"
     "  --beta1 B1 --beta2 B2  Adam moments (default 0.9, 0.95)\n"
     "  --eps E                Adam epsilon (default 1e-8)\n"
     "  --clip C               max global gradient norm, 0 to disable (default 1.0)\n"
-    "  --seed S               model init (with --config) and shuffling (default 42)\n"
     "\n"
     "Running:\n"
     "  --threads N            compute threads (default 1; per rank with --ranks)\n"
-    "  --ranks R              data parallel over R processes (MPI): runs itself under srun inside a\n"
-    "                         Slurm allocation, else mpirun (FUSECHAT_LAUNCHER=srun|mpirun chooses).\n"
-    "                         Each rank reads 1/R of every step's B*G rows in micro-batches of at\n"
-    "                         most B, gradients are summed in rank order (bitwise the same run to\n"
-    "                         run), each rank keeps AdamW state for 1/R of the weights (ZeRO-1).\n"
-    "                         Same B*G as one process: the same weights within float rounding.\n"
-    "                         Checkpoints resume on any number of ranks. Started by mpirun/srun\n"
-    "                         directly, fusectl train joins the launch without this option.\n"
-    "  --checkpoint-every N   write DIR/checkpoint-STEP every N steps (default: at the end only)\n"
-    "  --keep-checkpoints K   keep only the newest K checkpoints (default 0: all)\n"
+    "  --keep-checkpoints K   keep only the newest K checkpoints (default 2, as the daemon; 0: all)\n"
     "  --resume               continue from the newest checkpoint in DIR; the result is bitwise\n"
     "                         the same as an uninterrupted run with the same options\n"
     "  --save-dtype D         dtype of the final model: F32 (default), BF16 or F16\n"
@@ -88,6 +76,12 @@ static void usage(FILE *fp) {
     "  --quiet                no progress line\n"
     "  -h, --help             show this help\n"
     "\n"
+    "--ranks R runs this command on R processes (MPI): under srun inside a Slurm allocation, else\n"
+    "mpirun (FUSECHAT_LAUNCHER=srun|mpirun chooses). Each rank reads 1/R of every step's B*G rows\n"
+    "in micro-batches of at most B, gradients are summed in rank order (bitwise the same run to\n"
+    "run), and each rank keeps AdamW state for 1/R of the weights (ZeRO-1). Same B*G as one\n"
+    "process: the same weights within float rounding. Checkpoints resume on any number of ranks.\n"
+    "Started by mpirun/srun directly, fusectl train joins the launch without --ranks.\n"    "\n"
     "The learning rate at step k (0-based) is LR * k/W during warm-up, then LR (constant) or\n"
     "LR * 0.5 * (1 + cos(pi * (k - W) / (N - W))) (cosine), as transformers' schedules.\n"
     "SIGINT or SIGTERM finishes the current step, writes a checkpoint and exits with status 1;\n"
@@ -100,7 +94,7 @@ static void usage(FILE *fp) {
 enum {
   O_MODEL = 256, O_CONFIG, O_TOKENIZER, O_DATA, O_OUT, O_STEPS, O_EPOCHS, O_BATCH, O_ACCUM, O_SEQ, O_LR,
   O_SCHED, O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_SEED, O_THREADS, O_RESUME, O_SHUFFLE, O_PACK,
-  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP, O_WRATIO, O_RANKS,
+  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP,
 };
 
 /* Runs this same command on `ranks` processes (argv without --ranks) through srun or mpirun;
@@ -130,32 +124,40 @@ static int relaunch(int ranks, int threads, int argc, char **argv) {
 }
 
 int fc_cmd_train(int argc, char **argv) {
-  static const struct option opts[] = {
+  static const struct option base[] = {
       {"model", required_argument, 0, O_MODEL},       {"config", required_argument, 0, O_CONFIG},
       {"tokenizer", required_argument, 0, O_TOKENIZER}, {"data", required_argument, 0, O_DATA},
-      {"out", required_argument, 0, O_OUT},           {"steps", required_argument, 0, O_STEPS},
-      {"epochs", required_argument, 0, O_EPOCHS},     {"batch-size", required_argument, 0, O_BATCH},
-      {"grad-accum", required_argument, 0, O_ACCUM},  {"seq-len", required_argument, 0, O_SEQ},
-      {"lr", required_argument, 0, O_LR},             {"schedule", required_argument, 0, O_SCHED},
-      {"warmup", required_argument, 0, O_WARMUP},     {"weight-decay", required_argument, 0, O_WD},
+      {"out", required_argument, 0, O_OUT},           
+           
+      {"grad-accum", required_argument, 0, O_ACCUM},  
+                   {"schedule", required_argument, 0, O_SCHED},
+      {"warmup", required_argument, 0, O_WARMUP},     
       {"beta1", required_argument, 0, O_B1},          {"beta2", required_argument, 0, O_B2},
       {"eps", required_argument, 0, O_EPS},           {"clip", required_argument, 0, O_CLIP},
-      {"seed", required_argument, 0, O_SEED},         {"threads", required_argument, 0, O_THREADS},
+               {"threads", required_argument, 0, O_THREADS},
       {"resume", no_argument, 0, O_RESUME},           {"shuffle", no_argument, 0, O_SHUFFLE},
-      {"pack", no_argument, 0, O_PACK},               {"checkpoint-every", required_argument, 0, O_CKPT},
-      {"targets", required_argument, 0, O_TARGETS},   {"lambda", required_argument, 0, O_LAMBDA},
+      {"pack", no_argument, 0, O_PACK},               
+      {"targets", required_argument, 0, O_TARGETS},   
       {"save-dtype", required_argument, 0, O_DTYPE},  {"quiet", no_argument, 0, O_QUIET},
       {"stop-after", required_argument, 0, O_STOP},
       {"chat-template", required_argument, 0, O_TEMPLATE},
       {"keep-checkpoints", required_argument, 0, O_KEEP},
-      {"warmup-ratio", required_argument, 0, O_WRATIO},
-      {"ranks", required_argument, 0, O_RANKS},
-      {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+      
+      {"help", no_argument, 0, 'h'}};
+  struct option opts[64] = {0};
+  memcpy(opts, base, sizeof base);
+  fc_cli_schema_longopts("train", opts + sizeof base / sizeof *base);
+  fc_train_params_t tp; /* the stage parameters: the train table's defaults and ranges */
+  fc_schema_defaults(fc_schema_find("train"), &tp);
+  const fc_param_t *which;
+  int src;
   fc_train_opts_t o;
   fc_train_opts_default(&o);
-  const char *targets = NULL;
+  o.keep_checkpoints = 2;
+  const char *targets[256];
+  size_t ntargets = 0;
   fc_chat_template_t tmpl = FC_CHAT_AUTO;
-  int c, have_lambda = 0, ranks = 1;
+  int c, have_lambda = 0;
   long lv;
   double dv;
   optind = 1;
@@ -175,54 +177,47 @@ int fc_cmd_train(int argc, char **argv) {
     dst = dv;                                                                                   \
   } while (0)
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if ((src = fc_cli_schema_option("train", "train", c, optarg, &tp, &which)) >= 0) {
+      if (src) return src;
+      have_lambda |= !strcmp(which->key, "lambda");
+      continue;
+    }
     switch (c) {
     case O_MODEL: o.model_dir = optarg; break;
     case O_CONFIG: o.config_path = optarg; break;
     case O_TOKENIZER: o.tokenizer_path = optarg; break;
     case O_DATA: o.data_path = optarg; break;
     case O_OUT: o.out_dir = optarg; break;
-    case O_STEPS: NEED_LONG("steps", 1, 1000000000L, o.steps); break;
-    case O_EPOCHS: NEED_DOUBLE("epochs", 1e-9, 1e6, o.epochs); break;
-    case O_BATCH: NEED_LONG("batch-size", 1, 65536, o.batch_size); break;
     case O_ACCUM: NEED_LONG("grad-accum", 1, 65536, o.grad_accum); break;
-    case O_SEQ: NEED_LONG("seq-len", 2, 1 << 20, o.seq_len); break;
-    case O_LR: NEED_DOUBLE("lr", 0, 10, o.lr); break;
     case O_SCHED:
       if (fc_sched_parse(optarg, &o.schedule) != 0)
         return fc_cli_usage_error("train", "--schedule is constant or cosine, not '%s'", optarg);
       break;
     case O_WARMUP: NEED_LONG("warmup", 0, 1000000000L, o.warmup); break;
-    case O_WD: NEED_DOUBLE("weight-decay", 0, 10, o.weight_decay); break;
     case O_B1: NEED_DOUBLE("beta1", 0, 0.999999, o.beta1); break;
     case O_B2: NEED_DOUBLE("beta2", 0, 0.999999999, o.beta2); break;
     case O_EPS: NEED_DOUBLE("eps", 0, 1, o.eps); break;
     case O_CLIP: NEED_DOUBLE("clip", 0, 1e30, o.clip); break;
-    case O_SEED:
-      if (fc_cli_parse_long(optarg, &lv) != 0 || lv < 0)
-        return fc_cli_usage_error("train", "--seed wants a non-negative integer, not '%s'", optarg);
-      o.seed = (uint64_t)lv;
-      break;
     case O_THREADS: NEED_LONG("threads", 1, 256, o.threads); break;
     case O_RESUME: o.resume = 1; break;
     case O_SHUFFLE: o.shuffle = 1; break;
     case O_PACK: o.pack = 1; break;
-    case O_CKPT: NEED_LONG("checkpoint-every", 0, 1000000000L, o.checkpoint_every); break;
-    case O_TARGETS: targets = optarg; break;
-    case O_LAMBDA: NEED_DOUBLE("lambda", 0, 1, o.lambda); have_lambda = 1; break;
+    case O_TARGETS:
+      if (ntargets == sizeof targets / sizeof *targets) return fc_cli_usage_error("train", "more than 256 --targets");
+      targets[ntargets++] = optarg;
+      break;
     case O_DTYPE:
       if (fc_dtype_parse(optarg, &o.save_dtype) != 0 ||
           (o.save_dtype != FC_DT_F32 && o.save_dtype != FC_DT_BF16 && o.save_dtype != FC_DT_F16))
         return fc_cli_usage_error("train", "--save-dtype is F32, BF16 or F16, not '%s'", optarg);
       break;
     case O_QUIET: o.quiet = 1; break;
-    case O_WRATIO: NEED_DOUBLE("warmup-ratio", 0, 1, o.warmup_ratio); break;
     case O_TEMPLATE:
       if (fc_chat_template_parse(optarg, &tmpl) != 0)
         return fc_cli_usage_error("train", "--chat-template is auto, chatml or llama2, not '%s'", optarg);
       break;
     case O_KEEP: NEED_LONG("keep-checkpoints", 0, 1000000, o.keep_checkpoints); break;
     case O_STOP: NEED_LONG("stop-after", 1, 1000000000L, o.stop_after); break;
-    case O_RANKS: NEED_LONG("ranks", 1, 4096, ranks); break;
     case 'h': usage(stdout); return FC_EXIT_OK;
     default:
       return fc_cli_usage_error("train", "unknown option or missing value: %s", argv[optind - 1]);
@@ -230,6 +225,9 @@ int fc_cmd_train(int argc, char **argv) {
   }
 #undef NEED_LONG
 #undef NEED_DOUBLE
+  o.lambda = tp.lambda, o.epochs = tp.epochs, o.lr = tp.lr, o.batch_size = (int)tp.batch_size;
+  o.seq_len = (int)tp.seq_len, o.warmup_ratio = tp.warmup, o.weight_decay = tp.weight_decay, o.seed = tp.seed;
+  o.steps = tp.steps, o.checkpoint_every = tp.checkpoint_every;
   if (optind != argc) return fc_cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
   if (!o.model_dir == !o.config_path) return fc_cli_usage_error("train", "give exactly one of --model DIR or --config FILE");
   if (o.config_path && !o.tokenizer_path)
@@ -238,7 +236,8 @@ int fc_cmd_train(int argc, char **argv) {
     return fc_cli_usage_error("train", "--tokenizer goes with --config; a --model directory has its own");
   if (!o.data_path) return fc_cli_usage_error("train", "--data FILE.jsonl is required");
   if (!o.out_dir) return fc_cli_usage_error("train", "--out DIR is required");
-  if (have_lambda && !targets) return fc_cli_usage_error("train", "--lambda only applies with --targets");
+  if (have_lambda && !ntargets) return fc_cli_usage_error("train", "--lambda only applies with --targets");
+  int ranks = (int)tp.ranks;
   if (ranks > 1 && fc_dist_launched_size() > 1)
     return fc_cli_usage_error("train", "--ranks is for starting the ranks; this process already is one of %d",
                               fc_dist_launched_size());
@@ -266,12 +265,12 @@ int fc_cmd_train(int argc, char **argv) {
     fc_train_encoder_init(&enc, tok, tmpl);
     o.encoder = &enc.enc;
   }
-  fc_train_topk_t store;
+  fc_train_shards_t store;
   int have_store = 0, rc = 0;
-  if (targets) {
+  if (ntargets) { /* one store, or the stores of consecutive shards */
     fc_config_t cfg;
     rc = fc_config_load(&cfg, o.model_dir ? o.model_dir : o.config_path, &err);
-    if (rc == 0) rc = fc_train_topk_open(&store, targets, cfg.vocab_size, &err);
+    if (rc == 0) rc = fc_train_shards_open(&store, targets, ntargets, cfg.vocab_size, &err);
     if (rc == 0) {
       have_store = 1;
       o.targets = &store.src;
@@ -279,7 +278,7 @@ int fc_cmd_train(int argc, char **argv) {
   }
   fc_train_result_t res;
   if (rc == 0) rc = fc_train_run(&o, &res, &err);
-  if (have_store) fc_train_topk_close(&store);
+  if (have_store) fc_train_shards_close(&store);
   fc_tok_destroy(&tok);
   if (rc == 0 && rank == 0 && comm->size > 1 && res.steps_done > res.start_step)
     printf("data parallel: %d ranks, rank 0 sent %.0f bytes per step (%zu parameters, %zu float bytes)\n", comm->size,
