@@ -5,7 +5,8 @@
 #   local-slurm.sh stop DIR     stops the three daemons (by their pid files)
 # The configuration is the smallest that runs jobs: one node with this host's CPUs,
 # proctrack/linuxproc, task/none, select/cons_tres, munge on a private socket, ports from
-# FC_SLURM_PORT (default 16817, and the next one).
+# FC_SLURM_PORT (default 16817, and the next one). Addresses are 127.0.0.1, so a fresh machine
+# whose host name does not resolve still works.
 set -eu
 cmd=${1:-}
 D=${2:-}
@@ -36,7 +37,7 @@ mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
 user=$(id -un)
 cat >"$D/slurm.conf" <<EOC
 ClusterName=fusechat-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=$user
 AuthType=auth/munge
 AuthInfo=socket=$D/munge.sock
@@ -57,7 +58,7 @@ MpiDefault=none
 ReturnToService=2
 KillWait=5
 SchedulerType=sched/backfill
-NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOC
 export SLURM_CONF="$D/slurm.conf"
