@@ -1,14 +1,15 @@
 #!/bin/sh
 # The fusion job on a real (local, one-node) Slurm: starts munged, slurmctld and slurmd
-# (local-slurm.sh), runs a small job with training: {ranks: 2} through deploy/slurm/fusechat-slurm,
+# (local-slurm.sh), runs a small job with training: {ranks: 2} through fusectl slurm,
 # checks the merged model has the same bytes as `fusectl run --local` of the same job, and that
 # bad cluster sections fail with a message saying what to change. Prints the time from
-# fusechat-slurm up to the first leased task.
+# fusectl slurm up to the first leased task.
 # Usage: slurm-job.sh BUILD_DIR   (needs the slurm packages: FUSECHAT_SETUP_SLURM=1 tools/setup.sh)
 set -u
 B=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
-SLURMSH="$HERE/../../deploy/slurm/fusechat-slurm"
+# through the operator entry point, fusectl slurm (which runs deploy/slurm/fusechat-slurm)
+slurmctl() { "$B/tools/fusectl" slurm "$@"; }
 PATH="$PATH:/usr/sbin"
 for p in munged slurmctld slurmd sbatch mpirun; do
   command -v "$p" >/dev/null 2>&1 || { echo "slurm-job: $p missing: skipped"; exit 77; }
@@ -16,7 +17,7 @@ done
 tmp=$(mktemp -d /tmp/fc-slurm.XXXXXX)
 port=$((20000 + $$ % 20000))
 cleanup() {
-  "$SLURMSH" down "$tmp/run" >/dev/null 2>&1
+  slurmctl down "$tmp/run" >/dev/null 2>&1
   FC_SLURM_PORT=$port "$HERE/local-slurm.sh" stop "$tmp/slurm"
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
@@ -60,7 +61,7 @@ CPUS_MERGE=1
 EOC
 # bad cluster sections first (nothing is started by them)
 expect_msg() { # WHAT PATTERN
-  if "$SLURMSH" up "$tmp/bad.env" "$tmp/slurm.yaml" "$tmp/badrun" >"$tmp/out" 2>&1; then bad "$1 accepted"
+  if slurmctl up "$tmp/bad.env" "$tmp/slurm.yaml" "$tmp/badrun" >"$tmp/out" 2>&1; then bad "$1 accepted"
   elif grep -q "$2" "$tmp/out"; then ok "$1: $(cat "$tmp/out")"
   else bad "$1: $(cat "$tmp/out")"; fi
 }
@@ -69,20 +70,20 @@ expect_msg "unknown partition" "unknown partition 'gpu-large': set PARTITION to 
 sed 's/^CPUS_TRAIN=.*/CPUS_TRAIN=64/' "$tmp/cluster.env" >"$tmp/bad.env"
 expect_msg "more ranks than the allocation" "lower training.ranks or CPUS_TRAIN"
 t0=$(date +%s.%N)
-if "$SLURMSH" up "$tmp/cluster.env" "$tmp/slurm.yaml" "$tmp/run"; then
+if slurmctl up "$tmp/cluster.env" "$tmp/slurm.yaml" "$tmp/run"; then
   i=0
   while [ $i -lt 600 ] && ! grep -q "task.leased" "$tmp/run/coordinator.log" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
   t1=$(date +%s.%N)
-  echo "time from fusechat-slurm up to the first leased task: $(echo "$t1 - $t0" | bc) s"
+  echo "time from fusectl slurm up to the first leased task: $(echo "$t1 - $t0" | bc) s"
   # shellcheck disable=SC2046
   env $(cat "$tmp/run/env") "$B/tools/fusectl" workers | grep -q "slurm[0-9]" && ok "workers show their Slurm job ids" ||
     bad "no Slurm job ids in fusectl workers"
-  timeout 300 "$SLURMSH" wait "$tmp/run" >"$tmp/wait.out" 2>&1 && ok "the job finished on Slurm" ||
+  timeout 300 slurmctl wait "$tmp/run" >"$tmp/wait.out" 2>&1 && ok "the job finished on Slurm" ||
     { bad "the job on Slurm: $(tail -5 "$tmp/wait.out")"; for f in "$tmp"/run/*.log; do tail -5 "$f"; done; }
   grep -q "training on 2 ranks with srun" "$tmp"/run/train-*.log && ok "train task ran as a 2-rank srun step" ||
     bad "train task did not run as an srun step"
 else
-  bad "fusechat-slurm up"
+  bad "fusectl slurm up"
 fi
 "$B/tools/fusectl" run --local --quiet --threads 1 --run-dir "$tmp/local-run" "$tmp/local.yaml" >/dev/null 2>&1 || bad "run --local"
 cmp "$tmp/store-slurm/dp/merged/model.safetensors" "$tmp/store-local/dp/merged/model.safetensors" &&
