@@ -78,7 +78,7 @@ if slurmctl up "$tmp/cluster.env" "$tmp/slurm.yaml" "$tmp/run"; then
   # shellcheck disable=SC2046
   env $(cat "$tmp/run/env") "$B/tools/fusectl" workers | grep -q "slurm[0-9]" && ok "workers show their Slurm job ids" ||
     bad "no Slurm job ids in fusectl workers"
-  timeout 300 slurmctl wait "$tmp/run" >"$tmp/wait.out" 2>&1 && ok "the job finished on Slurm" ||
+  timeout 300 "$B/tools/fusectl" slurm wait "$tmp/run" >"$tmp/wait.out" 2>&1 && ok "the job finished on Slurm" ||
     { bad "the job on Slurm: $(tail -5 "$tmp/wait.out")"; for f in "$tmp"/run/*.log; do tail -5 "$f"; done; }
   grep -q "training on 2 ranks with srun" "$tmp"/run/train-*.log && ok "train task ran as a 2-rank srun step" ||
     bad "train task did not run as an srun step"
