@@ -182,6 +182,26 @@ static void test_explicit_tasks(void **state) {
   fc_job_destroy(&j);
 }
 
+/* training.ranks reaches each train task when given (the daemon launches that many ranks) and
+ * is absent otherwise (the daemon's default: one process). */
+static void test_ranks_param(void **state) {
+  (void)state;
+  const char *base = "name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n";
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 4, ranks: 2}\n", base);
+  fc_job_t *j = parse_ok(buf);
+  assert_int_equal(j->train.ranks, 2);
+  const fc_job_task_t *t = task(j, "train/s");
+  assert_non_null(fc_kv_get(t->params, t->nparams, "ranks"));
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "ranks"), "2");
+  fc_job_destroy(&j);
+  j = parse_ok(base);
+  assert_int_equal(j->train.ranks, 1);
+  t = task(j, "train/s");
+  assert_null(fc_kv_get(t->params, t->nparams, "ranks"));
+  fc_job_destroy(&j);
+}
+
 /* models[].logits: the source's logits tasks become logits-import tasks on the align daemon,
  * reading the shard's file; the pivot's stay logits tasks; the spec is checked at the door. */
 static void test_imported_logits(void **state) {
@@ -239,6 +259,11 @@ static void test_errors_name_the_line(void **state) {
   expect_err(buf, "'lambda' is 1.5, it must be in [0, 1]");
   snprintf(buf, sizeof buf, "%straining: {batch_size: 8x}\n", base);
   expect_err(buf, "'training.batch_size' must be an integer in [1, 65536], not '8x'");
+  /* training.ranks: its own range from the table, and the bound against batch_size */
+  snprintf(buf, sizeof buf, "%straining: {ranks: 0}\n", base);
+  expect_err(buf, "'training.ranks' is 0, it must be in [1, 4096]");
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 2, ranks: 3}\n", base);
+  expect_err(buf, "t.yaml:7:34: training.ranks 3 exceeds training.batch_size 2");
   snprintf(buf, sizeof buf, "%straining: {lr: [1]}\n", base);
   expect_err(buf, "'training.lr' must be a plain value");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, mean]}\n", base);
@@ -274,6 +299,7 @@ int main(void) {
       cmocka_unit_test(test_pipeline_expansion),
       cmocka_unit_test(test_baselines),
       cmocka_unit_test(test_deploy_example),
+      cmocka_unit_test(test_ranks_param),
       cmocka_unit_test(test_explicit_tasks),
       cmocka_unit_test(test_imported_logits),
       cmocka_unit_test(test_errors_name_the_line),

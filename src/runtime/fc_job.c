@@ -532,6 +532,10 @@ static int parse_root(fc_job_t *j, const fc_yaml_node_t *root, const char *src, 
   if (root->kind != FC_YAML_MAP) return fc_yaml_error(root, err, "the job spec must be a mapping");
   if (parse_stage_params(j, root, err)) return FC_EINVAL;
   j->max_attempts = (int)j->opts.max_attempts;
+  if (j->train.ranks > j->train.batch_size) /* a bound between two parameters: the table holds single ranges */
+    return fc_yaml_error(at_path(root, "training.ranks"), err,
+                         "training.ranks %ld exceeds training.batch_size %ld: each rank needs at least one row "
+                         "of every step (lower ranks or raise batch_size)", j->train.ranks, j->train.batch_size);
   if (!fc_kv_get(j->given, j->ngiven, "training.seed")) j->train.seed = j->opts.seed; /* its documented default */
   if (!(v = fc_yaml_get(root, "name"))) return fc_yaml_error(root, err, "the job needs a 'name'");
   if (get_str(v, "name", &j->name, err)) return FC_EINVAL;
