@@ -15,7 +15,7 @@
 #include "cli.h"
 #include "fc_bpe_train.h"
 #include "fc_config.h"
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 
 extern char **environ;
 
@@ -148,13 +148,13 @@ static int write_corpus(const char *jsonl, const char *out, fc_err_t *err) {
   return fc_atomic_commit(&af, err);
 }
 
-static int gen(const char *dir, const char *name, size_t count, fc_split_t split, const char *mix, uint64_t seed,
+static int gen(const char *dir, const char *name, size_t count, fc_gendata_split_t split, const char *mix, uint64_t seed,
                fc_err_t *err) {
-  fc_tasks_opts_t o = {.count = count, .split = split, .seed = seed, .world_seed = 7, .max_turns = 2};
-  int rc = fc_tasks_parse_mix(mix, o.mix, err);
+  fc_gendata_opts_t o = {.count = count, .split = split, .seed = seed, .world_seed = 7, .max_turns = 2};
+  int rc = fc_gendata_parse_mix(mix, o.mix, err);
   if (rc) return rc;
   char *p = fc_path_join(dir, name);
-  rc = fc_tasks_write(&o, p, err);
+  rc = fc_gendata_write(&o, p, err);
   free(p);
   return rc;
 }
@@ -189,7 +189,7 @@ static int prepare_model(const char *work, const demo_model_t *dm, const recipe_
   char ddir[4096];
   pathf(ddir, sizeof ddir, "%s/data", work);
   uint64_t seed = 100 + (uint64_t)(dm - models);
-  if ((rc = gen(ddir, fname, (size_t)r->pre_convs, FC_SPLIT_TRAIN, dm->mix, seed, err)) ||
+  if ((rc = gen(ddir, fname, (size_t)r->pre_convs, FC_GENDATA_TRAIN, dm->mix, seed, err)) ||
       (rc = write_corpus(data, corpus, err)))
     return rc;
   fc_bpe_train_opts_t bo = {.kind = dm->tok, .vocab_size = dm->vocab, .split_digits = 1};
@@ -310,19 +310,19 @@ int fc_cmd_demo(int argc, char **argv) {
   pathf(ddir, sizeof ddir, "%s/data", awork);
   int rc = fc_mkdir_p(ddir, &err);
   /* The fusion set mixes every family; the held-out set has every family. */
-  if (!rc) rc = gen(ddir, "fusion.jsonl", (size_t)r->fusion_convs, FC_SPLIT_TRAIN, "arith=1,convert=1,strings=1,facts=1", 11, &err);
+  if (!rc) rc = gen(ddir, "fusion.jsonl", (size_t)r->fusion_convs, FC_GENDATA_TRAIN, "arith=1,convert=1,strings=1,facts=1", 11, &err);
   if (!rc) {
-    fc_tasks_opts_t o = {.split = FC_SPLIT_EVAL, .seed = 12, .world_seed = 7, .max_turns = 1};
+    fc_gendata_opts_t o = {.split = FC_GENDATA_EVAL, .seed = 12, .world_seed = 7, .max_turns = 1};
     char *p = fc_path_join(ddir, "eval.jsonl");
     fc_atomic_file_t af;
     rc = fc_atomic_open(&af, p, &err);
-    for (int fam = 0; fam < FC_FAM_COUNT && !rc; fam++) {
+    for (int fam = 0; fam < FC_GENDATA_NFAM && !rc; fam++) {
       char tmp[4096];
-      pathf(tmp, sizeof tmp, "%s/eval-%s.jsonl", ddir, fc_family_name((fc_family_t)fam));
-      for (int k = 0; k < FC_FAM_COUNT; k++) o.mix[k] = k == fam;
+      pathf(tmp, sizeof tmp, "%s/eval-%s.jsonl", ddir, fc_gendata_family_name((fc_gendata_family_t)fam));
+      for (int k = 0; k < FC_GENDATA_NFAM; k++) o.mix[k] = k == fam;
       o.count = (size_t)r->eval_per_family;
       char *text = NULL;
-      rc = fc_tasks_write(&o, tmp, &err);
+      rc = fc_gendata_write(&o, tmp, &err);
       if (!rc) rc = fc_read_file(tmp, &text, NULL, &err);
       if (!rc) fputs(text, af.fp);
       free(text);

@@ -190,7 +190,7 @@ int fc_cmd_eval(int argc, char **argv) {
       }
       printf("\n");
     }
-    fc_eval_print_table(stdout, np, rp, nm);
+    fc_eval_print_table(stdout, np, rp, nm, nm > 1 ? 0 : -1, -1); /* marks against the first model */
     if (fflush(stdout)) rc = fc_cli_fail("eval", "cannot write the output");
   }
   if (!rc && json) {
