@@ -139,6 +139,15 @@ static void test_baselines(void **state) {
   expect_err(buf, "unknown merge method 'average' in baselines");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, ties]}\n", base);
   expect_err(buf, "listed twice");
+  /* the job's sce is FuseChat's release; mergekit's SCE has its own name, the old alias is gone */
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-weights]}\n", base);
+  expect_err(buf, "unknown merge method 'sce-weights' in baselines (sce, sce-mergekit,");
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-mergekit]}\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "method"), "sce-mergekit");
+  assert_string_equal(task(j, "eval/merged-sce-mergekit")->outputs[0], "/s/d/eval/merged-sce-mergekit.json");
+  fc_job_destroy(&j);
   snprintf(buf, sizeof buf, "%sbaselines: {sft: maybe}\n", base);
   expect_err(buf, "'sft' must be true or false");
   snprintf(buf, sizeof buf, "%sbaselines: {dpo: true}\n", base);

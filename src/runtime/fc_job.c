@@ -160,11 +160,12 @@ static yaml_node_t *lookup(ctx_t *c, yaml_node_t *map, const char *key) {
   return NULL;
 }
 
-/* Merge methods a job may name: fc_merge's, plus sce-weights (SCE with FuseChat's release
- * scope, sce_mask_scope=weights). */
-#define MERGE_METHODS "sce, sce-weights, varm, linear, task_arithmetic, ties, dare_ties, dare_linear, slerp"
+/* Merge methods a job may name (the merge daemon reads them): fc_merge's, except that a job's
+ * "sce" is FuseChat's release (the selection sets the weights only), the headline merge, and
+ * upstream mergekit's SCE (unselected deltas zeroed) is "sce-mergekit". */
+#define MERGE_METHODS "sce, sce-mergekit, varm, linear, task_arithmetic, ties, dare_ties, dare_linear, slerp"
 static bool merge_method_ok(const char *m) {
-  static const char *const methods[] = {"sce", "sce-weights", "varm", "linear", "task_arithmetic",
+  static const char *const methods[] = {"sce", "sce-mergekit", "varm", "linear", "task_arithmetic",
                                         "ties", "dare_ties", "dare_linear", "slerp", NULL};
   for (const char *const *q = methods; *q; q++)
     if (!strcmp(*q, m)) return true;
