@@ -33,8 +33,11 @@ static uint64_t below(fc_rng_t *r, uint64_t n) { return fc_rng_u64(r) % n; }
 
 /* ---- the world ---- */
 
-#define N_COUNTRIES 64
-#define N_FACT_TEMPLATES 3
+/* 80 countries x 3 attributes, half of the pairs held out on 2 of 5 phrasings: about 240
+ * distinct held-out fact questions, enough for 200 per family in the demo's evaluation. */
+#define N_COUNTRIES 80
+#define N_FACT_TEMPLATES 5
+#define N_HELD_TEMPLATES 2
 
 struct fc_gendata_world {
   char country[N_COUNTRIES][16];
@@ -96,10 +99,13 @@ static void draw_arith(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t 
 }
 
 static void draw_convert(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
+  /* twelve conversions x 99 amounts: about 240 held-out prompts */
   static const struct { const char *from, *to; int mul; } units[] = {
-      {"km", "m", 1000}, {"m", "cm", 100}, {"kg", "g", 1000}, {"h", "min", 60}, {"min", "s", 60}, {"cm", "mm", 10}};
+      {"km", "m", 1000}, {"m", "cm", 100}, {"kg", "g", 1000}, {"h", "min", 60}, {"min", "s", 60}, {"cm", "mm", 10},
+      {"l", "ml", 1000}, {"t", "kg", 1000}, {"day", "h", 24}, {"week", "day", 7}, {"year", "month", 12},
+      {"dozen", "item", 12}};
   for (;;) {
-    int u = (int)below(r, 6), n = 1 + (int)below(r, 99);
+    int u = (int)below(r, (uint64_t)(sizeof units / sizeof *units)), n = 1 + (int)below(r, 99);
     if (split_of(((uint64_t)u << 16) ^ (uint64_t)n ^ 0xc0417) != split) continue;
     snprintf(it->prompt, sizeof it->prompt, "Convert %d %s to %s.", n, units[u].from, units[u].to);
     snprintf(it->answer, sizeof it->answer, "%d", n * units[u].mul);
@@ -136,18 +142,22 @@ static void draw_strings(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_
   }
 }
 
-/* Facts: every (country, attribute) is taught in training under some phrasings; for one in
- * five of them the last phrasing is held out and is what the evaluation asks, so the model must
- * recall a fact it learned in other words. */
+/* Facts: every (country, attribute) is taught in training under some phrasings; for half of
+ * them the last N_HELD_TEMPLATES phrasings are held out and are what the evaluation asks, so
+ * the model must recall a fact it learned in other words (the other half teaches every
+ * phrasing, so the held-out wordings themselves are not new). */
 static void draw_facts(const fc_gendata_world_t *w, fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
   static const char *tmpl[3][N_FACT_TEMPLATES] = {
-      {"What is the capital of %s?", "Name the capital city of %s.", "Which city is the capital of %s?"},
-      {"Who rules %s?", "Name the ruler of %s.", "Who is the ruler of %s?"},
-      {"When was %s founded?", "In which year was %s founded?", "What year was %s founded in?"}};
+      {"What is the capital of %s?", "Name the capital city of %s.", "Tell me the capital of %s.",
+       "Which city is the capital of %s?", "What city serves as the capital of %s?"},
+      {"Who rules %s?", "Name the ruler of %s.", "Tell me who rules %s.", "Who is the ruler of %s?",
+       "Which person rules %s?"},
+      {"When was %s founded?", "In which year was %s founded?", "Tell me the founding year of %s.",
+       "What year was %s founded in?", "Which year saw the founding of %s?"}};
   for (;;) {
     int c = (int)below(r, N_COUNTRIES), attr = (int)below(r, 3), t = (int)below(r, N_FACT_TEMPLATES);
-    int held = split_of(((uint64_t)c << 4) ^ (uint64_t)attr ^ 0xfac7) == FC_GENDATA_EVAL;
-    int is_eval_item = held && t == N_FACT_TEMPLATES - 1;
+    int held = fc_splitmix64(((uint64_t)c << 4) ^ (uint64_t)attr ^ 0xfac7) % 2 == 0;
+    int is_eval_item = held && t >= N_FACT_TEMPLATES - N_HELD_TEMPLATES;
     if ((split == FC_GENDATA_EVAL) != is_eval_item) continue;
     snprintf(it->prompt, sizeof it->prompt, tmpl[attr][t], w->country[c]);
     if (attr == 0) snprintf(it->answer, sizeof it->answer, "%s", w->capital[c]);
@@ -213,9 +223,11 @@ static fc_gendata_family_t pick_family(fc_rng_t *r, const double mix[FC_GENDATA_
   return FC_GENDATA_ARITH;
 }
 
-/* One JSONL row: the conversation's turns and the family of its first question. */
-static int write_row(FILE *fp, const fc_gendata_item_t *items, int n) {
+/* One JSONL row: the conversation's turns and the family of its first question; held-out rows
+ * also carry an id (FAMILY-INDEX), the same for every model scored on the file. */
+static int write_row(FILE *fp, const fc_gendata_item_t *items, int n, const char *id) {
   json_t *row = json_object(), *conv = json_array();
+  if (id) json_object_set_new(row, "id", json_string(id));
   for (int t = 0; t < n; t++) {
     json_t *h = json_object(), *g = json_object();
     json_object_set_new(h, "from", json_string("human"));
@@ -270,7 +282,9 @@ int fc_gendata_write(const fc_gendata_opts_t *o, const char *path, fc_err_t *err
       }
       fc_gendata_draw(w, pick_family(&r, o->mix), o->split, &r, &items[0]);
     }
-    if (!rc && write_row(af.fp, items, turns)) rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
+    char id[48];
+    snprintf(id, sizeof id, "%s-%zu", fc_gendata_family_name(items[0].family), i + 1);
+    if (!rc && write_row(af.fp, items, turns, eval ? id : NULL)) rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
   }
   free(seen);
   fc_gendata_world_destroy(&w);

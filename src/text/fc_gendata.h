@@ -43,7 +43,7 @@ typedef struct fc_gendata_opts {
 } fc_gendata_opts_t;
 
 /* Writes JSONL: {"family":F,"conversations":[{"from":"human","value":Q},{"from":"gpt","value":A},...]}
- * (eval rows always have one turn). Atomic. */
+ * (eval rows always have one turn and start with "id":"FAMILY-N", N the row's number). Atomic. */
 int fc_gendata_write(const fc_gendata_opts_t *o, const char *path, fc_err_t *err);
 /* "arith=2,facts=1" into weights; families not named get 0. */
 int fc_gendata_parse_mix(const char *s, double mix[FC_GENDATA_NFAM], fc_err_t *err);
