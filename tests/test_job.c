@@ -142,6 +142,16 @@ static void test_baselines(void **state) {
   /* the job's sce is FuseChat's release; mergekit's SCE has its own name, the old alias is gone */
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-weights]}\n", base);
   expect_err(buf, "unknown merge method 'sce-weights' in baselines (sce, sce-mergekit,");
+  /* the fusion function and vocabulary map reach the align and vocab-map tasks */
+  snprintf(buf, sizeof buf, "%sfuse: avgce\nvocab_map: exact\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "align/a/0")->params, task(j, "align/a/0")->nparams, "fuse"), "avgce");
+  assert_string_equal(fc_kv_get(task(j, "vocab-map/a")->params, task(j, "vocab-map/a")->nparams, "method"), "exact");
+  fc_job_destroy(&j);
+  snprintf(buf, sizeof buf, "%sfuse: maxce\n", base);
+  expect_err(buf, "unknown fusion function 'maxce'");
+  snprintf(buf, sizeof buf, "%svocab_map: fuzzy\n", base);
+  expect_err(buf, "unknown vocabulary map 'fuzzy'");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-mergekit]}\n", base);
   j = parse_ok(buf);
   assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,

@@ -109,7 +109,8 @@ int main(int argc, char **argv) {
   static const fc_daemon_opt_t opts[] = {
       {"vocab-map", "METHOD", "vocabulary map method when the task does not say: stats (co-occurrence\n"
                               "counts, default), mined (edit distance) or exact", &g_vmap, 0},
-      {"fuse", "METHOD", "fusion of the aligned source with the pivot: mince (default) or avgce", &g_fuse, 0},
+      {"fuse", "METHOD", "fusion of the aligned source with the pivot when the task does not say: mince\n"
+                      "(default), avgce, or source (the aligned source alone)", &g_fuse, 0},
   };
   fc_daemon_def_t def = {
       .prog = "fusechat-align",

@@ -260,6 +260,7 @@ static void expand_pipeline(fc_job_t *j) {
     fc_job_task_t *t = add_task(j, "vocab-map", "align", "vocab-map/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
     param(t, "source_path", "%s", j->models[m].path), param(t, "pivot_path", "%s", j->models[pivot].path);
+    param(t, "method", "%s", j->vocab_map);
     for (size_t s = 0; s < S; s++) {
       size_t a = logits[m * S + s], b = logits[pivot * S + s];
       add_dep(t, a), add_dep(t, b);
@@ -275,7 +276,7 @@ static void expand_pipeline(fc_job_t *j) {
     for (size_t s = 0; s < S; s++) {
       fc_job_task_t *t = add_task(j, "align", NULL, "align/%s/%zu", sn, s);
       param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
-      param(t, "shard", "%zu", s), param(t, "top_k", "%d", j->top_k);
+      param(t, "shard", "%zu", s), param(t, "top_k", "%d", j->top_k), param(t, "fuse", "%s", j->fuse);
       param(t, "source_path", "%s", j->models[m].path), param(t, "pivot_path", "%s", j->models[pivot].path);
       size_t deps[3] = {logits[m * S + s], logits[pivot * S + s], vmaps[m]};
       for (int d = 0; d < 3; d++) {
@@ -435,7 +436,7 @@ static int parse_tasks(ctx_t *c, fc_job_t *j, yaml_node_t *list) {
 }
 
 static int parse_root(ctx_t *c, fc_job_t *j) {
-  static const char *const keys[] = {"name", "store", "models", "dataset", "shards", "top_k", "lambda",
+  static const char *const keys[] = {"name", "store", "models", "dataset", "shards", "top_k", "lambda", "fuse", "vocab_map",
                                      "training", "merge", "eval", "seed", "max_attempts", "tasks", "baselines",
                                      NULL};
   static const char *const baseline_keys[] = {"sft", "merges", NULL};
@@ -491,6 +492,18 @@ static int parse_root(ctx_t *c, fc_job_t *j) {
   if ((v = lookup(c, root, "shards")) && get_int(c, v, "shards", 1, 4096, &j->shards)) return FC_EINVAL;
   if ((v = lookup(c, root, "top_k")) && get_int(c, v, "top_k", 1, 256, &j->top_k)) return FC_EINVAL;
   if ((v = lookup(c, root, "lambda")) && get_double(c, v, "lambda", 0, 1, &j->lambda)) return FC_EINVAL;
+  /* the paper's comparisons (the align daemon reads them): fusion function and vocabulary map */
+  j->fuse = fc_xstrdup("mince"), j->vocab_map = fc_xstrdup("stats");
+  if ((v = lookup(c, root, "fuse"))) {
+    if (get_str(c, v, "fuse", &j->fuse)) return FC_EINVAL;
+    if (strcmp(j->fuse, "mince") && strcmp(j->fuse, "avgce") && strcmp(j->fuse, "source"))
+      return at(c, v, "unknown fusion function '%s' (mince, avgce, source)", j->fuse);
+  }
+  if ((v = lookup(c, root, "vocab_map"))) {
+    if (get_str(c, v, "vocab_map", &j->vocab_map)) return FC_EINVAL;
+    if (strcmp(j->vocab_map, "stats") && strcmp(j->vocab_map, "mined") && strcmp(j->vocab_map, "exact"))
+      return at(c, v, "unknown vocabulary map '%s' (stats, mined, exact)", j->vocab_map);
+  }
   if ((v = lookup(c, root, "training"))) {
     yaml_node_t *tr = v;
     if (check_keys(c, tr, "'training'", train_keys)) return FC_EINVAL;
@@ -603,6 +616,7 @@ void fc_job_destroy(fc_job_t **jp) {
   free_kv(j->merge_params, j->nmerge_params);
   free_strs(j->baseline_merges, j->nbaseline_merges);
   free(j->name), free(j->store), free(j->dir), free(j->dataset), free(j->eval), free(j->merge_method);
+  free(j->fuse), free(j->vocab_map);
   free(j);
   *jp = NULL;
 }

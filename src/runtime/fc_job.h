@@ -44,6 +44,8 @@ typedef struct fc_job {
   size_t nmodels;
   int shards, top_k, max_attempts;
   double lambda;
+  char *fuse;      /* fusion function of the align tasks: mince (default), avgce, source */
+  char *vocab_map; /* vocabulary map of the vocab-map tasks: stats (default), mined, exact */
   uint64_t seed;
   struct {
     int epochs, batch_size, seq_len;
