@@ -222,6 +222,8 @@ static int prepare_model(const char *work, const demo_model_t *dm, const demo_re
   if (st != 0)
     return fc_err_set(err, FC_EIO, "pre-training %s failed (%s %d)", dm->name, st > 128 ? "signal" : "exit status",
                       st > 128 ? st - 128 : st);
+  /* path may name model.safetensors by now (the cache check): the stamp has its own file */
+  demo_pathf(path, sizeof path, "%s/demo-recipe.txt", dir);
   return fc_write_text_file(path, stamp, err);
 }
 
