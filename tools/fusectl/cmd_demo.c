@@ -168,6 +168,8 @@ static int prepare_model(const char *work, const demo_model_t *dm, const demo_re
   demo_pathf(path, sizeof path, "%s/demo-recipe.txt", dir);
   char *old = NULL;
   if (!fresh && fc_read_file(path, &old, NULL, NULL) == 0) {
+    size_t n = strlen(old);
+    if (n && old[n - 1] == '\n') old[n - 1] = 0; /* fc_write_text_file ends the file with one */
     int same = !strcmp(old, stamp);
     free(old);
     demo_pathf(path, sizeof path, "%s/model.safetensors", dir);
