@@ -152,8 +152,10 @@ static void test_baselines(void **state) {
   expect_err(buf, "unknown fusion function 'maxce'");
   snprintf(buf, sizeof buf, "%svocab_map: fuzzy\n", base);
   expect_err(buf, "unknown vocabulary map 'fuzzy'");
-  snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-mergekit]}\n", base);
+  snprintf(buf, sizeof buf, "%smerge: {method: sce, parameters: {select_topk: 0.1}}\nbaselines: {merges: [sce-mergekit]}\n", base);
   j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "select_topk"), "0.1");
   assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
                                 "method"), "sce-mergekit");
   assert_string_equal(task(j, "eval/merged-sce-mergekit")->outputs[0], "/s/d/eval/merged-sce-mergekit.json");

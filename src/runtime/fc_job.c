@@ -327,6 +327,9 @@ static void expand_pipeline(fc_job_t *j) {
     bmerges[b] = j->ntasks;
     t = add_task(j, "merge", NULL, "merge/%s", j->baseline_merges[b]);
     param(t, "method", "%s", j->baseline_merges[b]);
+    /* the merge's parameters too (select_topk for sce-mergekit against sce): a baseline differs
+     * from the headline merge in its method only */
+    for (size_t i = 0; i < j->nmerge_params; i++) param(t, j->merge_params[i].key, "%s", j->merge_params[i].val);
     str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     for (size_t m = 0; m < M; m++)
       if (m != pivot) {
