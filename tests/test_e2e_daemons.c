@@ -26,8 +26,8 @@
 #include "fc_model.h"
 #include "fc_net.h"
 #include "fc_sha256.h"
+#include "fc_gendata.h"
 #include "fc_stage.h"
-#include "fc_tasks.h"
 #include "fc_tok.h"
 #include "test_support.h"
 
@@ -235,11 +235,11 @@ static int group_setup(void **state) {
   snprintf(g_s1, sizeof g_s1, "%s/s1", g_dir);
   snprintf(g_s2, sizeof g_s2, "%s/s2", g_dir);
   fc_err_t err = {0};
-  fc_tasks_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
+  fc_gendata_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_GENDATA_TRAIN, .seed = 3, .world_seed = 7,
                      .max_turns = 1};
-  if (fc_tasks_write(&o, g_data, &err)) return -1;
-  o.count = 8, o.split = FC_SPLIT_EVAL, o.seed = 5;
-  if (fc_tasks_write(&o, g_eval, &err)) return -1;
+  if (fc_gendata_write(&o, g_data, &err)) return -1;
+  o.count = 8, o.split = FC_GENDATA_EVAL, o.seed = 5;
+  if (fc_gendata_write(&o, g_eval, &err)) return -1;
   char *corpus;
   size_t clen;
   if (fc_read_file(g_data, &corpus, &clen, &err)) return -1;

@@ -139,6 +139,27 @@ static void test_baselines(void **state) {
   expect_err(buf, "a baseline merge method is 'average'");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, ties]}\n", base);
   expect_err(buf, "listed twice");
+  /* the job's sce is FuseChat's release; mergekit's SCE has its own name, the old alias is gone */
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-weights]}\n", base);
+  expect_err(buf, "a baseline merge method is 'sce-weights', it must be one of sce|sce-mergekit|");
+  /* the fusion function and vocabulary map reach the align and vocab-map tasks */
+  snprintf(buf, sizeof buf, "%sfuse: avgce\nvocab_map: exact\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "align/a/0")->params, task(j, "align/a/0")->nparams, "fuse"), "avgce");
+  assert_string_equal(fc_kv_get(task(j, "vocab-map/a")->params, task(j, "vocab-map/a")->nparams, "method"), "exact");
+  fc_job_destroy(&j);
+  snprintf(buf, sizeof buf, "%sfuse: maxce\n", base);
+  expect_err(buf, "'fuse' is 'maxce', it must be one of mince|avgce|source");
+  snprintf(buf, sizeof buf, "%svocab_map: fuzzy\n", base);
+  expect_err(buf, "'vocab_map' is 'fuzzy', it must be one of stats|mined|exact");
+  snprintf(buf, sizeof buf, "%smerge: {method: sce, parameters: {select_topk: 0.1}}\nbaselines: {merges: [sce-mergekit]}\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "select_topk"), "0.1");
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "method"), "sce-mergekit");
+  assert_string_equal(task(j, "eval/merged-sce-mergekit")->outputs[0], "/s/d/eval/merged-sce-mergekit.json");
+  fc_job_destroy(&j);
   snprintf(buf, sizeof buf, "%sbaselines: {sft: maybe}\n", base);
   expect_err(buf, "'baselines.sft' must be true or false, not 'maybe'");
   snprintf(buf, sizeof buf, "%sbaselines: {dpo: true}\n", base);

@@ -76,14 +76,14 @@ static const fc_param_t LOGITS_IMPORT[] = {
 
 static const fc_param_t VOCAB_MAP[] = {
     SOURCE_PIVOT(fc_vocab_map_params_t),
-    {.key = "method", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "stats", .choices = "stats|mined|exact", .unit = "", .help = "vocabulary map: co-occurrence counts (stats), edit distance (mined) or exact", .off = offsetof(fc_vocab_map_params_t, method)},
+    {.key = "method", .yaml = "vocab_map", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "stats", .choices = "stats|mined|exact", .unit = "", .help = "vocabulary map: co-occurrence counts (stats), edit distance (mined) or exact", .off = offsetof(fc_vocab_map_params_t, method)},
 };
 
 static const fc_param_t ALIGN[] = {
     SOURCE_PIVOT(fc_align_params_t),
     SHARD(fc_align_params_t),
     TOP_K(fc_align_params_t),
-    {.key = "fuse", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "mince", .choices = "mince|avgce", .unit = "", .help = "fusion of the aligned source with the pivot", .off = offsetof(fc_align_params_t, fuse)},
+    {.key = "fuse", .yaml = "fuse", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "mince", .choices = "mince|avgce|source", .unit = "", .help = "fusion of the aligned source with the pivot (source: the aligned source alone)", .off = offsetof(fc_align_params_t, fuse)},
 };
 
 #define TRAIN(k, ...) {.key = #k, .yaml = "training." #k, __VA_ARGS__, .off = offsetof(fc_train_params_t, k)}
@@ -105,8 +105,8 @@ static const fc_param_t TRAIN_P[] = {
 
 static const fc_param_t MERGE[] = {
     {.key = "method", .yaml = "merge.method", .flag = "method", .sopt = 'm', .type = FC_PARAM_ENUM, .sdef = "sce",
-     .choices = "sce|sce-weights|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|slerp", .unit = "",
-     .help = "merge method (sce-weights: SCE masking the weights, FuseChat's release)", .off = offsetof(fc_merge_params_t, method)},
+     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|slerp", .unit = "",
+     .help = "merge method (sce: FuseChat's release, the selection sets the weights only; sce-mergekit: mergekit's, unselected deltas zeroed)", .off = offsetof(fc_merge_params_t, method)},
     {.key = "weight", .type = FC_PARAM_FLOAT, .def = 1, .lo = -100, .hi = 100, .unit = "", .help = "weight of every merged model", .off = offsetof(fc_merge_params_t, weight)},
     {.key = "density", .type = FC_PARAM_FLOAT, .def = -1, .lo = 0, .hi = 1, .unit = "", .help = "kept fraction of every model's deltas (default: 0.5 for ties and dare, else 1)", .off = offsetof(fc_merge_params_t, density)},
 };

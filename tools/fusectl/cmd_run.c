@@ -107,24 +107,72 @@ static int down(const char *run) {
   return fc_cmd_down(3, argv);
 }
 
-/* Prints a line per task whose state or progress message changed; returns the job state. */
-static void follow(json_t *job, json_t **last, int quiet) {
+/* One task's line: state, progress, message (or error). */
+static void task_line(json_t *t, char *line, size_t n) {
+  const char *state = json_string_value(json_object_get(t, "state"));
+  const char *msg = json_string_value(json_object_get(t, "message"));
+  const char *e = json_string_value(json_object_get(t, "error"));
+  double frac = json_number_value(json_object_get(t, "fraction"));
+  snprintf(line, n, "%-10s %3.0f%%  %s", state ? state : "?", 100 * frac, e && *e ? e : (msg ? msg : ""));
+}
+
+/* Without a terminal: a line per task whose state or progress message changed. */
+static void follow_lines(json_t *job, json_t **last, int quiet) {
   json_t *t;
   size_t i;
   json_array_foreach(json_object_get(job, "tasks"), i, t) {
     const char *name = json_string_value(json_object_get(t, "name"));
-    const char *state = json_string_value(json_object_get(t, "state"));
-    const char *msg = json_string_value(json_object_get(t, "message"));
-    const char *e = json_string_value(json_object_get(t, "error"));
-    double frac = json_number_value(json_object_get(t, "fraction"));
     char line[1024];
-    snprintf(line, sizeof line, "%-10s %3.0f%%  %s", state ? state : "?", 100 * frac,
-             e && *e ? e : (msg ? msg : ""));
+    task_line(t, line, sizeof line);
     const char *prev = json_string_value(json_object_get(*last, name ? name : ""));
     if (prev && !strcmp(prev, line)) continue;
     json_object_set_new(*last, name ? name : "", json_string(line));
     if (!quiet) printf("  %-28s %s\n", name ? name : "?", line);
   }
+  fflush(stdout);
+}
+
+#define TABLE_ROWS 16 /* task lines at most in the redrawn table, so it fits a terminal */
+
+/* On a terminal: the task table redrawn in place: a count per state, then the tasks that are
+ * running, failed or retried (then queued ones), up to TABLE_ROWS. *drawn is the height of the
+ * previous drawing, to move back over it. */
+static void follow_table(json_t *job, int *drawn, double t0) {
+  static const char *const states[] = {"done", "running", "leased", "queued", "failed", "cancelled"};
+  int count[6] = {0}, other = 0;
+  json_t *tasks = json_object_get(job, "tasks"), *t;
+  size_t i;
+  json_array_foreach(tasks, i, t) {
+    const char *st = json_string_value(json_object_get(t, "state"));
+    int k = 0;
+    while (k < 6 && (!st || strcmp(st, states[k]))) k++;
+    if (k < 6) count[k]++;
+    else other++;
+  }
+  if (*drawn) printf("\033[%dA", *drawn);
+  int lines = 0;
+  printf("\r  job: %zu tasks, %d done, %d running, %d queued", json_array_size(tasks), count[0],
+         count[1] + count[2], count[3]);
+  if (count[4]) printf(", %d failed", count[4]);
+  if (count[5]) printf(", %d cancelled", count[5]);
+  if (other) printf(", %d other", other);
+  printf("  (%.0f s)\033[K\n", fc_now() - t0);
+  lines++;
+  /* running first, then failed, then the queued ones next in line */
+  static const int order[] = {1, 2, 4, 3};
+  for (int o = 0; o < 4; o++)
+    json_array_foreach(tasks, i, t) {
+      if (lines > TABLE_ROWS) break;
+      const char *st = json_string_value(json_object_get(t, "state"));
+      if (!st || strcmp(st, states[order[o]])) continue;
+      char line[1024];
+      task_line(t, line, sizeof line);
+      printf("  %-28.28s %.100s\033[K\n", json_string_value(json_object_get(t, "name")), line);
+      lines++;
+    }
+  for (int k = lines; k < *drawn; k++) printf("\033[K\n"); /* clear what the last drawing left below */
+  if (lines < *drawn) printf("\033[%dA", *drawn - lines);
+  *drawn = lines;
   fflush(stdout);
 }
 
@@ -255,7 +303,8 @@ int fc_cmd_run(int argc, char **argv) {
   printf("job %lld submitted\n", (long long)id);
   json_t *last = json_object(), *final = NULL;
   char state[32] = "", died[1024] = "";
-  int cancelled_by_us = 0;
+  int cancelled_by_us = 0, tty = !quiet && isatty(1), drawn = 0;
+  double t0 = fc_now();
   while (1) {
     int dead = !cancelled_by_us && daemon_died(run, &started, died, sizeof died);
     if ((g_interrupted || dead) && !cancelled_by_us) {
@@ -273,7 +322,8 @@ int fc_cmd_run(int argc, char **argv) {
     if ((rc = fc_client_call(&c, &sq, &r))) break;
     json_t *j = json_array_get(json_object_get(r, "jobs"), 0);
     snprintf(state, sizeof state, "%s", json_string_value(json_object_get(j, "state")));
-    follow(j, &last, quiet);
+    if (tty) follow_table(j, &drawn, t0);
+    else follow_lines(j, &last, quiet);
     if (strcmp(state, "running") && strcmp(state, "queued")) {
       final = json_incref(j);
       json_decref(r);
