@@ -18,7 +18,7 @@
 #include "fc_model.h"
 #include "fc_optim.h"
 #include "fc_st.h"
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 #include "fc_tok.h"
 #include "fc_train_src.h"
 
@@ -121,14 +121,14 @@ static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, 
 static int make_data(const bench_opts_t *o) {
   fc_err_t err = {0};
   char path[4096];
-  fc_tasks_opts_t t = {.count = (size_t)o->chats, .split = FC_SPLIT_TRAIN, .seed = 5, .world_seed = 1,
-                       .max_turns = 3};
-  for (int f = 0; f < FC_FAM_COUNT; f++) t.mix[f] = 1;
+  fc_gendata_opts_t t = {.count = (size_t)o->chats, .split = FC_GENDATA_TRAIN, .seed = 5, .world_seed = 1,
+                         .max_turns = 3};
+  for (int f = 0; f < FC_GENDATA_NFAM; f++) t.mix[f] = 1;
   snprintf(path, sizeof path, "%s/chats.jsonl", o->dir);
-  if (!fc_path_exists(path) && fc_tasks_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  if (!fc_path_exists(path) && fc_gendata_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   t.count = 1200, t.seed = 6, t.max_turns = 6;
   snprintf(path, sizeof path, "%s/long.jsonl", o->dir);
-  if (!fc_path_exists(path) && fc_tasks_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  if (!fc_path_exists(path) && fc_gendata_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   return 0;
 }
 

@@ -139,6 +139,27 @@ static void test_baselines(void **state) {
   expect_err(buf, "a baseline merge method is 'average'");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, ties]}\n", base);
   expect_err(buf, "listed twice");
+  /* the job's sce is FuseChat's release; mergekit's SCE has its own name, the old alias is gone */
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-weights]}\n", base);
+  expect_err(buf, "a baseline merge method is 'sce-weights', it must be one of sce|sce-mergekit|");
+  /* the fusion function and vocabulary map reach the align and vocab-map tasks */
+  snprintf(buf, sizeof buf, "%sfuse: avgce\nvocab_map: exact\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "align/a/0")->params, task(j, "align/a/0")->nparams, "fuse"), "avgce");
+  assert_string_equal(fc_kv_get(task(j, "vocab-map/a")->params, task(j, "vocab-map/a")->nparams, "method"), "exact");
+  fc_job_destroy(&j);
+  snprintf(buf, sizeof buf, "%sfuse: maxce\n", base);
+  expect_err(buf, "'fuse' is 'maxce', it must be one of mince|avgce|source");
+  snprintf(buf, sizeof buf, "%svocab_map: fuzzy\n", base);
+  expect_err(buf, "'vocab_map' is 'fuzzy', it must be one of stats|mined|exact");
+  snprintf(buf, sizeof buf, "%smerge: {method: sce, parameters: {select_topk: 0.1}}\nbaselines: {merges: [sce-mergekit]}\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "select_topk"), "0.1");
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "method"), "sce-mergekit");
+  assert_string_equal(task(j, "eval/merged-sce-mergekit")->outputs[0], "/s/d/eval/merged-sce-mergekit.json");
+  fc_job_destroy(&j);
   snprintf(buf, sizeof buf, "%sbaselines: {sft: maybe}\n", base);
   expect_err(buf, "'baselines.sft' must be true or false, not 'maybe'");
   snprintf(buf, sizeof buf, "%sbaselines: {dpo: true}\n", base);
@@ -182,6 +203,62 @@ static void test_explicit_tasks(void **state) {
   fc_job_destroy(&j);
 }
 
+/* training.ranks reaches each train task when given (the daemon launches that many ranks) and
+ * is absent otherwise (the daemon's default: one process). */
+static void test_ranks_param(void **state) {
+  (void)state;
+  const char *base = "name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n";
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 4, ranks: 2}\n", base);
+  fc_job_t *j = parse_ok(buf);
+  assert_int_equal(j->train.ranks, 2);
+  const fc_job_task_t *t = task(j, "train/s");
+  assert_non_null(fc_kv_get(t->params, t->nparams, "ranks"));
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "ranks"), "2");
+  fc_job_destroy(&j);
+  j = parse_ok(base);
+  assert_int_equal(j->train.ranks, 1);
+  t = task(j, "train/s");
+  assert_null(fc_kv_get(t->params, t->nparams, "ranks"));
+  fc_job_destroy(&j);
+}
+
+/* models[].logits: the source's logits tasks become logits-import tasks on the align daemon,
+ * reading the shard's file; the pivot's stay logits tasks; the spec is checked at the door. */
+static void test_imported_logits(void **state) {
+  (void)state;
+  fc_job_t *j = parse_ok("name: d\nstore: /s\ndataset: /d.jsonl\nshards: 2\ntop_k: 6\ntraining: {seq_len: 64}\n"
+                         "models:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /m/s, logits: '/x/s.{shard}.jsonl'}\n");
+  const fc_job_task_t *t = task(j, "logits/s/1");
+  assert_string_equal(t->kind, "logits-import");
+  assert_string_equal(t->cap, "align");
+  assert_int_equal(t->ninputs, 3);
+  assert_string_equal(t->inputs[0], "/m/s");
+  assert_string_equal(t->inputs[1], "/d.jsonl");
+  assert_string_equal(t->inputs[2], "/x/s.1.jsonl");
+  assert_string_equal(t->outputs[0], "/s/d/logits/s.shard-0001.topk");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "max_len"), "64");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "pivot_path"), "/p");
+  assert_null(fc_kv_get(t->params, t->nparams, "top_k")); /* the file has its own K */
+  fc_logits_import_params_t ip; /* what the align daemon will parse */
+  fc_err_t err = {0};
+  assert_int_equal(fc_schema_parse("logits-import", t->params, t->nparams, &ip, &err), 0);
+  assert_int_equal(ip.shard, 1);
+  assert_int_equal(ip.shards, 2);
+  assert_int_equal(ip.max_len, 64);
+  t = task(j, "logits/p/0");
+  assert_string_equal(t->kind, "logits");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "top_k"), "6");
+  assert_true(has_dep(j, task(j, "vocab-map/s"), "logits/s/0"));
+  fc_job_destroy(&j);
+  const char *base = "name: d\nstore: /s\ndataset: /d\n";
+  char buf[512];
+  snprintf(buf, sizeof buf, "%sshards: 2\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s, logits: /x.jsonl}\n", base);
+  expect_err(buf, "logits file needs {shard}");
+  snprintf(buf, sizeof buf, "%smodels:\n  - {name: p, path: /p, role: pivot, logits: /x.jsonl}\n  - {name: s, path: /s}\n", base);
+  expect_err(buf, "'logits' is for sources");
+}
+
 static void test_errors_name_the_line(void **state) {
   (void)state;
   const char *base = "name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n";
@@ -203,6 +280,11 @@ static void test_errors_name_the_line(void **state) {
   expect_err(buf, "'lambda' is 1.5, it must be in [0, 1]");
   snprintf(buf, sizeof buf, "%straining: {batch_size: 8x}\n", base);
   expect_err(buf, "'training.batch_size' must be an integer in [1, 65536], not '8x'");
+  /* training.ranks: its own range from the table, and the bound against batch_size */
+  snprintf(buf, sizeof buf, "%straining: {ranks: 0}\n", base);
+  expect_err(buf, "'training.ranks' is 0, it must be in [1, 4096]");
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 2, ranks: 3}\n", base);
+  expect_err(buf, "t.yaml:7:34: training.ranks 3 exceeds training.batch_size 2");
   snprintf(buf, sizeof buf, "%straining: {lr: [1]}\n", base);
   expect_err(buf, "'training.lr' must be a plain value");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, mean]}\n", base);
@@ -238,7 +320,9 @@ int main(void) {
       cmocka_unit_test(test_pipeline_expansion),
       cmocka_unit_test(test_baselines),
       cmocka_unit_test(test_deploy_example),
+      cmocka_unit_test(test_ranks_param),
       cmocka_unit_test(test_explicit_tasks),
+      cmocka_unit_test(test_imported_logits),
       cmocka_unit_test(test_errors_name_the_line),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_arch.h"
 #include "fc_loss.h"
 #include "fc_ops.h"
 
@@ -27,6 +28,7 @@ static size_t head_chunk(size_t BT, int V) {
 
 int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
                           int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) return fc_arch_forward_topk(m, ids, B, T, K, targets, top_ids, top_lp, target_lp, err);
   int rc = fc_model_check_ids(m, ids, B, T, err);
   if (rc) return rc;
   int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
@@ -57,6 +59,9 @@ int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K
 int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, const int32_t *targets,
                            const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
                            double *loss, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) /* the source families have no backward (fc_arch.h) */
+    return fc_err_set(err, FC_EUNSUPPORTED, "model_type %s is a source family (forward only): training needs %s",
+                      m->cfg.model_type, FC_CONFIG_PIVOT_TYPES);
   int rc = fc_model_check_ids(m, ids, B, T, err);
   if (rc) return rc;
   int V = m->cfg.vocab_size, C = m->cfg.hidden_size;

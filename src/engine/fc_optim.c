@@ -62,6 +62,7 @@ typedef struct adamw_job {
   float *p, *m, *v;
   uint16_t *m16, *v16;
   uint32_t seed; /* the step's share of the stochastic-rounding hash */
+  size_t base;   /* added to the element index in that hash (fc_adamw_t.base) */
   const float *g;
   const uint8_t *dec;
   float decay_mul, fb1, f1b1, fb2, f1b2, bc2_sqrt, neg_step, eps;
@@ -119,8 +120,8 @@ static void adamw_range_bf16(void *arg, size_t lo, size_t hi) {
     float vi = bf16_to_f32(v[i]) * j->fb2 + j->f1b2 * gi * gi;
     float denom = sqrtf(vi) / j->bc2_sqrt + j->eps;
     p[i] = pi + j->neg_step * (mi / denom);
-    m[i] = f32_to_bf16_sr(mi, i, j->seed);
-    v[i] = f32_to_bf16_sr(vi, i, j->seed ^ 0x5bd1e995u);
+    m[i] = f32_to_bf16_sr(mi, j->base + i, j->seed);
+    v[i] = f32_to_bf16_sr(vi, j->base + i, j->seed ^ 0x5bd1e995u);
   }
 }
 
@@ -132,7 +133,7 @@ void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
   const double bc2 = 1.0 - pow(b2, (double)o->step);
   adamw_job_t base = {
       .p = params, .m = o->m, .v = o->v, .m16 = o->m16, .v16 = o->v16,
-      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .g = grads, .dec = o->decay,
+      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .base = o->base, .g = grads, .dec = o->decay,
       .decay_mul = (float)(1.0 - (double)lr * o->weight_decay),
       .fb1 = (float)b1, .f1b1 = (float)(1.0 - b1), .fb2 = (float)b2, .f1b2 = (float)(1.0 - b2),
       .bc2_sqrt = (float)sqrt(bc2), .neg_step = (float)(-(double)lr / bc1), .eps = o->eps,
@@ -177,17 +178,24 @@ int fc_adamw_read(fc_adamw_t *o, FILE *fp, fc_err_t *err) {
   return 0;
 }
 
-double fc_clip_grad_norm(float *grads, size_t n, double max_norm) {
+double fc_grad_sumsq(const float *grads, size_t n) {
   double ss = 0;
   for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
-  double norm = sqrt(ss);
-  if (max_norm > 0) {
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-      float c = (float)coef;
-      for (size_t i = 0; i < n; i++) grads[i] *= c;
-    }
+  return ss;
+}
+
+void fc_clip_grad_scale(float *grads, size_t n, double norm, double max_norm) {
+  if (max_norm <= 0) return;
+  double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    float c = (float)coef;
+    for (size_t i = 0; i < n; i++) grads[i] *= c;
   }
+}
+
+double fc_clip_grad_norm(float *grads, size_t n, double max_norm) {
+  double norm = sqrt(fc_grad_sumsq(grads, n));
+  fc_clip_grad_scale(grads, n, norm, max_norm);
   return norm;
 }
 

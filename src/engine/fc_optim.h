@@ -20,6 +20,8 @@ typedef struct fc_adamw {
   uint16_t *m16;     /* (n) first moment (bf16), else NULL */
   uint16_t *v16;     /* (n) second moment (bf16), else NULL */
   uint8_t *decay;    /* (n) 1 where weight decay applies (2-D tensors), else 0 */
+  size_t base;       /* global index of element 0 (a rank's slice: its offset), the stochastic
+                      * rounding's element index, so slices round as the whole would */
   long step;         /* completed steps */
   int threads;       /* the update is split over this many threads (default 1; same result) */
 } fc_adamw_t;
@@ -52,6 +54,10 @@ int fc_adamw_read(fc_adamw_t *o, FILE *fp, fc_err_t *err);
 /* Global L2 norm of grads; when above max_norm (> 0) scales them by max_norm/(norm + 1e-6),
  * as clip_grad_norm_. Returns the norm before clipping. */
 double fc_clip_grad_norm(float *grads, size_t n, double max_norm);
+/* The two halves of it, for gradients split over ranks: the sum of squares (in double) of a
+ * part, and the scaling of a part once the global norm is known. */
+double fc_grad_sumsq(const float *grads, size_t n);
+void fc_clip_grad_scale(float *grads, size_t n, double norm, double max_norm);
 
 typedef enum { FC_SCHED_CONSTANT, FC_SCHED_COSINE } fc_sched_kind_t;
 

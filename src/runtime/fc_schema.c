@@ -22,6 +22,13 @@ const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key) {
   {.key = "top_k", .yaml = "top_k", .flag = "top-k", .sopt = 'k', .type = FC_PARAM_INT, .def = 10, .lo = 1, \
    .hi = FC_TOPK_MAX_K, .unit = "tokens", .help = "next tokens kept per position in the top-K stores",      \
    .off = offsetof(st, top_k)}
+/* Shared by the logits and logits-import tables: an imported store must be cut where the pivot's is. */
+#define MAX_LEN(st)                                                                                     \
+  {.key = "max_len", .flag = "max-len", .sopt = 'l', .type = FC_PARAM_INT, .def = 4096, .lo = 1, .hi = 1 << 20, \
+   .unit = "tokens", .help = "pivot tokens per example at most (a job sets it to training.seq_len)",            \
+   .off = offsetof(st, max_len)}
+#define SHARDS(st) \
+  {.key = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "shards the data is cut into", .off = offsetof(st, shards)}
 #define SHARD(st) \
   {.key = "shard", .type = FC_PARAM_INT, .def = 0, .lo = 0, .hi = 4095, .unit = "", .help = "this task's shard (0-based)", .off = offsetof(st, shard)}
 #define SOURCE_PIVOT(st)                                                                 \
@@ -32,7 +39,7 @@ const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key) {
 static const fc_param_t JOB[] = {
     {.key = "name", .yaml = "name", .type = FC_PARAM_STR, .unit = "", .help = "the job's name (letters, digits, '.', '_', '-'; at most 64), required", .off = FC_PARAM_NOSTORE},
     {.key = "store", .yaml = "store", .type = FC_PARAM_STR, .unit = "", .help = "directory of every output, the job writes STORE/NAME/ (a shared filesystem across machines), required", .off = FC_PARAM_NOSTORE},
-    {.key = "models", .yaml = "models", .type = FC_PARAM_LIST, .unit = "", .help = "[{name, path, role: pivot|source}]: one pivot and at least one source", .off = FC_PARAM_NOSTORE},
+    {.key = "models", .yaml = "models", .type = FC_PARAM_LIST, .unit = "", .help = "[{name, path, role: pivot|source, logits}]: one pivot and at least one source; a source's logits: FILE (.jsonl or .safetensors, see fusectl logits-import) gives its top-K computed elsewhere, imported instead of run (with shards > 1 FILE has {shard}, the shard's number)", .off = FC_PARAM_NOSTORE},
     {.key = "dataset", .yaml = "dataset", .type = FC_PARAM_STR, .unit = "", .help = "the fusion set: JSONL conversations (ShareGPT conversations, or text), required with models", .off = FC_PARAM_NOSTORE},
     {.key = "eval", .yaml = "eval", .type = FC_PARAM_STR, .unit = "", .help = "held-out JSONL: every model gets an eval/NAME task and the job a results table", .off = FC_PARAM_NOSTORE},
     {.key = "shards", .yaml = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "logits and alignment shards, spread over daemons", .off = offsetof(fc_job_params_t, shards)},
@@ -48,23 +55,35 @@ static const fc_param_t LOGITS[] = {
     STR(fc_logits_params_t, model, "the model's name in the job"),
     STR(fc_logits_params_t, pivot_path, "the pivot's directory: its chat template and cut apply to every model"),
     SHARD(fc_logits_params_t),
-    {.key = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "shards the data is cut into", .off = offsetof(fc_logits_params_t, shards)},
+    SHARDS(fc_logits_params_t),
     TOP_K(fc_logits_params_t),
-    {.key = "max_len", .flag = "max-len", .sopt = 'l', .type = FC_PARAM_INT, .def = 4096, .lo = 1, .hi = 1 << 20, .unit = "tokens", .help = "pivot tokens per example at most (a job sets it to training.seq_len)", .off = offsetof(fc_logits_params_t, max_len)},
+    MAX_LEN(fc_logits_params_t),
     {.key = "batch", .flag = "batch-size", .sopt = 'b', .type = FC_PARAM_INT, .def = 8, .lo = 1, .hi = 4096, .unit = "examples", .help = "examples per forward pass", .off = offsetof(fc_logits_params_t, batch)},
     {.key = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "the job's seed (recorded; the stage is deterministic)", .off = offsetof(fc_logits_params_t, seed)},
 };
 
+/* A source whose top-K came from another tool (models[].logits): its file checked against the
+ * fusion set and written as the store logits would have written. Only tokenizers are needed. */
+static const fc_param_t LOGITS_IMPORT[] = {
+    STR(fc_logits_import_params_t, model, "the model's name in the job"),
+    STR(fc_logits_import_params_t, pivot_path, "the pivot's directory: its chat template and cut apply to every model"),
+    SHARD(fc_logits_import_params_t),
+    SHARDS(fc_logits_import_params_t),
+    MAX_LEN(fc_logits_import_params_t),
+    {.key = "model_id", .flag = "model-id", .sopt = 'n', .type = FC_PARAM_STR, .unit = "", .help = "name recorded in the store (default: the imported file)", .off = offsetof(fc_logits_import_params_t, model_id)},
+    {.key = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "the job's seed (recorded; the import is deterministic)", .off = offsetof(fc_logits_import_params_t, seed)},
+};
+
 static const fc_param_t VOCAB_MAP[] = {
     SOURCE_PIVOT(fc_vocab_map_params_t),
-    {.key = "method", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "stats", .choices = "stats|mined|exact", .unit = "", .help = "vocabulary map: co-occurrence counts (stats), edit distance (mined) or exact", .off = offsetof(fc_vocab_map_params_t, method)},
+    {.key = "method", .yaml = "vocab_map", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "stats", .choices = "stats|mined|exact", .unit = "", .help = "vocabulary map: co-occurrence counts (stats), edit distance (mined) or exact", .off = offsetof(fc_vocab_map_params_t, method)},
 };
 
 static const fc_param_t ALIGN[] = {
     SOURCE_PIVOT(fc_align_params_t),
     SHARD(fc_align_params_t),
     TOP_K(fc_align_params_t),
-    {.key = "fuse", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "mince", .choices = "mince|avgce", .unit = "", .help = "fusion of the aligned source with the pivot", .off = offsetof(fc_align_params_t, fuse)},
+    {.key = "fuse", .yaml = "fuse", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "mince", .choices = "mince|avgce|source", .unit = "", .help = "fusion of the aligned source with the pivot (source: the aligned source alone)", .off = offsetof(fc_align_params_t, fuse)},
 };
 
 #define TRAIN(k, ...) {.key = #k, .yaml = "training." #k, __VA_ARGS__, .off = offsetof(fc_train_params_t, k)}
@@ -83,12 +102,13 @@ static const fc_param_t TRAIN_P[] = {
     TRAIN(checkpoint_every, .flag = "checkpoint-every", .type = FC_PARAM_INT, .def = 20, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "checkpoint period, for resuming (0: only when stopped)"),
     TRAIN(checkpoint_activations, .flag = "checkpoint-activations", .type = FC_PARAM_BOOL, .def = 0, .unit = "", .help = "keep only each layer's input in the forward and recompute the layer in backward (about 1/3 more compute, far less activation memory)"),
     TRAIN(optimizer_dtype, .flag = "optimizer-dtype", .type = FC_PARAM_ENUM, .sdef = "F32", .choices = "F32|BF16", .unit = "", .help = "dtype of AdamW's moments; BF16 is stochastically rounded, parameters stay F32 (4 bytes per parameter less)"),
+    TRAIN(ranks, .flag = "ranks", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = FC_MAX_RANKS, .unit = "processes", .help = "data-parallel ranks (MPI: mpirun, or srun under Slurm); at most batch_size"),
 };
 
 static const fc_param_t MERGE[] = {
     {.key = "method", .yaml = "merge.method", .flag = "method", .sopt = 'm', .type = FC_PARAM_ENUM, .sdef = "sce",
-     .choices = "sce|sce-weights|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|slerp", .unit = "",
-     .help = "merge method (sce-weights: SCE masking the weights, FuseChat's release)", .off = offsetof(fc_merge_params_t, method)},
+     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|slerp", .unit = "",
+     .help = "merge method (sce: FuseChat's release, the selection sets the weights only; sce-mergekit: mergekit's, unselected deltas zeroed)", .off = offsetof(fc_merge_params_t, method)},
     {.key = "weight", .type = FC_PARAM_FLOAT, .def = 1, .lo = -100, .hi = 100, .unit = "", .help = "weight of every merged model", .off = offsetof(fc_merge_params_t, weight)},
     {.key = "density", .type = FC_PARAM_FLOAT, .def = -1, .lo = 0, .hi = 1, .unit = "", .help = "kept fraction of every model's deltas (default: 0.5 for ties and dare, else 1)", .off = offsetof(fc_merge_params_t, density)},
 };
@@ -105,6 +125,7 @@ static const fc_param_t EVAL[] = {
 static const fc_task_schema_t SCHEMAS[] = {
     {"job", "coordinator", "submit", JOB, N(JOB), sizeof(fc_job_params_t), 0},
     {"logits", "logits", "logits-dump", LOGITS, N(LOGITS), sizeof(fc_logits_params_t), 0},
+    {"logits-import", "align", "logits-import", LOGITS_IMPORT, N(LOGITS_IMPORT), sizeof(fc_logits_import_params_t), 0},
     {"vocab-map", "align", "vocab-map", VOCAB_MAP, N(VOCAB_MAP), sizeof(fc_vocab_map_params_t), 0},
     {"align", "align", "fuse", ALIGN, N(ALIGN), sizeof(fc_align_params_t), 0},
     {"train", "train", "train", TRAIN_P, N(TRAIN_P), sizeof(fc_train_params_t), 0},

@@ -48,12 +48,14 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(list, "list jobs") \
   X(logits, "top-K next-token log-probabilities of a model at every position") \
   X(logits_dump, "run a model over a chat dataset shard into a top-K store") \
+  X(logits_import, "top-K distributions computed elsewhere (JSONL, safetensors) into a top-K store") \
   X(logs, "print a job's event log") \
   X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(query, "ask a logits daemon directly for top-K next-token log-probs") \
   X(report, "the evaluation table of a job (and its results.json)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(run, "run a job spec on this machine: up, submit, watch, report, down") \
+  X(slurm, "run a job on a Slurm cluster: workers as sbatch jobs, training as srun steps") \
   X(schema, "print the job spec reference: every stage parameter, its default and range") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \
