@@ -232,12 +232,86 @@ static void test_bf16_state_roundtrip(void **state) {
   free(p), free(g);
 }
 
+/* ZeRO-1 with BF16 moments: rank slices whose base is their offset step bitwise as the whole
+ * optimizer does (the stochastic rounding hashes the global index), and a slice left at base 0
+ * does not (what the base is for). */
+static void test_bf16_slices_round_as_whole(void **state) {
+  (void)state;
+  size_t n = 1001, cut = 400;
+  fc_adamw_t *whole = fc_adamw_new_dtype(n, NULL, 0, 0.9f, 0.999f, 1e-8f, 0.1f, FC_DT_BF16);
+  fc_adamw_t *s0 = fc_adamw_new_dtype(cut, NULL, 0, 0.9f, 0.999f, 1e-8f, 0.1f, FC_DT_BF16);
+  fc_adamw_t *s1 = fc_adamw_new_dtype(n - cut, NULL, 0, 0.9f, 0.999f, 1e-8f, 0.1f, FC_DT_BF16);
+  fc_adamw_t *s1_local = fc_adamw_new_dtype(n - cut, NULL, 0, 0.9f, 0.999f, 1e-8f, 0.1f, FC_DT_BF16);
+  s1->base = cut;
+  float *p = malloc(n * sizeof *p), *q = malloc(n * sizeof *q), *r = malloc(n * sizeof *r), *g = malloc(n * sizeof *g);
+  for (size_t i = 0; i < n; i++) p[i] = q[i] = r[i] = 0.01f * (float)(i % 17), g[i] = sinf((float)i) * 1e-3f;
+  for (int step = 0; step < 4; step++) {
+    fc_adamw_step(whole, p, g, 1e-3f);
+    fc_adamw_step(s0, q, g, 1e-3f);
+    fc_adamw_step(s1, q + cut, g + cut, 1e-3f);
+    fc_adamw_step(s1_local, r + cut, g + cut, 1e-3f);
+  }
+  assert_memory_equal(q, p, n * sizeof *p);
+  assert_memory_equal(s0->m16, whole->m16, cut * 2);
+  assert_memory_equal(s1->m16, whole->m16 + cut, (n - cut) * 2);
+  assert_memory_equal(s1->v16, whole->v16 + cut, (n - cut) * 2);
+  assert_true(memcmp(s1_local->m16, whole->m16 + cut, (n - cut) * 2) != 0);
+  fc_adamw_destroy(&whole), fc_adamw_destroy(&s0), fc_adamw_destroy(&s1), fc_adamw_destroy(&s1_local);
+  free(p), free(q), free(r), free(g);
+}
+
+/* The source families (fc_arch) through the chunked head: top-K in chunks of 5 rows equals the
+ * full logits' log-softmax, and the training path refuses them (forward only) even with
+ * checkpointing on, instead of running the Llama trunk over their absent layers. */
+static void test_source_family_head(void **state) {
+  (void)state;
+  const char *types[] = {"mixtral", "gemma2", "phi3"};
+  for (size_t t = 0; t < 3; t++) {
+    fc_config_t c;
+    fc_config_default(&c, types[t]);
+    c.hidden_size = 32, c.intermediate_size = 40, c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2;
+    c.head_dim = 8, c.vocab_size = 64, c.num_experts = !strcmp(types[t], "mixtral") ? 4 : 0;
+    if (!strcmp(types[t], "mixtral")) c.experts_per_tok = 2;
+    fc_err_t err = {0};
+    fc_model_t *m = NULL;
+    assert_int_equal(fc_model_init(&m, &c, 3, &err), 0);
+    enum { B = 2, T = 7, K = 4, V = 64 };
+    int32_t ids[B * T], tg[B * T], top[B * T * K];
+    float lp[B * T * K], tlp[B * T];
+    for (int i = 0; i < B * T; i++) ids[i] = (i * 5 + 1) % V, tg[i] = (i * 3 + 2) % V;
+    const float *lg = fc_model_forward(m, ids, B, T, 0, &err);
+    assert_non_null(lg);
+    float *full = malloc(sizeof(float) * B * T * V);
+    memcpy(full, lg, sizeof(float) * B * T * V);
+    setenv("FUSECHAT_HEAD_ROWS", "5", 1);
+    assert_int_equal(fc_model_forward_topk(m, ids, B, T, K, tg, top, lp, tlp, &err), 0);
+    unsetenv("FUSECHAT_HEAD_ROWS");
+    for (int i = 0; i < B * T; i++) {
+      double mx = -INFINITY, se = 0;
+      for (int v = 0; v < V; v++) mx = fmax(mx, full[i * V + v]);
+      for (int v = 0; v < V; v++) se += exp(full[i * V + v] - mx);
+      double lse = mx + log(se);
+      assert_true(fabs(tlp[i] - (full[i * V + tg[i]] - lse)) < 1e-5);
+      assert_true(fabs(lp[i * K] - (full[i * V + top[i * K]] - lse)) < 1e-5);
+      for (int v = 0; v < V; v++) assert_true(full[i * V + v] <= full[i * V + top[i * K]]);
+    }
+    fc_model_set_checkpointing(m, 1);
+    double loss = 0;
+    assert_int_equal(fc_model_loss_backward(m, ids, B, T, tg, NULL, 0.0f, B * T, NULL, &loss, &err), FC_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "forward only"));
+    free(full);
+    fc_model_destroy(&m);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_loss_backward_chunked),
       cmocka_unit_test(test_checkpointing_same_gradients),
       cmocka_unit_test(test_reduced_memory_training_loss),
       cmocka_unit_test(test_bf16_state_roundtrip),
+      cmocka_unit_test(test_bf16_slices_round_as_whole),
+      cmocka_unit_test(test_source_family_head),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
