@@ -128,6 +128,12 @@ printf '{"input_ids":[1,2]}\n{"input_ids":[1,\n' > "$tmp/bad.jsonl"
 check 1 "train on a bad line" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$tmp/bad.jsonl" --out "$tmp/t"
 check 1 "train stopped after a step" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/t" --steps 2 --stop-after 1 --quiet
 check 0 "train resumed" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/t" --steps 2 --resume --quiet
+# the memory options are train-table rows: a bad dtype is a usage error, and the flags reach the
+# trainer (its checkpoint holds bf16 moments, magic FCADAMWB)
+check 2 "train bad --optimizer-dtype" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data x --out "$tmp/t" --optimizer-dtype F16
+check 1 "train with both memory options, stopped" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/tm" --steps 2 --stop-after 1 --checkpoint-activations --optimizer-dtype BF16 --quiet
+check 0 "its checkpoint holds bf16 moments" grep -qa FCADAMWB "$tmp/tm/checkpoint-1/trainer_state.bin"
+check 0 "f32 moments by default" grep -qa FCADAMW1 "$tmp/t/checkpoint-2/trainer_state.bin"
 printf '{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":966}' > "$tmp/config.json"
 "$FUSECTL" gen-data --out "$tmp/chat.jsonl" --count 8 >/dev/null 2>&1
 check 0 "train from scratch on conversations" "$FUSECTL" train --config "$tmp/config.json" --tokenizer "$FIX/tok/trained_byte/tokenizer.json" --data "$tmp/chat.jsonl" --out "$tmp/s" --steps 2 --quiet

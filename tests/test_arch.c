@@ -228,6 +228,17 @@ static void test_init_save_load(void **state) {
     fc_gen_opts_t go;
     fc_gen_opts_default(&go);
     go.max_tokens = 3, go.eos_id = -1;
+    if (c.max_position_embeddings > 0 && 10 + go.max_tokens > c.max_position_embeddings) {
+      /* internlm2 here has a context of 6 (for dynamic NTK): generation past it is refused */
+      assert_int_equal(fc_generate(m2, ids, 10, &go, &out, &nout, &err), FC_EINVAL);
+      assert_non_null(strstr(err.msg, "context"));
+      fc_model_destroy(&m);
+      fc_model_destroy(&m2);
+      char cmd0[64];
+      snprintf(cmd0, sizeof cmd0, "rm -rf %s", dir);
+      assert_int_equal(system(cmd0), 0);
+      continue;
+    }
     assert_int_equal(fc_generate(m2, ids, 10, &go, &out, &nout, &err), 0);
     assert_int_equal(nout, 3);
     int best = 0;

@@ -71,6 +71,17 @@ static void test_task_params(void **state) {
   fc_kv_t seq[] = {{"seq_len", "1"}};
   assert_int_equal(fc_schema_parse("train", seq, 1, &p, &err), FC_EINVAL);
   assert_string_equal(err.msg, "train parameter 'seq_len' is 1, it must be in [2, 1048576]");
+  /* the memory options: off and F32 unless given; only the moment dtypes the optimizer has */
+  fc_schema_parse("train", NULL, 0, &p, &err);
+  assert_int_equal(p.checkpoint_activations, 0);
+  assert_string_equal(p.optimizer_dtype, "F32");
+  fc_kv_t mem[] = {{"checkpoint_activations", "true"}, {"optimizer_dtype", "BF16"}};
+  assert_int_equal(fc_schema_parse("train", mem, 2, &p, &err), 0);
+  assert_int_equal(p.checkpoint_activations, 1);
+  assert_string_equal(p.optimizer_dtype, "BF16");
+  fc_kv_t f16[] = {{"optimizer_dtype", "F16"}};
+  assert_int_equal(fc_schema_parse("train", f16, 1, &p, &err), FC_EINVAL);
+  assert_non_null(strstr(err.msg, "F32|BF16"));
   fc_kv_t unk[] = {{"momentum", "0.9"}};
   assert_int_equal(fc_schema_parse("train", unk, 1, &p, &err), FC_EINVAL);
   assert_non_null(strstr(err.msg, "unknown train parameter 'momentum'"));

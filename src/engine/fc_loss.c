@@ -4,9 +4,9 @@
 
 #include <assert.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 
+#include "fc_par.h"
 #include "fc_util.h"
 
 static int g_threads = 1;
@@ -28,10 +28,11 @@ typedef struct job {
   int V;
   double norm;
   double *ce, *fu; /* (N) per-position losses, summed in order afterwards */
-  size_t lo, hi;
 } job_t;
 
-/* One position: returns through ce/fu; writes its dlogits row. */
+/* One position: returns through ce/fu; writes its dlogits row. Every logit the loss needs is
+ * read before the row is written, so dlogits may be the logits themselves (the chunked output
+ * layer turns each chunk of logits into its gradient in place). */
 static void position(const job_t *j, size_t i) {
   const int V = j->V;
   const float *z = j->logits + i * (size_t)V;
@@ -45,6 +46,13 @@ static void position(const job_t *j, size_t i) {
     return;
   }
   assert(gold < V);
+  const int K = j->fused ? j->fused->K : 0;
+  const int32_t *ids = K > 0 ? j->fused->ids + i * (size_t)K : NULL;
+  float zg = z[gold], zk[K > 0 ? K : 1];
+  for (int k = 0; k < K; k++) {
+    assert(ids[k] < V);
+    zk[k] = ids[k] >= 0 ? z[ids[k]] : 0;
+  }
   float mx = z[0];
   for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
   double sum = 0;
@@ -53,21 +61,18 @@ static void position(const job_t *j, size_t i) {
   else
     for (int v = 0; v < V; v++) sum += expf(z[v] - mx);
   double lse = mx + log(sum);
-  j->ce[i] = lse - z[gold];
+  j->ce[i] = lse - zg;
 
   /* the sparse target: renormalised over valid entries, or one-hot on gold when none */
-  const int K = j->fused ? j->fused->K : 0;
   float lam = j->fused ? j->lambda : 1.0f;
   double pk[K > 0 ? K : 1];
   int any = 0;
   if (K > 0) {
-    const int32_t *ids = j->fused->ids + i * (size_t)K;
     const float *lp = j->fused->logprobs + i * (size_t)K;
     double m = -INFINITY, s = 0;
     for (int k = 0; k < K; k++)
       if (ids[k] >= 0 && lp[k] > m) m = lp[k], any = 1;
     for (int k = 0; k < K; k++) {
-      assert(ids[k] < V);
       pk[k] = (ids[k] >= 0 && any) ? exp(lp[k] - m) : 0;
       s += pk[k];
     }
@@ -75,7 +80,7 @@ static void position(const job_t *j, size_t i) {
     for (int k = 0; k < K; k++)
       if (ids[k] >= 0 && any) {
         pk[k] /= s;
-        f -= pk[k] * (z[ids[k]] - lse);
+        f -= pk[k] * (zk[k] - lse);
       }
     j->fu[i] = any ? f : j->ce[i];
   }
@@ -88,43 +93,26 @@ static void position(const job_t *j, size_t i) {
     return;
   }
   dz[gold] -= (float)(lam * inv);
-  const int32_t *ids = j->fused->ids + i * (size_t)K;
   for (int k = 0; k < K; k++)
     if (ids[k] >= 0) dz[ids[k]] -= (float)((1.0 - lam) * pk[k] * inv);
 }
 
-static void *run(void *arg) {
-  job_t *j = arg;
-  for (size_t i = j->lo; i < j->hi; i++) position(j, i);
-  return NULL;
+static void run(void *ctx, size_t lo, size_t hi) {
+  const job_t *j = ctx;
+  for (size_t i = lo; i < hi; i++) position(j, i);
 }
 
 double fc_loss_forward_backward(float *dlogits, fc_loss_stats_t *stats, const float *logits,
                                 const int32_t *targets, const fc_fused_targets_t *fused,
                                 float lambda, int B, int T, int V, double norm) {
   assert(logits && targets && B > 0 && T > 0 && V > 0 && norm > 0);
-  assert(dlogits != logits);
   assert(!fused || (fused->K > 0 && fused->ids && fused->logprobs));
   size_t N = (size_t)B * T;
   double *ce = fc_xmalloc(2 * N * sizeof *ce), *fu = ce + N;
-  job_t base = {dlogits, logits, targets, fused, lambda, V, norm, ce, fu, 0, N};
+  job_t job = {dlogits, logits, targets, fused, lambda, V, norm, ce, fu};
   int nt = g_threads;
-  if ((size_t)nt > N) nt = (int)N;
   if (N * (size_t)V < 65536) nt = 1;
-  job_t jobs[nt];
-  pthread_t th[nt];
-  int started[nt];
-  for (int t = 0; t < nt; t++) {
-    jobs[t] = base;
-    jobs[t].lo = N * t / nt;
-    jobs[t].hi = N * (t + 1) / nt;
-    started[t] = t > 0 && pthread_create(&th[t], NULL, run, &jobs[t]) == 0;
-  }
-  run(&jobs[0]);
-  for (int t = 1; t < nt; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    else run(&jobs[t]); /* thread creation failed: do the share here */
-  }
+  fc_par_for(N, 0, nt, run, &job);
   double sce = 0, sfu = 0;
   long counted = 0;
   for (size_t i = 0; i < N; i++)

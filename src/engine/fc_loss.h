@@ -36,7 +36,7 @@ typedef struct fc_loss_stats {
  * norm is the number of counted positions of the whole batch: with gradient accumulation the
  * micro-batches' returns add up to the batch mean. Returns L; writes dlogits (B,T,V) =
  * dL/dlogits = (softmax - lambda*onehot - (1-lambda)*p) / norm at counted positions and 0
- * elsewhere (dlogits may be NULL for evaluation; it may not alias logits). Log-sum-exp with max
+ * elsewhere (dlogits may be NULL for evaluation; it may be logits itself, overwritten in place). Log-sum-exp with max
  * subtraction, sums in double. stats may be NULL. */
 double fc_loss_forward_backward(float *dlogits, fc_loss_stats_t *stats, const float *logits,
                                 const int32_t *targets, const fc_fused_targets_t *fused,

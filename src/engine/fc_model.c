@@ -19,7 +19,7 @@ extern void openblas_set_num_threads(int);
 extern int openblas_get_num_threads(void);
 
 /* Threads for the attention heads (OpenMP); OpenBLAS runs single-threaded inside them. */
-static int par_threads(const fc_model_t *m) {
+int fc_model_par_threads(const fc_model_t *m) {
 #ifdef _OPENMP
   return m->threads > 0 ? m->threads : omp_get_max_threads();
 #else
@@ -297,11 +297,13 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, s
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
-  size_t Ls = train ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
+  /* With activation checkpointing only the residual stream entering each layer is kept; backward
+   * recomputes the rest of a layer's activations into one slice. */
+  size_t Ls = train && !m->ckpt ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
   /* ln1, ln2 and h are one slice even for training: backward recomputes them (cheap
    * element-wise work) instead of keeping 2C + F floats per token per layer. */
   size_t sizes[] = {Lx * BT * C, BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * BT * F,
+                    (size_t)fc_model_par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * BT * F,
                     Ls * BT * F, BT * F, BT * C, BT, head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
@@ -355,7 +357,7 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
   int QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
   const int blk = 128;
-  int nthr = par_threads(m), saved = openblas_get_num_threads();
+  int nthr = fc_model_par_threads(m), saved = openblas_get_num_threads();
   /* Heads in parallel, each product single-threaded: these products are small (T x T x HD)
    * and OpenBLAS's own threading costs more than it gains on them. */
   if (nthr > 1) openblas_set_num_threads(1);
@@ -389,7 +391,7 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
   int QD = NH * HD, KVD = NKV * HD;
   float scale = 1.0f / sqrtf((float)HD);
   const int blk = 128;
-  int nthr = par_threads(m), saved = openblas_get_num_threads();
+  int nthr = fc_model_par_threads(m), saved = openblas_get_num_threads();
   if (nthr > 1) openblas_set_num_threads(1);
   /* One task per (b, kv head): the query heads sharing it accumulate into the same dk, dv. */
 #ifdef _OPENMP
@@ -428,8 +430,6 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
 
 /* FUSECHAT_PROFILE=1: seconds per forward/backward section, printed at exit (a bench aid for
  * single-model runs; the timers are process-wide). */
-enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD,
-       PR_B_HEAD, PR_B_MLP, PR_B_O, PR_B_ATTN, PR_B_QKV, PR_B_NORM, PR_B_EMB, PR_N };
 static const char *pr_names[PR_N] = {"norm", "qkv", "rope", "attn", "o", "gate_up", "swiglu", "down", "head",
                                      "b_head", "b_mlp", "b_o", "b_attn", "b_qkv", "b_norm", "b_embed"};
 static double pr_t[PR_N];
@@ -438,7 +438,7 @@ static double pr_last;
 static void pr_report(void) {
   for (int i = 0; i < PR_N; i++) fprintf(stderr, "profile %-8s %8.3f s\n", pr_names[i], pr_t[i]);
 }
-static void pr_mark(int what) {
+void fc_model_prof(int what) {
   if (pr_on < 0) {
     int on = getenv("FUSECHAT_PROFILE") != NULL, expect = -1;
     if (atomic_compare_exchange_strong(&pr_on, &expect, on) && on) atexit(pr_report);
@@ -449,7 +449,7 @@ static void pr_mark(int what) {
   pr_last = t;
 }
 
-static int check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc_err_t *err) {
+int fc_model_check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc_err_t *err) {
   if (B <= 0 || T <= 0) return fc_err_set(err, FC_EINVAL, "forward: batch %d x %d is empty", B, T);
   size_t BT = (size_t)B * T;
   for (size_t i = 0; i < BT; i++)
@@ -459,123 +459,106 @@ static int check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc_e
   return 0;
 }
 
-/* Everything up to the final norm: acts.lnf (BT, C). */
-static void trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows) {
+/* Where layer l's activations live: slice l when training keeps every layer's, else slice 0
+ * (inference, or checkpointed training, which recomputes them). */
+typedef struct layer_acts {
+  float *xin, *xout, *q, *k, *v, *atty, *xmid, *g, *u, *rstd1, *rstd2;
+} layer_acts_t;
+
+static layer_acts_t layer_acts(fc_model_t *m, int l) {
+  const fc_config_t *c = &m->cfg;
+  size_t BT = (size_t)m->B * m->T, C = c->hidden_size, F = c->intermediate_size;
+  size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
+  size_t s = m->acts_train && !m->ckpt ? (size_t)l : 0, x = m->acts_train ? (size_t)l : 0;
+  fc_acts_t *a = &m->acts;
+  layer_acts_t r = {a->x + x * BT * C, a->x + (m->acts_train ? x + 1 : 0) * BT * C, a->q + s * BT * QD,
+                    a->k + s * BT * KVD, a->v + s * BT * KVD, a->atty + s * BT * QD, a->xmid + s * BT * C,
+                    a->g + s * BT * F, a->u + s * BT * F, a->rstd1 + s * BT, a->rstd2 + s * BT};
+  return r;
+}
+
+/* Layer l on the batch of the current forward; with `full` 0 it stops after the gate/up
+ * projections (what a checkpointed backward needs recomputed: h and the layer's output are
+ * not). */
+static void layer_forward(fc_model_t *m, int l, int full) {
+  const fc_config_t *c = &m->cfg;
+  int B = m->B, T = m->T, N = B * T;
+  size_t BT = (size_t)N;
+  int C = c->hidden_size, F = c->intermediate_size;
+  int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
+  const fc_layer_w_t *w = &m->w.layer[l];
+  layer_acts_t la = layer_acts(m, l);
+  float *ln1 = m->acts.ln1, *ln2 = m->acts.ln2, *h = m->acts.h;
+  fc_rmsnorm_forward(ln1, la.rstd1, la.xin, w->ln1, N, C, c->rms_norm_eps);
+  fc_model_prof(PR_NORM);
+  fc_linear_forward(la.q, ln1, w->wq, w->bq, N, C, QD, 0);
+  fc_linear_forward(la.k, ln1, w->wk, w->bk, N, C, KVD, 0);
+  fc_linear_forward(la.v, ln1, w->wv, w->bv, N, C, KVD, 0);
+  fc_model_prof(PR_QKV);
+  fc_rope(la.q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
+  fc_rope(la.k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
+  fc_model_prof(PR_ROPE);
+  attention_forward(m, la.atty, la.q, la.k, la.v, B, T, fc_config_layer_window(c, l));
+  fc_model_prof(PR_ATTN);
+  memcpy(la.xmid, la.xin, BT * C * sizeof(float));
+  fc_linear_forward(la.xmid, la.atty, w->wo, w->bo, N, QD, C, 1);
+  fc_model_prof(PR_O);
+  fc_rmsnorm_forward(ln2, la.rstd2, la.xmid, w->ln2, N, C, c->rms_norm_eps);
+  fc_model_prof(PR_NORM);
+  fc_linear_forward(la.g, ln2, w->wg, w->bg, N, C, F, 0);
+  fc_linear_forward(la.u, ln2, w->wu, w->bu, N, C, F, 0);
+  fc_model_prof(PR_GATEUP);
+  if (!full) return;
+  fc_swiglu_forward(h, la.g, la.u, BT * F);
+  fc_model_prof(PR_SWIGLU);
+  memcpy(la.xout, la.xmid, BT * C * sizeof(float));
+  fc_linear_forward(la.xout, h, w->wd, w->bd, N, F, C, 1);
+  fc_model_prof(PR_DOWN);
+}
+
+void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T;
   acts_reserve(m, B, T, train, head_rows);
   fc_model_rope_reserve(m, T);
   m->B = B, m->T = T, m->acts_train = train, m->have_train_fwd = 0;
-  int C = c->hidden_size, F = c->intermediate_size, L = c->num_layers;
-  int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
+  int C = c->hidden_size, L = c->num_layers;
   fc_acts_t *a = &m->acts;
-  int N = (int)BT;
   for (size_t i = 0; i < BT; i++) memcpy(a->x + i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
-  pr_mark(-1);
-  for (int l = 0; l < L; l++) {
-    const fc_layer_w_t *w = &m->w.layer[l];
-    size_t s = train ? (size_t)l : 0;
-    float *xin = a->x + (train ? (size_t)l : 0) * BT * C;
-    float *xout = a->x + (train ? (size_t)l + 1 : 0) * BT * C;
-    float *ln1 = a->ln1, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
-    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2;
-    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h;
-    fc_rmsnorm_forward(ln1, a->rstd1 + s * BT, xin, w->ln1, N, C, c->rms_norm_eps);
-    pr_mark(PR_NORM);
-    fc_linear_forward(q, ln1, w->wq, w->bq, N, C, QD, 0);
-    fc_linear_forward(k, ln1, w->wk, w->bk, N, C, KVD, 0);
-    fc_linear_forward(v, ln1, w->wv, w->bv, N, C, KVD, 0);
-    pr_mark(PR_QKV);
-    fc_rope(q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
-    fc_rope(k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
-    pr_mark(PR_ROPE);
-    attention_forward(m, atty, q, k, v, B, T, fc_config_layer_window(c, l));
-    pr_mark(PR_ATTN);
-    memcpy(xmid, xin, BT * C * sizeof(float));
-    fc_linear_forward(xmid, atty, w->wo, w->bo, N, QD, C, 1);
-    pr_mark(PR_O);
-    fc_rmsnorm_forward(ln2, a->rstd2 + s * BT, xmid, w->ln2, N, C, c->rms_norm_eps);
-    pr_mark(PR_NORM);
-    fc_linear_forward(g, ln2, w->wg, w->bg, N, C, F, 0);
-    fc_linear_forward(u, ln2, w->wu, w->bu, N, C, F, 0);
-    pr_mark(PR_GATEUP);
-    fc_swiglu_forward(h, g, u, BT * F);
-    pr_mark(PR_SWIGLU);
-    memcpy(xout, xmid, BT * C * sizeof(float));
-    fc_linear_forward(xout, h, w->wd, w->bd, N, F, C, 1);
-    pr_mark(PR_DOWN);
-  }
+  fc_model_prof(-1);
+  for (int l = 0; l < L; l++) layer_forward(m, l, 1);
   const float *xl = a->x + (train ? (size_t)L : 0) * BT * C;
-  fc_rmsnorm_forward(a->lnf, a->rstdf, xl, m->w.lnf, N, C, c->rms_norm_eps);
-}
-
-const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
-  if (fc_arch_handles(&m->cfg)) return fc_arch_forward(m, ids, B, T, train, err);
-  if (check_ids(m, ids, B, T, err)) return NULL;
-  train = train ? 1 : 0;
-  size_t BT = (size_t)B * T;
-  trunk_forward(m, ids, B, T, train, BT);
-  fc_acts_t *a = &m->acts;
-  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, (int)BT, m->cfg.hidden_size, m->cfg.vocab_size, 0);
-  pr_mark(PR_HEAD);
+  fc_rmsnorm_forward(a->lnf, a->rstdf, xl, m->w.lnf, (int)BT, C, c->rms_norm_eps);
   if (train) {
     if (BT > m->ids_cap) {
       m->ids = fc_xrealloc(m->ids, BT * sizeof(int32_t));
       m->ids_cap = BT;
     }
     memcpy(m->ids, ids, BT * sizeof(int32_t));
-    m->have_train_fwd = 1;
   }
-  return a->logits;
 }
 
-/* Rows of the LM head computed at a time by fc_model_forward_topk: as many as fit in 128 MB of
- * logits (whole batches at small vocabularies, where bigger products run faster), at least 256
- * (100 MB at V = 150k). */
-#define HEAD_CHUNK_FLOATS ((size_t)32 << 20)
-
-int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
-                          int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
-  if (fc_arch_handles(&m->cfg)) return fc_arch_forward_topk(m, ids, B, T, K, targets, top_ids, top_lp, target_lp, err);
-  int rc = check_ids(m, ids, B, T, err);
-  if (rc) return rc;
-  int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
-  if (K < 0 || K > V) return fc_err_set(err, FC_EINVAL, "forward: top-K %d is outside [0, %d]", K, V);
-  size_t BT = (size_t)B * T, chunk = HEAD_CHUNK_FLOATS / (size_t)V;
-  if (chunk < 256) chunk = 256;
-  const char *e = getenv("FUSECHAT_HEAD_ROWS"); /* override (memory limits, tests) */
-  if (e && atol(e) > 0) chunk = (size_t)atol(e);
-  if (chunk > BT) chunk = BT;
-  trunk_forward(m, ids, B, T, 0, chunk);
-  m->have_train_fwd = 0;
+const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) return fc_arch_forward(m, ids, B, T, train, err);
+  if (fc_model_check_ids(m, ids, B, T, err)) return NULL;
+  train = train ? 1 : 0;
+  size_t BT = (size_t)B * T;
+  fc_model_trunk_forward(m, ids, B, T, train, BT);
   fc_acts_t *a = &m->acts;
-  for (size_t r0 = 0; r0 < BT; r0 += chunk) {
-    int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
-    fc_linear_forward(a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(par_threads(m)) schedule(static) if (par_threads(m) > 1 && n > 1)
-#endif
-    for (int i = 0; i < n; i++) {
-      const float *lg = a->logits + (size_t)i * V;
-      size_t row = r0 + (size_t)i;
-      float lse = fc_logsumexp(lg, V);
-      if (K > 0) fc_topk_select(lg, V, K, top_ids + row * K, top_lp + row * K, lse);
-      if (targets && target_lp)
-        target_lp[row] = targets[row] >= 0 && targets[row] < V ? lg[targets[row]] - lse : NAN;
-    }
-  }
-  pr_mark(PR_HEAD);
-  return 0;
+  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, (int)BT, m->cfg.hidden_size, m->cfg.vocab_size, 0);
+  fc_model_prof(PR_HEAD);
+  m->have_train_fwd = train;
+  return a->logits;
 }
 
 /* ---------------------------------------------------------------- backward */
 
-static void ga_reserve(fc_model_t *m, int B, int T) {
+void fc_model_ga_reserve(fc_model_t *m, int B, int T) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size;
   size_t QD = (size_t)c->num_heads * c->head_dim, KVD = (size_t)c->num_kv_heads * c->head_dim;
   size_t sizes[] = {BT * C, BT * C, BT * QD, BT * KVD, BT * KVD, BT * QD, BT * F, BT * F, BT * F,
-                    (size_t)par_threads(m) * 2 * T * T};
+                    (size_t)fc_model_par_threads(m) * 2 * T * T};
   float **ptrs[] = {&m->ga.dx, &m->ga.dln, &m->ga.dq, &m->ga.dk, &m->ga.dv, &m->ga.datty,
                     &m->ga.dh, &m->ga.dg, &m->ga.du, &m->ga.datt};
   size_t need = 0;
@@ -599,59 +582,64 @@ static void ga_reserve(fc_model_t *m, int B, int T) {
 int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
   if (!m->have_train_fwd || !m->acts_train)
     return fc_err_set(err, FC_EINVAL, "backward: no training forward to go back through");
+  int N = m->B * m->T;
+  fc_model_grads(m);
+  fc_model_ga_reserve(m, m->B, m->T);
+  fc_model_prof(-1);
+  fc_linear_backward(m->ga.dln, m->gw.head, NULL, dlogits, m->acts.lnf, m->w.head, N, m->cfg.hidden_size,
+                     m->cfg.vocab_size, 0);
+  fc_model_prof(PR_B_HEAD);
+  fc_model_trunk_backward(m);
+  return 0;
+}
+
+void fc_model_trunk_backward(fc_model_t *m) {
   const fc_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T;
   size_t BT = (size_t)N;
-  int C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size, L = c->num_layers;
+  int C = c->hidden_size, F = c->intermediate_size, L = c->num_layers;
   int HD = c->head_dim, QD = c->num_heads * HD, KVD = c->num_kv_heads * HD;
-  fc_model_grads(m);
-  ga_reserve(m, B, T);
   fc_acts_t *a = &m->acts;
   fc_grad_acts_t *ga = &m->ga;
   fc_weights_t *gw = &m->gw;
-  /* LM head and final norm. */
-  float *dhead = gw->head;
-  pr_mark(-1);
-  fc_linear_backward(ga->dln, dhead, NULL, dlogits, a->lnf, m->w.head, N, C, V, 0);
-  pr_mark(PR_B_HEAD);
+  /* Final norm, from d(lnf) in ga->dln. */
   memset(ga->dx, 0, BT * C * sizeof(float));
   fc_rmsnorm_backward(ga->dx, gw->lnf, ga->dln, a->x + (size_t)L * BT * C, m->w.lnf, a->rstdf, N, C);
-  pr_mark(PR_B_NORM);
+  fc_model_prof(PR_B_NORM);
   for (int l = L - 1; l >= 0; l--) {
     const fc_layer_w_t *w = &m->w.layer[l];
     fc_layer_w_t *dw = &gw->layer[l];
-    size_t s = (size_t)l;
-    float *xin = a->x + s * BT * C;
-    float *ln1 = a->ln1, *q = a->q + s * BT * QD, *k = a->k + s * BT * KVD, *v = a->v + s * BT * KVD;
-    float *atty = a->atty + s * BT * QD, *xmid = a->xmid + s * BT * C, *ln2 = a->ln2;
-    float *g = a->g + s * BT * F, *u = a->u + s * BT * F, *h = a->h;
+    /* Checkpointed: this layer's activations again, from the residual stream kept at its input. */
+    if (m->ckpt) layer_forward(m, l, 0);
+    layer_acts_t la = layer_acts(m, l);
+    float *ln1 = a->ln1, *ln2 = a->ln2, *h = a->h;
     /* Recompute what the forward did not keep per layer (bit-identical: same code, inputs). */
-    fc_rmsnorm_forward(ln1, NULL, xin, w->ln1, N, C, c->rms_norm_eps);
-    fc_rmsnorm_forward(ln2, NULL, xmid, w->ln2, N, C, c->rms_norm_eps);
-    fc_swiglu_forward(h, g, u, BT * F);
+    fc_rmsnorm_forward(ln1, NULL, la.xin, w->ln1, N, C, c->rms_norm_eps);
+    fc_rmsnorm_forward(ln2, NULL, la.xmid, w->ln2, N, C, c->rms_norm_eps);
+    fc_swiglu_forward(h, la.g, la.u, BT * F);
     /* MLP: xout = xmid + down(h) */
     fc_linear_backward(ga->dh, dw->wd, dw->bd, ga->dx, h, w->wd, N, F, C, 0);
-    fc_swiglu_backward(ga->dg, ga->du, ga->dh, g, u, BT * F);
+    fc_swiglu_backward(ga->dg, ga->du, ga->dh, la.g, la.u, BT * F);
     fc_linear_backward(ga->dln, dw->wg, dw->bg, ga->dg, ln2, w->wg, N, C, F, 0);
     fc_linear_backward(ga->dln, dw->wu, dw->bu, ga->du, ln2, w->wu, N, C, F, 1);
-    pr_mark(PR_B_MLP);
-    fc_rmsnorm_backward(ga->dx, dw->ln2, ga->dln, xmid, w->ln2, a->rstd2 + s * BT, N, C);
-    pr_mark(PR_B_NORM);
+    fc_model_prof(PR_B_MLP);
+    fc_rmsnorm_backward(ga->dx, dw->ln2, ga->dln, la.xmid, w->ln2, la.rstd2, N, C);
+    fc_model_prof(PR_B_NORM);
     /* Attention: xmid = xin + o(attention(rope(q), rope(k), v)) */
-    fc_linear_backward(ga->datty, dw->wo, dw->bo, ga->dx, atty, w->wo, N, QD, C, 0);
-    pr_mark(PR_B_O);
+    fc_linear_backward(ga->datty, dw->wo, dw->bo, ga->dx, la.atty, w->wo, N, QD, C, 0);
+    fc_model_prof(PR_B_O);
     memset(ga->dk, 0, BT * KVD * sizeof(float));
     memset(ga->dv, 0, BT * KVD * sizeof(float));
-    attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, q, k, v, B, T, fc_config_layer_window(c, l));
+    attention_backward(m, ga->dq, ga->dk, ga->dv, ga->datty, la.q, la.k, la.v, B, T, fc_config_layer_window(c, l));
     fc_rope(ga->dq, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 1);
     fc_rope(ga->dk, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 1);
-    pr_mark(PR_B_ATTN);
+    fc_model_prof(PR_B_ATTN);
     fc_linear_backward(ga->dln, dw->wq, dw->bq, ga->dq, ln1, w->wq, N, C, QD, 0);
     fc_linear_backward(ga->dln, dw->wk, dw->bk, ga->dk, ln1, w->wk, N, C, KVD, 1);
     fc_linear_backward(ga->dln, dw->wv, dw->bv, ga->dv, ln1, w->wv, N, C, KVD, 1);
-    pr_mark(PR_B_QKV);
-    fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, xin, w->ln1, a->rstd1 + s * BT, N, C);
-    pr_mark(PR_B_NORM);
+    fc_model_prof(PR_B_QKV);
+    fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, la.xin, w->ln1, la.rstd1, N, C);
+    fc_model_prof(PR_B_NORM);
   }
   /* Embedding: rows gathered by id, so gradients scatter-add (with the head's when tied). */
   for (size_t i = 0; i < BT; i++) {
@@ -659,53 +647,12 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
     const float *src = ga->dx + i * C;
     for (int j = 0; j < C; j++) d[j] += src[j];
   }
-  pr_mark(PR_B_EMB);
-  return 0;
+  fc_model_prof(PR_B_EMB);
 }
 
-/* ---------------------------------------------------------------- top-K */
-
-static void sift_down(float *v, int32_t *id, int n, int i) {
-  /* min-heap on (value, then larger id counts as smaller so ties keep the lower id) */
-  for (;;) {
-    int l = 2 * i + 1, r = l + 1, s = i;
-    if (l < n && (v[l] < v[s] || (v[l] == v[s] && id[l] > id[s]))) s = l;
-    if (r < n && (v[r] < v[s] || (v[r] == v[s] && id[r] > id[s]))) s = r;
-    if (s == i) return;
-    float tv = v[i];
-    v[i] = v[s], v[s] = tv;
-    int32_t ti = id[i];
-    id[i] = id[s], id[s] = ti;
-    i = s;
-  }
-}
-
-void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs) {
-  if (K > V) K = V;
-  if (K <= 0) return;
-  fc_topk_select(logits, V, K, ids, logprobs, fc_logsumexp(logits, V));
-}
-
-void fc_topk_select(const float *logits, int V, int K, int32_t *ids, float *logprobs, float lse) {
-  if (K > V) K = V;
-  if (K <= 0) return;
-  /* K-sized min-heap of the best seen so far: O(V log K). */
-  for (int j = 0; j < K; j++) ids[j] = j, logprobs[j] = logits[j];
-  for (int i = K / 2 - 1; i >= 0; i--) sift_down(logprobs, ids, K, i);
-  for (int j = K; j < V; j++)
-    if (logits[j] > logprobs[0]) {
-      logprobs[0] = logits[j], ids[0] = j;
-      sift_down(logprobs, ids, K, 0);
-    }
-  /* Heap sort in place: repeatedly move the minimum to the end -> descending order. */
-  for (int n = K - 1; n > 0; n--) {
-    float tv = logprobs[0];
-    logprobs[0] = logprobs[n], logprobs[n] = tv;
-    int32_t ti = ids[0];
-    ids[0] = ids[n], ids[n] = ti;
-    sift_down(logprobs, ids, n, 0);
-  }
-  for (int j = 0; j < K; j++) logprobs[j] -= lse;
+void fc_model_set_checkpointing(fc_model_t *m, int on) {
+  m->ckpt = on ? 1 : 0;
+  m->have_train_fwd = 0; /* the activation layout changes */
 }
 
 /* ---------------------------------------------------------------- save */

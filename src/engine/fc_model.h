@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "fc_config.h"
+#include "fc_loss.h"
 #include "fc_st.h"
 #include "fc_util.h"
 
@@ -68,6 +69,20 @@ int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K
                           int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err);
 /* fc_topk_logprobs given the row's log-sum-exp (for callers that already have it). */
 void fc_topk_select(const float *logits, int V, int K, int32_t *ids, float *logprobs, float lse);
+
+/* Training forward, loss and backward in one call, never holding (B,T,V) logits: the trunk
+ * runs forward, then the LM head, log-softmax, the loss of fc_loss.h (gold CE, and the fusion
+ * CE when fused != NULL) and the head's backward go chunk by chunk over positions (the logits
+ * of a chunk become its gradient in place), then the trunk's backward. Gradients accumulate
+ * into fc_model_grads() as fc_model_backward does; *loss and stats are what
+ * fc_loss_forward_backward returns for the batch. */
+int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, const int32_t *targets,
+                           const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
+                           double *loss, fc_err_t *err);
+/* Per-layer activation checkpointing for training: forward keeps only each layer's input and
+ * backward recomputes the layer (about a third more compute, activations / ~13 at Qwen shapes).
+ * Off by default. */
+void fc_model_set_checkpointing(fc_model_t *m, int on);
 
 /* Writes config.json + model.safetensors (dtype F32, F16 or BF16) atomically into dir. */
 int fc_model_save(const fc_model_t *m, const char *dir, fc_dtype_t dtype, fc_err_t *err);

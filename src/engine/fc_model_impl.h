@@ -71,6 +71,7 @@ struct fc_model {
   float *grads;  /* (nparams), NULL until the first backward */
   fc_weights_t w, gw;
   int threads;
+  int ckpt; /* activation checkpointing (fc_model_set_checkpointing) */
   /* RoPE tables (rope_len, HD/2), grown on demand. */
   float *rope_cos, *rope_sin;
   int rope_len;
@@ -92,5 +93,22 @@ struct fc_model {
 
 /* Makes sure the RoPE tables cover positions [0, n). */
 void fc_model_rope_reserve(fc_model_t *m, int n);
+
+/* Shared by fc_model.c (trunk) and fc_head.c (the output layer). */
+int fc_model_par_threads(const fc_model_t *m);
+int fc_model_check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc_err_t *err);
+/* Everything up to the final norm: acts.lnf (BT, C); acts.logits gets head_rows rows. With train
+ * the activations backward needs are kept and ids saved for the embedding's gradient. */
+void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows);
+void fc_model_ga_reserve(fc_model_t *m, int B, int T);
+/* Backward from ga.dln = d(final norm output) (BT, C) down to the embedding, accumulating into
+ * the gradients (reserved by the caller: fc_model_grads, fc_model_ga_reserve). */
+void fc_model_trunk_backward(fc_model_t *m);
+
+/* FUSECHAT_PROFILE=1: seconds per forward/backward section, printed at exit (a bench aid for
+ * single-model runs; the timers are process-wide). fc_model_prof(-1) starts a section. */
+enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, PR_HEAD,
+       PR_B_HEAD, PR_B_MLP, PR_B_O, PR_B_ATTN, PR_B_QKV, PR_B_NORM, PR_B_EMB, PR_N };
+void fc_model_prof(int what);
 
 #endif

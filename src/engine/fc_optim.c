@@ -4,21 +4,34 @@
 #include <assert.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_par.h"
+
 fc_adamw_t *fc_adamw_new(size_t n, const fc_param_info_t *const *tensors, size_t ntensors,
                          float beta1, float beta2, float eps, float weight_decay) {
+  return fc_adamw_new_dtype(n, tensors, ntensors, beta1, beta2, eps, weight_decay, FC_DT_F32);
+}
+
+fc_adamw_t *fc_adamw_new_dtype(size_t n, const fc_param_info_t *const *tensors, size_t ntensors, float beta1,
+                               float beta2, float eps, float weight_decay, fc_dtype_t dtype) {
+  assert(dtype == FC_DT_F32 || dtype == FC_DT_BF16);
   fc_adamw_t *o = fc_xcalloc(1, sizeof *o);
+  o->dtype = dtype;
   o->beta1 = beta1;
   o->beta2 = beta2;
   o->eps = eps;
   o->weight_decay = weight_decay;
   o->n = n;
   o->threads = 1;
-  o->m = fc_xcalloc(n ? n : 1, sizeof *o->m);
-  o->v = fc_xcalloc(n ? n : 1, sizeof *o->v);
+  if (dtype == FC_DT_BF16) {
+    o->m16 = fc_xcalloc(n ? n : 1, sizeof *o->m16);
+    o->v16 = fc_xcalloc(n ? n : 1, sizeof *o->v16);
+  } else {
+    o->m = fc_xcalloc(n ? n : 1, sizeof *o->m);
+    o->v = fc_xcalloc(n ? n : 1, sizeof *o->v);
+  }
   o->decay = fc_xcalloc(n ? n : 1, 1);
   if (!tensors) {
     memset(o->decay, 1, n);
@@ -37,6 +50,8 @@ void fc_adamw_destroy(fc_adamw_t **po) {
   if (!o) return;
   free(o->m);
   free(o->v);
+  free(o->m16);
+  free(o->v16);
   free(o->decay);
   free(o);
   *po = NULL;
@@ -45,18 +60,20 @@ void fc_adamw_destroy(fc_adamw_t **po) {
 /* The update of elements [lo, hi), with the step's scalars already in float. */
 typedef struct adamw_job {
   float *p, *m, *v;
+  uint16_t *m16, *v16;
+  uint32_t seed; /* the step's share of the stochastic-rounding hash */
+  size_t base;   /* added to the element index in that hash (fc_adamw_t.base) */
   const float *g;
   const uint8_t *dec;
-  size_t lo, hi;
   float decay_mul, fb1, f1b1, fb2, f1b2, bc2_sqrt, neg_step, eps;
 } adamw_job_t;
 
-static void *adamw_range(void *arg) {
+static void adamw_range(void *arg, size_t lo, size_t hi) {
   const adamw_job_t *j = arg;
   float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
   const float *restrict g = j->g;
   const uint8_t *restrict dec = j->dec;
-  for (size_t i = j->lo; i < j->hi; i++) {
+  for (size_t i = lo; i < hi; i++) {
     float pi = dec[i] ? p[i] * j->decay_mul : p[i];
     float gi = g[i];
     m[i] = m[i] * j->fb1 + gi * j->f1b1;
@@ -64,7 +81,48 @@ static void *adamw_range(void *arg) {
     float denom = sqrtf(v[i]) / j->bc2_sqrt + j->eps;
     p[i] = pi + j->neg_step * (m[i] / denom);
   }
-  return NULL;
+}
+
+static inline float bf16_to_f32(uint16_t b) {
+  union {
+    uint32_t u;
+    float f;
+  } x = {.u = (uint32_t)b << 16};
+  return x.f;
+}
+
+/* f32 -> bf16, rounded up with probability (the dropped bits / 2^16): the 16 random bits come
+ * from a hash of the element index and the step's seed. */
+static inline uint16_t f32_to_bf16_sr(float f, size_t i, uint32_t seed) {
+  union {
+    float f;
+    uint32_t u;
+  } x = {.f = f};
+  uint32_t h = (uint32_t)i * 0x9E3779B1u ^ seed;
+  h ^= h >> 16;
+  h *= 0x7FEB352Du;
+  h ^= h >> 15;
+  h *= 0x846CA68Bu;
+  h ^= h >> 16;
+  return (uint16_t)((x.u + (h & 0xFFFFu)) >> 16); /* finite moments: no NaN/Inf handling needed */
+}
+
+static void adamw_range_bf16(void *arg, size_t lo, size_t hi) {
+  const adamw_job_t *j = arg;
+  float *restrict p = j->p;
+  uint16_t *restrict m = j->m16, *restrict v = j->v16;
+  const float *restrict g = j->g;
+  const uint8_t *restrict dec = j->dec;
+  for (size_t i = lo; i < hi; i++) {
+    float pi = dec[i] ? p[i] * j->decay_mul : p[i];
+    float gi = g[i];
+    float mi = bf16_to_f32(m[i]) * j->fb1 + gi * j->f1b1;
+    float vi = bf16_to_f32(v[i]) * j->fb2 + j->f1b2 * gi * gi;
+    float denom = sqrtf(vi) / j->bc2_sqrt + j->eps;
+    p[i] = pi + j->neg_step * (mi / denom);
+    m[i] = f32_to_bf16_sr(mi, j->base + i, j->seed);
+    v[i] = f32_to_bf16_sr(vi, j->base + i, j->seed ^ 0x5bd1e995u);
+  }
 }
 
 void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
@@ -74,35 +132,27 @@ void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
   const double bc1 = 1.0 - pow(b1, (double)o->step);
   const double bc2 = 1.0 - pow(b2, (double)o->step);
   adamw_job_t base = {
-      .p = params, .m = o->m, .v = o->v, .g = grads, .dec = o->decay, .lo = 0, .hi = o->n,
+      .p = params, .m = o->m, .v = o->v, .m16 = o->m16, .v16 = o->v16,
+      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .base = o->base, .g = grads, .dec = o->decay,
       .decay_mul = (float)(1.0 - (double)lr * o->weight_decay),
       .fb1 = (float)b1, .f1b1 = (float)(1.0 - b1), .fb2 = (float)b2, .f1b2 = (float)(1.0 - b2),
       .bc2_sqrt = (float)sqrt(bc2), .neg_step = (float)(-(double)lr / bc1), .eps = o->eps,
   };
   int nt = o->threads < 1 ? 1 : o->threads;
   if (o->n < 65536) nt = 1;
-  adamw_job_t jobs[nt];
-  pthread_t th[nt];
-  int started[nt];
-  for (int t = 0; t < nt; t++) {
-    jobs[t] = base;
-    jobs[t].lo = o->n * t / nt;
-    jobs[t].hi = o->n * (t + 1) / nt;
-    started[t] = t > 0 && pthread_create(&th[t], NULL, adamw_range, &jobs[t]) == 0;
-  }
-  adamw_range(&jobs[0]);
-  for (int t = 1; t < nt; t++) {
-    if (started[t]) pthread_join(th[t], NULL);
-    else adamw_range(&jobs[t]);
-  }
+  fc_par_for(o->n, 0, nt, o->dtype == FC_DT_BF16 ? adamw_range_bf16 : adamw_range, &base);
 }
 
 static const char ADAMW_MAGIC[8] = {'F', 'C', 'A', 'D', 'A', 'M', 'W', '1'};
+static const char ADAMW_MAGIC_BF16[8] = {'F', 'C', 'A', 'D', 'A', 'M', 'W', 'B'};
 
 int fc_adamw_write(const fc_adamw_t *o, FILE *fp, fc_err_t *err) {
   uint64_t hdr[2] = {(uint64_t)o->step, (uint64_t)o->n};
-  if (fwrite(ADAMW_MAGIC, 8, 1, fp) != 1 || fwrite(hdr, sizeof hdr, 1, fp) != 1 ||
-      fwrite(o->m, sizeof(float), o->n, fp) != o->n || fwrite(o->v, sizeof(float), o->n, fp) != o->n)
+  int bf = o->dtype == FC_DT_BF16;
+  size_t es = bf ? sizeof(uint16_t) : sizeof(float);
+  const void *m = bf ? (const void *)o->m16 : (const void *)o->m, *v = bf ? (const void *)o->v16 : (const void *)o->v;
+  if (fwrite(bf ? ADAMW_MAGIC_BF16 : ADAMW_MAGIC, 8, 1, fp) != 1 || fwrite(hdr, sizeof hdr, 1, fp) != 1 ||
+      fwrite(m, es, o->n, fp) != o->n || fwrite(v, es, o->n, fp) != o->n)
     return fc_err_set(err, FC_EIO, "writing optimizer state: %s", strerror(errno));
   return 0;
 }
@@ -110,13 +160,19 @@ int fc_adamw_write(const fc_adamw_t *o, FILE *fp, fc_err_t *err) {
 int fc_adamw_read(fc_adamw_t *o, FILE *fp, fc_err_t *err) {
   char magic[8];
   uint64_t hdr[2];
-  if (fread(magic, 8, 1, fp) != 1 || memcmp(magic, ADAMW_MAGIC, 8) != 0 ||
+  int bf = o->dtype == FC_DT_BF16;
+  if (fread(magic, 8, 1, fp) != 1 || (memcmp(magic, ADAMW_MAGIC, 8) != 0 && memcmp(magic, ADAMW_MAGIC_BF16, 8) != 0) ||
       fread(hdr, sizeof hdr, 1, fp) != 1)
     return fc_err_set(err, FC_EFORMAT, "optimizer state: bad or truncated header");
+  if (memcmp(magic, bf ? ADAMW_MAGIC_BF16 : ADAMW_MAGIC, 8) != 0)
+    return fc_err_set(err, FC_EMISMATCH, "optimizer state has %s moments, this run keeps them in %s",
+                      bf ? "f32" : "bf16", bf ? "bf16" : "f32");
   if (hdr[1] != o->n)
     return fc_err_set(err, FC_EMISMATCH, "optimizer state has %llu parameters, the model %zu",
                       (unsigned long long)hdr[1], o->n);
-  if (fread(o->m, sizeof(float), o->n, fp) != o->n || fread(o->v, sizeof(float), o->n, fp) != o->n)
+  size_t es = bf ? sizeof(uint16_t) : sizeof(float);
+  void *m = bf ? (void *)o->m16 : (void *)o->m, *v = bf ? (void *)o->v16 : (void *)o->v;
+  if (fread(m, es, o->n, fp) != o->n || fread(v, es, o->n, fp) != o->n)
     return fc_err_set(err, FC_EFORMAT, "optimizer state: truncated moments");
   o->step = (long)hdr[0];
   return 0;

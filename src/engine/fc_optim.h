@@ -14,9 +14,14 @@
 typedef struct fc_adamw {
   float beta1, beta2, eps, weight_decay;
   size_t n;          /* parameters */
-  float *m;          /* (n) first moment */
-  float *v;          /* (n) second moment */
+  fc_dtype_t dtype;  /* of the moments: FC_DT_F32, or FC_DT_BF16 (half the memory) */
+  float *m;          /* (n) first moment (f32), else NULL */
+  float *v;          /* (n) second moment (f32), else NULL */
+  uint16_t *m16;     /* (n) first moment (bf16), else NULL */
+  uint16_t *v16;     /* (n) second moment (bf16), else NULL */
   uint8_t *decay;    /* (n) 1 where weight decay applies (2-D tensors), else 0 */
+  size_t base;       /* global index of element 0 (a rank's slice: its offset), the stochastic
+                      * rounding's element index, so slices round as the whole would */
   long step;         /* completed steps */
   int threads;       /* the update is split over this many threads (default 1; same result) */
 } fc_adamw_t;
@@ -26,6 +31,14 @@ typedef struct fc_adamw {
  * tensors == NULL decays everything. */
 fc_adamw_t *fc_adamw_new(size_t n, const fc_param_info_t *const *tensors, size_t ntensors,
                          float beta1, float beta2, float eps, float weight_decay);
+/* The same with the moments kept in `dtype`: FC_DT_BF16 stores m and v as bfloat16 (4 bytes
+ * per parameter instead of 8) while the parameters stay f32 (the master weights). Each update
+ * is computed in f32 and rounded stochastically to bf16, with the random bits a hash of (step,
+ * element), so small updates survive on average (round-to-nearest would drop every v update
+ * below 1/256 of v, i.e. all of them with beta2 = 0.999) and a resumed run repeats the
+ * uninterrupted one bit for bit. */
+fc_adamw_t *fc_adamw_new_dtype(size_t n, const fc_param_info_t *const *tensors, size_t ntensors, float beta1,
+                               float beta2, float eps, float weight_decay, fc_dtype_t dtype);
 void fc_adamw_destroy(fc_adamw_t **o);
 
 /* One step at learning rate lr, in torch's order (torch 1.13 _single_tensor_adamw):
@@ -33,7 +46,8 @@ void fc_adamw_destroy(fc_adamw_t **o);
  *   p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps). */
 void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr);
 
-/* The optimizer state (step, m, v) in a small binary file section, checked on reading. */
+/* The optimizer state (step, m, v) in a small binary file section, checked on reading (the
+ * moments' dtype must be the reader's). */
 int fc_adamw_write(const fc_adamw_t *o, FILE *fp, fc_err_t *err);
 int fc_adamw_read(fc_adamw_t *o, FILE *fp, fc_err_t *err);
 

@@ -48,6 +48,7 @@ void fc_train_opts_default(fc_train_opts_t *o) {
   o->threads = 1;
   o->lambda = 0.9;
   o->save_dtype = FC_DT_F32;
+  o->optimizer_dtype = FC_DT_F32;
 }
 
 /* ------------------------------------------------------------------ trainer state file */
@@ -351,7 +352,6 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   fc_data_t *data = NULL;
   fc_adamw_t *opt = NULL;
   FILE *log = NULL;
-  float *dlogits = NULL;
   fc_batch_t *mb = NULL;
   char *ckpt = NULL;
   tok_files_t tf;
@@ -374,6 +374,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   }
   if ((rc = agree(comm, rc, err))) goto done;
   fc_model_set_threads(m, o->threads);
+  fc_model_set_checkpointing(m, o->checkpoint_activations);
   fc_loss_set_threads(o->threads);
   const fc_config_t *cfg = fc_model_config(m);
 
@@ -394,10 +395,12 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     goto done;
   }
 
-  /* this rank's slice of the parameters: its AdamW moments, its share of clipping and stepping */
+  /* this rank's slice of the parameters: its AdamW moments (in optimizer_dtype), its share of
+   * clipping and stepping */
   size_t np = fc_model_num_params(m), lo, hi;
   fc_comm_slice(np, R, rank, &lo, &hi);
-  opt = fc_shard_adamw_new(m, lo, hi, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay);
+  opt = fc_shard_adamw_new(m, lo, hi, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay,
+                           o->optimizer_dtype);
   opt->threads = o->threads;
 
   run_shape_t rs = {0, total, 0, o->batch_size, o->grad_accum, o->seq_len, o->shuffle, o->pack,
@@ -431,8 +434,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   if (rank == 0 && !(log = open_loss_log(o->out_dir, ckpt ? start : 0, err))) rc = err ? err->code : FC_EIO;
   if ((rc = agree(comm, rc, err))) goto done;
 
-  const int B = o->batch_size, G = o->grad_accum, V = cfg->vocab_size;
-  dlogits = fc_xmalloc((size_t)B * o->seq_len * V * sizeof *dlogits);
+  const int B = o->batch_size, G = o->grad_accum;
   mb = fc_xcalloc((size_t)G, sizeof *mb);
   float *params = fc_model_params(m), *grads = fc_model_grads(m);
 
@@ -473,18 +475,16 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     fc_model_zero_grad(m);
     for (int g = 0; g < nmb && rc == 0; g++) {
       fc_batch_t *b = &mb[g];
-      const float *logits = fc_model_forward(m, b->ids, b->B, b->T, 1, err);
-      if (!logits) {
-        rc = err && err->code ? err->code : FC_EINVAL;
-        break;
-      }
       fc_fused_targets_t fused = {b->K, b->topk_ids, b->topk_logprobs};
       fc_loss_stats_t st;
-      loss += fc_loss_forward_backward(dlogits, &st, logits, b->targets, b->K ? &fused : NULL, (float)o->lambda,
-                                       b->B, b->T, V, norm);
+      double l;
+      /* the output layer goes chunk by chunk: no (B,T,V) logits or gradient is ever held */
+      if ((rc = fc_model_loss_backward(m, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL, (float)o->lambda,
+                                       norm, &st, &l, err)) != 0)
+        break;
+      loss += l;
       ce += st.ce;
       fu += st.fusion;
-      if ((rc = fc_model_backward(m, dlogits, err)) != 0) break;
       tokens += b->tokens;
     }
     if ((rc = agree(comm, rc, err))) break;
@@ -590,7 +590,6 @@ done:
   if (mb)
     for (int g = 0; g < o->grad_accum; g++) fc_batch_free(&mb[g]);
   free(mb);
-  free(dlogits);
   if (log) fclose(log);
   fc_adamw_destroy(&opt);
   fc_data_destroy(&data);

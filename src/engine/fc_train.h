@@ -52,6 +52,8 @@ typedef struct fc_train_opts {
   const fc_targets_source_t *targets; /* fused targets, or NULL for plain CE */
   const fc_data_encoder_t *encoder;   /* text/conversations lines, or NULL */
   fc_dtype_t save_dtype;       /* dtype of the final model (checkpoints are always F32) */
+  int checkpoint_activations;  /* recompute each layer in backward (fc_model_set_checkpointing) */
+  fc_dtype_t optimizer_dtype;  /* AdamW moments: FC_DT_F32 (default) or FC_DT_BF16 */
   int quiet;                   /* no progress line */
   int log_every;               /* an info log line every this many steps (0: none) */
   int no_signal_handlers;      /* leave SIGINT/SIGTERM alone (daemons call fc_train_request_stop) */

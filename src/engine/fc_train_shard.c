@@ -13,7 +13,7 @@
 static const char SHARD_MAGIC[8] = {'F', 'C', 'O', 'S', 'H', 'R', 'D', '1'};
 
 fc_adamw_t *fc_shard_adamw_new(const fc_model_t *m, size_t lo, size_t hi, float beta1, float beta2, float eps,
-                               float weight_decay) {
+                               float weight_decay, fc_dtype_t dtype) {
   size_t nt = fc_model_num_tensors(m), k = 0;
   fc_param_info_t *part = fc_xcalloc(nt ? nt : 1, sizeof *part);
   const fc_param_info_t **tens = fc_xcalloc(nt ? nt : 1, sizeof *tens);
@@ -28,7 +28,8 @@ fc_adamw_t *fc_shard_adamw_new(const fc_model_t *m, size_t lo, size_t hi, float 
     tens[k] = &part[k];
     k++;
   }
-  fc_adamw_t *o = fc_adamw_new(hi - lo, tens, k, beta1, beta2, eps, weight_decay);
+  fc_adamw_t *o = fc_adamw_new_dtype(hi - lo, tens, k, beta1, beta2, eps, weight_decay, dtype);
+  o->base = lo;
   free(tens);
   free(part);
   return o;
@@ -111,13 +112,17 @@ int fc_shard_load(const char *ckpt, const char *state_path, long state_off, size
       rc = fc_adamw_read(opt, fp, err); /* the same slice: no copy */
     } else {
       /* another rank count: read the old slice whole, keep the overlap */
-      fc_adamw_t *old = fc_adamw_new(b - a, NULL, 0, opt->beta1, opt->beta2, opt->eps, opt->weight_decay);
+      fc_adamw_t *old =
+          fc_adamw_new_dtype(b - a, NULL, 0, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, opt->dtype);
       rc = fc_adamw_read(old, fp, err);
-      if (rc == 0) {
+      if (rc == 0 && opt->dtype == FC_DT_BF16) {
+        memcpy(opt->m16 + (x - lo), old->m16 + (x - a), (y - x) * sizeof *opt->m16);
+        memcpy(opt->v16 + (x - lo), old->v16 + (x - a), (y - x) * sizeof *opt->v16);
+      } else if (rc == 0) {
         memcpy(opt->m + (x - lo), old->m + (x - a), (y - x) * sizeof *opt->m);
         memcpy(opt->v + (x - lo), old->v + (x - a), (y - x) * sizeof *opt->v);
-        opt->step = old->step;
       }
+      if (rc == 0) opt->step = old->step;
       fc_adamw_destroy(&old);
     }
     fclose(fp);

@@ -13,9 +13,11 @@
 #include "fc_model.h"
 #include "fc_optim.h"
 
-/* AdamW over parameters [lo, hi) of the model: weight decay follows the model's tensors there. */
+/* AdamW over parameters [lo, hi) of the model, moments in dtype (fc_adamw_new_dtype): weight
+ * decay follows the model's tensors there, and a BF16 slice rounds as the whole optimizer would
+ * (its base is lo), so the result does not depend on the rank count. */
 fc_adamw_t *fc_shard_adamw_new(const fc_model_t *m, size_t lo, size_t hi, float beta1, float beta2, float eps,
-                               float weight_decay);
+                               float weight_decay, fc_dtype_t dtype);
 
 /* Writes rank's slice (rank >= 1) into dir/optimizer-RANK-of-SIZE.bin. */
 int fc_shard_write(const char *dir, int rank, int size, size_t n, const fc_adamw_t *opt, fc_err_t *err);

@@ -85,6 +85,8 @@ typedef struct fc_train_params {
   long batch_size, seq_len, steps, checkpoint_every; /* steps 0: from epochs */
   long ranks; /* data-parallel processes (1: in the daemon's own process) */
   uint64_t seed;
+  int checkpoint_activations;  /* recompute each layer in backward */
+  const char *optimizer_dtype; /* AdamW moments: "F32" or "BF16" (a dtype name) */
 } fc_train_params_t;
 
 typedef struct fc_merge_params {

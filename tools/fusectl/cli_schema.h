@@ -12,7 +12,7 @@
 /* Long-option ids of schema flags without a short form start here. */
 #define FC_CLI_SCHEMA_OPT 3000
 
-/* Appends the long options of kind's flagged parameters to opts (room for them is the caller's)
+/* Appends the long options of kind's flagged parameters (a boolean's takes no argument) to opts (room for them is the caller's)
  * and returns how many. The short ones need their letters with ':' in the getopt string. */
 size_t fc_cli_schema_longopts(const char *kind, struct option *opts);
 /* If getopt's c is one of kind's flags: checks arg into out (the kind's typed struct) and

@@ -228,6 +228,9 @@ int fc_cmd_train(int argc, char **argv) {
   o.lambda = tp.lambda, o.epochs = tp.epochs, o.lr = tp.lr, o.batch_size = (int)tp.batch_size;
   o.seq_len = (int)tp.seq_len, o.warmup_ratio = tp.warmup, o.weight_decay = tp.weight_decay, o.seed = tp.seed;
   o.steps = tp.steps, o.checkpoint_every = tp.checkpoint_every;
+  o.checkpoint_activations = tp.checkpoint_activations;
+  if (fc_dtype_parse(tp.optimizer_dtype, &o.optimizer_dtype) != 0) /* the schema's choices are dtype names */
+    return fc_cli_usage_error("train", "--optimizer-dtype '%s' is not a dtype", tp.optimizer_dtype);
   if (optind != argc) return fc_cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
   if (!o.model_dir == !o.config_path) return fc_cli_usage_error("train", "give exactly one of --model DIR or --config FILE");
   if (o.config_path && !o.tokenizer_path)

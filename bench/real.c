@@ -1,0 +1,468 @@
+/* bench/real: the engine at the shapes of real checkpoints (Qwen2.5-0.5B, Llama-3.2-1B,
+ * Qwen2.5-1.5B) with random bf16 weights generated into a scratch directory, real tokenizers and
+ * chat conversations: load time, logits tokens/s (short chats and 2,048-token rows), train step
+ * time, each phase's peak RSS (every phase runs in a child process of its own), every GEMM
+ * candidate's rate at the model's shapes, and PyTorch on the same weights and batches in the same
+ * run (bench/real_ref.py). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fc_config.h"
+#include "fc_data.h"
+#include "fc_model.h"
+#include "fc_optim.h"
+#include "fc_st.h"
+#include "fc_gendata.h"
+#include "fc_tok.h"
+#include "fc_train_src.h"
+
+#include "gemm_rates.h"
+
+#ifndef FC_SOURCE_ROOT
+#define FC_SOURCE_ROOT "."
+#endif
+
+typedef struct real_shape {
+  const char *name, *type, *tok; /* tok: fixtures/tok folder of the family's tokenizer */
+  int C, L, NH, NKV, F, V;
+} real_shape_t;
+
+static const real_shape_t shapes[] = {
+    {"qwen2.5-0.5b", "qwen2", "qwen3", 896, 24, 14, 2, 4864, 151936},
+    {"llama3.2-1b", "llama", "llama3", 2048, 16, 32, 8, 8192, 128256},
+    {"qwen2.5-1.5b", "qwen2", "qwen3", 1536, 28, 12, 2, 8960, 151936},
+};
+
+typedef struct bench_opts {
+  const char *dir;     /* scratch root: DIR/NAME/ model dirs, data, ids for the reference */
+  const char *tok_dir; /* folder holding qwen3/ and llama3/ tokenizers */
+  int threads, reps, ref, train_ref, chats, ckpt;
+  const char *opt_dtype;
+} bench_opts_t;
+
+/* ------------------------------------------------------------------ generating a model */
+
+static void shape_config(const real_shape_t *s, fc_config_t *c) {
+  fc_config_default(c, s->type);
+  c->hidden_size = s->C, c->num_layers = s->L, c->num_heads = s->NH, c->num_kv_heads = s->NKV;
+  c->head_dim = s->C / s->NH, c->intermediate_size = s->F, c->vocab_size = s->V;
+  c->tie_word_embeddings = 1;
+  c->max_position_embeddings = 32768;
+  snprintf(c->torch_dtype, sizeof c->torch_dtype, "bfloat16");
+  if (!strcmp(s->type, "qwen2")) {
+    c->rope_theta = 1000000.0f, c->rms_norm_eps = 1e-6f, c->attention_bias = 1;
+  } else {
+    c->rope_theta = 500000.0f, c->rms_norm_eps = 1e-5f;
+    snprintf(c->rope_scaling_type, sizeof c->rope_scaling_type, "llama3");
+    c->rope_factor = 32, c->rope_low_freq_factor = 1, c->rope_high_freq_factor = 4;
+    c->rope_original_max_pos = 8192;
+  }
+}
+
+/* DIR/NAME/model: config.json, model.safetensors (bf16, uniform weights of std 0.02, norms 1,
+ * biases 0) and the tokenizer files; kept between runs (made once). */
+static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, size_t cap) {
+  snprintf(mdir, cap, "%s/%s/model", o->dir, s->name);
+  char path[4096];
+  snprintf(path, sizeof path, "%s/model.safetensors", mdir);
+  if (fc_path_exists(path)) return 0;
+  fc_err_t err = {0};
+  if (fc_mkdir_p(mdir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  fc_config_t cfg;
+  shape_config(s, &cfg);
+  fc_model_t *m;
+  /* The layout (names, shapes) without the f32 weights' values mattering: one tensor at a time
+   * is filled below, so a 1.5B model never needs its f32 copy. */
+  if (fc_model_init(&m, &cfg, 1, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  size_t nt = fc_model_num_tensors(m);
+  fc_st_spec_t *specs = calloc(nt, sizeof *specs);
+  size_t most = 0;
+  for (size_t i = 0; i < nt; i++) {
+    const fc_param_info_t *pi = fc_model_tensor(m, i);
+    specs[i] = (fc_st_spec_t){.name = pi->name, .dtype = FC_DT_BF16, .ndim = pi->ndim};
+    specs[i].shape[0] = pi->shape[0], specs[i].shape[1] = pi->shape[1];
+    most = pi->numel > most ? pi->numel : most;
+  }
+  fc_st_writer_t *w;
+  int rc = fc_st_writer_new(&w, path, specs, nt, NULL, &err);
+  float *buf = malloc(most * sizeof *buf);
+  fc_rng_t r;
+  fc_rng_seed(&r, 11);
+  for (size_t i = 0; !rc && i < nt; i++) {
+    const fc_param_info_t *pi = fc_model_tensor(m, i);
+    int norm = strstr(pi->name, "norm") != NULL, bias = strstr(pi->name, ".bias") != NULL;
+    for (size_t j = 0; j < pi->numel; j++)
+      buf[j] = norm ? 1.0f : bias ? 0.0f : 0.0693f * ((float)(fc_rng_u64(&r) >> 40) / 16777216.0f - 0.5f);
+    rc = fc_st_writer_put_f32(w, i, buf, &err);
+  }
+  if (!rc) rc = fc_st_writer_finish(&w, &err);
+  free(buf), free(specs);
+  fc_model_destroy(&m);
+  snprintf(path, sizeof path, "%s/config.json", mdir);
+  if (!rc) rc = fc_config_save(&cfg, path, &err);
+  const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
+  for (int i = 0; !rc && i < 2; i++) {
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/%s/%s", o->tok_dir, s->tok, files[i]);
+    snprintf(dst, sizeof dst, "%s/%s", mdir, files[i]);
+    rc = fc_copy_file(src, dst, &err);
+  }
+  if (rc) fprintf(stderr, "real: making %s: %s\n", mdir, err.msg);
+  return rc ? 1 : 0;
+}
+
+/* DIR/chats.jsonl (short chats) and DIR/long.jsonl (enough turns to pack 2,048-token rows). */
+static int make_data(const bench_opts_t *o) {
+  fc_err_t err = {0};
+  char path[4096];
+  fc_gendata_opts_t t = {.count = (size_t)o->chats, .split = FC_GENDATA_TRAIN, .seed = 5, .world_seed = 1,
+                         .max_turns = 3};
+  for (int f = 0; f < FC_GENDATA_NFAM; f++) t.mix[f] = 1;
+  snprintf(path, sizeof path, "%s/chats.jsonl", o->dir);
+  if (!fc_path_exists(path) && fc_gendata_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  t.count = 1200, t.seed = 6, t.max_turns = 6;
+  snprintf(path, sizeof path, "%s/long.jsonl", o->dir);
+  if (!fc_path_exists(path) && fc_gendata_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ phases (in a child) */
+
+typedef struct phase_out {
+  char text[2048]; /* "key value" lines */
+  size_t len;
+} phase_out_t;
+
+static void put(phase_out_t *po, const char *key, double v) {
+  po->len += (size_t)snprintf(po->text + po->len, sizeof po->text - po->len, "%s %.6g\n", key, v);
+}
+
+static double get(const char *text, const char *key) {
+  size_t kl = strlen(key);
+  for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+    if (!strncmp(p, key, kl) && p[kl] == ' ') return atof(p + kl + 1);
+  return -1;
+}
+
+static int load_data(fc_data_t **d, const char *mdir, const char *file, int T, int pack, int V, fc_tok_t **tok) {
+  fc_err_t err = {0};
+  char path[4096];
+  snprintf(path, sizeof path, "%s/tokenizer.json", mdir);
+  if (!*tok && fc_tok_load(tok, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  static fc_train_encoder_t enc;
+  fc_train_encoder_init(&enc, *tok, FC_CHAT_AUTO);
+  fc_data_opts_t dopt = {T, V, pack, 0, 1};
+  if (fc_data_load(d, file, &enc.enc, &dopt, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  return 0;
+}
+
+/* Writes the batches for bench/real_ref.py: int32 B, T, non-padding tokens, then ids (B,T) and
+ * targets (B,T). */
+static void dump_batch(FILE *fp, const fc_batch_t *b) {
+  if (!fp) return;
+  int32_t hdr[3] = {b->B, b->T, (int32_t)b->tokens};
+  fwrite(hdr, sizeof hdr, 1, fp);
+  fwrite(b->ids, sizeof(int32_t), (size_t)b->B * b->T, fp);
+  fwrite(b->targets, sizeof(int32_t), (size_t)b->B * b->T, fp);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Logits stage: batches of 8 short chats, then 2,048-token rows, top-10 + gold log-prob. */
+static int phase_logits(const bench_opts_t *o, const char *mdir, const char *sdir, phase_out_t *po) {
+  fc_err_t err = {0};
+  double t0 = fc_now();
+  fc_model_t *m;
+  if (fc_model_load(&m, mdir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  put(po, "load_s", fc_now() - t0);
+  fc_model_set_threads(m, o->threads);
+  int V = fc_model_config(m)->vocab_size;
+  fc_tok_t *tok = NULL;
+  const char *files[2] = {"chats.jsonl", "long.jsonl"};
+  const char *keys[2] = {"chat_tok_s", "long_tok_s"};
+  int Bs[2] = {8, 1}, Ts[2] = {512, 2048}, packs[2] = {0, 1}, limit[2] = {1 << 30, 2};
+  for (int k = 0; k < 2; k++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", o->dir, files[k]);
+    fc_data_t *d;
+    if (load_data(&d, mdir, path, Ts[k], packs[k], V, &tok)) return 1;
+    snprintf(path, sizeof path, "%s/%s.ids", sdir, keys[k]);
+    FILE *ids = fopen(path, "wb");
+    size_t rows = fc_data_num_rows(d);
+    int nb = (int)((rows + (size_t)Bs[k] - 1) / (size_t)Bs[k]);
+    if (nb > limit[k]) nb = limit[k];
+    double times[16];
+    int reps = o->reps < 16 ? o->reps : 16;
+    long tokens = 0;
+    fc_batch_t b = {0};
+    for (int r = 0; r < reps; r++) {
+      double el = 0;
+      tokens = 0;
+      for (int i = 0; i < nb; i++) {
+        size_t first = (size_t)i * Bs[k], n = rows - first < (size_t)Bs[k] ? rows - first : (size_t)Bs[k];
+        if (fc_data_batch(d, &b, first, (int)n, NULL, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+        if (r == 0) dump_batch(ids, &b);
+        int32_t *ti = malloc((size_t)b.B * b.T * 10 * sizeof *ti);
+        float *tl = malloc((size_t)b.B * b.T * 10 * sizeof *tl), *gl = malloc((size_t)b.B * b.T * sizeof *gl);
+        double s = fc_now();
+        if (fc_model_forward_topk(m, b.ids, b.B, b.T, 10, b.targets, ti, tl, gl, &err))
+          return fprintf(stderr, "real: %s\n", err.msg), 1;
+        el += fc_now() - s;
+        tokens += b.tokens;
+        free(ti), free(tl), free(gl);
+      }
+      times[r] = el;
+    }
+    if (ids) fclose(ids);
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    put(po, keys[k], tokens / times[reps / 2]);
+    put(po, k ? "long_tokens" : "chat_tokens", (double)tokens);
+    fc_batch_free(&b);
+    fc_data_destroy(&d);
+  }
+  fc_tok_destroy(&tok);
+  fc_model_destroy(&m);
+  return 0;
+}
+
+/* Training steps (forward, loss, backward, clipping, AdamW) at B x T packed rows. */
+static int phase_train(const bench_opts_t *o, const char *mdir, const char *sdir, int B, int T, phase_out_t *po) {
+  fc_err_t err = {0};
+  fc_model_t *m;
+  if (fc_model_load(&m, mdir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  fc_model_set_threads(m, o->threads);
+  fc_model_set_checkpointing(m, o->ckpt);
+  int V = fc_model_config(m)->vocab_size;
+  fc_tok_t *tok = NULL;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/long.jsonl", o->dir);
+  fc_data_t *d;
+  if (load_data(&d, mdir, path, T, 1, V, &tok)) return 1;
+  size_t np = fc_model_num_params(m), nt = fc_model_num_tensors(m);
+  const fc_param_info_t **tens = malloc(nt * sizeof *tens);
+  for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(m, i);
+  fc_dtype_t odt = FC_DT_F32;
+  if (o->opt_dtype && fc_dtype_parse(o->opt_dtype, &odt)) return fprintf(stderr, "real: bad optimizer dtype\n"), 1;
+  fc_adamw_t *opt = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.0f, odt);
+  free(tens);
+  opt->threads = o->threads;
+  fc_loss_set_threads(o->threads);
+  snprintf(path, sizeof path, "%s/train_%dx%d.ids", sdir, B, T);
+  FILE *ids = fopen(path, "wb");
+  fc_batch_t b = {0};
+  int reps = o->reps < 16 ? o->reps : 16;
+  double times[16];
+  for (int r = 0; r <= reps; r++) { /* step 0 warms up (first touches of grads and moments) */
+    if (fc_data_batch(d, &b, (uint64_t)r * B, B, NULL, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+    dump_batch(ids, &b);
+    double s = fc_now(), loss;
+    fc_model_zero_grad(m);
+    if (fc_model_loss_backward(m, b.ids, b.B, b.T, b.targets, NULL, 1.0f, b.counted ? (double)b.counted : 1.0, NULL,
+                               &loss, &err))
+      return fprintf(stderr, "real: %s\n", err.msg), 1;
+    fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
+    fc_adamw_step(opt, fc_model_params(m), fc_model_grads(m), 1e-5f);
+    if (r) times[r - 1] = fc_now() - s;
+    if (r == 0) put(po, "loss0", loss);
+  }
+  if (ids) fclose(ids);
+  qsort(times, (size_t)reps, sizeof *times, cmp_double);
+  put(po, "step_s", times[reps / 2]);
+  put(po, "tokens", (double)B * T);
+  fc_batch_free(&b);
+  fc_data_destroy(&d);
+  fc_tok_destroy(&tok);
+  fc_adamw_destroy(&opt);
+  fc_model_destroy(&m);
+  return 0;
+}
+
+/* The GEMMs of a forward over M tokens: q (and o) projection, gate/up, down, LM head. */
+static void phase_gemm(const bench_opts_t *o, const real_shape_t *s, phase_out_t *po) {
+  (void)o;
+  int M = 2048;
+  struct {
+    const char *name;
+    int N, K;
+  } g[] = {{"qo", s->C, s->C}, {"gate", s->F, s->C}, {"down", s->C, s->F}, {"head", s->V, s->C}};
+  for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+    double rate[GEMM_NCAND];
+    gemm_rates(i == 3 ? 512 : M, g[i].N, g[i].K, 2, rate);
+    for (int c = 0; c < GEMM_NCAND; c++) {
+      char key[64];
+      snprintf(key, sizeof key, "gemm_%s_%s", g[i].name, gemm_names[c]);
+      put(po, key, rate[c]);
+    }
+  }
+}
+
+/* Runs one phase in a child; its "key value" lines land in out, its peak RSS under "rss_mb". */
+static int run_phase(const bench_opts_t *o, const real_shape_t *s, const char *mdir, const char *sdir,
+                     const char *phase, int B, int T, char *out, size_t cap) {
+  int fd[2];
+  if (pipe(fd)) return 1;
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fd[0]);
+    phase_out_t po = {{0}, 0};
+    int rc = 0;
+    if (!strcmp(phase, "logits")) rc = phase_logits(o, mdir, sdir, &po);
+    else if (!strcmp(phase, "train")) rc = phase_train(o, mdir, sdir, B, T, &po);
+    else phase_gemm(o, s, &po);
+    if (write(fd[1], po.text, po.len) < 0) rc = 1;
+    _exit(rc);
+  }
+  close(fd[1]);
+  size_t n = 0;
+  ssize_t got;
+  while (n + 1 < cap && (got = read(fd[0], out + n, cap - 1 - n)) > 0) n += (size_t)got;
+  out[n] = 0;
+  close(fd[0]);
+  int status;
+  struct rusage ru;
+  if (wait4(pid, &status, 0, &ru) < 0 || !WIFEXITED(status) || WEXITSTATUS(status)) return 1;
+  snprintf(out + n, cap - n, "rss_mb %.1f\n", ru.ru_maxrss / 1024.0);
+  return 0;
+}
+
+/* bench/real_ref.py on the same model dir and dumped batches; its "key value" lines into out. */
+static void run_ref(const bench_opts_t *o, const char *mdir, const char *sdir, const char *what, char *out,
+                    size_t cap) {
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/real_ref.py --model %s --scratch %s --threads %d --reps %d %s",
+           FC_SOURCE_ROOT, mdir, sdir, o->threads, o->reps, what);
+  FILE *p = popen(cmd, "r");
+  size_t n = 0;
+  out[0] = 0;
+  if (!p) return;
+  n = fread(out, 1, cap - 1, p);
+  out[n] = 0;
+  pclose(p);
+}
+
+static void usage(FILE *fp) {
+  fprintf(fp,
+          "Usage: real [--shapes qwen2.5-0.5b,llama3.2-1b,qwen2.5-1.5b] [--phases gemm,logits,train]\n"
+          "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--train-shapes 1x2048,8x256]\n"
+          "            [--checkpoint-activations] [--optimizer-dtype f32|bf16] [--no-ref] [--no-train-ref]\n"
+          "Random bf16 models of real shapes (made once in DIR, default /tmp/fusechat-real), real tokenizers\n"
+          "(--tok-dir: qwen3/ and llama3/ folders; default tests/fixtures/tok, or FUSECHAT_REAL_TOK as\n"
+          "tools/setup.sh fetches them) and generated chats. Prints per shape: load seconds, logits tokens/s on\n"
+          "short chats and 2,048-token rows, train step seconds, peak RSS of each phase, PyTorch's figures on\n"
+          "the same weights and batches (bench/real_ref.py) and every GEMM candidate's GFLOP/s.\n");
+}
+
+int main(int argc, char **argv) {
+  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, "f32"};
+  char shp[256] = "qwen2.5-0.5b", phases[64] = "gemm,logits,train", tshapes[64] = "8x256,1x2048";
+  static const struct option opts[] = {
+      {"shapes", 1, 0, 's'},  {"phases", 1, 0, 'p'},  {"dir", 1, 0, 'd'},   {"tok-dir", 1, 0, 'k'},
+      {"threads", 1, 0, 'j'}, {"reps", 1, 0, 'r'},    {"no-ref", 0, 0, 'x'}, {"chats", 1, 0, 'c'},
+      {"train-shapes", 1, 0, 't'}, {"checkpoint-activations", 0, 0, 'C'}, {"optimizer-dtype", 1, 0, 'O'},
+      {"no-train-ref", 0, 0, 'X'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (c == 's') snprintf(shp, sizeof shp, "%s", optarg);
+    else if (c == 'p') snprintf(phases, sizeof phases, "%s", optarg);
+    else if (c == 'd') o.dir = optarg;
+    else if (c == 'k') o.tok_dir = optarg;
+    else if (c == 'j') o.threads = atoi(optarg);
+    else if (c == 'r') o.reps = atoi(optarg);
+    else if (c == 'x') o.ref = 0;
+    else if (c == 'X') o.train_ref = 0;
+    else if (c == 'c') o.chats = atoi(optarg);
+    else if (c == 't') snprintf(tshapes, sizeof tshapes, "%s", optarg);
+    else if (c == 'C') o.ckpt = 1;
+    else if (c == 'O') o.opt_dtype = optarg;
+    else if (c == 'h') return usage(stdout), 0;
+    else return usage(stderr), 2;
+  }
+  if (o.threads <= 0 || o.reps <= 0 || o.chats <= 0) return usage(stderr), 2;
+  if (!o.tok_dir) o.tok_dir = getenv("FUSECHAT_REAL_TOK") ? getenv("FUSECHAT_REAL_TOK") : FC_SOURCE_ROOT "/tests/fixtures/tok";
+  extern void openblas_set_num_threads(int);
+  openblas_set_num_threads(o.threads);
+  fc_err_t err = {0};
+  if (fc_mkdir_p(o.dir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  if (make_data(&o)) return 1;
+  printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s\n", o.threads, o.reps, o.tok_dir,
+         o.opt_dtype, o.ckpt ? ", activation checkpointing" : "");
+  char *save = NULL;
+  for (char *name = strtok_r(shp, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+    const real_shape_t *s = NULL;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+      if (!strcmp(shapes[i].name, name)) s = &shapes[i];
+    if (!s) return fprintf(stderr, "real: no shape %s\n", name), 2;
+    char mdir[1024], sdir[1024];
+    double t0 = fc_now();
+    if (make_model(&o, s, mdir, sizeof mdir)) return 1;
+    snprintf(sdir, sizeof sdir, "%s/%s", o.dir, s->name);
+    fc_config_t cfg;
+    shape_config(s, &cfg);
+    double params = (double)fc_config_num_params(&cfg);
+    printf("\n== %s: %.0fM parameters, bf16 file %.2f GB (made in %.0f s)\n", s->name, params / 1e6,
+           params * 2 / 1e9, fc_now() - t0);
+    static char out[8192], ref[8192];
+    if (strstr(phases, "gemm")) {
+      if (run_phase(&o, s, mdir, sdir, "gemm", 0, 0, out, sizeof out)) return fprintf(stderr, "real: gemm failed\n"), 1;
+      printf("GEMM GFLOP/s (M = 2048 tokens; head M = 512):\n%-6s", "");
+      for (int k = 0; k < GEMM_NCAND; k++) printf(" %17s", gemm_names[k]);
+      printf("\n");
+      const char *gn[] = {"qo", "gate", "down", "head"};
+      for (int i = 0; i < 4; i++) {
+        printf("%-6s", gn[i]);
+        for (int k = 0; k < GEMM_NCAND; k++) {
+          char key[64];
+          snprintf(key, sizeof key, "gemm_%s_%s", gn[i], gemm_names[k]);
+          printf(" %17.1f", get(out, key));
+        }
+        printf("\n");
+      }
+    }
+    if (strstr(phases, "logits")) {
+      if (run_phase(&o, s, mdir, sdir, "logits", 0, 0, out, sizeof out)) return fprintf(stderr, "real: logits failed\n"), 1;
+      ref[0] = 0;
+      if (o.ref) run_ref(&o, mdir, sdir, "--logits", ref, sizeof ref);
+      double fs = params * 2;
+      printf("%-22s %12s %12s %8s\n", "logits", "fusechat", "pytorch", "ratio");
+      printf("%-22s %12.2f %12.2f %7.2fx\n", "load s", get(out, "load_s"), get(ref, "load_s"),
+             get(ref, "load_s") / get(out, "load_s"));
+      printf("%-22s %12.1f %12.1f %7.2fx\n", "chats tok/s", get(out, "chat_tok_s"), get(ref, "chat_tok_s"),
+             get(out, "chat_tok_s") / get(ref, "chat_tok_s"));
+      printf("%-22s %12.1f %12.1f %7.2fx\n", "2048-row tok/s", get(out, "long_tok_s"), get(ref, "long_tok_s"),
+             get(out, "long_tok_s") / get(ref, "long_tok_s"));
+      printf("%-22s %12.0f %12.0f   (%.2fx / %.2fx the file)\n", "peak RSS MB", get(out, "rss_mb"),
+             get(ref, "rss_mb"), get(out, "rss_mb") * 1048576 / fs, get(ref, "rss_mb") * 1048576 / fs);
+    }
+    if (strstr(phases, "train")) {
+      char ts[64], *s2 = NULL;
+      snprintf(ts, sizeof ts, "%s", tshapes);
+      for (char *bt = strtok_r(ts, ",", &s2); bt; bt = strtok_r(NULL, ",", &s2)) {
+        int B = 0, T = 0;
+        if (sscanf(bt, "%dx%d", &B, &T) != 2 || B <= 0 || T < 2) return usage(stderr), 2;
+        if (run_phase(&o, s, mdir, sdir, "train", B, T, out, sizeof out)) return fprintf(stderr, "real: train failed\n"), 1;
+        ref[0] = 0;
+        char what[64];
+        snprintf(what, sizeof what, "--train %dx%d", B, T);
+        if (o.ref && o.train_ref) run_ref(&o, mdir, sdir, what, ref, sizeof ref);
+        printf("train %-16s %12s %12s %8s\n", bt, "fusechat", "pytorch", "ratio");
+        printf("%-22s %12.2f %12.2f %7.2fx\n", "step s", get(out, "step_s"), get(ref, "step_s"),
+               get(out, "step_s") / get(ref, "step_s"));
+        printf("%-22s %12.0f %12.0f   (%.1f / %.1f bytes per parameter)\n", "peak RSS MB", get(out, "rss_mb"),
+               get(ref, "rss_mb"), get(out, "rss_mb") * 1048576 / params, get(ref, "rss_mb") * 1048576 / params);
+        printf("%-22s %12.4f %12.4f\n", "first loss", get(out, "loss0"), get(ref, "loss0"));
+      }
+    }
+    fflush(stdout);
+  }
+  return 0;
+}

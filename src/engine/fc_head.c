@@ -1,0 +1,140 @@
+/* The output layer, never holding (B,T,V) logits: the LM head runs over chunks of positions, for
+ * the logits stage (top-K log-probabilities and the gold token's) and for training (loss and the
+ * head's backward, each chunk's logits turned into their gradient in place); and the top-K
+ * selection itself. */
+#include "fc_model_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fc_arch.h"
+#include "fc_loss.h"
+#include "fc_ops.h"
+
+/* Rows of the LM head computed at a time by fc_model_forward_topk: as many as fit in 128 MB of
+ * logits (whole batches at small vocabularies, where bigger products run faster), at least 256
+ * (100 MB at V = 150k). */
+#define HEAD_CHUNK_FLOATS ((size_t)32 << 20)
+
+/* Rows per chunk for BT rows of V logits (FUSECHAT_HEAD_ROWS overrides: memory limits, tests). */
+static size_t head_chunk(size_t BT, int V) {
+  size_t chunk = HEAD_CHUNK_FLOATS / (size_t)V;
+  if (chunk < 256) chunk = 256;
+  const char *e = getenv("FUSECHAT_HEAD_ROWS");
+  if (e && atol(e) > 0) chunk = (size_t)atol(e);
+  return chunk > BT ? BT : chunk;
+}
+
+int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
+                          int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) return fc_arch_forward_topk(m, ids, B, T, K, targets, top_ids, top_lp, target_lp, err);
+  int rc = fc_model_check_ids(m, ids, B, T, err);
+  if (rc) return rc;
+  int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+  if (K < 0 || K > V) return fc_err_set(err, FC_EINVAL, "forward: top-K %d is outside [0, %d]", K, V);
+  size_t BT = (size_t)B * T, chunk = head_chunk(BT, V);
+  fc_model_trunk_forward(m, ids, B, T, 0, chunk);
+  m->have_train_fwd = 0;
+  fc_acts_t *a = &m->acts;
+  for (size_t r0 = 0; r0 < BT; r0 += chunk) {
+    int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
+    fc_linear_forward(a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(fc_model_par_threads(m)) schedule(static) if (fc_model_par_threads(m) > 1 && n > 1)
+#endif
+    for (int i = 0; i < n; i++) {
+      const float *lg = a->logits + (size_t)i * V;
+      size_t row = r0 + (size_t)i;
+      float lse = fc_logsumexp(lg, V);
+      if (K > 0) fc_topk_select(lg, V, K, top_ids + row * K, top_lp + row * K, lse);
+      if (targets && target_lp)
+        target_lp[row] = targets[row] >= 0 && targets[row] < V ? lg[targets[row]] - lse : NAN;
+    }
+  }
+  fc_model_prof(PR_HEAD);
+  return 0;
+}
+
+int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, const int32_t *targets,
+                           const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
+                           double *loss, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) /* the source families have no backward (fc_arch.h) */
+    return fc_err_set(err, FC_EUNSUPPORTED, "model_type %s is a source family (forward only): training needs %s",
+                      m->cfg.model_type, FC_CONFIG_PIVOT_TYPES);
+  int rc = fc_model_check_ids(m, ids, B, T, err);
+  if (rc) return rc;
+  int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
+  size_t BT = (size_t)B * T, chunk = head_chunk(BT, V);
+  fc_model_trunk_forward(m, ids, B, T, 1, chunk);
+  fc_model_grads(m);
+  fc_model_ga_reserve(m, B, T);
+  fc_acts_t *a = &m->acts;
+  fc_loss_stats_t sum = {0, 0, 0};
+  double total = 0;
+  fc_model_prof(-1);
+  for (size_t r0 = 0; r0 < BT; r0 += chunk) {
+    int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
+    fc_linear_forward(a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
+    fc_model_prof(PR_HEAD);
+    fc_fused_targets_t part;
+    if (fused) part = (fc_fused_targets_t){fused->K, fused->ids + r0 * fused->K, fused->logprobs + r0 * fused->K};
+    fc_loss_stats_t st;
+    total += fc_loss_forward_backward(a->logits, &st, a->logits, targets + r0, fused ? &part : NULL, lambda, 1, n, V,
+                                      norm);
+    sum.ce += st.ce, sum.fusion += st.fusion, sum.counted += st.counted;
+    /* The chunk's share of d(lnf) and of the head's gradient. */
+    fc_linear_backward(m->ga.dln + r0 * C, m->gw.head, NULL, a->logits, a->lnf + r0 * C, m->w.head, n, C, V, 0);
+    fc_model_prof(PR_B_HEAD);
+  }
+  fc_model_trunk_backward(m);
+  if (stats) *stats = sum;
+  if (loss) *loss = total;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- top-K */
+
+static void sift_down(float *v, int32_t *id, int n, int i) {
+  /* min-heap on (value, then larger id counts as smaller so ties keep the lower id) */
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, s = i;
+    if (l < n && (v[l] < v[s] || (v[l] == v[s] && id[l] > id[s]))) s = l;
+    if (r < n && (v[r] < v[s] || (v[r] == v[s] && id[r] > id[s]))) s = r;
+    if (s == i) return;
+    float tv = v[i];
+    v[i] = v[s], v[s] = tv;
+    int32_t ti = id[i];
+    id[i] = id[s], id[s] = ti;
+    i = s;
+  }
+}
+
+void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs) {
+  if (K > V) K = V;
+  if (K <= 0) return;
+  fc_topk_select(logits, V, K, ids, logprobs, fc_logsumexp(logits, V));
+}
+
+void fc_topk_select(const float *logits, int V, int K, int32_t *ids, float *logprobs, float lse) {
+  if (K > V) K = V;
+  if (K <= 0) return;
+  /* K-sized min-heap of the best seen so far: O(V log K). */
+  for (int j = 0; j < K; j++) ids[j] = j, logprobs[j] = logits[j];
+  for (int i = K / 2 - 1; i >= 0; i--) sift_down(logprobs, ids, K, i);
+  for (int j = K; j < V; j++)
+    if (logits[j] > logprobs[0]) {
+      logprobs[0] = logits[j], ids[0] = j;
+      sift_down(logprobs, ids, K, 0);
+    }
+  /* Heap sort in place: repeatedly move the minimum to the end -> descending order. */
+  for (int n = K - 1; n > 0; n--) {
+    float tv = logprobs[0];
+    logprobs[0] = logprobs[n], logprobs[n] = tv;
+    int32_t ti = ids[0];
+    ids[0] = ids[n], ids[n] = ti;
+    sift_down(logprobs, ids, n, 0);
+  }
+  for (int j = 0; j < K; j++) logprobs[j] -= lse;
+}
+
