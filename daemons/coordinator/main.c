@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_artifact.h"
 #include "fc_coord.h"
 #include "fc_net.h"
 
@@ -26,10 +27,13 @@ static void usage(FILE *fp) {
           "  --curve-key FILE     serve with ZeroMQ CURVE using this key file (fusectl keygen)\n"
           "  --curve-allow PATH   client public keys allowed in: a directory of *.pub or a file\n"
           "                       with one key per line (required with --curve-key)\n"
+          "  --store DIR          the store jobs write to, when this machine sees it: it gets a\n"
+          "                       sentinel file (" FC_STORE_SENTINEL ") by which daemons on the same\n"
+          "                       filesystem know it is shared (the others fetch artifacts)\n"
           "  --verbose            debug logging\n"
           "  --help               this text\n"
           "\n"
-          "Stops cleanly on SIGTERM or SIGINT. Logs are one structured line each on stderr.\n");
+          "Stops cleanly on SIGTERM or SIGINT; SIGHUP reads the --curve-allow list again. Logs are one structured line each on stderr.\n");
 }
 
 int main(int argc, char **argv) {
@@ -38,11 +42,12 @@ int main(int argc, char **argv) {
       {"events", required_argument, 0, 'E'}, {"db", required_argument, 0, 'd'},
       {"lease-timeout", required_argument, 0, 'l'}, {"verbose", no_argument, 0, 'v'},
       {"curve-key", required_argument, 0, 'k'}, {"curve-allow", required_argument, 0, 'a'},
+      {"store", required_argument, 0, 's'},
       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   char run_dir[512], endpoint[600], events[600], db[600];
-  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL;
+  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL, *store = NULL;
   double lease = 10;
-  int c;
+  int c, rc;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     char *end;
     switch (c) {
@@ -60,6 +65,7 @@ int main(int argc, char **argv) {
     case 'v': fc_log_set_level(FC_LOG_DEBUG); break;
     case 'k': ck = optarg; break;
     case 'a': ca = optarg; break;
+    case 's': store = optarg; break;
     case 'h': usage(stdout); return 0;
     default: fprintf(stderr, "Try 'fusechat-coordinator --help'.\n"); return 2;
     }
@@ -86,10 +92,10 @@ int main(int argc, char **argv) {
   if (dbp) snprintf(db, sizeof db, "%s", dbp);
   else snprintf(db, sizeof db, "%s/coordinator.sqlite", run_dir);
   fc_coord_opts_t o = {.endpoint = endpoint, .events_endpoint = events, .db_path = db, .lease_timeout = lease,
-                      .curve_key = ck, .curve_allow = ca};
-  if (fc_coord_run(&o, &err)) {
+                      .curve_key = ck, .curve_allow = ca, .store = store};
+  if ((rc = fc_coord_run(&o, &err))) {
     fc_log(FC_LOG_ERROR, "%s", err.msg);
-    return 1;
+    return rc == FC_EINVAL ? 2 : 1; /* a configuration error (an unreadable key): no restart helps */
   }
   return 0;
 }

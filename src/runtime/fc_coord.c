@@ -4,6 +4,7 @@
 #include "fc_coord.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@
 #define NOTIFY(...) ((void)0)
 #endif
 
+#include "fc_artifact.h"
 #include "fc_db.h"
+#include "fc_holders.h"
 #include "fc_job.h"
 #include "fc_msg.h"
 #include "fc_net.h"
@@ -42,12 +45,14 @@ typedef struct coord {
   uv_loop_t *loop;
   uv_poll_t poll;
   uv_timer_t expire;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   void *zctx, *router, *pub, *zap;
   uv_poll_t zap_poll;
   fc_curve_t curve;
   fc_curve_allow_t allow;
   fc_db_t *db;
+  fc_holders_t *holders;
+  char store_id[65]; /* the store's sentinel ("" : no --store) */
   int64_t last_event;
   worker_t *workers;
   size_t nworkers;
@@ -205,7 +210,6 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
   case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, &json, &err); break;
   case FC_MSG_LIST: rc = fc_db_list_json(c->db, &json, &err); break;
   case FC_MSG_LOGS: rc = fc_db_logs_json(c->db, m->job, m->since, &json, &err); break;
-  case FC_MSG_WORKERS: rc = fc_db_workers_json(c->db, &json, &err); break;
   case FC_MSG_ARTIFACTS: {
     char st[16];
     rc = fc_db_job_state(c->db, m->job, st, &err);
@@ -237,13 +241,56 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
   dispatch(c, NULL);
 }
 
+/* The registration's artifact side: where the worker serves its artifacts, and the ack that
+ * makes it READY, carrying what its artifact server needs (our allow-list, our store). */
+static void register_ack(coord_t *c, const fc_msg_t *m, double now) {
+  json_t *info = m->text ? json_loads(m->text, 0, NULL) : NULL;
+  const char *ep = json_string_value(json_object_get(info, "artifacts"));
+  const char *key = json_string_value(json_object_get(info, "key"));
+  const char *store = json_string_value(json_object_get(info, "store"));
+  int shared = !c->store_id[0] ? -1 : store && !strcmp(store, c->store_id) ? 1 : 0;
+  fc_err_t err;
+  if (fc_holders_worker(c->holders, m->id, ep, key, shared, now, &err)) fc_warn("%s", err.msg);
+  json_decref(info);
+  json_t *ack = json_pack("{s:s, s:s, s:s}", "store", c->o->store ? c->o->store : "", "store_id", c->store_id,
+                          "worker", m->id);
+  json_t *allow = json_array();
+  for (size_t i = 0; i < c->allow.n; i++) json_array_append_new(allow, json_string(c->allow.keys[i]));
+  json_object_set_new(ack, "allow", allow);
+  char *text = json_dumps(ack, JSON_COMPACT);
+  reply(c, 1, NULL, text);
+  free(text);
+  json_decref(ack);
+}
+
+/* Artifact location requests (LOCATE from a daemon or fusectl, HOLDING from a daemon that
+ * fetched copies); 0 when m is not one of them. */
+static int handle_artifacts(coord_t *c, fc_msg_t *m) {
+  fc_err_t err = {0};
+  char *json = NULL;
+  int rc;
+  if (m->type == FC_MSG_LOCATE) rc = fc_holders_locate_json(c->holders, m->job, m->inputs, m->ninputs, &json, &err);
+  else if (m->type == FC_MSG_HOLDING) rc = fc_holders_add(c->holders, m->id, m->arts, m->narts, &err);
+  else if (m->type == FC_MSG_WORKERS) {
+    char *raw = NULL;
+    rc = fc_db_workers_json(c->db, &raw, &err);
+    if (rc == 0) rc = fc_holders_workers_json(c->holders, raw, &json, &err);
+    free(raw);
+  } else return 0;
+  reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
+  free(json);
+  return 1;
+}
+
 static void handle(coord_t *c, fc_msg_t *m) {
   fc_err_t err = {0};
   double now = fc_net_wall();
   worker_t *w;
+  if (handle_artifacts(c, m)) return;
   switch (m->type) {
   case FC_MSG_REGISTER: {
     w = touch_worker(c, m->id);
+    register_ack(c, m, now);
     /* idle workers re-register every tick: only a change, or a 5 s old record, is written */
     int same = w->ncaps == m->ncaps;
     for (size_t i = 0; same && i < m->ncaps; i++) same = !strcmp(w->caps[i], m->caps[i]);
@@ -290,6 +337,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
     int rc;
     if (m->ok) {
       rc = fc_db_complete(c->db, m->task, m->id, m->arts, m->narts, now, &err);
+      if (rc == 0 && fc_holders_add(c->holders, m->id, m->arts, m->narts, &err)) fc_warn("%s", err.msg);
       if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, err.msg, false, now, &err);
     } else {
       rc = fc_db_fail(c->db, m->task, m->id, m->error, m->handback, now, &err);
@@ -378,7 +426,12 @@ static void zap_drain(coord_t *c) {
     }
     int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
              zmq_msg_size(&f[6]) == 32 && fc_curve_allowed(&c->allow, zmq_msg_data(&f[6]));
-    if (!ok) fc_warn("refused a CURVE client that is not in the allow-list");
+    if (!ok) {
+      char z[41] = "(none)";
+      if (n >= 7 && zmq_msg_size(&f[6]) == 32) zmq_z85_encode(z, zmq_msg_data(&f[6]), 32);
+      fc_warn("refused CURVE key %s from %.*s: not in the allow-list %s", z, n >= 4 ? (int)zmq_msg_size(&f[3]) : 0,
+              n >= 4 ? (const char *)zmq_msg_data(&f[3]) : "", c->o->curve_allow ? c->o->curve_allow : "");
+    }
     zmq_send(c->zap, "1.0", 3, ZMQ_SNDMORE);
     zmq_send(c->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
     zmq_send(c->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
@@ -402,6 +455,25 @@ static void signal_cb(uv_signal_t *s, int signum) {
   uv_stop(c->loop);
 }
 
+/* SIGHUP: the allow-list again (a revoked key is refused from its next connection on). */
+static void sighup_cb(uv_signal_t *s, int signum) {
+  coord_t *c = s->data;
+  (void)signum;
+  if (!c->o->curve_allow || !c->curve.enabled) {
+    fc_info("SIGHUP: no allow-list to reload");
+    return;
+  }
+  fc_curve_allow_t a;
+  fc_err_t err;
+  if (fc_curve_allow_load(c->o->curve_allow, &a, &err)) {
+    fc_warn("SIGHUP: keeping the old allow-list: %s", err.msg);
+    return;
+  }
+  fc_curve_allow_free(&c->allow);
+  c->allow = a;
+  fc_info("SIGHUP: allow-list %s reloaded, %zu key(s)", c->o->curve_allow, a.n);
+}
+
 static void close_cb(uv_handle_t *h) { (void)h; }
 
 static void skip_event(void *arg, int64_t id, double time, int64_t job, int64_t task, const char *type,
@@ -413,6 +485,12 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   coord_t c = {.o = o};
   int rc = fc_db_open(&c.db, o->db_path, err);
   if (rc) return rc;
+  if ((rc = fc_holders_open(&c.holders, o->db_path, err)) ||
+      (o->store && (rc = fc_store_sentinel_ensure(o->store, c.store_id, err)))) {
+    fc_holders_close(&c.holders);
+    fc_db_close(&c.db);
+    return rc;
+  }
   /* Events already in the log were published by the previous run. */
   if ((rc = fc_db_events_after(c.db, 0, skip_event, NULL, &c.last_event, err))) {
     fc_db_close(&c.db);
@@ -472,6 +550,10 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   c.sigterm.data = c.sigint.data = &c;
   uv_signal_start(&c.sigterm, signal_cb, SIGTERM);
   uv_signal_start(&c.sigint, signal_cb, SIGINT);
+  uv_signal_init(c.loop, &c.sighup);
+  c.sighup.data = &c;
+  uv_signal_start(&c.sighup, sighup_cb, SIGHUP);
+  if (o->store) fc_info("store %s (sentinel %.12s...): daemons that see it share it", o->store, c.store_id);
   fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s%s", o->endpoint, o->events_endpoint,
           o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "");
   /* Leases from before a restart: while we were down no heartbeat could reach us, so every
@@ -487,6 +569,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_close((uv_handle_t *)&c.expire, close_cb);
   uv_close((uv_handle_t *)&c.sigterm, close_cb);
   uv_close((uv_handle_t *)&c.sigint, close_cb);
+  uv_close((uv_handle_t *)&c.sighup, close_cb);
   uv_run(c.loop, UV_RUN_DEFAULT);
   uv_loop_close(c.loop);
   free(c.loop);
@@ -499,6 +582,7 @@ out:
   fc_curve_allow_free(&c.allow);
   for (size_t i = 0; i < c.nworkers; i++) free(c.workers[i].id), free_caps(&c.workers[i]);
   free(c.workers);
+  fc_holders_close(&c.holders);
   fc_db_close(&c.db);
   return rc;
 }

@@ -12,7 +12,10 @@ typedef struct fc_coord_opts {
   const char *db_path;
   double lease_timeout; /* seconds without a heartbeat before a task goes back to the queue */
   const char *curve_key;   /* our CURVE key file (fusectl keygen); NULL: no CURVE */
-  const char *curve_allow; /* allowed client public keys: a directory of *.pub or a file */
+  const char *curve_allow; /* allowed client public keys: a directory of *.pub or a file;
+                            * SIGHUP reads it again */
+  const char *store;       /* the store jobs write to, when the coordinator sees it: it gets a
+                            * sentinel so daemons on the same filesystem know (NULL: none) */
 } fc_coord_opts_t;
 
 /* Runs until SIGTERM or SIGINT (returns 0) or a fatal error. */
