@@ -485,7 +485,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   coord_t c = {.o = o};
   int rc = fc_db_open(&c.db, o->db_path, err);
   if (rc) return rc;
-  if ((rc = fc_holders_open(&c.holders, o->db_path, err)) ||
+  if ((rc = fc_holders_open(&c.holders, fc_db_sqlite(c.db), err)) ||
       (o->store && (rc = fc_store_sentinel_ensure(o->store, c.store_id, err)))) {
     fc_holders_close(&c.holders);
     fc_db_close(&c.db);

@@ -120,6 +120,8 @@ static int event(fc_db_t *db, double now, int64_t job, int64_t task, const char 
   return 0;
 }
 
+struct sqlite3 *fc_db_sqlite(fc_db_t *db) { return db->h; }
+
 int fc_db_open(fc_db_t **out, const char *path, fc_err_t *err) {
   return fc_db_open_at(out, path, NMIGRATIONS, err);
 }

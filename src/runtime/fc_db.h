@@ -20,6 +20,9 @@ int fc_db_schema_version(void);
 
 int fc_db_open(fc_db_t **db, const char *path, fc_err_t *err);
 void fc_db_close(fc_db_t **db);
+/* The sqlite3 connection, for modules that keep their own tables in the same database (one
+ * connection: a second one would see the first's read snapshots go stale). */
+struct sqlite3 *fc_db_sqlite(fc_db_t *db);
 /* Opens migrating only up to schema version `target` (tests of the migrations). */
 int fc_db_open_at(fc_db_t **db, const char *path, int target, fc_err_t *err);
 

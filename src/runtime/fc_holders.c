@@ -20,13 +20,11 @@ static int dberr(fc_holders_t *h, fc_err_t *err, const char *what) {
   return fc_err_set(err, FC_EIO, "holders: %s: %s", what, sqlite3_errmsg(h->db));
 }
 
-int fc_holders_open(fc_holders_t **out, const char *db_path, fc_err_t *err) {
+int fc_holders_open(fc_holders_t **out, sqlite3 *db, fc_err_t *err) {
   fc_holders_t *h = fc_xcalloc(1, sizeof *h);
-  if (sqlite3_open_v2(db_path, &h->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-          SQLITE_OK ||
-      sqlite3_busy_timeout(h->db, 5000) != SQLITE_OK || sqlite3_exec(h->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
-    int rc = dberr(h, err, db_path);
-    sqlite3_close(h->db);
+  h->db = db;
+  if (sqlite3_exec(h->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK) {
+    int rc = dberr(h, err, "creating its tables");
     free(h);
     return rc;
   }
@@ -36,7 +34,6 @@ int fc_holders_open(fc_holders_t **out, const char *db_path, fc_err_t *err) {
 
 void fc_holders_close(fc_holders_t **h) {
   if (!*h) return;
-  sqlite3_close((*h)->db);
   free(*h);
   *h = NULL;
 }
@@ -63,14 +60,15 @@ int fc_holders_add(fc_holders_t *h, const char *worker, const fc_msg_artifact_t 
       SQLITE_OK)
     return dberr(h, err, "prepare");
   int rc = 0;
-  sqlite3_exec(h->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  sqlite3_exec(h->db, "SAVEPOINT holders", NULL, NULL, NULL);
   for (size_t i = 0; rc == 0 && i < narts; i++) {
     sqlite3_bind_text(st, 1, arts[i].sha256, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, worker, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) rc = dberr(h, err, "recording a holder");
     sqlite3_reset(st);
   }
-  sqlite3_exec(h->db, rc ? "ROLLBACK" : "COMMIT", NULL, NULL, NULL);
+  if (rc) sqlite3_exec(h->db, "ROLLBACK TO holders", NULL, NULL, NULL);
+  sqlite3_exec(h->db, "RELEASE holders", NULL, NULL, NULL);
   sqlite3_finalize(st);
   return rc;
 }

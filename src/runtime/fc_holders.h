@@ -1,7 +1,7 @@
 /* The coordinator's table of who holds which artifact (fc_artifact.h): the producer of every
  * output, every daemon that fetched a copy, and how to reach each (its artifact endpoint, public
- * key and whether its store is the coordinator's). Its own connection to the coordinator's
- * database, its own tables, so a restarted coordinator still knows every holder. */
+ * key and whether its store is the coordinator's). Its own tables in the coordinator's
+ * database, so a restarted coordinator still knows every holder. */
 #ifndef FC_HOLDERS_H
 #define FC_HOLDERS_H
 
@@ -13,7 +13,9 @@
 
 typedef struct fc_holders fc_holders_t;
 
-int fc_holders_open(fc_holders_t **h, const char *db_path, fc_err_t *err);
+struct sqlite3;
+/* Borrows the coordinator's database connection (fc_db_sqlite) and adds its tables. */
+int fc_holders_open(fc_holders_t **h, struct sqlite3 *db, fc_err_t *err);
 void fc_holders_close(fc_holders_t **h);
 /* A worker's registration: its artifact endpoint and key ("" : none) and whether its store is
  * the coordinator's (1), separate (0) or unknown (-1). */
