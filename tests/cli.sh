@@ -135,7 +135,8 @@ check 2 "run without --local" "$FUSECTL" run "$tmp/none.yaml"
 check 2 "run without a spec" "$FUSECTL" run --local
 check 1 "run a missing spec" "$FUSECTL" run --local "$tmp/none.yaml"
 printf 'name: j\nstore: %s/store\nbogus: 1\n' "$tmp" > "$tmp/badjob.yaml"
-check 1 "run a bad spec" "$FUSECTL" run --local --run-dir "$tmp/run0" "$tmp/badjob.yaml"
+check 2 "run a bad spec" "$FUSECTL" run --local --run-dir "$tmp/run0" "$tmp/badjob.yaml"
+check 1 "run a bad spec started nothing" test -e "$tmp/run0/coordinator.pid"
 printf 'x\n' > "$tmp/in"
 printf 'name: ok\nstore: %s/store\ntasks:\n  - {name: a, kind: checksum, inputs: [%s/in], outputs: [a.out], params: {ms: 10}}\n' "$tmp" "$tmp" > "$tmp/okjob.yaml"
 check 0 "run a job locally" "$FUSECTL" run --local --quiet --run-dir "$tmp/run1" "$tmp/okjob.yaml"
@@ -154,6 +155,48 @@ printf 'heartbeat: 0.2\ndaemons:\n  - {type: merge}\n  - {type: eval, count: 2, 
 check 0 "up --config" "$FUSECTL" up --run-dir "$tmp/run4" --config "$tmp/up4.yaml"
 check 0 "down after up --config" "$FUSECTL" down --run-dir "$tmp/run4"
 check 0 "up --config started eval-2" test -e "$tmp/run4/eval-2.log"
+# Every stage parameter is refused at the first door: fusectl submit (exit 2, the key and its
+# range in the message) sends nothing, so the coordinator's list stays empty.
+check 0 "up a bare coordinator" "$FUSECTL" up --run-dir "$tmp/runS" --test-workers 0
+EP="ipc://$tmp/runS/coord.ipc"
+spec() { # name yaml-lines...
+  f="$tmp/spec-$1.yaml"; shift
+  printf 'name: bad\nstore: %s/store\ndataset: /d.jsonl\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n' "$tmp" > "$f"
+  printf '%s\n' "$@" >> "$f"
+}
+refused() { # name expected-message-part
+  out=$("$FUSECTL" submit --endpoint "$EP" "$tmp/spec-$1.yaml" 2>&1); rc=$?
+  if [ "$rc" -ne 2 ] || ! printf '%s' "$out" | grep -qF -- "$2"; then
+    echo "FAIL: submit $1: exit $rc, wanted 2 and '$2': $out"; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+}
+spec seq1 'training: {seq_len: 1}'; refused seq1 "'training.seq_len' is 1, it must be in [2, 1048576]"
+spec topk0 'top_k: 0'; refused topk0 "'top_k' is 0, it must be in [1, 256]"
+spec topk1000 'top_k: 1000'; refused topk1000 "'top_k' is 1000, it must be in [1, 256]"
+spec lambda 'lambda: 1.5'; refused lambda "'lambda' is 1.5, it must be in [0, 1]"
+spec unknown 'top_p: 0.9'; refused unknown "unknown key 'top_p' in the job spec"
+spec string 'training: {lr: fast}'; refused string "'training.lr' must be a number in [0, 10], not 'fast'"
+spec suffix 'training: {batch_size: 8x}'; refused suffix "'training.batch_size' must be an integer in [1, 65536], not '8x'"
+spec mparam 'merge: {method: ties, parameters: {dnsity: 0.5}}'; refused mparam "unknown parameter 'dnsity'"
+spec mrange 'merge: {method: sce, parameters: {select_topk: 2}}'; refused mrange "select_topk: 2 is outside [0, 1]"
+spec ok 'top_k: 4' 'training: {seq_len: 64}'
+out=$("$FUSECTL" list --endpoint "$EP" 2>&1)
+if [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ]; then
+  echo "FAIL: refused specs were queued: $out"; fail=$((fail + 1))
+else
+  pass=$((pass + 1))
+fi
+check 0 "submit a good spec" "$FUSECTL" submit --endpoint "$EP" "$tmp/spec-ok.yaml"
+check 0 "the good spec is listed" sh -c "'$FUSECTL' list --endpoint '$EP' | grep -q bad"
+check 0 "down the bare coordinator" "$FUSECTL" down --run-dir "$tmp/runS"
+# The README's job spec reference is fusectl schema's output.
+readme="$FIX/../../README.md"
+awk '/^## Job spec reference/{on=1; next} on && /^## /{exit} on && /^\|/' "$readme" > "$tmp/readme-table.md"
+"$FUSECTL" schema > "$tmp/schema.md"
+check 0 "README job reference = fusectl schema" cmp "$tmp/readme-table.md" "$tmp/schema.md"
+check 0 "fusectl schema --json" sh -c "'$FUSECTL' schema --json | grep -q '\"key\": \"training.seq_len\"'"
 if [ -n "${FC_BUILD:-}" ]; then
   for d in logits align train merge eval worker-test; do
     check 0 "fusechat-$d --help" "$FC_BUILD/daemons/fusechat-$d" --help
@@ -163,6 +206,16 @@ if [ -n "${FC_BUILD:-}" ]; then
   check 2 "fusechat-logits without --model" "$FC_BUILD/daemons/fusechat-logits" --name x
   check 2 "fusechat-logits bad --name" "$FC_BUILD/daemons/fusechat-logits" --model "$tmp" --name "a b"
   check 2 "fusechat-train bad --threads" "$FC_BUILD/daemons/fusechat-train" --threads 0
+  check 2 "fusechat-train --checkpoint-every 8x" "$FC_BUILD/daemons/fusechat-train" --checkpoint-every 8x
+  check 2 "fusechat-logits --batch 0" "$FC_BUILD/daemons/fusechat-logits" --model "$tmp" --name x --batch 0
+  # one default each: the daemons' --help, fusectl's flags and the job reference read one table
+  "$FUSECTL" schema > "$tmp/ref.md"
+  ck=$(awk -F'|' '$2 ~ /training.checkpoint_every/ {gsub(/[ `]/, "", $4); print $4}' "$tmp/ref.md")
+  lr=$(awk -F'|' '$2 ~ /training.lr/ {gsub(/[ `]/, "", $4); print $4}' "$tmp/ref.md")
+  topk=$(awk -F'|' '$2 ~ /`top_k`/ {gsub(/[ `]/, "", $4); print $4}' "$tmp/ref.md")
+  check 0 "train daemon's default checkpoint period = the reference's ($ck)" sh -c "'$FC_BUILD/daemons/fusechat-train' --help | grep -q '(default $ck;'"
+  check 0 "fusectl train's default lr = the reference's ($lr)" sh -c "'$FUSECTL' train --help | grep -q -- '--lr X .*(default $lr;'"
+  check 0 "fusectl logits-dump's default top-k = the reference's ($topk)" sh -c "'$FUSECTL' logits-dump --help | grep -q -- '--top-k N .*(default $topk;'"
 fi
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"

@@ -27,6 +27,7 @@
 #include "fc_sha256.h"
 #include "fc_tasks.h"
 #include "fc_tok.h"
+#include "test_support.h"
 
 static char g_dir[64], g_run[128], g_endpoint[256], g_db[128];
 static char g_data[128], g_eval[128], g_piv[128], g_s1[128], g_s2[128];
@@ -219,32 +220,6 @@ static int file_contains(const char *name, const char *needle) {
 
 /* ---- tiny models ---- */
 
-static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const char *corpus, size_t clen, uint64_t seed) {
-  fc_err_t err = {0};
-  fc_bpe_train_opts_t bo = {.kind = kind, .vocab_size = vocab};
-  char *json = NULL;
-  assert_int_equal(fc_bpe_train(corpus, clen, &bo, &json, &err), 0);
-  assert_int_equal(fc_mkdir_p(dir, &err), 0);
-  char *tp = fc_path_join(dir, "tokenizer.json");
-  FILE *fp = fopen(tp, "w");
-  assert_non_null(fp);
-  fputs(json, fp);
-  fclose(fp);
-  fc_tok_t *tok = NULL;
-  assert_int_equal(fc_tok_load(&tok, tp, &err), 0);
-  fc_config_t c;
-  fc_config_default(&c, "llama");
-  c.hidden_size = 32, c.intermediate_size = 64, c.num_layers = 2, c.num_heads = 2, c.num_kv_heads = 1;
-  c.head_dim = 16, c.vocab_size = fc_tok_vocab_size(tok), c.initializer_range = 0.5f;
-  fc_model_t *m = NULL;
-  assert_int_equal(fc_model_init(&m, &c, seed, &err), 0);
-  assert_int_equal(fc_model_save(m, dir, FC_DT_F32, &err), 0);
-  fc_model_destroy(&m);
-  fc_tok_destroy(&tok);
-  free(tp);
-  free(json);
-}
-
 static int group_setup(void **state) {
   (void)state;
   snprintf(g_dir, sizeof g_dir, "/tmp/fc-e2ed-XXXXXX");
@@ -266,9 +241,9 @@ static int group_setup(void **state) {
   char *corpus;
   size_t clen;
   if (fc_read_file(g_data, &corpus, &clen, &err)) return -1;
-  make_model(g_piv, FC_TOK_BYTELEVEL, 400, corpus, clen, 11);
-  make_model(g_s1, FC_TOK_SENTENCEPIECE, 440, corpus, clen, 12);
-  make_model(g_s2, FC_TOK_BYTELEVEL, 360, corpus, clen, 13);
+  test_make_model(g_piv, FC_TOK_BYTELEVEL, 400, corpus, clen, 11);
+  test_make_model(g_s1, FC_TOK_SENTENCEPIECE, 440, corpus, clen, 12);
+  test_make_model(g_s2, FC_TOK_BYTELEVEL, 360, corpus, clen, 13);
   free(corpus);
   return 0;
 }

@@ -489,7 +489,7 @@ static void test_fusectl(void **state) {
   fprintf(fp, "name: bad\nstore: /s\ntasks:\n  - {name: a, kind: sleep, colour: red}\n");
   fclose(fp);
   snprintf(args, sizeof args, "submit %s", spec);
-  assert_int_equal(fusectl(out, sizeof out, args), 1);
+  assert_int_equal(fusectl(out, sizeof out, args), 2); /* a bad spec is bad input */
   assert_non_null(strstr(out, "job.yaml:4:28: unknown key 'colour'"));
   for (const char *const *c = (const char *const[]){"submit", "status", "watch", "list", "cancel", "retry", "logs",
                                                     "workers", "artifacts", NULL};

@@ -12,26 +12,9 @@
 
 #include "fc_fuse.h"
 #include "synth_tok.h"
+#include "test_support.h"
 
 static char g_dir[64];
-
-typedef struct tvocab {
-  fc_vocab_t v;
-  char buf[1024];
-  uint32_t start[64];
-} tvocab_t;
-
-static void tvocab(tvocab_t *t, const char *const *toks) {
-  uint32_t n = 0, pos = 0;
-  for (; toks[n]; n++) {
-    t->start[n] = pos;
-    size_t l = strlen(toks[n]);
-    memcpy(t->buf + pos, toks[n], l);
-    pos += (uint32_t)l;
-  }
-  t->start[n] = pos;
-  t->v = (fc_vocab_t){n, t->buf, t->start};
-}
 
 /* Identity-ish map over a small vocabulary, given explicitly. */
 static fc_vmap_t make_map(uint32_t sv, uint32_t pv, uint32_t *map, uint8_t *how) {

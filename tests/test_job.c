@@ -54,8 +54,8 @@ static void test_pipeline_expansion(void **state) {
   assert_string_equal(j->dir, "/srv/store/demo");
   assert_int_equal(j->nmodels, 3);
   assert_int_equal(j->models[2].role, FC_ROLE_SOURCE);
-  assert_int_equal(j->top_k, 8);
-  assert_true(j->lambda == 0.8 && j->train.lr == 1e-4 && j->train.seed == 7);
+  assert_int_equal(j->logits.top_k, 8);
+  assert_true(j->train.lambda == 0.8 && j->train.lr == 1e-4 && j->train.seed == 7);
   /* 3 models x 2 shards logits; per source vocab-map + 2 align + train; merge; eval of the 3
    * models, 2 targets and the merge */
   assert_int_equal(j->ntasks, 6 + 2 * 4 + 1 + 6);
@@ -75,7 +75,7 @@ static void test_pipeline_expansion(void **state) {
   assert_true(has_dep(j, t, "logits/s1/1") && has_dep(j, t, "logits/pivot/1") && has_dep(j, t, "vocab-map/s1"));
   t = task(j, "train/s2");
   assert_true(has_dep(j, t, "align/s2/0") && has_dep(j, t, "align/s2/1") && !has_dep(j, t, "align/s1/0"));
-  assert_string_equal(fc_kv_get(t->params, t->nparams, "lambda"), "0.80000000000000004");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "lambda"), "0.8");
   assert_string_equal(t->outputs[0], "/srv/store/demo/targets/s2");
   t = task(j, "merge");
   assert_true(has_dep(j, t, "train/s1") && has_dep(j, t, "train/s2"));
@@ -109,7 +109,7 @@ static void test_baselines(void **state) {
     for (size_t d = 0; d < j->tasks[i].ndeps; d++) assert_true(j->tasks[i].deps[d] < i);
   const fc_job_task_t *t = task(j, "train/sft");
   assert_string_equal(t->kind, "train");
-  assert_string_equal(fc_kv_get(t->params, t->nparams, "lambda"), "1");
+  assert_null(fc_kv_get(t->params, t->nparams, "lambda")); /* no targets: CE alone, in the trainer */
   assert_int_equal(t->ndeps, 0); /* plain SFT needs no fused targets: it starts at once */
   assert_int_equal(t->ninputs, 2);
   assert_string_equal(t->inputs[0], "/p");
@@ -136,11 +136,11 @@ static void test_baselines(void **state) {
   const char *base = "name: d\nstore: /s\ndataset: /d\neval: /e\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: a, path: /a}\n";
   char buf[1024];
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [average]}\n", base);
-  expect_err(buf, "unknown merge method 'average' in baselines");
+  expect_err(buf, "a baseline merge method is 'average'");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, ties]}\n", base);
   expect_err(buf, "listed twice");
   snprintf(buf, sizeof buf, "%sbaselines: {sft: maybe}\n", base);
-  expect_err(buf, "'sft' must be true or false");
+  expect_err(buf, "'baselines.sft' must be true or false, not 'maybe'");
   snprintf(buf, sizeof buf, "%sbaselines: {dpo: true}\n", base);
   expect_err(buf, "unknown key 'dpo' in 'baselines'");
   expect_err("name: d\nstore: /s\ndataset: /d\neval: /e\nmodels:\n  - {name: p, path: /p, role: pivot}\n"
@@ -158,7 +158,7 @@ static void test_deploy_example(void **state) {
   assert_int_equal(fc_read_file(path, &text, &len, &err), 0);
   fc_job_t *j = parse_ok(text);
   free(text);
-  assert_int_equal(j->shards, 8);
+  assert_int_equal(j->opts.shards, 8);
   assert_int_equal(j->train.checkpoint_every, 200);
   assert_true(fc_job_find_task(j, "eval/merged-dare_ties") >= 0);
   assert_string_equal(fc_kv_get(j->tasks[fc_job_find_task(j, "train/s1")].params,
@@ -193,7 +193,27 @@ static void test_errors_name_the_line(void **state) {
   snprintf(buf, sizeof buf, "%slambda: lots\n", base);
   expect_err(buf, "'lambda' must be a number");
   snprintf(buf, sizeof buf, "%smerge: {method: average}\n", base);
-  expect_err(buf, "unknown merge method 'average'");
+  expect_err(buf, "'merge.method' is 'average', it must be one of sce|");
+  /* each stage parameter is checked against its table at the first door */
+  snprintf(buf, sizeof buf, "%straining: {seq_len: 1}\n", base);
+  expect_err(buf, "t.yaml:7:21: 'training.seq_len' is 1, it must be in [2, 1048576]");
+  snprintf(buf, sizeof buf, "%stop_k: 1000\n", base);
+  expect_err(buf, "'top_k' is 1000, it must be in [1, 256]");
+  snprintf(buf, sizeof buf, "%slambda: 1.5\n", base);
+  expect_err(buf, "'lambda' is 1.5, it must be in [0, 1]");
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 8x}\n", base);
+  expect_err(buf, "'training.batch_size' must be an integer in [1, 65536], not '8x'");
+  snprintf(buf, sizeof buf, "%straining: {lr: [1]}\n", base);
+  expect_err(buf, "'training.lr' must be a plain value");
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, mean]}\n", base);
+  expect_err(buf, "a baseline merge method is 'mean'");
+  snprintf(buf, sizeof buf, "%smerge: {method: ties, parameters: {density: 2}}\n", base);
+  expect_err(buf, "'merge.parameters.density' is 2, it must be in [0, 1]");
+  /* explicit tasks of a known kind go through the same table */
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a, kind: logits, params: {top_k: 0}}\n",
+             "t.yaml:4:37: logits parameter 'top_k' is 0, it must be in [1, 256]");
+  expect_err("name: x\nstore: /s\ntasks:\n  - {name: a, kind: train, params: {momentum: 1}}\n",
+             "unknown train parameter 'momentum'");
   snprintf(buf, sizeof buf, "%straining: {epochs: 1, lr: 1, momentum: 2}\n", base);
   expect_err(buf, "unknown key 'momentum' in 'training'");
   expect_err("name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n", "at least one source");

@@ -16,6 +16,7 @@
 #include "fc_generate.h"
 #include "fc_model.h"
 #include "fc_tok.h"
+#include "test_support.h"
 
 static const char *variants[] = {"llama_gqa",   "llama_mha_tied_bf16", "qwen2_tied", "llama_bias_llama3_f16",
                                   "mistral_swa", "qwen2_swa"};
@@ -27,11 +28,9 @@ typedef struct fixture {
 } fixture_t;
 
 static char *fixture_path(const char *name, const char *suffix) {
-  const char *root = getenv("FC_FIXTURES");
-  assert_non_null(root);
-  char *p = malloc(strlen(root) + strlen(name) + strlen(suffix) + 16);
-  sprintf(p, "%s/model/%s%s", root, name, suffix);
-  return p;
+  char rel[256];
+  snprintf(rel, sizeof rel, "model/%s%s", name, suffix);
+  return test_fixture(rel);
 }
 
 static void open_fixture(fixture_t *f, const char *name) {

@@ -10,15 +10,10 @@
 #include <unistd.h>
 
 #include "fc_st.h"
-
-static char *fixture(const char *rel) {
-  const char *dir = getenv("FC_FIXTURES");
-  assert_non_null(dir);
-  return fc_path_join(dir, rel);
-}
+#include "test_support.h"
 
 static json_t *expected(void) {
-  char *p = fixture("st/expected.json");
+  char *p = test_fixture("st/expected.json");
   json_t *j = json_load_file(p, 0, NULL);
   free(p);
   assert_non_null(j);
@@ -46,7 +41,7 @@ static void check_tensor(const fc_st_t *st, json_t *exp, const char *name) {
 static void test_read_reference(void **state) {
   (void)state;
   json_t *exp = expected();
-  char *p = fixture("st/basic.safetensors");
+  char *p = test_fixture("st/basic.safetensors");
   fc_st_t *st;
   fc_err_t err = {0};
   assert_int_equal(fc_st_open(&st, p, &err), 0);
@@ -72,7 +67,7 @@ static void test_read_reference(void **state) {
 static void test_read_sharded(void **state) {
   (void)state;
   json_t *exp = expected();
-  char *dir = fixture("st/sharded");
+  char *dir = test_fixture("st/sharded");
   fc_st_t *st;
   fc_err_t err = {0};
   assert_int_equal(fc_st_open(&st, dir, &err), 0);
@@ -182,7 +177,7 @@ static void test_reject_corrupt(void **state) {
   char *dir = tmpdir();
   char *bad = fc_path_join(dir, "bad.safetensors");
   /* Every truncation of a valid file is rejected. */
-  char *good = fixture("st/basic.safetensors");
+  char *good = test_fixture("st/basic.safetensors");
   char *buf;
   size_t n;
   fc_err_t err = {0};

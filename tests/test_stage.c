@@ -16,44 +16,12 @@
 #include "fc_model.h"
 #include "fc_stage.h"
 #include "fc_tasks.h"
+#include "test_support.h"
 
 static char g_dir[512];
 static char *g_data, *g_data2, *g_piv, *g_src; /* data files, model dirs */
 
 static char *P(const char *name) { return fc_path_join(g_dir, name); }
-
-static void make_model(const char *dir, fc_tok_kind_t kind, int vocab, const char *corpus, size_t clen,
-                       uint64_t seed) {
-  fc_err_t err = {0};
-  fc_bpe_train_opts_t bo = {.kind = kind, .vocab_size = vocab};
-  char *json = NULL;
-  assert_int_equal(fc_bpe_train(corpus, clen, &bo, &json, &err), 0);
-  assert_int_equal(fc_mkdir_p(dir, &err), 0);
-  char *tp = fc_path_join(dir, "tokenizer.json");
-  FILE *fp = fopen(tp, "w");
-  assert_non_null(fp);
-  fputs(json, fp);
-  fclose(fp);
-  fc_tok_t *tok = NULL;
-  assert_int_equal(fc_tok_load(&tok, tp, &err), 0);
-  fc_config_t c;
-  fc_config_default(&c, "llama");
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.num_kv_heads = 1;
-  c.head_dim = 16;
-  c.vocab_size = fc_tok_vocab_size(tok);
-  c.initializer_range = 0.5f; /* peaked distributions, so CEs differ visibly between models */
-  fc_model_t *m = NULL;
-  assert_int_equal(fc_model_init(&m, &c, seed, &err), 0);
-  assert_int_equal(fc_model_save(m, dir, FC_DT_F32, &err), 0);
-  fc_model_destroy(&m);
-  fc_tok_destroy(&tok);
-  free(tp);
-  free(json);
-}
 
 static int setup(void **state) {
   (void)state;
@@ -70,8 +38,8 @@ static int setup(void **state) {
   if (fc_read_file(g_data, &corpus, &clen, &err)) return -1;
   g_piv = P("pivot");
   g_src = P("source");
-  make_model(g_piv, FC_TOK_BYTELEVEL, 420, corpus, clen, 11);
-  make_model(g_src, FC_TOK_SENTENCEPIECE, 460, corpus, clen, 12);
+  test_make_model(g_piv, FC_TOK_BYTELEVEL, 420, corpus, clen, 11);
+  test_make_model(g_src, FC_TOK_SENTENCEPIECE, 460, corpus, clen, 12);
   free(corpus);
   return 0;
 }

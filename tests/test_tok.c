@@ -13,13 +13,7 @@
 
 #include "fc_bpe_train.h"
 #include "fc_tok.h"
-
-static char *fixture(const char *rel) {
-  const char *d = getenv("FC_FIXTURES");
-  char *p = fc_xmalloc(strlen(d ? d : "tests/fixtures") + strlen(rel) + 2);
-  sprintf(p, "%s/%s", d ? d : "tests/fixtures", rel);
-  return p;
-}
+#include "test_support.h"
 
 static json_t *g_ref;
 
@@ -43,7 +37,7 @@ static fc_tok_t *get(const char *name) {
 
 static int setup(void **state) {
   (void)state;
-  char *p = fixture("tok/ref.json");
+  char *p = test_fixture("tok/ref.json");
   json_error_t je;
   g_ref = json_load_file(p, 0, &je);
   free(p);
@@ -59,7 +53,7 @@ static int teardown(void **state) {
 static fc_tok_t *load(const char *name) {
   char rel[256];
   snprintf(rel, sizeof rel, "tok/%s", name);
-  char *p = fixture(rel);
+  char *p = test_fixture(rel);
   fc_tok_t *t = NULL;
   fc_err_t err = {0};
   int rc = fc_tok_load(&t, p, &err);
@@ -297,7 +291,7 @@ static void test_threads(void **state) {
  * transformers' LlamaTokenizerFast does. */
 static void test_config_flags(void **state) {
   (void)state;
-  char *p = fixture("tok/llama2/tokenizer.json"), *json;
+  char *p = test_fixture("tok/llama2/tokenizer.json"), *json;
   size_t len;
   fc_err_t err = {0};
   assert_int_equal(fc_read_file(p, &json, &len, &err), 0);
@@ -390,13 +384,13 @@ static void test_trained_vs_hf(void **state) {
 /* Training again on the committed corpus gives the committed tokenizer.json byte for byte (so
  * the HF comparison above is about our trainer's output), and the result round-trips text. */
 static void check_trainer(fc_tok_kind_t kind, const char *name) {
-  char *cp = fixture("tok/train_corpus.txt"), *text, *want;
+  char *cp = test_fixture("tok/train_corpus.txt"), *text, *want;
   size_t len, wlen;
   fc_err_t err = {0};
   assert_int_equal(fc_read_file(cp, &text, &len, &err), 0);
   char rel[256];
   snprintf(rel, sizeof rel, "tok/%s/tokenizer.json", name);
-  char *wp = fixture(rel);
+  char *wp = test_fixture(rel);
   assert_int_equal(fc_read_file(wp, &want, &wlen, &err), 0);
   fc_bpe_train_opts_t o = {.kind = kind, .vocab_size = 1000};
   char *json;
@@ -465,7 +459,7 @@ static void test_cli(void **state) {
   (void)state;
   const char *build = getenv("FC_BUILD");
   if (!build) skip();
-  char *dir = fixture("tok/llama2");
+  char *dir = test_fixture("tok/llama2");
   char cmd[4096], out[4096];
   snprintf(cmd, sizeof cmd, "%s/tools/fusectl tokenize --model %s 'Hello world' '' -- '-x' 2>/dev/null", build, dir);
   assert_int_equal(run(cmd, out, sizeof out), 0);
@@ -500,7 +494,7 @@ static void test_cli(void **state) {
 
   char tmpl[] = "/tmp/fc_tok_cli_XXXXXX";
   assert_non_null(mkdtemp(tmpl));
-  char *corpus = fixture("tok/train_corpus.txt");
+  char *corpus = test_fixture("tok/train_corpus.txt");
   snprintf(cmd, sizeof cmd,
            "%s/tools/fusectl tokenizer-train --corpus %s --vocab-size 600 --kind sentencepiece --out %s/tokenizer.json -q "
            "&& %s/tools/fusectl tokenize --model %s --no-special 'the model' 2>/dev/null",

@@ -89,9 +89,8 @@ static void test_text_and_chat_rows(void **state) {
   free(p);
 }
 
-/* A store with one example per data line holding the line's tokens. */
-static void write_store(const char *path, fc_data_t *d, fc_train_encoder_t *enc, int corrupt_line, int K) {
-  (void)enc;
+/* A store with one example per data line of [from, to) holding the line's tokens. */
+static void write_store_range(const char *path, fc_data_t *d, size_t from, size_t to, int corrupt_line, int K) {
   fc_err_t err = {0};
   fc_topk_writer_t *w = NULL;
   fc_topk_info_t info = {.model_id = "test", .tok_hash = fc_tok_hash(g_tok), .k = (uint32_t)K,
@@ -99,7 +98,7 @@ static void write_store(const char *path, fc_data_t *d, fc_train_encoder_t *enc,
   assert_int_equal(fc_topk_writer_new(&w, path, &info, &err), 0);
   fc_topk_ex_t ex = {0};
   fc_batch_t b = {0};
-  for (size_t l = 0; l < fc_data_num_lines(d); l++) {
+  for (size_t l = from; l < to; l++) {
     assert_int_equal(fc_data_batch(d, &b, l, 1, NULL, &err), 0);
     uint32_t n = (uint32_t)b.T;
     fc_topk_ex_reserve(&ex, n, (uint32_t)K);
@@ -119,6 +118,48 @@ static void write_store(const char *path, fc_data_t *d, fc_train_encoder_t *enc,
   fc_topk_writer_destroy(&w);
   fc_topk_ex_free(&ex);
   fc_batch_free(&b);
+}
+
+static void write_store(const char *path, fc_data_t *d, fc_train_encoder_t *enc, int corrupt_line, int K) {
+  (void)enc;
+  write_store_range(path, d, 0, fc_data_num_lines(d), corrupt_line, K);
+}
+
+/* The stores of consecutive shards read as one: every line finds its own targets. */
+static void test_sharded_targets(void **state) {
+  (void)state;
+  fc_train_encoder_t enc;
+  fc_train_encoder_init(&enc, g_tok, FC_CHAT_AUTO);
+  fc_data_t *d = load(data_text, &enc);
+  size_t N = fc_data_num_lines(d);
+  assert_true(N >= 3);
+  char *p0 = path_in("s0.topk"), *p1 = path_in("s1.topk"), *p2 = path_in("s2.topk");
+  write_store_range(p0, d, 0, 2, -1, 4);
+  write_store_range(p1, d, 2, N, -1, 4);
+  write_store_range(p2, d, 2, N, -1, 3);
+  const char *paths[2] = {p0, p1};
+  fc_train_shards_t sh;
+  fc_err_t err = {0};
+  assert_int_equal(fc_train_shards_open(&sh, paths, 2, fc_tok_vocab_size(g_tok), &err), 0);
+  assert_int_equal(sh.src.K, 4);
+  assert_int_equal(sh.first[2], N);
+  fc_batch_t b = {0};
+  for (size_t l = 0; l < N; l++) {
+    assert_int_equal(fc_data_batch(d, &b, l, 1, &sh.src, &err), 0);
+    assert_int_equal(b.topk_ids[1 * 4 + 0], (int32_t)((l * 31 + 1 * 7) % 900)); /* line l's own targets */
+  }
+  fc_train_shards_close(&sh);
+  /* one shard short: the lines beyond are refused, naming the line */
+  assert_int_equal(fc_train_shards_open(&sh, paths, 1, fc_tok_vocab_size(g_tok), &err), 0);
+  assert_int_equal(fc_data_batch(d, &b, 2, 1, &sh.src, &err), FC_EMISMATCH);
+  fc_train_shards_close(&sh);
+  const char *mixed[2] = {p0, p2};
+  assert_int_equal(fc_train_shards_open(&sh, mixed, 2, fc_tok_vocab_size(g_tok), &err), FC_EMISMATCH);
+  assert_non_null(strstr(err.msg, "K 3"));
+  fc_batch_free(&b);
+  fc_data_destroy(&d);
+  unlink(p0), unlink(p1), unlink(p2);
+  free(p0), free(p1), free(p2);
 }
 
 static void test_store_targets(void **state) {
@@ -259,6 +300,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_text_and_chat_rows),
       cmocka_unit_test(test_store_targets),
+      cmocka_unit_test(test_sharded_targets),
       cmocka_unit_test(test_train_with_store),
       cmocka_unit_test(test_train_text_from_scratch),
   };

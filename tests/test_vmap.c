@@ -10,27 +10,9 @@
 
 #include "fc_vmap.h"
 #include "synth_tok.h"
+#include "test_support.h"
 
 static char g_dir[64];
-
-/* A vocabulary from a NULL-terminated list (stored in static buffers of the caller). */
-typedef struct tvocab {
-  fc_vocab_t v;
-  char buf[8192];
-  uint32_t start[1024];
-} tvocab_t;
-
-static void tvocab(tvocab_t *t, const char *const *toks) {
-  uint32_t n = 0, pos = 0;
-  for (; toks[n]; n++) {
-    t->start[n] = pos;
-    size_t l = strlen(toks[n]);
-    memcpy(t->buf + pos, toks[n], l);
-    pos += (uint32_t)l;
-  }
-  t->start[n] = pos;
-  t->v = (fc_vocab_t){n, t->buf, t->start};
-}
 
 static fc_vocab_t synth_as_vocab(const synth_vocab_t *s) {
   fc_vocab_t v;

@@ -10,25 +10,24 @@
 #include "fc_stage.h"
 
 static int g_threads;
-static const char *g_vmap = "stats", *g_fuse = "mince";
+static fc_vocab_map_params_t g_vmap; /* the schema's defaults, with --vocab-map */
+static fc_align_params_t g_align;    /* ... with --fuse */
 
-static int paths(const fc_task_t *t, const char **src_tok, const char **piv_tok, fc_err_t *err) {
-  *src_tok = fc_task_param(t, "source_path");
-  *piv_tok = fc_task_param(t, "pivot_path");
-  if (!*src_tok || !*piv_tok) return fc_err_set(err, FC_EINVAL, "the task needs params source_path and pivot_path");
+static int need_paths(const char *src_tok, const char *piv_tok, fc_err_t *err) {
+  if (!src_tok || !piv_tok) return fc_err_set(err, FC_EINVAL, "the task needs params source_path and pivot_path");
   return 0;
 }
 
 /* inputs: (source store, pivot store) of every shard; outputs[0]: the map. Counts go to a work
  * directory beside the output, removed afterwards. */
 static int run_vocab_map(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
-  const char *st, *pt;
+  fc_vocab_map_params_t p;
   int rc;
-  if ((rc = paths(t, &st, &pt, err))) return rc;
+  if ((rc = fc_daemon_task_params(t, &g_vmap, &p, err)) || (rc = need_paths(p.source_path, p.pivot_path, err))) return rc;
+  const char *st = p.source_path, *pt = p.pivot_path, *mname = p.method;
   if (t->ninputs == 0 || t->ninputs % 2 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "a vocab-map task needs (source, pivot) store pairs and one output");
   fc_vmap_method_t method;
-  const char *mname = fc_task_param(t, "method") ? fc_task_param(t, "method") : g_vmap;
   if (fc_vmap_method_parse(mname, &method)) return fc_err_set(err, FC_EINVAL, "unknown vocabulary map method '%s'", mname);
   size_t S = t->ninputs / 2;
   char *work = fc_outdir_begin(t->outputs[0], err);
@@ -61,14 +60,14 @@ static int run_vocab_map(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) 
 
 /* inputs: source store, pivot store, map; outputs[0]: the fused store (pivot + aligned source). */
 static int run_align(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
-  const char *st, *pt;
+  fc_align_params_t p;
   int rc;
-  if ((rc = paths(t, &st, &pt, err))) return rc;
+  if ((rc = fc_daemon_task_params(t, &g_align, &p, err)) || (rc = need_paths(p.source_path, p.pivot_path, err))) return rc;
+  const char *st = p.source_path, *pt = p.pivot_path;
   if (t->ninputs != 3 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "an align task needs the source store, the pivot store and the map, and one output");
   fc_fuse_method_t fm;
-  const char *fname = fc_task_param(t, "fuse") ? fc_task_param(t, "fuse") : g_fuse;
-  if (fc_fuse_method_parse(fname, &fm)) return fc_err_set(err, FC_EINVAL, "unknown fusion method '%s'", fname);
+  if (fc_fuse_method_parse(p.fuse, &fm)) return fc_err_set(err, FC_EINVAL, "unknown fusion method '%s'", p.fuse);
   size_t n = strlen(t->outputs[0]);
   char *aligned = fc_xcalloc(n + 16, 1);
   snprintf(aligned, n + 16, "%s.aligned", t->outputs[0]);
@@ -95,21 +94,16 @@ static int run_align(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
 }
 
 static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
-  (void)execs, (void)n;
+  (void)execs, (void)n, (void)err;
   g_threads = c->threads;
-  fc_vmap_method_t vm;
-  fc_fuse_method_t fm;
-  if (fc_vmap_method_parse(g_vmap, &vm)) return fc_err_set(err, FC_EINVAL, "--vocab-map '%s' is not a method", g_vmap);
-  if (fc_fuse_method_parse(g_fuse, &fm)) return fc_err_set(err, FC_EINVAL, "--fuse '%s' is not a method", g_fuse);
   return 0;
 }
 
 int main(int argc, char **argv) {
   static const fc_executor_t ex[] = {{"vocab-map", "align", run_vocab_map}, {"align", "align", run_align}};
   static const fc_daemon_opt_t opts[] = {
-      {"vocab-map", "METHOD", "vocabulary map method when the task does not say: stats (co-occurrence\n"
-                              "counts, default), mined (edit distance) or exact", &g_vmap, 0},
-      {"fuse", "METHOD", "fusion of the aligned source with the pivot: mince (default) or avgce", &g_fuse, 0},
+      {.name = "vocab-map", .arg = "METHOD", .kind = "vocab-map", .param = "method", .dest = &g_vmap},
+      {.name = "fuse", .arg = "METHOD", .kind = "align", .param = "fuse", .dest = &g_align},
   };
   fc_daemon_def_t def = {
       .prog = "fusechat-align",

@@ -6,7 +6,9 @@
 
 #include "fc_artifact.h"
 #include "fc_coord.h"
+#include "fc_merge_check.h"
 #include "fc_net.h"
+#include "fc_schema.h"
 
 static void usage(FILE *fp) {
   fprintf(fp,
@@ -37,6 +39,7 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
+  fc_schema_set_open_check(fc_merge_check_param); /* merge.parameters of submitted jobs */
   static const struct option opts[] = {
       {"run-dir", required_argument, 0, 'r'}, {"endpoint", required_argument, 0, 'e'},
       {"events", required_argument, 0, 'E'}, {"db", required_argument, 0, 'd'},

@@ -8,26 +8,21 @@
 #include "fc_eval.h"
 
 static int g_threads;
-static const char *g_max_new = "16", *g_batch = "32";
+static fc_eval_params_t g_defaults; /* the schema's, with --max-new-tokens and --batch */
 
-/* inputs: the eval JSONL, the model directory; outputs[0]: the JSON file. params: model (the
- * name in the report), max_new_tokens, batch_size, limit. */
+/* inputs: the eval JSONL, the model directory; outputs[0]: the JSON file. params: the eval
+ * table (model, the name in the report; max_new_tokens, batch_size, limit). */
 static int run_eval(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   if (t->ninputs != 2 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "an eval task needs the eval data and the model as inputs, and one output");
+  fc_eval_params_t p;
+  int rc;
+  if ((rc = fc_daemon_task_params(t, &g_defaults, &p, err))) return rc;
   fc_eval_opts_t o;
   fc_eval_opts_default(&o);
-  long mnt, bs, limit;
-  int rc;
-  if ((rc = fc_task_param_long(t, "max_new_tokens", atol(g_max_new), &mnt, err)) ||
-      (rc = fc_task_param_long(t, "batch_size", atol(g_batch), &bs, err)) ||
-      (rc = fc_task_param_long(t, "limit", 0, &limit, err)))
-    return rc;
-  if (mnt < 1 || mnt > 4096 || bs < 1 || bs > 4096 || limit < 0)
-    return fc_err_set(err, FC_EINVAL, "eval task parameters out of range");
-  o.max_new_tokens = (int)mnt, o.batch_size = (int)bs, o.limit = (int)limit, o.threads = g_threads;
-  const char *name = fc_task_param(t, "model");
-  if (!name) name = t->inputs[1];
+  o.max_new_tokens = (int)p.max_new_tokens, o.batch_size = (int)p.batch_size, o.limit = (int)p.limit;
+  o.threads = g_threads;
+  const char *name = p.model ? p.model : t->inputs[1];
   fc_daemon_progress_t pr = {.task = ctx, .from = 0, .to = 1, .stage = name};
   fc_eval_result_t res;
   const char *data = t->inputs[0];
@@ -46,19 +41,16 @@ static int run_eval(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
 }
 
 static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
-  (void)execs, (void)n;
+  (void)execs, (void)n, (void)err;
   g_threads = c->threads;
-  long a = atol(g_max_new), b = atol(g_batch);
-  if (a < 1 || a > 4096) return fc_err_set(err, FC_EINVAL, "--max-new-tokens wants 1..4096, not '%s'", g_max_new);
-  if (b < 1 || b > 4096) return fc_err_set(err, FC_EINVAL, "--batch wants 1..4096, not '%s'", g_batch);
   return 0;
 }
 
 int main(int argc, char **argv) {
   static const fc_executor_t ex[] = {{"eval", NULL, run_eval}};
   static const fc_daemon_opt_t opts[] = {
-      {"max-new-tokens", "N", "tokens generated per answer at most, unless the task says (default 16)", &g_max_new, 0},
-      {"batch", "N", "prompts decoded together, unless the task says (default 32)", &g_batch, 0},
+      {.name = "max-new-tokens", .arg = "N", .kind = "eval", .param = "max_new_tokens", .dest = &g_defaults},
+      {.name = "batch", .arg = "N", .kind = "eval", .param = "batch_size", .dest = &g_defaults},
   };
   fc_daemon_def_t def = {
       .prog = "fusechat-eval",

@@ -10,36 +10,33 @@
 static int g_threads;
 
 /* inputs: base (the pivot), then the models; outputs[0]: the merged model directory.
- * params: method, and global merge parameters (fc_merge_set_param names) plus weight/density
- * applied to every model. */
+ * params: the merge table (method, weight and density for every model) and the method's own
+ * parameters (fc_merge_set_param names). */
 static int run_merge(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   if (t->ninputs < 2 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "a merge task needs a base and at least one model, and one output");
-  const char *method = fc_task_param(t, "method");
+  fc_merge_params_t p;
+  int rc;
+  if ((rc = fc_daemon_task_params(t, NULL, &p, err))) return rc;
+  const char *method = p.method;
   fc_merge_cfg_t cfg;
   fc_merge_cfg_init(&cfg);
-  int rc = 0;
-  if (!method) method = "sce";
   if (!strcmp(method, "sce-weights")) {
     cfg.method = FC_MERGE_SCE;
     cfg.sce_mask_scope = FC_SCE_SCOPE_WEIGHTS;
   } else if (fc_merge_method_parse(method, &cfg.method)) {
     return fc_err_set(err, FC_EINVAL, "unknown merge method '%s'", method);
   }
-  double weight = 1, density = 1;
-  if ((rc = fc_task_param_double(t, "weight", 1, &weight, err)) ||
-      (rc = fc_task_param_double(t, "density", 1, &density, err)))
-    return rc;
-  for (size_t i = 0; i < t->nparams; i++) {
-    const char *k = t->params[i].key;
-    if (!strcmp(k, "method") || !strcmp(k, "weight") || !strcmp(k, "density")) continue;
-    if ((rc = fc_merge_set_param(&cfg, k, t->params[i].val, err))) return rc;
-  }
+  /* the method's own parameters (the merge table is open): the merge floor checks them */
+  for (size_t i = 0; i < t->nparams; i++)
+    if (!fc_schema_param(fc_schema_find("merge"), t->params[i].key) &&
+        (rc = fc_merge_set_param(&cfg, t->params[i].key, t->params[i].val, err)))
+      return rc;
   /* DARE and TIES need a kept fraction below 1 to do anything; mergekit makes it required, the
    * job's baselines name only the method: 0.5 is the value the mergekit examples use */
-  if (!fc_task_param(t, "density") && (cfg.method == FC_MERGE_TIES || cfg.method == FC_MERGE_DARE_TIES ||
-                                       cfg.method == FC_MERGE_DARE_LINEAR))
-    density = 0.5;
+  double weight = p.weight, density = p.density;
+  if (density < 0)
+    density = cfg.method == FC_MERGE_TIES || cfg.method == FC_MERGE_DARE_TIES || cfg.method == FC_MERGE_DARE_LINEAR ? 0.5 : 1;
   size_t n = t->ninputs - 1;
   fc_merge_model_t *models = fc_xcalloc(n, sizeof *models);
   for (size_t i = 0; i < n; i++) models[i] = (fc_merge_model_t){t->inputs[1 + i], weight, density};

@@ -12,48 +12,7 @@
 #include "fc_train_src.h"
 
 static int g_threads;
-static const char *g_ckpt_every = "20";
-
-/* The fused stores of consecutive shards (contiguous row blocks, in order) as one target source. */
-typedef struct shards {
-  fc_targets_source_t src;
-  fc_train_topk_t *s;
-  size_t *first; /* [n + 1]: first data line of each shard */
-  size_t n;
-} shards_t;
-
-static int shards_fill(void *ctx, size_t line, const int32_t *tokens, size_t ntokens, int32_t *ids, float *lp,
-                       fc_err_t *err) {
-  shards_t *sh = ctx;
-  for (size_t i = 0; i < sh->n; i++)
-    if (line < sh->first[i + 1])
-      return sh->s[i].src.fill(sh->s[i].src.ctx, line - sh->first[i], tokens, ntokens, ids, lp, err);
-  return fc_err_set(err, FC_EMISMATCH, "data line %zu is beyond the fused stores (%zu examples)", line,
-                    sh->first[sh->n]);
-}
-
-static void shards_close(shards_t *sh) {
-  for (size_t i = 0; i < sh->n; i++) fc_train_topk_close(&sh->s[i]);
-  free(sh->s), free(sh->first);
-  memset(sh, 0, sizeof *sh);
-}
-
-static int shards_open(shards_t *sh, char *const *paths, size_t n, int vocab, fc_err_t *err) {
-  memset(sh, 0, sizeof *sh);
-  sh->s = fc_xcalloc(n, sizeof *sh->s);
-  sh->first = fc_xcalloc(n + 1, sizeof *sh->first);
-  for (size_t i = 0; i < n; i++) {
-    int rc = fc_train_topk_open(&sh->s[i], paths[i], vocab, err);
-    if (rc) return shards_close(sh), rc;
-    sh->n = i + 1;
-    if (i && sh->s[i].src.K != sh->s[0].src.K)
-      return shards_close(sh), fc_err_set(err, FC_EMISMATCH, "%s: K %d, the first shard has %d", paths[i],
-                                          sh->s[i].src.K, sh->s[0].src.K);
-    sh->first[i + 1] = sh->first[i] + fc_topk_count(sh->s[i].r);
-  }
-  sh->src = (fc_targets_source_t){.ctx = sh, .K = sh->s[0].src.K, .fill = shards_fill};
-  return 0;
-}
+static fc_train_params_t g_defaults; /* the schema's, with --checkpoint-every */
 
 /* Checkpoints are only for resuming: the task's output is the final model. */
 static int drop_checkpoints(const char *dir, fc_err_t *err) {
@@ -77,27 +36,16 @@ static int drop_checkpoints(const char *dir, fc_err_t *err) {
 static int run_train(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   if (t->ninputs < 2 || t->noutputs != 1)
     return fc_err_set(err, FC_EINVAL, "a train task needs the pivot and the data as inputs, and one output");
+  fc_train_params_t p;
+  int rc;
+  if ((rc = fc_daemon_task_params(t, &g_defaults, &p, err))) return rc;
   fc_train_opts_t o;
   fc_train_opts_default(&o);
-  long epochs, batch, seq, steps, ckpt, seed;
-  double lambda, lr, warmup, wd;
-  int rc;
-  if ((rc = fc_task_param_long(t, "epochs", 1, &epochs, err)) || (rc = fc_task_param_long(t, "batch_size", 4, &batch, err)) ||
-      (rc = fc_task_param_long(t, "seq_len", 512, &seq, err)) || (rc = fc_task_param_long(t, "steps", 0, &steps, err)) ||
-      (rc = fc_task_param_long(t, "checkpoint_every", atol(g_ckpt_every), &ckpt, err)) ||
-      (rc = fc_task_param_long(t, "seed", 42, &seed, err)) ||
-      (rc = fc_task_param_double(t, "lambda", 0.9, &lambda, err)) || (rc = fc_task_param_double(t, "lr", 1e-5, &lr, err)) ||
-      (rc = fc_task_param_double(t, "warmup", 0.03, &warmup, err)) ||
-      (rc = fc_task_param_double(t, "weight_decay", 0, &wd, err)))
-    return rc;
-  if (epochs < 1 || batch < 1 || seq < 2 || steps < 0 || ckpt < 0 || seed < 0 || !(lambda >= 0 && lambda <= 1) ||
-      !(lr >= 0) || !(warmup >= 0 && warmup <= 1))
-    return fc_err_set(err, FC_EINVAL, "train task parameters out of range");
   o.model_dir = t->inputs[0];
   o.data_path = t->inputs[1];
-  o.epochs = (double)epochs, o.steps = steps, o.batch_size = (int)batch, o.seq_len = (int)seq;
-  o.lr = lr, o.warmup = -1, o.warmup_ratio = warmup, o.weight_decay = wd, o.seed = (uint64_t)seed;
-  o.lambda = lambda, o.threads = g_threads, o.checkpoint_every = ckpt, o.keep_checkpoints = 2;
+  o.epochs = p.epochs, o.steps = p.steps, o.batch_size = (int)p.batch_size, o.seq_len = (int)p.seq_len;
+  o.lr = p.lr, o.warmup = -1, o.warmup_ratio = p.warmup, o.weight_decay = p.weight_decay, o.seed = p.seed;
+  o.lambda = p.lambda, o.threads = g_threads, o.checkpoint_every = p.checkpoint_every, o.keep_checkpoints = 2;
   o.quiet = 1, o.no_signal_handlers = 1;
   fc_daemon_progress_t pr = {.task = ctx, .from = 0, .to = 1, .stage = "train"};
   o.progress = fc_daemon_progress, o.progress_ctx = &pr;
@@ -117,20 +65,18 @@ static int run_train(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
     fc_train_encoder_init(&enc, tok, FC_CHAT_AUTO);
     o.encoder = &enc.enc;
   }
-  shards_t sh = {0};
-  if (t->ninputs > 2) {
+  fc_train_shards_t sh = {0};
+  if (t->ninputs > 2) { /* none: plain SFT, the trainer's loss is CE alone */
     fc_config_t cfg;
     if ((rc = fc_config_load(&cfg, t->inputs[0], err))) goto out;
-    if ((rc = shards_open(&sh, t->inputs + 2, t->ninputs - 2, cfg.vocab_size, err))) goto out;
+    if ((rc = fc_train_shards_open(&sh, (const char *const *)t->inputs + 2, t->ninputs - 2, cfg.vocab_size, err))) goto out;
     o.targets = &sh.src;
-  } else {
-    o.lambda = 1; /* plain SFT */
   }
   if (o.resume) fc_info("task %lld: resuming from the checkpoint at step %ld in %s", (long long)t->id, ck_step, work);
   fc_task_figure(ctx, "resumed_from_step", (double)ck_step);
   fc_train_result_t res;
   rc = fc_train_run(&o, &res, err);
-  shards_close(&sh);
+  fc_train_shards_close(&sh);
   if (rc == 0) {
     fc_task_figure(ctx, "loss", res.last_loss);
     fc_task_figure(ctx, "tokens_per_s", res.tokens_per_s);
@@ -148,20 +94,15 @@ out:
 }
 
 static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
-  (void)execs, (void)n;
+  (void)execs, (void)n, (void)err;
   g_threads = c->threads;
-  char *end;
-  long v = strtol(g_ckpt_every, &end, 10);
-  if (*end || end == g_ckpt_every || v < 0)
-    return fc_err_set(err, FC_EINVAL, "--checkpoint-every wants a number of steps, not '%s'", g_ckpt_every);
   return 0;
 }
 
 int main(int argc, char **argv) {
   static const fc_executor_t ex[] = {{"train", NULL, run_train}};
   static const fc_daemon_opt_t opts[] = {
-      {"checkpoint-every", "STEPS", "checkpoint every STEPS optimizer steps, for tasks whose params do not\n"
-                                    "say (default 20; 0: only when stopped)", &g_ckpt_every, 0}};
+      {.name = "checkpoint-every", .arg = "STEPS", .kind = "train", .param = "checkpoint_every", .dest = &g_defaults}};
   fc_daemon_def_t def = {
       .prog = "fusechat-train",
       .component = "train",
@@ -170,8 +111,7 @@ int main(int argc, char **argv) {
           "model directory, the training data (JSONL) and the fused top-K stores of the data's\n"
           "shards in order; it fine-tunes the pivot with lambda * CE + (1 - lambda) * fusion loss\n"
           "(no stores: plain SFT) with AdamW and writes the model to the task's output directory.\n"
-          "params: lambda, epochs (or steps), lr, batch_size, seq_len, warmup (ratio), weight_decay,\n"
-          "seed, checkpoint_every.\n"
+          "params: the train table of 'fusectl schema' (lambda, training.*), defaults included.\n"
           "\n"
           "Checkpoints go to OUT.train/checkpoint-STEP. A task handed back (SIGTERM, cancel) first\n"
           "checkpoints; a task re-leased after its daemon died resumes from the newest checkpoint\n"

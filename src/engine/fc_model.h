@@ -5,8 +5,8 @@
  * use_sliding_window: fc_config_layer_window) position i sees only the last W positions,
  * i - W < j <= i, as Hugging Face does, in forward, backward and cached decoding alike.
  *
- * This header is the contract between the model engine and the training engine: the
- * signatures below are fixed; the implementation owns the rest. */
+ * The training engine (fc_train.h) and the logits stage use this interface; the buffers'
+ * layout is the implementation's (fc_model_impl.h). */
 #ifndef FC_MODEL_H
 #define FC_MODEL_H
 
@@ -58,7 +58,7 @@ void fc_model_set_threads(fc_model_t *m, int threads);
 /* Top-K of log-softmax(logits) per position, by descending log-prob (partial selection). */
 void fc_topk_logprobs(const float *logits, int V, int K, int32_t *ids, float *logprobs);
 
-/* ---- additions beyond the shared contract ---- */
+/* ---- the logits stage's forward pass, top-K selection and saving ---- */
 
 /* Inference forward for the logits stage without the (B,T,V) logits: the LM head runs over
  * chunks of rows, and each position keeps its top-K (top_ids, top_lp: (B,T,K), descending) and,

@@ -63,8 +63,6 @@ static inline float fast_expf(float x) {
   return y * p2.f;
 }
 
-float fc_expf(float x) { return fast_expf(x); }
-
 void fc_linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IN,
                        int OUT, int accumulate) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, w, IN,

@@ -2,6 +2,7 @@
  * shared by fusectl and the stage daemons; see fc_stage.h for the contract. */
 #include "fc_stage.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -209,8 +210,10 @@ int fc_stage_logits(const fc_stage_logits_opts_t *o, fc_stage_logits_stats_t *st
                     fc_progress_fn progress, void *pctx, fc_err_t *err) {
   fc_stage_logits_stats_t s = {0};
   double t0 = fc_now();
-  uint32_t K = o->top_k ? o->top_k : 10;
-  int B = o->batch_size > 0 ? o->batch_size : 8;
+  /* the defaults are the logits stage's table (runtime/fc_schema.c); callers pass them */
+  assert(o->top_k >= 1 && o->top_k <= FC_TOPK_MAX_K && o->batch_size >= 1);
+  uint32_t K = o->top_k;
+  int B = o->batch_size;
   uint32_t max_len = max_len_of(&o->data);
   fc_model_t *m = NULL;
   fc_tok_t *tok = NULL, *ptok = NULL;
@@ -234,7 +237,6 @@ int fc_stage_logits(const fc_stage_logits_opts_t *o, fc_stage_logits_stats_t *st
   if (o->threads > 0) fc_model_set_threads(m, o->threads);
   int V = fc_model_config(m)->vocab_size;
   if (K > (uint32_t)V) K = (uint32_t)V;
-  if (K > FC_TOPK_MAX_K) K = FC_TOPK_MAX_K;
   uint32_t tv = (uint32_t)fc_tok_vocab_size(tok);
   fc_topk_info_t info = {.model_id = o->model_dir, .tok_hash = fc_tok_hash(tok), .k = K,
                          .vocab = tv > (uint32_t)V ? tv : (uint32_t)V};

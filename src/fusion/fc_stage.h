@@ -58,8 +58,8 @@ typedef struct fc_stage_logits_opts {
   const char *model_dir;      /* config.json, safetensors, tokenizer.json */
   fc_stage_data_t data;       /* data.pivot_tok NULL: the model is the pivot */
   const char *out_path;       /* the top-K store */
-  uint32_t top_k;             /* 0 -> 10 */
-  int batch_size;             /* examples per forward (0 -> 8) */
+  uint32_t top_k;             /* 1..FC_TOPK_MAX_K */
+  int batch_size;             /* examples per forward, >= 1 */
   int threads;                /* 0: leave OpenBLAS's default */
 } fc_stage_logits_opts_t;
 

@@ -29,10 +29,11 @@
 #include <assert.h>
 #include <stdint.h>
 
+#include "fc_limits.h"
 #include "fc_util.h"
 
 #define FC_TOPK_VERSION 1
-#define FC_TOPK_MAX_K 256
+/* FC_TOPK_MAX_K comes from fc_limits.h */
 #define FC_TOPK_LP_STEP (1.0f / 2048.0f) /* quantisation step of a stored log-prob, nats */
 #define FC_TOPK_LP_MIN (-65534.0f / 2048.0f)
 

@@ -94,3 +94,41 @@ void fc_train_topk_close(fc_train_topk_t *t) {
   fc_topk_close(&t->r);
   fc_topk_ex_free(&t->ex);
 }
+
+/* ---- several shards as one source ---- */
+
+static int shards_fill(void *ctx, size_t line, const int32_t *tokens, size_t ntokens, int32_t *ids, float *lp,
+                       fc_err_t *err) {
+  fc_train_shards_t *sh = ctx;
+  for (size_t i = 0; i < sh->n; i++)
+    if (line < sh->first[i + 1])
+      return sh->s[i].src.fill(sh->s[i].src.ctx, line - sh->first[i], tokens, ntokens, ids, lp, err);
+  return fc_err_set(err, FC_EMISMATCH, "data line %zu is beyond the fused stores (%zu examples)", line,
+                    sh->first[sh->n]);
+}
+
+void fc_train_shards_close(fc_train_shards_t *sh) {
+  for (size_t i = 0; i < sh->n; i++) fc_train_topk_close(&sh->s[i]);
+  free(sh->s), free(sh->first);
+  memset(sh, 0, sizeof *sh);
+}
+
+int fc_train_shards_open(fc_train_shards_t *sh, const char *const *paths, size_t n, int vocab, fc_err_t *err) {
+  memset(sh, 0, sizeof *sh);
+  if (n == 0) return fc_err_set(err, FC_EINVAL, "no target stores");
+  sh->s = fc_xcalloc(n, sizeof *sh->s);
+  sh->first = fc_xcalloc(n + 1, sizeof *sh->first);
+  for (size_t i = 0; i < n; i++) {
+    int rc = fc_train_topk_open(&sh->s[i], paths[i], vocab, err);
+    if (rc) return fc_train_shards_close(sh), rc;
+    sh->n = i + 1;
+    if (i && sh->s[i].src.K != sh->s[0].src.K) { /* the message first: closing frees what it names */
+      rc = fc_err_set(err, FC_EMISMATCH, "%s: K %d, the first shard has %d", paths[i], sh->s[i].src.K, sh->s[0].src.K);
+      fc_train_shards_close(sh);
+      return rc;
+    }
+    sh->first[i + 1] = sh->first[i] + fc_topk_count(sh->s[i].r);
+  }
+  sh->src = (fc_targets_source_t){.ctx = sh, .K = sh->s[0].src.K, .fill = shards_fill};
+  return 0;
+}

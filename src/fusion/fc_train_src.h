@@ -33,4 +33,17 @@ typedef struct fc_train_topk {
 int fc_train_topk_open(fc_train_topk_t *t, const char *path, int vocab, fc_err_t *err);
 void fc_train_topk_close(fc_train_topk_t *t);
 
+/* Fused targets from the stores of consecutive data shards (contiguous row blocks, in order) as
+ * one source: data line i is found in the shard whose rows cover it. A job's train task reads
+ * its targets so, and so does fusectl train with --targets given once per shard. Every store
+ * must have the same K. */
+typedef struct fc_train_shards {
+  fc_targets_source_t src; /* give &src to fc_train_opts_t.targets */
+  fc_train_topk_t *s;      /* [n], owned */
+  size_t *first;           /* [n + 1]: the first data line of each shard, then the total */
+  size_t n;
+} fc_train_shards_t;
+int fc_train_shards_open(fc_train_shards_t *sh, const char *const *paths, size_t n, int vocab, fc_err_t *err);
+void fc_train_shards_close(fc_train_shards_t *sh);
+
 #endif

@@ -3,10 +3,10 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_par.h"
 #include "fc_topk.h" /* fc_hash64 */
 
 /* ---- vocabularies -------------------------------------------------------------------------- */
@@ -474,19 +474,18 @@ typedef struct mined_job {
   const fc_vocab_t *src;
   const fc_mined_index_t *ix;
   const uint32_t *todo;
-  uint32_t n_todo, stride, first;
 } mined_job_t;
 
-static void *mined_worker(void *arg) {
-  mined_job_t *j = arg;
-  for (uint32_t k = j->first; k < j->n_todo; k += j->stride) {
+/* The nearest pivot token of todo[k0..k1) (each independent of the others). */
+static void mined_range(void *ctx, size_t k0, size_t k1) {
+  const mined_job_t *j = ctx;
+  for (size_t k = k0; k < k1; k++) {
     uint32_t s = j->todo[k], len;
     const char *t = tok_text(j->src, s, &len);
     uint32_t p = fc_mined_nearest(j->ix, t, len, NULL);
     j->m->map[s] = p;
     j->m->how[s] = p == FC_VMAP_NONE ? FC_VMAP_BY_NONE : FC_VMAP_BY_MINED;
   }
-  return NULL;
 }
 
 int fc_vmap_build(fc_vmap_t **out, fc_vmap_method_t method, const fc_vcount_t *counts,
@@ -577,20 +576,9 @@ int fc_vmap_build(fc_vmap_t **out, fc_vmap_method_t method, const fc_vcount_t *c
   free(table);
   if (method != FC_VMAP_EXACT && n_todo > 0) {
     fc_mined_index_t *ix = fc_mined_index_new(piv);
-    if (threads < 1) threads = 1;
-    if (threads > 64) threads = 64;
-    pthread_t th[64];
-    mined_job_t jobs[64];
-    int ok[64] = {0};
-    for (int t = 0; t < threads; t++) {
-      jobs[t] = (mined_job_t){m, src, ix, todo, n_todo, (uint32_t)threads, (uint32_t)t};
-      if (t > 0) ok[t] = pthread_create(&th[t], NULL, mined_worker, &jobs[t]) == 0;
-    }
-    mined_worker(&jobs[0]);
-    for (int t = 1; t < threads; t++) {
-      if (ok[t]) pthread_join(th[t], NULL);
-      else mined_worker(&jobs[t]); /* a thread that could not start: do its share here */
-    }
+    mined_job_t job = {m, src, ix, todo};
+    /* Tokens cost unevenly (their lengths differ): small chunks keep the workers even. */
+    fc_par_for(n_todo, 64, threads, mined_range, &job);
     fc_mined_index_destroy(&ix);
   }
   free(todo);

@@ -16,6 +16,7 @@
 #include <zmq.h>
 
 #include "fc_sha256.h"
+#include "fc_zap.h"
 
 #define MAGIC "FCA1"
 #define LOCATE_TIMEOUT_MS 10000
@@ -111,12 +112,11 @@ struct fc_artifact_server {
   pthread_t thread;
   atomic_int stop;
   atomic_uint_fast64_t bytes;
-  void *zctx, *router, *zap;
+  void *zctx, *router;
+  fc_zap_t *zap; /* with CURVE: the coordinator's allow-list, empty until the registration ack */
   char endpoint[300];
   pthread_mutex_t mu; /* guards what the loop thread changes under the server thread */
   fc_store_t store;
-  char (*allow)[41];
-  size_t nallow;
   known_t *known;
   size_t nknown;
 };
@@ -128,50 +128,6 @@ static uint64_t get_u64(const uint8_t *b) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = v << 8 | b[i];
   return v;
-}
-
-static int allowed(fc_artifact_server_t *s, const uint8_t key[32]) {
-  char z[41];
-  if (!zmq_z85_encode(z, key, 32)) return 0;
-  pthread_mutex_lock(&s->mu);
-  int ok = 0;
-  for (size_t i = 0; i < s->nallow && !ok; i++) ok = !memcmp(s->allow[i], z, 40);
-  pthread_mutex_unlock(&s->mu);
-  return ok;
-}
-
-/* ZAP (RFC 27) for the artifact socket: the coordinator's allow-list. */
-static void serve_zap(fc_artifact_server_t *s) {
-  zmq_msg_t f[8];
-  int n = 0, more = 1;
-  while (more) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, s->zap, ZMQ_DONTWAIT) < 0) {
-      zmq_msg_close(&m);
-      break;
-    }
-    more = zmq_msg_more(&m);
-    if (n < 8) f[n++] = m;
-    else zmq_msg_close(&m);
-  }
-  if (n >= 2) {
-    int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
-             zmq_msg_size(&f[6]) == 32 && allowed(s, zmq_msg_data(&f[6]));
-    if (!ok && n >= 7 && zmq_msg_size(&f[6]) == 32) {
-      char z[41] = "?";
-      zmq_z85_encode(z, zmq_msg_data(&f[6]), 32);
-      fc_warn("artifact server: refused CURVE key %s from %.*s (not in the coordinator's allow-list)", z,
-              (int)zmq_msg_size(&f[3]), (const char *)zmq_msg_data(&f[3]));
-    }
-    zmq_send(s->zap, "1.0", 3, ZMQ_SNDMORE);
-    zmq_send(s->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
-    zmq_send(s->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
-    zmq_send(s->zap, ok ? "OK" : "not allowed", ok ? 2 : 11, ZMQ_SNDMORE);
-    zmq_send(s->zap, "", 0, ZMQ_SNDMORE);
-    zmq_send(s->zap, "", 0, 0);
-  }
-  for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
 }
 
 static int64_t mtime_ns(const struct stat *st) { return (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec; }
@@ -282,9 +238,9 @@ static void *server_main(void *arg) {
   int fd = -1;
   char cur_sha[65] = "", *cur_path = fc_xcalloc(1, 4096);
   while (!atomic_load(&s->stop)) {
-    zmq_pollitem_t it[2] = {{s->router, 0, ZMQ_POLLIN, 0}, {s->zap, 0, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t it[2] = {{s->router, 0, ZMQ_POLLIN, 0}, {s->zap ? fc_zap_socket(s->zap) : NULL, 0, ZMQ_POLLIN, 0}};
     if (zmq_poll(it, s->zap ? 2 : 1, 200) < 0) continue;
-    if (s->zap && (it[1].revents & ZMQ_POLLIN)) serve_zap(s);
+    if (s->zap && (it[1].revents & ZMQ_POLLIN)) fc_zap_drain(s->zap);
     if (it[0].revents & ZMQ_POLLIN) serve_request(s, &fd, cur_sha, cur_path);
   }
   if (fd >= 0) close(fd);
@@ -313,13 +269,7 @@ int fc_artifact_server_start(fc_artifact_server_t **out, const char *bind, const
   pthread_mutex_init(&s->mu, NULL);
   s->zctx = zmq_ctx_new();
   int rc = 0;
-  if (curve && curve->enabled) {
-    s->zap = zmq_socket(s->zctx, ZMQ_REP);
-    if (zmq_bind(s->zap, "inproc://zeromq.zap.01") != 0) {
-      rc = fc_err_set(err, FC_EIO, "artifact server: cannot start its ZAP handler: %s", zmq_strerror(zmq_errno()));
-      goto fail;
-    }
-  }
+  if (curve && curve->enabled && (rc = fc_zap_start(s->zctx, NULL, "artifact server", &s->zap, err))) goto fail;
   s->router = zmq_socket(s->zctx, ZMQ_ROUTER);
   int linger = 0, hwm = 4 * FC_ARTIFACT_CREDIT * 16;
   zmq_setsockopt(s->router, ZMQ_LINGER, &linger, sizeof linger);
@@ -341,7 +291,7 @@ int fc_artifact_server_start(fc_artifact_server_t **out, const char *bind, const
   return 0;
 fail:
   if (s->router) zmq_close(s->router);
-  if (s->zap) zmq_close(s->zap);
+  fc_zap_stop(&s->zap);
   zmq_ctx_term(s->zctx);
   pthread_mutex_destroy(&s->mu);
   free(s);
@@ -357,11 +307,8 @@ void fc_artifact_server_set_store(fc_artifact_server_t *s, const fc_store_t *sto
 }
 
 void fc_artifact_server_allow(fc_artifact_server_t *s, char (*keys)[41], size_t n) {
-  pthread_mutex_lock(&s->mu);
-  s->allow = fc_xrealloc(s->allow, (n ? n : 1) * sizeof *s->allow);
-  memcpy(s->allow, keys, n * sizeof *s->allow);
-  s->nallow = n;
-  pthread_mutex_unlock(&s->mu);
+  fc_curve_allow_t a = {.keys = keys, .n = n};
+  if (s->zap) fc_zap_allow(s->zap, &a); /* without CURVE there is nothing to check */
 }
 
 void fc_artifact_server_known(fc_artifact_server_t *s, const char *local_path, const char *sha256) {
@@ -391,11 +338,10 @@ void fc_artifact_server_stop(fc_artifact_server_t **sp) {
   atomic_store(&s->stop, 1);
   pthread_join(s->thread, NULL);
   zmq_close(s->router);
-  if (s->zap) zmq_close(s->zap);
+  fc_zap_stop(&s->zap);
   zmq_ctx_term(s->zctx);
   for (size_t i = 0; i < s->nknown; i++) free(s->known[i].path);
   free(s->known);
-  free(s->allow);
   pthread_mutex_destroy(&s->mu);
   free(s);
   *sp = NULL;

@@ -24,6 +24,7 @@
 #include "fc_job.h"
 #include "fc_msg.h"
 #include "fc_net.h"
+#include "fc_zap.h"
 
 #define MAX_ENV 4
 
@@ -46,7 +47,8 @@ typedef struct coord {
   uv_poll_t poll;
   uv_timer_t expire;
   uv_signal_t sigterm, sigint, sighup;
-  void *zctx, *router, *pub, *zap;
+  void *zctx, *router, *pub;
+  fc_zap_t *zap;
   uv_poll_t zap_poll;
   fc_curve_t curve;
   fc_curve_allow_t allow;
@@ -400,51 +402,11 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   drain(p->data);
 }
 
-/* ZeroMQ's authentication protocol (ZAP, RFC 27): libzmq asks this REP socket about every
- * CURVE handshake; we answer 200 for allow-listed client keys and 400 for the rest. */
-static void zap_drain(coord_t *c) {
-  for (;;) {
-    int events = 0;
-    size_t sz = sizeof events;
-    if (zmq_getsockopt(c->zap, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
-    zmq_msg_t f[8];
-    int n = 0, more = 1;
-    while (more) {
-      zmq_msg_t m;
-      zmq_msg_init(&m);
-      if (zmq_msg_recv(&m, c->zap, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&m);
-        break;
-      }
-      more = zmq_msg_more(&m);
-      if (n < 8) f[n++] = m;
-      else zmq_msg_close(&m);
-    }
-    if (n < 2) {
-      for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
-      continue;
-    }
-    int ok = n >= 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
-             zmq_msg_size(&f[6]) == 32 && fc_curve_allowed(&c->allow, zmq_msg_data(&f[6]));
-    if (!ok) {
-      char z[41] = "(none)";
-      if (n >= 7 && zmq_msg_size(&f[6]) == 32) zmq_z85_encode(z, zmq_msg_data(&f[6]), 32);
-      fc_warn("refused CURVE key %s from %.*s: not in the allow-list %s", z, n >= 4 ? (int)zmq_msg_size(&f[3]) : 0,
-              n >= 4 ? (const char *)zmq_msg_data(&f[3]) : "", c->o->curve_allow ? c->o->curve_allow : "");
-    }
-    zmq_send(c->zap, "1.0", 3, ZMQ_SNDMORE);
-    zmq_send(c->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
-    zmq_send(c->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
-    zmq_send(c->zap, ok ? "OK" : "not allowed", ok ? 2 : 11, ZMQ_SNDMORE);
-    zmq_send(c->zap, "", 0, ZMQ_SNDMORE);
-    zmq_send(c->zap, "", 0, 0);
-    for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
-  }
-}
-
+/* CURVE handshakes (fc_zap: allow-listed keys, each connection tagged with its key). */
 static void zap_cb(uv_poll_t *p, int status, int events) {
   (void)status, (void)events;
-  zap_drain(p->data);
+  coord_t *c = p->data;
+  fc_zap_drain(c->zap);
 }
 
 static void signal_cb(uv_signal_t *s, int signum) {
@@ -471,6 +433,7 @@ static void sighup_cb(uv_signal_t *s, int signum) {
   }
   fc_curve_allow_free(&c->allow);
   c->allow = a;
+  fc_zap_allow(c->zap, &c->allow);
   fc_info("SIGHUP: allow-list %s reloaded, %zu key(s)", c->o->curve_allow, a.n);
 }
 
@@ -505,11 +468,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
     if ((rc = fc_curve_load_pair(o->curve_key, &c.curve, err)) || (rc = fc_curve_allow_load(o->curve_allow, &c.allow, err)))
       goto out;
     c.curve.enabled = 1;
-    c.zap = zmq_socket(c.zctx, ZMQ_REP);
-    if (zmq_bind(c.zap, "inproc://zeromq.zap.01") != 0) {
-      rc = fc_err_set(err, FC_EIO, "cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
-      goto out;
-    }
+    if ((rc = fc_zap_start(c.zctx, &c.allow, "coordinator", &c.zap, err))) goto out;
   }
   c.router = zmq_socket(c.zctx, ZMQ_ROUTER);
   c.pub = zmq_socket(c.zctx, ZMQ_PUB);
@@ -538,7 +497,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   c.poll.data = &c;
   uv_poll_start(&c.poll, UV_READABLE, poll_cb);
   if (c.zap) {
-    zmq_getsockopt(c.zap, ZMQ_FD, &fd, &fdsz);
+    zmq_getsockopt(fc_zap_socket(c.zap), ZMQ_FD, &fd, &fdsz);
     uv_poll_init(c.loop, &c.zap_poll, fd);
     c.zap_poll.data = &c;
     uv_poll_start(&c.zap_poll, UV_READABLE, zap_cb);
@@ -577,7 +536,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
 out:
   zmq_close(c.router);
   zmq_close(c.pub);
-  if (c.zap) zmq_close(c.zap);
+  fc_zap_stop(&c.zap);
   zmq_ctx_term(c.zctx);
   fc_curve_allow_free(&c.allow);
   for (size_t i = 0; i < c.nworkers; i++) free(c.workers[i].id), free_caps(&c.workers[i]);

@@ -3,6 +3,7 @@
 #include "fc_daemon.h"
 
 #define _XOPEN_SOURCE 700
+#include <assert.h>
 #include <errno.h>
 #include <ftw.h>
 #include <getopt.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 
 #include "fc_net.h"
+#include "fc_num.h"
 
 enum { OPT_RUN_DIR = 1000, OPT_ENDPOINT, OPT_ID, OPT_HEARTBEAT, OPT_FINISH, OPT_CURVE_KEY,
        OPT_CURVE_SERVER, OPT_VERBOSE, OPT_HELP, OPT_THREADS, OPT_STORE, OPT_ARTIFACTS, OPT_OWN = 2000 };
@@ -24,11 +26,20 @@ static void usage(const fc_daemon_def_t *d, FILE *fp) {
     fprintf(fp, "\n%s options:\n", d->prog);
     for (size_t i = 0; i < d->nopts; i++) {
       const fc_daemon_opt_t *o = &d->opts[i];
-      char head[128];
+      char head[128], help[512];
       snprintf(head, sizeof head, "--%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+      const fc_param_t *p = o->param ? fc_schema_param(fc_schema_find(o->kind), o->param) : NULL;
+      if (p) { /* from the schema, so the daemon, the job reference and fusectl agree */
+        char def[64], range[160];
+        fc_schema_format_default(p, def, sizeof def), fc_schema_format_range(p, range, sizeof range);
+        snprintf(help, sizeof help, "%s, for %s tasks that do not give %s\n(default %s; %s)", p->help, o->kind,
+                 p->key, def, range);
+      } else {
+        snprintf(help, sizeof help, "%s", o->help);
+      }
       /* help lines after the first are indented to the help column */
       fprintf(fp, "  %-20s ", head);
-      for (const char *s = o->help; *s; s++) {
+      for (const char *s = help; *s; s++) {
         fputc(*s, fp);
         if (*s == '\n' && s[1]) fprintf(fp, "  %-20s ", "");
       }
@@ -92,26 +103,27 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
   long threads = sysconf(_SC_NPROCESSORS_ONLN);
   int finish = 0, c, rc = 0;
   int *seen = fc_xcalloc(def->nopts + 1, sizeof *seen);
+  for (size_t i = 0; i < def->nopts; i++)
+    if (def->opts[i].param) {
+      assert(def->opts[i].dest && fc_schema_param(fc_schema_find(def->opts[i].kind), def->opts[i].param));
+      fc_schema_defaults(fc_schema_find(def->opts[i].kind), def->opts[i].dest);
+    }
   opterr = 0;
+  fc_err_t nerr = {0};
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-    char *end;
     switch (c) {
     case OPT_RUN_DIR: rd = optarg; break;
     case OPT_ENDPOINT: ep = optarg; break;
     case OPT_ID: id = optarg; break;
     case OPT_HEARTBEAT:
-      errno = 0;
-      hb = strtod(optarg, &end);
-      if (errno || *end || end == optarg || !(hb >= 0.01 && hb <= 3600)) {
-        rc = bad(def, "--heartbeat wants seconds in [0.01, 3600], not '%s'", optarg);
+      if (fc_num_double(optarg, 0.01, 3600, &hb, "--heartbeat", &nerr)) {
+        rc = bad(def, "%s", nerr.msg);
         goto out;
       }
       break;
     case OPT_THREADS:
-      errno = 0;
-      threads = strtol(optarg, &end, 10);
-      if (errno || *end || end == optarg || threads < 1 || threads > 4096) {
-        rc = bad(def, "--threads wants 1..4096, not '%s'", optarg);
+      if (fc_num_long(optarg, 1, 4096, &threads, "--threads", &nerr)) {
+        rc = bad(def, "%s", nerr.msg);
         goto out;
       }
       break;
@@ -126,7 +138,17 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
     default:
       if (c >= OPT_OWN && c < OPT_OWN + (int)def->nopts) {
         const fc_daemon_opt_t *o = &def->opts[c - OPT_OWN];
-        *o->value = o->arg ? optarg : "1";
+        if (o->param) {
+          char what[80];
+          fc_err_t e = {0};
+          snprintf(what, sizeof what, "--%s", o->name);
+          if (fc_schema_set(fc_schema_param(fc_schema_find(o->kind), o->param), optarg, what, o->dest, &e)) {
+            rc = bad(def, "%s", e.msg);
+            goto out;
+          }
+        } else {
+          *o->value = o->arg ? optarg : "1";
+        }
         seen[c - OPT_OWN] = 1;
         break;
       }
@@ -192,32 +214,12 @@ int fc_daemon_progress(void *ctx, double fraction, const char *message) {
   return fc_task_cancelled(p->task) ? 1 : 0;
 }
 
-int fc_task_param_double(const fc_task_t *t, const char *key, double def, double *out, fc_err_t *err) {
-  const char *s = fc_task_param(t, key);
-  if (!s) {
-    *out = def;
-    return 0;
-  }
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || *end) return fc_err_set(err, FC_EINVAL, "task parameter %s: '%s' is not a number", key, s);
-  *out = v;
-  return 0;
-}
-
-int fc_task_param_long(const fc_task_t *t, const char *key, long def, long *out, fc_err_t *err) {
-  const char *s = fc_task_param(t, key);
-  if (!s) {
-    *out = def;
-    return 0;
-  }
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end) return fc_err_set(err, FC_EINVAL, "task parameter %s: '%s' is not an integer", key, s);
-  *out = v;
-  return 0;
+int fc_daemon_task_params(const fc_task_t *t, const void *defaults, void *out, fc_err_t *err) {
+  const fc_task_schema_t *s = fc_schema_find(t->kind);
+  if (!s) return fc_err_set(err, FC_EINVAL, "no parameter table for task kind '%s'", t->kind);
+  if (defaults) memcpy(out, defaults, s->size);
+  else fc_schema_defaults(s, out);
+  return fc_schema_apply(s, t->params, t->nparams, out, err);
 }
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {

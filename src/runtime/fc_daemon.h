@@ -6,16 +6,22 @@
 
 #include <stddef.h>
 
+#include "fc_schema.h"
 #include "fc_worker.h"
 
 /* One daemon-specific option. *value receives the argument (or "1" for a flag); it keeps its
- * initial value (the default) when the option is not given. */
+ * initial value (the default) when the option is not given. An option for a stage parameter
+ * names it instead (kind, param) with the kind's typed struct (dest): its help, default and
+ * range come from the schema, the value is checked at start (exit 2) and becomes the default of
+ * that parameter for the tasks that do not give it (fc_daemon_task_params). */
 typedef struct fc_daemon_opt {
   const char *name;  /* long option name, without "--" */
   const char *arg;   /* metavariable in --help ("DIR"); NULL: a flag without argument */
-  const char *help;  /* one or more lines, without the option itself */
+  const char *help;  /* one or more lines, without the option itself (schema options: NULL) */
   const char **value;
   int required;      /* the daemon refuses to start without it */
+  const char *kind, *param; /* a stage parameter: task kind and key */
+  void *dest;               /* the kind's typed struct; fc_daemon_main fills in the defaults */
 } fc_daemon_opt_t;
 
 /* What the shared options parsed to; handed to the daemon's setup. */
@@ -59,10 +65,10 @@ typedef struct fc_daemon_progress {
 } fc_daemon_progress_t;
 int fc_daemon_progress(void *ctx, double fraction, const char *message);
 
-/* Task parameter helpers: the value parsed, or def when absent; FC_EINVAL (err names the
- * key) when present but malformed. */
-int fc_task_param_double(const fc_task_t *t, const char *key, double def, double *out, fc_err_t *err);
-int fc_task_param_long(const fc_task_t *t, const char *key, long def, long *out, fc_err_t *err);
+/* A task's params as its kind's typed struct (fc_schema.h): defaults (the daemon's, from its
+ * schema options, or the table's when NULL), then the task's own values, checked against the
+ * table; FC_EINVAL names the key and its range. */
+int fc_daemon_task_params(const fc_task_t *t, const void *defaults, void *out, fc_err_t *err);
 
 /* Directory outputs written whole or not at all: fc_outdir_begin gives DIR.tmp (emptied), the
  * stage writes into it, fc_outdir_commit replaces DIR by it (rename), so a killed stage leaves

@@ -1,92 +1,15 @@
-/* Job spec parsing (libyaml document API, so every error can name the line) and DAG expansion. */
+/* Job spec parsing (through fc_yaml, so every error can name the line) and DAG expansion. The
+ * stage parameters a spec may set, their defaults and ranges come from the schema (fc_schema.c):
+ * a bad value is refused here, at submit, never by a daemon on every retry. */
 #include "fc_job.h"
 
-#include <errno.h>
 #include <inttypes.h>
-#include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
-typedef struct ctx {
-  yaml_document_t doc;
-  const char *src;
-  fc_err_t *err;
-} ctx_t;
-
-static int at(ctx_t *c, const yaml_node_t *n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int at(ctx_t *c, const yaml_node_t *n, const char *fmt, ...) {
-  char msg[768];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  return fc_err_set(c->err, FC_EINVAL, "%s:%zu:%zu: %s", c->src, n->start_mark.line + 1,
-                    n->start_mark.column + 1, msg);
-}
-
-static yaml_node_t *node(ctx_t *c, int id) { return yaml_document_get_node(&c->doc, id); }
-
-static const char *scalar(const yaml_node_t *n) {
-  return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
-}
-
-static int want_scalar(ctx_t *c, yaml_node_t *n, const char *key, const char **out) {
-  if (!(*out = scalar(n))) return at(c, n, "'%s' must be a plain value", key);
-  return 0;
-}
-
-static int get_str(ctx_t *c, yaml_node_t *n, const char *key, char **out) {
-  const char *s;
-  if (want_scalar(c, n, key, &s)) return FC_EINVAL;
-  if (!*s) return at(c, n, "'%s' is empty", key);
-  free(*out);
-  *out = fc_xstrdup(s);
-  return 0;
-}
-
-static int get_long(ctx_t *c, yaml_node_t *n, const char *key, long lo, long hi, long *out) {
-  const char *s;
-  if (want_scalar(c, n, key, &s)) return FC_EINVAL;
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end) return at(c, n, "'%s' must be an integer, not '%s'", key, s);
-  if (v < lo || v > hi) return at(c, n, "'%s' is %ld, it must be in [%ld, %ld]", key, v, lo, hi);
-  *out = v;
-  return 0;
-}
-
-static int get_int(ctx_t *c, yaml_node_t *n, const char *key, long lo, long hi, int *out) {
-  long v;
-  if (get_long(c, n, key, lo, hi, &v)) return FC_EINVAL;
-  *out = (int)v;
-  return 0;
-}
-
-static int get_u64(ctx_t *c, yaml_node_t *n, const char *key, uint64_t *out) {
-  const char *s;
-  if (want_scalar(c, n, key, &s)) return FC_EINVAL;
-  char *end;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (errno || end == s || *end || *s == '-') return at(c, n, "'%s' must be a non-negative integer, not '%s'", key, s);
-  *out = v;
-  return 0;
-}
-
-static int get_double(ctx_t *c, yaml_node_t *n, const char *key, double lo, double hi, double *out) {
-  const char *s;
-  if (want_scalar(c, n, key, &s)) return FC_EINVAL;
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || *end || !isfinite(v)) return at(c, n, "'%s' must be a number, not '%s'", key, s);
-  if (v < lo || v > hi) return at(c, n, "'%s' is %g, it must be in [%g, %g]", key, v, lo, hi);
-  *out = v;
-  return 0;
-}
+#include "fc_yaml.h"
 
 static bool name_ok(const char *s) {
   if (!*s || strlen(s) > 64 || *s == '.') return false;
@@ -106,69 +29,126 @@ static void str_push(char ***v, size_t *n, const char *s) {
   (*v)[(*n)++] = fc_xstrdup(s);
 }
 
-const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key) {
-  for (size_t i = 0; i < n; i++)
-    if (!strcmp(kv[i].key, key)) return kv[i].val;
-  return NULL;
+static int get_str(const fc_yaml_node_t *n, const char *key, char **out, fc_err_t *err) {
+  const char *s;
+  int rc = fc_yaml_string(n, key, &s, err);
+  if (rc) return rc;
+  if (!*s) return fc_yaml_error(n, err, "'%s' is empty", key);
+  free(*out);
+  *out = fc_xstrdup(s);
+  return 0;
 }
 
 /* A mapping of scalars to scalars (task params, merge parameters). */
-static int get_kv(ctx_t *c, yaml_node_t *n, const char *key, fc_kv_t **kv, size_t *nkv) {
-  if (n->type != YAML_MAPPING_NODE) return at(c, n, "'%s' must be a mapping", key);
-  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-    yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
-    const char *ks = scalar(k), *vs = scalar(v);
-    if (!ks) return at(c, k, "keys of '%s' must be plain values", key);
-    if (!vs) return at(c, v, "'%s.%s' must be a plain value", key, ks);
-    if (fc_kv_get(*kv, *nkv, ks)) return at(c, k, "'%s.%s' given twice", key, ks);
-    kv_push(kv, nkv, ks, vs);
+static int get_kv(const fc_yaml_node_t *n, const char *key, fc_kv_t **kv, size_t *nkv, fc_err_t *err) {
+  if (n->kind != FC_YAML_MAP) return fc_yaml_error(n, err, "'%s' must be a mapping", key);
+  for (size_t i = 0; i < n->n; i++) {
+    if (n->item[i]->kind != FC_YAML_SCALAR) return fc_yaml_error(n->item[i], err, "'%s.%s' must be a plain value", key, n->key[i]);
+    kv_push(kv, nkv, n->key[i], n->item[i]->str);
   }
   return 0;
 }
 
-static int get_strlist(ctx_t *c, yaml_node_t *n, const char *key, char ***v, size_t *nv) {
-  if (n->type != YAML_SEQUENCE_NODE) return at(c, n, "'%s' must be a list", key);
-  for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top; i++) {
+static int get_strlist(const fc_yaml_node_t *n, const char *key, char ***v, size_t *nv, fc_err_t *err) {
+  if (n->kind != FC_YAML_LIST) return fc_yaml_error(n, err, "'%s' must be a list", key);
+  for (size_t i = 0; i < n->n; i++) {
     const char *s;
-    if (want_scalar(c, node(c, *i), key, &s)) return FC_EINVAL;
+    int rc = fc_yaml_string(n->item[i], key, &s, err);
+    if (rc) return rc;
     str_push(v, nv, s);
   }
   return 0;
 }
 
-/* Checks that every key of mapping n is in `known` (NULL-terminated) and appears once. */
-static int check_keys(ctx_t *c, yaml_node_t *n, const char *what, const char *const *known) {
-  if (n->type != YAML_MAPPING_NODE) return at(c, n, "%s must be a mapping", what);
-  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-    yaml_node_t *k = node(c, p->key);
-    const char *ks = scalar(k);
-    if (!ks) return at(c, k, "keys of %s must be plain values", what);
-    bool found = false;
-    for (const char *const *q = known; *q; q++) found |= !strcmp(*q, ks);
-    if (!found) return at(c, k, "unknown key '%s' in %s", ks, what);
-    for (yaml_node_pair_t *o = n->data.mapping.pairs.start; o < p; o++)
-      if (!strcmp(scalar(node(c, o->key)), ks)) return at(c, k, "'%s' given twice in %s", ks, what);
-  }
-  return 0;
-}
-
-static yaml_node_t *lookup(ctx_t *c, yaml_node_t *map, const char *key) {
-  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
-    const char *ks = scalar(node(c, p->key));
-    if (ks && !strcmp(ks, key)) return node(c, p->value);
-  }
+/* The typed struct of a table, in the job. */
+static void *typed(fc_job_t *j, const fc_task_schema_t *s) {
+  if (!strcmp(s->kind, "job")) return &j->opts;
+  if (!strcmp(s->kind, "logits")) return &j->logits;
+  if (!strcmp(s->kind, "align")) return &j->align;
+  if (!strcmp(s->kind, "train")) return &j->train;
+  if (!strcmp(s->kind, "merge")) return &j->merge;
   return NULL;
 }
 
-/* Merge methods a job may name: fc_merge's, plus sce-weights (SCE with FuseChat's release
- * scope, sce_mask_scope=weights). */
-#define MERGE_METHODS "sce, sce-weights, varm, linear, task_arithmetic, ties, dare_ties, dare_linear, slerp"
-static bool merge_method_ok(const char *m) {
-  static const char *const methods[] = {"sce", "sce-weights", "varm", "linear", "task_arithmetic",
-                                        "ties", "dare_ties", "dare_linear", "slerp", NULL};
-  for (const char *const *q = methods; *q; q++)
-    if (!strcmp(*q, m)) return true;
-  return false;
+/* The node at a job YAML path ("top_k", "training.lr"; one level of section at most). */
+static const fc_yaml_node_t *at_path(const fc_yaml_node_t *root, const char *path) {
+  const char *dot = strchr(path, '.');
+  if (!dot) return fc_yaml_get(root, path);
+  char sec[64];
+  snprintf(sec, sizeof sec, "%.*s", (int)(dot - path), path);
+  return fc_yaml_get(fc_yaml_get(root, sec), dot + 1);
+}
+
+/* The known keys at the top (section NULL) or in a section, from the schema's YAML paths. */
+static int check_section(const fc_yaml_node_t *n, const char *section, fc_err_t *err) {
+  size_t ns;
+  const fc_task_schema_t *all = fc_schema_all(&ns);
+  const char *known[128];
+  size_t nk = 0, sl = section ? strlen(section) : 0;
+  for (size_t i = 0; i < ns; i++)
+    for (size_t k = 0; k < all[i].nparams; k++) {
+      const char *y = all[i].params[k].yaml;
+      if (!y) continue;
+      char key[64];
+      const char *dot = strchr(y, '.');
+      if (section) {
+        if (strncmp(y, section, sl) || y[sl] != '.') continue;
+        snprintf(key, sizeof key, "%s", y + sl + 1);
+      } else {
+        snprintf(key, sizeof key, "%.*s", dot ? (int)(dot - y) : (int)strlen(y), y);
+      }
+      bool dup = false;
+      for (size_t q = 0; q < nk && !dup; q++) dup = !strcmp(known[q], key);
+      if (!dup && nk < 127) known[nk++] = fc_xstrdup(key);
+    }
+  known[nk] = NULL;
+  if (section && !nk) return 0; /* not a section: the value's own check speaks */
+  char what[80];
+  snprintf(what, sizeof what, section ? "'%s'" : "the job spec", section);
+  int rc = fc_yaml_check_keys(n, what, known, err);
+  for (size_t q = 0; q < nk; q++) free((char *)known[q]);
+  return rc;
+}
+
+/* Every stage parameter the spec gives, checked against its table into the job's typed structs;
+ * j->given records the YAML paths given (the expansion writes only those). */
+static int parse_stage_params(fc_job_t *j, const fc_yaml_node_t *root, fc_err_t *err) {
+  size_t ns;
+  const fc_task_schema_t *all = fc_schema_all(&ns);
+  int rc = check_section(root, NULL, err);
+  for (size_t i = 0; i < root->n && !rc; i++)
+    if (root->item[i]->kind == FC_YAML_MAP && strcmp(root->key[i], "tasks") && strcmp(root->key[i], "models"))
+      rc = check_section(root->item[i], root->key[i], err);
+  for (size_t i = 0; i < ns && !rc; i++) {
+    void *st = typed(j, &all[i]);
+    if (!st) continue;
+    for (size_t k = 0; k < all[i].nparams && !rc; k++) {
+      const fc_param_t *p = &all[i].params[k];
+      const fc_yaml_node_t *v = p->yaml ? at_path(root, p->yaml) : NULL;
+      if (!v || p->off == FC_PARAM_NOSTORE) continue;
+      char what[96];
+      snprintf(what, sizeof what, "'%s'", p->yaml);
+      if (v->kind != FC_YAML_SCALAR) return fc_yaml_error(v, err, "%s must be a plain value", what);
+      fc_err_t e = {0};
+      if (fc_schema_set(p, v->str, what, st, &e)) return fc_yaml_error(v, err, "%s", e.msg);
+      if (!fc_kv_get(j->given, j->ngiven, p->yaml)) kv_push(&j->given, &j->ngiven, p->yaml, v->str);
+    }
+  }
+  return rc;
+}
+
+/* A task's params against its kind's table (kinds without one, like the tests', pass). */
+static int check_task_params(const fc_yaml_node_t *n, const char *kind, const fc_kv_t *kv, size_t nkv, fc_err_t *err) {
+  const fc_task_schema_t *s = fc_schema_find(kind);
+  if (!s || !strcmp(kind, "job")) return 0;
+  void *st = fc_xcalloc(1, s->size);
+  fc_schema_defaults(s, st);
+  fc_err_t e = {0};
+  int rc = fc_schema_apply(s, kv, nkv, st, &e);
+  for (size_t i = 0; i < nkv && !rc && s->open; i++)
+    if (!fc_schema_param(s, kv[i].key)) rc = fc_schema_check_open(kv[i].key, kv[i].val, &e);
+  free(st);
+  return rc ? fc_yaml_error(n, err, "%s", e.msg) : 0;
 }
 
 /* ---- DAG building ---- */
@@ -217,19 +197,29 @@ static void param(fc_job_task_t *t, const char *k, const char *fmt, ...) {
   kv_push(&t->params, &t->nparams, k, v);
 }
 
-static void train_params(fc_job_t *j, fc_job_task_t *t, double lambda) {
-  param(t, "lambda", "%.17g", lambda), param(t, "epochs", "%d", j->train.epochs);
-  param(t, "lr", "%.17g", j->train.lr), param(t, "batch_size", "%d", j->train.batch_size);
-  param(t, "seq_len", "%d", j->train.seq_len), param(t, "warmup", "%.17g", j->train.warmup);
-  param(t, "weight_decay", "%.17g", j->train.weight_decay);
-  param(t, "seed", "%" PRIu64, j->train.seed);
-  if (j->train.steps) param(t, "steps", "%ld", j->train.steps);
-  if (j->train.checkpoint_every) param(t, "checkpoint_every", "%ld", j->train.checkpoint_every);
+/* The stage parameters of kind that the spec gave (typed values in st, canonical text); the
+ * daemon takes the rest from the same table's defaults. */
+static void given_params(const fc_job_t *j, fc_job_task_t *t, const char *kind, const void *st, const char *skip) {
+  const fc_task_schema_t *s = fc_schema_find(kind);
+  for (size_t i = 0; i < s->nparams; i++) {
+    const fc_param_t *p = &s->params[i];
+    if (!p->yaml || !fc_kv_get(j->given, j->ngiven, p->yaml) || (skip && !strcmp(p->key, skip))) continue;
+    char v[256];
+    fc_schema_format_value(p, st, v, sizeof v);
+    param(t, p->key, "%s", v);
+  }
+}
+
+/* The train params: the given ones, and the seed, which defaults to the job's. The SFT baseline
+ * has no fused stores, so lambda means nothing to it (the trainer uses CE alone). */
+static void train_params(fc_job_t *j, fc_job_task_t *t, int sft) {
+  given_params(j, t, "train", &j->train, sft ? "lambda" : NULL);
+  if (!fc_kv_get(j->given, j->ngiven, "training.seed")) param(t, "seed", "%" PRIu64, j->train.seed);
 }
 
 /* logits(model, shard) -> vocab-map(source) -> align(source, shard) -> train(source) -> merge -> eval */
 static void expand_pipeline(fc_job_t *j) {
-  size_t S = (size_t)j->shards, M = j->nmodels, pivot = 0;
+  size_t S = (size_t)j->opts.shards, M = j->nmodels, pivot = 0;
   for (size_t m = 0; m < M; m++)
     if (j->models[m].role == FC_ROLE_PIVOT) pivot = m;
   const char *pn = j->models[pivot].name;
@@ -242,8 +232,9 @@ static void expand_pipeline(fc_job_t *j) {
       fc_job_task_t *t = add_task(j, "logits", cap, "logits/%s/%zu", j->models[m].name, s);
       param(t, "model", "%s", j->models[m].name);
       param(t, "shard", "%zu", s), param(t, "shards", "%zu", S);
-      param(t, "top_k", "%d", j->top_k), param(t, "seed", "%" PRIu64, j->seed);
-      param(t, "max_len", "%d", j->train.seq_len);
+      given_params(j, t, "logits", &j->logits, NULL);
+      param(t, "seed", "%" PRIu64, j->opts.seed);
+      param(t, "max_len", "%ld", j->train.seq_len); /* examples are cut where training cuts them */
       param(t, "pivot_path", "%s", j->models[pivot].path); /* its template and cut for every model */
       str_push(&t->inputs, &t->ninputs, j->models[m].path);
       str_push(&t->inputs, &t->ninputs, j->dataset);
@@ -274,7 +265,8 @@ static void expand_pipeline(fc_job_t *j) {
     for (size_t s = 0; s < S; s++) {
       fc_job_task_t *t = add_task(j, "align", NULL, "align/%s/%zu", sn, s);
       param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
-      param(t, "shard", "%zu", s), param(t, "top_k", "%d", j->top_k);
+      param(t, "shard", "%zu", s);
+      given_params(j, t, "align", &j->align, NULL);
       param(t, "source_path", "%s", j->models[m].path), param(t, "pivot_path", "%s", j->models[pivot].path);
       size_t deps[3] = {logits[m * S + s], logits[pivot * S + s], vmaps[m]};
       for (int d = 0; d < 3; d++) {
@@ -290,7 +282,7 @@ static void expand_pipeline(fc_job_t *j) {
     trains[m] = j->ntasks;
     fc_job_task_t *t = add_task(j, "train", NULL, "train/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
-    train_params(j, t, j->lambda);
+    train_params(j, t, 0);
     str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     str_push(&t->inputs, &t->ninputs, j->dataset);
     for (size_t s = 0; s < S; s++) {
@@ -312,7 +304,7 @@ static void expand_pipeline(fc_job_t *j) {
   out_path(j, t, "merged");
   /* baselines: plain SFT of the pivot on the same data, and other merges of the same targets */
   size_t sft = 0, *bmerges = fc_xcalloc(j->nbaseline_merges + 1, sizeof *bmerges);
-  if (j->baseline_sft) {
+  if (j->opts.baseline_sft) {
     sft = j->ntasks;
     t = add_task(j, "train", NULL, "train/sft");
     param(t, "source", "sft"), param(t, "pivot", "%s", pn);
@@ -351,7 +343,7 @@ static void expand_pipeline(fc_job_t *j) {
       str_push(&t->inputs, &t->ninputs, j->tasks[trains[m]].outputs[0]);
       out_path(j, t, "eval/target-%s.json", j->models[m].name);
     }
-    if (j->baseline_sft) {
+    if (j->opts.baseline_sft) {
       t = add_task(j, "eval", NULL, "eval/sft");
       param(t, "model", "sft"), param(t, "role", "sft");
       add_dep(t, sft);
@@ -378,51 +370,52 @@ static void expand_pipeline(fc_job_t *j) {
   free(logits), free(vmaps), free(aligns), free(trains);
 }
 
-static int parse_tasks(ctx_t *c, fc_job_t *j, yaml_node_t *list) {
+static int parse_tasks(fc_job_t *j, const fc_yaml_node_t *list, fc_err_t *err) {
   static const char *const keys[] = {"name", "kind", "cap", "params", "inputs", "outputs", "deps", NULL};
-  if (list->type != YAML_SEQUENCE_NODE) return at(c, list, "'tasks' must be a list");
-  if (list->data.sequence.items.top - list->data.sequence.items.start > 10000)
-    return at(c, list, "more than 10000 tasks");
-  for (yaml_node_item_t *i = list->data.sequence.items.start; i < list->data.sequence.items.top; i++) {
-    yaml_node_t *n = node(c, *i), *v;
-    if (check_keys(c, n, "a task", keys)) return FC_EINVAL;
+  if (list->kind != FC_YAML_LIST) return fc_yaml_error(list, err, "'tasks' must be a list");
+  if (list->n > 10000) return fc_yaml_error(list, err, "more than 10000 tasks");
+  for (size_t i = 0; i < list->n; i++) {
+    const fc_yaml_node_t *n = list->item[i], *v;
+    if (fc_yaml_check_keys(n, "a task", keys, err)) return FC_EINVAL;
     char *name = NULL, *kind = NULL;
-    if (!(v = lookup(c, n, "name"))) return at(c, n, "a task needs a 'name'");
-    if (get_str(c, v, "name", &name)) return FC_EINVAL;
-    if (!(v = lookup(c, n, "kind"))) {
-      int rc = at(c, n, "task '%s' needs a 'kind'", name);
+    if (!(v = fc_yaml_get(n, "name"))) return fc_yaml_error(n, err, "a task needs a 'name'");
+    if (get_str(v, "name", &name, err)) return FC_EINVAL;
+    if (!(v = fc_yaml_get(n, "kind"))) {
+      int rc = fc_yaml_error(n, err, "task '%s' needs a 'kind'", name);
       free(name);
       return rc;
     }
-    if (get_str(c, v, "kind", &kind)) return free(name), FC_EINVAL;
+    if (get_str(v, "kind", &kind, err)) return free(name), FC_EINVAL;
     bool dup = fc_job_find_task(j, name) >= 0;
     fc_job_task_t *t = add_task(j, kind, NULL, "%s", name);
     free(name), free(kind);
-    if (dup) return at(c, n, "task '%s' is defined twice", t->name);
-    if ((v = lookup(c, n, "cap")) && get_str(c, v, "cap", &t->cap)) return FC_EINVAL;
-    if ((v = lookup(c, n, "params")) && get_kv(c, v, "params", &t->params, &t->nparams)) return FC_EINVAL;
-    if ((v = lookup(c, n, "inputs")) && get_strlist(c, v, "inputs", &t->inputs, &t->ninputs)) return FC_EINVAL;
-    if ((v = lookup(c, n, "outputs"))) {
+    if (dup) return fc_yaml_error(n, err, "task '%s' is defined twice", t->name);
+    if ((v = fc_yaml_get(n, "cap")) && get_str(v, "cap", &t->cap, err)) return FC_EINVAL;
+    if ((v = fc_yaml_get(n, "params")) &&
+        (get_kv(v, "params", &t->params, &t->nparams, err) || check_task_params(v, t->kind, t->params, t->nparams, err)))
+      return FC_EINVAL;
+    if ((v = fc_yaml_get(n, "inputs")) && get_strlist(v, "inputs", &t->inputs, &t->ninputs, err)) return FC_EINVAL;
+    if ((v = fc_yaml_get(n, "outputs"))) {
       char **outs = NULL;
       size_t nouts = 0;
-      int rc = get_strlist(c, v, "outputs", &outs, &nouts);
+      int rc = get_strlist(v, "outputs", &outs, &nouts, err);
       for (size_t k = 0; k < nouts; k++) {
         if (rc == 0 && (outs[k][0] == '/' || strstr(outs[k], "..") || !outs[k][0]))
-          rc = at(c, v, "output '%s' must be a relative path inside the job directory", outs[k]);
+          rc = fc_yaml_error(v, err, "output '%s' must be a relative path inside the job directory", outs[k]);
         if (rc == 0) out_path(j, t, "%s", outs[k]);
         free(outs[k]);
       }
       free(outs);
       if (rc) return rc;
     }
-    if ((v = lookup(c, n, "deps"))) {
+    if ((v = fc_yaml_get(n, "deps"))) {
       char **deps = NULL;
       size_t ndeps = 0;
-      int rc = get_strlist(c, v, "deps", &deps, &ndeps);
+      int rc = get_strlist(v, "deps", &deps, &ndeps, err);
       for (size_t k = 0; k < ndeps; k++) {
         long d = fc_job_find_task(j, deps[k]);
         if (rc == 0 && (d < 0 || (size_t)d == j->ntasks - 1))
-          rc = at(c, v, "task '%s' depends on '%s', which is not a task listed before it", t->name, deps[k]);
+          rc = fc_yaml_error(v, err, "task '%s' depends on '%s', which is not a task listed before it", t->name, deps[k]);
         if (rc == 0) add_dep(t, (size_t)d);
         free(deps[k]);
       }
@@ -433,135 +426,116 @@ static int parse_tasks(ctx_t *c, fc_job_t *j, yaml_node_t *list) {
   return 0;
 }
 
-static int parse_root(ctx_t *c, fc_job_t *j) {
-  static const char *const keys[] = {"name", "store", "models", "dataset", "shards", "top_k", "lambda",
-                                     "training", "merge", "eval", "seed", "max_attempts", "tasks", "baselines",
-                                     NULL};
-  static const char *const baseline_keys[] = {"sft", "merges", NULL};
-  static const char *const train_keys[] = {"epochs", "lr", "batch_size", "seq_len", "warmup",
-                                           "weight_decay", "seed", "steps", "checkpoint_every", NULL};
+static int parse_models(fc_job_t *j, const fc_yaml_node_t *models, fc_err_t *err) {
   static const char *const model_keys[] = {"name", "path", "role", NULL};
-  static const char *const merge_keys[] = {"method", "parameters", NULL};
-  yaml_node_t *root = yaml_document_get_root_node(&c->doc), *v;
-  if (!root) return fc_err_set(c->err, FC_EINVAL, "%s: empty job spec", c->src);
-  if (check_keys(c, root, "the job spec", keys)) return FC_EINVAL;
-  if (!(v = lookup(c, root, "name"))) return at(c, root, "the job needs a 'name'");
-  if (get_str(c, v, "name", &j->name)) return FC_EINVAL;
-  if (!name_ok(j->name)) return at(c, v, "job name '%s' may only use letters, digits, '.', '_', '-' (at most 64)", j->name);
-  if (!(v = lookup(c, root, "store"))) return at(c, root, "the job needs a 'store' directory");
-  if (get_str(c, v, "store", &j->store)) return FC_EINVAL;
-  j->dir = fc_path_join(j->store, j->name);
-  j->shards = 1, j->top_k = 10, j->lambda = 0.9, j->max_attempts = 3;
-  j->train.epochs = 3, j->train.lr = 5e-6, j->train.batch_size = 8, j->train.seq_len = 2048;
-  j->train.warmup = 0.03, j->train.weight_decay = 0.0;
-  if ((v = lookup(c, root, "seed")) && get_u64(c, v, "seed", &j->seed)) return FC_EINVAL;
-  j->train.seed = j->seed;
-  if ((v = lookup(c, root, "max_attempts")) && get_int(c, v, "max_attempts", 1, 100, &j->max_attempts)) return FC_EINVAL;
-  yaml_node_t *tasks = lookup(c, root, "tasks"), *models = lookup(c, root, "models");
-  if (tasks && models) return at(c, tasks, "give either 'models' (the fusion pipeline) or 'tasks', not both");
-  if (tasks) return parse_tasks(c, j, tasks);
-  if (!models) return at(c, root, "the job needs 'models' (or an explicit 'tasks' list)");
-  if (models->type != YAML_SEQUENCE_NODE) return at(c, models, "'models' must be a list");
+  if (models->kind != FC_YAML_LIST) return fc_yaml_error(models, err, "'models' must be a list");
   size_t npivot = 0;
-  for (yaml_node_item_t *i = models->data.sequence.items.start; i < models->data.sequence.items.top; i++) {
-    yaml_node_t *n = node(c, *i);
-    if (check_keys(c, n, "a model", model_keys)) return FC_EINVAL;
+  for (size_t i = 0; i < models->n; i++) {
+    const fc_yaml_node_t *n = models->item[i], *v;
+    if (fc_yaml_check_keys(n, "a model", model_keys, err)) return FC_EINVAL;
     j->models = fc_xrealloc(j->models, (j->nmodels + 1) * sizeof *j->models);
     fc_job_model_t *m = &j->models[j->nmodels++];
     memset(m, 0, sizeof *m);
-    if (!(v = lookup(c, n, "name"))) return at(c, n, "a model needs a 'name'");
-    if (get_str(c, v, "name", &m->name)) return FC_EINVAL;
-    if (!name_ok(m->name)) return at(c, v, "model name '%s' may only use letters, digits, '.', '_', '-'", m->name);
+    if (!(v = fc_yaml_get(n, "name"))) return fc_yaml_error(n, err, "a model needs a 'name'");
+    if (get_str(v, "name", &m->name, err)) return FC_EINVAL;
+    if (!name_ok(m->name)) return fc_yaml_error(v, err, "model name '%s' may only use letters, digits, '.', '_', '-'", m->name);
     for (size_t k = 0; k + 1 < j->nmodels; k++)
-      if (!strcmp(j->models[k].name, m->name)) return at(c, v, "model '%s' is listed twice", m->name);
-    if (!(v = lookup(c, n, "path"))) return at(c, n, "model '%s' needs a 'path'", m->name);
-    if (get_str(c, v, "path", &m->path)) return FC_EINVAL;
+      if (!strcmp(j->models[k].name, m->name)) return fc_yaml_error(v, err, "model '%s' is listed twice", m->name);
+    if (!(v = fc_yaml_get(n, "path"))) return fc_yaml_error(n, err, "model '%s' needs a 'path'", m->name);
+    if (get_str(v, "path", &m->path, err)) return FC_EINVAL;
     const char *role = "source";
-    if ((v = lookup(c, n, "role")) && want_scalar(c, v, "role", &role)) return FC_EINVAL;
+    if ((v = fc_yaml_get(n, "role")) && fc_yaml_string(v, "role", &role, err)) return FC_EINVAL;
     if (!strcmp(role, "pivot")) m->role = FC_ROLE_PIVOT, npivot++;
     else if (!strcmp(role, "source")) m->role = FC_ROLE_SOURCE;
-    else return at(c, v, "role must be 'pivot' or 'source', not '%s'", role);
+    else return fc_yaml_error(v, err, "role must be 'pivot' or 'source', not '%s'", role);
   }
-  if (npivot != 1) return at(c, models, "exactly one model must have role: pivot (found %zu)", npivot);
-  if (j->nmodels < 2) return at(c, models, "at least one source model is needed beside the pivot");
-  if (!(v = lookup(c, root, "dataset"))) return at(c, root, "the job needs a 'dataset'");
-  if (get_str(c, v, "dataset", &j->dataset)) return FC_EINVAL;
-  if ((v = lookup(c, root, "eval")) && get_str(c, v, "eval", &j->eval)) return FC_EINVAL;
-  if ((v = lookup(c, root, "shards")) && get_int(c, v, "shards", 1, 4096, &j->shards)) return FC_EINVAL;
-  if ((v = lookup(c, root, "top_k")) && get_int(c, v, "top_k", 1, 256, &j->top_k)) return FC_EINVAL;
-  if ((v = lookup(c, root, "lambda")) && get_double(c, v, "lambda", 0, 1, &j->lambda)) return FC_EINVAL;
-  if ((v = lookup(c, root, "training"))) {
-    yaml_node_t *tr = v;
-    if (check_keys(c, tr, "'training'", train_keys)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "epochs")) && get_int(c, v, "epochs", 1, 1000, &j->train.epochs)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "lr")) && get_double(c, v, "lr", 0, 10, &j->train.lr)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "batch_size")) && get_int(c, v, "batch_size", 1, 65536, &j->train.batch_size)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "seq_len")) && get_int(c, v, "seq_len", 1, 1 << 20, &j->train.seq_len)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "warmup")) && get_double(c, v, "warmup", 0, 1, &j->train.warmup)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "weight_decay")) && get_double(c, v, "weight_decay", 0, 10, &j->train.weight_decay)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "seed")) && get_u64(c, v, "seed", &j->train.seed)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "steps")) && get_long(c, v, "steps", 1, 1000000000L, &j->train.steps)) return FC_EINVAL;
-    if ((v = lookup(c, tr, "checkpoint_every")) &&
-        get_long(c, v, "checkpoint_every", 1, 1000000000L, &j->train.checkpoint_every))
-      return FC_EINVAL;
-  }
-  j->merge_method = fc_xstrdup("sce");
-  if ((v = lookup(c, root, "merge"))) {
-    yaml_node_t *mg = v;
-    if (check_keys(c, mg, "'merge'", merge_keys)) return FC_EINVAL;
-    if ((v = lookup(c, mg, "method"))) {
-      if (get_str(c, v, "method", &j->merge_method)) return FC_EINVAL;
-      if (!merge_method_ok(j->merge_method))
-        return at(c, v, "unknown merge method '%s' (%s)", j->merge_method, MERGE_METHODS);
-    }
-    if ((v = lookup(c, mg, "parameters")) && get_kv(c, v, "parameters", &j->merge_params, &j->nmerge_params)) return FC_EINVAL;
-  }
-  if ((v = lookup(c, root, "baselines"))) {
-    yaml_node_t *bl = v;
-    if (check_keys(c, bl, "'baselines'", baseline_keys)) return FC_EINVAL;
-    if ((v = lookup(c, bl, "sft"))) {
-      const char *s;
-      if (want_scalar(c, v, "sft", &s)) return FC_EINVAL;
-      if (!strcmp(s, "true")) j->baseline_sft = 1;
-      else if (strcmp(s, "false")) return at(c, v, "'sft' must be true or false, not '%s'", s);
-    }
-    if ((v = lookup(c, bl, "merges"))) {
-      if (get_strlist(c, v, "merges", &j->baseline_merges, &j->nbaseline_merges)) return FC_EINVAL;
-      for (size_t b = 0; b < j->nbaseline_merges; b++) {
-        if (!merge_method_ok(j->baseline_merges[b]))
-          return at(c, v, "unknown merge method '%s' in baselines (%s)", j->baseline_merges[b], MERGE_METHODS);
-        for (size_t k = 0; k < b; k++)
-          if (!strcmp(j->baseline_merges[k], j->baseline_merges[b]))
-            return at(c, v, "merge method '%s' listed twice in baselines", j->baseline_merges[b]);
-      }
+  if (npivot != 1) return fc_yaml_error(models, err, "exactly one model must have role: pivot (found %zu)", npivot);
+  if (j->nmodels < 2) return fc_yaml_error(models, err, "at least one source model is needed beside the pivot");
+  return 0;
+}
+
+/* merge.parameters: weight/density through the merge table, the method's own through the merge
+ * floor's checker; baselines.merges: each a merge method. */
+static int parse_merge(fc_job_t *j, const fc_yaml_node_t *root, fc_err_t *err) {
+  const fc_task_schema_t *ms = fc_schema_find("merge");
+  const fc_param_t *method = fc_schema_param(ms, "method");
+  const fc_yaml_node_t *v;
+  j->merge_method = fc_xstrdup(j->merge.method);
+  j->merge.method = j->merge_method;
+  if ((v = at_path(root, "merge.parameters"))) {
+    if (get_kv(v, "parameters", &j->merge_params, &j->nmerge_params, err)) return FC_EINVAL;
+    for (size_t i = 0; i < v->n; i++) {
+      const fc_param_t *p = fc_schema_param(ms, v->key[i]);
+      char what[96];
+      snprintf(what, sizeof what, "'merge.parameters.%s'", v->key[i]);
+      fc_err_t e = {0};
+      fc_merge_params_t scratch;
+      int rc = p == method ? fc_err_set(&e, FC_EINVAL, "give the method as merge.method")
+               : p ? fc_schema_set(p, v->item[i]->str, what, &scratch, &e)
+                   : fc_schema_check_open(v->key[i], v->item[i]->str, &e);
+      if (rc) return fc_yaml_error(v->keynode[i], err, "%s", e.msg);
     }
   }
+  if ((v = at_path(root, "baselines.merges"))) {
+    if (get_strlist(v, "merges", &j->baseline_merges, &j->nbaseline_merges, err)) return FC_EINVAL;
+    for (size_t b = 0; b < j->nbaseline_merges; b++) {
+      fc_err_t e = {0};
+      fc_merge_params_t scratch;
+      if (fc_schema_set(method, j->baseline_merges[b], "a baseline merge method", &scratch, &e))
+        return fc_yaml_error(v, err, "%s", e.msg);
+      for (size_t k = 0; k < b; k++)
+        if (!strcmp(j->baseline_merges[k], j->baseline_merges[b]))
+          return fc_yaml_error(v, err, "merge method '%s' listed twice in baselines", j->baseline_merges[b]);
+    }
+  }
+  return 0;
+}
+
+static int parse_root(fc_job_t *j, const fc_yaml_node_t *root, const char *src, fc_err_t *err) {
+  const fc_yaml_node_t *v;
+  fc_schema_defaults(fc_schema_find("job"), &j->opts);
+  fc_schema_defaults(fc_schema_find("logits"), &j->logits);
+  fc_schema_defaults(fc_schema_find("align"), &j->align);
+  fc_schema_defaults(fc_schema_find("train"), &j->train);
+  fc_schema_defaults(fc_schema_find("merge"), &j->merge);
+  if (!root) return fc_err_set(err, FC_EINVAL, "%s: empty job spec", src);
+  if (root->kind != FC_YAML_MAP) return fc_yaml_error(root, err, "the job spec must be a mapping");
+  if (parse_stage_params(j, root, err)) return FC_EINVAL;
+  j->max_attempts = (int)j->opts.max_attempts;
+  if (!fc_kv_get(j->given, j->ngiven, "training.seed")) j->train.seed = j->opts.seed; /* its documented default */
+  if (!(v = fc_yaml_get(root, "name"))) return fc_yaml_error(root, err, "the job needs a 'name'");
+  if (get_str(v, "name", &j->name, err)) return FC_EINVAL;
+  if (!name_ok(j->name)) return fc_yaml_error(v, err, "job name '%s' may only use letters, digits, '.', '_', '-' (at most 64)", j->name);
+  if (!(v = fc_yaml_get(root, "store"))) return fc_yaml_error(root, err, "the job needs a 'store' directory");
+  if (get_str(v, "store", &j->store, err)) return FC_EINVAL;
+  j->dir = fc_path_join(j->store, j->name);
+  const fc_yaml_node_t *tasks = fc_yaml_get(root, "tasks"), *models = fc_yaml_get(root, "models");
+  if (tasks && models) return fc_yaml_error(tasks, err, "give either 'models' (the fusion pipeline) or 'tasks', not both");
+  if (tasks) return parse_tasks(j, tasks, err);
+  if (!models) return fc_yaml_error(root, err, "the job needs 'models' (or an explicit 'tasks' list)");
+  if (parse_models(j, models, err)) return FC_EINVAL;
+  if (!(v = fc_yaml_get(root, "dataset"))) return fc_yaml_error(root, err, "the job needs a 'dataset'");
+  if (get_str(v, "dataset", &j->dataset, err)) return FC_EINVAL;
+  if ((v = fc_yaml_get(root, "eval")) && get_str(v, "eval", &j->eval, err)) return FC_EINVAL;
+  if (parse_merge(j, root, err)) return FC_EINVAL;
   expand_pipeline(j);
   for (size_t a = 0; a < j->ntasks; a++) /* a model named like a baseline ("sft", "target-x") */
     for (size_t b = 0; b < a; b++)
       if (!strcmp(j->tasks[a].name, j->tasks[b].name))
-        return at(c, models, "two tasks would be called '%s': rename the model", j->tasks[a].name);
+        return fc_yaml_error(models, err, "two tasks would be called '%s': rename the model", j->tasks[a].name);
   return 0;
 }
 
 int fc_job_parse(const char *text, size_t len, const char *source, fc_job_t **out, fc_err_t *err) {
   *out = NULL;
-  ctx_t c = {.src = source ? source : "job", .err = err};
-  yaml_parser_t parser;
-  if (!yaml_parser_initialize(&parser)) return fc_err_set(err, FC_ENOMEM, "cannot start the YAML parser");
-  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-  if (!yaml_parser_load(&parser, &c.doc)) {
-    int rc = fc_err_set(err, FC_EINVAL, "%s:%zu:%zu: YAML error: %s %s", c.src, parser.problem_mark.line + 1,
-                        parser.problem_mark.column + 1, parser.problem ? parser.problem : "",
-                        parser.context ? parser.context : "");
-    yaml_parser_delete(&parser);
-    return rc;
-  }
-  yaml_parser_delete(&parser);
+  const char *src = source ? source : "job";
+  fc_yaml_doc_t *doc;
+  int rc = fc_yaml_parse(text, len, src, &doc, err);
+  if (rc) return rc;
   fc_job_t *j = fc_xcalloc(1, sizeof *j);
-  int rc = parse_root(&c, j);
-  yaml_document_delete(&c.doc);
-  if (rc == 0 && j->ntasks == 0) rc = fc_err_set(err, FC_EINVAL, "%s: the job has no tasks", c.src);
+  rc = parse_root(j, fc_yaml_root(doc), src, err);
+  fc_yaml_destroy(&doc);
+  if (rc == 0 && j->ntasks == 0) rc = fc_err_set(err, FC_EINVAL, "%s: the job has no tasks", src);
   if (rc) {
     fc_job_destroy(&j);
     return rc;
@@ -600,6 +574,7 @@ void fc_job_destroy(fc_job_t **jp) {
   for (size_t i = 0; i < j->nmodels; i++) free(j->models[i].name), free(j->models[i].path);
   free(j->models);
   free_kv(j->merge_params, j->nmerge_params);
+  free_kv(j->given, j->ngiven);
   free_strs(j->baseline_merges, j->nbaseline_merges);
   free(j->name), free(j->store), free(j->dir), free(j->dataset), free(j->eval), free(j->merge_method);
   free(j);

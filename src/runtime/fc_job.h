@@ -8,11 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fc_schema.h"
 #include "fc_util.h"
-
-typedef struct fc_kv {
-  char *key, *val;
-} fc_kv_t;
 
 typedef enum { FC_ROLE_PIVOT, FC_ROLE_SOURCE } fc_role_t;
 
@@ -42,21 +39,20 @@ typedef struct fc_job {
   char *dataset, *eval;
   fc_job_model_t *models;
   size_t nmodels;
-  int shards, top_k, max_attempts;
-  double lambda;
-  uint64_t seed;
-  struct {
-    int epochs, batch_size, seq_len;
-    long steps, checkpoint_every; /* 0: from epochs / the daemon's default */
-    double lr, warmup, weight_decay;
-    uint64_t seed;
-  } train;
+  /* the stage parameters, typed through the schema: defaults, then what the spec gives */
+  fc_job_params_t opts;
+  fc_logits_params_t logits;
+  fc_align_params_t align;
+  fc_train_params_t train;
+  fc_merge_params_t merge;
+  fc_kv_t *given; /* the YAML paths of the stage parameters the spec gave, and their text */
+  size_t ngiven;
+  int max_attempts;
   char *merge_method;
   fc_kv_t *merge_params;
   size_t nmerge_params;
   /* baselines: {sft: true, merges: [...]}: train/sft (lambda 1, no fused targets) and
    * merge/METHOD over the same targets; each is evaluated like every other model */
-  int baseline_sft;
   char **baseline_merges;
   size_t nbaseline_merges;
   fc_job_task_t *tasks; /* the expanded DAG, in an order where deps come first */
@@ -69,6 +65,5 @@ int fc_job_parse(const char *text, size_t len, const char *source, fc_job_t **ou
 void fc_job_destroy(fc_job_t **job);
 /* Index of a task by name, or -1. */
 long fc_job_find_task(const fc_job_t *job, const char *name);
-const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key);
 
 #endif

@@ -4,6 +4,8 @@
  * touches. A lazy max-heap picks the most frequent pair (ties: smaller ids first). */
 #include "fc_bpe_train.h"
 
+#include "fc_utf8.h"
+
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,28 +344,6 @@ static int cmp_cp_count(const void *a, const void *b) {
   return x->cp < y->cp ? -1 : x->cp > y->cp;
 }
 
-static size_t enc_utf8(uint32_t c, char *out) {
-  if (c < 0x80) return out[0] = (char)c, 1;
-  if (c < 0x800) return out[0] = (char)(0xc0 | (c >> 6)), out[1] = (char)(0x80 | (c & 0x3f)), 2;
-  if (c < 0x10000)
-    return out[0] = (char)(0xe0 | (c >> 12)), out[1] = (char)(0x80 | ((c >> 6) & 0x3f)),
-           out[2] = (char)(0x80 | (c & 0x3f)), 3;
-  out[0] = (char)(0xf0 | (c >> 18));
-  out[1] = (char)(0x80 | ((c >> 12) & 0x3f));
-  out[2] = (char)(0x80 | ((c >> 6) & 0x3f));
-  out[3] = (char)(0x80 | (c & 0x3f));
-  return 4;
-}
-
-static size_t utf8_len(unsigned char c) { return c < 0x80 ? 1 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4; }
-
-static uint32_t dec_utf8(const unsigned char *p, size_t l) {
-  if (l == 1) return p[0];
-  if (l == 2) return ((p[0] & 0x1fu) << 6) | (p[1] & 0x3fu);
-  if (l == 3) return ((p[0] & 0x0fu) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3fu);
-  return ((p[0] & 0x07u) << 18) | ((p[1] & 0x3fu) << 12) | ((p[2] & 0x3fu) << 6) | (p[3] & 0x3fu);
-}
-
 /* The base vocabulary as a tokenizer.json (no merges), used to pre-tokenize the corpus with the
  * same pipeline the result will use. */
 static int base_tokenizer(const fc_bpe_train_opts_t *o, const vocab_t *v, int32_t model_n, fc_tok_t **tok,
@@ -410,9 +390,9 @@ int fc_bpe_train(const char *text, size_t len, const fc_bpe_train_opts_t *o, cha
     wc_map_t cpmap = {0};
     int64_t total = 0;
     for (size_t i = 0; i < len;) {
-      size_t l = utf8_len((unsigned char)text[i]);
+      size_t l = fc_utf8_seq_len((unsigned char)text[i]);
       if (i + l > len) break;
-      uint32_t c = dec_utf8((const unsigned char *)text + i, l);
+      uint32_t c = fc_utf8_decode((const unsigned char *)text + i, &l);
       if (c == ' ') c = 0x2581;
       char key[4];
       memcpy(key, &c, 4);
@@ -437,7 +417,7 @@ int fc_bpe_train(const char *text, size_t len, const fc_bpe_train_opts_t *o, cha
     int have_meta = 0;
     for (size_t i = 0; i < ncc && i < cap_chars && covered < total - total / 2000; i++) {
       char u[4];
-      size_t l = enc_utf8(cc[i].cp, u);
+      size_t l = fc_utf8_encode(cc[i].cp, u);
       vocab_add(&v, u, l);
       have_meta |= cc[i].cp == 0x2581;
       covered += cc[i].count;
@@ -474,7 +454,7 @@ int fc_bpe_train(const char *text, size_t len, const fc_bpe_train_opts_t *o, cha
         x->sym[x->len++] = p[k++]; /* ids 0..255 are the bytes */
         continue;
       }
-      size_t l = utf8_len(p[k]);
+      size_t l = fc_utf8_seq_len(p[k]);
       if (k + l > e->len) l = 1;
       int32_t id = vocab_find(&v, e->s + k, l);
       if (id >= 259) x->sym[x->len++] = id;

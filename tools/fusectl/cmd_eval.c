@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_schema.h"
 #include "fc_eval.h"
 
 #define MAX_MODELS 64
@@ -32,17 +33,18 @@ static void usage(FILE *fp) {
           "  -m, --model DIR          Hugging Face model directory (config.json, safetensors,\n"
           "                           tokenizer.json); repeat for more models\n"
           "  -d, --data FILE          evaluation rows (JSONL); repeat to concatenate files\n"
-          "  -n, --max-new-tokens N   tokens generated per answer at most (default 16)\n"
-          "  -b, --batch-size N       prompts decoded together (default 32); results do not\n"
-          "                           depend on it, speed does\n"
+
           "  -j, --threads N          compute threads (default: FUSECHAT_THREADS or all cores)\n"
-          "      --limit N            evaluate the first N rows of each family only\n"
+
           "      --template NAME      chatml or llama2 instead of the tokenizer's own (auto)\n"
           "      --json FILE          also write the results as JSON ({\"models\":[...]})\n"
           "      --show N             print the first N rows of each model: prompt, expected\n"
           "                           and generated answer\n"
           "  -q, --quiet              no progress line on stderr\n"
-          "  -h, --help               show this help\n"
+          "  -h, --help               show this help\n");
+  fc_cli_schema_help(fp, "eval", 26);
+  fprintf(fp, "%s",
+
           "\n"
           "Exit status: 0 success, 1 a model or data file could not be loaded or is\n"
           "malformed (a row without a gpt answer, an unknown family), 2 bad usage.\n");
@@ -84,13 +86,16 @@ static int positive(const char *s, long max, long *out) {
 }
 
 int fc_cmd_eval(int argc, char **argv) {
-  static const struct option opts[] = {
+  static const struct option base[] = {
       {"model", required_argument, 0, 'm'},       {"data", required_argument, 0, 'd'},
-      {"max-new-tokens", required_argument, 0, 'n'}, {"batch-size", required_argument, 0, 'b'},
-      {"threads", required_argument, 0, 'j'},     {"limit", required_argument, 0, 'L'},
-      {"template", required_argument, 0, 'T'},    {"json", required_argument, 0, 'J'},
-      {"show", required_argument, 0, 'S'},        {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, 'h'},              {0}};
+      {"threads", required_argument, 0, 'j'},     {"template", required_argument, 0, 'T'},
+      {"json", required_argument, 0, 'J'},        {"show", required_argument, 0, 'S'},
+      {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'}};
+  struct option opts[32] = {0};
+  memcpy(opts, base, sizeof base);
+  fc_cli_schema_longopts("eval", opts + sizeof base / sizeof *base);
+  fc_eval_params_t ep; /* max_new_tokens, batch_size, limit: the eval stage's table */
+  fc_schema_defaults(fc_schema_find("eval"), &ep);
   const char *models[MAX_MODELS], *data[MAX_DATA], *json = NULL;
   int nm = 0, nd = 0, quiet = 0;
   long l, show = 0;
@@ -99,6 +104,9 @@ int fc_cmd_eval(int argc, char **argv) {
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "m:d:n:b:j:qh", opts, NULL)) != -1) {
+    int src = fc_cli_schema_option("eval", "eval", c, optarg, &ep, NULL);
+    if (src > 0) return src;
+    if (src == 0) continue;
     switch (c) {
     case 'm':
       if (nm == MAX_MODELS) return fc_cli_usage_error("eval", "at most %d models", MAX_MODELS);
@@ -108,25 +116,10 @@ int fc_cmd_eval(int argc, char **argv) {
       if (nd == MAX_DATA) return fc_cli_usage_error("eval", "at most %d data files", MAX_DATA);
       data[nd++] = optarg;
       break;
-    case 'n':
-      if (!positive(optarg, 100000, &l))
-        return fc_cli_usage_error("eval", "--max-new-tokens needs a positive integer, not '%s'", optarg);
-      eo.max_new_tokens = (int)l;
-      break;
-    case 'b':
-      if (!positive(optarg, 4096, &l))
-        return fc_cli_usage_error("eval", "--batch-size needs an integer in 1..4096, not '%s'", optarg);
-      eo.batch_size = (int)l;
-      break;
     case 'j':
       if (!positive(optarg, 1024, &l))
         return fc_cli_usage_error("eval", "--threads needs a positive integer, not '%s'", optarg);
       eo.threads = (int)l;
-      break;
-    case 'L':
-      if (!positive(optarg, 1000000000, &l))
-        return fc_cli_usage_error("eval", "--limit needs a positive integer, not '%s'", optarg);
-      eo.limit = (int)l;
       break;
     case 'T':
       if (fc_chat_template_parse(optarg, &eo.tmpl))
@@ -143,6 +136,7 @@ int fc_cmd_eval(int argc, char **argv) {
     }
   }
   if (optind != argc) return fc_cli_usage_error("eval", "unexpected argument '%s'", argv[optind]);
+  eo.max_new_tokens = (int)ep.max_new_tokens, eo.batch_size = (int)ep.batch_size, eo.limit = (int)ep.limit;
   if (!nm) return fc_cli_usage_error("eval", "--model is required");
   if (!nd) return fc_cli_usage_error("eval", "--data is required");
   eo.keep_rows = show > 0;

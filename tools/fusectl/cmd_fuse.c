@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fc_schema.h"
 #include "fc_stage.h"
 
 #define MAX_SOURCES 15
@@ -84,8 +85,11 @@ int fc_cmd_fuse(int argc, char **argv) {
   const char *src[MAX_SOURCES + 1], *src_topk[MAX_SOURCES + 1], *maps[MAX_SOURCES + 1];
   int ns = 0, nst = 0, nm = 0, keep = 0, quiet = 0, c;
   long v, margin = FC_ALIGN_DEFAULT_MARGIN;
-  fc_fuse_method_t method = FC_FUSE_MINCE;
-  fc_stage_data_t d = {.tmpl = FC_CHAT_AUTO, .n_shards = 1, .max_len = 4096};
+  /* defaults: the align and logits stages' tables (what a job's tasks get) */
+  fc_fuse_method_t method;
+  fc_fuse_method_parse(fc_schema_param(fc_schema_find("align"), "fuse")->sdef, &method);
+  fc_stage_data_t d = {.tmpl = FC_CHAT_AUTO, .n_shards = 1,
+                       .max_len = (uint32_t)fc_schema_param(fc_schema_find("logits"), "max_len")->def};
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "P:p:S:s:m:o:M:d:qh", opts, NULL)) != -1) {

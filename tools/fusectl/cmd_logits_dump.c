@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_schema.h"
 #include "fc_stage.h"
 #include "fc_topk.h"
 
@@ -42,18 +43,20 @@ static void usage(FILE *fp) {
           "                              tokenizer.json)\n"
           "  -d, --data FILE             the dataset, JSONL\n"
           "  -o, --out FILE              the top-K store to write\n"
-          "  -k, --top-k K               entries kept per position (default 10, at most 256)\n"
+
           "  -s, --shard I/N             only shard I of N (0-based): the contiguous block of rows\n"
           "                              [I*R/N, (I+1)*R/N) of the R non-blank rows (default 0/1)\n"
           "  -t, --template NAME         chatml, llama2 or auto (default auto: chatml when the\n"
           "                              pivot tokenizer has <|im_start|>, else llama2)\n"
           "  -p, --pivot-tokenizer PATH  the pivot's tokenizer.json or model directory (default:\n"
           "                              this model is the pivot)\n"
-          "  -b, --batch-size B          examples per forward pass (default 8)\n"
-          "  -l, --max-len T             pivot tokens per example at most (default 4096)\n"
+
           "  -j, --threads N             compute threads (default: FUSECHAT_THREADS or all cores)\n"
           "  -q, --quiet                 no progress line\n"
-          "  -h, --help                  show this help\n"
+          "  -h, --help                  show this help\n");
+  fc_cli_schema_help(fp, "logits", 29);
+  fprintf(fp,
+
           "\n"
           "Exit status: 0 success, 1 a file could not be read or written or the inputs are\n"
           "invalid (bad JSON on a line, tokenizer ids outside the model), 2 bad usage.\n"
@@ -65,32 +68,34 @@ static void usage(FILE *fp) {
 }
 
 int fc_cmd_logits_dump(int argc, char **argv) {
-  static const struct option opts[] = {
+  static const struct option base[] = {
       {"model", required_argument, 0, 'm'},      {"data", required_argument, 0, 'd'},
-      {"out", required_argument, 0, 'o'},        {"top-k", required_argument, 0, 'k'},
-      {"shard", required_argument, 0, 's'},      {"template", required_argument, 0, 't'},
-      {"pivot-tokenizer", required_argument, 0, 'p'}, {"batch-size", required_argument, 0, 'b'},
-      {"max-len", required_argument, 0, 'l'},    {"threads", required_argument, 0, 'j'},
-      {"quiet", no_argument, 0, 'q'},            {"help", no_argument, 0, 'h'},
-      {0}};
+      {"out", required_argument, 0, 'o'},        {"shard", required_argument, 0, 's'},
+      {"template", required_argument, 0, 't'},   {"pivot-tokenizer", required_argument, 0, 'p'},
+      {"threads", required_argument, 0, 'j'},    {"quiet", no_argument, 0, 'q'},
+      {"help", no_argument, 0, 'h'}};
+  struct option opts[32] = {0};
+  memcpy(opts, base, sizeof base);
+  fc_cli_schema_longopts("logits", opts + sizeof base / sizeof *base);
   const char *cmd = "logits-dump";
-  fc_stage_logits_opts_t o = {.top_k = 10, .batch_size = 8};
-  o.data = (fc_stage_data_t){.tmpl = FC_CHAT_AUTO, .shard = 0, .n_shards = 1, .max_len = 4096};
-  int quiet = 0, c;
+  fc_logits_params_t lp; /* top_k, max_len, batch: the logits stage's table */
+  fc_schema_defaults(fc_schema_find("logits"), &lp);
+  fc_stage_logits_opts_t o = {0};
+  o.data = (fc_stage_data_t){.tmpl = FC_CHAT_AUTO, .shard = 0, .n_shards = 1};
+  int quiet = 0, c, rc;
   long v;
   optind = 1;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "m:d:o:k:s:t:p:b:l:j:qh", opts, NULL)) != -1) {
+    if ((rc = fc_cli_schema_option(cmd, "logits", c, optarg, &lp, NULL)) >= 0) {
+      if (rc) return rc;
+      continue;
+    }
     switch (c) {
     case 'm': o.model_dir = optarg; break;
     case 'd': o.data.path = optarg; break;
     case 'o': o.out_path = optarg; break;
     case 'p': o.data.pivot_tok = optarg; break;
-    case 'k':
-      if (fc_cli_parse_long(optarg, &v) || v < 1 || v > FC_TOPK_MAX_K)
-        return fc_cli_usage_error(cmd, "--top-k needs an integer from 1 to %d, not '%s'", FC_TOPK_MAX_K, optarg);
-      o.top_k = (uint32_t)v;
-      break;
     case 's':
       if (fc_cli_parse_shard(optarg, &o.data.shard, &o.data.n_shards))
         return fc_cli_usage_error(cmd, "--shard needs I/N with 0 <= I < N, not '%s'", optarg);
@@ -98,16 +103,6 @@ int fc_cmd_logits_dump(int argc, char **argv) {
     case 't':
       if (fc_chat_template_parse(optarg, &o.data.tmpl))
         return fc_cli_usage_error(cmd, "--template is chatml, llama2 or auto, not '%s'", optarg);
-      break;
-    case 'b':
-      if (fc_cli_parse_long(optarg, &v) || v < 1 || v > 4096)
-        return fc_cli_usage_error(cmd, "--batch-size needs an integer from 1 to 4096, not '%s'", optarg);
-      o.batch_size = (int)v;
-      break;
-    case 'l':
-      if (fc_cli_parse_long(optarg, &v) || v < 1 || v > 1 << 20)
-        return fc_cli_usage_error(cmd, "--max-len needs a positive integer, not '%s'", optarg);
-      o.data.max_len = (uint32_t)v;
       break;
     case 'j':
       if (fc_cli_parse_long(optarg, &v) || v < 1 || v > 1024)
@@ -119,6 +114,7 @@ int fc_cmd_logits_dump(int argc, char **argv) {
     default: return fc_cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
+  o.top_k = (uint32_t)lp.top_k, o.batch_size = (int)lp.batch, o.data.max_len = (uint32_t)lp.max_len;
   if (optind != argc) return fc_cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
   if (!o.model_dir || !o.data.path || !o.out_path)
     return fc_cli_usage_error(cmd, "--model, --data and --out are required");
@@ -126,7 +122,7 @@ int fc_cmd_logits_dump(int argc, char **argv) {
   fc_progress_start(&pr, "logits", 1.0);
   fc_stage_logits_stats_t st;
   fc_err_t err = {0};
-  int rc = fc_stage_logits(&o, &st, quiet ? NULL : fc_cli_progress, &pr, &err);
+  rc = fc_stage_logits(&o, &st, quiet ? NULL : fc_cli_progress, &pr, &err);
   if (rc) return fc_cli_fail(cmd, "%s", err.msg);
   if (!quiet) {
     char extra[128];

@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fc_limits.h"
 #include "fc_net.h"
+#include "fc_num.h"
 
 static void usage(void) {
   printf("Usage: fusectl query --endpoint URL (--text TEXT [--chat] | --ids IDS) [OPTIONS]\n"
@@ -22,11 +24,12 @@ static void usage(void) {
          "  --chat           render TEXT as one user turn with the model's chat template and the\n"
          "                   open assistant header (the next token is the answer's first)\n"
          "  --ids IDS        token ids instead of text (\"1 2 3\" or \"1,2,3\")\n"
-         "  -k, --top-k K    entries per position (default 5, at most 256)\n"
+         "  -k, --top-k K    entries per position (default 5, at most %d)\n"
          "  --last           print only the last position (what comes next)\n"
          "  --timeout SEC    give up after SEC seconds (default 30)\n"
          "  --help           this text\n"
-         "\nExit status: 0 answered, 1 the daemon refused or did not answer, 2 bad usage.\n");
+         "\nExit status: 0 answered, 1 the daemon refused or did not answer, 2 bad usage.\n",
+         FC_TOPK_MAX_K);
 }
 
 int fc_cmd_query(int argc, char **argv) {
@@ -39,6 +42,7 @@ int fc_cmd_query(int argc, char **argv) {
   int chat = 0, last = 0, o;
   long k = 5;
   double timeout = 30;
+  fc_err_t nerr = {0};
   while ((o = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
     switch (o) {
     case 'h': usage(); return 0;
@@ -48,7 +52,7 @@ int fc_cmd_query(int argc, char **argv) {
     case 'i': ids_s = optarg; break;
     case 'l': last = 1; break;
     case 'k':
-      if (fc_cli_parse_long(optarg, &k) || k < 1 || k > 256) return fc_cli_usage_error("query", "--top-k wants 1..256, not '%s'", optarg);
+      if (fc_num_long(optarg, 1, FC_TOPK_MAX_K, &k, "--top-k", &nerr)) return fc_cli_usage_error("query", "%s", nerr.msg);
       break;
     case 'T':
       if (fc_cli_parse_double(optarg, &timeout) || !(timeout > 0 && timeout < 86400))

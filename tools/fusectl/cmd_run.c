@@ -12,6 +12,7 @@
 #include "client.h"
 #include "fc_job.h"
 #include "fc_net.h"
+#include "fc_schema.h"
 #include "report.h"
 #include "up.h"
 
@@ -122,9 +123,10 @@ int fc_cmd_run(int argc, char **argv) {
   fc_err_t err = {0};
   if (fc_read_file(spec, &text, &len, &err)) return fc_cli_fail("run", "%s", err.msg);
   fc_job_t *job;
-  if (fc_job_parse(text, len, spec, &job, &err)) {
+  if (fc_job_parse(text, len, spec, &job, &err)) { /* refused before anything starts */
     free(text);
-    return fc_cli_fail("run", "%s", err.msg);
+    fc_cli_fail("run", "%s", err.msg);
+    return FC_EXIT_USAGE;
   }
   char run[512];
   if (rd) snprintf(run, sizeof run, "%s", rd);
@@ -135,19 +137,20 @@ int fc_cmd_run(int argc, char **argv) {
       return fc_cli_fail("run", "cannot make a run directory");
     }
   }
-  /* the daemons the tasks need: one logits per model, one of every other kind */
+  /* the daemons the tasks need: one logits per model, and one of each daemon the schema names
+   * for the other kinds (kinds without a table are the test daemon's) */
   fc_up_plan_t plan;
   fc_up_plan_init(&plan);
   plan.lease_timeout = lease;
-  int need[5] = {0};
-  static const char *const kinds[5] = {"align", "train", "merge", "eval", "worker-test"};
+  const char *need[32];
+  size_t nneed = 0;
   for (size_t i = 0; i < job->ntasks; i++) {
-    const char *k = job->tasks[i].kind;
-    if (!strcmp(k, "align") || !strcmp(k, "vocab-map")) need[0] = 1;
-    else if (!strcmp(k, "train")) need[1] = 1;
-    else if (!strcmp(k, "merge")) need[2] = 1;
-    else if (!strcmp(k, "eval")) need[3] = 1;
-    else if (!strcmp(k, "sleep") || !strcmp(k, "checksum")) need[4] = 1;
+    const char *d = fc_schema_daemon_of(job->tasks[i].kind);
+    if (!d) d = "worker-test";
+    if (!strcmp(d, "logits")) continue;
+    size_t k = 0;
+    while (k < nneed && strcmp(need[k], d)) k++;
+    if (k == nneed && nneed < 32) need[nneed++] = d;
   }
   for (size_t m = 0; m < job->nmodels; m++) {
     if (threads) fc_up_plan_add(&plan, "logits", job->models[m].name, 1, "--model", job->models[m].path, "--name",
@@ -155,11 +158,10 @@ int fc_cmd_run(int argc, char **argv) {
     else fc_up_plan_add(&plan, "logits", job->models[m].name, 1, "--model", job->models[m].path, "--name",
                         job->models[m].name, NULL);
   }
-  for (int k = 0; k < 5; k++)
-    if (need[k]) {
-      if (threads && k < 4) fc_up_plan_add(&plan, kinds[k], NULL, 1, "--threads", threads, NULL);
-      else fc_up_plan_add(&plan, kinds[k], NULL, 1, NULL);
-    }
+  for (size_t k = 0; k < nneed; k++) {
+    if (threads && strcmp(need[k], "worker-test")) fc_up_plan_add(&plan, need[k], NULL, 1, "--threads", threads, NULL);
+    else fc_up_plan_add(&plan, need[k], NULL, 1, NULL);
+  }
   fc_job_destroy(&job);
   int rc = fc_up_start("run", run, &plan);
   fc_up_plan_free(&plan);

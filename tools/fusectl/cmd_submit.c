@@ -34,9 +34,10 @@ int fc_cmd_submit(int argc, char **argv) {
   fc_err_t err = {0};
   if (fc_read_file(argv[optind], &text, &len, &err)) return fc_cli_fail("submit", "%s", err.msg);
   fc_job_t *job;
-  if (fc_job_parse(text, len, argv[optind], &job, &err)) {
+  if (fc_job_parse(text, len, argv[optind], &job, &err)) { /* a bad spec is bad input: nothing is sent */
     free(text);
-    return fc_cli_fail("submit", "%s", err.msg);
+    fc_cli_fail("submit", "%s", err.msg);
+    return FC_EXIT_USAGE;
   }
   fc_job_destroy(&job);
   fc_msg_t req = {.type = FC_MSG_SUBMIT, .text = text};

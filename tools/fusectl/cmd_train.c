@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_schema.h"
 #include "fc_config.h"
 #include "fc_train.h"
 #include "fc_train_src.h"
@@ -40,36 +41,31 @@ static void usage(FILE *fp) {
     "  --tokenizer FILE       ... and this tokenizer.json (copied into the outputs)\n"
     "  --data FILE            training data (JSONL, see above)\n"
     "  --out DIR              output directory (created)\n"
-    "  --seq-len T            longest row in tokens (default 512)\n"
     "  --pack                 concatenate all lines and cut rows of exactly T tokens (a position\n"
     "                         whose next token starts another line gets no fused target)\n"
     "  --shuffle              a new row order every epoch (from --seed and the epoch)\n"
     "  --chat-template NAME   for conversations: auto (ChatML if the tokenizer has <|im_start|>,\n"
     "                         else Llama-2), chatml or llama2 (default auto)\n"
     "  --targets FILE         fused top-K targets: a top-K store whose example i holds the tokens of\n"
-    "                         data line i (as the alignment stage writes it) and their targets\n"
-    "  --lambda L             loss = L * CE(gold) + (1 - L) * CE(fused targets) (default 0.9)\n"
+    "                         data line i (as the alignment stage writes it) and their targets;\n"
+    "                         give it once per shard, in order, for the stores of a sharded job\n"
+    "\n"
+    "Stage parameters (the train table of 'fusectl schema': a job's defaults too):\n");
+  fc_cli_schema_help(fp, "train", 24);
+  fprintf(fp,
     "\n"
     "Optimization:\n"
-    "  --steps N              optimizer steps (default: from --epochs)\n"
-    "  --epochs E             passes over the data (default 1; ignored with --steps)\n"
-    "  --batch-size B         rows per micro-batch (default 4)\n"
     "  --grad-accum G         micro-batches per optimizer step; their gradients add up and the\n"
     "                         loss is averaged over all counted tokens of the B*G rows (default 1)\n"
-    "  --lr LR                peak learning rate (default 1e-5)\n"
     "  --schedule S           constant or cosine (default cosine; both after linear warm-up)\n"
     "  --warmup W             warm-up steps (default: --warmup-ratio of the steps, rounded up)\n"
-    "  --warmup-ratio R       warm-up as a share of the steps when --warmup is not given (0.03)\n"
-    "  --weight-decay WD      decoupled weight decay on 2-D weight matrices (default 0)\n"
     "  --beta1 B1 --beta2 B2  Adam moments (default 0.9, 0.95)\n"
     "  --eps E                Adam epsilon (default 1e-8)\n"
     "  --clip C               max global gradient norm, 0 to disable (default 1.0)\n"
-    "  --seed S               model init (with --config) and shuffling (default 42)\n"
     "\n"
     "Running:\n"
     "  --threads N            compute threads (default 1)\n"
-    "  --checkpoint-every N   write DIR/checkpoint-STEP every N steps (default: at the end only)\n"
-    "  --keep-checkpoints K   keep only the newest K checkpoints (default 0: all)\n"
+    "  --keep-checkpoints K   keep only the newest K checkpoints (default 2, as the daemon; 0: all)\n"
     "  --resume               continue from the newest checkpoint in DIR; the result is bitwise\n"
     "                         the same as an uninterrupted run with the same options\n"
     "  --save-dtype D         dtype of the final model: F32 (default), BF16 or F16\n"
@@ -93,29 +89,38 @@ enum {
 };
 
 int fc_cmd_train(int argc, char **argv) {
-  static const struct option opts[] = {
+  static const struct option base[] = {
       {"model", required_argument, 0, O_MODEL},       {"config", required_argument, 0, O_CONFIG},
       {"tokenizer", required_argument, 0, O_TOKENIZER}, {"data", required_argument, 0, O_DATA},
-      {"out", required_argument, 0, O_OUT},           {"steps", required_argument, 0, O_STEPS},
-      {"epochs", required_argument, 0, O_EPOCHS},     {"batch-size", required_argument, 0, O_BATCH},
-      {"grad-accum", required_argument, 0, O_ACCUM},  {"seq-len", required_argument, 0, O_SEQ},
-      {"lr", required_argument, 0, O_LR},             {"schedule", required_argument, 0, O_SCHED},
-      {"warmup", required_argument, 0, O_WARMUP},     {"weight-decay", required_argument, 0, O_WD},
+      {"out", required_argument, 0, O_OUT},           
+           
+      {"grad-accum", required_argument, 0, O_ACCUM},  
+                   {"schedule", required_argument, 0, O_SCHED},
+      {"warmup", required_argument, 0, O_WARMUP},     
       {"beta1", required_argument, 0, O_B1},          {"beta2", required_argument, 0, O_B2},
       {"eps", required_argument, 0, O_EPS},           {"clip", required_argument, 0, O_CLIP},
-      {"seed", required_argument, 0, O_SEED},         {"threads", required_argument, 0, O_THREADS},
+               {"threads", required_argument, 0, O_THREADS},
       {"resume", no_argument, 0, O_RESUME},           {"shuffle", no_argument, 0, O_SHUFFLE},
-      {"pack", no_argument, 0, O_PACK},               {"checkpoint-every", required_argument, 0, O_CKPT},
-      {"targets", required_argument, 0, O_TARGETS},   {"lambda", required_argument, 0, O_LAMBDA},
+      {"pack", no_argument, 0, O_PACK},               
+      {"targets", required_argument, 0, O_TARGETS},   
       {"save-dtype", required_argument, 0, O_DTYPE},  {"quiet", no_argument, 0, O_QUIET},
       {"stop-after", required_argument, 0, O_STOP},
       {"chat-template", required_argument, 0, O_TEMPLATE},
       {"keep-checkpoints", required_argument, 0, O_KEEP},
-      {"warmup-ratio", required_argument, 0, O_WRATIO},
-      {"help", no_argument, 0, 'h'},                  {0, 0, 0, 0}};
+      
+      {"help", no_argument, 0, 'h'}};
+  struct option opts[64] = {0};
+  memcpy(opts, base, sizeof base);
+  fc_cli_schema_longopts("train", opts + sizeof base / sizeof *base);
+  fc_train_params_t tp; /* the stage parameters: the train table's defaults and ranges */
+  fc_schema_defaults(fc_schema_find("train"), &tp);
+  const fc_param_t *which;
+  int src;
   fc_train_opts_t o;
   fc_train_opts_default(&o);
-  const char *targets = NULL;
+  o.keep_checkpoints = 2;
+  const char *targets[256];
+  size_t ntargets = 0;
   fc_chat_template_t tmpl = FC_CHAT_AUTO;
   int c, have_lambda = 0;
   long lv;
@@ -137,47 +142,41 @@ int fc_cmd_train(int argc, char **argv) {
     dst = dv;                                                                                   \
   } while (0)
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if ((src = fc_cli_schema_option("train", "train", c, optarg, &tp, &which)) >= 0) {
+      if (src) return src;
+      have_lambda |= !strcmp(which->key, "lambda");
+      continue;
+    }
     switch (c) {
     case O_MODEL: o.model_dir = optarg; break;
     case O_CONFIG: o.config_path = optarg; break;
     case O_TOKENIZER: o.tokenizer_path = optarg; break;
     case O_DATA: o.data_path = optarg; break;
     case O_OUT: o.out_dir = optarg; break;
-    case O_STEPS: NEED_LONG("steps", 1, 1000000000L, o.steps); break;
-    case O_EPOCHS: NEED_DOUBLE("epochs", 1e-9, 1e6, o.epochs); break;
-    case O_BATCH: NEED_LONG("batch-size", 1, 65536, o.batch_size); break;
     case O_ACCUM: NEED_LONG("grad-accum", 1, 65536, o.grad_accum); break;
-    case O_SEQ: NEED_LONG("seq-len", 2, 1 << 20, o.seq_len); break;
-    case O_LR: NEED_DOUBLE("lr", 0, 10, o.lr); break;
     case O_SCHED:
       if (fc_sched_parse(optarg, &o.schedule) != 0)
         return fc_cli_usage_error("train", "--schedule is constant or cosine, not '%s'", optarg);
       break;
     case O_WARMUP: NEED_LONG("warmup", 0, 1000000000L, o.warmup); break;
-    case O_WD: NEED_DOUBLE("weight-decay", 0, 10, o.weight_decay); break;
     case O_B1: NEED_DOUBLE("beta1", 0, 0.999999, o.beta1); break;
     case O_B2: NEED_DOUBLE("beta2", 0, 0.999999999, o.beta2); break;
     case O_EPS: NEED_DOUBLE("eps", 0, 1, o.eps); break;
     case O_CLIP: NEED_DOUBLE("clip", 0, 1e30, o.clip); break;
-    case O_SEED:
-      if (fc_cli_parse_long(optarg, &lv) != 0 || lv < 0)
-        return fc_cli_usage_error("train", "--seed wants a non-negative integer, not '%s'", optarg);
-      o.seed = (uint64_t)lv;
-      break;
     case O_THREADS: NEED_LONG("threads", 1, 256, o.threads); break;
     case O_RESUME: o.resume = 1; break;
     case O_SHUFFLE: o.shuffle = 1; break;
     case O_PACK: o.pack = 1; break;
-    case O_CKPT: NEED_LONG("checkpoint-every", 0, 1000000000L, o.checkpoint_every); break;
-    case O_TARGETS: targets = optarg; break;
-    case O_LAMBDA: NEED_DOUBLE("lambda", 0, 1, o.lambda); have_lambda = 1; break;
+    case O_TARGETS:
+      if (ntargets == sizeof targets / sizeof *targets) return fc_cli_usage_error("train", "more than 256 --targets");
+      targets[ntargets++] = optarg;
+      break;
     case O_DTYPE:
       if (fc_dtype_parse(optarg, &o.save_dtype) != 0 ||
           (o.save_dtype != FC_DT_F32 && o.save_dtype != FC_DT_BF16 && o.save_dtype != FC_DT_F16))
         return fc_cli_usage_error("train", "--save-dtype is F32, BF16 or F16, not '%s'", optarg);
       break;
     case O_QUIET: o.quiet = 1; break;
-    case O_WRATIO: NEED_DOUBLE("warmup-ratio", 0, 1, o.warmup_ratio); break;
     case O_TEMPLATE:
       if (fc_chat_template_parse(optarg, &tmpl) != 0)
         return fc_cli_usage_error("train", "--chat-template is auto, chatml or llama2, not '%s'", optarg);
@@ -191,6 +190,9 @@ int fc_cmd_train(int argc, char **argv) {
   }
 #undef NEED_LONG
 #undef NEED_DOUBLE
+  o.lambda = tp.lambda, o.epochs = tp.epochs, o.lr = tp.lr, o.batch_size = (int)tp.batch_size;
+  o.seq_len = (int)tp.seq_len, o.warmup_ratio = tp.warmup, o.weight_decay = tp.weight_decay, o.seed = tp.seed;
+  o.steps = tp.steps, o.checkpoint_every = tp.checkpoint_every;
   if (optind != argc) return fc_cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
   if (!o.model_dir == !o.config_path) return fc_cli_usage_error("train", "give exactly one of --model DIR or --config FILE");
   if (o.config_path && !o.tokenizer_path)
@@ -199,7 +201,7 @@ int fc_cmd_train(int argc, char **argv) {
     return fc_cli_usage_error("train", "--tokenizer goes with --config; a --model directory has its own");
   if (!o.data_path) return fc_cli_usage_error("train", "--data FILE.jsonl is required");
   if (!o.out_dir) return fc_cli_usage_error("train", "--out DIR is required");
-  if (have_lambda && !targets) return fc_cli_usage_error("train", "--lambda only applies with --targets");
+  if (have_lambda && !ntargets) return fc_cli_usage_error("train", "--lambda only applies with --targets");
   fc_err_t err = {0};
   /* the tokenizer (for text and conversation lines), when the model comes with one */
   fc_tok_t *tok = NULL;
@@ -215,12 +217,12 @@ int fc_cmd_train(int argc, char **argv) {
     fc_train_encoder_init(&enc, tok, tmpl);
     o.encoder = &enc.enc;
   }
-  fc_train_topk_t store;
+  fc_train_shards_t store;
   int have_store = 0, rc = 0;
-  if (targets) {
+  if (ntargets) { /* one store, or the stores of consecutive shards */
     fc_config_t cfg;
     rc = fc_config_load(&cfg, o.model_dir ? o.model_dir : o.config_path, &err);
-    if (rc == 0) rc = fc_train_topk_open(&store, targets, cfg.vocab_size, &err);
+    if (rc == 0) rc = fc_train_shards_open(&store, targets, ntargets, cfg.vocab_size, &err);
     if (rc == 0) {
       have_store = 1;
       o.targets = &store.src;
@@ -228,7 +230,7 @@ int fc_cmd_train(int argc, char **argv) {
   }
   fc_train_result_t res;
   if (rc == 0) rc = fc_train_run(&o, &res, &err);
-  if (have_store) fc_train_topk_close(&store);
+  if (have_store) fc_train_shards_close(&store);
   fc_tok_destroy(&tok);
   if (rc != 0) return fc_cli_fail("train", "%s", err.msg);
   printf("trained %ld steps (%ld this run): final loss %.4f, %.0f tokens/s, %.1f ms/step; model in %s\n",

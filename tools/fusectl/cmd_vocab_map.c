@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "fc_schema.h"
 #include "fc_stage.h"
 
 static void usage(FILE *fp) {
@@ -91,8 +92,11 @@ int fc_cmd_vocab_map(int argc, char **argv) {
       {"help", no_argument, 0, 'h'},              {0}};
   const char *cmd = "vocab-map", *out = NULL, *counts_out = NULL;
   fc_stage_count_opts_t co = {0};
-  co.data = (fc_stage_data_t){.tmpl = FC_CHAT_AUTO, .n_shards = 1, .max_len = 4096};
-  fc_vmap_method_t method = FC_VMAP_STATS;
+  /* defaults: the vocab-map and logits stages' tables (what a job's tasks get) */
+  co.data = (fc_stage_data_t){.tmpl = FC_CHAT_AUTO, .n_shards = 1,
+                              .max_len = (uint32_t)fc_schema_param(fc_schema_find("logits"), "max_len")->def};
+  fc_vmap_method_t method;
+  fc_vmap_method_parse(fc_schema_param(fc_schema_find("vocab-map"), "method")->sdef, &method);
   int merge = 0, quiet = 0, sharded = 0, data_opts = 0, c;
   long v, threads = 1;
   optind = 1;

@@ -24,7 +24,11 @@ static int job_state(fc_client_t *c, int64_t job) {
   if (fc_client_call(c, &req, &r)) return -1;
   const char *s = json_string_value(json_object_get(json_array_get(json_object_get(r, "jobs"), 0), "state"));
   int st = !s ? -1 : !strcmp(s, "done") ? 1 : (!strcmp(s, "failed") || !strcmp(s, "cancelled")) ? 2 : 0;
-  if (s && st) printf("job %lld is %s\n", (long long)job, s);
+  if (s && st) { /* ended before or between events (a late subscription, a restart): say so as the stream would */
+    char type[32];
+    snprintf(type, sizeof type, "job.%s", s);
+    fc_client_print_event(fc_now(), job, 0, type, "(from status)");
+  }
   json_decref(r);
   return st;
 }

@@ -1,5 +1,7 @@
 /* fusectl: the one client of fusechat. Dispatches to a subcommand, like git. */
 #include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,6 +9,9 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fc_merge_check.h"
+#include "fc_num.h"
+#include "fc_schema.h"
 
 #define FC_TABLE_ROW(name, summary) {#name, fc_cmd_##name, summary},
 static const fc_cmd_t commands[] = {FC_COMMANDS(FC_TABLE_ROW)};
@@ -32,22 +37,11 @@ int fc_cli_fail(const char *cmd, const char *fmt, ...) {
   return FC_EXIT_FAIL;
 }
 
-int fc_cli_parse_long(const char *s, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end) return -1;
-  *out = v;
-  return 0;
-}
+/* Thin wrappers over fc_num (the one number parser): the callers check their own ranges. */
+int fc_cli_parse_long(const char *s, long *out) { return fc_num_long(s, LONG_MIN, LONG_MAX, out, "", NULL) ? -1 : 0; }
 
 int fc_cli_parse_double(const char *s, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || *end) return -1;
-  *out = v;
-  return 0;
+  return fc_num_double(s, -HUGE_VAL, HUGE_VAL, out, "", NULL) ? -1 : 0;
 }
 
 int fc_cli_parse_shard(const char *s, uint32_t *i, uint32_t *n) {
@@ -132,6 +126,7 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
+  fc_schema_set_open_check(fc_merge_check_param); /* merge.parameters of job specs */
   if (argc < 2) {
     usage(stderr);
     return FC_EXIT_USAGE;

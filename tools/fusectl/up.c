@@ -11,10 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #include "cli.h"
 #include "fc_net.h"
+#include "fc_schema.h"
+#include "fc_yaml.h"
 
 void fc_up_plan_init(fc_up_plan_t *p) {
   memset(p, 0, sizeof *p);
@@ -54,98 +55,80 @@ void fc_up_plan_add(fc_up_plan_t *p, const char *prog, const char *tag, int coun
 
 /* ---- config ---- */
 
-static const char *scalar(yaml_document_t *doc, yaml_node_t *n) {
-  (void)doc;
-  return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+/* The daemons the schema names for the task kinds, and the test daemon. */
+static int daemon_known(const char *type, char *list, size_t n) {
+  size_t ns, len = (size_t)snprintf(list, n, "worker-test");
+  const fc_task_schema_t *all = fc_schema_all(&ns);
+  int found = !strcmp(type ? type : "", "worker-test");
+  for (size_t i = 0; i < ns; i++) {
+    if (!strcmp(all[i].daemon, "coordinator")) continue;
+    int dup = 0;
+    for (size_t k = 0; k < i; k++) dup |= !strcmp(all[k].daemon, all[i].daemon);
+    if (dup) continue;
+    found |= type && !strcmp(type, all[i].daemon);
+    if (len < n) len += (size_t)snprintf(list + len, n - len, ", %s", all[i].daemon);
+  }
+  return found;
 }
 
-static int at(fc_err_t *err, const char *path, yaml_node_t *n, const char *msg, const char *arg) {
-  return fc_err_set(err, FC_EINVAL, "%s:%zu: %s%s%s", path, n->start_mark.line + 1, msg, arg ? " " : "", arg ? arg : "");
+static const char *const DAEMON_KEYS[] = {"type", "model", "name", "threads", "serve", "count", NULL};
+
+/* One entry of daemons: (type, count, model, name, threads, serve) into count plan entries. */
+static int load_daemon(fc_up_plan_t *p, const fc_yaml_node_t *d, const char *run_dir, fc_err_t *err) {
+  if (d->kind != FC_YAML_MAP) return fc_yaml_error(d, err, "a daemon must be a mapping");
+  int rc = fc_yaml_check_keys(d, "a daemon", DAEMON_KEYS, err);
+  for (size_t i = 0; i < d->n && !rc; i++)
+    if (d->item[i]->kind != FC_YAML_SCALAR) rc = fc_yaml_error(d->item[i], err, "'%s' must be a plain value", d->key[i]);
+  if (rc) return rc;
+  const char *type = fc_yaml_str(fc_yaml_get(d, "type")), *model = fc_yaml_str(fc_yaml_get(d, "model"));
+  const char *name = fc_yaml_str(fc_yaml_get(d, "name")), *threads = NULL;
+  long count = 1, nthreads;
+  int serve = 0;
+  const fc_yaml_node_t *v;
+  if ((v = fc_yaml_get(d, "count")) && (rc = fc_yaml_long(v, "count", 0, 64, &count, err))) return rc;
+  if ((v = fc_yaml_get(d, "serve")) && (rc = fc_yaml_bool(v, "serve", &serve, err))) return rc;
+  if ((v = fc_yaml_get(d, "threads"))) {
+    if ((rc = fc_yaml_long(v, "threads", 1, 4096, &nthreads, err))) return rc;
+    threads = v->str;
+  }
+  char types[256];
+  if (!daemon_known(type, types, sizeof types)) return fc_yaml_error(d, err, "a daemon needs a type: %s", types);
+  int logits = !strcmp(type, "logits");
+  if (logits && (!model || !name)) return fc_yaml_error(d, err, "a logits daemon needs model and name");
+  if (!logits && (model || name || serve)) return fc_yaml_error(d, err, "model, name and serve are for logits daemons");
+  for (long i = 0; i < count; i++) {
+    char nm[96], ep[600];
+    snprintf(nm, sizeof nm, "%s%s%s-%ld", type, logits ? "-" : "", logits ? name : "", i + 1);
+    char *extra[FC_UP_MAX_ARGS];
+    int ne = 0;
+    if (logits) {
+      extra[ne++] = "--model", extra[ne++] = (char *)model, extra[ne++] = "--name", extra[ne++] = (char *)name;
+      if (serve && i == 0) { /* one direct socket per model */
+        snprintf(ep, sizeof ep, "ipc://%s/logits-%s.ipc", run_dir, name);
+        extra[ne++] = "--serve", extra[ne++] = ep;
+      }
+    }
+    if (threads) extra[ne++] = "--threads", extra[ne++] = (char *)threads;
+    add_one(p, type, nm, extra, ne);
+  }
+  return 0;
 }
 
 int fc_up_plan_load(fc_up_plan_t *p, const char *path, const char *run_dir, fc_err_t *err) {
-  char *text;
-  size_t len;
-  int rc = fc_read_file(path, &text, &len, err);
+  static const char *const keys[] = {"lease_timeout", "heartbeat", "daemons", NULL};
+  fc_yaml_doc_t *doc;
+  int rc = fc_yaml_load_file(path, &doc, err);
   if (rc) return rc;
-  yaml_parser_t parser;
-  yaml_document_t doc;
-  yaml_parser_initialize(&parser);
-  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-  if (!yaml_parser_load(&parser, &doc)) {
-    rc = fc_err_set(err, FC_EINVAL, "%s:%zu: YAML error: %s", path, parser.problem_mark.line + 1,
-                    parser.problem ? parser.problem : "?");
-    yaml_parser_delete(&parser);
-    free(text);
-    return rc;
+  const fc_yaml_node_t *root = fc_yaml_root(doc), *v;
+  if (!root || root->kind != FC_YAML_MAP) rc = fc_err_set(err, FC_EINVAL, "%s: the config must be a mapping", path);
+  else rc = fc_yaml_check_keys(root, "the config", keys, err);
+  if (!rc && (v = fc_yaml_get(root, "lease_timeout"))) rc = fc_yaml_double(v, "lease_timeout", 0.01, 3600, &p->lease_timeout, err);
+  if (!rc && (v = fc_yaml_get(root, "heartbeat"))) rc = fc_yaml_double(v, "heartbeat", 0.01, 3600, &p->heartbeat, err);
+  if (!rc && (v = fc_yaml_get(root, "daemons"))) {
+    if (v->kind != FC_YAML_LIST) rc = fc_yaml_error(v, err, "'daemons' must be a list");
+    for (size_t i = 0; i < v->n && !rc; i++) rc = load_daemon(p, v->item[i], run_dir, err);
   }
-  yaml_parser_delete(&parser);
-  free(text);
-  yaml_node_t *root = yaml_document_get_root_node(&doc);
-  if (!root || root->type != YAML_MAPPING_NODE) {
-    rc = fc_err_set(err, FC_EINVAL, "%s: the config must be a mapping", path);
-    goto out;
-  }
-  for (yaml_node_pair_t *kv = root->data.mapping.pairs.start; kv < root->data.mapping.pairs.top && !rc; kv++) {
-    yaml_node_t *k = yaml_document_get_node(&doc, kv->key), *v = yaml_document_get_node(&doc, kv->value);
-    const char *ks = scalar(&doc, k), *vs = scalar(&doc, v);
-    if (!ks) { rc = at(err, path, k, "keys must be plain values", NULL); break; }
-    if (!strcmp(ks, "lease_timeout") || !strcmp(ks, "heartbeat")) {
-      double d;
-      if (!vs || fc_cli_parse_double(vs, &d) || !(d >= 0.01 && d <= 3600)) rc = at(err, path, v, "want seconds for", ks);
-      else if (ks[0] == 'l') p->lease_timeout = d;
-      else p->heartbeat = d;
-    } else if (!strcmp(ks, "daemons")) {
-      if (v->type != YAML_SEQUENCE_NODE) { rc = at(err, path, v, "'daemons' must be a list", NULL); break; }
-      for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top && !rc; it++) {
-        yaml_node_t *d = yaml_document_get_node(&doc, *it);
-        if (d->type != YAML_MAPPING_NODE) { rc = at(err, path, d, "a daemon must be a mapping", NULL); break; }
-        const char *type = NULL, *model = NULL, *name = NULL, *threads = NULL;
-        long count = 1;
-        int serve = 0;
-        for (yaml_node_pair_t *q = d->data.mapping.pairs.start; q < d->data.mapping.pairs.top && !rc; q++) {
-          yaml_node_t *qk = yaml_document_get_node(&doc, q->key), *qv = yaml_document_get_node(&doc, q->value);
-          const char *a = scalar(&doc, qk), *b = scalar(&doc, qv);
-          if (!a || !b) rc = at(err, path, qk, "daemon keys and values must be plain", NULL);
-          else if (!strcmp(a, "type")) type = b;
-          else if (!strcmp(a, "model")) model = b;
-          else if (!strcmp(a, "name")) name = b;
-          else if (!strcmp(a, "threads")) threads = b;
-          else if (!strcmp(a, "serve")) serve = !strcmp(b, "true");
-          else if (!strcmp(a, "count")) {
-            if (fc_cli_parse_long(b, &count) || count < 0 || count > 64) rc = at(err, path, qv, "count wants 0..64, not", b);
-          } else rc = at(err, path, qk, "unknown daemon key", a);
-        }
-        if (rc) break;
-        static const char *const types[] = {"logits", "align", "train", "merge", "eval", "worker-test", NULL};
-        int ok = 0;
-        for (int t = 0; types[t]; t++) ok |= type && !strcmp(type, types[t]);
-        if (!ok) { rc = at(err, path, d, "a daemon needs a type: logits, align, train, merge, eval or worker-test", NULL); break; }
-        int logits = !strcmp(type, "logits");
-        if (logits && (!model || !name)) { rc = at(err, path, d, "a logits daemon needs model and name", NULL); break; }
-        if (!logits && (model || name || serve)) { rc = at(err, path, d, "model, name and serve are for logits daemons", NULL); break; }
-        for (long i = 0; i < count; i++) {
-          char nm[96], ep[600];
-          snprintf(nm, sizeof nm, "%s%s%s-%ld", type, logits ? "-" : "", logits ? name : "", i + 1);
-          char *extra[FC_UP_MAX_ARGS];
-          int ne = 0;
-          if (logits) {
-            extra[ne++] = "--model", extra[ne++] = (char *)model, extra[ne++] = "--name", extra[ne++] = (char *)name;
-            if (serve && i == 0) { /* one direct socket per model */
-              snprintf(ep, sizeof ep, "ipc://%s/logits-%s.ipc", run_dir, name);
-              extra[ne++] = "--serve", extra[ne++] = ep;
-            }
-          }
-          if (threads) extra[ne++] = "--threads", extra[ne++] = (char *)threads;
-          add_one(p, type, nm, extra, ne);
-        }
-      }
-    } else {
-      rc = at(err, path, k, "unknown key", ks);
-    }
-  }
-out:
-  yaml_document_delete(&doc);
+  fc_yaml_destroy(&doc);
   return rc;
 }
 

@@ -1,0 +1,293 @@
+/* The merge's inputs and output: the pages of the memory-mapped inputs (mapped ahead of each
+ * run, dropped after each tensor) and the whole-model runner, which checks that the models
+ * agree, streams every tensor into safetensors shards laid out like the base's, and copies
+ * the base's config and tokenizer files. */
+#include "fc_merge_impl.h"
+
+#include "fc_par.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int method_uses_base(fc_merge_method_t m) { return m != FC_MERGE_LINEAR; }
+
+/* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
+ * mapping, so resident memory stays at the tensors in flight instead of growing to whole
+ * models (the page cache keeps them anyway); pages are mapped ahead of use a run at a time,
+ * which costs less than a fault per few pages. */
+static void page_range(const void *p, size_t n, uintptr_t *a, uintptr_t *e) {
+  const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), s = (uintptr_t)p;
+  *a = s & ~(pg - 1);
+  *e = (s + n + pg - 1) & ~(pg - 1);
+}
+
+static void release_pages(const fc_st_tensor_t *t) {
+  if (!t || !t->nbytes) return;
+  uintptr_t a, e;
+  page_range(t->data, t->nbytes, &a, &e);
+  madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Maps elements [e0, e1) of every input. */
+void fc_merge_populate(const job_t *J, size_t e0, size_t e1) {
+#ifdef MADV_POPULATE_READ
+  for (int i = -1; i < J->nm; i++) {
+    const fc_st_tensor_t *t = i < 0 ? J->base : J->models[i];
+    if (!t || e1 <= e0) continue;
+    size_t es = fc_dtype_size(t->dtype);
+    uintptr_t a, e;
+    page_range((const uint8_t *)t->data + e0 * es, (e1 - e0) * es, &a, &e);
+    madvise((void *)a, e - a, MADV_POPULATE_READ);
+  }
+#else
+  (void)J;
+  (void)e0;
+  (void)e1;
+#endif
+}
+/* ---- whole-model runner ---- */
+
+static int is_float_dt(fc_dtype_t d) {
+  return d == FC_DT_F32 || d == FC_DT_F16 || d == FC_DT_BF16 || d == FC_DT_F64;
+}
+
+static const char *base_name(const char *p) {
+  const char *s = strrchr(p, '/');
+  return s ? s + 1 : p;
+}
+
+/* config.json with torch_dtype set to the output dtype, and the tokenizer files, from the base
+ * model's directory (when the base is a directory). */
+static int copy_side_files(const char *base_path, const char *out_dir, int dtype, fc_err_t *err) {
+  static const char *files[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
+                                "tokenizer.model",    "vocab.json",            "merges.txt",
+                                "added_tokens.json",  "generation_config.json", "chat_template.jinja"};
+  char *cfg = fc_path_join(base_path, "config.json");
+  int rc = 0;
+  if (fc_path_exists(cfg)) {
+    char *dst = fc_path_join(out_dir, "config.json");
+    if (dtype < 0) {
+      rc = fc_copy_file(cfg, dst, err);
+    } else {
+      json_error_t jerr;
+      json_t *root = json_load_file(cfg, 0, &jerr);
+      if (!root) rc = fc_err_set(err, FC_EFORMAT, "%s: %s (line %d)", cfg, jerr.text, jerr.line);
+      else {
+        const char *tn = dtype == FC_DT_BF16 ? "bfloat16" : dtype == FC_DT_F16 ? "float16" : "float32";
+        json_object_set_new(root, "torch_dtype", json_string(tn));
+        char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        json_decref(root);
+        rc = fc_write_text_file(dst, txt, err);
+        free(txt);
+      }
+    }
+    free(dst);
+  }
+  free(cfg);
+  for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
+    char *src = fc_path_join(base_path, files[i]);
+    if (fc_path_exists(src)) {
+      char *dst = fc_path_join(out_dir, files[i]);
+      rc = fc_copy_file(src, dst, err);
+      free(dst);
+    }
+    free(src);
+  }
+  return rc;
+}
+
+static int same_path(const char *a, const char *b) {
+  char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
+  int same = ra && rb ? !strcmp(ra, rb) : !strcmp(a, b);
+  free(ra);
+  free(rb);
+  return same;
+}
+int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *err) {
+  fc_merge_cfg_t cfg = *cfg_in;
+  fc_merge_method_t M = cfg.method;
+  if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
+  if (method_uses_base(M) && !cfg.base)
+    return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
+  if (M == FC_MERGE_SLERP && !(cfg.t == cfg.t))
+    return fc_err_set(err, FC_EINVAL, "slerp needs the parameter t");
+  if (cfg.dtype >= 0 && cfg.dtype != FC_DT_F32 && cfg.dtype != FC_DT_F16 && cfg.dtype != FC_DT_BF16)
+    return fc_err_set(err, FC_EINVAL, "output dtype must be float32, float16 or bfloat16");
+  /* Task-vector methods skip the base if it is also listed, as mergekit does. */
+  fc_merge_model_t *list = fc_xmalloc((size_t)cfg.nmodels * sizeof *list);
+  int nm = 0;
+  for (int i = 0; i < cfg.nmodels; i++) {
+    if (method_uses_base(M) && same_path(cfg.models[i].path, cfg.base)) continue;
+    list[nm++] = cfg.models[i];
+  }
+  const char *base_path = cfg.base ? cfg.base : list[0].path;
+  int rc = 0;
+  fc_st_t *base = NULL, **st = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *st);
+  const fc_st_tensor_t **ins = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *ins);
+  fc_st_spec_t *specs = NULL;
+  const char **fnames = NULL, **tnames = NULL;
+  workspace_t ws = {0};
+  fc_st_writer_t *w = NULL;
+  if (nm == 0) {
+    rc = fc_err_set(err, FC_EINVAL, "no models besides the base to merge");
+    goto out;
+  }
+  if (nm > FC_MERGE_MAX_MODELS) {
+    rc = fc_err_set(err, FC_EINVAL, "at most %d models", FC_MERGE_MAX_MODELS);
+    goto out;
+  }
+  if (M == FC_MERGE_SLERP && nm != 1) {
+    rc = fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)", nm);
+    goto out;
+  }
+  cfg.models = list;
+  cfg.nmodels = nm;
+  /* Writing into an input's directory would replace that input. */
+  for (int i = -1; i < nm; i++) {
+    const char *p = i < 0 ? base_path : list[i].path;
+    if (same_path(p, out_dir)) {
+      rc = fc_err_set(err, FC_EINVAL, "the output directory %s is an input model", out_dir);
+      goto out;
+    }
+  }
+  if ((rc = fc_st_open(&base, base_path, err))) goto out;
+  for (int i = 0; i < nm; i++)
+    if ((rc = fc_st_open(&st[i], list[i].path, err))) goto out;
+  /* Same tensor names and shapes everywhere. */
+  size_t nt = fc_st_count(base);
+  for (int i = 0; i < nm && !rc; i++) {
+    for (size_t k = 0; k < nt && !rc; k++) {
+      const fc_st_tensor_t *b = fc_st_at(base, k), *t = fc_st_find(st[i], b->name);
+      if (!t) {
+        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is missing from %s", b->name, list[i].path);
+        break;
+      }
+      int same = t->ndim == b->ndim;
+      for (int d = 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
+      if (!same) {
+        int vocab = strstr(b->name, "embed_tokens") || strstr(b->name, "lm_head") || strstr(b->name, "wte");
+        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' has shape %lldx... in %s but %lldx... in %s%s",
+                        b->name, b->ndim ? (long long)t->shape[0] : 1LL, list[i].path,
+                        b->ndim ? (long long)b->shape[0] : 1LL, base_path,
+                        vocab ? " (the vocabularies differ in size; merging them is not supported)" : "");
+      } else if (is_float_dt(b->dtype) != is_float_dt(t->dtype)) {
+        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is %s in %s but %s in %s", b->name,
+                        fc_dtype_name(t->dtype), list[i].path, fc_dtype_name(b->dtype), base_path);
+      }
+    }
+    if (!rc && fc_st_count(st[i]) != nt) {
+      for (size_t k = 0; k < fc_st_count(st[i]); k++)
+        if (!fc_st_find(base, fc_st_at(st[i], k)->name)) {
+          rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' of %s is not in the base %s",
+                          fc_st_at(st[i], k)->name, list[i].path, base_path);
+          break;
+        }
+    }
+  }
+  if (rc) goto out;
+  if ((rc = fc_mkdir_p(out_dir, err))) goto out;
+
+  /* Output layout: the base's shards and order, the base's dtype unless cfg.dtype says. */
+  specs = fc_xcalloc(nt ? nt : 1, sizeof *specs);
+  fnames = fc_xcalloc(nt ? nt : 1, sizeof *fnames);
+  tnames = fc_xcalloc(nt ? nt : 1, sizeof *tnames);
+  size_t nshards = fc_st_num_shards(base);
+  uint64_t total = 0;
+  for (size_t k = 0; k < nt; k++) {
+    const fc_st_tensor_t *b = fc_st_at(base, k);
+    specs[k].name = b->name;
+    specs[k].ndim = b->ndim;
+    memcpy(specs[k].shape, b->shape, sizeof b->shape);
+    fc_dtype_t od = b->dtype;
+    if (is_float_dt(b->dtype)) {
+      if (cfg.dtype >= 0) od = (fc_dtype_t)cfg.dtype;
+      else if (od == FC_DT_F64) od = FC_DT_F32;
+    }
+    specs[k].dtype = od;
+    tnames[k] = b->name;
+    fnames[k] = nshards > 1 ? base_name(fc_st_shard_path(base, (size_t)b->shard)) : "model.safetensors";
+    total += (uint64_t)b->numel * fc_dtype_size(od);
+  }
+  fc_merge_stats_t local = {0};
+  fc_merge_stats_t *stats = cfg.stats ? cfg.stats : &local;
+  memset(stats, 0, sizeof *stats);
+  stats->nmodels = nm;
+  for (int i = 0; i < nm; i++) stats->model_path[i] = list[i].path;
+  double t0 = fc_now();
+  int threads = cfg.threads > 0 ? cfg.threads : fc_par_cores();
+  size_t nweighted = 0;
+  for (size_t k = 0; k < nt && !rc;) {
+    int shard = fc_st_at(base, k)->shard;
+    size_t k1 = k;
+    while (k1 < nt && fc_st_at(base, k1)->shard == shard) k1++;
+    char *path = fc_path_join(out_dir, fnames[k]);
+    rc = fc_st_writer_new(&w, path, specs + k, k1 - k, (const char *const[]){"format", "pt", NULL}, err);
+    free(path);
+    /* A full disk fails here, before the work, not after. */
+    if (!rc) rc = fc_st_writer_reserve(w, err);
+    for (size_t j = k; j < k1 && !rc; j++) {
+      const fc_st_tensor_t *b = fc_st_at(base, j);
+      for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);
+      if (!is_float_dt(b->dtype)) {
+        fc_warn("tensor '%s' is %s, not a float type: copied from the base", b->name,
+                fc_dtype_name(b->dtype));
+        rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);
+      } else {
+        double mw[FC_MERGE_MAX_MODELS];
+        int fd;
+        uint64_t pos;
+        rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
+        if (!rc)
+          rc = fc_merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
+                                specs[j].dtype, mw, threads, 1, err);
+        if (!rc) {
+          fc_st_writer_put_done(w, j - k);
+          for (int i = 0; i < nm; i++) stats->mean_weight[i] += mw[i];
+          nweighted++;
+        }
+      }
+      stats->bytes_in += (double)b->nbytes * (method_uses_base(M) ? 1 : 0);
+      for (int i = 0; i < nm; i++) stats->bytes_in += (double)ins[i]->nbytes;
+      release_pages(b);
+      for (int i = 0; i < nm; i++) release_pages(ins[i]);
+      stats->ntensors++;
+      if (!rc && cfg.progress && cfg.progress(cfg.progress_ctx, (double)(j + 1) / (double)nt, b->name))
+        rc = fc_err_set(err, FC_ECANCEL, "merge cancelled after tensor '%s'", b->name);
+    }
+    if (!rc) rc = fc_st_writer_finish(&w, err);
+    k = k1;
+  }
+  if (rc) goto out;
+  for (int i = 0; i < nm && nweighted; i++) stats->mean_weight[i] /= (double)nweighted;
+  {
+    /* A file left by an earlier merge in the other layout would shadow this one. */
+    char *ip = fc_path_join(out_dir, "model.safetensors.index.json");
+    char *sp = fc_path_join(out_dir, "model.safetensors");
+    if (nshards > 1) {
+      unlink(sp);
+      rc = fc_st_write_index(ip, nt, tnames, fnames, total, err);
+    } else {
+      unlink(ip);
+    }
+    free(ip);
+    free(sp);
+    if (rc) goto out;
+  }
+  if ((rc = copy_side_files(base_path, out_dir, cfg.dtype, err))) goto out;
+  stats->seconds = fc_now() - t0;
+out:
+  if (w) fc_st_writer_abort(&w);
+  free(ws.var);
+  free(ws.bcnt);
+  free(specs);
+  free(fnames);
+  free(tnames);
+  for (int i = 0; i < nm; i++) fc_st_close(&st[i]);
+  free(st);
+  free(ins);
+  fc_st_close(&base);
+  free(list);
+  return rc;
+}

@@ -1,0 +1,133 @@
+/* The merges that are weighted sums of whole tensors: linear, VaRM's final sum (its weights
+ * come from fc_merge_sce.c), task arithmetic's fused path (its generic path is DARE's with
+ * nothing dropped, in fc_merge_ties.c) and SLERP (its angle from one pass of dot products). */
+#include "fc_merge_lanes.h"
+
+FC_INLINE void fused_step(const job_t *J, const int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j,
+                          vf8 *o, int U) {
+  const int kind = J->fused, scale = J->fused_scale;
+  const float *w = J->method == FC_MERGE_VARM ? J->sw : J->w;
+  if (kind == F_SLERP) {
+    for (int u = 0; u < U; u++) o[u] = J->s0 * *ld8_bf16(bp + j + 8 * u) + J->s1 * *ld8_bf16(mp[0] + j + 8 * u);
+  } else if (kind == F_SUM) {
+    vf8 acc[FU] = {{0}};
+    for (int i = 0; i < nm; i++) {
+      const float wi = w[i];
+      for (int u = 0; u < U; u++) acc[u] += wi * *ld8_bf16(mp[i] + j + 8 * u);
+    }
+    for (int u = 0; u < U; u++) {
+      if (scale) acc[u] *= (float)J->fused_rdiv;
+      o[u] = acc[u];
+    }
+  } else {
+    vf8 b[FU], mixed[FU] = {{0}};
+    for (int u = 0; u < U; u++) b[u] = *ld8_bf16(bp + j + 8 * u);
+    for (int i = 0; i < nm; i++) {
+      const float wi = w[i];
+      for (int u = 0; u < U; u++) mixed[u] += (*ld8_bf16(mp[i] + j + 8 * u) - b[u]) * wi;
+    }
+    for (int u = 0; u < U; u++) {
+      if (scale) mixed[u] *= (float)J->fused_rdiv;
+      o[u] = b[u] + mixed[u];
+    }
+  }
+}
+
+/* One block of the fused sums (F_SUM, F_DELTA_SUM, F_SLERP): elements [off, off+cnt). */
+FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt, void *dst, size_t doff) {
+  const uint16_t *mp[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
+  const uint16_t *bp = J->base ? (const uint16_t *)J->base->data + off : NULL;
+  vf8 o[FU];
+  size_t j = 0;
+  for (; j + 8 * FU <= cnt; j += 8 * FU) {
+    if (FUSED_PF) {
+      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
+      if (bp) __builtin_prefetch(bp + j + FUSED_PF);
+    }
+    fused_step(J, nm, mp, bp, j, o, FU);
+    for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
+  }
+  /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
+  for (; j < cnt; j += 8) {
+    uint16_t tb[8], tm[FC_MERGE_MAX_MODELS][8];
+    const uint16_t *tp[FC_MERGE_MAX_MODELS];
+    size_t r = cnt - j < 8 ? cnt - j : 8;
+    tail_copy(nm, mp, bp, j, r, tb, tm, tp);
+    fused_step(J, nm, tp, tb, 0, o, 1);
+    st_tail(dst, J->out_dt, doff + j, r, &o[0]);
+  }
+}
+
+#define CALL_FUSED_BLOCK(J, off, cnt, dst, doff, NM) fused_block(J, NM, off, cnt, dst, doff)
+
+FC_HOT void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk) {
+  const size_t off = blk * BLK;
+  WITH_NM(J->nm, CALL_FUSED_BLOCK, J, off, J->n - off < BLK ? J->n - off : BLK, s->dst, off - s->off0);
+}
+
+/* P_SLERP_DOT (the squared norms and the dot product of base and model, per block) and the
+ * generic final pass of linear, VaRM and SLERP. */
+FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) {
+  const int nm = J->nm;
+  const fc_merge_method_t M = J->method;
+  const size_t off = blk * BLK;
+  if (kind == P_SLERP_DOT) {
+    size_t cnt = load_block(J, s, blk, 0);
+    const float *a = s->b, *b = s->m;
+    double aa = 0, bb = 0, ab = 0;
+    for (size_t j = 0; j < cnt; j++) {
+      aa += (double)a[j] * a[j];
+      bb += (double)b[j] * b[j];
+      ab += (double)a[j] * b[j];
+    }
+    J->part[blk * 3] = aa;
+    J->part[blk * 3 + 1] = bb;
+    J->part[blk * 3 + 2] = ab;
+    return;
+  }
+  assert(kind == P_FINAL);
+  size_t cnt = load_block(J, s, blk, 0);
+  float *o = s->o;
+  const float *b = s->b;
+  switch (M) {
+  case FC_MERGE_LINEAR:
+  case FC_MERGE_VARM: {
+    const float *w = M == FC_MERGE_LINEAR ? J->w : J->sw;
+    for (size_t j = 0; j < cnt; j++) o[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK, wi = w[i];
+      for (size_t j = 0; j < cnt; j++) o[j] += wi * m[j];
+    }
+    if (M == FC_MERGE_LINEAR && J->normalize) {
+      const float div = (float)J->divisor;
+      for (size_t j = 0; j < cnt; j++) o[j] /= div;
+    }
+    break;
+  }
+  case FC_MERGE_SLERP:
+    for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
+    break;
+  default: assert(0);
+  }
+  store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
+}
+
+/* SLERP's coefficients s0 (base) and s1 (model) from the angle between the two tensors. */
+void fc_merge_slerp_prepare(job_t *J, int threads) {
+  J->npart = 3;
+  J->part = fc_xcalloc(J->nblocks * 3, sizeof(double));
+  fc_merge_pass(J, P_SLERP_DOT, threads);
+  double n0 = sqrt(fc_merge_part_sum(J, 0)), n1 = sqrt(fc_merge_part_sum(J, 1)),
+         ab = fc_merge_part_sum(J, 2);
+  const double eps = 1e-8, t = J->cfg->t;
+  double dot = ab / ((n0 > eps ? n0 : 1) * (n1 > eps ? n1 : 1));
+  if (fabs(dot) > 0.9995) {
+    J->s0 = (float)(1 - t);
+    J->s1 = (float)t;
+  } else {
+    double th0 = acos(dot), s0 = sin(th0), tht = th0 * t;
+    J->s0 = (float)(sin(th0 - tht) / s0);
+    J->s1 = (float)(sin(tht) / s0);
+  }
+}
