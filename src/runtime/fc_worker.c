@@ -175,9 +175,21 @@ static void registered(wk_t *w, const fc_msg_t *m) {
     json_decref(ack);
     return;
   }
+  int reregister = 0;
   if (!w->busy) { /* the store view changes only between tasks (the compute thread reads it) */
     snprintf(w->store.logical, sizeof w->store.logical, "%s", json_string_value(json_object_get(ack, "store")));
     snprintf(w->store.coord_id, sizeof w->store.coord_id, "%s", json_string_value(json_object_get(ack, "store_id")));
+    /* The sentinel is read now, not only at start: a daemon started beside its coordinator may
+     * look before the coordinator wrote it, and would then copy inputs it already has. The ack
+     * proves it is written (the coordinator writes it before it binds). */
+    if (w->store.local[0] && w->store.coord_id[0] && strcmp(w->store.id, w->store.coord_id)) {
+      char id[65];
+      fc_err_t e;
+      if (fc_store_sentinel_read(w->store.local, id, &e) == 0 && strcmp(id, w->store.id)) {
+        memcpy(w->store.id, id, sizeof id);
+        reregister = 1; /* the coordinator records shared/separate from our registration */
+      }
+    }
   }
   if (w->server) {
     json_t *allow = json_object_get(ack, "allow"), *k;
@@ -197,6 +209,7 @@ static void registered(wk_t *w, const fc_msg_t *m) {
     w->acked = 1;
   }
   json_decref(ack);
+  if (reregister) send_register(w);
 }
 
 /* No ack yet: say so, with the endpoint, every few seconds (a wrong key gets no answer at all). */
