@@ -35,26 +35,29 @@ int fc_zap_start(void *zctx, const fc_curve_allow_t *allow, const char *what, fc
 void fc_zap_allow(fc_zap_t *z, const fc_curve_allow_t *allow) {
   size_t n = allow ? allow->n : 0;
   char(*keys)[41] = fc_xcalloc(n ? n : 1, sizeof *keys);
+  unsigned *roles = fc_xcalloc(n ? n : 1, sizeof *roles);
   if (n) memcpy(keys, allow->keys, n * sizeof *keys);
+  for (size_t i = 0; i < n; i++) roles[i] = allow->roles ? allow->roles[i] : FC_ROLE_ALL;
   pthread_mutex_lock(&z->mu);
-  free(z->allow.keys);
-  z->allow.keys = keys, z->allow.n = n;
+  fc_curve_allow_free(&z->allow);
+  z->allow.keys = keys, z->allow.roles = roles, z->allow.n = n;
   pthread_mutex_unlock(&z->mu);
 }
 
 void *fc_zap_socket(const fc_zap_t *z) { return z->sock; }
 
-/* The decision on one handshake: mechanism and (for CURVE) the client's 32-byte key. Accepted
- * connections get their key as User-Id. */
-static int decide(fc_zap_t *z, zmq_msg_t *mech, zmq_msg_t *key, char uid[41]) {
+/* The decision on one handshake: mechanism and (for CURVE) the client's 32-byte key. A key is
+ * accepted when the allow-lists give it at least one role (worker, operator, reader); what a
+ * message may do with those roles is checked per message by the server, which finds them
+ * from the connection's User-Id, the key set here. Returns the roles, 0 for a refusal. */
+static unsigned decide(fc_zap_t *z, zmq_msg_t *mech, zmq_msg_t *key, char uid[41]) {
   uid[0] = 0;
   if (zmq_msg_size(mech) != 5 || memcmp(zmq_msg_data(mech), "CURVE", 5) || zmq_msg_size(key) != 32) return 0;
   pthread_mutex_lock(&z->mu);
-  int ok = fc_curve_allowed(&z->allow, zmq_msg_data(key));
+  unsigned roles = fc_curve_allowed(&z->allow, zmq_msg_data(key)) & FC_ROLE_ALL;
   pthread_mutex_unlock(&z->mu);
-  if (!ok) return 0;
-  zmq_z85_encode(uid, zmq_msg_data(key), 32);
-  return 1;
+  if (roles) zmq_z85_encode(uid, zmq_msg_data(key), 32);
+  return roles;
 }
 
 void fc_zap_drain(fc_zap_t *z) {
@@ -75,7 +78,7 @@ void fc_zap_drain(fc_zap_t *z) {
     if (n == 0) return;
     if (n >= 2) { /* a REP socket must answer every request it took */
       char uid[41] = "";
-      int ok = n >= 7 && decide(z, &f[5], &f[6], uid);
+      int ok = n >= 7 && decide(z, &f[5], &f[6], uid) != 0;
       if (!ok) { /* a scanner must not fill the log: at most one line every 10 s */
         z->refused++;
         if (fc_now() - z->last_warn > 10) {
