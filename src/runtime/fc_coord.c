@@ -357,7 +357,7 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
     }
     break;
   }
-  case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, m->since, m->limit, &json, &err); break;
+  case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, m->since, m->limit, fc_net_wall(), &json, &err); break;
   case FC_MSG_LIST: rc = fc_db_list_json(c->db, m->since, m->limit, &json, &err); break;
   case FC_MSG_LOGS: rc = fc_db_logs_json(c->db, m->job, m->since, m->limit, &json, &err); break;
   case FC_MSG_ARTIFACTS: {
@@ -506,7 +506,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
     if (w->busy == m->task) w->busy = 0;
     int rc;
     if (m->ok) {
-      rc = fc_db_complete(c->db, m->task, m->id, m->attempt, m->arts, m->narts, now, &err);
+      rc = fc_db_complete(c->db, m->task, m->id, m->attempt, m->arts, m->narts, m, now, &err);
       if (rc == 0 && fc_holders_add(c->holders, m->id, m->arts, m->narts, &err)) fc_warn("%s", err.msg);
       if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, m->attempt, err.msg, false, now, &err);
     } else {
