@@ -111,7 +111,7 @@ int fc_cmd_status(int argc, char **argv) {
     char eta_s[48] = "";
     if (json_is_number(json_object_get(j, "eta")))
       snprintf(eta_s, sizeof eta_s, "  ETA %d:%02d", (int)(eta / 60), (int)eta % 60);
-    printf("job %lld  %s  %s  %.0f%%  elapsed %d:%02d%s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")),
+    printf("job %lld  %s  %s, %.0f%%  elapsed %d:%02d%s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")),
            s(j, "name"), s(j, "state"), 100 * json_number_value(json_object_get(j, "fraction")), (int)(el / 60),
            (int)el % 60, eta_s, *s(j, "error") ? "  " : "", s(j, "error"));
     /* by stage, stages in the order they first appear */
