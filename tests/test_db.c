@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <jansson.h>
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -172,41 +174,41 @@ static void test_lease_order_deps_and_caps(void **state) {
   assert_int_equal(hb(db, a, "w2", 1, 101, 0.5, "x"), 1);
   fc_msg_artifact_t art = {.path = "/tmp/st/j/a.out", .size = 3};
   memset(art.sha256, 'a', 64);
-  assert_int_equal(fc_db_complete(db, a, "w2", 1, &art, 1, 102, &err), 1); /* not the holder */
+  assert_int_equal(fc_db_complete(db, a, "w2", 1, &art, 1, NULL, 102, &err), 1); /* not the holder */
   expect_task(db, a, "running", 0);
   fc_msg_artifact_t stray = art;
   stray.path = "/etc/passwd";
-  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, 102, &err), FC_EINVAL);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, NULL, 102, &err), FC_EINVAL);
   assert_non_null(strstr(err.msg, "not one of the task's outputs"));
   stray.path = "/tmp/st/j/a.out/../../x";
-  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, 102, &err), FC_EINVAL);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, NULL, 102, &err), FC_EINVAL);
   stray.path = "/tmp/st/j/a.outer";
-  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, 102, &err), FC_EINVAL);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, NULL, 102, &err), FC_EINVAL);
   expect_task(db, a, "running", 0);
-  assert_int_equal(fc_db_complete(db, a, "w1", 1, &art, 1, 102, &err), 0);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &art, 1, NULL, 102, &err), 0);
   expect_task(db, a, "done", 0);
-  assert_int_equal(fc_db_complete(db, a, "w1", 1, &art, 1, 102, &err), 1); /* twice: stale */
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &art, 1, NULL, 102, &err), 1); /* twice: stale */
   assert_int_equal(lease(db, "w1", CK, 1, 103), b);
-  assert_int_equal(fc_db_complete(db, b, "w1", 1, NULL, 0, 104, &err), 0);
+  assert_int_equal(fc_db_complete(db, b, "w1", 1, NULL, 0, NULL, 104, &err), 0);
   expect_job(db, j, "running");
-  assert_int_equal(fc_db_complete(db, c, "w2", 1, NULL, 0, 105, &err), 0);
+  assert_int_equal(fc_db_complete(db, c, "w2", 1, NULL, 0, NULL, 105, &err), 0);
   expect_job(db, j, "done");
   char *json;
   assert_int_equal(fc_db_artifacts_json(db, j, &json, &err), 0);
   assert_non_null(strstr(json, "\"sha256\":\"aaaaaaaa"));
   assert_non_null(strstr(json, "/tmp/st/j/a.out"));
   free(json);
-  assert_int_equal(fc_db_status_json(db, j, 0, 0, &json, &err), 0);
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, 200, &json, &err), 0);
   assert_non_null(strstr(json, "\"state\":\"done\""));
   assert_non_null(strstr(json, "\"name\":\"b\""));
   free(json);
-  assert_int_equal(fc_db_status_json(db, 999, 0, 0, &json, &err), FC_ENOTFOUND);
+  assert_int_equal(fc_db_status_json(db, 999, 0, 0, 200, &json, &err), FC_ENOTFOUND);
   assert_int_equal(fc_db_logs_json(db, j, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "job.done"));
   assert_non_null(strstr(json, "task.running"));
   free(json);
-  assert_int_equal(fc_db_status_json(db, j, 0, 0, &json, &err), 0);
-  assert_non_null(strstr(json, "\"figures\":\"{\\\"loss\\\":2.25}\""));
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, 200, &json, &err), 0);
+  assert_non_null(strstr(json, "\"figures\":{\"loss\":2.25}")); /* an object, not its text */
   free(json);
   fc_db_close(&db);
 }
@@ -239,7 +241,7 @@ static void test_expiry_attempts_and_retry(void **state) {
   expect_job(db, j, "failed");
   assert_int_equal(lease(db, "w3", BOTH, 2, 201), 0); /* a failed job hands out nothing */
   char *json;
-  assert_int_equal(fc_db_status_json(db, j, 0, 0, &json, &err), 0);
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, 200, &json, &err), 0);
   assert_non_null(strstr(json, "lease lapsed: worker w2"));
   free(json);
   assert_int_equal(fc_db_job_retry(db, j, 202, &err), 0);
@@ -331,7 +333,7 @@ static void test_restart_mid_job(void **state) {
   assert_int_equal(hb(db, a, "w1", 1, 105, 0.9, "nearly"), 0);
   assert_int_equal(fc_db_expire(db, 112, &n, &err), 0); /* renewed to 115 */
   assert_int_equal(n, 0);
-  assert_int_equal(fc_db_complete(db, a, "w1", 1, NULL, 0, 113, &err), 0);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, NULL, 0, NULL, 113, &err), 0);
   char *json;
   assert_int_equal(fc_db_workers_json(db, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "\"id\":\"w1\""));
@@ -354,6 +356,59 @@ static void test_restart_mid_job(void **state) {
   fc_db_close(&db);
 }
 
+/* What the operator sees is the truth at the end (issue 14): a done task keeps the result's
+ * message and figures, not the last heartbeat's; figures come as a JSON object; a job's
+ * elapsed time and ETA are computed at the coordinator's `now`. */
+static void test_final_progress_and_timing(void **state) {
+  (void)state;
+  fc_db_t *db = open_db();
+  int64_t j = submit(db, SPEC); /* created at 100 */
+  int64_t a = tid(db, j, "a");
+  assert_int_equal(lease(db, "w1", CK, 1, 100), a);
+  assert_int_equal(hb(db, a, "w1", 1, 101, 0.5, "half way"), 0); /* loss 2.25 */
+  fc_msg_t r = {.type = FC_MSG_RESULT, .task = a, .attempt = 1, .ok = true, .fraction = 1};
+  fc_msg_set_str(&r.message, "all 7 rows written");
+  fc_msg_add_fig(&r, "loss", 1.5);
+  fc_msg_add_fig(&r, "rows", 7);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, NULL, 0, &r, 110, &err), 0);
+  fc_msg_clear(&r);
+  char *json;
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, 130, &json, &err), 0);
+  json_t *root = json_loads(json, 0, NULL);
+  free(json);
+  assert_non_null(root);
+  assert_true(json_number_value(json_object_get(root, "now")) == 130);
+  json_t *job = json_array_get(json_object_get(root, "jobs"), 0);
+  json_t *ta = json_array_get(json_object_get(job, "tasks"), 0);
+  assert_string_equal(json_string_value(json_object_get(ta, "state")), "done");
+  assert_string_equal(json_string_value(json_object_get(ta, "message")), "all 7 rows written");
+  json_t *figs = json_object_get(ta, "figures");
+  assert_true(json_is_object(figs));
+  assert_true(json_number_value(json_object_get(figs, "loss")) == 1.5);
+  assert_true(json_number_value(json_object_get(figs, "rows")) == 7);
+  /* one task of three done: a third of the way after 30 s, so 60 s to go */
+  assert_true(fabs(json_number_value(json_object_get(job, "fraction")) - 1.0 / 3) < 1e-9);
+  assert_true(json_number_value(json_object_get(job, "elapsed")) == 30);
+  assert_true(fabs(json_number_value(json_object_get(job, "eta")) - 60) < 1e-6);
+  json_decref(root);
+  /* an ended job: elapsed stops at its end, and it has no ETA */
+  int64_t b = tid(db, j, "b"), c = tid(db, j, "c");
+  assert_int_equal(lease(db, "w1", CK, 1, 140), b);
+  assert_int_equal(fc_db_complete(db, b, "w1", 1, NULL, 0, NULL, 150, &err), 0);
+  assert_int_equal(lease(db, "w2", OTHER, 2, 150), c);
+  assert_int_equal(fc_db_complete(db, c, "w2", 1, NULL, 0, NULL, 160, &err), 0);
+  expect_job(db, j, "done");
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, 999, &json, &err), 0);
+  root = json_loads(json, 0, NULL);
+  free(json);
+  job = json_array_get(json_object_get(root, "jobs"), 0);
+  assert_true(json_number_value(json_object_get(job, "elapsed")) == 60);
+  assert_true(json_is_null(json_object_get(job, "eta")));
+  assert_true(json_number_value(json_object_get(job, "fraction")) == 1);
+  json_decref(root);
+  fc_db_close(&db);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_schema_and_reopen, setup, teardown),
@@ -361,6 +416,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_expiry_attempts_and_retry, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fail_handback_cancel, setup, teardown),
       cmocka_unit_test_setup_teardown(test_restart_mid_job, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_final_progress_and_timing, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,7 +44,10 @@ static void sample(fc_msg_t *m, fc_msg_type_t t) {
     fc_msg_set_str(&m->id, "w"), m->task = 9, m->ok = true, m->handback = true;
     fc_msg_add_artifact(m, "/store/out", 1ull << 40, HEX);
     fc_msg_set_str(&m->error, "none");
+    m->fraction = 1, fc_msg_set_str(&m->message, "48/48 prompts"), fc_msg_add_fig(m, "loss", 0.25);
     break;
+  case FC_MSG_LOCATE: m->job = 4, fc_msg_add_input(m, "/store/j/logits"); break;
+  case FC_MSG_HOLDING: fc_msg_set_str(&m->id, "w"), fc_msg_add_artifact(m, "/store/j/a", 3, HEX); break;
   case FC_MSG_CANCEL: m->task = -5; break;
   case FC_MSG_SUBMIT: fc_msg_set_str(&m->text, "name: x\ntasks: []\n"); break;
   case FC_MSG_STATUS: case FC_MSG_CANCEL_JOB: case FC_MSG_ARTIFACTS: m->job = 42; break;

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fc_artifact.h"
 #include "fc_coord.h"
 #include "fc_merge_check.h"
 #include "fc_net.h"
@@ -33,6 +34,9 @@ static void usage(FILE *fp) {
           "  --curve-operators PATH  keys that may submit, cancel, retry and read\n"
           "  --curve-readers PATH keys that may only read (status, list, logs, workers, artifacts)\n"
           "                       (with --curve-key at least one list must hold a key)\n"
+          "  --store DIR          the store jobs write to, when this machine sees it: it gets a\n"
+          "                       sentinel file (" FC_STORE_SENTINEL ") by which daemons on the same\n"
+          "                       filesystem know it is shared (the others fetch artifacts)\n"
           "  --insecure           allow a tcp:// endpoint without CURVE (anyone who reaches the\n"
           "                       port can act as any worker or operator)\n"
           "  --verbose            debug logging\n"
@@ -42,7 +46,7 @@ static void usage(FILE *fp) {
           "a secret key file readable by group or others, CURVE with empty allow-lists. The\n"
           "database and its -wal/-shm files are created 0600.\n"
           "\n"
-          "Stops cleanly on SIGTERM or SIGINT. Logs are one structured line each on stderr.\n"
+          "Stops cleanly on SIGTERM or SIGINT; SIGHUP reads the allow-lists again. Logs are one structured line each on stderr.\n"
           "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage or unsafe configuration.\n");
 }
 
@@ -55,12 +59,14 @@ int main(int argc, char **argv) {
       {"curve-key", required_argument, 0, 'k'}, {"curve-allow", required_argument, 0, 'a'},
       {"curve-workers", required_argument, 0, 'W'}, {"curve-operators", required_argument, 0, 'O'},
       {"curve-readers", required_argument, 0, 'R'}, {"insecure", no_argument, 0, 'i'},
+      {"store", required_argument, 0, 's'},
       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   char run_dir[512], endpoint[600], events[600], db[600];
-  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL, *cw = NULL, *co = NULL, *cr = NULL;
+  const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL, *cw = NULL, *co = NULL, *cr = NULL,
+             *store = NULL;
   int insecure = 0;
   double lease = 10;
-  int c;
+  int c, rc;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     char *end;
     switch (c) {
@@ -78,6 +84,7 @@ int main(int argc, char **argv) {
     case 'v': fc_log_set_level(FC_LOG_DEBUG); break;
     case 'k': ck = optarg; break;
     case 'a': ca = optarg; break;
+    case 's': store = optarg; break;
     case 'W': cw = optarg; break;
     case 'O': co = optarg; break;
     case 'R': cr = optarg; break;
@@ -130,10 +137,11 @@ int main(int argc, char **argv) {
     chmod(p, 0600);
   }
   fc_coord_opts_t o = {.endpoint = endpoint, .events_endpoint = events, .db_path = db, .lease_timeout = lease,
-                      .curve_key = ck, .curve_allow = ca, .curve_workers = cw, .curve_operators = co, .curve_readers = cr};
-  if (fc_coord_run(&o, &err)) {
+                      .curve_key = ck, .curve_allow = ca, .curve_workers = cw, .curve_operators = co, .curve_readers = cr,
+                      .store = store};
+  if ((rc = fc_coord_run(&o, &err))) {
     fc_log(FC_LOG_ERROR, "%s", err.msg);
-    return err.code == FC_EINVAL ? 2 : 1;
+    return rc == FC_EINVAL ? 2 : 1; /* a configuration error (an unreadable key): no restart helps */
   }
   return 0;
 }

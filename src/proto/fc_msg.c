@@ -64,7 +64,7 @@ typedef struct msgdef {
   uint32_t required; /* must be present when decoding */
 } msgdef_t;
 static const msgdef_t defs[FC_MSG_NTYPES] = {
-    [FC_MSG_REGISTER] = {"register", B(F_ID) | B(F_CAPS) | B(F_HOST) | B(F_RES), B(F_ID) | B(F_CAPS)},
+    [FC_MSG_REGISTER] = {"register", B(F_ID) | B(F_CAPS) | B(F_HOST) | B(F_RES) | B(F_TEXT), B(F_ID) | B(F_CAPS)},
     [FC_MSG_LEASE_REQUEST] = {"lease_request", B(F_ID), B(F_ID)},
     [FC_MSG_TASK_ASSIGN] = {"task_assign",
                             B(F_TASK) | B(F_JOB) | B(F_KIND) | B(F_PARAMS) | B(F_INPUTS) |
@@ -73,7 +73,8 @@ static const msgdef_t defs[FC_MSG_NTYPES] = {
     [FC_MSG_HEARTBEAT] = {"heartbeat", B(F_ID) | B(F_TASK) | B(F_ATTEMPT) | B(F_FRACTION) | B(F_MESSAGE) | B(F_FIGS),
                           B(F_ID) | B(F_TASK)},
     [FC_MSG_RESULT] = {"result",
-                       B(F_ID) | B(F_TASK) | B(F_ATTEMPT) | B(F_OK) | B(F_ARTS) | B(F_ERROR) | B(F_HANDBACK),
+                       B(F_ID) | B(F_TASK) | B(F_ATTEMPT) | B(F_OK) | B(F_ARTS) | B(F_ERROR) | B(F_HANDBACK) |
+                           B(F_FRACTION) | B(F_MESSAGE) | B(F_FIGS),
                        B(F_ID) | B(F_TASK) | B(F_OK)},
     [FC_MSG_BYE] = {"bye", B(F_ID), B(F_ID)},
     [FC_MSG_CANCEL] = {"cancel", B(F_TASK), B(F_TASK)},
@@ -94,6 +95,8 @@ static const msgdef_t defs[FC_MSG_NTYPES] = {
     [FC_MSG_LOGITS_REPLY] = {"logits_reply",
                              B(F_OK) | B(F_ERROR) | B(F_TEXT) | B(F_IDS) | B(F_K) | B(F_TOP_IDS) | B(F_TOP_LP),
                              B(F_OK)},
+    [FC_MSG_LOCATE] = {"locate", B(F_JOB) | B(F_INPUTS), B(F_INPUTS)},
+    [FC_MSG_HOLDING] = {"holding", B(F_ID) | B(F_ARTS), B(F_ID) | B(F_ARTS)},
 };
 
 const char *fc_msg_type_name(fc_msg_type_t t) {

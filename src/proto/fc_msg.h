@@ -20,11 +20,13 @@
 typedef enum fc_msg_type {
   FC_MSG_NONE = 0,
   /* worker <-> coordinator */
-  FC_MSG_REGISTER,      /* w->c: id, caps, host, resources {threads, mem} */
+  FC_MSG_REGISTER,      /* w->c: id, caps, host, resources {threads, mem}, text (JSON: artifact
+                         * endpoint, public key, store id); answered by a reply (the ack) */
   FC_MSG_LEASE_REQUEST, /* w->c: id; the coordinator answers with task_assign when it has one */
   FC_MSG_TASK_ASSIGN,   /* c->w: task, job, kind, params, inputs, outputs, attempt */
   FC_MSG_HEARTBEAT,     /* w->c: id, task, attempt (fencing token), fraction, message, figures */
-  FC_MSG_RESULT,        /* w->c: id, task, attempt (fencing token), ok, artifacts | error, handback */
+  FC_MSG_RESULT,        /* w->c: id, task, attempt (fencing token), ok, artifacts | error,
+                         * handback; the final fraction, message and figures */
   FC_MSG_BYE,           /* w->c: id (the worker is leaving) */
   FC_MSG_CANCEL,        /* c->w: task (stop it, the coordinator no longer wants it) */
   /* client -> coordinator, each answered by a reply */
@@ -42,6 +44,9 @@ typedef enum fc_msg_type {
   /* client <-> logits daemon (its own --serve socket), no job involved */
   FC_MSG_LOGITS_REQUEST, /* text (rendered as a one-turn chat when state is "chat") | ids; k */
   FC_MSG_LOGITS_REPLY,   /* ok, error | text (model name), ids (n), k, top_ids (n*k), top_lp (n*k) */
+  /* artifacts between machines (fc_artifact.h), each answered by a reply */
+  FC_MSG_LOCATE,  /* ->c: job, inputs: the artifacts below those paths and who holds them */
+  FC_MSG_HOLDING, /* w->c: id, artifacts: this worker now holds them too (fetched) */
   FC_MSG_NTYPES
 } fc_msg_type_t;
 

@@ -11,6 +11,7 @@
 #include "fc_coord.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,9 @@
 #define NOTIFY(...) ((void)0)
 #endif
 
+#include "fc_artifact.h"
 #include "fc_db.h"
+#include "fc_holders.h"
 #include "fc_job.h"
 #include "fc_msg.h"
 #include "fc_net.h"
@@ -54,13 +57,15 @@ typedef struct coord {
   uv_poll_t poll;
   uv_timer_t expire, sweep;
   uv_idle_t more; /* runs drain again while a backlog is left */
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   void *zctx, *router, *pub;
   fc_zap_t *zap;
   uv_poll_t zap_poll;
   fc_curve_t curve;
   fc_curve_allow_t allow;
   fc_db_t *db;
+  fc_holders_t *holders;
+  char store_id[65]; /* the store's sentinel ("" : no --store) */
   int64_t last_event;
   worker_t **workers; /* every known worker, for dispatch */
   size_t nworkers;
@@ -194,6 +199,8 @@ static unsigned role_needed(fc_msg_type_t t) {
   case FC_MSG_SUBMIT:
   case FC_MSG_CANCEL_JOB:
   case FC_MSG_RETRY: return FC_ROLE_OPERATOR;
+  case FC_MSG_HOLDING: return FC_ROLE_WORKER;
+  case FC_MSG_LOCATE: return FC_ROLE_ALL; /* daemons fetching inputs, and operators */
   default: return FC_ROLE_READER | FC_ROLE_OPERATOR; /* reading: either */
   }
 }
@@ -350,10 +357,9 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
     }
     break;
   }
-  case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, m->since, m->limit, &json, &err); break;
+  case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, m->since, m->limit, fc_net_wall(), &json, &err); break;
   case FC_MSG_LIST: rc = fc_db_list_json(c->db, m->since, m->limit, &json, &err); break;
   case FC_MSG_LOGS: rc = fc_db_logs_json(c->db, m->job, m->since, m->limit, &json, &err); break;
-  case FC_MSG_WORKERS: rc = fc_db_workers_json(c->db, m->since, m->limit, &json, &err); break;
   case FC_MSG_ARTIFACTS: {
     char st[16];
     rc = fc_db_job_state(c->db, m->job, st, &err);
@@ -385,6 +391,47 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
   dispatch(c, NULL);
 }
 
+/* The registration's artifact side: where the worker serves its artifacts, and the ack that
+ * makes it READY, carrying what its artifact server needs (our allow-list, our store). */
+static void register_ack(coord_t *c, const fc_msg_t *m, double now) {
+  json_t *info = m->text ? json_loads(m->text, 0, NULL) : NULL;
+  const char *ep = json_string_value(json_object_get(info, "artifacts"));
+  const char *key = json_string_value(json_object_get(info, "key"));
+  const char *store = json_string_value(json_object_get(info, "store"));
+  int shared = !c->store_id[0] ? -1 : store && !strcmp(store, c->store_id) ? 1 : 0;
+  fc_err_t err;
+  if (fc_holders_worker(c->holders, m->id, ep, key, shared, now, &err)) fc_warn("%s", err.msg);
+  json_decref(info);
+  json_t *ack = json_pack("{s:s, s:s, s:s}", "store", c->o->store ? c->o->store : "", "store_id", c->store_id,
+                          "worker", m->id);
+  json_t *allow = json_array();
+  for (size_t i = 0; i < c->allow.n; i++) json_array_append_new(allow, json_string(c->allow.keys[i]));
+  json_object_set_new(ack, "allow", allow);
+  char *text = json_dumps(ack, JSON_COMPACT);
+  reply(c, 1, NULL, text);
+  free(text);
+  json_decref(ack);
+}
+
+/* Artifact location requests (LOCATE from a daemon or fusectl, HOLDING from a daemon that
+ * fetched copies); 0 when m is not one of them. */
+static int handle_artifacts(coord_t *c, fc_msg_t *m) {
+  fc_err_t err = {0};
+  char *json = NULL;
+  int rc;
+  if (m->type == FC_MSG_LOCATE) rc = fc_holders_locate_json(c->holders, m->job, m->inputs, m->ninputs, &json, &err);
+  else if (m->type == FC_MSG_HOLDING) rc = fc_holders_add(c->holders, m->id, m->arts, m->narts, &err);
+  else if (m->type == FC_MSG_WORKERS) {
+    char *raw = NULL;
+    rc = fc_db_workers_json(c->db, m->since, m->limit, &raw, &err);
+    if (rc == 0) rc = fc_holders_workers_json(c->holders, raw, &json, &err);
+    free(raw);
+  } else return 0;
+  reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
+  free(json);
+  return 1;
+}
+
 /* Tells a worker its heartbeat held: the lease and its length, so it knows how long it may
  * write without hearing from us again (its fence). */
 static void ack_heartbeat(coord_t *c, const fc_msg_t *m) {
@@ -399,10 +446,12 @@ static void handle(coord_t *c, fc_msg_t *m) {
   double now = fc_net_wall();
   worker_t *w;
   if (!check_role(c, m)) return;
+  if (handle_artifacts(c, m)) return;
   switch (m->type) {
   case FC_MSG_REGISTER: {
     int rebound;
     if (!(w = register_worker(c, m, now, &rebound))) break;
+    register_ack(c, m, now);
     /* idle workers re-register every tick: only a change, or a 5 s old record, is written */
     int same = w->ncaps == m->ncaps;
     for (size_t i = 0; same && i < m->ncaps; i++) same = !strcmp(w->caps[i], m->caps[i]);
@@ -457,7 +506,8 @@ static void handle(coord_t *c, fc_msg_t *m) {
     if (w->busy == m->task) w->busy = 0;
     int rc;
     if (m->ok) {
-      rc = fc_db_complete(c->db, m->task, m->id, m->attempt, m->arts, m->narts, now, &err);
+      rc = fc_db_complete(c->db, m->task, m->id, m->attempt, m->arts, m->narts, m, now, &err);
+      if (rc == 0 && fc_holders_add(c->holders, m->id, m->arts, m->narts, &err)) fc_warn("%s", err.msg);
       if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, m->attempt, err.msg, false, now, &err);
     } else {
       rc = fc_db_fail(c->db, m->task, m->id, m->attempt, m->error, m->handback, now, &err);
@@ -580,6 +630,41 @@ static void signal_cb(uv_signal_t *s, int signum) {
   uv_stop(c->loop);
 }
 
+/* The allow-lists of opts, each key with the roles of the lists naming it; none is an error. */
+static int load_allow(const fc_coord_opts_t *o, fc_curve_allow_t *a, fc_err_t *err) {
+  const char *lists[4] = {o->curve_allow, o->curve_workers, o->curve_operators, o->curve_readers};
+  const unsigned roles[4] = {FC_ROLE_ALL, FC_ROLE_WORKER, FC_ROLE_OPERATOR | FC_ROLE_READER, FC_ROLE_READER};
+  memset(a, 0, sizeof *a);
+  int rc = 0;
+  for (int i = 0; i < 4 && rc == 0; i++)
+    if (lists[i]) rc = fc_curve_allow_add(lists[i], roles[i], a, err);
+  if (rc == 0 && !a->n)
+    rc = fc_err_set(err, FC_EINVAL, "CURVE needs client keys: the allow-lists (--curve-allow, --curve-workers, "
+                                    "--curve-operators, --curve-readers) hold none");
+  if (rc) fc_curve_allow_free(a);
+  return rc;
+}
+
+/* SIGHUP: the allow-lists again (a revoked key is refused from its next connection on). */
+static void sighup_cb(uv_signal_t *s, int signum) {
+  coord_t *c = s->data;
+  (void)signum;
+  if (!c->curve.enabled) {
+    fc_info("SIGHUP: no allow-list to reload");
+    return;
+  }
+  fc_curve_allow_t a;
+  fc_err_t err;
+  if (load_allow(c->o, &a, &err)) {
+    fc_warn("SIGHUP: keeping the old allow-lists: %s", err.msg);
+    return;
+  }
+  fc_curve_allow_free(&c->allow);
+  c->allow = a;
+  fc_zap_allow(c->zap, &c->allow);
+  fc_info("SIGHUP: allow-lists reloaded, %zu key(s)", a.n);
+}
+
 static void close_cb(uv_handle_t *h) { (void)h; }
 
 static void skip_event(void *arg, int64_t id, double time, int64_t job, int64_t task, const char *type,
@@ -591,6 +676,12 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   coord_t c = {.o = o};
   int rc = fc_db_open(&c.db, o->db_path, err);
   if (rc) return rc;
+  if ((rc = fc_holders_open(&c.holders, fc_db_sqlite(c.db), err)) ||
+      (o->store && (rc = fc_store_sentinel_ensure(o->store, c.store_id, err)))) {
+    fc_holders_close(&c.holders);
+    fc_db_close(&c.db);
+    return rc;
+  }
   /* Events already in the log were published by the previous run. */
   if ((rc = fc_db_events_after(c.db, 0, skip_event, NULL, &c.last_event, err))) {
     fc_db_close(&c.db);
@@ -598,16 +689,9 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   }
   c.zctx = zmq_ctx_new();
   if (o->curve_key) {
-    const char *lists[4] = {o->curve_allow, o->curve_workers, o->curve_operators, o->curve_readers};
-    const unsigned roles[4] = {FC_ROLE_ALL, FC_ROLE_WORKER, FC_ROLE_OPERATOR | FC_ROLE_READER, FC_ROLE_READER};
-    if ((rc = fc_curve_check_private(o->curve_key, err)) || (rc = fc_curve_load_pair(o->curve_key, &c.curve, err))) goto out;
-    for (int i = 0; i < 4; i++)
-      if (lists[i] && (rc = fc_curve_allow_add(lists[i], roles[i], &c.allow, err))) goto out;
-    if (!c.allow.n) {
-      rc = fc_err_set(err, FC_EINVAL, "CURVE needs client keys: the allow-lists (--curve-allow, --curve-workers, "
-                                      "--curve-operators, --curve-readers) hold none");
+    if ((rc = fc_curve_check_private(o->curve_key, err)) || (rc = fc_curve_load_pair(o->curve_key, &c.curve, err)) ||
+        (rc = load_allow(o, &c.allow, err)))
       goto out;
-    }
     c.curve.enabled = 1;
     if ((rc = fc_zap_start(c.zctx, &c.allow, "coordinator", &c.zap, err))) goto out;
   }
@@ -655,6 +739,10 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   c.sigterm.data = c.sigint.data = &c;
   uv_signal_start(&c.sigterm, signal_cb, SIGTERM);
   uv_signal_start(&c.sigint, signal_cb, SIGINT);
+  uv_signal_init(c.loop, &c.sighup);
+  c.sighup.data = &c;
+  uv_signal_start(&c.sighup, sighup_cb, SIGHUP);
+  if (o->store) fc_info("store %s (sentinel %.12s...): daemons that see it share it", o->store, c.store_id);
   fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s%s", o->endpoint, o->events_endpoint,
           o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "");
   /* Leases from before a restart: while we were down no heartbeat could reach us, so every
@@ -672,6 +760,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_close((uv_handle_t *)&c.more, close_cb);
   uv_close((uv_handle_t *)&c.sigterm, close_cb);
   uv_close((uv_handle_t *)&c.sigint, close_cb);
+  uv_close((uv_handle_t *)&c.sighup, close_cb);
   uv_run(c.loop, UV_RUN_DEFAULT);
   uv_loop_close(c.loop);
   free(c.loop);
@@ -684,6 +773,7 @@ out:
   fc_curve_allow_free(&c.allow);
   while (c.nworkers) drop_worker(&c, c.nworkers - 1);
   free(c.workers);
+  fc_holders_close(&c.holders);
   fc_db_close(&c.db);
   return rc;
 }

@@ -12,10 +12,13 @@ typedef struct fc_coord_opts {
   const char *db_path;
   double lease_timeout; /* seconds without a heartbeat before a task goes back to the queue */
   const char *curve_key;   /* our CURVE key file (fusectl keygen); NULL: no CURVE */
-  const char *curve_allow; /* keys with every role: a directory of *.pub or a file */
+  const char *curve_allow; /* keys with every role: a directory of *.pub or a file (SIGHUP
+                            * reads all four lists again) */
   const char *curve_workers;   /* keys that may act as workers only */
   const char *curve_operators; /* keys that may submit, cancel, retry and read */
   const char *curve_readers;   /* keys that may only read (status, list, logs, workers, artifacts) */
+  const char *store;       /* the store jobs write to, when the coordinator sees it: it gets a
+                            * sentinel so daemons on the same filesystem know (NULL: none) */
 } fc_coord_opts_t;
 
 /* Workers known at once: a registration past this first evicts one silent for a lease period,

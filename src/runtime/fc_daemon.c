@@ -17,7 +17,7 @@
 #include "fc_num.h"
 
 enum { OPT_RUN_DIR = 1000, OPT_ENDPOINT, OPT_ID, OPT_HEARTBEAT, OPT_FINISH, OPT_CURVE_KEY,
-       OPT_CURVE_SERVER, OPT_VERBOSE, OPT_HELP, OPT_THREADS, OPT_OWN = 2000 };
+       OPT_CURVE_SERVER, OPT_VERBOSE, OPT_HELP, OPT_THREADS, OPT_STORE, OPT_ARTIFACTS, OPT_OWN = 2000 };
 
 static void usage(const fc_daemon_def_t *d, FILE *fp) {
   fprintf(fp, "Usage: %s [OPTIONS]\n\n", d->prog);
@@ -57,14 +57,23 @@ static void usage(const fc_daemon_def_t *d, FILE *fp) {
         "  --finish-on-term     on SIGTERM finish the running task instead of handing it back\n"
         "  --curve-key FILE     our CURVE key file (fusectl keygen), for a tcp:// coordinator\n"
         "  --curve-server FILE  the coordinator's public key (.pub), with --curve-key\n"
+        "  --store DIR          this machine's store: when the coordinator's sentinel is in it, the\n"
+        "                       store is shared and nothing is copied; otherwise missing inputs\n"
+        "                       are fetched from the daemons that hold them, and the coordinator's\n"
+        "                       store path is mapped onto DIR (default $FUSECHAT_STORE)\n"
+        "  --artifacts URL      serve this daemon's artifacts to the other machines on URL,\n"
+        "                       tcp://HOST:PORT or tcp://HOST:* (any free port), with the same\n"
+        "                       CURVE keys and the coordinator's allow-list\n"
         "  --verbose            debug logging\n"
         "  --help               this text\n",
         fp);
   if (d->extra_help) fprintf(fp, "\n%s", d->extra_help);
   fputs("\nLogs go to stderr as one record per line (ts=... level=... comp=... msg=\"...\"). The\n"
-        "daemon tells systemd READY=1 once connected (Type=notify). SIGTERM hands the running task\n"
+        "daemon tells systemd READY=1 once the coordinator acknowledged its registration\n"
+        "(Type=notify); until then it warns every few seconds. SIGTERM hands the running task\n"
         "back to the coordinator (or finishes it, --finish-on-term) and exits 0.\n"
-        "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage.\n",
+        "Exit status: 0 clean stop, 1 runtime failure, 2 bad usage or configuration (an unreadable\n"
+        "key file: restarting does not help).\n",
         fp);
 }
 
@@ -81,14 +90,15 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
       {"id", required_argument, 0, OPT_ID}, {"heartbeat", required_argument, 0, OPT_HEARTBEAT},
       {"finish-on-term", no_argument, 0, OPT_FINISH}, {"verbose", no_argument, 0, OPT_VERBOSE},
       {"curve-key", required_argument, 0, OPT_CURVE_KEY}, {"curve-server", required_argument, 0, OPT_CURVE_SERVER},
-      {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, OPT_HELP}};
+      {"threads", required_argument, 0, OPT_THREADS}, {"store", required_argument, 0, OPT_STORE},
+      {"artifacts", required_argument, 0, OPT_ARTIFACTS}, {"help", no_argument, 0, OPT_HELP}};
   size_t nc = sizeof common / sizeof *common;
   struct option *opts = fc_xcalloc(nc + def->nopts + 1, sizeof *opts);
   memcpy(opts, common, sizeof common);
   for (size_t i = 0; i < def->nopts; i++)
     opts[nc + i] = (struct option){def->opts[i].name, def->opts[i].arg ? required_argument : no_argument, 0,
                                    OPT_OWN + (int)i};
-  const char *rd = NULL, *ep = NULL, *id = NULL, *ck = NULL, *cs = NULL;
+  const char *rd = NULL, *ep = NULL, *id = NULL, *ck = NULL, *cs = NULL, *store = getenv("FUSECHAT_STORE"), *arts = NULL;
   double hb = 1;
   long threads = sysconf(_SC_NPROCESSORS_ONLN);
   int finish = 0, c, rc = 0;
@@ -121,6 +131,8 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
     case OPT_VERBOSE: fc_log_set_level(FC_LOG_DEBUG); break;
     case OPT_CURVE_KEY: ck = optarg; break;
     case OPT_CURVE_SERVER: cs = optarg; break;
+    case OPT_STORE: store = optarg; break;
+    case OPT_ARTIFACTS: arts = optarg; break;
     case 'h':
     case OPT_HELP: usage(def, stdout); goto out;
     default:
@@ -165,7 +177,8 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
     goto out;
   }
   fc_worker_opts_t o = {.endpoint = endpoint, .id = id, .heartbeat = hb, .finish_on_sigterm = finish,
-                        .threads = (int)threads, .execs = def->execs, .nexecs = def->nexecs, .curve = &curve};
+                        .threads = (int)threads, .execs = def->execs, .nexecs = def->nexecs, .curve = &curve,
+                        .store = store && *store ? store : NULL, .artifacts = arts};
   fc_daemon_ctx_t dctx = {.endpoint = endpoint, .id = id, .threads = (int)threads, .curve = &curve};
   if (def->setup) {
     int src = def->setup(&dctx, &o.execs, &o.nexecs, &err);
@@ -180,9 +193,9 @@ int fc_daemon_main(int argc, char **argv, const fc_daemon_def_t *def) {
     rc = 1;
     goto teardown;
   }
-  if (fc_worker_run(&o, &err)) {
+  if ((rc = fc_worker_run(&o, &err))) {
     fc_log(FC_LOG_ERROR, "%s", err.msg);
-    rc = 1;
+    rc = rc == FC_EINVAL ? 2 : 1; /* e.g. an --artifacts address that cannot be bound */
   }
 teardown:
   if (def->teardown) def->teardown();

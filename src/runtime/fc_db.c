@@ -126,6 +126,8 @@ static int event(fc_db_t *db, double now, int64_t job, int64_t task, const char 
   return 0;
 }
 
+struct sqlite3 *fc_db_sqlite(fc_db_t *db) { return db->h; }
+
 int fc_db_open(fc_db_t **out, const char *path, fc_err_t *err) {
   return fc_db_open_at(out, path, NMIGRATIONS, err);
 }
@@ -381,6 +383,21 @@ static int holds(fc_db_t *db, int64_t task, const char *worker, int64_t token, i
   return 1;
 }
 
+/* Inside a transaction: a task's progress, message and figures as a heartbeat or the result
+ * reported them (figures kept as one JSON object; a figure that is not finite is null). */
+static int record_progress(fc_db_t *db, int64_t task, const fc_msg_t *m, double fraction, fc_err_t *err) {
+  json_t *f = json_object();
+  for (size_t i = 0; i < m->nfigs; i++)
+    json_object_set_new(f, m->figs[i].name, isfinite(m->figs[i].val) ? json_real(m->figs[i].val) : json_null());
+  char *figs = json_dumps(f, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(f);
+  sqlite3_stmt *up = fc_db_stmt(db, "UPDATE tasks SET fraction = ?, message = ?, figures = ? WHERE id = ?", "dssi",
+                                fraction < 0 ? 0 : fraction > 1 ? 1 : fraction, m->message, figs, task);
+  int ok = up && sqlite3_step(up) == SQLITE_DONE;
+  free(figs);
+  return ok ? 0 : fc_db_err(db, err, "recording progress");
+}
+
 int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s, int64_t *jobp, fc_err_t *err) {
   int64_t task = hb->task;
   const char *worker = hb->id;
@@ -403,19 +420,8 @@ int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s,
     snprintf(msg, sizeof msg, "%s running on %s", name, worker);
     if ((rc = event(db, now, job, task, "task.running", msg, err))) goto out;
   }
-  json_t *f = json_object();
-  for (size_t i = 0; i < hb->nfigs; i++)
-    json_object_set_new(f, hb->figs[i].name, isfinite(hb->figs[i].val) ? json_real(hb->figs[i].val) : json_null());
-  char *figs = json_dumps(f, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(f);
-  sqlite3_stmt *up = fc_db_stmt(db, "UPDATE tasks SET state = 'running', fraction = ?, message = ?, figures = ? WHERE id = ?",
-                          "dssi", fraction < 0 ? 0 : fraction > 1 ? 1 : fraction, hb->message, figs, task);
-  int ok = up && sqlite3_step(up) == SQLITE_DONE;
-  free(figs);
-  if (!ok) {
-    rc = fc_db_err(db, err, "recording progress");
-    goto out;
-  }
+  EXEC(db, err, "UPDATE tasks SET state = 'running' WHERE id = ?", "i", task);
+  if ((rc = record_progress(db, task, hb, fraction, err))) goto out;
   EXEC(db, err, "UPDATE workers SET last_seen = ? WHERE id = ?", "ds", now, worker);
 out:
   return end(db, rc, err);
@@ -578,7 +584,7 @@ static int check_artifacts(fc_db_t *db, int64_t task, const fc_msg_artifact_t *a
 }
 
 int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, int64_t token, const fc_msg_artifact_t *arts,
-                   size_t narts, double now, fc_err_t *err) {
+                   size_t narts, const fc_msg_t *final, double now, fc_err_t *err) {
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t job;
@@ -590,6 +596,8 @@ int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, int64_t token,
   }
   if ((rc = check_artifacts(db, task, arts, narts, err))) goto out;
   EXEC(db, err, "DELETE FROM leases WHERE task = ?", "i", task);
+  /* the last word on the task's figures and message is the result's, not the last heartbeat's */
+  if (final && (final->message || final->nfigs) && (rc = record_progress(db, task, final, 1, err))) goto out;
   EXEC(db, err, "UPDATE tasks SET state = 'done', fraction = 1, error = NULL, finished = ? WHERE id = ?", "di", now, task);
   EXEC(db, err, "DELETE FROM artifacts WHERE task = ?", "i", task);
   for (size_t i = 0; i < narts; i++)

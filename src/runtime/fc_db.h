@@ -29,6 +29,9 @@ int fc_db_schema_version(void);
 
 int fc_db_open(fc_db_t **db, const char *path, fc_err_t *err);
 void fc_db_close(fc_db_t **db);
+/* The sqlite3 connection, for modules that keep their own tables in the same database (one
+ * connection: a second one would see the first's read snapshots go stale). */
+struct sqlite3 *fc_db_sqlite(fc_db_t *db);
 /* Opens migrating only up to schema version `target` (tests of the migrations). */
 int fc_db_open_at(fc_db_t **db, const char *path, int target, fc_err_t *err);
 
@@ -70,9 +73,10 @@ int fc_db_leases_grace(fc_db_t *db, double deadline, int *n, fc_err_t *err);
 int fc_db_next_deadline(fc_db_t *db, double now, double *deadline, fc_err_t *err);
 /* Task finished with these artifacts. Returns 1 (and changes nothing) when `worker` does not
  * hold the lease under fencing token `token`: a late result from a superseded attempt;
- * FC_EINVAL (nothing changed) when an artifact is not one of the task's outputs or below one. */
+ * FC_EINVAL (nothing changed) when an artifact is not one of the task's outputs or below one.
+ * final (the result message; NULL: none) gives the task's last message and figures. */
 int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, int64_t token, const fc_msg_artifact_t *arts,
-                   size_t narts, double now, fc_err_t *err);
+                   size_t narts, const fc_msg_t *final, double now, fc_err_t *err);
 /* Task failed (attempts + 1; re-queued until max_attempts, then the task and its job fail) or,
  * with handback, was given back unfinished (re-queued, attempts unchanged). 1 when not held. */
 int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, int64_t token, const char *error, bool handback,
@@ -99,8 +103,11 @@ int fc_db_task_id(fc_db_t *db, int64_t job, const char *name, int64_t *task, fc_
  * after the cursor `after`, at most `limit` (0 or more than FC_DB_PAGE_ROWS: FC_DB_PAGE_ROWS)
  * and FC_DB_PAGE_BYTES of text. When rows are left the payload has "next": the cursor of the
  * next page. Status of one job pages its tasks (by task id); of all jobs (job 0), the jobs (by
- * id) with their task counts; list pages jobs, logs events (by event id), workers by row. */
-int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, char **json, fc_err_t *err);
+ * id) with their task counts; list pages jobs, logs events (by event id), workers by row.
+ * Status gives each task's figures as an object and each job its fraction, elapsed seconds and
+ * ETA (null unless it runs) at `now`, the coordinator's time, which it also carries as "now". */
+int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, double now, char **json,
+                      fc_err_t *err);
 int fc_db_list_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err);
 int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, int64_t limit, char **json, fc_err_t *err);
 int fc_db_workers_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err);

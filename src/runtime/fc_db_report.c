@@ -57,7 +57,41 @@ static const char SQL_TASKS[] =
     "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error,"
     " started, finished FROM tasks WHERE job = ? AND id > ? ORDER BY id";
 
-int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, char **json, fc_err_t *err) {
+/* A job's progress as the coordinator sees it at `now`: elapsed seconds (to its end once it
+ * ended), the mean fraction of its tasks, and while it runs an ETA from the two. The client
+ * shows these as they are: its own clock may be off. */
+static int job_timing(fc_db_t *db, json_t *j, double now, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT AVG(CASE state WHEN 'done' THEN 1.0 ELSE fraction END) FROM tasks WHERE job = ?",
+                                "i", (int64_t)json_integer_value(json_object_get(j, "id")));
+  if (!st || sqlite3_step(st) != SQLITE_ROW) return fc_db_err(db, err, "query");
+  double frac = sqlite3_column_double(st, 0);
+  sqlite3_reset(st);
+  json_t *fin = json_object_get(j, "finished");
+  double created = json_number_value(json_object_get(j, "created"));
+  double elapsed = (json_is_number(fin) ? json_number_value(fin) : now) - created;
+  if (elapsed < 0) elapsed = 0;
+  const char *state = json_string_value(json_object_get(j, "state"));
+  json_object_set_new(j, "fraction", json_real(frac));
+  json_object_set_new(j, "elapsed", json_real(elapsed));
+  int running = state && (!strcmp(state, "running") || !strcmp(state, "queued"));
+  json_object_set_new(j, "eta", running && frac > 0.005 && frac < 1 ? json_real(elapsed * (1 - frac) / frac) : json_null());
+  return 0;
+}
+
+/* The figures column holds a JSON object as text: the report carries the object itself. */
+static void figures_as_objects(json_t *tasks) {
+  size_t i;
+  json_t *t;
+  json_array_foreach(tasks, i, t) {
+    const char *text = json_string_value(json_object_get(t, "figures"));
+    json_t *f = text ? json_loads(text, 0, NULL) : NULL;
+    json_object_set_new(t, "figures", json_is_object(f) ? f : json_object());
+    if (f && !json_is_object(f)) json_decref(f);
+  }
+}
+
+int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, double now, char **json,
+                      fc_err_t *err) {
   size_t budget = FC_DB_PAGE_BYTES;
   int64_t n = page_rows(limit), next = 0;
   sqlite3_stmt *st = fc_db_stmt(db, "SELECT id, name, state, error, dir, created, finished FROM jobs"
@@ -78,12 +112,20 @@ int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, ch
       json_decref(jobs);
       return fc_db_err(db, err, "query");
     }
-    json_object_set_new(j, "tasks", rows(st, 0, job ? n : FC_DB_PAGE_ROWS, &budget, &tnext));
+    json_t *tasks = rows(st, 0, job ? n : FC_DB_PAGE_ROWS, &budget, &tnext);
+    figures_as_objects(tasks);
+    json_object_set_new(j, "tasks", tasks);
+    int rc = job_timing(db, j, now, err);
+    if (rc) {
+      json_decref(jobs);
+      return rc;
+    }
     if (tnext && job) next = tnext;
     else if (tnext) json_object_set_new(j, "more_tasks", json_true());
   }
   json_t *root = json_object();
   json_object_set_new(root, "jobs", jobs);
+  json_object_set_new(root, "now", json_real(now));
   return dump(root, next, json);
 }
 

@@ -2,6 +2,8 @@
 #include "fc_net.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -75,16 +77,61 @@ int fc_net_send(void *sock, const void *const *env, const size_t *envlen, size_t
   return 0;
 }
 
+/* What the socket monitor saw while we waited: a refused key is a handshake failure with an
+ * authentication status; without any event the peer never answered the TCP connect. */
+typedef struct watch {
+  void *mon;
+  int connected, handshake_ok, auth_failed, auth_status, proto_failed;
+} watch_t;
+
+static void watch_read(watch_t *wt) {
+  for (;;) {
+    zmq_msg_t f1, f2;
+    zmq_msg_init(&f1);
+    if (zmq_msg_recv(&f1, wt->mon, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&f1);
+      return;
+    }
+    uint16_t ev = 0;
+    uint32_t val = 0;
+    if (zmq_msg_size(&f1) >= 6) memcpy(&ev, zmq_msg_data(&f1), 2), memcpy(&val, (char *)zmq_msg_data(&f1) + 2, 4);
+    zmq_msg_close(&f1);
+    zmq_msg_init(&f2);
+    zmq_msg_recv(&f2, wt->mon, 0); /* the address frame */
+    zmq_msg_close(&f2);
+    if (ev == ZMQ_EVENT_CONNECTED) wt->connected = 1;
+    else if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) wt->handshake_ok = 1;
+    else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) wt->auth_failed = 1, wt->auth_status = (int)val;
+    else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) wt->proto_failed = 1;
+  }
+}
+
 int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int timeout_ms, fc_err_t *err) {
+  fc_curve_t curve;
+  int rc = fc_curve_from_env(&curve, err);
+  if (rc) return rc;
+  return fc_net_call_curve(endpoint, &curve, req, reply, timeout_ms, err);
+}
+
+int fc_net_call_curve(const char *endpoint, const fc_curve_t *curve, const fc_msg_t *req, fc_msg_t *reply,
+                      int timeout_ms, fc_err_t *err) {
+  static atomic_int seq;
   memset(reply, 0, sizeof *reply);
   void *ctx = zmq_ctx_new();
   void *s = zmq_socket(ctx, ZMQ_DEALER);
+  watch_t wt = {0};
   int linger = 0, rc;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
   /* a refused CURVE handshake drops the only pipe, and a DEALER without pipes blocks in send */
   zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms);
-  fc_curve_t curve;
-  if ((rc = fc_curve_from_env(&curve, err)) || (rc = fc_curve_apply_client(s, &curve, err))) goto out;
+  char monep[64];
+  snprintf(monep, sizeof monep, "inproc://fc-net-monitor-%d", atomic_fetch_add(&seq, 1));
+  if (zmq_socket_monitor(s, monep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                                       ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) == 0) {
+    wt.mon = zmq_socket(ctx, ZMQ_PAIR);
+    if (zmq_connect(wt.mon, monep) != 0) zmq_close(wt.mon), wt.mon = NULL;
+  }
+  if ((rc = fc_curve_apply_client(s, curve, err))) goto out;
   if (zmq_connect(s, endpoint) != 0) {
     rc = fc_err_set(err, FC_EIO, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
     goto out;
@@ -95,13 +142,46 @@ int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int 
   rc = zmq_send(s, buf, len, 0);
   free(buf);
   if (rc < 0) {
-    rc = fc_err_set(err, FC_EIO, "cannot send to %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    if (wt.mon) watch_read(&wt);
+    if (wt.auth_failed)
+      rc = fc_err_set(err, FC_EINVAL, "%s refused our CURVE key %s (status %d): it is not in the allow-list", endpoint,
+                      curve && curve->enabled ? curve->public_key : "-", wt.auth_status);
+    else
+      rc = fc_err_set(err, FC_EIO, "cannot send to %s: %s", endpoint, zmq_strerror(zmq_errno()));
     goto out;
   }
-  zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
-  if (zmq_poll(&it, 1, timeout_ms) <= 0) {
-    rc = fc_err_set(err, FC_EIO, "no answer from the coordinator at %s within %.1f s (is it running?)", endpoint,
-                    timeout_ms / 1000.0);
+  zmq_pollitem_t it[2] = {{s, 0, ZMQ_POLLIN, 0}, {wt.mon, 0, ZMQ_POLLIN, 0}};
+  double deadline = fc_net_wall() + timeout_ms / 1000.0;
+  int got = 0;
+  for (;;) {
+    long left = (long)((deadline - fc_net_wall()) * 1000);
+    if (left <= 0) break;
+    if (zmq_poll(it, wt.mon ? 2 : 1, left) < 0) break;
+    if (it[0].revents & ZMQ_POLLIN) {
+      got = 1;
+      break;
+    }
+    if (wt.mon && (it[1].revents & ZMQ_POLLIN)) {
+      watch_read(&wt);
+      if (wt.auth_failed) break;
+    }
+  }
+  if (!got) {
+    if (wt.mon) watch_read(&wt);
+    if (wt.auth_failed)
+      rc = fc_err_set(err, FC_EINVAL, "%s refused our CURVE key %s (status %d): it is not in the allow-list", endpoint,
+                      curve && curve->enabled ? curve->public_key : "-", wt.auth_status);
+    else if (wt.proto_failed)
+      rc = fc_err_set(err, FC_EINVAL, "the handshake with %s failed: check its public key (FUSECHAT_CURVE_SERVER) and "
+                      "that both sides use CURVE", endpoint);
+    else if (wt.connected && !wt.handshake_ok && curve && curve->enabled)
+      rc = fc_err_set(err, FC_EIO, "%s accepted the connection but not the CURVE handshake within %.1f s (wrong server key?)",
+                      endpoint, timeout_ms / 1000.0);
+    else if (wt.connected)
+      rc = fc_err_set(err, FC_EIO, "connected to %s but no answer within %.1f s (overloaded?)", endpoint, timeout_ms / 1000.0);
+    else
+      rc = fc_err_set(err, FC_EIO, "no answer from the coordinator at %s within %.1f s (is it running?)", endpoint,
+                      timeout_ms / 1000.0);
     goto out;
   }
   zmq_msg_t msg;
@@ -121,6 +201,8 @@ int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int 
     rc = fc_err_set(err, FC_EFORMAT, "the coordinator answered with a %s message", fc_msg_type_name(t));
   }
 out:
+  zmq_socket_monitor(s, NULL, 0);
+  if (wt.mon) zmq_close(wt.mon);
   zmq_close(s);
   zmq_ctx_term(ctx);
   return rc;
@@ -141,27 +223,60 @@ static int valid_z85_key(const char *k) {
 }
 
 int fc_curve_keygen(const char *dir, const char *name, fc_err_t *err) {
+  return fc_curve_keygen_owned(dir, name, (uid_t)-1, (gid_t)-1, err);
+}
+
+int fc_curve_keygen_owned(const char *dir, const char *name, uid_t uid, gid_t gid, fc_err_t *err) {
   char pub[41], sec[41];
   if (zmq_curve_keypair(pub, sec) != 0)
     return fc_err_set(err, FC_EUNSUPPORTED, "this libzmq has no CURVE support: %s", zmq_strerror(zmq_errno()));
   char path[1024];
   snprintf(path, sizeof path, "%s/%s.key", dir, name);
   if (fc_path_exists(path)) return fc_err_set(err, FC_EINVAL, "%s exists; not overwriting a key", path);
+  /* the secret is never readable by anyone else, not even for the instant before a chmod */
   fc_atomic_file_t af;
+  mode_t old = umask(077);
   int rc = fc_atomic_open(&af, path, err);
+  umask(old);
   if (rc) return rc;
-  fchmod(fileno(af.fp), 0600);
+  if (fchmod(fileno(af.fp), FC_CURVE_SECRET_MODE) != 0 ||
+      ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fileno(af.fp), uid, gid) != 0)) {
+    rc = fc_err_set(err, FC_EIO, "cannot set the owner or mode of %s: %s", path, strerror(errno));
+    fc_atomic_abort(&af);
+    return rc;
+  }
   fprintf(af.fp, "public %s\nsecret %s\n", pub, sec);
   if ((rc = fc_atomic_commit(&af, err))) return rc;
   snprintf(path, sizeof path, "%s/%s.pub", dir, name);
   if ((rc = fc_atomic_open(&af, path, err))) return rc;
+  if (fchmod(fileno(af.fp), FC_CURVE_PUBLIC_MODE) != 0 ||
+      ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fileno(af.fp), uid, gid) != 0)) {
+    rc = fc_err_set(err, FC_EIO, "cannot set the owner or mode of %s: %s", path, strerror(errno));
+    fc_atomic_abort(&af);
+    return rc;
+  }
   fprintf(af.fp, "%s\n", pub);
   return fc_atomic_commit(&af, err);
+}
+
+/* Why a key file cannot be read, in the terms an admin fixes it with. */
+static int key_unreadable(const char *path, fc_err_t *err) {
+  int e = errno;
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return fc_err_set(err, FC_EINVAL, "cannot read key file %s: %s (running as uid %ld)", path, strerror(e),
+                      (long)geteuid());
+  return fc_err_set(err, FC_EINVAL,
+                    "cannot read key file %s: %s; this process runs as uid %ld gid %ld, the file is owned by uid %ld "
+                    "gid %ld with mode %04o: it needs read permission for uid %ld (e.g. chown %ld %s; chmod 0600 %s)",
+                    path, strerror(e), (long)geteuid(), (long)getegid(), (long)st.st_uid, (long)st.st_gid,
+                    (unsigned)(st.st_mode & 07777), (long)geteuid(), (long)geteuid(), path, path);
 }
 
 int fc_curve_load_pair(const char *path, fc_curve_t *c, fc_err_t *err) {
   char *text;
   size_t n;
+  if (access(path, R_OK) != 0) return key_unreadable(path, err);
   int rc = fc_read_file(path, &text, &n, err);
   if (rc) return rc;
   char pub[64] = "", sec[64] = "";
@@ -179,6 +294,7 @@ int fc_curve_load_pair(const char *path, fc_curve_t *c, fc_err_t *err) {
 int fc_curve_load_public(const char *path, char key[41], fc_err_t *err) {
   char *text;
   size_t n;
+  if (access(path, R_OK) != 0) return key_unreadable(path, err);
   int rc = fc_read_file(path, &text, &n, err);
   if (rc) return rc;
   char k[64] = "";

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "fc_msg.h"
 #include "fc_util.h"
@@ -27,6 +28,12 @@ int fc_net_send(void *sock, const void *const *env, const size_t *envlen, size_t
  * answers logits_reply): connects a DEALER, sends req, waits up to timeout_ms for the reply
  * (decoded into *reply). */
 int fc_net_call(const char *endpoint, const fc_msg_t *req, fc_msg_t *reply, int timeout_ms, fc_err_t *err);
+struct fc_curve;
+/* The same with explicit keys (NULL: plain) instead of the environment's. The error tells a
+ * refused key (the peer's ZAP said no: FC_EINVAL) from a failed handshake and from no answer
+ * at all (FC_EIO), as far as the socket monitor's events allow. */
+int fc_net_call_curve(const char *endpoint, const struct fc_curve *curve, const fc_msg_t *req, fc_msg_t *reply,
+                      int timeout_ms, fc_err_t *err);
 /* ZeroMQ CURVE for TCP deployments: every daemon and client has a key pair (fusectl keygen);
  * the coordinator accepts only the public keys in its allow-list. Key files hold Z85 text:
  * NAME.key "public KEY\nsecret KEY\n" (mode 0600), NAME.pub "KEY\n". */
@@ -35,9 +42,14 @@ typedef struct fc_curve {
   char public_key[41], secret_key[41];
   char server_key[41]; /* clients: the coordinator's public key */
 } fc_curve_t;
-/* Writes dir/name.key and dir/name.pub for a fresh key pair. */
+#define FC_CURVE_SECRET_MODE 0600
+#define FC_CURVE_PUBLIC_MODE 0644
+/* Writes dir/name.key (FC_CURVE_SECRET_MODE) and dir/name.pub (FC_CURVE_PUBLIC_MODE) for a fresh
+ * key pair, owned by uid:gid (-1: the caller's). */
 int fc_curve_keygen(const char *dir, const char *name, fc_err_t *err);
-/* Reads a .key file (both keys). */
+int fc_curve_keygen_owned(const char *dir, const char *name, uid_t uid, gid_t gid, fc_err_t *err);
+/* Reads a .key file (both keys). A file this process may not read is FC_EINVAL with a message
+ * naming the file, our uid and the permission it lacks (a configuration error: exit 2). */
 int fc_curve_load_pair(const char *path, fc_curve_t *c, fc_err_t *err);
 /* Reads a public key from a .pub file (or the public line of a .key file). */
 int fc_curve_load_public(const char *path, char key[41], fc_err_t *err);

@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <time.h>
 
+#include "fc_artifact.h"
 #include "fc_daemon.h"
 #include "fc_net.h"
 #include "fc_sha256.h"
@@ -218,6 +219,12 @@ typedef struct wk {
   pthread_t thread;
   int result;
   fc_err_t err;
+  char **logical_inputs; /* the task's inputs as the coordinator names them */
+  /* registration and artifacts */
+  int acked;
+  double started, last_warn;
+  fc_store_t store; /* written on the loop thread only while no task runs */
+  fc_artifact_server_t *server;
   char *work_dir;  /* the attempt's (task.work_dir) */
   fc_msg_t report; /* the result, artifacts hashed on the compute thread */
   char ident[256]; /* routing id: the worker id and a per-process nonce */
@@ -225,6 +232,7 @@ typedef struct wk {
 } wk_t;
 
 static void drain(wk_t *w);
+static void free_logical_inputs(wk_t *w);
 
 static void send_msg(wk_t *w, const fc_msg_t *m) {
   fc_err_t err;
@@ -241,10 +249,72 @@ static void send_register(wk_t *w) {
   char host[256] = "";
   gethostname(host, sizeof host - 1);
   fc_msg_set_str(&m.host, host);
-  for (size_t i = 0; i < w->o->nexecs; i++)
-    fc_msg_add_cap(&m, w->o->execs[i].cap ? w->o->execs[i].cap : w->o->execs[i].kind);
+  for (size_t i = 0; i < w->o->nexecs; i++) {
+    const char *cap = w->o->execs[i].cap ? w->o->execs[i].cap : w->o->execs[i].kind;
+    int dup = 0;
+    for (size_t k = 0; k < m.ncaps && !dup; k++) dup = !strcmp(m.caps[k], cap);
+    if (!dup) fc_msg_add_cap(&m, cap);
+  }
+  json_t *info = json_pack("{s:s, s:s, s:s}", "artifacts", w->server ? fc_artifact_server_endpoint(w->server) : "", "key",
+                           w->o->curve && w->o->curve->enabled ? w->o->curve->public_key : "", "store", w->store.id);
+  m.text = json_dumps(info, JSON_COMPACT);
+  json_decref(info);
   send_msg(w, &m);
   fc_msg_clear(&m);
+}
+
+/* The coordinator's ack: we are registered (READY), and what our artifact server needs. */
+static void registered(wk_t *w, const fc_msg_t *m) {
+  json_t *ack = m->text ? json_loads(m->text, 0, NULL) : NULL;
+  if (!json_object_get(ack, "store_id")) { /* not an ack */
+    json_decref(ack);
+    return;
+  }
+  int reregister = 0;
+  if (!w->busy) { /* the store view changes only between tasks (the compute thread reads it) */
+    snprintf(w->store.logical, sizeof w->store.logical, "%s", json_string_value(json_object_get(ack, "store")));
+    snprintf(w->store.coord_id, sizeof w->store.coord_id, "%s", json_string_value(json_object_get(ack, "store_id")));
+    /* The sentinel is read now, not only at start: a daemon started beside its coordinator may
+     * look before the coordinator wrote it, and would then copy inputs it already has. The ack
+     * proves it is written (the coordinator writes it before it binds). */
+    if (w->store.local[0] && w->store.coord_id[0] && strcmp(w->store.id, w->store.coord_id)) {
+      char id[65];
+      fc_err_t e;
+      if (fc_store_sentinel_read(w->store.local, id, &e) == 0 && strcmp(id, w->store.id)) {
+        memcpy(w->store.id, id, sizeof id);
+        reregister = 1; /* the coordinator records shared/separate from our registration */
+      }
+    }
+  }
+  if (w->server) {
+    json_t *allow = json_object_get(ack, "allow"), *k;
+    size_t n = json_array_size(allow), i;
+    char(*keys)[41] = fc_xcalloc(n ? n : 1, sizeof *keys);
+    json_array_foreach(allow, i, k) snprintf(keys[i], 41, "%s", json_string_value(k) ? json_string_value(k) : "");
+    fc_artifact_server_allow(w->server, keys, n);
+    free(keys);
+    fc_artifact_server_set_store(w->server, &w->store);
+  }
+  if (!w->acked) {
+    int shared = fc_store_shared(&w->store);
+    fc_info("registered with the coordinator at %s; store %s%s%s", w->o->endpoint,
+            shared == 1 ? "shared with the coordinator" : shared == 0 ? "separate (inputs are fetched)" : "not known to the coordinator",
+            w->server ? ", artifacts served on " : "", w->server ? fc_artifact_server_endpoint(w->server) : "");
+    NOTIFY("READY=1\nSTATUS=idle, registered with %s", w->o->endpoint);
+    w->acked = 1;
+  }
+  json_decref(ack);
+  if (reregister) send_register(w);
+}
+
+/* No ack yet: say so, with the endpoint, every few seconds (a wrong key gets no answer at all). */
+static void unacked_warn(wk_t *w) {
+  double now = fc_now();
+  if (w->acked || now - w->last_warn < FC_WORKER_UNACKED_WARN) return;
+  w->last_warn = now;
+  fc_warn("no answer from the coordinator at %s for %.0f s (not running, unreachable, or it refuses our key %s)",
+          w->o->endpoint, now - w->started, w->o->curve && w->o->curve->enabled ? w->o->curve->public_key : "(no CURVE)");
+  NOTIFY("STATUS=waiting for the coordinator at %s (%.0f s)", w->o->endpoint, now - w->started);
 }
 
 static void send_lease_request(wk_t *w) {
@@ -253,15 +323,22 @@ static void send_lease_request(wk_t *w) {
   send_msg(w, &m);
 }
 
+/* The task's progress and figures as they stand, into a heartbeat or the result. */
+static void add_progress(wk_t *w, fc_msg_t *m) {
+  pthread_mutex_lock(&w->ctx.mu);
+  m->fraction = w->ctx.fraction;
+  m->message = w->ctx.message[0] ? fc_xstrdup(w->ctx.message) : NULL;
+  for (size_t i = 0; i < w->ctx.nfigs; i++) fc_msg_add_fig(m, w->ctx.figs[i].name, w->ctx.figs[i].val);
+  pthread_mutex_unlock(&w->ctx.mu);
+}
+
 static void send_heartbeat(wk_t *w) {
   fc_msg_t m = {.type = FC_MSG_HEARTBEAT, .task = w->task.id, .attempt = w->task.attempt};
   m.id = w->id;
   pthread_mutex_lock(&w->ctx.mu);
   w->ctx.hb_prev = w->ctx.hb_last, w->ctx.hb_last = mono();
-  m.fraction = w->ctx.fraction;
-  m.message = w->ctx.message[0] ? fc_xstrdup(w->ctx.message) : NULL;
-  for (size_t i = 0; i < w->ctx.nfigs; i++) fc_msg_add_fig(&m, w->ctx.figs[i].name, w->ctx.figs[i].val);
   pthread_mutex_unlock(&w->ctx.mu);
+  add_progress(w, &m);
   send_msg(w, &m);
   m.id = NULL;
   fc_msg_clear(&m);
@@ -274,10 +351,26 @@ static void send_result_error(wk_t *w, int64_t task, int64_t attempt, const char
   send_msg(w, &m);
 }
 
+/* Inputs missing here: fetched from their holders unless the store is the coordinator's (then
+ * a missing input is a real loss, and the executor's error names it). */
+static int fetch_inputs(wk_t *w) {
+  if (fc_store_shared(&w->store) == 1) return 0;
+  size_t missing = 0;
+  for (size_t i = 0; i < w->task.ninputs; i++) missing += !fc_path_exists(w->task.inputs[i]);
+  if (!missing) return 0;
+  fc_task_progress(&w->ctx, 0, "fetching %zu input(s) from other machines", missing);
+  uint64_t got = 0;
+  int rc = fc_artifact_ensure(w->o->endpoint, w->o->curve, &w->store, w->id, w->task.job, w->logical_inputs,
+                              w->task.ninputs, w->server, &got, &w->err);
+  if (rc == 0 && got) fc_task_figure(&w->ctx, "fetched_bytes", (double)got);
+  return rc;
+}
+
 static void *compute(void *arg) {
   wk_t *w = arg;
   t_current = &w->ctx;
-  w->result = w->exec->run(&w->task, &w->ctx, &w->err);
+  w->result = fetch_inputs(w);
+  if (w->result == 0) w->result = w->exec->run(&w->task, &w->ctx, &w->err);
   /* hashing a large output takes minutes: here, not on the loop that heartbeats */
   w->report = (fc_msg_t){.type = FC_MSG_RESULT, .task = w->task.id, .attempt = w->task.attempt, .ok = true};
   if (w->result == 0 && !atomic_load(&w->ctx.lost)) w->result = fc_worker_artifacts(&w->task, &w->report, &w->err);
@@ -312,6 +405,14 @@ static void done_cb(uv_async_t *a) {
     char *parent = work_parent(&w->task); /* every attempt's scratch is garbage now */
     if (parent && fc_rmtree(parent, &e)) fc_warn("%s", e.msg);
     free(parent);
+    for (size_t i = 0; i < w->report.narts; i++) { /* served from here; named as the coordinator names them */
+      fc_artifact_server_known(w->server, w->report.arts[i].path, w->report.arts[i].sha256);
+      char *logical = fc_store_to_logical(&w->store, w->report.arts[i].path);
+      free(w->report.arts[i].path);
+      w->report.arts[i].path = logical;
+    }
+    add_progress(w, &w->report);
+    w->report.fraction = 1;
     w->report.id = w->id;
     send_msg(w, &w->report);
     w->report.id = NULL;
@@ -328,11 +429,34 @@ static void done_cb(uv_async_t *a) {
   w->work_dir = NULL;
   for (size_t i = 0; i < w->ctx.nfigs; i++) free(w->ctx.figs[i].name);
   w->ctx.nfigs = 0;
+  free_logical_inputs(w);
   fc_msg_clear(&w->assign);
   NOTIFY("STATUS=idle");
   if (w->stopping) stop(w);
   else send_lease_request(w);
   drain(w);
+}
+
+static void free_logical_inputs(wk_t *w) {
+  for (size_t i = 0; w->logical_inputs && i < w->assign.ninputs; i++) free(w->logical_inputs[i]);
+  free(w->logical_inputs);
+  w->logical_inputs = NULL;
+}
+
+/* The coordinator's paths become this machine's (they differ only for a separate store
+ * mounted elsewhere); the logical inputs are kept for LOCATE. */
+static void map_paths(wk_t *w) {
+  fc_msg_t *a = &w->assign;
+  w->logical_inputs = fc_xcalloc(a->ninputs + 1, sizeof *w->logical_inputs);
+  for (size_t i = 0; i < a->ninputs; i++) {
+    w->logical_inputs[i] = a->inputs[i];
+    a->inputs[i] = fc_store_to_local(&w->store, a->inputs[i]);
+  }
+  for (size_t i = 0; i < a->noutputs; i++) {
+    char *local = fc_store_to_local(&w->store, a->outputs[i]);
+    free(a->outputs[i]);
+    a->outputs[i] = local;
+  }
 }
 
 static void start_task(wk_t *w, fc_msg_t *m) {
@@ -349,6 +473,7 @@ static void start_task(wk_t *w, fc_msg_t *m) {
   }
   w->assign = *m;
   memset(m, 0, sizeof *m); /* the worker owns it now */
+  map_paths(w);
   fc_msg_t *a = &w->assign;
   w->task = (fc_task_t){.id = a->task, .job = a->job, .attempt = a->attempt, .kind = a->kind,
                         .params = a->params, .nparams = a->nparams, .inputs = a->inputs, .ninputs = a->ninputs,
@@ -393,6 +518,7 @@ static void start_task(wk_t *w, fc_msg_t *m) {
   if (pthread_create(&w->thread, NULL, compute, w) != 0) {
     w->busy = 0;
     send_result_error(w, a->task, a->attempt, "cannot start a compute thread", true);
+    free_logical_inputs(w);
     fc_msg_clear(&w->assign);
     free(w->work_dir);
     w->work_dir = NULL;
@@ -436,7 +562,8 @@ static void handle(wk_t *w, fc_msg_t *m) {
       unsigned held;
       if (fc_ratelimit_pass(&w->warn_send, 30, &held)) fc_warn("coordinator: %s", m->error ? m->error : "error");
     } else {
-      lease_confirmed(w, m->text);
+      registered(w, m); /* the registration's ack, or */
+      lease_confirmed(w, m->text); /* a heartbeat's: each ignores the other's */
     }
     break;
   default: fc_warn("ignoring a %s message", fc_msg_type_name(m->type));
@@ -480,6 +607,7 @@ static void tick_cb(uv_timer_t *t) {
    * before it accepts the heartbeat */
   if (w->busy) send_register(w), send_heartbeat(w);
   else if (!w->stopping) send_register(w), send_lease_request(w);
+  unacked_warn(w);
   drain(w);
 }
 
@@ -507,6 +635,12 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
     snprintf(w->id, sizeof w->id, "%s-%ld", host, (long)getpid());
   }
   pthread_mutex_init(&w->ctx.mu, NULL);
+  w->started = w->last_warn = fc_now();
+  if (o->store) {
+    snprintf(w->store.local, sizeof w->store.local, "%s", o->store);
+    fc_err_t e;
+    if (fc_store_sentinel_read(o->store, w->store.id, &e)) fc_info("%s: a store of this machine only", e.msg);
+  }
   pthread_cond_init(&w->ctx.cv, NULL);
   w->zctx = zmq_ctx_new();
   w->sock = zmq_socket(w->zctx, ZMQ_DEALER);
@@ -521,6 +655,8 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
   int64_t maxmsg = FC_MSG_MAX_BYTES + 1024;
   zmq_setsockopt(w->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
   if ((rc = fc_curve_apply_client(w->sock, o->curve, err))) goto out;
+  if (o->artifacts && (rc = fc_artifact_server_start(&w->server, o->artifacts, o->curve, err))) goto out;
+  if (w->server) fc_artifact_server_set_store(w->server, &w->store);
   if (zmq_connect(w->sock, o->endpoint) != 0) {
     rc = fc_err_set(err, FC_EIO, "cannot connect to %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
     goto out;
@@ -545,12 +681,13 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
   uv_signal_start(&w->sigint, signal_cb, SIGINT);
   send_register(w);
   send_lease_request(w);
-  fc_info("worker %s connected to %s", w->id, o->endpoint);
-  NOTIFY("READY=1\nSTATUS=idle");
+  fc_info("worker %s connecting to %s (READY once the coordinator answers)", w->id, o->endpoint);
+  NOTIFY("STATUS=connecting to %s", o->endpoint);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   if (w->busy) { /* stopped by uv_stop while computing cannot happen; be safe */
     atomic_store(&w->ctx.cancel, 1);
     pthread_join(w->thread, NULL);
+    free_logical_inputs(w);
     fc_msg_clear(&w->assign);
     fc_msg_clear(&w->report);
     free(w->work_dir);
@@ -563,6 +700,7 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
   uv_run(&w->loop, UV_RUN_DEFAULT);
   uv_loop_close(&w->loop);
 out:
+  fc_artifact_server_stop(&w->server);
   zmq_close(w->sock);
   zmq_ctx_term(w->zctx);
   pthread_mutex_destroy(&w->ctx.mu);

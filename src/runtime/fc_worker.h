@@ -68,9 +68,15 @@ typedef struct fc_worker_opts {
   const struct fc_curve *curve; /* CURVE keys for a TCP coordinator (NULL: none) */
   int threads;            /* advertised resources */
   int64_t mem;
+  const char *store;      /* this machine's store directory (NULL: none given) */
+  const char *artifacts;  /* where to serve artifacts to other machines: tcp://HOST:PORT or
+                           * tcp://HOST:* (NULL: not served) */
 } fc_worker_opts_t;
 
-/* Runs until SIGTERM/SIGINT (returns 0 after handing back or finishing its task). */
+/* Runs until SIGTERM/SIGINT (returns 0 after handing back or finishing its task). READY=1 goes to
+ * systemd only once the coordinator acknowledged the registration; until then a warning names
+ * the endpoint every FC_WORKER_UNACKED_WARN seconds. */
+#define FC_WORKER_UNACKED_WARN 5.0
 int fc_worker_run(const fc_worker_opts_t *opts, fc_err_t *err);
 
 /* Artifacts of a finished task: size and SHA-256 of every output file (directories: every

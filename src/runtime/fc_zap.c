@@ -3,13 +3,15 @@
  * (version, request id, status, text, user id, metadata). */
 #include "fc_zap.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
 struct fc_zap {
   void *sock;
-  const fc_curve_allow_t *allow;
+  pthread_mutex_t mu; /* guards allow: fc_zap_allow may run on another thread */
+  fc_curve_allow_t allow;
   const char *what;
   double last_warn;
   unsigned long refused;
@@ -17,7 +19,9 @@ struct fc_zap {
 
 int fc_zap_start(void *zctx, const fc_curve_allow_t *allow, const char *what, fc_zap_t **out, fc_err_t *err) {
   fc_zap_t *z = fc_xcalloc(1, sizeof *z);
-  z->allow = allow, z->what = what ? what : "server";
+  pthread_mutex_init(&z->mu, NULL);
+  z->what = what ? what : "server";
+  fc_zap_allow(z, allow);
   z->sock = zmq_socket(zctx, ZMQ_REP);
   if (!z->sock || zmq_bind(z->sock, "inproc://zeromq.zap.01") != 0) {
     int rc = fc_err_set(err, FC_EIO, "cannot start the ZAP handler: %s", zmq_strerror(zmq_errno()));
@@ -26,6 +30,18 @@ int fc_zap_start(void *zctx, const fc_curve_allow_t *allow, const char *what, fc
   }
   *out = z;
   return 0;
+}
+
+void fc_zap_allow(fc_zap_t *z, const fc_curve_allow_t *allow) {
+  size_t n = allow ? allow->n : 0;
+  char(*keys)[41] = fc_xcalloc(n ? n : 1, sizeof *keys);
+  unsigned *roles = fc_xcalloc(n ? n : 1, sizeof *roles);
+  if (n) memcpy(keys, allow->keys, n * sizeof *keys);
+  for (size_t i = 0; i < n; i++) roles[i] = allow->roles ? allow->roles[i] : FC_ROLE_ALL;
+  pthread_mutex_lock(&z->mu);
+  fc_curve_allow_free(&z->allow);
+  z->allow.keys = keys, z->allow.roles = roles, z->allow.n = n;
+  pthread_mutex_unlock(&z->mu);
 }
 
 void *fc_zap_socket(const fc_zap_t *z) { return z->sock; }
@@ -37,7 +53,9 @@ void *fc_zap_socket(const fc_zap_t *z) { return z->sock; }
 static unsigned decide(fc_zap_t *z, zmq_msg_t *mech, zmq_msg_t *key, char uid[41]) {
   uid[0] = 0;
   if (zmq_msg_size(mech) != 5 || memcmp(zmq_msg_data(mech), "CURVE", 5) || zmq_msg_size(key) != 32) return 0;
-  unsigned roles = fc_curve_allowed(z->allow, zmq_msg_data(key)) & FC_ROLE_ALL;
+  pthread_mutex_lock(&z->mu);
+  unsigned roles = fc_curve_allowed(&z->allow, zmq_msg_data(key)) & FC_ROLE_ALL;
+  pthread_mutex_unlock(&z->mu);
   if (roles) zmq_z85_encode(uid, zmq_msg_data(key), 32);
   return roles;
 }
@@ -64,7 +82,12 @@ void fc_zap_drain(fc_zap_t *z) {
       if (!ok) { /* a scanner must not fill the log: at most one line every 10 s */
         z->refused++;
         if (fc_now() - z->last_warn > 10) {
-          fc_warn("%s: refused a client that is not in the allow-list (%lu so far)", z->what, z->refused);
+          /* frames: version, id, domain, address, identity, mechanism, credentials */
+          char key[41] = "(no CURVE key)";
+          if (n >= 7 && zmq_msg_size(&f[6]) == 32) zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
+          int alen = n >= 4 && zmq_msg_size(&f[3]) < 256 ? (int)zmq_msg_size(&f[3]) : 0;
+          fc_warn("%s: refused CURVE key %s from %.*s: not in the allow-list (%lu refused so far)", z->what, key,
+                  alen, alen ? (const char *)zmq_msg_data(&f[3]) : "", z->refused);
           z->last_warn = fc_now();
         }
       }
@@ -83,6 +106,8 @@ void fc_zap_stop(fc_zap_t **zp) {
   fc_zap_t *z = *zp;
   if (!z) return;
   if (z->sock) zmq_close(z->sock);
+  fc_curve_allow_free(&z->allow);
+  pthread_mutex_destroy(&z->mu);
   free(z);
   *zp = NULL;
 }

@@ -31,18 +31,20 @@ int fc_cmd_logs(int argc, char **argv) {
   fc_msg_t req = {.type = FC_MSG_LOGS};
   if (optind + 1 != argc || fc_client_parse_id(argv[optind], &req.job)) return fc_cli_usage_error("logs", "give one job id");
   if (c.one_page && follow) return fc_cli_usage_error("logs", "--follow prints every page; drop --limit/--after");
+  int ended = 0; /* a terminal event was printed and no retry after it */
   for (;;) {
     json_t *r, *e;
     if ((rc = fc_client_call_pages(&c, &req, "events", &r))) return rc;
     size_t i;
-    int ended = 0;
     json_array_foreach(json_object_get(r, "events"), i, e) {
       const char *type = json_string_value(json_object_get(e, "type"));
       fc_client_print_event(json_number_value(json_object_get(e, "time")), req.job,
                             json_integer_value(json_object_get(e, "task")), type,
                             json_string_value(json_object_get(e, "message")));
       req.since = json_integer_value(json_object_get(e, "id"));
-      ended = !strcmp(type, "job.done") || !strcmp(type, "job.failed") || !strcmp(type, "job.cancelled");
+      /* not only the last event: a task's late event may follow the job's end in the log */
+      if (!strcmp(type, "job.done") || !strcmp(type, "job.failed") || !strcmp(type, "job.cancelled")) ended = 1;
+      else if (!strcmp(type, "job.retry")) ended = 0;
     }
     json_decref(r);
     c.after = req.since; /* the next round starts after the last event printed */

@@ -25,17 +25,16 @@ static const char *s(json_t *o, const char *k) {
   return v ? v : "";
 }
 
-static void print_task(json_t *t) {
+static void print_task(json_t *t, double now) {
   const char *msg = *s(t, "error") && strcmp(s(t, "state"), "done") ? s(t, "error") : s(t, "message");
   char figs[256] = "";
-  json_t *f = json_loads(s(t, "figures"), 0, NULL), *v;
+  json_t *f = json_object_get(t, "figures"), *v;
   const char *name;
   size_t used = 0;
   json_object_foreach(f, name, v) if (used < sizeof figs)
     used += (size_t)snprintf(figs + used, sizeof figs - used, "  %s=%g", name, json_number_value(v));
-  json_decref(f);
-  /* A bar, and for running tasks an ETA from the time since the lease (the coordinator's wall
-   * clock: machines are assumed to keep NTP time). */
+  /* A bar, and for running tasks an ETA from the time since the lease, both times the
+   * coordinator's (the report's "now"), so this machine's clock does not matter. */
   double frac = json_number_value(json_object_get(t, "fraction"));
   double started = json_number_value(json_object_get(t, "started"));
   char bar[17], eta[32] = "";
@@ -44,7 +43,7 @@ static void print_task(json_t *t) {
   bar[16] = 0;
   int running = !strcmp(s(t, "state"), "running") || !strcmp(s(t, "state"), "leased");
   if (running && frac > 0.005 && frac < 1 && started > 0) {
-    double left = (fc_net_wall() - started) * (1 - frac) / frac;
+    double left = (now - started) * (1 - frac) / frac;
     snprintf(eta, sizeof eta, "  ETA %d:%02d", (int)(left / 60), (int)left % 60);
   }
   printf("    %-5lld %-24s %-9s %lld/%lld [%s] %5.1f%%%s  %s%s%s%s\n",
@@ -108,8 +107,13 @@ int fc_cmd_status(int argc, char **argv) {
   size_t i, k;
   json_t *j, *t;
   json_array_foreach(json_object_get(r, "jobs"), i, j) {
-    printf("job %lld  %s  %s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")), s(j, "name"), s(j, "state"),
-           *s(j, "error") ? "  " : "", s(j, "error"));
+    double el = json_number_value(json_object_get(j, "elapsed")), eta = json_number_value(json_object_get(j, "eta"));
+    char eta_s[48] = "";
+    if (json_is_number(json_object_get(j, "eta")))
+      snprintf(eta_s, sizeof eta_s, "  ETA %d:%02d", (int)(eta / 60), (int)eta % 60);
+    printf("job %lld  %s  %s, %.0f%%  elapsed %d:%02d%s%s%s\n", (long long)json_integer_value(json_object_get(j, "id")),
+           s(j, "name"), s(j, "state"), 100 * json_number_value(json_object_get(j, "fraction")), (int)(el / 60),
+           (int)el % 60, eta_s, *s(j, "error") ? "  " : "", s(j, "error"));
     /* by stage, stages in the order they first appear */
     json_t *tasks = json_object_get(j, "tasks");
     char *done = fc_xcalloc(json_array_size(tasks) + 1, 1);
@@ -120,7 +124,7 @@ int fc_cmd_status(int argc, char **argv) {
       json_array_foreach(tasks, k, t) {
         if (done[k] || strcmp(stage, s(t, "kind"))) continue;
         done[k] = 1;
-        print_task(t);
+        print_task(t, json_number_value(json_object_get(r, "now")));
       }
     }
     free(done);

@@ -29,13 +29,14 @@ int fc_cmd_workers(int argc, char **argv) {
   if ((rc = fc_client_call_pages(&c, &req, "workers", &r))) return rc;
   size_t i;
   double now = fc_net_wall();
-  printf("%-24s %-5s %-16s %8s %-8s %s\n", "ID", "STATE", "HOST", "SEEN", "TASKS", "CAPABILITIES");
+  printf("%-24s %-5s %-16s %8s %-8s %-8s %s\n", "ID", "STATE", "HOST", "SEEN", "TASKS", "STORE", "CAPABILITIES");
   json_array_foreach(json_object_get(r, "workers"), i, w) {
     const char *tasks = json_string_value(json_object_get(w, "tasks"));
     const char *host = json_string_value(json_object_get(w, "host"));
-    printf("%-24s %-5s %-16s %7.1fs %-8s %s\n", json_string_value(json_object_get(w, "id")),
+    const char *store = json_string_value(json_object_get(w, "store")); /* shared|separate|unknown */
+    printf("%-24s %-5s %-16s %7.1fs %-8s %-8s %s\n", json_string_value(json_object_get(w, "id")),
            json_string_value(json_object_get(w, "state")), host ? host : "-",
-           now - json_number_value(json_object_get(w, "last_seen")), tasks ? tasks : "-",
+           now - json_number_value(json_object_get(w, "last_seen")), tasks ? tasks : "-", store ? store : "-",
            json_string_value(json_object_get(w, "caps")));
   }
   json_decref(r);
