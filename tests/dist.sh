@@ -5,6 +5,11 @@
 # Usage: dist.sh FUSECTL ST_CLOSE FIXTURES
 set -u
 FUSECTL=$1 CLOSE=$2 FIX=$3
+# The ranks' one leak under ASan (32 bytes, Open MPI's libevent, kept to process exit) is
+# allocated from code without frame pointers: the fast unwinder stops there and lsan-mpi.supp
+# cannot name it. The full unwinder reaches the libevent frame the suppression matches.
+ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
 if ! command -v mpirun >/dev/null 2>&1; then echo "dist: no mpirun (openmpi-bin): skipped"; exit 77; fi
 tmp=$(mktemp -d /tmp/fc-dist.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT

@@ -102,11 +102,16 @@ static void clean_stop_and_remove(void) {
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
 }
 
+/* How long one call waits for its answer: a coordinator under AddressSanitizer on a loaded
+ * machine takes seconds over a big submit; a retry after a lapsed wait is harmless (a submit
+ * of the same spec answers with the same job) but only costs time. */
+#define CALL_MS 10000
+
 /* One client call; returns the JSON payload or NULL (coordinator not up yet, etc.). */
 static json_t *call(fc_msg_t *req) {
   fc_msg_t rep;
   fc_err_t err;
-  if (fc_net_call(endpoint, req, &rep, 1000, &err)) return NULL;
+  if (fc_net_call(endpoint, req, &rep, CALL_MS, &err)) return NULL;
   json_t *j = rep.ok ? json_loads(rep.text, 0, NULL) : NULL;
   if (!rep.ok) fprintf(stderr, "coordinator: %s\n", rep.error);
   fc_msg_clear(&rep);

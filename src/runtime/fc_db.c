@@ -208,14 +208,22 @@ int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double 
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t *ids = fc_xcalloc(job->ntasks ? job->ntasks : 1, sizeof *ids);
-  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id FROM jobs WHERE name = ? AND state IN ('queued', 'running')", "s", job->name);
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id, spec = ? FROM jobs WHERE name = ? AND state IN ('queued', 'running')",
+                                "ss", spec, job->name);
   if (!st) {
     rc = fc_db_err(db, err, "query");
     goto out;
   }
   if (sqlite3_step(st) == SQLITE_ROW) {
-    rc = fc_err_set(err, FC_EINVAL, "job '%s' is already active (job %lld); cancel it first", job->name,
-                    (long long)sqlite3_column_int64(st, 0));
+    int64_t active = sqlite3_column_int64(st, 0);
+    /* The same spec again is a client's retry after its answer was lost or late (a slow
+     * coordinator, fusectl run twice): the job it meant is this one, not a second copy. */
+    if (sqlite3_column_int(st, 1)) {
+      *job_id = active;
+      goto out;
+    }
+    rc = fc_err_set(err, FC_EINVAL, "job '%s' is already active (job %lld) with another spec; cancel it first",
+                    job->name, (long long)active);
     goto out;
   }
   EXEC(db, err, "INSERT INTO jobs(name, spec, dir, state, created) VALUES(?, ?, ?, 'queued', ?)", "sssd",

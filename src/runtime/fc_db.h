@@ -35,7 +35,9 @@ struct sqlite3 *fc_db_sqlite(fc_db_t *db);
 /* Opens migrating only up to schema version `target` (tests of the migrations). */
 int fc_db_open_at(fc_db_t **db, const char *path, int target, fc_err_t *err);
 
-/* Stores a parsed job and its task DAG; refuses a second active job of the same name. */
+/* Stores a parsed job and its task DAG; refuses a second active job of the same name, except
+ * that the byte-identical spec again answers with the active job's id (a submit is idempotent,
+ * so a client may retry one whose answer it did not get). */
 int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double now, int64_t *job_id,
                      fc_err_t *err);
 
