@@ -16,6 +16,7 @@ typedef struct fc_coord_opts {
   const char *curve_workers;   /* keys that may act as workers only */
   const char *curve_operators; /* keys that may submit, cancel, retry and read */
   const char *curve_readers;   /* keys that may only read (status, list, logs, workers, artifacts) */
+  const char *metrics;         /* HOST:PORT for GET /metrics (Prometheus text); NULL: none */
 } fc_coord_opts_t;
 
 /* Workers known at once: a registration past this first evicts one silent for a lease period,
