@@ -102,6 +102,9 @@ b = sorted((float(re.search(r'le="([^"]+)"', k).group(1)), v) for k, v in vals.i
            if k.startswith('fusechat_task_duration_seconds_bucket{kind="sleep"'))
 assert all(b[i][1] <= b[i + 1][1] for i in range(len(b) - 1)), b
 PY
+check 2 "plot without a job" "$FUSECTL" plot --endpoint "$EP"
+check 1 "plot a job without train tasks" "$FUSECTL" plot --endpoint "$EP" --out "$tmp" 1
+grep -q "no loss curve drawn for job 1" "$tmp/out" && ok || bad "plot's message: $(cat "$tmp/out")"
 grep -q 'job=1 task=1 msg="event task.leased' "$tmp/coord.log" && ok || { bad "coordinator log fields job= task="; head "$tmp/coord.log"; }
 grep -q 'job=1 task=1 worker=w1 msg="task (sleep) done' "$tmp/w1.log" && ok || { bad "worker log fields"; cat "$tmp/w1.log"; }
 kill "$wpid" "$cpid" 2>/dev/null
