@@ -8,6 +8,7 @@
 #include "fc_artifact.h"
 #include "fc_coord.h"
 #include "fc_merge_check.h"
+#include "fc_metrics.h"
 #include "fc_net.h"
 #include "fc_schema.h"
 
@@ -37,6 +38,9 @@ static void usage(FILE *fp) {
           "  --store DIR          the store jobs write to, when this machine sees it: it gets a\n"
           "                       sentinel file (" FC_STORE_SENTINEL ") by which daemons on the same\n"
           "                       filesystem know it is shared (the others fetch artifacts)\n"
+          "  --metrics ADDR       serve Prometheus metrics at http://ADDR/metrics, ADDR a numeric\n"
+          "                       HOST:PORT such as 127.0.0.1:9464 (default: off; plain HTTP without\n"
+          "                       authentication: bind it to a trusted interface)\n"
           "  --insecure           allow a tcp:// endpoint without CURVE (anyone who reaches the\n"
           "                       port can act as any worker or operator)\n"
           "  --verbose            debug logging\n"
@@ -59,11 +63,11 @@ int main(int argc, char **argv) {
       {"curve-key", required_argument, 0, 'k'}, {"curve-allow", required_argument, 0, 'a'},
       {"curve-workers", required_argument, 0, 'W'}, {"curve-operators", required_argument, 0, 'O'},
       {"curve-readers", required_argument, 0, 'R'}, {"insecure", no_argument, 0, 'i'},
-      {"store", required_argument, 0, 's'},
+      {"store", required_argument, 0, 's'}, {"metrics", required_argument, 0, 'm'},
       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   char run_dir[512], endpoint[600], events[600], db[600];
   const char *rd = NULL, *ep = NULL, *ev = NULL, *dbp = NULL, *ck = NULL, *ca = NULL, *cw = NULL, *co = NULL, *cr = NULL,
-             *store = NULL;
+             *store = NULL, *metrics = NULL;
   int insecure = 0;
   double lease = 10;
   int c, rc;
@@ -89,6 +93,16 @@ int main(int argc, char **argv) {
     case 'O': co = optarg; break;
     case 'R': cr = optarg; break;
     case 'i': insecure = 1; break;
+    case 'm': {
+      struct sockaddr_storage sa;
+      fc_err_t perr = {0};
+      if (fc_metrics_parse_addr(optarg, &sa, &perr)) {
+        fprintf(stderr, "fusechat-coordinator: --metrics: %s\n", perr.msg);
+        return 2;
+      }
+      metrics = optarg;
+      break;
+    }
     case 'h': usage(stdout); return 0;
     default: fprintf(stderr, "Try 'fusechat-coordinator --help'.\n"); return 2;
     }
@@ -138,7 +152,7 @@ int main(int argc, char **argv) {
   }
   fc_coord_opts_t o = {.endpoint = endpoint, .events_endpoint = events, .db_path = db, .lease_timeout = lease,
                       .curve_key = ck, .curve_allow = ca, .curve_workers = cw, .curve_operators = co, .curve_readers = cr,
-                      .store = store};
+                      .store = store, .metrics = metrics};
   if ((rc = fc_coord_run(&o, &err))) {
     fc_log(FC_LOG_ERROR, "%s", err.msg);
     return rc == FC_EINVAL ? 2 : 1; /* a configuration error (an unreadable key): no restart helps */

@@ -29,6 +29,7 @@
 #include "fc_db.h"
 #include "fc_holders.h"
 #include "fc_job.h"
+#include "fc_metrics.h"
 #include "fc_msg.h"
 #include "fc_net.h"
 #include "fc_zap.h"
@@ -77,6 +78,7 @@ typedef struct coord {
   size_t nenv;
   char key[41];
   unsigned roles;
+  fc_metrics_t *metrics; /* the /metrics server, when asked for */
   fc_ratelimit_t warn_bad, warn_role, warn_ident, warn_send, warn_full;
 } coord_t;
 
@@ -115,16 +117,17 @@ static void drop_worker(coord_t *c, size_t i) {
 
 /* Warns at most once per FC_COORD_WARN_INTERVAL for each kind of trouble (a hostile or broken
  * peer must not fill the log), saying how many were held back. */
-#define WARN_LIMITED(c, rl, ...)                                                                \
+#define WARN_LIMITED_AT(c, rl, job, task, worker, ...)                                          \
   do {                                                                                          \
     unsigned held_;                                                                             \
     if (fc_ratelimit_pass(&(c)->rl, FC_COORD_WARN_INTERVAL, &held_)) {                          \
       char m_[1200];                                                                            \
       snprintf(m_, sizeof m_, __VA_ARGS__);                                                     \
-      if (held_) fc_warn("%s (%u more like it held back)", m_, held_);                          \
-      else fc_warn("%s", m_);                                                                   \
+      if (held_) fc_log_at(FC_LOG_WARN, job, task, worker, "%s (%u more like it held back)", m_, held_); \
+      else fc_log_at(FC_LOG_WARN, job, task, worker, "%s", m_);                                 \
     }                                                                                           \
   } while (0)
+#define WARN_LIMITED(c, rl, ...) WARN_LIMITED_AT(c, rl, 0, 0, NULL, __VA_ARGS__)
 
 /* A new worker entry; when the table is full, one silent for a lease period and holding no
  * task makes room, else NULL. */
@@ -172,7 +175,7 @@ static void send_to_worker(coord_t *c, worker_t *w, const fc_msg_t *m) {
   size_t len[1] = {w->nident};
   fc_err_t err;
   if (fc_net_send(c->router, env, len, 1, m, &err))
-    WARN_LIMITED(c, warn_send, "cannot send %s to worker %s: %s", fc_msg_type_name(m->type), w->id, err.msg);
+    WARN_LIMITED_AT(c, warn_send, 0, m->task, w->id, "cannot send %s to the worker: %s", fc_msg_type_name(m->type), err.msg);
 }
 
 static void reply(coord_t *c, int ok, const char *error, const char *json) {
@@ -228,7 +231,7 @@ static worker_t *check_worker_identity(coord_t *c, const fc_msg_t *m) {
   }
   char msg[600];
   snprintf(msg, sizeof msg, "refused %s: worker %s %s", fc_msg_type_name(m->type), m->id, why);
-  WARN_LIMITED(c, warn_ident, "%s", msg);
+  WARN_LIMITED_AT(c, warn_ident, 0, m->task, m->id, "%s", msg);
   reply(c, 0, msg, NULL);
   return NULL;
 }
@@ -242,7 +245,7 @@ static worker_t *register_worker(coord_t *c, const fc_msg_t *m, double now, int 
     if (strcmp(w->key, c->key) && now - w->last_seen <= c->o->lease_timeout) {
       char msg[600];
       snprintf(msg, sizeof msg, "refused register: worker id %s is in use by another key", m->id);
-      WARN_LIMITED(c, warn_ident, "%s", msg);
+      WARN_LIMITED_AT(c, warn_ident, 0, 0, m->id, "%s", msg);
       reply(c, 0, msg, NULL);
       return NULL;
     }
@@ -250,7 +253,7 @@ static worker_t *register_worker(coord_t *c, const fc_msg_t *m, double now, int 
     w->busy = 0, w->waiting = 0, w->recorded = 0;
   }
   if (!w && !(w = add_worker(c, m->id))) {
-    WARN_LIMITED(c, warn_full, "refused register of %s: %d workers known, none silent", m->id, FC_COORD_MAX_WORKERS);
+    WARN_LIMITED_AT(c, warn_full, 0, 0, m->id, "refused register: %d workers known, none silent", FC_COORD_MAX_WORKERS);
     reply(c, 0, "refused register: the coordinator knows too many workers", NULL);
     return NULL;
   }
@@ -269,7 +272,7 @@ static void publish_cb(void *arg, int64_t id, double time, int64_t job, int64_t 
   fc_err_t err;
   fc_net_send(c->pub, NULL, NULL, 0, &e, &err); /* PUB drops when nobody listens; fine */
   fc_msg_clear(&e);
-  fc_info("event job=%lld task=%lld %s: %s", (long long)job, (long long)task, type, message);
+  fc_log_at(FC_LOG_INFO, job, task, NULL, "event %s: %s", type, message);
 }
 
 /* Sends the events the last transactions appended to the log. */
@@ -300,8 +303,8 @@ static void dispatch(coord_t *c, worker_t *only) {
     size_t len[1] = {w->nident};
     if (fc_net_send(c->router, env, len, 1, &a, &err)) {
       /* unreachable (ROUTER_MANDATORY): give the task straight back */
-      WARN_LIMITED(c, warn_send, "worker %s unreachable (%s); task %lld goes back to the queue", w->id, err.msg,
-                   (long long)a.task);
+      WARN_LIMITED_AT(c, warn_send, a.job, a.task, w->id, "worker unreachable (%s); the task goes back to the queue",
+                      err.msg);
       fc_db_fail(c->db, a.task, w->id, a.attempt, NULL, true, now, &err);
       w->waiting = 0;
     } else {
@@ -466,7 +469,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
     int released = 0;
     if (fc_db_worker_seen(c->db, m, m->id, session, now, &released, &err)) fc_warn("%s", err.msg);
     if (released) {
-      fc_info("worker %s came back as a new process: %d lease(s) of the old one released", m->id, released);
+      fc_log_at(FC_LOG_INFO, 0, 0, m->id, "worker came back as a new process: %d lease(s) of the old one released", released);
       publish(c);
       dispatch(c, NULL);
     }
@@ -512,10 +515,10 @@ static void handle(coord_t *c, fc_msg_t *m) {
     } else {
       rc = fc_db_fail(c->db, m->task, m->id, m->attempt, m->error, m->handback, now, &err);
     }
-    if (rc < 0) fc_log(FC_LOG_ERROR, "recording the result of task %lld: %s", (long long)m->task, err.msg);
+    if (rc < 0) fc_log_at(FC_LOG_ERROR, 0, m->task, m->id, "recording the task's result: %s", err.msg);
     if (rc == 1) { /* a superseded attempt: it must not think its work counted */
-      fc_info("refusing a result for task %lld from %s under lease %lld: not the current lease", (long long)m->task,
-              m->id, (long long)m->attempt);
+      fc_log_at(FC_LOG_INFO, 0, m->task, m->id, "refusing a result under lease %lld: not the current lease",
+                (long long)m->attempt);
       fc_msg_t cm = {.type = FC_MSG_CANCEL, .task = m->task};
       send_to_worker(c, w, &cm);
     }
@@ -526,7 +529,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
     if (!(w = check_worker_identity(c, m))) break;
     w->waiting = 0, w->last_seen = 0, w->recorded = 0;
     if (fc_db_worker_gone(c->db, m->id, now, &err)) fc_warn("%s", err.msg);
-    fc_info("worker %s left", m->id);
+    fc_log_at(FC_LOG_INFO, 0, 0, m->id, "worker left");
     break;
   default: handle_client(c, m);
   }
@@ -667,6 +670,46 @@ static void sighup_cb(uv_signal_t *s, int signum) {
 
 static void close_cb(uv_handle_t *h) { (void)h; }
 
+/* The /metrics text: the store's series, then the live workers (heard from within a lease
+ * period) by the kinds they run, each kind counted once per worker. */
+static int render_metrics(void *arg, FILE *fp, fc_err_t *err) {
+  coord_t *c = arg;
+  int rc = fc_db_metrics(c->db, fp, err);
+  if (rc) return rc;
+  double now = fc_net_wall();
+  fputs("# HELP fusechat_workers Live workers (heard from within a lease period) by task kind they run.\n"
+        "# TYPE fusechat_workers gauge\n", fp);
+  size_t live = 0, nkinds = 0, *count = NULL;
+  const char **kinds = NULL; /* borrowed from the workers' caps; kinds are few */
+  for (size_t i = 0; i < c->nworkers; i++) {
+    const worker_t *w = c->workers[i];
+    if (now - w->last_seen > c->o->lease_timeout) continue;
+    live++;
+    for (size_t k = 0; k < w->ncaps; k++) {
+      size_t l = 0, j = 0;
+      while (l < k && strcmp(w->caps[l], w->caps[k])) l++;
+      if (l < k) continue; /* listed twice by this worker: counted once */
+      while (j < nkinds && strcmp(kinds[j], w->caps[k])) j++;
+      if (j == nkinds) {
+        kinds = fc_xrealloc(kinds, (nkinds + 1) * sizeof *kinds);
+        count = fc_xrealloc(count, (nkinds + 1) * sizeof *count);
+        kinds[nkinds] = w->caps[k], count[nkinds++] = 0;
+      }
+      count[j]++;
+    }
+  }
+  for (size_t j = 0; j < nkinds; j++) {
+    fputs("fusechat_workers{kind=\"", fp);
+    fc_db_metrics_label(fp, kinds[j]);
+    fprintf(fp, "\"} %zu\n", count[j]);
+  }
+  free(kinds);
+  free(count);
+  fprintf(fp, "# HELP fusechat_workers_live Live workers (heard from within a lease period).\n"
+              "# TYPE fusechat_workers_live gauge\nfusechat_workers_live %zu\n", live);
+  return 0;
+}
+
 static void skip_event(void *arg, int64_t id, double time, int64_t job, int64_t task, const char *type,
                        const char *message) {
   (void)arg, (void)id, (void)time, (void)job, (void)task, (void)type, (void)message;
@@ -742,9 +785,14 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_signal_init(c.loop, &c.sighup);
   c.sighup.data = &c;
   uv_signal_start(&c.sighup, sighup_cb, SIGHUP);
+  if (o->metrics && (rc = fc_metrics_start(c.loop, o->metrics, render_metrics, &c, &c.metrics, err))) {
+    c.stopping = 1; /* close what is open, as a stop would */
+    goto stop;
+  }
   if (o->store) fc_info("store %s (sentinel %.12s...): daemons that see it share it", o->store, c.store_id);
-  fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s%s", o->endpoint, o->events_endpoint,
-          o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "");
+  fc_info("coordinator on %s, events on %s, database %s, lease timeout %.1f s%s%s%s", o->endpoint, o->events_endpoint,
+          o->db_path, o->lease_timeout, c.curve.enabled ? ", CURVE" : "", o->metrics ? ", metrics on http://" : "",
+          o->metrics ? o->metrics : "");
   /* Leases from before a restart: while we were down no heartbeat could reach us, so every
    * holder gets a full lease period from now before its silence counts. */
   int n;
@@ -753,6 +801,9 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   expire_cb(&c.expire);
   NOTIFY("READY=1\nSTATUS=serving on %s", o->endpoint);
   uv_run(c.loop, UV_RUN_DEFAULT);
+  rc = 0;
+stop:
+  fc_metrics_stop(&c.metrics);
   uv_close((uv_handle_t *)&c.poll, close_cb);
   if (c.zap) uv_close((uv_handle_t *)&c.zap_poll, close_cb);
   uv_close((uv_handle_t *)&c.expire, close_cb);
@@ -764,7 +815,6 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_run(c.loop, UV_RUN_DEFAULT);
   uv_loop_close(c.loop);
   free(c.loop);
-  rc = 0;
 out:
   zmq_close(c.router);
   zmq_close(c.pub);

@@ -19,6 +19,7 @@ typedef struct fc_coord_opts {
   const char *curve_readers;   /* keys that may only read (status, list, logs, workers, artifacts) */
   const char *store;       /* the store jobs write to, when the coordinator sees it: it gets a
                             * sentinel so daemons on the same filesystem know (NULL: none) */
+  const char *metrics;         /* HOST:PORT for GET /metrics (Prometheus text); NULL: none */
 } fc_coord_opts_t;
 
 /* Workers known at once: a registration past this first evicts one silent for a lease period,

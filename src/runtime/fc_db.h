@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "fc_job.h"
 #include "fc_msg.h"
@@ -114,6 +115,15 @@ int fc_db_list_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_e
 int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, int64_t limit, char **json, fc_err_t *err);
 int fc_db_workers_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err);
 int fc_db_artifacts_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err);
+
+/* Metrics (fc_db_metrics.c): the store's series in the Prometheus text format, written to fp
+ * (jobs and tasks by state, leases, retries, artifact bytes, the task duration histogram). The
+ * histogram's upper bounds in seconds (+Inf is implied): */
+#define FC_DB_DURATION_NBUCKETS 9
+extern const double fc_db_duration_buckets[FC_DB_DURATION_NBUCKETS];
+int fc_db_metrics(fc_db_t *db, FILE *fp, fc_err_t *err);
+/* Writes a label value with the escapes the format asks for (\\, \", \n). */
+void fc_db_metrics_label(FILE *fp, const char *v);
 
 /* Calls fn for each event with id > after (in order); *last gets the last id seen. */
 typedef void (*fc_db_event_fn)(void *arg, int64_t id, double time, int64_t job, int64_t task,

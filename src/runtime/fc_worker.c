@@ -184,8 +184,8 @@ int fc_task_adopt_work(const fc_task_t *t, fc_err_t *err) {
       char *p = fc_path_join(parent, names[i]->d_name);
       if (k == best && !fc_path_exists(t->work_dir)) {
         if (rename(p, t->work_dir) != 0) rc = fc_err_set(err, FC_EIO, "rename %s: %s", p, strerror(errno));
-        else fc_info("task %lld: attempt %lld continues the work of attempt %ld", (long long)t->id,
-                     (long long)t->attempt, k);
+        else fc_log_at(FC_LOG_INFO, t->job, t->id, NULL, "attempt %lld continues the work of attempt %ld",
+                       (long long)t->attempt, k);
       } else if (!rc) {
         rc = fc_rmtree(p, err);
       }
@@ -384,7 +384,7 @@ static void stop(wk_t *w) {
   m.id = w->id;
   send_msg(w, &m);
   NOTIFY("STOPPING=1");
-  fc_info("worker %s stopping", w->id);
+  fc_log_at(FC_LOG_INFO, 0, 0, w->id, "worker stopping");
   uv_stop(&w->loop);
 }
 
@@ -399,8 +399,8 @@ static void done_cb(uv_async_t *a) {
   if (atomic_load(&w->ctx.lost)) {
     /* superseded: another attempt owns the task now; nothing of ours may stay behind */
     if (w->work_dir && fc_rmtree(w->work_dir, &e)) fc_warn("%s", e.msg);
-    fc_warn("task %lld attempt %lld: the lease is gone; stopped, reported nothing and removed %s", (long long)w->task.id,
-            (long long)w->task.attempt, w->work_dir ? w->work_dir : "nothing");
+    fc_log_at(FC_LOG_WARN, w->task.job, w->task.id, w->id, "attempt %lld: the lease is gone; stopped, reported nothing and removed %s",
+              (long long)w->task.attempt, w->work_dir ? w->work_dir : "nothing");
   } else if (w->result == 0) {
     char *parent = work_parent(&w->task); /* every attempt's scratch is garbage now */
     if (parent && fc_rmtree(parent, &e)) fc_warn("%s", e.msg);
@@ -416,13 +416,13 @@ static void done_cb(uv_async_t *a) {
     w->report.id = w->id;
     send_msg(w, &w->report);
     w->report.id = NULL;
-    fc_info("task %lld (%s) done, %zu artifact(s)", (long long)w->task.id, w->task.kind, w->report.narts);
+    fc_log_at(FC_LOG_INFO, w->task.job, w->task.id, w->id, "task (%s) done, %zu artifact(s)", w->task.kind, w->report.narts);
   } else if (cancelled && w->stopping) {
     send_result_error(w, w->task.id, w->task.attempt, "worker shutting down", true);
-    fc_info("task %lld handed back (shutting down)", (long long)w->task.id);
+    fc_log_at(FC_LOG_INFO, w->task.job, w->task.id, w->id, "task handed back (shutting down)");
   } else {
     send_result_error(w, w->task.id, w->task.attempt, w->err.msg[0] ? w->err.msg : fc_strerror(w->result), false);
-    fc_warn("task %lld (%s) failed: %s", (long long)w->task.id, w->task.kind, w->err.msg);
+    fc_log_at(FC_LOG_WARN, w->task.job, w->task.id, w->id, "task (%s) failed: %s", w->task.kind, w->err.msg);
   }
   fc_msg_clear(&w->report);
   free(w->work_dir);
@@ -468,7 +468,7 @@ static void start_task(wk_t *w, fc_msg_t *m) {
     char why[256];
     snprintf(why, sizeof why, "%s", !ex ? "no executor for this kind" : "worker busy or stopping");
     send_result_error(w, m->task, m->attempt, why, ex != NULL);
-    fc_warn("task %lld (%s) refused: %s", (long long)m->task, m->kind, why);
+    fc_log_at(FC_LOG_WARN, m->job, m->task, w->id, "task (%s) refused: %s", m->kind, why);
     return;
   }
   w->assign = *m;
@@ -513,7 +513,7 @@ static void start_task(wk_t *w, fc_msg_t *m) {
     globfree(&g);
   }
   w->busy = 1;
-  fc_info("task %lld (%s) attempt %lld started", (long long)a->task, a->kind, (long long)a->attempt);
+  fc_log_at(FC_LOG_INFO, a->job, a->task, w->id, "task (%s) attempt %lld started", a->kind, (long long)a->attempt);
   NOTIFY("STATUS=task %lld (%s)", (long long)a->task, a->kind);
   if (pthread_create(&w->thread, NULL, compute, w) != 0) {
     w->busy = 0;
@@ -549,7 +549,7 @@ static void handle(wk_t *w, fc_msg_t *m) {
     /* the lease is gone (lapsed and given to another attempt, or the job cancelled): stop, and
      * write nothing more */
     if (w->busy && m->task == w->task.id && !atomic_load(&w->ctx.lost)) {
-      fc_info("task %lld: the coordinator ended our lease; stopping", (long long)m->task);
+      fc_log_at(FC_LOG_INFO, w->task.job, m->task, w->id, "the coordinator ended our lease; stopping");
       pthread_mutex_lock(&w->ctx.mu);
       atomic_store(&w->ctx.lost, 1);
       atomic_store(&w->ctx.cancel, 1);
@@ -681,7 +681,7 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
   uv_signal_start(&w->sigint, signal_cb, SIGINT);
   send_register(w);
   send_lease_request(w);
-  fc_info("worker %s connecting to %s (READY once the coordinator answers)", w->id, o->endpoint);
+  fc_log_at(FC_LOG_INFO, 0, 0, w->id, "worker connecting to %s (READY once the coordinator answers)", o->endpoint);
   NOTIFY("STATUS=connecting to %s", o->endpoint);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   if (w->busy) { /* stopped by uv_stop while computing cannot happen; be safe */

@@ -110,16 +110,15 @@ void fc_log_set_component(const char *comp) {
   snprintf(g_log_comp, sizeof g_log_comp, "%s", comp);
 }
 
-void fc_log(fc_log_level_t level, const char *fmt, ...) {
+/* One record: ts, level, comp, then job=/task=/worker= when given (0 or NULL: left out), then
+ * the quoted message. A worker id with a space, quote or backslash is quoted like msg. */
+static void vlog(fc_log_level_t level, int64_t job, int64_t task, const char *worker, const char *fmt, va_list ap) {
   static const char *names[] = {"debug", "info", "warn", "error"};
   if (level < g_log_level) return;
   char msg[2048];
-  va_list ap;
-  va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
   /* Quote-escape so each record stays one parseable line. */
-  char esc[4200];
+  char esc[4200], wesc[600] = "";
   size_t o = 0;
   for (const char *s = msg; *s && o + 3 < sizeof esc; s++) {
     if (*s == '"' || *s == '\\') esc[o++] = '\\', esc[o++] = *s;
@@ -127,14 +126,43 @@ void fc_log(fc_log_level_t level, const char *fmt, ...) {
     else esc[o++] = *s;
   }
   esc[o] = 0;
+  char fields[800] = "";
+  size_t fl = 0;
+  if (job > 0) fl += (size_t)snprintf(fields + fl, sizeof fields - fl, " job=%lld", (long long)job);
+  if (task > 0 && fl < sizeof fields) fl += (size_t)snprintf(fields + fl, sizeof fields - fl, " task=%lld", (long long)task);
+  if (worker && *worker && fl < sizeof fields) {
+    int plain = 1;
+    o = 0;
+    for (const char *s = worker; *s && o + 3 < sizeof wesc; s++) {
+      if (*s == '"' || *s == '\\' || *s == ' ' || *s == '=' || *s == '\n') plain = 0;
+      if (*s == '"' || *s == '\\') wesc[o++] = '\\';
+      wesc[o++] = *s == '\n' ? ' ' : *s;
+    }
+    wesc[o] = 0;
+    snprintf(fields + fl, sizeof fields - fl, plain ? " worker=%s" : " worker=\"%s\"", wesc);
+  }
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
   char tbuf[32];
   strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
-  fprintf(stderr, "ts=%s.%03ldZ level=%s comp=%s msg=\"%s\"\n", tbuf, ts.tv_nsec / 1000000L,
-          names[level], g_log_comp, esc);
+  fprintf(stderr, "ts=%s.%03ldZ level=%s comp=%s%s msg=\"%s\"\n", tbuf, ts.tv_nsec / 1000000L, names[level], g_log_comp,
+          fields, esc);
+}
+
+void fc_log(fc_log_level_t level, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(level, 0, 0, NULL, fmt, ap);
+  va_end(ap);
+}
+
+void fc_log_at(fc_log_level_t level, int64_t job, int64_t task, const char *worker, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(level, job, task, worker, fmt, ap);
+  va_end(ap);
 }
 
 /* ---- number formats ---- */

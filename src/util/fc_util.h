@@ -45,6 +45,10 @@ typedef enum { FC_LOG_DEBUG, FC_LOG_INFO, FC_LOG_WARN, FC_LOG_ERROR } fc_log_lev
 void fc_log_set_level(fc_log_level_t level);
 void fc_log_set_component(const char *comp);
 void fc_log(fc_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A record about a job, task or worker: job=J task=T worker=W as fields of their own before
+ * msg (each left out when 0 or NULL), so log tools can select by them. */
+void fc_log_at(fc_log_level_t level, int64_t job, int64_t task, const char *worker, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 #define fc_info(...) fc_log(FC_LOG_INFO, __VA_ARGS__)
 #define fc_warn(...) fc_log(FC_LOG_WARN, __VA_ARGS__)
 #define fc_debug(...) fc_log(FC_LOG_DEBUG, __VA_ARGS__)

@@ -52,6 +52,7 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(logs, "print a job's event log") \
   X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(query, "ask a logits daemon directly for top-K next-token log-probs") \
+  X(plot, "draw the loss curves of a job's training tasks as PNG (gnuplot)") \
   X(report, "the evaluation table of a job (and its results.json)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(run, "run a job spec on this machine: up, submit, watch, report, down") \

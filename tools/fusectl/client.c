@@ -2,6 +2,7 @@
 #include "client.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -101,5 +102,12 @@ void fc_client_print_event(double t, int64_t job, int64_t task, const char *type
   strftime(buf, sizeof buf, "%H:%M:%S", &tm);
   if (task) printf("%s  job %lld  task %-5lld %-16s %s\n", buf, (long long)job, (long long)task, type, msg ? msg : "");
   else printf("%s  job %lld  %-27s %s\n", buf, (long long)job, type, msg ? msg : "");
+  fflush(stdout);
+}
+
+void fc_client_print_json(json_t *j) {
+  char *t = json_dumps(j, JSON_COMPACT);
+  if (t) puts(t);
+  free(t);
   fflush(stdout);
 }

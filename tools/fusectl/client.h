@@ -40,6 +40,9 @@ int fc_client_call(fc_client_t *c, const fc_msg_t *req, json_t **out);
  * (or the one asked for) are gathered in the first reply's array `rows` ("tasks": the first
  * job's tasks). A single page whose report goes on says so on stderr. */
 int fc_client_call_pages(fc_client_t *c, fc_msg_t *req, const char *rows, json_t **out);
+/* Prints j as one line of compact JSON (--json output; watch and logs -f print one per event). */
+void fc_client_print_json(json_t *j);
+#define FC_CLIENT_JSON_HELP "  --json           print the coordinator's JSON instead (one object)\n"
 /* Parses a positive id; returns 0 or -1. */
 int fc_client_parse_id(const char *s, int64_t *id);
 /* Prints one event line: "TIME  job J  task T  TYPE  message". */

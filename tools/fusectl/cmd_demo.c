@@ -17,6 +17,7 @@
 #include "fc_config.h"
 #include "fc_gendata.h"
 #include "demo.h"
+#include "plot.h"
 
 extern char **environ;
 
@@ -232,14 +233,7 @@ static int prepare_model(const char *work, const demo_model_t *dm, const demo_re
 /* A loss curve per training run (loss.csv: step,loss,...) as a PNG, through gnuplot when the
  * machine has it. */
 static void plot_one(const char *csv, const char *png, const char *title, char *list, size_t cap) {
-  if (!fc_path_exists(csv)) return;
-  char cmd[12288];
-  demo_pathf(cmd, sizeof cmd,
-        "gnuplot -e \"set terminal png size 720,420; set output '%s'; set datafile separator ','; "
-        "set title '%s: training loss'; set xlabel 'step'; set ylabel 'loss (nats/token)'; set key off; "
-        "plot '%s' every ::1 using 1:2 with lines\" 2>/dev/null",
-        png, title, csv);
-  if (system(cmd) != 0) return;
+  if (fc_plot_loss(csv, png, title)) return;
   size_t l = strlen(list);
   demo_pathf(list + l, cap - l, " %s", png);
 }

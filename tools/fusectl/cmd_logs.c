@@ -11,19 +11,21 @@ static void usage(void) {
   printf("Usage: fusectl logs [OPTIONS] JOB\n\nPrints a job's event log (submission, leases, progress\n"
          "milestones, retries, failures) from the coordinator's database.\n"
          "\nOptions:\n"
-         "  -f, --follow     keep printing new events until the job ends\n" FC_CLIENT_PAGE_HELP
+         "  -f, --follow     keep printing new events until the job ends\n"
+         "  --json           one JSON object per event, one per line\n" FC_CLIENT_PAGE_HELP
          FC_CLIENT_ENDPOINT_HELP
          "  --help           this text\n");
 }
 
 int fc_cmd_logs(int argc, char **argv) {
-  static const struct option opts[] = {FC_CLIENT_LONGOPTS, FC_CLIENT_PAGE_LONGOPTS, {"follow", no_argument, 0, 'f'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {FC_CLIENT_LONGOPTS, FC_CLIENT_PAGE_LONGOPTS, {"follow", no_argument, 0, 'f'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   fc_client_t c;
   fc_client_init(&c, "logs");
-  int o, rc, follow = 0;
+  int o, rc, follow = 0, as_json = 0;
   while ((o = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
     if (o == 'h') return usage(), 0;
     if (o == 'f') follow = 1;
+    else if (o == 'j') as_json = 1;
     else if (o == 'E' || o == 'T' || o == 'N' || o == 'A') {
       if ((rc = fc_client_option(&c, o, optarg))) return rc;
     } else return fc_cli_usage_error("logs", "unknown option");
@@ -38,7 +40,8 @@ int fc_cmd_logs(int argc, char **argv) {
     size_t i;
     json_array_foreach(json_object_get(r, "events"), i, e) {
       const char *type = json_string_value(json_object_get(e, "type"));
-      fc_client_print_event(json_number_value(json_object_get(e, "time")), req.job,
+      if (as_json) fc_client_print_json(e);
+      else fc_client_print_event(json_number_value(json_object_get(e, "time")), req.job,
                             json_integer_value(json_object_get(e, "task")), type,
                             json_string_value(json_object_get(e, "message")));
       req.since = json_integer_value(json_object_get(e, "id"));

@@ -13,8 +13,24 @@ static void usage(void) {
          "happen, from the coordinator's event stream, and exits when the job ends: status 0 when\n"
          "it is done, 1 when it failed or was cancelled.\n"
          "\nOptions:\n"
+         "  --json           one JSON object per line: {time, job, task, type, message[, fraction]}\n"
          "  --events URL     the event stream (default: beside the endpoint, ipc://RUN/events.ipc)\n"
          FC_CLIENT_ENDPOINT_HELP "  --help           this text\n");
+}
+
+static int g_json; /* --json: events as JSON lines */
+
+/* One event, as text or as a JSON line (fraction < 0: none). */
+static void print_event(double time, int64_t job, int64_t task, const char *type, const char *msg, double fraction) {
+  if (!g_json) {
+    fc_client_print_event(time, job, task, type, msg);
+    return;
+  }
+  json_t *e = json_pack("{s:f, s:I, s:I, s:s, s:s}", "time", time, "job", (json_int_t)job, "task", (json_int_t)task,
+                        "type", type ? type : "", "message", msg ? msg : "");
+  if (fraction >= 0) json_object_set_new(e, "fraction", json_real(fraction));
+  fc_client_print_json(e);
+  json_decref(e);
 }
 
 /* 0 running, 1 done, 2 failed or cancelled, -1 error (printed). */
@@ -27,21 +43,23 @@ static int job_state(fc_client_t *c, int64_t job) {
   if (s && st) { /* ended before or between events (a late subscription, a restart): say so as the stream would */
     char type[32];
     snprintf(type, sizeof type, "job.%s", s);
-    fc_client_print_event(fc_now(), job, 0, type, "(from status)");
+    print_event(fc_now(), job, 0, type, "(from status)", -1);
   }
   json_decref(r);
   return st;
 }
 
 int fc_cmd_watch(int argc, char **argv) {
-  static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"events", required_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"events", required_argument, 0, 'v'}, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   fc_client_t c;
   fc_client_init(&c, "watch");
   const char *events = NULL;
   int o, rc;
+  g_json = 0;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (o == 'h') return usage(), 0;
     if (o == 'v') events = optarg;
+    else if (o == 'j') g_json = 1;
     else if (o == 'E' || o == 'T') {
       if ((rc = fc_client_option(&c, o, optarg))) return rc;
     } else return fc_cli_usage_error("watch", "unknown option");
@@ -81,9 +99,9 @@ int fc_cmd_watch(int argc, char **argv) {
           if (!strcmp(m.state, "task.progress")) {
             int pct = (int)(m.fraction * 100);
             if (pct / 10 != last_pct / 10 || m.task != last_task) /* every 10% per task */
-              fc_client_print_event(m.time, job, m.task, "progress", m.message), last_pct = pct, last_task = m.task;
+              print_event(m.time, job, m.task, "progress", m.message, m.fraction), last_pct = pct, last_task = m.task;
           } else {
-            fc_client_print_event(m.time, job, m.task, m.state, m.message);
+            print_event(m.time, job, m.task, m.state, m.message, -1);
           }
           if (!strcmp(m.state, "job.done")) st = 1;
           else if (!strcmp(m.state, "job.failed") || !strcmp(m.state, "job.cancelled")) st = 2;

@@ -1,0 +1,114 @@
+#!/bin/sh
+# Observability: the coordinator's /metrics (parsed as the Prometheus text format and checked
+# against two known jobs) and every fusectl --json output (parsed as JSON).
+# Usage: obs.sh FUSECTL (FC_BUILD names the build directory with the daemons).
+FUSECTL="$1"
+D="$FC_BUILD/daemons"
+tmp=$(mktemp -d /tmp/fc-obs.XXXXXX)
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { echo "FAIL: $*"; fail=$((fail + 1)); }
+check() { want=$1 what=$2; shift 2; "$@" > "$tmp/out" 2>&1; rc=$?; [ "$rc" -eq "$want" ] && ok || { bad "$what: exit $rc, wanted $want"; cat "$tmp/out"; }; }
+port=$((20000 + $$ % 20000))
+check 2 "--metrics without a port" "$D/fusechat-coordinator" --metrics 127.0.0.1
+check 2 "--metrics with a host name" "$D/fusechat-coordinator" --metrics localhost:9464
+"$D/fusechat-coordinator" --run-dir "$tmp/run" --lease-timeout 5 --metrics "127.0.0.1:$port" 2> "$tmp/coord.log" &
+cpid=$!
+"$D/fusechat-worker-test" --run-dir "$tmp/run" --id w1 --heartbeat 0.2 2> "$tmp/w1.log" &
+wpid=$!
+EP="ipc://$tmp/run/coord.ipc"
+printf 'x\n' > "$tmp/in"
+printf 'name: good\nstore: %s/store\ntasks:\n  - {name: a, kind: sleep, outputs: [a.out], params: {ms: 50}}\n  - {name: b, kind: checksum, inputs: [%s/in], outputs: [b.out], params: {ms: 10}}\n' "$tmp" "$tmp" > "$tmp/good.yaml"
+printf 'name: bad\nstore: %s/store\nmax_attempts: 2\ntasks:\n  - {name: c, kind: sleep, outputs: [c.out], params: {ms: 10, fail: 1}}\n' "$tmp" > "$tmp/bad.yaml"
+sleep 0.5
+check 0 "submit good" "$FUSECTL" submit --endpoint "$EP" "$tmp/good.yaml"
+check 0 "watch --json good" "$FUSECTL" watch --json --endpoint "$EP" 1
+cp "$tmp/out" "$tmp/watch.jsonl"
+check 0 "submit bad" "$FUSECTL" submit --endpoint "$EP" "$tmp/bad.yaml"
+check 1 "watch bad" "$FUSECTL" watch --endpoint "$EP" 2
+jsonl() { # what file: every line parses as JSON
+  python3 -c 'import json,sys
+n=0
+for l in open(sys.argv[1]):
+    json.loads(l); n+=1
+sys.exit(0 if n else 1)' "$2" && ok || { bad "$1: not JSON lines"; cat "$2"; }
+}
+jsonl "watch --json" "$tmp/watch.jsonl"
+for cmd in "list" "workers" "status" "artifacts 1"; do
+  # shellcheck disable=SC2086
+  if "$FUSECTL" $cmd --json --endpoint "$EP" > "$tmp/j" 2>&1 && python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$tmp/j"; then
+    ok
+  else
+    bad "$cmd --json does not parse"; cat "$tmp/j"
+  fi
+done
+"$FUSECTL" logs --json --endpoint "$EP" 1 > "$tmp/logs.jsonl" 2>&1
+jsonl "logs --json" "$tmp/logs.jsonl"
+# /metrics: fetched with a plain socket, parsed line by line, checked against the two jobs
+python3 - "$port" <<'PY' > "$tmp/metrics.out" 2>&1 && ok || { bad "metrics"; cat "$tmp/metrics.out"; }
+import re, socket, sys
+def get(path):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        data += b
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.decode(), body.decode()
+head, body = get("/nothing")
+assert head.startswith("HTTP/1.1 404"), head
+head, body = get("/metrics")
+assert head.startswith("HTTP/1.1 200"), head
+assert "text/plain; version=0.0.4" in head, head
+name = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+label = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+sample = re.compile(r"^(%s)(\{(%s)(,%s)*\})? (\S+)$" % (name, label, label))
+types, vals = {}, {}
+for line in body.splitlines():
+    if line.startswith("# HELP "):
+        assert re.match(r"^# HELP %s .+$" % name, line), line
+    elif line.startswith("# TYPE "):
+        m = re.match(r"^# TYPE (%s) (counter|gauge|histogram|summary|untyped)$" % name, line)
+        assert m, line
+        assert m.group(1) not in types, "TYPE twice: " + line
+        types[m.group(1)] = m.group(2)
+    else:
+        m = sample.match(line)
+        assert m, "bad sample line: " + line
+        base = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
+        assert m.group(1) in types or base in types, "sample before its TYPE: " + line
+        float(m.group(5))
+        key = m.group(1) + (m.group(2) or "")
+        assert key not in vals, "sample twice: " + line
+        vals[key] = float(m.group(5))
+want = {
+    'fusechat_jobs{state="done"}': 1, 'fusechat_jobs{state="failed"}': 1, 'fusechat_jobs{state="running"}': 0,
+    'fusechat_tasks{state="done"}': 2, 'fusechat_tasks{state="failed"}': 1, 'fusechat_leases': 0,
+    'fusechat_task_retries_total': 1, 'fusechat_workers{kind="sleep"}': 1, 'fusechat_workers{kind="checksum"}': 1,
+    'fusechat_workers_live': 1,
+    'fusechat_task_duration_seconds_count{kind="sleep"}': 1, 'fusechat_task_duration_seconds_count{kind="checksum"}': 1,
+    'fusechat_task_duration_seconds_bucket{kind="sleep",le="+Inf"}': 1,
+}
+for k, v in want.items():
+    assert vals.get(k) == v, "%s = %s, wanted %s" % (k, vals.get(k), v)
+assert types["fusechat_task_duration_seconds"] == "histogram"
+assert types["fusechat_task_retries_total"] == "counter"
+s = vals['fusechat_task_duration_seconds_sum{kind="sleep"}']
+assert 0.04 <= s < 5, "sleep task took %s s" % s
+# buckets are cumulative and end at the count
+b = sorted((float(re.search(r'le="([^"]+)"', k).group(1)), v) for k, v in vals.items()
+           if k.startswith('fusechat_task_duration_seconds_bucket{kind="sleep"'))
+assert all(b[i][1] <= b[i + 1][1] for i in range(len(b) - 1)), b
+PY
+check 2 "plot without a job" "$FUSECTL" plot --endpoint "$EP"
+check 1 "plot a job without train tasks" "$FUSECTL" plot --endpoint "$EP" --out "$tmp" 1
+grep -q "no loss curve drawn for job 1" "$tmp/out" && ok || bad "plot's message: $(cat "$tmp/out")"
+grep -q 'job=1 task=1 msg="event task.leased' "$tmp/coord.log" && ok || { bad "coordinator log fields job= task="; head "$tmp/coord.log"; }
+grep -q 'job=1 task=1 worker=w1 msg="task (sleep) done' "$tmp/w1.log" && ok || { bad "worker log fields"; cat "$tmp/w1.log"; }
+kill "$wpid" "$cpid" 2>/dev/null
+wait "$wpid" "$cpid" 2>/dev/null
+rm -rf "$tmp"
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
