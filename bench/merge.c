@@ -296,7 +296,7 @@ static result_t run_once(char paths[][1100], const char *out, fc_merge_method_t 
       }
     }
     fc_merge_model_t mods[3];
-    for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){paths[i + 1], 1.0 / 3, p ? p : 1};
+    for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){.path = paths[i + 1], .weight = 1.0 / 3, .density = p ? p : 1};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = m;

@@ -164,7 +164,7 @@ static void test_threads_invariant(void **state) {
   fc_st_tensor_t tb = mk("x", FC_DT_F32, b, NBIG), t0 = mk("x", FC_DT_F32, m[0], NBIG),
                  t1 = mk("x", FC_DT_F32, m[1], NBIG), t2 = mk("x", FC_DT_BF16, mb, NBIG);
   const fc_st_tensor_t *ins[3] = {&t0, &t1, &t2};
-  fc_merge_model_t mods[3] = {{"a", 1.0, 0.3}, {"b", 0.5, 0.6}, {"c", 0.7, 0.5}};
+  fc_merge_model_t mods[3] = {{.path = "a", .weight = 1.0, .density = 0.3}, {.path = "b", .weight = 0.5, .density = 0.6}, {.path = "c", .weight = 0.7, .density = 0.5}};
   float *o1 = fc_xmalloc(NBIG * 4), *o3 = fc_xmalloc(NBIG * 4);
   float *ob = fc_xmalloc(NBIG * 4);
   for (int meth = 0; meth < FC_MERGE_COUNT; meth++) {
@@ -203,7 +203,7 @@ static void test_threads_invariant(void **state) {
   fc_merge_cfg_t cfg;
   fc_merge_cfg_init(&cfg);
   cfg.method = FC_MERGE_TIES;
-  fc_merge_model_t one[1] = {{"a", 1.0, 0.3}};
+  fc_merge_model_t one[1] = {{.path = "a", .weight = 1.0, .density = 0.3}};
   cfg.models = one;
   cfg.nmodels = 1;
   fc_err_t err = {0};
@@ -230,7 +230,7 @@ static void test_identities(void **state) {
   }
   fc_st_tensor_t tb = mk("y", FC_DT_F32, base, N), tm = mk("y", FC_DT_F32, mdl, N);
   const fc_st_tensor_t *same[3] = {&tm, &tm, &tm}, *bases[3] = {&tb, &tb, &tb};
-  fc_merge_model_t mods[3] = {{"a", 0.2, 1}, {"b", 0.3, 1}, {"c", 0.5, 1}};
+  fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.2, .density = 1}, {.path = "b", .weight = 0.3, .density = 1}, {.path = "c", .weight = 0.5, .density = 1}};
   for (int meth = 0; meth < FC_MERGE_COUNT; meth++) {
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
@@ -258,7 +258,7 @@ static void test_identities(void **state) {
   fc_merge_cfg_t cfg;
   fc_merge_cfg_init(&cfg);
   cfg.method = FC_MERGE_LINEAR;
-  fc_merge_model_t one[1] = {{"a", 0.7, 1}};
+  fc_merge_model_t one[1] = {{.path = "a", .weight = 0.7, .density = 1}};
   cfg.models = one;
   cfg.nmodels = 1;
   fc_err_t err = {0};
@@ -328,7 +328,7 @@ static void test_errors(void **state) {
     fc_merge_cfg_init(&cfg);
     cfg.method = FC_MERGE_TASK_ARITHMETIC;
     cfg.base = b;
-    fc_merge_model_t mm = {cases[c].model, 1, 1};
+    fc_merge_model_t mm = {.path = cases[c].model, .weight = 1, .density = 1};
     cfg.models = &mm;
     cfg.nmodels = 1;
     fc_err_t err = {0};
@@ -340,7 +340,7 @@ static void test_errors(void **state) {
   fc_merge_cfg_init(&cfg);
   cfg.method = FC_MERGE_TIES;
   cfg.base = b;
-  fc_merge_model_t mm = {x, 1, 0.01};
+  fc_merge_model_t mm = {.path = x, .weight = 1, .density = 0.01};
   write_model(x, 2, names, (int64_t[]){8, 4});
   cfg.models = &mm;
   cfg.nmodels = 1;

@@ -100,7 +100,7 @@ static void test_fused_matches_generic(void **state) {
       {FC_MERGE_SCE, -1, 1, 0, 1, FC_SCE_SCOPE_DELTAS, 0},
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    fc_merge_model_t mods[3] = {{"a", 0.9, cases[c].dens}, {"b", 0.4, 1.0}, {"c", 0.7, cases[c].dens}};
+    fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.9, .density = cases[c].dens}, {.path = "b", .weight = 0.4, .density = 1.0}, {.path = "c", .weight = 0.7, .density = cases[c].dens}};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = cases[c].m;
@@ -168,7 +168,7 @@ static void test_fused_run_bf16_out(void **state) {
   }
   fc_merge_method_t meths[] = {FC_MERGE_LINEAR, FC_MERGE_TASK_ARITHMETIC, FC_MERGE_TIES, FC_MERGE_SCE};
   for (size_t mi = 0; mi < sizeof meths / sizeof meths[0]; mi++) {
-    fc_merge_model_t mods[3] = {{path[1], 0.5, 0.4}, {path[2], 0.3, 0.4}, {path[3], 0.2, 0.4}};
+    fc_merge_model_t mods[3] = {{.path = path[1], .weight = 0.5, .density = 0.4}, {.path = path[2], .weight = 0.3, .density = 0.4}, {.path = path[3], .weight = 0.2, .density = 0.4}};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = meths[mi];
@@ -257,7 +257,7 @@ static void test_fused_ties_tie_groups(void **state) {
   float *o1 = fc_xmalloc((size_t)n * 4), *o3 = fc_xmalloc((size_t)n * 4), *want = fc_xmalloc((size_t)n * 4);
   const double dens[] = {0.2, 0.5, 0.77};
   for (size_t c = 0; c < sizeof dens / sizeof dens[0]; c++) {
-    fc_merge_model_t mods[3] = {{"a", 0.9, dens[c]}, {"b", 0.4, dens[c]}, {"c", 0.7, dens[c]}};
+    fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.9, .density = dens[c]}, {.path = "b", .weight = 0.4, .density = dens[c]}, {.path = "c", .weight = 0.7, .density = dens[c]}};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = FC_MERGE_TIES;

@@ -22,6 +22,8 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_TIES] = "ties",     [FC_MERGE_DARE_TIES] = "dare_ties",
     [FC_MERGE_DARE_LINEAR] = "dare_linear", [FC_MERGE_SLERP] = "slerp",
     [FC_MERGE_SCE] = "sce",       [FC_MERGE_VARM] = "varm",
+    [FC_MERGE_BREADCRUMBS] = "breadcrumbs", [FC_MERGE_BREADCRUMBS_TIES] = "breadcrumbs_ties",
+    [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -36,16 +38,20 @@ void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cfg->select_topk = 1.0;
   cfg->t = NAN;
+  cfg->lambda = 1.0;
+  cfg->gamma = NAN;
+  cfg->epsilon = NAN;
   cfg->normalize = -1;
   cfg->rescale = -1;
   cfg->sce_mask_scope = FC_SCE_SCOPE_DELTAS;
   cfg->dtype = -1;
 }
 static int method_default_normalize(fc_merge_method_t m) {
-  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES;
+  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES || m == FC_MERGE_DELLA;
 }
 static int method_default_rescale(fc_merge_method_t m) {
-  return m == FC_MERGE_DARE_TIES || m == FC_MERGE_DARE_LINEAR;
+  return m == FC_MERGE_DARE_TIES || m == FC_MERGE_DARE_LINEAR || m == FC_MERGE_DELLA ||
+         m == FC_MERGE_DELLA_LINEAR;
 }
 
 /* Per-thread scratch blocks; for pass `kind` (or -1: the band setups' sampling) also the
@@ -61,11 +67,13 @@ static scratch_t *scratch_new(const job_t *J, int kind) {
   int hist = kind == P_TIES_HIST || kind == P_SCE_HIST;
   s->hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
   s->dst = J->out;
+  s->rk_row = -1;
   s->ob = kind == P_FINAL && J->out_fd >= 0 ? fc_xmalloc(FUSED_RUN * BLK * fc_dtype_size(J->out_dt)) : NULL;
   return s;
 }
 
 static void scratch_free(scratch_t *s) {
+  free(s->rk);
   free(s->ob);
   free(s->b);
   free(s->m);
@@ -200,7 +208,7 @@ void fc_merge_each(job_t *J, int n, int threads, fc_merge_each_fn fn, void *arg)
 
 static void job_free(job_t *J) {
   if (!J->ws) free(J->bcnt);
-  for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) {
+  for (int i = 0; i < 2 * FC_MERGE_MAX_MODELS; i++) {
     free(J->sel[i].quota);
     fc_merge_cand_free(&J->sel[i]);
   }
@@ -251,9 +259,18 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   J.normalize = cfg->normalize >= 0 ? cfg->normalize : method_default_normalize(M);
   J.rescale = cfg->rescale >= 0 ? cfg->rescale : method_default_rescale(M);
   double wsum = 0;
+  J.lambda = (float)cfg->lambda;
+  J.ncols = ref->ndim >= 2 && ref->shape[0] > 0 ? J.n / (size_t)ref->shape[0] : J.n;
   for (int i = 0; i < nm; i++) {
-    J.w[i] = (float)cfg->models[i].weight;
-    J.dens[i] = cfg->models[i].density;
+    const fc_merge_model_t *md = &cfg->models[i];
+    J.w[i] = (float)md->weight;
+    J.dens[i] = md->density;
+    J.gam[i] = md->has & FC_MERGE_HAS_GAMMA ? md->gamma
+               : isnan(cfg->gamma)          ? FC_MERGE_GAMMA_DEFAULT
+                                            : cfg->gamma;
+    J.eps[i] = md->has & FC_MERGE_HAS_EPSILON ? md->epsilon
+               : isnan(cfg->epsilon)          ? FC_MERGE_EPSILON_DEFAULT
+                                              : cfg->epsilon;
     J.dkey[i] = fc_merge_dare_key(cfg->seed, name, i);
     wsum += J.w[i];
   }
@@ -275,7 +292,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
     int masked = 0;
     for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
     J.fused_rdiv = 1.0 / J.divisor;
-    if (!bf) J.fused = F_NONE;
+    const int gta = M == FC_MERGE_TASK_ARITHMETIC || M == FC_MERGE_DARE_LINEAR || M == FC_MERGE_TIES;
+    if (!bf || (gta && J.lambda != 1.0f)) J.fused = F_NONE; /* the fused passes have no lambda */
     else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
       J.fused = F_SUM;
       J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
@@ -291,6 +309,9 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
    * more: every drop is a TLB shootdown across the workers.) */
   J.page_io = mapped;
   if (M == FC_MERGE_TIES) rc = fc_merge_ties_prepare(&J, name, threads, err);
+  else if (M == FC_MERGE_BREADCRUMBS || M == FC_MERGE_BREADCRUMBS_TIES)
+    rc = fc_merge_crumbs_prepare(&J, name, threads, err);
+  else if (M == FC_MERGE_DELLA || M == FC_MERGE_DELLA_LINEAR) rc = fc_merge_della_prepare(&J, name, err);
   else if (M == FC_MERGE_SCE) fc_merge_sce_prepare(&J, threads);
   else if (M == FC_MERGE_VARM) fc_merge_varm_prepare(&J, threads);
   else if (M == FC_MERGE_SLERP) fc_merge_slerp_prepare(&J, threads);

@@ -56,6 +56,10 @@ typedef enum {
   FC_MERGE_SLERP,           /* spherical interpolation base -> other model, factor t */
   FC_MERGE_SCE,             /* FuseChat: select by variance, calculate weights, erase signs */
   FC_MERGE_VARM,            /* FuseChat v1: sum_i W_i M_i, W_i ~ mean(d_i^2) */
+  FC_MERGE_BREADCRUMBS,     /* drop the largest gamma and the smallest deltas, weighted sum */
+  FC_MERGE_BREADCRUMBS_TIES,/* the same sparsification, then TIES's sign election */
+  FC_MERGE_DELLA,           /* magnitude-ranked random drop (epsilon), sign election (norm. on) */
+  FC_MERGE_DELLA_LINEAR,    /* the same drop, weighted sum */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 
@@ -71,8 +75,37 @@ typedef enum {
 typedef struct fc_merge_model {
   const char *path; /* model directory, safetensors file or index (borrowed) */
   double weight;    /* per-model weight (default 1) */
-  double density;   /* kept fraction for ties/dare (default 1) */
+  double density;   /* kept fraction for ties/dare/breadcrumbs/della (default 1) */
+  /* Per-model breadcrumbs gamma / della epsilon, used when `has` says so (a zero-initialised
+   * entry takes the config's global value). */
+  double gamma, epsilon;
+  unsigned has; /* FC_MERGE_HAS_* */
 } fc_merge_model_t;
+#define FC_MERGE_HAS_GAMMA 1u
+#define FC_MERGE_HAS_EPSILON 2u
+#define FC_MERGE_GAMMA_DEFAULT 0.01  /* mergekit's breadcrumbs default */
+#define FC_MERGE_EPSILON_DEFAULT 0.15 /* mergekit's della default */
+
+/* A parameter as mergekit's configs write it: a list of conditions, the first whose filter is
+ * a substring of the tensor's name (NULL or "*": every tensor) gives the value; a value of
+ * nv > 1 numbers is a gradient, interpolated at the tensor's layer position t in [0, 1]
+ * (layer i of L: i / (L - 1); tensors outside the layers: 0). */
+typedef struct fc_merge_cond {
+  const char *filter;
+  int nv;
+  const double *v;
+} fc_merge_cond_t;
+typedef enum {
+  FC_MP_WEIGHT, FC_MP_DENSITY, FC_MP_GAMMA, FC_MP_EPSILON, /* per model (or global default) */
+  FC_MP_T, FC_MP_SELECT_TOPK, FC_MP_LAMBDA,                /* global */
+  FC_MP_COUNT
+} fc_merge_param_t;
+typedef struct fc_merge_setting {
+  fc_merge_param_t key;
+  int model; /* index into cfg->models, or -1: the global parameters (per-model defaults) */
+  int ncond;
+  const fc_merge_cond_t *cond;
+} fc_merge_setting_t;
 
 /* Per-model summary filled by fc_merge_run (when cfg->stats is set). */
 #define FC_MERGE_MAX_MODELS 64
@@ -93,8 +126,12 @@ typedef struct fc_merge_cfg {
   /* Global parameters; a negative value / -1 means "the method's default" (mergekit's). */
   double select_topk; /* sce: fraction of non-zero-variance elements kept (default 1) */
   double t;           /* slerp: interpolation factor (required) */
-  int normalize;      /* -1 default (linear, ties: 1; others: 0) */
-  int rescale;        /* -1 default (dare_*: 1): divide DARE survivors by density */
+  double lambda;      /* task-vector methods: the merged delta's scale (default 1) */
+  double gamma;       /* breadcrumbs: fraction of largest deltas dropped (NAN: 0.01) */
+  double epsilon;     /* della: half-width of the keep probabilities (NAN: 0.15) */
+  int normalize;      /* -1 default (linear, ties, della: 1; others: 0) */
+  int rescale;        /* -1 default (dare_*, della*: 1): divide survivors by their keep
+                         probability */
   fc_sce_scope_t sce_mask_scope;
   int dtype;          /* output fc_dtype_t, or -1 for the base's dtype */
   uint64_t seed;      /* DARE drop masks */
@@ -104,7 +141,21 @@ typedef struct fc_merge_cfg {
                               file is left, the index is not written) */
   void *progress_ctx;
   fc_merge_stats_t *stats; /* optional output */
+  /* Parameters that vary by tensor (filters, layer gradients, global per-model defaults), in
+   * the order they apply; fc_merge_run resolves them for each tensor (fc_merge_resolve). */
+  const fc_merge_setting_t *settings;
+  int nsettings;
 } fc_merge_cfg_t;
+
+/* The parameters of tensor `name` at layer position t: out is cfg with its settings applied,
+ * models_out[cfg->nmodels] its models (out->models points at them). */
+void fc_merge_resolve(const fc_merge_cfg_t *cfg, const char *name, double t, fc_merge_cfg_t *out,
+                      fc_merge_model_t *models_out);
+/* The layer position of a tensor: layer i of nlayers (from its name, "layers.I." or "h.I."):
+ * i / (nlayers - 1) (1 for a single layer); 0 for tensors outside the layers. */
+double fc_merge_layer_t(const char *name, int nlayers);
+/* The layer index in a tensor's name, or -1. */
+int fc_merge_layer_index(const char *name);
 
 /* Fills defaults: weight 1, density 1, normalize/rescale by method, dtype of base, seed 0. */
 void fc_merge_cfg_init(fc_merge_cfg_t *cfg);
@@ -120,14 +171,18 @@ typedef struct fc_merge_yaml {
   fc_merge_model_t *models;
   char **strings;
   size_t nstrings;
+  fc_merge_setting_t *settings;
+  int nsettings;
+  void **blocks; /* conditions and value lists */
+  size_t nblocks;
 } fc_merge_yaml_t;
 int fc_merge_yaml_load(const char *path, fc_merge_cfg_t *cfg, fc_merge_yaml_t *arena,
                        fc_err_t *err);
 int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge_cfg_t *cfg,
                         fc_merge_yaml_t *arena, fc_err_t *err);
 void fc_merge_yaml_free(fc_merge_yaml_t *arena);
-/* Sets one global parameter by name (select_topk, t, normalize, rescale, sce_mask_scope, seed,
- * int8_mask); used by the YAML parser and the CLI's --param k=v. */
+/* Sets one global parameter by name (select_topk, t, lambda, gamma, epsilon, normalize, rescale,
+ * sce_mask_scope, seed, int8_mask); used by the YAML parser and the CLI's --param k=v. */
 int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, fc_err_t *err);
 
 /* ---- per-tensor kernel, exposed for tests ----

@@ -14,20 +14,6 @@ uint64_t fc_merge_dare_key(uint64_t seed, const char *name, int model) {
   return fc_splitmix64(fc_splitmix64(seed ^ fc_merge_fnv1a64(name)) + (uint64_t)model);
 }
 
-/* fc_splitmix64, inlined here because it runs once per element per model. */
-static inline uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* One 64-bit draw covers two elements: 32 bits each (the high half for even indices). */
-static inline uint32_t dare_u32(uint64_t key, uint64_t elem) {
-  uint64_t r = mix64(key + (elem >> 1));
-  return (uint32_t)(elem & 1 ? r : r >> 32);
-}
-
 static inline uint64_t dare_threshold(double density) {
   /* u < density with u = x 2^-32 is x < ceil(density 2^32) for the integer x. */
   return (uint64_t)ceil(density * 0x1p32);
@@ -238,9 +224,9 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   uint32_t keys[BLK];
   if (kind == P_TIES_HIST) {
     size_t cnt = load_block(J, s, blk, 1);
-    for (int i = 0; i < nm; i++) {
+    for (int i = 0; i < J->nsel; i++) {
       if (!J->sel[i].active || J->sel[i].done) continue;
-      const float *d = s->m + (size_t)i * BLK;
+      const float *d = s->m + (size_t)(i % nm) * BLK;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
       hist_add(J, s, i, keys, cnt, blk);
     }
@@ -252,11 +238,11 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
       return;
     }
     size_t cnt = load_block(J, s, blk, 1);
-    for (int i = 0; i < nm; i++) {
+    for (int i = 0; i < J->nsel; i++) {
       const sel_t *S = &J->sel[i];
       if (!S->active || !S->band) continue;
       sel_t *T = &s->tc[i];
-      const float *d = s->m + (size_t)i * BLK;
+      const float *d = s->m + (size_t)(i % nm) * BLK;
       int64_t above = 0;
       const uint32_t lo = S->lo, bhi = S->bhi;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
@@ -289,8 +275,11 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   float *o = s->o;
   const float *b = s->b;
   int dare = M == FC_MERGE_DARE_LINEAR || M == FC_MERGE_DARE_TIES;
-  int consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES;
+  int consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES || M == FC_MERGE_BREADCRUMBS_TIES ||
+                  M == FC_MERGE_DELLA;
   if (M == FC_MERGE_TIES) ties_mask(J, s, blk, cnt);
+  else if (M == FC_MERGE_BREADCRUMBS || M == FC_MERGE_BREADCRUMBS_TIES) fc_merge_crumbs_mask(J, s, blk, cnt);
+  else if (M == FC_MERGE_DELLA || M == FC_MERGE_DELLA_LINEAR) fc_merge_della_mask(J, s, blk, cnt);
   /* Sparsified, weighted deltas in place: wd_i = w_i * d_i'. */
   for (int i = 0; i < nm; i++) {
     float *d = s->m + (size_t)i * BLK;
@@ -332,6 +321,8 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   if (J->normalize)
     for (size_t j = 0; j < cnt; j++) mixed[j] /= div[j];
+  if (J->lambda != 1.0f)
+    for (size_t j = 0; j < cnt; j++) mixed[j] *= J->lambda;
   for (size_t j = 0; j < cnt; j++) o[j] = b[j] + mixed[j];
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
 }
@@ -341,13 +332,14 @@ static void ties_setup_model(job_t *J, int i, scratch_t *s, void *arg) {
   (void)arg;
   sel_t *S = &J->sel[i];
   if (!S->active) return;
+  const fc_st_tensor_t *model = J->models[i % J->nm];
   size_t len = srun_len(J->n), ns = SRUNS * len;
   uint32_t *ks = fc_xmalloc(ns * sizeof *ks);
   float *b = s->b, *m = s->m;
   for (size_t r = 0; r < SRUNS; r++) {
     size_t off = (J->n / SRUNS) * r;
     load_f32(J->base, off, len, b);
-    load_f32(J->models[i], off, len, m);
+    load_f32(model, off, len, m);
     for (size_t j = 0; j < len; j++) ks[r * len + j] = f2u(fabsf(m[j] - b[j]));
   }
   fc_merge_band_setup(S, ks, ns, (double)S->k / (double)J->n);
@@ -356,7 +348,7 @@ static void ties_setup_model(job_t *J, int i, scratch_t *s, void *arg) {
 }
 
 static void ties_band_setup(job_t *J, int threads) {
-  fc_merge_each(J, J->nm, threads, ties_setup_model, NULL);
+  fc_merge_each(J, J->nsel, threads, ties_setup_model, NULL);
   if (J->fused == F_TIES) {
     size_t n = (size_t)J->nm * J->nblocks * TTAB;
     workspace_t *ws = J->ws;
@@ -374,12 +366,29 @@ static void ties_band_setup(job_t *J, int threads) {
   }
 }
 
-/* TIES: each model's top-density threshold, by the band pass when the tensor is large enough
- * and the sample places the band well, else (or for the models it missed) by the radix select. */
-int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
-  const int nm = J->nm;
+/* The thresholds of the active selections sel[0..nsel), by the band pass when the tensor is
+ * large enough and the sample places the band well, else (or for the selections it missed) by
+ * the radix select. */
+void fc_merge_ties_find(job_t *J, int threads) {
   int any = 0;
-  for (int i = 0; i < nm; i++) {
+  for (int i = 0; i < J->nsel; i++) any |= J->sel[i].active;
+  if (any && J->n >= BAND_MIN) {
+    ties_band_setup(J, threads);
+    fc_merge_pass(J, P_TIES_BAND, threads);
+    for (int i = 0; i < J->nsel; i++) {
+      const uint16_t *bc = J->bcnt ? J->bcnt + (size_t)i * J->nblocks * TTAB : NULL;
+      if (J->sel[i].active && !fc_merge_band_resolve(J, &J->sel[i], bc)) J->sel[i].band = 0;
+      fc_merge_cand_free(&J->sel[i]);
+    }
+  }
+  int left = 0;
+  for (int i = 0; i < J->nsel; i++) left |= J->sel[i].active && !J->sel[i].done;
+  if (left) fc_merge_run_select(J, P_TIES_HIST, threads);
+}
+
+/* TIES: each model's top-density threshold. */
+int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
+  for (int i = 0; i < J->nm; i++) {
     if (J->dens[i] >= 1) continue;
     int64_t k = (int64_t)(J->dens[i] * (double)J->n);
     if (k <= 0)
@@ -388,20 +397,8 @@ int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err
                         J->dens[i], name, J->n);
     J->sel[i].active = 1;
     J->sel[i].k = k;
-    any = 1;
   }
-  J->nsel = nm;
-  if (any && J->n >= BAND_MIN) {
-    ties_band_setup(J, threads);
-    fc_merge_pass(J, P_TIES_BAND, threads);
-    for (int i = 0; i < nm; i++) {
-      const uint16_t *bc = J->bcnt ? J->bcnt + (size_t)i * J->nblocks * TTAB : NULL;
-      if (J->sel[i].active && !fc_merge_band_resolve(J, &J->sel[i], bc)) J->sel[i].band = 0;
-      fc_merge_cand_free(&J->sel[i]);
-    }
-  }
-  int left = 0;
-  for (int i = 0; i < nm; i++) left |= J->sel[i].active && !J->sel[i].done;
-  if (left) fc_merge_run_select(J, P_TIES_HIST, threads);
+  J->nsel = J->nm;
+  fc_merge_ties_find(J, threads);
   return 0;
 }

@@ -157,7 +157,7 @@ int fc_cmd_merge(int argc, char **argv) {
     cfg.base = base;
     list = fc_xcalloc((size_t)nmodels, sizeof *list);
     double v[FC_MERGE_MAX_MODELS];
-    for (int i = 0; i < nmodels; i++) list[i] = (fc_merge_model_t){models[i], 1.0, 1.0};
+    for (int i = 0; i < nmodels; i++) list[i] = (fc_merge_model_t){.path = models[i], .weight = 1.0, .density = 1.0};
     if (wlist) {
       if (parse_list(wlist, v, FC_MERGE_MAX_MODELS) != nmodels) {
         rc = fc_cli_usage_error("merge", "--weights needs one number per model (%d)", nmodels);
