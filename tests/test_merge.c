@@ -16,7 +16,10 @@
 
 static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic", "ties",
                               "ties_nonorm", "dare_ties",     "dare_linear",     "slerp",
-                              "sce",         "sce_weights",   "sce_all",         "varm"};
+                              "sce",         "sce_weights",   "sce_all",         "varm",
+                              /* mergekit's configs as written (parameters resolved per tensor) */
+                              "ties_global", "breadcrumbs",   "breadcrumbs_ties", "della",
+                              "della_linear", "gradient",     "filter",          "filter_models"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");

@@ -85,6 +85,7 @@ typedef struct yctx {
   const char *what;
   fc_err_t *err;
   fc_merge_yaml_t *arena;
+  const char *scope; /* "model parameter" or "parameter", for messages */
 } yctx_t;
 
 static int yerr(yctx_t *y, const yaml_node_t *n, const char *fmt, const char *a, const char *b) {
@@ -135,7 +136,11 @@ static int parse_value(yctx_t *y, yaml_node_t *n, int key, fc_merge_cond_t *c) {
   double d;
   const char *v = scalar(y, n);
   if (v) {
-    if (parse_num(v, &d)) return yerr(y, n, "%s must be a number or a list of numbers ('%s')", PNAMES[key], v);
+    if (parse_num(v, &d)) {
+      char what[64];
+      snprintf(what, sizeof what, "%s %s", y->scope, PNAMES[key]);
+      return yerr(y, n, "%s must be a number or a list of numbers ('%s')", what, v);
+    }
     double *vals = hold(y, sizeof *vals);
     vals[0] = d;
     c->nv = 1;
@@ -204,6 +209,7 @@ static int add_setting(yctx_t *y, yaml_node_t *n, int key, int model) {
 }
 
 static int model_params(yctx_t *y, yaml_node_t *map, int model) {
+  y->scope = "model parameter";
   if (map->type != YAML_MAPPING_NODE) return yerr(y, map, "parameters must be a mapping%s%s", 0, 0);
   for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
     yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key), *vn = yaml_document_get_node(&y->doc, p->value);
@@ -256,7 +262,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
   yaml_parser_t parser;
   yaml_parser_initialize(&parser);
   yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-  yctx_t y = {.what = what, .err = err, .arena = arena};
+  yctx_t y = {.what = what, .err = err, .arena = arena, .scope = "parameter"};
   if (!yaml_parser_load(&parser, &y.doc)) {
     int rc = fc_err_set(err, FC_EFORMAT, "%s:%zu: %s", what, parser.problem_mark.line + 1,
                         parser.problem ? parser.problem : "invalid YAML");
@@ -303,6 +309,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
         fc_err_t e = {0};
         /* Per-model parameters are every model's default; t, select_topk and lambda may vary by
          * layer and tensor; a plain value of those is set directly (a CLI --param overrides it). */
+        y.scope = "parameter";
         if (key >= 0 && (key <= FC_MP_EPSILON || !b)) rc = add_setting(&y, pv, key, -1);
         else if (!b) rc = yerr(&y, pv, "parameter %s takes a plain value%s", a, 0);
         else if (fc_merge_set_param(cfg, a, b, &e)) rc = yerr(&y, pv, "%s%s", e.msg, 0);

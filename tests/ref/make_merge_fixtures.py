@@ -74,6 +74,23 @@ for i in range(3):
         m[n] = (base[n] + d).float()
     models.append(m)
 
+# Two more layers (drawn after the tensors above, so those keep their values), for the
+# parameters that vary across layers: layer i of 3 sits at t = i / 2.
+EXTRA = {
+    "model.layers.1.self_attn.q_proj.weight": (24, 16),
+    "model.layers.1.mlp.up_proj.weight": (12, 20),
+    "model.layers.2.self_attn.q_proj.weight": (24, 16),
+    "model.layers.2.mlp.up_proj.weight": (12, 20),
+}
+for n, sh in EXTRA.items():
+    base[n] = torch.randn(*sh, generator=g)
+for i, m in enumerate(models):
+    for n, sh in EXTRA.items():
+        m[n] = (base[n] + 0.1 * (i + 1) * torch.randn(*sh, generator=g)).float()
+SHAPES.update(EXTRA)
+names = list(SHAPES)
+NLAYERS = 3
+
 os.makedirs(OUT, exist_ok=True)
 bdir = os.path.join(OUT, "base")
 os.makedirs(bdir, exist_ok=True)
@@ -152,13 +169,57 @@ def linear(name, b, ms, w, p):
     return acc
 
 
-def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_rescale):
+def outliers_mask(d, density, gamma):
+    """Breadcrumbs (mergekit's magnitude_outliers): of the deltas sorted by decreasing
+    magnitude (ties: lower index first), skip the int(gamma n) largest, keep the next
+    int(density n)."""
+    n = d.numel()
+    target, ntop = int(density * n), int(gamma * n)
+    nbot = n - target - ntop
+    if nbot < 0:
+        ntop += nbot
+    order = np.argsort(-d.abs().numpy().astype(np.float64), kind="stable")
+    m = torch.zeros(n, dtype=torch.bool)
+    m[torch.from_numpy(order[ntop:ntop + target])] = True
+    return m
+
+
+def della_drop(seed, name, i, d, shape, density, eps, rescale):
+    """DELLA (mergekit's della_magprune): within each row (a 2-D tensor's rows, the whole of a
+    1-D one), rank |delta| ascending (ties: lower index first) and keep element j with
+    probability (density - eps) + rank_j / (cols - 1) * 2 * eps (float32, as mergekit's
+    tensors), drawn with the counter-based DARE stream; survivors divided by their probability
+    when rescale."""
+    if density >= 1:
+        return d
+    if density <= 0:
+        return torch.zeros_like(d)
+    assert 0 < density - eps and density + eps < 1
+    rows = d.reshape(shape[0], -1) if len(shape) >= 2 else d.reshape(1, -1)
+    cols = rows.shape[1]
+    order = np.argsort(rows.abs().numpy().astype(np.float64), axis=1, kind="stable")
+    ranks = np.empty(order.shape, dtype=np.int64)
+    np.put_along_axis(ranks, order, np.arange(cols)[None, :].repeat(rows.shape[0], 0), axis=1)
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32)
+    rn = torch.from_numpy(ranks).float() / f32(float(cols - 1)) if cols > 1 else torch.zeros(rows.shape)
+    prob = (f32(density - eps) + rn * f32(2.0) * f32(eps)).flatten()
+    keep = dare_mask(seed, name, i, d.numel(), prob.double().numpy())
+    kept = d / prob if rescale else d
+    return torch.where(keep, kept, torch.zeros_like(d))
+
+
+def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_rescale,
+        gam=None, eps=None, lam=1.0, shape=None):
     normalize = p.get("normalize", default_norm)
     rescale = p.get("rescale", default_rescale)
     deltas = []
     for i, m in enumerate(ms):
         d = m - b
-        if sparsify == "magnitude" and dens[i] < 1:
+        if sparsify == "outliers" and dens[i] < 1:
+            d = torch.where(outliers_mask(d, dens[i], gam[i]), d, torch.zeros_like(d))
+        elif sparsify == "della":
+            d = della_drop(p.get("seed", 0), name, i, d, shape, dens[i], eps[i], rescale)
+        elif sparsify == "magnitude" and dens[i] < 1:
             k = int(dens[i] * d.numel())
             d = torch.where(topk_mask(d.abs(), k), d, torch.zeros_like(d))
         elif sparsify == "random" and dens[i] < 1:
@@ -183,6 +244,8 @@ def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_resc
         div = torch.tensor(div, dtype=torch.float32)
     if normalize:
         mixed = mixed / div
+    if lam != 1.0:
+        mixed = mixed * torch.tensor(lam, dtype=torch.float32)
     return b + mixed
 
 
@@ -311,6 +374,223 @@ for cname, method, mlist, params in CASES:
     write_st(os.path.join(edir, cname + ".safetensors"), out)
     if wlog:
         summary[cname] = [sum(col) / len(col) for col in zip(*wlog)]
+
+# ---- mergekit's configs as written: parameters resolved per tensor ----
+# Written from mergekit's config.py (evaluate_setting, ConfigReader.parameter) and plan.py (a
+# layer's t = i / (layers - 1); tensors outside the layers at t = 0): a model's own value first,
+# then the global one, each the first condition whose filter is in the tensor's name, a list of
+# numbers interpolated at t.
+import re
+import yaml
+
+
+def evaluate(setting, name, t):
+    if isinstance(setting, (int, float)):
+        return float(setting)
+    if isinstance(setting, dict):
+        setting = [setting]
+    if all(isinstance(e, (int, float)) for e in setting):
+        x = t * (len(setting) - 1)
+        i0 = int(x)
+        i1 = min(len(setting) - 1, i0 + 1)
+        f = x - i0
+        return (1 - f) * setting[i0] + f * setting[i1]
+    for c in setting:
+        flt = c.get("filter")
+        if flt is None or flt == "*" or flt in name:
+            return evaluate(c["value"], name, t)
+    return None
+
+
+def layer_t(name):
+    m = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    if not m:
+        return 0.0
+    return int(m.group(1)) / (NLAYERS - 1) if NLAYERS > 1 else 1.0
+
+
+def param(cfg, key, name, model=None, default=None):
+    t = layer_t(name)
+    if model is not None:
+        own = model.get("parameters") or {}
+        v = evaluate(own[key], name, t) if key in own else None
+        if v is not None:
+            return v
+    if key in cfg.get("parameters", {}):
+        v = evaluate(cfg["parameters"][key], name, t)
+        if v is not None:
+            return v
+    return default
+
+
+GTA = {  # method: sparsification, consensus, default normalize, default rescale (registry.py)
+    "task_arithmetic": (None, False, False, False),
+    "ties": ("magnitude", True, True, False),
+    "breadcrumbs": ("outliers", False, False, False),
+    "breadcrumbs_ties": ("outliers", True, False, False),
+    "della": ("della", True, True, True),
+    "della_linear": ("della", False, False, True),
+}
+
+CONFIGS = {
+    # The issue's example: density given once, under the top-level parameters.
+    "ties_global": """
+merge_method: ties
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m2
+    parameters: {weight: 1.0}
+parameters: {density: 0.5, normalize: true}
+""",
+    "breadcrumbs": """
+merge_method: breadcrumbs
+base_model: base
+models:
+  - model: m1
+    parameters:
+      weight: 0.6
+      gamma: 0.05
+  - model: m2
+    parameters:
+      weight: 0.4
+  - model: m3
+    parameters:
+      weight: 0.3
+      density: 0.9
+parameters:
+  density: 0.6
+  gamma: 0.02
+""",
+    "breadcrumbs_ties": """
+merge_method: breadcrumbs_ties
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m2
+    parameters: {weight: 0.5}
+  - model: m3
+    parameters: {weight: 0.8}
+parameters:
+  density: 0.5
+  normalize: true
+""",
+    "della": """
+merge_method: della
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 1.0, density: 0.5}
+  - model: m2
+    parameters: {weight: 0.6, density: 0.4, epsilon: 0.2}
+  - model: m3
+    parameters: {weight: 0.8}
+parameters:
+  density: 0.7
+  epsilon: 0.1
+  lambda: 0.9
+seed: 3
+""",
+    "della_linear": """
+merge_method: della_linear
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.5, density: 0.6}
+  - model: m2
+    parameters: {weight: 0.3, density: 0.5}
+parameters:
+  epsilon: 0.15
+  normalize: true
+seed: 9
+""",
+    # Layer gradients: a model's weight and the global density vary across the layers.
+    "gradient": """
+merge_method: ties
+base_model: base
+models:
+  - model: m1
+    parameters:
+      weight: [0.2, 1.0, 0.5]
+  - model: m2
+    parameters:
+      weight: 0.7
+      density: [0.9, 0.3]
+  - model: m3
+    parameters:
+      weight: [1.0, 0.1]
+parameters:
+  density: [0.3, 0.7]
+""",
+    # mergekit's classic SLERP: t by tensor-name filter, each a gradient, and a default.
+    "filter": """
+merge_method: slerp
+base_model: base
+models:
+  - model: base
+  - model: m1
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: float32
+""",
+    # Filters on a model's weight (falling back to the global default where none matches)
+    # and a layer gradient on lambda.
+    "filter_models": """
+merge_method: task_arithmetic
+base_model: base
+models:
+  - model: m1
+    parameters:
+      weight:
+        - filter: mlp
+          value: 0.2
+        - filter: q_proj
+          value: [0.9, 0.1]
+  - model: m2
+    parameters:
+      weight:
+        - filter: mlp
+          value: 1.0
+parameters:
+  weight: 0.5
+  lambda: [1.0, 0.5]
+""",
+}
+
+for cname, text in CONFIGS.items():
+    with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
+        f.write("# fixture case %s (tests/ref/make_merge_fixtures.py)\n" % cname + text.lstrip())
+    cfg = yaml.safe_load(text)
+    method = cfg["merge_method"]
+    p = {k: v for k, v in cfg.get("parameters", {}).items() if isinstance(v, bool)}
+    if "seed" in cfg:
+        p["seed"] = cfg["seed"]
+    entries = [m for m in cfg["models"] if m["model"] != cfg["base_model"] or method == "linear"]
+    inputs = [models[int(m["model"][1:]) - 1] for m in entries]
+    out = {}
+    for n in names:
+        b = base[n].flatten()
+        ms = [m[n].flatten() for m in inputs]
+        if method == "slerp":
+            r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
+        else:
+            sp, cons, dn, dr = GTA[method]
+            w = [param(cfg, "weight", n, m, 1.0) for m in entries]
+            dens = [param(cfg, "density", n, m, 1.0) for m in entries]
+            gam = [param(cfg, "gamma", n, m, 0.01) for m in entries]
+            eps = [param(cfg, "epsilon", n, m, 0.15) for m in entries]
+            lam = param(cfg, "lambda", n, None, 1.0)
+            r = gta(n, b, ms, w, dens, p, sp, cons, dn, dr, gam, eps, lam, SHAPES[n])
+        out[n] = r.reshape(SHAPES[n])
+    write_st(os.path.join(edir, cname + ".safetensors"), out)
+
 with open(os.path.join(edir, "weights.json"), "w") as f:
     json.dump(summary, f, indent=1)
-print("wrote", len(CASES), "cases to", OUT)
+print("wrote", len(CASES) + len(CONFIGS), "cases to", OUT)
