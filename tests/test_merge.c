@@ -369,6 +369,15 @@ static void test_yaml(void **state) {
       {"base_model: b\nmodels:\n  - model: a\n", "no merge_method"},
       {"merge_method: linear\ndtype: int8\nmodels:\n  - model: a\n", ":2: dtype 'int8'"},
       {"merge_method: linear\nout_dtype: f8\nmodels:\n  - model: a\n", ":2: out_dtype 'f8'"},
+      /* mergekit's parameter forms: each value of a gradient and a condition is checked */
+      {"merge_method: ties\nmodels:\n  - model: a\nparameters:\n  density: [0.2, 1.4]\n", ":5: density 1.4"},
+      {"merge_method: ties\nmodels:\n  - model: a\nparameters:\n  density: []\n", ":5: density: an empty list"},
+      {"merge_method: slerp\nmodels:\n  - model: a\nparameters:\n  t:\n    - filter: mlp\n      valu: 1\n",
+       ":7: unknown key 'valu' in a condition of t"},
+      {"merge_method: slerp\nmodels:\n  - model: a\nparameters:\n  t:\n    - filter: mlp\n", "without 'value'"},
+      {"merge_method: della\nmodels:\n  - model: a\n    parameters: {epsilon: 1}\n", ":4: epsilon 1 is outside"},
+      {"merge_method: ties\nmodels:\n  - model: a\n    parameters: {t: 0.5}\n", ":4: unknown model parameter 't'"},
+      {"merge_method: ties\nmodels:\n  - model: a\nparameters:\n  normalize: [1, 0]\n", ":5: parameter normalize takes a plain value"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     fc_merge_cfg_t cfg;
@@ -395,6 +404,30 @@ static void test_yaml(void **state) {
   assert_int_equal(cfg.normalize, 1);
   assert_int_equal(cfg.dtype, FC_DT_BF16);
   assert_int_equal(cfg.seed, 42);
+  fc_merge_yaml_free(&arena);
+
+  /* Per tensor: a model's own value, else the global default; filters by name; gradients by
+   * layer position (fc_merge_run's t: layer i of L at i / (L - 1), other tensors at 0). */
+  const char *vary = "merge_method: ties\nbase_model: b\nmodels:\n  - model: m1\n    parameters:\n"
+                     "      density: [{filter: mlp, value: 0.9}]\n      weight: [0, 1, 0.5]\n  - model: m2\n"
+                     "parameters:\n  density: [0.2, 0.6]\n  weight: 2\n  lambda:\n    - {filter: q_proj, value: 0.5}\n"
+                     "  t: 0.25\n";
+  fc_merge_cfg_init(&cfg);
+  assert_int_equal(fc_merge_yaml_parse(vary, strlen(vary), "vary.yaml", &cfg, &arena, &err), 0);
+  assert_true(cfg.models[0].density == 0.2 && cfg.models[0].weight == 0 && cfg.models[1].weight == 2);
+  fc_merge_cfg_t tc;
+  fc_merge_model_t tm[2];
+  assert_true(fabs(fc_merge_layer_t("model.layers.3.mlp.up_proj.weight", 5) - 0.75) < 1e-15);
+  assert_true(fc_merge_layer_t("model.embed_tokens.weight", 5) == 0);
+  assert_true(fc_merge_layer_t("transformer.h.2.attn.c_attn.weight", 3) == 1);
+  assert_int_equal(fc_merge_layer_index("model.layers.12.self_attn.q_proj.weight"), 12);
+  assert_int_equal(fc_merge_layer_index("model.norm.weight"), -1);
+  fc_merge_resolve(&cfg, "model.layers.3.mlp.up_proj.weight", 0.75, &tc, tm);
+  assert_true(tm[0].density == 0.9 && fabs(tm[1].density - 0.5) < 1e-15);
+  assert_true(fabs(tm[0].weight - 0.75) < 1e-15 && tm[1].weight == 2);
+  assert_true(tc.lambda == 1 && tc.t == 0.25 && tc.models == tm);
+  fc_merge_resolve(&cfg, "model.layers.1.self_attn.q_proj.weight", 0.25, &tc, tm);
+  assert_true(fabs(tm[0].density - 0.3) < 1e-15 && fabs(tm[0].weight - 0.5) < 1e-15 && tc.lambda == 0.5);
   fc_merge_yaml_free(&arena);
 }
 
