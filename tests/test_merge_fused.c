@@ -98,6 +98,10 @@ static void test_fused_matches_generic(void **state) {
       {FC_MERGE_SCE, -1, 1, 0, 0.3, FC_SCE_SCOPE_DELTAS, 1},
       {FC_MERGE_SCE, -1, 1, 0, 0.3, FC_SCE_SCOPE_WEIGHTS, 0},
       {FC_MERGE_SCE, -1, 1, 0, 1, FC_SCE_SCOPE_DELTAS, 0},
+      /* breadcrumbs (gamma 0.05, lambda 0.8 below): two selections per sparsified model */
+      {FC_MERGE_BREADCRUMBS, 0, 0.3, 0, 1, 0, 0},   {FC_MERGE_BREADCRUMBS, 1, 0.5, 0, 1, 0, 1},
+      {FC_MERGE_BREADCRUMBS_TIES, 1, 0.3, 0, 1, 0, 0}, {FC_MERGE_BREADCRUMBS_TIES, 0, 0.3, 0, 1, 0, 1},
+      {FC_MERGE_TIES, 1, 0.3, 0, 1, 0, 0},          /* with lambda */
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.9, .density = cases[c].dens}, {.path = "b", .weight = 0.4, .density = 1.0}, {.path = "c", .weight = 0.7, .density = cases[c].dens}};
@@ -110,6 +114,9 @@ static void test_fused_matches_generic(void **state) {
     cfg.t = 0.3;
     cfg.select_topk = cases[c].topk;
     cfg.sce_mask_scope = cases[c].scope;
+    const int crumbs = cases[c].m == FC_MERGE_BREADCRUMBS || cases[c].m == FC_MERGE_BREADCRUMBS_TIES;
+    if (crumbs || c + 1 == sizeof cases / sizeof cases[0]) cfg.lambda = 0.8;
+    cfg.gamma = 0.05;
     fc_merge_band_min = cases[c].band ? 0 : (size_t)1 << 18;
     size_t hits = fc_merge_band_hits;
     fc_err_t err = {0};
@@ -118,7 +125,7 @@ static void test_fused_matches_generic(void **state) {
     assert_int_equal(fc_merge_tensor(&cfg, "t", hbase, hin, o1, NULL, 1, &err), 0);
     /* The band pass resolved every selection (no fallback to the radix select). */
     if (cases[c].band)
-      assert_int_equal(fc_merge_band_hits - hits, cases[c].m == FC_MERGE_TIES ? 2 : 1);
+      assert_int_equal(fc_merge_band_hits - hits, cases[c].m == FC_MERGE_TIES ? 2 : crumbs ? 4 : 1);
     assert_int_equal(fc_merge_tensor(&cfg, "t", hbase, hin, o3, NULL, 3, &err), 0);
     assert_int_equal(fc_merge_tensor(&cfg, "t", fbase, fin, want, NULL, 2, &err), 0);
     fc_merge_band_min = (size_t)1 << 18;

@@ -260,6 +260,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   J.rescale = cfg->rescale >= 0 ? cfg->rescale : method_default_rescale(M);
   double wsum = 0;
   J.lambda = (float)cfg->lambda;
+  J.consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES || M == FC_MERGE_BREADCRUMBS_TIES ||
+                M == FC_MERGE_DELLA;
   J.ncols = ref->ndim >= 2 && ref->shape[0] > 0 ? J.n / (size_t)ref->shape[0] : J.n;
   for (int i = 0; i < nm; i++) {
     const fc_merge_model_t *md = &cfg->models[i];
@@ -292,8 +294,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
     int masked = 0;
     for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
     J.fused_rdiv = 1.0 / J.divisor;
-    const int gta = M == FC_MERGE_TASK_ARITHMETIC || M == FC_MERGE_DARE_LINEAR || M == FC_MERGE_TIES;
-    if (!bf || (gta && J.lambda != 1.0f)) J.fused = F_NONE; /* the fused passes have no lambda */
+    const int sum = M == FC_MERGE_TASK_ARITHMETIC || M == FC_MERGE_DARE_LINEAR;
+    if (!bf || (sum && J.lambda != 1.0f)) J.fused = F_NONE; /* the fused sums have no lambda */
     else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
       J.fused = F_SUM;
       J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
@@ -301,7 +303,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
       J.fused = F_DELTA_SUM;
       J.fused_scale = J.normalize;
     } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
-    else if (M == FC_MERGE_TIES) J.fused = F_TIES;
+    else if (M == FC_MERGE_TIES || M == FC_MERGE_BREADCRUMBS || M == FC_MERGE_BREADCRUMBS_TIES)
+      J.fused = F_TIES;
     else if (M == FC_MERGE_SCE) J.fused = F_SCE;
   }
   /* File-mapped inputs: the first pass maps pages run by run in every worker, instead of one

@@ -92,6 +92,7 @@ typedef struct job {
   uint64_t dkey[FC_MERGE_MAX_MODELS];
   size_t ncols;   /* della: elements per row (ranks are taken within rows) */
   float lambda;   /* task-vector methods: scale of the merged delta */
+  int consensus;  /* the method elects a sign (TIES, DARE-TIES, breadcrumbs_ties, DELLA) */
   int normalize, rescale;
   double divisor; /* no-consensus methods: sum of weights (guarded) */
   /* ties: sel[i] per model; breadcrumbs: also sel[nm + i], model i's dropped outliers;
