@@ -1,5 +1,5 @@
-/* Model merging (FuseChat's SCE and VaRM, and mergekit's linear, task arithmetic, TIES, DARE and
- * SLERP), streamed tensor by tensor over memory-mapped inputs so memory stays at a few tensors.
+/* Model merging (FuseChat's SCE and VaRM, and mergekit's linear, task arithmetic, TIES, DARE,
+ * Model Breadcrumbs, DELLA and SLERP), streamed tensor by tensor over memory-mapped inputs so memory stays at a few tensors.
  * Every method follows mergekit's definition (same parameter names, defaults and results); where
  * a detail is ours (tie-breaking, the DARE mask) it is stated here. */
 /*
@@ -37,6 +37,25 @@
  *   dividing (the f32 result can differ in its last bit).
  * - DARE's rescale is 1/density (the DARE paper, mergekit 2024); mergekit's 2025 sparsify.py
  *   has a rescale_norm (l1/l2/linf norm matching) that newer versions may pass instead.
+ * - breadcrumbs (mergekit's magnitude_outliers): target = int(density n), ntop = int(gamma n),
+ *   fewer outliers when target + ntop > n; of the deltas by decreasing magnitude (ties to the
+ *   lower index) the ntop first are dropped and the next target kept. mergekit slices
+ *   sorted[nbot:-ntop], which keeps nothing when ntop is 0 (a small tensor, or gamma 0); we keep
+ *   the target there, as the paper means. rescale (mergekit: l1 norm matching) is refused.
+ *   Defaults: normalize off for both, gamma 0.01.
+ * - DELLA (mergekit's della_magprune): ranks are taken within rows (2-D tensors: shape[0] rows;
+ *   more dims: the rest flattened; 1-D: one row), ascending by |delta|, ties to the lower index;
+ *   p = (density - epsilon) + rank / (cols - 1) * 2 epsilon in f32 (a one-column row: rank
+ *   term 0, where mergekit divides by zero); the drop is the DARE draw with u < p. rescale
+ *   divides survivors by their p (the DELLA paper's rescale, as our DARE's 1/density), where
+ *   current mergekit matches the l1 norm instead. density - epsilon <= 0 or density + epsilon
+ *   >= 1 is an error (mergekit's). Defaults: epsilon 0.15, rescale on, normalize on for della.
+ * - lambda scales the merged delta of every task-vector method, after normalisation.
+ * - Parameters per tensor (fc_merge_resolve): mergekit's config.py and plan.py. A model's own
+ *   setting wins over a global one; within one, the first condition whose filter is a substring
+ *   of the tensor's name; a gradient [v0..vk] at t is (1 - f) v_i + f v_(i+1), x = t k, i =
+ *   int(x), f = x - i. The layer count is the largest layer index in the base's tensor names
+ *   plus one (mergekit reads num_hidden_layers: the same for complete checkpoints).
  */
 #ifndef FC_MERGE_H
 #define FC_MERGE_H
