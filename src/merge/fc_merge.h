@@ -1,5 +1,6 @@
 /* Model merging (FuseChat's SCE and VaRM, and mergekit's linear, task arithmetic, TIES, DARE,
- * Model Breadcrumbs, DELLA and SLERP), streamed tensor by tensor over memory-mapped inputs so memory stays at a few tensors.
+ * Model Breadcrumbs, DELLA and SLERP), streamed tensor by tensor over memory-mapped inputs so
+ * memory stays at a few tensors.
  * Every method follows mergekit's definition (same parameter names, defaults and results); where
  * a detail is ours (tie-breaking, the DARE mask) it is stated here. */
 /*
