@@ -37,6 +37,23 @@ check 1 "inspect a missing file" "$FUSECTL" inspect /nonexistent/model.safetenso
 printf 'garbage' > "$tmp/bad.safetensors"
 check 1 "inspect a corrupt file" "$FUSECTL" inspect "$tmp/bad.safetensors"
 check 0 "inspect a fixture" "$FUSECTL" inspect "$FIX/st/sharded"
+# Each source family is described (what it does, and that it is a source only).
+for fam in mixtral_moe:experts internlm2_gqa_dynamic:wqkv gemma_mqa:GeGLU gemma2_softcap:"soft caps" phi3_partial:gate_up_proj; do
+  dir="${fam%%:*}"; word="${fam#*:}"
+  out=$("$FUSECTL" inspect "$FIX/arch/$dir" 2>&1); rc=$?
+  if [ "$rc" -ne 0 ] || ! printf '%s' "$out" | grep -q "$word.*source only"; then
+    echo "FAIL: inspect $dir does not describe its family: $out" | head -3; fail=$((fail + 1))
+  else
+    pass=$((pass + 1))
+  fi
+done
+mkdir -p "$tmp/falcon" && printf '{"model_type": "falcon", "hidden_size": 8}' > "$tmp/falcon/config.json"
+out=$("$FUSECTL" inspect "$tmp/falcon" 2>&1); rc=$?
+if [ "$rc" -ne 1 ] || ! printf '%s' "$out" | grep -q "mixtral, internlm2, gemma, gemma2, phi3"; then
+  echo "FAIL: an unknown model_type does not list the supported ones: $out"; fail=$((fail + 1))
+else
+  pass=$((pass + 1))
+fi
 check 2 "gen-data bad mix" "$FUSECTL" gen-data --out "$tmp/x.jsonl" --mix poetry=1
 check 2 "gen-data without --out" "$FUSECTL" gen-data
 check 1 "gen-data to an unwritable place" "$FUSECTL" gen-data --out /nonexistent/dir/x.jsonl

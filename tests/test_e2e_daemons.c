@@ -1,7 +1,8 @@
 /* End to end with the real stage daemons as separate processes on tiny models of our own (BPE
  * tokenizers trained here, random weights): a job runs undisturbed; the same job with the train
  * daemon SIGKILLed mid-training and the coordinator killed and restarted must resume from the
- * checkpoint and give bitwise the same merged weights; a cancelled job stops its task. */
+ * checkpoint and give bitwise the same merged weights; a cancelled job stops its task; a fusion
+ * job whose sources are a Mixtral (mixture of experts) and an InternLM2 beside the Llama pivot. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -25,6 +26,7 @@
 #include "fc_model.h"
 #include "fc_net.h"
 #include "fc_sha256.h"
+#include "fc_stage.h"
 #include "fc_tasks.h"
 #include "fc_tok.h"
 #include "test_support.h"
@@ -473,6 +475,109 @@ static void test_fusion_scale(void **state) {
   check_logs();
 }
 
+/* Sources of other families than the pivot's: a Mixtral (4 experts, top-2) and an InternLM2
+ * (packed grouped wqkv) with tokenizers of their own; their logits daemons run the forward-only
+ * engine, and the job goes through alignment, fusion, training, merging and evaluation. */
+static void test_fusion_diverse_sources(void **state) {
+  (void)state;
+  char mx[160], il[160], spec[4096];
+  snprintf(mx, sizeof mx, "%s/src-mixtral", g_dir);
+  snprintf(il, sizeof il, "%s/src-internlm2", g_dir);
+  char *corpus;
+  size_t clen;
+  fc_err_t err = {0};
+  assert_int_equal(fc_read_file(g_data, &corpus, &clen, &err), 0);
+  test_make_model_of("mixtral", mx, FC_TOK_SENTENCEPIECE, 420, corpus, clen, 21);
+  test_make_model_of("internlm2", il, FC_TOK_BYTELEVEL, 380, corpus, clen, 22);
+  free(corpus);
+  start_coord();
+  start_logits("pivot", g_piv, 1);
+  start_logits("mx", mx, 1);
+  start_logits("il", il, 1);
+  start_daemon("fusechat-align", "align-1", NULL, NULL);
+  start_daemon("fusechat-train", "train-1", NULL, NULL);
+  start_daemon("fusechat-merge", "merge-1", NULL, NULL);
+  start_daemon("fusechat-eval", "eval-1", NULL, NULL);
+  snprintf(spec, sizeof spec,
+           "name: fuse-diverse\nstore: %s/store\nseed: 1\nmax_attempts: 2\n"
+           "models:\n  - {name: pivot, path: %s, role: pivot}\n  - {name: mx, path: %s}\n  - {name: il, path: %s}\n"
+           "dataset: %s\neval: %s\nshards: 2\ntop_k: 4\nlambda: 0.9\n"
+           "training: {epochs: 1, lr: 0.003, batch_size: 2, seq_len: 128, steps: 6, checkpoint_every: 3}\n"
+           "merge: {method: ties, parameters: {density: 0.5}}\n",
+           g_dir, g_piv, mx, il, g_data, g_eval);
+  int64_t job = submit(spec);
+  assert_string_equal(wait_job(job, 180), "done");
+  /* Both sources were evaluated as they are, and the fused targets merged. */
+  static const char *const evals[] = {"mx", "il", "target-mx", "target-il", "merged"};
+  for (int e = 0; e < 5; e++) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/store/fuse-diverse/eval/%s.json", g_dir, evals[e]);
+    assert_true(fc_path_exists(p));
+  }
+  stop_all(SIGTERM);
+  check_logs();
+}
+
+/* A source whose top-K came from elsewhere (models[].logits, one JSONL per shard, made here from
+ * s1's own stores): no logits daemon of s1 runs, the align daemon imports the files, and the
+ * job's s1 stores hold exactly the distributions that were exported. */
+static void test_fusion_imported_source(void **state) {
+  (void)state;
+  char made[2][256], jl[2][256], spec[4096];
+  for (int s = 0; s < 2; s++) {
+    snprintf(made[s], sizeof made[s], "%s/made-s1.%d.topk", g_dir, s);
+    snprintf(jl[s], sizeof jl[s], "%s/imp-s1.%d.jsonl", g_dir, s);
+    fc_stage_logits_opts_t o = {.model_dir = g_s1, .out_path = made[s], .top_k = 4, .batch_size = 2, .threads = 1};
+    o.data = (fc_stage_data_t){.path = g_data, .pivot_tok = g_piv, .tmpl = FC_CHAT_AUTO, .shard = (uint32_t)s,
+                               .n_shards = 2, .max_len = 128};
+    fc_err_t err = {0};
+    if (fc_stage_logits(&o, NULL, NULL, NULL, &err)) fail_msg("%s", err.msg);
+    test_export_jsonl(made[s], jl[s], 0, -1, 0, 0);
+  }
+  start_coord();
+  start_logits("pivot", g_piv, 1);
+  start_daemon("fusechat-align", "align-1", NULL, NULL);
+  start_daemon("fusechat-train", "train-1", NULL, NULL);
+  start_daemon("fusechat-merge", "merge-1", NULL, NULL);
+  snprintf(spec, sizeof spec,
+           "name: fuse-imported\nstore: %s/store\nseed: 1\nmax_attempts: 1\n"
+           "models:\n  - {name: pivot, path: %s, role: pivot}\n  - {name: s1, path: %s, logits: '%s/imp-s1.{shard}.jsonl'}\n"
+           "dataset: %s\nshards: 2\ntop_k: 4\n"
+           "training: {epochs: 1, lr: 0.003, batch_size: 2, seq_len: 128, steps: 2, checkpoint_every: 0}\n",
+           g_dir, g_piv, g_s1, g_dir, g_data);
+  int64_t job = submit(spec);
+  assert_string_equal(wait_job(job, 120), "done");
+  assert_true(file_contains("align-1.log", "imported from"));
+  fc_err_t err = {0};
+  for (int s = 0; s < 2; s++) {
+    char got[512];
+    snprintf(got, sizeof got, "%s/store/fuse-imported/logits/s1.shard-%04d.topk", g_dir, s);
+    fc_topk_reader_t *a = NULL, *b = NULL;
+    assert_int_equal(fc_topk_open(&a, made[s], &err), 0);
+    assert_int_equal(fc_topk_open(&b, got, &err), 0);
+    assert_int_equal(fc_topk_count(a), fc_topk_count(b));
+    assert_true(fc_topk_count(a) > 0);
+    assert_true(fc_topk_tok_hash(a) == fc_topk_tok_hash(b));
+    fc_topk_ex_t x = {0}, y = {0};
+    uint32_t K = fc_topk_k(a);
+    assert_int_equal(K, fc_topk_k(b));
+    for (uint64_t e = 0; e < fc_topk_count(a); e++) {
+      assert_int_equal(fc_topk_get(a, e, &x, &err), 0);
+      assert_int_equal(fc_topk_get(b, e, &y, &err), 0);
+      assert_int_equal(x.n, y.n);
+      assert_int_equal(x.tag, y.tag);
+      assert_memory_equal(x.ids, y.ids, x.n * sizeof *x.ids);
+      assert_memory_equal(x.mask, y.mask, x.n);
+      assert_memory_equal(x.top_ids, y.top_ids, (size_t)x.n * K * sizeof *x.top_ids);
+      assert_memory_equal(x.top_lp, y.top_lp, (size_t)x.n * K * sizeof *x.top_lp);
+    }
+    fc_topk_ex_free(&x), fc_topk_ex_free(&y);
+    fc_topk_close(&a), fc_topk_close(&b);
+  }
+  stop_all(SIGTERM);
+  check_logs();
+}
+
 /* ---- the logits daemon's direct socket ---- */
 
 static int serve_call(const char *ep, fc_msg_t *req, fc_msg_t *rep) {
@@ -621,6 +726,8 @@ int main(void) {
       cmocka_unit_test_teardown(test_logits_serve, teardown),
       cmocka_unit_test_teardown(test_fusion_job, teardown),
       cmocka_unit_test_teardown(test_fusion_scale, teardown),
+      cmocka_unit_test_teardown(test_fusion_diverse_sources, teardown),
+      cmocka_unit_test_teardown(test_fusion_imported_source, teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

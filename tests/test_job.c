@@ -182,6 +182,42 @@ static void test_explicit_tasks(void **state) {
   fc_job_destroy(&j);
 }
 
+/* models[].logits: the source's logits tasks become logits-import tasks on the align daemon,
+ * reading the shard's file; the pivot's stay logits tasks; the spec is checked at the door. */
+static void test_imported_logits(void **state) {
+  (void)state;
+  fc_job_t *j = parse_ok("name: d\nstore: /s\ndataset: /d.jsonl\nshards: 2\ntop_k: 6\ntraining: {seq_len: 64}\n"
+                         "models:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /m/s, logits: '/x/s.{shard}.jsonl'}\n");
+  const fc_job_task_t *t = task(j, "logits/s/1");
+  assert_string_equal(t->kind, "logits-import");
+  assert_string_equal(t->cap, "align");
+  assert_int_equal(t->ninputs, 3);
+  assert_string_equal(t->inputs[0], "/m/s");
+  assert_string_equal(t->inputs[1], "/d.jsonl");
+  assert_string_equal(t->inputs[2], "/x/s.1.jsonl");
+  assert_string_equal(t->outputs[0], "/s/d/logits/s.shard-0001.topk");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "max_len"), "64");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "pivot_path"), "/p");
+  assert_null(fc_kv_get(t->params, t->nparams, "top_k")); /* the file has its own K */
+  fc_logits_import_params_t ip; /* what the align daemon will parse */
+  fc_err_t err = {0};
+  assert_int_equal(fc_schema_parse("logits-import", t->params, t->nparams, &ip, &err), 0);
+  assert_int_equal(ip.shard, 1);
+  assert_int_equal(ip.shards, 2);
+  assert_int_equal(ip.max_len, 64);
+  t = task(j, "logits/p/0");
+  assert_string_equal(t->kind, "logits");
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "top_k"), "6");
+  assert_true(has_dep(j, task(j, "vocab-map/s"), "logits/s/0"));
+  fc_job_destroy(&j);
+  const char *base = "name: d\nstore: /s\ndataset: /d\n";
+  char buf[512];
+  snprintf(buf, sizeof buf, "%sshards: 2\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s, logits: /x.jsonl}\n", base);
+  expect_err(buf, "logits file needs {shard}");
+  snprintf(buf, sizeof buf, "%smodels:\n  - {name: p, path: /p, role: pivot, logits: /x.jsonl}\n  - {name: s, path: /s}\n", base);
+  expect_err(buf, "'logits' is for sources");
+}
+
 static void test_errors_name_the_line(void **state) {
   (void)state;
   const char *base = "name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n";
@@ -239,6 +275,7 @@ int main(void) {
       cmocka_unit_test(test_baselines),
       cmocka_unit_test(test_deploy_example),
       cmocka_unit_test(test_explicit_tasks),
+      cmocka_unit_test(test_imported_logits),
       cmocka_unit_test(test_errors_name_the_line),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

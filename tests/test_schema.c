@@ -40,6 +40,7 @@ static void test_tables_are_consistent(void **state) {
     }
   assert_string_equal(fc_schema_daemon_of("vocab-map"), "align");
   assert_string_equal(fc_schema_daemon_of("train"), "train");
+  assert_string_equal(fc_schema_daemon_of("logits-import"), "align"); /* tokenizers only */
   assert_null(fc_schema_daemon_of("sleep"));
   assert_null(fc_schema_daemon_of("job"));
   const fc_param_t *k = fc_schema_param(fc_schema_find("logits"), "top_k");

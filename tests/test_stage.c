@@ -14,8 +14,10 @@
 
 #include "fc_bpe_train.h"
 #include "fc_model.h"
+#include "fc_st.h"
 #include "fc_stage.h"
 #include "fc_tasks.h"
+#include "fc_topk.h"
 #include "test_support.h"
 
 static char g_dir[512];
@@ -495,6 +497,126 @@ static void test_bad_input(void **state) {
   free(out);
 }
 
+/* ---- logits-import ---- */
+
+static void export_safetensors(const char *store, const char *path) {
+  fc_err_t err = {0};
+  fc_topk_reader_t *r = NULL;
+  assert_int_equal(fc_topk_open(&r, store, &err), 0);
+  uint32_t K = fc_topk_k(r);
+  uint64_t E = fc_topk_count(r), N = 0;
+  for (uint64_t x = 0; x < E; x++) N += fc_topk_len(r, x);
+  int32_t *off = malloc((E + 1) * sizeof *off), *ids = malloc(N * sizeof *ids), *ti = malloc(N * K * sizeof *ti);
+  float *tl = malloc(N * K * sizeof *tl);
+  fc_topk_ex_t ex = {0};
+  off[0] = 0;
+  for (uint64_t x = 0; x < E; x++) {
+    assert_int_equal(fc_topk_get(r, x, &ex, &err), 0);
+    for (uint32_t i = 0; i < ex.n; i++) {
+      size_t t = (size_t)off[x] + i;
+      ids[t] = (int32_t)ex.ids[i];
+      for (uint32_t k = 0; k < K; k++) {
+        float lp = ex.top_lp[(size_t)i * K + k];
+        ti[t * K + k] = lp == -INFINITY ? -1 : (int32_t)ex.top_ids[(size_t)i * K + k];
+        tl[t * K + k] = lp;
+      }
+    }
+    off[x + 1] = off[x] + (int32_t)ex.n;
+  }
+  fc_st_spec_t sp[4] = {{.name = "offsets", .dtype = FC_DT_I32, .ndim = 1, .shape = {(int64_t)E + 1}},
+                        {.name = "ids", .dtype = FC_DT_I32, .ndim = 1, .shape = {(int64_t)N}},
+                        {.name = "topk_ids", .dtype = FC_DT_I32, .ndim = 2, .shape = {(int64_t)N, K}},
+                        {.name = "topk_logprobs", .dtype = FC_DT_F32, .ndim = 2, .shape = {(int64_t)N, K}}};
+  fc_st_writer_t *w = NULL;
+  assert_int_equal(fc_st_writer_new(&w, path, sp, 4, NULL, &err), 0);
+  assert_int_equal(fc_st_writer_put_raw(w, 0, off, (E + 1) * 4, &err), 0);
+  assert_int_equal(fc_st_writer_put_raw(w, 1, ids, N * 4, &err), 0);
+  assert_int_equal(fc_st_writer_put_raw(w, 2, ti, N * K * 4, &err), 0);
+  assert_int_equal(fc_st_writer_put_f32(w, 3, tl, &err), 0);
+  assert_int_equal(fc_st_writer_finish(&w, &err), 0);
+  free(off), free(ids), free(ti), free(tl);
+  fc_topk_ex_free(&ex);
+  fc_topk_close(&r);
+}
+
+static int import(const char *data, const char *in, const char *out, fc_err_t *err) {
+  fc_stage_import_opts_t o = {.tok_path = g_src, .in_path = in, .out_path = out};
+  o.data = (fc_stage_data_t){.path = data, .pivot_tok = g_piv, .tmpl = FC_CHAT_AUTO, .shard = 0, .n_shards = 1,
+                             .max_len = 512};
+  return fc_stage_logits_import(&o, NULL, err);
+}
+
+/* Distributions exported from a store the logits stage made and imported back give the same
+ * store (but mean_ce, which the import takes from target_logprobs); texts that differ from the
+ * fusion set, missing rows and bad values are refused. */
+static void test_import(void **state) {
+  (void)state;
+  fc_err_t err = {0};
+  char *dumped = P("imp.src.topk"), *jl = P("imp.jsonl"), *stp = P("imp.safetensors");
+  char *out_j = P("imp.j.topk"), *out_s = P("imp.s.topk");
+  logits(g_src, g_data, dumped, 0, 1);
+  test_export_jsonl(dumped, jl, 1, -1, 0, 0);
+  export_safetensors(dumped, stp);
+  int rc = import(g_data, jl, out_j, &err);
+  if (rc) print_message("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  rc = import(g_data, stp, out_s, &err);
+  if (rc) print_message("%s\n", err.msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(fc_stage_check_store(out_j, g_src, &(fc_stage_data_t){.path = g_data, .pivot_tok = g_piv,
+                                         .tmpl = FC_CHAT_AUTO, .n_shards = 1, .max_len = 512}, &err), 0);
+  const char *outs[2] = {out_j, out_s};
+  fc_topk_reader_t *a = NULL, *b = NULL;
+  assert_int_equal(fc_topk_open(&a, dumped, &err), 0);
+  for (int v = 0; v < 2; v++) {
+    assert_int_equal(fc_topk_open(&b, outs[v], &err), 0);
+    assert_int_equal(fc_topk_count(a), fc_topk_count(b));
+    assert_int_equal(fc_topk_k(a), fc_topk_k(b));
+    assert_true(fc_topk_tok_hash(a) == fc_topk_tok_hash(b));
+    fc_topk_ex_t x = {0}, y = {0};
+    uint32_t K = fc_topk_k(a);
+    for (uint64_t e = 0; e < fc_topk_count(a); e++) {
+      assert_int_equal(fc_topk_get(a, e, &x, &err), 0);
+      assert_int_equal(fc_topk_get(b, e, &y, &err), 0);
+      assert_int_equal(x.n, y.n);
+      assert_int_equal(x.tag, y.tag);
+      assert_memory_equal(x.ids, y.ids, x.n * sizeof *x.ids);
+      assert_memory_equal(x.mask, y.mask, x.n);
+      assert_memory_equal(x.top_ids, y.top_ids, (size_t)x.n * K * sizeof *x.top_ids);
+      assert_memory_equal(x.top_lp, y.top_lp, (size_t)x.n * K * sizeof *x.top_lp);
+      if (v == 1) assert_true(isnan(y.mean_ce));
+      else assert_true(isnan(x.mean_ce) ? isnan(y.mean_ce) : fabsf(y.mean_ce - 1.0f) < 1e-6f);
+    }
+    fc_topk_ex_free(&x), fc_topk_ex_free(&y);
+    fc_topk_close(&b);
+  }
+  fc_topk_close(&a);
+  /* Refusals; nothing is left at the output path. */
+  char *bad = P("imp.bad.jsonl"), *out_bad = P("imp.bad.topk");
+  assert_int_equal(import(g_data2, jl, out_bad, &err), FC_EMISMATCH); /* other texts, same row count */
+  assert_non_null(strstr(err.msg, "texts"));
+  test_export_jsonl(dumped, bad, 0, 3, 0, 0);
+  assert_int_equal(import(g_data, bad, out_bad, &err), FC_EMISMATCH);
+  assert_non_null(strstr(err.msg, "example 3"));
+  test_export_jsonl(dumped, bad, 0, -1, 1, 0);
+  assert_int_equal(import(g_data, bad, out_bad, &err), FC_EMISMATCH);
+  assert_non_null(strstr(err.msg, "examples"));
+  test_export_jsonl(dumped, bad, 0, -1, 0, 1);
+  assert_int_equal(import(g_data, bad, out_bad, &err), FC_EFORMAT);
+  assert_int_equal(import(g_data, "/nonexistent.jsonl", out_bad, &err), FC_EIO);
+  assert_int_equal(import(g_data, dumped, out_bad, &err), FC_EINVAL); /* neither .jsonl nor .safetensors */
+  assert_false(fc_path_exists(out_bad));
+  const char *junk[] = {"{\"ids\": [1,2], \"topk_ids\": [[1]], \"topk_logprobs\": [[-1]]}\n", "[1,2]\n", "\n"};
+  for (int j = 0; j < 3; j++) {
+    FILE *fp = fopen(bad, "w");
+    fputs(junk[j], fp);
+    fclose(fp);
+    assert_int_equal(import(g_data, bad, out_bad, &err), FC_EFORMAT);
+  }
+  unlink(bad), unlink(dumped), unlink(jl), unlink(stp), unlink(out_j), unlink(out_s);
+  free(bad), free(out_bad), free(dumped), free(jl), free(stp), free(out_j), free(out_s);
+}
+
 int main(int argc, char **argv) {
   /* --make-models DIR: only write the two models and data files into DIR (for tests/cli.sh). */
   if (argc == 3 && !strcmp(argv[1], "--make-models")) {
@@ -513,6 +635,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_pipeline),
       cmocka_unit_test(test_cut),
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_import),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -359,6 +359,45 @@ static void test_hash_and_errors(void **state) {
   assert_true(fc_tok_load(&t, "/nonexistent/dir", &err) < 0);
 }
 
+/* Collects pre-tokenized words joined by '|'. */
+static void join_word(void *ctx, const char *w, size_t len) {
+  char *out = ctx;
+  size_t n = strlen(out);
+  snprintf(out + n, 256 - n, "%s%.*s", n ? "|" : "", (int)len, w);
+}
+
+/* The five Split behaviours, on the example the Hugging Face tokenizers documentation gives for
+ * the pattern "-" (expected words taken from that page), and invert. A String pattern once
+ * failed to load at all (PCRE2 refuses UCP with LITERAL). */
+static void test_split_behaviors(void **state) {
+  (void)state;
+  static const struct {
+    const char *behavior, *words;
+    int invert;
+  } cases[] = {
+      {"Removed", "the|final|countdown", 0},
+      {"Isolated", "the|-|final|-|-|countdown", 0},
+      {"MergedWithPrevious", "the-|final-|-|countdown", 0},
+      {"MergedWithNext", "the|-final|-|-countdown", 0},
+      {"Contiguous", "the|-|final|--|countdown", 0},
+      {"Removed", "-|-|-", 1}, /* inverted, the words are the matches; each dash stays its own piece */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char json[512], words[256] = "";
+    snprintf(json, sizeof json,
+             "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0}},\"pre_tokenizer\":{\"type\":\"Split\","
+             "\"pattern\":{\"String\":\"-\"},\"behavior\":\"%s\",\"invert\":%s}}",
+             cases[i].behavior, cases[i].invert ? "true" : "false");
+    fc_tok_t *t = NULL;
+    fc_err_t err = {0};
+    if (fc_tok_load_json(&t, json, strlen(json), NULL, &err)) fail_msg("%s", err.msg);
+    const char *text = "the-final--countdown";
+    assert_int_equal(fc_tok_pretokenize(t, text, strlen(text), 0, join_word, words, &err), 0);
+    if (strcmp(words, cases[i].words)) fail_msg("%s%s: got %s, want %s", cases[i].behavior, cases[i].invert ? " inverted" : "", words, cases[i].words);
+    fc_tok_destroy(&t);
+  }
+}
+
 /* lstrip/rstrip/single_word/normalized added tokens, special and not (synthetic fixtures:
  * the trained tokenizers plus such tokens). */
 static void test_added_tokens_vs_hf(void **state) {
@@ -580,6 +619,7 @@ int main(void) {
       cmocka_unit_test(test_config_flags),
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_hash_and_errors),
+      cmocka_unit_test(test_split_behaviors),
       cmocka_unit_test(test_cli),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -93,6 +93,34 @@ static int run_align(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   return rc;
 }
 
+/* A source whose top-K another tool computed (job models[].logits): inputs: the source's model
+ * directory (its tokenizer), the data JSONL, the imported file; outputs[0]: the shard's top-K
+ * store, as a logits task would write it. Only tokenizers are read, so it runs here rather than
+ * on a logits daemon that would load the model. */
+static int run_logits_import(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
+  if (t->ninputs != 3 || t->noutputs != 1)
+    return fc_err_set(err, FC_EINVAL,
+                      "a logits-import task needs the model, the data and the imported file as inputs, and one output");
+  fc_logits_import_params_t p;
+  int rc;
+  if ((rc = fc_daemon_task_params(t, NULL, &p, err))) return rc;
+  if (p.shard >= p.shards) return fc_err_set(err, FC_EINVAL, "logits-import task: shard %ld of %ld", p.shard, p.shards);
+  const char *piv = p.pivot_path;
+  fc_stage_import_opts_t o = {.tok_path = t->inputs[0], .in_path = t->inputs[2], .out_path = t->outputs[0],
+                              .model_id = p.model_id};
+  o.data = (fc_stage_data_t){.path = t->inputs[1], .pivot_tok = piv && strcmp(piv, t->inputs[0]) ? piv : NULL,
+                             .tmpl = FC_CHAT_AUTO, .shard = (uint32_t)p.shard, .n_shards = (uint32_t)p.shards,
+                             .max_len = (uint32_t)p.max_len};
+  fc_task_progress(ctx, 0.0, "import %s", t->inputs[2]);
+  fc_stage_logits_stats_t st = {0};
+  if ((rc = fc_stage_logits_import(&o, &st, err))) return rc;
+  fc_task_figure(ctx, "examples", (double)st.examples);
+  fc_task_figure(ctx, "tokens", (double)st.tokens);
+  fc_info("task %lld: %s shard %ld/%ld imported from %s: %llu examples, %llu tokens", (long long)t->id, p.model,
+          p.shard, p.shards, t->inputs[2], (unsigned long long)st.examples, (unsigned long long)st.tokens);
+  return 0;
+}
+
 static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *n, fc_err_t *err) {
   (void)execs, (void)n, (void)err;
   g_threads = c->threads;
@@ -100,7 +128,11 @@ static int setup(const fc_daemon_ctx_t *c, const fc_executor_t **execs, size_t *
 }
 
 int main(int argc, char **argv) {
-  static const fc_executor_t ex[] = {{"vocab-map", "align", run_vocab_map}, {"align", "align", run_align}};
+  static const fc_executor_t ex[] = {
+      {"vocab-map", "align", run_vocab_map},
+      {"align", "align", run_align},
+      {"logits-import", "align", run_logits_import},
+  };
   static const fc_daemon_opt_t opts[] = {
       {.name = "vocab-map", .arg = "METHOD", .kind = "vocab-map", .param = "method", .dest = &g_vmap},
       {.name = "fuse", .arg = "METHOD", .kind = "align", .param = "fuse", .dest = &g_align},
@@ -109,7 +141,10 @@ int main(int argc, char **argv) {
       .prog = "fusechat-align",
       .component = "align",
       .description =
-          "The alignment stage daemon (capability 'align'), for two task kinds:\n"
+          "The alignment stage daemon (capability 'align'), for three task kinds:\n"
+          "  logits-import  inputs: a source's model directory, the data and a top-K file made by\n"
+          "             another tool (fusectl logits-import's layouts). Checks its texts against\n"
+          "             the data's shard and writes the top-K store a logits task would.\n"
           "  vocab-map  inputs: the (source, pivot) top-K stores of every shard. Counts which\n"
           "             source token meets which pivot token in the aligned sequences, sums the\n"
           "             shards and writes the source -> pivot vocabulary map.\n"
@@ -117,12 +152,12 @@ int main(int argc, char **argv) {
           "             the source's distributions onto the pivot's tokens and fuses them with\n"
           "             the pivot's own (MinCE: per example the one with the lower cross-entropy\n"
           "             on the gold tokens), writing the fused store the train task reads.\n"
-          "Both need params source_path and pivot_path (the models' tokenizers). Outputs are\n"
+          "vocab-map and align need params source_path and pivot_path (the models' tokenizers). Outputs are\n"
           "written under temporary names and renamed.\n",
       .opts = opts,
       .nopts = 2,
       .execs = ex,
-      .nexecs = 2,
+      .nexecs = 3,
       .setup = setup,
   };
   return fc_daemon_main(argc, argv, &def);

@@ -1,6 +1,8 @@
 /* Decoding with a KV cache: each step feeds only the new tokens, attending over the cached
  * keys and values of every earlier position (or, on a sliding-window layer, of the last W: the
- * cache keeps every position, the products start at the window's first key). */
+ * cache keeps every position, the products start at the window's first key). The source
+ * families (fc_arch.c: mixtral, internlm2, gemma, ...) have no cached path: their "cache" keeps
+ * the ids and each step runs the batched forward over all of them (slower, same result). */
 #include "fc_generate.h"
 
 #include <cblas.h>
@@ -13,6 +15,7 @@
 
 struct fc_kv_cache {
   int cap, len;
+  int32_t *hist; /* (cap) ids fed so far, source families only (k, v unused) */
   float *k, *v; /* (L, cap, KVD) after RoPE / as projected */
   /* Scratch for up to n_cap new rows per call. */
   int n_cap;
@@ -49,6 +52,12 @@ int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_e
   size_t KVD = (size_t)c->num_kv_heads * c->head_dim;
   fc_kv_cache_t *kc = fc_xcalloc(1, sizeof *kc);
   kc->cap = capacity;
+  if (!fc_config_is_pivot_type(c)) {
+    kc->hist = fc_xmalloc((size_t)capacity * sizeof(int32_t));
+    kc->logits = fc_xmalloc((size_t)c->vocab_size * sizeof(float));
+    *out = kc;
+    return 0;
+  }
   kc->k = fc_xmalloc((size_t)c->num_layers * capacity * KVD * sizeof(float));
   kc->v = fc_xmalloc((size_t)c->num_layers * capacity * KVD * sizeof(float));
   kc->logits = fc_xmalloc((size_t)c->vocab_size * sizeof(float));
@@ -65,7 +74,7 @@ void fc_kv_cache_destroy(fc_kv_cache_t **pc) {
   fc_kv_cache_t *c = *pc;
   if (!c) return;
   free_scratch(c);
-  free(c->k), free(c->v), free(c->logits);
+  free(c->k), free(c->v), free(c->logits), free(c->hist);
   free(c);
   *pc = NULL;
 }
@@ -103,6 +112,14 @@ const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *id
       fc_err_set(err, FC_EINVAL, "decode: token id %d is outside the vocabulary (%d)", ids[i], c->vocab_size);
       return NULL;
     }
+  if (kc->hist) { /* a source family: the whole forward again over every id so far */
+    memcpy(kc->hist + kc->len, ids, (size_t)n * sizeof(int32_t));
+    const float *lg = fc_model_forward(m, kc->hist, 1, kc->len + n, 0, err);
+    if (!lg) return NULL;
+    memcpy(kc->logits, lg + (size_t)(kc->len + n - 1) * c->vocab_size, (size_t)c->vocab_size * sizeof(float));
+    kc->len += n;
+    return kc->logits;
+  }
   scratch_reserve(kc, c, n);
   int pos0 = kc->len, total = pos0 + n;
   fc_model_rope_reserve(m, total);
@@ -302,6 +319,17 @@ int fc_generate_batch(fc_model_t *m, const int32_t *const *prompts, const int *l
   for (int i = 0; i < B; i++)
     if (lens[i] <= 0) return fc_err_set(err, FC_EINVAL, "generate: prompt %d is empty", i);
   const fc_config_t *c = &m->cfg;
+  if (!fc_config_is_pivot_type(c)) { /* no batched decoding for the source families: row by row */
+    int rc = 0;
+    for (int i = 0; i < B && !rc; i++) {
+      fc_gen_opts_t oi = *opts;
+      oi.seed = opts->seed + (uint64_t)i;
+      rc = fc_generate(m, prompts[i], lens[i], &oi, &outs[i], &nouts[i], err);
+    }
+    if (rc)
+      for (int i = 0; i < B; i++) free(outs[i]), outs[i] = NULL, nouts[i] = 0;
+    return rc;
+  }
   int V = c->vocab_size, eos = opts->eos_id == -2 ? c->eos_token_id : opts->eos_id, rc = 0;
   fc_kv_cache_t **caches = fc_xcalloc((size_t)B, sizeof *caches), **act = fc_xcalloc((size_t)B, sizeof *act);
   fc_rng_t *rng = fc_xmalloc((size_t)B * sizeof *rng);

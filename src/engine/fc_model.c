@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_arch.h"
 #include "fc_ops.h"
 
 #ifdef _OPENMP
@@ -115,6 +116,13 @@ static void threads_from_env(fc_model_t *m) {
 static fc_model_t *model_new(const fc_config_t *cfg) {
   fc_model_t *m = fc_xcalloc(1, sizeof *m);
   m->cfg = *cfg;
+  if (fc_arch_handles(cfg)) { /* a source family: its own tensor list, forward in fc_arch.c */
+    m->info = fc_xcalloc(fc_arch_layout(cfg, NULL, NULL), sizeof *m->info);
+    m->ntensors = fc_arch_layout(cfg, m->info, &m->nparams);
+    m->params = fc_xmalloc(m->nparams * sizeof(float));
+    threads_from_env(m);
+    return m;
+  }
   m->info = fc_xcalloc(count_tensors(cfg), sizeof *m->info);
   m->w.layer = fc_xcalloc((size_t)cfg->num_layers, sizeof *m->w.layer);
   m->gw.layer = fc_xcalloc((size_t)cfg->num_layers, sizeof *m->gw.layer);
@@ -208,6 +216,7 @@ void fc_model_destroy(fc_model_t **pm) {
   free(m->acts_mem);
   free(m->ga_mem);
   free(m->ids);
+  fc_arch_free(m);
   free(m);
   *pm = NULL;
 }
@@ -234,7 +243,7 @@ void fc_model_set_threads(fc_model_t *m, int threads) {
 float *fc_model_grads(fc_model_t *m) {
   if (!m->grads) {
     m->grads = fc_xcalloc(m->nparams, sizeof(float));
-    layout(m, m->grads, &m->gw, 0);
+    if (!m->arch && !fc_arch_handles(&m->cfg)) layout(m, m->grads, &m->gw, 0);
   }
   return m->grads;
 }
@@ -501,6 +510,7 @@ static void trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int t
 }
 
 const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) return fc_arch_forward(m, ids, B, T, train, err);
   if (check_ids(m, ids, B, T, err)) return NULL;
   train = train ? 1 : 0;
   size_t BT = (size_t)B * T;
@@ -526,6 +536,7 @@ const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, i
 
 int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
                           int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
+  if (fc_arch_handles(&m->cfg)) return fc_arch_forward_topk(m, ids, B, T, K, targets, top_ids, top_lp, target_lp, err);
   int rc = check_ids(m, ids, B, T, err);
   if (rc) return rc;
   int V = m->cfg.vocab_size, C = m->cfg.hidden_size;

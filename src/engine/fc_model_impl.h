@@ -86,6 +86,8 @@ struct fc_model {
   size_t ga_cap;
   float *scratch; /* (T, T) attention scores in inference mode */
   size_t scratch_cap;
+  /* Source families run by fc_arch.c (forward only); NULL until their first forward. */
+  struct fc_arch_state *arch;
 };
 
 /* Makes sure the RoPE tables cover positions [0, n). */

@@ -1,4 +1,4 @@
-/* The alignment-side stages (logits, vocabulary counts and maps, align, fuse) as library calls
+/* The alignment-side stages (logits, or logits imported, vocabulary counts and maps, align, fuse) as library calls
  * shared by fusectl and the stage daemons; see fc_stage.h for the contract. */
 #include "fc_stage.h"
 
@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "fc_config.h"
+#include "fc_import.h"
 #include "fc_model.h"
 #include "fc_topk.h"
 
@@ -591,5 +592,103 @@ int fc_stage_check_store(const char *topk_path, const char *tok_path, const fc_s
   fc_tok_destroy(&ptok);
   fc_tok_destroy(&tok);
   fc_topk_close(&r);
+  return rc;
+}
+
+/* ---- logits made elsewhere ------------------------------------------------------------------- */
+
+/* One imported example checked against our tokenization of its row and turned into a store
+ * example (entries by descending log-prob, absent ones last as id 0, -inf). */
+static int import_example(const fc_import_ex_t *im, const own_tokens_t *o, uint32_t K, uint32_t vocab,
+                          const char *path, unsigned long x, fc_topk_ex_t *ex, fc_err_t *err) {
+  if (im->n != o->n)
+    return fc_err_set(err, FC_EMISMATCH, "%s example %lu has %u tokens, the fusion set's text tokenized by the "
+                      "source's tokenizer has %zu: the texts differ", path, x, im->n, o->n);
+  for (uint32_t i = 0; i < im->n; i++)
+    if (im->ids[i] != o->ids[i])
+      return fc_err_set(err, FC_EMISMATCH, "%s example %lu token %u is id %d, the fusion set's text gives %d: the "
+                        "texts (or tokenizers) differ", path, x, i, im->ids[i], o->ids[i]);
+  fc_topk_ex_reserve(ex, im->n, K);
+  ex->n = im->n;
+  double ce = 0;
+  uint64_t nresp = 0;
+  for (uint32_t i = 0; i < im->n; i++) {
+    ex->ids[i] = (uint32_t)o->ids[i];
+    ex->mask[i] = o->mask[i];
+    uint32_t *ti = ex->top_ids + (size_t)i * K;
+    float *tl = ex->top_lp + (size_t)i * K;
+    for (uint32_t k = 0; k < K; k++) {
+      int32_t id = im->top_ids[(size_t)i * K + k];
+      if (id >= (int32_t)vocab)
+        return fc_err_set(err, FC_EMISMATCH, "%s example %lu position %u: top-K id %d is outside the vocabulary (%u)",
+                          path, x, i, id, vocab);
+      float lp = id < 0 ? -INFINITY : fminf(im->top_lp[(size_t)i * K + k], 0.0f);
+      uint32_t j = k; /* insertion by descending log-prob */
+      while (j > 0 && tl[j - 1] < lp) ti[j] = ti[j - 1], tl[j] = tl[j - 1], j--;
+      ti[j] = id < 0 ? 0 : (uint32_t)id, tl[j] = lp;
+    }
+    if (im->target_lp && i + 1 < im->n && o->mask[i + 1]) ce -= im->target_lp[i], nresp++;
+  }
+  ex->mean_ce = im->target_lp && nresp ? (float)(ce / (double)nresp) : NAN;
+  ex->tag = o->tag;
+  return 0;
+}
+
+int fc_stage_logits_import(const fc_stage_import_opts_t *o, fc_stage_logits_stats_t *st, fc_err_t *err) {
+  fc_stage_logits_stats_t s = {0};
+  double t0 = fc_now();
+  fc_tok_t *tok = NULL, *ptok = NULL;
+  fc_stage_text_t *texts = NULL;
+  size_t nt = 0;
+  fc_import_t *im = NULL;
+  fc_topk_writer_t *w = NULL;
+  fc_topk_ex_t ex = {0};
+  int rc = fc_tok_load(&tok, o->tok_path, err);
+  if (rc) fc_err_wrap(err, "tokenizer of %s", o->tok_path);
+  if (!rc && o->data.pivot_tok && (rc = fc_tok_load(&ptok, o->data.pivot_tok, err))) fc_err_wrap(err, "pivot tokenizer");
+  if (!rc) rc = texts_load(&o->data, ptok ? ptok : tok, &texts, &nt, err);
+  if (!rc) rc = fc_import_open(&im, o->in_path, err);
+  uint32_t K = im ? fc_import_k(im) : 0, vocab = tok ? vocab_n(tok, o->tok_path) : 0;
+  if (!rc) {
+    fc_topk_info_t info = {.model_id = o->model_id ? o->model_id : o->in_path, .tok_hash = fc_tok_hash(tok), .k = K,
+                           .vocab = vocab};
+    rc = fc_topk_writer_new(&w, o->out_path, &info, err);
+  }
+  for (size_t x = 0; x < nt && !rc; x++) {
+    own_tokens_t ot;
+    fc_import_ex_t ie;
+    if ((rc = own_tokenize(tok, &texts[x], max_len_of(&o->data), &ot, err))) break;
+    int got = fc_import_next(im, &ie, err);
+    if (got == 0)
+      rc = fc_err_set(err, FC_EMISMATCH, "%s has %lu examples, the fusion set shard has %lu", o->in_path,
+                      (unsigned long)x, (unsigned long)nt);
+    else if (got < 0)
+      rc = got;
+    if (!rc) rc = import_example(&ie, &ot, K, vocab, o->in_path, (unsigned long)x, &ex, err);
+    if (!rc) rc = fc_topk_writer_add(w, &ex, err);
+    if (!rc) {
+      s.examples++, s.tokens += ot.n, s.cut += texts[x].cut, s.cut_own += ot.cut;
+      for (size_t i = 0; i < ot.n; i++) s.response_tokens += ot.mask[i];
+    }
+    own_free(&ot);
+  }
+  if (!rc) {
+    fc_import_ex_t ie;
+    int more = fc_import_next(im, &ie, err);
+    if (more > 0)
+      rc = fc_err_set(err, FC_EMISMATCH, "%s has more examples than the fusion set shard (%lu)", o->in_path,
+                      (unsigned long)nt);
+    else if (more < 0)
+      rc = more;
+  }
+  if (!rc) rc = fc_topk_writer_finish(w, err);
+  fc_topk_writer_destroy(&w);
+  fc_topk_ex_free(&ex);
+  fc_import_close(&im);
+  fc_stage_texts_free(texts, nt);
+  fc_tok_destroy(&ptok);
+  fc_tok_destroy(&tok);
+  s.seconds = fc_now() - t0;
+  if (st) *st = s;
   return rc;
 }

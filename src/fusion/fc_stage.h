@@ -78,6 +78,22 @@ typedef struct fc_stage_logits_stats {
 int fc_stage_logits(const fc_stage_logits_opts_t *o, fc_stage_logits_stats_t *st,
                     fc_progress_fn progress, void *pctx, fc_err_t *err);
 
+/* ---- logits made elsewhere ------------------------------------------------------------------- */
+typedef struct fc_stage_import_opts {
+  const char *tok_path;       /* the source's tokenizer (model dir or tokenizer.json) */
+  fc_stage_data_t data;       /* the fusion set shard, as for fc_stage_logits */
+  const char *in_path;        /* .jsonl or .safetensors (fc_import.h) */
+  const char *out_path;       /* the top-K store */
+  const char *model_id;       /* recorded in the store (NULL: in_path) */
+} fc_stage_import_opts_t;
+
+/* Top-K distributions another tool computed (fc_import.h layouts) -> a top-K store like
+ * fc_stage_logits writes: one example per row of the shard, in order. Each example's ids must be
+ * exactly the source tokenizer's tokens of the row's text as fc_stage_logits would make them
+ * (FC_EMISMATCH otherwise: the texts differ from the fusion set); mask and tag come from that
+ * tokenization, mean_ce from target_logprobs when given (else NAN), entries sorted by log-prob. */
+int fc_stage_logits_import(const fc_stage_import_opts_t *o, fc_stage_logits_stats_t *st, fc_err_t *err);
+
 /* ---- vocabulary ------------------------------------------------------------------------------ */
 /* Token texts of a tokenizer (tokenizer.json or model dir) for the transfer and the maps. The
  * vocabulary size is the tokenizer's, raised to config.json's vocab_size when tok_path is a model

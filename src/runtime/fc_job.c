@@ -60,6 +60,8 @@ static int get_strlist(const fc_yaml_node_t *n, const char *key, char ***v, size
   return 0;
 }
 
+#define SHARD_MARK "{shard}" /* in models[].logits: the shard's number */
+
 /* The typed struct of a table, in the job. */
 static void *typed(fc_job_t *j, const fc_task_schema_t *s) {
   if (!strcmp(s->kind, "job")) return &j->opts;
@@ -217,6 +219,20 @@ static void train_params(fc_job_t *j, fc_job_task_t *t, int sft) {
   if (!fc_kv_get(j->given, j->ngiven, "training.seed")) param(t, "seed", "%" PRIu64, j->train.seed);
 }
 
+/* path with every SHARD_MARK replaced by s. Caller frees. */
+static char *shard_path(const char *path, size_t s) {
+  char num[32], *out = fc_xstrdup(path), *at;
+  snprintf(num, sizeof num, "%zu", s);
+  while ((at = strstr(out, SHARD_MARK))) {
+    size_t pre = (size_t)(at - out);
+    char *n = fc_xmalloc(strlen(out) + strlen(num) + 1);
+    sprintf(n, "%.*s%s%s", (int)pre, out, num, at + strlen(SHARD_MARK));
+    free(out);
+    out = n;
+  }
+  return out;
+}
+
 /* logits(model, shard) -> vocab-map(source) -> align(source, shard) -> train(source) -> merge -> eval */
 static void expand_pipeline(fc_job_t *j) {
   size_t S = (size_t)j->opts.shards, M = j->nmodels, pivot = 0;
@@ -229,15 +245,22 @@ static void expand_pipeline(fc_job_t *j) {
       char cap[128];
       snprintf(cap, sizeof cap, "logits:%s", j->models[m].name);
       logits[m * S + s] = j->ntasks;
-      fc_job_task_t *t = add_task(j, "logits", cap, "logits/%s/%zu", j->models[m].name, s);
+      const char *imp = j->models[m].logits;
+      fc_job_task_t *t = imp ? add_task(j, "logits-import", "align", "logits/%s/%zu", j->models[m].name, s)
+                             : add_task(j, "logits", cap, "logits/%s/%zu", j->models[m].name, s);
       param(t, "model", "%s", j->models[m].name);
       param(t, "shard", "%zu", s), param(t, "shards", "%zu", S);
-      given_params(j, t, "logits", &j->logits, NULL);
+      if (!imp) given_params(j, t, "logits", &j->logits, NULL); /* top_k, batch: the file has its own */
       param(t, "seed", "%" PRIu64, j->opts.seed);
       param(t, "max_len", "%ld", j->train.seq_len); /* examples are cut where training cuts them */
       param(t, "pivot_path", "%s", j->models[pivot].path); /* its template and cut for every model */
       str_push(&t->inputs, &t->ninputs, j->models[m].path);
       str_push(&t->inputs, &t->ninputs, j->dataset);
+      if (imp) {
+        char *f = shard_path(imp, s);
+        str_push(&t->inputs, &t->ninputs, f);
+        free(f);
+      }
       out_path(j, t, "logits/%s.shard-%04zu.topk", j->models[m].name, s);
     }
   /* stage by stage (the lease order is by task id), each across the sources */
@@ -427,7 +450,7 @@ static int parse_tasks(fc_job_t *j, const fc_yaml_node_t *list, fc_err_t *err) {
 }
 
 static int parse_models(fc_job_t *j, const fc_yaml_node_t *models, fc_err_t *err) {
-  static const char *const model_keys[] = {"name", "path", "role", NULL};
+  static const char *const model_keys[] = {"name", "path", "role", "logits", NULL};
   if (models->kind != FC_YAML_LIST) return fc_yaml_error(models, err, "'models' must be a list");
   size_t npivot = 0;
   for (size_t i = 0; i < models->n; i++) {
@@ -448,6 +471,13 @@ static int parse_models(fc_job_t *j, const fc_yaml_node_t *models, fc_err_t *err
     if (!strcmp(role, "pivot")) m->role = FC_ROLE_PIVOT, npivot++;
     else if (!strcmp(role, "source")) m->role = FC_ROLE_SOURCE;
     else return fc_yaml_error(v, err, "role must be 'pivot' or 'source', not '%s'", role);
+    if ((v = fc_yaml_get(n, "logits"))) { /* the pivot is trained, so its logits are always run */
+      if (m->role == FC_ROLE_PIVOT) return fc_yaml_error(v, err, "'logits' is for sources; the pivot's are computed");
+      if (get_str(v, "logits", &m->logits, err)) return FC_EINVAL;
+      if (j->opts.shards > 1 && !strstr(m->logits, SHARD_MARK))
+        return fc_yaml_error(v, err, "with shards: %ld, model '%s''s logits file needs %s (the shard's number)",
+                             j->opts.shards, m->name, SHARD_MARK);
+    }
   }
   if (npivot != 1) return fc_yaml_error(models, err, "exactly one model must have role: pivot (found %zu)", npivot);
   if (j->nmodels < 2) return fc_yaml_error(models, err, "at least one source model is needed beside the pivot");
@@ -571,7 +601,7 @@ void fc_job_destroy(fc_job_t **jp) {
     free(t->deps);
   }
   free(j->tasks);
-  for (size_t i = 0; i < j->nmodels; i++) free(j->models[i].name), free(j->models[i].path);
+  for (size_t i = 0; i < j->nmodels; i++) free(j->models[i].name), free(j->models[i].path), free(j->models[i].logits);
   free(j->models);
   free_kv(j->merge_params, j->nmerge_params);
   free_kv(j->given, j->ngiven);

@@ -15,6 +15,7 @@ typedef enum { FC_ROLE_PIVOT, FC_ROLE_SOURCE } fc_role_t;
 
 typedef struct fc_job_model {
   char *name, *path;
+  char *logits; /* a source's top-K computed elsewhere ("{shard}" per shard), NULL: run it */
   fc_role_t role;
 } fc_job_model_t;
 

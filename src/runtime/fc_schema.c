@@ -22,6 +22,13 @@ const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key) {
   {.key = "top_k", .yaml = "top_k", .flag = "top-k", .sopt = 'k', .type = FC_PARAM_INT, .def = 10, .lo = 1, \
    .hi = FC_TOPK_MAX_K, .unit = "tokens", .help = "next tokens kept per position in the top-K stores",      \
    .off = offsetof(st, top_k)}
+/* Shared by the logits and logits-import tables: an imported store must be cut where the pivot's is. */
+#define MAX_LEN(st)                                                                                     \
+  {.key = "max_len", .flag = "max-len", .sopt = 'l', .type = FC_PARAM_INT, .def = 4096, .lo = 1, .hi = 1 << 20, \
+   .unit = "tokens", .help = "pivot tokens per example at most (a job sets it to training.seq_len)",            \
+   .off = offsetof(st, max_len)}
+#define SHARDS(st) \
+  {.key = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "shards the data is cut into", .off = offsetof(st, shards)}
 #define SHARD(st) \
   {.key = "shard", .type = FC_PARAM_INT, .def = 0, .lo = 0, .hi = 4095, .unit = "", .help = "this task's shard (0-based)", .off = offsetof(st, shard)}
 #define SOURCE_PIVOT(st)                                                                 \
@@ -32,7 +39,7 @@ const char *fc_kv_get(const fc_kv_t *kv, size_t n, const char *key) {
 static const fc_param_t JOB[] = {
     {.key = "name", .yaml = "name", .type = FC_PARAM_STR, .unit = "", .help = "the job's name (letters, digits, '.', '_', '-'; at most 64), required", .off = FC_PARAM_NOSTORE},
     {.key = "store", .yaml = "store", .type = FC_PARAM_STR, .unit = "", .help = "directory of every output, the job writes STORE/NAME/ (a shared filesystem across machines), required", .off = FC_PARAM_NOSTORE},
-    {.key = "models", .yaml = "models", .type = FC_PARAM_LIST, .unit = "", .help = "[{name, path, role: pivot|source}]: one pivot and at least one source", .off = FC_PARAM_NOSTORE},
+    {.key = "models", .yaml = "models", .type = FC_PARAM_LIST, .unit = "", .help = "[{name, path, role: pivot|source, logits}]: one pivot and at least one source; a source's logits: FILE (.jsonl or .safetensors, see fusectl logits-import) gives its top-K computed elsewhere, imported instead of run (with shards > 1 FILE has {shard}, the shard's number)", .off = FC_PARAM_NOSTORE},
     {.key = "dataset", .yaml = "dataset", .type = FC_PARAM_STR, .unit = "", .help = "the fusion set: JSONL conversations (ShareGPT conversations, or text), required with models", .off = FC_PARAM_NOSTORE},
     {.key = "eval", .yaml = "eval", .type = FC_PARAM_STR, .unit = "", .help = "held-out JSONL: every model gets an eval/NAME task and the job a results table", .off = FC_PARAM_NOSTORE},
     {.key = "shards", .yaml = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "logits and alignment shards, spread over daemons", .off = offsetof(fc_job_params_t, shards)},
@@ -48,11 +55,23 @@ static const fc_param_t LOGITS[] = {
     STR(fc_logits_params_t, model, "the model's name in the job"),
     STR(fc_logits_params_t, pivot_path, "the pivot's directory: its chat template and cut apply to every model"),
     SHARD(fc_logits_params_t),
-    {.key = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "shards the data is cut into", .off = offsetof(fc_logits_params_t, shards)},
+    SHARDS(fc_logits_params_t),
     TOP_K(fc_logits_params_t),
-    {.key = "max_len", .flag = "max-len", .sopt = 'l', .type = FC_PARAM_INT, .def = 4096, .lo = 1, .hi = 1 << 20, .unit = "tokens", .help = "pivot tokens per example at most (a job sets it to training.seq_len)", .off = offsetof(fc_logits_params_t, max_len)},
+    MAX_LEN(fc_logits_params_t),
     {.key = "batch", .flag = "batch-size", .sopt = 'b', .type = FC_PARAM_INT, .def = 8, .lo = 1, .hi = 4096, .unit = "examples", .help = "examples per forward pass", .off = offsetof(fc_logits_params_t, batch)},
     {.key = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "the job's seed (recorded; the stage is deterministic)", .off = offsetof(fc_logits_params_t, seed)},
+};
+
+/* A source whose top-K came from another tool (models[].logits): its file checked against the
+ * fusion set and written as the store logits would have written. Only tokenizers are needed. */
+static const fc_param_t LOGITS_IMPORT[] = {
+    STR(fc_logits_import_params_t, model, "the model's name in the job"),
+    STR(fc_logits_import_params_t, pivot_path, "the pivot's directory: its chat template and cut apply to every model"),
+    SHARD(fc_logits_import_params_t),
+    SHARDS(fc_logits_import_params_t),
+    MAX_LEN(fc_logits_import_params_t),
+    {.key = "model_id", .flag = "model-id", .sopt = 'n', .type = FC_PARAM_STR, .unit = "", .help = "name recorded in the store (default: the imported file)", .off = offsetof(fc_logits_import_params_t, model_id)},
+    {.key = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "the job's seed (recorded; the import is deterministic)", .off = offsetof(fc_logits_import_params_t, seed)},
 };
 
 static const fc_param_t VOCAB_MAP[] = {
@@ -103,6 +122,7 @@ static const fc_param_t EVAL[] = {
 static const fc_task_schema_t SCHEMAS[] = {
     {"job", "coordinator", "submit", JOB, N(JOB), sizeof(fc_job_params_t), 0},
     {"logits", "logits", "logits-dump", LOGITS, N(LOGITS), sizeof(fc_logits_params_t), 0},
+    {"logits-import", "align", "logits-import", LOGITS_IMPORT, N(LOGITS_IMPORT), sizeof(fc_logits_import_params_t), 0},
     {"vocab-map", "align", "vocab-map", VOCAB_MAP, N(VOCAB_MAP), sizeof(fc_vocab_map_params_t), 0},
     {"align", "align", "fuse", ALIGN, N(ALIGN), sizeof(fc_align_params_t), 0},
     {"train", "train", "train", TRAIN_P, N(TRAIN_P), sizeof(fc_train_params_t), 0},

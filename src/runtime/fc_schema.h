@@ -1,5 +1,5 @@
-/* The stage-parameter schema: one table per task kind (logits, vocab-map, align, train, merge,
- * eval) giving each parameter's key, type, default, range, unit and help, the job YAML key that
+/* The stage-parameter schema: one table per task kind (logits, logits-import, vocab-map, align,
+ * train, merge, eval) giving each parameter's key, type, default, range, unit and help, the job YAML key that
  * sets it, the flag of the matching offline fusectl command, and the daemon that runs the kind.
  * Job validation (fc_job.c), the typed option structs the daemons receive, the fusectl flags and
  * --help lines, `fusectl run --local`'s kind -> daemon mapping and the README's job reference
@@ -63,6 +63,12 @@ typedef struct fc_logits_params {
   long shard, shards, top_k, max_len, batch;
   uint64_t seed;
 } fc_logits_params_t;
+
+typedef struct fc_logits_import_params {
+  const char *model, *pivot_path, *model_id;
+  long shard, shards, max_len;
+  uint64_t seed;
+} fc_logits_import_params_t;
 
 typedef struct fc_vocab_map_params {
   const char *source, *pivot, *source_path, *pivot_path, *method;

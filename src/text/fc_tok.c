@@ -123,7 +123,7 @@ static int compile_re(pcre2_code **out, const char *pat, int literal, fc_err_t *
   int ec;
   PCRE2_SIZE eo;
   char *p = literal ? fc_xstrdup(pat) : rewrite_regex(pat);
-  uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+  uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* PCRE2 refuses UCP with LITERAL */
   pcre2_code *re = pcre2_compile((PCRE2_SPTR)p, PCRE2_ZERO_TERMINATED, opts, &ec, &eo, NULL);
   free(p);
   if (!re) {

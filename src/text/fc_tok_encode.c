@@ -94,57 +94,54 @@ void fc_tok_run_norm(const norm_op_t *op, const nbuf_t *src, nbuf_t *dst) {
   free(n16);
 }
 
+/* The state of splitting one piece: a pending segment that the next segments may join. */
+typedef struct {
+  spans_t *out;
+  int behavior, invert, have_prev, prev_match;
+  uint32_t ps, pe; /* the pending segment [ps, pe) */
+} split_t;
+
+static void split_emit(spans_t *out, uint32_t a, uint32_t b) {
+  if (b > a) sp_push(out, a, b);
+}
+
+/* Whether a segment (match flag m) joins the pending one: MergedWithPrevious glues a match onto
+ * the text before it, MergedWithNext glues text onto the match before it, Contiguous glues
+ * adjacent matches. */
+static int split_joins(int behavior, int prev_match, int m) {
+  switch (behavior) {
+  case B_PREV: return m && !prev_match;
+  case B_NEXT: return prev_match && !m;
+  case B_CONTIG: return prev_match && m;
+  default: return 0;
+  }
+}
+
+/* One segment [a, b) of a piece, m = 1 when the regex matched it. */
+static void split_segment(split_t *st, uint32_t a, uint32_t b, int m) {
+  if (b <= a) return;
+  m ^= st->invert;
+  if (st->behavior == B_ISOLATED || st->behavior == B_REMOVED) {
+    if (st->behavior == B_ISOLATED || !m) split_emit(st->out, a, b);
+    return;
+  }
+  if (st->have_prev && split_joins(st->behavior, st->prev_match, m)) {
+    st->pe = b;
+  } else {
+    if (st->have_prev) split_emit(st->out, st->ps, st->pe);
+    st->ps = a, st->pe = b, st->have_prev = 1;
+  }
+  st->prev_match = m;
+}
+
 /* Splits each piece of pieces (spans of buf) with op's regex, by its behavior. */
 static void split_regex(const pre_op_t *op, const nbuf_t *buf, const spans_t *in, spans_t *out,
                         pcre2_match_data *md, int *re_err) {
   out->n = 0;
   for (size_t p = 0; p < in->n; p++) {
     uint32_t s = in->v[p].s, e = in->v[p].e;
-    /* segments: (start, end, is_match) */
     uint32_t pos = s, last = s;
-    int have_prev = 0, prev_match = 0;
-    uint32_t ps = 0, pe = 0; /* pending segment for merging behaviors */
-#define EMIT(a, b)                         \
-  do {                                     \
-    if ((b) > (a)) sp_push(out, (a), (b)); \
-  } while (0)
-    /* process one segment [a,b) with flag m */
-#define SEG(a, b, m)                                                   \
-  do {                                                                 \
-    uint32_t sa_ = (a), sb_ = (b);                                     \
-    int m_ = (m) ^ op->invert;                                         \
-    if (sb_ <= sa_) break;                                             \
-    switch (op->behavior) {                                            \
-    case B_ISOLATED: EMIT(sa_, sb_); break;                            \
-    case B_REMOVED:                                                    \
-      if (!m_) EMIT(sa_, sb_);                                         \
-      break;                                                           \
-    case B_PREV:                                                       \
-      if (m_ && have_prev && !prev_match) pe = sb_;                    \
-      else {                                                           \
-        if (have_prev) EMIT(ps, pe);                                   \
-        ps = sa_, pe = sb_, have_prev = 1;                             \
-      }                                                                \
-      prev_match = m_;                                                 \
-      break;                                                           \
-    case B_NEXT:                                                       \
-      if (have_prev && prev_match && !m_) pe = sb_;                    \
-      else {                                                           \
-        if (have_prev) EMIT(ps, pe);                                   \
-        ps = sa_, pe = sb_, have_prev = 1;                             \
-      }                                                                \
-      prev_match = m_;                                                 \
-      break;                                                           \
-    case B_CONTIG:                                                     \
-      if (have_prev && prev_match && m_) pe = sb_;                     \
-      else {                                                           \
-        if (have_prev) EMIT(ps, pe);                                   \
-        ps = sa_, pe = sb_, have_prev = 1;                             \
-      }                                                                \
-      prev_match = m_;                                                 \
-      break;                                                           \
-    }                                                                  \
-  } while (0)
+    split_t st = {.out = out, .behavior = op->behavior, .invert = op->invert};
     while (pos <= e) {
       int rc = pcre2_match(op->re, (PCRE2_SPTR)buf->b, e, pos, PCRE2_NO_UTF_CHECK, md, NULL);
       if (rc < 0) {
@@ -159,14 +156,12 @@ static void split_regex(const pre_op_t *op, const nbuf_t *buf, const spans_t *in
         while (pos < e && ((unsigned char)buf->b[pos] & 0xc0) == 0x80) pos++;
         continue;
       }
-      SEG(last, ms, 0);
-      SEG(ms, me, 1);
+      split_segment(&st, last, ms, 0);
+      split_segment(&st, ms, me, 1);
       last = pos = me;
     }
-    SEG(last, e, 0);
-    if (have_prev) EMIT(ps, pe);
-#undef SEG
-#undef EMIT
+    split_segment(&st, last, e, 0);
+    if (st.have_prev) split_emit(out, st.ps, st.pe);
   }
 }
 

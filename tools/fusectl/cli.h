@@ -48,6 +48,7 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(list, "list jobs") \
   X(logits, "top-K next-token log-probabilities of a model at every position") \
   X(logits_dump, "run a model over a chat dataset shard into a top-K store") \
+  X(logits_import, "top-K distributions computed elsewhere (JSONL, safetensors) into a top-K store") \
   X(logs, "print a job's event log") \
   X(merge, "merge models of one architecture (sce, varm, ties, dare, slerp, linear...)") \
   X(query, "ask a logits daemon directly for top-K next-token log-probs") \

@@ -36,10 +36,14 @@ void fc_cli_schema_help(FILE *fp, const char *kind, int width) {
     const fc_param_t *p = &s->params[i];
     if (!p->flag) continue;
     char head[96], def[64], range[160], meta[16];
-    snprintf(meta, sizeof meta, "%s", p->type == FC_PARAM_ENUM ? "NAME" : p->type == FC_PARAM_FLOAT ? "X" : "N");
+    snprintf(meta, sizeof meta, "%s", p->type == FC_PARAM_ENUM  ? "NAME"
+                                       : p->type == FC_PARAM_STR ? "TEXT"
+                                       : p->type == FC_PARAM_FLOAT ? "X"
+                                                                   : "N");
     if (p->sopt) snprintf(head, sizeof head, "  -%c, --%s %s", p->sopt, p->flag, meta);
     else snprintf(head, sizeof head, "      --%s %s", p->flag, meta);
     fc_schema_format_default(p, def, sizeof def), fc_schema_format_range(p, range, sizeof range);
-    fprintf(fp, "%-*s %s (default %s; %s)\n", width, head, p->help, def, range);
+    if (!*def && !*range) fprintf(fp, "%-*s %s\n", width, head, p->help); /* a string without default */
+    else fprintf(fp, "%-*s %s (default %s; %s)\n", width, head, p->help, def, range);
   }
 }

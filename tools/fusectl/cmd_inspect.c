@@ -15,7 +15,8 @@ static void usage(FILE *fp) {
           "\n"
           "Lists the tensors of a safetensors file, a sharded model's index, or a Hugging Face\n"
           "model directory: name, dtype, shape and size, in storage order. For a directory\n"
-          "with a config.json, the model's hyper-parameters come first.\n"
+          "with a config.json, the model's hyper-parameters come first, then a line on its\n"
+          "family (experts, packed projections, norms, soft caps, windows; pivot or source).\n"
           "\n"
           "Options:\n"
           "  --json     one JSON object per tensor, one per line\n"
@@ -52,6 +53,9 @@ int fc_cmd_inspect(int argc, char **argv) {
              cfg.head_dim, cfg.intermediate_size, cfg.vocab_size, cfg.rope_theta,
              cfg.tie_word_embeddings ? "yes" : "no", cfg.attention_bias ? "yes" : "no",
              fc_config_num_params(&cfg) / 1e6);
+      char desc[1024];
+      fc_config_describe(&cfg, desc, sizeof desc);
+      printf("%s\n", desc);
     }
     free(cfgp);
   }
