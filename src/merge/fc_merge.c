@@ -213,6 +213,8 @@ static void job_free(job_t *J) {
     fc_merge_cand_free(&J->sel[i]);
   }
   free(J->blk_nz);
+  free(J->dl_p);
+  free(J->dl_thr);
   if (!J->ws) free(J->var);
   free(J->part);
 }

@@ -91,6 +91,8 @@ typedef struct job {
   uint8_t none[FC_MERGE_MAX_MODELS]; /* breadcrumbs: the model keeps no delta */
   uint64_t dkey[FC_MERGE_MAX_MODELS];
   size_t ncols;   /* della: elements per row (ranks are taken within rows) */
+  float *dl_p;     /* della: [nm][ncols] keep probability of each rank */
+  uint32_t *dl_thr; /* della: [nm][ncols] draws below this are kept (p 2^32 rounded up, capped) */
   float lambda;   /* task-vector methods: scale of the merged delta */
   int consensus;  /* the method elects a sign (TIES, DARE-TIES, breadcrumbs_ties, DELLA) */
   int normalize, rescale;

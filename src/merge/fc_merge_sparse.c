@@ -75,6 +75,24 @@ int fc_merge_della_prepare(job_t *J, const char *name, fc_err_t *err) {
                         "must lie in (0, 1) (tensor '%s')",
                         fc_merge_method_name(J->method), d, e, name);
   }
+  /* The probability of each rank, the same in every row: mergekit's, in f32 as its tensors,
+   * (d - e) + (rank / (c - 1) * 2) * e. */
+  const size_t c = J->ncols;
+  const float rc = c > 1 ? (float)(c - 1) : 1.0f;
+  J->dl_p = fc_xmalloc((size_t)J->nm * c * sizeof *J->dl_p);
+  J->dl_thr = fc_xmalloc((size_t)J->nm * c * sizeof *J->dl_thr);
+  for (int i = 0; i < J->nm; i++) {
+    if (J->dens[i] >= 1 || J->none[i]) continue;
+    const float p0 = (float)(J->dens[i] - J->eps[i]), e = (float)J->eps[i];
+    for (size_t r = 0; r < c; r++) {
+      const float rn = c > 1 ? (float)r / rc : 0.0f;
+      const float p = p0 + rn * 2.0f * e;
+      /* u < p with u = x 2^-32 is x < ceil(p 2^32) for the integer x (capped: p may round to 1). */
+      J->dl_p[(size_t)i * c + r] = p;
+      const double t = ceil((double)p * 0x1p32);
+      J->dl_thr[(size_t)i * c + r] = t > (double)UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+    }
+  }
   return 0;
 }
 
@@ -134,8 +152,6 @@ static void della_row(const job_t *J, scratch_t *s, int64_t row) {
 void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
   const int nm = J->nm;
   const size_t c = J->ncols, off = blk * BLK;
-  /* mergekit's probabilities, in f32 as its tensors: (d - e) + (rank / (c - 1) * 2) * e. */
-  const float rc = c > 1 ? (float)(c - 1) : 1.0f;
   for (int i = 0; i < nm; i++) {
     float *d = s->m + (size_t)i * BLK;
     if (J->none[i]) memset(d, 0, cnt * sizeof *d);
@@ -148,14 +164,12 @@ void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
       if (J->dens[i] >= 1 || J->none[i]) continue;
       float *d = s->m + (size_t)i * BLK;
       const uint32_t *rk = s->rk + (size_t)i * c + col0 - j0;
-      const float p0 = (float)(J->dens[i] - J->eps[i]), e = (float)J->eps[i];
+      const float *pr = J->dl_p + (size_t)i * c;
+      const uint32_t *thr = J->dl_thr + (size_t)i * c;
       for (size_t j = j0; j < j1; j++) {
-        const float rn = c > 1 ? (float)rk[j] / rc : 0.0f;
-        const float p = p0 + rn * 2.0f * e;
-        /* u < p with u = x 2^-32 is x < ceil(p 2^32) for the integer x. */
-        const uint64_t thr = (uint64_t)ceil((double)p * 0x1p32);
-        if (dare_u32(J->dkey[i], off + j) >= thr) d[j] = 0.0f;
-        else if (J->rescale) d[j] = d[j] / p;
+        const uint32_t r = rk[j];
+        if (dare_u32(J->dkey[i], off + j) >= thr[r]) d[j] = 0.0f;
+        else if (J->rescale) d[j] = d[j] / pr[r];
       }
     }
     j0 = j1;
