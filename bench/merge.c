@@ -302,7 +302,7 @@ static result_t run_once(char paths[][1100], const char *out, fc_merge_method_t 
     cfg.method = m;
     cfg.base = m == FC_MERGE_LINEAR ? NULL : paths[0];
     cfg.models = mods;
-    cfg.nmodels = m == FC_MERGE_SLERP ? 1 : 3;
+    cfg.nmodels = fc_merge_method_pairwise(m) ? 1 : 3;
     cfg.t = 0.5;
     cfg.select_topk = 0.1;
     cfg.threads = threads;
@@ -466,7 +466,7 @@ int main(int argc, char **argv) {
     }
     if (r == 0) linear_s = res.seconds;
     double gbs = res.bytes_in / res.seconds / 1e9, rss = res.maxrss;
-    int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : runs[r].m == FC_MERGE_SLERP ? 2 : 4;
+    int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : fc_merge_method_pairwise(runs[r].m) ? 2 : 4;
     /* CPU seconds of the run (all threads): a figure the other load on the machine disturbs
      * less than the wall clock. */
     double cpu = res.cpu;

@@ -19,7 +19,8 @@ static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic",
                               "sce",         "sce_weights",   "sce_all",         "varm",
                               /* mergekit's configs as written (parameters resolved per tensor) */
                               "ties_global", "breadcrumbs",   "breadcrumbs_ties", "della",
-                              "della_linear", "gradient",     "filter",          "filter_models"};
+                              "della_linear", "gradient",     "filter",          "filter_models",
+                              "nearswap"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");
@@ -175,7 +176,7 @@ static void test_threads_invariant(void **state) {
     fc_merge_cfg_init(&cfg);
     cfg.method = (fc_merge_method_t)meth;
     cfg.models = mods;
-    cfg.nmodels = meth == FC_MERGE_SLERP ? 1 : 3;
+    cfg.nmodels = fc_merge_method_pairwise((fc_merge_method_t)meth) ? 1 : 3;
     cfg.t = 0.4;
     cfg.select_topk = 0.2;
     cfg.seed = 5;
@@ -239,12 +240,12 @@ static void test_identities(void **state) {
     fc_merge_cfg_init(&cfg);
     cfg.method = (fc_merge_method_t)meth;
     cfg.models = mods;
-    cfg.nmodels = meth == FC_MERGE_SLERP ? 1 : 3;
+    cfg.nmodels = fc_merge_method_pairwise((fc_merge_method_t)meth) ? 1 : 3;
     cfg.t = 0.5;
     cfg.normalize = meth == FC_MERGE_TASK_ARITHMETIC || meth == FC_MERGE_DARE_LINEAR ? 1 : -1;
     fc_err_t err = {0};
     /* Identical models merge to that model (base = the model for slerp). */
-    const fc_st_tensor_t *bb = meth == FC_MERGE_SLERP ? &tm : &tb;
+    const fc_st_tensor_t *bb = fc_merge_method_pairwise((fc_merge_method_t)meth) ? &tm : &tb;
     assert_int_equal(fc_merge_tensor(&cfg, "y", bb, same, out, NULL, 2, &err), 0);
     for (int i = 0; i < N; i++)
       if (fabsf(out[i] - mdl[i]) > 1e-6f * fabsf(mdl[i]) + 1e-7f)

@@ -109,7 +109,7 @@ static void test_fused_matches_generic(void **state) {
     fc_merge_cfg_init(&cfg);
     cfg.method = cases[c].m;
     cfg.models = mods;
-    cfg.nmodels = cases[c].m == FC_MERGE_SLERP ? 1 : 3;
+    cfg.nmodels = fc_merge_method_pairwise(cases[c].m) ? 1 : 3;
     cfg.normalize = cases[c].normalize;
     cfg.t = 0.3;
     cfg.select_topk = cases[c].topk;

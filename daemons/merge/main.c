@@ -44,9 +44,10 @@ static int run_merge(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   cfg.models = models;
   cfg.nmodels = (int)n;
   cfg.threads = g_threads;
-  if (cfg.method == FC_MERGE_SLERP && n != 1) {
+  if (fc_merge_method_pairwise(cfg.method) && n != 1) {
     free(models);
-    return fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one model, not %zu", n);
+    return fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one model, not %zu",
+                      fc_merge_method_name(cfg.method), n);
   }
   fc_merge_stats_t stats = {0};
   cfg.stats = &stats;

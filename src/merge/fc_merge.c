@@ -24,6 +24,7 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_SCE] = "sce",       [FC_MERGE_VARM] = "varm",
     [FC_MERGE_BREADCRUMBS] = "breadcrumbs", [FC_MERGE_BREADCRUMBS_TIES] = "breadcrumbs_ties",
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
+    [FC_MERGE_NEARSWAP] = "nearswap",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -106,7 +107,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   switch (J->method) {
   case FC_MERGE_LINEAR:
   case FC_MERGE_VARM:
-  case FC_MERGE_SLERP: return fc_merge_linear_block;
+  case FC_MERGE_SLERP:
+  case FC_MERGE_NEARSWAP: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -240,9 +242,9 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
       return fc_err_set(err, FC_EMISMATCH, "tensor '%s': %s has %lld elements, the base %lld", name,
                         cfg->models[i].path ? cfg->models[i].path : "a model",
                         (long long)models[i]->numel, (long long)ref->numel);
-  if (M == FC_MERGE_SLERP && nm != 1)
-    return fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)",
-                      nm);
+  if (fc_merge_method_pairwise(M) && nm != 1)
+    return fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
+                      fc_merge_method_name(M), nm);
   job_t J;
   memset(&J, 0, sizeof J);
   J.cfg = cfg;

@@ -26,6 +26,8 @@
  * - VaRM: W_i = mean(d_i^2) / sum_j mean(d_j^2) per tensor, uniform when the sum is 0; the
  *   release script computes its weights offline from an analysis file.
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
+ * - nearswap: mergekit's, in f32: w = clamp(t / max(|base - model|, 1e-6), 0, 1),
+ *   w model + (1 - w) base: the model's values where it is within t of the base.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -80,8 +82,14 @@ typedef enum {
   FC_MERGE_BREADCRUMBS_TIES,/* the same sparsification, then TIES's sign election */
   FC_MERGE_DELLA,           /* magnitude-ranked random drop (epsilon), sign election (norm. on) */
   FC_MERGE_DELLA_LINEAR,    /* the same drop, weighted sum */
+  FC_MERGE_NEARSWAP,        /* base -> one model, elementwise, by t / |difference| clamped */
   FC_MERGE_COUNT
 } fc_merge_method_t;
+
+/* Methods that interpolate the base with exactly one other model by the parameter t. */
+static inline int fc_merge_method_pairwise(fc_merge_method_t m) {
+  return m == FC_MERGE_SLERP || m == FC_MERGE_NEARSWAP;
+}
 
 const char *fc_merge_method_name(fc_merge_method_t m);
 int fc_merge_method_parse(const char *s, fc_merge_method_t *out); /* 0 or FC_EINVAL */

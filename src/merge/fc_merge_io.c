@@ -113,7 +113,8 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
   int have_t = cfg.t == cfg.t;
   for (int s = 0; s < cfg.nsettings; s++) have_t |= cfg.settings[s].key == FC_MP_T;
-  if (M == FC_MERGE_SLERP && !have_t) return fc_err_set(err, FC_EINVAL, "slerp needs the parameter t");
+  if (fc_merge_method_pairwise(M) && !have_t)
+    return fc_err_set(err, FC_EINVAL, "%s needs the parameter t", fc_merge_method_name(M));
   if (cfg.dtype >= 0 && cfg.dtype != FC_DT_F32 && cfg.dtype != FC_DT_F16 && cfg.dtype != FC_DT_BF16)
     return fc_err_set(err, FC_EINVAL, "output dtype must be float32, float16 or bfloat16");
   /* Task-vector methods skip the base if it is also listed, as mergekit does. */
@@ -155,8 +156,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     rc = fc_err_set(err, FC_EINVAL, "at most %d models", FC_MERGE_MAX_MODELS);
     goto out;
   }
-  if (M == FC_MERGE_SLERP && nm != 1) {
-    rc = fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)", nm);
+  if (fc_merge_method_pairwise(M) && nm != 1) {
+    rc = fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
+                    fc_merge_method_name(M), nm);
     goto out;
   }
   cfg.models = list;
@@ -262,8 +264,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         fc_merge_cfg_t tcfg = cfg;
         if (cfg.nsettings) fc_merge_resolve(&cfg, b->name, fc_merge_layer_t(b->name, nlayers), &tcfg, tmodels);
         rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
-        if (!rc && M == FC_MERGE_SLERP && !(tcfg.t == tcfg.t))
-          rc = fc_err_set(err, FC_EINVAL, "slerp: no value of t applies to tensor '%s'", b->name);
+        if (!rc && fc_merge_method_pairwise(M) && !(tcfg.t == tcfg.t))
+          rc = fc_err_set(err, FC_EINVAL, "%s: no value of t applies to tensor '%s'", fc_merge_method_name(M),
+                          b->name);
         if (!rc)
           rc = fc_merge_tensor_raw(&ws, &tcfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
                                 specs[j].dtype, mw, threads, 1, err);

@@ -67,7 +67,7 @@ FC_HOT void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk) {
 }
 
 /* P_SLERP_DOT (the squared norms and the dot product of base and model, per block) and the
- * generic final pass of linear, VaRM and SLERP. */
+ * generic final pass of linear, VaRM, SLERP and NearSwap. */
 FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   const int nm = J->nm;
   const fc_merge_method_t M = J->method;
@@ -108,6 +108,17 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   case FC_MERGE_SLERP:
     for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
     break;
+  case FC_MERGE_NEARSWAP: {
+    const float t = (float)J->cfg->t, *m = s->m;
+    for (size_t j = 0; j < cnt; j++) {
+      float ad = fabsf(b[j] - m[j]);
+      ad = ad < 1e-6f ? 1e-6f : ad;
+      float w = t / ad;
+      w = w < 0 ? 0 : w > 1 ? 1 : w;
+      o[j] = w * m[j] + (1 - w) * b[j];
+    }
+    break;
+  }
   default: assert(0);
   }
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);

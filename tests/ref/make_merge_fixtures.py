@@ -263,6 +263,14 @@ def slerp(name, b, ms, p):
     return (torch.tensor(s0) * b + torch.tensor(s1) * ms[0]).float()
 
 
+def nearswap(b, m, t):
+    """mergekit's nearswap, float32: weight clamp(t / max(|a - b|, 1e-6), 0, 1) on the model."""
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32)
+    absdiff = torch.clamp((b - m).abs(), min=f32(1e-6))
+    w = torch.clamp(f32(t) / absdiff, 0, 1)
+    return w * m + (f32(1.0) - w) * b
+
+
 def sce(name, b, ms, p, weights_out):
     topk = p.get("select_topk", 1.0)
     scope = p.get("sce_mask_scope", "deltas")
@@ -540,6 +548,15 @@ parameters:
     - value: 0.5
 dtype: float32
 """,
+    # NearSwap with t by layer: the model's values where they lie within t of the base's.
+    "nearswap": """
+merge_method: nearswap
+base_model: base
+models:
+  - model: m1
+parameters:
+  t: [0.05, 0.2]
+""",
     # Filters on a model's weight (falling back to the global default where none matches)
     # and a layer gradient on lambda.
     "filter_models": """
@@ -580,6 +597,8 @@ for cname, text in CONFIGS.items():
         ms = [m[n].flatten() for m in inputs]
         if method == "slerp":
             r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
+        elif method == "nearswap":
+            r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
         else:
             sp, cons, dn, dr = GTA[method]
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
