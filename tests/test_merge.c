@@ -20,7 +20,7 @@ static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic",
                               /* mergekit's configs as written (parameters resolved per tensor) */
                               "ties_global", "breadcrumbs",   "breadcrumbs_ties", "della",
                               "della_linear", "gradient",     "filter",          "filter_models",
-                              "nearswap"};
+                              "nearswap",    "model_stock"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");

@@ -24,7 +24,7 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_SCE] = "sce",       [FC_MERGE_VARM] = "varm",
     [FC_MERGE_BREADCRUMBS] = "breadcrumbs", [FC_MERGE_BREADCRUMBS_TIES] = "breadcrumbs_ties",
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
-    [FC_MERGE_NEARSWAP] = "nearswap",
+    [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -100,7 +100,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case P_SCE_HIST:
   case P_SCE_W:
   case P_SUMSQ: return fc_merge_sce_block;
-  case P_SLERP_DOT: return fc_merge_linear_block;
+  case P_SLERP_DOT:
+  case P_STOCK_DOT: return fc_merge_linear_block;
   default: break;
   }
   if (J->fused == F_SUM || J->fused == F_DELTA_SUM || J->fused == F_SLERP) return sum_fused;
@@ -108,7 +109,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case FC_MERGE_LINEAR:
   case FC_MERGE_VARM:
   case FC_MERGE_SLERP:
-  case FC_MERGE_NEARSWAP: return fc_merge_linear_block;
+  case FC_MERGE_NEARSWAP:
+  case FC_MERGE_MODEL_STOCK: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -242,6 +244,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
       return fc_err_set(err, FC_EMISMATCH, "tensor '%s': %s has %lld elements, the base %lld", name,
                         cfg->models[i].path ? cfg->models[i].path : "a model",
                         (long long)models[i]->numel, (long long)ref->numel);
+  if (M == FC_MERGE_MODEL_STOCK && nm < 2)
+    return fc_err_set(err, FC_EINVAL, "model_stock needs at least two models besides the base (%d given)", nm);
   if (fc_merge_method_pairwise(M) && nm != 1)
     return fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
                       fc_merge_method_name(M), nm);
@@ -322,6 +326,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   else if (M == FC_MERGE_SCE) fc_merge_sce_prepare(&J, threads);
   else if (M == FC_MERGE_VARM) fc_merge_varm_prepare(&J, threads);
   else if (M == FC_MERGE_SLERP) fc_merge_slerp_prepare(&J, threads);
+  else if (M == FC_MERGE_MODEL_STOCK) fc_merge_stock_prepare(&J, threads);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

@@ -28,6 +28,10 @@
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
  * - nearswap: mergekit's, in f32: w = clamp(t / max(|base - model|, 1e-6), 0, 1),
  *   w model + (1 - w) base: the model's values where it is within t of the base.
+ * - model_stock: mergekit's with filter_wise false (true is refused): c = the mean over pairs
+ *   of models of clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64
+ *   sums), t = N c / (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at
+ *   least two models besides the base.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -83,6 +87,7 @@ typedef enum {
   FC_MERGE_DELLA,           /* magnitude-ranked random drop (epsilon), sign election (norm. on) */
   FC_MERGE_DELLA_LINEAR,    /* the same drop, weighted sum */
   FC_MERGE_NEARSWAP,        /* base -> one model, elementwise, by t / |difference| clamped */
+  FC_MERGE_MODEL_STOCK,     /* t avg(M_i) + (1 - t) base, t from the mean angle of the deltas */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 

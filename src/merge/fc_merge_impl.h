@@ -35,7 +35,7 @@
 static inline size_t srun_len(size_t n) { return n / SRUNS < SRUN ? n / SRUNS : SRUN; }
 
 /* Pass kinds: what one run over the tensor's blocks computes. */
-enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
+enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT, P_STOCK_DOT };
 /* Fused final passes (bf16 inputs read straight from the mapping, fc_merge_lanes.h). */
 enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
@@ -325,6 +325,8 @@ void fc_merge_populate(const job_t *J, size_t e0, size_t e1);
 
 /* fc_merge_linear.c: linear, task arithmetic's and VaRM's fused sums, SLERP. */
 void fc_merge_slerp_prepare(job_t *J, int threads);
+/* model_stock's t (in J->s0) from the deltas' squared norms and pairwise dot products. */
+void fc_merge_stock_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
 /* fc_merge_ties.c: TIES, DARE and task arithmetic's generic path. */

@@ -86,6 +86,24 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     J->part[blk * 3 + 2] = ab;
     return;
   }
+  if (kind == P_STOCK_DOT) { /* columns: |d_i|^2, then d_i.d_j for i < j */
+    size_t cnt = load_block(J, s, blk, 1);
+    double *pt = J->part + blk * (size_t)J->npart;
+    int c = nm;
+    for (int i = 0; i < nm; i++) {
+      const float *a = s->m + (size_t)i * BLK;
+      double aa = 0;
+      for (size_t j = 0; j < cnt; j++) aa += (double)a[j] * a[j];
+      pt[i] = aa;
+      for (int k = i + 1; k < nm; k++, c++) {
+        const float *b = s->m + (size_t)k * BLK;
+        double ab = 0;
+        for (size_t j = 0; j < cnt; j++) ab += (double)a[j] * b[j];
+        pt[c] = ab;
+      }
+    }
+    return;
+  }
   assert(kind == P_FINAL);
   size_t cnt = load_block(J, s, blk, 0);
   float *o = s->o;
@@ -108,6 +126,16 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   case FC_MERGE_SLERP:
     for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
     break;
+  case FC_MERGE_MODEL_STOCK: {
+    const float t = J->s0, fn = (float)nm;
+    for (size_t j = 0; j < cnt; j++) o[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) o[j] += m[j];
+    }
+    for (size_t j = 0; j < cnt; j++) o[j] = t * (o[j] / fn) + (1 - t) * b[j];
+    break;
+  }
   case FC_MERGE_NEARSWAP: {
     const float t = (float)J->cfg->t, *m = s->m;
     for (size_t j = 0; j < cnt; j++) {
@@ -122,6 +150,23 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   default: assert(0);
   }
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
+}
+
+void fc_merge_stock_prepare(job_t *J, int threads) {
+  const int nm = J->nm;
+  J->npart = nm + nm * (nm - 1) / 2;
+  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
+  fc_merge_pass(J, P_STOCK_DOT, threads);
+  double cs = 0;
+  int c = nm;
+  for (int i = 0; i < nm; i++)
+    for (int k = i + 1; k < nm; k++, c++) {
+      double np = sqrt(fc_merge_part_sum(J, i)) * sqrt(fc_merge_part_sum(J, k));
+      double cos = fc_merge_part_sum(J, c) / (np > 1e-6 ? np : 1e-6);
+      cs += cos < -1 ? -1 : cos > 1 ? 1 : cos;
+    }
+  cs /= (double)(nm * (nm - 1) / 2);
+  J->s0 = (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
 }
 
 /* SLERP's coefficients s0 (base) and s1 (model) from the angle between the two tensors. */

@@ -271,6 +271,22 @@ def nearswap(b, m, t):
     return w * m + (f32(1.0) - w) * b
 
 
+def model_stock(b, ms):
+    """mergekit's model_stock (filter_wise false): the mean pairwise cosine of the flattened
+    deltas (clamped; norms' product at least 1e-6) sets t = N c / (1 + (N - 1) c); the result
+    is t * mean(models) + (1 - t) * base. Sums of products in float64 (fc_merge.h)."""
+    offs = [(m - b).double() for m in ms]
+    cos = []
+    for i in range(len(offs)):
+        for j in range(i + 1, len(offs)):
+            npr = offs[i].norm().item() * offs[j].norm().item()
+            cos.append(max(-1.0, min(1.0, (offs[i] * offs[j]).sum().item() / max(npr, 1e-6))))
+    c, n = sum(cos) / len(cos), len(ms)
+    t = torch.tensor(n * c / (1 + (n - 1) * c), dtype=torch.float32)
+    avg = seqsum32(ms) / torch.tensor(float(n), dtype=torch.float32)
+    return t * avg + (torch.tensor(1.0) - t) * b
+
+
 def sce(name, b, ms, p, weights_out):
     topk = p.get("select_topk", 1.0)
     scope = p.get("sce_mask_scope", "deltas")
@@ -557,6 +573,17 @@ models:
 parameters:
   t: [0.05, 0.2]
 """,
+    "model_stock": """
+merge_method: model_stock
+base_model: base
+models:
+  - model: base
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  filter_wise: false
+""",
     # Filters on a model's weight (falling back to the global default where none matches)
     # and a layer gradient on lambda.
     "filter_models": """
@@ -597,6 +624,8 @@ for cname, text in CONFIGS.items():
         ms = [m[n].flatten() for m in inputs]
         if method == "slerp":
             r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
+        elif method == "model_stock":
+            r = model_stock(b, ms)
         elif method == "nearswap":
             r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
         else:

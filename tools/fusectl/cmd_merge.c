@@ -35,6 +35,8 @@ static void usage(FILE *fp) {
           "  slerp            spherical interpolation from the base to one model by t\n"
           "  nearswap         per element, the model's value where within t of the base's:\n"
           "                   w = clamp(t / |base - model|, 0, 1), w model + (1 - w) base\n"
+          "  model_stock      t avg_i M_i + (1 - t) base, t = N c / (1 + (N - 1) c) from the\n"
+          "                   mean cosine c between the models' deltas\n"
           "  sce              FuseChat: select by variance (select_topk), weights by mean(d^2),\n"
           "                   erase minority signs\n"
           "  varm             FuseChat v1: sum_i W_i M_i with W_i ~ mean(d_i^2)\n"
