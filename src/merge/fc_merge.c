@@ -25,6 +25,7 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_BREADCRUMBS] = "breadcrumbs", [FC_MERGE_BREADCRUMBS_TIES] = "breadcrumbs_ties",
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
     [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
+    [FC_MERGE_NUSLERP] = "nuslerp",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -110,7 +111,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case FC_MERGE_VARM:
   case FC_MERGE_SLERP:
   case FC_MERGE_NEARSWAP:
-  case FC_MERGE_MODEL_STOCK: return fc_merge_linear_block;
+  case FC_MERGE_MODEL_STOCK:
+  case FC_MERGE_NUSLERP: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -237,13 +239,15 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
-  assert(base || M == FC_MERGE_LINEAR);
+  assert(base || M == FC_MERGE_LINEAR || M == FC_MERGE_NUSLERP);
   const fc_st_tensor_t *ref = base ? base : models[0];
   for (int i = 0; i < nm; i++)
     if (models[i]->numel != ref->numel)
       return fc_err_set(err, FC_EMISMATCH, "tensor '%s': %s has %lld elements, the base %lld", name,
                         cfg->models[i].path ? cfg->models[i].path : "a model",
                         (long long)models[i]->numel, (long long)ref->numel);
+  if (M == FC_MERGE_NUSLERP && nm != 2)
+    return fc_err_set(err, FC_EINVAL, "nuslerp merges exactly two models (%d given besides the base)", nm);
   if (M == FC_MERGE_MODEL_STOCK && nm < 2)
     return fc_err_set(err, FC_EINVAL, "model_stock needs at least two models besides the base (%d given)", nm);
   if (fc_merge_method_pairwise(M) && nm != 1)
@@ -327,6 +331,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   else if (M == FC_MERGE_VARM) fc_merge_varm_prepare(&J, threads);
   else if (M == FC_MERGE_SLERP) fc_merge_slerp_prepare(&J, threads);
   else if (M == FC_MERGE_MODEL_STOCK) fc_merge_stock_prepare(&J, threads);
+  else if (M == FC_MERGE_NUSLERP) fc_merge_nuslerp_prepare(&J, threads);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

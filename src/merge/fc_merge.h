@@ -32,6 +32,11 @@
  *   of models of clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64
  *   sums), t = N c / (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at
  *   least two models besides the base.
+ * - nuslerp: mergekit's with nuslerp_flatten true and nuslerp_row_wise false (the others are
+ *   refused): two models, or their deltas when a base is given, t = w_1 / (w_0 + w_1) (0.5
+ *   when |w_0 + w_1| < 1e-6), the angle from the whole tensors (norms clamped to 1e-7, f64
+ *   sums), coefficients sin((1-t)th)/sin th and sin(t th)/sin th as f32 (lerp when
+ *   |sin th| < 1e-8); mergekit divides the f32 sum by sin th instead (last-bit differences).
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -88,6 +93,7 @@ typedef enum {
   FC_MERGE_DELLA_LINEAR,    /* the same drop, weighted sum */
   FC_MERGE_NEARSWAP,        /* base -> one model, elementwise, by t / |difference| clamped */
   FC_MERGE_MODEL_STOCK,     /* t avg(M_i) + (1 - t) base, t from the mean angle of the deltas */
+  FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 

@@ -327,6 +327,8 @@ void fc_merge_populate(const job_t *J, size_t e0, size_t e1);
 void fc_merge_slerp_prepare(job_t *J, int threads);
 /* model_stock's t (in J->s0) from the deltas' squared norms and pairwise dot products. */
 void fc_merge_stock_prepare(job_t *J, int threads);
+/* nuslerp's coefficients (J->s0, J->s1) from the two models' (or deltas') angle. */
+void fc_merge_nuslerp_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
 /* fc_merge_ties.c: TIES, DARE and task arithmetic's generic path. */

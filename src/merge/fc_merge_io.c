@@ -11,7 +11,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static int method_uses_base(fc_merge_method_t m) { return m != FC_MERGE_LINEAR; }
+/* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given. */
+static int method_needs_base(fc_merge_method_t m) { return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP; }
 
 /* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
  * mapping, so resident memory stays at the tensors in flight instead of growing to whole
@@ -109,7 +110,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   fc_merge_cfg_t cfg = *cfg_in;
   fc_merge_method_t M = cfg.method;
   if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
-  if (method_uses_base(M) && !cfg.base)
+  const int use_base = M != FC_MERGE_LINEAR && cfg.base;
+#define method_uses_base(m) use_base
+  if (method_needs_base(M) && !cfg.base)
     return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
   int have_t = cfg.t == cfg.t;
   for (int s = 0; s < cfg.nsettings; s++) have_t |= cfg.settings[s].key == FC_MP_T;
@@ -319,4 +322,5 @@ out:
   free(list);
   free(sets);
   return rc;
+#undef method_uses_base
 }

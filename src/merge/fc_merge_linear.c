@@ -72,9 +72,10 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   const int nm = J->nm;
   const fc_merge_method_t M = J->method;
   const size_t off = blk * BLK;
-  if (kind == P_SLERP_DOT) {
-    size_t cnt = load_block(J, s, blk, 0);
-    const float *a = s->b, *b = s->m;
+  if (kind == P_SLERP_DOT) { /* slerp: base and model; nuslerp: the two models (or deltas) */
+    const int nu = M == FC_MERGE_NUSLERP;
+    size_t cnt = load_block(J, s, blk, nu && J->base);
+    const float *a = nu ? s->m : s->b, *b = nu ? s->m + BLK : s->m;
     double aa = 0, bb = 0, ab = 0;
     for (size_t j = 0; j < cnt; j++) {
       aa += (double)a[j] * a[j];
@@ -105,7 +106,7 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     return;
   }
   assert(kind == P_FINAL);
-  size_t cnt = load_block(J, s, blk, 0);
+  size_t cnt = load_block(J, s, blk, M == FC_MERGE_NUSLERP && J->base);
   float *o = s->o;
   const float *b = s->b;
   switch (M) {
@@ -126,6 +127,13 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   case FC_MERGE_SLERP:
     for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
     break;
+  case FC_MERGE_NUSLERP: {
+    const float *m0 = s->m, *m1 = s->m + BLK;
+    for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * m0[j] + J->s1 * m1[j];
+    if (J->base)
+      for (size_t j = 0; j < cnt; j++) o[j] = b[j] + o[j];
+    break;
+  }
   case FC_MERGE_MODEL_STOCK: {
     const float t = J->s0, fn = (float)nm;
     for (size_t j = 0; j < cnt; j++) o[j] = 0;
@@ -167,6 +175,24 @@ void fc_merge_stock_prepare(job_t *J, int threads) {
     }
   cs /= (double)(nm * (nm - 1) / 2);
   J->s0 = (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
+}
+
+void fc_merge_nuslerp_prepare(job_t *J, int threads) {
+  const double w0 = J->cfg->models[0].weight, w1 = J->cfg->models[1].weight;
+  const double t = fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+  J->npart = 3;
+  J->part = fc_xcalloc(J->nblocks * 3, sizeof(double));
+  fc_merge_pass(J, P_SLERP_DOT, threads);
+  double n0 = sqrt(fc_merge_part_sum(J, 0)), n1 = sqrt(fc_merge_part_sum(J, 1)), ab = fc_merge_part_sum(J, 2);
+  double cos = ab / ((n0 > 1e-7 ? n0 : 1e-7) * (n1 > 1e-7 ? n1 : 1e-7));
+  double th = acos(cos < -1 ? -1 : cos > 1 ? 1 : cos), st = sin(th);
+  if (fabs(st) < 1e-8) {
+    J->s0 = (float)(1 - t);
+    J->s1 = (float)t;
+  } else {
+    J->s0 = (float)(sin((1 - t) * th) / st);
+    J->s1 = (float)(sin(t * th) / st);
+  }
 }
 
 /* SLERP's coefficients s0 (base) and s1 (model) from the angle between the two tensors. */

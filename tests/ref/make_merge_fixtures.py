@@ -287,6 +287,24 @@ def model_stock(b, ms):
     return t * avg + (torch.tensor(1.0) - t) * b
 
 
+def nuslerp(b, ms, w):
+    """mergekit's nuslerp (flatten): t = w1 / (w0 + w1), the angle of the two whole tensors
+    (or of their deltas from the base, when given; norms clamped to 1e-7), lerp when
+    |sin theta| < 1e-8; the coefficients rounded to float32 (fc_merge.h)."""
+    v0, v1 = (ms[0] - b, ms[1] - b) if b is not None else (ms[0], ms[1])
+    t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
+    n0, n1 = max(v0.double().norm().item(), 1e-7), max(v1.double().norm().item(), 1e-7)
+    cos = max(-1.0, min(1.0, (v0.double() * v1.double()).sum().item() / (n0 * n1)))
+    th = math.acos(cos)
+    st = math.sin(th)
+    if abs(st) < 1e-8:
+        c0, c1 = 1 - t, t
+    else:
+        c0, c1 = math.sin((1 - t) * th) / st, math.sin(t * th) / st
+    r = torch.tensor(c0, dtype=torch.float32) * v0 + torch.tensor(c1, dtype=torch.float32) * v1
+    return b + r if b is not None else r
+
+
 def sce(name, b, ms, p, weights_out):
     topk = p.get("select_topk", 1.0)
     scope = p.get("sce_mask_scope", "deltas")
@@ -584,6 +602,25 @@ models:
 parameters:
   filter_wise: false
 """,
+    "nuslerp": """
+merge_method: nuslerp
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.7}
+  - model: m2
+    parameters: {weight: [0.3, 0.9]}
+""",
+    "nuslerp_nobase": """
+merge_method: nuslerp
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m3
+    parameters: {weight: 0.5}
+parameters:
+  nuslerp_flatten: true
+""",
     # Filters on a model's weight (falling back to the global default where none matches)
     # and a layer gradient on lambda.
     "filter_models": """
@@ -616,7 +653,7 @@ for cname, text in CONFIGS.items():
     p = {k: v for k, v in cfg.get("parameters", {}).items() if isinstance(v, bool)}
     if "seed" in cfg:
         p["seed"] = cfg["seed"]
-    entries = [m for m in cfg["models"] if m["model"] != cfg["base_model"] or method == "linear"]
+    entries = [m for m in cfg["models"] if m["model"] != cfg.get("base_model") or method == "linear"]
     inputs = [models[int(m["model"][1:]) - 1] for m in entries]
     out = {}
     for n in names:
@@ -624,6 +661,9 @@ for cname, text in CONFIGS.items():
         ms = [m[n].flatten() for m in inputs]
         if method == "slerp":
             r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
+        elif method == "nuslerp":
+            w = [param(cfg, "weight", n, m, 1.0) for m in entries]
+            r = nuslerp(b if "base_model" in cfg else None, ms, w)
         elif method == "model_stock":
             r = model_stock(b, ms)
         elif method == "nearswap":

@@ -37,6 +37,8 @@ static void usage(FILE *fp) {
           "                   w = clamp(t / |base - model|, 0, 1), w model + (1 - w) base\n"
           "  model_stock      t avg_i M_i + (1 - t) base, t = N c / (1 + (N - 1) c) from the\n"
           "                   mean cosine c between the models' deltas\n"
+          "  nuslerp          spherical interpolation of two models (their deltas when a base\n"
+          "                   is given), t = w_1 / (w_0 + w_1)\n"
           "  sce              FuseChat: select by variance (select_topk), weights by mean(d^2),\n"
           "                   erase minority signs\n"
           "  varm             FuseChat v1: sum_i W_i M_i with W_i ~ mean(d_i^2)\n"
@@ -226,7 +228,7 @@ int fc_cmd_merge(int argc, char **argv) {
     }
     cfg.dtype = (int)dt;
   }
-  if (cfg.method != FC_MERGE_LINEAR && !cfg.base) {
+  if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && !cfg.base) {
     rc = fc_cli_usage_error("merge", "%s needs a base model", fc_merge_method_name(cfg.method));
     goto done;
   }
