@@ -25,7 +25,7 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_BREADCRUMBS] = "breadcrumbs", [FC_MERGE_BREADCRUMBS_TIES] = "breadcrumbs_ties",
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
     [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
-    [FC_MERGE_NUSLERP] = "nuslerp",
+    [FC_MERGE_NUSLERP] = "nuslerp",   [FC_MERGE_MULTISLERP] = "multislerp",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -49,7 +49,7 @@ void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
   cfg->dtype = -1;
 }
 static int method_default_normalize(fc_merge_method_t m) {
-  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES || m == FC_MERGE_DELLA;
+  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES || m == FC_MERGE_DELLA || m == FC_MERGE_MULTISLERP;
 }
 static int method_default_rescale(fc_merge_method_t m) {
   return m == FC_MERGE_DARE_TIES || m == FC_MERGE_DARE_LINEAR || m == FC_MERGE_DELLA ||
@@ -112,7 +112,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case FC_MERGE_SLERP:
   case FC_MERGE_NEARSWAP:
   case FC_MERGE_MODEL_STOCK:
-  case FC_MERGE_NUSLERP: return fc_merge_linear_block;
+  case FC_MERGE_NUSLERP:
+  case FC_MERGE_MULTISLERP: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -239,7 +240,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
-  assert(base || M == FC_MERGE_LINEAR || M == FC_MERGE_NUSLERP);
+  assert(base || M == FC_MERGE_LINEAR || M == FC_MERGE_NUSLERP || M == FC_MERGE_MULTISLERP);
   const fc_st_tensor_t *ref = base ? base : models[0];
   for (int i = 0; i < nm; i++)
     if (models[i]->numel != ref->numel)
@@ -332,6 +333,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   else if (M == FC_MERGE_SLERP) fc_merge_slerp_prepare(&J, threads);
   else if (M == FC_MERGE_MODEL_STOCK) fc_merge_stock_prepare(&J, threads);
   else if (M == FC_MERGE_NUSLERP) fc_merge_nuslerp_prepare(&J, threads);
+  else if (M == FC_MERGE_MULTISLERP) rc = fc_merge_multislerp_prepare(&J, name, threads, err);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

@@ -37,6 +37,14 @@
  *   when |w_0 + w_1| < 1e-6), the angle from the whole tensors (norms clamped to 1e-7, f64
  *   sums), coefficients sin((1-t)th)/sin th and sin(t th)/sin th as f32 (lerp when
  *   |sin th| < 1e-8); mergekit divides the f32 sum by sin th instead (last-bit differences).
+ * - multislerp: mergekit projects the unit vectors u_i = x_i / (|x_i| + 1e-8) (x_i: the models,
+ *   or their deltas from an optional base) to the tangent space at their normalised weighted
+ *   mean m and back; the tangent sum is sum_i w_i (u_i - (u_i.m) m) = 0 in exact arithmetic,
+ *   so the result is m |sum_i w_i u_i|^-1 times sum_i w_i |x_i|: here sum_i c_i x_i with f32
+ *   coefficients from the Gram matrix (f64 sums). normalize_weights (default true) divides
+ *   the weights by their sum; a zero mean falls back to the weighted sum for two models and is
+ *   an error for more, as mergekit's, except that a tensor where every model equals the base
+ *   (all norms zero, common for untouched norms) merges to the base.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -94,6 +102,7 @@ typedef enum {
   FC_MERGE_NEARSWAP,        /* base -> one model, elementwise, by t / |difference| clamped */
   FC_MERGE_MODEL_STOCK,     /* t avg(M_i) + (1 - t) base, t from the mean angle of the deltas */
   FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
+  FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 

@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 /* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given. */
-static int method_needs_base(fc_merge_method_t m) { return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP; }
+static int method_needs_base(fc_merge_method_t m) {
+  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP;
+}
 
 /* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
  * mapping, so resident memory stays at the tensors in flight instead of growing to whole

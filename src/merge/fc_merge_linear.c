@@ -87,8 +87,8 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     J->part[blk * 3 + 2] = ab;
     return;
   }
-  if (kind == P_STOCK_DOT) { /* columns: |d_i|^2, then d_i.d_j for i < j */
-    size_t cnt = load_block(J, s, blk, 1);
+  if (kind == P_STOCK_DOT) { /* columns: |d_i|^2, then d_i.d_j for i < j (d: deltas, if a base) */
+    size_t cnt = load_block(J, s, blk, J->base != NULL);
     double *pt = J->part + blk * (size_t)J->npart;
     int c = nm;
     for (int i = 0; i < nm; i++) {
@@ -106,7 +106,7 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     return;
   }
   assert(kind == P_FINAL);
-  size_t cnt = load_block(J, s, blk, M == FC_MERGE_NUSLERP && J->base);
+  size_t cnt = load_block(J, s, blk, (M == FC_MERGE_NUSLERP || M == FC_MERGE_MULTISLERP) && J->base);
   float *o = s->o;
   const float *b = s->b;
   switch (M) {
@@ -126,6 +126,15 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   }
   case FC_MERGE_SLERP:
     for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
+    break;
+  case FC_MERGE_MULTISLERP:
+    for (size_t j = 0; j < cnt; j++) o[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK, ci = J->sw[i];
+      for (size_t j = 0; j < cnt; j++) o[j] += ci * m[j];
+    }
+    if (J->base)
+      for (size_t j = 0; j < cnt; j++) o[j] = b[j] + o[j];
     break;
   case FC_MERGE_NUSLERP: {
     const float *m0 = s->m, *m1 = s->m + BLK;
@@ -175,6 +184,45 @@ void fc_merge_stock_prepare(job_t *J, int threads) {
     }
   cs /= (double)(nm * (nm - 1) / 2);
   J->s0 = (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
+}
+
+int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
+  const int nm = J->nm;
+  const double eps = 1e-8;
+  double w[FC_MERGE_MAX_MODELS], ws = 0, nrm[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) ws += w[i] = J->cfg->models[i].weight;
+  if (J->normalize)
+    for (int i = 0; i < nm; i++) w[i] /= ws;
+  J->npart = nm + nm * (nm - 1) / 2;
+  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
+  fc_merge_pass(J, P_STOCK_DOT, threads);
+  double g[FC_MERGE_MAX_MODELS][FC_MERGE_MAX_MODELS];
+  int c = nm;
+  for (int i = 0; i < nm; i++) {
+    g[i][i] = fc_merge_part_sum(J, i);
+    nrm[i] = sqrt(g[i][i]);
+    for (int k = i + 1; k < nm; k++, c++) g[i][k] = g[k][i] = fc_merge_part_sum(J, c);
+  }
+  /* |sum_i w_i u_i|^2 with u_i = x_i / (|x_i| + eps). */
+  double mm = 0, avg = 0;
+  for (int i = 0; i < nm; i++) {
+    avg += nrm[i] * w[i];
+    for (int k = 0; k < nm; k++) mm += w[i] * w[k] * g[i][k] / ((nrm[i] + eps) * (nrm[k] + eps));
+  }
+  const double mn = sqrt(mm > 0 ? mm : 0);
+  if (avg == 0) { /* every model equals the base (or is zero): nothing to interpolate */
+    for (int i = 0; i < nm; i++) J->sw[i] = 0;
+    return 0;
+  }
+  if (mn < eps) {
+    if (nm != 2)
+      return fc_err_set(err, FC_EINVAL, "multislerp: the weighted mean of the models' directions is zero "
+                        "in tensor '%s' (antipodal models with balancing weights?)", name);
+    for (int i = 0; i < nm; i++) J->sw[i] = (float)w[i];
+    return 0;
+  }
+  for (int i = 0; i < nm; i++) J->sw[i] = (float)(w[i] / (nrm[i] + eps) / mn * avg);
+  return 0;
 }
 
 void fc_merge_nuslerp_prepare(job_t *J, int threads) {

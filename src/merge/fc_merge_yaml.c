@@ -50,7 +50,8 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
     return 0;
   }
   if (!strcmp(key, "normalize") || !strcmp(key, "rescale") || !strcmp(key, "int8_mask") ||
-      !strcmp(key, "filter_wise") || !strcmp(key, "nuslerp_flatten") || !strcmp(key, "nuslerp_row_wise")) {
+      !strcmp(key, "filter_wise") || !strcmp(key, "nuslerp_flatten") || !strcmp(key, "nuslerp_row_wise") ||
+      !strcmp(key, "normalize_weights")) {
     if (parse_bool(value, &b))
       return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not true or false", key, value);
     if (key[0] == 'f' && b)
@@ -59,7 +60,7 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
       return fc_err_set(err, FC_EINVAL, "parameter nuslerp_flatten: per-row angles are not supported");
     if (!strcmp(key, "nuslerp_row_wise") && b)
       return fc_err_set(err, FC_EINVAL, "parameter nuslerp_row_wise: per-column angles are not supported");
-    if (!strcmp(key, "normalize")) cfg->normalize = b;
+    if (!strcmp(key, "normalize") || !strcmp(key, "normalize_weights")) cfg->normalize = b;
     else if (!strcmp(key, "rescale")) cfg->rescale = b;
     /* int8_mask only changes mergekit's mask storage type, never the result. */
     return 0;
@@ -84,7 +85,7 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
   return fc_err_set(err, FC_EINVAL,
                     "unknown parameter '%s' (known: select_topk, t, lambda, gamma, epsilon, "
                     "normalize, rescale, sce_mask_scope, seed, int8_mask, filter_wise, nuslerp_flatten, "
-                    "nuslerp_row_wise)",
+                    "nuslerp_row_wise, normalize_weights)",
                     key);
 }
 
@@ -294,7 +295,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       if (!v || fc_merge_method_parse(v, &m))
         rc = yerr(&y, vn, "unknown merge_method '%s' (known: linear, task_arithmetic, ties, dare_ties, "
                   "dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, "
-                  "model_stock, nuslerp, sce, varm)%s",
+                  "model_stock, nuslerp, multislerp, sce, varm)%s",
                   v ? v : "?", 0);
       else cfg->method = m, have_method = 1;
     } else if (!strcmp(k, "base_model")) {

@@ -305,6 +305,34 @@ def nuslerp(b, ms, w):
     return b + r if b is not None else r
 
 
+def multislerp(b, ms, w, normalize=True, eps=1e-8):
+    """mergekit's multislerp, literally (tangent space at the weighted mean direction and the
+    exponential map back), in float64; an all-zero stack (models equal to the base) gives the
+    base (fc_merge.h)."""
+    x = torch.stack([m - b if b is not None else m for m in ms]).double()
+    wt = torch.tensor(w, dtype=torch.float64)
+    if normalize:
+        wt = wt / wt.sum()
+    norms = torch.norm(x, dim=-1, keepdim=True)
+    if norms.abs().sum() == 0:
+        return b.clone()
+    unit = x / (norms + eps)
+    mean = (unit * wt.view(-1, 1)).sum(0)
+    mnorm = torch.norm(mean)
+    if mnorm < eps:
+        assert len(ms) == 2
+        res = x[0] * wt[0] + x[1] * wt[1]
+    else:
+        mean = mean / mnorm
+        dots = (unit * mean).sum(-1, keepdim=True)
+        tang = ((unit - dots * mean) * wt.view(-1, 1)).sum(0)
+        tn = torch.norm(tang) + eps
+        res = mean * torch.cos(tn) + tang * (torch.sin(tn) / tn)
+        res = res * (norms.squeeze(-1) * wt).sum()
+    res = res.float()
+    return b + res if b is not None else res
+
+
 def sce(name, b, ms, p, weights_out):
     topk = p.get("select_topk", 1.0)
     scope = p.get("sce_mask_scope", "deltas")
@@ -621,6 +649,27 @@ models:
 parameters:
   nuslerp_flatten: true
 """,
+    "multislerp": """
+merge_method: multislerp
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.5}
+  - model: m2
+    parameters: {weight: 0.3}
+  - model: m3
+    parameters: {weight: [0.2, 0.6]}
+""",
+    "multislerp_nobase": """
+merge_method: multislerp
+models:
+  - model: m1
+    parameters: {weight: 1}
+  - model: m2
+    parameters: {weight: 2}
+parameters:
+  normalize_weights: true
+""",
     # Filters on a model's weight (falling back to the global default where none matches)
     # and a layer gradient on lambda.
     "filter_models": """
@@ -664,6 +713,9 @@ for cname, text in CONFIGS.items():
         elif method == "nuslerp":
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
             r = nuslerp(b if "base_model" in cfg else None, ms, w)
+        elif method == "multislerp":
+            w = [param(cfg, "weight", n, m, 1.0) for m in entries]
+            r = multislerp(b if "base_model" in cfg else None, ms, w)
         elif method == "model_stock":
             r = model_stock(b, ms)
         elif method == "nearswap":

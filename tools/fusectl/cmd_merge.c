@@ -39,6 +39,8 @@ static void usage(FILE *fp) {
           "                   mean cosine c between the models' deltas\n"
           "  nuslerp          spherical interpolation of two models (their deltas when a base\n"
           "                   is given), t = w_1 / (w_0 + w_1)\n"
+          "  multislerp       weighted interpolation of any number of models (or deltas) on the\n"
+          "                   sphere: their weighted mean direction times their weighted mean norm\n"
           "  sce              FuseChat: select by variance (select_topk), weights by mean(d^2),\n"
           "                   erase minority signs\n"
           "  varm             FuseChat v1: sum_i W_i M_i with W_i ~ mean(d_i^2)\n"
@@ -228,7 +230,8 @@ int fc_cmd_merge(int argc, char **argv) {
     }
     cfg.dtype = (int)dt;
   }
-  if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && !cfg.base) {
+  if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && cfg.method != FC_MERGE_MULTISLERP &&
+      !cfg.base) {
     rc = fc_cli_usage_error("merge", "%s needs a base model", fc_merge_method_name(cfg.method));
     goto done;
   }
