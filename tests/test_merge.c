@@ -21,7 +21,7 @@ static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic",
                               "ties_global", "breadcrumbs",   "breadcrumbs_ties", "della",
                               "della_linear", "gradient",     "filter",          "filter_models",
                               "nearswap",    "model_stock",   "nuslerp",         "nuslerp_nobase",
-                              "multislerp",  "multislerp_nobase"};
+                              "multislerp",  "multislerp_nobase", "karcher"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");
@@ -115,12 +115,12 @@ static void test_fixture_cases(void **state) {
     if (rc) fail_msg("case %s: %s", CASES[c], err.msg);
     /* multislerp's reference is mergekit's algorithm literally, in f64: our f32 sums round
      * where it does not, visibly where the terms cancel (1e-6 of the tensor's scale). */
-    compare_models_scaled(out, want, 1e-6, strstr(CASES[c], "multislerp") ? 1e-6 : 0);
+    compare_models_scaled(out, want, 1e-6, strstr(CASES[c], "slerp") || !strcmp(CASES[c], "karcher") ? 1e-6 : 0);
     /* Sharded like the base, with the side files. */
     const char *files[5] = {"model.safetensors.index.json", "model-00001-of-00002.safetensors",
                            "model-00002-of-00002.safetensors", "config.json", "tokenizer.json"};
     /* Without a base (nuslerp_nobase), the first model's layout: one file, no side files. */
-    const int nobase = strstr(CASES[c], "nobase") != NULL;
+    const int nobase = strstr(CASES[c], "nobase") != NULL || !strcmp(CASES[c], "karcher");
     if (nobase) files[0] = "model.safetensors";
     for (int f = 0; f < (nobase ? 1 : 5); f++) {
       char *p = fc_path_join(out, files[f]);
@@ -197,17 +197,18 @@ static void test_threads_invariant(void **state) {
       cfg.sce_mask_scope = (fc_sce_scope_t)scope;
       fc_err_t err = {0};
       double w1[3], w3[3];
-      assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, o1, w1, 1, &err), 0);
-      assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, o3, w3, 3, &err), 0);
+      const fc_st_tensor_t *kb = meth == FC_MERGE_KARCHER ? NULL : &tb; /* karcher takes no base */
+      assert_int_equal(fc_merge_tensor(&cfg, "x", kb, ins, o1, w1, 1, &err), 0);
+      assert_int_equal(fc_merge_tensor(&cfg, "x", kb, ins, o3, w3, 3, &err), 0);
       if (memcmp(o1, o3, NBIG * 4)) fail_msg("%s differs between 1 and 3 threads", fc_merge_method_name(cfg.method));
       assert_memory_equal(w1, w3, sizeof(double) * (size_t)cfg.nmodels);
       /* The band selection (one pass) picks exactly what the radix select picks. */
       fc_merge_band_min = 0;
       size_t hits = fc_merge_band_hits;
-      assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, ob, w3, 3, &err), 0);
+      assert_int_equal(fc_merge_tensor(&cfg, "x", kb, ins, ob, w3, 3, &err), 0);
       if (meth == FC_MERGE_TIES) assert_int_equal(fc_merge_band_hits - hits, 3);
       if (meth == FC_MERGE_SCE) assert_int_equal(fc_merge_band_hits - hits, 1);
-      assert_int_equal(fc_merge_tensor(&cfg, "x", &tb, ins, o3, w3, 1, &err), 0);
+      assert_int_equal(fc_merge_tensor(&cfg, "x", kb, ins, o3, w3, 1, &err), 0);
       fc_merge_band_min = (size_t)1 << 18;
       if (memcmp(ob, o3, NBIG * 4)) fail_msg("%s (band) differs between 1 and 3 threads", fc_merge_method_name(cfg.method));
       for (int i = 0; i < NBIG; i++)
@@ -258,16 +259,18 @@ static void test_identities(void **state) {
     cfg.normalize = meth == FC_MERGE_TASK_ARITHMETIC || meth == FC_MERGE_DARE_LINEAR ? 1 : -1;
     fc_err_t err = {0};
     /* Identical models merge to that model (base = the model for slerp). */
-    const fc_st_tensor_t *bb = fc_merge_method_pairwise((fc_merge_method_t)meth) ? &tm : &tb;
+    const fc_st_tensor_t *bb = fc_merge_method_pairwise((fc_merge_method_t)meth) ? &tm
+                               : meth == FC_MERGE_KARCHER                        ? NULL
+                                                                                 : &tb;
     assert_int_equal(fc_merge_tensor(&cfg, "y", bb, same, out, NULL, 2, &err), 0);
     for (int i = 0; i < N; i++)
       if (fabsf(out[i] - mdl[i]) > 1e-6f * fabsf(mdl[i]) + 1e-7f)
         fail_msg("%s of identical models: [%d] %g != %g", fc_merge_method_name(cfg.method), i, out[i], mdl[i]);
     /* Models equal to the base merge to the base. */
     if (meth != FC_MERGE_LINEAR) {
-      assert_int_equal(fc_merge_tensor(&cfg, "y", &tb, bases, out, NULL, 2, &err), 0);
-      for (int i = 0; i < N; i++) /* exact, except VaRM's sum of thirds */
-        if (meth == FC_MERGE_VARM ? fabsf(out[i] - base[i]) > 1e-6f * fabsf(base[i]) : out[i] != base[i])
+      assert_int_equal(fc_merge_tensor(&cfg, "y", meth == FC_MERGE_KARCHER ? NULL : &tb, bases, out, NULL, 2, &err), 0);
+      for (int i = 0; i < N; i++) /* exact, except VaRM's and karcher's sums of thirds */
+        if (meth == FC_MERGE_VARM || meth == FC_MERGE_KARCHER ? fabsf(out[i] - base[i]) > 1e-6f * fabsf(base[i]) : out[i] != base[i])
           fail_msg("%s of base copies: [%d] %g != %g", fc_merge_method_name(cfg.method), i, out[i], base[i]);
     }
   }

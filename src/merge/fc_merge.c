@@ -26,6 +26,7 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
     [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
     [FC_MERGE_NUSLERP] = "nuslerp",   [FC_MERGE_MULTISLERP] = "multislerp",
+    [FC_MERGE_KARCHER] = "karcher",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -43,6 +44,8 @@ void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
   cfg->lambda = 1.0;
   cfg->gamma = NAN;
   cfg->epsilon = NAN;
+  cfg->max_iter = 10;
+  cfg->tol = 1e-5;
   cfg->normalize = -1;
   cfg->rescale = -1;
   cfg->sce_mask_scope = FC_SCE_SCOPE_DELTAS;
@@ -113,7 +116,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case FC_MERGE_NEARSWAP:
   case FC_MERGE_MODEL_STOCK:
   case FC_MERGE_NUSLERP:
-  case FC_MERGE_MULTISLERP: return fc_merge_linear_block;
+  case FC_MERGE_MULTISLERP:
+  case FC_MERGE_KARCHER: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -240,7 +244,9 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
-  assert(base || M == FC_MERGE_LINEAR || M == FC_MERGE_NUSLERP || M == FC_MERGE_MULTISLERP);
+  assert(base || M == FC_MERGE_LINEAR || M == FC_MERGE_NUSLERP || M == FC_MERGE_MULTISLERP ||
+         M == FC_MERGE_KARCHER);
+  assert(!base || M != FC_MERGE_KARCHER);
   const fc_st_tensor_t *ref = base ? base : models[0];
   for (int i = 0; i < nm; i++)
     if (models[i]->numel != ref->numel)
@@ -334,6 +340,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   else if (M == FC_MERGE_MODEL_STOCK) fc_merge_stock_prepare(&J, threads);
   else if (M == FC_MERGE_NUSLERP) fc_merge_nuslerp_prepare(&J, threads);
   else if (M == FC_MERGE_MULTISLERP) rc = fc_merge_multislerp_prepare(&J, name, threads, err);
+  else if (M == FC_MERGE_KARCHER) fc_merge_karcher_prepare(&J, threads);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

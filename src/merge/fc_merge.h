@@ -45,6 +45,10 @@
  *   the weights by their sum; a zero mean falls back to the weighted sum for two models and is
  *   an error for more, as mergekit's, except that a tensor where every model equals the base
  *   (all norms zero, common for untouched norms) merges to the base.
+ * - karcher: mergekit's iteration (equal weights, max_iter 10, tol 1e-5), run on coefficients
+ *   over the models (the mean stays in their span), from their Gram matrix in f64; the result
+ *   is sum_i c_i M_i with f32 c_i. mergekit averages the base too when one is named; here a
+ *   base_model is refused.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -103,6 +107,7 @@ typedef enum {
   FC_MERGE_MODEL_STOCK,     /* t avg(M_i) + (1 - t) base, t from the mean angle of the deltas */
   FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
   FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
+  FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 
@@ -177,6 +182,8 @@ typedef struct fc_merge_cfg {
   double lambda;      /* task-vector methods: the merged delta's scale (default 1) */
   double gamma;       /* breadcrumbs: fraction of largest deltas dropped (NAN: 0.01) */
   double epsilon;     /* della: half-width of the keep probabilities (NAN: 0.15) */
+  int max_iter;       /* karcher: iterations (default 10) */
+  double tol;         /* karcher: convergence tolerance (default 1e-5) */
   int normalize;      /* -1 default (linear, ties, della: 1; others: 0) */
   int rescale;        /* -1 default (dare_*, della*: 1): divide survivors by their keep
                          probability */

@@ -331,6 +331,8 @@ void fc_merge_stock_prepare(job_t *J, int threads);
 void fc_merge_nuslerp_prepare(job_t *J, int threads);
 /* multislerp's per-model coefficients (J->sw) from the Gram matrix of the models (or deltas). */
 int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_t *err);
+/* karcher's per-model coefficients (J->sw), its iteration run on coefficients over the models. */
+void fc_merge_karcher_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
 /* fc_merge_ties.c: TIES, DARE and task arithmetic's generic path. */

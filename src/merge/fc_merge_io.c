@@ -13,7 +13,7 @@
 
 /* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given. */
 static int method_needs_base(fc_merge_method_t m) {
-  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP;
+  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP && m != FC_MERGE_KARCHER;
 }
 
 /* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
@@ -114,6 +114,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
   const int use_base = M != FC_MERGE_LINEAR && cfg.base;
 #define method_uses_base(m) use_base
+  if (M == FC_MERGE_KARCHER && cfg.base)
+    return fc_err_set(err, FC_EINVAL, "karcher averages the listed models; remove base_model (mergekit "
+                      "would average it too: list it under models)");
   if (method_needs_base(M) && !cfg.base)
     return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
   int have_t = cfg.t == cfg.t;

@@ -128,6 +128,7 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
     break;
   case FC_MERGE_MULTISLERP:
+  case FC_MERGE_KARCHER:
     for (size_t j = 0; j < cnt; j++) o[j] = 0;
     for (int i = 0; i < nm; i++) {
       const float *m = s->m + (size_t)i * BLK, ci = J->sw[i];
@@ -186,6 +187,78 @@ void fc_merge_stock_prepare(job_t *J, int threads) {
   J->s0 = (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
 }
 
+typedef double gram_t[FC_MERGE_MAX_MODELS][FC_MERGE_MAX_MODELS];
+
+/* The Gram matrix of the models (or their deltas, with a base) and their norms (f64 sums). */
+static void gram(job_t *J, int threads, gram_t g, double *nrm) {
+  const int nm = J->nm;
+  J->npart = nm + nm * (nm - 1) / 2;
+  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
+  fc_merge_pass(J, P_STOCK_DOT, threads);
+  int c = nm;
+  for (int i = 0; i < nm; i++) {
+    g[i][i] = fc_merge_part_sum(J, i);
+    nrm[i] = sqrt(g[i][i]);
+    for (int k = i + 1; k < nm; k++, c++) g[i][k] = g[k][i] = fc_merge_part_sum(J, c);
+  }
+}
+
+/* |sum_i a_i x_i| from the Gram matrix. */
+static double span_norm(int nm, gram_t g, const double *a) {
+  double s = 0;
+  for (int i = 0; i < nm; i++)
+    for (int k = 0; k < nm; k++) s += a[i] * a[k] * g[i][k];
+  return sqrt(s > 0 ? s : 0);
+}
+
+void fc_merge_karcher_prepare(job_t *J, int threads) {
+  const int nm = J->nm;
+  const double tol = J->cfg->tol, alpha = 1.0 / nm;
+  gram_t g;
+  double nrm[FC_MERGE_MAX_MODELS], na[FC_MERGE_MAX_MODELS] = {0}, a[FC_MERGE_MAX_MODELS] = {0};
+  gram(J, threads, g, nrm);
+  double asum = 0, scale = 0;
+  int first = -1;
+  for (int i = 0; i < nm; i++) {
+    scale += alpha * nrm[i];
+    if (nrm[i] > tol) asum += alpha, first = first < 0 ? i : first;
+  }
+  for (int i = 0; i < nm; i++) J->sw[i] = 0;
+  if (first < 0) return; /* every model is (nearly) zero: zeros, as mergekit */
+  /* u = sum_i a_i x_i: the normalised weighted mean of the unit vectors to start. */
+  for (int i = 0; i < nm; i++)
+    if (nrm[i] > tol) na[i] = alpha / asum, a[i] = na[i] / nrm[i];
+  double nu = span_norm(nm, g, a);
+  if (nu < tol) {
+    memset(a, 0, sizeof a);
+    a[first] = 1 / nrm[first];
+  } else {
+    for (int i = 0; i < nm; i++) a[i] /= nu;
+  }
+  for (int it = 0; it < J->cfg->max_iter; it++) {
+    double t[FC_MERGE_MAX_MODELS] = {0};
+    for (int i = 0; i < nm; i++) {
+      if (nrm[i] <= tol) continue;
+      double dot = 0;
+      for (int k = 0; k < nm; k++) dot += a[k] * g[k][i];
+      dot /= nrm[i];
+      dot = dot < -1 ? -1 : dot > 1 ? 1 : dot;
+      const double th = acos(dot);
+      if (th < tol) continue;
+      const double f = na[i] * th / sin(th); /* T += f (u_i - dot u) */
+      t[i] += f / nrm[i];
+      for (int k = 0; k < nm; k++) t[k] -= f * dot * a[k];
+    }
+    const double nt = span_norm(nm, g, t);
+    if (nt < tol) break;
+    for (int k = 0; k < nm; k++) a[k] = cos(nt) * a[k] + sin(nt) * t[k] / nt;
+    const double un = span_norm(nm, g, a);
+    if (un > tol)
+      for (int k = 0; k < nm; k++) a[k] /= un;
+  }
+  for (int i = 0; i < nm; i++) J->sw[i] = (float)(scale * a[i]);
+}
+
 int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
   const int nm = J->nm;
   const double eps = 1e-8;
@@ -193,16 +266,8 @@ int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_
   for (int i = 0; i < nm; i++) ws += w[i] = J->cfg->models[i].weight;
   if (J->normalize)
     for (int i = 0; i < nm; i++) w[i] /= ws;
-  J->npart = nm + nm * (nm - 1) / 2;
-  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
-  fc_merge_pass(J, P_STOCK_DOT, threads);
-  double g[FC_MERGE_MAX_MODELS][FC_MERGE_MAX_MODELS];
-  int c = nm;
-  for (int i = 0; i < nm; i++) {
-    g[i][i] = fc_merge_part_sum(J, i);
-    nrm[i] = sqrt(g[i][i]);
-    for (int k = i + 1; k < nm; k++, c++) g[i][k] = g[k][i] = fc_merge_part_sum(J, c);
-  }
+  gram_t g;
+  gram(J, threads, g, nrm);
   /* |sum_i w_i u_i|^2 with u_i = x_i / (|x_i| + eps). */
   double mm = 0, avg = 0;
   for (int i = 0; i < nm; i++) {

@@ -39,6 +39,18 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
     else cfg->select_topk = d;
     return 0;
   }
+  if (!strcmp(key, "max_iter")) {
+    if (parse_num(value, &d) || d != floor(d) || d < 0 || d > 100000)
+      return fc_err_set(err, FC_EINVAL, "parameter max_iter: '%s' is not an integer in [0, 100000]", value);
+    cfg->max_iter = (int)d;
+    return 0;
+  }
+  if (!strcmp(key, "tol")) {
+    if (parse_num(value, &d) || d < 0)
+      return fc_err_set(err, FC_EINVAL, "parameter tol: '%s' is not a non-negative number", value);
+    cfg->tol = d;
+    return 0;
+  }
   if (!strcmp(key, "lambda") || !strcmp(key, "gamma") || !strcmp(key, "epsilon")) {
     if (parse_num(value, &d))
       return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not a number", key, value);
@@ -85,7 +97,7 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
   return fc_err_set(err, FC_EINVAL,
                     "unknown parameter '%s' (known: select_topk, t, lambda, gamma, epsilon, "
                     "normalize, rescale, sce_mask_scope, seed, int8_mask, filter_wise, nuslerp_flatten, "
-                    "nuslerp_row_wise, normalize_weights)",
+                    "nuslerp_row_wise, normalize_weights, max_iter, tol)",
                     key);
 }
 
@@ -295,7 +307,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       if (!v || fc_merge_method_parse(v, &m))
         rc = yerr(&y, vn, "unknown merge_method '%s' (known: linear, task_arithmetic, ties, dare_ties, "
                   "dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, "
-                  "model_stock, nuslerp, multislerp, sce, varm)%s",
+                  "model_stock, nuslerp, multislerp, karcher, sce, varm)%s",
                   v ? v : "?", 0);
       else cfg->method = m, have_method = 1;
     } else if (!strcmp(k, "base_model")) {

@@ -333,6 +333,39 @@ def multislerp(b, ms, w, normalize=True, eps=1e-8):
     return b + res if b is not None else res
 
 
+def karcher(ms, max_iter=10, tol=1e-5):
+    """mergekit's karcher_merge_tensors, literally, in float64 (equal weights)."""
+    alphas = [1.0 / len(ms)] * len(ms)
+    xs = [m.double() for m in ms]
+    norms = [x.norm().item() for x in xs]
+    units = [x / n if n > 0 else torch.zeros_like(x) for x, n in zip(xs, norms)]
+    valid = [i for i, n in enumerate(norms) if n > tol]
+    if not valid:
+        return torch.zeros_like(ms[0])
+    asum = sum(alphas[i] for i in valid)
+    na = [alphas[i] / asum for i in valid]
+    vu = [units[i] for i in valid]
+    u = sum(a * x for a, x in zip(na, vu))
+    nu = u.norm().item()
+    u = vu[0].clone() if nu < tol else u / nu
+    for _ in range(max_iter):
+        T = torch.zeros_like(u)
+        for a, x in zip(na, vu):
+            dot = max(-1.0, min(1.0, torch.dot(u, x).item()))
+            th = math.acos(dot)
+            if th < tol:
+                continue
+            T += a * (th / math.sin(th)) * (x - dot * u)
+        nt = T.norm().item()
+        if nt < tol:
+            break
+        u = math.cos(nt) * u + math.sin(nt) * (T / nt)
+        un = u.norm().item()
+        if un > tol:
+            u = u / un
+    return (sum(a * n for a, n in zip(alphas, norms)) * u).float()
+
+
 def sce(name, b, ms, p, weights_out):
     topk = p.get("select_topk", 1.0)
     scope = p.get("sce_mask_scope", "deltas")
@@ -670,6 +703,16 @@ models:
 parameters:
   normalize_weights: true
 """,
+    "karcher": """
+merge_method: karcher
+models:
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  max_iter: 20
+  tol: 1.0e-7
+""",
     # Filters on a model's weight (falling back to the global default where none matches)
     # and a layer gradient on lambda.
     "filter_models": """
@@ -716,6 +759,8 @@ for cname, text in CONFIGS.items():
         elif method == "multislerp":
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
             r = multislerp(b if "base_model" in cfg else None, ms, w)
+        elif method == "karcher":
+            r = karcher(ms, cfg.get("parameters", {}).get("max_iter", 10), cfg.get("parameters", {}).get("tol", 1e-5))
         elif method == "model_stock":
             r = model_stock(b, ms)
         elif method == "nearswap":

@@ -41,6 +41,8 @@ static void usage(FILE *fp) {
           "                   is given), t = w_1 / (w_0 + w_1)\n"
           "  multislerp       weighted interpolation of any number of models (or deltas) on the\n"
           "                   sphere: their weighted mean direction times their weighted mean norm\n"
+          "  karcher          the models' Riemannian mean direction (max_iter, tol) times their\n"
+          "                   mean norm (no base)\n"
           "  sce              FuseChat: select by variance (select_topk), weights by mean(d^2),\n"
           "                   erase minority signs\n"
           "  varm             FuseChat v1: sum_i W_i M_i with W_i ~ mean(d_i^2)\n"
@@ -231,7 +233,7 @@ int fc_cmd_merge(int argc, char **argv) {
     cfg.dtype = (int)dt;
   }
   if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && cfg.method != FC_MERGE_MULTISLERP &&
-      !cfg.base) {
+      cfg.method != FC_MERGE_KARCHER && !cfg.base) {
     rc = fc_cli_usage_error("merge", "%s needs a base model", fc_merge_method_name(cfg.method));
     goto done;
   }
