@@ -18,7 +18,7 @@
 
 #include "fc_align.h"
 #include "fc_chat.h"
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 #include "fc_tok.h"
 #include "fc_topk.h"
 
@@ -121,12 +121,12 @@ static int add_chats(buf_t *b, size_t bytes) {
   int fd = mkstemp(path);
   if (fd < 0) return -1;
   close(fd);
-  fc_tasks_opts_t o = {.count = bytes / 150 + 1, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 1,
+  fc_gendata_opts_t o = {.count = bytes / 150 + 1, .mix = {1, 1, 1, 1}, .split = FC_GENDATA_TRAIN, .seed = 1,
                      .world_seed = 1, .max_turns = 3};
   fc_err_t err = {0};
   char *data = NULL;
   size_t len = 0;
-  int rc = fc_tasks_write(&o, path, &err);
+  int rc = fc_gendata_write(&o, path, &err);
   if (!rc) rc = fc_read_file(path, &data, &len, &err);
   unlink(path);
   for (char *line = data; !rc && line && *line && b->n < bytes;) {

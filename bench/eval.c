@@ -13,7 +13,7 @@
 #include "fc_bpe_train.h"
 #include "fc_eval.h"
 #include "fc_model.h"
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 
 int main(int argc, char **argv) {
   int rows = 256, max_new = 16, threads = 2, vocab = 8192;
@@ -60,16 +60,16 @@ int main(int argc, char **argv) {
   }
   char *train = fc_path_join(dir, "train.jsonl"), *data = fc_path_join(dir, "eval.jsonl");
   char *tokp = fc_path_join(dir, "tokenizer.json");
-  fc_tasks_opts_t to = {.count = 2000, .split = FC_SPLIT_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
-  for (int f = 0; f < FC_FAM_COUNT; f++) to.mix[f] = 1;
-  fc_tasks_opts_t eo_ = to;
-  eo_.count = (size_t)rows, eo_.split = FC_SPLIT_EVAL, eo_.seed = 2;
+  fc_gendata_opts_t to = {.count = 2000, .split = FC_GENDATA_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
+  for (int f = 0; f < FC_GENDATA_NFAM; f++) to.mix[f] = 1;
+  fc_gendata_opts_t eo_ = to;
+  eo_.count = (size_t)rows, eo_.split = FC_GENDATA_EVAL, eo_.seed = 2;
   fc_bpe_train_opts_t bo = {.kind = FC_TOK_BYTELEVEL, .vocab_size = vocab < 2048 ? vocab : 2048};
   fc_config_t cfg;
   fc_config_default(&cfg, "qwen2");
   cfg.vocab_size = vocab;
   fc_model_t *m = NULL;
-  if (fc_tasks_write(&to, train, &err) || fc_tasks_write(&eo_, data, &err) ||
+  if (fc_gendata_write(&to, train, &err) || fc_gendata_write(&eo_, data, &err) ||
       fc_bpe_train_file(train, &bo, tokp, &err) || fc_model_init(&m, &cfg, 1, &err) ||
       fc_model_save(m, dir, FC_DT_F32, &err)) {
     fprintf(stderr, "bench_eval: %s\n", err.msg);

@@ -15,24 +15,33 @@ fi
 pass=1
 fail=0
 res="$tmp/demo/results.json"
-# The table: a header naming the families, then one row per model.
+# The tables (accuracy, then loss): a header naming the families with their sizes, one row per
+# model with a figure and its interval per family, the marks' legend naming pivot and sft.
 for fam in arith convert strings facts; do
-  if grep -q "^model .*$fam" "$out"; then pass=$((pass + 1)); else echo "FAIL: table lacks $fam"; fail=$((fail + 1)); fi
+  if [ "$(grep -c "^model .*$fam (n=[1-9][0-9]*)" "$out")" -eq 2 ]; then pass=$((pass + 1)); else echo "FAIL: tables lack $fam"; fail=$((fail + 1)); fi
 done
+if grep -q "better/worse than pivot; >/< better/worse than sft" "$out"; then pass=$((pass + 1)); else echo "FAIL: no legend of the marks"; fail=$((fail + 1)); fi
 # Every model of the experiment and every baseline is scored on every family.
-for m in pivot src-facts src-arith target-src-facts target-src-arith sft merged-sce merged-sce-weights \
+for m in pivot src-facts src-arith target-src-facts target-src-arith sft merged-sce merged-sce-mergekit \
          merged-task_arithmetic merged-ties merged-dare_ties; do
-  if grep -q "^$m  *[0-9.]*% ([0-9]*/[1-9][0-9]*)" "$out"; then pass=$((pass + 1)); else echo "FAIL: no table row for $m"; fail=$((fail + 1)); fi
+  if [ "$(grep -c "^$m  *[0-9.]* \[[0-9.]*,[0-9.]*\]" "$out")" -eq 2 ]; then pass=$((pass + 1)); else echo "FAIL: no table rows for $m"; fail=$((fail + 1)); fi
   for fam in arith convert strings facts; do
     # one line per model entry of results.json, then that family's row count
-    if tr -d '\n ' <"$res" | sed 's/{"model":/\n&/g' | grep "^{\"model\":\"$m\"," | grep -q "\"$fam\":{\"n\":[1-9]"; then
+    entry=$(tr -d '\n ' <"$res" | sed 's/{"model":/\n&/g' | grep "^{\"model\":\"$m\",")
+    if echo "$entry" | grep -q "\"$fam\":{\"n\":[1-9]"; then
       pass=$((pass + 1))
     else
       echo "FAIL: $m has no $fam score in results.json"; fail=$((fail + 1))
     fi
+    # per-item results with ids stable across models
+    if echo "$entry" | grep -q "{\"id\":\"$fam-1\",\"family\":\"$fam\",\"correct\":\(true\|false\),\"loss\":[0-9]"; then
+      pass=$((pass + 1))
+    else
+      echo "FAIL: $m has no item $fam-1 in results.json"; fail=$((fail + 1))
+    fi
   done
 done
-rows=$(grep -c '^[a-z][a-z_-]*  *[0-9.]*% (' "$out")
-if [ "$rows" -eq 11 ]; then pass=$((pass + 1)); else echo "FAIL: $rows table rows, wanted 11"; fail=$((fail + 1)); fi
+rows=$(grep -c '^[a-z][a-z_-]*  *[0-9.]* \[[0-9.]*,[0-9.]*\]' "$out")
+if [ "$rows" -eq 22 ]; then pass=$((pass + 1)); else echo "FAIL: $rows table rows, wanted 2 x 11"; fail=$((fail + 1)); fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

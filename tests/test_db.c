@@ -89,8 +89,9 @@ static int64_t lease(fc_db_t *db, const char *w, char *const *caps, size_t n, do
 }
 
 /* A heartbeat with one figure. */
-static int hb(fc_db_t *db, int64_t task, const char *worker, double now, double fraction, const char *message) {
-  fc_msg_t m = {.type = FC_MSG_HEARTBEAT, .task = task, .fraction = fraction};
+static int hb(fc_db_t *db, int64_t task, const char *worker, int64_t token, double now, double fraction,
+              const char *message) {
+  fc_msg_t m = {.type = FC_MSG_HEARTBEAT, .task = task, .attempt = token, .fraction = fraction};
   fc_msg_set_str(&m.id, worker);
   fc_msg_set_str(&m.message, message);
   fc_msg_add_fig(&m, "loss", 2.25);
@@ -122,7 +123,7 @@ static void test_schema_and_reopen(void **state) {
   sqlite3_close(h);
   db = open_db();
   assert_int_equal(lease(db, "w", CK, 1, 1), tid(db, j, "a"));
-  assert_int_equal(hb(db, tid(db, j, "a"), "w", 2, 0.5, NULL), 0); /* writes the new figures column */
+  assert_int_equal(hb(db, tid(db, j, "a"), "w", 1, 2, 0.5, NULL), 0); /* writes the new figures column */
   expect_task(db, tid(db, j, "a"), "running", 0);
   fc_db_close(&db);
   assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
@@ -166,45 +167,45 @@ static void test_lease_order_deps_and_caps(void **state) {
   assert_int_equal(lease(db, "w2", CK, 1, 100), 0);
   assert_int_equal(lease(db, "w2", OTHER, 2, 100), c);
   /* heartbeats: the holder renews, anyone else is told it lost the task */
-  assert_int_equal(hb(db, a, "w1", 101, 0.5, "half"), 0);
+  assert_int_equal(hb(db, a, "w1", 1, 101, 0.5, "half"), 0);
   expect_task(db, a, "running", 0);
-  assert_int_equal(hb(db, a, "w2", 101, 0.5, "x"), 1);
+  assert_int_equal(hb(db, a, "w2", 1, 101, 0.5, "x"), 1);
   fc_msg_artifact_t art = {.path = "/tmp/st/j/a.out", .size = 3};
   memset(art.sha256, 'a', 64);
-  assert_int_equal(fc_db_complete(db, a, "w2", &art, 1, 102, &err), 1); /* not the holder */
+  assert_int_equal(fc_db_complete(db, a, "w2", 1, &art, 1, 102, &err), 1); /* not the holder */
   expect_task(db, a, "running", 0);
   fc_msg_artifact_t stray = art;
   stray.path = "/etc/passwd";
-  assert_int_equal(fc_db_complete(db, a, "w1", &stray, 1, 102, &err), FC_EINVAL);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, 102, &err), FC_EINVAL);
   assert_non_null(strstr(err.msg, "not one of the task's outputs"));
   stray.path = "/tmp/st/j/a.out/../../x";
-  assert_int_equal(fc_db_complete(db, a, "w1", &stray, 1, 102, &err), FC_EINVAL);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, 102, &err), FC_EINVAL);
   stray.path = "/tmp/st/j/a.outer";
-  assert_int_equal(fc_db_complete(db, a, "w1", &stray, 1, 102, &err), FC_EINVAL);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &stray, 1, 102, &err), FC_EINVAL);
   expect_task(db, a, "running", 0);
-  assert_int_equal(fc_db_complete(db, a, "w1", &art, 1, 102, &err), 0);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &art, 1, 102, &err), 0);
   expect_task(db, a, "done", 0);
-  assert_int_equal(fc_db_complete(db, a, "w1", &art, 1, 102, &err), 1); /* twice: stale */
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, &art, 1, 102, &err), 1); /* twice: stale */
   assert_int_equal(lease(db, "w1", CK, 1, 103), b);
-  assert_int_equal(fc_db_complete(db, b, "w1", NULL, 0, 104, &err), 0);
+  assert_int_equal(fc_db_complete(db, b, "w1", 1, NULL, 0, 104, &err), 0);
   expect_job(db, j, "running");
-  assert_int_equal(fc_db_complete(db, c, "w2", NULL, 0, 105, &err), 0);
+  assert_int_equal(fc_db_complete(db, c, "w2", 1, NULL, 0, 105, &err), 0);
   expect_job(db, j, "done");
   char *json;
   assert_int_equal(fc_db_artifacts_json(db, j, &json, &err), 0);
   assert_non_null(strstr(json, "\"sha256\":\"aaaaaaaa"));
   assert_non_null(strstr(json, "/tmp/st/j/a.out"));
   free(json);
-  assert_int_equal(fc_db_status_json(db, j, &json, &err), 0);
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "\"state\":\"done\""));
   assert_non_null(strstr(json, "\"name\":\"b\""));
   free(json);
-  assert_int_equal(fc_db_status_json(db, 999, &json, &err), FC_ENOTFOUND);
-  assert_int_equal(fc_db_logs_json(db, j, 0, &json, &err), 0);
+  assert_int_equal(fc_db_status_json(db, 999, 0, 0, &json, &err), FC_ENOTFOUND);
+  assert_int_equal(fc_db_logs_json(db, j, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "job.done"));
   assert_non_null(strstr(json, "task.running"));
   free(json);
-  assert_int_equal(fc_db_status_json(db, j, &json, &err), 0);
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "\"figures\":\"{\\\"loss\\\":2.25}\""));
   free(json);
   fc_db_close(&db);
@@ -216,10 +217,10 @@ static void test_expiry_attempts_and_retry(void **state) {
   int64_t j = submit(db, SPEC);
   int64_t a = tid(db, j, "a");
   double d;
-  assert_int_equal(fc_db_next_deadline(db, &d, &err), 0);
+  assert_int_equal(fc_db_next_deadline(db, 100, &d, &err), 0);
   assert_true(d == 0);
   assert_int_equal(lease(db, "w1", CK, 1, 100), a);
-  assert_int_equal(fc_db_next_deadline(db, &d, &err), 0);
+  assert_int_equal(fc_db_next_deadline(db, 100, &d, &err), 0);
   assert_true(d == 110);
   int n;
   assert_int_equal(fc_db_expire(db, 109, &n, &err), 0); /* not yet */
@@ -228,7 +229,7 @@ static void test_expiry_attempts_and_retry(void **state) {
   assert_int_equal(fc_db_expire(db, 111, &n, &err), 0);
   assert_int_equal(n, 1);
   expect_task(db, a, "queued", 1);
-  assert_int_equal(hb(db, a, "w1", 112, 0.1, NULL), 1); /* lost it */
+  assert_int_equal(hb(db, a, "w1", 1, 112, 0.1, NULL), 1); /* lost it */
   fc_msg_t m;
   assert_int_equal(fc_db_lease_next(db, "w2", CK, 1, 112, 10, &m, &err), 1);
   assert_int_equal(m.attempt, 2);
@@ -238,7 +239,7 @@ static void test_expiry_attempts_and_retry(void **state) {
   expect_job(db, j, "failed");
   assert_int_equal(lease(db, "w3", BOTH, 2, 201), 0); /* a failed job hands out nothing */
   char *json;
-  assert_int_equal(fc_db_status_json(db, j, &json, &err), 0);
+  assert_int_equal(fc_db_status_json(db, j, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "lease lapsed: worker w2"));
   free(json);
   assert_int_equal(fc_db_job_retry(db, j, 202, &err), 0);
@@ -254,11 +255,11 @@ static void test_fail_handback_cancel(void **state) {
   int64_t j = submit(db, SPEC);
   int64_t a = tid(db, j, "a"), c = tid(db, j, "c");
   assert_int_equal(lease(db, "w1", CK, 1, 100), a);
-  assert_int_equal(fc_db_fail(db, a, "w1", NULL, true, 101, &err), 0); /* handback: no attempt used */
+  assert_int_equal(fc_db_fail(db, a, "w1", 1, NULL, true, 101, &err), 0); /* handback: no attempt used */
   expect_task(db, a, "queued", 0);
   assert_int_equal(lease(db, "w1", CK, 1, 102), a);
-  assert_int_equal(fc_db_fail(db, a, "w9", "x", false, 103, &err), 1);
-  assert_int_equal(fc_db_fail(db, a, "w1", "disk full", false, 103, &err), 0);
+  assert_int_equal(fc_db_fail(db, a, "w9", 2, "x", false, 103, &err), 1);
+  assert_int_equal(fc_db_fail(db, a, "w1", 2, "disk full", false, 103, &err), 0);
   expect_task(db, a, "queued", 1);
   /* a second active job of the same name is refused */
   fc_job_t *job;
@@ -277,7 +278,7 @@ static void test_fail_handback_cancel(void **state) {
   expect_job(db, j, "cancelled");
   expect_task(db, a, "cancelled", 1);
   expect_task(db, tid(db, j, "b"), "cancelled", 0);
-  assert_int_equal(hb(db, a, "w1", 106, 0.5, NULL), 1);
+  assert_int_equal(hb(db, a, "w1", 1, 106, 0.5, NULL), 1);
   assert_int_equal(fc_db_job_cancel(db, j, 106, &h, &nh, &err), FC_EINVAL);
   /* now the name is free again */
   assert_int_equal(fc_db_job_create(db, job, SPEC, 107, &id, &err), 0);
@@ -312,7 +313,7 @@ static void test_restart_mid_job(void **state) {
   fc_msg_t reg = {.type = FC_MSG_REGISTER};
   fc_msg_add_cap(&reg, "checksum");
   fc_msg_set_str(&reg.host, "h");
-  assert_int_equal(fc_db_worker_seen(db, &reg, "w1", 100, &err), 0);
+  assert_int_equal(fc_db_worker_seen(db, &reg, "w1", "s1", 100, NULL, &err), 0);
   fc_msg_clear(&reg);
   int n;
   fc_db_close(&db); /* the coordinator goes away... */
@@ -325,19 +326,19 @@ static void test_restart_mid_job(void **state) {
   assert_int_equal(fc_db_expire(db, 110.5, &n, &err), 0);
   assert_int_equal(n, 0);
   double d;
-  assert_int_equal(fc_db_next_deadline(db, &d, &err), 0);
+  assert_int_equal(fc_db_next_deadline(db, 100, &d, &err), 0);
   assert_true(d == 111);
-  assert_int_equal(hb(db, a, "w1", 105, 0.9, "nearly"), 0);
+  assert_int_equal(hb(db, a, "w1", 1, 105, 0.9, "nearly"), 0);
   assert_int_equal(fc_db_expire(db, 112, &n, &err), 0); /* renewed to 115 */
   assert_int_equal(n, 0);
-  assert_int_equal(fc_db_complete(db, a, "w1", NULL, 0, 113, &err), 0);
+  assert_int_equal(fc_db_complete(db, a, "w1", 1, NULL, 0, 113, &err), 0);
   char *json;
-  assert_int_equal(fc_db_workers_json(db, &json, &err), 0);
+  assert_int_equal(fc_db_workers_json(db, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "\"id\":\"w1\""));
   assert_non_null(strstr(json, "checksum"));
   free(json);
   assert_int_equal(fc_db_worker_gone(db, "w1", 114, &err), 0);
-  assert_int_equal(fc_db_list_json(db, &json, &err), 0);
+  assert_int_equal(fc_db_list_json(db, 0, 0, &json, &err), 0);
   assert_non_null(strstr(json, "\"done\":1"));
   free(json);
   struct ev_count c = {0};

@@ -26,8 +26,8 @@
 #include "fc_model.h"
 #include "fc_net.h"
 #include "fc_sha256.h"
+#include "fc_gendata.h"
 #include "fc_stage.h"
-#include "fc_tasks.h"
 #include "fc_tok.h"
 #include "test_support.h"
 
@@ -235,11 +235,11 @@ static int group_setup(void **state) {
   snprintf(g_s1, sizeof g_s1, "%s/s1", g_dir);
   snprintf(g_s2, sizeof g_s2, "%s/s2", g_dir);
   fc_err_t err = {0};
-  fc_tasks_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
+  fc_gendata_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_GENDATA_TRAIN, .seed = 3, .world_seed = 7,
                      .max_turns = 1};
-  if (fc_tasks_write(&o, g_data, &err)) return -1;
-  o.count = 8, o.split = FC_SPLIT_EVAL, o.seed = 5;
-  if (fc_tasks_write(&o, g_eval, &err)) return -1;
+  if (fc_gendata_write(&o, g_data, &err)) return -1;
+  o.count = 8, o.split = FC_GENDATA_EVAL, o.seed = 5;
+  if (fc_gendata_write(&o, g_eval, &err)) return -1;
   char *corpus;
   size_t clen;
   if (fc_read_file(g_data, &corpus, &clen, &err)) return -1;
@@ -283,14 +283,23 @@ static void train_merge_spec(char *spec, size_t n, const char *name, int steps) 
            g_eval, g_dir, name);
 }
 
+/* A finished checkpoint in one of the train task's attempt work directories (X.work/ATTEMPT). */
 static int has_checkpoint(const char *job, const char *target) {
   char p[512];
-  snprintf(p, sizeof p, "%s/store/%s/targets/%s.train", g_dir, job, target);
+  snprintf(p, sizeof p, "%s/store/%s/targets/%s.work", g_dir, job, target);
   DIR *d = opendir(p);
   if (!d) return 0;
   struct dirent *e;
   int found = 0;
-  while ((e = readdir(d))) found |= !strncmp(e->d_name, "checkpoint-", 11) && !strchr(e->d_name, '.');
+  while ((e = readdir(d)) && !found) {
+    if (e->d_name[0] == '.') continue;
+    char q[800];
+    snprintf(q, sizeof q, "%s/%s", p, e->d_name);
+    DIR *a = opendir(q);
+    struct dirent *f;
+    while (a && (f = readdir(a))) found |= !strncmp(f->d_name, "checkpoint-", 11) && !strchr(f->d_name, '.');
+    if (a) closedir(a);
+  }
   closedir(d);
   return found;
 }
@@ -344,7 +353,7 @@ static void test_train_merge_kill_and_resume(void **state) {
   assert_true(file_contains("train-2.log", "resuming from the checkpoint"));
   /* the outputs hold no checkpoints or work directories */
   char p[512];
-  snprintf(p, sizeof p, "%s/store/chaos/targets/a.train", g_dir);
+  snprintf(p, sizeof p, "%s/store/chaos/targets/a.work", g_dir);
   assert_false(fc_path_exists(p));
   snprintf(p, sizeof p, "%s/store/chaos/merged.tmp", g_dir);
   assert_false(fc_path_exists(p));

@@ -19,7 +19,6 @@
 #include "fc_chat.h"
 #include "fc_eval.h"
 #include "fc_model.h"
-#include "fc_tasks.h"
 #include "fc_tok.h"
 
 #define ANSWER "KQ!" /* what the constant model says; rare characters, so one token each */
@@ -283,7 +282,7 @@ static void test_constant_model(void **state) {
   for (size_t i = 0; i < NROWS; i++) {
     const fc_eval_row_t *row = &r.rows[i];
     if (f->tmpl == FC_CHAT_CHATML) assert_string_equal(row->got, ANSWER);
-    else assert_true(fc_tasks_match(ANSWER, row->got)); /* the decoder may keep the space before </s> */
+    else assert_true(fc_eval_match(ANSWER, row->got)); /* the decoder may keep the space before </s> */
     assert_int_equal(row->correct, rows[i].correct);
     /* stopped at <|im_end|> (emitted, then nothing more), not at the 16-token limit */
     assert_int_equal(row->stopped, 1);
@@ -292,8 +291,8 @@ static void test_constant_model(void **state) {
     want += rows[i].correct;
   }
   assert_int_equal(r.overall.correct, want);
-  /* families in fc_tasks order, "all" last */
-  const char *order[] = {"arith", "convert", "strings", "facts", "all"};
+  /* families in order of first appearance, "all" last */
+  const char *order[] = {"arith", "convert", "facts", "strings", "all"};
   assert_int_equal(r.nfam, 5);
   for (int i = 0; i < 5; i++) assert_string_equal(r.fam[i].name, order[i]);
   assert_int_equal(fam(&r, "arith")->n, 3);
@@ -328,6 +327,17 @@ static void test_constant_model(void **state) {
   /* the model is sure of its own answer and not of the others: the loss sees the difference */
   assert_true(r.rows[0].loss < 0.5);
   assert_true(r.rows[1].loss > 2.0);
+  /* the items: one per row, named by line (the blank line after the fourth row counts) */
+  assert_int_equal(r.nitems, NROWS);
+  for (size_t i = 0; i < NROWS; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "%zu", i + 1 + (i > 3));
+    assert_string_equal(r.items[i].id, id);
+    assert_int_equal(r.items[i].family, r.rows[i].family);
+    assert_int_equal(r.items[i].correct, rows[i].correct);
+    assert_int_equal(r.items[i].tokens, r.rows[i].tokens);
+    assert_float_equal(r.items[i].loss, r.rows[i].loss, 1e-12);
+  }
   fc_eval_result_free(&r);
 }
 
@@ -445,8 +455,15 @@ static void test_bad_input(void **state) {
   char buf[1024];
   snprintf(buf, sizeof buf, "%s{\"family\":\"arith\",\"conversations\":[{\"from\":\"human\",\"value\":\"q\"}]}\n", good);
   expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:2: no gpt answer");
-  snprintf(buf, sizeof buf, "%s%s{\"family\":\"poetry\",\"conversations\":[]}\n", good, good);
-  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:3: unknown family 'poetry'");
+  /* families are whatever the data names, within a name length and a count */
+  snprintf(buf, sizeof buf, "%s%s{\"family\":\"a-family-name-too-long\",%s", good, good, good + 1);
+  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:3: family name 'a-family-name-too-long' is empty or longer");
+  buf[0] = 0;
+  for (int k = 0; k < FC_EVAL_MAX_FAMILIES; k++)
+    snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "{\"family\":\"f%d\",%s", k, good + 1);
+  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:8: more than 7 task families");
+  snprintf(buf, sizeof buf, "{\"id\":3,%s", good + 1);
+  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:1: \"id\" must be a string");
   snprintf(buf, sizeof buf, "{\"family\":7,%s", good + 1);
   expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:1: \"family\" must be a string");
   expect_error(f, f->dir, "{\"conversations\":[{\"from\":\"gpt\",\"value\":\"a\"}]}\n", FC_EFORMAT, "no human turn");
@@ -478,6 +495,97 @@ static void test_bad_input(void **state) {
   assert_int_equal(calls, 1);
 }
 
+static void test_match(void **state) {
+  (void)state;
+  assert_true(fc_eval_match("42", " 42\n"));
+  assert_false(fc_eval_match("42", "420"));
+  assert_false(fc_eval_match("Ralo", "ralo"));
+  assert_true(fc_eval_match("", "  "));
+}
+
+/* A result of one family "f" with n items "i0".."i{n-1}": correct where the pattern says, loss
+ * base + the item's index in units of 1e-3, two tokens each. */
+static void synth_result(fc_eval_result_t *r, int n, int (*correct)(int), double base) {
+  memset(r, 0, sizeof *r);
+  r->nfam = 1;
+  snprintf(r->fam[0].name, sizeof r->fam[0].name, "f");
+  r->items = calloc((size_t)n, sizeof *r->items);
+  r->nitems = (size_t)n;
+  for (int i = 0; i < n; i++) {
+    char id[16];
+    snprintf(id, sizeof id, "i%d", i);
+    r->items[i] = (fc_eval_item_t){strdup(id), 0, correct(i), base + 1e-3 * i, 2};
+    r->fam[0].correct += correct(i);
+  }
+  r->fam[0].n = n;
+  r->fam[0].accuracy = r->macro_accuracy = (double)r->fam[0].correct / n;
+}
+static int every_other(int i) { return i % 2; }
+static int all_but_tenth(int i) { return i % 10 != 0; }
+static int none(int i) { return (void)i, 0; }
+
+static void test_bootstrap(void **state) {
+  (void)state;
+  fc_eval_result_t half, most, zero, half2;
+  synth_result(&half, 200, every_other, 1.0);
+  synth_result(&most, 200, all_but_tenth, 0.5);
+  synth_result(&zero, 200, none, 1.0);
+  synth_result(&half2, 200, every_other, 1.0);
+  /* p = 0.5 over 200 items: the interval is about +-1.96 * sqrt(0.25 / 200) = +-0.069 */
+  double v, lo, hi;
+  assert_int_equal(fc_eval_boot_ci(&half, "f", 0, &v, &lo, &hi), 200);
+  assert_float_equal(v, 0.5, 1e-12);
+  assert_true(fabs((0.5 - lo) - 0.069) < 0.012 && fabs((hi - 0.5) - 0.069) < 0.012);
+  /* the macro average of one family is that family; the loss is the token-weighted mean */
+  double v2, lo2, hi2;
+  fc_eval_boot_ci(&half, NULL, 0, &v2, &lo2, &hi2);
+  assert_true(v2 == v && lo2 == lo && hi2 == hi);
+  fc_eval_boot_ci(&half, "f", 1, &v, &lo, &hi);
+  assert_float_equal(v, 1.0 + 1e-3 * 199 / 2, 1e-12);
+  assert_true(lo < v && v < hi);
+  /* no spread, no interval */
+  fc_eval_boot_ci(&zero, "f", 0, &v, &lo, &hi);
+  assert_true(v == 0 && lo == 0 && hi == 0);
+  assert_int_equal(fc_eval_boot_ci(&zero, "nope", 0, &v, &lo, &hi), 0);
+  assert_true(isnan(v));
+  /* paired: identical items give exactly zero; 90% against 50% is far outside the noise */
+  assert_int_equal(fc_eval_boot_paired(&half, &half2, "f", 0, &v, &lo, &hi), 200);
+  assert_true(v == 0 && lo == 0 && hi == 0);
+  fc_eval_boot_paired(&most, &half, "f", 0, &v, &lo, &hi);
+  assert_float_equal(v, 0.4, 1e-12);
+  assert_true(lo > 0.3 && hi < 0.5);
+  fc_eval_boot_paired(&most, &half, NULL, 1, &v, &lo, &hi);
+  assert_float_equal(v, -0.5, 1e-12);
+  assert_true(fabs(lo + 0.5) < 1e-9 && fabs(hi + 0.5) < 1e-9); /* the same difference on every item */
+  /* pairs are by id: items the other model lacks are left out */
+  free(half2.items[0].id);
+  half2.items[0].id = strdup("other");
+  assert_int_equal(fc_eval_boot_paired(&half, &half2, "f", 0, &v, &lo, &hi), 199);
+
+  /* the table marks what the paired test finds, and prints the same text twice */
+  const char *names[] = {"base", "better", "same"};
+  const fc_eval_result_t *rs[] = {&half, &most, &half2};
+  char *buf[2];
+  size_t len[2];
+  for (int k = 0; k < 2; k++) {
+    FILE *mem = open_memstream(&buf[k], &len[k]);
+    fc_eval_print_table(mem, names, rs, 3, 0, -1);
+    fclose(mem);
+  }
+  assert_string_equal(buf[0], buf[1]);
+  assert_non_null(strstr(buf[0], "f (n=200)"));
+  fc_eval_boot_ci(&most, "f", 0, &v, &lo, &hi);
+  char cell[64];
+  snprintf(cell, sizeof cell, "better  %.1f [%.1f,%.1f] + ", 100 * v, 100 * lo, 100 * hi);
+  assert_non_null(strstr(buf[0], cell));
+  fc_eval_boot_ci(&half2, "f", 1, &v, &lo, &hi);
+  snprintf(cell, sizeof cell, "%.3f [%.3f,%.3f]   ", v, lo, hi);
+  assert_non_null(strstr(strstr(buf[0], "\nsame"), cell)); /* no mark: not different */
+  assert_non_null(strstr(buf[0], "+/- better/worse than base"));
+  free(buf[0]), free(buf[1]);
+  fc_eval_result_free(&half), fc_eval_result_free(&most), fc_eval_result_free(&zero), fc_eval_result_free(&half2);
+}
+
 static void test_table_and_json(void **state) {
   fix_t *f = *state;
   fc_eval_result_t a, b;
@@ -488,40 +596,68 @@ static void test_table_and_json(void **state) {
   char *buf;
   size_t len;
   FILE *mem = open_memstream(&buf, &len);
-  fc_eval_print_table(mem, names, rs, 2);
+  fc_eval_print_table(mem, names, rs, 2, 0, -1);
   fclose(mem);
-  /* three lines of equal width; the counts as promised */
+  /* two tables of three lines of equal width, titled, then the legend */
   int lines = 0;
   size_t w0 = 0;
-  for (char *p = buf, *nl; (nl = strchr(p, '\n')); p = nl + 1, lines++) {
-    if (!lines) w0 = (size_t)(nl - p);
-    else assert_int_equal((size_t)(nl - p), w0);
+  for (char *p = buf, *nl; (nl = strchr(p, '\n')) && lines < 4; p = nl + 1, lines++) {
+    if (lines == 1) w0 = (size_t)(nl - p);
+    else if (lines > 1) assert_int_equal((size_t)(nl - p), w0);
   }
-  assert_int_equal(lines, 3);
-  assert_non_null(strstr(buf, "arith acc (n) loss"));
+  assert_non_null(strstr(buf, "arith (n=3)"));
+  assert_non_null(strstr(buf, "Answer loss"));
+  double v, lo, hi;
+  fc_eval_boot_ci(&a, "arith", 0, &v, &lo, &hi);
+  assert_float_equal(v, 2.0 / 3, 1e-12);
   char cell[64];
-  snprintf(cell, sizeof cell, "66.7%% (2/3) %.3f", a.fam[0].loss);
+  snprintf(cell, sizeof cell, "66.7 [%.1f,%.1f]", 100 * lo, 100 * hi);
   assert_non_null(strstr(buf, cell));
-  snprintf(cell, sizeof cell, "%.1f%% %.3f", 100 * a.macro_accuracy, a.macro_loss);
+  fc_eval_boot_ci(&a, NULL, 1, &v, &lo, &hi);
+  assert_float_equal(v, a.macro_loss, 1e-9);
+  snprintf(cell, sizeof cell, "%.3f [%.3f,%.3f]", a.macro_loss, lo, hi);
   assert_non_null(strstr(buf, cell));
-  assert_true(strncmp(buf + w0 + 1, "constant ", 9) == 0);
+  assert_non_null(strstr(buf, "\nconstant "));
   free(buf);
 
   char path[128];
   snprintf(path, sizeof path, "%s/results.json", f->dir);
   fc_err_t err = {0};
+  snprintf(a.role, sizeof a.role, "pivot");
   assert_int_equal(fc_eval_write_json_file(path, names, rs, 2, &err), 0);
   json_error_t je;
   json_t *root = json_load_file(path, 0, &je);
   assert_non_null(root);
   json_t *m0 = json_array_get(json_object_get(root, "models"), 0);
   assert_string_equal(json_string_value(json_object_get(m0, "model")), "constant");
+  assert_string_equal(json_string_value(json_object_get(m0, "role")), "pivot");
   json_t *ar = json_object_get(json_object_get(m0, "families"), "arith");
   assert_int_equal(json_integer_value(json_object_get(ar, "correct")), 2);
   assert_int_equal(json_integer_value(json_object_get(ar, "n")), 3);
   assert_float_equal(json_real_value(json_object_get(ar, "loss")), a.fam[0].loss, 1e-6);
   assert_int_equal(json_integer_value(json_object_get(json_object_get(m0, "overall"), "correct")), a.overall.correct);
   assert_int_equal(json_array_size(json_object_get(root, "models")), 2);
+  /* items: id, family, correct, loss; read back they are the same */
+  json_t *items = json_object_get(m0, "items");
+  assert_int_equal(json_array_size(items), NROWS);
+  json_t *i0 = json_array_get(items, 0);
+  assert_string_equal(json_string_value(json_object_get(i0, "id")), "1");
+  assert_string_equal(json_string_value(json_object_get(i0, "family")), "arith");
+  assert_true(json_is_true(json_object_get(i0, "correct")));
+  assert_float_equal(json_real_value(json_object_get(i0, "loss")), a.items[0].loss, 1e-6);
+  fc_eval_result_t back;
+  const char *name;
+  assert_int_equal(fc_eval_result_from_json(m0, &name, &back), 0);
+  assert_string_equal(name, "constant");
+  assert_string_equal(back.role, "pivot");
+  assert_int_equal(back.nitems, a.nitems);
+  for (size_t i = 0; i < a.nitems; i++) {
+    assert_string_equal(back.items[i].id, a.items[i].id);
+    assert_string_equal(back.fam[back.items[i].family].name, a.fam[a.items[i].family].name);
+    assert_int_equal(back.items[i].correct, a.items[i].correct);
+    assert_int_equal(back.items[i].tokens, a.items[i].tokens);
+  }
+  fc_eval_result_free(&back);
   json_decref(root);
   /* the one-model fragment is the same object */
   mem = open_memstream(&buf, &len);
@@ -545,6 +681,8 @@ int main(void) {
       cmocka_unit_test(test_limit),
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_table_and_json),
+      cmocka_unit_test(test_match),
+      cmocka_unit_test(test_bootstrap),
   };
   /* Llama-2 style: SentencePiece tokenizer, [INST] template, </s> ends the turn */
   const struct CMUnitTest sp_tests[] = {

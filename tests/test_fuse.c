@@ -280,6 +280,12 @@ static void test_mince_avgce(void **state) {
   assert_int_equal(out.top_ids[2], w1 > b ? 7 : 5);
   assert_float_equal(expf(out.top_lp[2]), (a > b ? a : b) / (a + b), 1e-5);
   assert_float_equal(mass(out.top_lp + 2, 2), 1, 1e-5);
+  /* source alone: the last candidate whatever the CEs (here the highest, 2 against 1) */
+  ce[2] = 2.0f;
+  assert_int_equal(fc_fuse_combine(FC_FUSE_SOURCE, cands, ce, 3, 2, &out, &win, &err), 0);
+  assert_int_equal(win, 2);
+  assert_int_equal(out.tag, 2);
+  assert_float_equal(out.mean_ce, 2.0f, 0);
   /* candidates over other tokens are refused */
   uint32_t ids2[2] = {1, 3};
   c2.ids = ids2;
@@ -288,6 +294,8 @@ static void test_mince_avgce(void **state) {
   fc_fuse_method_t mt;
   assert_int_equal(fc_fuse_method_parse("avgce", &mt), 0);
   assert_int_equal(mt, FC_FUSE_AVGCE);
+  assert_int_equal(fc_fuse_method_parse("source", &mt), 0);
+  assert_int_equal(mt, FC_FUSE_SOURCE);
   assert_int_equal(fc_fuse_method_parse("max", &mt), FC_EINVAL);
 }
 

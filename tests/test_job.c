@@ -139,6 +139,27 @@ static void test_baselines(void **state) {
   expect_err(buf, "a baseline merge method is 'average'");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, ties]}\n", base);
   expect_err(buf, "listed twice");
+  /* the job's sce is FuseChat's release; mergekit's SCE has its own name, the old alias is gone */
+  snprintf(buf, sizeof buf, "%sbaselines: {merges: [sce-weights]}\n", base);
+  expect_err(buf, "a baseline merge method is 'sce-weights', it must be one of sce|sce-mergekit|");
+  /* the fusion function and vocabulary map reach the align and vocab-map tasks */
+  snprintf(buf, sizeof buf, "%sfuse: avgce\nvocab_map: exact\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "align/a/0")->params, task(j, "align/a/0")->nparams, "fuse"), "avgce");
+  assert_string_equal(fc_kv_get(task(j, "vocab-map/a")->params, task(j, "vocab-map/a")->nparams, "method"), "exact");
+  fc_job_destroy(&j);
+  snprintf(buf, sizeof buf, "%sfuse: maxce\n", base);
+  expect_err(buf, "'fuse' is 'maxce', it must be one of mince|avgce|source");
+  snprintf(buf, sizeof buf, "%svocab_map: fuzzy\n", base);
+  expect_err(buf, "'vocab_map' is 'fuzzy', it must be one of stats|mined|exact");
+  snprintf(buf, sizeof buf, "%smerge: {method: sce, parameters: {select_topk: 0.1}}\nbaselines: {merges: [sce-mergekit]}\n", base);
+  j = parse_ok(buf);
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "select_topk"), "0.1");
+  assert_string_equal(fc_kv_get(task(j, "merge/sce-mergekit")->params, task(j, "merge/sce-mergekit")->nparams,
+                                "method"), "sce-mergekit");
+  assert_string_equal(task(j, "eval/merged-sce-mergekit")->outputs[0], "/s/d/eval/merged-sce-mergekit.json");
+  fc_job_destroy(&j);
   snprintf(buf, sizeof buf, "%sbaselines: {sft: maybe}\n", base);
   expect_err(buf, "'baselines.sft' must be true or false, not 'maybe'");
   snprintf(buf, sizeof buf, "%sbaselines: {dpo: true}\n", base);
@@ -179,6 +200,26 @@ static void test_explicit_tasks(void **state) {
   assert_int_equal(j->tasks[1].ndeps, 1);
   assert_int_equal(j->tasks[1].deps[0], 0);
   assert_string_equal(fc_kv_get(j->tasks[1].params, j->tasks[1].nparams, "ms"), "10");
+  fc_job_destroy(&j);
+}
+
+/* training.ranks reaches each train task when given (the daemon launches that many ranks) and
+ * is absent otherwise (the daemon's default: one process). */
+static void test_ranks_param(void **state) {
+  (void)state;
+  const char *base = "name: d\nstore: /s\ndataset: /d\nmodels:\n  - {name: p, path: /p, role: pivot}\n  - {name: s, path: /s}\n";
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 4, ranks: 2}\n", base);
+  fc_job_t *j = parse_ok(buf);
+  assert_int_equal(j->train.ranks, 2);
+  const fc_job_task_t *t = task(j, "train/s");
+  assert_non_null(fc_kv_get(t->params, t->nparams, "ranks"));
+  assert_string_equal(fc_kv_get(t->params, t->nparams, "ranks"), "2");
+  fc_job_destroy(&j);
+  j = parse_ok(base);
+  assert_int_equal(j->train.ranks, 1);
+  t = task(j, "train/s");
+  assert_null(fc_kv_get(t->params, t->nparams, "ranks"));
   fc_job_destroy(&j);
 }
 
@@ -239,6 +280,11 @@ static void test_errors_name_the_line(void **state) {
   expect_err(buf, "'lambda' is 1.5, it must be in [0, 1]");
   snprintf(buf, sizeof buf, "%straining: {batch_size: 8x}\n", base);
   expect_err(buf, "'training.batch_size' must be an integer in [1, 65536], not '8x'");
+  /* training.ranks: its own range from the table, and the bound against batch_size */
+  snprintf(buf, sizeof buf, "%straining: {ranks: 0}\n", base);
+  expect_err(buf, "'training.ranks' is 0, it must be in [1, 4096]");
+  snprintf(buf, sizeof buf, "%straining: {batch_size: 2, ranks: 3}\n", base);
+  expect_err(buf, "t.yaml:7:34: training.ranks 3 exceeds training.batch_size 2");
   snprintf(buf, sizeof buf, "%straining: {lr: [1]}\n", base);
   expect_err(buf, "'training.lr' must be a plain value");
   snprintf(buf, sizeof buf, "%sbaselines: {merges: [ties, mean]}\n", base);
@@ -274,6 +320,7 @@ int main(void) {
       cmocka_unit_test(test_pipeline_expansion),
       cmocka_unit_test(test_baselines),
       cmocka_unit_test(test_deploy_example),
+      cmocka_unit_test(test_ranks_param),
       cmocka_unit_test(test_explicit_tasks),
       cmocka_unit_test(test_imported_logits),
       cmocka_unit_test(test_errors_name_the_line),

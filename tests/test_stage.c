@@ -16,7 +16,7 @@
 #include "fc_model.h"
 #include "fc_st.h"
 #include "fc_stage.h"
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 #include "fc_topk.h"
 #include "test_support.h"
 
@@ -30,11 +30,11 @@ static int setup(void **state) {
   fc_err_t err = {0};
   g_data = P("data.jsonl");
   g_data2 = P("data2.jsonl");
-  fc_tasks_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_SPLIT_TRAIN, .seed = 3, .world_seed = 7,
+  fc_gendata_opts_t o = {.count = 24, .mix = {1, 1, 1, 1}, .split = FC_GENDATA_TRAIN, .seed = 3, .world_seed = 7,
                      .max_turns = 2};
-  if (fc_tasks_write(&o, g_data, &err)) return -1;
+  if (fc_gendata_write(&o, g_data, &err)) return -1;
   o.seed = 4; /* same row count, other texts */
-  if (fc_tasks_write(&o, g_data2, &err)) return -1;
+  if (fc_gendata_write(&o, g_data2, &err)) return -1;
   char *corpus;
   size_t clen;
   if (fc_read_file(g_data, &corpus, &clen, &err)) return -1;

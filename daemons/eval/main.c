@@ -27,6 +27,8 @@ static int run_eval(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   fc_eval_result_t res;
   const char *data = t->inputs[0];
   if ((rc = fc_eval_run(t->inputs[1], &data, 1, &o, fc_daemon_progress, &pr, &res, err))) return rc;
+  const char *role = fc_task_param(t, "role");
+  snprintf(res.role, sizeof res.role, "%s", role ? role : "");
   const fc_eval_result_t *rp = &res;
   rc = fc_eval_write_json_file(t->outputs[0], &name, &rp, 1, err);
   if (!rc) {

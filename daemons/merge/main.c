@@ -21,9 +21,16 @@ static int run_merge(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
   const char *method = p.method;
   fc_merge_cfg_t cfg;
   fc_merge_cfg_init(&cfg);
-  if (!strcmp(method, "sce-weights")) {
+  /* A job's "sce" is FuseChat's release, whose code produced the paper's numbers: the variance
+   * selection only sets the weights, so the merge keeps the whole of each target's delta.
+   * "sce-mergekit" is fc_merge's (and a mergekit config's) sce: unselected deltas are zeroed.
+   * An explicit sce_mask_scope parameter still decides. */
+  if (!strcmp(method, "sce")) {
     cfg.method = FC_MERGE_SCE;
     cfg.sce_mask_scope = FC_SCE_SCOPE_WEIGHTS;
+  } else if (!strcmp(method, "sce-mergekit")) {
+    cfg.method = FC_MERGE_SCE;
+    cfg.sce_mask_scope = FC_SCE_SCOPE_DELTAS;
   } else if (fc_merge_method_parse(method, &cfg.method)) {
     return fc_err_set(err, FC_EINVAL, "unknown merge method '%s'", method);
   }
@@ -87,7 +94,9 @@ int main(int argc, char **argv) {
       .description =
           "The merge stage daemon: serves tasks of kind 'merge'. A task names the base model (the\n"
           "pivot) as its first input and the trained target models after it; params.method is one\n"
-          "of sce, sce-weights, varm, linear, task_arithmetic, ties, dare_ties, dare_linear, slerp,\n"
+          "of sce (FuseChat's release: the selection sets the weights only), sce-mergekit (mergekit's\n"
+          "sce: unselected deltas zeroed), varm, linear, task_arithmetic, ties, dare_ties,\n"
+          "dare_linear, slerp,\n"
           "other params are the method's (select_topk, t, normalize, rescale, seed; weight and\n"
           "density apply to every model; ties/dare default to density 0.5). The merged model is\n"
           "written to OUT.tmp and renamed to the task's output directory when complete.\n",

@@ -49,6 +49,11 @@ int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_e
   *out = NULL;
   if (capacity <= 0) return fc_err_set(err, FC_EINVAL, "KV cache capacity %d must be positive", capacity);
   const fc_config_t *c = &m->cfg;
+  /* Every buffer here and in the scratch grows with the capacity: a prompt past the model's
+   * context would ask for terabytes instead of being refused. */
+  if (c->max_position_embeddings > 0 && capacity > c->max_position_embeddings)
+    return fc_err_set(err, FC_EINVAL, "%d positions (prompt plus new tokens) exceed the model's context of %d",
+                      capacity, c->max_position_embeddings);
   size_t KVD = (size_t)c->num_kv_heads * c->head_dim;
   fc_kv_cache_t *kc = fc_xcalloc(1, sizeof *kc);
   kc->cap = capacity;

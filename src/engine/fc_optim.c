@@ -122,17 +122,24 @@ int fc_adamw_read(fc_adamw_t *o, FILE *fp, fc_err_t *err) {
   return 0;
 }
 
-double fc_clip_grad_norm(float *grads, size_t n, double max_norm) {
+double fc_grad_sumsq(const float *grads, size_t n) {
   double ss = 0;
   for (size_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
-  double norm = sqrt(ss);
-  if (max_norm > 0) {
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0) {
-      float c = (float)coef;
-      for (size_t i = 0; i < n; i++) grads[i] *= c;
-    }
+  return ss;
+}
+
+void fc_clip_grad_scale(float *grads, size_t n, double norm, double max_norm) {
+  if (max_norm <= 0) return;
+  double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    float c = (float)coef;
+    for (size_t i = 0; i < n; i++) grads[i] *= c;
   }
+}
+
+double fc_clip_grad_norm(float *grads, size_t n, double max_norm) {
+  double norm = sqrt(fc_grad_sumsq(grads, n));
+  fc_clip_grad_scale(grads, n, norm, max_norm);
   return norm;
 }
 

@@ -40,6 +40,10 @@ int fc_adamw_read(fc_adamw_t *o, FILE *fp, fc_err_t *err);
 /* Global L2 norm of grads; when above max_norm (> 0) scales them by max_norm/(norm + 1e-6),
  * as clip_grad_norm_. Returns the norm before clipping. */
 double fc_clip_grad_norm(float *grads, size_t n, double max_norm);
+/* The two halves of it, for gradients split over ranks: the sum of squares (in double) of a
+ * part, and the scaling of a part once the global norm is known. */
+double fc_grad_sumsq(const float *grads, size_t n);
+void fc_clip_grad_scale(float *grads, size_t n, double norm, double max_norm);
 
 typedef enum { FC_SCHED_CONSTANT, FC_SCHED_COSINE } fc_sched_kind_t;
 

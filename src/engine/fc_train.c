@@ -16,6 +16,7 @@
 #include "fc_config.h"
 #include "fc_loss.h"
 #include "fc_model.h"
+#include "fc_train_shard.h"
 
 static volatile sig_atomic_t g_stop;
 
@@ -84,18 +85,28 @@ static int write_state(const char *path, const run_shape_t *rs, const fc_adamw_t
   return fc_atomic_commit(&af, err);
 }
 
-static int read_state(const char *path, run_shape_t *rs, fc_adamw_t *opt, fc_err_t *err) {
+/* The run shape, then this rank's slice [lo, hi) of the n moments from the checkpoint ckpt
+ * (written by any number of ranks: fc_train_shard.h). */
+static int read_state(const char *ckpt, run_shape_t *rs, fc_adamw_t *opt, size_t n, size_t lo, size_t hi,
+                      fc_err_t *err) {
+  char *path = fc_path_join(ckpt, "trainer_state.bin");
   FILE *fp = fopen(path, "rb");
-  if (!fp) return fc_err_set(err, FC_EIO, "cannot open %s: %s", path, strerror(errno));
-  char magic[8];
   int rc = 0;
+  if (!fp) {
+    rc = fc_err_set(err, FC_EIO, "cannot open %s: %s", path, strerror(errno));
+    free(path);
+    return rc;
+  }
+  char magic[8];
   if (fread(magic, 8, 1, fp) != 1 || memcmp(magic, STATE_MAGIC, 8) != 0 || fread(rs, sizeof *rs, 1, fp) != 1)
     rc = fc_err_set(err, FC_EFORMAT, "%s: not a trainer state file", path);
-  else if ((rc = fc_adamw_read(opt, fp, err)) != 0)
-    fc_err_wrap(err, "%s", path);
-  else if (fread(magic, 8, 1, fp) != 1 || memcmp(magic, STATE_END, 8) != 0)
+  else if (fseek(fp, -8, SEEK_END) != 0 || fread(magic, 8, 1, fp) != 1 || memcmp(magic, STATE_END, 8) != 0)
     rc = fc_err_set(err, FC_EFORMAT, "%s: truncated", path);
   fclose(fp);
+  if (rc == 0 && rs->nparams != (int64_t)n)
+    rc = fc_err_set(err, FC_EMISMATCH, "%s: %lld parameters, the model has %zu", path, (long long)rs->nparams, n);
+  if (rc == 0) rc = fc_shard_load(ckpt, path, (long)(8 + sizeof *rs), n, lo, hi, opt, err);
+  free(path);
   return rc;
 }
 
@@ -226,20 +237,44 @@ static int save_model_dir(const fc_model_t *m, const char *dir, fc_dtype_t dt, c
   return rc;
 }
 
-static int save_checkpoint(const fc_model_t *m, const fc_adamw_t *opt, const run_shape_t *rs,
-                           const char *out, const tok_files_t *tf, char **final_dir, fc_err_t *err) {
+/* The ranks' collective agreement on rc (the lowest), with a message on the ranks that did
+ * not fail themselves. */
+static int agree(const fc_comm_t *comm, int rc, fc_err_t *err) {
+  if (!comm) return rc;
+  int all = comm->agree(comm->ctx, rc);
+  if (all != 0 && rc == 0) fc_err_set(err, all, "another training rank failed (its log says why)");
+  return all;
+}
+
+/* Rank 0 builds the directory with the model and slice 0 of the optimizer, the other ranks add
+ * their slices, then rank 0 renames it into place. */
+static int save_checkpoint(const fc_model_t *m, const fc_adamw_t *opt, const run_shape_t *rs, const char *out,
+                           const tok_files_t *tf, const fc_comm_t *comm, char **final_dir, fc_err_t *err) {
+  const int rank = comm ? comm->rank : 0;
   char name[96];
   snprintf(name, sizeof name, ".checkpoint-%lld.tmp", (long long)rs->step);
   char *tmp = fc_path_join(out, name);
   snprintf(name, sizeof name, "checkpoint-%lld", (long long)rs->step);
   char *dst = fc_path_join(out, name);
-  remove_flat_dir(tmp);
-  int rc = fc_mkdir_p(tmp, err);
-  if (rc == 0) rc = save_model_dir(m, tmp, FC_DT_F32, tf, err);
-  if (rc == 0) {
-    char *sp = fc_path_join(tmp, "trainer_state.bin");
-    rc = write_state(sp, rs, opt, err);
-    free(sp);
+  int rc = 0;
+  if (rank == 0) {
+    remove_flat_dir(tmp);
+    rc = fc_mkdir_p(tmp, err);
+    if (rc == 0) rc = save_model_dir(m, tmp, FC_DT_F32, tf, err);
+    if (rc == 0) {
+      char *sp = fc_path_join(tmp, "trainer_state.bin");
+      rc = write_state(sp, rs, opt, err);
+      free(sp);
+    }
+  }
+  rc = agree(comm, rc, err);
+  if (rc == 0 && rank > 0) rc = fc_shard_write(tmp, rank, comm->size, (size_t)rs->nparams, opt, err);
+  rc = agree(comm, rc, err);
+  if (rank > 0) {
+    /* rank 0 renames (or removes) the directory; the others only learn whether it worked */
+    free(tmp);
+    free(dst);
+    return agree(comm, 0, err);
   }
   if (rc == 0) {
     if (fc_path_exists(dst)) {
@@ -266,6 +301,10 @@ static int save_checkpoint(const fc_model_t *m, const fc_adamw_t *opt, const run
     free(dst);
   }
   free(tmp);
+  if (comm) {
+    int all = comm->agree(comm->ctx, rc);
+    if (rc == 0) rc = all;
+  }
   return rc;
 }
 
@@ -317,12 +356,15 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   char *ckpt = NULL;
   tok_files_t tf;
   tok_files_init(&tf, o);
-  int rc = fc_mkdir_p(o->out_dir, err);
-  if (rc) goto done;
+  /* data parallel: this rank's place (comm of one process is the ordinary path) */
+  const fc_comm_t *comm = o->comm && o->comm->size > 1 ? o->comm : NULL;
+  const int R = comm ? comm->size : 1, rank = comm ? comm->rank : 0;
+  int rc = rank == 0 ? fc_mkdir_p(o->out_dir, err) : 0;
+  if ((rc = agree(comm, rc, err))) goto done;
 
   long start = 0;
   if (o->resume) ckpt = fc_train_find_checkpoint(o->out_dir, &start);
-  if (o->resume && !ckpt) fc_warn("no checkpoint in %s: starting from the beginning", o->out_dir);
+  if (o->resume && !ckpt && rank == 0) fc_warn("no checkpoint in %s: starting from the beginning", o->out_dir);
   if (ckpt) rc = fc_model_load(&m, ckpt, err);
   else if (o->model_dir) rc = fc_model_load(&m, o->model_dir, err);
   else {
@@ -330,27 +372,32 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     rc = fc_config_load(&cfg, o->config_path, err);
     if (rc == 0) rc = fc_model_init(&m, &cfg, o->seed, err);
   }
-  if (rc) goto done;
+  if ((rc = agree(comm, rc, err))) goto done;
   fc_model_set_threads(m, o->threads);
   fc_loss_set_threads(o->threads);
   const fc_config_t *cfg = fc_model_config(m);
 
   fc_data_opts_t dopt = {o->seq_len, cfg->vocab_size, o->pack, o->shuffle, o->seed};
-  if ((rc = fc_data_load(&data, o->data_path, o->encoder, &dopt, err)) != 0) goto done;
+  rc = fc_data_load(&data, o->data_path, o->encoder, &dopt, err);
+  if ((rc = agree(comm, rc, err))) goto done;
   size_t rows = fc_data_num_rows(data);
-  if (fc_data_num_truncated(data))
+  if (fc_data_num_truncated(data) && rank == 0)
     fc_warn("%zu of %zu lines are longer than --seq-len %d and were truncated", fc_data_num_truncated(data),
             fc_data_num_lines(data), o->seq_len);
   const long per_step = (long)o->batch_size * o->grad_accum;
   long total = o->steps > 0 ? o->steps : (long)ceil(o->epochs * (double)rows / (double)per_step);
   if (total < 1) total = 1;
   long warmup = o->warmup >= 0 ? o->warmup : (long)ceil(o->warmup_ratio * (double)total);
+  if (per_step < R) {
+    rc = fc_err_set(err, FC_EINVAL, "%d ranks but only %ld rows per step (batch %d x accumulation %d): use at most %ld "
+                    "ranks or a larger batch", R, per_step, o->batch_size, o->grad_accum, per_step);
+    goto done;
+  }
 
-  size_t np = fc_model_num_params(m), nt = fc_model_num_tensors(m);
-  const fc_param_info_t **tens = fc_xmalloc(nt * sizeof *tens);
-  for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(m, i);
-  opt = fc_adamw_new(np, tens, nt, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay);
-  free(tens);
+  /* this rank's slice of the parameters: its AdamW moments, its share of clipping and stepping */
+  size_t np = fc_model_num_params(m), lo, hi;
+  fc_comm_slice(np, R, rank, &lo, &hi);
+  opt = fc_shard_adamw_new(m, lo, hi, (float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->weight_decay);
   opt->threads = o->threads;
 
   run_shape_t rs = {0, total, 0, o->batch_size, o->grad_accum, o->seq_len, o->shuffle, o->pack,
@@ -358,10 +405,8 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
                     o->targets ? o->lambda : 1.0};
   if (ckpt) {
     run_shape_t saved;
-    char *sp = fc_path_join(ckpt, "trainer_state.bin");
-    rc = read_state(sp, &saved, opt, err);
-    free(sp);
-    if (rc) goto done;
+    rc = read_state(ckpt, &saved, opt, np, lo, hi, err);
+    if ((rc = agree(comm, rc, err))) goto done;
     if (saved.batch_size != rs.batch_size || saved.grad_accum != rs.grad_accum || saved.seq_len != rs.seq_len ||
         saved.shuffle != rs.shuffle || saved.pack != rs.pack || saved.rows != rs.rows || saved.seed != rs.seed ||
         saved.nparams != rs.nparams || saved.K != rs.K || saved.lambda != rs.lambda) {
@@ -373,19 +418,18 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
                       (long long)saved.rows, (long long)saved.K, saved.lambda);
       goto done;
     }
-    if (saved.total_steps != total)
+    if (saved.total_steps != total && rank == 0)
       fc_warn("the checkpoint's run had %lld steps, this one %ld: the schedule changes", (long long)saved.total_steps,
               total);
     start = (long)saved.step;
-    fc_info("resuming from %s (step %ld of %ld)", ckpt, start, total);
+    if (rank == 0) fc_info("resuming from %s (step %ld of %ld)", ckpt, start, total);
   }
   r.start_step = start;
+  r.params = np;
   r.total_steps = total;
   r.steps_done = start;
-  if (!(log = open_loss_log(o->out_dir, ckpt ? start : 0, err))) {
-    rc = err ? err->code : FC_EIO;
-    goto done;
-  }
+  if (rank == 0 && !(log = open_loss_log(o->out_dir, ckpt ? start : 0, err))) rc = err ? err->code : FC_EIO;
+  if ((rc = agree(comm, rc, err))) goto done;
 
   const int B = o->batch_size, G = o->grad_accum, V = cfg->vocab_size;
   dlogits = fc_xmalloc((size_t)B * o->seq_len * V * sizeof *dlogits);
@@ -401,23 +445,33 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     sigaction(SIGTERM, &sa, &old_term);
   }
 
+  const int quiet = o->quiet || rank > 0;
   fc_progress_t prog;
-  if (!o->quiet) fc_progress_start(&prog, "train", (double)(total - start));
+  if (!quiet) fc_progress_start(&prog, "train", (double)(total - start));
   double t0 = fc_now();
   long tokens_run = 0;
   for (long step = start + 1; step <= total && rc == 0; step++) {
-    /* the rows this step reads follow from the step number alone */
+    /* the rows this step reads follow from the step number alone; this rank takes its share
+     * of them in micro-batches of at most B rows (one process: G micro-batches of B) */
     uint64_t first = (uint64_t)(step - 1) * (uint64_t)per_step;
+    size_t share_lo, share_hi;
+    fc_comm_slice((size_t)per_step, R, rank, &share_lo, &share_hi);
+    const int nmb = (int)((share_hi - share_lo + (size_t)B - 1) / (size_t)B);
     long counted = 0, tokens = 0;
-    for (int g = 0; g < G && rc == 0; g++) {
-      rc = fc_data_batch(data, &mb[g], first + (uint64_t)g * B, B, o->targets, err);
+    for (int g = 0; g < nmb && rc == 0; g++) {
+      size_t at = share_lo + (size_t)g * B;
+      int rows_g = (int)(share_hi - at < (size_t)B ? share_hi - at : (size_t)B);
+      rc = fc_data_batch(data, &mb[g], first + at, rows_g, o->targets, err);
       counted += mb[g].counted;
     }
-    if (rc) break;
+    /* the loss is averaged over the counted positions of the whole step, on every rank */
+    double st4[4] = {(double)counted, 0, 0, 0};
+    if ((rc = agree(comm, rc, err)) || (comm && (rc = comm->sum(comm->ctx, st4, 1, err)))) break;
+    counted = (long)st4[0];
     double norm = counted > 0 ? (double)counted : 1.0;
     double loss = 0, ce = 0, fu = 0;
     fc_model_zero_grad(m);
-    for (int g = 0; g < G && rc == 0; g++) {
+    for (int g = 0; g < nmb && rc == 0; g++) {
       fc_batch_t *b = &mb[g];
       const float *logits = fc_model_forward(m, b->ids, b->B, b->T, 1, err);
       if (!logits) {
@@ -433,45 +487,77 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
       if ((rc = fc_model_backward(m, dlogits, err)) != 0) break;
       tokens += b->tokens;
     }
-    if (rc) break;
-    if (!isfinite(loss)) {
-      rc = fc_err_set(err, FC_EINVAL, "step %ld: the loss is %g (lower --lr?)", step, loss);
-      break;
+    if ((rc = agree(comm, rc, err))) break;
+    double gnorm, lr = o->lr * fc_sched_factor(o->schedule, step - 1, warmup, total);
+    if (!comm) {
+      if (!isfinite(loss)) {
+        rc = fc_err_set(err, FC_EINVAL, "step %ld: the loss is %g (lower --lr?)", step, loss);
+        break;
+      }
+      gnorm = fc_clip_grad_norm(grads, np, o->clip);
+      fc_adamw_step(opt, params, grads, (float)lr);
+    } else {
+      /* sum the gradients into this rank's slice, clip by the global norm, step the slice, then
+       * share the updated slices: every rank ends the step with the same weights */
+      if ((rc = comm->reduce_scatter(comm->ctx, grads, np, err))) break;
+      st4[0] = loss, st4[1] = ce, st4[2] = fu, st4[3] = fc_grad_sumsq(grads + lo, hi - lo);
+      if ((rc = comm->sum(comm->ctx, st4, 4, err))) break;
+      loss = st4[0], ce = st4[1], fu = st4[2], gnorm = sqrt(st4[3]);
+      if (!isfinite(loss)) {
+        rc = fc_err_set(err, FC_EINVAL, "step %ld: the loss is %g (lower --lr?)", step, loss);
+        break;
+      }
+      fc_clip_grad_scale(grads + lo, hi - lo, gnorm, o->clip);
+      fc_adamw_step(opt, params + lo, grads + lo, (float)lr);
+      if ((rc = comm->allgather(comm->ctx, params, np, err))) break;
+      st4[0] = (double)tokens;
+      if ((rc = comm->sum(comm->ctx, st4, 1, err))) break;
+      tokens = (long)st4[0];
     }
-    double gnorm = fc_clip_grad_norm(grads, np, o->clip);
-    double lr = o->lr * fc_sched_factor(o->schedule, step - 1, warmup, total);
-    fc_adamw_step(opt, params, grads, (float)lr);
     tokens_run += tokens;
     r.steps_done = step;
     r.last_loss = loss;
-    fprintf(log, "%ld,%.6f,%.6g,%.6g,%.6f,%.6f,%ld\n", step, loss, lr, gnorm, ce, fu, tokens);
-    fflush(log);
+    if (log) {
+      fprintf(log, "%ld,%.6f,%.6g,%.6g,%.6f,%.6f,%ld\n", step, loss, lr, gnorm, ce, fu, tokens);
+      fflush(log);
+    }
     int cancel = 0;
-    if (o->progress) {
+    if (o->progress && rank == 0) {
       char msg[128];
       snprintf(msg, sizeof msg, "step %ld/%ld loss %.4f lr %.3g", step, total, loss, lr);
-      cancel = o->progress(o->progress_ctx, (double)step / (double)total, msg) != 0;
+      cancel = o->progress(o->progress_ctx, (double)step / (double)total, msg);
+      if (cancel == FC_PROGRESS_ABORT) { /* no checkpoint: whatever we write now is not ours to write */
+        r.interrupted = 1;
+        rc = fc_err_set(err, FC_ECANCEL, "aborted after step %ld of %ld without a checkpoint", step, total);
+        break;
+      }
     }
     double el = fc_now() - t0;
-    if (!o->quiet) {
+    if (!quiet) {
       char extra[160];
       snprintf(extra, sizeof extra, "step %ld/%ld loss %.4f lr %.3g %.0f tok/s", step, total, loss, lr,
                el > 0 ? tokens_run / el : 0);
       fc_progress_update(&prog, (double)(step - start), extra);
     }
-    if (o->log_every > 0 && step % o->log_every == 0)
+    if (o->log_every > 0 && step % o->log_every == 0 && rank == 0)
       fc_info("step %ld/%ld loss %.4f lr %.3g grad_norm %.3g", step, total, loss, lr, gnorm);
     int stop = g_stop || cancel || (o->stop_after > 0 && step >= o->stop_after);
+    if (comm) {
+      /* a signal or a cancel reaching any rank stops all of them after the same step */
+      st4[0] = stop;
+      if ((rc = comm->sum(comm->ctx, st4, 1, err))) break;
+      stop = st4[0] > 0;
+    }
     if ((o->checkpoint_every > 0 && step % o->checkpoint_every == 0) || step == total || stop) {
       rs.step = step;
       rs.next_row = (int64_t)(first + (uint64_t)per_step);
       char *where = NULL;
-      if ((rc = save_checkpoint(m, opt, &rs, o->out_dir, &tf, &where, err)) != 0) break;
-      prune_checkpoints(o->out_dir, o->keep_checkpoints);
+      if ((rc = save_checkpoint(m, opt, &rs, o->out_dir, &tf, comm, &where, err)) != 0) break;
+      if (rank == 0) prune_checkpoints(o->out_dir, o->keep_checkpoints);
       if (stop && step < total) {
         r.interrupted = 1;
         rc = fc_err_set(err, FC_ECANCEL, "interrupted after step %ld of %ld; checkpoint in %s (continue with --resume)",
-                        step, total, where);
+                        step, total, where ? where : o->out_dir);
       }
       free(where);
     }
@@ -480,7 +566,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   long ran = r.steps_done - start;
   r.tokens_per_s = el > 0 ? tokens_run / el : 0;
   r.ms_per_step = ran > 0 ? 1e3 * el / ran : 0;
-  if (!o->quiet) {
+  if (!quiet) {
     char extra[128];
     snprintf(extra, sizeof extra, "%ld steps, loss %.4f, %.1f ms/step", ran, r.last_loss, r.ms_per_step);
     fc_progress_end(&prog, extra);
@@ -493,10 +579,12 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     r.interrupted = 1;
     rc = fc_err_set(err, FC_ECANCEL, "interrupted");
   }
-  if (rc == 0) {
+  const int saving = rc == 0; /* the same on every rank: the loop's failures are agreed */
+  if (rc == 0 && rank == 0) {
     rc = save_model_dir(m, o->out_dir, o->save_dtype, &tf, err);
     if (rc) fc_err_wrap(err, "saving the final model in %s", o->out_dir);
   }
+  if (saving) rc = agree(comm, rc, err);
 
 done:
   if (mb)

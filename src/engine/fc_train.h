@@ -19,6 +19,7 @@
 
 #include <stdint.h>
 
+#include "fc_comm.h"
 #include "fc_data.h"
 #include "fc_optim.h"
 #include "fc_st.h"
@@ -61,6 +62,14 @@ typedef struct fc_train_opts {
   void *progress_ctx;
   long stop_after;             /* > 0: checkpoint and stop after this step, as if interrupted
                                   (time-sliced runs and tests) */
+  /* Data parallel over comm->size processes (NULL: this process alone). Every rank runs
+   * fc_train_run with the same options; rank r reads its share fc_comm_slice(B*G, R, r) of each
+   * step's rows in micro-batches of at most B, gradients are summed in rank order
+   * (reduce-scatter), each rank clips and steps AdamW on its slice of the parameters, keeping
+   * moments for that slice only (ZeRO-1), and the updated slices are gathered on all ranks.
+   * Rank 0 writes the log, the progress and the models; every rank writes its optimizer slice
+   * into checkpoints, which resume on any number of ranks. */
+  const fc_comm_t *comm;
 } fc_train_opts_t;
 
 /* Defaults as the CLI documents them (lr 1e-5, cosine, warm-up 3%, B 4, G 1, T 512, ...). */
@@ -74,6 +83,7 @@ typedef struct fc_train_result {
   double tokens_per_s; /* processed (non-padding) tokens per second, this run */
   double ms_per_step;
   int interrupted;     /* stopped by SIGINT/SIGTERM after writing a checkpoint */
+  size_t params;       /* the model's parameter count */
 } fc_train_result_t;
 
 /* Runs the loop. Returns 0 when all steps are done; FC_ECANCEL (message naming the checkpoint)

@@ -5,6 +5,7 @@
 #include "fc_eval.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -12,10 +13,9 @@
 
 #include "fc_generate.h"
 #include "fc_model.h"
-#include "fc_tasks.h"
 #include "fc_tok.h"
 
-#define FAM_ALL FC_FAM_COUNT /* rows without a family */
+#define FAM_ALL (-1) /* rows without a family, until they get the "all" slot */
 
 void fc_eval_opts_default(fc_eval_opts_t *o) {
   memset(o, 0, sizeof *o);
@@ -24,17 +24,33 @@ void fc_eval_opts_default(fc_eval_opts_t *o) {
   o->tmpl = FC_CHAT_AUTO;
 }
 
-static const char *fam_name(int f) { return f == FAM_ALL ? "all" : fc_family_name((fc_family_t)f); }
+int fc_eval_match(const char *expected, const char *generated) {
+  while (isspace((unsigned char)*generated)) generated++;
+  while (isspace((unsigned char)*expected)) expected++;
+  size_t ne = strlen(expected), ng = strlen(generated);
+  while (ne && isspace((unsigned char)expected[ne - 1])) ne--;
+  while (ng && isspace((unsigned char)generated[ng - 1])) ng--;
+  return ne == ng && !memcmp(expected, generated, ne);
+}
 
 void fc_eval_result_free(fc_eval_result_t *r) {
   for (size_t i = 0; i < r->nrows; i++) free(r->rows[i].prompt), free(r->rows[i].expected), free(r->rows[i].got);
   free(r->rows);
+  for (size_t i = 0; i < r->nitems; i++) free(r->items[i].id);
+  free(r->items);
   memset(r, 0, sizeof *r);
 }
 
+/* The families of a run, named by the data, in order of first appearance. */
+typedef struct famtab {
+  char name[FC_EVAL_MAX_FAMILIES][FC_EVAL_FAMILY_NAME];
+  int n;
+} famtab_t;
+
 /* One data row, tokenized. */
 typedef struct row {
-  int fam;
+  int fam;                         /* index into the famtab_t, or FAM_ALL */
+  char *id;                        /* the row's "id", else FILE:LINE; stable across models */
   char *system, *prompt, *answer; /* system may be NULL */
   int32_t *pids;                   /* the generation prompt */
   int np;
@@ -49,32 +65,51 @@ typedef struct row {
 
 static void rows_free(row_t *rows, size_t n) {
   for (size_t i = 0; i < n; i++) {
-    free(rows[i].system), free(rows[i].prompt), free(rows[i].answer), free(rows[i].got);
+    free(rows[i].id), free(rows[i].system), free(rows[i].prompt), free(rows[i].answer), free(rows[i].got);
     free(rows[i].pids), free(rows[i].ids), free(rows[i].targets);
   }
   free(rows);
 }
 
-/* Parses one JSONL line into *r (strings owned by r). */
-static int parse_row(const char *line, size_t len, const char *path, long lineno, row_t *r, fc_err_t *err) {
+/* Parses one JSONL line into *r (strings owned by r); a new family name joins ft. */
+static int parse_row(const char *line, size_t len, const char *path, int file, long lineno, famtab_t *ft, row_t *r,
+                     fc_err_t *err) {
   memset(r, 0, sizeof *r);
   json_error_t je;
   json_t *root = json_loadb(line, len, 0, &je);
   if (!root) return fc_err_set(err, FC_EFORMAT, "%s:%ld: not JSON: %s", path, lineno, je.text);
   json_t *fam = json_is_object(root) ? json_object_get(root, "family") : NULL;
+  json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
   r->fam = FAM_ALL;
   int rc = 0;
-  if (fam && !json_is_null(fam)) {
-    fc_family_t f;
+  if (id && !json_is_null(id) && !json_is_string(id))
+    rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: \"id\" must be a string", path, lineno);
+  if (!rc && json_is_string(id)) {
+    r->id = fc_xstrdup(json_string_value(id));
+  } else if (!rc) {
+    char buf[32];
+    if (file) snprintf(buf, sizeof buf, "%d:%ld", file + 1, lineno);
+    else snprintf(buf, sizeof buf, "%ld", lineno);
+    r->id = fc_xstrdup(buf);
+  }
+  if (!rc && fam && !json_is_null(fam)) {
+    const char *fs = json_string_value(fam);
     if (!json_is_string(fam)) {
       rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: \"family\" must be a string", path, lineno);
-    } else if (!strcmp(json_string_value(fam), "all")) {
-      r->fam = FAM_ALL;
-    } else if (fc_family_parse(json_string_value(fam), &f)) {
-      rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: unknown family '%.64s' (known: arith, convert, strings, facts, all)",
-                      path, lineno, json_string_value(fam));
-    } else {
-      r->fam = (int)f;
+    } else if (!*fs || strlen(fs) >= FC_EVAL_FAMILY_NAME) {
+      rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: family name '%.64s' is empty or longer than %d bytes", path, lineno,
+                      fs, FC_EVAL_FAMILY_NAME - 1);
+    } else if (strcmp(fs, "all")) {
+      int k = 0;
+      while (k < ft->n && strcmp(ft->name[k], fs)) k++;
+      if (k == ft->n) {
+        if (ft->n == FC_EVAL_MAX_FAMILIES - 1) /* one slot stays for "all" */
+          rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: more than %d task families", path, lineno,
+                          FC_EVAL_MAX_FAMILIES - 1);
+        else
+          snprintf(ft->name[ft->n++], FC_EVAL_FAMILY_NAME, "%s", fs);
+      }
+      r->fam = k;
     }
   }
   json_decref(root);
@@ -98,10 +133,11 @@ static int parse_row(const char *line, size_t len, const char *path, long lineno
   return rc;
 }
 
-static int read_rows(const char *const *paths, int npaths, int limit, row_t **out, size_t *nout, fc_err_t *err) {
+static int read_rows(const char *const *paths, int npaths, int limit, famtab_t *ft, row_t **out, size_t *nout,
+                     fc_err_t *err) {
   row_t *rows = NULL;
   size_t n = 0, cap = 0;
-  int per_fam[FC_FAM_COUNT + 1] = {0}, rc = 0;
+  int per_fam[FC_EVAL_MAX_FAMILIES + 1] = {0}, rc = 0; /* [0]: no family */
   for (int p = 0; p < npaths && !rc; p++) {
     char *text;
     size_t len;
@@ -115,16 +151,16 @@ static int read_rows(const char *const *paths, int npaths, int limit, row_t **ou
       while (s < e && (text[s] == ' ' || text[s] == '\t' || text[s] == '\r')) s++;
       if (s < e) {
         row_t r;
-        rc = parse_row(text + a, e - a, paths[p], lineno, &r, err);
-        if (!rc && (!limit || per_fam[r.fam] < limit)) {
-          per_fam[r.fam]++;
+        rc = parse_row(text + a, e - a, paths[p], p, lineno, ft, &r, err);
+        if (!rc && (!limit || per_fam[r.fam + 1] < limit)) {
+          per_fam[r.fam + 1]++;
           if (n == cap) {
             cap = cap ? cap * 2 : 64;
             rows = fc_xrealloc(rows, cap * sizeof *rows);
           }
           rows[n++] = r;
         } else {
-          free(r.system), free(r.prompt), free(r.answer);
+          free(r.id), free(r.system), free(r.prompt), free(r.answer);
         }
       }
       a = e + 1;
@@ -239,7 +275,8 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
   fc_tok_t *tok = NULL;
   row_t *rows = NULL;
   size_t nrows = 0;
-  int rc = read_rows(data_paths, npaths, opts->limit, &rows, &nrows, err);
+  famtab_t ft = {0};
+  int rc = read_rows(data_paths, npaths, opts->limit, &ft, &rows, &nrows, err);
   if (rc) return rc;
   if ((rc = fc_model_load(&m, model_dir, err))) {
     fc_err_wrap(err, "%s", model_dir);
@@ -272,6 +309,11 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
       fc_err_wrap(err, "row %zu", i + 1);
       goto done;
     }
+    if (rows[i].np + opts->max_new_tokens > cfg->max_position_embeddings || rows[i].nt > cfg->max_position_embeddings) {
+      rc = fc_err_set(err, FC_EINVAL, "row %zu: the prompt (%d tokens) plus %d new tokens, or the conversation (%d tokens), is longer than the model's context of %d",
+                      i + 1, rows[i].np, opts->max_new_tokens, rows[i].nt, cfg->max_position_embeddings);
+      goto done;
+    }
   }
   fc_gen_opts_t go;
   fc_gen_opts_default(&go);
@@ -296,7 +338,7 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
       br[i].generated = nouts[i];
       br[i].stopped = cut < nouts[i];
       rc = decode_ids(tok, outs[i], cut, &br[i].got, err);
-      br[i].correct = !rc && fc_tasks_match(br[i].answer, br[i].got);
+      br[i].correct = !rc && fc_eval_match(br[i].answer, br[i].got);
     }
     for (int i = 0; i < B; i++) free(outs[i]), outs[i] = NULL;
     if (rc) break;
@@ -312,20 +354,22 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
   free(pp), free(plen), free(nouts), free(outs);
   if (rc) goto done;
 
-  /* Aggregate: families in fc_tasks order, "all" last. */
-  int slot[FC_FAM_COUNT + 1];
-  for (int f = 0; f <= FC_FAM_COUNT; f++) slot[f] = -1;
-  for (size_t i = 0; i < nrows; i++) slot[rows[i].fam] = 0;
-  for (int f = 0; f <= FC_FAM_COUNT; f++)
-    if (slot[f] == 0) {
-      slot[f] = result->nfam++;
-      snprintf(result->fam[slot[f]].name, sizeof result->fam[0].name, "%s", fam_name(f));
+  /* Aggregate: families in order of first appearance, "all" last (when some row has none). */
+  int slot[FC_EVAL_MAX_FAMILIES + 1]; /* [0]: no family */
+  for (int f = 0; f <= ft.n; f++) slot[f] = -1;
+  for (size_t i = 0; i < nrows; i++) slot[rows[i].fam + 1] = 0;
+  for (int f = 1; f <= ft.n + 1; f++) {
+    int k = f == ft.n + 1 ? 0 : f;
+    if (slot[k] == 0) {
+      slot[k] = result->nfam++;
+      snprintf(result->fam[slot[k]].name, sizeof result->fam[0].name, "%s", k ? ft.name[k - 1] : "all");
     }
+  }
   double *nll = fc_xcalloc((size_t)result->nfam + 1, sizeof *nll);
   snprintf(result->overall.name, sizeof result->overall.name, "overall");
   for (size_t i = 0; i < nrows; i++) {
-    fc_eval_family_t *fs[2] = {&result->fam[slot[rows[i].fam]], &result->overall};
-    double *ns[2] = {&nll[slot[rows[i].fam]], &nll[result->nfam]};
+    fc_eval_family_t *fs[2] = {&result->fam[slot[rows[i].fam + 1]], &result->overall};
+    double *ns[2] = {&nll[slot[rows[i].fam + 1]], &nll[result->nfam]};
     for (int k = 0; k < 2; k++) {
       fs[k]->n++;
       fs[k]->correct += rows[i].correct;
@@ -344,12 +388,22 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
     }
   }
   free(nll);
+  result->items = fc_xcalloc(nrows ? nrows : 1, sizeof *result->items);
+  result->nitems = nrows;
+  for (size_t i = 0; i < nrows; i++) {
+    fc_eval_item_t *it = &result->items[i];
+    it->id = rows[i].id, rows[i].id = NULL;
+    it->family = slot[rows[i].fam + 1];
+    it->correct = rows[i].correct;
+    it->tokens = rows[i].ntok;
+    it->loss = rows[i].ntok ? rows[i].nll / rows[i].ntok : NAN;
+  }
   if (opts->keep_rows) {
     result->rows = fc_xcalloc(nrows, sizeof *result->rows);
     result->nrows = nrows;
     for (size_t i = 0; i < nrows; i++) {
       fc_eval_row_t *o = &result->rows[i];
-      o->family = slot[rows[i].fam];
+      o->family = slot[rows[i].fam + 1];
       o->prompt = rows[i].prompt, rows[i].prompt = NULL;
       o->expected = rows[i].answer, rows[i].answer = NULL;
       o->got = rows[i].got, rows[i].got = NULL;
@@ -385,8 +439,9 @@ static json_t *fam_json(const fc_eval_family_t *f) {
 }
 
 static json_t *result_json(const char *name, const fc_eval_result_t *r) {
-  json_t *o = json_object(), *fams = json_object();
+  json_t *o = json_object(), *fams = json_object(), *items = json_array();
   json_object_set_new(o, "model", json_string(name));
+  if (r->role[0]) json_object_set_new(o, "role", json_string(r->role));
   for (int f = 0; f < r->nfam; f++) json_object_set_new(fams, r->fam[f].name, fam_json(&r->fam[f]));
   json_object_set_new(o, "families", fams);
   json_object_set_new(o, "overall", fam_json(&r->overall));
@@ -396,6 +451,13 @@ static json_t *result_json(const char *name, const fc_eval_result_t *r) {
   json_object_set_new(o, "gen_seconds", num_or_null(r->gen_seconds));
   json_object_set_new(o, "generated_tokens_per_second",
                       num_or_null(r->gen_seconds > 0 ? (double)r->overall.generated / r->gen_seconds : NAN));
+  for (size_t i = 0; i < r->nitems; i++) {
+    const fc_eval_item_t *it = &r->items[i];
+    json_array_append_new(items, json_pack("{s:s, s:s, s:b, s:o, s:i}", "id", it->id, "family",
+                                           r->fam[it->family].name, "correct", it->correct, "loss",
+                                           num_or_null(it->loss), "tokens", it->tokens));
+  }
+  json_object_set_new(o, "items", items);
   return o;
 }
 
@@ -418,56 +480,54 @@ int fc_eval_write_json_file(const char *path, const char *const *model_names,
   return rc;
 }
 
-static void fmt_cell(char *buf, size_t cap, const fc_eval_family_t *f) {
-  if (!f) snprintf(buf, cap, "-");
-  else if (f->tokens) snprintf(buf, cap, "%.1f%% (%d/%d) %.3f", 100 * f->accuracy, f->correct, f->n, f->loss);
-  else snprintf(buf, cap, "%.1f%% (%d/%d) -", 100 * f->accuracy, f->correct, f->n);
+static double num(const json_t *o, const char *k) {
+  const json_t *v = json_object_get(o, k);
+  return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-void fc_eval_print_table(FILE *fp, const char *const *model_names, const fc_eval_result_t *const *results, int n) {
-  /* the union of families, in order of first appearance */
-  const char *fams[FC_EVAL_MAX_FAMILIES * 4];
-  int nf = 0;
-  for (int i = 0; i < n; i++)
-    for (int f = 0; f < results[i]->nfam; f++) {
-      int seen = 0;
-      for (int k = 0; k < nf; k++) seen |= !strcmp(fams[k], results[i]->fam[f].name);
-      if (!seen && nf < (int)(sizeof fams / sizeof *fams)) fams[nf++] = results[i]->fam[f].name;
-    }
-  int ncol = nf + 2; /* model, families..., average */
-  size_t *w = fc_xcalloc((size_t)ncol, sizeof *w);
-  char(*cells)[80] = fc_xcalloc((size_t)(n + 1) * ncol, sizeof *cells);
-  snprintf(cells[0], 80, "model");
-  for (int k = 0; k < nf; k++) snprintf(cells[1 + k], 80, "%s acc (n) loss", fams[k]);
-  snprintf(cells[ncol - 1], 80, "average acc loss");
-  for (int i = 0; i < n; i++) {
-    char(*row)[80] = cells + (size_t)(i + 1) * ncol;
-    snprintf(row[0], 80, "%s", model_names[i]);
-    for (int k = 0; k < nf; k++) {
-      const fc_eval_family_t *f = NULL;
-      for (int j = 0; j < results[i]->nfam; j++)
-        if (!strcmp(results[i]->fam[j].name, fams[k])) f = &results[i]->fam[j];
-      fmt_cell(row[1 + k], 80, f);
-    }
-    if (isfinite(results[i]->macro_loss))
-      snprintf(row[ncol - 1], 80, "%.1f%% %.3f", 100 * results[i]->macro_accuracy, results[i]->macro_loss);
-    else
-      snprintf(row[ncol - 1], 80, "%.1f%% -", 100 * results[i]->macro_accuracy);
+static void fam_from(const char *name, const json_t *o, fc_eval_family_t *f) {
+  memset(f, 0, sizeof *f);
+  snprintf(f->name, sizeof f->name, "%s", name);
+  f->n = (int)json_integer_value(json_object_get(o, "n"));
+  f->correct = (int)json_integer_value(json_object_get(o, "correct"));
+  f->accuracy = num(o, "accuracy");
+  f->loss = num(o, "loss");
+  f->tokens = json_integer_value(json_object_get(o, "tokens"));
+  f->generated = json_integer_value(json_object_get(o, "generated"));
+}
+
+int fc_eval_result_from_json(const json_t *m, const char **name, fc_eval_result_t *r) {
+  memset(r, 0, sizeof *r);
+  const json_t *fams = json_object_get(m, "families"), *v, *items = json_object_get(m, "items");
+  *name = json_string_value(json_object_get(m, "model"));
+  if (!*name || !json_is_object(fams)) return -1;
+  const char *k;
+  json_object_foreach((json_t *)fams, k, v) {
+    if (r->nfam == FC_EVAL_MAX_FAMILIES) break;
+    fam_from(k, v, &r->fam[r->nfam++]);
   }
-  for (int i = 0; i <= n; i++)
-    for (int k = 0; k < ncol; k++) {
-      size_t l = strlen(cells[(size_t)i * ncol + k]);
-      w[k] = l > w[k] ? l : w[k];
-    }
-  for (int i = 0; i <= n; i++) {
-    for (int k = 0; k < ncol; k++) {
-      const char *c = cells[(size_t)i * ncol + k];
-      /* the model name left-aligned, the figures right-aligned */
-      if (k == 0) fprintf(fp, "%-*s", (int)w[k], c);
-      else fprintf(fp, "  %*s", (int)w[k], c);
-    }
-    fputc('\n', fp);
+  fam_from("overall", json_object_get(m, "overall"), &r->overall);
+  r->macro_accuracy = num(m, "macro_accuracy");
+  r->macro_loss = num(m, "macro_loss");
+  r->wall_seconds = num(m, "wall_seconds");
+  r->gen_seconds = num(m, "gen_seconds");
+  snprintf(r->role, sizeof r->role, "%s", json_is_string(json_object_get(m, "role")) ?
+           json_string_value(json_object_get(m, "role")) : "");
+  /* items whose family the object does not list are dropped: they could not be tabled */
+  size_t i;
+  if (json_is_array(items)) r->items = fc_xcalloc(json_array_size(items) + 1, sizeof *r->items);
+  json_array_foreach(items, i, v) {
+    const char *id = json_string_value(json_object_get(v, "id"));
+    const char *fam = json_string_value(json_object_get(v, "family"));
+    int f = 0;
+    while (fam && f < r->nfam && strcmp(r->fam[f].name, fam)) f++;
+    if (!id || !fam || f == r->nfam) continue;
+    fc_eval_item_t *it = &r->items[r->nitems++];
+    it->id = fc_xstrdup(id);
+    it->family = f;
+    it->correct = json_is_true(json_object_get(v, "correct"));
+    it->loss = num(v, "loss");
+    it->tokens = (int)json_integer_value(json_object_get(v, "tokens"));
   }
-  free(w);
-  free(cells);
+  return 0;
 }

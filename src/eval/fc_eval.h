@@ -7,11 +7,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "fc_chat.h"
 #include "fc_util.h"
 
-/* Families are the fc_tasks ones plus "all" for rows that name none. */
+/* Families are named by the data (a row's "family"), plus "all" for rows that name none. */
 #define FC_EVAL_MAX_FAMILIES 8
+#define FC_EVAL_FAMILY_NAME 16 /* bytes, the terminating zero included */
 
 typedef struct fc_eval_opts {
   int max_new_tokens;          /* generated tokens per answer at most (default 16) */
@@ -25,7 +28,7 @@ typedef struct fc_eval_opts {
 void fc_eval_opts_default(fc_eval_opts_t *o);
 
 typedef struct fc_eval_family {
-  char name[16];
+  char name[FC_EVAL_FAMILY_NAME];
   int n;               /* rows scored */
   int correct;         /* exact matches */
   double accuracy;     /* correct / n */
@@ -46,8 +49,17 @@ typedef struct fc_eval_row {
   int tokens;
 } fc_eval_row_t;
 
+/* One scored row, kept for every run: what paired comparisons between models need. */
+typedef struct fc_eval_item {
+  char *id;       /* the row's "id", else its line ("LINE", or "FILE:LINE" from the second file on) */
+  int family;     /* index into fc_eval_result_t.fam */
+  int correct;
+  double loss;    /* mean cross-entropy over the gold answer tokens (NAN when there are none) */
+  int tokens;
+} fc_eval_item_t;
+
 typedef struct fc_eval_result {
-  fc_eval_family_t fam[FC_EVAL_MAX_FAMILIES]; /* families present, in fc_tasks order, "all" last */
+  fc_eval_family_t fam[FC_EVAL_MAX_FAMILIES]; /* families in order of first appearance, "all" last */
   int nfam;
   fc_eval_family_t overall; /* micro: every row and every gold token counted once */
   double macro_accuracy;    /* mean of the family accuracies */
@@ -57,7 +69,13 @@ typedef struct fc_eval_result {
   double loss_seconds;      /* in the teacher-forced forwards only */
   fc_eval_row_t *rows;      /* opts.keep_rows: one per scored row, in file order; else NULL */
   size_t nrows;
+  fc_eval_item_t *items;    /* one per scored row, in file order */
+  size_t nitems;
+  char role[16];            /* the model's part in a job (pivot, source, sft, fused, merge); may be "" */
 } fc_eval_result_t;
+
+/* Exact match after trimming white space at both ends: how answers are scored. */
+int fc_eval_match(const char *expected, const char *generated);
 
 void fc_eval_result_free(fc_eval_result_t *r);
 
@@ -69,17 +87,37 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
                 fc_progress_fn progress, void *pctx, fc_eval_result_t *result, fc_err_t *err);
 
 /* One model's results as a JSON object (the fragment results.json holds per model):
- * {"model":NAME,"families":{F:{"n","correct","accuracy","loss","tokens","generated"}},
+ * {"model":NAME,"role":R (when set),"families":{F:{"n","correct","accuracy","loss","tokens","generated"}},
  *  "overall":{...},"macro_accuracy","macro_loss","wall_seconds","gen_seconds",
- *  "generated_tokens_per_second"}. Returns 0, or FC_EIO if writing fails. */
+ *  "generated_tokens_per_second","items":[{"id","family","correct","loss","tokens"},...]}.
+ * Returns 0, or FC_EIO if writing fails. */
 int fc_eval_write_json(FILE *fp, const char *model_name, const fc_eval_result_t *r);
 /* {"models":[fragment, ...]} written atomically to path. */
 int fc_eval_write_json_file(const char *path, const char *const *model_names,
                             const fc_eval_result_t *const *results, int n, fc_err_t *err);
 
-/* The comparison table: one line per model; per family "acc% (correct/n) loss", then the
- * average (mean over families of accuracy and loss); columns aligned. Families are the union
- * over the results, in the order they first appear. */
-void fc_eval_print_table(FILE *fp, const char *const *model_names, const fc_eval_result_t *const *results, int n);
+/* Reads one such object back (name borrowed from o); -1 when it is not one. */
+int fc_eval_result_from_json(const json_t *o, const char **model_name, fc_eval_result_t *r);
+
+/* The comparison tables (fc_eval_table.c): accuracy, then answer loss, one line per model, per
+ * family and for the macro average the figure and its 95% bootstrap interval over items; a
+ * mark where a paired bootstrap over the items both models answered finds the difference to a
+ * reference model significant at 95%. ref_a / ref_b index the reference models (the pivot and
+ * plain SFT in a job; -1: none). The same inputs print the same tables (fixed seeds). */
+void fc_eval_print_table(FILE *fp, const char *const *model_names, const fc_eval_result_t *const *results, int n,
+                         int ref_a, int ref_b);
+
+/* Bootstrap over items (exposed for the tests): the resamples, the seed, the level. */
+#define FC_EVAL_BOOT_RESAMPLES 2000
+#define FC_EVAL_BOOT_SEED 20260u
+/* Statistic of one family (by name) or the macro average (family NULL) of r: accuracy
+ * (what == 0) or token-weighted answer loss (what == 1), and its 95% percentile interval;
+ * returns the items used (0: none, the figures NAN). */
+size_t fc_eval_boot_ci(const fc_eval_result_t *r, const char *family, int what, double *value, double *lo,
+                       double *hi);
+/* Paired: the difference a - b over the items both have (matched by id within the family),
+ * its 95% interval; returns the pairs used (0: no comparison). */
+size_t fc_eval_boot_paired(const fc_eval_result_t *a, const fc_eval_result_t *b, const char *family, int what,
+                           double *diff, double *lo, double *hi);
 
 #endif

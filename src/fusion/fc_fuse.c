@@ -212,6 +212,7 @@ float fc_fuse_ce(const fc_topk_ex_t *ex, uint32_t k, float floor_p) {
 int fc_fuse_method_parse(const char *name, fc_fuse_method_t *out) {
   if (!strcmp(name, "mince")) *out = FC_FUSE_MINCE;
   else if (!strcmp(name, "avgce")) *out = FC_FUSE_AVGCE;
+  else if (!strcmp(name, "source")) *out = FC_FUSE_SOURCE;
   else return FC_EINVAL;
   return 0;
 }
@@ -251,9 +252,9 @@ int fc_fuse_combine(fc_fuse_method_t method, const fc_topk_ex_t *const *cands, c
   memcpy(out->ids, cands[0]->ids, (size_t)m * 4);
   memcpy(out->mask, cands[0]->mask, m);
   ent_t e[FC_TOPK_MAX_K * 16];
-  if (method == FC_FUSE_MINCE) {
-    int w = 0;
-    for (int c = 1; c < n; c++)
+  if (method == FC_FUSE_MINCE || method == FC_FUSE_SOURCE) {
+    int w = method == FC_FUSE_SOURCE ? n - 1 : 0;
+    for (int c = 1; c < n && method == FC_FUSE_MINCE; c++)
       if (isfinite(ce[c]) && (!isfinite(ce[w]) || ce[c] < ce[w])) w = c;
     for (uint32_t j = 0; j < m; j++) {
       uint32_t ne = load_pos(cands[w], k, j, e);
@@ -511,7 +512,7 @@ int fc_fuse_stores(fc_fuse_method_t method, const char *piv_path, const char *co
   fc_topk_writer_t *w = NULL;
   if (!rc) {
     char mid[128];
-    snprintf(mid, sizeof mid, "fused (%s, %d sources)", method == FC_FUSE_MINCE ? "mince" : "avgce", n);
+    snprintf(mid, sizeof mid, "fused (%s, %d sources)", method == FC_FUSE_MINCE ? "mince" : method == FC_FUSE_SOURCE ? "source" : "avgce", n);
     fc_topk_info_t info = {.model_id = mid, .tok_hash = fc_topk_tok_hash(r[0]), .k = fc_topk_k(r[0]),
                            .vocab = fc_topk_vocab(r[0])};
     rc = fc_topk_writer_new(&w, out_path, &info, err);

@@ -77,11 +77,14 @@ float fc_fuse_seq_ce(const fc_topk_ex_t *ex, uint32_t k, float floor_p);
 /* The CE used to rank an example: its stored mean_ce if finite, else the fallback. */
 float fc_fuse_ce(const fc_topk_ex_t *ex, uint32_t k, float floor_p);
 
-typedef enum { FC_FUSE_MINCE = 0, FC_FUSE_AVGCE = 1 } fc_fuse_method_t;
+/* SOURCE takes the last candidate (the aligned source) whatever the CEs: the paper's "source
+ * alone" comparison, distillation without the pivot's say. */
+typedef enum { FC_FUSE_MINCE = 0, FC_FUSE_AVGCE = 1, FC_FUSE_SOURCE = 2 } fc_fuse_method_t;
 int fc_fuse_method_parse(const char *name, fc_fuse_method_t *out);
 
 /* Fuses candidates (all over the same m pivot tokens, k entries each) into out (reserved by the
- * call; ids and mask copied from cands[0]); *winner = index of the MinCE winner, -1 for AvgCE.
+ * call; ids and mask copied from cands[0]); *winner = index of the MinCE winner (SOURCE: n - 1),
+ * -1 for AvgCE.
  * out->mean_ce = the winner's CE (MinCE) or the weighted mean of the CEs (AvgCE);
  * out->tag = the winner index (MinCE) or n (AvgCE). */
 int fc_fuse_combine(fc_fuse_method_t method, const fc_topk_ex_t *const *cands, const float *ce,

@@ -25,7 +25,7 @@ typedef struct field {
 enum {
   F_ID, F_HOST, F_CAPS, F_RES, F_TASK, F_JOB, F_ATTEMPT, F_SINCE, F_KIND, F_PARAMS, F_INPUTS,
   F_OUTPUTS, F_FRACTION, F_MESSAGE, F_FIGS, F_OK, F_HANDBACK, F_ARTS, F_ERROR, F_TEXT, F_STATE,
-  F_TIME, F_IDS, F_K, F_TOP_IDS, F_TOP_LP, F_NFIELDS
+  F_TIME, F_IDS, F_K, F_TOP_IDS, F_TOP_LP, F_LIMIT, F_NFIELDS
 };
 static const field_t fields[F_NFIELDS] = {
     [F_ID] = {"id", K_STR, OFF(id), 0, 256},
@@ -54,6 +54,7 @@ static const field_t fields[F_NFIELDS] = {
     [F_K] = {"k", K_I64, OFF(k), 0, 0},
     [F_TOP_IDS] = {"top_ids", K_I32S, OFF(top_ids), OFF(ntop), 0},
     [F_TOP_LP] = {"top_lp", K_F32S, OFF(top_lp), OFF(ntop), 0},
+    [F_LIMIT] = {"limit", K_I64, OFF(limit), 0, 0},
 };
 
 #define B(f) (1u << (f))
@@ -69,20 +70,20 @@ static const msgdef_t defs[FC_MSG_NTYPES] = {
                             B(F_TASK) | B(F_JOB) | B(F_KIND) | B(F_PARAMS) | B(F_INPUTS) |
                                 B(F_OUTPUTS) | B(F_ATTEMPT),
                             B(F_TASK) | B(F_JOB) | B(F_KIND) | B(F_ATTEMPT)},
-    [FC_MSG_HEARTBEAT] = {"heartbeat", B(F_ID) | B(F_TASK) | B(F_FRACTION) | B(F_MESSAGE) | B(F_FIGS),
+    [FC_MSG_HEARTBEAT] = {"heartbeat", B(F_ID) | B(F_TASK) | B(F_ATTEMPT) | B(F_FRACTION) | B(F_MESSAGE) | B(F_FIGS),
                           B(F_ID) | B(F_TASK)},
     [FC_MSG_RESULT] = {"result",
-                       B(F_ID) | B(F_TASK) | B(F_OK) | B(F_ARTS) | B(F_ERROR) | B(F_HANDBACK),
+                       B(F_ID) | B(F_TASK) | B(F_ATTEMPT) | B(F_OK) | B(F_ARTS) | B(F_ERROR) | B(F_HANDBACK),
                        B(F_ID) | B(F_TASK) | B(F_OK)},
     [FC_MSG_BYE] = {"bye", B(F_ID), B(F_ID)},
     [FC_MSG_CANCEL] = {"cancel", B(F_TASK), B(F_TASK)},
     [FC_MSG_SUBMIT] = {"submit", B(F_TEXT), B(F_TEXT)},
-    [FC_MSG_STATUS] = {"status", B(F_JOB), 0},
-    [FC_MSG_LIST] = {"list", 0, 0},
+    [FC_MSG_STATUS] = {"status", B(F_JOB) | B(F_SINCE) | B(F_LIMIT), 0},
+    [FC_MSG_LIST] = {"list", B(F_SINCE) | B(F_LIMIT), 0},
     [FC_MSG_CANCEL_JOB] = {"cancel_job", B(F_JOB), B(F_JOB)},
     [FC_MSG_RETRY] = {"retry", B(F_JOB) | B(F_TASK), 0},
-    [FC_MSG_LOGS] = {"logs", B(F_JOB) | B(F_SINCE), B(F_JOB)},
-    [FC_MSG_WORKERS] = {"workers", 0, 0},
+    [FC_MSG_LOGS] = {"logs", B(F_JOB) | B(F_SINCE) | B(F_LIMIT), B(F_JOB)},
+    [FC_MSG_WORKERS] = {"workers", B(F_SINCE) | B(F_LIMIT), 0},
     [FC_MSG_ARTIFACTS] = {"artifacts", B(F_JOB), B(F_JOB)},
     [FC_MSG_REPLY] = {"reply", B(F_OK) | B(F_ERROR) | B(F_TEXT), B(F_OK)},
     [FC_MSG_EVENT] = {"event",

@@ -23,18 +23,18 @@ typedef enum fc_msg_type {
   FC_MSG_REGISTER,      /* w->c: id, caps, host, resources {threads, mem} */
   FC_MSG_LEASE_REQUEST, /* w->c: id; the coordinator answers with task_assign when it has one */
   FC_MSG_TASK_ASSIGN,   /* c->w: task, job, kind, params, inputs, outputs, attempt */
-  FC_MSG_HEARTBEAT,     /* w->c: id, task, fraction, message, figures */
-  FC_MSG_RESULT,        /* w->c: id, task, ok, artifacts | error, handback */
+  FC_MSG_HEARTBEAT,     /* w->c: id, task, attempt (fencing token), fraction, message, figures */
+  FC_MSG_RESULT,        /* w->c: id, task, attempt (fencing token), ok, artifacts | error, handback */
   FC_MSG_BYE,           /* w->c: id (the worker is leaving) */
   FC_MSG_CANCEL,        /* c->w: task (stop it, the coordinator no longer wants it) */
   /* client -> coordinator, each answered by a reply */
   FC_MSG_SUBMIT,     /* text: job YAML */
-  FC_MSG_STATUS,     /* job (0: all jobs) */
-  FC_MSG_LIST,       /* - */
+  FC_MSG_STATUS,     /* job (0: all jobs), since/limit: a page of jobs (job 0) or of its tasks */
+  FC_MSG_LIST,       /* since/limit: a page of jobs */
   FC_MSG_CANCEL_JOB, /* job */
   FC_MSG_RETRY,      /* job or task */
-  FC_MSG_LOGS,       /* job, since (event id) */
-  FC_MSG_WORKERS,    /* - */
+  FC_MSG_LOGS,       /* job, since (event id), limit */
+  FC_MSG_WORKERS,    /* since/limit: a page of workers */
   FC_MSG_ARTIFACTS,  /* job */
   FC_MSG_REPLY,      /* c->client: ok, error | text (JSON payload) */
   /* coordinator PUB stream */
@@ -70,6 +70,7 @@ typedef struct fc_msg {
   size_t ncaps;
   int64_t threads, mem; /* resources: cores, bytes */
   int64_t task, job, attempt, since;
+  int64_t limit; /* paged requests: at most this many rows (0: the server's default) */
   char *kind;
   fc_msg_kv_t *params; /* string -> string, passed through to the executor */
   size_t nparams;

@@ -1,6 +1,13 @@
 /* Coordinator loop (see fc_coord.h). ZeroMQ signals its fd edge-triggered: uv_poll only says
  * "something changed", so every wake-up and every send is followed by draining the socket while
- * ZMQ_EVENTS reports POLLIN, or a message can sit unread until the next unrelated wake-up. */
+ * ZMQ_EVENTS reports POLLIN, or a message can sit unread until the next unrelated wake-up. A
+ * drain handles at most FC_COORD_BATCH messages and leaves the rest to an idle callback, so
+ * lease expiry and signals are never starved by a backlog.
+ *
+ * Trust: with CURVE, the ZAP handler tags each connection with its client key, and each message
+ * needs the role its type asks for (worker, operator, reader). A worker id is bound to the
+ * connection (routing id) and key it registered from; its other messages are accepted only from
+ * there, and task reports only under the lease's fencing token. */
 #include "fc_coord.h"
 
 #include <errno.h>
@@ -24,11 +31,14 @@
 #include "fc_zap.h"
 
 #define MAX_ENV 4
+#define NBUCKETS 8192 /* > 2 * FC_COORD_MAX_WORKERS, a power of two */
 
 typedef struct worker {
   char *id;
-  uint8_t ident[256]; /* ROUTER routing id */
+  struct worker *next_in_bucket;
+  uint8_t ident[256]; /* ROUTER routing id of the connection it registered from */
   size_t nident;
+  char key[41];       /* its CURVE key ("" without CURVE) */
   char **caps;
   size_t ncaps;
   int waiting;      /* asked for a task and has none */
@@ -42,7 +52,8 @@ typedef struct coord {
   const fc_coord_opts_t *o;
   uv_loop_t *loop;
   uv_poll_t poll;
-  uv_timer_t expire;
+  uv_timer_t expire, sweep;
+  uv_idle_t more; /* runs drain again while a backlog is left */
   uv_signal_t sigterm, sigint;
   void *zctx, *router, *pub;
   fc_zap_t *zap;
@@ -51,20 +62,32 @@ typedef struct coord {
   fc_curve_allow_t allow;
   fc_db_t *db;
   int64_t last_event;
-  worker_t *workers;
+  worker_t **workers; /* every known worker, for dispatch */
   size_t nworkers;
+  worker_t *buckets[NBUCKETS]; /* the same by id */
   int stopping;
-  /* the envelope of the message being handled, for replies */
+  /* the envelope of the message being handled, for replies, and its sender's key and roles */
   const void *env[MAX_ENV];
   size_t envlen[MAX_ENV];
   size_t nenv;
+  char key[41];
+  unsigned roles;
+  fc_ratelimit_t warn_bad, warn_role, warn_ident, warn_send, warn_full;
 } coord_t;
 
 static void drain(coord_t *c);
 
+/* ---- the worker table: a hash by id, plus a dense array for dispatch ---- */
+
+static size_t bucket_of(const char *id) {
+  uint32_t h = 2166136261u;
+  for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
+  return h & (NBUCKETS - 1);
+}
+
 static worker_t *find_worker(coord_t *c, const char *id) {
-  for (size_t i = 0; i < c->nworkers; i++)
-    if (!strcmp(c->workers[i].id, id)) return &c->workers[i];
+  for (worker_t *w = c->buckets[bucket_of(id)]; w; w = w->next_in_bucket)
+    if (!strcmp(w->id, id)) return w;
   return NULL;
 }
 
@@ -74,20 +97,69 @@ static void free_caps(worker_t *w) {
   w->caps = NULL, w->ncaps = 0;
 }
 
-static worker_t *touch_worker(coord_t *c, const char *id) {
-  worker_t *w = find_worker(c, id);
-  if (!w) {
-    c->workers = fc_xrealloc(c->workers, (c->nworkers + 1) * sizeof *c->workers);
-    w = &c->workers[c->nworkers++];
-    memset(w, 0, sizeof *w);
-    w->id = fc_xstrdup(id);
+static void drop_worker(coord_t *c, size_t i) {
+  worker_t *w = c->workers[i];
+  worker_t **pp = &c->buckets[bucket_of(w->id)];
+  while (*pp != w) pp = &(*pp)->next_in_bucket;
+  *pp = w->next_in_bucket;
+  c->workers[i] = c->workers[--c->nworkers];
+  free_caps(w);
+  free(w->id);
+  free(w);
+}
+
+/* Warns at most once per FC_COORD_WARN_INTERVAL for each kind of trouble (a hostile or broken
+ * peer must not fill the log), saying how many were held back. */
+#define WARN_LIMITED(c, rl, ...)                                                                \
+  do {                                                                                          \
+    unsigned held_;                                                                             \
+    if (fc_ratelimit_pass(&(c)->rl, FC_COORD_WARN_INTERVAL, &held_)) {                          \
+      char m_[1200];                                                                            \
+      snprintf(m_, sizeof m_, __VA_ARGS__);                                                     \
+      if (held_) fc_warn("%s (%u more like it held back)", m_, held_);                          \
+      else fc_warn("%s", m_);                                                                   \
+    }                                                                                           \
+  } while (0)
+
+/* A new worker entry; when the table is full, one silent for a lease period and holding no
+ * task makes room, else NULL. */
+static worker_t *add_worker(coord_t *c, const char *id) {
+  double now = fc_net_wall();
+  if (c->nworkers >= FC_COORD_MAX_WORKERS) {
+    size_t i;
+    for (i = 0; i < c->nworkers; i++)
+      if (!c->workers[i]->busy && now - c->workers[i]->last_seen > c->o->lease_timeout) break;
+    if (i == c->nworkers) return NULL;
+    fc_err_t err;
+    fc_db_worker_forget(c->db, c->workers[i]->id, &err);
+    drop_worker(c, i);
   }
-  if (c->nenv >= 1 && c->envlen[0] <= sizeof w->ident) {
-    memcpy(w->ident, c->env[0], c->envlen[0]);
-    w->nident = c->envlen[0];
-  }
-  w->last_seen = fc_net_wall();
+  worker_t *w = fc_xcalloc(1, sizeof *w);
+  w->id = fc_xstrdup(id);
+  size_t b = bucket_of(id);
+  w->next_in_bucket = c->buckets[b], c->buckets[b] = w;
+  if (!(c->nworkers & (c->nworkers + 1))) /* grow at 1, 2, 4, ... entries */
+    c->workers = fc_xrealloc(c->workers, (2 * c->nworkers + 2) * sizeof *c->workers);
+  c->workers[c->nworkers++] = w;
   return w;
+}
+
+static int same_connection(const coord_t *c, const worker_t *w) {
+  return c->nenv >= 1 && w->nident == c->envlen[0] && !memcmp(w->ident, c->env[0], w->nident) &&
+         !strcmp(w->key, c->key);
+}
+
+static void bind_connection(coord_t *c, worker_t *w) {
+  w->nident = c->nenv >= 1 && c->envlen[0] <= sizeof w->ident ? c->envlen[0] : 0;
+  memcpy(w->ident, c->env[0], w->nident);
+  memcpy(w->key, c->key, sizeof w->key);
+}
+
+/* The session text stored for a worker: its routing id in hex (a new process, a new one). */
+static void session_of(const worker_t *w, char *out) {
+  static const char hex[] = "0123456789abcdef";
+  for (size_t i = 0; i < w->nident; i++) out[2 * i] = hex[w->ident[i] >> 4], out[2 * i + 1] = hex[w->ident[i] & 15];
+  out[2 * w->nident] = 0;
 }
 
 static void send_to_worker(coord_t *c, worker_t *w, const fc_msg_t *m) {
@@ -95,16 +167,89 @@ static void send_to_worker(coord_t *c, worker_t *w, const fc_msg_t *m) {
   size_t len[1] = {w->nident};
   fc_err_t err;
   if (fc_net_send(c->router, env, len, 1, m, &err))
-    fc_warn("cannot send %s to worker %s: %s", fc_msg_type_name(m->type), w->id, err.msg);
+    WARN_LIMITED(c, warn_send, "cannot send %s to worker %s: %s", fc_msg_type_name(m->type), w->id, err.msg);
 }
 
 static void reply(coord_t *c, int ok, const char *error, const char *json) {
+  if (json && strlen(json) > FC_MSG_MAX_TEXT) /* pages keep far below this; never send past it */
+    ok = 0, error = "the reply would be too long; ask for a smaller page (--limit)", json = NULL;
   fc_msg_t r = {.type = FC_MSG_REPLY, .ok = ok != 0};
   fc_msg_set_str(&r.error, error);
   fc_msg_set_str(&r.text, json);
   fc_err_t err;
-  if (fc_net_send(c->router, c->env, c->envlen, c->nenv, &r, &err)) fc_warn("cannot reply: %s", err.msg);
+  if (fc_net_send(c->router, c->env, c->envlen, c->nenv, &r, &err)) WARN_LIMITED(c, warn_send, "cannot reply: %s", err.msg);
   fc_msg_clear(&r);
+}
+
+/* ---- roles and identity ---- */
+
+/* The role a message type needs. */
+static unsigned role_needed(fc_msg_type_t t) {
+  switch (t) {
+  case FC_MSG_REGISTER:
+  case FC_MSG_LEASE_REQUEST:
+  case FC_MSG_HEARTBEAT:
+  case FC_MSG_RESULT:
+  case FC_MSG_BYE: return FC_ROLE_WORKER;
+  case FC_MSG_SUBMIT:
+  case FC_MSG_CANCEL_JOB:
+  case FC_MSG_RETRY: return FC_ROLE_OPERATOR;
+  default: return FC_ROLE_READER | FC_ROLE_OPERATOR; /* reading: either */
+  }
+}
+
+/* Whether the sender's key holds the role m needs; a refusal is answered, naming the role. */
+static int check_role(coord_t *c, const fc_msg_t *m) {
+  unsigned need = role_needed(m->type);
+  if (c->roles & need) return 1;
+  const char *name = need == FC_ROLE_WORKER ? "worker" : need == FC_ROLE_OPERATOR ? "operator" : "reader";
+  char why[200];
+  snprintf(why, sizeof why, "refused: a %s message needs the %s role, which this key (%.8s...) lacks",
+           fc_msg_type_name(m->type), name, c->key[0] ? c->key : "none");
+  WARN_LIMITED(c, warn_role, "%s", why);
+  reply(c, 0, why, NULL);
+  return 0;
+}
+
+/* A worker's messages other than register: from the connection and key it registered with. */
+static worker_t *check_worker_identity(coord_t *c, const fc_msg_t *m) {
+  worker_t *w = find_worker(c, m->id);
+  const char *why = !w ? "is not registered (register first)" : !same_connection(c, w) ? "is registered from another connection" : NULL;
+  if (!why) {
+    w->last_seen = fc_net_wall();
+    return w;
+  }
+  char msg[600];
+  snprintf(msg, sizeof msg, "refused %s: worker %s %s", fc_msg_type_name(m->type), m->id, why);
+  WARN_LIMITED(c, warn_ident, "%s", msg);
+  reply(c, 0, msg, NULL);
+  return NULL;
+}
+
+/* A register: binds the id to this connection. An id live on another key is refused; the same
+ * id from a new connection is a new process of that worker, whose old leases the store releases. */
+static worker_t *register_worker(coord_t *c, const fc_msg_t *m, double now, int *rebound) {
+  worker_t *w = find_worker(c, m->id);
+  *rebound = 0;
+  if (w && !same_connection(c, w)) {
+    if (strcmp(w->key, c->key) && now - w->last_seen <= c->o->lease_timeout) {
+      char msg[600];
+      snprintf(msg, sizeof msg, "refused register: worker id %s is in use by another key", m->id);
+      WARN_LIMITED(c, warn_ident, "%s", msg);
+      reply(c, 0, msg, NULL);
+      return NULL;
+    }
+    *rebound = 1;
+    w->busy = 0, w->waiting = 0, w->recorded = 0;
+  }
+  if (!w && !(w = add_worker(c, m->id))) {
+    WARN_LIMITED(c, warn_full, "refused register of %s: %d workers known, none silent", m->id, FC_COORD_MAX_WORKERS);
+    reply(c, 0, "refused register: the coordinator knows too many workers", NULL);
+    return NULL;
+  }
+  if (*rebound || !w->nident) bind_connection(c, w), w->recorded = 0;
+  w->last_seen = now;
+  return w;
 }
 
 static void publish_cb(void *arg, int64_t id, double time, int64_t job, int64_t task, const char *type,
@@ -134,7 +279,7 @@ static void rearm(coord_t *c);
 static void dispatch(coord_t *c, worker_t *only) {
   double now = fc_net_wall();
   for (size_t i = 0; i < c->nworkers && !c->stopping; i++) {
-    worker_t *w = &c->workers[i];
+    worker_t *w = c->workers[i];
     if ((only && w != only) || !w->waiting || w->busy || now - w->last_seen > c->o->lease_timeout) continue;
     fc_msg_t a;
     fc_err_t err;
@@ -148,8 +293,9 @@ static void dispatch(coord_t *c, worker_t *only) {
     size_t len[1] = {w->nident};
     if (fc_net_send(c->router, env, len, 1, &a, &err)) {
       /* unreachable (ROUTER_MANDATORY): give the task straight back */
-      fc_warn("worker %s unreachable (%s); task %lld goes back to the queue", w->id, err.msg, (long long)a.task);
-      fc_db_fail(c->db, a.task, w->id, NULL, true, now, &err);
+      WARN_LIMITED(c, warn_send, "worker %s unreachable (%s); task %lld goes back to the queue", w->id, err.msg,
+                   (long long)a.task);
+      fc_db_fail(c->db, a.task, w->id, a.attempt, NULL, true, now, &err);
       w->waiting = 0;
     } else {
       w->waiting = 0, w->busy = a.task, w->assigned = now;
@@ -174,7 +320,7 @@ static void expire_cb(uv_timer_t *t) {
 static void rearm(coord_t *c) {
   double d;
   fc_err_t err;
-  if (fc_db_next_deadline(c->db, &d, &err) || d == 0) {
+  if (fc_db_next_deadline(c->db, fc_net_wall(), &d, &err) || d == 0) {
     uv_timer_stop(&c->expire);
     return;
   }
@@ -204,10 +350,10 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
     }
     break;
   }
-  case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, &json, &err); break;
-  case FC_MSG_LIST: rc = fc_db_list_json(c->db, &json, &err); break;
-  case FC_MSG_LOGS: rc = fc_db_logs_json(c->db, m->job, m->since, &json, &err); break;
-  case FC_MSG_WORKERS: rc = fc_db_workers_json(c->db, &json, &err); break;
+  case FC_MSG_STATUS: rc = fc_db_status_json(c->db, m->job, m->since, m->limit, &json, &err); break;
+  case FC_MSG_LIST: rc = fc_db_list_json(c->db, m->since, m->limit, &json, &err); break;
+  case FC_MSG_LOGS: rc = fc_db_logs_json(c->db, m->job, m->since, m->limit, &json, &err); break;
+  case FC_MSG_WORKERS: rc = fc_db_workers_json(c->db, m->since, m->limit, &json, &err); break;
   case FC_MSG_ARTIFACTS: {
     char st[16];
     rc = fc_db_job_state(c->db, m->job, st, &err);
@@ -239,13 +385,24 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
   dispatch(c, NULL);
 }
 
+/* Tells a worker its heartbeat held: the lease and its length, so it knows how long it may
+ * write without hearing from us again (its fence). */
+static void ack_heartbeat(coord_t *c, const fc_msg_t *m) {
+  char text[160];
+  snprintf(text, sizeof text, "{\"task\":%lld,\"attempt\":%lld,\"lease\":%.3f}", (long long)m->task,
+           (long long)m->attempt, c->o->lease_timeout);
+  reply(c, 1, NULL, text);
+}
+
 static void handle(coord_t *c, fc_msg_t *m) {
   fc_err_t err = {0};
   double now = fc_net_wall();
   worker_t *w;
+  if (!check_role(c, m)) return;
   switch (m->type) {
   case FC_MSG_REGISTER: {
-    w = touch_worker(c, m->id);
+    int rebound;
+    if (!(w = register_worker(c, m, now, &rebound))) break;
     /* idle workers re-register every tick: only a change, or a 5 s old record, is written */
     int same = w->ncaps == m->ncaps;
     for (size_t i = 0; same && i < m->ncaps; i++) same = !strcmp(w->caps[i], m->caps[i]);
@@ -255,12 +412,20 @@ static void handle(coord_t *c, fc_msg_t *m) {
       w->caps = fc_xrealloc(w->caps, (w->ncaps + 1) * sizeof *w->caps);
       w->caps[w->ncaps++] = fc_xstrdup(m->caps[i]);
     }
-    if (fc_db_worker_seen(c->db, m, m->id, now, &err)) fc_warn("%s", err.msg);
+    char session[2 * sizeof w->ident + 1];
+    session_of(w, session);
+    int released = 0;
+    if (fc_db_worker_seen(c->db, m, m->id, session, now, &released, &err)) fc_warn("%s", err.msg);
+    if (released) {
+      fc_info("worker %s came back as a new process: %d lease(s) of the old one released", m->id, released);
+      publish(c);
+      dispatch(c, NULL);
+    }
     w->recorded = now;
     break;
   }
   case FC_MSG_LEASE_REQUEST:
-    w = touch_worker(c, m->id);
+    if (!(w = check_worker_identity(c, m))) break;
     /* A request crossing an assignment in flight must not get the worker a second task; a
      * worker that never answered its assignment is free again once that lease could lapse. */
     if (w->busy && now - w->assigned < c->o->lease_timeout) break;
@@ -268,7 +433,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
     dispatch(c, w);
     break;
   case FC_MSG_HEARTBEAT: {
-    w = touch_worker(c, m->id);
+    if (!(w = check_worker_identity(c, m))) break;
     int64_t job = 0;
     int rc = fc_db_heartbeat(c->db, m, now, c->o->lease_timeout, &job, &err);
     if (rc < 0) fc_warn("heartbeat: %s", err.msg);
@@ -278,6 +443,7 @@ static void handle(coord_t *c, fc_msg_t *m) {
       if (w->busy == m->task) w->busy = 0;
     } else if (rc == 0) {
       w->busy = m->task, w->assigned = now;
+      ack_heartbeat(c, m);
       fc_msg_t e = {.type = FC_MSG_EVENT, .job = job, .task = m->task, .fraction = m->fraction, .time = now};
       e.state = (char *)"task.progress", e.message = m->message;
       fc_net_send(c->pub, NULL, NULL, 0, &e, &err);
@@ -287,22 +453,28 @@ static void handle(coord_t *c, fc_msg_t *m) {
     break;
   }
   case FC_MSG_RESULT: {
-    w = touch_worker(c, m->id);
+    if (!(w = check_worker_identity(c, m))) break;
     if (w->busy == m->task) w->busy = 0;
     int rc;
     if (m->ok) {
-      rc = fc_db_complete(c->db, m->task, m->id, m->arts, m->narts, now, &err);
-      if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, err.msg, false, now, &err);
+      rc = fc_db_complete(c->db, m->task, m->id, m->attempt, m->arts, m->narts, now, &err);
+      if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, m->attempt, err.msg, false, now, &err);
     } else {
-      rc = fc_db_fail(c->db, m->task, m->id, m->error, m->handback, now, &err);
+      rc = fc_db_fail(c->db, m->task, m->id, m->attempt, m->error, m->handback, now, &err);
     }
     if (rc < 0) fc_log(FC_LOG_ERROR, "recording the result of task %lld: %s", (long long)m->task, err.msg);
-    if (rc == 1) fc_info("ignoring a late result for task %lld from %s", (long long)m->task, m->id);
+    if (rc == 1) { /* a superseded attempt: it must not think its work counted */
+      fc_info("refusing a result for task %lld from %s under lease %lld: not the current lease", (long long)m->task,
+              m->id, (long long)m->attempt);
+      fc_msg_t cm = {.type = FC_MSG_CANCEL, .task = m->task};
+      send_to_worker(c, w, &cm);
+    }
     dispatch(c, NULL);
     break;
   }
   case FC_MSG_BYE:
-    if ((w = find_worker(c, m->id))) w->waiting = 0, w->last_seen = 0, w->recorded = 0;
+    if (!(w = check_worker_identity(c, m))) break;
+    w->waiting = 0, w->last_seen = 0, w->recorded = 0;
     if (fc_db_worker_gone(c->db, m->id, now, &err)) fc_warn("%s", err.msg);
     fc_info("worker %s left", m->id);
     break;
@@ -311,11 +483,33 @@ static void handle(coord_t *c, fc_msg_t *m) {
 }
 
 /* Reads every message the ROUTER has (see the note at the top). */
+static void more_cb(uv_idle_t *h);
+
+/* The sender's key (the ZAP handler's User-Id) and its roles; every role without CURVE, where
+ * only our own user can reach the ipc:// socket in the 0700 run directory. */
+static void sender_of(coord_t *c, zmq_msg_t *payload) {
+  c->key[0] = 0;
+  c->roles = c->curve.enabled ? 0 : FC_ROLE_ALL;
+  if (!c->curve.enabled) return;
+  const char *uid = zmq_msg_gets(payload, "User-Id");
+  if (uid && strlen(uid) == 40) {
+    memcpy(c->key, uid, 41);
+    c->roles = fc_curve_roles(&c->allow, uid);
+  }
+}
+
 static void drain(coord_t *c) {
-  for (;;) {
+  for (int done = 0;; done++) {
     int events = 0;
     size_t sz = sizeof events;
-    if (zmq_getsockopt(c->router, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) return;
+    if (zmq_getsockopt(c->router, ZMQ_EVENTS, &events, &sz) != 0 || !(events & ZMQ_POLLIN)) {
+      uv_idle_stop(&c->more);
+      return;
+    }
+    if (done == FC_COORD_BATCH || c->stopping) { /* the rest on the next turn of the loop */
+      if (!c->stopping) uv_idle_start(&c->more, more_cb);
+      return;
+    }
     zmq_msg_t frames[MAX_ENV + 1];
     size_t n = 0;
     int more = 1, bad = 0;
@@ -336,11 +530,12 @@ static void drain(coord_t *c) {
       for (size_t i = 0; i + 1 < n; i++) c->env[i] = zmq_msg_data(&frames[i]), c->envlen[i] = zmq_msg_size(&frames[i]);
       fc_msg_t m;
       fc_err_t err;
+      sender_of(c, &frames[n - 1]);
       if (fc_msg_decode(zmq_msg_data(&frames[n - 1]), zmq_msg_size(&frames[n - 1]), &m, &err) == 0) {
         handle(c, &m);
         fc_msg_clear(&m);
       } else {
-        fc_warn("dropping a message: %s", err.msg);
+        WARN_LIMITED(c, warn_bad, "dropping a message: %s", err.msg);
         reply(c, 0, err.msg, NULL);
       }
       c->nenv = 0;
@@ -352,6 +547,22 @@ static void drain(coord_t *c) {
 static void poll_cb(uv_poll_t *p, int status, int events) {
   (void)status, (void)events;
   drain(p->data);
+}
+
+static void more_cb(uv_idle_t *h) { drain(h->data); }
+
+/* Forgets workers silent for FC_COORD_WORKER_TTL, here and in the store. */
+static void sweep_cb(uv_timer_t *t) {
+  coord_t *c = t->data;
+  double before = fc_net_wall() - FC_COORD_WORKER_TTL;
+  for (size_t i = 0; i < c->nworkers;) {
+    if (!c->workers[i]->busy && c->workers[i]->last_seen < before) drop_worker(c, i);
+    else i++;
+  }
+  int n;
+  fc_err_t err;
+  if (fc_db_workers_prune(c->db, before, &n, &err)) fc_warn("forgetting old workers: %s", err.msg);
+  else if (n) fc_info("forgot %d worker(s) silent for %.0f s", n, FC_COORD_WORKER_TTL);
 }
 
 /* CURVE handshakes (fc_zap: allow-listed keys, each connection tagged with its key). */
@@ -387,12 +598,16 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   }
   c.zctx = zmq_ctx_new();
   if (o->curve_key) {
-    if (!o->curve_allow) {
-      rc = fc_err_set(err, FC_EINVAL, "CURVE needs an allow-list of client keys (--curve-allow)");
+    const char *lists[4] = {o->curve_allow, o->curve_workers, o->curve_operators, o->curve_readers};
+    const unsigned roles[4] = {FC_ROLE_ALL, FC_ROLE_WORKER, FC_ROLE_OPERATOR | FC_ROLE_READER, FC_ROLE_READER};
+    if ((rc = fc_curve_check_private(o->curve_key, err)) || (rc = fc_curve_load_pair(o->curve_key, &c.curve, err))) goto out;
+    for (int i = 0; i < 4; i++)
+      if (lists[i] && (rc = fc_curve_allow_add(lists[i], roles[i], &c.allow, err))) goto out;
+    if (!c.allow.n) {
+      rc = fc_err_set(err, FC_EINVAL, "CURVE needs client keys: the allow-lists (--curve-allow, --curve-workers, "
+                                      "--curve-operators, --curve-readers) hold none");
       goto out;
     }
-    if ((rc = fc_curve_load_pair(o->curve_key, &c.curve, err)) || (rc = fc_curve_allow_load(o->curve_allow, &c.allow, err)))
-      goto out;
     c.curve.enabled = 1;
     if ((rc = fc_zap_start(c.zctx, &c.allow, "coordinator", &c.zap, err))) goto out;
   }
@@ -430,6 +645,11 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   }
   uv_timer_init(c.loop, &c.expire);
   c.expire.data = &c;
+  uv_timer_init(c.loop, &c.sweep);
+  c.sweep.data = &c;
+  uv_timer_start(&c.sweep, sweep_cb, 10000, 10000);
+  uv_idle_init(c.loop, &c.more);
+  c.more.data = &c;
   uv_signal_init(c.loop, &c.sigterm);
   uv_signal_init(c.loop, &c.sigint);
   c.sigterm.data = c.sigint.data = &c;
@@ -448,6 +668,8 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   uv_close((uv_handle_t *)&c.poll, close_cb);
   if (c.zap) uv_close((uv_handle_t *)&c.zap_poll, close_cb);
   uv_close((uv_handle_t *)&c.expire, close_cb);
+  uv_close((uv_handle_t *)&c.sweep, close_cb);
+  uv_close((uv_handle_t *)&c.more, close_cb);
   uv_close((uv_handle_t *)&c.sigterm, close_cb);
   uv_close((uv_handle_t *)&c.sigint, close_cb);
   uv_run(c.loop, UV_RUN_DEFAULT);
@@ -460,7 +682,7 @@ out:
   fc_zap_stop(&c.zap);
   zmq_ctx_term(c.zctx);
   fc_curve_allow_free(&c.allow);
-  for (size_t i = 0; i < c.nworkers; i++) free(c.workers[i].id), free_caps(&c.workers[i]);
+  while (c.nworkers) drop_worker(&c, c.nworkers - 1);
   free(c.workers);
   fc_db_close(&c.db);
   return rc;

@@ -198,6 +198,8 @@ int fc_daemon_progress(void *ctx, double fraction, const char *message) {
   if (fraction > 1) fraction = 1;
   fc_task_progress(p->task, p->from + (p->to - p->from) * fraction, "%s%s%s", p->stage ? p->stage : "",
                    p->stage && message && *message ? ": " : "", message ? message : "");
+  /* the engine may checkpoint after this returns: only while the lease is ours */
+  if (!fc_task_fence(p->task)) return FC_PROGRESS_ABORT;
   return fc_task_cancelled(p->task) ? 1 : 0;
 }
 
@@ -236,6 +238,11 @@ char *fc_outdir_begin(const char *dir, fc_err_t *err) {
 }
 
 int fc_outdir_commit(const char *tmp, const char *dir, fc_err_t *err) {
+  fc_task_ctx_t *task = fc_task_current();
+  if (task && !fc_task_fence(task)) { /* a superseded attempt must not replace the output */
+    fc_rmtree(tmp, err);
+    return fc_err_set(err, FC_ECANCEL, "the lease is gone: not replacing %s", dir);
+  }
   /* rename() cannot replace a non-empty directory: move the old one aside first */
   struct stat st;
   if (stat(dir, &st) == 0) {

@@ -1,6 +1,7 @@
 /* SQLite store of the coordinator (see fc_db.h). Statements are prepared once and cached by
  * their SQL text's address; every public mutation runs in one BEGIN IMMEDIATE transaction. */
 #include "fc_db.h"
+#include "fc_db_impl.h"
 
 #include <assert.h>
 #include <math.h>
@@ -35,26 +36,30 @@ static const char *const migrations[] = {
     "CREATE INDEX tasks_by_job_state ON tasks(job, state);",
     /* 3: the figures (name -> number) of a task's last heartbeat, as a JSON object */
     "ALTER TABLE tasks ADD COLUMN figures TEXT;",
+    /* 4: fencing (a task's lease count is the token of its current lease), retry backoff that
+     * keeps a failed task off the worker it failed on for longer, a worker's session (its
+     * connection: a new one means the old process is gone), expiry of dead workers */
+    "ALTER TABLE tasks ADD COLUMN leases INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE tasks ADD COLUMN retry_at REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE tasks ADD COLUMN avoid TEXT;"
+    "ALTER TABLE tasks ADD COLUMN avoid_until REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE leases ADD COLUMN token INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE workers ADD COLUMN session TEXT;"
+    "CREATE INDEX tasks_by_retry ON tasks(state, retry_at);"
+    "CREATE INDEX tasks_by_avoid ON tasks(state, avoid_until);"
+    "CREATE INDEX leases_by_worker ON leases(worker);"
+    "CREATE INDEX workers_by_seen ON workers(last_seen);",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
 int fc_db_schema_version(void) { return NMIGRATIONS; }
 
-#define NCACHE 64
-struct fc_db {
-  sqlite3 *h;
-  struct {
-    const char *sql;
-    sqlite3_stmt *st;
-  } cache[NCACHE];
-};
-
-static int dberr(fc_db_t *db, fc_err_t *err, const char *what) {
+int fc_db_err(fc_db_t *db, fc_err_t *err, const char *what) {
   return fc_err_set(err, FC_EIO, "database: %s: %s", what, sqlite3_errmsg(db->h));
 }
 
 /* A cached statement for sql, reset and bound by `fmt`: i int64, d double, s text (NULL: null). */
-static sqlite3_stmt *stmt(fc_db_t *db, const char *sql, const char *fmt, ...) {
+sqlite3_stmt *fc_db_stmt(fc_db_t *db, const char *sql, const char *fmt, ...) {
   sqlite3_stmt *st = NULL;
   int i;
   for (i = 0; i < NCACHE && db->cache[i].sql; i++)
@@ -84,18 +89,19 @@ static sqlite3_stmt *stmt(fc_db_t *db, const char *sql, const char *fmt, ...) {
   return st;
 }
 
+
 /* Runs a statement to completion (no rows wanted). */
 #define EXEC(db, err, sql, ...)                                                   \
   do {                                                                            \
-    sqlite3_stmt *st_ = stmt(db, sql, __VA_ARGS__);                               \
+    sqlite3_stmt *st_ = fc_db_stmt(db, sql, __VA_ARGS__);                               \
     if (!st_ || sqlite3_step(st_) != SQLITE_DONE) {                               \
-      rc = dberr(db, err, "update");                                              \
+      rc = fc_db_err(db, err, "update");                                              \
       goto out;                                                                   \
     }                                                                             \
   } while (0)
 
 static int begin(fc_db_t *db, fc_err_t *err) {
-  if (sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return dberr(db, err, "begin");
+  if (sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return fc_db_err(db, err, "begin");
   return 0;
 }
 
@@ -105,7 +111,7 @@ static int end(fc_db_t *db, int rc, fc_err_t *err) {
     return rc;
   }
   if (sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-    int e = dberr(db, err, "commit");
+    int e = fc_db_err(db, err, "commit");
     sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
     return e;
   }
@@ -115,8 +121,8 @@ static int end(fc_db_t *db, int rc, fc_err_t *err) {
 static const char SQL_EVENT[] = "INSERT INTO events(time, job, task, type, message) VALUES(?, ?, ?, ?, ?)";
 static int event(fc_db_t *db, double now, int64_t job, int64_t task, const char *type, const char *msg,
                  fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, SQL_EVENT, "diiss", now, job, task, type, msg);
-  if (!st || sqlite3_step(st) != SQLITE_DONE) return dberr(db, err, "event");
+  sqlite3_stmt *st = fc_db_stmt(db, SQL_EVENT, "diiss", now, job, task, type, msg);
+  if (!st || sqlite3_step(st) != SQLITE_DONE) return fc_db_err(db, err, "event");
   return 0;
 }
 
@@ -140,13 +146,13 @@ int fc_db_open_at(fc_db_t **out, const char *path, int target, fc_err_t *err) {
   int rc = 0;
   if (sqlite3_exec(db->h, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
                    NULL, NULL, NULL) != SQLITE_OK) {
-    rc = dberr(db, err, "setting up");
+    rc = fc_db_err(db, err, "setting up");
     goto fail;
   }
   sqlite3_stmt *st;
   int version = 0;
   if (sqlite3_prepare_v2(db->h, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK) {
-    rc = dberr(db, err, "reading the schema version");
+    rc = fc_db_err(db, err, "reading the schema version");
     goto fail;
   }
   if (sqlite3_step(st) == SQLITE_ROW) version = sqlite3_column_int(st, 0);
@@ -200,9 +206,9 @@ int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double 
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t *ids = fc_xcalloc(job->ntasks ? job->ntasks : 1, sizeof *ids);
-  sqlite3_stmt *st = stmt(db, "SELECT id FROM jobs WHERE name = ? AND state IN ('queued', 'running')", "s", job->name);
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id FROM jobs WHERE name = ? AND state IN ('queued', 'running')", "s", job->name);
   if (!st) {
-    rc = dberr(db, err, "query");
+    rc = fc_db_err(db, err, "query");
     goto out;
   }
   if (sqlite3_step(st) == SQLITE_ROW) {
@@ -220,13 +226,13 @@ int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double 
     char *params = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
     char *in = json_strs(t->inputs, t->ninputs), *outs = json_strs(t->outputs, t->noutputs);
-    st = stmt(db, "INSERT INTO tasks(job, name, kind, cap, params, inputs, outputs, state, max_attempts)"
+    st = fc_db_stmt(db, "INSERT INTO tasks(job, name, kind, cap, params, inputs, outputs, state, max_attempts)"
                   " VALUES(?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
               "issssssi", *job_id, t->name, t->kind, t->cap, params, in, outs, (int64_t)job->max_attempts);
     int ok = st && sqlite3_step(st) == SQLITE_DONE;
     free(params), free(in), free(outs);
     if (!ok) {
-      rc = dberr(db, err, "adding a task");
+      rc = fc_db_err(db, err, "adding a task");
       goto out;
     }
     ids[i] = sqlite3_last_insert_rowid(db->h);
@@ -241,19 +247,42 @@ out:
   return end(db, rc, err);
 }
 
-int fc_db_worker_seen(fc_db_t *db, const fc_msg_t *reg, const char *id, double now, fc_err_t *err) {
+/* Inside a transaction: every lease `worker` holds ends as a failed attempt (why). */
+static int release_leases(fc_db_t *db, const char *worker, const char *why, double now, int *n, fc_err_t *err);
+
+int fc_db_worker_seen(fc_db_t *db, const fc_msg_t *reg, const char *id, const char *session, double now,
+                      int *released, fc_err_t *err) {
+  if (released) *released = 0;
   int rc = begin(db, err);
   if (rc) return rc;
+  if (reg && session) {
+    sqlite3_stmt *st = fc_db_stmt(db, "SELECT session FROM workers WHERE id = ?", "s", id);
+    if (!st) {
+      rc = fc_db_err(db, err, "query");
+      goto out;
+    }
+    int changed = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL &&
+                  strcmp((const char *)sqlite3_column_text(st, 0), session) != 0;
+    sqlite3_reset(st);
+    if (changed) { /* the same id from a new process: the old one's work is lost, re-queue it now */
+      char why[400];
+      snprintf(why, sizeof why, "worker %s restarted", id);
+      int n = 0;
+      if ((rc = release_leases(db, id, why, now, &n, err))) goto out;
+      if (released) *released = n;
+    }
+  }
   if (reg) {
     char *caps = json_strs(reg->caps, reg->ncaps);
-    sqlite3_stmt *st = stmt(db,
+    sqlite3_stmt *st = fc_db_stmt(db,
                             "INSERT INTO workers(id, caps, host, threads, mem, state, registered, last_seen)"
                             " VALUES(?1, ?2, ?3, ?4, ?5, 'up', ?6, ?6) ON CONFLICT(id) DO UPDATE SET"
                             " caps = ?2, host = ?3, threads = ?4, mem = ?5, state = 'up', last_seen = ?6",
                             "sssiid", id, caps, reg->host, reg->threads, reg->mem, now);
     int ok = st && sqlite3_step(st) == SQLITE_DONE;
     free(caps);
-    if (!ok) rc = dberr(db, err, "recording a worker");
+    if (!ok) rc = fc_db_err(db, err, "recording a worker");
+    if (!rc && session) EXEC(db, err, "UPDATE workers SET session = ? WHERE id = ?", "ss", session, id);
   } else {
     EXEC(db, err, "UPDATE workers SET last_seen = ?, state = 'up' WHERE id = ?", "ds", now, id);
   }
@@ -279,11 +308,13 @@ static int strlist(const char *json, void (*add)(fc_msg_t *, const char *), fc_m
   return 0;
 }
 
+/* A failed task waits out its backoff, and longer on the worker it failed on. */
 static const char SQL_NEXT[] =
-    "SELECT t.id, t.job, t.kind, t.params, t.inputs, t.outputs, t.attempts, t.name FROM tasks t"
+    "SELECT t.id, t.job, t.kind, t.params, t.inputs, t.outputs, t.leases, t.name FROM tasks t"
     " JOIN jobs j ON j.id = t.job"
     " WHERE t.state = 'queued' AND j.state IN ('queued', 'running')"
     " AND t.cap IN (SELECT value FROM json_each(?1))"
+    " AND t.retry_at <= ?2 AND (t.avoid IS NOT ?3 OR t.avoid_until <= ?2)"
     " AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks u ON u.id = d.dep WHERE d.task = t.id AND u.state <> 'done')"
     " ORDER BY t.job, t.id LIMIT 1";
 
@@ -293,16 +324,16 @@ int fc_db_lease_next(fc_db_t *db, const char *worker, char *const *caps, size_t 
   int rc = begin(db, err);
   if (rc) return rc;
   char *capj = json_strs(caps, ncaps);
-  sqlite3_stmt *st = stmt(db, SQL_NEXT, "s", capj);
+  sqlite3_stmt *st = fc_db_stmt(db, SQL_NEXT, "sds", capj, now, worker);
   free(capj);
   if (!st) {
-    rc = dberr(db, err, "query");
+    rc = fc_db_err(db, err, "query");
     goto out;
   }
   int step = sqlite3_step(st);
   if (step == SQLITE_DONE) goto out; /* nothing for this worker */
   if (step != SQLITE_ROW) {
-    rc = dberr(db, err, "finding a task");
+    rc = fc_db_err(db, err, "finding a task");
     goto out;
   }
   assign->type = FC_MSG_TASK_ASSIGN;
@@ -318,13 +349,13 @@ int fc_db_lease_next(fc_db_t *db, const char *worker, char *const *caps, size_t 
   strlist((const char *)sqlite3_column_text(st, 5), fc_msg_add_output, assign);
   assign->attempt = sqlite3_column_int64(st, 6) + 1;
   char msg[600];
-  snprintf(msg, sizeof msg, "%s leased to %s (attempt %lld)", (const char *)sqlite3_column_text(st, 7), worker,
+  snprintf(msg, sizeof msg, "%s leased to %s (lease %lld)", (const char *)sqlite3_column_text(st, 7), worker,
            (long long)assign->attempt);
   sqlite3_reset(st);
-  EXEC(db, err, "UPDATE tasks SET state = 'leased', worker = ?, started = ?, fraction = 0, message = NULL WHERE id = ?",
-       "sdi", worker, now, assign->task);
-  EXEC(db, err, "INSERT OR REPLACE INTO leases(task, worker, deadline) VALUES(?, ?, ?)", "isd", assign->task,
-       worker, now + lease_s);
+  EXEC(db, err, "UPDATE tasks SET state = 'leased', worker = ?, started = ?, fraction = 0, message = NULL, leases = ?"
+                " WHERE id = ?", "sdii", worker, now, assign->attempt, assign->task);
+  EXEC(db, err, "INSERT OR REPLACE INTO leases(task, worker, deadline, token) VALUES(?, ?, ?, ?)", "isdi",
+       assign->task, worker, now + lease_s, assign->attempt);
   EXEC(db, err, "UPDATE jobs SET state = 'running' WHERE id = ? AND state = 'queued'", "i", assign->job);
   rc = event(db, now, assign->job, assign->task, "task.leased", msg, err);
   if (rc == 0) rc = 1;
@@ -333,17 +364,17 @@ out:
   return end(db, rc, err);
 }
 
-/* Whether worker holds task's lease; fills job and the task's name. */
-static int holds(fc_db_t *db, int64_t task, const char *worker, int64_t *job, char *name, size_t nname,
-                 fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db,
+/* Whether worker holds task's lease under this fencing token; fills job and the task's name. */
+static int holds(fc_db_t *db, int64_t task, const char *worker, int64_t token, int64_t *job, char *name,
+                 size_t nname, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db,
                           "SELECT t.job, t.name FROM leases l JOIN tasks t ON t.id = l.task"
-                          " WHERE l.task = ? AND l.worker = ?",
-                          "is", task, worker);
-  if (!st) return dberr(db, err, "query");
+                          " WHERE l.task = ? AND l.worker = ? AND l.token = ?",
+                          "isi", task, worker, token);
+  if (!st) return fc_db_err(db, err, "query");
   int s = sqlite3_step(st);
   if (s == SQLITE_DONE) return 0;
-  if (s != SQLITE_ROW) return dberr(db, err, "reading a lease");
+  if (s != SQLITE_ROW) return fc_db_err(db, err, "reading a lease");
   *job = sqlite3_column_int64(st, 0);
   snprintf(name, nname, "%s", (const char *)sqlite3_column_text(st, 1));
   sqlite3_reset(st);
@@ -358,14 +389,14 @@ int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s,
   if (rc) return rc;
   int64_t job = 0;
   char name[512];
-  int h = holds(db, task, worker, &job, name, sizeof name, err);
+  int h = holds(db, task, worker, hb->attempt, &job, name, sizeof name, err);
   if (h <= 0) {
     rc = h < 0 ? h : 1;
     goto out;
   }
   if (jobp) *jobp = job;
   EXEC(db, err, "UPDATE leases SET deadline = ? WHERE task = ?", "di", now + lease_s, task);
-  sqlite3_stmt *st = stmt(db, "SELECT state FROM tasks WHERE id = ?", "i", task);
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT state FROM tasks WHERE id = ?", "i", task);
   if (st && sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "leased")) {
     sqlite3_reset(st);
     char msg[600];
@@ -377,12 +408,12 @@ int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s,
     json_object_set_new(f, hb->figs[i].name, isfinite(hb->figs[i].val) ? json_real(hb->figs[i].val) : json_null());
   char *figs = json_dumps(f, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(f);
-  sqlite3_stmt *up = stmt(db, "UPDATE tasks SET state = 'running', fraction = ?, message = ?, figures = ? WHERE id = ?",
+  sqlite3_stmt *up = fc_db_stmt(db, "UPDATE tasks SET state = 'running', fraction = ?, message = ?, figures = ? WHERE id = ?",
                           "dssi", fraction < 0 ? 0 : fraction > 1 ? 1 : fraction, hb->message, figs, task);
   int ok = up && sqlite3_step(up) == SQLITE_DONE;
   free(figs);
   if (!ok) {
-    rc = dberr(db, err, "recording progress");
+    rc = fc_db_err(db, err, "recording progress");
     goto out;
   }
   EXEC(db, err, "UPDATE workers SET last_seen = ? WHERE id = ?", "ds", now, worker);
@@ -394,14 +425,18 @@ out:
 static int attempt_failed(fc_db_t *db, int64_t task, int64_t job, const char *name, const char *error,
                           double now, fc_err_t *err) {
   int rc = 0;
-  sqlite3_stmt *st = stmt(db, "SELECT attempts, max_attempts FROM tasks WHERE id = ?", "i", task);
-  if (!st || sqlite3_step(st) != SQLITE_ROW) return dberr(db, err, "reading a task");
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT attempts, max_attempts FROM tasks WHERE id = ?", "i", task);
+  if (!st || sqlite3_step(st) != SQLITE_ROW) return fc_db_err(db, err, "reading a task");
   int attempts = sqlite3_column_int(st, 0) + 1, max = sqlite3_column_int(st, 1);
   sqlite3_reset(st);
   char msg[1200];
   if (attempts < max) {
-    EXEC(db, err, "UPDATE tasks SET state = 'queued', attempts = ?, error = ?, worker = NULL WHERE id = ?",
-         "isi", (int64_t)attempts, error, task);
+    /* exponential backoff with jitter; the worker it failed on waits one more backoff */
+    double d = FC_DB_RETRY_BASE * (double)(1u << (attempts - 1 < 16 ? attempts - 1 : 16));
+    d = (d < FC_DB_RETRY_MAX ? d : FC_DB_RETRY_MAX) * (0.5 + (double)rand() / RAND_MAX);
+    EXEC(db, err, "UPDATE tasks SET state = 'queued', attempts = ?, error = ?, avoid = worker, worker = NULL,"
+                  " retry_at = ?, avoid_until = ? WHERE id = ?",
+         "isddi", (int64_t)attempts, error, now + d, now + 2 * d, task);
     snprintf(msg, sizeof msg, "%s attempt %d of %d failed, re-queued: %s", name, attempts, max, error);
     return event(db, now, job, task, "task.retry", msg, err);
   }
@@ -421,18 +456,18 @@ int fc_db_expire(fc_db_t *db, double now, int *n, fc_err_t *err) {
   int rc = begin(db, err);
   if (rc) return rc;
   for (;;) {
-    sqlite3_stmt *st = stmt(db,
+    sqlite3_stmt *st = fc_db_stmt(db,
                             "SELECT l.task, l.worker, t.job, t.name FROM leases l JOIN tasks t ON t.id = l.task"
                             " WHERE l.deadline < ? ORDER BY l.deadline LIMIT 1",
                             "d", now);
     if (!st) {
-      rc = dberr(db, err, "query");
+      rc = fc_db_err(db, err, "query");
       goto out;
     }
     int s = sqlite3_step(st);
     if (s == SQLITE_DONE) break;
     if (s != SQLITE_ROW) {
-      rc = dberr(db, err, "reading leases");
+      rc = fc_db_err(db, err, "reading leases");
       goto out;
     }
     int64_t task = sqlite3_column_int64(st, 0), job = sqlite3_column_int64(st, 2);
@@ -449,6 +484,55 @@ out:
   return end(db, rc, err);
 }
 
+static int release_leases(fc_db_t *db, const char *worker, const char *why, double now, int *n, fc_err_t *err) {
+  int rc = 0;
+  for (;;) {
+    sqlite3_stmt *st = fc_db_stmt(db, "SELECT l.task, t.job, t.name FROM leases l JOIN tasks t ON t.id = l.task"
+                                      " WHERE l.worker = ? LIMIT 1", "s", worker);
+    if (!st) return fc_db_err(db, err, "query");
+    int s = sqlite3_step(st);
+    if (s == SQLITE_DONE) break;
+    if (s != SQLITE_ROW) return fc_db_err(db, err, "reading leases");
+    int64_t task = sqlite3_column_int64(st, 0), job = sqlite3_column_int64(st, 1);
+    char name[512];
+    snprintf(name, sizeof name, "%s", (const char *)sqlite3_column_text(st, 2));
+    sqlite3_reset(st);
+    EXEC(db, err, "DELETE FROM leases WHERE task = ?", "i", task);
+    if ((rc = attempt_failed(db, task, job, name, why, now, err))) return rc;
+    (*n)++;
+  }
+out:
+  return rc;
+}
+
+int fc_db_worker_release(fc_db_t *db, const char *worker, const char *why, double now, int *n, fc_err_t *err) {
+  *n = 0;
+  int rc = begin(db, err);
+  if (rc) return rc;
+  rc = release_leases(db, worker, why, now, n, err);
+  return end(db, rc, err);
+}
+
+int fc_db_workers_prune(fc_db_t *db, double before, int *n, fc_err_t *err) {
+  *n = 0;
+  int rc = begin(db, err);
+  if (rc) return rc;
+  EXEC(db, err, "DELETE FROM workers WHERE last_seen < ? AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.worker = workers.id)",
+       "d", before);
+  *n = sqlite3_changes(db->h);
+out:
+  return end(db, rc, err);
+}
+
+int fc_db_worker_forget(fc_db_t *db, const char *worker, fc_err_t *err) {
+  int rc = begin(db, err);
+  if (rc) return rc;
+  EXEC(db, err, "DELETE FROM workers WHERE id = ? AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.worker = workers.id)",
+       "s", worker);
+out:
+  return end(db, rc, err);
+}
+
 int fc_db_leases_grace(fc_db_t *db, double deadline, int *n, fc_err_t *err) {
   *n = 0;
   int rc = begin(db, err);
@@ -459,9 +543,12 @@ out:
   return end(db, rc, err);
 }
 
-int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT MIN(deadline) FROM leases", "");
-  if (!st || sqlite3_step(st) != SQLITE_ROW) return dberr(db, err, "query");
+int fc_db_next_deadline(fc_db_t *db, double now, double *deadline, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT MIN(d) FROM (SELECT MIN(deadline) AS d FROM leases"
+                                    " UNION ALL SELECT MIN(retry_at) FROM tasks WHERE state = 'queued' AND retry_at > ?1"
+                                    " UNION ALL SELECT MIN(avoid_until) FROM tasks WHERE state = 'queued' AND avoid_until > ?1)",
+                                "d", now);
+  if (!st || sqlite3_step(st) != SQLITE_ROW) return fc_db_err(db, err, "query");
   *deadline = sqlite3_column_type(st, 0) == SQLITE_NULL ? 0 : sqlite3_column_double(st, 0);
   sqlite3_reset(st);
   return 0;
@@ -469,8 +556,8 @@ int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err) {
 
 /* A result may only name the task's outputs or files below them. */
 static int check_artifacts(fc_db_t *db, int64_t task, const fc_msg_artifact_t *arts, size_t narts, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT outputs FROM tasks WHERE id = ?", "i", task);
-  if (!st || sqlite3_step(st) != SQLITE_ROW) return dberr(db, err, "reading a task");
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT outputs FROM tasks WHERE id = ?", "i", task);
+  if (!st || sqlite3_step(st) != SQLITE_ROW) return fc_db_err(db, err, "reading a task");
   json_t *outs = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
   sqlite3_reset(st);
   int rc = 0;
@@ -490,13 +577,13 @@ static int check_artifacts(fc_db_t *db, int64_t task, const fc_msg_artifact_t *a
   return rc;
 }
 
-int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_artifact_t *arts,
+int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, int64_t token, const fc_msg_artifact_t *arts,
                    size_t narts, double now, fc_err_t *err) {
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t job;
   char name[512], msg[700];
-  int h = holds(db, task, worker, &job, name, sizeof name, err);
+  int h = holds(db, task, worker, token, &job, name, sizeof name, err);
   if (h <= 0) {
     rc = h < 0 ? h : 1;
     goto out;
@@ -510,10 +597,10 @@ int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_a
          arts[i].path, (int64_t)arts[i].size, arts[i].sha256);
   snprintf(msg, sizeof msg, "%s done on %s", name, worker);
   if ((rc = event(db, now, job, task, "task.done", msg, err))) goto out;
-  sqlite3_stmt *st = stmt(db, "SELECT EXISTS(SELECT 1 FROM tasks WHERE job = ? AND state IN"
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT EXISTS(SELECT 1 FROM tasks WHERE job = ? AND state IN"
                               " ('queued', 'leased', 'running', 'failed', 'cancelled'))", "i", job);
   if (!st || sqlite3_step(st) != SQLITE_ROW) {
-    rc = dberr(db, err, "query");
+    rc = fc_db_err(db, err, "query");
     goto out;
   }
   int64_t left = sqlite3_column_int64(st, 0);
@@ -526,13 +613,13 @@ out:
   return end(db, rc, err);
 }
 
-int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, const char *error, bool handback,
+int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, int64_t token, const char *error, bool handback,
                double now, fc_err_t *err) {
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t job;
   char name[512];
-  int h = holds(db, task, worker, &job, name, sizeof name, err);
+  int h = holds(db, task, worker, token, &job, name, sizeof name, err);
   if (h <= 0) {
     rc = h < 0 ? h : 1;
     goto out;
@@ -540,7 +627,7 @@ int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, const char *error,
   EXEC(db, err, "DELETE FROM leases WHERE task = ?", "i", task);
   if (handback) {
     char msg[700];
-    EXEC(db, err, "UPDATE tasks SET state = 'queued', worker = NULL WHERE id = ?", "i", task);
+    EXEC(db, err, "UPDATE tasks SET state = 'queued', worker = NULL, retry_at = 0, avoid = NULL WHERE id = ?", "i", task);
     snprintf(msg, sizeof msg, "%s handed back by %s", name, worker);
     rc = event(db, now, job, task, "task.handback", msg, err);
   } else {
@@ -561,9 +648,9 @@ int fc_db_job_cancel(fc_db_t *db, int64_t job, double now, fc_db_holder_t **hold
     rc = fc_err_set(err, FC_EINVAL, "job %lld is %s, there is nothing to cancel", (long long)job, state);
     goto out;
   }
-  sqlite3_stmt *st = stmt(db, "SELECT l.task, l.worker FROM leases l JOIN tasks t ON t.id = l.task WHERE t.job = ?", "i", job);
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT l.task, l.worker FROM leases l JOIN tasks t ON t.id = l.task WHERE t.job = ?", "i", job);
   if (!st) {
-    rc = dberr(db, err, "query");
+    rc = fc_db_err(db, err, "query");
     goto out;
   }
   while (sqlite3_step(st) == SQLITE_ROW) {
@@ -591,7 +678,8 @@ int fc_db_job_retry(fc_db_t *db, int64_t job, double now, fc_err_t *err) {
     rc = fc_err_set(err, FC_EINVAL, "job %lld is %s; only a failed or cancelled job can be retried", (long long)job, state);
     goto out;
   }
-  EXEC(db, err, "UPDATE tasks SET state = 'queued', attempts = 0, error = NULL, worker = NULL, fraction = 0"
+  EXEC(db, err, "UPDATE tasks SET state = 'queued', attempts = 0, error = NULL, worker = NULL, fraction = 0,"
+                " retry_at = 0, avoid = NULL, avoid_until = 0"
                 " WHERE job = ? AND state IN ('failed', 'cancelled')", "i", job);
   EXEC(db, err, "UPDATE jobs SET state = 'running', error = NULL, finished = NULL WHERE id = ?", "i", job);
   rc = event(db, now, job, 0, "job.retry", "failed and cancelled tasks re-queued", err);
@@ -602,9 +690,9 @@ out:
 int fc_db_task_retry(fc_db_t *db, int64_t task, double now, fc_err_t *err) {
   int rc = begin(db, err);
   if (rc) return rc;
-  sqlite3_stmt *st = stmt(db, "SELECT job, state, name FROM tasks WHERE id = ?", "i", task);
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT job, state, name FROM tasks WHERE id = ?", "i", task);
   if (!st) {
-    rc = dberr(db, err, "query");
+    rc = fc_db_err(db, err, "query");
     goto out;
   }
   if (sqlite3_step(st) != SQLITE_ROW) {
@@ -621,7 +709,8 @@ int fc_db_task_retry(fc_db_t *db, int64_t task, double now, fc_err_t *err) {
                     (long long)task, name, state);
     goto out;
   }
-  EXEC(db, err, "UPDATE tasks SET state = 'queued', attempts = 0, error = NULL, worker = NULL, fraction = 0"
+  EXEC(db, err, "UPDATE tasks SET state = 'queued', attempts = 0, error = NULL, worker = NULL, fraction = 0,"
+                " retry_at = 0, avoid = NULL, avoid_until = 0"
                 " WHERE id = ? OR (job = ? AND state = 'cancelled')", "ii", task, job);
   EXEC(db, err, "UPDATE jobs SET state = 'running', error = NULL, finished = NULL WHERE id = ? AND state <> 'running'", "i", job);
   snprintf(msg, sizeof msg, "%s re-queued by a client", name);
@@ -631,8 +720,8 @@ out:
 }
 
 int fc_db_job_state(fc_db_t *db, int64_t job, char state[16], fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT state FROM jobs WHERE id = ?", "i", job);
-  if (!st) return dberr(db, err, "query");
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT state FROM jobs WHERE id = ?", "i", job);
+  if (!st) return fc_db_err(db, err, "query");
   if (sqlite3_step(st) != SQLITE_ROW) return fc_err_set(err, FC_ENOTFOUND, "no job %lld", (long long)job);
   snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 0));
   sqlite3_reset(st);
@@ -640,8 +729,8 @@ int fc_db_job_state(fc_db_t *db, int64_t job, char state[16], fc_err_t *err) {
 }
 
 int fc_db_task_state(fc_db_t *db, int64_t task, char state[16], int *attempts, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT state, attempts FROM tasks WHERE id = ?", "i", task);
-  if (!st) return dberr(db, err, "query");
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT state, attempts FROM tasks WHERE id = ?", "i", task);
+  if (!st) return fc_db_err(db, err, "query");
   if (sqlite3_step(st) != SQLITE_ROW) return fc_err_set(err, FC_ENOTFOUND, "no task %lld", (long long)task);
   snprintf(state, 16, "%s", (const char *)sqlite3_column_text(st, 0));
   if (attempts) *attempts = sqlite3_column_int(st, 1);
@@ -650,114 +739,18 @@ int fc_db_task_state(fc_db_t *db, int64_t task, char state[16], int *attempts, f
 }
 
 int fc_db_task_id(fc_db_t *db, int64_t job, const char *name, int64_t *task, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT id FROM tasks WHERE job = ? AND name = ?", "is", job, name);
-  if (!st) return dberr(db, err, "query");
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id FROM tasks WHERE job = ? AND name = ?", "is", job, name);
+  if (!st) return fc_db_err(db, err, "query");
   if (sqlite3_step(st) != SQLITE_ROW) return fc_err_set(err, FC_ENOTFOUND, "job %lld has no task '%s'", (long long)job, name);
   *task = sqlite3_column_int64(st, 0);
   sqlite3_reset(st);
   return 0;
 }
 
-/* ---- reports ---- */
-
-/* One JSON object per row of st, columns by name (integers, reals, text, null). */
-static json_t *rows(sqlite3_stmt *st) {
-  json_t *a = json_array();
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    json_t *o = json_object();
-    for (int c = 0; c < sqlite3_column_count(st); c++) {
-      json_t *v;
-      switch (sqlite3_column_type(st, c)) {
-      case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)); break;
-      case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)); break;
-      case SQLITE_NULL: v = json_null(); break;
-      default: v = json_string((const char *)sqlite3_column_text(st, c)); break;
-      }
-      json_object_set_new(o, sqlite3_column_name(st, c), v ? v : json_null());
-    }
-    json_array_append_new(a, o);
-  }
-  sqlite3_reset(st);
-  return a;
-}
-
-static int dump(json_t *root, char **json) {
-  *json = json_dumps(root, JSON_COMPACT);
-  json_decref(root);
-  return 0;
-}
-
-int fc_db_status_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT id, name, state, error, dir, created, finished FROM jobs WHERE ?1 = 0 OR id = ?1 ORDER BY id", "i", job);
-  if (!st) return dberr(db, err, "query");
-  json_t *jobs = rows(st);
-  if (job && json_array_size(jobs) == 0) {
-    json_decref(jobs);
-    return fc_err_set(err, FC_ENOTFOUND, "no job %lld", (long long)job);
-  }
-  size_t i;
-  json_t *j;
-  json_array_foreach(jobs, i, j) {
-    st = stmt(db, "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error,"
-                  " started, finished"
-                  " FROM tasks WHERE job = ? ORDER BY id", "i", (int64_t)json_integer_value(json_object_get(j, "id")));
-    if (!st) {
-      json_decref(jobs);
-      return dberr(db, err, "query");
-    }
-    json_object_set_new(j, "tasks", rows(st));
-  }
-  json_t *root = json_object();
-  json_object_set_new(root, "jobs", jobs);
-  return dump(root, json);
-}
-
-int fc_db_list_json(fc_db_t *db, char **json, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db,
-                          "SELECT j.id, j.name, j.state, j.created, j.finished,"
-                          " (SELECT COUNT(*) FROM tasks t WHERE t.job = j.id) AS tasks,"
-                          " (SELECT COUNT(*) FROM tasks t WHERE t.job = j.id AND t.state = 'done') AS done"
-                          " FROM jobs j ORDER BY j.id", "");
-  if (!st) return dberr(db, err, "query");
-  json_t *root = json_object();
-  json_object_set_new(root, "jobs", rows(st));
-  return dump(root, json);
-}
-
-int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, char **json, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db, "SELECT id, time, job, task, type, message FROM events WHERE job = ? AND id > ? ORDER BY id LIMIT 10000",
-                          "ii", job, since);
-  if (!st) return dberr(db, err, "query");
-  json_t *root = json_object();
-  json_object_set_new(root, "events", rows(st));
-  return dump(root, json);
-}
-
-int fc_db_workers_json(fc_db_t *db, char **json, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db,
-                          "SELECT w.id, w.caps, w.host, w.threads, w.mem, w.state, w.last_seen,"
-                          " (SELECT group_concat(task) FROM leases l WHERE l.worker = w.id) AS tasks"
-                          " FROM workers w ORDER BY w.id", "");
-  if (!st) return dberr(db, err, "query");
-  json_t *root = json_object();
-  json_object_set_new(root, "workers", rows(st));
-  return dump(root, json);
-}
-
-int fc_db_artifacts_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err) {
-  sqlite3_stmt *st = stmt(db,
-                          "SELECT a.task, t.name, a.path, a.size, a.sha256 FROM artifacts a JOIN tasks t ON t.id = a.task"
-                          " WHERE t.job = ? ORDER BY a.task, a.path", "i", job);
-  if (!st) return dberr(db, err, "query");
-  json_t *root = json_object();
-  json_object_set_new(root, "artifacts", rows(st));
-  return dump(root, json);
-}
-
 int fc_db_events_after(fc_db_t *db, int64_t after, fc_db_event_fn fn, void *arg, int64_t *last, fc_err_t *err) {
   *last = after;
-  sqlite3_stmt *st = stmt(db, "SELECT id, time, job, task, type, message FROM events WHERE id > ? ORDER BY id", "i", after);
-  if (!st) return dberr(db, err, "query");
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id, time, job, task, type, message FROM events WHERE id > ? ORDER BY id", "i", after);
+  if (!st) return fc_db_err(db, err, "query");
   while (sqlite3_step(st) == SQLITE_ROW) {
     *last = sqlite3_column_int64(st, 0);
     fn(arg, *last, sqlite3_column_double(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),

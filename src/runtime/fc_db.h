@@ -15,6 +15,15 @@
 
 typedef struct fc_db fc_db_t;
 
+/* A failed attempt is retried after RETRY_BASE * 2^(attempts-1) seconds (at most RETRY_MAX),
+ * times a jitter in [0.5, 1.5); the worker it failed on waits twice that. */
+#define FC_DB_RETRY_BASE 0.25
+#define FC_DB_RETRY_MAX 30.0
+/* Reports: rows per page unless the client asks for fewer, and the most text one page holds
+ * (well below a message's FC_MSG_MAX_TEXT). */
+#define FC_DB_PAGE_ROWS 1000
+#define FC_DB_PAGE_BYTES (2u << 20)
+
 /* The schema version this code migrates to (PRAGMA user_version). */
 int fc_db_schema_version(void);
 
@@ -27,34 +36,46 @@ int fc_db_open_at(fc_db_t **db, const char *path, int target, fc_err_t *err);
 int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double now, int64_t *job_id,
                      fc_err_t *err);
 
-/* Records a worker (register) or refreshes its last-seen time (caps NULL). */
-int fc_db_worker_seen(fc_db_t *db, const fc_msg_t *reg, const char *id, double now, fc_err_t *err);
+/* Records a worker (register) or refreshes its last-seen time (reg NULL). session names the
+ * connection it registered from: when it differs from the stored one, the same id came back
+ * from a new process, and the old one's leases are released at once as failed attempts
+ * (*released gets how many). */
+int fc_db_worker_seen(fc_db_t *db, const fc_msg_t *reg, const char *id, const char *session, double now,
+                      int *released, fc_err_t *err);
 int fc_db_worker_gone(fc_db_t *db, const char *id, double now, fc_err_t *err);
+/* Ends every lease `worker` holds as a failed attempt with the reason why; *n gets how many. */
+int fc_db_worker_release(fc_db_t *db, const char *worker, const char *why, double now, int *n, fc_err_t *err);
+/* Deletes workers not seen since `before` that hold no lease; *n gets how many. */
+int fc_db_workers_prune(fc_db_t *db, double before, int *n, fc_err_t *err);
+/* Deletes one worker's row unless it holds a lease. */
+int fc_db_worker_forget(fc_db_t *db, const char *worker, fc_err_t *err);
 
-/* Leases the first queued task (by job, then task id) whose deps are done and whose capability
- * is in caps, to `worker` until now + lease_s. Returns 1 and fills *assign (a task_assign
- * message) when it leased one, 0 when there is nothing for this worker, <0 on error. */
+/* Leases the first queued task (by job, then task id) whose deps are done, whose capability is
+ * in caps and whose retry backoff is over, to `worker` until now + lease_s. Returns 1 and fills
+ * *assign (a task_assign message whose attempt is the lease's fencing token: the task's lease
+ * count, which every later lease exceeds) when it leased one, 0 when there is nothing for this
+ * worker, <0 on error. */
 int fc_db_lease_next(fc_db_t *db, const char *worker, char *const *caps, size_t ncaps, double now,
                      double lease_s, fc_msg_t *assign, fc_err_t *err);
-/* A heartbeat message (task, id, fraction, message, figures): extends the lease and records
- * the progress (*job gets the task's job). Returns 0, or 1 when the worker no longer holds the
- * task (lapsed and given to someone else, cancelled): the worker should stop. */
+/* A heartbeat message (task, id, attempt, fraction, message, figures): extends the lease and
+ * records the progress (*job gets the task's job). Returns 0, or 1 when the worker no longer
+ * holds the task under that fencing token (lapsed, leased again, cancelled): it should stop. */
 int fc_db_heartbeat(fc_db_t *db, const fc_msg_t *hb, double now, double lease_s, int64_t *job, fc_err_t *err);
 /* Re-queues (attempts + 1) or fails every task whose lease lapsed before now; *n gets how many. */
 int fc_db_expire(fc_db_t *db, double now, int *n, fc_err_t *err);
 /* Moves every lease deadline to at least `deadline`: a restarted coordinator gives workers a
  * full lease period to reach it before their silence counts against them. *n gets how many. */
 int fc_db_leases_grace(fc_db_t *db, double deadline, int *n, fc_err_t *err);
-/* Earliest lease deadline, or 0 when there are no leases. */
-int fc_db_next_deadline(fc_db_t *db, double *deadline, fc_err_t *err);
+/* Earliest lease deadline or end of a retry backoff after now, or 0 when there is none. */
+int fc_db_next_deadline(fc_db_t *db, double now, double *deadline, fc_err_t *err);
 /* Task finished with these artifacts. Returns 1 (and changes nothing) when `worker` does not
- * hold the lease: a late result from a worker presumed dead; FC_EINVAL (nothing changed) when
- * an artifact is not one of the task's outputs or below one. */
-int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, const fc_msg_artifact_t *arts,
+ * hold the lease under fencing token `token`: a late result from a superseded attempt;
+ * FC_EINVAL (nothing changed) when an artifact is not one of the task's outputs or below one. */
+int fc_db_complete(fc_db_t *db, int64_t task, const char *worker, int64_t token, const fc_msg_artifact_t *arts,
                    size_t narts, double now, fc_err_t *err);
 /* Task failed (attempts + 1; re-queued until max_attempts, then the task and its job fail) or,
  * with handback, was given back unfinished (re-queued, attempts unchanged). 1 when not held. */
-int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, const char *error, bool handback,
+int fc_db_fail(fc_db_t *db, int64_t task, const char *worker, int64_t token, const char *error, bool handback,
                double now, fc_err_t *err);
 
 typedef struct fc_db_holder {
@@ -74,11 +95,15 @@ int fc_db_job_state(fc_db_t *db, int64_t job, char state[16], fc_err_t *err);
 int fc_db_task_state(fc_db_t *db, int64_t task, char state[16], int *attempts, fc_err_t *err);
 int fc_db_task_id(fc_db_t *db, int64_t job, const char *name, int64_t *task, fc_err_t *err);
 
-/* Reports as JSON text (malloc'ed), the payloads of the client replies. */
-int fc_db_status_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err);
-int fc_db_list_json(fc_db_t *db, char **json, fc_err_t *err);
-int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, char **json, fc_err_t *err);
-int fc_db_workers_json(fc_db_t *db, char **json, fc_err_t *err);
+/* Reports as JSON text (malloc'ed), the payloads of the client replies, each one page: rows
+ * after the cursor `after`, at most `limit` (0 or more than FC_DB_PAGE_ROWS: FC_DB_PAGE_ROWS)
+ * and FC_DB_PAGE_BYTES of text. When rows are left the payload has "next": the cursor of the
+ * next page. Status of one job pages its tasks (by task id); of all jobs (job 0), the jobs (by
+ * id) with their task counts; list pages jobs, logs events (by event id), workers by row. */
+int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, char **json, fc_err_t *err);
+int fc_db_list_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err);
+int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, int64_t limit, char **json, fc_err_t *err);
+int fc_db_workers_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err);
 int fc_db_artifacts_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err);
 
 /* Calls fn for each event with id > after (in order); *last gets the last id seen. */

@@ -66,6 +66,7 @@ static int get_strlist(const fc_yaml_node_t *n, const char *key, char ***v, size
 static void *typed(fc_job_t *j, const fc_task_schema_t *s) {
   if (!strcmp(s->kind, "job")) return &j->opts;
   if (!strcmp(s->kind, "logits")) return &j->logits;
+  if (!strcmp(s->kind, "vocab-map")) return &j->vmap;
   if (!strcmp(s->kind, "align")) return &j->align;
   if (!strcmp(s->kind, "train")) return &j->train;
   if (!strcmp(s->kind, "merge")) return &j->merge;
@@ -273,6 +274,7 @@ static void expand_pipeline(fc_job_t *j) {
     fc_job_task_t *t = add_task(j, "vocab-map", "align", "vocab-map/%s", sn);
     param(t, "source", "%s", sn), param(t, "pivot", "%s", pn);
     param(t, "source_path", "%s", j->models[m].path), param(t, "pivot_path", "%s", j->models[pivot].path);
+    given_params(j, t, "vocab-map", &j->vmap, NULL);
     for (size_t s = 0; s < S; s++) {
       size_t a = logits[m * S + s], b = logits[pivot * S + s];
       add_dep(t, a), add_dep(t, b);
@@ -340,6 +342,9 @@ static void expand_pipeline(fc_job_t *j) {
     bmerges[b] = j->ntasks;
     t = add_task(j, "merge", NULL, "merge/%s", j->baseline_merges[b]);
     param(t, "method", "%s", j->baseline_merges[b]);
+    /* the merge's parameters too (select_topk for sce-mergekit against sce): a baseline differs
+     * from the headline merge in its method only */
+    for (size_t i = 0; i < j->nmerge_params; i++) param(t, j->merge_params[i].key, "%s", j->merge_params[i].val);
     str_push(&t->inputs, &t->ninputs, j->models[pivot].path);
     for (size_t m = 0; m < M; m++)
       if (m != pivot) {
@@ -525,6 +530,7 @@ static int parse_root(fc_job_t *j, const fc_yaml_node_t *root, const char *src, 
   const fc_yaml_node_t *v;
   fc_schema_defaults(fc_schema_find("job"), &j->opts);
   fc_schema_defaults(fc_schema_find("logits"), &j->logits);
+  fc_schema_defaults(fc_schema_find("vocab-map"), &j->vmap);
   fc_schema_defaults(fc_schema_find("align"), &j->align);
   fc_schema_defaults(fc_schema_find("train"), &j->train);
   fc_schema_defaults(fc_schema_find("merge"), &j->merge);
@@ -532,6 +538,10 @@ static int parse_root(fc_job_t *j, const fc_yaml_node_t *root, const char *src, 
   if (root->kind != FC_YAML_MAP) return fc_yaml_error(root, err, "the job spec must be a mapping");
   if (parse_stage_params(j, root, err)) return FC_EINVAL;
   j->max_attempts = (int)j->opts.max_attempts;
+  if (j->train.ranks > j->train.batch_size) /* a bound between two parameters: the table holds single ranges */
+    return fc_yaml_error(at_path(root, "training.ranks"), err,
+                         "training.ranks %ld exceeds training.batch_size %ld: each rank needs at least one row "
+                         "of every step (lower ranks or raise batch_size)", j->train.ranks, j->train.batch_size);
   if (!fc_kv_get(j->given, j->ngiven, "training.seed")) j->train.seed = j->opts.seed; /* its documented default */
   if (!(v = fc_yaml_get(root, "name"))) return fc_yaml_error(root, err, "the job needs a 'name'");
   if (get_str(v, "name", &j->name, err)) return FC_EINVAL;

@@ -43,6 +43,7 @@ typedef struct fc_job {
   /* the stage parameters, typed through the schema: defaults, then what the spec gives */
   fc_job_params_t opts;
   fc_logits_params_t logits;
+  fc_vocab_map_params_t vmap;
   fc_align_params_t align;
   fc_train_params_t train;
   fc_merge_params_t merge;

@@ -222,7 +222,13 @@ int fc_curve_apply_server(void *sock, const fc_curve_t *c, fc_err_t *err) {
   return 0;
 }
 
-static int allow_add_file(fc_curve_allow_t *a, const char *path, fc_err_t *err) {
+const char *fc_role_name(unsigned r) {
+  static const char *const names[8] = {"none", "worker", "operator", "worker+operator", "reader", "worker+reader",
+                                       "operator+reader", "worker+operator+reader"};
+  return names[r & 7];
+}
+
+static int allow_add_file(fc_curve_allow_t *a, const char *path, unsigned roles, fc_err_t *err) {
   char *text;
   size_t n;
   int rc = fc_read_file(path, &text, &n, err);
@@ -236,40 +242,78 @@ static int allow_add_file(fc_curve_allow_t *a, const char *path, fc_err_t *err) 
       free(text);
       return fc_err_set(err, FC_EFORMAT, "%s: '%s' is not a Z85 public key", path, k);
     }
-    a->keys = fc_xrealloc(a->keys, (a->n + 1) * sizeof *a->keys);
-    memcpy(a->keys[a->n++], k, 41);
+    size_t i;
+    for (i = 0; i < a->n && memcmp(a->keys[i], k, 40); i++) {}
+    if (i == a->n) {
+      a->keys = fc_xrealloc(a->keys, (a->n + 1) * sizeof *a->keys);
+      a->roles = fc_xrealloc(a->roles, (a->n + 1) * sizeof *a->roles);
+      memcpy(a->keys[a->n], k, 41);
+      a->roles[a->n++] = 0;
+    }
+    a->roles[i] |= roles;
   }
   free(text);
   return 0;
 }
 
-int fc_curve_allow_load(const char *path, fc_curve_allow_t *a, fc_err_t *err) {
-  memset(a, 0, sizeof *a);
+int fc_curve_allow_add(const char *path, unsigned roles, fc_curve_allow_t *a, fc_err_t *err) {
   DIR *d = opendir(path);
-  if (!d) return allow_add_file(a, path, err);
+  if (!d) return allow_add_file(a, path, roles, err);
   struct dirent *e;
   int rc = 0;
   while (rc == 0 && (e = readdir(d))) {
     size_t len = strlen(e->d_name);
     if (len < 5 || strcmp(e->d_name + len - 4, ".pub")) continue;
     char *p = fc_path_join(path, e->d_name);
-    rc = allow_add_file(a, p, err);
+    rc = allow_add_file(a, p, roles, err);
     free(p);
   }
   closedir(d);
+  return rc;
+}
+
+int fc_curve_allow_load(const char *path, fc_curve_allow_t *a, fc_err_t *err) {
+  memset(a, 0, sizeof *a);
+  int rc = fc_curve_allow_add(path, FC_ROLE_ALL, a, err);
   if (rc) fc_curve_allow_free(a);
   return rc;
 }
 
-int fc_curve_allowed(const fc_curve_allow_t *a, const uint8_t key[32]) {
+unsigned fc_curve_roles(const fc_curve_allow_t *a, const char *z) {
+  for (size_t i = 0; i < a->n; i++)
+    if (!memcmp(a->keys[i], z, 40)) return a->roles[i];
+  return 0;
+}
+
+unsigned fc_curve_allowed(const fc_curve_allow_t *a, const uint8_t key[32]) {
   char z[41];
   if (!zmq_z85_encode(z, key, 32)) return 0;
-  for (size_t i = 0; i < a->n; i++)
-    if (!memcmp(a->keys[i], z, 40)) return 1;
-  return 0;
+  return fc_curve_roles(a, z);
 }
 
 void fc_curve_allow_free(fc_curve_allow_t *a) {
   free(a->keys);
-  a->keys = NULL, a->n = 0;
+  free(a->roles);
+  a->keys = NULL, a->roles = NULL, a->n = 0;
+}
+
+int fc_curve_check_private(const char *path, fc_err_t *err) {
+  struct stat st;
+  if (stat(path, &st) != 0) return fc_err_set(err, FC_EIO, "cannot stat %s: %s", path, strerror(errno));
+  if (st.st_mode & 077)
+    return fc_err_set(err, FC_EINVAL, "%s holds a secret key but is readable by others (mode %03o): chmod 600 it",
+                      path, (unsigned)(st.st_mode & 0777));
+  return 0;
+}
+
+int fc_ratelimit_pass(fc_ratelimit_t *r, double interval, unsigned *held) {
+  double now = fc_net_wall();
+  if (now < r->next) {
+    r->held++;
+    return 0;
+  }
+  *held = r->held;
+  r->held = 0;
+  r->next = now + interval;
+  return 1;
 }

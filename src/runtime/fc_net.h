@@ -48,14 +48,38 @@ int fc_curve_from_env(fc_curve_t *c, fc_err_t *err);
 /* Applies c to a socket before connect (client) or bind (server); no-op when not enabled. */
 int fc_curve_apply_client(void *sock, const fc_curve_t *c, fc_err_t *err);
 int fc_curve_apply_server(void *sock, const fc_curve_t *c, fc_err_t *err);
-/* An allow-list: a directory of *.pub files or one file of keys, one per line. */
+/* Roles a client key can hold: a worker may register and report tasks, an operator may
+ * submit, cancel and retry, a reader may only look (operators can read too). */
+enum { FC_ROLE_WORKER = 1, FC_ROLE_OPERATOR = 2, FC_ROLE_READER = 4, FC_ROLE_ALL = 7 };
+/* Names the roles in r ("worker", "operator", "reader", joined by '+'). */
+const char *fc_role_name(unsigned r);
+/* An allow-list: a directory of *.pub files or one file of keys, one per line, each key with
+ * the roles it was listed for. */
 typedef struct fc_curve_allow {
   char (*keys)[41];
+  unsigned *roles;
   size_t n;
 } fc_curve_allow_t;
+/* Loads a list whose keys get every role (a is emptied first). */
 int fc_curve_allow_load(const char *path, fc_curve_allow_t *a, fc_err_t *err);
-int fc_curve_allowed(const fc_curve_allow_t *a, const uint8_t key[32]);
+/* Adds the keys of a list with `roles` (a key already listed gains them). */
+int fc_curve_allow_add(const char *path, unsigned roles, fc_curve_allow_t *a, fc_err_t *err);
+/* The roles of a raw 32-byte key; 0 when it is not allowed. */
+unsigned fc_curve_allowed(const fc_curve_allow_t *a, const uint8_t key[32]);
+/* The same for a Z85 key text. */
+unsigned fc_curve_roles(const fc_curve_allow_t *a, const char *z85);
 void fc_curve_allow_free(fc_curve_allow_t *a);
+/* Refuses a secret key file that its group or others may read (FC_EINVAL). */
+int fc_curve_check_private(const char *path, fc_err_t *err);
+
+/* A warning that may fire at most once per interval; the ones held back are counted and
+ * reported with the next that passes. */
+typedef struct fc_ratelimit {
+  double next;
+  unsigned held;
+} fc_ratelimit_t;
+/* True when a warning may be logged now; *held gets how many were held back before it. */
+int fc_ratelimit_pass(fc_ratelimit_t *r, double interval, unsigned *held);
 
 /* Wall-clock unix seconds (leases are stored with it so they survive a restart). */
 double fc_net_wall(void);

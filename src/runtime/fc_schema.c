@@ -76,14 +76,14 @@ static const fc_param_t LOGITS_IMPORT[] = {
 
 static const fc_param_t VOCAB_MAP[] = {
     SOURCE_PIVOT(fc_vocab_map_params_t),
-    {.key = "method", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "stats", .choices = "stats|mined|exact", .unit = "", .help = "vocabulary map: co-occurrence counts (stats), edit distance (mined) or exact", .off = offsetof(fc_vocab_map_params_t, method)},
+    {.key = "method", .yaml = "vocab_map", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "stats", .choices = "stats|mined|exact", .unit = "", .help = "vocabulary map: co-occurrence counts (stats), edit distance (mined) or exact", .off = offsetof(fc_vocab_map_params_t, method)},
 };
 
 static const fc_param_t ALIGN[] = {
     SOURCE_PIVOT(fc_align_params_t),
     SHARD(fc_align_params_t),
     TOP_K(fc_align_params_t),
-    {.key = "fuse", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "mince", .choices = "mince|avgce", .unit = "", .help = "fusion of the aligned source with the pivot", .off = offsetof(fc_align_params_t, fuse)},
+    {.key = "fuse", .yaml = "fuse", .flag = "method", .sopt = 'M', .type = FC_PARAM_ENUM, .sdef = "mince", .choices = "mince|avgce|source", .unit = "", .help = "fusion of the aligned source with the pivot (source: the aligned source alone)", .off = offsetof(fc_align_params_t, fuse)},
 };
 
 #define TRAIN(k, ...) {.key = #k, .yaml = "training." #k, __VA_ARGS__, .off = offsetof(fc_train_params_t, k)}
@@ -100,12 +100,13 @@ static const fc_param_t TRAIN_P[] = {
     TRAIN(seed, .flag = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "data order and initialisation (in a job: the job's seed unless given)"),
     TRAIN(steps, .flag = "steps", .type = FC_PARAM_INT, .def = 0, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "optimizer steps (0: from epochs)"),
     TRAIN(checkpoint_every, .flag = "checkpoint-every", .type = FC_PARAM_INT, .def = 20, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "checkpoint period, for resuming (0: only when stopped)"),
+    TRAIN(ranks, .flag = "ranks", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = FC_MAX_RANKS, .unit = "processes", .help = "data-parallel ranks (MPI: mpirun, or srun under Slurm); at most batch_size"),
 };
 
 static const fc_param_t MERGE[] = {
     {.key = "method", .yaml = "merge.method", .flag = "method", .sopt = 'm', .type = FC_PARAM_ENUM, .sdef = "sce",
-     .choices = "sce|sce-weights|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|breadcrumbs|breadcrumbs_ties|della|della_linear|slerp|nearswap|model_stock|nuslerp|multislerp|karcher", .unit = "",
-     .help = "merge method (sce-weights: SCE masking the weights, FuseChat's release)", .off = offsetof(fc_merge_params_t, method)},
+     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|breadcrumbs|breadcrumbs_ties|della|della_linear|slerp|nearswap|model_stock|nuslerp|multislerp|karcher", .unit = "",
+     .help = "merge method (sce: FuseChat's release, the selection sets the weights only; sce-mergekit: mergekit's, unselected deltas zeroed)", .off = offsetof(fc_merge_params_t, method)},
     {.key = "weight", .type = FC_PARAM_FLOAT, .def = 1, .lo = -100, .hi = 100, .unit = "", .help = "weight of every merged model", .off = offsetof(fc_merge_params_t, weight)},
     {.key = "density", .type = FC_PARAM_FLOAT, .def = -1, .lo = 0, .hi = 1, .unit = "", .help = "kept fraction of every model's deltas (default: 0.5 for ties and dare, else 1)", .off = offsetof(fc_merge_params_t, density)},
 };

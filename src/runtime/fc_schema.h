@@ -83,6 +83,7 @@ typedef struct fc_train_params {
   const char *source, *pivot;
   double lambda, epochs, lr, warmup, weight_decay;
   long batch_size, seq_len, steps, checkpoint_every; /* steps 0: from epochs */
+  long ranks; /* data-parallel processes (1: in the daemon's own process) */
   uint64_t seed;
 } fc_train_params_t;
 

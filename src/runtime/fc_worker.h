@@ -14,7 +14,10 @@
 /* A leased task, borrowed by the executor for the duration of its run. */
 typedef struct fc_task {
   int64_t id, job;
-  int64_t attempt; /* 1 for the first try */
+  int64_t attempt; /* the lease's fencing token: 1 for the first lease, more for each later one */
+  const char *work_dir; /* this attempt's own scratch directory (OUT0.work/ATTEMPT; NULL without
+                         * outputs), created on demand by the executor; removed when the task
+                         * is done or the lease is lost */
   const char *kind;
   const fc_msg_kv_t *params;
   size_t nparams;
@@ -32,6 +35,18 @@ void fc_task_figure(fc_task_ctx_t *ctx, const char *name, double value);
 /* True once the coordinator cancelled the task or the daemon is shutting down: return
  * FC_ECANCEL soon (outputs not committed are simply abandoned). */
 bool fc_task_cancelled(const fc_task_ctx_t *ctx);
+/* Fencing: true while this attempt still holds its lease as far as the worker knows. Call it
+ * before writing anything that outlives the attempt (checkpoints, outputs). When the lease was
+ * last confirmed longer ago than it lasts (the process was stopped, the coordinator is away) it
+ * waits for the coordinator's word; false once the coordinator said the lease is gone, and then
+ * the executor must return at once without writing. */
+bool fc_task_fence(fc_task_ctx_t *ctx);
+/* The fence of the task the calling compute thread runs (NULL on other threads), for code that
+ * commits outputs without a context at hand (fc_outdir_commit). */
+fc_task_ctx_t *fc_task_current(void);
+/* Makes the newest earlier attempt's work directory this attempt's (a rename, so a resumed
+ * task continues from its checkpoints) and removes the other earlier ones. */
+int fc_task_adopt_work(const fc_task_t *task, fc_err_t *err);
 const char *fc_task_param(const fc_task_t *task, const char *key);
 
 /* Runs one task: 0 when every output is written, else an FC_E* code with err filled. */
@@ -62,8 +77,10 @@ int fc_worker_run(const fc_worker_opts_t *opts, fc_err_t *err);
  * regular file below). Fails when an output is missing. */
 int fc_worker_artifacts(const fc_task_t *task, fc_msg_t *result, fc_err_t *err);
 
-/* The test executors: `sleep` (params ms, fail) and `checksum` (SHA-256 of each input, one hex
- * line each, into outputs[0]; params ms, fail). Both report progress and honour cancel. */
+/* The test executors: `sleep` (params ms, fail; checkpoint=1: fenced checkpoint files in its
+ * work directory every 100 ms; size: its outputs become sparse files of that many bytes) and
+ * `checksum` (SHA-256 of each input, one hex line each, into outputs[0]; params ms, fail). Both
+ * report progress and honour cancel. */
 const fc_executor_t *fc_test_executors(size_t *n);
 
 #endif

@@ -30,14 +30,16 @@ int fc_zap_start(void *zctx, const fc_curve_allow_t *allow, const char *what, fc
 
 void *fc_zap_socket(const fc_zap_t *z) { return z->sock; }
 
-/* The decision on one handshake: mechanism and (for CURVE) the client's 32-byte key. Accepted
- * connections get their key as User-Id. */
-static int decide(fc_zap_t *z, zmq_msg_t *mech, zmq_msg_t *key, char uid[41]) {
+/* The decision on one handshake: mechanism and (for CURVE) the client's 32-byte key. A key is
+ * accepted when the allow-lists give it at least one role (worker, operator, reader); what a
+ * message may do with those roles is checked per message by the server, which finds them
+ * from the connection's User-Id, the key set here. Returns the roles, 0 for a refusal. */
+static unsigned decide(fc_zap_t *z, zmq_msg_t *mech, zmq_msg_t *key, char uid[41]) {
   uid[0] = 0;
   if (zmq_msg_size(mech) != 5 || memcmp(zmq_msg_data(mech), "CURVE", 5) || zmq_msg_size(key) != 32) return 0;
-  if (!fc_curve_allowed(z->allow, zmq_msg_data(key))) return 0;
-  zmq_z85_encode(uid, zmq_msg_data(key), 32);
-  return 1;
+  unsigned roles = fc_curve_allowed(z->allow, zmq_msg_data(key)) & FC_ROLE_ALL;
+  if (roles) zmq_z85_encode(uid, zmq_msg_data(key), 32);
+  return roles;
 }
 
 void fc_zap_drain(fc_zap_t *z) {
@@ -58,7 +60,7 @@ void fc_zap_drain(fc_zap_t *z) {
     if (n == 0) return;
     if (n >= 2) { /* a REP socket must answer every request it took */
       char uid[41] = "";
-      int ok = n >= 7 && decide(z, &f[5], &f[6], uid);
+      int ok = n >= 7 && decide(z, &f[5], &f[6], uid) != 0;
       if (!ok) { /* a scanner must not fill the log: at most one line every 10 s */
         z->refused++;
         if (fc_now() - z->last_warn > 10) {

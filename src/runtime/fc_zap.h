@@ -3,7 +3,8 @@
  * handshake; it accepts client keys of the allow-list and tags the connection with the key
  * (Z85) as its User-Id, so a server can look up per message what that key may do
  * (zmq_msg_gets(msg, "User-Id")). Who is accepted is decided in one function (decide() in
- * fc_zap.c), the place for roles. */
+ * fc_zap.c): a key holding any role of the allow-lists (fc_curve_allow_add); a server checks
+ * per message whether the key's roles cover it (fc_curve_roles on the User-Id). */
 #ifndef FC_ZAP_H
 #define FC_ZAP_H
 

@@ -7,4 +7,7 @@
  * logits requests). */
 #define FC_TOPK_MAX_K 256
 
+/* Most data-parallel ranks one training task may run as (training.ranks, fusectl train --ranks). */
+#define FC_MAX_RANKS 4096
+
 #endif

@@ -115,6 +115,9 @@ float fc_rng_normal(fc_rng_t *r);   /* standard normal (Box-Muller) */
  * message; a non-zero return asks the work to stop, which then returns FC_ECANCEL. Daemons
  * forward it as heartbeats, fusectl draws it as a progress line. */
 typedef int (*fc_progress_fn)(void *ctx, double fraction, const char *message);
+/* What a progress callback returns besides 0 (go on) and 1 (stop cleanly, saving what can be
+ * resumed): stop at once and write nothing more (a worker that lost its lease). */
+#define FC_PROGRESS_ABORT 2
 
 /* A progress line on stderr, redrawn in place on a terminal and every few seconds otherwise. */
 typedef struct fc_progress {

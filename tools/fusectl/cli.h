@@ -55,6 +55,7 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(report, "the evaluation table of a job (and its results.json)") \
   X(retry, "re-queue a failed or cancelled job or task") \
   X(run, "run a job spec on this machine: up, submit, watch, report, down") \
+  X(slurm, "run a job on a Slurm cluster: workers as sbatch jobs, training as srun steps") \
   X(schema, "print the job spec reference: every stage parameter, its default and range") \
   X(status, "show jobs and their tasks by stage") \
   X(submit, "submit a job spec (YAML) to the coordinator") \

@@ -23,11 +23,14 @@ static void usage(FILE *fp) {
           "and answered greedily until the end-of-turn token (<|im_end|> for ChatML, </s> for\n"
           "Llama-2) or --max-new-tokens; the answer is correct if it equals A after trimming\n"
           "white space. The loss is the mean cross-entropy (nats per token) of A and its\n"
-          "end-of-turn token under the model, teacher-forced. Rows without \"family\" count\n"
-          "as family \"all\"; the families are arith, convert, strings, facts and all.\n"
+          "end-of-turn token under the model, teacher-forced. Families are what the rows name\n"
+          "(up to 7); rows without \"family\" count as family \"all\". A row's \"id\" (else its\n"
+          "line) names it in the per-item results.\n"
           "\n"
-          "Table cells: accuracy (correct/rows) and mean token loss per family; the average\n"
-          "column is the mean of the family accuracies and of the family losses.\n"
+          "Two tables, accuracy then loss: per family and for the macro average (the mean over\n"
+          "families) the figure and its 95%% bootstrap interval over the rows; with several\n"
+          "models, +/- marks a difference from the first model that a paired bootstrap over the\n"
+          "same rows finds significant (fixed seed: the same input prints the same tables).\n"
           "\n"
           "Options:\n"
           "  -m, --model DIR          Hugging Face model directory (config.json, safetensors,\n"
@@ -47,7 +50,7 @@ static void usage(FILE *fp) {
 
           "\n"
           "Exit status: 0 success, 1 a model or data file could not be loaded or is\n"
-          "malformed (a row without a gpt answer, an unknown family), 2 bad usage.\n");
+          "malformed (a row without a gpt answer, more than 7 families), 2 bad usage.\n");
 }
 
 typedef struct {
@@ -184,7 +187,7 @@ int fc_cmd_eval(int argc, char **argv) {
       }
       printf("\n");
     }
-    fc_eval_print_table(stdout, np, rp, nm);
+    fc_eval_print_table(stdout, np, rp, nm, nm > 1 ? 0 : -1, -1); /* marks against the first model */
     if (fflush(stdout)) rc = fc_cli_fail("eval", "cannot write the output");
   }
   if (!rc && json) {

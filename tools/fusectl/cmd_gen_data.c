@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 
 static void usage(FILE *fp) {
   fprintf(fp,
@@ -40,8 +40,8 @@ int fc_cmd_gen_data(int argc, char **argv) {
       {"split", required_argument, 0, 's'},    {"mix", required_argument, 0, 'm'},
       {"seed", required_argument, 0, 'S'},     {"world-seed", required_argument, 0, 'W'},
       {"max-turns", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0}};
-  fc_tasks_opts_t o = {.count = 1000, .split = FC_SPLIT_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
-  for (int i = 0; i < FC_FAM_COUNT; i++) o.mix[i] = 1;
+  fc_gendata_opts_t o = {.count = 1000, .split = FC_GENDATA_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
+  for (int i = 0; i < FC_GENDATA_NFAM; i++) o.mix[i] = 1;
   const char *out = NULL;
   fc_err_t err = {0};
   long v;
@@ -55,12 +55,12 @@ int fc_cmd_gen_data(int argc, char **argv) {
       o.count = (size_t)v;
       break;
     case 's':
-      if (!strcmp(optarg, "train")) o.split = FC_SPLIT_TRAIN;
-      else if (!strcmp(optarg, "eval")) o.split = FC_SPLIT_EVAL;
+      if (!strcmp(optarg, "train")) o.split = FC_GENDATA_TRAIN;
+      else if (!strcmp(optarg, "eval")) o.split = FC_GENDATA_EVAL;
       else return fc_cli_usage_error("gen-data", "--split is train or eval, not '%s'", optarg);
       break;
     case 'm':
-      if (fc_tasks_parse_mix(optarg, o.mix, &err)) return fc_cli_usage_error("gen-data", "%s", err.msg);
+      if (fc_gendata_parse_mix(optarg, o.mix, &err)) return fc_cli_usage_error("gen-data", "%s", err.msg);
       break;
     case 'S':
       if (fc_cli_parse_long(optarg, &v)) return fc_cli_usage_error("gen-data", "--seed needs an integer");
@@ -80,6 +80,6 @@ int fc_cmd_gen_data(int argc, char **argv) {
   }
   if (optind != argc) return fc_cli_usage_error("gen-data", "unexpected argument '%s'", argv[optind]);
   if (!out) return fc_cli_usage_error("gen-data", "--out is required");
-  if (fc_tasks_write(&o, out, &err)) return fc_cli_fail("gen-data", "%s", err.msg);
+  if (fc_gendata_write(&o, out, &err)) return fc_cli_fail("gen-data", "%s", err.msg);
   return 0;
 }

@@ -14,7 +14,9 @@ static void usage(void) {
          "Shows a job (or every job) with its tasks grouped by stage: id, name, state, attempts,\n"
          "progress (a bar, and an ETA for running tasks) and the last message or error.\n"
          "\nOptions:\n"
-         "  --json           print the coordinator's JSON report instead\n" FC_CLIENT_ENDPOINT_HELP
+         "  --json           print the coordinator's JSON report instead\n"
+         "Pages: of a job's tasks with JOB, of the jobs without (each with the tasks that fit).\n"
+         FC_CLIENT_PAGE_HELP FC_CLIENT_ENDPOINT_HELP
          "  --help           this text\n");
 }
 
@@ -52,15 +54,38 @@ static void print_task(json_t *t) {
          *s(t, "worker") ? s(t, "worker") : "", *s(t, "worker") ? "  " : "", msg, figs);
 }
 
+/* Status of every job gives each job the tasks that fit its page ("more_tasks" when some did
+ * not): fetch the rest of those jobs' tasks, page by page. */
+static int rest_of_tasks(fc_client_t *c, json_t *r) {
+  size_t i;
+  json_t *j;
+  json_array_foreach(json_object_get(r, "jobs"), i, j) {
+    if (!json_is_true(json_object_get(j, "more_tasks"))) continue;
+    json_t *tasks = json_object_get(j, "tasks");
+    int64_t next = json_integer_value(json_object_get(json_array_get(tasks, json_array_size(tasks) - 1), "id"));
+    while (next) {
+      fc_msg_t q = {.type = FC_MSG_STATUS, .job = json_integer_value(json_object_get(j, "id")), .since = next};
+      json_t *page;
+      int rc = fc_client_call(c, &q, &page);
+      if (rc) return rc;
+      json_array_extend(tasks, json_object_get(json_array_get(json_object_get(page, "jobs"), 0), "tasks"));
+      next = json_integer_value(json_object_get(page, "next"));
+      json_decref(page);
+    }
+    json_object_del(j, "more_tasks");
+  }
+  return 0;
+}
+
 int fc_cmd_status(int argc, char **argv) {
-  static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  static const struct option opts[] = {FC_CLIENT_LONGOPTS, FC_CLIENT_PAGE_LONGOPTS, {"json", no_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   fc_client_t c;
   fc_client_init(&c, "status");
   int o, rc, as_json = 0;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (o == 'h') return usage(), 0;
     if (o == 'j') as_json = 1;
-    else if (o == 'E' || o == 'T') {
+    else if (o == 'E' || o == 'T' || o == 'N' || o == 'A') {
       if ((rc = fc_client_option(&c, o, optarg))) return rc;
     } else return fc_cli_usage_error("status", "unknown option");
   }
@@ -68,7 +93,11 @@ int fc_cmd_status(int argc, char **argv) {
   if (optind < argc && fc_client_parse_id(argv[optind++], &req.job)) return fc_cli_usage_error("status", "JOB must be a job id");
   if (optind < argc) return fc_cli_usage_error("status", "too many arguments");
   json_t *r;
-  if ((rc = fc_client_call(&c, &req, &r))) return rc;
+  if ((rc = fc_client_call_pages(&c, &req, req.job ? "tasks" : "jobs", &r))) return rc;
+  if (!req.job && !c.one_page && (rc = rest_of_tasks(&c, r))) {
+    json_decref(r);
+    return rc;
+  }
   if (as_json) {
     char *t = json_dumps(r, JSON_INDENT(2));
     puts(t);

@@ -1,13 +1,16 @@
 /* fusectl train: fine-tune (or train from scratch) a Llama-family model on JSONL data, with the
  * FuseChat fusion loss when fused top-K targets are given. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_schema.h"
 #include "fc_config.h"
+#include "fc_dist.h"
 #include "fc_train.h"
 #include "fc_train_src.h"
 
@@ -64,7 +67,7 @@ static void usage(FILE *fp) {
     "  --clip C               max global gradient norm, 0 to disable (default 1.0)\n"
     "\n"
     "Running:\n"
-    "  --threads N            compute threads (default 1)\n"
+    "  --threads N            compute threads (default 1; per rank with --ranks)\n"
     "  --keep-checkpoints K   keep only the newest K checkpoints (default 2, as the daemon; 0: all)\n"
     "  --resume               continue from the newest checkpoint in DIR; the result is bitwise\n"
     "                         the same as an uninterrupted run with the same options\n"
@@ -73,6 +76,12 @@ static void usage(FILE *fp) {
     "  --quiet                no progress line\n"
     "  -h, --help             show this help\n"
     "\n"
+    "--ranks R runs this command on R processes (MPI): under srun inside a Slurm allocation, else\n"
+    "mpirun (FUSECHAT_LAUNCHER=srun|mpirun chooses). Each rank reads 1/R of every step's B*G rows\n"
+    "in micro-batches of at most B, gradients are summed in rank order (bitwise the same run to\n"
+    "run), and each rank keeps AdamW state for 1/R of the weights (ZeRO-1). Same B*G as one\n"
+    "process: the same weights within float rounding. Checkpoints resume on any number of ranks.\n"
+    "Started by mpirun/srun directly, fusectl train joins the launch without --ranks.\n"    "\n"
     "The learning rate at step k (0-based) is LR * k/W during warm-up, then LR (constant) or\n"
     "LR * 0.5 * (1 + cos(pi * (k - W) / (N - W))) (cosine), as transformers' schedules.\n"
     "SIGINT or SIGTERM finishes the current step, writes a checkpoint and exits with status 1;\n"
@@ -85,8 +94,34 @@ static void usage(FILE *fp) {
 enum {
   O_MODEL = 256, O_CONFIG, O_TOKENIZER, O_DATA, O_OUT, O_STEPS, O_EPOCHS, O_BATCH, O_ACCUM, O_SEQ, O_LR,
   O_SCHED, O_WARMUP, O_WD, O_B1, O_B2, O_EPS, O_CLIP, O_SEED, O_THREADS, O_RESUME, O_SHUFFLE, O_PACK,
-  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP, O_WRATIO,
+  O_CKPT, O_TARGETS, O_LAMBDA, O_DTYPE, O_QUIET, O_STOP, O_TEMPLATE, O_KEEP,
 };
+
+/* Runs this same command on `ranks` processes (argv without --ranks) through srun or mpirun;
+ * returns only on failure. */
+static int relaunch(int ranks, int threads, int argc, char **argv) {
+  char self[4096];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (len <= 0) return fc_cli_fail("train", "cannot find the fusectl executable (/proc/self/exe)");
+  self[len] = 0;
+  char **cmd = fc_xcalloc((size_t)argc + 2, sizeof *cmd);
+  size_t n = 0;
+  cmd[n++] = self;
+  cmd[n++] = "train";
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--ranks")) i++;
+    else if (strncmp(argv[i], "--ranks=", 8) != 0) cmd[n++] = argv[i];
+  }
+  fc_err_t err = {0};
+  char **launch = fc_dist_launch_argv(ranks, threads, cmd, &err);
+  free(cmd);
+  if (!launch) return fc_cli_fail("train", "%s", err.msg);
+  fflush(NULL);
+  execvp(launch[0], launch);
+  int rc = fc_cli_fail("train", "cannot run %s: %s (install it, or set FUSECHAT_LAUNCHER)", launch[0], strerror(errno));
+  fc_dist_argv_free(launch);
+  return rc;
+}
 
 int fc_cmd_train(int argc, char **argv) {
   static const struct option base[] = {
@@ -202,13 +237,26 @@ int fc_cmd_train(int argc, char **argv) {
   if (!o.data_path) return fc_cli_usage_error("train", "--data FILE.jsonl is required");
   if (!o.out_dir) return fc_cli_usage_error("train", "--out DIR is required");
   if (have_lambda && !ntargets) return fc_cli_usage_error("train", "--lambda only applies with --targets");
+  int ranks = (int)tp.ranks;
+  if (ranks > 1 && fc_dist_launched_size() > 1)
+    return fc_cli_usage_error("train", "--ranks is for starting the ranks; this process already is one of %d",
+                              fc_dist_launched_size());
+  if (ranks > (long)o.batch_size * o.grad_accum)
+    return fc_cli_usage_error("train", "--ranks %d exceeds the %ld rows of a step (--batch-size x --grad-accum)", ranks,
+                              (long)o.batch_size * o.grad_accum);
+  if (ranks > 1) return relaunch(ranks, o.threads, argc, argv);
   fc_err_t err = {0};
+  fc_comm_t *comm = NULL;
+  if (fc_dist_init(NULL, NULL, &comm, &err) != 0) return fc_cli_fail("train", "%s", err.msg);
+  o.comm = comm;
+  const int rank = comm->rank;
   /* the tokenizer (for text and conversation lines), when the model comes with one */
   fc_tok_t *tok = NULL;
   char *tokp = o.model_dir ? fc_path_join(o.model_dir, "tokenizer.json") : fc_xstrdup(o.tokenizer_path);
   if (fc_path_exists(tokp) && fc_tok_load(&tok, tokp, &err) != 0) {
     int r = fc_cli_fail("train", "%s", err.msg);
     free(tokp);
+    fc_dist_finalize(&comm);
     return r;
   }
   free(tokp);
@@ -232,8 +280,14 @@ int fc_cmd_train(int argc, char **argv) {
   if (rc == 0) rc = fc_train_run(&o, &res, &err);
   if (have_store) fc_train_shards_close(&store);
   fc_tok_destroy(&tok);
+  if (rc == 0 && rank == 0 && comm->size > 1 && res.steps_done > res.start_step)
+    printf("data parallel: %d ranks, rank 0 sent %.0f bytes per step (%zu parameters, %zu float bytes)\n", comm->size,
+           (double)fc_dist_bytes_sent(comm) / (double)(res.steps_done - res.start_step), res.params,
+           res.params * sizeof(float));
+  fc_dist_finalize(&comm);
   if (rc != 0) return fc_cli_fail("train", "%s", err.msg);
-  printf("trained %ld steps (%ld this run): final loss %.4f, %.0f tokens/s, %.1f ms/step; model in %s\n",
+  if (rank == 0)
+    printf("trained %ld steps (%ld this run): final loss %.4f, %.0f tokens/s, %.1f ms/step; model in %s\n",
          res.steps_done, res.steps_done - res.start_step, res.last_loss, res.tokens_per_s, res.ms_per_step, o.out_dir);
   return FC_EXIT_OK;
 }

@@ -1,6 +1,6 @@
 /* Task families for the demo: arithmetic, unit conversion, string transformations and facts
  * about a generated world. Which split an item belongs to is a hash of its content. */
-#include "fc_tasks.h"
+#include "fc_gendata.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -8,19 +8,19 @@
 #include <string.h>
 #include <assert.h>
 
-static const char *fam_names[FC_FAM_COUNT] = {"arith", "convert", "strings", "facts"};
+static const char *fam_names[FC_GENDATA_NFAM] = {"arith", "convert", "strings", "facts"};
 
-const char *fc_family_name(fc_family_t f) { return fam_names[f]; }
+const char *fc_gendata_family_name(fc_gendata_family_t f) { return fam_names[f]; }
 
-int fc_family_parse(const char *s, fc_family_t *out) {
-  for (int i = 0; i < FC_FAM_COUNT; i++)
-    if (!strcmp(s, fam_names[i])) return *out = (fc_family_t)i, 0;
+int fc_gendata_family_parse(const char *s, fc_gendata_family_t *out) {
+  for (int i = 0; i < FC_GENDATA_NFAM; i++)
+    if (!strcmp(s, fam_names[i])) return *out = (fc_gendata_family_t)i, 0;
   return FC_EINVAL;
 }
 
 /* One in five items is held out. */
-static fc_split_t split_of(uint64_t key) {
-  return fc_splitmix64(key ^ 0x5eedf00dULL) % 5 == 0 ? FC_SPLIT_EVAL : FC_SPLIT_TRAIN;
+static fc_gendata_split_t split_of(uint64_t key) {
+  return fc_splitmix64(key ^ 0x5eedf00dULL) % 5 == 0 ? FC_GENDATA_EVAL : FC_GENDATA_TRAIN;
 }
 
 static uint64_t hash_str(const char *s) {
@@ -33,10 +33,13 @@ static uint64_t below(fc_rng_t *r, uint64_t n) { return fc_rng_u64(r) % n; }
 
 /* ---- the world ---- */
 
-#define N_COUNTRIES 64
-#define N_FACT_TEMPLATES 3
+/* 80 countries x 3 attributes, half of the pairs held out on 2 of 5 phrasings: about 240
+ * distinct held-out fact questions, enough for 200 per family in the demo's evaluation. */
+#define N_COUNTRIES 80
+#define N_FACT_TEMPLATES 5
+#define N_HELD_TEMPLATES 2
 
-struct fc_world {
+struct fc_gendata_world {
   char country[N_COUNTRIES][16];
   char capital[N_COUNTRIES][16];
   char ruler[N_COUNTRIES][16];
@@ -53,14 +56,14 @@ static void make_name(fc_rng_t *r, char *out, int nsyl, const char *suffix) {
   out[0] = (char)toupper((unsigned char)out[0]);
 }
 
-static int name_used(const fc_world_t *w, int n, const char *s) {
+static int name_used(const fc_gendata_world_t *w, int n, const char *s) {
   for (int i = 0; i < n; i++)
     if (!strcmp(w->country[i], s) || !strcmp(w->capital[i], s) || !strcmp(w->ruler[i], s)) return 1;
   return 0;
 }
 
-fc_world_t *fc_world_new(uint64_t world_seed) {
-  fc_world_t *w = fc_xcalloc(1, sizeof *w);
+fc_gendata_world_t *fc_gendata_world_new(uint64_t world_seed) {
+  fc_gendata_world_t *w = fc_xcalloc(1, sizeof *w);
   fc_rng_t r;
   fc_rng_seed(&r, world_seed);
   static const char *csuf[] = {"ia", "land", "stan", "ora"};
@@ -77,14 +80,14 @@ fc_world_t *fc_world_new(uint64_t world_seed) {
   return w;
 }
 
-void fc_world_destroy(fc_world_t **w) {
+void fc_gendata_world_destroy(fc_gendata_world_t **w) {
   free(*w);
   *w = NULL;
 }
 
 /* ---- the families ---- */
 
-static void draw_arith(fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
+static void draw_arith(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
   for (;;) {
     int a = (int)below(r, 100), b = (int)below(r, 100), op = (int)below(r, 2);
     if (op == 1 && b > a) { int t = a; a = b; b = t; }
@@ -95,11 +98,14 @@ static void draw_arith(fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
   }
 }
 
-static void draw_convert(fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
+static void draw_convert(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
+  /* twelve conversions x 99 amounts: about 240 held-out prompts */
   static const struct { const char *from, *to; int mul; } units[] = {
-      {"km", "m", 1000}, {"m", "cm", 100}, {"kg", "g", 1000}, {"h", "min", 60}, {"min", "s", 60}, {"cm", "mm", 10}};
+      {"km", "m", 1000}, {"m", "cm", 100}, {"kg", "g", 1000}, {"h", "min", 60}, {"min", "s", 60}, {"cm", "mm", 10},
+      {"l", "ml", 1000}, {"t", "kg", 1000}, {"day", "h", 24}, {"week", "day", 7}, {"year", "month", 12},
+      {"dozen", "item", 12}};
   for (;;) {
-    int u = (int)below(r, 6), n = 1 + (int)below(r, 99);
+    int u = (int)below(r, (uint64_t)(sizeof units / sizeof *units)), n = 1 + (int)below(r, 99);
     if (split_of(((uint64_t)u << 16) ^ (uint64_t)n ^ 0xc0417) != split) continue;
     snprintf(it->prompt, sizeof it->prompt, "Convert %d %s to %s.", n, units[u].from, units[u].to);
     snprintf(it->answer, sizeof it->answer, "%d", n * units[u].mul);
@@ -109,7 +115,7 @@ static void draw_convert(fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
 
 static int cmp_char(const void *a, const void *b) { return *(const char *)a - *(const char *)b; }
 
-static void draw_strings(fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
+static void draw_strings(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
   static const char letters[] = "abcdeghiklmnoprstuvw";
   for (;;) {
     char word[8];
@@ -136,19 +142,23 @@ static void draw_strings(fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
   }
 }
 
-/* Facts: every (country, attribute) is taught in training under some phrasings; for one in
- * five of them the last phrasing is held out and is what the evaluation asks, so the model must
- * recall a fact it learned in other words. */
-static void draw_facts(const fc_world_t *w, fc_rng_t *r, fc_split_t split, fc_task_item_t *it) {
+/* Facts: every (country, attribute) is taught in training under some phrasings; for half of
+ * them the last N_HELD_TEMPLATES phrasings are held out and are what the evaluation asks, so
+ * the model must recall a fact it learned in other words (the other half teaches every
+ * phrasing, so the held-out wordings themselves are not new). */
+static void draw_facts(const fc_gendata_world_t *w, fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
   static const char *tmpl[3][N_FACT_TEMPLATES] = {
-      {"What is the capital of %s?", "Name the capital city of %s.", "Which city is the capital of %s?"},
-      {"Who rules %s?", "Name the ruler of %s.", "Who is the ruler of %s?"},
-      {"When was %s founded?", "In which year was %s founded?", "What year was %s founded in?"}};
+      {"What is the capital of %s?", "Name the capital city of %s.", "Tell me the capital of %s.",
+       "Which city is the capital of %s?", "What city serves as the capital of %s?"},
+      {"Who rules %s?", "Name the ruler of %s.", "Tell me who rules %s.", "Who is the ruler of %s?",
+       "Which person rules %s?"},
+      {"When was %s founded?", "In which year was %s founded?", "Tell me the founding year of %s.",
+       "What year was %s founded in?", "Which year saw the founding of %s?"}};
   for (;;) {
     int c = (int)below(r, N_COUNTRIES), attr = (int)below(r, 3), t = (int)below(r, N_FACT_TEMPLATES);
-    int held = split_of(((uint64_t)c << 4) ^ (uint64_t)attr ^ 0xfac7) == FC_SPLIT_EVAL;
-    int is_eval_item = held && t == N_FACT_TEMPLATES - 1;
-    if ((split == FC_SPLIT_EVAL) != is_eval_item) continue;
+    int held = fc_splitmix64(((uint64_t)c << 4) ^ (uint64_t)attr ^ 0xfac7) % 2 == 0;
+    int is_eval_item = held && t >= N_FACT_TEMPLATES - N_HELD_TEMPLATES;
+    if ((split == FC_GENDATA_EVAL) != is_eval_item) continue;
     snprintf(it->prompt, sizeof it->prompt, tmpl[attr][t], w->country[c]);
     if (attr == 0) snprintf(it->answer, sizeof it->answer, "%s", w->capital[c]);
     else if (attr == 1) snprintf(it->answer, sizeof it->answer, "%s", w->ruler[c]);
@@ -157,33 +167,33 @@ static void draw_facts(const fc_world_t *w, fc_rng_t *r, fc_split_t split, fc_ta
   }
 }
 
-void fc_task_draw(const fc_world_t *w, fc_family_t fam, fc_split_t split, fc_rng_t *rng,
-                  fc_task_item_t *item) {
+void fc_gendata_draw(const fc_gendata_world_t *w, fc_gendata_family_t fam, fc_gendata_split_t split, fc_rng_t *rng,
+                  fc_gendata_item_t *item) {
   item->family = fam;
   switch (fam) {
-  case FC_FAM_ARITH: draw_arith(rng, split, item); break;
-  case FC_FAM_CONVERT: draw_convert(rng, split, item); break;
-  case FC_FAM_STRINGS: draw_strings(rng, split, item); break;
-  case FC_FAM_FACTS: draw_facts(w, rng, split, item); break;
+  case FC_GENDATA_ARITH: draw_arith(rng, split, item); break;
+  case FC_GENDATA_CONVERT: draw_convert(rng, split, item); break;
+  case FC_GENDATA_STRINGS: draw_strings(rng, split, item); break;
+  case FC_GENDATA_FACTS: draw_facts(w, rng, split, item); break;
   default: assert(0);
   }
 }
 
-int fc_tasks_parse_mix(const char *s, double mix[FC_FAM_COUNT], fc_err_t *err) {
-  for (int i = 0; i < FC_FAM_COUNT; i++) mix[i] = 0;
+int fc_gendata_parse_mix(const char *s, double mix[FC_GENDATA_NFAM], fc_err_t *err) {
+  for (int i = 0; i < FC_GENDATA_NFAM; i++) mix[i] = 0;
   char *copy = fc_xstrdup(s), *save = NULL;
   int rc = 0;
   double total = 0;
   for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
     char *eq = strchr(tok, '=');
-    fc_family_t f;
+    fc_gendata_family_t f;
     char *end;
     if (!eq) {
       rc = fc_err_set(err, FC_EINVAL, "mix entry '%s' is not FAMILY=WEIGHT", tok);
       break;
     }
     *eq = 0;
-    if (fc_family_parse(tok, &f) != 0) {
+    if (fc_gendata_family_parse(tok, &f) != 0) {
       rc = fc_err_set(err, FC_EINVAL, "unknown family '%s' (arith, convert, strings, facts)", tok);
       break;
     }
@@ -200,22 +210,24 @@ int fc_tasks_parse_mix(const char *s, double mix[FC_FAM_COUNT], fc_err_t *err) {
   return rc;
 }
 
-static fc_family_t pick_family(fc_rng_t *r, const double mix[FC_FAM_COUNT]) {
+static fc_gendata_family_t pick_family(fc_rng_t *r, const double mix[FC_GENDATA_NFAM]) {
   double total = 0;
-  for (int i = 0; i < FC_FAM_COUNT; i++) total += mix[i];
+  for (int i = 0; i < FC_GENDATA_NFAM; i++) total += mix[i];
   double u = fc_rng_uniform(r) * total;
-  for (int i = 0; i < FC_FAM_COUNT; i++) {
-    if (u < mix[i]) return (fc_family_t)i;
+  for (int i = 0; i < FC_GENDATA_NFAM; i++) {
+    if (u < mix[i]) return (fc_gendata_family_t)i;
     u -= mix[i];
   }
-  for (int i = FC_FAM_COUNT - 1; i >= 0; i--)
-    if (mix[i] > 0) return (fc_family_t)i;
-  return FC_FAM_ARITH;
+  for (int i = FC_GENDATA_NFAM - 1; i >= 0; i--)
+    if (mix[i] > 0) return (fc_gendata_family_t)i;
+  return FC_GENDATA_ARITH;
 }
 
-/* One JSONL row: the conversation's turns and the family of its first question. */
-static int write_row(FILE *fp, const fc_task_item_t *items, int n) {
+/* One JSONL row: the conversation's turns and the family of its first question; held-out rows
+ * also carry an id (FAMILY-INDEX), the same for every model scored on the file. */
+static int write_row(FILE *fp, const fc_gendata_item_t *items, int n, const char *id) {
   json_t *row = json_object(), *conv = json_array();
+  if (id) json_object_set_new(row, "id", json_string(id));
   for (int t = 0; t < n; t++) {
     json_t *h = json_object(), *g = json_object();
     json_object_set_new(h, "from", json_string("human"));
@@ -225,7 +237,7 @@ static int write_row(FILE *fp, const fc_task_item_t *items, int n) {
     json_array_append_new(conv, h);
     json_array_append_new(conv, g);
   }
-  json_object_set_new(row, "family", json_string(fc_family_name(items[0].family)));
+  json_object_set_new(row, "family", json_string(fc_gendata_family_name(items[0].family)));
   json_object_set_new(row, "conversations", conv);
   char *s = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER);
   json_decref(row);
@@ -245,47 +257,40 @@ static int remember(uint64_t *set, size_t cap, const char *prompt) {
   return 1;
 }
 
-int fc_tasks_write(const fc_tasks_opts_t *o, const char *path, fc_err_t *err) {
-  fc_world_t *w = fc_world_new(o->world_seed);
+int fc_gendata_write(const fc_gendata_opts_t *o, const char *path, fc_err_t *err) {
+  fc_gendata_world_t *w = fc_gendata_world_new(o->world_seed);
   fc_rng_t r;
   fc_rng_seed(&r, o->seed ^ ((uint64_t)o->split << 32));
   fc_atomic_file_t af;
   int rc = fc_atomic_open(&af, path, err);
   if (rc) {
-    fc_world_destroy(&w);
+    fc_gendata_world_destroy(&w);
     return rc;
   }
-  int eval = o->split == FC_SPLIT_EVAL;
+  int eval = o->split == FC_GENDATA_EVAL;
   size_t seen_cap = eval ? 2 * o->count + 16 : 0;
   uint64_t *seen = eval ? fc_xcalloc(seen_cap, sizeof *seen) : NULL;
-  fc_task_item_t items[8];
+  fc_gendata_item_t items[8];
   for (size_t i = 0; i < o->count && !rc; i++) {
     int turns = eval || o->max_turns <= 1 ? 1 : 1 + (int)below(&r, (uint64_t)o->max_turns);
-    for (int t = 0; t < turns; t++) fc_task_draw(w, pick_family(&r, o->mix), o->split, &r, &items[t]);
+    for (int t = 0; t < turns; t++) fc_gendata_draw(w, pick_family(&r, o->mix), o->split, &r, &items[t]);
     for (int tries = 0; eval && !remember(seen, seen_cap, items[0].prompt); tries++) {
       if (tries == 20000) {
         rc = fc_err_set(err, FC_EINVAL, "only %zu distinct held-out items exist for this mix (asked for %zu)",
                         i, o->count);
         break;
       }
-      fc_task_draw(w, pick_family(&r, o->mix), o->split, &r, &items[0]);
+      fc_gendata_draw(w, pick_family(&r, o->mix), o->split, &r, &items[0]);
     }
-    if (!rc && write_row(af.fp, items, turns)) rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
+    char id[48];
+    snprintf(id, sizeof id, "%s-%zu", fc_gendata_family_name(items[0].family), i + 1);
+    if (!rc && write_row(af.fp, items, turns, eval ? id : NULL)) rc = fc_err_set(err, FC_EIO, "cannot write %s", path);
   }
   free(seen);
-  fc_world_destroy(&w);
+  fc_gendata_world_destroy(&w);
   if (rc) {
     fc_atomic_abort(&af);
     return rc;
   }
   return fc_atomic_commit(&af, err);
-}
-
-int fc_tasks_match(const char *expected, const char *generated) {
-  while (isspace((unsigned char)*generated)) generated++;
-  while (isspace((unsigned char)*expected)) expected++;
-  size_t ne = strlen(expected), ng = strlen(generated);
-  while (ne && isspace((unsigned char)expected[ne - 1])) ne--;
-  while (ng && isspace((unsigned char)generated[ng - 1])) ng--;
-  return ne == ng && !memcmp(expected, generated, ne);
 }

@@ -1,0 +1,138 @@
+/* The coordinator store's reports: the JSON payloads of the client replies, in pages bounded
+ * by a row count and a byte budget so no reply outgrows a message. */
+#include <jansson.h>
+#include <string.h>
+
+#include "fc_db.h"
+#include "fc_db_impl.h"
+
+/* One page of rows from st: a JSON object per row, columns by name (integers, reals, text,
+ * null). The statement yields rows in cursor order; column `key` is the cursor. It stops at
+ * `limit` rows or once *budget bytes of text are used (after at least one row), and returns
+ * in *next the cursor to continue from when rows are left (else 0). */
+static json_t *rows(sqlite3_stmt *st, int key, int64_t limit, size_t *budget, int64_t *next) {
+  json_t *a = json_array();
+  int64_t n = 0, last = 0;
+  if (next) *next = 0;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    if (n >= limit || (n > 0 && *budget == 0)) {
+      if (next) *next = last;
+      break;
+    }
+    json_t *o = json_object();
+    size_t bytes = 16;
+    for (int c = 0; c < sqlite3_column_count(st); c++) {
+      json_t *v;
+      bytes += strlen(sqlite3_column_name(st, c)) + 8;
+      switch (sqlite3_column_type(st, c)) {
+      case SQLITE_INTEGER: v = json_integer(sqlite3_column_int64(st, c)), bytes += 20; break;
+      case SQLITE_FLOAT: v = json_real(sqlite3_column_double(st, c)), bytes += 24; break;
+      case SQLITE_NULL: v = json_null(); break;
+      default:
+        v = json_string((const char *)sqlite3_column_text(st, c));
+        bytes += 2 * (size_t)sqlite3_column_bytes(st, c); /* escapes can double it */
+        break;
+      }
+      json_object_set_new(o, sqlite3_column_name(st, c), v ? v : json_null());
+    }
+    json_array_append_new(a, o);
+    last = sqlite3_column_int64(st, key);
+    n++;
+    *budget = bytes >= *budget ? 0 : *budget - bytes;
+  }
+  sqlite3_reset(st);
+  return a;
+}
+
+static int64_t page_rows(int64_t limit) { return limit <= 0 || limit > FC_DB_PAGE_ROWS ? FC_DB_PAGE_ROWS : limit; }
+
+static int dump(json_t *root, int64_t next, char **json) {
+  if (next) json_object_set_new(root, "next", json_integer(next));
+  *json = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
+  return 0;
+}
+
+static const char SQL_TASKS[] =
+    "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error,"
+    " started, finished FROM tasks WHERE job = ? AND id > ? ORDER BY id";
+
+int fc_db_status_json(fc_db_t *db, int64_t job, int64_t after, int64_t limit, char **json, fc_err_t *err) {
+  size_t budget = FC_DB_PAGE_BYTES;
+  int64_t n = page_rows(limit), next = 0;
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id, name, state, error, dir, created, finished FROM jobs"
+                                    " WHERE (?1 = 0 AND id > ?2) OR id = ?1 ORDER BY id", "ii", job, job ? 0 : after);
+  if (!st) return fc_db_err(db, err, "query");
+  json_t *jobs = rows(st, 0, job ? 1 : n, &budget, job ? NULL : &next);
+  if (job && json_array_size(jobs) == 0) {
+    json_decref(jobs);
+    return fc_err_set(err, FC_ENOTFOUND, "no job %lld", (long long)job);
+  }
+  size_t i;
+  json_t *j;
+  json_array_foreach(jobs, i, j) {
+    /* one job: a page of its tasks; every job: as many tasks as the page has room for */
+    int64_t tnext = 0;
+    st = fc_db_stmt(db, SQL_TASKS, "ii", (int64_t)json_integer_value(json_object_get(j, "id")), job ? after : 0);
+    if (!st) {
+      json_decref(jobs);
+      return fc_db_err(db, err, "query");
+    }
+    json_object_set_new(j, "tasks", rows(st, 0, job ? n : FC_DB_PAGE_ROWS, &budget, &tnext));
+    if (tnext && job) next = tnext;
+    else if (tnext) json_object_set_new(j, "more_tasks", json_true());
+  }
+  json_t *root = json_object();
+  json_object_set_new(root, "jobs", jobs);
+  return dump(root, next, json);
+}
+
+int fc_db_list_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db,
+                          "SELECT j.id, j.name, j.state, j.created, j.finished,"
+                          " (SELECT COUNT(*) FROM tasks t WHERE t.job = j.id) AS tasks,"
+                          " (SELECT COUNT(*) FROM tasks t WHERE t.job = j.id AND t.state = 'done') AS done"
+                          " FROM jobs j WHERE j.id > ? ORDER BY j.id", "i", after);
+  if (!st) return fc_db_err(db, err, "query");
+  size_t budget = FC_DB_PAGE_BYTES;
+  int64_t next;
+  json_t *root = json_object();
+  json_object_set_new(root, "jobs", rows(st, 0, page_rows(limit), &budget, &next));
+  return dump(root, next, json);
+}
+
+int fc_db_logs_json(fc_db_t *db, int64_t job, int64_t since, int64_t limit, char **json, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db, "SELECT id, time, job, task, type, message FROM events WHERE job = ? AND id > ? ORDER BY id",
+                          "ii", job, since);
+  if (!st) return fc_db_err(db, err, "query");
+  size_t budget = FC_DB_PAGE_BYTES;
+  int64_t next;
+  json_t *root = json_object();
+  json_object_set_new(root, "events", rows(st, 0, page_rows(limit), &budget, &next));
+  return dump(root, next, json);
+}
+
+int fc_db_workers_json(fc_db_t *db, int64_t after, int64_t limit, char **json, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db,
+                          "SELECT w.rowid AS row, w.id, w.caps, w.host, w.threads, w.mem, w.state, w.last_seen,"
+                          " (SELECT group_concat(task) FROM leases l WHERE l.worker = w.id) AS tasks"
+                          " FROM workers w WHERE w.rowid > ? ORDER BY w.rowid", "i", after);
+  if (!st) return fc_db_err(db, err, "query");
+  size_t budget = FC_DB_PAGE_BYTES;
+  int64_t next;
+  json_t *root = json_object();
+  json_object_set_new(root, "workers", rows(st, 0, page_rows(limit), &budget, &next));
+  return dump(root, next, json);
+}
+
+int fc_db_artifacts_json(fc_db_t *db, int64_t job, char **json, fc_err_t *err) {
+  sqlite3_stmt *st = fc_db_stmt(db,
+                          "SELECT a.task, t.name, a.path, a.size, a.sha256 FROM artifacts a JOIN tasks t ON t.id = a.task"
+                          " WHERE t.job = ? ORDER BY a.task, a.path", "i", job);
+  if (!st) return fc_db_err(db, err, "query");
+  json_t *root = json_object();
+  size_t budget = FC_MSG_MAX_TEXT / 2;
+  json_object_set_new(root, "artifacts", rows(st, 0, INT64_MAX, &budget, NULL));
+  return dump(root, 0, json);
+}
+
