@@ -296,13 +296,13 @@ static result_t run_once(char paths[][1100], const char *out, fc_merge_method_t 
       }
     }
     fc_merge_model_t mods[3];
-    for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){paths[i + 1], 1.0 / 3, p ? p : 1};
+    for (int i = 0; i < 3; i++) mods[i] = (fc_merge_model_t){.path = paths[i + 1], .weight = 1.0 / 3, .density = p ? p : 1};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = m;
     cfg.base = m == FC_MERGE_LINEAR ? NULL : paths[0];
     cfg.models = mods;
-    cfg.nmodels = m == FC_MERGE_SLERP ? 1 : 3;
+    cfg.nmodels = fc_merge_method_pairwise(m) ? 1 : 3;
     cfg.t = 0.5;
     cfg.select_topk = 0.1;
     cfg.threads = threads;
@@ -440,10 +440,13 @@ int main(int argc, char **argv) {
   } runs[] = {{FC_MERGE_LINEAR, "linear", 0},           {FC_MERGE_TASK_ARITHMETIC, "task_arithmetic", 0},
               {FC_MERGE_TIES, "ties (d=0.5)", 0.5},     {FC_MERGE_DARE_TIES, "dare_ties (0.5)", 0.5},
               {FC_MERGE_DARE_LINEAR, "dare_linear", 0.5}, {FC_MERGE_SLERP, "slerp", 0},
-              {FC_MERGE_SCE, "sce (topk 0.1)", 0},      {FC_MERGE_VARM, "varm", 0}};
-  double linear_s = 0, linear_cpu = 0;
+              {FC_MERGE_SCE, "sce (topk 0.1)", 0},      {FC_MERGE_VARM, "varm", 0},
+              {FC_MERGE_BREADCRUMBS, "breadcrumbs", 0.5}, {FC_MERGE_BREADCRUMBS_TIES, "bc_ties (0.5)", 0.5},
+              {FC_MERGE_DELLA, "della (0.5)", 0.5},     {FC_MERGE_DELLA_LINEAR, "della_linear", 0.5}};
+  double linear_s = 0, linear_cpu = 0, ties_s = 0, ties_cpu = 0;
   for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-    if (only && r && strcmp(only, fc_merge_method_name(runs[r].m))) continue;
+    /* --only M runs linear, TIES (the reference of the sparsifying methods) and M. */
+    if (only && r && runs[r].m != FC_MERGE_TIES && strcmp(only, fc_merge_method_name(runs[r].m))) continue;
     result_t all[64];
     int ok = 1;
     for (int k = 0; k < nr && ok; k++) {
@@ -463,7 +466,7 @@ int main(int argc, char **argv) {
     }
     if (r == 0) linear_s = res.seconds;
     double gbs = res.bytes_in / res.seconds / 1e9, rss = res.maxrss;
-    int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : runs[r].m == FC_MERGE_SLERP ? 2 : 4;
+    int nin = runs[r].m == FC_MERGE_LINEAR ? 3 : fc_merge_method_pairwise(runs[r].m) ? 2 : 4;
     /* CPU seconds of the run (all threads): a figure the other load on the machine disturbs
      * less than the wall clock. */
     double cpu = res.cpu;
@@ -474,6 +477,9 @@ int main(int argc, char **argv) {
            runs[r].label, res.seconds, gbs, 100 * gbs / bw.gbs, cpu, cpu / (res.bytes_in / 1e9),
            res.bytes_in / cpu / 1e9, 100 * res.bytes_in / cpu / 1e9 / bw.gb_cpu, rss / 1e6,
            rss / ((double)maxt * nin), res.seconds / linear_s, cpu / linear_cpu);
+    if (runs[r].m == FC_MERGE_TIES) ties_s = res.seconds, ties_cpu = cpu;
+    else if (runs[r].m >= FC_MERGE_BREADCRUMBS && ties_s > 0)
+      printf("%-16s %.2fx ties wall, %.2fx ties cpu\n", "", res.seconds / ties_s, cpu / ties_cpu);
     fflush(stdout);
   }
   print_load("after");

@@ -98,18 +98,25 @@ static void test_fused_matches_generic(void **state) {
       {FC_MERGE_SCE, -1, 1, 0, 0.3, FC_SCE_SCOPE_DELTAS, 1},
       {FC_MERGE_SCE, -1, 1, 0, 0.3, FC_SCE_SCOPE_WEIGHTS, 0},
       {FC_MERGE_SCE, -1, 1, 0, 1, FC_SCE_SCOPE_DELTAS, 0},
+      /* breadcrumbs (gamma 0.05, lambda 0.8 below): two selections per sparsified model */
+      {FC_MERGE_BREADCRUMBS, 0, 0.3, 0, 1, 0, 0},   {FC_MERGE_BREADCRUMBS, 1, 0.5, 0, 1, 0, 1},
+      {FC_MERGE_BREADCRUMBS_TIES, 1, 0.3, 0, 1, 0, 0}, {FC_MERGE_BREADCRUMBS_TIES, 0, 0.3, 0, 1, 0, 1},
+      {FC_MERGE_TIES, 1, 0.3, 0, 1, 0, 0},          /* with lambda */
   };
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    fc_merge_model_t mods[3] = {{"a", 0.9, cases[c].dens}, {"b", 0.4, 1.0}, {"c", 0.7, cases[c].dens}};
+    fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.9, .density = cases[c].dens}, {.path = "b", .weight = 0.4, .density = 1.0}, {.path = "c", .weight = 0.7, .density = cases[c].dens}};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = cases[c].m;
     cfg.models = mods;
-    cfg.nmodels = cases[c].m == FC_MERGE_SLERP ? 1 : 3;
+    cfg.nmodels = fc_merge_method_pairwise(cases[c].m) ? 1 : 3;
     cfg.normalize = cases[c].normalize;
     cfg.t = 0.3;
     cfg.select_topk = cases[c].topk;
     cfg.sce_mask_scope = cases[c].scope;
+    const int crumbs = cases[c].m == FC_MERGE_BREADCRUMBS || cases[c].m == FC_MERGE_BREADCRUMBS_TIES;
+    if (crumbs || c + 1 == sizeof cases / sizeof cases[0]) cfg.lambda = 0.8;
+    cfg.gamma = 0.05;
     fc_merge_band_min = cases[c].band ? 0 : (size_t)1 << 18;
     size_t hits = fc_merge_band_hits;
     fc_err_t err = {0};
@@ -118,7 +125,7 @@ static void test_fused_matches_generic(void **state) {
     assert_int_equal(fc_merge_tensor(&cfg, "t", hbase, hin, o1, NULL, 1, &err), 0);
     /* The band pass resolved every selection (no fallback to the radix select). */
     if (cases[c].band)
-      assert_int_equal(fc_merge_band_hits - hits, cases[c].m == FC_MERGE_TIES ? 2 : 1);
+      assert_int_equal(fc_merge_band_hits - hits, cases[c].m == FC_MERGE_TIES ? 2 : crumbs ? 4 : 1);
     assert_int_equal(fc_merge_tensor(&cfg, "t", hbase, hin, o3, NULL, 3, &err), 0);
     assert_int_equal(fc_merge_tensor(&cfg, "t", fbase, fin, want, NULL, 2, &err), 0);
     fc_merge_band_min = (size_t)1 << 18;
@@ -168,7 +175,7 @@ static void test_fused_run_bf16_out(void **state) {
   }
   fc_merge_method_t meths[] = {FC_MERGE_LINEAR, FC_MERGE_TASK_ARITHMETIC, FC_MERGE_TIES, FC_MERGE_SCE};
   for (size_t mi = 0; mi < sizeof meths / sizeof meths[0]; mi++) {
-    fc_merge_model_t mods[3] = {{path[1], 0.5, 0.4}, {path[2], 0.3, 0.4}, {path[3], 0.2, 0.4}};
+    fc_merge_model_t mods[3] = {{.path = path[1], .weight = 0.5, .density = 0.4}, {.path = path[2], .weight = 0.3, .density = 0.4}, {.path = path[3], .weight = 0.2, .density = 0.4}};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = meths[mi];
@@ -257,7 +264,7 @@ static void test_fused_ties_tie_groups(void **state) {
   float *o1 = fc_xmalloc((size_t)n * 4), *o3 = fc_xmalloc((size_t)n * 4), *want = fc_xmalloc((size_t)n * 4);
   const double dens[] = {0.2, 0.5, 0.77};
   for (size_t c = 0; c < sizeof dens / sizeof dens[0]; c++) {
-    fc_merge_model_t mods[3] = {{"a", 0.9, dens[c]}, {"b", 0.4, dens[c]}, {"c", 0.7, dens[c]}};
+    fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.9, .density = dens[c]}, {.path = "b", .weight = 0.4, .density = dens[c]}, {.path = "c", .weight = 0.7, .density = dens[c]}};
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = FC_MERGE_TIES;

@@ -46,14 +46,15 @@ static int run_merge(const fc_task_t *t, fc_task_ctx_t *ctx, fc_err_t *err) {
     density = cfg.method == FC_MERGE_TIES || cfg.method == FC_MERGE_DARE_TIES || cfg.method == FC_MERGE_DARE_LINEAR ? 0.5 : 1;
   size_t n = t->ninputs - 1;
   fc_merge_model_t *models = fc_xcalloc(n, sizeof *models);
-  for (size_t i = 0; i < n; i++) models[i] = (fc_merge_model_t){t->inputs[1 + i], weight, density};
+  for (size_t i = 0; i < n; i++) models[i] = (fc_merge_model_t){.path = t->inputs[1 + i], .weight = weight, .density = density};
   cfg.base = t->inputs[0];
   cfg.models = models;
   cfg.nmodels = (int)n;
   cfg.threads = g_threads;
-  if (cfg.method == FC_MERGE_SLERP && n != 1) {
+  if (fc_merge_method_pairwise(cfg.method) && n != 1) {
     free(models);
-    return fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one model, not %zu", n);
+    return fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one model, not %zu",
+                      fc_merge_method_name(cfg.method), n);
   }
   fc_merge_stats_t stats = {0};
   cfg.stats = &stats;

@@ -22,6 +22,11 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_TIES] = "ties",     [FC_MERGE_DARE_TIES] = "dare_ties",
     [FC_MERGE_DARE_LINEAR] = "dare_linear", [FC_MERGE_SLERP] = "slerp",
     [FC_MERGE_SCE] = "sce",       [FC_MERGE_VARM] = "varm",
+    [FC_MERGE_BREADCRUMBS] = "breadcrumbs", [FC_MERGE_BREADCRUMBS_TIES] = "breadcrumbs_ties",
+    [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
+    [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
+    [FC_MERGE_NUSLERP] = "nuslerp",   [FC_MERGE_MULTISLERP] = "multislerp",
+    [FC_MERGE_KARCHER] = "karcher",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -36,16 +41,22 @@ void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
   cfg->select_topk = 1.0;
   cfg->t = NAN;
+  cfg->lambda = 1.0;
+  cfg->gamma = NAN;
+  cfg->epsilon = NAN;
+  cfg->max_iter = 10;
+  cfg->tol = 1e-5;
   cfg->normalize = -1;
   cfg->rescale = -1;
   cfg->sce_mask_scope = FC_SCE_SCOPE_DELTAS;
   cfg->dtype = -1;
 }
 static int method_default_normalize(fc_merge_method_t m) {
-  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES;
+  return m == FC_MERGE_LINEAR || m == FC_MERGE_TIES || m == FC_MERGE_DELLA || m == FC_MERGE_MULTISLERP;
 }
 static int method_default_rescale(fc_merge_method_t m) {
-  return m == FC_MERGE_DARE_TIES || m == FC_MERGE_DARE_LINEAR;
+  return m == FC_MERGE_DARE_TIES || m == FC_MERGE_DARE_LINEAR || m == FC_MERGE_DELLA ||
+         m == FC_MERGE_DELLA_LINEAR;
 }
 
 /* Per-thread scratch blocks; for pass `kind` (or -1: the band setups' sampling) also the
@@ -61,11 +72,13 @@ static scratch_t *scratch_new(const job_t *J, int kind) {
   int hist = kind == P_TIES_HIST || kind == P_SCE_HIST;
   s->hist = hist && J->pass < 2 ? fc_xcalloc((size_t)J->nsel * NBIN, sizeof(uint32_t)) : NULL;
   s->dst = J->out;
+  s->rk_row = -1;
   s->ob = kind == P_FINAL && J->out_fd >= 0 ? fc_xmalloc(FUSED_RUN * BLK * fc_dtype_size(J->out_dt)) : NULL;
   return s;
 }
 
 static void scratch_free(scratch_t *s) {
+  free(s->rk);
   free(s->ob);
   free(s->b);
   free(s->m);
@@ -91,14 +104,20 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case P_SCE_HIST:
   case P_SCE_W:
   case P_SUMSQ: return fc_merge_sce_block;
-  case P_SLERP_DOT: return fc_merge_linear_block;
+  case P_SLERP_DOT:
+  case P_STOCK_DOT: return fc_merge_linear_block;
   default: break;
   }
   if (J->fused == F_SUM || J->fused == F_DELTA_SUM || J->fused == F_SLERP) return sum_fused;
   switch (J->method) {
   case FC_MERGE_LINEAR:
   case FC_MERGE_VARM:
-  case FC_MERGE_SLERP: return fc_merge_linear_block;
+  case FC_MERGE_SLERP:
+  case FC_MERGE_NEARSWAP:
+  case FC_MERGE_MODEL_STOCK:
+  case FC_MERGE_NUSLERP:
+  case FC_MERGE_MULTISLERP:
+  case FC_MERGE_KARCHER: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -200,11 +219,13 @@ void fc_merge_each(job_t *J, int n, int threads, fc_merge_each_fn fn, void *arg)
 
 static void job_free(job_t *J) {
   if (!J->ws) free(J->bcnt);
-  for (int i = 0; i < FC_MERGE_MAX_MODELS; i++) {
+  for (int i = 0; i < 2 * FC_MERGE_MAX_MODELS; i++) {
     free(J->sel[i].quota);
     fc_merge_cand_free(&J->sel[i]);
   }
   free(J->blk_nz);
+  free(J->dl_p);
+  free(J->dl_thr);
   if (!J->ws) free(J->var);
   free(J->part);
 }
@@ -223,16 +244,22 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   const int nm = cfg->nmodels;
   fc_merge_method_t M = cfg->method;
   assert(nm >= 1 && nm <= FC_MERGE_MAX_MODELS);
-  assert(base || M == FC_MERGE_LINEAR);
+  assert(base || M == FC_MERGE_LINEAR || M == FC_MERGE_NUSLERP || M == FC_MERGE_MULTISLERP ||
+         M == FC_MERGE_KARCHER);
+  assert(!base || M != FC_MERGE_KARCHER);
   const fc_st_tensor_t *ref = base ? base : models[0];
   for (int i = 0; i < nm; i++)
     if (models[i]->numel != ref->numel)
       return fc_err_set(err, FC_EMISMATCH, "tensor '%s': %s has %lld elements, the base %lld", name,
                         cfg->models[i].path ? cfg->models[i].path : "a model",
                         (long long)models[i]->numel, (long long)ref->numel);
-  if (M == FC_MERGE_SLERP && nm != 1)
-    return fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)",
-                      nm);
+  if (M == FC_MERGE_NUSLERP && nm != 2)
+    return fc_err_set(err, FC_EINVAL, "nuslerp merges exactly two models (%d given besides the base)", nm);
+  if (M == FC_MERGE_MODEL_STOCK && nm < 2)
+    return fc_err_set(err, FC_EINVAL, "model_stock needs at least two models besides the base (%d given)", nm);
+  if (fc_merge_method_pairwise(M) && nm != 1)
+    return fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
+                      fc_merge_method_name(M), nm);
   job_t J;
   memset(&J, 0, sizeof J);
   J.cfg = cfg;
@@ -251,9 +278,20 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   J.normalize = cfg->normalize >= 0 ? cfg->normalize : method_default_normalize(M);
   J.rescale = cfg->rescale >= 0 ? cfg->rescale : method_default_rescale(M);
   double wsum = 0;
+  J.lambda = (float)cfg->lambda;
+  J.consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES || M == FC_MERGE_BREADCRUMBS_TIES ||
+                M == FC_MERGE_DELLA;
+  J.ncols = ref->ndim >= 2 && ref->shape[0] > 0 ? J.n / (size_t)ref->shape[0] : J.n;
   for (int i = 0; i < nm; i++) {
-    J.w[i] = (float)cfg->models[i].weight;
-    J.dens[i] = cfg->models[i].density;
+    const fc_merge_model_t *md = &cfg->models[i];
+    J.w[i] = (float)md->weight;
+    J.dens[i] = md->density;
+    J.gam[i] = md->has & FC_MERGE_HAS_GAMMA ? md->gamma
+               : isnan(cfg->gamma)          ? FC_MERGE_GAMMA_DEFAULT
+                                            : cfg->gamma;
+    J.eps[i] = md->has & FC_MERGE_HAS_EPSILON ? md->epsilon
+               : isnan(cfg->epsilon)          ? FC_MERGE_EPSILON_DEFAULT
+                                              : cfg->epsilon;
     J.dkey[i] = fc_merge_dare_key(cfg->seed, name, i);
     wsum += J.w[i];
   }
@@ -275,7 +313,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
     int masked = 0;
     for (int i = 0; i < nm; i++) masked |= J.dens[i] < 1;
     J.fused_rdiv = 1.0 / J.divisor;
-    if (!bf) J.fused = F_NONE;
+    const int sum = M == FC_MERGE_TASK_ARITHMETIC || M == FC_MERGE_DARE_LINEAR;
+    if (!bf || (sum && J.lambda != 1.0f)) J.fused = F_NONE; /* the fused sums have no lambda */
     else if (M == FC_MERGE_LINEAR || M == FC_MERGE_VARM) {
       J.fused = F_SUM;
       J.fused_scale = M == FC_MERGE_LINEAR && J.normalize;
@@ -283,7 +322,8 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
       J.fused = F_DELTA_SUM;
       J.fused_scale = J.normalize;
     } else if (M == FC_MERGE_SLERP) J.fused = F_SLERP;
-    else if (M == FC_MERGE_TIES) J.fused = F_TIES;
+    else if (M == FC_MERGE_TIES || M == FC_MERGE_BREADCRUMBS || M == FC_MERGE_BREADCRUMBS_TIES)
+      J.fused = F_TIES;
     else if (M == FC_MERGE_SCE) J.fused = F_SCE;
   }
   /* File-mapped inputs: the first pass maps pages run by run in every worker, instead of one
@@ -291,9 +331,16 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
    * more: every drop is a TLB shootdown across the workers.) */
   J.page_io = mapped;
   if (M == FC_MERGE_TIES) rc = fc_merge_ties_prepare(&J, name, threads, err);
+  else if (M == FC_MERGE_BREADCRUMBS || M == FC_MERGE_BREADCRUMBS_TIES)
+    rc = fc_merge_crumbs_prepare(&J, name, threads, err);
+  else if (M == FC_MERGE_DELLA || M == FC_MERGE_DELLA_LINEAR) rc = fc_merge_della_prepare(&J, name, err);
   else if (M == FC_MERGE_SCE) fc_merge_sce_prepare(&J, threads);
   else if (M == FC_MERGE_VARM) fc_merge_varm_prepare(&J, threads);
   else if (M == FC_MERGE_SLERP) fc_merge_slerp_prepare(&J, threads);
+  else if (M == FC_MERGE_MODEL_STOCK) fc_merge_stock_prepare(&J, threads);
+  else if (M == FC_MERGE_NUSLERP) fc_merge_nuslerp_prepare(&J, threads);
+  else if (M == FC_MERGE_MULTISLERP) rc = fc_merge_multislerp_prepare(&J, name, threads, err);
+  else if (M == FC_MERGE_KARCHER) fc_merge_karcher_prepare(&J, threads);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

@@ -1,5 +1,6 @@
-/* Model merging (FuseChat's SCE and VaRM, and mergekit's linear, task arithmetic, TIES, DARE and
- * SLERP), streamed tensor by tensor over memory-mapped inputs so memory stays at a few tensors.
+/* Model merging (FuseChat's SCE and VaRM, and mergekit's linear, task arithmetic, TIES, DARE,
+ * Model Breadcrumbs, DELLA and SLERP), streamed tensor by tensor over memory-mapped inputs so
+ * memory stays at a few tensors.
  * Every method follows mergekit's definition (same parameter names, defaults and results); where
  * a detail is ours (tie-breaking, the DARE mask) it is stated here. */
 /*
@@ -25,6 +26,29 @@
  * - VaRM: W_i = mean(d_i^2) / sum_j mean(d_j^2) per tensor, uniform when the sum is 0; the
  *   release script computes its weights offline from an analysis file.
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
+ * - nearswap: mergekit's, in f32: w = clamp(t / max(|base - model|, 1e-6), 0, 1),
+ *   w model + (1 - w) base: the model's values where it is within t of the base.
+ * - model_stock: mergekit's with filter_wise false (true is refused): c = the mean over pairs
+ *   of models of clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64
+ *   sums), t = N c / (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at
+ *   least two models besides the base.
+ * - nuslerp: mergekit's with nuslerp_flatten true and nuslerp_row_wise false (the others are
+ *   refused): two models, or their deltas when a base is given, t = w_1 / (w_0 + w_1) (0.5
+ *   when |w_0 + w_1| < 1e-6), the angle from the whole tensors (norms clamped to 1e-7, f64
+ *   sums), coefficients sin((1-t)th)/sin th and sin(t th)/sin th as f32 (lerp when
+ *   |sin th| < 1e-8); mergekit divides the f32 sum by sin th instead (last-bit differences).
+ * - multislerp: mergekit projects the unit vectors u_i = x_i / (|x_i| + 1e-8) (x_i: the models,
+ *   or their deltas from an optional base) to the tangent space at their normalised weighted
+ *   mean m and back; the tangent sum is sum_i w_i (u_i - (u_i.m) m) = 0 in exact arithmetic,
+ *   so the result is m |sum_i w_i u_i|^-1 times sum_i w_i |x_i|: here sum_i c_i x_i with f32
+ *   coefficients from the Gram matrix (f64 sums). normalize_weights (default true) divides
+ *   the weights by their sum; a zero mean falls back to the weighted sum for two models and is
+ *   an error for more, as mergekit's, except that a tensor where every model equals the base
+ *   (all norms zero, common for untouched norms) merges to the base.
+ * - karcher: mergekit's iteration (equal weights, max_iter 10, tol 1e-5), run on coefficients
+ *   over the models (the mean stays in their span), from their Gram matrix in f64; the result
+ *   is sum_i c_i M_i with f32 c_i. mergekit averages the base too when one is named; here a
+ *   base_model is refused.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -37,6 +61,25 @@
  *   dividing (the f32 result can differ in its last bit).
  * - DARE's rescale is 1/density (the DARE paper, mergekit 2024); mergekit's 2025 sparsify.py
  *   has a rescale_norm (l1/l2/linf norm matching) that newer versions may pass instead.
+ * - breadcrumbs (mergekit's magnitude_outliers): target = int(density n), ntop = int(gamma n),
+ *   fewer outliers when target + ntop > n; of the deltas by decreasing magnitude (ties to the
+ *   lower index) the ntop first are dropped and the next target kept. mergekit slices
+ *   sorted[nbot:-ntop], which keeps nothing when ntop is 0 (a small tensor, or gamma 0); we keep
+ *   the target there, as the paper means. rescale (mergekit: l1 norm matching) is refused.
+ *   Defaults: normalize off for both, gamma 0.01.
+ * - DELLA (mergekit's della_magprune): ranks are taken within rows (2-D tensors: shape[0] rows;
+ *   more dims: the rest flattened; 1-D: one row), ascending by |delta|, ties to the lower index;
+ *   p = (density - epsilon) + rank / (cols - 1) * 2 epsilon in f32 (a one-column row: rank
+ *   term 0, where mergekit divides by zero); the drop is the DARE draw with u < p. rescale
+ *   divides survivors by their p (the DELLA paper's rescale, as our DARE's 1/density), where
+ *   current mergekit matches the l1 norm instead. density - epsilon <= 0 or density + epsilon
+ *   >= 1 is an error (mergekit's). Defaults: epsilon 0.15, rescale on, normalize on for della.
+ * - lambda scales the merged delta of every task-vector method, after normalisation.
+ * - Parameters per tensor (fc_merge_resolve): mergekit's config.py and plan.py. A model's own
+ *   setting wins over a global one; within one, the first condition whose filter is a substring
+ *   of the tensor's name; a gradient [v0..vk] at t is (1 - f) v_i + f v_(i+1), x = t k, i =
+ *   int(x), f = x - i. The layer count is the largest layer index in the base's tensor names
+ *   plus one (mergekit reads num_hidden_layers: the same for complete checkpoints).
  */
 #ifndef FC_MERGE_H
 #define FC_MERGE_H
@@ -56,8 +99,22 @@ typedef enum {
   FC_MERGE_SLERP,           /* spherical interpolation base -> other model, factor t */
   FC_MERGE_SCE,             /* FuseChat: select by variance, calculate weights, erase signs */
   FC_MERGE_VARM,            /* FuseChat v1: sum_i W_i M_i, W_i ~ mean(d_i^2) */
+  FC_MERGE_BREADCRUMBS,     /* drop the largest gamma and the smallest deltas, weighted sum */
+  FC_MERGE_BREADCRUMBS_TIES,/* the same sparsification, then TIES's sign election */
+  FC_MERGE_DELLA,           /* magnitude-ranked random drop (epsilon), sign election (norm. on) */
+  FC_MERGE_DELLA_LINEAR,    /* the same drop, weighted sum */
+  FC_MERGE_NEARSWAP,        /* base -> one model, elementwise, by t / |difference| clamped */
+  FC_MERGE_MODEL_STOCK,     /* t avg(M_i) + (1 - t) base, t from the mean angle of the deltas */
+  FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
+  FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
+  FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
   FC_MERGE_COUNT
 } fc_merge_method_t;
+
+/* Methods that interpolate the base with exactly one other model by the parameter t. */
+static inline int fc_merge_method_pairwise(fc_merge_method_t m) {
+  return m == FC_MERGE_SLERP || m == FC_MERGE_NEARSWAP;
+}
 
 const char *fc_merge_method_name(fc_merge_method_t m);
 int fc_merge_method_parse(const char *s, fc_merge_method_t *out); /* 0 or FC_EINVAL */
@@ -71,8 +128,37 @@ typedef enum {
 typedef struct fc_merge_model {
   const char *path; /* model directory, safetensors file or index (borrowed) */
   double weight;    /* per-model weight (default 1) */
-  double density;   /* kept fraction for ties/dare (default 1) */
+  double density;   /* kept fraction for ties/dare/breadcrumbs/della (default 1) */
+  /* Per-model breadcrumbs gamma / della epsilon, used when `has` says so (a zero-initialised
+   * entry takes the config's global value). */
+  double gamma, epsilon;
+  unsigned has; /* FC_MERGE_HAS_* */
 } fc_merge_model_t;
+#define FC_MERGE_HAS_GAMMA 1u
+#define FC_MERGE_HAS_EPSILON 2u
+#define FC_MERGE_GAMMA_DEFAULT 0.01  /* mergekit's breadcrumbs default */
+#define FC_MERGE_EPSILON_DEFAULT 0.15 /* mergekit's della default */
+
+/* A parameter as mergekit's configs write it: a list of conditions, the first whose filter is
+ * a substring of the tensor's name (NULL or "*": every tensor) gives the value; a value of
+ * nv > 1 numbers is a gradient, interpolated at the tensor's layer position t in [0, 1]
+ * (layer i of L: i / (L - 1); tensors outside the layers: 0). */
+typedef struct fc_merge_cond {
+  const char *filter;
+  int nv;
+  const double *v;
+} fc_merge_cond_t;
+typedef enum {
+  FC_MP_WEIGHT, FC_MP_DENSITY, FC_MP_GAMMA, FC_MP_EPSILON, /* per model (or global default) */
+  FC_MP_T, FC_MP_SELECT_TOPK, FC_MP_LAMBDA,                /* global */
+  FC_MP_COUNT
+} fc_merge_param_t;
+typedef struct fc_merge_setting {
+  fc_merge_param_t key;
+  int model; /* index into cfg->models, or -1: the global parameters (per-model defaults) */
+  int ncond;
+  const fc_merge_cond_t *cond;
+} fc_merge_setting_t;
 
 /* Per-model summary filled by fc_merge_run (when cfg->stats is set). */
 #define FC_MERGE_MAX_MODELS 64
@@ -93,8 +179,14 @@ typedef struct fc_merge_cfg {
   /* Global parameters; a negative value / -1 means "the method's default" (mergekit's). */
   double select_topk; /* sce: fraction of non-zero-variance elements kept (default 1) */
   double t;           /* slerp: interpolation factor (required) */
-  int normalize;      /* -1 default (linear, ties: 1; others: 0) */
-  int rescale;        /* -1 default (dare_*: 1): divide DARE survivors by density */
+  double lambda;      /* task-vector methods: the merged delta's scale (default 1) */
+  double gamma;       /* breadcrumbs: fraction of largest deltas dropped (NAN: 0.01) */
+  double epsilon;     /* della: half-width of the keep probabilities (NAN: 0.15) */
+  int max_iter;       /* karcher: iterations (default 10) */
+  double tol;         /* karcher: convergence tolerance (default 1e-5) */
+  int normalize;      /* -1 default (linear, ties, della: 1; others: 0) */
+  int rescale;        /* -1 default (dare_*, della*: 1): divide survivors by their keep
+                         probability */
   fc_sce_scope_t sce_mask_scope;
   int dtype;          /* output fc_dtype_t, or -1 for the base's dtype */
   uint64_t seed;      /* DARE drop masks */
@@ -104,7 +196,21 @@ typedef struct fc_merge_cfg {
                               file is left, the index is not written) */
   void *progress_ctx;
   fc_merge_stats_t *stats; /* optional output */
+  /* Parameters that vary by tensor (filters, layer gradients, global per-model defaults), in
+   * the order they apply; fc_merge_run resolves them for each tensor (fc_merge_resolve). */
+  const fc_merge_setting_t *settings;
+  int nsettings;
 } fc_merge_cfg_t;
+
+/* The parameters of tensor `name` at layer position t: out is cfg with its settings applied,
+ * models_out[cfg->nmodels] its models (out->models points at them). */
+void fc_merge_resolve(const fc_merge_cfg_t *cfg, const char *name, double t, fc_merge_cfg_t *out,
+                      fc_merge_model_t *models_out);
+/* The layer position of a tensor: layer i of nlayers (from its name, "layers.I." or "h.I."):
+ * i / (nlayers - 1) (1 for a single layer); 0 for tensors outside the layers. */
+double fc_merge_layer_t(const char *name, int nlayers);
+/* The layer index in a tensor's name, or -1. */
+int fc_merge_layer_index(const char *name);
 
 /* Fills defaults: weight 1, density 1, normalize/rescale by method, dtype of base, seed 0. */
 void fc_merge_cfg_init(fc_merge_cfg_t *cfg);
@@ -120,14 +226,18 @@ typedef struct fc_merge_yaml {
   fc_merge_model_t *models;
   char **strings;
   size_t nstrings;
+  fc_merge_setting_t *settings;
+  int nsettings;
+  void **blocks; /* conditions and value lists */
+  size_t nblocks;
 } fc_merge_yaml_t;
 int fc_merge_yaml_load(const char *path, fc_merge_cfg_t *cfg, fc_merge_yaml_t *arena,
                        fc_err_t *err);
 int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge_cfg_t *cfg,
                         fc_merge_yaml_t *arena, fc_err_t *err);
 void fc_merge_yaml_free(fc_merge_yaml_t *arena);
-/* Sets one global parameter by name (select_topk, t, normalize, rescale, sce_mask_scope, seed,
- * int8_mask); used by the YAML parser and the CLI's --param k=v. */
+/* Sets one global parameter by name (select_topk, t, lambda, gamma, epsilon, normalize, rescale,
+ * sce_mask_scope, seed, int8_mask); used by the YAML parser and the CLI's --param k=v. */
 int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, fc_err_t *err);
 
 /* ---- per-tensor kernel, exposed for tests ----

@@ -35,7 +35,7 @@
 static inline size_t srun_len(size_t n) { return n / SRUNS < SRUN ? n / SRUNS : SRUN; }
 
 /* Pass kinds: what one run over the tensor's blocks computes. */
-enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT };
+enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT, P_STOCK_DOT };
 /* Fused final passes (bf16 inputs read straight from the mapping, fc_merge_lanes.h). */
 enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
@@ -86,10 +86,20 @@ typedef struct job {
   fc_dtype_t out_dt;
   float w[FC_MERGE_MAX_MODELS];     /* per-model weights as f32, as mergekit's weight tensor */
   double dens[FC_MERGE_MAX_MODELS];
+  double gam[FC_MERGE_MAX_MODELS];  /* breadcrumbs: fraction of largest deltas dropped */
+  double eps[FC_MERGE_MAX_MODELS];  /* della: half-width of the keep probabilities */
+  uint8_t none[FC_MERGE_MAX_MODELS]; /* breadcrumbs: the model keeps no delta */
   uint64_t dkey[FC_MERGE_MAX_MODELS];
+  size_t ncols;   /* della: elements per row (ranks are taken within rows) */
+  float *dl_p;     /* della: [nm][ncols] keep probability of each rank */
+  uint32_t *dl_thr; /* della: [nm][ncols] draws below this are kept (p 2^32 rounded up, capped) */
+  float lambda;   /* task-vector methods: scale of the merged delta */
+  int consensus;  /* the method elects a sign (TIES, DARE-TIES, breadcrumbs_ties, DELLA) */
   int normalize, rescale;
   double divisor; /* no-consensus methods: sum of weights (guarded) */
-  sel_t sel[FC_MERGE_MAX_MODELS];   /* ties: per model; sce: sel[0] on variance */
+  /* ties: sel[i] per model; breadcrumbs: also sel[nm + i], model i's dropped outliers;
+   * sce: sel[0] on variance. A selection si ranks model si % nm's |deltas|. */
+  sel_t sel[2 * FC_MERGE_MAX_MODELS];
   float *var;                       /* sce: [n] population variance across models */
   int select;                       /* sce: 1 select by variance, 0 keep all, -1 keep none */
   float sw[FC_MERGE_MAX_MODELS];    /* sce / varm weights */
@@ -128,7 +138,11 @@ typedef struct scratch {
   float *o;  /* [BLK] output block */
   double *a1, *a2, *a3; /* [BLK] per-element accumulators */
   uint32_t *hist; /* [nsel][NBIN] thread-local histograms */
-  sel_t tc[FC_MERGE_MAX_MODELS]; /* thread-local band candidates (above, cidx, ckey, cd, nc) */
+  sel_t tc[2 * FC_MERGE_MAX_MODELS]; /* thread-local band candidates (above, cidx, ckey, cd, nc) */
+  /* della: the ranks within their row of the last row seen, per model, and sort buffers */
+  uint32_t *rk;
+  int64_t rk_row;
+  size_t rk_cap;
   void *dst;      /* where the final pass stores element off0 (J->out, or ob when writing to a file) */
   size_t off0;
   uint8_t *ob;    /* [FUSED_RUN * BLK] output elements of one run of blocks, for pwrite */
@@ -190,6 +204,22 @@ FC_INLINE size_t load_block(const job_t *J, scratch_t *s, size_t blk, int deltas
   return cnt;
 }
 
+/* ---- the DARE/DELLA draws ---- */
+
+/* fc_splitmix64, inlined because it runs once per element per model. */
+static inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* One 64-bit draw covers two elements: 32 bits each (the high half for even indices). */
+static inline uint32_t dare_u32(uint64_t key, uint64_t elem) {
+  uint64_t r = mix64(key + (elem >> 1));
+  return (uint32_t)(elem & 1 ? r : r >> 32);
+}
+
 /* ---- top-k selection (fc_merge_select.c) ---- */
 
 /* Appends one band candidate (index, key and, for SCE, its nd deltas) to c. */
@@ -236,6 +266,25 @@ FC_INLINE void hist_add(const job_t *J, scratch_t *s, int si, const uint32_t *ke
   }
 }
 
+/* Membership of one block's keys in selection S (found): in[j] = 1 for the selected. */
+FC_INLINE void sel_block(const sel_t *S, size_t blk, const uint32_t *keys, size_t cnt, uint8_t *in) {
+  if (!S->active) {
+    memset(in, 1, cnt);
+    return;
+  }
+  int64_t q = S->all_eq ? -1 : S->quota[blk];
+  if (q <= 0) { /* all of this block's ties are in (-1) or none are (0) */
+    const uint32_t lo = q < 0 ? S->thr : S->thr + 1;
+    for (size_t j = 0; j < cnt; j++) in[j] = keys[j] >= lo;
+    return;
+  }
+  for (size_t j = 0; j < cnt; j++) {
+    const int tie = keys[j] == S->thr && q > 0;
+    in[j] = keys[j] > S->thr || tie;
+    q -= tie;
+  }
+}
+
 void fc_merge_cand_merge(sel_t *dst, const sel_t *src, int nd);
 void fc_merge_cand_free(sel_t *c);
 /* Radix select for sel[0..nsel) over the keys pass `kind` produces (two or three passes). */
@@ -276,12 +325,27 @@ void fc_merge_populate(const job_t *J, size_t e0, size_t e1);
 
 /* fc_merge_linear.c: linear, task arithmetic's and VaRM's fused sums, SLERP. */
 void fc_merge_slerp_prepare(job_t *J, int threads);
+/* model_stock's t (in J->s0) from the deltas' squared norms and pairwise dot products. */
+void fc_merge_stock_prepare(job_t *J, int threads);
+/* nuslerp's coefficients (J->s0, J->s1) from the two models' (or deltas') angle. */
+void fc_merge_nuslerp_prepare(job_t *J, int threads);
+/* multislerp's per-model coefficients (J->sw) from the Gram matrix of the models (or deltas). */
+int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_t *err);
+/* karcher's per-model coefficients (J->sw), its iteration run on coefficients over the models. */
+void fc_merge_karcher_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
 /* fc_merge_ties.c: TIES, DARE and task arithmetic's generic path. */
 uint64_t fc_merge_dare_key(uint64_t seed, const char *tensor_name, int model);
 int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err);
+void fc_merge_ties_find(job_t *J, int threads);
 void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk);
+/* fc_merge_sparse.c: breadcrumbs' two selections per model and DELLA's ranked drop, applied to
+ * one block's deltas in s->m (before weighting). */
+int fc_merge_crumbs_prepare(job_t *J, const char *name, int threads, fc_err_t *err);
+int fc_merge_della_prepare(job_t *J, const char *name, fc_err_t *err);
+void fc_merge_crumbs_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt);
+void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt);
 /* fc_merge_sce.c: SCE and VaRM's weights. */
 void fc_merge_sce_prepare(job_t *J, int threads);
 void fc_merge_varm_prepare(job_t *J, int threads);

@@ -11,7 +11,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static int method_uses_base(fc_merge_method_t m) { return m != FC_MERGE_LINEAR; }
+/* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given. */
+static int method_needs_base(fc_merge_method_t m) {
+  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP && m != FC_MERGE_KARCHER;
+}
 
 /* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
  * mapping, so resident memory stays at the tensors in flight instead of growing to whole
@@ -109,19 +112,42 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   fc_merge_cfg_t cfg = *cfg_in;
   fc_merge_method_t M = cfg.method;
   if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
-  if (method_uses_base(M) && !cfg.base)
+  const int use_base = M != FC_MERGE_LINEAR && cfg.base;
+#define method_uses_base(m) use_base
+  if (M == FC_MERGE_KARCHER && cfg.base)
+    return fc_err_set(err, FC_EINVAL, "karcher averages the listed models; remove base_model (mergekit "
+                      "would average it too: list it under models)");
+  if (method_needs_base(M) && !cfg.base)
     return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
-  if (M == FC_MERGE_SLERP && !(cfg.t == cfg.t))
-    return fc_err_set(err, FC_EINVAL, "slerp needs the parameter t");
+  int have_t = cfg.t == cfg.t;
+  for (int s = 0; s < cfg.nsettings; s++) have_t |= cfg.settings[s].key == FC_MP_T;
+  if (fc_merge_method_pairwise(M) && !have_t)
+    return fc_err_set(err, FC_EINVAL, "%s needs the parameter t", fc_merge_method_name(M));
   if (cfg.dtype >= 0 && cfg.dtype != FC_DT_F32 && cfg.dtype != FC_DT_F16 && cfg.dtype != FC_DT_BF16)
     return fc_err_set(err, FC_EINVAL, "output dtype must be float32, float16 or bfloat16");
   /* Task-vector methods skip the base if it is also listed, as mergekit does. */
   fc_merge_model_t *list = fc_xmalloc((size_t)cfg.nmodels * sizeof *list);
+  int *newidx = fc_xmalloc((size_t)cfg.nmodels * sizeof *newidx);
   int nm = 0;
   for (int i = 0; i < cfg.nmodels; i++) {
+    newidx[i] = -1;
     if (method_uses_base(M) && same_path(cfg.models[i].path, cfg.base)) continue;
+    newidx[i] = nm;
     list[nm++] = cfg.models[i];
   }
+  /* The settings follow their models to the new indices (the skipped base's are dropped). */
+  fc_merge_setting_t *sets = fc_xmalloc((size_t)(cfg.nsettings ? cfg.nsettings : 1) * sizeof *sets);
+  int nsets = 0;
+  for (int s = 0; s < cfg.nsettings; s++) {
+    fc_merge_setting_t st = cfg.settings[s];
+    if (st.model >= 0 && (st.model = newidx[st.model]) < 0) continue;
+    sets[nsets++] = st;
+  }
+  free(newidx);
+  cfg.settings = sets;
+  cfg.nsettings = nsets;
+  fc_merge_model_t tmodels[FC_MERGE_MAX_MODELS];
+  int nlayers = 0;
   const char *base_path = cfg.base ? cfg.base : list[0].path;
   int rc = 0;
   fc_st_t *base = NULL, **st = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *st);
@@ -138,8 +164,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     rc = fc_err_set(err, FC_EINVAL, "at most %d models", FC_MERGE_MAX_MODELS);
     goto out;
   }
-  if (M == FC_MERGE_SLERP && nm != 1) {
-    rc = fc_err_set(err, FC_EINVAL, "slerp merges the base with exactly one other model (%d given)", nm);
+  if (fc_merge_method_pairwise(M) && nm != 1) {
+    rc = fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
+                    fc_merge_method_name(M), nm);
     goto out;
   }
   cfg.models = list;
@@ -210,6 +237,10 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     fnames[k] = nshards > 1 ? base_name(fc_st_shard_path(base, (size_t)b->shard)) : "model.safetensors";
     total += (uint64_t)b->numel * fc_dtype_size(od);
   }
+  for (size_t k = 0; k < nt; k++) {
+    int li = fc_merge_layer_index(fc_st_at(base, k)->name);
+    if (li + 1 > nlayers) nlayers = li + 1;
+  }
   fc_merge_stats_t local = {0};
   fc_merge_stats_t *stats = cfg.stats ? cfg.stats : &local;
   memset(stats, 0, sizeof *stats);
@@ -238,9 +269,14 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         double mw[FC_MERGE_MAX_MODELS];
         int fd;
         uint64_t pos;
+        fc_merge_cfg_t tcfg = cfg;
+        if (cfg.nsettings) fc_merge_resolve(&cfg, b->name, fc_merge_layer_t(b->name, nlayers), &tcfg, tmodels);
         rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
+        if (!rc && fc_merge_method_pairwise(M) && !(tcfg.t == tcfg.t))
+          rc = fc_err_set(err, FC_EINVAL, "%s: no value of t applies to tensor '%s'", fc_merge_method_name(M),
+                          b->name);
         if (!rc)
-          rc = fc_merge_tensor_raw(&ws, &cfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
+          rc = fc_merge_tensor_raw(&ws, &tcfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
                                 specs[j].dtype, mw, threads, 1, err);
         if (!rc) {
           fc_st_writer_put_done(w, j - k);
@@ -289,5 +325,7 @@ out:
   free(ins);
   fc_st_close(&base);
   free(list);
+  free(sets);
   return rc;
+#undef method_uses_base
 }

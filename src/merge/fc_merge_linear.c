@@ -67,14 +67,15 @@ FC_HOT void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk) {
 }
 
 /* P_SLERP_DOT (the squared norms and the dot product of base and model, per block) and the
- * generic final pass of linear, VaRM and SLERP. */
+ * generic final pass of linear, VaRM, SLERP and NearSwap. */
 FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   const int nm = J->nm;
   const fc_merge_method_t M = J->method;
   const size_t off = blk * BLK;
-  if (kind == P_SLERP_DOT) {
-    size_t cnt = load_block(J, s, blk, 0);
-    const float *a = s->b, *b = s->m;
+  if (kind == P_SLERP_DOT) { /* slerp: base and model; nuslerp: the two models (or deltas) */
+    const int nu = M == FC_MERGE_NUSLERP;
+    size_t cnt = load_block(J, s, blk, nu && J->base);
+    const float *a = nu ? s->m : s->b, *b = nu ? s->m + BLK : s->m;
     double aa = 0, bb = 0, ab = 0;
     for (size_t j = 0; j < cnt; j++) {
       aa += (double)a[j] * a[j];
@@ -86,8 +87,26 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     J->part[blk * 3 + 2] = ab;
     return;
   }
+  if (kind == P_STOCK_DOT) { /* columns: |d_i|^2, then d_i.d_j for i < j (d: deltas, if a base) */
+    size_t cnt = load_block(J, s, blk, J->base != NULL);
+    double *pt = J->part + blk * (size_t)J->npart;
+    int c = nm;
+    for (int i = 0; i < nm; i++) {
+      const float *a = s->m + (size_t)i * BLK;
+      double aa = 0;
+      for (size_t j = 0; j < cnt; j++) aa += (double)a[j] * a[j];
+      pt[i] = aa;
+      for (int k = i + 1; k < nm; k++, c++) {
+        const float *b = s->m + (size_t)k * BLK;
+        double ab = 0;
+        for (size_t j = 0; j < cnt; j++) ab += (double)a[j] * b[j];
+        pt[c] = ab;
+      }
+    }
+    return;
+  }
   assert(kind == P_FINAL);
-  size_t cnt = load_block(J, s, blk, 0);
+  size_t cnt = load_block(J, s, blk, (M == FC_MERGE_NUSLERP || M == FC_MERGE_MULTISLERP) && J->base);
   float *o = s->o;
   const float *b = s->b;
   switch (M) {
@@ -108,9 +127,185 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   case FC_MERGE_SLERP:
     for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * b[j] + J->s1 * s->m[j];
     break;
+  case FC_MERGE_MULTISLERP:
+  case FC_MERGE_KARCHER:
+    for (size_t j = 0; j < cnt; j++) o[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK, ci = J->sw[i];
+      for (size_t j = 0; j < cnt; j++) o[j] += ci * m[j];
+    }
+    if (J->base)
+      for (size_t j = 0; j < cnt; j++) o[j] = b[j] + o[j];
+    break;
+  case FC_MERGE_NUSLERP: {
+    const float *m0 = s->m, *m1 = s->m + BLK;
+    for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * m0[j] + J->s1 * m1[j];
+    if (J->base)
+      for (size_t j = 0; j < cnt; j++) o[j] = b[j] + o[j];
+    break;
+  }
+  case FC_MERGE_MODEL_STOCK: {
+    const float t = J->s0, fn = (float)nm;
+    for (size_t j = 0; j < cnt; j++) o[j] = 0;
+    for (int i = 0; i < nm; i++) {
+      const float *m = s->m + (size_t)i * BLK;
+      for (size_t j = 0; j < cnt; j++) o[j] += m[j];
+    }
+    for (size_t j = 0; j < cnt; j++) o[j] = t * (o[j] / fn) + (1 - t) * b[j];
+    break;
+  }
+  case FC_MERGE_NEARSWAP: {
+    const float t = (float)J->cfg->t, *m = s->m;
+    for (size_t j = 0; j < cnt; j++) {
+      float ad = fabsf(b[j] - m[j]);
+      ad = ad < 1e-6f ? 1e-6f : ad;
+      float w = t / ad;
+      w = w < 0 ? 0 : w > 1 ? 1 : w;
+      o[j] = w * m[j] + (1 - w) * b[j];
+    }
+    break;
+  }
   default: assert(0);
   }
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
+}
+
+void fc_merge_stock_prepare(job_t *J, int threads) {
+  const int nm = J->nm;
+  J->npart = nm + nm * (nm - 1) / 2;
+  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
+  fc_merge_pass(J, P_STOCK_DOT, threads);
+  double cs = 0;
+  int c = nm;
+  for (int i = 0; i < nm; i++)
+    for (int k = i + 1; k < nm; k++, c++) {
+      double np = sqrt(fc_merge_part_sum(J, i)) * sqrt(fc_merge_part_sum(J, k));
+      double cos = fc_merge_part_sum(J, c) / (np > 1e-6 ? np : 1e-6);
+      cs += cos < -1 ? -1 : cos > 1 ? 1 : cos;
+    }
+  cs /= (double)(nm * (nm - 1) / 2);
+  J->s0 = (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
+}
+
+typedef double gram_t[FC_MERGE_MAX_MODELS][FC_MERGE_MAX_MODELS];
+
+/* The Gram matrix of the models (or their deltas, with a base) and their norms (f64 sums). */
+static void gram(job_t *J, int threads, gram_t g, double *nrm) {
+  const int nm = J->nm;
+  J->npart = nm + nm * (nm - 1) / 2;
+  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
+  fc_merge_pass(J, P_STOCK_DOT, threads);
+  int c = nm;
+  for (int i = 0; i < nm; i++) {
+    g[i][i] = fc_merge_part_sum(J, i);
+    nrm[i] = sqrt(g[i][i]);
+    for (int k = i + 1; k < nm; k++, c++) g[i][k] = g[k][i] = fc_merge_part_sum(J, c);
+  }
+}
+
+/* |sum_i a_i x_i| from the Gram matrix. */
+static double span_norm(int nm, gram_t g, const double *a) {
+  double s = 0;
+  for (int i = 0; i < nm; i++)
+    for (int k = 0; k < nm; k++) s += a[i] * a[k] * g[i][k];
+  return sqrt(s > 0 ? s : 0);
+}
+
+void fc_merge_karcher_prepare(job_t *J, int threads) {
+  const int nm = J->nm;
+  const double tol = J->cfg->tol, alpha = 1.0 / nm;
+  gram_t g;
+  double nrm[FC_MERGE_MAX_MODELS], na[FC_MERGE_MAX_MODELS] = {0}, a[FC_MERGE_MAX_MODELS] = {0};
+  gram(J, threads, g, nrm);
+  double asum = 0, scale = 0;
+  int first = -1;
+  for (int i = 0; i < nm; i++) {
+    scale += alpha * nrm[i];
+    if (nrm[i] > tol) asum += alpha, first = first < 0 ? i : first;
+  }
+  for (int i = 0; i < nm; i++) J->sw[i] = 0;
+  if (first < 0) return; /* every model is (nearly) zero: zeros, as mergekit */
+  /* u = sum_i a_i x_i: the normalised weighted mean of the unit vectors to start. */
+  for (int i = 0; i < nm; i++)
+    if (nrm[i] > tol) na[i] = alpha / asum, a[i] = na[i] / nrm[i];
+  double nu = span_norm(nm, g, a);
+  if (nu < tol) {
+    memset(a, 0, sizeof a);
+    a[first] = 1 / nrm[first];
+  } else {
+    for (int i = 0; i < nm; i++) a[i] /= nu;
+  }
+  for (int it = 0; it < J->cfg->max_iter; it++) {
+    double t[FC_MERGE_MAX_MODELS] = {0};
+    for (int i = 0; i < nm; i++) {
+      if (nrm[i] <= tol) continue;
+      double dot = 0;
+      for (int k = 0; k < nm; k++) dot += a[k] * g[k][i];
+      dot /= nrm[i];
+      dot = dot < -1 ? -1 : dot > 1 ? 1 : dot;
+      const double th = acos(dot);
+      if (th < tol) continue;
+      const double f = na[i] * th / sin(th); /* T += f (u_i - dot u) */
+      t[i] += f / nrm[i];
+      for (int k = 0; k < nm; k++) t[k] -= f * dot * a[k];
+    }
+    const double nt = span_norm(nm, g, t);
+    if (nt < tol) break;
+    for (int k = 0; k < nm; k++) a[k] = cos(nt) * a[k] + sin(nt) * t[k] / nt;
+    const double un = span_norm(nm, g, a);
+    if (un > tol)
+      for (int k = 0; k < nm; k++) a[k] /= un;
+  }
+  for (int i = 0; i < nm; i++) J->sw[i] = (float)(scale * a[i]);
+}
+
+int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
+  const int nm = J->nm;
+  const double eps = 1e-8;
+  double w[FC_MERGE_MAX_MODELS], ws = 0, nrm[FC_MERGE_MAX_MODELS];
+  for (int i = 0; i < nm; i++) ws += w[i] = J->cfg->models[i].weight;
+  if (J->normalize)
+    for (int i = 0; i < nm; i++) w[i] /= ws;
+  gram_t g;
+  gram(J, threads, g, nrm);
+  /* |sum_i w_i u_i|^2 with u_i = x_i / (|x_i| + eps). */
+  double mm = 0, avg = 0;
+  for (int i = 0; i < nm; i++) {
+    avg += nrm[i] * w[i];
+    for (int k = 0; k < nm; k++) mm += w[i] * w[k] * g[i][k] / ((nrm[i] + eps) * (nrm[k] + eps));
+  }
+  const double mn = sqrt(mm > 0 ? mm : 0);
+  if (avg == 0) { /* every model equals the base (or is zero): nothing to interpolate */
+    for (int i = 0; i < nm; i++) J->sw[i] = 0;
+    return 0;
+  }
+  if (mn < eps) {
+    if (nm != 2)
+      return fc_err_set(err, FC_EINVAL, "multislerp: the weighted mean of the models' directions is zero "
+                        "in tensor '%s' (antipodal models with balancing weights?)", name);
+    for (int i = 0; i < nm; i++) J->sw[i] = (float)w[i];
+    return 0;
+  }
+  for (int i = 0; i < nm; i++) J->sw[i] = (float)(w[i] / (nrm[i] + eps) / mn * avg);
+  return 0;
+}
+
+void fc_merge_nuslerp_prepare(job_t *J, int threads) {
+  const double w0 = J->cfg->models[0].weight, w1 = J->cfg->models[1].weight;
+  const double t = fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+  J->npart = 3;
+  J->part = fc_xcalloc(J->nblocks * 3, sizeof(double));
+  fc_merge_pass(J, P_SLERP_DOT, threads);
+  double n0 = sqrt(fc_merge_part_sum(J, 0)), n1 = sqrt(fc_merge_part_sum(J, 1)), ab = fc_merge_part_sum(J, 2);
+  double cos = ab / ((n0 > 1e-7 ? n0 : 1e-7) * (n1 > 1e-7 ? n1 : 1e-7));
+  double th = acos(cos < -1 ? -1 : cos > 1 ? 1 : cos), st = sin(th);
+  if (fabs(st) < 1e-8) {
+    J->s0 = (float)(1 - t);
+    J->s1 = (float)t;
+  } else {
+    J->s0 = (float)(sin((1 - t) * th) / st);
+    J->s1 = (float)(sin(t * th) / st);
+  }
 }
 
 /* SLERP's coefficients s0 (base) and s1 (model) from the angle between the two tensors. */

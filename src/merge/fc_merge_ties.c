@@ -14,20 +14,6 @@ uint64_t fc_merge_dare_key(uint64_t seed, const char *name, int model) {
   return fc_splitmix64(fc_splitmix64(seed ^ fc_merge_fnv1a64(name)) + (uint64_t)model);
 }
 
-/* fc_splitmix64, inlined here because it runs once per element per model. */
-static inline uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-/* One 64-bit draw covers two elements: 32 bits each (the high half for even indices). */
-static inline uint32_t dare_u32(uint64_t key, uint64_t elem) {
-  uint64_t r = mix64(key + (elem >> 1));
-  return (uint32_t)(elem & 1 ? r : r >> 32);
-}
-
 static inline uint64_t dare_threshold(double density) {
   /* u < density with u = x 2^-32 is x < ceil(density 2^32) for the integer x. */
   return (uint64_t)ceil(density * 0x1p32);
@@ -91,10 +77,11 @@ FC_INLINE void combine_consensus(const float *wd, int nm, const float *w, size_t
   }
 }
 
-/* TIES, 8U elements: the generic path's ties_mask (blocks whose ties are all in or all out),
- * weighting and combine_consensus, in registers; U groups interleave their dependency chains. */
+/* TIES and breadcrumbs, 8U elements: the generic path's masks (blocks whose ties are all in or
+ * all out: model i keeps the keys in [lo[i], lo[i] + span[i])), weighting and combination, in
+ * registers; U groups interleave their dependency chains. */
 FC_INLINE void fused_ties_step(const job_t *J, const int nm, const uint16_t *const *mp, const uint16_t *bp, size_t j,
-                               const uint32_t *lo, vf8 *o, int U) {
+                               const uint32_t *lo, const uint32_t *span, vf8 *o, int U) {
   const vf8 one = {1, 1, 1, 1, 1, 1, 1, 1}, zero = {0};
   vf8 wd[FC_MERGE_MAX_MODELS][FU], b[FU], sgn[FU], mixed[FU] = {{0}}, div[FU] = {{0}};
   vu8 pos[FU];
@@ -103,9 +90,20 @@ FC_INLINE void fused_ties_step(const job_t *J, const int nm, const uint16_t *con
     const float wi = J->w[i];
     for (int u = 0; u < U; u++) {
       vf8 d = *ld8_bf16(mp[i] + j + 8 * u) - b[u];
-      vu8 keep = (vu8)(((vu8)d & 0x7fffffffu) >= lo[i]); /* lo 0: every element */
+      vu8 keep = (vu8)((((vu8)d & 0x7fffffffu) - lo[i]) < span[i]); /* lo 0, span 2^31: all */
       wd[i][u] = (vf8)((vu8)d & keep) * wi;
     }
+  }
+  if (!J->consensus) { /* breadcrumbs: the weighted sum, in model order */
+    const vf8 dv = (vf8){0} + (float)J->divisor;
+    for (int u = 0; u < U; u++) {
+      vf8 m = zero;
+      for (int i = 0; i < nm; i++) m += wd[i][u];
+      if (J->normalize) m /= dv;
+      if (J->lambda != 1.0f) m *= J->lambda;
+      o[u] = b[u] + m;
+    }
+    return;
   }
   sign_pos(nm, (const vf8(*)[FU])wd, U, pos);
   sign_lanes(pos, sgn, U);
@@ -123,29 +121,41 @@ FC_INLINE void fused_ties_step(const job_t *J, const int nm, const uint16_t *con
     vu8 dz = (vu8)(div[u] == zero);
     div[u] = (vf8)(((vu8)one & dz) | ((vu8)div[u] & ~dz));
     if (J->normalize) mixed[u] /= div[u];
+    if (J->lambda != 1.0f) mixed[u] *= J->lambda;
     o[u] = b[u] + mixed[u];
   }
 }
 
-/* Whether block blk can take the fused path: no model keeps only some of its ties here. lo[i]:
- * the key model i's deltas are kept from (0: every element). */
-FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
+/* The key from which selection S keeps the elements of block blk, when it keeps all of the
+ * block's ties at its threshold or none of them: 1 and *lo (0 when S is inactive); else 0. */
+static inline int sel_from(const sel_t *S, size_t blk, uint32_t *lo) {
+  if (!S->active) return *lo = 0, 1;
+  int64_t q = S->all_eq ? -1 : S->quota[blk];
+  if (q > 0) return 0;
+  *lo = q < 0 ? S->thr : S->thr + 1;
+  return 1;
+}
+
+/* Whether block blk can take the fused path: no selection keeps only some of its ties here.
+ * Model i keeps keys in [lo[i], lo[i] + span[i]): from its selection's threshold up to
+ * breadcrumbs' outliers (sel[nm + i]), or to 2^31, above every |delta|'s key. */
+FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo, uint32_t *span) {
   for (int i = 0; i < J->nm; i++) {
-    const sel_t *S = &J->sel[i];
-    if (!S->active) {
-      lo[i] = 0;
+    uint32_t hi = 0x80000000u;
+    if (J->none[i]) {
+      lo[i] = span[i] = 0;
       continue;
     }
-    int64_t q = S->all_eq ? -1 : S->quota[blk];
-    if (q > 0) return 0;
-    lo[i] = q < 0 ? S->thr : S->thr + 1;
+    if (!sel_from(&J->sel[i], blk, &lo[i])) return 0;
+    if (J->nsel > J->nm && J->sel[J->nm + i].active && !sel_from(&J->sel[J->nm + i], blk, &hi)) return 0;
+    span[i] = hi > lo[i] ? hi - lo[i] : 0;
   }
   return 1;
 }
 
 /* One block of the fused TIES pass: elements [off, off+cnt). */
-FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt, const uint32_t *lo, void *dst,
-                           size_t doff) {
+FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt, const uint32_t *lo,
+                           const uint32_t *span, void *dst, size_t doff) {
   const uint16_t *mp[FC_MERGE_MAX_MODELS];
   for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
   const uint16_t *bp = (const uint16_t *)J->base->data + off;
@@ -156,7 +166,7 @@ FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt,
       for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
       __builtin_prefetch(bp + j + FUSED_PF);
     }
-    fused_ties_step(J, nm, mp, bp, j, lo, o, FU);
+    fused_ties_step(J, nm, mp, bp, j, lo, span, o, FU);
     for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
   }
   /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
@@ -165,7 +175,7 @@ FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt,
     const uint16_t *tp[FC_MERGE_MAX_MODELS];
     size_t r = cnt - j < 8 ? cnt - j : 8;
     tail_copy(nm, mp, bp, j, r, tb, tm, tp);
-    fused_ties_step(J, nm, tp, tb, 0, lo, o, 1);
+    fused_ties_step(J, nm, tp, tb, 0, lo, span, o, 1);
     st_tail(dst, J->out_dt, doff + j, r, &o[0]);
   }
 }
@@ -175,11 +185,11 @@ FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt,
 FC_INLINE void fused_ties_band(const job_t *J, const int nm, scratch_t *s, size_t blk) {
   const size_t off = blk * BLK, cnt = J->n - off < BLK ? J->n - off : BLK;
   const uint16_t *bp = (const uint16_t *)J->base->data + off;
-  for (int i = 0; i < nm; i++) {
+  for (int i = 0; i < J->nsel; i++) {
     const sel_t *S = &J->sel[i];
     if (!S->active || !S->band) continue;
     sel_t *T = &s->tc[i];
-    const uint16_t *mp = (const uint16_t *)J->models[i]->data + off;
+    const uint16_t *mp = (const uint16_t *)J->models[i % nm]->data + off;
     const uint32_t lo = S->lo, bhi = S->bhi, span = bhi - lo;
     uint16_t *bc = J->bcnt + ((size_t)i * J->nblocks + blk) * TTAB;
     const int nh = S->nheavy;
@@ -227,7 +237,7 @@ FC_INLINE void fused_ties_band(const job_t *J, const int nm, scratch_t *s, size_
 }
 
 #define CALL_TIES_BAND(J, s, blk, NM) fused_ties_band(J, NM, s, blk)
-#define CALL_FUSED_BLOCK(J, off, cnt, lo, dst, doff, NM) fused_block(J, NM, off, cnt, lo, dst, doff)
+#define CALL_FUSED_BLOCK(J, off, cnt, lo, span, dst, doff, NM) fused_block(J, NM, off, cnt, lo, span, dst, doff)
 
 /* TIES's selection passes (P_TIES_HIST, P_TIES_BAND) and the final pass of TIES, DARE and task
  * arithmetic (fused for bf16 TIES where the block allows). */
@@ -238,9 +248,9 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   uint32_t keys[BLK];
   if (kind == P_TIES_HIST) {
     size_t cnt = load_block(J, s, blk, 1);
-    for (int i = 0; i < nm; i++) {
+    for (int i = 0; i < J->nsel; i++) {
       if (!J->sel[i].active || J->sel[i].done) continue;
-      const float *d = s->m + (size_t)i * BLK;
+      const float *d = s->m + (size_t)(i % nm) * BLK;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
       hist_add(J, s, i, keys, cnt, blk);
     }
@@ -252,11 +262,11 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
       return;
     }
     size_t cnt = load_block(J, s, blk, 1);
-    for (int i = 0; i < nm; i++) {
+    for (int i = 0; i < J->nsel; i++) {
       const sel_t *S = &J->sel[i];
       if (!S->active || !S->band) continue;
       sel_t *T = &s->tc[i];
-      const float *d = s->m + (size_t)i * BLK;
+      const float *d = s->m + (size_t)(i % nm) * BLK;
       int64_t above = 0;
       const uint32_t lo = S->lo, bhi = S->bhi;
       for (size_t j = 0; j < cnt; j++) keys[j] = f2u(fabsf(d[j]));
@@ -279,9 +289,9 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   assert(kind == P_FINAL);
   if (J->fused == F_TIES) {
-    uint32_t lo[FC_MERGE_MAX_MODELS];
-    if (fused_lo(J, blk, lo)) {
-      WITH_NM(J->nm, CALL_FUSED_BLOCK, J, off, J->n - off < BLK ? J->n - off : BLK, lo, s->dst, off - s->off0);
+    uint32_t lo[FC_MERGE_MAX_MODELS], span[FC_MERGE_MAX_MODELS];
+    if (fused_lo(J, blk, lo, span)) {
+      WITH_NM(J->nm, CALL_FUSED_BLOCK, J, off, J->n - off < BLK ? J->n - off : BLK, lo, span, s->dst, off - s->off0);
       return;
     }
   }
@@ -289,8 +299,10 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   float *o = s->o;
   const float *b = s->b;
   int dare = M == FC_MERGE_DARE_LINEAR || M == FC_MERGE_DARE_TIES;
-  int consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES;
+  const int consensus = J->consensus;
   if (M == FC_MERGE_TIES) ties_mask(J, s, blk, cnt);
+  else if (M == FC_MERGE_BREADCRUMBS || M == FC_MERGE_BREADCRUMBS_TIES) fc_merge_crumbs_mask(J, s, blk, cnt);
+  else if (M == FC_MERGE_DELLA || M == FC_MERGE_DELLA_LINEAR) fc_merge_della_mask(J, s, blk, cnt);
   /* Sparsified, weighted deltas in place: wd_i = w_i * d_i'. */
   for (int i = 0; i < nm; i++) {
     float *d = s->m + (size_t)i * BLK;
@@ -332,6 +344,8 @@ FC_HOT void fc_merge_ties_block(job_t *J, int kind, scratch_t *s, size_t blk) {
   }
   if (J->normalize)
     for (size_t j = 0; j < cnt; j++) mixed[j] /= div[j];
+  if (J->lambda != 1.0f)
+    for (size_t j = 0; j < cnt; j++) mixed[j] *= J->lambda;
   for (size_t j = 0; j < cnt; j++) o[j] = b[j] + mixed[j];
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
 }
@@ -341,13 +355,14 @@ static void ties_setup_model(job_t *J, int i, scratch_t *s, void *arg) {
   (void)arg;
   sel_t *S = &J->sel[i];
   if (!S->active) return;
+  const fc_st_tensor_t *model = J->models[i % J->nm];
   size_t len = srun_len(J->n), ns = SRUNS * len;
   uint32_t *ks = fc_xmalloc(ns * sizeof *ks);
   float *b = s->b, *m = s->m;
   for (size_t r = 0; r < SRUNS; r++) {
     size_t off = (J->n / SRUNS) * r;
     load_f32(J->base, off, len, b);
-    load_f32(J->models[i], off, len, m);
+    load_f32(model, off, len, m);
     for (size_t j = 0; j < len; j++) ks[r * len + j] = f2u(fabsf(m[j] - b[j]));
   }
   fc_merge_band_setup(S, ks, ns, (double)S->k / (double)J->n);
@@ -356,9 +371,9 @@ static void ties_setup_model(job_t *J, int i, scratch_t *s, void *arg) {
 }
 
 static void ties_band_setup(job_t *J, int threads) {
-  fc_merge_each(J, J->nm, threads, ties_setup_model, NULL);
+  fc_merge_each(J, J->nsel, threads, ties_setup_model, NULL);
   if (J->fused == F_TIES) {
-    size_t n = (size_t)J->nm * J->nblocks * TTAB;
+    size_t n = (size_t)J->nsel * J->nblocks * TTAB;
     workspace_t *ws = J->ws;
     if (ws) {
       if (ws->bcnt_cap < n) {
@@ -374,12 +389,29 @@ static void ties_band_setup(job_t *J, int threads) {
   }
 }
 
-/* TIES: each model's top-density threshold, by the band pass when the tensor is large enough
- * and the sample places the band well, else (or for the models it missed) by the radix select. */
-int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
-  const int nm = J->nm;
+/* The thresholds of the active selections sel[0..nsel), by the band pass when the tensor is
+ * large enough and the sample places the band well, else (or for the selections it missed) by
+ * the radix select. */
+void fc_merge_ties_find(job_t *J, int threads) {
   int any = 0;
-  for (int i = 0; i < nm; i++) {
+  for (int i = 0; i < J->nsel; i++) any |= J->sel[i].active;
+  if (any && J->n >= BAND_MIN) {
+    ties_band_setup(J, threads);
+    fc_merge_pass(J, P_TIES_BAND, threads);
+    for (int i = 0; i < J->nsel; i++) {
+      const uint16_t *bc = J->bcnt ? J->bcnt + (size_t)i * J->nblocks * TTAB : NULL;
+      if (J->sel[i].active && !fc_merge_band_resolve(J, &J->sel[i], bc)) J->sel[i].band = 0;
+      fc_merge_cand_free(&J->sel[i]);
+    }
+  }
+  int left = 0;
+  for (int i = 0; i < J->nsel; i++) left |= J->sel[i].active && !J->sel[i].done;
+  if (left) fc_merge_run_select(J, P_TIES_HIST, threads);
+}
+
+/* TIES: each model's top-density threshold. */
+int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err) {
+  for (int i = 0; i < J->nm; i++) {
     if (J->dens[i] >= 1) continue;
     int64_t k = (int64_t)(J->dens[i] * (double)J->n);
     if (k <= 0)
@@ -388,20 +420,8 @@ int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err
                         J->dens[i], name, J->n);
     J->sel[i].active = 1;
     J->sel[i].k = k;
-    any = 1;
   }
-  J->nsel = nm;
-  if (any && J->n >= BAND_MIN) {
-    ties_band_setup(J, threads);
-    fc_merge_pass(J, P_TIES_BAND, threads);
-    for (int i = 0; i < nm; i++) {
-      const uint16_t *bc = J->bcnt ? J->bcnt + (size_t)i * J->nblocks * TTAB : NULL;
-      if (J->sel[i].active && !fc_merge_band_resolve(J, &J->sel[i], bc)) J->sel[i].band = 0;
-      fc_merge_cand_free(&J->sel[i]);
-    }
-  }
-  int left = 0;
-  for (int i = 0; i < nm; i++) left |= J->sel[i].active && !J->sel[i].done;
-  if (left) fc_merge_run_select(J, P_TIES_HIST, threads);
+  J->nsel = J->nm;
+  fc_merge_ties_find(J, threads);
   return 0;
 }

@@ -39,10 +39,40 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
     else cfg->select_topk = d;
     return 0;
   }
-  if (!strcmp(key, "normalize") || !strcmp(key, "rescale") || !strcmp(key, "int8_mask")) {
+  if (!strcmp(key, "max_iter")) {
+    if (parse_num(value, &d) || d != floor(d) || d < 0 || d > 100000)
+      return fc_err_set(err, FC_EINVAL, "parameter max_iter: '%s' is not an integer in [0, 100000]", value);
+    cfg->max_iter = (int)d;
+    return 0;
+  }
+  if (!strcmp(key, "tol")) {
+    if (parse_num(value, &d) || d < 0)
+      return fc_err_set(err, FC_EINVAL, "parameter tol: '%s' is not a non-negative number", value);
+    cfg->tol = d;
+    return 0;
+  }
+  if (!strcmp(key, "lambda") || !strcmp(key, "gamma") || !strcmp(key, "epsilon")) {
+    if (parse_num(value, &d))
+      return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not a number", key, value);
+    if (key[0] != 'l' && (d < 0 || d >= 1))
+      return fc_err_set(err, FC_EINVAL, "parameter %s: %g is outside [0, 1)", key, d);
+    if (key[0] == 'l') cfg->lambda = d;
+    else if (key[0] == 'g') cfg->gamma = d;
+    else cfg->epsilon = d;
+    return 0;
+  }
+  if (!strcmp(key, "normalize") || !strcmp(key, "rescale") || !strcmp(key, "int8_mask") ||
+      !strcmp(key, "filter_wise") || !strcmp(key, "nuslerp_flatten") || !strcmp(key, "nuslerp_row_wise") ||
+      !strcmp(key, "normalize_weights")) {
     if (parse_bool(value, &b))
       return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not true or false", key, value);
-    if (!strcmp(key, "normalize")) cfg->normalize = b;
+    if (key[0] == 'f' && b)
+      return fc_err_set(err, FC_EINVAL, "parameter filter_wise: model_stock's per-row angles are not supported");
+    if (!strcmp(key, "nuslerp_flatten") && !b)
+      return fc_err_set(err, FC_EINVAL, "parameter nuslerp_flatten: per-row angles are not supported");
+    if (!strcmp(key, "nuslerp_row_wise") && b)
+      return fc_err_set(err, FC_EINVAL, "parameter nuslerp_row_wise: per-column angles are not supported");
+    if (!strcmp(key, "normalize") || !strcmp(key, "normalize_weights")) cfg->normalize = b;
     else if (!strcmp(key, "rescale")) cfg->rescale = b;
     /* int8_mask only changes mergekit's mask storage type, never the result. */
     return 0;
@@ -65,8 +95,9 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
     return 0;
   }
   return fc_err_set(err, FC_EINVAL,
-                    "unknown parameter '%s' (known: select_topk, t, normalize, rescale, "
-                    "sce_mask_scope, seed, int8_mask)",
+                    "unknown parameter '%s' (known: select_topk, t, lambda, gamma, epsilon, "
+                    "normalize, rescale, sce_mask_scope, seed, int8_mask, filter_wise, nuslerp_flatten, "
+                    "nuslerp_row_wise, normalize_weights, max_iter, tol)",
                     key);
 }
 
@@ -75,6 +106,7 @@ typedef struct yctx {
   const char *what;
   fc_err_t *err;
   fc_merge_yaml_t *arena;
+  const char *scope; /* "model parameter" or "parameter", for messages */
 } yctx_t;
 
 static int yerr(yctx_t *y, const yaml_node_t *n, const char *fmt, const char *a, const char *b) {
@@ -94,19 +126,121 @@ static char *keep(yctx_t *y, const char *s) {
   return a->strings[a->nstrings++] = fc_xstrdup(s);
 }
 
-static int model_params(yctx_t *y, yaml_node_t *map, fc_merge_model_t *m) {
+static void *hold(yctx_t *y, size_t bytes) {
+  fc_merge_yaml_t *a = y->arena;
+  a->blocks = fc_xrealloc(a->blocks, (a->nblocks + 1) * sizeof *a->blocks);
+  return a->blocks[a->nblocks++] = fc_xcalloc(1, bytes ? bytes : 1);
+}
+
+static const char *const PNAMES[FC_MP_COUNT] = {"weight", "density", "gamma", "epsilon", "t", "select_topk",
+                                                "lambda"};
+
+static int param_key(const char *k) {
+  for (int i = 0; i < FC_MP_COUNT; i++)
+    if (!strcmp(k, PNAMES[i])) return i;
+  return -1;
+}
+
+/* Range of one value of parameter key (each value of a gradient is checked). */
+static int check_value(yctx_t *y, yaml_node_t *n, int key, double d) {
+  char v[64];
+  snprintf(v, sizeof v, "%g", d);
+  if ((key == FC_MP_DENSITY || key == FC_MP_T || key == FC_MP_SELECT_TOPK) && (d < 0 || d > 1))
+    return yerr(y, n, "%s %s is outside [0, 1]", PNAMES[key], v);
+  if ((key == FC_MP_GAMMA || key == FC_MP_EPSILON) && (d < 0 || d >= 1))
+    return yerr(y, n, "%s %s is outside [0, 1)", PNAMES[key], v);
+  return 0;
+}
+
+/* A value: a number or a list of numbers (a layer gradient). */
+static int parse_value(yctx_t *y, yaml_node_t *n, int key, fc_merge_cond_t *c) {
+  double d;
+  const char *v = scalar(y, n);
+  if (v) {
+    if (parse_num(v, &d)) {
+      char what[64];
+      snprintf(what, sizeof what, "%s %s", y->scope, PNAMES[key]);
+      return yerr(y, n, "%s must be a number or a list of numbers ('%s')", what, v);
+    }
+    double *vals = hold(y, sizeof *vals);
+    vals[0] = d;
+    c->nv = 1;
+    c->v = vals;
+    return check_value(y, n, key, d);
+  }
+  if (n->type != YAML_SEQUENCE_NODE) return yerr(y, n, "%s must be a number or a list of numbers%s", PNAMES[key], 0);
+  int nv = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+  if (nv == 0) return yerr(y, n, "%s: an empty list%s", PNAMES[key], 0);
+  double *vals = hold(y, (size_t)nv * sizeof *vals);
+  for (int i = 0; i < nv; i++) {
+    yaml_node_t *e = yaml_document_get_node(&y->doc, n->data.sequence.items.start[i]);
+    const char *ev = scalar(y, e);
+    if (!ev || parse_num(ev, &vals[i])) return yerr(y, e, "%s: a gradient's values are numbers%s", PNAMES[key], 0);
+    int rc = check_value(y, e, key, vals[i]);
+    if (rc) return rc;
+  }
+  c->nv = nv;
+  c->v = vals;
+  return 0;
+}
+
+/* One {filter, value} condition. */
+static int parse_cond(yctx_t *y, yaml_node_t *n, int key, fc_merge_cond_t *c) {
+  yaml_node_t *value = NULL;
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key), *vn = yaml_document_get_node(&y->doc, p->value);
+    const char *k = scalar(y, kn);
+    if (k && !strcmp(k, "filter")) {
+      const char *f = scalar(y, vn);
+      if (!f) return yerr(y, vn, "filter must be a string%s%s", 0, 0);
+      c->filter = keep(y, f);
+    } else if (k && !strcmp(k, "value")) {
+      value = vn;
+    } else {
+      return yerr(y, kn, "unknown key '%s' in a condition of %s (known: filter, value)", k ? k : "?", PNAMES[key]);
+    }
+  }
+  if (!value) return yerr(y, n, "a condition of %s without 'value'%s", PNAMES[key], 0);
+  return parse_value(y, value, key, c);
+}
+
+/* A parameter in any of mergekit's forms, appended to the settings (model -1: global). */
+static int add_setting(yctx_t *y, yaml_node_t *n, int key, int model) {
+  fc_merge_yaml_t *a = y->arena;
+  fc_merge_cond_t *cs;
+  int nc = 1, rc = 0;
+  int conds = n->type == YAML_SEQUENCE_NODE && n->data.sequence.items.top > n->data.sequence.items.start &&
+              yaml_document_get_node(&y->doc, n->data.sequence.items.start[0])->type == YAML_MAPPING_NODE;
+  if (conds) {
+    nc = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+    cs = hold(y, (size_t)nc * sizeof *cs);
+    for (int i = 0; i < nc && !rc; i++) {
+      yaml_node_t *e = yaml_document_get_node(&y->doc, n->data.sequence.items.start[i]);
+      if (e->type != YAML_MAPPING_NODE) return yerr(y, e, "%s: each condition is {filter, value}%s", PNAMES[key], 0);
+      rc = parse_cond(y, e, key, &cs[i]);
+    }
+  } else {
+    cs = hold(y, sizeof *cs);
+    rc = n->type == YAML_MAPPING_NODE ? parse_cond(y, n, key, cs) : parse_value(y, n, key, cs);
+  }
+  if (rc) return rc;
+  a->settings = fc_xrealloc(a->settings, (size_t)(a->nsettings + 1) * sizeof *a->settings);
+  a->settings[a->nsettings++] = (fc_merge_setting_t){(fc_merge_param_t)key, model, nc, cs};
+  return 0;
+}
+
+static int model_params(yctx_t *y, yaml_node_t *map, int model) {
+  y->scope = "model parameter";
   if (map->type != YAML_MAPPING_NODE) return yerr(y, map, "parameters must be a mapping%s%s", 0, 0);
   for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
     yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key), *vn = yaml_document_get_node(&y->doc, p->value);
-    const char *k = scalar(y, kn), *v = scalar(y, vn);
+    const char *k = scalar(y, kn);
     if (!k) return yerr(y, kn, "parameter names must be plain strings%s%s", 0, 0);
-    double d;
-    if (!v || parse_num(v, &d)) return yerr(y, vn, "model parameter %s must be a number%s", k, 0);
-    if (!strcmp(k, "weight")) m->weight = d;
-    else if (!strcmp(k, "density")) {
-      if (d < 0 || d > 1) return yerr(y, vn, "density %s is outside [0, 1]%s", v, 0);
-      m->density = d;
-    } else return yerr(y, kn, "unknown model parameter '%s' (known: weight, density)%s", k, 0);
+    int key = param_key(k);
+    if (key < 0 || key > FC_MP_EPSILON)
+      return yerr(y, kn, "unknown model parameter '%s' (known: weight, density, gamma, epsilon)%s", k, 0);
+    int rc = add_setting(y, vn, key, model);
+    if (rc) return rc;
   }
   return 0;
 }
@@ -132,7 +266,7 @@ static int parse_models(yctx_t *y, yaml_node_t *seq, fc_merge_cfg_t *cfg) {
         if (!v || !*v) return yerr(y, vn, "model must be a path%s%s", 0, 0);
         ms[i].path = keep(y, v);
       } else if (!strcmp(k, "parameters")) {
-        int rc = model_params(y, vn, &ms[i]);
+        int rc = model_params(y, vn, i);
         if (rc) return rc;
       } else return yerr(y, kn, "unknown key '%s' in a model entry (known: model, parameters)%s", k, 0);
     }
@@ -149,7 +283,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
   yaml_parser_t parser;
   yaml_parser_initialize(&parser);
   yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-  yctx_t y = {.what = what, .err = err, .arena = arena};
+  yctx_t y = {.what = what, .err = err, .arena = arena, .scope = "parameter"};
   if (!yaml_parser_load(&parser, &y.doc)) {
     int rc = fc_err_set(err, FC_EFORMAT, "%s:%zu: %s", what, parser.problem_mark.line + 1,
                         parser.problem ? parser.problem : "invalid YAML");
@@ -172,7 +306,9 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       fc_merge_method_t m;
       if (!v || fc_merge_method_parse(v, &m))
         rc = yerr(&y, vn, "unknown merge_method '%s' (known: linear, task_arithmetic, ties, dare_ties, "
-                  "dare_linear, slerp, sce, varm)%s", v ? v : "?", 0);
+                  "dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, "
+                  "model_stock, nuslerp, multislerp, karcher, sce, varm)%s",
+                  v ? v : "?", 0);
       else cfg->method = m, have_method = 1;
     } else if (!strcmp(k, "base_model")) {
       if (!v || !*v) rc = yerr(&y, vn, "base_model must be a path%s%s", 0, 0);
@@ -187,12 +323,18 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top && !rc; q++) {
         yaml_node_t *pk = yaml_document_get_node(&y.doc, q->key), *pv = yaml_document_get_node(&y.doc, q->value);
         const char *a = scalar(&y, pk), *b = scalar(&y, pv);
-        if (!a || !b) {
-          rc = yerr(&y, pk, "parameters take plain values (per-layer lists are not supported)%s%s", 0, 0);
+        if (!a) {
+          rc = yerr(&y, pk, "parameter names must be plain strings%s%s", 0, 0);
           break;
         }
+        int key = param_key(a);
         fc_err_t e = {0};
-        if (fc_merge_set_param(cfg, a, b, &e)) rc = yerr(&y, pv, "%s%s", e.msg, 0);
+        /* Per-model parameters are every model's default; t, select_topk and lambda may vary by
+         * layer and tensor; a plain value of those is set directly (a CLI --param overrides it). */
+        y.scope = "parameter";
+        if (key >= 0 && (key <= FC_MP_EPSILON || !b)) rc = add_setting(&y, pv, key, -1);
+        else if (!b) rc = yerr(&y, pv, "parameter %s takes a plain value%s", a, 0);
+        else if (fc_merge_set_param(cfg, a, b, &e)) rc = yerr(&y, pv, "%s%s", e.msg, 0);
       }
     } else if (!strcmp(k, "dtype") || !strcmp(k, "out_dtype")) {
       /* mergekit: dtype is its compute dtype and the output's unless out_dtype says; we always
@@ -216,6 +358,19 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
   }
   if (!rc && !have_method) rc = yerr(&y, root, "no merge_method%s%s", 0, 0);
   if (!rc && !cfg->nmodels) rc = yerr(&y, root, "no models%s%s", 0, 0);
+  if (!rc) {
+    for (int s = 0; s < arena->nsettings; s++)
+      if (arena->settings[s].model >= cfg->nmodels) rc = yerr(&y, root, "a model's parameters without the model%s%s", 0, 0);
+    /* The models' plain view (tensors outside the layers, no filter): what the kernel API and
+     * the CLI see; fc_merge_run resolves the settings again for each tensor. */
+    cfg->settings = arena->settings;
+    cfg->nsettings = arena->nsettings;
+    fc_merge_cfg_t view;
+    fc_merge_model_t *ms = fc_xmalloc((size_t)cfg->nmodels * sizeof *ms);
+    fc_merge_resolve(cfg, NULL, 0, &view, ms);
+    memcpy(arena->models, ms, (size_t)cfg->nmodels * sizeof *ms);
+    free(ms);
+  }
 done:
   yaml_document_delete(&y.doc);
   if (rc) fc_merge_yaml_free(arena);
@@ -236,5 +391,8 @@ void fc_merge_yaml_free(fc_merge_yaml_t *a) {
   for (size_t i = 0; i < a->nstrings; i++) free(a->strings[i]);
   free(a->strings);
   free(a->models);
+  for (size_t i = 0; i < a->nblocks; i++) free(a->blocks[i]);
+  free(a->blocks);
+  free(a->settings);
   memset(a, 0, sizeof *a);
 }

@@ -45,7 +45,7 @@ static const fc_param_t JOB[] = {
     {.key = "shards", .yaml = "shards", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = 4096, .unit = "", .help = "logits and alignment shards, spread over daemons", .off = offsetof(fc_job_params_t, shards)},
     {.key = "seed", .yaml = "seed", .type = FC_PARAM_U64, .def = 0, .lo = 0, .hi = (double)UINT64_MAX, .unit = "", .help = "seed of everything seeded; also the default of training.seed", .off = offsetof(fc_job_params_t, seed)},
     {.key = "max_attempts", .yaml = "max_attempts", .type = FC_PARAM_INT, .def = 3, .lo = 1, .hi = 100, .unit = "", .help = "attempts per task before the job fails", .off = offsetof(fc_job_params_t, max_attempts)},
-    {.key = "parameters", .yaml = "merge.parameters", .type = FC_PARAM_MAP, .unit = "", .help = "the method's parameters, mergekit's names (select_topk, density, weight, t, normalize, rescale, seed), checked at submit", .off = FC_PARAM_NOSTORE},
+    {.key = "parameters", .yaml = "merge.parameters", .type = FC_PARAM_MAP, .unit = "", .help = "the method's parameters, mergekit's names (select_topk, density, weight, t, lambda, gamma, epsilon, normalize, rescale, seed), checked at submit", .off = FC_PARAM_NOSTORE},
     {.key = "sft", .yaml = "baselines.sft", .type = FC_PARAM_BOOL, .def = 0, .unit = "", .help = "also plain SFT of the pivot on the same data (train/sft), evaluated like the others", .off = offsetof(fc_job_params_t, baseline_sft)},
     {.key = "merges", .yaml = "baselines.merges", .type = FC_PARAM_LIST, .unit = "", .help = "other merge methods of the same targets (merge/METHOD), each evaluated", .off = FC_PARAM_NOSTORE},
     {.key = "tasks", .yaml = "tasks", .type = FC_PARAM_LIST, .unit = "", .help = "instead of models: an explicit task list of {name, kind, cap, params, inputs, outputs, deps}; params of the kinds below are checked against their tables", .off = FC_PARAM_NOSTORE},
@@ -107,7 +107,7 @@ static const fc_param_t TRAIN_P[] = {
 
 static const fc_param_t MERGE[] = {
     {.key = "method", .yaml = "merge.method", .flag = "method", .sopt = 'm', .type = FC_PARAM_ENUM, .sdef = "sce",
-     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|slerp", .unit = "",
+     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|breadcrumbs|breadcrumbs_ties|della|della_linear|slerp|nearswap|model_stock|nuslerp|multislerp|karcher", .unit = "",
      .help = "merge method (sce: FuseChat's release, the selection sets the weights only; sce-mergekit: mergekit's, unselected deltas zeroed)", .off = offsetof(fc_merge_params_t, method)},
     {.key = "weight", .type = FC_PARAM_FLOAT, .def = 1, .lo = -100, .hi = 100, .unit = "", .help = "weight of every merged model", .off = offsetof(fc_merge_params_t, weight)},
     {.key = "density", .type = FC_PARAM_FLOAT, .def = -1, .lo = 0, .hi = 1, .unit = "", .help = "kept fraction of every model's deltas (default: 0.5 for ties and dare, else 1)", .off = offsetof(fc_merge_params_t, density)},

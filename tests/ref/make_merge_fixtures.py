@@ -74,6 +74,23 @@ for i in range(3):
         m[n] = (base[n] + d).float()
     models.append(m)
 
+# Two more layers (drawn after the tensors above, so those keep their values), for the
+# parameters that vary across layers: layer i of 3 sits at t = i / 2.
+EXTRA = {
+    "model.layers.1.self_attn.q_proj.weight": (24, 16),
+    "model.layers.1.mlp.up_proj.weight": (12, 20),
+    "model.layers.2.self_attn.q_proj.weight": (24, 16),
+    "model.layers.2.mlp.up_proj.weight": (12, 20),
+}
+for n, sh in EXTRA.items():
+    base[n] = torch.randn(*sh, generator=g)
+for i, m in enumerate(models):
+    for n, sh in EXTRA.items():
+        m[n] = (base[n] + 0.1 * (i + 1) * torch.randn(*sh, generator=g)).float()
+SHAPES.update(EXTRA)
+names = list(SHAPES)
+NLAYERS = 3
+
 os.makedirs(OUT, exist_ok=True)
 bdir = os.path.join(OUT, "base")
 os.makedirs(bdir, exist_ok=True)
@@ -152,13 +169,57 @@ def linear(name, b, ms, w, p):
     return acc
 
 
-def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_rescale):
+def outliers_mask(d, density, gamma):
+    """Breadcrumbs (mergekit's magnitude_outliers): of the deltas sorted by decreasing
+    magnitude (ties: lower index first), skip the int(gamma n) largest, keep the next
+    int(density n)."""
+    n = d.numel()
+    target, ntop = int(density * n), int(gamma * n)
+    nbot = n - target - ntop
+    if nbot < 0:
+        ntop += nbot
+    order = np.argsort(-d.abs().numpy().astype(np.float64), kind="stable")
+    m = torch.zeros(n, dtype=torch.bool)
+    m[torch.from_numpy(order[ntop:ntop + target])] = True
+    return m
+
+
+def della_drop(seed, name, i, d, shape, density, eps, rescale):
+    """DELLA (mergekit's della_magprune): within each row (a 2-D tensor's rows, the whole of a
+    1-D one), rank |delta| ascending (ties: lower index first) and keep element j with
+    probability (density - eps) + rank_j / (cols - 1) * 2 * eps (float32, as mergekit's
+    tensors), drawn with the counter-based DARE stream; survivors divided by their probability
+    when rescale."""
+    if density >= 1:
+        return d
+    if density <= 0:
+        return torch.zeros_like(d)
+    assert 0 < density - eps and density + eps < 1
+    rows = d.reshape(shape[0], -1) if len(shape) >= 2 else d.reshape(1, -1)
+    cols = rows.shape[1]
+    order = np.argsort(rows.abs().numpy().astype(np.float64), axis=1, kind="stable")
+    ranks = np.empty(order.shape, dtype=np.int64)
+    np.put_along_axis(ranks, order, np.arange(cols)[None, :].repeat(rows.shape[0], 0), axis=1)
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32)
+    rn = torch.from_numpy(ranks).float() / f32(float(cols - 1)) if cols > 1 else torch.zeros(rows.shape)
+    prob = (f32(density - eps) + rn * f32(2.0) * f32(eps)).flatten()
+    keep = dare_mask(seed, name, i, d.numel(), prob.double().numpy())
+    kept = d / prob if rescale else d
+    return torch.where(keep, kept, torch.zeros_like(d))
+
+
+def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_rescale,
+        gam=None, eps=None, lam=1.0, shape=None):
     normalize = p.get("normalize", default_norm)
     rescale = p.get("rescale", default_rescale)
     deltas = []
     for i, m in enumerate(ms):
         d = m - b
-        if sparsify == "magnitude" and dens[i] < 1:
+        if sparsify == "outliers" and dens[i] < 1:
+            d = torch.where(outliers_mask(d, dens[i], gam[i]), d, torch.zeros_like(d))
+        elif sparsify == "della":
+            d = della_drop(p.get("seed", 0), name, i, d, shape, dens[i], eps[i], rescale)
+        elif sparsify == "magnitude" and dens[i] < 1:
             k = int(dens[i] * d.numel())
             d = torch.where(topk_mask(d.abs(), k), d, torch.zeros_like(d))
         elif sparsify == "random" and dens[i] < 1:
@@ -183,6 +244,8 @@ def gta(name, b, ms, w, dens, p, sparsify, consensus, default_norm, default_resc
         div = torch.tensor(div, dtype=torch.float32)
     if normalize:
         mixed = mixed / div
+    if lam != 1.0:
+        mixed = mixed * torch.tensor(lam, dtype=torch.float32)
     return b + mixed
 
 
@@ -198,6 +261,109 @@ def slerp(name, b, ms, p):
         s0, s1 = math.sin(th0 - th0 * t) / math.sin(th0), math.sin(th0 * t) / math.sin(th0)
     s0, s1 = np.float32(s0), np.float32(s1)
     return (torch.tensor(s0) * b + torch.tensor(s1) * ms[0]).float()
+
+
+def nearswap(b, m, t):
+    """mergekit's nearswap, float32: weight clamp(t / max(|a - b|, 1e-6), 0, 1) on the model."""
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32)
+    absdiff = torch.clamp((b - m).abs(), min=f32(1e-6))
+    w = torch.clamp(f32(t) / absdiff, 0, 1)
+    return w * m + (f32(1.0) - w) * b
+
+
+def model_stock(b, ms):
+    """mergekit's model_stock (filter_wise false): the mean pairwise cosine of the flattened
+    deltas (clamped; norms' product at least 1e-6) sets t = N c / (1 + (N - 1) c); the result
+    is t * mean(models) + (1 - t) * base. Sums of products in float64 (fc_merge.h)."""
+    offs = [(m - b).double() for m in ms]
+    cos = []
+    for i in range(len(offs)):
+        for j in range(i + 1, len(offs)):
+            npr = offs[i].norm().item() * offs[j].norm().item()
+            cos.append(max(-1.0, min(1.0, (offs[i] * offs[j]).sum().item() / max(npr, 1e-6))))
+    c, n = sum(cos) / len(cos), len(ms)
+    t = torch.tensor(n * c / (1 + (n - 1) * c), dtype=torch.float32)
+    avg = seqsum32(ms) / torch.tensor(float(n), dtype=torch.float32)
+    return t * avg + (torch.tensor(1.0) - t) * b
+
+
+def nuslerp(b, ms, w):
+    """mergekit's nuslerp (flatten): t = w1 / (w0 + w1), the angle of the two whole tensors
+    (or of their deltas from the base, when given; norms clamped to 1e-7), lerp when
+    |sin theta| < 1e-8; the coefficients rounded to float32 (fc_merge.h)."""
+    v0, v1 = (ms[0] - b, ms[1] - b) if b is not None else (ms[0], ms[1])
+    t = 0.5 if abs(w[0] + w[1]) < 1e-6 else w[1] / (w[0] + w[1])
+    n0, n1 = max(v0.double().norm().item(), 1e-7), max(v1.double().norm().item(), 1e-7)
+    cos = max(-1.0, min(1.0, (v0.double() * v1.double()).sum().item() / (n0 * n1)))
+    th = math.acos(cos)
+    st = math.sin(th)
+    if abs(st) < 1e-8:
+        c0, c1 = 1 - t, t
+    else:
+        c0, c1 = math.sin((1 - t) * th) / st, math.sin(t * th) / st
+    r = torch.tensor(c0, dtype=torch.float32) * v0 + torch.tensor(c1, dtype=torch.float32) * v1
+    return b + r if b is not None else r
+
+
+def multislerp(b, ms, w, normalize=True, eps=1e-8):
+    """mergekit's multislerp, literally (tangent space at the weighted mean direction and the
+    exponential map back), in float64; an all-zero stack (models equal to the base) gives the
+    base (fc_merge.h)."""
+    x = torch.stack([m - b if b is not None else m for m in ms]).double()
+    wt = torch.tensor(w, dtype=torch.float64)
+    if normalize:
+        wt = wt / wt.sum()
+    norms = torch.norm(x, dim=-1, keepdim=True)
+    if norms.abs().sum() == 0:
+        return b.clone()
+    unit = x / (norms + eps)
+    mean = (unit * wt.view(-1, 1)).sum(0)
+    mnorm = torch.norm(mean)
+    if mnorm < eps:
+        assert len(ms) == 2
+        res = x[0] * wt[0] + x[1] * wt[1]
+    else:
+        mean = mean / mnorm
+        dots = (unit * mean).sum(-1, keepdim=True)
+        tang = ((unit - dots * mean) * wt.view(-1, 1)).sum(0)
+        tn = torch.norm(tang) + eps
+        res = mean * torch.cos(tn) + tang * (torch.sin(tn) / tn)
+        res = res * (norms.squeeze(-1) * wt).sum()
+    res = res.float()
+    return b + res if b is not None else res
+
+
+def karcher(ms, max_iter=10, tol=1e-5):
+    """mergekit's karcher_merge_tensors, literally, in float64 (equal weights)."""
+    alphas = [1.0 / len(ms)] * len(ms)
+    xs = [m.double() for m in ms]
+    norms = [x.norm().item() for x in xs]
+    units = [x / n if n > 0 else torch.zeros_like(x) for x, n in zip(xs, norms)]
+    valid = [i for i, n in enumerate(norms) if n > tol]
+    if not valid:
+        return torch.zeros_like(ms[0])
+    asum = sum(alphas[i] for i in valid)
+    na = [alphas[i] / asum for i in valid]
+    vu = [units[i] for i in valid]
+    u = sum(a * x for a, x in zip(na, vu))
+    nu = u.norm().item()
+    u = vu[0].clone() if nu < tol else u / nu
+    for _ in range(max_iter):
+        T = torch.zeros_like(u)
+        for a, x in zip(na, vu):
+            dot = max(-1.0, min(1.0, torch.dot(u, x).item()))
+            th = math.acos(dot)
+            if th < tol:
+                continue
+            T += a * (th / math.sin(th)) * (x - dot * u)
+        nt = T.norm().item()
+        if nt < tol:
+            break
+        u = math.cos(nt) * u + math.sin(nt) * (T / nt)
+        un = u.norm().item()
+        if un > tol:
+            u = u / un
+    return (sum(a * n for a, n in zip(alphas, norms)) * u).float()
 
 
 def sce(name, b, ms, p, weights_out):
@@ -311,6 +477,305 @@ for cname, method, mlist, params in CASES:
     write_st(os.path.join(edir, cname + ".safetensors"), out)
     if wlog:
         summary[cname] = [sum(col) / len(col) for col in zip(*wlog)]
+
+# ---- mergekit's configs as written: parameters resolved per tensor ----
+# Written from mergekit's config.py (evaluate_setting, ConfigReader.parameter) and plan.py (a
+# layer's t = i / (layers - 1); tensors outside the layers at t = 0): a model's own value first,
+# then the global one, each the first condition whose filter is in the tensor's name, a list of
+# numbers interpolated at t.
+import re
+import yaml
+
+
+def evaluate(setting, name, t):
+    if isinstance(setting, (int, float)):
+        return float(setting)
+    if isinstance(setting, dict):
+        setting = [setting]
+    if all(isinstance(e, (int, float)) for e in setting):
+        x = t * (len(setting) - 1)
+        i0 = int(x)
+        i1 = min(len(setting) - 1, i0 + 1)
+        f = x - i0
+        return (1 - f) * setting[i0] + f * setting[i1]
+    for c in setting:
+        flt = c.get("filter")
+        if flt is None or flt == "*" or flt in name:
+            return evaluate(c["value"], name, t)
+    return None
+
+
+def layer_t(name):
+    m = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    if not m:
+        return 0.0
+    return int(m.group(1)) / (NLAYERS - 1) if NLAYERS > 1 else 1.0
+
+
+def param(cfg, key, name, model=None, default=None):
+    t = layer_t(name)
+    if model is not None:
+        own = model.get("parameters") or {}
+        v = evaluate(own[key], name, t) if key in own else None
+        if v is not None:
+            return v
+    if key in cfg.get("parameters", {}):
+        v = evaluate(cfg["parameters"][key], name, t)
+        if v is not None:
+            return v
+    return default
+
+
+GTA = {  # method: sparsification, consensus, default normalize, default rescale (registry.py)
+    "task_arithmetic": (None, False, False, False),
+    "ties": ("magnitude", True, True, False),
+    "breadcrumbs": ("outliers", False, False, False),
+    "breadcrumbs_ties": ("outliers", True, False, False),
+    "della": ("della", True, True, True),
+    "della_linear": ("della", False, False, True),
+}
+
+CONFIGS = {
+    # The issue's example: density given once, under the top-level parameters.
+    "ties_global": """
+merge_method: ties
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m2
+    parameters: {weight: 1.0}
+parameters: {density: 0.5, normalize: true}
+""",
+    "breadcrumbs": """
+merge_method: breadcrumbs
+base_model: base
+models:
+  - model: m1
+    parameters:
+      weight: 0.6
+      gamma: 0.05
+  - model: m2
+    parameters:
+      weight: 0.4
+  - model: m3
+    parameters:
+      weight: 0.3
+      density: 0.9
+parameters:
+  density: 0.6
+  gamma: 0.02
+""",
+    "breadcrumbs_ties": """
+merge_method: breadcrumbs_ties
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m2
+    parameters: {weight: 0.5}
+  - model: m3
+    parameters: {weight: 0.8}
+parameters:
+  density: 0.5
+  normalize: true
+""",
+    "della": """
+merge_method: della
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 1.0, density: 0.5}
+  - model: m2
+    parameters: {weight: 0.6, density: 0.4, epsilon: 0.2}
+  - model: m3
+    parameters: {weight: 0.8}
+parameters:
+  density: 0.7
+  epsilon: 0.1
+  lambda: 0.9
+seed: 3
+""",
+    "della_linear": """
+merge_method: della_linear
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.5, density: 0.6}
+  - model: m2
+    parameters: {weight: 0.3, density: 0.5}
+parameters:
+  epsilon: 0.15
+  normalize: true
+seed: 9
+""",
+    # Layer gradients: a model's weight and the global density vary across the layers.
+    "gradient": """
+merge_method: ties
+base_model: base
+models:
+  - model: m1
+    parameters:
+      weight: [0.2, 1.0, 0.5]
+  - model: m2
+    parameters:
+      weight: 0.7
+      density: [0.9, 0.3]
+  - model: m3
+    parameters:
+      weight: [1.0, 0.1]
+parameters:
+  density: [0.3, 0.7]
+""",
+    # mergekit's classic SLERP: t by tensor-name filter, each a gradient, and a default.
+    "filter": """
+merge_method: slerp
+base_model: base
+models:
+  - model: base
+  - model: m1
+parameters:
+  t:
+    - filter: self_attn
+      value: [0, 0.5, 0.3, 0.7, 1]
+    - filter: mlp
+      value: [1, 0.5, 0.7, 0.3, 0]
+    - value: 0.5
+dtype: float32
+""",
+    # NearSwap with t by layer: the model's values where they lie within t of the base's.
+    "nearswap": """
+merge_method: nearswap
+base_model: base
+models:
+  - model: m1
+parameters:
+  t: [0.05, 0.2]
+""",
+    "model_stock": """
+merge_method: model_stock
+base_model: base
+models:
+  - model: base
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  filter_wise: false
+""",
+    "nuslerp": """
+merge_method: nuslerp
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.7}
+  - model: m2
+    parameters: {weight: [0.3, 0.9]}
+""",
+    "nuslerp_nobase": """
+merge_method: nuslerp
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m3
+    parameters: {weight: 0.5}
+parameters:
+  nuslerp_flatten: true
+""",
+    "multislerp": """
+merge_method: multislerp
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.5}
+  - model: m2
+    parameters: {weight: 0.3}
+  - model: m3
+    parameters: {weight: [0.2, 0.6]}
+""",
+    "multislerp_nobase": """
+merge_method: multislerp
+models:
+  - model: m1
+    parameters: {weight: 1}
+  - model: m2
+    parameters: {weight: 2}
+parameters:
+  normalize_weights: true
+""",
+    "karcher": """
+merge_method: karcher
+models:
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  max_iter: 20
+  tol: 1.0e-7
+""",
+    # Filters on a model's weight (falling back to the global default where none matches)
+    # and a layer gradient on lambda.
+    "filter_models": """
+merge_method: task_arithmetic
+base_model: base
+models:
+  - model: m1
+    parameters:
+      weight:
+        - filter: mlp
+          value: 0.2
+        - filter: q_proj
+          value: [0.9, 0.1]
+  - model: m2
+    parameters:
+      weight:
+        - filter: mlp
+          value: 1.0
+parameters:
+  weight: 0.5
+  lambda: [1.0, 0.5]
+""",
+}
+
+for cname, text in CONFIGS.items():
+    with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
+        f.write("# fixture case %s (tests/ref/make_merge_fixtures.py)\n" % cname + text.lstrip())
+    cfg = yaml.safe_load(text)
+    method = cfg["merge_method"]
+    p = {k: v for k, v in cfg.get("parameters", {}).items() if isinstance(v, bool)}
+    if "seed" in cfg:
+        p["seed"] = cfg["seed"]
+    entries = [m for m in cfg["models"] if m["model"] != cfg.get("base_model") or method == "linear"]
+    inputs = [models[int(m["model"][1:]) - 1] for m in entries]
+    out = {}
+    for n in names:
+        b = base[n].flatten()
+        ms = [m[n].flatten() for m in inputs]
+        if method == "slerp":
+            r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
+        elif method == "nuslerp":
+            w = [param(cfg, "weight", n, m, 1.0) for m in entries]
+            r = nuslerp(b if "base_model" in cfg else None, ms, w)
+        elif method == "multislerp":
+            w = [param(cfg, "weight", n, m, 1.0) for m in entries]
+            r = multislerp(b if "base_model" in cfg else None, ms, w)
+        elif method == "karcher":
+            r = karcher(ms, cfg.get("parameters", {}).get("max_iter", 10), cfg.get("parameters", {}).get("tol", 1e-5))
+        elif method == "model_stock":
+            r = model_stock(b, ms)
+        elif method == "nearswap":
+            r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
+        else:
+            sp, cons, dn, dr = GTA[method]
+            w = [param(cfg, "weight", n, m, 1.0) for m in entries]
+            dens = [param(cfg, "density", n, m, 1.0) for m in entries]
+            gam = [param(cfg, "gamma", n, m, 0.01) for m in entries]
+            eps = [param(cfg, "epsilon", n, m, 0.15) for m in entries]
+            lam = param(cfg, "lambda", n, None, 1.0)
+            r = gta(n, b, ms, w, dens, p, sp, cons, dn, dr, gam, eps, lam, SHAPES[n])
+        out[n] = r.reshape(SHAPES[n])
+    write_st(os.path.join(edir, cname + ".safetensors"), out)
+
 with open(os.path.join(edir, "weights.json"), "w") as f:
     json.dump(summary, f, indent=1)
-print("wrote", len(CASES), "cases to", OUT)
+print("wrote", len(CASES) + len(CONFIGS), "cases to", OUT)

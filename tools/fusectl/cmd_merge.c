@@ -27,7 +27,22 @@ static void usage(FILE *fp) {
           "                   the agreeing entries\n"
           "  dare_ties        drop with probability 1-density (seeded), rescale, elect the sign\n"
           "  dare_linear      drop, rescale, weighted sum\n"
+          "  breadcrumbs      drop each d_i's largest gamma and smallest, keep density; weighted sum\n"
+          "  breadcrumbs_ties the same drop, then elect the sign\n"
+          "  della            drop with probabilities ranked by magnitude in each row (density\n"
+          "                   +- epsilon), rescale, elect the sign\n"
+          "  della_linear     the same drop, weighted sum\n"
           "  slerp            spherical interpolation from the base to one model by t\n"
+          "  nearswap         per element, the model's value where within t of the base's:\n"
+          "                   w = clamp(t / |base - model|, 0, 1), w model + (1 - w) base\n"
+          "  model_stock      t avg_i M_i + (1 - t) base, t = N c / (1 + (N - 1) c) from the\n"
+          "                   mean cosine c between the models' deltas\n"
+          "  nuslerp          spherical interpolation of two models (their deltas when a base\n"
+          "                   is given), t = w_1 / (w_0 + w_1)\n"
+          "  multislerp       weighted interpolation of any number of models (or deltas) on the\n"
+          "                   sphere: their weighted mean direction times their weighted mean norm\n"
+          "  karcher          the models' Riemannian mean direction (max_iter, tol) times their\n"
+          "                   mean norm (no base)\n"
           "  sce              FuseChat: select by variance (select_topk), weights by mean(d^2),\n"
           "                   erase minority signs\n"
           "  varm             FuseChat v1: sum_i W_i M_i with W_i ~ mean(d_i^2)\n"
@@ -39,6 +54,9 @@ static void usage(FILE *fp) {
           "    - model: /models/target1\n"
           "      parameters: {weight: 1.0, density: 0.5}\n"
           "  parameters: {select_topk: 0.1}\n"
+          "  # any number may be a list (a gradient over the layers) or a list of\n"
+          "  # {filter: NAME, value: V} (by tensor name); per-model keys given here\n"
+          "  # (weight, density, gamma, epsilon) are every model's default\n"
           "  dtype: bfloat16\n"
           "  seed: 0\n"
           "\n"
@@ -48,9 +66,12 @@ static void usage(FILE *fp) {
           "                    'weights' (FuseChat release: selection only feeds the weights;\n"
           "                    a fusion job's 'sce' is this one, its 'sce-mergekit' the default)\n"
           "  t=F               slerp: interpolation factor, 0 = base (required)\n"
-          "  normalize=B       divide by the sum of weights (default true for linear and ties)\n"
-          "  rescale=B         dare: divide survivors by density (default true)\n"
-          "  seed=N            dare: seed of the drop masks (default 0)\n"
+          "  normalize=B       divide by the sum of weights (default true for linear, ties, della)\n"
+          "  rescale=B         dare, della: divide survivors by their keep probability (default true)\n"
+          "  lambda=F          task-vector methods: scale of the merged delta (default 1)\n"
+          "  gamma=F           breadcrumbs: fraction of largest deltas dropped (default 0.01)\n"
+          "  epsilon=F         della: half-width of the keep probabilities (default 0.15)\n"
+          "  seed=N            dare, della: seed of the drop masks (default 0)\n"
           "\n"
           "Options:\n"
           "  -o, --out DIR       output model directory (required)\n"
@@ -158,7 +179,7 @@ int fc_cmd_merge(int argc, char **argv) {
     cfg.base = base;
     list = fc_xcalloc((size_t)nmodels, sizeof *list);
     double v[FC_MERGE_MAX_MODELS];
-    for (int i = 0; i < nmodels; i++) list[i] = (fc_merge_model_t){models[i], 1.0, 1.0};
+    for (int i = 0; i < nmodels; i++) list[i] = (fc_merge_model_t){.path = models[i], .weight = 1.0, .density = 1.0};
     if (wlist) {
       if (parse_list(wlist, v, FC_MERGE_MAX_MODELS) != nmodels) {
         rc = fc_cli_usage_error("merge", "--weights needs one number per model (%d)", nmodels);
@@ -212,7 +233,8 @@ int fc_cmd_merge(int argc, char **argv) {
     }
     cfg.dtype = (int)dt;
   }
-  if (cfg.method != FC_MERGE_LINEAR && !cfg.base) {
+  if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && cfg.method != FC_MERGE_MULTISLERP &&
+      cfg.method != FC_MERGE_KARCHER && !cfg.base) {
     rc = fc_cli_usage_error("merge", "%s needs a base model", fc_merge_method_name(cfg.method));
     goto done;
   }
