@@ -44,6 +44,14 @@ static void test_edit_distance(void **state) {
   assert_int_equal(fc_edit_distance("\xe4", 1, "\xe4\xbd\xa0", 3), 1);
   assert_int_equal(fc_edit_distance("\xe4", 1, "\xe4", 1), 0);
   assert_int_equal(fc_utf8_units("a\xc3\xa9\xe4\xbd\xa0\xf0\x9f\x98\x80\xff", 11), 5);
+  /* the aligner's local cost: code points between whole characters, bytes once a token splits
+   * one (the byte of 你 against 你 differs by two bytes, against "a你" by three) */
+  assert_int_equal(fc_token_distance("caf\xc3\xa9", 5, "cafe", 4), 1);
+  assert_int_equal(fc_token_distance("\xe4\xbd\xa0", 3, "\xe5\xa5\xbd", 3), 1);
+  assert_int_equal(fc_token_distance("\xe4", 1, "\xe4\xbd\xa0", 3), 2);
+  assert_int_equal(fc_token_distance("a\xe4\xbd\xa0", 4, "\xe4", 1), 3);
+  assert_int_equal(fc_token_distance("\xbd\xa0", 2, "", 0), 2);
+  assert_int_equal(fc_token_distance("kitten", 6, "sitting", 7), 3);
   /* bounded: stops early but never reports less than the bound when the distance exceeds it */
   assert_true(fc_edit_distance_bounded("aaaaaaaa", 8, "bbbbbbbb", 8, 3) >= 3);
   assert_int_equal(fc_edit_distance_bounded("abcd", 4, "abce", 4, 3), 1);
@@ -99,9 +107,10 @@ static void test_hand_checked(void **state) {
   seq_from(&s, s3);
   seq_from(&p, p3);
   assert_int_equal(fc_align_mined(a, &s.s, &p.s, &r, &err), 0);
-  /* d(" ", " 你")=1, bytes vs " 你" = 2 each (stray byte != the character) -> all three bytes on
-   * pivot 0 costs 1+2+2+2 = 7; 好 and ! on pivot 1: d(好, 好!)=1 + d(!, 好!)=1 */
-  assert_int_equal(r.cost, 9);
+  /* d(" ", " 你")=1; a byte of 你 splits the character, so it is compared on bytes: 3 against
+   * " 你" (4 bytes) -> all three bytes on pivot 0 costs 1+3+3+3 = 10 (against 好! they would
+   * cost 4); 好 and ! on pivot 1: d(好, 好!)=1 + d(!, 好!)=1 */
+  assert_int_equal(r.cost, 12);
   int g3[] = {4, 0, 1, 2, 3, 2, 4, 5};
   expect_groups(&r, g3);
   fc_align_result_t f = {0};
@@ -301,7 +310,8 @@ static void test_bad_offsets(void **state) {
 }
 
 /* Against FuseChat's dtw re-implemented in Python (tests/ref/align_ref.py): same cost and the
- * same path, tie-breaking included, on random sequences with Unicode and byte-fallback tokens. */
+ * same path, tie-breaking included, on random sequences with Unicode and byte-fallback tokens
+ * (the latter compared on bytes, as fc_token_distance does). */
 static void hex_tokens(json_t *arr, seq_t *q) {
   uint32_t n = 0, pos = 0;
   size_t i;
