@@ -11,6 +11,7 @@
 
 #include "fc_align.h"
 #include "synth_tok.h"
+#include "test_support.h"
 
 /* A sequence built from a NULL-terminated list of token texts. */
 typedef struct seq {
@@ -43,6 +44,14 @@ static void test_edit_distance(void **state) {
   assert_int_equal(fc_edit_distance("\xe4", 1, "\xe4\xbd\xa0", 3), 1);
   assert_int_equal(fc_edit_distance("\xe4", 1, "\xe4", 1), 0);
   assert_int_equal(fc_utf8_units("a\xc3\xa9\xe4\xbd\xa0\xf0\x9f\x98\x80\xff", 11), 5);
+  /* the aligner's local cost: code points between whole characters, bytes once a token splits
+   * one (the byte of 你 against 你 differs by two bytes, against "a你" by three) */
+  assert_int_equal(fc_token_distance("caf\xc3\xa9", 5, "cafe", 4), 1);
+  assert_int_equal(fc_token_distance("\xe4\xbd\xa0", 3, "\xe5\xa5\xbd", 3), 1);
+  assert_int_equal(fc_token_distance("\xe4", 1, "\xe4\xbd\xa0", 3), 2);
+  assert_int_equal(fc_token_distance("a\xe4\xbd\xa0", 4, "\xe4", 1), 3);
+  assert_int_equal(fc_token_distance("\xbd\xa0", 2, "", 0), 2);
+  assert_int_equal(fc_token_distance("kitten", 6, "sitting", 7), 3);
   /* bounded: stops early but never reports less than the bound when the distance exceeds it */
   assert_true(fc_edit_distance_bounded("aaaaaaaa", 8, "bbbbbbbb", 8, 3) >= 3);
   assert_int_equal(fc_edit_distance_bounded("abcd", 4, "abce", 4, 3), 1);
@@ -98,9 +107,10 @@ static void test_hand_checked(void **state) {
   seq_from(&s, s3);
   seq_from(&p, p3);
   assert_int_equal(fc_align_mined(a, &s.s, &p.s, &r, &err), 0);
-  /* d(" ", " 你")=1, bytes vs " 你" = 2 each (stray byte != the character) -> all three bytes on
-   * pivot 0 costs 1+2+2+2 = 7; 好 and ! on pivot 1: d(好, 好!)=1 + d(!, 好!)=1 */
-  assert_int_equal(r.cost, 9);
+  /* d(" ", " 你")=1; a byte of 你 splits the character, so it is compared on bytes: 3 against
+   * " 你" (4 bytes) -> all three bytes on pivot 0 costs 1+3+3+3 = 10 (against 好! they would
+   * cost 4); 好 and ! on pivot 1: d(好, 好!)=1 + d(!, 好!)=1 */
+  assert_int_equal(r.cost, 12);
   int g3[] = {4, 0, 1, 2, 3, 2, 4, 5};
   expect_groups(&r, g3);
   fc_align_result_t f = {0};
@@ -300,7 +310,8 @@ static void test_bad_offsets(void **state) {
 }
 
 /* Against FuseChat's dtw re-implemented in Python (tests/ref/align_ref.py): same cost and the
- * same path, tie-breaking included, on random sequences with Unicode and byte-fallback tokens. */
+ * same path, tie-breaking included, on random sequences with Unicode and byte-fallback tokens
+ * (the latter compared on bytes, as fc_token_distance does). */
 static void hex_tokens(json_t *arr, seq_t *q) {
   uint32_t n = 0, pos = 0;
   size_t i;
@@ -360,6 +371,186 @@ static void test_python_reference(void **state) {
   fc_aligner_destroy(&wide);
 }
 
+/* ---- split characters under real tokenizers ---------------------------------------------- */
+
+/* An independent reference for the local cost, written out plainly: a token made of whole
+ * UTF-8 characters is a string of code points; a token holding part of a character (a byte
+ * that is not inside a complete, well-formed sequence of the token) is compared on bytes, and so
+ * is anything it is paired with. */
+static int ref_whole_chars(const uint8_t *t, uint32_t n, uint32_t *cps, uint32_t *ncp) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < n; k++) {
+    uint8_t c = t[i];
+    uint32_t need, cp;
+    if (c < 0x80) need = 0, cp = c;
+    else if (c >= 0xc2 && c <= 0xdf) need = 1, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef) need = 2, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4) need = 3, cp = c & 0x07;
+    else return 0;
+    if (i + need >= n && need) return 0;
+    for (uint32_t x = 1; x <= need; x++) {
+      if ((t[i + x] & 0xc0) != 0x80) return 0;
+      cp = cp << 6 | (t[i + x] & 0x3f);
+    }
+    cps[k] = cp;
+    i += need + 1;
+  }
+  *ncp = k;
+  return 1;
+}
+
+static int64_t ref_lev(const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t nb) {
+  int64_t *row = malloc(((size_t)nb + 1) * sizeof *row);
+  for (uint32_t j = 0; j <= nb; j++) row[j] = j;
+  for (uint32_t i = 1; i <= na; i++) {
+    int64_t diag = row[0];
+    row[0] = i;
+    for (uint32_t j = 1; j <= nb; j++) {
+      int64_t up = row[j], v = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < v) v = up + 1;
+      if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+      diag = up;
+      row[j] = v;
+    }
+  }
+  int64_t d = row[nb];
+  free(row);
+  return d;
+}
+
+/* bytes_only: every pair on bytes (the pure byte measure, reported beside). */
+static int64_t ref_cost(const fc_align_seq_t *s, uint32_t i, const fc_align_seq_t *p, uint32_t j,
+                        int bytes_only) {
+  const uint8_t *a = (const uint8_t *)s->bytes + s->start[i], *b = (const uint8_t *)p->bytes + p->start[j];
+  uint32_t la = s->start[i + 1] - s->start[i], lb = p->start[j + 1] - p->start[j], na, nb;
+  uint32_t *ua = malloc(((size_t)la + 1) * 4), *ub = malloc(((size_t)lb + 1) * 4);
+  if (bytes_only || !ref_whole_chars(a, la, ua, &na) || !ref_whole_chars(b, lb, ub, &nb)) {
+    for (uint32_t k = 0; k < la; k++) ua[k] = a[k];
+    for (uint32_t k = 0; k < lb; k++) ub[k] = b[k];
+    na = la, nb = lb;
+  }
+  int64_t d = ref_lev(ua, na, ub, nb);
+  free(ua);
+  free(ub);
+  return d;
+}
+
+/* The optimal alignment cost: the full DTW table, no band, no cache. */
+static int64_t ref_dtw(const fc_align_seq_t *s, const fc_align_seq_t *p, int bytes_only) {
+  uint32_t n = s->n, m = p->n;
+  int64_t *acc = malloc((size_t)n * m * sizeof *acc);
+  for (uint32_t i = 0; i < n; i++)
+    for (uint32_t j = 0; j < m; j++) {
+      int64_t best = 0;
+      if (i || j) {
+        best = INT64_MAX;
+        if (i && j && acc[(i - 1) * m + j - 1] < best) best = acc[(i - 1) * m + j - 1];
+        if (i && acc[(i - 1) * m + j] < best) best = acc[(i - 1) * m + j];
+        if (j && acc[i * m + j - 1] < best) best = acc[i * m + j - 1];
+      }
+      acc[i * m + j] = best + ref_cost(s, i, p, j, bytes_only);
+    }
+  int64_t c = acc[(size_t)n * m - 1];
+  free(acc);
+  return c;
+}
+
+typedef struct tokseq {
+  fc_align_seq_t s;
+  int32_t *ids;
+  char *bytes;
+  uint32_t *start;
+} tokseq_t;
+
+/* Token texts as the fusion stages build them (fc_tok_token_text of each id). */
+static void tokseq_encode(const fc_tok_t *t, const char *text, tokseq_t *q) {
+  uint32_t *off = NULL;
+  size_t n = 0;
+  fc_err_t err = {0};
+  assert_int_equal(fc_tok_encode(t, text, strlen(text), 0, &q->ids, &off, &n, &err), 0);
+  free(off);
+  size_t len = 0;
+  char probe[1];
+  for (size_t i = 0; i < n; i++) len += fc_tok_token_text(t, q->ids[i], probe, 0);
+  q->bytes = malloc(len + 1);
+  q->start = malloc((n + 1) * sizeof *q->start);
+  size_t pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    q->start[i] = (uint32_t)pos;
+    pos += fc_tok_token_text(t, q->ids[i], q->bytes + pos, len + 1 - pos);
+  }
+  q->start[n] = (uint32_t)pos;
+  q->s = (fc_align_seq_t){(uint32_t)n, q->bytes, q->start, NULL};
+}
+
+static void tokseq_free(tokseq_t *q) {
+  free(q->ids);
+  free(q->bytes);
+  free(q->start);
+}
+
+static fc_tok_t *load_tok(const char *name) {
+  char rel[64];
+  snprintf(rel, sizeof rel, "tok/%s", name);
+  char *path = test_fixture(rel);
+  fc_tok_t *t = NULL;
+  fc_err_t err = {0};
+  if (fc_tok_load(&t, path, &err)) fail_msg("load %s: %s", path, err.msg);
+  free(path);
+  return t;
+}
+
+#define FAMILY "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa7\xe2\x80\x8d\xf0\x9f\x91\xa6"
+
+/* Texts whose characters Llama-2 spells as byte-fallback tokens and Qwen3 splits across
+ * byte-level tokens (emoji with zero-width joiners, Hangul, rare CJK), aligned both ways: the
+ * path the aligner returns must cost the reference optimum, and its reported cost must be the
+ * reference cost of that path. */
+static void test_split_characters(void **state) {
+  (void)state;
+  fc_tok_t *ll = load_tok("llama2"), *qw = load_tok("qwen3");
+  static const char *texts[] = {
+      FAMILY,
+      " " FAMILY,
+      FAMILY FAMILY,
+      "The family: " FAMILY " is here.",
+      "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4 \xed\x85\x8d\xec\x8a\xa4\xed\x8a\xb8 \xeb\xb6\x84\xed\x95\xb4",
+      "\xe6\xb7\xb1\xe5\xba\xa6\xe5\xad\xa6\xe4\xb9\xa0\xe6\xa8\xa1\xe5\x9e\x8b\xe8\x9e\x8d\xe5\x90\x88 \xf0\xa0\x80\x80\xe9\xbe\x98",
+      "caf\xc3\xa9 \xf0\x9f\x98\x80\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd ok",
+      NULL};
+  fc_aligner_t *a = fc_aligner_new(FC_ALIGN_DEFAULT_MARGIN), *wide = fc_aligner_new(1 << 20);
+  fc_align_result_t r = {0};
+  fc_err_t err = {0};
+  for (int k = 0; texts[k]; k++)
+    for (int dir = 0; dir < 2; dir++) {
+      tokseq_t s, p;
+      tokseq_encode(dir ? qw : ll, texts[k], &s);
+      tokseq_encode(dir ? ll : qw, texts[k], &p);
+      int64_t opt = ref_dtw(&s.s, &p.s, 0), opt_bytes = ref_dtw(&s.s, &p.s, 1);
+      for (int w = 0; w < 2; w++) {
+        assert_int_equal((w ? fc_align_full : fc_align_mined)(w ? wide : a, &s.s, &p.s, &r, &err), 0);
+        int64_t got = 0, got_bytes = 0;
+        for (uint32_t x = 0; x < r.n_path; x++) {
+          got += ref_cost(&s.s, r.src[x], &p.s, r.piv[x], 0);
+          got_bytes += ref_cost(&s.s, r.src[x], &p.s, r.piv[x], 1);
+        }
+        if (!w)
+          print_message("text %d %s: %u x %u tokens: path %ld (optimum %ld), on bytes alone %ld (optimum %ld)\n",
+                        k, dir ? "qwen3->llama2" : "llama2->qwen3", s.s.n, p.s.n, (long)got, (long)opt,
+                        (long)got_bytes, (long)opt_bytes);
+        assert_int_equal(got, opt);
+        assert_int_equal(r.cost, got);
+      }
+      tokseq_free(&s);
+      tokseq_free(&p);
+    }
+  fc_align_result_free(&r);
+  fc_aligner_destroy(&a);
+  fc_aligner_destroy(&wide);
+  fc_tok_destroy(&ll);
+  fc_tok_destroy(&qw);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_edit_distance),
@@ -368,6 +559,7 @@ int main(void) {
       cmocka_unit_test(test_band_equals_full),
       cmocka_unit_test(test_bad_offsets),
       cmocka_unit_test(test_python_reference),
+      cmocka_unit_test(test_split_characters),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

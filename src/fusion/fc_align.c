@@ -1,4 +1,5 @@
-/* MinED token alignment: banded DTW over code-point edit distances (see fc_align.h). */
+/* MinED token alignment: banded DTW over token edit distances, in code points for whole
+ * characters and in bytes for tokens that split one (see fc_align.h). */
 #include "fc_align.h"
 
 #include <assert.h>
@@ -25,6 +26,7 @@ struct fc_aligner {
   /* per-call scratch, grown as needed */
   uint64_t *sh, *ph;    /* [n], [m] string hashes */
   uint32_t *su, *pu;    /* units per token */
+  uint8_t *ss, *ps;     /* token holds part of a character: compared on bytes */
   uint32_t *lo, *hi;    /* [n] band per source row */
   uint64_t *rowoff;     /* [n + 1] offset of row i in mv */
   uint8_t *mv;          /* band cells: backtrack move */
@@ -48,6 +50,8 @@ void fc_aligner_destroy(fc_aligner_t **pa) {
   free(a->ph);
   free(a->su);
   free(a->pu);
+  free(a->ss);
+  free(a->ps);
   free(a->lo);
   free(a->hi);
   free(a->rowoff);
@@ -104,6 +108,14 @@ static inline uint32_t next_unit(const uint8_t *s, uint32_t len, uint32_t *i) {
 uint32_t fc_utf8_units(const char *s, uint32_t len) {
   uint32_t n = 0;
   for (uint32_t i = 0; i < len; n++) next_unit((const uint8_t *)s, len, &i);
+  return n;
+}
+
+/* Units of s; *split = 1 when one of them is a stray byte (part of a character). */
+static uint32_t units_split(const char *s, uint32_t len, uint8_t *split) {
+  uint32_t n = 0, stray = 0;
+  for (uint32_t i = 0; i < len; n++) stray |= next_unit((const uint8_t *)s, len, &i) >= 0x110000;
+  *split = (uint8_t)stray;
   return n;
 }
 
@@ -212,6 +224,14 @@ uint32_t fc_edit_distance(const char *a, uint32_t la, const char *b, uint32_t lb
   return fc_edit_distance_bounded(a, la, b, lb, UINT32_MAX);
 }
 
+uint32_t fc_token_distance(const char *a, uint32_t la, const char *b, uint32_t lb) {
+  uint8_t xa, xb;
+  uint32_t ua = units_split(a, la, &xa), ub = units_split(b, lb, &xb);
+  if (xa || xb || (ua == la && ub == lb))
+    return lev_bytes((const uint8_t *)a, la, (const uint8_t *)b, lb);
+  return fc_edit_distance(a, la, b, lb);
+}
+
 /* ---- the DP --------------------------------------------------------------------------- */
 
 #define GROW(p, cap, need)                                  \
@@ -228,8 +248,8 @@ static inline uint32_t pair_cost(fc_aligner_t *a, const fc_align_seq_t *s, const
   uint64_t hs = a->sh[i], hp = a->ph[j];
   const char *ta = s->bytes + s->start[i], *tb = p->bytes + p->start[j];
   if (hs == hp && la == lb && memcmp(ta, tb, la) == 0) return 0;
-  if (la == 0) return a->pu[j];
-  if (lb == 0) return a->su[i];
+  if (la == 0) return a->ps[j] ? lb : a->pu[j];
+  if (lb == 0) return a->ss[i] ? la : a->su[i];
   uint64_t key = (hs * 0x9e3779b97f4a7c15ULL) ^ (hp + 0x632be59bd9b4e019ULL) ^ ((uint64_t)la << 40 | lb);
   key ^= key >> 29;
   cache_ent_t *e = &a->cache[(key * 0xbf58476d1ce4e5b9ULL) >> (64 - CACHE_BITS)];
@@ -238,7 +258,8 @@ static inline uint32_t pair_cost(fc_aligner_t *a, const fc_align_seq_t *s, const
     return e->dist;
   }
   a->st.ed_calls++;
-  uint32_t d = a->su[i] == la && a->pu[j] == lb
+  /* On bytes when every byte is a unit anyway, or when either token splits a character. */
+  uint32_t d = (a->su[i] == la && a->pu[j] == lb) || a->ss[i] || a->ps[j]
                    ? lev_bytes((const uint8_t *)ta, la, (const uint8_t *)tb, lb)
                    : fc_edit_distance(ta, la, tb, lb);
   *e = (cache_ent_t){hs, hp, la, lb, d, 1};
@@ -256,6 +277,7 @@ static int prepare(fc_aligner_t *a, const fc_align_seq_t *s, const fc_align_seq_
     a->cap_n = (size_t)n * 2 + 1;
     a->sh = fc_xrealloc(a->sh, a->cap_n * sizeof *a->sh);
     a->su = fc_xrealloc(a->su, a->cap_n * sizeof *a->su);
+    a->ss = fc_xrealloc(a->ss, a->cap_n * sizeof *a->ss);
     a->lo = fc_xrealloc(a->lo, a->cap_n * sizeof *a->lo);
     a->hi = fc_xrealloc(a->hi, a->cap_n * sizeof *a->hi);
     a->rowoff = fc_xrealloc(a->rowoff, a->cap_n * sizeof *a->rowoff);
@@ -264,18 +286,19 @@ static int prepare(fc_aligner_t *a, const fc_align_seq_t *s, const fc_align_seq_
     a->cap_m = (size_t)m * 2 + 1;
     a->ph = fc_xrealloc(a->ph, a->cap_m * sizeof *a->ph);
     a->pu = fc_xrealloc(a->pu, a->cap_m * sizeof *a->pu);
+    a->ps = fc_xrealloc(a->ps, a->cap_m * sizeof *a->ps);
     a->prev = fc_xrealloc(a->prev, a->cap_m * sizeof *a->prev);
     a->cur = fc_xrealloc(a->cur, a->cap_m * sizeof *a->cur);
   }
   for (uint32_t i = 0; i < n; i++) {
     if (s->start[i + 1] < s->start[i]) return fc_err_set(err, FC_EINVAL, "source token starts not ascending at %u", i);
     a->sh[i] = fc_hash64(s->bytes + s->start[i], s->start[i + 1] - s->start[i], 0);
-    a->su[i] = fc_utf8_units(s->bytes + s->start[i], s->start[i + 1] - s->start[i]);
+    a->su[i] = units_split(s->bytes + s->start[i], s->start[i + 1] - s->start[i], &a->ss[i]);
   }
   for (uint32_t j = 0; j < m; j++) {
     if (p->start[j + 1] < p->start[j]) return fc_err_set(err, FC_EINVAL, "pivot token starts not ascending at %u", j);
     a->ph[j] = fc_hash64(p->bytes + p->start[j], p->start[j + 1] - p->start[j], 0);
-    a->pu[j] = fc_utf8_units(p->bytes + p->start[j], p->start[j + 1] - p->start[j]);
+    a->pu[j] = units_split(p->bytes + p->start[j], p->start[j + 1] - p->start[j], &a->ps[j]);
   }
   return 0;
 }

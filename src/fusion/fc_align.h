@@ -4,8 +4,13 @@
  *
  * Token strings are byte strings given by the caller (what a token stands for: SentencePiece
  * `▁` and byte-level `Ġ`/`Ċ` already turned into the characters, byte-fallback tokens into their
- * byte). The edit distance counts Unicode code points of the UTF-8 text; a byte that is not part
- * of a well-formed UTF-8 sequence is one unit of its own, distinct from every code point.
+ * byte). The local cost of a pair (fc_token_distance) is the edit distance in Unicode code points
+ * when both tokens are made of whole UTF-8 characters, as in FuseChat. When either holds part of a
+ * character (a byte-level or byte-fallback token cut inside a multi-byte sequence: emoji joined
+ * by zero-width joiners, Hangul, rare CJK), the pair is compared on bytes, so such a token costs
+ * what its bytes differ from its partner's; as units, its stray bytes would differ from every
+ * whole character and the path through a split character would be arbitrary (the emoji family
+ * 👨‍👩‍👧‍👦 between Llama-2 and Qwen3 cost 47 against an optimum of 26; tests/test_align.c).
  *
  * fc_align_mined restricts the DP to a band: source row i may only pair with pivot tokens whose
  * byte span overlaps token i's span, widened by `margin` tokens each side (and made monotone and
@@ -61,7 +66,11 @@ int fc_align_full(fc_aligner_t *a, const fc_align_seq_t *src, const fc_align_seq
                   fc_align_result_t *out, fc_err_t *err);
 void fc_align_result_free(fc_align_result_t *r);
 
-/* Levenshtein distance between two UTF-8 byte strings, counted in code points (see above). */
+/* The aligner's local cost of two token texts (see above): code points, or bytes when either
+ * token splits a character. */
+uint32_t fc_token_distance(const char *a, uint32_t la, const char *b, uint32_t lb);
+/* Levenshtein distance between two UTF-8 byte strings, counted in code points; a stray byte is
+ * one unit of its own, distinct from every code point. */
 uint32_t fc_edit_distance(const char *a, uint32_t la, const char *b, uint32_t lb);
 /* The same with an early exit: returns any value >= bound once the distance is known to be
  * >= bound. */

@@ -4,8 +4,10 @@
 strings, i.e. code points), re-implemented here in plain Python. Writes random token-sequence
 pairs with the reference path and cost to tests/fixtures/align/dtw_ref.json.
 Tie-breaking follows the reference: on equal predecessors prefer the diagonal, then (i-1, j),
-then (i, j-1). Byte-fallback tokens are written as single bytes, which the C side treats as one
-unit each; here they are mapped to private code points so they equal only themselves.
+then (i, j-1). Byte-fallback tokens are written as single bytes. A token that holds part of a
+character (a byte >= 0x80 on its own) is compared on bytes with whatever it is paired with, so
+it costs what its bytes differ (fc_token_distance); pairs of whole-character tokens keep
+FuseChat's code-point distance.
 Run by hand: python3 tests/ref/align_ref.py"""
 import json
 import os
@@ -22,6 +24,25 @@ def lev(a, b):
     return prev[-1]
 
 
+def splits_char(tok):
+    return isinstance(tok, list) and any(b >= 0x80 for b in tok)
+
+
+def as_bytes(tok):
+    return bytes(tok) if isinstance(tok, list) else tok.encode("utf-8")
+
+
+def as_text(tok):
+    # a byte-fallback token of ASCII bytes is those characters
+    return bytes(tok).decode("ascii") if isinstance(tok, list) else tok
+
+
+def token_distance(a, b):
+    if splits_char(a) or splits_char(b):
+        return lev(as_bytes(a), as_bytes(b))
+    return lev(as_text(a), as_text(b))
+
+
 def dtw(s1, s2):
     n, m = len(s1), len(s2)
     inf = float("inf")
@@ -29,7 +50,7 @@ def dtw(s1, s2):
     acc[0][0] = 0
     for i in range(n):
         for j in range(m):
-            acc[i + 1][j + 1] = lev(s1[i], s2[j]) + min(acc[i][j + 1], acc[i + 1][j], acc[i][j])
+            acc[i + 1][j + 1] = token_distance(s1[i], s2[j]) + min(acc[i][j + 1], acc[i + 1][j], acc[i][j])
     i, j = n - 1, m - 1
     path = []
     while i > 0 or j > 0:
@@ -61,12 +82,6 @@ def random_tokens(rng, text):
     return toks
 
 
-def as_units(tok):
-    # byte tokens ("<0xE4>") are given as a list of ints: an ASCII byte is its character, any
-    # other byte a private code point equal only to itself (a stray byte on the C side)
-    return "".join((chr(b) if b < 0x80 else chr(0x110000 - 256 + b)) for b in tok)
-
-
 def to_hex(tok):
     if isinstance(tok, list):
         return bytes(tok).hex()
@@ -84,8 +99,7 @@ def main():
             # byte-fallback: split one source token into its UTF-8 bytes
             k = rng.randrange(len(src))
             src = src[:k] + [[b] for b in src[k].encode("utf-8")] + src[k + 1:]
-        s_units = [as_units(t) if isinstance(t, list) else t for t in src]
-        path, cost = dtw(s_units, piv)
+        path, cost = dtw(src, piv)
         cases.append({"src": [to_hex(t) for t in src], "piv": [to_hex(t) for t in piv],
                       "cost": cost, "path": path})
     out = os.path.join(os.path.dirname(__file__), "..", "fixtures", "align", "dtw_ref.json")
