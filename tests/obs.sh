@@ -107,6 +107,47 @@ check 1 "plot a job without train tasks" "$FUSECTL" plot --endpoint "$EP" --out 
 grep -q "no loss curve drawn for job 1" "$tmp/out" && ok || bad "plot's message: $(cat "$tmp/out")"
 grep -q 'job=1 task=1 msg="event task.leased' "$tmp/coord.log" && ok || { bad "coordinator log fields job= task="; head "$tmp/coord.log"; }
 grep -q 'job=1 task=1 worker=w1 msg="task (sleep) done' "$tmp/w1.log" && ok || { bad "worker log fields"; cat "$tmp/w1.log"; }
+# systemd's watchdog: pinged while idle and while the task reports progress, withheld while a
+# task is silent for half the period (2 s here), pinged again once the worker is idle
+kill "$wpid" 2>/dev/null
+wait "$wpid" 2>/dev/null
+python3 - "$tmp/notify.sock" "$tmp/notify.log" <<'PY' &
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(0.5)
+end = time.time() + 12
+with open(sys.argv[2], "w") as out:
+    while time.time() < end:
+        try:
+            d = s.recv(4096).decode()
+        except socket.timeout:
+            continue
+        for line in d.splitlines():
+            out.write("%.3f %s\n" % (time.time(), line))
+        out.flush()
+PY
+npid=$!
+sleep 0.3
+NOTIFY_SOCKET="$tmp/notify.sock" WATCHDOG_USEC=2000000 "$D/fusechat-worker-test" --run-dir "$tmp/run" --id w2 --heartbeat 0.2 2> "$tmp/w2.log" &
+wpid=$!
+sleep 2
+printf 'name: wedged\nstore: %s/store\ntasks:\n  - {name: h, kind: sleep, outputs: [h.out], params: {ms: 4000, silent: 1}}\n' "$tmp" > "$tmp/wedged.yaml"
+check 0 "submit wedged" "$FUSECTL" submit --endpoint "$EP" "$tmp/wedged.yaml"
+check 0 "watch wedged" "$FUSECTL" watch --endpoint "$EP" 3
+wait "$npid"
+python3 - "$tmp/notify.log" <<'PY' > "$tmp/wd.out" 2>&1 && ok || { bad "watchdog pings"; cat "$tmp/wd.out" "$tmp/notify.log"; }
+import sys
+lines = [l.split(" ", 1) for l in open(sys.argv[1]).read().splitlines()]
+assert any(m == "READY=1" for _, m in lines), "no READY=1"
+t = [float(ts) for ts, m in lines if m == "WATCHDOG=1"]
+gaps = [(b - a, a) for a, b in zip(t, t[1:])]
+big = [g for g in gaps if g[0] > 2.5]
+assert len(big) == 1, "wanted one long silence (the silent task), got %s" % big
+assert sum(1 for x in t if x < big[0][1]) >= 3, "too few pings before the task"
+assert sum(1 for x in t if x > big[0][1] + big[0][0] - 0.01) >= 2, "no pings after the task"
+PY
+grep -q "withholding the watchdog ping" "$tmp/w2.log" && ok || { bad "no stall warning"; cat "$tmp/w2.log"; }
 kill "$wpid" "$cpid" 2>/dev/null
 wait "$wpid" "$cpid" 2>/dev/null
 rm -rf "$tmp"

@@ -52,6 +52,7 @@ struct fc_task_ctx {
   atomic_int leaving; /* the daemon is stopping: fence waits give up */
   double valid_until; /* monotonic seconds: the lease holds at least until then */
   double hb_last, hb_prev; /* send times of the last two heartbeats */
+  double progressed;       /* monotonic seconds of the compute thread's last progress or figure */
 };
 
 static double mono(void) {
@@ -83,6 +84,7 @@ bool fc_task_fence(fc_task_ctx_t *ctx) {
 void fc_task_progress(fc_task_ctx_t *ctx, double fraction, const char *fmt, ...) {
   pthread_mutex_lock(&ctx->mu);
   ctx->fraction = fraction;
+  ctx->progressed = mono();
   if (fmt) {
     va_list ap;
     va_start(ap, fmt);
@@ -99,6 +101,7 @@ void fc_task_figure(fc_task_ctx_t *ctx, const char *name, double value) {
     if (!strcmp(ctx->figs[i].name, name)) break;
   if (i == ctx->nfigs && i < sizeof ctx->figs / sizeof ctx->figs[0]) ctx->figs[ctx->nfigs++].name = fc_xstrdup(name);
   if (i < ctx->nfigs) ctx->figs[i].val = value;
+  ctx->progressed = mono();
   pthread_mutex_unlock(&ctx->mu);
 }
 
@@ -229,6 +232,8 @@ typedef struct wk {
   fc_msg_t report; /* the result, artifacts hashed on the compute thread */
   char ident[256]; /* routing id: the worker id and a per-process nonce */
   fc_ratelimit_t warn_send;
+  double watchdog;  /* systemd's WatchdogSec in seconds (0: none) */
+  int stall_warned; /* this task's stall was logged */
 } wk_t;
 
 static void drain(wk_t *w);
@@ -491,7 +496,8 @@ static void start_task(wk_t *w, fc_msg_t *m) {
   atomic_store(&w->ctx.cancel, 0);
   atomic_store(&w->ctx.lost, 0);
   /* until the first ack: one heartbeat period and a second of trust */
-  w->ctx.hb_last = w->ctx.hb_prev = mono();
+  w->ctx.hb_last = w->ctx.hb_prev = w->ctx.progressed = mono();
+  w->stall_warned = 0;
   w->ctx.valid_until = mono() + (w->o->heartbeat > 0 ? w->o->heartbeat : 1.0) + 1;
   w->err = (fc_err_t){0};
   for (size_t i = 0; i < a->noutputs; i++) { /* executors write straight into their directories */
@@ -601,8 +607,30 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
 
 /* Busy: heartbeat. Idle: (re-)register and ask for work, which is also how a restarted
  * coordinator learns about us. */
+/* systemd's watchdog: pinged from the loop while idle, and while a task runs only as long as
+ * its compute thread reports progress within half the watchdog period, so a wedged executor
+ * (not only a wedged loop) gets the daemon restarted and its task re-leased elsewhere. */
+static void watchdog_ping(wk_t *w) {
+  if (w->watchdog <= 0) return;
+  double quiet = 0;
+  if (w->busy) {
+    pthread_mutex_lock(&w->ctx.mu);
+    quiet = mono() - w->ctx.progressed;
+    pthread_mutex_unlock(&w->ctx.mu);
+  }
+  if (quiet < w->watchdog / 2) {
+    NOTIFY("WATCHDOG=1");
+  } else if (!w->stall_warned) {
+    fc_log_at(FC_LOG_WARN, w->task.job, w->task.id, w->id,
+              "no progress from the task for %.0f s: withholding the watchdog ping (systemd restarts us after %.0f s)",
+              quiet, w->watchdog);
+    w->stall_warned = 1;
+  }
+}
+
 static void tick_cb(uv_timer_t *t) {
   wk_t *w = t->data;
+  watchdog_ping(w);
   /* a busy worker registers too: a restarted coordinator binds our id to this connection
    * before it accepts the heartbeat */
   if (w->busy) send_register(w), send_heartbeat(w);
@@ -671,6 +699,13 @@ int fc_worker_run(const fc_worker_opts_t *o, fc_err_t *err) {
   uv_timer_init(&w->loop, &w->tick);
   w->tick.data = w;
   uint64_t period = (uint64_t)((o->heartbeat > 0 ? o->heartbeat : 1.0) * 1000);
+#ifdef FC_HAVE_SYSTEMD
+  uint64_t wd_usec = 0;
+  if (sd_watchdog_enabled(0, &wd_usec) > 0) {
+    w->watchdog = (double)wd_usec * 1e-6;
+    if (period > wd_usec / 4000) period = wd_usec / 4000 ? wd_usec / 4000 : 1; /* at least four pings a period */
+  }
+#endif
   uv_timer_start(&w->tick, tick_cb, period, period);
   uv_async_init(&w->loop, &w->done, done_cb);
   w->done.data = w;
@@ -712,12 +747,13 @@ out:
 /* ---- test executors ---- */
 
 /* Sleeps ms milliseconds in small steps, reporting progress and watching for cancel. */
+/* With param silent=1 it reports no progress, as a wedged executor would. */
 static int nap(const fc_task_t *t, fc_task_ctx_t *ctx, double from, double to, fc_err_t *err) {
-  const char *s = fc_task_param(t, "ms");
+  const char *s = fc_task_param(t, "ms"), *silent = fc_task_param(t, "silent");
   long ms = s ? atol(s) : 100;
   for (long done = 0; done < ms; done += 10) {
     if (fc_task_cancelled(ctx)) return fc_err_set(err, FC_ECANCEL, "cancelled");
-    fc_task_progress(ctx, from + (to - from) * (double)done / (double)ms, "sleeping %ld/%ld ms", done, ms);
+    if (!silent || strcmp(silent, "1")) fc_task_progress(ctx, from + (to - from) * (double)done / (double)ms, "sleeping %ld/%ld ms", done, ms);
     usleep(10000);
   }
   return 0;
