@@ -683,6 +683,22 @@ static void test_logits_serve(void **state) {
     assert_non_null(strstr(rep.error, why[i]));
     fc_msg_clear(&rep), fc_msg_clear(&bad[i]);
   }
+  /* a 10 MB prompt is refused at the message door; one that fits a message but not the model's
+   * context is refused by the model, naming the context; the daemon serves on */
+  const size_t bigs[2] = {10u << 20, 200u << 10};
+  const char *big_why[2] = {"too long", "the model takes at most"};
+  for (int i = 0; i < 2; i++) {
+    char *big = fc_xmalloc(bigs[i]);
+    memset(big, 'a', bigs[i] - 1);
+    big[bigs[i] - 1] = 0;
+    req = (fc_msg_t){.type = FC_MSG_LOGITS_REQUEST, .k = 1};
+    fc_msg_set_str(&req.text, big);
+    free(big);
+    serve_call(ep, &req, &rep);
+    assert_false(rep.ok);
+    if (!strstr(rep.error, big_why[i])) fail_msg("a %zu-byte prompt: %s", bigs[i], rep.error);
+    fc_msg_clear(&req), fc_msg_clear(&rep);
+  }
   req = (fc_msg_t){.type = FC_MSG_LOGITS_REQUEST, .k = 1};
   fc_msg_set_ids(&req, ids, 2);
   serve_call(ep, &req, &rep);
