@@ -24,6 +24,7 @@
 #include "fc_net.h"
 #include "fc_sha256.h"
 #include "fc_util.h"
+#include "test_proc.h"
 
 static char g_tmp[64];
 
@@ -169,14 +170,8 @@ static pid_t g_pids[8];
 static int g_npids;
 
 static pid_t spawn(const char *log, char *const argv[]) {
-  pid_t p = fork();
+  pid_t p = test_spawn_logged(log, argv);
   assert_true(p >= 0);
-  if (p == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
-    execv(argv[0], argv);
-    _exit(127);
-  }
   g_pids[g_npids++] = p;
   return p;
 }

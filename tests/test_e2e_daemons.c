@@ -30,6 +30,7 @@
 #include "fc_stage.h"
 #include "fc_tok.h"
 #include "test_support.h"
+#include "test_proc.h"
 
 static char g_dir[64], g_run[128], g_endpoint[256], g_db[128];
 static char g_data[128], g_eval[128], g_piv[128], g_s1[128], g_s2[128];
@@ -45,14 +46,8 @@ static struct {
 static pid_t spawn(const char *name, char *const argv[]) {
   char log[256];
   snprintf(log, sizeof log, "%s/%s.log", g_dir, name);
-  pid_t p = fork();
+  pid_t p = test_spawn_logged(log, argv);
   assert_true(p >= 0);
-  if (p == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
-    execv(argv[0], argv);
-    _exit(127);
-  }
   for (int i = 0; i < MAXP; i++)
     if (!g_procs[i].pid) {
       g_procs[i].pid = p;

@@ -21,20 +21,15 @@
 
 #include "fc_net.h"
 #include "fc_sha256.h"
+#include "test_proc.h"
 
 static char tmp[64], run[128], endpoint[256], db[128];
 static pid_t coord_pid, worker_pid[3];
 static const char *worker_id[3] = {"w1", "w2", "w3"};
 
 static pid_t spawn(const char *log, char *const argv[]) {
-  pid_t p = fork();
+  pid_t p = test_spawn_logged(log, argv);
   assert_true(p >= 0);
-  if (p == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) dup2(fd, 2);
-    execv(argv[0], argv);
-    _exit(127);
-  }
   return p;
 }
 

@@ -24,6 +24,7 @@
 
 #include "fc_net.h"
 #include "sanitized.h"
+#include "test_proc.h"
 
 static char tmp[64], run[128], endpoint[256], db[128];
 
@@ -33,14 +34,8 @@ static pid_t procs[MAXP];
 static pid_t spawn(const char *logname, char *const argv[]) {
   char log[256];
   snprintf(log, sizeof log, "%s/%s.log", tmp, logname);
-  pid_t p = fork();
+  pid_t p = test_spawn_logged(log, argv);
   assert_true(p >= 0);
-  if (p == 0) {
-    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    if (fd >= 0) dup2(fd, 2), dup2(fd, 1);
-    execv(argv[0], argv);
-    _exit(127);
-  }
   for (int i = 0; i < MAXP; i++)
     if (!procs[i]) {
       procs[i] = p;
