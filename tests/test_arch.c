@@ -232,6 +232,7 @@ static void test_init_save_load(void **state) {
       /* internlm2 here has a context of 6 (for dynamic NTK): generation past it is refused */
       assert_int_equal(fc_generate(m2, ids, 10, &go, &out, &nout, &err), FC_EINVAL);
       assert_non_null(strstr(err.msg, "context"));
+      free(keep);
       fc_model_destroy(&m);
       fc_model_destroy(&m2);
       char cmd0[64];
