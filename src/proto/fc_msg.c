@@ -430,7 +430,9 @@ static int rd_artifact(rd_t *r, fc_msg_artifact_t *a) {
       const char *s;
       size_t sn;
       if (rd_strv(r, &s, &sn, 64)) return FC_EFORMAT;
-      if (sn != 64 || strspn(s, "0123456789abcdef") < 64) return bad(r, "artifact sha256 is not 64 hex digits");
+      int hex = sn == 64; /* s is a view into the message, not NUL-terminated: no str* here */
+      for (size_t j = 0; hex && j < sn; j++) hex = (s[j] >= '0' && s[j] <= '9') || (s[j] >= 'a' && s[j] <= 'f');
+      if (!hex) return bad(r, "artifact sha256 is not 64 hex digits");
       memcpy(a->sha256, s, 64);
       a->sha256[64] = 0;
       seen |= 4;

@@ -6,6 +6,10 @@
 # fusectl slurm up to the first leased task.
 # Usage: slurm-job.sh BUILD_DIR   (needs the slurm packages: FUSECHAT_SETUP_SLURM=1 tools/setup.sh)
 set -u
+# Under ASan the training ranks need the full unwinder so lsan-mpi.supp can name Open MPI's one
+# leak (see dist.sh); srun and sbatch pass the environment on to them.
+ASAN_OPTIONS="${ASAN_OPTIONS:-}:fast_unwind_on_malloc=0"
+export ASAN_OPTIONS
 B=$(cd "$1" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 # through the operator entry point, fusectl slurm (which runs deploy/slurm/fusechat-slurm)
