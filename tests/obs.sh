@@ -107,6 +107,9 @@ check 1 "plot a job without train tasks" "$FUSECTL" plot --endpoint "$EP" --out 
 grep -q "no loss curve drawn for job 1" "$tmp/out" && ok || bad "plot's message: $(cat "$tmp/out")"
 grep -q 'job=1 task=1 msg="event task.leased' "$tmp/coord.log" && ok || { bad "coordinator log fields job= task="; head "$tmp/coord.log"; }
 grep -q 'job=1 task=1 worker=w1 msg="task (sleep) done' "$tmp/w1.log" && ok || { bad "worker log fields"; cat "$tmp/w1.log"; }
+# failures stand out: a failed attempt is a warning, a job that failed for good an error
+grep -q 'level=warn comp=coordinator job=2 task=3 msg="event task.retry' "$tmp/coord.log" && ok || { bad "a retry is not a warning"; grep "job=2" "$tmp/coord.log"; }
+grep -q 'level=error comp=coordinator job=2 msg="event job.failed' "$tmp/coord.log" && ok || { bad "a failed job is not an error"; grep "job=2" "$tmp/coord.log"; }
 # systemd's watchdog: pinged while idle and while the task reports progress, withheld while a
 # task is silent for half the period (2 s here), pinged again once the worker is idle
 kill "$wpid" 2>/dev/null

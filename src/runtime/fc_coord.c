@@ -272,7 +272,12 @@ static void publish_cb(void *arg, int64_t id, double time, int64_t job, int64_t 
   fc_err_t err;
   fc_net_send(c->pub, NULL, NULL, 0, &e, &err); /* PUB drops when nobody listens; fine */
   fc_msg_clear(&e);
-  fc_log_at(FC_LOG_INFO, job, task, NULL, "event %s: %s", type, message);
+  /* what an operator must see stands out: an attempt that failed is a warning, a task or job
+   * that failed for good an error */
+  fc_log_level_t level = !strcmp(type, "task.failed") || !strcmp(type, "job.failed") ? FC_LOG_ERROR
+                         : !strcmp(type, "task.retry")                                ? FC_LOG_WARN
+                                                                                       : FC_LOG_INFO;
+  fc_log_at(level, job, task, NULL, "event %s: %s", type, message);
 }
 
 /* Sends the events the last transactions appended to the log. */
