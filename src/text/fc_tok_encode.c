@@ -579,33 +579,58 @@ static int check_text(const char *text, size_t len, fc_err_t *err) {
   return 0;
 }
 
-int fc_tok_pretokenize(const fc_tok_t *t, const char *text, size_t len, unsigned flags,
-                       fc_tok_word_fn fn, void *ctx, fc_err_t *err) {
-  int rc = check_text(text, len, err);
-  if (rc) return rc;
-  out_t out = {0};
-  enc_ws_t ws;
-  memset(&ws, 0, sizeof ws);
-  ws.md = pcre2_match_data_create(4, NULL);
-  ws.word_fn = fn;
-  ws.word_ctx = ctx;
+static void ws_init(enc_ws_t *ws) {
+  memset(ws, 0, sizeof *ws);
+  ws->md = pcre2_match_data_create(4, NULL);
+}
+
+static void ws_free(enc_ws_t *ws) {
+  pcre2_match_data_free(ws->md);
+  nb_free(&ws->a);
+  nb_free(&ws->b);
+  nb_free(&ws->c);
+  free(ws->p.v);
+  free(ws->q.v);
+  free(ws->w.syms);
+  free(ws->w.heap);
+  free(ws->w.cache);
+}
+
+/* The text between added tokens goes through normalization, pre-tokenization and the model;
+ * with push_added the added tokens themselves go to out at their offsets. */
+static void encode_text(const fc_tok_t *t, const char *text, size_t len, unsigned flags, int push_added,
+                        enc_ws_t *ws, out_t *out) {
   size_t pos = 0;
   while (pos < len) {
     size_t ms, me;
     int k = find_added(&t->raw, text, len, pos, flags, &ms, &me);
     size_t seg_end = k >= 0 ? ms : len;
-    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, flags, &ws, &out);
+    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, flags, ws, out);
     if (k < 0) break;
+    if (push_added) out_push(out, t->raw.v[k].id, (uint32_t)ms);
     pos = me;
   }
-  pcre2_match_data_free(ws.md);
-  nb_free(&ws.a);
-  nb_free(&ws.b);
-  nb_free(&ws.c);
-  free(ws.p.v);
-  free(ws.q.v);
-  if (ws.re_err) return fc_err_set(err, FC_EINVAL, "pre-tokenizer regex failed (PCRE2 error %d)", ws.re_err);
-  return 0;
+}
+
+static int regex_failed(int re_err, fc_err_t *err) {
+  PCRE2_UCHAR msg[256];
+  pcre2_get_error_message(re_err, msg, sizeof msg);
+  return fc_err_set(err, FC_EINVAL, "pre-tokenizer regex failed: %s", (char *)msg);
+}
+
+int fc_tok_pretokenize(const fc_tok_t *t, const char *text, size_t len, unsigned flags,
+                       fc_tok_word_fn fn, void *ctx, fc_err_t *err) {
+  int rc = check_text(text, len, err);
+  if (rc) return rc;
+  out_t out = {0}; /* stays empty: words go to fn */
+  enc_ws_t ws;
+  ws_init(&ws);
+  ws.word_fn = fn;
+  ws.word_ctx = ctx;
+  encode_text(t, text, len, flags, 0, &ws, &out);
+  int re_err = ws.re_err;
+  ws_free(&ws);
+  return re_err ? regex_failed(re_err, err) : 0;
 }
 
 int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flags, int32_t **ids,
@@ -617,8 +642,7 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   if (rc) return rc;
   out_t out = {0};
   enc_ws_t ws;
-  memset(&ws, 0, sizeof ws);
-  ws.md = pcre2_match_data_create(4, NULL);
+  ws_init(&ws);
   if (len >= 2048) {
     uint32_t slots = len >= 65536 ? 8192 : 1024;
     ws.w.cache = fc_xcalloc(slots, sizeof *ws.w.cache);
@@ -626,34 +650,15 @@ int fc_tok_encode(const fc_tok_t *t, const char *text, size_t len, unsigned flag
   }
   if (flags & FC_TOK_ADD_SPECIAL)
     for (size_t k = 0; k < t->n_prefix; k++) out_push(&out, t->prefix[k], 0);
-  size_t pos = 0;
-  while (pos < len) {
-    size_t ms, me;
-    int k = find_added(&t->raw, text, len, pos, flags, &ms, &me);
-    size_t seg_end = k >= 0 ? ms : len;
-    if (seg_end > pos) encode_segment(t, text, (uint32_t)pos, (uint32_t)seg_end, flags, &ws, &out);
-    if (k < 0) break;
-    out_push(&out, t->raw.v[k].id, (uint32_t)ms);
-    pos = me;
-  }
+  encode_text(t, text, len, flags, 1, &ws, &out);
   if (flags & FC_TOK_ADD_SPECIAL)
     for (size_t k = 0; k < t->n_suffix; k++) out_push(&out, t->suffix[k], (uint32_t)len);
   int re_err = ws.re_err;
-  pcre2_match_data_free(ws.md);
-  nb_free(&ws.a);
-  nb_free(&ws.b);
-  nb_free(&ws.c);
-  free(ws.p.v);
-  free(ws.q.v);
-  free(ws.w.syms);
-  free(ws.w.heap);
-  free(ws.w.cache);
+  ws_free(&ws);
   if (re_err) {
-    PCRE2_UCHAR msg[256];
-    pcre2_get_error_message(re_err, msg, sizeof msg);
     free(out.ids);
     free(out.off);
-    return fc_err_set(err, FC_EINVAL, "pre-tokenizer regex failed: %s", (char *)msg);
+    return regex_failed(re_err, err);
   }
   if (!out.ids) { /* callers get a valid (freeable) pointer even for no tokens */
     out.ids = fc_xmalloc(sizeof *out.ids);
