@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "fc_chat.h"
 #include "fc_util.h"
 
 /* Exit codes: 0 success, 1 the work failed (bad file, I/O, remote error), 2 bad usage. */
@@ -28,6 +29,10 @@ int fc_cli_parse_ids(const char *s, int32_t **out, int *n);
 
 /* "I/N" (0 <= I < N) into *i, *n; returns 0 on success, -1 otherwise. */
 int fc_cli_parse_shard(const char *s, uint32_t *i, uint32_t *n);
+/* A stage command's --shard I/N and its chat template flag (named by flag): 0, or non-zero
+ * after saying what the flag takes (the caller exits FC_EXIT_USAGE). */
+int fc_cli_shard_option(const char *cmd, const char *arg, uint32_t *i, uint32_t *n);
+int fc_cli_template_option(const char *cmd, const char *flag, const char *arg, fc_chat_template_t *t);
 /* An fc_progress_fn drawing ctx, an fc_progress_t started with total 1, on stderr. Never
  * cancels. */
 int fc_cli_progress(void *ctx, double fraction, const char *message);

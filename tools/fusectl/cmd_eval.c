@@ -125,8 +125,7 @@ int fc_cmd_eval(int argc, char **argv) {
       eo.threads = (int)l;
       break;
     case 'T':
-      if (fc_chat_template_parse(optarg, &eo.tmpl))
-        return fc_cli_usage_error("eval", "--template must be chatml, llama2 or auto, not '%s'", optarg);
+      if (fc_cli_template_option("eval", "--template", optarg, &eo.tmpl)) return FC_EXIT_USAGE;
       break;
     case 'J': json = optarg; break;
     case 'S':

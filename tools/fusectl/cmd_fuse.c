@@ -112,12 +112,10 @@ int fc_cmd_fuse(int argc, char **argv) {
       break;
     case 'd': d.path = optarg; break;
     case O_SHARD:
-      if (fc_cli_parse_shard(optarg, &d.shard, &d.n_shards))
-        return fc_cli_usage_error(cmd, "--shard needs I/N with 0 <= I < N, not '%s'", optarg);
+      if (fc_cli_shard_option(cmd, optarg, &d.shard, &d.n_shards)) return FC_EXIT_USAGE;
       break;
     case O_TEMPLATE:
-      if (fc_chat_template_parse(optarg, &d.tmpl))
-        return fc_cli_usage_error(cmd, "--template is chatml, llama2 or auto, not '%s'", optarg);
+      if (fc_cli_template_option(cmd, "--template", optarg, &d.tmpl)) return FC_EXIT_USAGE;
       break;
     case O_MAXLEN:
       if (fc_cli_parse_long(optarg, &v) || v < 1 || v > 1 << 20)

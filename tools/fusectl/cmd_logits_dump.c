@@ -97,12 +97,10 @@ int fc_cmd_logits_dump(int argc, char **argv) {
     case 'o': o.out_path = optarg; break;
     case 'p': o.data.pivot_tok = optarg; break;
     case 's':
-      if (fc_cli_parse_shard(optarg, &o.data.shard, &o.data.n_shards))
-        return fc_cli_usage_error(cmd, "--shard needs I/N with 0 <= I < N, not '%s'", optarg);
+      if (fc_cli_shard_option(cmd, optarg, &o.data.shard, &o.data.n_shards)) return FC_EXIT_USAGE;
       break;
     case 't':
-      if (fc_chat_template_parse(optarg, &o.data.tmpl))
-        return fc_cli_usage_error(cmd, "--template is chatml, llama2 or auto, not '%s'", optarg);
+      if (fc_cli_template_option(cmd, "--template", optarg, &o.data.tmpl)) return FC_EXIT_USAGE;
       break;
     case 'j':
       if (fc_cli_parse_long(optarg, &v) || v < 1 || v > 1024)

@@ -213,8 +213,7 @@ int fc_cmd_train(int argc, char **argv) {
       break;
     case O_QUIET: o.quiet = 1; break;
     case O_TEMPLATE:
-      if (fc_chat_template_parse(optarg, &tmpl) != 0)
-        return fc_cli_usage_error("train", "--chat-template is auto, chatml or llama2, not '%s'", optarg);
+      if (fc_cli_template_option("train", "--chat-template", optarg, &tmpl)) return FC_EXIT_USAGE;
       break;
     case O_KEEP: NEED_LONG("keep-checkpoints", 0, 1000000, o.keep_checkpoints); break;
     case O_STOP: NEED_LONG("stop-after", 1, 1000000000L, o.stop_after); break;

@@ -107,13 +107,11 @@ int fc_cmd_vocab_map(int argc, char **argv) {
     case 'P': co.piv_tok = optarg; break;
     case 'd': co.data.path = optarg; break;
     case 's':
-      if (fc_cli_parse_shard(optarg, &co.data.shard, &co.data.n_shards))
-        return fc_cli_usage_error(cmd, "--shard needs I/N with 0 <= I < N, not '%s'", optarg);
+      if (fc_cli_shard_option(cmd, optarg, &co.data.shard, &co.data.n_shards)) return FC_EXIT_USAGE;
       sharded = 1;
       break;
     case 't':
-      if (fc_chat_template_parse(optarg, &co.data.tmpl))
-        return fc_cli_usage_error(cmd, "--template is chatml, llama2 or auto, not '%s'", optarg);
+      if (fc_cli_template_option(cmd, "--template", optarg, &co.data.tmpl)) return FC_EXIT_USAGE;
       data_opts = 1;
       break;
     case 'l':

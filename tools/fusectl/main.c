@@ -57,6 +57,16 @@ int fc_cli_parse_shard(const char *s, uint32_t *i, uint32_t *n) {
   return 0;
 }
 
+int fc_cli_shard_option(const char *cmd, const char *arg, uint32_t *i, uint32_t *n) {
+  if (fc_cli_parse_shard(arg, i, n) == 0) return 0;
+  return fc_cli_usage_error(cmd, "--shard needs I/N with 0 <= I < N, not '%s'", arg);
+}
+
+int fc_cli_template_option(const char *cmd, const char *flag, const char *arg, fc_chat_template_t *t) {
+  if (fc_chat_template_parse(arg, t) == 0) return 0;
+  return fc_cli_usage_error(cmd, "%s is chatml, llama2 or auto, not '%s'", flag, arg);
+}
+
 int fc_cli_progress(void *ctx, double fraction, const char *message) {
   fc_progress_update(ctx, fraction, message);
   return 0;
