@@ -573,12 +573,7 @@ static void test_fusion_imported_source(void **state) {
     for (uint64_t e = 0; e < fc_topk_count(a); e++) {
       assert_int_equal(fc_topk_get(a, e, &x, &err), 0);
       assert_int_equal(fc_topk_get(b, e, &y, &err), 0);
-      assert_int_equal(x.n, y.n);
-      assert_int_equal(x.tag, y.tag);
-      assert_memory_equal(x.ids, y.ids, x.n * sizeof *x.ids);
-      assert_memory_equal(x.mask, y.mask, x.n);
-      assert_memory_equal(x.top_ids, y.top_ids, (size_t)x.n * K * sizeof *x.top_ids);
-      assert_memory_equal(x.top_lp, y.top_lp, (size_t)x.n * K * sizeof *x.top_lp);
+      test_assert_topk_ex_equal(&x, &y, K);
     }
     fc_topk_ex_free(&x), fc_topk_ex_free(&y);
     fc_topk_close(&a), fc_topk_close(&b);

@@ -578,12 +578,7 @@ static void test_import(void **state) {
     for (uint64_t e = 0; e < fc_topk_count(a); e++) {
       assert_int_equal(fc_topk_get(a, e, &x, &err), 0);
       assert_int_equal(fc_topk_get(b, e, &y, &err), 0);
-      assert_int_equal(x.n, y.n);
-      assert_int_equal(x.tag, y.tag);
-      assert_memory_equal(x.ids, y.ids, x.n * sizeof *x.ids);
-      assert_memory_equal(x.mask, y.mask, x.n);
-      assert_memory_equal(x.top_ids, y.top_ids, (size_t)x.n * K * sizeof *x.top_ids);
-      assert_memory_equal(x.top_lp, y.top_lp, (size_t)x.n * K * sizeof *x.top_lp);
+      test_assert_topk_ex_equal(&x, &y, K);
       if (v == 1) assert_true(isnan(y.mean_ce));
       else assert_true(isnan(x.mean_ce) ? isnan(y.mean_ce) : fabsf(y.mean_ce - 1.0f) < 1e-6f);
     }

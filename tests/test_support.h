@@ -143,4 +143,14 @@ static inline void test_export_jsonl(const char *store, const char *path, int wi
   fc_topk_close(&r);
 }
 
+/* Two top-K examples hold the same positions, mask and distributions (K entries a position). */
+static inline void test_assert_topk_ex_equal(const fc_topk_ex_t *x, const fc_topk_ex_t *y, uint32_t K) {
+  assert_int_equal(x->n, y->n);
+  assert_int_equal(x->tag, y->tag);
+  assert_memory_equal(x->ids, y->ids, x->n * sizeof *x->ids);
+  assert_memory_equal(x->mask, y->mask, x->n);
+  assert_memory_equal(x->top_ids, y->top_ids, (size_t)x->n * K * sizeof *x->top_ids);
+  assert_memory_equal(x->top_lp, y->top_lp, (size_t)x->n * K * sizeof *x->top_lp);
+}
+
 #endif
