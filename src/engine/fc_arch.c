@@ -72,16 +72,7 @@ typedef struct walk {
 } walk_t;
 
 static const float *put(walk_t *w, const char *name, int64_t d0, int64_t d1) {
-  size_t numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-  if (w->info) {
-    fc_param_info_t *pi = &w->info[w->n];
-    pi->name = fc_xstrdup(name);
-    pi->ndim = d1 ? 2 : 1;
-    pi->shape[0] = d0;
-    pi->shape[1] = d1;
-    pi->offset = w->off;
-    pi->numel = numel;
-  }
+  size_t numel = fc_param_info_fill(w->info ? &w->info[w->n] : NULL, name, d0, d1, w->off);
   const float *p = w->base ? w->base + w->off : NULL;
   w->off += numel;
   w->n++;

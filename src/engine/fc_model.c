@@ -45,16 +45,7 @@ typedef struct layout_ctx {
 } layout_ctx_t;
 
 static float *lay(layout_ctx_t *c, float *base, const char *name, int64_t d0, int64_t d1) {
-  size_t n = (size_t)d0 * (size_t)(d1 ? d1 : 1);
-  if (c->build) {
-    fc_param_info_t *pi = &c->m->info[c->idx];
-    pi->name = fc_xstrdup(name);
-    pi->ndim = d1 ? 2 : 1;
-    pi->shape[0] = d0;
-    pi->shape[1] = d1;
-    pi->offset = c->off;
-    pi->numel = n;
-  }
+  size_t n = fc_param_info_fill(c->build ? &c->m->info[c->idx] : NULL, name, d0, d1, c->off);
   float *p = base ? base + c->off : NULL;
   c->off += n;
   c->idx++;

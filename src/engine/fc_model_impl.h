@@ -111,4 +111,19 @@ enum { PR_NORM, PR_QKV, PR_ROPE, PR_ATTN, PR_O, PR_GATEUP, PR_SWIGLU, PR_DOWN, P
        PR_B_HEAD, PR_B_MLP, PR_B_O, PR_B_ATTN, PR_B_QKV, PR_B_NORM, PR_B_EMB, PR_N };
 void fc_model_prof(int what);
 
+/* The entry of a d0 x d1 tensor (d1 0: a vector) named name at offset off of the flat buffer;
+ * both layouts (fc_model.c's and fc_arch.c's) describe their tensors with it. Returns numel. */
+static inline size_t fc_param_info_fill(fc_param_info_t *pi, const char *name, int64_t d0, int64_t d1, size_t off) {
+  size_t numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+  if (pi) {
+    pi->name = fc_xstrdup(name);
+    pi->ndim = d1 ? 2 : 1;
+    pi->shape[0] = d0;
+    pi->shape[1] = d1;
+    pi->offset = off;
+    pi->numel = numel;
+  }
+  return numel;
+}
+
 #endif
