@@ -50,7 +50,7 @@ static void sample(fc_msg_t *m, fc_msg_type_t t) {
   case FC_MSG_HOLDING: fc_msg_set_str(&m->id, "w"), fc_msg_add_artifact(m, "/store/j/a", 3, HEX); break;
   case FC_MSG_CANCEL: m->task = -5; break;
   case FC_MSG_SUBMIT: fc_msg_set_str(&m->text, "name: x\ntasks: []\n"); break;
-  case FC_MSG_STATUS: case FC_MSG_CANCEL_JOB: case FC_MSG_ARTIFACTS: m->job = 42; break;
+  case FC_MSG_STATUS: case FC_MSG_CANCEL_JOB: case FC_MSG_REMOVE_JOB: case FC_MSG_ARTIFACTS: m->job = 42; break;
   case FC_MSG_RETRY: m->job = 1, m->task = 2; break;
   case FC_MSG_LOGS: m->job = 3, m->since = 99; break;
   case FC_MSG_LIST: case FC_MSG_WORKERS: break;

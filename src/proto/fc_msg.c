@@ -97,6 +97,7 @@ static const msgdef_t defs[FC_MSG_NTYPES] = {
                              B(F_OK)},
     [FC_MSG_LOCATE] = {"locate", B(F_JOB) | B(F_INPUTS), B(F_INPUTS)},
     [FC_MSG_HOLDING] = {"holding", B(F_ID) | B(F_ARTS), B(F_ID) | B(F_ARTS)},
+    [FC_MSG_REMOVE_JOB] = {"remove_job", B(F_JOB), B(F_JOB)},
 };
 
 const char *fc_msg_type_name(fc_msg_type_t t) {

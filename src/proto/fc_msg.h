@@ -47,6 +47,8 @@ typedef enum fc_msg_type {
   /* artifacts between machines (fc_artifact.h), each answered by a reply */
   FC_MSG_LOCATE,  /* ->c: job, inputs: the artifacts below those paths and who holds them */
   FC_MSG_HOLDING, /* w->c: id, artifacts: this worker now holds them too (fetched) */
+  /* client -> coordinator (after the others so older peers keep their numbers) */
+  FC_MSG_REMOVE_JOB, /* job: delete a finished job's rows and outputs */
   FC_MSG_NTYPES
 } fc_msg_type_t;
 

@@ -9,6 +9,7 @@
  * connection (routing id) and key it registered from; its other messages are accepted only from
  * there, and task reports only under the lease's fencing token. */
 #include "fc_coord.h"
+#include "fc_coord_rm.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -201,6 +202,7 @@ static unsigned role_needed(fc_msg_type_t t) {
   case FC_MSG_BYE: return FC_ROLE_WORKER;
   case FC_MSG_SUBMIT:
   case FC_MSG_CANCEL_JOB:
+  case FC_MSG_REMOVE_JOB:
   case FC_MSG_RETRY: return FC_ROLE_OPERATOR;
   case FC_MSG_HOLDING: return FC_ROLE_WORKER;
   case FC_MSG_LOCATE: return FC_ROLE_ALL; /* daemons fetching inputs, and operators */
@@ -387,6 +389,7 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
     if (rc == 0) free(h);
     break;
   }
+  case FC_MSG_REMOVE_JOB: rc = fc_coord_remove_job(c->db, c->holders, c->o->store, m->job, now, &json, &err); break;
   case FC_MSG_RETRY:
     if (m->task) rc = fc_db_task_retry(c->db, m->task, now, &err);
     else if (m->job) rc = fc_db_job_retry(c->db, m->job, now, &err);

@@ -49,6 +49,9 @@ static const char *const migrations[] = {
     "CREATE INDEX tasks_by_avoid ON tasks(state, avoid_until);"
     "CREATE INDEX leases_by_worker ON leases(worker);"
     "CREATE INDEX workers_by_seen ON workers(last_seen);",
+    /* 5: ids are never given twice (fusectl rm deletes rows, and SQLite would hand the highest
+     * ids out again): the highest job and task id ever used, kept when their rows go */
+    "CREATE TABLE id_floor(name TEXT PRIMARY KEY, id INTEGER NOT NULL) WITHOUT ROWID;",
 };
 #define NMIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -208,6 +211,7 @@ int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double 
   int rc = begin(db, err);
   if (rc) return rc;
   int64_t *ids = fc_xcalloc(job->ntasks ? job->ntasks : 1, sizeof *ids);
+  int64_t task_floor = fc_db_id_floor(db, "tasks");
   sqlite3_stmt *st = fc_db_stmt(db, "SELECT id, spec = ? FROM jobs WHERE name = ? AND state IN ('queued', 'running')",
                                 "ss", spec, job->name);
   if (!st) {
@@ -226,8 +230,8 @@ int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double 
                     job->name, (long long)active);
     goto out;
   }
-  EXEC(db, err, "INSERT INTO jobs(name, spec, dir, state, created) VALUES(?, ?, ?, 'queued', ?)", "sssd",
-       job->name, spec, job->dir, now);
+  EXEC(db, err, "INSERT INTO jobs(id, name, spec, dir, state, created) VALUES(" FC_DB_NEXT_ID("jobs") ", ?, ?, ?, 'queued', ?)", "isssd",
+       fc_db_id_floor(db, "jobs"), job->name, spec, job->dir, now);
   *job_id = sqlite3_last_insert_rowid(db->h);
   for (size_t i = 0; i < job->ntasks; i++) {
     const fc_job_task_t *t = &job->tasks[i];
@@ -236,9 +240,9 @@ int fc_db_job_create(fc_db_t *db, const fc_job_t *job, const char *spec, double 
     char *params = json_dumps(p, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(p);
     char *in = json_strs(t->inputs, t->ninputs), *outs = json_strs(t->outputs, t->noutputs);
-    st = fc_db_stmt(db, "INSERT INTO tasks(job, name, kind, cap, params, inputs, outputs, state, max_attempts)"
-                  " VALUES(?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
-              "issssssi", *job_id, t->name, t->kind, t->cap, params, in, outs, (int64_t)job->max_attempts);
+    st = fc_db_stmt(db, "INSERT INTO tasks(id, job, name, kind, cap, params, inputs, outputs, state, max_attempts)"
+                  " VALUES(" FC_DB_NEXT_ID("tasks") ", ?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+              "iissssssi", task_floor, *job_id, t->name, t->kind, t->cap, params, in, outs, (int64_t)job->max_attempts);
     int ok = st && sqlite3_step(st) == SQLITE_DONE;
     free(params), free(in), free(outs);
     if (!ok) {

@@ -97,6 +97,20 @@ int fc_db_job_retry(fc_db_t *db, int64_t job, double now, fc_err_t *err);
 /* Re-queues one failed or cancelled task (and the job's cancelled ones) with fresh attempts. */
 int fc_db_task_retry(fc_db_t *db, int64_t task, double now, fc_err_t *err);
 
+/* What fc_db_job_remove took away: the job's name and directory, the declared outputs no
+ * other job declares (the files to delete), and whether another job has the same directory. */
+typedef struct fc_db_removed {
+  char *name, *dir;
+  char **outputs;
+  size_t noutputs;
+  int dir_shared;
+} fc_db_removed_t;
+/* Deletes a done, failed or cancelled job's rows (tasks, deps, artifacts, events, the job) and
+ * logs a job.removed event in their place; its ids are never given again. FC_EINVAL for a
+ * queued or running job, FC_ENOTFOUND for none. The files are the caller's. */
+int fc_db_job_remove(fc_db_t *db, int64_t job, double now, fc_db_removed_t *out, fc_err_t *err);
+void fc_db_removed_clear(fc_db_removed_t *r);
+
 /* States as text: jobs queued|running|done|failed|cancelled, tasks also leased. */
 int fc_db_job_state(fc_db_t *db, int64_t job, char state[16], fc_err_t *err);
 int fc_db_task_state(fc_db_t *db, int64_t task, char state[16], int *attempts, fc_err_t *err);

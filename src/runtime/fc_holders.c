@@ -149,3 +149,24 @@ int fc_holders_workers_json(fc_holders_t *h, const char *in, char **out, fc_err_
   json_decref(root);
   return 0;
 }
+
+int fc_holders_separate_of_job(fc_holders_t *h, int64_t job, json_t *out, fc_err_t *err) {
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(h->db,
+                         "SELECT DISTINCT l.worker FROM artifact_holders a JOIN worker_links l ON l.worker = a.worker"
+                         " WHERE l.shared <> 1 AND a.sha256 IN (SELECT r.sha256 FROM artifacts r JOIN tasks t"
+                         " ON t.id = r.task WHERE t.job = ?) ORDER BY 1",
+                         -1, &st, NULL) != SQLITE_OK)
+    return dberr(h, err, "prepare");
+  sqlite3_bind_int64(st, 1, job);
+  while (sqlite3_step(st) == SQLITE_ROW) json_array_append_new(out, json_string((const char *)sqlite3_column_text(st, 0)));
+  sqlite3_finalize(st);
+  return 0;
+}
+
+int fc_holders_prune(fc_holders_t *h, fc_err_t *err) {
+  if (sqlite3_exec(h->db, "DELETE FROM artifact_holders WHERE sha256 NOT IN (SELECT sha256 FROM artifacts)", NULL, NULL,
+                   NULL) != SQLITE_OK)
+    return dberr(h, err, "forgetting holders");
+  return 0;
+}

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "fc_msg.h"
 #include "fc_util.h"
 
@@ -30,5 +32,10 @@ int fc_holders_locate_json(fc_holders_t *h, int64_t job, char *const *paths, siz
 /* Adds "store" (shared|separate|unknown) and "artifacts" (endpoint) to each row of a
  * {"workers":[...]} reply. */
 int fc_holders_workers_json(fc_holders_t *h, const char *in, char **out, fc_err_t *err);
+/* Appends to the JSON array out the workers not on the coordinator's store that hold one of
+ * job's artifacts (their copies are theirs: removing the job does not reach them). */
+int fc_holders_separate_of_job(fc_holders_t *h, int64_t job, json_t *out, fc_err_t *err);
+/* Forgets holders of hashes no recorded artifact has any more (after a job was removed). */
+int fc_holders_prune(fc_holders_t *h, fc_err_t *err);
 
 #endif

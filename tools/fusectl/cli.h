@@ -60,6 +60,7 @@ int fc_cli_progress(void *ctx, double fraction, const char *message);
   X(plot, "draw the loss curves of a job's training tasks as PNG (gnuplot)") \
   X(report, "the evaluation table of a job (and its results.json)") \
   X(retry, "re-queue a failed or cancelled job or task") \
+  X(rm, "delete a finished job: its records and its outputs in the store") \
   X(run, "run a job spec on this machine: up, submit, watch, report, down") \
   X(slurm, "run a job on a Slurm cluster: workers as sbatch jobs, training as srun steps") \
   X(schema, "print the job spec reference: every stage parameter, its default and range") \
