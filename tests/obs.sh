@@ -42,6 +42,19 @@ for cmd in "list" "workers" "status" "artifacts 1"; do
     bad "$cmd --json does not parse"; cat "$tmp/j"
   fi
 done
+# attempts are attempts: a task done at its first try used 1 of 3, a task that failed twice 2 of 2
+python3 - "$FUSECTL" "$EP" <<'PY' > "$tmp/att.out" 2>&1 && ok || { bad "attempts"; cat "$tmp/att.out"; }
+import json, subprocess, sys
+def status(job, *flags):
+    return subprocess.run([sys.argv[1], "status", *flags, "--endpoint", sys.argv[2], str(job)], check=True,
+                          capture_output=True, text=True).stdout
+good = json.loads(status(1, "--json"))["jobs"][0]["tasks"]
+bad = json.loads(status(2, "--json"))["jobs"][0]["tasks"]
+assert [(t["state"], t["attempts"], t["failed_attempts"], t["max_attempts"]) for t in good] == [("done", 1, 0, 3)] * 2, good
+assert [(t["state"], t["attempts"], t["failed_attempts"]) for t in bad] == [("failed", 2, 2)], bad
+rows = [l.split() for l in status(1).splitlines() if l.strip().split()[0].isdigit()]
+assert [r[3] for r in rows] == ["1/3", "1/3"], status(1)
+PY
 "$FUSECTL" logs --json --endpoint "$EP" 1 > "$tmp/logs.jsonl" 2>&1
 jsonl "logs --json" "$tmp/logs.jsonl"
 # /metrics: fetched with a plain socket, parsed line by line, checked against the two jobs
@@ -131,7 +144,8 @@ with open(sys.argv[2], "w") as out:
         out.flush()
 PY
 npid=$!
-sleep 0.3
+# the listener must be bound before the worker's READY=1 (a datagram to no socket is lost)
+n=0; while [ ! -S "$tmp/notify.sock" ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
 NOTIFY_SOCKET="$tmp/notify.sock" WATCHDOG_USEC=2000000 "$D/fusechat-worker-test" --run-dir "$tmp/run" --id w2 --heartbeat 0.2 2> "$tmp/w2.log" &
 wpid=$!
 sleep 2

@@ -153,7 +153,7 @@ static int snapshot(int64_t job, const char *task, snap_t *s) {
     snprintf(s->state, sizeof s->state, "%s", json_string_value(json_object_get(t, "state")));
     const char *w = json_string_value(json_object_get(t, "worker"));
     snprintf(s->worker, sizeof s->worker, "%s", w ? w : "");
-    s->attempts = (int)json_integer_value(json_object_get(t, "attempts"));
+    s->attempts = (int)json_integer_value(json_object_get(t, "failed_attempts"));
   }
   json_decref(r);
   return 0;

@@ -179,7 +179,7 @@ static int snapshot(int64_t job, snap_t *s) {
   const char *w = json_string_value(json_object_get(t, "worker"));
   snprintf(s->worker, sizeof s->worker, "%s", w ? w : "");
   s->task = json_integer_value(json_object_get(t, "id"));
-  s->attempts = (int)json_integer_value(json_object_get(t, "attempts"));
+  s->attempts = (int)json_integer_value(json_object_get(t, "failed_attempts"));
   json_decref(r);
   return 0;
 }

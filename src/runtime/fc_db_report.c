@@ -53,8 +53,11 @@ static int dump(json_t *root, int64_t next, char **json) {
   return 0;
 }
 
+/* A task's attempts: the failed ones (the column, which max_attempts bounds) and the one that
+ * runs or succeeded; an attempt handed back unfinished is none. */
 static const char SQL_TASKS[] =
-    "SELECT id, name, kind, cap, state, attempts, max_attempts, fraction, message, figures, worker, error,"
+    "SELECT id, name, kind, cap, state, attempts + (state IN ('leased', 'running', 'done')) AS attempts,"
+    " attempts AS failed_attempts, max_attempts, fraction, message, figures, worker, error,"
     " started, finished FROM tasks WHERE job = ? AND id > ? ORDER BY id";
 
 /* A job's progress as the coordinator sees it at `now`: elapsed seconds (to its end once it

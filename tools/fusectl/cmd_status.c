@@ -11,7 +11,8 @@
 static void usage(void) {
   printf("Usage: fusectl status [OPTIONS] [JOB]\n"
          "\n"
-         "Shows a job (or every job) with its tasks grouped by stage: id, name, state, attempts,\n"
+         "Shows a job (or every job) with its tasks grouped by stage: id, name, state, attempts\n"
+         "(the running or successful one and the failed ones, of at most max_attempts),\n"
          "progress (a bar, and an ETA for running tasks) and the last message or error.\n"
          "\nOptions:\n"
          "  --json           print the coordinator's JSON report instead\n"
