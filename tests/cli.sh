@@ -152,6 +152,52 @@ check 1 "report a missing directory" "$FUSECTL" report --dir "$tmp/nojob"
 mkdir -p "$tmp/job/eval" && cp "$tmp/r.json" "$tmp/job/eval/one.json" 2>/dev/null
 check 0 "report a job directory" "$FUSECTL" report --dir "$tmp/job"
 check 0 "report wrote results.json" grep -q '"models"' "$tmp/job/results.json"
+# report --json: the table's content. Three models (pivot, sft, fused) over two families with
+# per-item results made up here; every figure, interval and mark of the printed table is
+# found again in the JSON.
+mkdir -p "$tmp/job3/eval"
+python3 - "$tmp/job3/eval" <<'PY'
+import json, random, sys
+random.seed(7)
+def model(name, role, p):
+    items, fams = [], {}
+    for fam, n in (("math", 30), ("chat", 20)):
+        rows = [{"id": "%s%d" % (fam, i), "family": fam, "correct": random.random() < p, "loss": random.uniform(0.5, 2) / p,
+                 "tokens": random.randint(1, 9)} for i in range(n)]
+        items += rows
+        c = sum(r["correct"] for r in rows)
+        fams[fam] = {"n": n, "correct": c, "accuracy": c / n, "loss": 1.0, "tokens": 1, "generated": 1}
+    return {"model": name, "role": role, "families": fams, "macro_accuracy": 0, "macro_loss": 0, "items": items}
+for i, (n, r, p) in enumerate((("pivot", "pivot", 0.3), ("sft", "sft", 0.5), ("fused", "fused", 0.9))):
+    json.dump({"models": [model(n, r, p)]}, open("%s/%d.json" % (sys.argv[1], i), "w"))
+PY
+"$FUSECTL" report --dir "$tmp/job3" --no-write > "$tmp/table.txt" 2>&1
+"$FUSECTL" report --dir "$tmp/job3" --json > "$tmp/table.json" 2> "$tmp/table.err"
+if python3 - "$tmp/table.txt" "$tmp/table.json" "$tmp/job3/results.json" <<'PY'; then pass=$((pass + 1)); else echo "FAIL: report --json is not the table"; cat "$tmp/table.txt" "$tmp/table.json" "$tmp/table.err"; fail=$((fail + 1)); fi
+import json, re, sys
+txt = open(sys.argv[1]).read().split("\n\n")
+j = json.load(open(sys.argv[2]))
+assert j["results"] == sys.argv[3] and j["references"] == ["pivot", "sft"], j
+models = {m["model"]: m for m in j["models"]}
+cell = re.compile(r"(\S+) \[(\S+?),(\S+?)\] (.)(.)")
+seen = 0
+for block, what, scale, fmt in ((txt[0], "accuracy", 100, "%.1f"), (txt[1], "loss", 1, "%.3f")):
+    lines = block.splitlines()[1:]
+    cols = [c.split(" (")[0] for c in re.split(r"\s{2,}", lines[0].strip())[1:]]
+    for line in lines[1:]:
+        name = line.split()[0]
+        cells = cell.findall(line)
+        assert len(cells) == len(cols), (line, cols)
+        for col, (v, lo, hi, ma, mb) in zip(cols, cells):
+            c = models[name]["macro" if col == "macro" else "families"][what] if col == "macro" else models[name]["families"][col][what]
+            assert (fmt % (scale * c["value"]), fmt % (scale * c["lo"]), fmt % (scale * c["hi"])) == (v, lo, hi), (name, col, c, v, lo, hi)
+            for ref, m, sym in (("pivot", ma, "+-"), ("sft", mb, "><")):
+                want = {"better": sym[0], "worse": sym[1], None: " "}[c["vs"][ref]["mark"]] if ref in c["vs"] else " "
+                assert want == m, (name, col, ref, c["vs"], m)
+            seen += 1
+assert seen == 2 * 3 * 3, seen
+assert any(c["mark"] for m in j["models"] for c in m["macro"]["accuracy"]["vs"].values()), "no mark at all: a weak test"
+PY
 printf '{"models": 3}' > "$tmp/job/eval/two.json"
 check 1 "report a bad eval file" "$FUSECTL" report --dir "$tmp/job" --no-write
 check 2 "run without --local" "$FUSECTL" run "$tmp/none.yaml"

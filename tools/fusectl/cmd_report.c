@@ -25,7 +25,10 @@ static void usage(void) {
          "Options:\n"
          "  --dir JOBDIR     read the files from a job directory, no coordinator needed\n"
          "  --out FILE       write the merged results here instead of JOBDIR/results.json\n"
-         "  --no-write       only print the table\n" FC_CLIENT_ENDPOINT_HELP
+         "  --no-write       only print the table\n"
+         "  --json           the table as one JSON object: per model and family (and the macro\n"
+         "                   average) accuracy and loss with their intervals, the paired\n"
+         "                   differences to the pivot and plain SFT with the marks\n" FC_CLIENT_ENDPOINT_HELP
          "  --help           this text\n");
 }
 
@@ -33,12 +36,12 @@ static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, 
 
 int fc_cmd_report(int argc, char **argv) {
   static const struct option opts[] = {FC_CLIENT_LONGOPTS, {"dir", required_argument, 0, 'd'},
-                                       {"out", required_argument, 0, 'o'}, {"no-write", no_argument, 0, 'n'},
+                                       {"out", required_argument, 0, 'o'}, {"no-write", no_argument, 0, 'n'}, {"json", no_argument, 0, 'j'},
                                        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   fc_client_t c;
   fc_client_init(&c, "report");
   const char *dir = NULL, *out = NULL;
-  int o, rc, nowrite = 0;
+  int o, rc, nowrite = 0, as_json = 0;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (o == 'h') return usage(), 0;
     if (o == 'E' || o == 'T') {
@@ -46,6 +49,7 @@ int fc_cmd_report(int argc, char **argv) {
     } else if (o == 'd') dir = optarg;
     else if (o == 'o') out = optarg;
     else if (o == 'n') nowrite = 1;
+    else if (o == 'j') as_json = 1;
     else return fc_cli_usage_error("report", "unknown option");
   }
   char **paths = NULL, *job_dir = NULL;
@@ -77,8 +81,8 @@ int fc_cmd_report(int argc, char **argv) {
     if ((rc = fc_report_job_files(&c, job, &paths, &n, &job_dir))) return rc;
   }
   char *res = out ? strdup(out) : fc_path_join(job_dir, "results.json");
-  rc = fc_report_files("report", paths, n, nowrite ? NULL : res, stdout);
-  if (!rc && !nowrite) printf("results: %s\n", res);
+  rc = fc_report_files("report", paths, n, nowrite ? NULL : res, as_json, stdout);
+  if (!rc && !nowrite && !as_json) printf("results: %s\n", res);
   for (size_t i = 0; i < n; i++) free(paths[i]);
   free(paths), free(job_dir), free(res);
   return rc;

@@ -342,7 +342,7 @@ int fc_cmd_run(int argc, char **argv) {
       size_t n = 0;
       if (need[3] && fc_report_job_files(&c, id, &paths, &n, &dir) == 0) {
         char *res = fc_path_join(dir, "results.json");
-        if (fc_report_files("run", paths, n, res, stdout) == 0) printf("results: %s\n", res);
+        if (fc_report_files("run", paths, n, res, 0, stdout) == 0) printf("results: %s\n", res);
         free(res);
       }
       for (size_t i = 0; i < n; i++) free(paths[i]);

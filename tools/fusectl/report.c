@@ -6,10 +6,67 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+
 #include "cli.h"
 #include "fc_eval.h"
 
-int fc_report_files(const char *cmd, char *const *paths, size_t n, const char *out_json, FILE *fp) {
+/* A figure as JSON: null when it is not a number (no items, no loss). */
+static json_t *num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
+
+/* One cell of the table: the figure and its bootstrap interval (null bounds when the result
+ * has no items and the stored figure stands alone), and per reference model the paired
+ * difference with its interval and the table's mark ("better", "worse" or null). */
+static json_t *cell(const char *const *names, const fc_eval_result_t *const *res, int i, const int *refs, const char *fam,
+                    int what) {
+  double v, lo, hi;
+  json_t *c;
+  if (fc_eval_boot_ci(res[i], fam, what, &v, &lo, &hi)) {
+    c = json_pack("{s:o, s:o, s:o}", "value", num(v), "lo", num(lo), "hi", num(hi));
+  } else {
+    int f = -1;
+    for (int k = 0; fam && k < res[i]->nfam; k++)
+      if (!strcmp(res[i]->fam[k].name, fam)) f = k;
+    v = f >= 0 ? (what ? res[i]->fam[f].loss : res[i]->fam[f].accuracy) : (what ? res[i]->macro_loss : res[i]->macro_accuracy);
+    return json_pack("{s:o, s:n, s:n}", "value", num(v), "lo", "hi");
+  }
+  json_t *vs = json_object();
+  for (int r = 0; r < 2; r++) {
+    double d;
+    if (refs[r] < 0 || refs[r] == i || !fc_eval_boot_paired(res[i], res[refs[r]], fam, what, &d, &lo, &hi)) continue;
+    int up = lo > 0, down = hi < 0;
+    if (what) up = hi < 0, down = lo > 0; /* a lower loss is better */
+    json_object_set_new(vs, names[refs[r]], json_pack("{s:o, s:o, s:o, s:o}", "diff", num(d), "lo", num(lo), "hi", num(hi),
+                                                      "mark", up ? json_string("better") : down ? json_string("worse") : json_null()));
+  }
+  json_object_set_new(c, "vs", vs);
+  return c;
+}
+
+/* The table as JSON: the same rows, columns, intervals and marks as fc_eval_print_table. */
+static json_t *table_json(const char *const *names, const fc_eval_result_t *const *res, int n, int pivot, int sft) {
+  int refs[2] = {pivot, sft};
+  json_t *models = json_array();
+  for (int i = 0; i < n; i++) {
+    json_t *fams = json_object();
+    for (int f = 0; f < res[i]->nfam; f++) {
+      const char *fam = res[i]->fam[f].name;
+      json_object_set_new(fams, fam, json_pack("{s:i, s:o, s:o}", "n", res[i]->fam[f].n, "accuracy",
+                                               cell(names, res, i, refs, fam, 0), "loss", cell(names, res, i, refs, fam, 1)));
+    }
+    json_array_append_new(models, json_pack("{s:s, s:s, s:o, s:{s:o, s:o}}", "model", names[i], "role", res[i]->role,
+                                            "families", fams, "macro", "accuracy", cell(names, res, i, refs, NULL, 0),
+                                            "loss", cell(names, res, i, refs, NULL, 1)));
+  }
+  json_t *refj = json_array();
+  for (int r = 0; r < 2; r++)
+    if (refs[r] >= 0) json_array_append_new(refj, json_string(names[refs[r]]));
+  return json_pack("{s:o, s:o, s:i, s:I, s:s, s:s}", "models", models, "references", refj, "resamples",
+                   FC_EVAL_BOOT_RESAMPLES, "seed", (json_int_t)FC_EVAL_BOOT_SEED, "accuracy", "fraction correct",
+                   "loss", "nats per gold token");
+}
+
+int fc_report_files(const char *cmd, char *const *paths, size_t n, const char *out_json, int as_json, FILE *fp) {
   json_t **docs = calloc(n ? n : 1, sizeof *docs);
   fc_eval_result_t *res = calloc(n ? n : 1, sizeof *res);
   const fc_eval_result_t **rp = calloc(n ? n : 1, sizeof *rp);
@@ -43,9 +100,17 @@ int fc_report_files(const char *cmd, char *const *paths, size_t n, const char *o
       if (pivot < 0 && !strcmp(res[i].role, "pivot")) pivot = (int)i;
       if (sft < 0 && !strcmp(res[i].role, "sft")) sft = (int)i;
     }
-    fc_eval_print_table(fp, names, rp, (int)m, pivot, sft);
     fc_err_t err = {0};
     if (out_json && fc_eval_write_json_file(out_json, names, rp, (int)m, &err)) rc = fc_cli_fail(cmd, "%s", err.msg);
+    if (!rc && as_json) {
+      json_t *t = table_json(names, rp, (int)m, pivot, sft);
+      json_object_set_new(t, "results", out_json ? json_string(out_json) : json_null());
+      json_dumpf(t, fp, JSON_COMPACT);
+      fputc('\n', fp);
+      json_decref(t);
+    } else if (!rc) {
+      fc_eval_print_table(fp, names, rp, (int)m, pivot, sft);
+    }
   }
   for (size_t i = 0; i < m; i++) fc_eval_result_free(&res[i]);
   for (size_t i = 0; i < n; i++) json_decref(docs[i]);
