@@ -12,7 +12,8 @@ check() { want=$1 what=$2; shift 2; "$@" > "$tmp/out" 2>&1; rc=$?; [ "$rc" -eq "
 port=$((20000 + $$ % 20000))
 check 2 "--metrics without a port" "$D/fusechat-coordinator" --metrics 127.0.0.1
 check 2 "--metrics with a host name" "$D/fusechat-coordinator" --metrics localhost:9464
-"$D/fusechat-coordinator" --run-dir "$tmp/run" --lease-timeout 5 --metrics "127.0.0.1:$port" 2> "$tmp/coord.log" &
+mkdir -p "$tmp/store" "$tmp/storeb"
+"$D/fusechat-coordinator" --run-dir "$tmp/run" --lease-timeout 5 --metrics "127.0.0.1:$port" --store "$tmp/store" 2> "$tmp/coord.log" &
 cpid=$!
 "$D/fusechat-worker-test" --run-dir "$tmp/run" --id w1 --heartbeat 0.2 2> "$tmp/w1.log" &
 wpid=$!
@@ -165,8 +166,36 @@ assert sum(1 for x in t if x < big[0][1]) >= 3, "too few pings before the task"
 assert sum(1 for x in t if x > big[0][1] + big[0][0] - 0.01) >= 2, "no pings after the task"
 PY
 grep -q "withholding the watchdog ping" "$tmp/w2.log" && ok || { bad "no stall warning"; cat "$tmp/w2.log"; }
-kill "$wpid" "$cpid" 2>/dev/null
-wait "$wpid" "$cpid" 2>/dev/null
+kill "$wpid" 2>/dev/null
+wait "$wpid" 2>/dev/null
+# bytes between stores: wa (the coordinator's store) makes one.out, then holds hog; wb (its own
+# store) runs two, fetching one.out from wa; /metrics counts the bytes wb downloaded
+metric() { python3 -c 'import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+d = b""
+while True:
+    b = s.recv(65536)
+    if not b: break
+    d += b
+v = [l.split()[1] for l in d.decode().splitlines() if l.split() and l.split()[0] == sys.argv[2]]
+print(v[0] if v else "missing")' "$port" "$1"; }
+[ "$(metric fusechat_artifact_fetched_bytes_total)" = 0 ] && ok || bad "fetched bytes before any fetch: $(metric fusechat_artifact_fetched_bytes_total)"
+"$D/fusechat-worker-test" --run-dir "$tmp/run" --id wa --heartbeat 0.2 --store "$tmp/store" --artifacts "tcp://127.0.0.1:*" 2> "$tmp/wa.log" &
+wapid=$!
+printf 'name: fetch\nstore: %s/store\ntasks:\n  - {name: one, kind: sleep, outputs: [one.out], params: {ms: 10}}\n  - {name: hog, kind: sleep, deps: [one], outputs: [hog.out], params: {ms: 3000}}\n  - {name: two, kind: checksum, deps: [one], inputs: [%s/store/fetch/one.out], outputs: [two.out], params: {ms: 10}}\n' "$tmp" "$tmp" > "$tmp/fetch.yaml"
+check 0 "submit fetch" "$FUSECTL" submit --endpoint "$EP" "$tmp/fetch.yaml"
+n=0; until "$FUSECTL" status --endpoint "$EP" 4 2>/dev/null | grep -q "hog  *running" || [ $n -ge 100 ]; do sleep 0.1; n=$((n + 1)); done
+"$D/fusechat-worker-test" --run-dir "$tmp/run" --id wb --heartbeat 0.2 --store "$tmp/storeb" 2> "$tmp/wb.log" &
+wbpid=$!
+check 0 "watch fetch" "$FUSECTL" watch --endpoint "$EP" 4
+size=$(stat -c %s "$tmp/store/fetch/one.out")
+[ -s "$tmp/storeb/fetch/two.out" ] && grep -q "fetched" "$tmp/wb.log" && ok || { bad "two did not run on wb with a fetched input"; cat "$tmp/wb.log"; }
+got=$(metric fusechat_artifact_fetched_bytes_total)
+[ "$got" = "$size" ] && ok || bad "fetched bytes $got, wanted one.out's $size"
+[ "$(metric fusechat_artifact_fetches_total)" = 1 ] && ok || bad "fetches: $(metric fusechat_artifact_fetches_total)"
+kill "$wapid" "$wbpid" "$cpid" 2>/dev/null
+wait "$wapid" "$wbpid" "$cpid" 2>/dev/null
 rm -rf "$tmp"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -47,7 +47,7 @@ static void sample(fc_msg_t *m, fc_msg_type_t t) {
     m->fraction = 1, fc_msg_set_str(&m->message, "48/48 prompts"), fc_msg_add_fig(m, "loss", 0.25);
     break;
   case FC_MSG_LOCATE: m->job = 4, fc_msg_add_input(m, "/store/j/logits"); break;
-  case FC_MSG_HOLDING: fc_msg_set_str(&m->id, "w"), fc_msg_add_artifact(m, "/store/j/a", 3, HEX); break;
+  case FC_MSG_HOLDING: fc_msg_set_str(&m->id, "w"), fc_msg_add_artifact(m, "/store/j/a", 3, HEX), m->bytes = 3; break;
   case FC_MSG_CANCEL: m->task = -5; break;
   case FC_MSG_SUBMIT: fc_msg_set_str(&m->text, "name: x\ntasks: []\n"); break;
   case FC_MSG_STATUS: case FC_MSG_CANCEL_JOB: case FC_MSG_REMOVE_JOB: case FC_MSG_ARTIFACTS: m->job = 42; break;
@@ -107,7 +107,7 @@ static void msg_eq(const fc_msg_t *a, const fc_msg_t *b) {
     str_eq(a->arts[i].sha256, b->arts[i].sha256);
   }
   assert_true(a->threads == b->threads && a->mem == b->mem && a->task == b->task);
-  assert_true(a->job == b->job && a->attempt == b->attempt && a->since == b->since);
+  assert_true(a->job == b->job && a->attempt == b->attempt && a->since == b->since && a->bytes == b->bytes);
   assert_true(a->fraction == b->fraction && a->time == b->time);
   assert_true(a->ok == b->ok && a->handback == b->handback);
   assert_true(a->k == b->k);

@@ -25,7 +25,7 @@ typedef struct field {
 enum {
   F_ID, F_HOST, F_CAPS, F_RES, F_TASK, F_JOB, F_ATTEMPT, F_SINCE, F_KIND, F_PARAMS, F_INPUTS,
   F_OUTPUTS, F_FRACTION, F_MESSAGE, F_FIGS, F_OK, F_HANDBACK, F_ARTS, F_ERROR, F_TEXT, F_STATE,
-  F_TIME, F_IDS, F_K, F_TOP_IDS, F_TOP_LP, F_LIMIT, F_NFIELDS
+  F_TIME, F_IDS, F_K, F_TOP_IDS, F_TOP_LP, F_LIMIT, F_BYTES, F_NFIELDS
 };
 static const field_t fields[F_NFIELDS] = {
     [F_ID] = {"id", K_STR, OFF(id), 0, 256},
@@ -55,6 +55,7 @@ static const field_t fields[F_NFIELDS] = {
     [F_TOP_IDS] = {"top_ids", K_I32S, OFF(top_ids), OFF(ntop), 0},
     [F_TOP_LP] = {"top_lp", K_F32S, OFF(top_lp), OFF(ntop), 0},
     [F_LIMIT] = {"limit", K_I64, OFF(limit), 0, 0},
+    [F_BYTES] = {"bytes", K_I64, OFF(bytes), 0, 0},
 };
 
 #define B(f) (1u << (f))
@@ -96,7 +97,7 @@ static const msgdef_t defs[FC_MSG_NTYPES] = {
                              B(F_OK) | B(F_ERROR) | B(F_TEXT) | B(F_IDS) | B(F_K) | B(F_TOP_IDS) | B(F_TOP_LP),
                              B(F_OK)},
     [FC_MSG_LOCATE] = {"locate", B(F_JOB) | B(F_INPUTS), B(F_INPUTS)},
-    [FC_MSG_HOLDING] = {"holding", B(F_ID) | B(F_ARTS), B(F_ID) | B(F_ARTS)},
+    [FC_MSG_HOLDING] = {"holding", B(F_ID) | B(F_ARTS) | B(F_BYTES), B(F_ID) | B(F_ARTS)},
     [FC_MSG_REMOVE_JOB] = {"remove_job", B(F_JOB), B(F_JOB)},
 };
 

@@ -46,7 +46,9 @@ typedef enum fc_msg_type {
   FC_MSG_LOGITS_REPLY,   /* ok, error | text (model name), ids (n), k, top_ids (n*k), top_lp (n*k) */
   /* artifacts between machines (fc_artifact.h), each answered by a reply */
   FC_MSG_LOCATE,  /* ->c: job, inputs: the artifacts below those paths and who holds them */
-  FC_MSG_HOLDING, /* w->c: id, artifacts: this worker now holds them too (fetched) */
+  FC_MSG_HOLDING, /* w->c: id, artifacts: this worker now holds them too (fetched); bytes: how
+                   * many it downloaded itself for them (a copy another process on its store
+                   * fetched meanwhile counts 0) */
   /* client -> coordinator (after the others so older peers keep their numbers) */
   FC_MSG_REMOVE_JOB, /* job: delete a finished job's rows and outputs */
   FC_MSG_NTYPES
@@ -78,6 +80,7 @@ typedef struct fc_msg {
   int64_t threads, mem; /* resources: cores, bytes */
   int64_t task, job, attempt, since;
   int64_t limit; /* paged requests: at most this many rows (0: the server's default) */
+  int64_t bytes; /* holding: bytes downloaded */
   char *kind;
   fc_msg_kv_t *params; /* string -> string, passed through to the executor */
   size_t nparams;

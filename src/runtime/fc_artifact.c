@@ -553,6 +553,7 @@ int fc_artifact_ensure(const char *endpoint, const fc_curve_t *curve, const fc_s
   json_decref(root);
   if (rc == 0 && worker_id && hold.narts) {
     fc_msg_set_str(&hold.id, worker_id);
+    hold.bytes = fetched ? (int64_t)*fetched : 0;
     fc_err_t e;
     if (fc_net_call_curve(endpoint, curve, &hold, &rep, LOCATE_TIMEOUT_MS, &e) == 0) fc_msg_clear(&rep);
     else fc_warn("could not tell the coordinator what we hold now: %s", e.msg);

@@ -80,6 +80,7 @@ typedef struct coord {
   char key[41];
   unsigned roles;
   fc_metrics_t *metrics; /* the /metrics server, when asked for */
+  uint64_t fetched_bytes, fetches; /* artifact downloads between stores the daemons reported */
   fc_ratelimit_t warn_bad, warn_role, warn_ident, warn_send, warn_full;
 } coord_t;
 
@@ -431,7 +432,10 @@ static int handle_artifacts(coord_t *c, fc_msg_t *m) {
   char *json = NULL;
   int rc;
   if (m->type == FC_MSG_LOCATE) rc = fc_holders_locate_json(c->holders, m->job, m->inputs, m->ninputs, &json, &err);
-  else if (m->type == FC_MSG_HOLDING) rc = fc_holders_add(c->holders, m->id, m->arts, m->narts, &err);
+  else if (m->type == FC_MSG_HOLDING) {
+    rc = fc_holders_add(c->holders, m->id, m->arts, m->narts, &err);
+    if (m->bytes > 0) c->fetched_bytes += (uint64_t)m->bytes, c->fetches++;
+  }
   else if (m->type == FC_MSG_WORKERS) {
     char *raw = NULL;
     rc = fc_db_workers_json(c->db, m->since, m->limit, &raw, &err);
@@ -715,6 +719,13 @@ static int render_metrics(void *arg, FILE *fp, fc_err_t *err) {
   free(count);
   fprintf(fp, "# HELP fusechat_workers_live Live workers (heard from within a lease period).\n"
               "# TYPE fusechat_workers_live gauge\nfusechat_workers_live %zu\n", live);
+  /* counted from the daemons' holding reports, which carry the bytes each one downloaded
+   * itself: since this coordinator started (a counter's reset is Prometheus's to handle) */
+  fprintf(fp, "# HELP fusechat_artifact_fetched_bytes_total Bytes of artifacts daemons fetched from other stores.\n"
+              "# TYPE fusechat_artifact_fetched_bytes_total counter\nfusechat_artifact_fetched_bytes_total %llu\n"
+              "# HELP fusechat_artifact_fetches_total Tasks' input fetches from other stores that downloaded bytes.\n"
+              "# TYPE fusechat_artifact_fetches_total counter\nfusechat_artifact_fetches_total %llu\n",
+          (unsigned long long)c->fetched_bytes, (unsigned long long)c->fetches);
   return 0;
 }
 
