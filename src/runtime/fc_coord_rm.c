@@ -4,6 +4,7 @@
 #include "fc_coord_rm.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -32,6 +33,12 @@ static int safe_target(const char *real_store, const char *path) {
   return !strcmp(real, real_store) ? 0 : below(real_store, real); /* the job directory, never the store */
 }
 
+static int rmdir_empty(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+  (void)sb, (void)ftw;
+  if (flag == FTW_DP) rmdir(p); /* fails, as it should, on a directory with files left */
+  return 0;
+}
+
 static void remove_files(const char *store, const fc_db_removed_t *r, json_t *reply) {
   json_t *removed = json_object_get(reply, "removed");
   char real_store[PATH_MAX];
@@ -55,14 +62,16 @@ static void remove_files(const char *store, const fc_db_removed_t *r, json_t *re
   int left = 0;
   for (size_t i = 0; i < r->noutputs; i++) {
     const char *p = r->outputs[i];
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.tmp", p);
+    int existed = fc_path_exists(p);
+    if (!existed && !fc_path_exists(tmp)) continue; /* made on another machine's store, or never */
     if (!safe_target(real_store, p)) {
+      fc_warn("not removing %s: not below the store %s", p, real_store);
       left++;
       continue;
     }
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
     fc_err_t e;
-    int existed = fc_path_exists(p);
     if (fc_rmtree(p, &e) || fc_rmtree(tmp, &e)) {
       fc_warn("removing job outputs: %s", e.msg);
       left++;
@@ -70,9 +79,10 @@ static void remove_files(const char *store, const fc_db_removed_t *r, json_t *re
       json_array_append_new(removed, json_string(p));
     }
   }
-  /* the job directory goes when nothing else is in it (another job of the same name, files
-   * the job did not declare) */
-  int gone = !r->dir_shared && rmdir(dir) == 0;
+  /* the directories its outputs were in, and the job directory, go when nothing else is in
+   * them (another job of the same name, files the job did not declare) */
+  if (!r->dir_shared) nftw(dir, rmdir_empty, 16, FTW_DEPTH | FTW_PHYS);
+  int gone = !fc_path_exists(dir);
   json_object_set_new(reply, "dir_removed", json_boolean(gone));
   json_object_set_new(reply, "files_left", left ? json_sprintf("%d outputs could not be removed (see the coordinator's log)", left)
                                                 : json_null());
