@@ -223,6 +223,9 @@ int fc_cmd_run(int argc, char **argv) {
   }
   if (optind + 1 != argc) return fc_cli_usage_error("run", "give one job spec (JOB.yaml)");
   if (!local) return fc_cli_usage_error("run", "only --local is supported: for a cluster use 'fusectl submit'");
+  /* our own coordinator, plain on ipc://: a cluster's CURVE keys in the environment (a
+   * session that also talks to one) must not be offered to it */
+  unsetenv("FUSECHAT_CURVE_KEY"), unsetenv("FUSECHAT_CURVE_SERVER");
   const char *spec = argv[optind];
   char *text;
   size_t len;
