@@ -162,6 +162,9 @@ sed -e "s#/srv/fusechat/store#$tmp/one/store#; s#/srv/fusechat/#$A/srv/fusechat/
 a=$(sha256sum < "$merged_b" | cut -c1-64)
 b=$(sha256sum < "$tmp/one/store/fuse-demo/merged/model.safetensors" | cut -c1-64)
 [ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "two machines merged $a, one machine $b"
+# fusectl up from the same session (the cluster's keys still in the environment) on this machine
+"$FUSECTL" up --run-dir "$tmp/up" --test-workers 0 > "$tmp/up.out" 2>&1 && ok || { bad "fusectl up with CURVE keys in the environment"; cat "$tmp/up.out"; }
+"$FUSECTL" down --run-dir "$tmp/up" > /dev/null 2>&1
 step "$C" "fusectl rm 1"
 grep -q "job 1 (fuse-demo) removed" "$tmp/step.out" && ! grep -q "files left" "$tmp/step.out" &&
   grep -q "copies left in the separate store of cpu-b-merge" "$tmp/step.out" && [ ! -e "$A/srv/fusechat/store/fuse-demo" ] &&

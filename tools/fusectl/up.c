@@ -212,8 +212,9 @@ int fc_up_start(const char *cmd, const char *run, const fc_up_plan_t *p) {
   free(bins);
   if (rc) return rc;
   fc_msg_t req = {.type = FC_MSG_LIST}, rep;
+  const fc_curve_t plain = {0}; /* our coordinator is plain ipc://, whatever keys the environment names */
   for (int i = 0; i < 100; i++) {
-    if (fc_net_call(endpoint, &req, &rep, 200, &err) == 0) {
+    if (fc_net_call_curve(endpoint, &plain, &req, &rep, 200, &err) == 0) {
       fc_msg_clear(&rep);
       return 0;
     }
