@@ -9,8 +9,9 @@
 static void usage(void) {
   printf("Usage: fusectl rm [OPTIONS] JOB\n\nDeletes a done, failed or cancelled job: its tasks, events and\n"
          "artifact records at the coordinator, and its outputs in the coordinator's store (when the\n"
-         "coordinator was started with --store). Copies that daemons with separate stores fetched\n"
-         "stay in their stores and are named. A queued or running job is refused unless --force.\n"
+         "coordinator was started with --store). Files in the separate stores of other machines'\n"
+         "daemons (their outputs, the copies they fetched) stay there; the daemons are named.\n"
+         "A queued or running job is refused unless --force.\n"
          "\nOptions:\n"
          "  --force          cancel the job first when it is queued or running\n" FC_CLIENT_JSON_HELP
          FC_CLIENT_ENDPOINT_HELP "  --help           this text\n");
