@@ -41,6 +41,8 @@ static void usage(void) {
          "                       without --config, 0 with it)\n"
          "  --lease-timeout SEC  passed to the coordinator (default 10, or the config's)\n"
          "  --heartbeat SEC      passed to the workers (default 1, or the config's)\n"
+         "  --metrics ADDR       the coordinator serves Prometheus metrics at http://ADDR/metrics\n"
+         "                       (a numeric HOST:PORT; off by default)\n"
          "  --help               this text\n"
          "\nThen: export FUSECHAT_RUN_DIR=RUN (or FUSECHAT_ENDPOINT) and use the other commands.\n");
 }
@@ -48,18 +50,24 @@ static void usage(void) {
 int fc_cmd_up(int argc, char **argv) {
   static const struct option opts[] = {{"run-dir", required_argument, 0, 'r'}, {"test-workers", required_argument, 0, 'w'},
                                        {"lease-timeout", required_argument, 0, 'l'}, {"heartbeat", required_argument, 0, 'b'},
-                                       {"config", required_argument, 0, 'c'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                       {"config", required_argument, 0, 'c'}, {"metrics", required_argument, 0, 'm'},
+                                       {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   char run[512];
   fc_net_default_run_dir(run, sizeof run);
   long nworkers = -1;
   double lease = 0, hb = 0;
-  const char *config = NULL;
+  const char *config = NULL, *metrics = NULL;
   int o;
   while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (o) {
     case 'h': usage(); return 0;
     case 'r': snprintf(run, sizeof run, "%s", optarg); break;
     case 'c': config = optarg; break;
+    case 'm':
+      if (strlen(optarg) >= sizeof ((fc_up_plan_t *)0)->metrics || !strchr(optarg, ':'))
+        return fc_cli_usage_error("up", "--metrics wants a numeric HOST:PORT, not '%s'", optarg);
+      metrics = optarg;
+      break;
     case 'w':
       if (fc_cli_parse_long(optarg, &nworkers) || nworkers < 0 || nworkers > 64)
         return fc_cli_usage_error("up", "--test-workers wants 0..64, not '%s'", optarg);
@@ -85,6 +93,7 @@ int fc_cmd_up(int argc, char **argv) {
   if (nworkers) fc_up_plan_add(&plan, "worker-test", NULL, (int)nworkers, NULL);
   if (lease > 0) plan.lease_timeout = lease;
   if (hb > 0) plan.heartbeat = hb;
+  if (metrics) snprintf(plan.metrics, sizeof plan.metrics, "%s", metrics);
   int rc = fc_up_start("up", run, &plan);
   if (!rc)
     printf("fusechat is up: coordinator and %zu daemon(s), run directory %s\nexport FUSECHAT_RUN_DIR=%s\n", plan.n, run, run);

@@ -197,7 +197,8 @@ int fc_up_start(const char *cmd, const char *run, const fc_up_plan_t *p) {
   snprintf(hb, sizeof hb, "%g", p->heartbeat);
   gethostname(host, sizeof host - 1);
   fc_net_default_endpoint(run, endpoint, sizeof endpoint);
-  char *cargv[] = {coord, "--run-dir", (char *)run, "--db", db, "--lease-timeout", lease, NULL};
+  char *cargv[] = {coord, "--run-dir", (char *)run, "--db", db, "--lease-timeout", lease, NULL, NULL, NULL};
+  if (p->metrics[0]) cargv[7] = "--metrics", cargv[8] = (char *)p->metrics;
   int rc = 0;
   if (start(run, "coordinator", cargv, &err)) rc = fc_cli_fail(cmd, "%s", err.msg);
   for (size_t i = 0; i < p->n && !rc; i++) {

@@ -18,6 +18,7 @@ typedef struct fc_up_daemon {
 
 typedef struct fc_up_plan {
   double lease_timeout, heartbeat; /* 10, 1 */
+  char metrics[64];                /* the coordinator's --metrics HOST:PORT ("" : none) */
   fc_up_daemon_t *d;
   size_t n;
 } fc_up_plan_t;
