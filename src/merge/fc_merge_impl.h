@@ -346,6 +346,11 @@ int fc_merge_crumbs_prepare(job_t *J, const char *name, int threads, fc_err_t *e
 int fc_merge_della_prepare(job_t *J, const char *name, fc_err_t *err);
 void fc_merge_crumbs_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt);
 void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt);
+/* DELLA's ranks: rank[j] = the ascending rank of key[j] among key[0..c), ties to the lower
+ * index; w: fc_merge_rank_work(c) words of scratch. (Exposed for tests.) */
+#define RANK_BINS(c) (2 * (c) + 1024) /* widest histogram the counting rank takes */
+size_t fc_merge_rank_work(size_t c);
+void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w);
 /* fc_merge_sce.c: SCE and VaRM's weights. */
 void fc_merge_sce_prepare(job_t *J, int threads);
 void fc_merge_varm_prepare(job_t *J, int threads);
