@@ -26,7 +26,7 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
     [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
     [FC_MERGE_NUSLERP] = "nuslerp",   [FC_MERGE_MULTISLERP] = "multislerp",
-    [FC_MERGE_KARCHER] = "karcher",
+    [FC_MERGE_KARCHER] = "karcher",   [FC_MERGE_PASSTHROUGH] = "passthrough",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }

@@ -108,6 +108,7 @@ typedef enum {
   FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
   FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
   FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
+  FC_MERGE_PASSTHROUGH,     /* layer ranges of models stacked into a new depth (slices), copied */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 
@@ -171,6 +172,12 @@ typedef struct fc_merge_stats {
   double seconds;
 } fc_merge_stats_t;
 
+/* One slice of passthrough: layers [first, last) of a model (last -1: to its end). */
+typedef struct fc_merge_slice {
+  const char *model;
+  int first, last;
+} fc_merge_slice_t;
+
 typedef struct fc_merge_cfg {
   fc_merge_method_t method;
   const char *base;               /* base model path; NULL for linear means the first model */
@@ -200,6 +207,9 @@ typedef struct fc_merge_cfg {
    * the order they apply; fc_merge_run resolves them for each tensor (fc_merge_resolve). */
   const fc_merge_setting_t *settings;
   int nsettings;
+  /* passthrough: the slices stacked, in order (mergekit's slices: - sources: - model, layer_range) */
+  const fc_merge_slice_t *slices;
+  int nslices;
 } fc_merge_cfg_t;
 
 /* The parameters of tensor `name` at layer position t: out is cfg with its settings applied,
@@ -211,6 +221,8 @@ void fc_merge_resolve(const fc_merge_cfg_t *cfg, const char *name, double t, fc_
 double fc_merge_layer_t(const char *name, int nlayers);
 /* The layer index in a tensor's name, or -1. */
 int fc_merge_layer_index(const char *name);
+/* The same, and where its digits are in the name (at, len; may be NULL). */
+int fc_merge_layer_span(const char *name, size_t *at, size_t *len);
 
 /* Fills defaults: weight 1, density 1, normalize/rescale by method, dtype of base, seed 0. */
 void fc_merge_cfg_init(fc_merge_cfg_t *cfg);

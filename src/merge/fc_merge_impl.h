@@ -316,7 +316,12 @@ void fc_merge_each(job_t *J, int n, int threads, fc_merge_each_fn fn, void *arg)
 /* Sum of the per-block partials of column c, in block order. */
 double fc_merge_part_sum(const job_t *J, int c);
 
-/* ---- input pages (fc_merge_io.c) ---- */
+/* ---- input pages and side files (fc_merge_io.c), passthrough (fc_merge_slices.c) ---- */
+
+/* config.json (torch_dtype set to dtype when >= 0, num_hidden_layers to nlayers when >= 0) and
+ * the tokenizer files, from the model directory src to out_dir. */
+int fc_merge_copy_side_files(const char *src, const char *out_dir, int dtype, int nlayers, fc_err_t *err);
+int fc_merge_passthrough_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_err_t *err);
 
 /* Maps elements [e0, e1) of every input ahead of use. */
 void fc_merge_populate(const job_t *J, size_t e0, size_t e1);

@@ -61,9 +61,9 @@ static const char *base_name(const char *p) {
   return s ? s + 1 : p;
 }
 
-/* config.json with torch_dtype set to the output dtype, and the tokenizer files, from the base
- * model's directory (when the base is a directory). */
-static int copy_side_files(const char *base_path, const char *out_dir, int dtype, fc_err_t *err) {
+/* config.json with torch_dtype set to the output dtype (and num_hidden_layers to nlayers), and
+ * the tokenizer files, from the base model's directory (when the base is a directory). */
+int fc_merge_copy_side_files(const char *base_path, const char *out_dir, int dtype, int nlayers, fc_err_t *err) {
   static const char *files[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
                                 "tokenizer.model",    "vocab.json",            "merges.txt",
                                 "added_tokens.json",  "generation_config.json", "chat_template.jinja"};
@@ -71,7 +71,7 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
   int rc = 0;
   if (fc_path_exists(cfg)) {
     char *dst = fc_path_join(out_dir, "config.json");
-    if (dtype < 0) {
+    if (dtype < 0 && nlayers < 0) {
       rc = fc_copy_file(cfg, dst, err);
     } else {
       json_error_t jerr;
@@ -79,7 +79,11 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
       if (!root) rc = fc_err_set(err, FC_EFORMAT, "%s: %s (line %d)", cfg, jerr.text, jerr.line);
       else {
         const char *tn = dtype == FC_DT_BF16 ? "bfloat16" : dtype == FC_DT_F16 ? "float16" : "float32";
-        json_object_set_new(root, "torch_dtype", json_string(tn));
+        if (dtype >= 0) json_object_set_new(root, "torch_dtype", json_string(tn));
+        /* The layer count under the key the config uses (GPT-2's n_layer), else Llama's. */
+        const char *lk = json_object_get(root, "n_layer") && !json_object_get(root, "num_hidden_layers")
+                             ? "n_layer" : "num_hidden_layers";
+        if (nlayers >= 0) json_object_set_new(root, lk, json_integer(nlayers));
         char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(root);
         rc = fc_write_text_file(dst, txt, err);
@@ -111,6 +115,16 @@ static int same_path(const char *a, const char *b) {
 int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *err) {
   fc_merge_cfg_t cfg = *cfg_in;
   fc_merge_method_t M = cfg.method;
+  if (M != FC_MERGE_PASSTHROUGH && cfg.nslices)
+    return fc_err_set(err, FC_EINVAL, "slices are supported with passthrough only (%s merges whole models: "
+                      "list them under models)", fc_merge_method_name(M));
+  if (M == FC_MERGE_PASSTHROUGH) {
+    fc_merge_slice_t whole = {cfg.nmodels == 1 ? cfg.models[0].path : NULL, 0, -1};
+    if (!cfg.nslices && cfg.nmodels != 1)
+      return fc_err_set(err, FC_EINVAL, "passthrough copies one model or stacks slices (%d models given)", cfg.nmodels);
+    if (!cfg.nslices) cfg.slices = &whole, cfg.nslices = 1;
+    return fc_merge_passthrough_run(&cfg, out_dir, err);
+  }
   if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
   const int use_base = M != FC_MERGE_LINEAR && cfg.base;
 #define method_uses_base(m) use_base
@@ -311,7 +325,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     free(sp);
     if (rc) goto out;
   }
-  if ((rc = copy_side_files(base_path, out_dir, cfg.dtype, err))) goto out;
+  if ((rc = fc_merge_copy_side_files(base_path, out_dir, cfg.dtype, -1, err))) goto out;
   stats->seconds = fc_now() - t0;
 out:
   if (w) fc_st_writer_abort(&w);
