@@ -49,6 +49,11 @@
  *   over the models (the mean stays in their span), from their Gram matrix in f64; the result
  *   is sum_i c_i M_i with f32 c_i. mergekit averages the base too when one is named; here a
  *   base_model is refused.
+ * - arcee_fusion: mergekit's: importance |M - B| kl_row, kl_row = sum p log(p / q) over the row
+ *   (last dimension), p and q the softmaxes of M's and B's row plus 1e-8 (here in f64, the sum
+ *   cast to f32); the model's value where importance >= median + 1.5 (q3 - q1), quartiles the
+ *   sorted importances at int(q (n - 1)) (exact; mergekit samples a million elements of larger
+ *   tensors at random), result B + (M - B) mask in f32.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -108,6 +113,7 @@ typedef enum {
   FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
   FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
   FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
+  FC_MERGE_ARCEE_FUSION,    /* the model's values where their importance is an outlier, else base */
   FC_MERGE_PASSTHROUGH,     /* layer ranges of models stacked into a new depth (slices), copied */
   FC_MERGE_COUNT
 } fc_merge_method_t;

@@ -103,7 +103,9 @@ typedef struct job {
   float *var;                       /* sce: [n] population variance across models */
   int select;                       /* sce: 1 select by variance, 0 keep all, -1 keep none */
   float sw[FC_MERGE_MAX_MODELS];    /* sce / varm weights */
-  float s0, s1;                     /* slerp coefficients */
+  float s0, s1;                     /* slerp coefficients; arcee_fusion: s0 the threshold */
+  float *imp;                       /* arcee_fusion: [n] importance of each element */
+  size_t arow;                      /* arcee_fusion: elements per row (the last dimension) */
   double *part;                     /* [nblocks][npart] per-block partial sums */
   int npart;
   /* per-thread histogram passes */
@@ -340,6 +342,8 @@ int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_
 void fc_merge_karcher_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
+/* fc_merge_fusion.c: arcee_fusion's importance (J->imp) and threshold (J->s0). */
+void fc_merge_fusion_prepare(job_t *J, int threads);
 /* fc_merge_ties.c: TIES, DARE and task arithmetic's generic path. */
 uint64_t fc_merge_dare_key(uint64_t seed, const char *tensor_name, int model);
 int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err);

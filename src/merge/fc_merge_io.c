@@ -178,7 +178,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     rc = fc_err_set(err, FC_EINVAL, "at most %d models", FC_MERGE_MAX_MODELS);
     goto out;
   }
-  if (fc_merge_method_pairwise(M) && nm != 1) {
+  if ((fc_merge_method_pairwise(M) || M == FC_MERGE_ARCEE_FUSION) && nm != 1) {
     rc = fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
                     fc_merge_method_name(M), nm);
     goto out;

@@ -360,7 +360,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       if (!v || fc_merge_method_parse(v, &m))
         rc = yerr(&y, vn, "unknown merge_method '%s' (known: linear, task_arithmetic, ties, dare_ties, "
                   "dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, "
-                  "model_stock, nuslerp, multislerp, karcher, passthrough, sce, varm)%s",
+                  "model_stock, nuslerp, multislerp, karcher, arcee_fusion, passthrough, sce, varm)%s",
                   v ? v : "?", 0);
       else cfg->method = m, have_method = 1;
     } else if (!strcmp(k, "base_model")) {
