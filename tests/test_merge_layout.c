@@ -1,6 +1,8 @@
 /* Merges that change a model's layout rather than its values: passthrough with mergekit's
  * slices (layer ranges of several models stacked into a new depth), checked tensor by tensor
- * against the bytes of the layers they came from, with the config's layer count following. */
+ * against the bytes of the layers they came from, with the config's layer count following;
+ * tokenizer_source (embedding rows put in one vocabulary's order, missing rows filled as
+ * mergekit fills them), checked row by row on models with small distinct vocabularies. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -124,9 +126,135 @@ static void test_passthrough_slices(void **state) {
   free(m2);
 }
 
+/* ---- tokenizer_source ---- */
+
+/* Row r of model k's embedding holds 100 k + 10 r + j (base k = 0, m1 1, m2 2). */
+static float rowv(int k, int r, int j) { return (float)(100 * k + 10 * r + j); }
+
+#define H 3
+/* A model directory with embed_tokens and lm_head of nrows rows, one layer tensor, and a
+ * tokenizer.json with the given vocabulary JSON. */
+static void make_model(const char *dir, int k, int nrows, const char *vocab, const char *added) {
+  fc_err_t err = {0};
+  assert_int_equal(fc_mkdir_p(dir, &err), 0);
+  fc_st_spec_t sp[3] = {{.name = "model.embed_tokens.weight", .dtype = FC_DT_F32, .ndim = 2, .shape = {nrows, H}},
+                        {.name = "model.layers.0.w", .dtype = FC_DT_F32, .ndim = 2, .shape = {2, 2}},
+                        {.name = "lm_head.weight", .dtype = FC_DT_F32, .ndim = 2, .shape = {nrows, H}}};
+  char *p = fc_path_join(dir, "model.safetensors");
+  fc_st_writer_t *w;
+  assert_int_equal(fc_st_writer_new(&w, p, sp, 3, NULL, &err), 0);
+  free(p);
+  float e[16 * H], l[4] = {(float)k, 1, 2, 3};
+  for (int r = 0; r < nrows; r++)
+    for (int j = 0; j < H; j++) e[r * H + j] = rowv(k, r, j);
+  assert_int_equal(fc_st_writer_put_f32(w, 0, e, &err), 0);
+  assert_int_equal(fc_st_writer_put_f32(w, 1, l, &err), 0);
+  assert_int_equal(fc_st_writer_put_f32(w, 2, e, &err), 0);
+  assert_int_equal(fc_st_writer_finish(&w, &err), 0);
+  char tj[512];
+  snprintf(tj, sizeof tj, "{\"model\": {\"type\": \"BPE\", \"vocab\": %s}, \"added_tokens\": %s}", vocab, added);
+  p = fc_path_join(dir, "tokenizer.json");
+  assert_int_equal(fc_write_text_file(p, tj, &err), 0);
+  free(p);
+  p = fc_path_join(dir, "config.json");
+  assert_int_equal(fc_write_text_file(p, "{\"model_type\": \"llama\", \"vocab_size\": 3}", &err), 0);
+  free(p);
+}
+
+/* Output rows want[t] = {k, r}: the permuted row of each input, or {-1, ..} the mean of two. */
+typedef struct {
+  int k[3], r[3]; /* per input (base, m1, m2): the model and row its permuted row copies */
+  int mean;       /* the base's row is the mean of m1's row 3 and m2's row 2 */
+} want_t;
+
+static void check_embeds(const char *out, const want_t *want, int nv) {
+  fc_st_t *o;
+  fc_err_t err = {0};
+  assert_int_equal(fc_st_open(&o, out, &err), 0);
+  static const char *names[2] = {"model.embed_tokens.weight", "lm_head.weight"};
+  for (int n = 0; n < 2; n++) {
+    const fc_st_tensor_t *t = fc_st_find(o, names[n]);
+    assert_non_null(t);
+    assert_int_equal(t->shape[0], nv);
+    const float *v = t->data;
+    for (int r = 0; r < nv; r++)
+      for (int j = 0; j < H; j++) {
+        float in[3];
+        for (int q = 0; q < 3; q++) in[q] = rowv(want[r].k[q], want[r].r[q], j);
+        if (want[r].mean) in[0] = (rowv(1, 3, j) + rowv(2, 2, j)) / 2.0f;
+        /* task_arithmetic, weights 1 and 0.5 */
+        const float acc = 1.0f * (in[1] - in[0]) + 0.5f * (in[2] - in[0]), exp = in[0] + acc;
+        if (v[r * H + j] != exp) fail_msg("%s[%d][%d] = %g, expected %g", names[n], r, j, v[r * H + j], exp);
+      }
+  }
+  fc_st_close(&o);
+}
+
+static void test_tokenizer_source(void **state) {
+  (void)state;
+  char tmpl[] = "/tmp/fc_test_tok.XXXXXX";
+  assert_non_null(mkdtemp(tmpl));
+  char b[600], m1[600], m2[600], out[600], yaml[4096];
+  snprintf(b, sizeof b, "%s/base", tmpl);
+  snprintf(m1, sizeof m1, "%s/m1", tmpl);
+  snprintf(m2, sizeof m2, "%s/m2", tmpl);
+  make_model(b, 0, 3, "{\"a\": 0, \"b\": 1, \"c\": 2}", "[]");
+  make_model(m1, 1, 4, "{\"b\": 0, \"a\": 1, \"c\": 2}", "[{\"id\": 3, \"content\": \"d\"}]");
+  make_model(m2, 2, 3, "{\"a\": 0, \"b\": 1, \"d\": 2}", "[]");
+  const char *fmt = "merge_method: task_arithmetic\nbase_model: %s\nmodels:\n  - model: %s\n"
+                    "  - model: %s\n    parameters: {weight: 0.5}\ntokenizer_source: %s\n%s";
+  fc_err_t err = {0};
+  /* The base's vocabulary a b c: m1's rows reordered; m2 lacks c, which the base and m1 have:
+   * the base's row. */
+  snprintf(out, sizeof out, "%s/out_base", tmpl);
+  snprintf(yaml, sizeof yaml, fmt, b, m1, m2, "base", "chat_template: chatml\n");
+  if (run_yaml(yaml, out, &err)) fail_msg("%s", err.msg);
+  const want_t wb[3] = {{{0, 1, 2}, {0, 1, 0}, 0}, {{0, 1, 2}, {1, 0, 1}, 0}, {{0, 1, 0}, {2, 2, 2}, 0}};
+  check_embeds(out, wb, 3);
+  char path[700];
+  snprintf(path, sizeof path, "%s/tokenizer_config.json", out);
+  json_t *tc = json_load_file(path, 0, NULL);
+  assert_non_null(tc);
+  assert_non_null(strstr(json_string_value(json_object_get(tc, "chat_template")), "<|im_start|>"));
+  json_decref(tc);
+  /* m1's vocabulary b a c d: the base lacks d, which m1 and m2 have: their mean; m2 lacks c:
+   * the base's row. The config's vocab_size and the tokenizer follow m1. */
+  snprintf(out, sizeof out, "%s/out_m1", tmpl);
+  snprintf(yaml, sizeof yaml, fmt, b, m1, m2, m1, "");
+  if (run_yaml(yaml, out, &err)) fail_msg("%s", err.msg);
+  const want_t wm[4] = {{{0, 1, 2}, {1, 0, 1}, 0}, {{0, 1, 2}, {0, 1, 0}, 0}, {{0, 1, 0}, {2, 2, 2}, 0},
+                        {{0, 1, 2}, {0, 3, 2}, 1}};
+  check_embeds(out, wm, 4);
+  snprintf(path, sizeof path, "%s/config.json", out);
+  json_t *cj = json_load_file(path, 0, NULL);
+  assert_int_equal(json_integer_value(json_object_get(cj, "vocab_size")), 4);
+  json_decref(cj);
+  snprintf(path, sizeof path, "%s/tokenizer.json", out);
+  json_t *tj = json_load_file(path, 0, NULL);
+  assert_non_null(json_object_get(json_object_get(json_object_get(tj, "model"), "vocab"), "b"));
+  assert_int_equal(json_array_size(json_object_get(tj, "added_tokens")), 1); /* m1's */
+  json_decref(tj);
+  /* Refused with a message: union, a name that is no model, an unknown chat template. */
+  const char *bad[][2] = {{"union", "union is not supported"}, {"/nowhere", "not base, union or a model"}};
+  for (int i = 0; i < 2; i++) {
+    snprintf(out, sizeof out, "%s/bad%d", tmpl, i);
+    snprintf(yaml, sizeof yaml, fmt, b, m1, m2, bad[i][0], "");
+    fc_err_t e = {0};
+    assert_int_not_equal(run_yaml(yaml, out, &e), 0);
+    if (!strstr(e.msg, bad[i][1])) fail_msg("'%s' lacks '%s'", e.msg, bad[i][1]);
+  }
+  snprintf(yaml, sizeof yaml, fmt, b, m1, m2, "base", "chat_template: vicuna\n");
+  assert_int_not_equal(run_yaml(yaml, out, &err), 0);
+  assert_non_null(strstr(err.msg, "chat_template 'vicuna' is not supported"));
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_passthrough_slices),
+      cmocka_unit_test(test_tokenizer_source),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -216,6 +216,12 @@ typedef struct fc_merge_cfg {
   /* passthrough: the slices stacked, in order (mergekit's slices: - sources: - model, layer_range) */
   const fc_merge_slice_t *slices;
   int nslices;
+  /* mergekit's tokenizer_source: NULL (the base's tokenizer, vocabularies must agree), "base"
+   * or a model's path as listed: the output's vocabulary, every model's embedding rows put in
+   * its order (fc_merge_vocab.c). chat_template: NULL (the tokenizer source's), "chatml" or a
+   * Jinja template, written into the output's tokenizer_config.json. */
+  const char *tokenizer_source;
+  const char *chat_template;
 } fc_merge_cfg_t;
 
 /* The parameters of tensor `name` at layer position t: out is cfg with its settings applied,
@@ -254,6 +260,9 @@ int fc_merge_yaml_load(const char *path, fc_merge_cfg_t *cfg, fc_merge_yaml_t *a
 int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge_cfg_t *cfg,
                         fc_merge_yaml_t *arena, fc_err_t *err);
 void fc_merge_yaml_free(fc_merge_yaml_t *arena);
+/* chat_template's value is one fc_merge_run can write (auto, chatml, a Jinja template): 0, else
+ * FC_EINVAL with a message. */
+int fc_merge_chat_template_check(const char *t, fc_err_t *err);
 /* Sets one global parameter by name (select_topk, t, lambda, gamma, epsilon, normalize, rescale,
  * sce_mask_scope, seed, int8_mask); used by the YAML parser and the CLI's --param k=v. */
 int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, fc_err_t *err);

@@ -323,7 +323,19 @@ double fc_merge_part_sum(const job_t *J, int c);
 /* config.json (torch_dtype set to dtype when >= 0, num_hidden_layers to nlayers when >= 0) and
  * the tokenizer files, from the model directory src to out_dir. */
 int fc_merge_copy_side_files(const char *src, const char *out_dir, int dtype, int nlayers, fc_err_t *err);
+/* The same with the tokenizer files from tok_dir and vocab_size set when vocab >= 0. */
+int fc_merge_copy_side_files2(const char *src, const char *tok_dir, const char *out_dir, int dtype, int nlayers,
+                              long vocab, fc_err_t *err);
+
 int fc_merge_passthrough_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_err_t *err);
+/* tokenizer_source (fc_merge_vocab.c): perm[k][t], the row of input k (model directory dirs[k])
+ * holding token t of src_dir's vocabulary (*nv tokens), or -1; each perm[k] is malloc'd. */
+int fc_merge_vocab_perms(const char *src_dir, const char *const *dirs, int nin, int32_t **perm, size_t *nv,
+                         fc_err_t *err);
+/* Input k's embedding rows [nv][h] in that vocabulary (f32), the rows it lacks filled as
+ * mergekit does; base_k: the base's index among the inputs, or -1. */
+void fc_merge_vocab_permute(const fc_st_tensor_t *const *ins, int nin, int base_k, int32_t *const *perm,
+                            size_t nv, size_t h, int k, float *out);
 
 /* Maps elements [e0, e1) of every input ahead of use. */
 void fc_merge_populate(const job_t *J, size_t e0, size_t e1);

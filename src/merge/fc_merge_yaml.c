@@ -402,13 +402,30 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
     } else if (!strcmp(k, "seed")) {
       fc_err_t e = {0};
       if (!v || fc_merge_set_param(cfg, "seed", v, &e)) rc = yerr(&y, vn, "%s%s", v ? e.msg : "seed must be an integer", 0);
-    } else if (!strcmp(k, "tokenizer_source")) {
-      if (!v || strcmp(v, "base"))
-        rc = yerr(&y, vn, "tokenizer_source '%s' is not supported (the tokenizer comes from the base)%s",
-                  v ? v : "?", 0);
+    } else if (!strcmp(k, "tokenizer_source") || !strcmp(k, "tokenizer")) {
+      /* tokenizer_source: X, or mergekit's newer form tokenizer: {source: X} */
+      yaml_node_t *sn = vn;
+      if (k[9] == 0 && vn->type == YAML_MAPPING_NODE) {
+        sn = NULL;
+        for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top && !rc; q++) {
+          yaml_node_t *pk = yaml_document_get_node(&y.doc, q->key);
+          const char *a = scalar(&y, pk);
+          if (a && !strcmp(a, "source")) sn = yaml_document_get_node(&y.doc, q->value);
+          else rc = yerr(&y, pk, "unknown key '%s' under tokenizer (supported: source)%s", a ? a : "?", 0);
+        }
+      }
+      const char *sv = sn ? scalar(&y, sn) : NULL;
+      if (!rc && (!sv || !*sv))
+        rc = yerr(&y, sn ? sn : vn, "%s must be base, union or a model's name%s", k, 0);
+      else if (!rc) cfg->tokenizer_source = keep(&y, sv);
+    } else if (!strcmp(k, "chat_template")) {
+      fc_err_t e = {0};
+      if (!v || !*v) rc = yerr(&y, vn, "chat_template must be a name or a template%s%s", 0, 0);
+      else if (fc_merge_chat_template_check(v, &e)) rc = yerr(&y, vn, "%s%s", e.msg, 0);
+      else cfg->chat_template = keep(&y, v);
     } else {
       rc = yerr(&y, kn, "unknown key '%s' (known: merge_method, base_model, models, slices, parameters, "
-                "dtype, seed, tokenizer_source)%s", k, 0);
+                "dtype, out_dtype, seed, tokenizer_source, tokenizer, chat_template)%s", k, 0);
     }
   }
   if (!rc && !have_method) rc = yerr(&y, root, "no merge_method%s%s", 0, 0);
