@@ -206,11 +206,25 @@ static void della_row(const job_t *J, scratch_t *s, int64_t row) {
   uint32_t *key = s->rk + nm * c, *w = key + c + ((nm + 1) * c & 1); /* w: 8-byte aligned */
   float *b = (float *)(w + fc_merge_rank_work(c)), *m = b + c;
   const size_t off = (size_t)row * c;
-  load_f32(J->base, off, c, b);
+  const int bf = J->base->dtype == FC_DT_BF16;
+  int b_loaded = !bf;
+  if (!bf) load_f32(J->base, off, c, b);
   for (size_t i = 0; i < nm; i++) {
     if (J->dens[i] >= 1 || J->none[i]) continue;
-    load_f32(J->models[i], off, c, m);
-    for (size_t j = 0; j < c; j++) key[j] = f2u(fabsf(m[j] - b[j]));
+    if (bf && J->models[i]->dtype == FC_DT_BF16) { /* the common case, straight from the mapping */
+      const uint16_t *hb = (const uint16_t *)J->base->data + off, *hm = (const uint16_t *)J->models[i]->data + off;
+      for (size_t j = 0; j < c; j++) {
+        const uint32_t ub = (uint32_t)hb[j] << 16, um = (uint32_t)hm[j] << 16;
+        float fb, fm;
+        memcpy(&fb, &ub, 4);
+        memcpy(&fm, &um, 4);
+        key[j] = f2u(fabsf(fm - fb));
+      }
+    } else {
+      if (!b_loaded) load_f32(J->base, off, c, b), b_loaded = 1;
+      load_f32(J->models[i], off, c, m);
+      for (size_t j = 0; j < c; j++) key[j] = f2u(fabsf(m[j] - b[j]));
+    }
     fc_merge_rank_row(key, c, s->rk + i * c, w);
   }
   s->rk_row = row;
