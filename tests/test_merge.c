@@ -21,7 +21,7 @@ static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic",
                               "ties_global", "breadcrumbs",   "breadcrumbs_ties", "della",
                               "della_linear", "gradient",     "filter",          "filter_models",
                               "nearswap",    "model_stock",   "nuslerp",         "nuslerp_nobase",
-                              "multislerp",  "multislerp_nobase", "karcher"};
+                              "multislerp",  "multislerp_nobase", "karcher",    "arcee_fusion"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");
@@ -163,6 +163,11 @@ static void test_fixture_cases(void **state) {
 
 /* ---- in-memory tensors ---- */
 
+/* Methods that merge the base with exactly one other model. */
+static int one_model(int meth) {
+  return fc_merge_method_pairwise((fc_merge_method_t)meth) || meth == FC_MERGE_ARCEE_FUSION;
+}
+
 #define NBIG 50000 /* several blocks */
 
 static void test_threads_invariant(void **state) {
@@ -185,11 +190,12 @@ static void test_threads_invariant(void **state) {
   float *o1 = fc_xmalloc(NBIG * 4), *o3 = fc_xmalloc(NBIG * 4);
   float *ob = fc_xmalloc(NBIG * 4);
   for (int meth = 0; meth < FC_MERGE_COUNT; meth++) {
+    if (meth == FC_MERGE_PASSTHROUGH) continue; /* copies whole tensors (test_merge_layout) */
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = (fc_merge_method_t)meth;
     cfg.models = mods;
-    cfg.nmodels = fc_merge_method_pairwise((fc_merge_method_t)meth) ? 1 : meth == FC_MERGE_NUSLERP ? 2 : 3;
+    cfg.nmodels = one_model(meth) ? 1 : meth == FC_MERGE_NUSLERP ? 2 : 3;
     cfg.t = 0.4;
     cfg.select_topk = 0.2;
     cfg.seed = 5;
@@ -250,16 +256,17 @@ static void test_identities(void **state) {
   const fc_st_tensor_t *same[3] = {&tm, &tm, &tm}, *bases[3] = {&tb, &tb, &tb};
   fc_merge_model_t mods[3] = {{.path = "a", .weight = 0.2, .density = 1}, {.path = "b", .weight = 0.3, .density = 1}, {.path = "c", .weight = 0.5, .density = 1}};
   for (int meth = 0; meth < FC_MERGE_COUNT; meth++) {
+    if (meth == FC_MERGE_PASSTHROUGH) continue; /* copies whole tensors (test_merge_layout) */
     fc_merge_cfg_t cfg;
     fc_merge_cfg_init(&cfg);
     cfg.method = (fc_merge_method_t)meth;
     cfg.models = mods;
-    cfg.nmodels = fc_merge_method_pairwise((fc_merge_method_t)meth) ? 1 : meth == FC_MERGE_NUSLERP ? 2 : 3;
+    cfg.nmodels = one_model(meth) ? 1 : meth == FC_MERGE_NUSLERP ? 2 : 3;
     cfg.t = 0.5;
     cfg.normalize = meth == FC_MERGE_TASK_ARITHMETIC || meth == FC_MERGE_DARE_LINEAR ? 1 : -1;
     fc_err_t err = {0};
     /* Identical models merge to that model (base = the model for slerp). */
-    const fc_st_tensor_t *bb = fc_merge_method_pairwise((fc_merge_method_t)meth) ? &tm
+    const fc_st_tensor_t *bb = one_model(meth) ? &tm
                                : meth == FC_MERGE_KARCHER                        ? NULL
                                                                                  : &tb;
     assert_int_equal(fc_merge_tensor(&cfg, "y", bb, same, out, NULL, 2, &err), 0);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fc_merge.h"
+#include "fc_merge_impl.h"
 #include "mem_tensor.h"
 
 #define N 40011 /* several blocks and a tail that is not a multiple of 8 */
@@ -290,11 +291,60 @@ static void test_fused_ties_tie_groups(void **state) {
   free_planes(h, f);
 }
 
+/* DELLA's row ranks (the counting rank and its fallbacks) against a plain sort of (key, index)
+ * pairs, on rows of each kind it meets: bf16 values (one key per bin), bf16 deltas, deltas of
+ * small weights (keys that differ in their low half within a bin), exact zeros, denormals, a
+ * range too wide for the histogram, a bin too disordered for the insertion sort, all zero. */
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void test_della_ranks(void **state) {
+  (void)state;
+  const size_t sizes[] = {1, 2, 7, 2048, 5633};
+  fc_rng_t r;
+  fc_rng_seed(&r, 11);
+  for (int kind = 0; kind < 7; kind++)
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+      const size_t c = sizes[si];
+      uint32_t *key = fc_xmalloc(c * 4), *rank = fc_xmalloc(c * 4);
+      uint32_t *w = fc_xmalloc((fc_merge_rank_work(c) + 1) * 4);
+      uint64_t *ref = fc_xmalloc(c * 8);
+      for (size_t j = 0; j < c; j++) {
+        float b = 0.05f * fc_rng_normal(&r), d = 0.005f * fc_rng_normal(&r), v;
+        if (kind == 1) b *= 0.01f; /* small weights: deltas with many significant bits */
+        b = fc_bf16_to_f32(fc_f32_to_bf16(b));
+        v = fc_bf16_to_f32(fc_f32_to_bf16(b + d)) - b;
+        if (kind == 0) v = fc_bf16_to_f32(fc_f32_to_bf16(d)); /* keys with an empty low half */
+        if (kind <= 2 && fc_rng_u64(&r) % 3 == 0) v = 0; /* exact zeros */
+        if (kind == 3) v = (fc_rng_u64(&r) % 4 == 0) ? 0 : (float)(fc_rng_u64(&r) % 1000) * 1e-42f;
+        if (kind == 4) v = ldexpf(1.0f + (float)fc_rng_uniform(&r), (int)(fc_rng_u64(&r) % 200) - 120);
+        if (kind == 5) v = 1.0f + (float)fc_rng_uniform(&r) * 0.007f; /* one bin, random low halves */
+        if (kind == 6) v = 0;
+        key[j] = f2u(fabsf(v));
+        ref[j] = (uint64_t)key[j] << 32 | j;
+      }
+      uint32_t *wa = w + ((uintptr_t)w % 8 ? 1 : 0);
+      fc_merge_rank_row(key, c, rank, wa);
+      qsort(ref, c, 8, cmp_u64);
+      for (size_t p = 0; p < c; p++)
+        if (rank[(uint32_t)ref[p]] != p)
+          fail_msg("kind %d, %zu columns: element %u has rank %u, expected %zu", kind, c,
+                   (uint32_t)ref[p], rank[(uint32_t)ref[p]], p);
+      free(key);
+      free(rank);
+      free(w);
+      free(ref);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fused_matches_generic),
       cmocka_unit_test(test_fused_run_bf16_out),
       cmocka_unit_test(test_fused_ties_tie_groups),
+      cmocka_unit_test(test_della_ranks),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

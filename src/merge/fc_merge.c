@@ -26,7 +26,8 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_DELLA] = "della",   [FC_MERGE_DELLA_LINEAR] = "della_linear",
     [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
     [FC_MERGE_NUSLERP] = "nuslerp",   [FC_MERGE_MULTISLERP] = "multislerp",
-    [FC_MERGE_KARCHER] = "karcher",
+    [FC_MERGE_KARCHER] = "karcher",   [FC_MERGE_PASSTHROUGH] = "passthrough",
+    [FC_MERGE_ARCEE_FUSION] = "arcee_fusion",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -117,7 +118,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case FC_MERGE_MODEL_STOCK:
   case FC_MERGE_NUSLERP:
   case FC_MERGE_MULTISLERP:
-  case FC_MERGE_KARCHER: return fc_merge_linear_block;
+  case FC_MERGE_KARCHER:
+  case FC_MERGE_ARCEE_FUSION: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
   default: return fc_merge_ties_block;
   }
@@ -226,6 +228,7 @@ static void job_free(job_t *J) {
   free(J->blk_nz);
   free(J->dl_p);
   free(J->dl_thr);
+  free(J->imp);
   if (!J->ws) free(J->var);
   free(J->part);
 }
@@ -257,7 +260,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
     return fc_err_set(err, FC_EINVAL, "nuslerp merges exactly two models (%d given besides the base)", nm);
   if (M == FC_MERGE_MODEL_STOCK && nm < 2)
     return fc_err_set(err, FC_EINVAL, "model_stock needs at least two models besides the base (%d given)", nm);
-  if (fc_merge_method_pairwise(M) && nm != 1)
+  if ((fc_merge_method_pairwise(M) || M == FC_MERGE_ARCEE_FUSION) && nm != 1)
     return fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
                       fc_merge_method_name(M), nm);
   job_t J;
@@ -281,6 +284,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   J.lambda = (float)cfg->lambda;
   J.consensus = M == FC_MERGE_TIES || M == FC_MERGE_DARE_TIES || M == FC_MERGE_BREADCRUMBS_TIES ||
                 M == FC_MERGE_DELLA;
+  J.arow = ref->ndim >= 1 && ref->shape[ref->ndim - 1] > 0 ? (size_t)ref->shape[ref->ndim - 1] : J.n;
   J.ncols = ref->ndim >= 2 && ref->shape[0] > 0 ? J.n / (size_t)ref->shape[0] : J.n;
   for (int i = 0; i < nm; i++) {
     const fc_merge_model_t *md = &cfg->models[i];
@@ -341,6 +345,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   else if (M == FC_MERGE_NUSLERP) fc_merge_nuslerp_prepare(&J, threads);
   else if (M == FC_MERGE_MULTISLERP) rc = fc_merge_multislerp_prepare(&J, name, threads, err);
   else if (M == FC_MERGE_KARCHER) fc_merge_karcher_prepare(&J, threads);
+  else if (M == FC_MERGE_ARCEE_FUSION) fc_merge_fusion_prepare(&J, threads);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

@@ -49,6 +49,11 @@
  *   over the models (the mean stays in their span), from their Gram matrix in f64; the result
  *   is sum_i c_i M_i with f32 c_i. mergekit averages the base too when one is named; here a
  *   base_model is refused.
+ * - arcee_fusion: mergekit's: importance |M - B| kl_row, kl_row = sum p log(p / q) over the row
+ *   (last dimension), p and q the softmaxes of M's and B's row plus 1e-8 (here in f64, the sum
+ *   cast to f32); the model's value where importance >= median + 1.5 (q3 - q1), quartiles the
+ *   sorted importances at int(q (n - 1)) (exact; mergekit samples a million elements of larger
+ *   tensors at random), result B + (M - B) mask in f32.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -108,6 +113,8 @@ typedef enum {
   FC_MERGE_NUSLERP,         /* slerp of two models (or their deltas from a base), t from weights */
   FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
   FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
+  FC_MERGE_ARCEE_FUSION,    /* the model's values where their importance is an outlier, else base */
+  FC_MERGE_PASSTHROUGH,     /* layer ranges of models stacked into a new depth (slices), copied */
   FC_MERGE_COUNT
 } fc_merge_method_t;
 
@@ -171,6 +178,12 @@ typedef struct fc_merge_stats {
   double seconds;
 } fc_merge_stats_t;
 
+/* One slice of passthrough: layers [first, last) of a model (last -1: to its end). */
+typedef struct fc_merge_slice {
+  const char *model;
+  int first, last;
+} fc_merge_slice_t;
+
 typedef struct fc_merge_cfg {
   fc_merge_method_t method;
   const char *base;               /* base model path; NULL for linear means the first model */
@@ -200,6 +213,15 @@ typedef struct fc_merge_cfg {
    * the order they apply; fc_merge_run resolves them for each tensor (fc_merge_resolve). */
   const fc_merge_setting_t *settings;
   int nsettings;
+  /* passthrough: the slices stacked, in order (mergekit's slices: - sources: - model, layer_range) */
+  const fc_merge_slice_t *slices;
+  int nslices;
+  /* mergekit's tokenizer_source: NULL (the base's tokenizer, vocabularies must agree), "base"
+   * or a model's path as listed: the output's vocabulary, every model's embedding rows put in
+   * its order (fc_merge_vocab.c). chat_template: NULL (the tokenizer source's), "chatml" or a
+   * Jinja template, written into the output's tokenizer_config.json. */
+  const char *tokenizer_source;
+  const char *chat_template;
 } fc_merge_cfg_t;
 
 /* The parameters of tensor `name` at layer position t: out is cfg with its settings applied,
@@ -211,6 +233,8 @@ void fc_merge_resolve(const fc_merge_cfg_t *cfg, const char *name, double t, fc_
 double fc_merge_layer_t(const char *name, int nlayers);
 /* The layer index in a tensor's name, or -1. */
 int fc_merge_layer_index(const char *name);
+/* The same, and where its digits are in the name (at, len; may be NULL). */
+int fc_merge_layer_span(const char *name, size_t *at, size_t *len);
 
 /* Fills defaults: weight 1, density 1, normalize/rescale by method, dtype of base, seed 0. */
 void fc_merge_cfg_init(fc_merge_cfg_t *cfg);
@@ -236,6 +260,9 @@ int fc_merge_yaml_load(const char *path, fc_merge_cfg_t *cfg, fc_merge_yaml_t *a
 int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge_cfg_t *cfg,
                         fc_merge_yaml_t *arena, fc_err_t *err);
 void fc_merge_yaml_free(fc_merge_yaml_t *arena);
+/* chat_template's value is one fc_merge_run can write (auto, chatml, a Jinja template): 0, else
+ * FC_EINVAL with a message. */
+int fc_merge_chat_template_check(const char *t, fc_err_t *err);
 /* Sets one global parameter by name (select_topk, t, lambda, gamma, epsilon, normalize, rescale,
  * sce_mask_scope, seed, int8_mask); used by the YAML parser and the CLI's --param k=v. */
 int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, fc_err_t *err);

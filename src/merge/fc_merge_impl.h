@@ -103,7 +103,9 @@ typedef struct job {
   float *var;                       /* sce: [n] population variance across models */
   int select;                       /* sce: 1 select by variance, 0 keep all, -1 keep none */
   float sw[FC_MERGE_MAX_MODELS];    /* sce / varm weights */
-  float s0, s1;                     /* slerp coefficients */
+  float s0, s1;                     /* slerp coefficients; arcee_fusion: s0 the threshold */
+  float *imp;                       /* arcee_fusion: [n] importance of each element */
+  size_t arow;                      /* arcee_fusion: elements per row (the last dimension) */
   double *part;                     /* [nblocks][npart] per-block partial sums */
   int npart;
   /* per-thread histogram passes */
@@ -316,7 +318,24 @@ void fc_merge_each(job_t *J, int n, int threads, fc_merge_each_fn fn, void *arg)
 /* Sum of the per-block partials of column c, in block order. */
 double fc_merge_part_sum(const job_t *J, int c);
 
-/* ---- input pages (fc_merge_io.c) ---- */
+/* ---- input pages and side files (fc_merge_io.c), passthrough (fc_merge_slices.c) ---- */
+
+/* config.json (torch_dtype set to dtype when >= 0, num_hidden_layers to nlayers when >= 0) and
+ * the tokenizer files, from the model directory src to out_dir. */
+int fc_merge_copy_side_files(const char *src, const char *out_dir, int dtype, int nlayers, fc_err_t *err);
+/* The same with the tokenizer files from tok_dir and vocab_size set when vocab >= 0. */
+int fc_merge_copy_side_files2(const char *src, const char *tok_dir, const char *out_dir, int dtype, int nlayers,
+                              long vocab, fc_err_t *err);
+
+int fc_merge_passthrough_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_err_t *err);
+/* tokenizer_source (fc_merge_vocab.c): perm[k][t], the row of input k (model directory dirs[k])
+ * holding token t of src_dir's vocabulary (*nv tokens), or -1; each perm[k] is malloc'd. */
+int fc_merge_vocab_perms(const char *src_dir, const char *const *dirs, int nin, int32_t **perm, size_t *nv,
+                         fc_err_t *err);
+/* Input k's embedding rows [nv][h] in that vocabulary (f32), the rows it lacks filled as
+ * mergekit does; base_k: the base's index among the inputs, or -1. */
+void fc_merge_vocab_permute(const fc_st_tensor_t *const *ins, int nin, int base_k, int32_t *const *perm,
+                            size_t nv, size_t h, int k, float *out);
 
 /* Maps elements [e0, e1) of every input ahead of use. */
 void fc_merge_populate(const job_t *J, size_t e0, size_t e1);
@@ -335,6 +354,8 @@ int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_
 void fc_merge_karcher_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
+/* fc_merge_fusion.c: arcee_fusion's importance (J->imp) and threshold (J->s0). */
+void fc_merge_fusion_prepare(job_t *J, int threads);
 /* fc_merge_ties.c: TIES, DARE and task arithmetic's generic path. */
 uint64_t fc_merge_dare_key(uint64_t seed, const char *tensor_name, int model);
 int fc_merge_ties_prepare(job_t *J, const char *name, int threads, fc_err_t *err);
@@ -346,6 +367,11 @@ int fc_merge_crumbs_prepare(job_t *J, const char *name, int threads, fc_err_t *e
 int fc_merge_della_prepare(job_t *J, const char *name, fc_err_t *err);
 void fc_merge_crumbs_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt);
 void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt);
+/* DELLA's ranks: rank[j] = the ascending rank of key[j] among key[0..c), ties to the lower
+ * index; w: fc_merge_rank_work(c) words of scratch. (Exposed for tests.) */
+#define RANK_BINS(c) (2 * (c) + 1024) /* widest histogram the counting rank takes */
+size_t fc_merge_rank_work(size_t c);
+void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w);
 /* fc_merge_sce.c: SCE and VaRM's weights. */
 void fc_merge_sce_prepare(job_t *J, int threads);
 void fc_merge_varm_prepare(job_t *J, int threads);

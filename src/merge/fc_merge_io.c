@@ -61,9 +61,45 @@ static const char *base_name(const char *p) {
   return s ? s + 1 : p;
 }
 
-/* config.json with torch_dtype set to the output dtype, and the tokenizer files, from the base
- * model's directory (when the base is a directory). */
-static int copy_side_files(const char *base_path, const char *out_dir, int dtype, fc_err_t *err) {
+/* config.json with torch_dtype set to the output dtype (and num_hidden_layers to nlayers), and
+ * the tokenizer files, from the base model's directory (when the base is a directory). */
+int fc_merge_copy_side_files(const char *base_path, const char *out_dir, int dtype, int nlayers, fc_err_t *err) {
+  return fc_merge_copy_side_files2(base_path, base_path, out_dir, dtype, nlayers, -1, err);
+}
+
+/* The ChatML template for chat_template: chatml (written from the format's definition). */
+static const char CHATML[] =
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/* chat_template: "auto" keeps the tokenizer source's, "chatml" or a Jinja text (it has "{%" or
+ * "{{") replaces it in tokenizer_config.json; anything else is refused before the merge. */
+int fc_merge_chat_template_check(const char *t, fc_err_t *err) {
+  if (!t || !strcmp(t, "auto") || !strcmp(t, "chatml") || strstr(t, "{%") || strstr(t, "{{")) return 0;
+  return fc_err_set(err, FC_EINVAL, "chat_template '%s' is not supported (auto, chatml or a Jinja template)", t);
+}
+
+static int write_chat_template(const char *out_dir, const char *t, fc_err_t *err) {
+  if (!t || !strcmp(t, "auto")) return 0;
+  char *path = fc_path_join(out_dir, "tokenizer_config.json");
+  json_t *root = fc_path_exists(path) ? json_load_file(path, 0, NULL) : json_object();
+  int rc = 0;
+  if (!root || !json_is_object(root)) rc = fc_err_set(err, FC_EFORMAT, "%s: not a JSON object", path);
+  else {
+    json_object_set_new(root, "chat_template", json_string(strcmp(t, "chatml") ? t : CHATML));
+    char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    rc = fc_write_text_file(path, txt, err);
+    free(txt);
+  }
+  json_decref(root);
+  free(path);
+  return rc;
+}
+
+/* config.json from cfg_dir (torch_dtype, layer count and vocab_size set when >= 0), the
+ * tokenizer files from tok_dir. */
+int fc_merge_copy_side_files2(const char *base_path, const char *tok_dir, const char *out_dir, int dtype,
+                              int nlayers, long vocab, fc_err_t *err) {
   static const char *files[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
                                 "tokenizer.model",    "vocab.json",            "merges.txt",
                                 "added_tokens.json",  "generation_config.json", "chat_template.jinja"};
@@ -71,7 +107,7 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
   int rc = 0;
   if (fc_path_exists(cfg)) {
     char *dst = fc_path_join(out_dir, "config.json");
-    if (dtype < 0) {
+    if (dtype < 0 && nlayers < 0 && vocab < 0) {
       rc = fc_copy_file(cfg, dst, err);
     } else {
       json_error_t jerr;
@@ -79,7 +115,12 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
       if (!root) rc = fc_err_set(err, FC_EFORMAT, "%s: %s (line %d)", cfg, jerr.text, jerr.line);
       else {
         const char *tn = dtype == FC_DT_BF16 ? "bfloat16" : dtype == FC_DT_F16 ? "float16" : "float32";
-        json_object_set_new(root, "torch_dtype", json_string(tn));
+        if (dtype >= 0) json_object_set_new(root, "torch_dtype", json_string(tn));
+        /* The layer count under the key the config uses (GPT-2's n_layer), else Llama's. */
+        const char *lk = json_object_get(root, "n_layer") && !json_object_get(root, "num_hidden_layers")
+                             ? "n_layer" : "num_hidden_layers";
+        if (nlayers >= 0) json_object_set_new(root, lk, json_integer(nlayers));
+        if (vocab >= 0) json_object_set_new(root, "vocab_size", json_integer(vocab));
         char *txt = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         json_decref(root);
         rc = fc_write_text_file(dst, txt, err);
@@ -90,7 +131,7 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
   }
   free(cfg);
   for (size_t i = 0; i < sizeof files / sizeof files[0] && !rc; i++) {
-    char *src = fc_path_join(base_path, files[i]);
+    char *src = fc_path_join(tok_dir, files[i]);
     if (fc_path_exists(src)) {
       char *dst = fc_path_join(out_dir, files[i]);
       rc = fc_copy_file(src, dst, err);
@@ -98,6 +139,38 @@ static int copy_side_files(const char *base_path, const char *out_dir, int dtype
     }
     free(src);
   }
+  return rc;
+}
+
+/* The tensors indexed by token (tokenizer_source permutes their rows). */
+static int vocab_tensor(const fc_st_tensor_t *t) {
+  return t->ndim == 2 && (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head") || strstr(t->name, "wte"));
+}
+
+/* One embedding tensor merged from the inputs' rows put in the output vocabulary's order (f32
+ * copies: the base, when used, as input 0 of perm). */
+static int merge_permuted(workspace_t *ws, const fc_merge_cfg_t *tcfg, const fc_st_tensor_t *b,
+                          const fc_st_tensor_t *const *ins, int nm, int32_t *const *perm, int nin, size_t nv,
+                          int use_base, int fd, uint64_t pos, fc_dtype_t dt, double *mw, int threads,
+                          fc_err_t *err) {
+  const size_t h = (size_t)b->shape[1];
+  const int has_base = nin > nm;
+  const fc_st_tensor_t *src[FC_MERGE_MAX_MODELS + 1];
+  if (has_base) src[0] = b;
+  for (int i = 0; i < nm; i++) src[nin - nm + i] = ins[i];
+  fc_st_tensor_t *pt = fc_xcalloc((size_t)nin, sizeof *pt);
+  const fc_st_tensor_t *pm[FC_MERGE_MAX_MODELS];
+  for (int k = 0; k < nin; k++) {
+    float *data = fc_xmalloc(nv * h * sizeof *data);
+    fc_merge_vocab_permute(src, nin, has_base ? 0 : -1, perm, nv, h, k, data);
+    pt[k] = (fc_st_tensor_t){.name = b->name, .dtype = FC_DT_F32, .ndim = 2, .shape = {(int64_t)nv, (int64_t)h},
+                             .numel = (int64_t)(nv * h), .nbytes = nv * h * 4, .data = data};
+    if (k >= nin - nm) pm[k - (nin - nm)] = &pt[k];
+  }
+  int rc = fc_merge_tensor_raw(ws, tcfg, b->name, use_base && has_base ? &pt[0] : NULL, pm, NULL, fd, pos, dt, mw,
+                               threads, 0, err);
+  for (int k = 0; k < nin; k++) free((void *)pt[k].data);
+  free(pt);
   return rc;
 }
 
@@ -111,6 +184,16 @@ static int same_path(const char *a, const char *b) {
 int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *err) {
   fc_merge_cfg_t cfg = *cfg_in;
   fc_merge_method_t M = cfg.method;
+  if (M != FC_MERGE_PASSTHROUGH && cfg.nslices)
+    return fc_err_set(err, FC_EINVAL, "slices are supported with passthrough only (%s merges whole models: "
+                      "list them under models)", fc_merge_method_name(M));
+  if (M == FC_MERGE_PASSTHROUGH) {
+    fc_merge_slice_t whole = {cfg.nmodels == 1 ? cfg.models[0].path : NULL, 0, -1};
+    if (!cfg.nslices && cfg.nmodels != 1)
+      return fc_err_set(err, FC_EINVAL, "passthrough copies one model or stacks slices (%d models given)", cfg.nmodels);
+    if (!cfg.nslices) cfg.slices = &whole, cfg.nslices = 1;
+    return fc_merge_passthrough_run(&cfg, out_dir, err);
+  }
   if (cfg.nmodels < 1) return fc_err_set(err, FC_EINVAL, "no models to merge");
   const int use_base = M != FC_MERGE_LINEAR && cfg.base;
 #define method_uses_base(m) use_base
@@ -156,6 +239,11 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   const char **fnames = NULL, **tnames = NULL;
   workspace_t ws = {0};
   fc_st_writer_t *w = NULL;
+  const char *tok_dir = NULL;
+  int32_t **perm = NULL;
+  int nin = 0;
+  size_t nvocab = 0;
+  if ((rc = fc_merge_chat_template_check(cfg.chat_template, err))) goto out;
   if (nm == 0) {
     rc = fc_err_set(err, FC_EINVAL, "no models besides the base to merge");
     goto out;
@@ -164,7 +252,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     rc = fc_err_set(err, FC_EINVAL, "at most %d models", FC_MERGE_MAX_MODELS);
     goto out;
   }
-  if (fc_merge_method_pairwise(M) && nm != 1) {
+  if ((fc_merge_method_pairwise(M) || M == FC_MERGE_ARCEE_FUSION) && nm != 1) {
     rc = fc_err_set(err, FC_EINVAL, "%s merges the base with exactly one other model (%d given)",
                     fc_merge_method_name(M), nm);
     goto out;
@@ -182,6 +270,33 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   if ((rc = fc_st_open(&base, base_path, err))) goto out;
   for (int i = 0; i < nm; i++)
     if ((rc = fc_st_open(&st[i], list[i].path, err))) goto out;
+  /* tokenizer_source: the vocabulary of the base or of one model; the inputs' embedding rows
+   * are put in its order (input 0 the base when one is named, then the models). */
+  if (cfg.tokenizer_source) {
+    const char *ts = cfg.tokenizer_source;
+    if (!strcmp(ts, "union")) {
+      rc = fc_err_set(err, FC_EINVAL, "tokenizer_source union is not supported: name the base or one model "
+                      "whose vocabulary the merge takes");
+      goto out;
+    }
+    tok_dir = !strcmp(ts, "base") ? base_path : NULL;
+    for (int i = -1; i < cfg_in->nmodels && !tok_dir; i++) {
+      const char *p = i < 0 ? cfg.base : cfg_in->models[i].path;
+      if (p && (!strcmp(p, ts) || same_path(p, ts))) tok_dir = p;
+    }
+    if (!tok_dir) {
+      rc = fc_err_set(err, FC_EINVAL, "tokenizer_source '%s' is not base, union or a model of the merge", ts);
+      goto out;
+    }
+    nin = nm + (cfg.base ? 1 : 0);
+    const char **dirs = fc_xmalloc((size_t)nin * sizeof *dirs);
+    if (cfg.base) dirs[0] = cfg.base;
+    for (int i = 0; i < nm; i++) dirs[nin - nm + i] = list[i].path;
+    perm = fc_xcalloc((size_t)nin, sizeof *perm);
+    rc = fc_merge_vocab_perms(tok_dir, dirs, nin, perm, &nvocab, err);
+    free(dirs);
+    if (rc) goto out;
+  }
   /* Same tensor names and shapes everywhere. */
   size_t nt = fc_st_count(base);
   for (int i = 0; i < nm && !rc; i++) {
@@ -192,7 +307,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         break;
       }
       int same = t->ndim == b->ndim;
-      for (int d = 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
+      for (int d = perm && vocab_tensor(b) ? 1 : 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
       if (!same) {
         int vocab = strstr(b->name, "embed_tokens") || strstr(b->name, "lm_head") || strstr(b->name, "wte");
         rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' has shape %lldx... in %s but %lldx... in %s%s",
@@ -227,6 +342,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     specs[k].name = b->name;
     specs[k].ndim = b->ndim;
     memcpy(specs[k].shape, b->shape, sizeof b->shape);
+    if (perm && vocab_tensor(b)) specs[k].shape[0] = (int64_t)nvocab;
     fc_dtype_t od = b->dtype;
     if (is_float_dt(b->dtype)) {
       if (cfg.dtype >= 0) od = (fc_dtype_t)cfg.dtype;
@@ -275,7 +391,10 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         if (!rc && fc_merge_method_pairwise(M) && !(tcfg.t == tcfg.t))
           rc = fc_err_set(err, FC_EINVAL, "%s: no value of t applies to tensor '%s'", fc_merge_method_name(M),
                           b->name);
-        if (!rc)
+        if (!rc && perm && vocab_tensor(b)) {
+          rc = merge_permuted(&ws, &tcfg, b, ins, nm, perm, nin, nvocab, method_uses_base(M), fd, pos,
+                              specs[j].dtype, mw, threads, err);
+        } else if (!rc)
           rc = fc_merge_tensor_raw(&ws, &tcfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
                                 specs[j].dtype, mw, threads, 1, err);
         if (!rc) {
@@ -311,10 +430,15 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     free(sp);
     if (rc) goto out;
   }
-  if ((rc = copy_side_files(base_path, out_dir, cfg.dtype, err))) goto out;
+  if ((rc = fc_merge_copy_side_files2(base_path, tok_dir ? tok_dir : base_path, out_dir, cfg.dtype, -1,
+                                      perm ? (long)nvocab : -1, err)))
+    goto out;
+  if ((rc = write_chat_template(out_dir, cfg.chat_template, err))) goto out;
   stats->seconds = fc_now() - t0;
 out:
   if (w) fc_st_writer_abort(&w);
+  for (int k = 0; perm && k < nin; k++) free(perm[k]);
+  free(perm);
   free(ws.var);
   free(ws.bcnt);
   free(specs);

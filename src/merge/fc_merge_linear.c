@@ -165,6 +165,11 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     }
     break;
   }
+  case FC_MERGE_ARCEE_FUSION: {
+    const float *m = s->m, *im = J->imp + off, thr = J->s0;
+    for (size_t j = 0; j < cnt; j++) o[j] = b[j] + (m[j] - b[j]) * (im[j] >= thr ? 1.0f : 0.0f);
+    break;
+  }
   default: assert(0);
   }
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);

@@ -8,21 +8,26 @@
 
 #include "fc_merge.h"
 
-int fc_merge_layer_index(const char *name) {
+int fc_merge_layer_span(const char *name, size_t *at, size_t *len) {
   /* "model.layers.12.mlp..." (Llama, Mistral, Qwen), "transformer.h.3.attn..." (GPT-2). */
   static const char *const marks[] = {"layers.", "h.", "blocks."};
   for (size_t m = 0; m < sizeof marks / sizeof marks[0]; m++) {
-    size_t len = strlen(marks[m]);
+    size_t len_m = strlen(marks[m]);
     for (const char *p = strstr(name, marks[m]); p; p = strstr(p + 1, marks[m])) {
       if (p != name && p[-1] != '.') continue;
-      const char *q = p + len;
+      const char *q = p + len_m, *q0 = q;
       if (!isdigit((unsigned char)*q)) continue;
       long v = strtol(q, (char **)&q, 10);
-      if ((*q == '.' || !*q) && v >= 0 && v < 1000000) return (int)v;
+      if ((*q == '.' || !*q) && v >= 0 && v < 1000000) {
+        if (at) *at = (size_t)(q0 - name), *len = (size_t)(q - q0);
+        return (int)v;
+      }
     }
   }
   return -1;
 }
+
+int fc_merge_layer_index(const char *name) { return fc_merge_layer_span(name, NULL, NULL); }
 
 double fc_merge_layer_t(const char *name, int nlayers) {
   int i = fc_merge_layer_index(name);

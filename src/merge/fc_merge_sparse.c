@@ -99,6 +99,7 @@ int fc_merge_della_prepare(job_t *J, const char *name, fc_err_t *err) {
 /* Stable LSD radix sort of idx[0..c) by key (11 bits a pass; a pass whose digit is the same
  * for every key is skipped), with k2/i2 as the other buffers; returns the sorted indices. */
 static uint32_t *rank_sort(uint32_t *key, uint32_t *idx, uint32_t *k2, uint32_t *i2, size_t c) {
+  if (c == 0) return idx;
   for (int shift = 0; shift < 32; shift += 11) {
     uint32_t cntb[2048] = {0};
     for (size_t j = 0; j < c; j++) cntb[(key[j] >> shift) & 2047]++;
@@ -121,55 +122,159 @@ static uint32_t *rank_sort(uint32_t *key, uint32_t *idx, uint32_t *k2, uint32_t 
   return idx;
 }
 
+size_t fc_merge_rank_work(size_t c) { return 4 * c + 2 * RANK_BINS(c); }
+
+/* The counting rank: the keys of |bf16 - bf16| deltas mostly have an empty low half (at most
+ * eight significant bits) and their high halves span a few binades, so a histogram over the
+ * high halves in the row's range (zero keys in a bin of their own, below) ranks them in two
+ * passes; where one bin holds keys that differ in their low half, those elements alone are
+ * radix-sorted. A row whose range is too wide for the histogram is radix-sorted whole. */
+void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w) {
+  uint32_t mn = UINT32_MAX, mx = 0, lor = 0;
+  for (size_t j = 0; j < c; j++) {
+    const uint32_t k = key[j], h = k >> 16, hn = h | -(uint32_t)(k == 0); /* branch-free */
+    mn = hn < mn ? hn : mn;
+    mx = h > mx ? h : mx;
+    lor |= k & 0xffffu;
+  }
+  uint32_t *mk = w, *mi = w + c, *k2 = mi + c, *i2 = k2 + c;
+  if (mn == UINT32_MAX) { /* every key is zero */
+    for (size_t j = 0; j < c; j++) rank[j] = (uint32_t)j;
+    return;
+  }
+  const size_t nb = (size_t)(mx - mn) + 2;
+  if (nb > RANK_BINS(c)) {
+    for (size_t j = 0; j < c; j++) mk[j] = key[j], mi[j] = (uint32_t)j;
+    const uint32_t *sorted = rank_sort(mk, mi, k2, i2, c);
+    for (size_t p = 0; p < c; p++) rank[sorted[p]] = (uint32_t)p;
+    return;
+  }
+  uint32_t *cnt = w + 4 * c;
+  const uint32_t bias = mn - 1;
+#define RBIN(k) ((((k) >> 16) - bias) & -(uint32_t)((k) != 0))
+  memset(cnt, 0, nb * sizeof *cnt);
+  for (size_t j = 0; j < c; j++) cnt[RBIN(key[j])]++;
+  uint32_t acc = 0;
+  for (size_t b = 0; b < nb; b++) {
+    const uint32_t t = cnt[b];
+    cnt[b] = acc;
+    acc += t;
+  }
+  if (!lor) { /* each bin holds one key: ranks in index order */
+    for (size_t j = 0; j < c; j++) rank[j] = cnt[RBIN(key[j])]++;
+    return;
+  }
+  /* Bins whose keys differ in their low half: (key, index) pairs in bin order (stable), then
+   * an insertion sort puts each bin in key order; ties stay in index order, as the pair
+   * compares its index after its key. A bin that is too disordered sends the row to the
+   * radix sort. */
+  uint64_t *a = (uint64_t *)(void *)w;
+  for (size_t j = 0; j < c; j++) {
+    const uint32_t k = key[j];
+    a[cnt[RBIN(k)]++] = (uint64_t)k << 32 | j;
+  }
+  size_t moves = 0;
+  for (size_t p = 1; p < c; p++) {
+    const uint64_t x = a[p];
+    if (a[p - 1] <= x) continue;
+    size_t q = p;
+    do a[q] = a[q - 1];
+    while (--q > 0 && a[q - 1] > x);
+    a[q] = x;
+    moves += p - q;
+    if (moves > 8 * c) {
+      for (size_t j = 0; j < c; j++) mk[j] = key[j], mi[j] = (uint32_t)j;
+      const uint32_t *sorted = rank_sort(mk, mi, k2, i2, c);
+      for (size_t r = 0; r < c; r++) rank[sorted[r]] = (uint32_t)r;
+      return;
+    }
+  }
+  for (size_t p = 0; p < c; p++) rank[(uint32_t)a[p]] = (uint32_t)p;
+#undef RBIN
+}
+
 /* s->rk[i][col]: the ascending rank of |d| of model i within row `row`, for every model. */
 static void della_row(const job_t *J, scratch_t *s, int64_t row) {
   if (s->rk_row == row) return;
   const size_t c = J->ncols, nm = (size_t)J->nm;
-  const size_t need = (nm + 6) * c;
+  const size_t need = (nm + 3) * c + fc_merge_rank_work(c) + 1;
   if (s->rk_cap < need) {
     free(s->rk);
     s->rk = fc_xmalloc(need * sizeof *s->rk);
     s->rk_cap = need;
   }
-  uint32_t *key = s->rk + nm * c, *idx = key + c, *k2 = idx + c, *i2 = k2 + c;
-  float *b = (float *)(i2 + c), *m = b + c;
+  uint32_t *key = s->rk + nm * c, *w = key + c + ((nm + 1) * c & 1); /* w: 8-byte aligned */
+  float *b = (float *)(w + fc_merge_rank_work(c)), *m = b + c;
   const size_t off = (size_t)row * c;
-  load_f32(J->base, off, c, b);
+  const int bf = J->base->dtype == FC_DT_BF16;
+  int b_loaded = !bf;
+  if (!bf) load_f32(J->base, off, c, b);
   for (size_t i = 0; i < nm; i++) {
     if (J->dens[i] >= 1 || J->none[i]) continue;
-    load_f32(J->models[i], off, c, m);
-    for (size_t j = 0; j < c; j++) {
-      key[j] = f2u(fabsf(m[j] - b[j]));
-      idx[j] = (uint32_t)j;
+    if (bf && J->models[i]->dtype == FC_DT_BF16) { /* the common case, straight from the mapping */
+      const uint16_t *hb = (const uint16_t *)J->base->data + off, *hm = (const uint16_t *)J->models[i]->data + off;
+      for (size_t j = 0; j < c; j++) {
+        const uint32_t ub = (uint32_t)hb[j] << 16, um = (uint32_t)hm[j] << 16;
+        float fb, fm;
+        memcpy(&fb, &ub, 4);
+        memcpy(&fm, &um, 4);
+        key[j] = f2u(fabsf(fm - fb));
+      }
+    } else {
+      if (!b_loaded) load_f32(J->base, off, c, b), b_loaded = 1;
+      load_f32(J->models[i], off, c, m);
+      for (size_t j = 0; j < c; j++) key[j] = f2u(fabsf(m[j] - b[j]));
     }
-    const uint32_t *sorted = rank_sort(key, idx, k2, i2, c);
-    uint32_t *rk = s->rk + i * c;
-    for (size_t p = 0; p < c; p++) rk[sorted[p]] = (uint32_t)p;
+    fc_merge_rank_row(key, c, s->rk + i * c, w);
   }
   s->rk_row = row;
 }
 
-void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
+/* u[j] = the draw of element e0 + j, j < cnt (pairs of elements share one 64-bit draw). */
+FC_INLINE void della_draws(uint64_t key, size_t e0, size_t cnt, uint32_t *u) {
+  const size_t p0 = e0 / 2, p1 = (e0 + cnt + 1) / 2;
+  uint32_t *v = u - (e0 & 1); /* element 2 p0 at v[0] */
+  for (size_t p = p0; p < p1; p++) {
+    const uint64_t r = mix64(key + p);
+    v[2 * (p - p0)] = (uint32_t)(r >> 32);
+    v[2 * (p - p0) + 1] = (uint32_t)r;
+  }
+}
+
+FC_HOT void fc_merge_della_mask(const job_t *J, scratch_t *s, size_t blk, size_t cnt) {
   const int nm = J->nm;
   const size_t c = J->ncols, off = blk * BLK;
   for (int i = 0; i < nm; i++) {
     float *d = s->m + (size_t)i * BLK;
     if (J->none[i]) memset(d, 0, cnt * sizeof *d);
   }
+  uint32_t ubuf[BLK + 2], *restrict u = ubuf + 1, tv[BLK];
+  float pv[BLK];
   for (size_t j0 = 0; j0 < cnt;) {
     const int64_t row = (int64_t)((off + j0) / c);
     const size_t col0 = (off + j0) % c, j1 = j0 + (c - col0) < cnt ? j0 + (c - col0) : cnt;
     della_row(J, s, row);
     for (int i = 0; i < nm; i++) {
       if (J->dens[i] >= 1 || J->none[i]) continue;
-      float *d = s->m + (size_t)i * BLK;
-      const uint32_t *rk = s->rk + (size_t)i * c + col0 - j0;
-      const float *pr = J->dl_p + (size_t)i * c;
-      const uint32_t *thr = J->dl_thr + (size_t)i * c;
-      for (size_t j = j0; j < j1; j++) {
-        const uint32_t r = rk[j];
-        if (dare_u32(J->dkey[i], off + j) >= thr[r]) d[j] = 0.0f;
-        else if (J->rescale) d[j] = d[j] / pr[r];
+      float *restrict d = s->m + (size_t)i * BLK + j0;
+      const uint32_t *restrict rk = s->rk + (size_t)i * c + col0;
+      const float *restrict pr = J->dl_p + (size_t)i * c;
+      const uint32_t *restrict thr = J->dl_thr + (size_t)i * c;
+      const size_t len = j1 - j0;
+      della_draws(J->dkey[i], off + j0, len, u);
+      /* The rank lookups alone, then the compare and select over whole vectors (branch-free:
+       * the keep decision is a coin flip). */
+      for (size_t j = 0; j < len; j++) tv[j] = thr[rk[j]];
+      for (size_t j = 0; j < len; j++) u[j] = u[j] < tv[j] ? ~0u : 0u;
+      if (J->rescale) {
+        for (size_t j = 0; j < len; j++) pv[j] = pr[rk[j]];
+        for (size_t j = 0; j < len; j++) d[j] = d[j] / pv[j];
+      }
+      for (size_t j = 0; j < len; j++) {
+        uint32_t x;
+        memcpy(&x, &d[j], 4);
+        x &= u[j];
+        memcpy(&d[j], &x, 4);
       }
     }
     j0 = j1;

@@ -277,6 +277,59 @@ static int parse_models(yctx_t *y, yaml_node_t *seq, fc_merge_cfg_t *cfg) {
   return 0;
 }
 
+/* slices: - sources: - model: PATH, layer_range: [a, b] (one source per slice: passthrough). */
+static int parse_slices(yctx_t *y, yaml_node_t *seq, fc_merge_cfg_t *cfg) {
+  if (seq->type != YAML_SEQUENCE_NODE) return yerr(y, seq, "slices must be a list%s%s", 0, 0);
+  int n = (int)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+  if (n == 0) return yerr(y, seq, "slices is empty%s%s", 0, 0);
+  fc_merge_slice_t *sl = hold(y, (size_t)n * sizeof *sl);
+  for (int i = 0; i < n; i++) {
+    yaml_node_t *it = yaml_document_get_node(&y->doc, seq->data.sequence.items.start[i]), *src = NULL;
+    if (it->type != YAML_MAPPING_NODE) return yerr(y, it, "each slice is a mapping with 'sources'%s%s", 0, 0);
+    for (yaml_node_pair_t *p = it->data.mapping.pairs.start; p < it->data.mapping.pairs.top; p++) {
+      yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key);
+      const char *k = scalar(y, kn);
+      if (k && !strcmp(k, "sources")) src = yaml_document_get_node(&y->doc, p->value);
+      else return yerr(y, kn, "unknown key '%s' in a slice (known: sources)%s", k ? k : "?", 0);
+    }
+    if (!src || src->type != YAML_SEQUENCE_NODE || src->data.sequence.items.top == src->data.sequence.items.start)
+      return yerr(y, it, "a slice needs 'sources', a list of {model, layer_range}%s%s", 0, 0);
+    if (src->data.sequence.items.top - src->data.sequence.items.start != 1)
+      return yerr(y, src, "a slice with several sources merges them; only passthrough slices (one source "
+                  "each) are supported: merge whole models with 'models:'%s%s", 0, 0);
+    yaml_node_t *e = yaml_document_get_node(&y->doc, src->data.sequence.items.start[0]), *range = NULL;
+    if (e->type != YAML_MAPPING_NODE) return yerr(y, e, "a source is a mapping {model, layer_range}%s%s", 0, 0);
+    sl[i].last = -1;
+    for (yaml_node_pair_t *p = e->data.mapping.pairs.start; p < e->data.mapping.pairs.top; p++) {
+      yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key), *vn = yaml_document_get_node(&y->doc, p->value);
+      const char *k = scalar(y, kn), *v = scalar(y, vn);
+      if (k && !strcmp(k, "model")) {
+        if (!v || !*v) return yerr(y, vn, "model must be a path%s%s", 0, 0);
+        sl[i].model = keep(y, v);
+      } else if (k && !strcmp(k, "layer_range")) {
+        range = vn;
+      } else {
+        return yerr(y, kn, "unknown key '%s' in a slice source (known: model, layer_range)%s", k ? k : "?", 0);
+      }
+    }
+    if (!sl[i].model) return yerr(y, e, "a slice source without 'model: PATH'%s%s", 0, 0);
+    if (!range) return yerr(y, e, "a slice source without 'layer_range: [first, end]'%s%s", 0, 0);
+    double ab[2];
+    int ok = range->type == YAML_SEQUENCE_NODE && range->data.sequence.items.top - range->data.sequence.items.start == 2;
+    for (int j = 0; ok && j < 2; j++) {
+      const char *v = scalar(y, yaml_document_get_node(&y->doc, range->data.sequence.items.start[j]));
+      ok = v && !parse_num(v, &ab[j]) && ab[j] == floor(ab[j]) && ab[j] >= 0 && ab[j] < 1e6;
+    }
+    if (!ok || ab[1] <= ab[0])
+      return yerr(y, range, "layer_range must be [first, end], integers with first < end%s%s", 0, 0);
+    sl[i].first = (int)ab[0];
+    sl[i].last = (int)ab[1];
+  }
+  cfg->slices = sl;
+  cfg->nslices = n;
+  return 0;
+}
+
 int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge_cfg_t *cfg,
                         fc_merge_yaml_t *arena, fc_err_t *err) {
   memset(arena, 0, sizeof *arena);
@@ -307,7 +360,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       if (!v || fc_merge_method_parse(v, &m))
         rc = yerr(&y, vn, "unknown merge_method '%s' (known: linear, task_arithmetic, ties, dare_ties, "
                   "dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, "
-                  "model_stock, nuslerp, multislerp, karcher, sce, varm)%s",
+                  "model_stock, nuslerp, multislerp, karcher, arcee_fusion, passthrough, sce, varm)%s",
                   v ? v : "?", 0);
       else cfg->method = m, have_method = 1;
     } else if (!strcmp(k, "base_model")) {
@@ -315,6 +368,8 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       else cfg->base = keep(&y, v);
     } else if (!strcmp(k, "models")) {
       rc = parse_models(&y, vn, cfg);
+    } else if (!strcmp(k, "slices")) {
+      rc = parse_slices(&y, vn, cfg);
     } else if (!strcmp(k, "parameters")) {
       if (vn->type != YAML_MAPPING_NODE) {
         rc = yerr(&y, vn, "parameters must be a mapping%s%s", 0, 0);
@@ -347,18 +402,38 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
     } else if (!strcmp(k, "seed")) {
       fc_err_t e = {0};
       if (!v || fc_merge_set_param(cfg, "seed", v, &e)) rc = yerr(&y, vn, "%s%s", v ? e.msg : "seed must be an integer", 0);
-    } else if (!strcmp(k, "tokenizer_source")) {
-      if (!v || strcmp(v, "base"))
-        rc = yerr(&y, vn, "tokenizer_source '%s' is not supported (the tokenizer comes from the base)%s",
-                  v ? v : "?", 0);
+    } else if (!strcmp(k, "tokenizer_source") || !strcmp(k, "tokenizer")) {
+      /* tokenizer_source: X, or mergekit's newer form tokenizer: {source: X} */
+      yaml_node_t *sn = vn;
+      if (k[9] == 0 && vn->type == YAML_MAPPING_NODE) {
+        sn = NULL;
+        for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top && !rc; q++) {
+          yaml_node_t *pk = yaml_document_get_node(&y.doc, q->key);
+          const char *a = scalar(&y, pk);
+          if (a && !strcmp(a, "source")) sn = yaml_document_get_node(&y.doc, q->value);
+          else rc = yerr(&y, pk, "unknown key '%s' under tokenizer (supported: source)%s", a ? a : "?", 0);
+        }
+      }
+      const char *sv = sn ? scalar(&y, sn) : NULL;
+      if (!rc && (!sv || !*sv))
+        rc = yerr(&y, sn ? sn : vn, "%s must be base, union or a model's name%s", k, 0);
+      else if (!rc) cfg->tokenizer_source = keep(&y, sv);
+    } else if (!strcmp(k, "chat_template")) {
+      fc_err_t e = {0};
+      if (!v || !*v) rc = yerr(&y, vn, "chat_template must be a name or a template%s%s", 0, 0);
+      else if (fc_merge_chat_template_check(v, &e)) rc = yerr(&y, vn, "%s%s", e.msg, 0);
+      else cfg->chat_template = keep(&y, v);
     } else {
-      rc = yerr(&y, kn, "unknown key '%s' (known: merge_method, base_model, models, parameters, dtype, "
-                "seed, tokenizer_source)%s", k, 0);
+      rc = yerr(&y, kn, "unknown key '%s' (known: merge_method, base_model, models, slices, parameters, "
+                "dtype, out_dtype, seed, tokenizer_source, tokenizer, chat_template)%s", k, 0);
     }
   }
   if (!rc && !have_method) rc = yerr(&y, root, "no merge_method%s%s", 0, 0);
-  if (!rc && !cfg->nmodels) rc = yerr(&y, root, "no models%s%s", 0, 0);
-  if (!rc) {
+  if (!rc && !cfg->nmodels && !cfg->nslices) rc = yerr(&y, root, "no models (or slices)%s%s", 0, 0);
+  if (!rc && cfg->nmodels && cfg->nslices) rc = yerr(&y, root, "give models or slices, not both%s%s", 0, 0);
+  if (!rc && cfg->nslices && cfg->method != FC_MERGE_PASSTHROUGH)
+    rc = yerr(&y, root, "slices are supported with merge_method passthrough only%s%s", 0, 0);
+  if (!rc && cfg->nmodels) {
     for (int s = 0; s < arena->nsettings; s++)
       if (arena->settings[s].model >= cfg->nmodels) rc = yerr(&y, root, "a model's parameters without the model%s%s", 0, 0);
     /* The models' plain view (tensors outside the layers, no filter): what the kernel API and

@@ -271,6 +271,23 @@ def nearswap(b, m, t):
     return w * m + (f32(1.0) - w) * b
 
 
+def arcee_fusion(b, m, shape):
+    """mergekit's arcee_fusion with exact quartiles (it samples a million elements of larger
+    tensors): importance |m - b| times the KL divergence of the rows' softmaxes (last dimension,
+    float64 here, plus 1e-8, the sum cast to float32); the model's values where the importance
+    reaches median + 1.5 IQR, the quartiles at long(q * (n - 1)) of the sorted importances."""
+    last = shape[-1]
+    p = torch.softmax(m.reshape(-1, last).double(), -1) + 1e-8
+    q = torch.softmax(b.reshape(-1, last).double(), -1) + 1e-8
+    kl = torch.sum(p * torch.log(p / q), -1).float()
+    imp = ((m - b).abs().reshape(-1, last) * kl.unsqueeze(-1)).reshape(-1)
+    s, _ = torch.sort(imp)
+    idx = (torch.tensor([0.25, 0.5, 0.75], dtype=torch.float32) * (imp.numel() - 1)).long()
+    q1, med, q3 = s[idx]
+    thr = med + torch.tensor(1.5, dtype=torch.float32) * (q3 - q1)
+    return b + (m - b) * (imp >= thr).float()
+
+
 def model_stock(b, ms):
     """mergekit's model_stock (filter_wise false): the mean pairwise cosine of the flattened
     deltas (clamped; norms' product at least 1e-6) sets t = N c / (1 + (N - 1) c); the result
@@ -703,6 +720,13 @@ models:
 parameters:
   normalize_weights: true
 """,
+    "arcee_fusion": """
+merge_method: arcee_fusion
+base_model: base
+models:
+  - model: base
+  - model: m2
+""",
     "karcher": """
 merge_method: karcher
 models:
@@ -765,6 +789,8 @@ for cname, text in CONFIGS.items():
             r = model_stock(b, ms)
         elif method == "nearswap":
             r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
+        elif method == "arcee_fusion":
+            r = arcee_fusion(b, ms[0], SHAPES[n])
         else:
             sp, cons, dn, dr = GTA[method]
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
