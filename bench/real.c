@@ -182,7 +182,7 @@ static int phase_logits(const bench_opts_t *o, const char *mdir, const char *sdi
   fc_err_t err = {0};
   double t0 = fc_now();
   fc_model_t *m;
-  if (fc_model_load(&m, mdir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
+  if (fc_model_load_mapped(&m, mdir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   put(po, "load_s", fc_now() - t0);
   fc_model_set_threads(m, o->threads);
   int V = fc_model_config(m)->vocab_size;
