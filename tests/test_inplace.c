@@ -155,6 +155,30 @@ static void test_half_vs_pytorch(void **state) {
   }
 }
 
+/* More rows than one MLP block of the 16-bit path (512): the blocks together give the copy's
+ * logits (within 1e-5 of their magnitude, as above), padding rows included. */
+static void test_half_mlp_blocks(void **state) {
+  (void)state;
+  pair_t p;
+  open_pair(&p, half_variants[0]);
+  int B = 3, T = 200, V = fc_model_config(p.copy)->vocab_size;
+  size_t n = (size_t)B * T * V;
+  int32_t *ids = malloc((size_t)B * T * sizeof *ids);
+  fc_rng_t r;
+  fc_rng_seed(&r, 5);
+  for (int i = 0; i < B * T; i++) ids[i] = (int32_t)(fc_rng_u64(&r) % (uint64_t)V);
+  fc_err_t err = {0};
+  float *copy = malloc(n * sizeof *copy), scale;
+  memcpy(copy, fc_model_forward(p.copy, ids, B, T, 0, &err), n * sizeof *copy);
+  const float *lg = fc_model_forward(p.mapped, ids, B, T, 0, &err);
+  assert_non_null(lg);
+  float d = max_abs_diff(lg, copy, n, &scale);
+  printf("%d x %d rows in place: max diff %.2e vs the f32 copy (max %.3f)\n", B, T, d, scale);
+  assert_true(d <= 1e-5f * scale);
+  free(ids), free(copy);
+  close_pair(&p);
+}
+
 static uint16_t to_half(float f, fc_dtype_t dt) { return dt == FC_DT_BF16 ? fc_f32_to_bf16(f) : fc_f32_to_f16(f); }
 static double from_half(uint16_t h, fc_dtype_t dt) { return dt == FC_DT_BF16 ? fc_bf16_to_f32(h) : fc_f16_to_f32(h); }
 
@@ -172,7 +196,7 @@ static void test_wlinear_kernel(void **state) {
   float *panel = malloc(FC_WLIN_PANEL_FLOATS * sizeof *panel);
   for (size_t s = 0; s < sizeof shp / sizeof *shp; s++)
     for (int di = 0; di < 2; di++)
-      for (int g = 0; g < 2; g++) {
+      for (int g = 0; g < FC_WGEMM_N; g++) {
         if (!fc_wgemm_available((fc_wgemm_t)g)) continue;
         int N = shp[s].N, IN = shp[s].IN, OUT = shp[s].OUT, acc = (int)(s % 2);
         fc_dtype_t dt = dts[di];
@@ -207,6 +231,7 @@ static void test_wlinear_kernel(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_f32_bitwise), cmocka_unit_test(test_half_vs_pytorch),
+                                     cmocka_unit_test(test_half_mlp_blocks),
                                      cmocka_unit_test(test_wlinear_kernel)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

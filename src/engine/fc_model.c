@@ -299,6 +299,16 @@ void fc_model_rope_reserve(fc_model_t *m, int n) {
 
 /* ---------------------------------------------------------------- activations */
 
+/* Inference on 16-bit weights in place runs the MLP over blocks of this many rows, so its
+ * (rows, F) activations stay small beside a model that costs only its file (at Qwen2.5-0.5B
+ * shapes 8 x 512 rows would hold 240 MB of them). The f32 path keeps whole batches: its
+ * results stay bit-identical to what they were. */
+#define MLP_ROWS ((size_t)512)
+
+static size_t mlp_rows(const fc_model_t *m, int train, size_t BT) {
+  return !train && m->wdt != FC_DT_F32 && BT > MLP_ROWS ? MLP_ROWS : BT;
+}
+
 static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, size_t head_rows) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
@@ -308,9 +318,10 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, s
   size_t Ls = train && !m->ckpt ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
   /* ln1, ln2 and h are one slice even for training: backward recomputes them (cheap
    * element-wise work) instead of keeping 2C + F floats per token per layer. */
+  size_t Fr = mlp_rows(m, train, BT); /* rows of g, u and h */
   size_t sizes[] = {Lx * BT * C, BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)fc_model_par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * BT * F,
-                    Ls * BT * F, BT * F, BT * C, BT, head_rows * V};
+                    (size_t)fc_model_par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * Fr * F,
+                    Ls * Fr * F, Fr * F, BT * C, BT, head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
                     &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
@@ -511,15 +522,19 @@ static void layer_forward(fc_model_t *m, int l, int full) {
   fc_model_prof(PR_O);
   fc_rmsnorm_forward(ln2, la.rstd2, la.xmid, w->ln2, N, C, c->rms_norm_eps);
   fc_model_prof(PR_NORM);
-  fc_model_linear(m, la.g, ln2, w->wg, w->bg, N, C, F, 0);
-  fc_model_linear(m, la.u, ln2, w->wu, w->bu, N, C, F, 0);
-  fc_model_prof(PR_GATEUP);
-  if (!full) return;
-  fc_swiglu_forward(h, la.g, la.u, BT * F);
-  fc_model_prof(PR_SWIGLU);
-  memcpy(la.xout, la.xmid, BT * C * sizeof(float));
-  fc_model_linear(m, la.xout, h, w->wd, w->bd, N, F, C, 1);
-  fc_model_prof(PR_DOWN);
+  if (full) memcpy(la.xout, la.xmid, BT * C * sizeof(float));
+  size_t rows = mlp_rows(m, m->acts_train, BT);
+  for (size_t r0 = 0; r0 < BT; r0 += rows) {
+    int n = (int)(BT - r0 < rows ? BT - r0 : rows);
+    fc_model_linear(m, la.g, ln2 + r0 * C, w->wg, w->bg, n, C, F, 0);
+    fc_model_linear(m, la.u, ln2 + r0 * C, w->wu, w->bu, n, C, F, 0);
+    fc_model_prof(PR_GATEUP);
+    if (!full) return; /* training (whole batch): backward's recomputation stops here */
+    fc_swiglu_forward(h, la.g, la.u, (size_t)n * F);
+    fc_model_prof(PR_SWIGLU);
+    fc_model_linear(m, la.xout + r0 * C, h, w->wd, w->bd, n, F, C, 1);
+    fc_model_prof(PR_DOWN);
+  }
 }
 
 void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows) {

@@ -34,13 +34,15 @@ int fc_wgemm_available(fc_wgemm_t g) {
 #endif
 }
 
-const char *fc_wgemm_name(fc_wgemm_t g) { return g == FC_WGEMM_DNNL ? "dnnl" : "openblas"; }
+const char *fc_wgemm_name(fc_wgemm_t g) {
+  return g == FC_WGEMM_DNNL ? "dnnl_sgemm" : g == FC_WGEMM_DNNL_MATMUL ? "dnnl_matmul" : "openblas";
+}
 
 fc_wgemm_t fc_wgemm_default(void) {
   const char *e = getenv("FUSECHAT_WGEMM");
-  if (e && !strcmp(e, "openblas")) return FC_WGEMM_OPENBLAS;
-  if (e && !strcmp(e, "dnnl") && fc_wgemm_available(FC_WGEMM_DNNL)) return FC_WGEMM_DNNL;
-  return fc_wgemm_available(FC_WGEMM_DNNL) ? FC_WGEMM_DNNL : FC_WGEMM_OPENBLAS;
+  for (int g = 0; e && g < FC_WGEMM_N; g++)
+    if (!strcmp(e, fc_wgemm_name((fc_wgemm_t)g)) && fc_wgemm_available((fc_wgemm_t)g)) return (fc_wgemm_t)g;
+  return fc_wgemm_available(FC_WGEMM_DNNL_MATMUL) ? FC_WGEMM_DNNL_MATMUL : FC_WGEMM_OPENBLAS;
 }
 
 /* IEEE half to f32 without a call per element (subnormals by the float multiply). */
@@ -129,10 +131,63 @@ static void few_rows(float *out, const float *inp, const uint16_t *w, fc_dtype_t
   }
 }
 
+#ifdef FC_HAVE_DNNL
+/* c (M,N; row stride ldc) (+)= a (M,K) @ b^T (b: N,K) by oneDNN's f32 matmul primitive; the
+ * primitives of repeated shapes come from oneDNN's primitive cache. Returns 0 when oneDNN
+ * declines (the caller falls back to dnnl_sgemm). The engine and stream are made by the first
+ * call; a model's products run on one thread (its forward), so that needs no lock. */
+static int matmul_nt(int M, int N, int K, const float *a, const float *b, int accumulate, float *c, int ldc) {
+  static dnnl_engine_t eng;
+  static dnnl_stream_t st;
+  static int ready; /* 1 ok, -1 failed */
+  if (!ready) {
+    ready = dnnl_engine_create(&eng, dnnl_cpu, 0) == dnnl_success &&
+                    dnnl_stream_create(&st, eng, dnnl_stream_default_flags) == dnnl_success
+                ? 1
+                : -1;
+  }
+  if (ready < 0) return 0;
+  dnnl_memory_desc_t amd, bmd, cmd;
+  dnnl_dims_t ad = {M, K}, as = {K, 1}, bd = {K, N}, bs = {1, K}, cd = {M, N}, cs = {ldc, 1};
+  dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_f32, as);
+  dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_f32, bs);
+  dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs);
+  dnnl_matmul_desc_t md;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t p = NULL;
+  int ok = 0;
+  if (dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd) == dnnl_success &&
+      dnnl_primitive_attr_create(&attr) == dnnl_success) {
+    if (accumulate && dnnl_post_ops_create(&po) == dnnl_success) {
+      dnnl_post_ops_append_sum(po, 1.0f);
+      dnnl_primitive_attr_set_post_ops(attr, po);
+    }
+    if (dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL) == dnnl_success &&
+        dnnl_primitive_create(&p, pd) == dnnl_success) {
+      dnnl_memory_t am, bm, cm;
+      dnnl_memory_create(&am, &amd, eng, (void *)a);
+      dnnl_memory_create(&bm, &bmd, eng, (void *)b);
+      dnnl_memory_create(&cm, &cmd, eng, c);
+      dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+      ok = dnnl_primitive_execute(p, st, 3, args) == dnnl_success && dnnl_stream_wait(st) == dnnl_success;
+      dnnl_memory_destroy(am), dnnl_memory_destroy(bm), dnnl_memory_destroy(cm);
+    }
+  }
+  if (p) dnnl_primitive_destroy(p);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (po) dnnl_post_ops_destroy(po);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  return ok;
+}
+#endif
+
 static void sgemm_nt(fc_wgemm_t g, int M, int N, int K, const float *a, const float *b, float beta, float *c,
                      int ldc) {
 #ifdef FC_HAVE_DNNL
-  if (g == FC_WGEMM_DNNL) {
+  if (g == FC_WGEMM_DNNL_MATMUL && matmul_nt(M, N, K, a, b, beta != 0.0f, c, ldc)) return;
+  if (g != FC_WGEMM_OPENBLAS) {
     dnnl_sgemm('N', 'T', M, N, K, 1.0f, a, K, b, K, beta, c, ldc);
     return;
   }

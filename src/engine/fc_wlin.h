@@ -10,10 +10,11 @@
 
 #include "fc_st.h"
 
-/* The f32 GEMM under the panels: OpenBLAS's cblas_sgemm or oneDNN's dnnl_sgemm (when built
- * with libdnnl). bench/real prints both rates at the real shapes; the default is the faster
- * one there (oneDNN where present). FUSECHAT_WGEMM=openblas|dnnl overrides. */
-typedef enum { FC_WGEMM_OPENBLAS, FC_WGEMM_DNNL } fc_wgemm_t;
+/* The f32 GEMM under the panels: OpenBLAS's cblas_sgemm, or oneDNN's dnnl_sgemm or f32 matmul
+ * primitive (when built with libdnnl). bench/real prints their rates at the real shapes; the
+ * default is the fastest there (the matmul primitive where oneDNN is present).
+ * FUSECHAT_WGEMM=openblas|dnnl_sgemm|dnnl_matmul overrides. */
+typedef enum { FC_WGEMM_OPENBLAS, FC_WGEMM_DNNL, FC_WGEMM_DNNL_MATMUL, FC_WGEMM_N } fc_wgemm_t;
 fc_wgemm_t fc_wgemm_default(void);
 int fc_wgemm_available(fc_wgemm_t g);
 const char *fc_wgemm_name(fc_wgemm_t g);
