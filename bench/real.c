@@ -361,7 +361,8 @@ static void usage(FILE *fp) {
           "(--tok-dir: qwen3/ and llama3/ folders; default tests/fixtures/tok, or FUSECHAT_REAL_TOK as\n"
           "tools/setup.sh fetches them) and generated chats. Prints per shape: load seconds, logits tokens/s on\n"
           "short chats and 2,048-token rows, train step seconds, peak RSS of each phase, PyTorch's figures on\n"
-          "the same weights and batches (bench/real_ref.py) and every GEMM candidate's GFLOP/s.\n");
+          "the same weights and batches (bench/real_ref.py), every GEMM candidate's GFLOP/s (the engine's own\n"
+          "linear layer on bf16 weights in place among them) and the logits' share of the best one.\n");
 }
 
 int main(int argc, char **argv) {

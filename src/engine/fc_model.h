@@ -30,7 +30,7 @@ typedef struct fc_param_info {
   size_t numel;
 } fc_param_info_t;
 
-/* Loads config.json + safetensors (f32, f16, bf16; converted once to f32) from a model dir:
+/* Loads config.json + safetensors (f32, f16, bf16; converted once to an f32 copy) from a model dir:
  * the model for training (fc_model_params are its f32 master weights). */
 int fc_model_load(fc_model_t **out, const char *dir, fc_err_t *err);
 /* The same model for inference only, its weights used in place: the safetensors stay mapped
