@@ -1,6 +1,7 @@
 /* The GEMM candidates bench/real weighs against each other at the shapes of a model: OpenBLAS
- * cblas_sgemm, oneDNN's dnnl_sgemm, and oneDNN's matmul primitive in f32 and in bf16 x bf16 ->
- * f32. Each rate is the best of a few runs of out (M,N) = in (M,K) @ w^T (w is (N,K), the way a
+ * cblas_sgemm, oneDNN's dnnl_sgemm, oneDNN's matmul primitive in f32 and in bf16 x bf16 ->
+ * f32, and the engine's own linear layer on bf16 weights used in place (fc_wlin.h: panels
+ * widened to f32 under OpenBLAS or dnnl_sgemm; f32 activations). Each rate is the best of a few runs of out (M,N) = in (M,K) @ w^T (w is (N,K), the way a
  * linear layer's weight is stored). */
 #ifndef FC_BENCH_GEMM_RATES_H
 #define FC_BENCH_GEMM_RATES_H
@@ -11,14 +12,15 @@
 #include <string.h>
 
 #include "fc_util.h"
+#include "fc_wlin.h"
 
 #ifdef FC_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
-enum { GEMM_OPENBLAS, GEMM_DNNL_SGEMM, GEMM_DNNL_F32, GEMM_DNNL_BF16, GEMM_NCAND };
-static const char *const gemm_names[GEMM_NCAND] = {"openblas_sgemm", "dnnl_sgemm", "dnnl_matmul_f32",
-                                                   "dnnl_matmul_bf16"};
+enum { GEMM_OPENBLAS, GEMM_DNNL_SGEMM, GEMM_DNNL_F32, GEMM_DNNL_BF16, GEMM_WLIN, GEMM_NCAND = GEMM_WLIN + FC_WGEMM_N };
+static const char *const gemm_names[GEMM_NCAND] = {"openblas_sgemm",  "dnnl_sgemm",   "dnnl_matmul_f32", "dnnl_matmul_bf16",
+                                                   "wlin+openblas",   "wlin+sgemm", "wlin+matmul"};
 
 static inline uint16_t gemm_to_bf16(float f) {
   uint32_t u;
@@ -72,7 +74,7 @@ static inline double dnnl_matmul_best(int M, int N, int K, dnnl_data_type_t dt, 
 #endif
 
 /* GFLOP/s of every candidate at (M,N,K) into rate[GEMM_NCAND]; 0 where unavailable. */
-static inline void gemm_rates(int M, int N, int K, int reps, double rate[GEMM_NCAND]) {
+static inline void gemm_rates(int M, int N, int K, int reps, int threads, double rate[GEMM_NCAND]) {
   size_t na = (size_t)M * K, nw = (size_t)N * K, nc = (size_t)M * N;
   float *a = malloc(na * sizeof *a), *w = malloc(nw * sizeof *w), *c = malloc(nc * sizeof *c);
   fc_rng_t r;
@@ -88,6 +90,21 @@ static inline void gemm_rates(int M, int N, int K, int reps, double rate[GEMM_NC
     if (i && dt < best) best = dt;
   }
   rate[GEMM_OPENBLAS] = 2.0 * M * N * K / best / 1e9;
+  uint16_t *wb = malloc(nw * sizeof *wb);
+  for (size_t i = 0; i < nw; i++) wb[i] = gemm_to_bf16(w[i]);
+  float *panel = malloc(FC_WLIN_PANEL_FLOATS * sizeof *panel);
+  for (int g = 0; g < FC_WGEMM_N; g++) {
+    if (!fc_wgemm_available((fc_wgemm_t)g)) continue;
+    best = 1e30;
+    for (int i = 0; i < reps + 1; i++) {
+      double t0 = fc_now();
+      fc_wlinear_forward(c, a, wb, FC_DT_BF16, NULL, M, K, N, 0, panel, (fc_wgemm_t)g, threads);
+      double dt = fc_now() - t0;
+      if (i && dt < best) best = dt;
+    }
+    rate[GEMM_WLIN + g] = 2.0 * M * N * K / best / 1e9;
+  }
+  free(panel);
 #ifdef FC_HAVE_DNNL
   best = 1e30;
   for (int i = 0; i < reps + 1; i++) {
@@ -98,13 +115,12 @@ static inline void gemm_rates(int M, int N, int K, int reps, double rate[GEMM_NC
   }
   rate[GEMM_DNNL_SGEMM] = 2.0 * M * N * K / best / 1e9;
   rate[GEMM_DNNL_F32] = dnnl_matmul_best(M, N, K, dnnl_f32, a, w, c, reps);
-  uint16_t *ab = malloc(na * sizeof *ab), *wb = malloc(nw * sizeof *wb);
+  uint16_t *ab = malloc(na * sizeof *ab);
   for (size_t i = 0; i < na; i++) ab[i] = gemm_to_bf16(a[i]);
-  for (size_t i = 0; i < nw; i++) wb[i] = gemm_to_bf16(w[i]);
   rate[GEMM_DNNL_BF16] = dnnl_matmul_best(M, N, K, dnnl_bf16, ab, wb, c, reps);
-  free(ab), free(wb);
+  free(ab);
 #endif
-  free(a), free(w), free(c);
+  free(a), free(w), free(c), free(wb);
 }
 
 #endif

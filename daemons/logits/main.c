@@ -86,7 +86,7 @@ static void answer(void *ctx, const fc_msg_t *req, fc_msg_t *rep) {
 }
 
 static int serve_start(fc_err_t *err) {
-  int rc = fc_model_load(&S.model, g_model_dir, err);
+  int rc = fc_model_load_mapped(&S.model, g_model_dir, err);
   if (rc) return rc;
   fc_model_set_threads(S.model, g_threads);
   char *tp = fc_path_join(g_model_dir, "tokenizer.json");

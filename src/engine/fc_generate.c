@@ -33,16 +33,16 @@ struct fc_kv_cache {
 
 /* The rest of a layer for n rows once attention has filled s->atty: the output projection onto
  * the residual, then the SwiGLU MLP onto it, leaving the layer's output in s->x. */
-static void layer_tail(fc_kv_cache_t *s, const fc_layer_w_t *w, const fc_config_t *c, int n) {
+static void layer_tail(fc_model_t *m, fc_kv_cache_t *s, const fc_layer_w_t *w, const fc_config_t *c, int n) {
   int C = c->hidden_size, F = c->intermediate_size, QD = c->num_heads * c->head_dim;
   memcpy(s->xmid, s->x, (size_t)n * C * sizeof(float));
-  fc_linear_forward(s->xmid, s->atty, w->wo, w->bo, n, QD, C, 1);
+  fc_model_linear(m, s->xmid, s->atty, w->wo, w->bo, n, QD, C, 1);
   fc_rmsnorm_forward(s->ln, NULL, s->xmid, w->ln2, n, C, c->rms_norm_eps);
-  fc_linear_forward(s->g, s->ln, w->wg, w->bg, n, C, F, 0);
-  fc_linear_forward(s->u, s->ln, w->wu, w->bu, n, C, F, 0);
+  fc_model_linear(m, s->g, s->ln, w->wg, w->bg, n, C, F, 0);
+  fc_model_linear(m, s->u, s->ln, w->wu, w->bu, n, C, F, 0);
   fc_swiglu_forward(s->h, s->g, s->u, (size_t)n * F);
   memcpy(s->x, s->xmid, (size_t)n * C * sizeof(float));
-  fc_linear_forward(s->x, s->h, w->wd, w->bd, n, F, C, 1);
+  fc_model_linear(m, s->x, s->h, w->wd, w->bd, n, F, C, 1);
 }
 
 int fc_kv_cache_new(fc_kv_cache_t **out, const fc_model_t *m, int capacity, fc_err_t *err) {
@@ -131,14 +131,14 @@ const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *id
   int C = c->hidden_size, HD = c->head_dim, NH = c->num_heads;
   int rep = c->num_heads / c->num_kv_heads, QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  for (int i = 0; i < n; i++) memcpy(kc->x + (size_t)i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  fc_model_embed(m, kc->x, ids, (size_t)n);
   for (int l = 0; l < c->num_layers; l++) {
     const fc_layer_w_t *w = &m->w.layer[l];
     float *K = kc->k + (size_t)l * kc->cap * KVD, *V = kc->v + (size_t)l * kc->cap * KVD;
     fc_rmsnorm_forward(kc->ln, NULL, kc->x, w->ln1, n, C, c->rms_norm_eps);
-    fc_linear_forward(kc->q, kc->ln, w->wq, w->bq, n, C, QD, 0);
-    fc_linear_forward(K + (size_t)pos0 * KVD, kc->ln, w->wk, w->bk, n, C, KVD, 0);
-    fc_linear_forward(V + (size_t)pos0 * KVD, kc->ln, w->wv, w->bv, n, C, KVD, 0);
+    fc_model_linear(m, kc->q, kc->ln, w->wq, w->bq, n, C, QD, 0);
+    fc_model_linear(m, K + (size_t)pos0 * KVD, kc->ln, w->wk, w->bk, n, C, KVD, 0);
+    fc_model_linear(m, V + (size_t)pos0 * KVD, kc->ln, w->wv, w->bv, n, C, KVD, 0);
     fc_rope(kc->q, n, n, pos0, NH, HD, m->rope_cos, m->rope_sin, 0);
     fc_rope(K + (size_t)pos0 * KVD, n, n, pos0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
     /* Keys before c0 are outside every new row's window: the scores S (n, total - c0) start
@@ -154,12 +154,12 @@ const float *fc_model_decode(fc_model_t *m, fc_kv_cache_t *kc, const int32_t *id
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, ns, 1.0f, kc->S, ns, Vh, KVD, 0.0f,
                   kc->atty + (size_t)h * HD, QD);
     }
-    layer_tail(kc, w, c, n);
+    layer_tail(m, kc, w, c, n);
   }
   /* Only the last position's distribution is needed. */
   const float *last = kc->x + (size_t)(n - 1) * C;
   fc_rmsnorm_forward(kc->ln, NULL, last, m->w.lnf, 1, C, c->rms_norm_eps);
-  fc_linear_forward(kc->logits, kc->ln, m->w.head, NULL, 1, C, c->vocab_size, 0);
+  fc_model_linear(m, kc->logits, kc->ln, m->w.head, NULL, 1, C, c->vocab_size, 0);
   kc->len = total;
   return kc->logits;
 }
@@ -277,14 +277,14 @@ static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids
   fc_model_rope_reserve(m, maxpos);
   scratch_reserve(sc, c, n);
   float *knew = fc_xmalloc((size_t)n * KVD * sizeof(float)), *vnew = fc_xmalloc((size_t)n * KVD * sizeof(float));
-  for (int i = 0; i < n; i++) memcpy(sc->x + (size_t)i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  fc_model_embed(m, sc->x, ids, (size_t)n);
   for (int l = 0; l < c->num_layers; l++) {
     const fc_layer_w_t *w = &m->w.layer[l];
     int win = fc_config_layer_window(c, l);
     fc_rmsnorm_forward(sc->ln, NULL, sc->x, w->ln1, n, C, c->rms_norm_eps);
-    fc_linear_forward(sc->q, sc->ln, w->wq, w->bq, n, C, QD, 0);
-    fc_linear_forward(knew, sc->ln, w->wk, w->bk, n, C, KVD, 0);
-    fc_linear_forward(vnew, sc->ln, w->wv, w->bv, n, C, KVD, 0);
+    fc_model_linear(m, sc->q, sc->ln, w->wq, w->bq, n, C, QD, 0);
+    fc_model_linear(m, knew, sc->ln, w->wk, w->bk, n, C, KVD, 0);
+    fc_model_linear(m, vnew, sc->ln, w->wv, w->bv, n, C, KVD, 0);
     for (int i = 0; i < n; i++) {
       fc_kv_cache_t *kc = caches[i];
       int pos = kc->len;
@@ -306,10 +306,10 @@ static int decode_rows(fc_model_t *m, fc_kv_cache_t **caches, const int32_t *ids
                     y + (size_t)h * HD, QD);
       }
     }
-    layer_tail(sc, w, c, n);
+    layer_tail(m, sc, w, c, n);
   }
   fc_rmsnorm_forward(sc->ln, NULL, sc->x, m->w.lnf, n, C, c->rms_norm_eps);
-  fc_linear_forward(logits, sc->ln, m->w.head, NULL, n, C, c->vocab_size, 0);
+  fc_model_linear(m, logits, sc->ln, m->w.head, NULL, n, C, c->vocab_size, 0);
   for (int i = 0; i < n; i++) caches[i]->len++;
   free(knew);
   free(vnew);

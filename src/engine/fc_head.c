@@ -39,7 +39,7 @@ int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K
   fc_acts_t *a = &m->acts;
   for (size_t r0 = 0; r0 < BT; r0 += chunk) {
     int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
-    fc_linear_forward(a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
+    fc_model_linear(m, a->logits, a->lnf + r0 * C, m->w.head, NULL, n, C, V, 0);
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(fc_model_par_threads(m)) schedule(static) if (fc_model_par_threads(m) > 1 && n > 1)
 #endif
@@ -62,6 +62,8 @@ int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, cons
   if (fc_arch_handles(&m->cfg)) /* the source families have no backward (fc_arch.h) */
     return fc_err_set(err, FC_EUNSUPPORTED, "model_type %s is a source family (forward only): training needs %s",
                       m->cfg.model_type, FC_CONFIG_PIVOT_TYPES);
+  if (m->st)
+    return fc_err_set(err, FC_EUNSUPPORTED, "training: the model's weights are used in place (inference only)");
   int rc = fc_model_check_ids(m, ids, B, T, err);
   if (rc) return rc;
   int V = m->cfg.vocab_size, C = m->cfg.hidden_size;

@@ -2,6 +2,7 @@
  * batched forward and backward over (B, T) token ids, top-K log-probabilities. */
 #include "fc_model_impl.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -42,11 +43,12 @@ typedef struct layout_ctx {
   fc_model_t *m;
   int build; /* append fc_param_info_t entries (first pass) */
   size_t off, idx;
+  float *const *at; /* tensor i lives at at[i] (weights in place), instead of base + offset */
 } layout_ctx_t;
 
 static float *lay(layout_ctx_t *c, float *base, const char *name, int64_t d0, int64_t d1) {
   size_t n = fc_param_info_fill(c->build ? &c->m->info[c->idx] : NULL, name, d0, d1, c->off);
-  float *p = base ? base + c->off : NULL;
+  float *p = c->at ? c->at[c->idx] : base ? base + c->off : NULL;
   c->off += n;
   c->idx++;
   return p;
@@ -54,9 +56,12 @@ static float *lay(layout_ctx_t *c, float *base, const char *name, int64_t d0, in
 
 /* Walks the tensors in a fixed order (embedding, layers, final norm, lm_head), so the flat
  * buffer's layout is the same for parameters and gradients. */
-static size_t layout(fc_model_t *m, float *base, fc_weights_t *w, int build) {
+static size_t layout(fc_model_t *m, float *base, fc_weights_t *w, int build, float *const *at);
+void fc_model_layout_at(fc_model_t *m, float *const *at) { layout(m, NULL, &m->w, 0, at); }
+
+static size_t layout(fc_model_t *m, float *base, fc_weights_t *w, int build, float *const *at) {
   const fc_config_t *c = &m->cfg;
-  layout_ctx_t lc = {m, build, 0, 0};
+  layout_ctx_t lc = {m, build, 0, 0, at};
   int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
   int64_t QD = (int64_t)c->num_heads * c->head_dim, KVD = (int64_t)c->num_kv_heads * c->head_dim;
   char nm[128];
@@ -104,7 +109,7 @@ static void threads_from_env(fc_model_t *m) {
   if (t > 0) fc_model_set_threads(m, t);
 }
 
-static fc_model_t *model_new(const fc_config_t *cfg) {
+fc_model_t *fc_model_new_layout(const fc_config_t *cfg, int alloc) {
   fc_model_t *m = fc_xcalloc(1, sizeof *m);
   m->cfg = *cfg;
   if (fc_arch_handles(cfg)) { /* a source family: its own tensor list, forward in fc_arch.c */
@@ -117,14 +122,17 @@ static fc_model_t *model_new(const fc_config_t *cfg) {
   m->info = fc_xcalloc(count_tensors(cfg), sizeof *m->info);
   m->w.layer = fc_xcalloc((size_t)cfg->num_layers, sizeof *m->w.layer);
   m->gw.layer = fc_xcalloc((size_t)cfg->num_layers, sizeof *m->gw.layer);
-  m->nparams = layout(m, NULL, &m->w, 1);
-  m->params = fc_xmalloc(m->nparams * sizeof(float));
-  layout(m, m->params, &m->w, 0);
+  m->nparams = layout(m, NULL, &m->w, 1, NULL);
+  m->wdt = FC_DT_F32;
+  if (alloc) {
+    m->params = fc_xmalloc(m->nparams * sizeof(float));
+    layout(m, m->params, &m->w, 0, NULL);
+  }
   threads_from_env(m);
   return m;
 }
 
-static int check_config(const fc_config_t *c, fc_err_t *err) {
+int fc_model_check_config(const fc_config_t *c, fc_err_t *err) {
   if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->num_layers <= 0 || c->num_heads <= 0 ||
       c->num_kv_heads <= 0 || c->head_dim <= 0 || c->head_dim % 2 || c->vocab_size <= 0 ||
       c->num_heads % c->num_kv_heads || c->rms_norm_eps <= 0 || c->rope_theta <= 0 || c->sliding_window < 0 ||
@@ -136,9 +144,9 @@ static int check_config(const fc_config_t *c, fc_err_t *err) {
 
 int fc_model_init(fc_model_t **out, const fc_config_t *cfg, uint64_t seed, fc_err_t *err) {
   *out = NULL;
-  int rc = check_config(cfg, err);
+  int rc = fc_model_check_config(cfg, err);
   if (rc) return rc;
-  fc_model_t *m = model_new(cfg);
+  fc_model_t *m = fc_model_new_layout(cfg, 1);
   fc_rng_t r;
   fc_rng_seed(&r, seed);
   float std = cfg->initializer_range > 0 ? cfg->initializer_range : 0.02f;
@@ -158,31 +166,34 @@ int fc_model_init(fc_model_t **out, const fc_config_t *cfg, uint64_t seed, fc_er
   return 0;
 }
 
+int fc_model_file_tensor(const fc_model_t *m, const fc_st_t *st, size_t i, const char *dir,
+                       const fc_st_tensor_t **out, fc_err_t *err) {
+  const fc_param_info_t *pi = &m->info[i];
+  const fc_st_tensor_t *t = fc_st_find(st, pi->name);
+  if (!t) return fc_err_set(err, FC_ENOTFOUND, "loading model %s: tensor %s is missing", dir, pi->name);
+  int ok = t->ndim == pi->ndim && t->shape[0] == pi->shape[0] && (pi->ndim == 1 || t->shape[1] == pi->shape[1]);
+  if (!ok)
+    return fc_err_set(err, FC_EMISMATCH,
+                      "loading model %s: tensor %s has shape [%lld%s%lld] in the file, config says [%lld,%lld]",
+                      dir, pi->name, (long long)t->shape[0], t->ndim > 1 ? "," : "",
+                      t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)pi->shape[0], (long long)pi->shape[1]);
+  *out = t;
+  return 0;
+}
+
 int fc_model_load(fc_model_t **out, const char *dir, fc_err_t *err) {
   *out = NULL;
   fc_config_t cfg;
   int rc = fc_config_load(&cfg, dir, err);
   if (rc) return fc_err_wrap(err, "loading model %s", dir);
-  if ((rc = check_config(&cfg, err))) return rc;
+  if ((rc = fc_model_check_config(&cfg, err))) return rc;
   fc_st_t *st;
   if ((rc = fc_st_open(&st, dir, err))) return fc_err_wrap(err, "loading model %s", dir);
-  fc_model_t *m = model_new(&cfg);
+  fc_model_t *m = fc_model_new_layout(&cfg, 1);
   for (size_t i = 0; i < m->ntensors && !rc; i++) {
-    const fc_param_info_t *pi = &m->info[i];
-    const fc_st_tensor_t *t = fc_st_find(st, pi->name);
-    if (!t) {
-      rc = fc_err_set(err, FC_ENOTFOUND, "loading model %s: tensor %s is missing", dir, pi->name);
-      break;
-    }
-    int ok = t->ndim == pi->ndim && t->shape[0] == pi->shape[0] && (pi->ndim == 1 || t->shape[1] == pi->shape[1]);
-    if (!ok) {
-      rc = fc_err_set(err, FC_EMISMATCH,
-                      "loading model %s: tensor %s has shape [%lld%s%lld] in the file, config says [%lld,%lld]",
-                      dir, pi->name, (long long)t->shape[0], t->ndim > 1 ? "," : "",
-                      t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)pi->shape[0], (long long)pi->shape[1]);
-      break;
-    }
-    if ((rc = fc_st_to_f32(t, m->params + pi->offset, err))) fc_err_wrap(err, "loading model %s: %s", dir, pi->name);
+    const fc_st_tensor_t *t;
+    if (!(rc = fc_model_file_tensor(m, st, i, dir, &t, err)) && (rc = fc_st_to_f32(t, m->params + m->info[i].offset, err)))
+      fc_err_wrap(err, "loading model %s: %s", dir, m->info[i].name);
   }
   fc_st_close(&st);
   if (rc) {
@@ -200,6 +211,9 @@ void fc_model_destroy(fc_model_t **pm) {
   free(m->info);
   free(m->params);
   free(m->grads);
+  fc_st_close(&m->st);
+  free(m->owned);
+  free(m->panel);
   free(m->w.layer);
   free(m->gw.layer);
   free(m->rope_cos);
@@ -232,9 +246,10 @@ void fc_model_set_threads(fc_model_t *m, int threads) {
 }
 
 float *fc_model_grads(fc_model_t *m) {
+  assert(!m->st && "a model with weights in place has no gradients");
   if (!m->grads) {
     m->grads = fc_xcalloc(m->nparams, sizeof(float));
-    if (!m->arch && !fc_arch_handles(&m->cfg)) layout(m, m->grads, &m->gw, 0);
+    if (!m->arch && !fc_arch_handles(&m->cfg)) layout(m, m->grads, &m->gw, 0, NULL);
   }
   return m->grads;
 }
@@ -284,6 +299,16 @@ void fc_model_rope_reserve(fc_model_t *m, int n) {
 
 /* ---------------------------------------------------------------- activations */
 
+/* Inference on 16-bit weights in place runs the MLP over blocks of this many rows, so its
+ * (rows, F) activations stay small beside a model that costs only its file (at Qwen2.5-0.5B
+ * shapes 8 x 512 rows would hold 240 MB of them). The f32 path keeps whole batches: its
+ * results stay bit-identical to what they were. */
+#define MLP_ROWS ((size_t)512)
+
+static size_t mlp_rows(const fc_model_t *m, int train, size_t BT) {
+  return !train && m->wdt != FC_DT_F32 && BT > MLP_ROWS ? MLP_ROWS : BT;
+}
+
 static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, size_t head_rows) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
@@ -293,9 +318,10 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, s
   size_t Ls = train && !m->ckpt ? (size_t)c->num_layers : 1, Lx = train ? (size_t)c->num_layers + 1 : 1;
   /* ln1, ln2 and h are one slice even for training: backward recomputes them (cheap
    * element-wise work) instead of keeping 2C + F floats per token per layer. */
+  size_t Fr = mlp_rows(m, train, BT); /* rows of g, u and h */
   size_t sizes[] = {Lx * BT * C, BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)fc_model_par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * BT * F,
-                    Ls * BT * F, BT * F, BT * C, BT, head_rows * V};
+                    (size_t)fc_model_par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * Fr * F,
+                    Ls * Fr * F, Fr * F, BT * C, BT, head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
                     &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
@@ -482,9 +508,9 @@ static void layer_forward(fc_model_t *m, int l, int full) {
   float *ln1 = m->acts.ln1, *ln2 = m->acts.ln2, *h = m->acts.h;
   fc_rmsnorm_forward(ln1, la.rstd1, la.xin, w->ln1, N, C, c->rms_norm_eps);
   fc_model_prof(PR_NORM);
-  fc_linear_forward(la.q, ln1, w->wq, w->bq, N, C, QD, 0);
-  fc_linear_forward(la.k, ln1, w->wk, w->bk, N, C, KVD, 0);
-  fc_linear_forward(la.v, ln1, w->wv, w->bv, N, C, KVD, 0);
+  fc_model_linear(m, la.q, ln1, w->wq, w->bq, N, C, QD, 0);
+  fc_model_linear(m, la.k, ln1, w->wk, w->bk, N, C, KVD, 0);
+  fc_model_linear(m, la.v, ln1, w->wv, w->bv, N, C, KVD, 0);
   fc_model_prof(PR_QKV);
   fc_rope(la.q, N, T, 0, c->num_heads, HD, m->rope_cos, m->rope_sin, 0);
   fc_rope(la.k, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 0);
@@ -492,19 +518,23 @@ static void layer_forward(fc_model_t *m, int l, int full) {
   attention_forward(m, la.atty, la.q, la.k, la.v, B, T, fc_config_layer_window(c, l));
   fc_model_prof(PR_ATTN);
   memcpy(la.xmid, la.xin, BT * C * sizeof(float));
-  fc_linear_forward(la.xmid, la.atty, w->wo, w->bo, N, QD, C, 1);
+  fc_model_linear(m, la.xmid, la.atty, w->wo, w->bo, N, QD, C, 1);
   fc_model_prof(PR_O);
   fc_rmsnorm_forward(ln2, la.rstd2, la.xmid, w->ln2, N, C, c->rms_norm_eps);
   fc_model_prof(PR_NORM);
-  fc_linear_forward(la.g, ln2, w->wg, w->bg, N, C, F, 0);
-  fc_linear_forward(la.u, ln2, w->wu, w->bu, N, C, F, 0);
-  fc_model_prof(PR_GATEUP);
-  if (!full) return;
-  fc_swiglu_forward(h, la.g, la.u, BT * F);
-  fc_model_prof(PR_SWIGLU);
-  memcpy(la.xout, la.xmid, BT * C * sizeof(float));
-  fc_linear_forward(la.xout, h, w->wd, w->bd, N, F, C, 1);
-  fc_model_prof(PR_DOWN);
+  if (full) memcpy(la.xout, la.xmid, BT * C * sizeof(float));
+  size_t rows = mlp_rows(m, m->acts_train, BT);
+  for (size_t r0 = 0; r0 < BT; r0 += rows) {
+    int n = (int)(BT - r0 < rows ? BT - r0 : rows);
+    fc_model_linear(m, la.g, ln2 + r0 * C, w->wg, w->bg, n, C, F, 0);
+    fc_model_linear(m, la.u, ln2 + r0 * C, w->wu, w->bu, n, C, F, 0);
+    fc_model_prof(PR_GATEUP);
+    if (!full) return; /* training (whole batch): backward's recomputation stops here */
+    fc_swiglu_forward(h, la.g, la.u, (size_t)n * F);
+    fc_model_prof(PR_SWIGLU);
+    fc_model_linear(m, la.xout + r0 * C, h, w->wd, w->bd, n, F, C, 1);
+    fc_model_prof(PR_DOWN);
+  }
 }
 
 void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows) {
@@ -515,7 +545,7 @@ void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int
   m->B = B, m->T = T, m->acts_train = train, m->have_train_fwd = 0;
   int C = c->hidden_size, L = c->num_layers;
   fc_acts_t *a = &m->acts;
-  for (size_t i = 0; i < BT; i++) memcpy(a->x + i * C, m->w.embed + (size_t)ids[i] * C, (size_t)C * sizeof(float));
+  fc_model_embed(m, a->x, ids, BT);
   fc_model_prof(-1);
   for (int l = 0; l < L; l++) layer_forward(m, l, 1);
   const float *xl = a->x + (train ? (size_t)L : 0) * BT * C;
@@ -532,11 +562,15 @@ void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int
 const float *fc_model_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, fc_err_t *err) {
   if (fc_arch_handles(&m->cfg)) return fc_arch_forward(m, ids, B, T, train, err);
   if (fc_model_check_ids(m, ids, B, T, err)) return NULL;
+  if (train && m->st) {
+    fc_err_set(err, FC_EUNSUPPORTED, "forward: the model's weights are used in place (inference only), not trained");
+    return NULL;
+  }
   train = train ? 1 : 0;
   size_t BT = (size_t)B * T;
   fc_model_trunk_forward(m, ids, B, T, train, BT);
   fc_acts_t *a = &m->acts;
-  fc_linear_forward(a->logits, a->lnf, m->w.head, NULL, (int)BT, m->cfg.hidden_size, m->cfg.vocab_size, 0);
+  fc_model_linear(m, a->logits, a->lnf, m->w.head, NULL, (int)BT, m->cfg.hidden_size, m->cfg.vocab_size, 0);
   fc_model_prof(PR_HEAD);
   m->have_train_fwd = train;
   return a->logits;
@@ -649,6 +683,7 @@ void fc_model_set_checkpointing(fc_model_t *m, int on) {
 /* ---------------------------------------------------------------- save */
 
 int fc_model_save(const fc_model_t *m, const char *dir, fc_dtype_t dtype, fc_err_t *err) {
+  assert(m->params && "saving needs the f32 parameters (fc_model_load, not fc_model_load_mapped)");
   if (dtype != FC_DT_F32 && dtype != FC_DT_F16 && dtype != FC_DT_BF16)
     return fc_err_set(err, FC_EINVAL, "saving model: dtype %s is not F32, F16 or BF16", fc_dtype_name(dtype));
   int rc = fc_mkdir_p(dir, err);

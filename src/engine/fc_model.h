@@ -30,13 +30,27 @@ typedef struct fc_param_info {
   size_t numel;
 } fc_param_info_t;
 
-/* Loads config.json + safetensors (f32, f16, bf16; converted once to f32) from a model dir. */
+/* Loads config.json + safetensors (f32, f16, bf16; converted once to an f32 copy) from a model dir:
+ * the model for training (fc_model_params are its f32 master weights). */
 int fc_model_load(fc_model_t **out, const char *dir, fc_err_t *err);
+/* The same model for inference only, its weights used in place: the safetensors stay mapped
+ * and the matrices are the file's bytes, f32 as they are (results bit-identical to
+ * fc_model_load's), bf16/f16 widened to f32 a panel at a time inside each product (results
+ * within f32 rounding of fc_model_load's: the products' blocking differs). Norms and biases
+ * are f32 (converted when the file's are not). A file mixing matrix dtypes gets f32 copies of
+ * the matrices that are not f32. The source families (fc_arch.h) load as fc_model_load does.
+ * Forward, fc_model_forward_topk and generation work; training, gradients, params and
+ * saving are refused (FC_EUNSUPPORTED, or an assert for the pointer getters). */
+int fc_model_load_mapped(fc_model_t **out, const char *dir, fc_err_t *err);
+/* Whether m's weights are used in place, and the dtype its matrices are used in. */
+int fc_model_in_place(const fc_model_t *m);
+fc_dtype_t fc_model_weight_dtype(const fc_model_t *m);
 /* A new model with normal(0, initializer_range) weights (norms 1, biases 0), seeded. */
 int fc_model_init(fc_model_t **out, const fc_config_t *cfg, uint64_t seed, fc_err_t *err);
 void fc_model_destroy(fc_model_t **m);
 const fc_config_t *fc_model_config(const fc_model_t *m);
 
+/* The f32 parameters; NULL for a model whose weights are used in place. */
 float *fc_model_params(fc_model_t *m);
 size_t fc_model_num_params(const fc_model_t *m);
 size_t fc_model_num_tensors(const fc_model_t *m);

@@ -4,6 +4,7 @@
 #define FC_MODEL_IMPL_H
 
 #include "fc_model.h"
+#include "fc_wlin.h"
 
 /* Pointers into the flat parameter (or gradient) buffer; biases are NULL when absent.
  * QD = NH*HD, KVD = NKV*HD. */
@@ -89,7 +90,34 @@ struct fc_model {
   size_t scratch_cap;
   /* Source families run by fc_arch.c (forward only); NULL until their first forward. */
   struct fc_arch_state *arch;
+  /* Weights in place (fc_model_load_mapped; inference only, params and grads stay NULL): the
+   * safetensors mapping stays open and w's matrices point into it, in dtype wdt (F32, or
+   * BF16/F16 then read as uint16_t through fc_model_linear); vectors are f32, mapped or
+   * converted into `owned` (with any tensor the mapping cannot serve as it is). */
+  fc_st_t *st;
+  fc_dtype_t wdt;
+  float *owned;
+  float *panel; /* FC_WLIN_PANEL_FLOATS of widening scratch for 16-bit weights */
+  fc_wgemm_t wgemm;
 };
+
+/* out (N,OUT) (+)= inp @ w^T + bias for one of m's weight matrices (w as found in m->w): the
+ * f32 kernel (fc_linear_forward) when wdt is F32, the in-place 16-bit one otherwise. */
+void fc_model_linear(fc_model_t *m, float *out, const float *inp, const float *w, const float *bias, int N, int IN,
+                     int OUT, int accumulate);
+/* x (n, C) = the embedding rows of ids[0..n). */
+void fc_model_embed(const fc_model_t *m, float *x, const int32_t *ids, size_t n);
+
+/* Loading (fc_model.c) shared with the in-place loader (fc_model_map.c). */
+int fc_model_check_config(const fc_config_t *c, fc_err_t *err);
+/* A model of cfg's tensor layout (info, ntensors, nparams); its f32 parameter buffer (and w
+ * pointing into it) only with alloc. */
+fc_model_t *fc_model_new_layout(const fc_config_t *cfg, int alloc);
+/* Points w's fields at at[i] for tensor i (in the layout's order). */
+void fc_model_layout_at(fc_model_t *m, float *const *at);
+/* The file's tensor for m's tensor i into *out, its shape checked against the config's. */
+int fc_model_file_tensor(const fc_model_t *m, const fc_st_t *st, size_t i, const char *dir,
+                         const fc_st_tensor_t **out, fc_err_t *err);
 
 /* Makes sure the RoPE tables cover positions [0, n). */
 void fc_model_rope_reserve(fc_model_t *m, int n);

@@ -278,7 +278,7 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
   famtab_t ft = {0};
   int rc = read_rows(data_paths, npaths, opts->limit, &ft, &rows, &nrows, err);
   if (rc) return rc;
-  if ((rc = fc_model_load(&m, model_dir, err))) {
+  if ((rc = fc_model_load_mapped(&m, model_dir, err))) {
     fc_err_wrap(err, "%s", model_dir);
     goto done;
   }

@@ -220,7 +220,7 @@ int fc_stage_logits(const fc_stage_logits_opts_t *o, fc_stage_logits_stats_t *st
   fc_tok_t *tok = NULL, *ptok = NULL;
   fc_stage_text_t *texts = NULL;
   size_t nt = 0;
-  int rc = fc_model_load(&m, o->model_dir, err);
+  int rc = fc_model_load_mapped(&m, o->model_dir, err);
   if (rc) return fc_err_wrap(err, "model %s", o->model_dir);
   rc = fc_tok_load(&tok, o->model_dir, err);
   if (rc) fc_err_wrap(err, "tokenizer of %s", o->model_dir);

@@ -155,7 +155,7 @@ int fc_cmd_generate(int argc, char **argv) {
     n = (int)nt;
   }
   fc_model_t *m;
-  if (fc_model_load(&m, model, &err)) {
+  if (fc_model_load_mapped(&m, model, &err)) {
     free(ids);
     fc_tok_destroy(&tok);
     return fc_cli_fail("generate", "%s", err.msg);

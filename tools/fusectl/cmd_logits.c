@@ -82,7 +82,7 @@ int fc_cmd_logits(int argc, char **argv) {
     return fc_cli_usage_error("logits", "--ids needs token ids separated by spaces or commas");
   }
   fc_model_t *m;
-  if (fc_model_load(&m, model, &err)) {
+  if (fc_model_load_mapped(&m, model, &err)) {
     free(ids);
     return fc_cli_fail("logits", "%s", err.msg);
   }
