@@ -33,6 +33,10 @@ for cmd in $("$FUSECTL" --help | awk '/^Commands:/{on=1; next} on && /^  [a-z]/{
   fi
 done
 tmp=$(mktemp -d)
+# a fusion-set size outside its range is a usage error before any work (nothing written)
+check 2 "demo --fusion-convs too small" "$FUSECTL" demo --fusion-convs 5 --workdir "$tmp/demo-small"
+check 0 "demo --fusion-convs says its range" sh -c "'$FUSECTL' demo --fusion-convs 5 --workdir '$tmp/demo-small' 2>&1 | grep -q 'fusion-convs wants a count from'"
+check 2 "demo --fusion-convs not a number" "$FUSECTL" demo --fusion-convs many --workdir "$tmp/demo-nan"
 check 1 "inspect a missing file" "$FUSECTL" inspect /nonexistent/model.safetensors
 printf 'garbage' > "$tmp/bad.safetensors"
 check 1 "inspect a corrupt file" "$FUSECTL" inspect "$tmp/bad.safetensors"

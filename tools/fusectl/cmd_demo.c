@@ -55,10 +55,15 @@ static const demo_model_t models[] = {
  * fusion should matter most where the data alone does not teach a family. */
 static const demo_recipe_t full = {"full", 24000, 900, 2000, 200, 3, 2e-3, 32};
 static const demo_recipe_t quick = {"quick", 3000, 120, 400, 12, 1, 1e-3, 16};
+/* --fusion-convs: at least two batches of the quick recipe per shard; at most what one run of
+ * the full recipe trains in reasonable time here. */
+#define DEMO_MIN_FUSION_CONVS 64
+#define DEMO_MAX_FUSION_CONVS 100000
 
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: fusectl demo [--workdir DIR] [--quick] [--threads N] [--fresh] [--ablations]\n"
+          "                    [--fusion-convs N]\n"
           "\n"
           "Runs the built-in knowledge-fusion experiment end to end on this machine:\n"
           "  1. generates chat tasks (arith, convert, strings, facts) with held-out sets;\n"
@@ -79,6 +84,9 @@ static void usage(FILE *fp) {
           "  --quick         a small version for tests (a few minutes)\n"
           "  --threads N     compute threads per training run (default 2)\n"
           "  --fresh         ignore cached data and models\n"
+          "  --fusion-convs N  size of the fusion set (default 2000, 400 with --quick): one point\n"
+          "                  of a sweep of fusion-set size (the models stay cached; the job and\n"
+          "                  DIR/results.json are replaced)\n"
           "  --ablations     instead of the demo job, the paper's ablations on the same models\n"
           "                  (lambda, K, fusion function, vocabulary map, merges): one job per\n"
           "                  setting, one table in DIR/ablations.txt, one PNG per sweep in\n"
@@ -315,11 +323,11 @@ int demo_prepare(const char *awork, const demo_recipe_t *r, int threads, int fre
 int fc_cmd_demo(int argc, char **argv) {
   static const struct option opts[] = {{"workdir", required_argument, 0, 'w'}, {"quick", no_argument, 0, 'q'},
                                        {"threads", required_argument, 0, 't'}, {"fresh", no_argument, 0, 'f'},
-                                       {"ablations", no_argument, 0, 'a'},
+                                       {"ablations", no_argument, 0, 'a'}, {"fusion-convs", required_argument, 0, 'n'},
                                        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *work = "fusechat-demo";
   const demo_recipe_t *r = &full;
-  long threads = 2;
+  long threads = 2, fusion_convs = 0;
   int fresh = 0, ablations = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -332,11 +340,20 @@ int fc_cmd_demo(int argc, char **argv) {
       break;
     case 'f': fresh = 1; break;
     case 'a': ablations = 1; break;
+    case 'n':
+      if (fc_cli_parse_long(optarg, &fusion_convs) || fusion_convs < DEMO_MIN_FUSION_CONVS ||
+          fusion_convs > DEMO_MAX_FUSION_CONVS)
+        return fc_cli_usage_error("demo", "--fusion-convs wants a count from %d to %d", DEMO_MIN_FUSION_CONVS,
+                                  DEMO_MAX_FUSION_CONVS);
+      break;
     case 'h': usage(stdout); return 0;
     default: return fc_cli_usage_error("demo", "unknown option");
     }
   }
   if (optind != argc) return fc_cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
+  demo_recipe_t rs = *r; /* the recipe with the fusion-set size asked for */
+  if (fusion_convs) rs.fusion_convs = (int)fusion_convs;
+  r = &rs;
   fc_err_t err = {0};
   char awork[4096];
   if (fc_mkdir_p(work, &err) || !realpath(work, awork)) return fc_cli_fail("demo", "%s", err.msg[0] ? err.msg : work);
