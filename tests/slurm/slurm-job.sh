@@ -19,13 +19,20 @@ for p in munged slurmctld slurmd sbatch mpirun; do
   command -v "$p" >/dev/null 2>&1 || { echo "slurm-job: $p missing: skipped"; exit 77; }
 done
 tmp=$(mktemp -d /tmp/fc-slurm.XXXXXX)
-port=$((20000 + $$ % 20000))
+# FC_TEST_PORT: the first of 12 ports to use (several people testing on one machine)
+port=${FC_TEST_PORT:-$((20000 + $$ % 20000))}
+# A timeout (meson: SIGTERM to the group, SIGKILL 0.5 s later) may end this script before or
+# during its clean-up, and the workers run under slurmd, outside this process group: a guard in
+# its own session sweeps every process of $tmp once this script is gone, however it went.
+setsid "$HERE/local-slurm.sh" guard $$ "$tmp" </dev/null >/dev/null 2>&1 &
 cleanup() {
   slurmctl down "$tmp/run" >/dev/null 2>&1
   FC_SLURM_PORT=$port "$HERE/local-slurm.sh" stop "$tmp/slurm"
+  "$HERE/local-slurm.sh" sweep "$tmp"
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 143' INT TERM HUP
 fail=0
 ok() { echo "ok: $1"; }
 bad() { echo "FAIL: $1"; fail=1; }
