@@ -54,11 +54,15 @@ static int dump(json_t *root, int64_t next, char **json) {
 }
 
 /* A task's attempts: the failed ones (the column, which max_attempts bounds) and the one that
- * runs or succeeded; an attempt handed back unfinished is none. */
+ * runs or succeeded; an attempt handed back unfinished is none. `ready`: queued with every
+ * dependency done, so a free worker with its cap would lease it now (what autoscalers watch);
+ * `leases`: how many times it was leased. */
 static const char SQL_TASKS[] =
     "SELECT id, name, kind, cap, state, attempts + (state IN ('leased', 'running', 'done')) AS attempts,"
     " attempts AS failed_attempts, max_attempts, fraction, message, figures, worker, error,"
-    " started, finished FROM tasks WHERE job = ? AND id > ? ORDER BY id";
+    " started, finished, leases, (state = 'queued' AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks u"
+    " ON u.id = d.dep WHERE d.task = tasks.id AND u.state <> 'done')) AS ready"
+    " FROM tasks WHERE job = ? AND id > ? ORDER BY id";
 
 /* A job's progress as the coordinator sees it at `now`: elapsed seconds (to its end once it
  * ended), the mean fraction of its tasks, and while it runs an ETA from the two. The client

@@ -1,7 +1,10 @@
 #!/bin/sh
 # The fusion job on a real (local, one-node) Slurm: starts munged, slurmctld and slurmd
-# (local-slurm.sh), runs a small job with training: {ranks: 2} through fusectl slurm,
-# checks the merged model has the same bytes as `fusectl run --local` of the same job, and that
+# (local-slurm.sh), runs a small job with training: {ranks: 2} through fusectl slurm, with no
+# merge worker at up (the scaler in 'fusectl slurm wait' must add one) and the train worker's
+# Slurm job cancelled while it trains (preemption: the task must be leased again by the train
+# allocation the scaler submits), checks the merged model has the same bytes as
+# `fusectl run --local` of the same job, and that
 # bad cluster sections fail with a message saying what to change. Prints the time from
 # fusectl slurm up to the first leased task.
 # Usage: slurm-job.sh BUILD_DIR   (needs the slurm packages: FUSECHAT_SETUP_SLURM=1 tools/setup.sh)
@@ -51,7 +54,7 @@ models:
 dataset: $tmp/m/data.jsonl
 shards: 1
 top_k: 4
-training: {epochs: 1, lr: 1e-4, batch_size: 4, seq_len: 128, steps: 6, ranks: 2}
+training: {epochs: 1, lr: 1e-4, batch_size: 4, seq_len: 128, steps: 20, ranks: 2}
 EOJ
 }
 job "$tmp/slurm.yaml" "$tmp/store-slurm"
@@ -64,7 +67,9 @@ PORT=$((port + 10))
 BIN_DIR=$B/tools
 DAEMON_DIR=$B/daemons
 ALIGN_WORKERS=1
-MERGE_WORKERS=1
+MERGE_WORKERS=0
+MAX_MERGE_WORKERS=1
+SCALE_EVERY=1
 CPUS_LOGITS=1
 CPUS_TRAIN=1
 CPUS_ALIGN=1
@@ -89,8 +94,31 @@ if slurmctl up "$tmp/cluster.env" "$tmp/slurm.yaml" "$tmp/run"; then
   # shellcheck disable=SC2046
   env $(cat "$tmp/run/env") "$B/tools/fusectl" workers | grep -q "slurm[0-9]" && ok "workers show their Slurm job ids" ||
     bad "no Slurm job ids in fusectl workers"
-  timeout 300 "$B/tools/fusectl" slurm wait "$tmp/run" >"$tmp/wait.out" 2>&1 && ok "the job finished on Slurm" ||
+  timeout 300 "$B/tools/fusectl" slurm wait "$tmp/run" >"$tmp/wait.out" 2>&1 &
+  waiter=$!
+  # preemption: scancel the train worker's Slurm job while it holds the train task; the task
+  # goes back to the queue, the scaler starts another train allocation, the task is leased again
+  i=0
+  while [ $i -lt 600 ] && ! grep -q "leased to train-slurm" "$tmp/run/coordinator.log" 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
+  sleep 0.5 # into the srun step
+  "$B/tools/fusectl" slurm queue "$tmp/run" >"$tmp/queue.out" 2>&1
+  "$B/tools/fusectl" slurm queue --json "$tmp/run" >"$tmp/queue.json" 2>&1
+  if awk '$1 == "train" && $4 == 1 && $8 == 1 && $9 == 1 && $10 == 0' "$tmp/queue.out" | grep -q . &&
+     grep -q '"train":{[^}]*"leased":1' "$tmp/queue.json"; then ok "slurm queue: train 1 leased, 1 running element, 1 busy worker"
+  else bad "slurm queue while training: $(cat "$tmp/queue.out" "$tmp/queue.json")"; fi
+  tj=$(squeue -h -n fc-train -o %i | head -1)
+  scancel "$tj" && echo "scancel of the train worker's Slurm job $tj while it trains"
+  wait $waiter && ok "the job finished on Slurm" ||
     { bad "the job on Slurm: $(tail -5 "$tmp/wait.out")"; for f in "$tmp"/run/*.log; do tail -5 "$f"; done; }
+  grep -q "train.* leased to train-slurm.*(lease 2)" "$tmp/run/coordinator.log" &&
+    ok "the preempted train task was leased again (lease 2) by a new train worker" ||
+    bad "no second lease of the train task: $(grep train "$tmp/run/coordinator.log" | tail -5)"
+  # where the kill landed: mid-training (a checkpoint the second lease continued) or before the
+  # first step (the second lease started over); both must give the same bytes below
+  grep -ho "interrupted after step [0-9]* of [0-9]*" "$tmp"/run/train-*.log | head -1 | sed 's/^/note: the first lease was /'
+  grep -q "merge: 1 ready, no free worker: one more" "$tmp/wait.out" &&
+    ok "the scaler started a merge worker (none asked at up, MAX_MERGE_WORKERS=1)" ||
+    bad "no merge worker from the scaler: $(cat "$tmp/wait.out")"
   grep -q "training on 2 ranks with srun" "$tmp"/run/train-*.log && ok "train task ran as a 2-rank srun step" ||
     bad "train task did not run as an srun step"
 else

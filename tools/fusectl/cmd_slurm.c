@@ -12,11 +12,15 @@
 
 #include "cli.h"
 
+/* cmd_slurm_queue.c */
+int fc_slurm_queue(int argc, char **argv);
+
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: fusectl slurm up CLUSTER.env JOB.yaml RUN_DIR\n"
           "       fusectl slurm wait RUN_DIR\n"
           "       fusectl slurm down RUN_DIR\n"
+          "       fusectl slurm queue RUN_DIR [--json]\n"
           "\n"
           "Runs a job on a Slurm cluster: 'up' checks the cluster section (partition, CPUs per\n"
           "training rank against the nodes, munge), starts the coordinator here and submits the\n"
@@ -24,7 +28,9 @@ static void usage(FILE *fp) {
           "and eval arrays; the train daemon in an allocation of training.ranks tasks, which runs\n"
           "each train task as an srun step of that many MPI ranks), then submits the job. 'wait'\n"
           "follows it to the end and stops everything; 'down' cancels the workers and stops the\n"
-          "coordinator. The CLUSTER.env keys are in 'fusectl slurm --help-cluster' and README's\n"
+          "coordinator. 'queue' shows per kind of work the tasks ready, waiting and leased beside\n"
+          "the Slurm elements and workers of that kind (what 'wait' scales with: see MAX_*_WORKERS).\n"
+          "The CLUSTER.env keys are in 'fusectl slurm --help-cluster' and README's\n"
           "\"Slurm cluster\" section.\n"
           "\n"
           "The script run is fusechat-slurm: $FUSECHAT_SLURM, else the one beside fusectl (as\n"
@@ -60,10 +66,11 @@ int fc_cmd_slurm(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
+  if (!strcmp(argv[1], "queue")) return fc_slurm_queue(argc, argv);
   int want = !strcmp(argv[1], "up") ? 5 : !strcmp(argv[1], "wait") || !strcmp(argv[1], "down") ? 3 : 0;
   char script[PATH_MAX + 64];
   if (!strcmp(argv[1], "--help-cluster")) want = argc;
-  else if (!want) return fc_cli_usage_error("slurm", "unknown action '%s' (up, wait or down)", argv[1]);
+  else if (!want) return fc_cli_usage_error("slurm", "unknown action '%s' (up, wait, down or queue)", argv[1]);
   else if (argc != want)
     return fc_cli_usage_error("slurm", "'%s' takes %s", argv[1],
                               want == 5 ? "CLUSTER.env JOB.yaml RUN_DIR" : "RUN_DIR");
