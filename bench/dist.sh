@@ -4,6 +4,7 @@
 #  2. bytes sent per step by a rank against the parameter bytes
 #  3. peak RSS per rank for 1, 2 and 4 ranks (ZeRO-1) on a ~110M-parameter model
 # Usage: bench/dist.sh BUILD_DIR   (needs mpirun; uses /tmp; at most ~6 GiB in step 3)
+# BIGMEM_LOCK=FILE: step 3 holds flock FILE (one big-memory job at a time on a shared machine)
 set -eu
 B=$(cd "$1" && pwd)
 F="$B/tools/fusectl"
@@ -42,6 +43,10 @@ bytes=$(echo "$out" | sed -n 's/.*sent \([0-9]*\) bytes per step (\([0-9]*\) par
 set -- $bytes
 echo "bytes sent per step by one rank / parameter bytes: $(echo "scale=3; $1 / ($2 * 4)" | bc) (2 ranks: reduce-scatter + all-gather, each (R-1)/R of the floats)"
 # 3: ~110M parameters, peak RSS of each rank
+if [ -n "${BIGMEM_LOCK:-}" ]; then
+  exec 9>"$BIGMEM_LOCK"
+  flock 9
+fi
 config "$tmp/big.json" 768 2048 12 12 16000
 A="--config $tmp/big.json --tokenizer $TOK --data $tmp/data.jsonl --steps 2 --batch-size 4 --seq-len 32 --quiet"
 for r in 1 2 4; do

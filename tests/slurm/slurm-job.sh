@@ -85,6 +85,8 @@ sed 's/^PARTITION=.*/PARTITION=gpu-large/' "$tmp/cluster.env" >"$tmp/bad.env"
 expect_msg "unknown partition" "unknown partition 'gpu-large': set PARTITION to one of debug"
 sed 's/^CPUS_TRAIN=.*/CPUS_TRAIN=64/' "$tmp/cluster.env" >"$tmp/bad.env"
 expect_msg "more ranks than the allocation" "lower training.ranks or CPUS_TRAIN"
+sed 's/^MAX_MERGE_WORKERS=.*/MAX_MERGE_WORKERS=two/' "$tmp/cluster.env" >"$tmp/bad.env"
+expect_msg "a count that is not a number" "MAX_MERGE_WORKERS='two' is not a count: set it to a whole number"
 t0=$(date +%s.%N)
 if slurmctl up "$tmp/cluster.env" "$tmp/slurm.yaml" "$tmp/run"; then
   i=0
