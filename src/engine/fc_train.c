@@ -450,7 +450,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   const int quiet = o->quiet || rank > 0;
   fc_progress_t prog;
   if (!quiet) fc_progress_start(&prog, "train", (double)(total - start));
-  double t0 = fc_now();
+  double t0 = fc_now(), comm_s = 0;
   long tokens_run = 0;
   for (long step = start + 1; step <= total && rc == 0; step++) {
     /* the rows this step reads follow from the step number alone; this rank takes its share
@@ -499,6 +499,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     } else {
       /* sum the gradients into this rank's slice, clip by the global norm, step the slice, then
        * share the updated slices: every rank ends the step with the same weights */
+      double c0 = fc_now();
       if ((rc = comm->reduce_scatter(comm->ctx, grads, np, err))) break;
       st4[0] = loss, st4[1] = ce, st4[2] = fu, st4[3] = fc_grad_sumsq(grads + lo, hi - lo);
       if ((rc = comm->sum(comm->ctx, st4, 4, err))) break;
@@ -513,6 +514,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
       st4[0] = (double)tokens;
       if ((rc = comm->sum(comm->ctx, st4, 1, err))) break;
       tokens = (long)st4[0];
+      comm_s += fc_now() - c0;
     }
     tokens_run += tokens;
     r.steps_done = step;
@@ -566,6 +568,7 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   long ran = r.steps_done - start;
   r.tokens_per_s = el > 0 ? tokens_run / el : 0;
   r.ms_per_step = ran > 0 ? 1e3 * el / ran : 0;
+  r.comm_ms_per_step = ran > 0 ? 1e3 * comm_s / ran : 0;
   if (!quiet) {
     char extra[128];
     snprintf(extra, sizeof extra, "%ld steps, loss %.4f, %.1f ms/step", ran, r.last_loss, r.ms_per_step);

@@ -86,6 +86,9 @@ typedef struct fc_train_result {
   double ms_per_step;
   int interrupted;     /* stopped by SIGINT/SIGTERM after writing a checkpoint */
   size_t params;       /* the model's parameter count */
+  double comm_ms_per_step; /* ranks > 1: in the gradient reduce-scatter, the sums and the weight
+                            * all-gather, waiting for the slower rank included (what overlapping
+                            * them with the backward pass could hide at most) */
 } fc_train_result_t;
 
 /* Runs the loop. Returns 0 when all steps are done; FC_ECANCEL (message naming the checkpoint)

@@ -283,9 +283,10 @@ int fc_cmd_train(int argc, char **argv) {
   if (have_store) fc_train_shards_close(&store);
   fc_tok_destroy(&tok);
   if (rc == 0 && rank == 0 && comm->size > 1 && res.steps_done > res.start_step)
-    printf("data parallel: %d ranks, rank 0 sent %.0f bytes per step (%zu parameters, %zu float bytes)\n", comm->size,
+    printf("data parallel: %d ranks, rank 0 sent %.0f bytes per step (%zu parameters, %zu float bytes);"
+           " communication %.1f ms/step of %.1f\n", comm->size,
            (double)fc_dist_bytes_sent(comm) / (double)(res.steps_done - res.start_step), res.params,
-           res.params * sizeof(float));
+           res.params * sizeof(float), res.comm_ms_per_step, res.ms_per_step);
   fc_dist_finalize(&comm);
   if (rc != 0) return fc_cli_fail("train", "%s", err.msg);
   if (rank == 0)
