@@ -2,7 +2,8 @@
  * slices (layer ranges of several models stacked into a new depth), checked tensor by tensor
  * against the bytes of the layers they came from, with the config's layer count following;
  * tokenizer_source (embedding rows put in one vocabulary's order, missing rows filled as
- * mergekit fills them), checked row by row on models with small distinct vocabularies. */
+ * mergekit fills them), checked row by row on models with small distinct vocabularies, and
+ * tokenizer_source union against the PyTorch reference tests/ref/make_union_fixtures.py. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fc_merge.h"
 
@@ -235,8 +237,8 @@ static void test_tokenizer_source(void **state) {
   assert_int_equal(json_array_size(json_object_get(tj, "added_tokens")), 1); /* m1's */
   json_decref(tj);
   /* Refused with a message: union, a name that is no model, an unknown chat template. */
-  const char *bad[][2] = {{"union", "union is not supported"}, {"/nowhere", "not base, union or a model"}};
-  for (int i = 0; i < 2; i++) {
+  const char *bad[][2] = {{"/nowhere", "not base, union or a model"}};
+  for (int i = 0; i < 1; i++) {
     snprintf(out, sizeof out, "%s/bad%d", tmpl, i);
     snprintf(yaml, sizeof yaml, fmt, b, m1, m2, bad[i][0], "");
     fc_err_t e = {0};
@@ -251,10 +253,135 @@ static void test_tokenizer_source(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* ---- tokenizer_source: union ---- */
+
+static char *read_text(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) fail_msg("cannot open %s", path);
+  static char buf[8192];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  return buf;
+}
+
+/* token -> id of a tokenizer.json as transformers reads it: model.vocab, then added_tokens. */
+static json_t *tok_ids(json_t *tj) {
+  json_t *ids = json_deep_copy(json_object_get(json_object_get(tj, "model"), "vocab"));
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(tj, "added_tokens"), i, e)
+    json_object_set(ids, json_string_value(json_object_get(e, "content")), json_object_get(e, "id"));
+  return ids;
+}
+
+static void check_union(const char *dir, const char *cas, const char *out) {
+  char p[1200];
+  snprintf(p, sizeof p, "%s/expected/%s.safetensors", dir, cas);
+  fc_st_t *e, *o;
+  fc_err_t err = {0};
+  assert_int_equal(fc_st_open(&e, p, &err), 0);
+  assert_int_equal(fc_st_open(&o, out, &err), 0);
+  for (size_t k = 0; k < fc_st_count(e); k++) {
+    const fc_st_tensor_t *te = fc_st_at(e, k), *to = fc_st_find(o, te->name);
+    if (!to) fail_msg("%s: output lacks %s", cas, te->name);
+    assert_int_equal(to->ndim, 2);
+    if (to->shape[0] != te->shape[0] || to->shape[1] != te->shape[1])
+      fail_msg("%s: %s is %lldx%lld, expected %lldx%lld", cas, te->name, (long long)to->shape[0],
+               (long long)to->shape[1], (long long)te->shape[0], (long long)te->shape[1]);
+    const float *a = to->data, *b = te->data;
+    for (int64_t i = 0; i < te->numel; i++) {
+      float d = a[i] - b[i];
+      if (d < 0) d = -d;
+      if (d > 1e-6f * (1.0f + (b[i] < 0 ? -b[i] : b[i])))
+        fail_msg("%s: %s row %lld col %lld = %.9g, reference %.9g", cas, te->name, (long long)(i / te->shape[1]),
+                 (long long)(i % te->shape[1]), a[i], b[i]);
+    }
+  }
+  snprintf(p, sizeof p, "%s/expected/%s_vocab.json", dir, cas);
+  json_t *want = json_load_file(p, 0, NULL);
+  assert_non_null(want);
+  snprintf(p, sizeof p, "%s/tokenizer.json", out);
+  json_t *tj = json_load_file(p, 0, NULL);
+  assert_non_null(tj);
+  json_t *got = tok_ids(tj), *wv = json_object_get(want, "vocab");
+  if (!json_equal(got, wv)) {
+    char *a = json_dumps(got, JSON_SORT_KEYS), *b = json_dumps(wv, JSON_SORT_KEYS);
+    fail_msg("%s: union vocabulary %s, reference %s", cas, a, b);
+  }
+  /* Each added token with the flags of the model that declared it first. */
+  const char *key;
+  json_t *we;
+  json_object_foreach(json_object_get(want, "added"), key, we) {
+    json_t *ge = NULL, *x;
+    size_t i;
+    json_array_foreach(json_object_get(tj, "added_tokens"), i, x) if (!strcmp(json_string_value(json_object_get(x, "content")), key)) ge = x;
+    if (!ge || !json_equal(ge, we)) fail_msg("%s: added token '%s' differs from the reference", cas, key);
+  }
+  assert_int_equal(json_array_size(json_object_get(tj, "added_tokens")), json_object_size(json_object_get(want, "added")));
+  snprintf(p, sizeof p, "%s/config.json", out);
+  json_t *cj = json_load_file(p, 0, NULL);
+  assert_int_equal(json_integer_value(json_object_get(cj, "vocab_size")), json_integer_value(json_object_get(want, "rows")));
+  /* tokenizer_config.json's decoder lists the new added tokens too */
+  snprintf(p, sizeof p, "%s/tokenizer_config.json", out);
+  json_t *tc = json_load_file(p, 0, NULL);
+  char id[32];
+  snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(wv, "<|im_end|>")));
+  assert_non_null(json_object_get(json_object_get(tc, "added_tokens_decoder"), id));
+  json_decref(tc);
+  json_decref(cj);
+  json_decref(got);
+  json_decref(tj);
+  json_decref(want);
+  fc_st_close(&o);
+  fc_st_close(&e);
+}
+
+static void test_tokenizer_union(void **state) {
+  (void)state;
+  char *dir = fixture("union"), cwd[1024];
+  assert_non_null(dir);
+  assert_non_null(getcwd(cwd, sizeof cwd));
+  char tmpl[] = "/tmp/fc_test_union.XXXXXX";
+  assert_non_null(mkdtemp(tmpl));
+  assert_int_equal(chdir(dir), 0); /* the configs name models relative to their directory */
+  static const char *cases[] = {"union", "union_pad"};
+  for (int c = 0; c < 2; c++) {
+    char yp[1200], out[700];
+    snprintf(yp, sizeof yp, "%s/%s.yaml", dir, cases[c]);
+    snprintf(out, sizeof out, "%s/%s", tmpl, cases[c]);
+    fc_err_t err = {0};
+    if (run_yaml(read_text(yp), out, &err)) fail_msg("%s: %s", cases[c], err.msg);
+    check_union(dir, cases[c], out);
+  }
+  /* Refused with a message: per-token sources, both keys, passthrough. */
+  const char *bad[][2] = {
+      {"merge_method: linear\nmodels: [{model: m1}, {model: m2}]\ntokenizer:\n  source: union\n  tokens:\n"
+       "    x: {source: m1}\n", "tokenizer.tokens (per-token embedding sources) is not supported"},
+      {"merge_method: linear\nmodels: [{model: m1}, {model: m2}]\ntokenizer_source: base\ntokenizer: {source: union}\n",
+       "not both"},
+      {"merge_method: passthrough\nmodels: [{model: m1}]\ntokenizer_source: union\n", "not supported with passthrough"},
+      {"merge_method: linear\nmodels: [{model: m1}, {model: m2}]\ntokenizer: {pad_to_multiple_of: 0}\n",
+       "positive integer"}};
+  for (int i = 0; i < 4; i++) {
+    char out[700];
+    snprintf(out, sizeof out, "%s/bad%d", tmpl, i);
+    fc_err_t e = {0};
+    assert_int_not_equal(run_yaml(bad[i][0], out, &e), 0);
+    if (!strstr(e.msg, bad[i][1])) fail_msg("'%s' lacks '%s'", e.msg, bad[i][1]);
+  }
+  assert_int_equal(chdir(cwd), 0);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+  assert_int_equal(system(cmd), 0);
+  free(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_passthrough_slices),
       cmocka_unit_test(test_tokenizer_source),
+      cmocka_unit_test(test_tokenizer_union),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -216,12 +216,15 @@ typedef struct fc_merge_cfg {
   /* passthrough: the slices stacked, in order (mergekit's slices: - sources: - model, layer_range) */
   const fc_merge_slice_t *slices;
   int nslices;
-  /* mergekit's tokenizer_source: NULL (the base's tokenizer, vocabularies must agree), "base"
-   * or a model's path as listed: the output's vocabulary, every model's embedding rows put in
+  /* mergekit's tokenizer_source: NULL (the base's tokenizer, vocabularies must agree), "base",
+   * "union" or a model's path as listed: the output's vocabulary, every model's embedding rows put in
    * its order (fc_merge_vocab.c). chat_template: NULL (the tokenizer source's), "chatml" or a
    * Jinja template, written into the output's tokenizer_config.json. */
   const char *tokenizer_source;
   const char *chat_template;
+  /* tokenizer: {pad_to_multiple_of: N}: the embeddings' rows and vocab_size rounded up to a
+   * multiple of N (0: none), the extra rows the mean of the real ones. */
+  int tokenizer_pad;
 } fc_merge_cfg_t;
 
 /* The parameters of tensor `name` at layer position t: out is cfg with its settings applied,

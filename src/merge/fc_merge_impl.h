@@ -332,10 +332,17 @@ int fc_merge_passthrough_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_
  * holding token t of src_dir's vocabulary (*nv tokens), or -1; each perm[k] is malloc'd. */
 int fc_merge_vocab_perms(const char *src_dir, const char *const *dirs, int nin, int32_t **perm, size_t *nv,
                          fc_err_t *err);
-/* Input k's embedding rows [nv][h] in that vocabulary (f32), the rows it lacks filled as
- * mergekit does; base_k: the base's index among the inputs, or -1. */
+/* tokenizer_source union: the same perm over the union of dirs' vocabularies (dirs[0] the base,
+ * else the first model), and the output's tokenizer.json text and a JSON array of the entries it
+ * added (for fc_merge_vocab_write_union), both malloc'd. */
+int fc_merge_vocab_union(const char *const *dirs, int nin, int32_t **perm, size_t *nv, char **tok_json,
+                         char **added_json, fc_err_t *err);
+int fc_merge_vocab_write_union(const char *out_dir, const char *tok_json, const char *added_json, fc_err_t *err);
+/* Input k's embedding rows [nrows][h] in that vocabulary (f32), the rows it lacks filled as
+ * mergekit does; base_k: the base's index among the inputs, or -1; rows nv..nrows (padding)
+ * the mean of the first nv. */
 void fc_merge_vocab_permute(const fc_st_tensor_t *const *ins, int nin, int base_k, int32_t *const *perm,
-                            size_t nv, size_t h, int k, float *out);
+                            size_t nv, size_t nrows, size_t h, int k, float *out);
 
 /* Maps elements [e0, e1) of every input ahead of use. */
 void fc_merge_populate(const job_t *J, size_t e0, size_t e1);

@@ -151,7 +151,7 @@ static int vocab_tensor(const fc_st_tensor_t *t) {
  * copies: the base, when used, as input 0 of perm). */
 static int merge_permuted(workspace_t *ws, const fc_merge_cfg_t *tcfg, const fc_st_tensor_t *b,
                           const fc_st_tensor_t *const *ins, int nm, int32_t *const *perm, int nin, size_t nv,
-                          int use_base, int fd, uint64_t pos, fc_dtype_t dt, double *mw, int threads,
+                          size_t nrows, int use_base, int fd, uint64_t pos, fc_dtype_t dt, double *mw, int threads,
                           fc_err_t *err) {
   const size_t h = (size_t)b->shape[1];
   const int has_base = nin > nm;
@@ -161,10 +161,10 @@ static int merge_permuted(workspace_t *ws, const fc_merge_cfg_t *tcfg, const fc_
   fc_st_tensor_t *pt = fc_xcalloc((size_t)nin, sizeof *pt);
   const fc_st_tensor_t *pm[FC_MERGE_MAX_MODELS];
   for (int k = 0; k < nin; k++) {
-    float *data = fc_xmalloc(nv * h * sizeof *data);
-    fc_merge_vocab_permute(src, nin, has_base ? 0 : -1, perm, nv, h, k, data);
-    pt[k] = (fc_st_tensor_t){.name = b->name, .dtype = FC_DT_F32, .ndim = 2, .shape = {(int64_t)nv, (int64_t)h},
-                             .numel = (int64_t)(nv * h), .nbytes = nv * h * 4, .data = data};
+    float *data = fc_xmalloc(nrows * h * sizeof *data);
+    fc_merge_vocab_permute(src, nin, has_base ? 0 : -1, perm, nv, nrows, h, k, data);
+    pt[k] = (fc_st_tensor_t){.name = b->name, .dtype = FC_DT_F32, .ndim = 2, .shape = {(int64_t)nrows, (int64_t)h},
+                             .numel = (int64_t)(nrows * h), .nbytes = nrows * h * 4, .data = data};
     if (k >= nin - nm) pm[k - (nin - nm)] = &pt[k];
   }
   int rc = fc_merge_tensor_raw(ws, tcfg, b->name, use_base && has_base ? &pt[0] : NULL, pm, NULL, fd, pos, dt, mw,
@@ -188,6 +188,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     return fc_err_set(err, FC_EINVAL, "slices are supported with passthrough only (%s merges whole models: "
                       "list them under models)", fc_merge_method_name(M));
   if (M == FC_MERGE_PASSTHROUGH) {
+    if (cfg.tokenizer_source)
+      return fc_err_set(err, FC_EINVAL, "tokenizer_source is not supported with passthrough (the output takes the "
+                        "first slice's tokenizer): remove it");
     fc_merge_slice_t whole = {cfg.nmodels == 1 ? cfg.models[0].path : NULL, 0, -1};
     if (!cfg.nslices && cfg.nmodels != 1)
       return fc_err_set(err, FC_EINVAL, "passthrough copies one model or stacks slices (%d models given)", cfg.nmodels);
@@ -242,7 +245,8 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   const char *tok_dir = NULL;
   int32_t **perm = NULL;
   int nin = 0;
-  size_t nvocab = 0;
+  size_t nvocab = 0, nrows = 0;
+  char *union_tok = NULL, *union_added = NULL;
   if ((rc = fc_merge_chat_template_check(cfg.chat_template, err))) goto out;
   if (nm == 0) {
     rc = fc_err_set(err, FC_EINVAL, "no models besides the base to merge");
@@ -274,12 +278,9 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
    * are put in its order (input 0 the base when one is named, then the models). */
   if (cfg.tokenizer_source) {
     const char *ts = cfg.tokenizer_source;
-    if (!strcmp(ts, "union")) {
-      rc = fc_err_set(err, FC_EINVAL, "tokenizer_source union is not supported: name the base or one model "
-                      "whose vocabulary the merge takes");
-      goto out;
-    }
-    tok_dir = !strcmp(ts, "base") ? base_path : NULL;
+    const int uni = !strcmp(ts, "union");
+    /* union: the tokenizer files (but tokenizer.json) come from the base, else the first model */
+    tok_dir = !strcmp(ts, "base") || uni ? base_path : NULL;
     for (int i = -1; i < cfg_in->nmodels && !tok_dir; i++) {
       const char *p = i < 0 ? cfg.base : cfg_in->models[i].path;
       if (p && (!strcmp(p, ts) || same_path(p, ts))) tok_dir = p;
@@ -293,9 +294,16 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     if (cfg.base) dirs[0] = cfg.base;
     for (int i = 0; i < nm; i++) dirs[nin - nm + i] = list[i].path;
     perm = fc_xcalloc((size_t)nin, sizeof *perm);
-    rc = fc_merge_vocab_perms(tok_dir, dirs, nin, perm, &nvocab, err);
+    rc = uni ? fc_merge_vocab_union(dirs, nin, perm, &nvocab, &union_tok, &union_added, err)
+             : fc_merge_vocab_perms(tok_dir, dirs, nin, perm, &nvocab, err);
     free(dirs);
     if (rc) goto out;
+    nrows = nvocab;
+    if (cfg.tokenizer_pad > 0 && nrows % (size_t)cfg.tokenizer_pad)
+      nrows += (size_t)cfg.tokenizer_pad - nrows % (size_t)cfg.tokenizer_pad;
+  } else if (cfg.tokenizer_pad > 0) {
+    rc = fc_err_set(err, FC_EINVAL, "tokenizer pad_to_multiple_of needs a tokenizer source (base, union or a model)");
+    goto out;
   }
   /* Same tensor names and shapes everywhere. */
   size_t nt = fc_st_count(base);
@@ -342,7 +350,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     specs[k].name = b->name;
     specs[k].ndim = b->ndim;
     memcpy(specs[k].shape, b->shape, sizeof b->shape);
-    if (perm && vocab_tensor(b)) specs[k].shape[0] = (int64_t)nvocab;
+    if (perm && vocab_tensor(b)) specs[k].shape[0] = (int64_t)nrows;
     fc_dtype_t od = b->dtype;
     if (is_float_dt(b->dtype)) {
       if (cfg.dtype >= 0) od = (fc_dtype_t)cfg.dtype;
@@ -392,7 +400,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
           rc = fc_err_set(err, FC_EINVAL, "%s: no value of t applies to tensor '%s'", fc_merge_method_name(M),
                           b->name);
         if (!rc && perm && vocab_tensor(b)) {
-          rc = merge_permuted(&ws, &tcfg, b, ins, nm, perm, nin, nvocab, method_uses_base(M), fd, pos,
+          rc = merge_permuted(&ws, &tcfg, b, ins, nm, perm, nin, nvocab, nrows, method_uses_base(M), fd, pos,
                               specs[j].dtype, mw, threads, err);
         } else if (!rc)
           rc = fc_merge_tensor_raw(&ws, &tcfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
@@ -431,14 +439,17 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     if (rc) goto out;
   }
   if ((rc = fc_merge_copy_side_files2(base_path, tok_dir ? tok_dir : base_path, out_dir, cfg.dtype, -1,
-                                      perm ? (long)nvocab : -1, err)))
+                                      perm ? (long)nrows : -1, err)))
     goto out;
+  if (union_tok && (rc = fc_merge_vocab_write_union(out_dir, union_tok, union_added, err))) goto out;
   if ((rc = write_chat_template(out_dir, cfg.chat_template, err))) goto out;
   stats->seconds = fc_now() - t0;
 out:
   if (w) fc_st_writer_abort(&w);
   for (int k = 0; perm && k < nin; k++) free(perm[k]);
   free(perm);
+  free(union_tok);
+  free(union_added);
   free(ws.var);
   free(ws.bcnt);
   free(specs);

@@ -111,6 +111,50 @@ FC_INLINE void st_tail(void *dst, fc_dtype_t dt, size_t doff, size_t r, const vf
   store_out(dst, dt, doff, r, t);
 }
 
+/* The fused passes' walk over one block (TIES, SCE): elements [off, off + cnt) of the bf16
+ * inputs, FU groups of eight per STEP with the inputs prefetched ahead, each stored in the
+ * output dtype at doff; the tail eight at a time through the same STEP from zero-padded copies
+ * (var, per-element f32 extras or NULL, copied with them). STEP(mp, bp, vp, j, o, U) computes
+ * o[0..U) for elements j.. of mp[i] and bp (vp: var at the same place). A macro, so that each
+ * pass's step is inlined in its loop as if written there. */
+#define FUSED_BLOCK(J, nm, off, cnt, var, dst, doff, STEP)                                  \
+  do {                                                                                      \
+    const uint16_t *mp_[FC_MERGE_MAX_MODELS];                                               \
+    for (int i_ = 0; i_ < (nm); i_++) mp_[i_] = (const uint16_t *)(J)->models[i_]->data + (off); \
+    const uint16_t *bp_ = (const uint16_t *)(J)->base->data + (off);                        \
+    const float *var_ = (var);                                                              \
+    vf8 o_[FU];                                                                             \
+    size_t j_ = 0;                                                                          \
+    for (; j_ + 8 * FU <= (cnt); j_ += 8 * FU) {                                            \
+      if (FUSED_PF) {                                                                       \
+        for (int i_ = 0; i_ < (nm); i_++) __builtin_prefetch(mp_[i_] + j_ + FUSED_PF);      \
+        __builtin_prefetch(bp_ + j_ + FUSED_PF);                                            \
+      }                                                                                     \
+      STEP(mp_, bp_, var_, j_, o_, FU);                                                     \
+      for (int u_ = 0; u_ < FU; u_++) st8(dst, (J)->out_dt, (doff) + j_ + 8 * u_, &o_[u_]); \
+    }                                                                                       \
+    for (; j_ < (cnt); j_ += 8) {                                                           \
+      uint16_t tb_[8], tm_[FC_MERGE_MAX_MODELS][8];                                         \
+      const uint16_t *tp_[FC_MERGE_MAX_MODELS];                                             \
+      float tv_[8] = {0};                                                                   \
+      const size_t r_ = (cnt) - j_ < 8 ? (cnt) - j_ : 8;                                    \
+      if (var_) memcpy(tv_, var_ + j_, r_ * sizeof *tv_);                                   \
+      tail_copy(nm, mp_, bp_, j_, r_, tb_, tm_, tp_);                                       \
+      STEP(tp_, tb_, var_ ? tv_ : NULL, 0, o_, 1);                                          \
+      st_tail(dst, (J)->out_dt, (doff) + j_, r_, &o_[0]);                                   \
+    }                                                                                       \
+  } while (0)
+
+/* The key from which selection S keeps the elements of block blk, when it keeps all of the
+ * block's ties at its threshold or none of them: 1 and *lo; else 0 (the fused passes then take
+ * the block the general way). */
+static inline int sel_quota_lo(const sel_t *S, size_t blk, uint32_t *lo) {
+  const int64_t q = S->all_eq ? -1 : S->quota[blk];
+  if (q > 0) return 0;
+  *lo = q < 0 ? S->thr : S->thr + 1;
+  return 1;
+}
+
 /* Calls F with the model count as a constant for the common counts, so the loops over models
  * unroll and their vectors stay in registers. */
 #define WITH_NM(nm, F, ...)                       \

@@ -112,41 +112,15 @@ FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo) {
   lo[1] = J->cfg->sce_mask_scope == FC_SCE_SCOPE_DELTAS && J->select != 0;
   if (!lo[1]) return 1;
   if (J->select < 0) return 0;
-  const sel_t *S = &J->sel[0];
-  int64_t q = S->all_eq ? -1 : S->quota[blk];
-  if (q > 0) return 0;
-  lo[0] = q < 0 ? S->thr : S->thr + 1;
-  return 1;
+  return sel_quota_lo(&J->sel[0], blk, &lo[0]);
 }
 
 /* One block of the fused SCE pass: elements [off, off+cnt). */
 FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt, const uint32_t *lo, void *dst,
                            size_t doff) {
-  const uint16_t *mp[FC_MERGE_MAX_MODELS];
-  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
-  const uint16_t *bp = (const uint16_t *)J->base->data + off;
-  vf8 o[FU];
-  size_t j = 0;
-  const float *var = J->var ? J->var + off : NULL;
-  for (; j + 8 * FU <= cnt; j += 8 * FU) {
-    if (FUSED_PF) {
-      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
-      __builtin_prefetch(bp + j + FUSED_PF);
-    }
-    fused_sce_step(J, nm, mp, bp, var, j, lo[0], (int)lo[1], o, FU);
-    for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
-  }
-  /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
-  for (; j < cnt; j += 8) {
-    uint16_t tb[8], tm[FC_MERGE_MAX_MODELS][8];
-    const uint16_t *tp[FC_MERGE_MAX_MODELS];
-    float tv[8] = {0};
-    size_t r = cnt - j < 8 ? cnt - j : 8;
-    if (var) memcpy(tv, var + j, r * sizeof *tv);
-    tail_copy(nm, mp, bp, j, r, tb, tm, tp);
-    fused_sce_step(J, nm, tp, tb, var ? tv : NULL, 0, lo[0], (int)lo[1], o, 1);
-    st_tail(dst, J->out_dt, doff + j, r, &o[0]);
-  }
+#define SCE_STEP(mp, bp, vp, j, o, U) fused_sce_step(J, nm, mp, bp, vp, j, lo[0], (int)lo[1], o, U)
+  FUSED_BLOCK(J, nm, off, cnt, J->var ? J->var + off : NULL, dst, doff, SCE_STEP);
+#undef SCE_STEP
 }
 
 /* SCE variance pass for bf16 inputs, straight from the mapping: each block's count of non-zero

@@ -129,7 +129,7 @@ size_t fc_merge_rank_work(size_t c) { return 4 * c + 2 * RANK_BINS(c); }
  * high halves in the row's range (zero keys in a bin of their own, below) ranks them in two
  * passes; where one bin holds keys that differ in their low half, those elements alone are
  * radix-sorted. A row whose range is too wide for the histogram is radix-sorted whole. */
-void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w) {
+FC_HOT void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w) {
   uint32_t mn = UINT32_MAX, mx = 0, lor = 0;
   for (size_t j = 0; j < c; j++) {
     const uint32_t k = key[j], h = k >> 16, hn = h | -(uint32_t)(k == 0); /* branch-free */

@@ -126,14 +126,10 @@ FC_INLINE void fused_ties_step(const job_t *J, const int nm, const uint16_t *con
   }
 }
 
-/* The key from which selection S keeps the elements of block blk, when it keeps all of the
- * block's ties at its threshold or none of them: 1 and *lo (0 when S is inactive); else 0. */
+/* sel_quota_lo, with 1 and *lo = 0 when S is inactive. */
 static inline int sel_from(const sel_t *S, size_t blk, uint32_t *lo) {
   if (!S->active) return *lo = 0, 1;
-  int64_t q = S->all_eq ? -1 : S->quota[blk];
-  if (q > 0) return 0;
-  *lo = q < 0 ? S->thr : S->thr + 1;
-  return 1;
+  return sel_quota_lo(S, blk, lo);
 }
 
 /* Whether block blk can take the fused path: no selection keeps only some of its ties here.
@@ -156,28 +152,9 @@ FC_INLINE int fused_lo(const job_t *J, size_t blk, uint32_t *lo, uint32_t *span)
 /* One block of the fused TIES pass: elements [off, off+cnt). */
 FC_INLINE void fused_block(const job_t *J, const int nm, size_t off, size_t cnt, const uint32_t *lo,
                            const uint32_t *span, void *dst, size_t doff) {
-  const uint16_t *mp[FC_MERGE_MAX_MODELS];
-  for (int i = 0; i < nm; i++) mp[i] = (const uint16_t *)J->models[i]->data + off;
-  const uint16_t *bp = (const uint16_t *)J->base->data + off;
-  vf8 o[FU];
-  size_t j = 0;
-  for (; j + 8 * FU <= cnt; j += 8 * FU) {
-    if (FUSED_PF) {
-      for (int i = 0; i < nm; i++) __builtin_prefetch(mp[i] + j + FUSED_PF);
-      __builtin_prefetch(bp + j + FUSED_PF);
-    }
-    fused_ties_step(J, nm, mp, bp, j, lo, span, o, FU);
-    for (int u = 0; u < FU; u++) st8(dst, J->out_dt, doff + j + 8 * u, &o[u]);
-  }
-  /* The tail, eight at a time through the same arithmetic, from zero-padded copies. */
-  for (; j < cnt; j += 8) {
-    uint16_t tb[8], tm[FC_MERGE_MAX_MODELS][8];
-    const uint16_t *tp[FC_MERGE_MAX_MODELS];
-    size_t r = cnt - j < 8 ? cnt - j : 8;
-    tail_copy(nm, mp, bp, j, r, tb, tm, tp);
-    fused_ties_step(J, nm, tp, tb, 0, lo, span, o, 1);
-    st_tail(dst, J->out_dt, doff + j, r, &o[0]);
-  }
+#define TIES_STEP(mp, bp, vp, j, o, U) fused_ties_step(J, nm, mp, bp, j, lo, span, o, U)
+  FUSED_BLOCK(J, nm, off, cnt, NULL, dst, doff, TIES_STEP);
+#undef TIES_STEP
 }
 
 /* TIES band pass for bf16 inputs, straight from the mapping: counts each model's keys above its

@@ -344,7 +344,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
     return rc;
   }
   yaml_parser_delete(&parser);
-  int rc = 0, have_method = 0, have_out_dtype = 0;
+  int rc = 0, have_method = 0, have_out_dtype = 0, have_tok = 0;
   yaml_node_t *root = yaml_document_get_root_node(&y.doc);
   if (!root || root->type != YAML_MAPPING_NODE) {
     rc = yerr(&y, root, "the config must be a mapping (merge_method, base_model, models, ...)%s%s", 0, 0);
@@ -403,18 +403,35 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
       fc_err_t e = {0};
       if (!v || fc_merge_set_param(cfg, "seed", v, &e)) rc = yerr(&y, vn, "%s%s", v ? e.msg : "seed must be an integer", 0);
     } else if (!strcmp(k, "tokenizer_source") || !strcmp(k, "tokenizer")) {
-      /* tokenizer_source: X, or mergekit's newer form tokenizer: {source: X} */
+      /* tokenizer_source: X, or mergekit's newer form tokenizer: {source: X (union when
+       * absent), pad_to_multiple_of: N}; not both, as mergekit refuses. */
       yaml_node_t *sn = vn;
-      if (k[9] == 0 && vn->type == YAML_MAPPING_NODE) {
+      const char *sv = NULL;
+      if (have_tok) rc = yerr(&y, kn, "give tokenizer_source or tokenizer, not both%s%s", 0, 0);
+      have_tok = 1;
+      if (!rc && k[9] == 0 && vn->type == YAML_MAPPING_NODE) {
         sn = NULL;
+        sv = "union";
         for (yaml_node_pair_t *q = vn->data.mapping.pairs.start; q < vn->data.mapping.pairs.top && !rc; q++) {
-          yaml_node_t *pk = yaml_document_get_node(&y.doc, q->key);
-          const char *a = scalar(&y, pk);
-          if (a && !strcmp(a, "source")) sn = yaml_document_get_node(&y.doc, q->value);
-          else rc = yerr(&y, pk, "unknown key '%s' under tokenizer (supported: source)%s", a ? a : "?", 0);
+          yaml_node_t *pk = yaml_document_get_node(&y.doc, q->key), *pv = yaml_document_get_node(&y.doc, q->value);
+          const char *a = scalar(&y, pk), *b = scalar(&y, pv);
+          char *end = NULL;
+          long n = b ? strtol(b, &end, 10) : 0;
+          if (a && !strcmp(a, "source")) sn = pv, sv = b;
+          else if (a && !strcmp(a, "pad_to_multiple_of") && b && *b && !*end && n > 0 && n <= 1 << 20)
+            cfg->tokenizer_pad = (int)n;
+          else if (a && !strcmp(a, "pad_to_multiple_of"))
+            rc = yerr(&y, pv, "tokenizer pad_to_multiple_of must be a positive integer%s%s", 0, 0);
+          else if (a && !strcmp(a, "tokens"))
+            rc = yerr(&y, pk, "tokenizer.tokens (per-token embedding sources) is not supported: remove it and "
+                      "the rows a model lacks are filled as mergekit's defaults fill them (the one model that "
+                      "has the token, else the base's row, else the mean)%s%s", 0, 0);
+          else rc = yerr(&y, pk, "unknown key '%s' under tokenizer (supported: source, pad_to_multiple_of)%s",
+                         a ? a : "?", 0);
         }
+      } else if (!rc) {
+        sv = scalar(&y, sn);
       }
-      const char *sv = sn ? scalar(&y, sn) : NULL;
       if (!rc && (!sv || !*sv))
         rc = yerr(&y, sn ? sn : vn, "%s must be base, union or a model's name%s", k, 0);
       else if (!rc) cfg->tokenizer_source = keep(&y, sv);
