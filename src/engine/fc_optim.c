@@ -193,6 +193,45 @@ void fc_adamw_step_range(fc_adamw_t *o, float *params, const float *grads, size_
   if (hi > lo) adamw_run(o, params, grads, o->lr, lo, hi);
 }
 
+/* ------------------------------------------------------------------ fused into backward */
+
+static void fused_ready(void *ctx, size_t lo, size_t hi) {
+  fc_fused_step_t *f = ctx;
+  float *g = fc_model_grads(f->m);
+  f->sumsq += fc_grad_sumsq(g + lo, hi - lo);
+  f->covered += hi - lo;
+  if (!f->measure) {
+    if (f->clip > 0 && f->scale_norm > 0) fc_clip_grad_scale(g + lo, hi - lo, f->scale_norm, f->clip);
+    fc_adamw_step_range(f->o, fc_model_params(f->m), g, lo, hi);
+  }
+  fc_model_release_grads(f->m, lo, hi);
+}
+
+void fc_fused_step_init(fc_fused_step_t *f, fc_model_t *m, fc_adamw_t *o, double clip) {
+  *f = (fc_fused_step_t){.m = m, .o = o, .clip = clip, .scale_norm = -1};
+  fc_model_set_grad_ready(m, fused_ready, f);
+}
+
+int fc_fused_step_run(fc_fused_step_t *f, float lr, const int32_t *ids, int B, int T, const int32_t *targets,
+                      const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
+                      double *loss, fc_err_t *err) {
+  assert(fc_model_num_params(f->m) == f->o->n && "the optimizer covers the whole model");
+  int rc = 0;
+  if (f->clip > 0 && f->scale_norm < 0) { /* the first step: its norm first, nothing stepped */
+    f->measure = 1, f->sumsq = 0, f->covered = 0;
+    rc = fc_model_loss_backward(f->m, ids, B, T, targets, fused, lambda, norm, NULL, NULL, err);
+    f->measure = 0, f->scale_norm = sqrt(f->sumsq);
+    if (rc) return rc;
+  }
+  f->sumsq = 0, f->covered = 0;
+  fc_adamw_begin(f->o, lr);
+  rc = fc_model_loss_backward(f->m, ids, B, T, targets, fused, lambda, norm, stats, loss, err);
+  assert(rc || f->covered == f->o->n);
+  f->norm = sqrt(f->sumsq);
+  f->scale_norm = f->norm;
+  return rc;
+}
+
 static const char ADAMW_MAGIC[8] = {'F', 'C', 'A', 'D', 'A', 'M', 'W', '1'};
 static const char ADAMW_MAGIC_BF16[8] = {'F', 'C', 'A', 'D', 'A', 'M', 'W', 'B'};
 
