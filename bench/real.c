@@ -43,7 +43,7 @@ static const real_shape_t shapes[] = {
 typedef struct bench_opts {
   const char *dir;     /* scratch root: DIR/NAME/ model dirs, data, ids for the reference */
   const char *tok_dir; /* folder holding qwen3/ and llama3/ tokenizers */
-  int threads, reps, ref, train_ref, chats, ckpt, long_rows;
+  int threads, reps, ref, train_ref, chats, ckpt, long_rows, fused;
   const char *opt_dtype;
 } bench_opts_t;
 
@@ -313,16 +313,22 @@ static int phase_train(const bench_opts_t *o, const char *mdir, const char *sdir
   fc_batch_t b = {0};
   int reps = o->reps < 16 ? o->reps : 16;
   double times[16];
+  fc_fused_step_t fs;
+  if (o->fused) fc_fused_step_init(&fs, m, opt, 1.0);
   for (int r = 0; r <= reps; r++) { /* step 0 warms up (first touches of grads and moments) */
     if (fc_data_batch(d, &b, (uint64_t)r * B, B, NULL, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
     dump_batch(ids, &b);
-    double s = fc_now(), loss;
-    fc_model_zero_grad(m);
-    if (fc_model_loss_backward(m, b.ids, b.B, b.T, b.targets, NULL, 1.0f, b.counted ? (double)b.counted : 1.0, NULL,
-                               &loss, &err))
-      return fprintf(stderr, "real: %s\n", err.msg), 1;
-    fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
-    fc_adamw_step(opt, fc_model_params(m), fc_model_grads(m), 1e-5f);
+    double s = fc_now(), loss, norm = b.counted ? (double)b.counted : 1.0;
+    if (o->fused) { /* the update inside backward: whole-model gradients never resident */
+      if (fc_fused_step_run(&fs, 1e-5f, b.ids, b.B, b.T, b.targets, NULL, 1.0f, norm, NULL, &loss, &err))
+        return fprintf(stderr, "real: %s\n", err.msg), 1;
+    } else {
+      fc_model_zero_grad(m);
+      if (fc_model_loss_backward(m, b.ids, b.B, b.T, b.targets, NULL, 1.0f, norm, NULL, &loss, &err))
+        return fprintf(stderr, "real: %s\n", err.msg), 1;
+      fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
+      fc_adamw_step(opt, fc_model_params(m), fc_model_grads(m), 1e-5f);
+    }
     if (r) times[r - 1] = fc_now() - s;
     if (r == 0) put(po, "loss0", loss);
   }
@@ -406,7 +412,7 @@ static void usage(FILE *fp) {
           "Usage: real [--shapes qwen2.5-0.5b,llama3.2-1b,qwen2.5-1.5b] [--phases gemm,logits,train]\n"
           "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--long-rows N]\n"
           "            [--train-shapes 1x2048,8x256] [--checkpoint-activations] [--optimizer-dtype f32|bf16]\n"
-          "            [--no-ref] [--no-train-ref]\n"
+          "            [--fused-optimizer] [--no-ref] [--no-train-ref]\n"
           "Random bf16 models of real shapes (made once in DIR, default /tmp/fusechat-real), real tokenizers\n"
           "(--tok-dir: qwen3/ and llama3/ folders; default tests/fixtures/tok, or FUSECHAT_REAL_TOK as\n"
           "tools/setup.sh fetches them) and generated chats. Prints per shape: load seconds, logits tokens/s on\n"
@@ -414,17 +420,17 @@ static void usage(FILE *fp) {
           "the same weights and batches (bench/real_ref.py), every GEMM candidate's GFLOP/s (the engine's own\n"
           "linear layer on bf16 weights in place among them) and the logits' share of the best one.\n"
           "--chats: how many short chats the logits phase runs (default 64); --long-rows: how many 2,048-token\n"
-          "rows (default 2). Phases that may exceed 3 GB should run under flock /tmp/fc-bigmem.lock.\n");
+          "rows (default 2). --fused-optimizer: AdamW stepped inside backward (fc_fused_step_run). Phases that may exceed 3 GB should run under flock /tmp/fc-bigmem.lock.\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, 2, "f32"};
+  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, 2, 0, "f32"};
   char shp[256] = "qwen2.5-0.5b", phases[64] = "gemm,logits,train", tshapes[64] = "8x256,1x2048";
   static const struct option opts[] = {
       {"shapes", 1, 0, 's'},  {"phases", 1, 0, 'p'},  {"dir", 1, 0, 'd'},   {"tok-dir", 1, 0, 'k'},
       {"threads", 1, 0, 'j'}, {"reps", 1, 0, 'r'},    {"no-ref", 0, 0, 'x'}, {"chats", 1, 0, 'c'},
       {"train-shapes", 1, 0, 't'}, {"checkpoint-activations", 0, 0, 'C'}, {"optimizer-dtype", 1, 0, 'O'},
-      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"fused-optimizer", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 's') snprintf(shp, sizeof shp, "%s", optarg);
@@ -437,6 +443,7 @@ int main(int argc, char **argv) {
     else if (c == 'X') o.train_ref = 0;
     else if (c == 'c') o.chats = atoi(optarg);
     else if (c == 'l') o.long_rows = atoi(optarg);
+    else if (c == 'F') o.fused = 1;
     else if (c == 't') snprintf(tshapes, sizeof tshapes, "%s", optarg);
     else if (c == 'C') o.ckpt = 1;
     else if (c == 'O') o.opt_dtype = optarg;
@@ -450,8 +457,8 @@ int main(int argc, char **argv) {
   fc_err_t err = {0};
   if (fc_mkdir_p(o.dir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   if (make_data(&o)) return 1;
-  printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s\n", o.threads, o.reps, o.tok_dir,
-         o.opt_dtype, o.ckpt ? ", activation checkpointing" : "");
+  printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s%s\n", o.threads, o.reps, o.tok_dir,
+         o.opt_dtype, o.ckpt ? ", activation checkpointing" : "", o.fused ? ", step fused into backward" : "");
   char *save = NULL;
   for (char *name = strtok_r(shp, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
     const real_shape_t *s = NULL;
