@@ -43,7 +43,7 @@ static const real_shape_t shapes[] = {
 typedef struct bench_opts {
   const char *dir;     /* scratch root: DIR/NAME/ model dirs, data, ids for the reference */
   const char *tok_dir; /* folder holding qwen3/ and llama3/ tokenizers */
-  int threads, reps, ref, train_ref, chats, ckpt;
+  int threads, reps, ref, train_ref, chats, ckpt, long_rows, fused;
   const char *opt_dtype;
 } bench_opts_t;
 
@@ -66,8 +66,42 @@ static void shape_config(const real_shape_t *s, fc_config_t *c) {
   }
 }
 
+/* The Hugging Face tensor list of a shape (llama / qwen2 naming; tied head, so no lm_head). */
+static size_t shape_specs(const real_shape_t *s, fc_st_spec_t *sp, char (*names)[96]) {
+  size_t n = 0;
+  int64_t C = s->C, KV = (int64_t)s->C / s->NH * s->NKV, F = s->F;
+#define SPEC(R, C2, ...)                                                                   \
+  do {                                                                                     \
+    snprintf(names[n], 96, __VA_ARGS__);                                                   \
+    sp[n] = (fc_st_spec_t){.name = names[n], .dtype = FC_DT_BF16, .ndim = (C2) ? 2 : 1};   \
+    sp[n].shape[0] = (R), sp[n].shape[1] = (C2);                                           \
+    n++;                                                                                   \
+  } while (0)
+  SPEC(s->V, C, "model.embed_tokens.weight");
+  int bias = !strcmp(s->type, "qwen2");
+  for (int l = 0; l < s->L; l++) {
+    SPEC(C, 0, "model.layers.%d.input_layernorm.weight", l);
+    SPEC(C, C, "model.layers.%d.self_attn.q_proj.weight", l);
+    if (bias) SPEC(C, 0, "model.layers.%d.self_attn.q_proj.bias", l);
+    SPEC(KV, C, "model.layers.%d.self_attn.k_proj.weight", l);
+    if (bias) SPEC(KV, 0, "model.layers.%d.self_attn.k_proj.bias", l);
+    SPEC(KV, C, "model.layers.%d.self_attn.v_proj.weight", l);
+    if (bias) SPEC(KV, 0, "model.layers.%d.self_attn.v_proj.bias", l);
+    SPEC(C, C, "model.layers.%d.self_attn.o_proj.weight", l);
+    SPEC(C, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+    SPEC(F, C, "model.layers.%d.mlp.gate_proj.weight", l);
+    SPEC(F, C, "model.layers.%d.mlp.up_proj.weight", l);
+    SPEC(C, F, "model.layers.%d.mlp.down_proj.weight", l);
+  }
+  SPEC(C, 0, "model.norm.weight");
+#undef SPEC
+  return n;
+}
+
 /* DIR/NAME/model: config.json, model.safetensors (bf16, uniform weights of std 0.02, norms 1,
- * biases 0) and the tokenizer files; kept between runs (made once). */
+ * biases 0) and the tokenizer files; kept between runs (made once). The bf16 values are made
+ * straight from a fast generator and streamed into the file 8 MB at a time (no f32 model, no
+ * whole-tensor buffer), so even the 1.5B shape is written in seconds. */
 static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, size_t cap) {
   snprintf(mdir, cap, "%s/%s/model", o->dir, s->name);
   char path[4096];
@@ -77,34 +111,47 @@ static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, 
   if (fc_mkdir_p(mdir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   fc_config_t cfg;
   shape_config(s, &cfg);
-  fc_model_t *m;
-  /* The layout (names, shapes) without the f32 weights' values mattering: one tensor at a time
-   * is filled below, so a 1.5B model never needs its f32 copy. */
-  if (fc_model_init(&m, &cfg, 1, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
-  size_t nt = fc_model_num_tensors(m);
-  fc_st_spec_t *specs = calloc(nt, sizeof *specs);
-  size_t most = 0;
-  for (size_t i = 0; i < nt; i++) {
-    const fc_param_info_t *pi = fc_model_tensor(m, i);
-    specs[i] = (fc_st_spec_t){.name = pi->name, .dtype = FC_DT_BF16, .ndim = pi->ndim};
-    specs[i].shape[0] = pi->shape[0], specs[i].shape[1] = pi->shape[1];
-    most = pi->numel > most ? pi->numel : most;
-  }
+  size_t cap_t = 2 + 12 * (size_t)s->L;
+  fc_st_spec_t *specs = calloc(cap_t, sizeof *specs);
+  char(*names)[96] = calloc(cap_t, sizeof *names);
+  size_t nt = shape_specs(s, specs, names);
   fc_st_writer_t *w;
   int rc = fc_st_writer_new(&w, path, specs, nt, NULL, &err);
-  float *buf = malloc(most * sizeof *buf);
-  fc_rng_t r;
-  fc_rng_seed(&r, 11);
+  if (!rc) rc = fc_st_writer_reserve(w, &err);
+  enum { CHUNK = 4 << 20 }; /* bf16 values per write */
+  uint16_t *buf = malloc(CHUNK * sizeof *buf);
+  uint64_t x = 0x9e3779b97f4a7c15ull; /* xorshift64*: four 16-bit draws per step */
   for (size_t i = 0; !rc && i < nt; i++) {
-    const fc_param_info_t *pi = fc_model_tensor(m, i);
-    int norm = strstr(pi->name, "norm") != NULL, bias = strstr(pi->name, ".bias") != NULL;
-    for (size_t j = 0; j < pi->numel; j++)
-      buf[j] = norm ? 1.0f : bias ? 0.0f : 0.0693f * ((float)(fc_rng_u64(&r) >> 40) / 16777216.0f - 0.5f);
-    rc = fc_st_writer_put_f32(w, i, buf, &err);
+    int norm = strstr(specs[i].name, "norm") != NULL, bias = strstr(specs[i].name, ".bias") != NULL;
+    size_t numel = (size_t)specs[i].shape[0] * (size_t)(specs[i].ndim == 2 ? specs[i].shape[1] : 1);
+    int fd;
+    uint64_t off;
+    if ((rc = fc_st_writer_put_at(w, i, &fd, &off, &err))) break;
+    for (size_t done = 0; !rc && done < numel;) {
+      size_t n = numel - done < CHUNK ? numel - done : CHUNK;
+      for (size_t j = 0; j < n; j += 4) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+        uint64_t r = x * 0x2545f4914f6cdd1dull;
+        for (size_t q = 0; q < 4 && j + q < n; q++) {
+          float v = norm ? 1.0f : bias ? 0.0f : 0.0693f * ((float)((r >> (16 * q)) & 0xffff) / 65536.0f - 0.5f);
+          buf[j + q] = fc_f32_to_bf16(v);
+        }
+      }
+      size_t bytes = n * 2, put = 0;
+      while (put < bytes) {
+        ssize_t k = pwrite(fd, (char *)buf + put, bytes - put, (off_t)(off + done * 2 + put));
+        if (k <= 0) {
+          rc = fc_err_set(&err, FC_EIO, "cannot write %s", path);
+          break;
+        }
+        put += (size_t)k;
+      }
+      done += n;
+    }
+    if (!rc) fc_st_writer_put_done(w, i);
   }
   if (!rc) rc = fc_st_writer_finish(&w, &err);
-  free(buf), free(specs);
-  fc_model_destroy(&m);
+  free(buf), free(specs), free(names);
   snprintf(path, sizeof path, "%s/config.json", mdir);
   if (!rc) rc = fc_config_save(&cfg, path, &err);
   const char *files[] = {"tokenizer.json", "tokenizer_config.json"};
@@ -118,14 +165,14 @@ static int make_model(const bench_opts_t *o, const real_shape_t *s, char *mdir, 
   return rc ? 1 : 0;
 }
 
-/* DIR/chats.jsonl (short chats) and DIR/long.jsonl (enough turns to pack 2,048-token rows). */
+/* DIR/chatsN.jsonl (N short chats) and DIR/long.jsonl (enough turns to pack 2,048-token rows). */
 static int make_data(const bench_opts_t *o) {
   fc_err_t err = {0};
   char path[4096];
   fc_gendata_opts_t t = {.count = (size_t)o->chats, .split = FC_GENDATA_TRAIN, .seed = 5, .world_seed = 1,
                          .max_turns = 3};
   for (int f = 0; f < FC_GENDATA_NFAM; f++) t.mix[f] = 1;
-  snprintf(path, sizeof path, "%s/chats.jsonl", o->dir);
+  snprintf(path, sizeof path, "%s/chats%d.jsonl", o->dir, o->chats);
   if (!fc_path_exists(path) && fc_gendata_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   t.count = 1200, t.seed = 6, t.max_turns = 6;
   snprintf(path, sizeof path, "%s/long.jsonl", o->dir);
@@ -190,9 +237,11 @@ static int phase_logits(const bench_opts_t *o, const char *mdir, const char *sdi
   fc_model_set_threads(m, o->threads);
   int V = fc_model_config(m)->vocab_size;
   fc_tok_t *tok = NULL;
-  const char *files[2] = {"chats.jsonl", "long.jsonl"};
+  char chats[64];
+  snprintf(chats, sizeof chats, "chats%d.jsonl", o->chats);
+  const char *files[2] = {chats, "long.jsonl"};
   const char *keys[2] = {"chat_tok_s", "long_tok_s"};
-  int Bs[2] = {8, 1}, Ts[2] = {512, 2048}, packs[2] = {0, 1}, limit[2] = {1 << 30, 2};
+  int Bs[2] = {8, 1}, Ts[2] = {512, 2048}, packs[2] = {0, 1}, limit[2] = {1 << 30, o->long_rows};
   for (int k = 0; k < 2; k++) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", o->dir, files[k]);
@@ -264,16 +313,22 @@ static int phase_train(const bench_opts_t *o, const char *mdir, const char *sdir
   fc_batch_t b = {0};
   int reps = o->reps < 16 ? o->reps : 16;
   double times[16];
+  fc_fused_step_t fs;
+  if (o->fused) fc_fused_step_init(&fs, m, opt, 1.0);
   for (int r = 0; r <= reps; r++) { /* step 0 warms up (first touches of grads and moments) */
     if (fc_data_batch(d, &b, (uint64_t)r * B, B, NULL, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
     dump_batch(ids, &b);
-    double s = fc_now(), loss;
-    fc_model_zero_grad(m);
-    if (fc_model_loss_backward(m, b.ids, b.B, b.T, b.targets, NULL, 1.0f, b.counted ? (double)b.counted : 1.0, NULL,
-                               &loss, &err))
-      return fprintf(stderr, "real: %s\n", err.msg), 1;
-    fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
-    fc_adamw_step(opt, fc_model_params(m), fc_model_grads(m), 1e-5f);
+    double s = fc_now(), loss, norm = b.counted ? (double)b.counted : 1.0;
+    if (o->fused) { /* the update inside backward: whole-model gradients never resident */
+      if (fc_fused_step_run(&fs, 1e-5f, b.ids, b.B, b.T, b.targets, NULL, 1.0f, norm, NULL, &loss, &err))
+        return fprintf(stderr, "real: %s\n", err.msg), 1;
+    } else {
+      fc_model_zero_grad(m);
+      if (fc_model_loss_backward(m, b.ids, b.B, b.T, b.targets, NULL, 1.0f, norm, NULL, &loss, &err))
+        return fprintf(stderr, "real: %s\n", err.msg), 1;
+      fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
+      fc_adamw_step(opt, fc_model_params(m), fc_model_grads(m), 1e-5f);
+    }
     if (r) times[r - 1] = fc_now() - s;
     if (r == 0) put(po, "loss0", loss);
   }
@@ -355,24 +410,27 @@ static void run_ref(const bench_opts_t *o, const char *mdir, const char *sdir, c
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: real [--shapes qwen2.5-0.5b,llama3.2-1b,qwen2.5-1.5b] [--phases gemm,logits,train]\n"
-          "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--train-shapes 1x2048,8x256]\n"
-          "            [--checkpoint-activations] [--optimizer-dtype f32|bf16] [--no-ref] [--no-train-ref]\n"
+          "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--long-rows N]\n"
+          "            [--train-shapes 1x2048,8x256] [--checkpoint-activations] [--optimizer-dtype f32|bf16]\n"
+          "            [--fused-optimizer] [--no-ref] [--no-train-ref]\n"
           "Random bf16 models of real shapes (made once in DIR, default /tmp/fusechat-real), real tokenizers\n"
           "(--tok-dir: qwen3/ and llama3/ folders; default tests/fixtures/tok, or FUSECHAT_REAL_TOK as\n"
           "tools/setup.sh fetches them) and generated chats. Prints per shape: load seconds, logits tokens/s on\n"
           "short chats and 2,048-token rows, train step seconds, peak RSS of each phase, PyTorch's figures on\n"
           "the same weights and batches (bench/real_ref.py), every GEMM candidate's GFLOP/s (the engine's own\n"
-          "linear layer on bf16 weights in place among them) and the logits' share of the best one.\n");
+          "linear layer on bf16 weights in place among them) and the logits' share of the best one.\n"
+          "--chats: how many short chats the logits phase runs (default 64); --long-rows: how many 2,048-token\n"
+          "rows (default 2). --fused-optimizer: AdamW stepped inside backward (fc_fused_step_run). Phases that may exceed 3 GB should run under flock /tmp/fc-bigmem.lock.\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, "f32"};
+  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, 2, 0, "f32"};
   char shp[256] = "qwen2.5-0.5b", phases[64] = "gemm,logits,train", tshapes[64] = "8x256,1x2048";
   static const struct option opts[] = {
       {"shapes", 1, 0, 's'},  {"phases", 1, 0, 'p'},  {"dir", 1, 0, 'd'},   {"tok-dir", 1, 0, 'k'},
       {"threads", 1, 0, 'j'}, {"reps", 1, 0, 'r'},    {"no-ref", 0, 0, 'x'}, {"chats", 1, 0, 'c'},
       {"train-shapes", 1, 0, 't'}, {"checkpoint-activations", 0, 0, 'C'}, {"optimizer-dtype", 1, 0, 'O'},
-      {"no-train-ref", 0, 0, 'X'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"fused-optimizer", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 's') snprintf(shp, sizeof shp, "%s", optarg);
@@ -384,21 +442,23 @@ int main(int argc, char **argv) {
     else if (c == 'x') o.ref = 0;
     else if (c == 'X') o.train_ref = 0;
     else if (c == 'c') o.chats = atoi(optarg);
+    else if (c == 'l') o.long_rows = atoi(optarg);
+    else if (c == 'F') o.fused = 1;
     else if (c == 't') snprintf(tshapes, sizeof tshapes, "%s", optarg);
     else if (c == 'C') o.ckpt = 1;
     else if (c == 'O') o.opt_dtype = optarg;
     else if (c == 'h') return usage(stdout), 0;
     else return usage(stderr), 2;
   }
-  if (o.threads <= 0 || o.reps <= 0 || o.chats <= 0) return usage(stderr), 2;
+  if (o.threads <= 0 || o.reps <= 0 || o.chats <= 0 || o.long_rows <= 0) return usage(stderr), 2;
   if (!o.tok_dir) o.tok_dir = getenv("FUSECHAT_REAL_TOK") ? getenv("FUSECHAT_REAL_TOK") : FC_SOURCE_ROOT "/tests/fixtures/tok";
   extern void openblas_set_num_threads(int);
   openblas_set_num_threads(o.threads);
   fc_err_t err = {0};
   if (fc_mkdir_p(o.dir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   if (make_data(&o)) return 1;
-  printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s\n", o.threads, o.reps, o.tok_dir,
-         o.opt_dtype, o.ckpt ? ", activation checkpointing" : "");
+  printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s%s\n", o.threads, o.reps, o.tok_dir,
+         o.opt_dtype, o.ckpt ? ", activation checkpointing" : "", o.fused ? ", step fused into backward" : "");
   char *save = NULL;
   for (char *name = strtok_r(shp, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
     const real_shape_t *s = NULL;

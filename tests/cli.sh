@@ -138,6 +138,10 @@ check 2 "train bad --optimizer-dtype" "$FUSECTL" train --model "$FIX/model/llama
 check 1 "train with both memory options, stopped" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/tm" --steps 2 --stop-after 1 --checkpoint-activations --optimizer-dtype BF16 --quiet
 check 0 "its checkpoint holds bf16 moments" grep -qa FCADAMWB "$tmp/tm/checkpoint-1/trainer_state.bin"
 check 0 "f32 moments by default" grep -qa FCADAMW1 "$tmp/t/checkpoint-2/trainer_state.bin"
+# the fused optimizer trains (a loss per step, stepping inside backward) and refuses accumulation
+check 0 "train with the fused optimizer" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/tf" --steps 2 --fused-optimizer --checkpoint-activations --optimizer-dtype BF16 --quiet
+check 0 "its loss log has both steps" sh -c "tail -n 1 '$tmp/tf/loss.csv' | grep -q '^2,'"
+check 1 "fused optimizer with accumulation" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data "$FIX/train/train_data.jsonl" --out "$tmp/tg" --steps 1 --fused-optimizer --grad-accum 2 --quiet
 printf '{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":966}' > "$tmp/config.json"
 "$FUSECTL" gen-data --out "$tmp/chat.jsonl" --count 8 >/dev/null 2>&1
 check 0 "train from scratch on conversations" "$FUSECTL" train --config "$tmp/config.json" --tokenizer "$FIX/tok/trained_byte/tokenizer.json" --data "$tmp/chat.jsonl" --out "$tmp/s" --steps 2 --quiet

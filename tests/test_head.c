@@ -6,7 +6,10 @@
  * - activation checkpointing: the same gradients bit for bit (backward recomputes each layer
  *   with the same code on the same inputs);
  * - bf16 AdamW moments: 200 steps on a small model stay within 1% of the f32 optimizer's loss,
- *   and their state file round-trips and refuses the other dtype. */
+ *   and their state file round-trips and refuses the other dtype;
+ * - the optimizer step fused into backward (fc_model_set_grad_ready, fc_adamw_step_range,
+ *   fc_model_release_grads): the unclipped whole step bit for bit, gradients released to zero,
+ *   and 200 steps (unclipped, bf16 moments, checkpointing) within 1% of the f32 path's loss. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -154,11 +157,27 @@ static void test_checkpointing_same_gradients(void **state) {
   }
 }
 
+/* The optimizer fused into backward: each range stepped and its gradients released as soon as
+ * they are final. */
+typedef struct fused_ctx {
+  fc_model_t *m;
+  fc_adamw_t *o;
+  size_t covered;
+} fused_ctx_t;
+
+static void fused_ready(void *ctx, size_t lo, size_t hi) {
+  fused_ctx_t *f = ctx;
+  f->covered += hi - lo;
+  fc_adamw_step_range(f->o, fc_model_params(f->m), fc_model_grads(f->m), lo, hi);
+  fc_model_release_grads(f->m, lo, hi);
+}
+
 /* Mean loss of steps 191..200 of 200 AdamW steps (lr 3e-3, clip 1, beta2 0.999) from the same
  * initial weights, a fresh batch every step from a noisy chain (the next token is the current
  * one + 1 half of the time, else random), so the loss settles near the chain's entropy instead
- * of memorised zero and 1% of it is a real margin. */
-static double train_200(const char *name, fc_dtype_t odt, int ckpt, double *first) {
+ * of memorised zero and 1% of it is a real margin. fused: fc_fused_step_run (clipped by the
+ * previous step's norm). */
+static double train_200(const char *name, fc_dtype_t odt, int ckpt, int fused, double *first) {
   fc_model_t *m = load(name);
   fc_model_set_checkpointing(m, ckpt);
   int V = fc_model_config(m)->vocab_size, B = 4, T = 16;
@@ -177,10 +196,16 @@ static double train_200(const char *name, fc_dtype_t odt, int ckpt, double *firs
       if (i % T && fc_rng_u64(&r) % 2) x.ids[i] = (x.ids[i - 1] + 1) % V;
     for (int i = 0; i < B * T; i++) x.targets[i] = i % T == T - 1 ? -1 : x.ids[i + 1];
     double loss, norm = (double)fc_loss_count(x.targets, (size_t)B * T);
-    fc_model_zero_grad(m);
-    assert_int_equal(fc_model_loss_backward(m, x.ids, B, T, x.targets, NULL, 1.0f, norm, NULL, &loss, &err), 0);
-    fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
-    fc_adamw_step(o, fc_model_params(m), fc_model_grads(m), 3e-3f);
+    static fc_fused_step_t fs;
+    if (s == 0 && fused) fc_fused_step_init(&fs, m, o, 1.0);
+    if (fused) {
+      assert_int_equal(fc_fused_step_run(&fs, 3e-3f, x.ids, B, T, x.targets, NULL, 1.0f, norm, NULL, &loss, &err), 0);
+    } else {
+      fc_model_zero_grad(m);
+      assert_int_equal(fc_model_loss_backward(m, x.ids, B, T, x.targets, NULL, 1.0f, norm, NULL, &loss, &err), 0);
+      fc_clip_grad_norm(fc_model_grads(m), np, 1.0);
+      fc_adamw_step(o, fc_model_params(m), fc_model_grads(m), 3e-3f);
+    }
     if (s == 0) *first = loss;
     if (s >= 190) tail += loss / 10;
     free_batch(&x);
@@ -195,15 +220,61 @@ static void test_reduced_memory_training_loss(void **state) {
   const char *models[] = {"llama_gqa", "qwen2_tied"};
   for (int i = 0; i < 2; i++) {
     double f0, f1, f2;
-    double full = train_200(models[i], FC_DT_F32, 0, &f0);
-    double bf = train_200(models[i], FC_DT_BF16, 0, &f1);
-    double both = train_200(models[i], FC_DT_BF16, 1, &f2);
-    printf("%-12s loss %.4f -> f32 %.4f, bf16 moments %.4f (%+.3f%%), + checkpointing %.4f (%+.3f%%)\n", models[i],
-           f0, full, bf, 100 * (bf - full) / full, both, 100 * (both - full) / full);
+    double f3;
+    double full = train_200(models[i], FC_DT_F32, 0, 0, &f0);
+    double bf = train_200(models[i], FC_DT_BF16, 0, 0, &f1);
+    double both = train_200(models[i], FC_DT_BF16, 1, 0, &f2);
+    double all = train_200(models[i], FC_DT_BF16, 1, 1, &f3);
+    printf("%-12s loss %.4f -> f32 %.4f, bf16 moments %.4f (%+.3f%%), + checkpointing %.4f (%+.3f%%), + fused step "
+           "%.4f (%+.3f%%)\n",
+           models[i], f0, full, bf, 100 * (bf - full) / full, both, 100 * (both - full) / full, all,
+           100 * (all - full) / full);
     assert_true(full < 0.8 * f0); /* it did learn: the comparison means something */
     assert_true(fabs(bf - full) <= 0.01 * full);
     assert_true(fabs(both - full) <= 0.01 * full);
+    assert_true(fabs(all - full) <= 0.01 * full);
   }
+}
+
+/* The fused step (each range stepped and released inside backward) is the whole unclipped step
+ * bit for bit, on every fixture family, in both moment dtypes; and the released gradients read
+ * back as zero, as the next backward needs them. */
+static void test_fused_step_same(void **state) {
+  (void)state;
+  fc_err_t err = {0};
+  for (size_t v = 0; v < NVAR; v++)
+    for (int bf = 0; bf < 2; bf++) {
+      fc_model_t *a = load(variants[v]), *b = load(variants[v]);
+      int V = fc_model_config(a)->vocab_size;
+      size_t np = fc_model_num_params(a), nt = fc_model_num_tensors(a);
+      const fc_param_info_t *tens[64];
+      assert_true(nt <= 64);
+      for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(a, i);
+      fc_dtype_t dt = bf ? FC_DT_BF16 : FC_DT_F32;
+      fc_adamw_t *oa = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, dt),
+                 *ob = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, dt);
+      fused_ctx_t fc = {b, ob, 0};
+      fc_model_set_grad_ready(b, fused_ready, &fc);
+      for (int s = 0; s < 3; s++) {
+        batch_t x = make_batch(2, 12, 1, V, 77 + (uint64_t)s);
+        double la, lb, norm = (double)fc_loss_count(x.targets, 24);
+        fc_model_zero_grad(a);
+        assert_int_equal(fc_model_loss_backward(a, x.ids, 2, 12, x.targets, NULL, 1.0f, norm, NULL, &la, &err), 0);
+        fc_adamw_step(oa, fc_model_params(a), fc_model_grads(a), 1e-3f);
+        fc_adamw_begin(ob, 1e-3f);
+        fc.covered = 0;
+        assert_int_equal(fc_model_loss_backward(b, x.ids, 2, 12, x.targets, NULL, 1.0f, norm, NULL, &lb, &err), 0);
+        assert_int_equal(fc.covered, np);
+        assert_true(la == lb);
+        assert_memory_equal(fc_model_params(a), fc_model_params(b), np * sizeof(float));
+        const float *g = fc_model_grads(b);
+        for (size_t i = 0; i < np; i++)
+          if (g[i] != 0.0f) fail_msg("%s: gradient %zu not released (%g)", variants[v], i, g[i]);
+        free_batch(&x);
+      }
+      fc_adamw_destroy(&oa), fc_adamw_destroy(&ob);
+      fc_model_destroy(&a), fc_model_destroy(&b);
+    }
 }
 
 static void test_bf16_state_roundtrip(void **state) {
@@ -309,6 +380,7 @@ int main(void) {
       cmocka_unit_test(test_loss_backward_chunked),
       cmocka_unit_test(test_checkpointing_same_gradients),
       cmocka_unit_test(test_reduced_memory_training_loss),
+      cmocka_unit_test(test_fused_step_same),
       cmocka_unit_test(test_bf16_state_roundtrip),
       cmocka_unit_test(test_bf16_slices_round_as_whole),
       cmocka_unit_test(test_source_family_head),

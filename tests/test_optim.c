@@ -148,6 +148,46 @@ static void test_adamw_threads_same(void **state) {
   free(p1), free(p2), free(g);
 }
 
+/* The step taken in pieces (as the backward pass fuses it: last layers first, ranges cutting
+ * through tensors and decay segments) is the whole step, bit for bit, in both moment dtypes. */
+static void test_adamw_ranges_same(void **state) {
+  (void)state;
+  size_t n = 300007;
+  for (int bf = 0; bf < 2; bf++) {
+    float *p1 = malloc(n * sizeof *p1), *p2 = malloc(n * sizeof *p2), *g = malloc(n * sizeof *g);
+    fc_rng_t r;
+    fc_rng_seed(&r, 9);
+    for (size_t i = 0; i < n; i++) p1[i] = p2[i] = fc_rng_normal(&r), g[i] = fc_rng_normal(&r) * 0.01f;
+    /* a 1-D tensor between two 2-D ones, and an undeclared tail */
+    fc_param_info_t a = {"a", 2, {1000, 100}, 0, 100000}, b = {"b", 1, {7, 0}, 100000, 7},
+                    c = {"c", 2, {1000, 150}, 100007, 150000};
+    const fc_param_info_t *ts[3] = {&c, &a, &b};
+    fc_dtype_t dt = bf ? FC_DT_BF16 : FC_DT_F32;
+    fc_adamw_t *o1 = fc_adamw_new_dtype(n, ts, 3, 0.9f, 0.95f, 1e-8f, 0.1f, dt),
+               *o2 = fc_adamw_new_dtype(n, ts, 3, 0.9f, 0.95f, 1e-8f, 0.1f, dt);
+    o1->threads = 2, o2->threads = 2;
+    size_t cuts[] = {0, 3, 99999, 100003, 180000, 250007, 260000, n};
+    for (int s = 0; s < 3; s++) {
+      fc_adamw_step(o1, p1, g, 1e-3f);
+      fc_adamw_begin(o2, 1e-3f);
+      for (int k = 6; k >= 0; k--) fc_adamw_step_range(o2, p2, g, cuts[k], cuts[k + 1]);
+    }
+    assert_memory_equal(p1, p2, n * sizeof *p1);
+    if (bf) assert_memory_equal(o1->v16, o2->v16, n * sizeof *o1->v16);
+    else assert_memory_equal(o1->v, o2->v, n * sizeof *o1->v);
+    /* weight decay only on the 2-D tensors: with zero gradient and moments, b and the tail stay */
+    fc_adamw_t *o3 = fc_adamw_new_dtype(n, ts, 3, 0.9f, 0.95f, 1e-8f, 0.5f, dt);
+    memset(g, 0, n * sizeof *g);
+    memcpy(p2, p1, n * sizeof *p1);
+    fc_adamw_step(o3, p2, g, 0.1f);
+    assert_memory_equal(p2 + 100000, p1 + 100000, 7 * sizeof *p1);
+    assert_memory_equal(p2 + 250007, p1 + 250007, (n - 250007) * sizeof *p1);
+    assert_true(p2[5] == p1[5] * 0.95f && p2[100007] == p1[100007] * 0.95f);
+    fc_adamw_destroy(&o1), fc_adamw_destroy(&o2), fc_adamw_destroy(&o3);
+    free(p1), free(p2), free(g);
+  }
+}
+
 static void test_clip_below_threshold_untouched(void **state) {
   (void)state;
   float g[4] = {0.1f, -0.2f, 0.3f, 0.0f};
@@ -166,6 +206,7 @@ int main(void) {
       cmocka_unit_test(test_schedules),
       cmocka_unit_test(test_clip_below_threshold_untouched),
       cmocka_unit_test(test_adamw_threads_same),
+      cmocka_unit_test(test_adamw_ranges_same),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

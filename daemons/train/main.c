@@ -62,6 +62,7 @@ static int train_task(const fc_task_t *t, fc_task_ctx_t *ctx, const fc_comm_t *c
   o.lambda = p.lambda, o.threads = g_threads, o.checkpoint_every = p.checkpoint_every, o.keep_checkpoints = 2;
   o.quiet = 1, o.no_signal_handlers = ctx != NULL; /* a rank checkpoints on SIGTERM itself */
   o.checkpoint_activations = p.checkpoint_activations;
+  o.fused_optimizer = p.fused_optimizer;
   if (fc_dtype_parse(p.optimizer_dtype, &o.optimizer_dtype) != 0) /* the schema's choices are dtype names */
     return fc_err_set(err, FC_EINVAL, "optimizer_dtype '%s' is not a dtype", p.optimizer_dtype);
   fc_daemon_progress_t pr = {.task = ctx, .from = 0, .to = 1, .stage = "train"};

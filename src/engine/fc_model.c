@@ -8,6 +8,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "fc_arch.h"
 #include "fc_ops.h"
@@ -210,7 +212,8 @@ void fc_model_destroy(fc_model_t **pm) {
   for (size_t i = 0; i < m->ntensors; i++) free((char *)m->info[i].name);
   free(m->info);
   free(m->params);
-  free(m->grads);
+  if (m->grads_mapped) munmap(m->grads, m->nparams * sizeof(float));
+  else free(m->grads);
   fc_st_close(&m->st);
   free(m->owned);
   free(m->panel);
@@ -248,13 +251,38 @@ void fc_model_set_threads(fc_model_t *m, int threads) {
 float *fc_model_grads(fc_model_t *m) {
   assert(!m->st && "a model with weights in place has no gradients");
   if (!m->grads) {
-    m->grads = fc_xcalloc(m->nparams, sizeof(float));
+    /* An anonymous mapping (zero pages until written), so ranges can be handed back to the
+     * system page by page (fc_model_release_grads). */
+    void *g = m->nparams ? mmap(NULL, m->nparams * sizeof(float), PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                         : MAP_FAILED;
+    m->grads_mapped = g != MAP_FAILED;
+    m->grads = m->grads_mapped ? g : fc_xcalloc(m->nparams ? m->nparams : 1, sizeof(float));
     if (!m->arch && !fc_arch_handles(&m->cfg)) layout(m, m->grads, &m->gw, 0, NULL);
   }
   return m->grads;
 }
 
 void fc_model_zero_grad(fc_model_t *m) { memset(fc_model_grads(m), 0, m->nparams * sizeof(float)); }
+
+void fc_model_release_grads(fc_model_t *m, size_t lo, size_t hi) {
+  assert(lo <= hi && hi <= m->nparams);
+  char *a = (char *)(fc_model_grads(m) + lo), *b = (char *)(m->grads + hi);
+  uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+  char *pa = (char *)(((uintptr_t)a + pg - 1) & ~(pg - 1)), *pb = (char *)((uintptr_t)b & ~(pg - 1));
+  /* only the pages wholly inside the range go back: the edges may hold a neighbour's values */
+  if (m->grads_mapped && pb > pa && madvise(pa, (size_t)(pb - pa), MADV_DONTNEED) == 0) {
+    memset(a, 0, (size_t)(pa - a));
+    memset(pb, 0, (size_t)(b - pb));
+  } else {
+    memset(a, 0, (size_t)(b - a));
+  }
+}
+
+void fc_model_set_grad_ready(fc_model_t *m, fc_grad_ready_fn fn, void *ctx) {
+  m->grad_ready = fn;
+  m->grad_ready_ctx = ctx;
+}
 
 /* ---------------------------------------------------------------- RoPE */
 
@@ -665,6 +693,10 @@ void fc_model_trunk_backward(fc_model_t *m) {
     fc_model_prof(PR_B_QKV);
     fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, la.xin, w->ln1, la.rstd1, N, C);
     fc_model_prof(PR_B_NORM);
+    /* the layer's tensors run from its ln1 to the next layer's (or the final norm) */
+    if (m->grad_ready)
+      m->grad_ready(m->grad_ready_ctx, (size_t)(dw->ln1 - m->grads),
+                    (size_t)((l + 1 < L ? gw->layer[l + 1].ln1 : gw->lnf) - m->grads));
   }
   /* Embedding: rows gathered by id, so gradients scatter-add (with the head's when tied). */
   for (size_t i = 0; i < BT; i++) {
@@ -673,6 +705,11 @@ void fc_model_trunk_backward(fc_model_t *m) {
     for (int j = 0; j < C; j++) d[j] += src[j];
   }
   fc_model_prof(PR_B_EMB);
+  if (m->grad_ready) {
+    size_t first = (size_t)((L ? gw->layer[0].ln1 : gw->lnf) - m->grads);
+    m->grad_ready(m->grad_ready_ctx, 0, first);                                      /* embedding */
+    m->grad_ready(m->grad_ready_ctx, (size_t)(gw->lnf - m->grads), m->nparams); /* norm, head */
+  }
 }
 
 void fc_model_set_checkpointing(fc_model_t *m, int on) {

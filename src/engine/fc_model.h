@@ -19,6 +19,7 @@
 #include "fc_util.h"
 
 typedef struct fc_model fc_model_t;
+typedef void (*fc_grad_ready_fn)(void *ctx, size_t lo, size_t hi);
 
 /* One named parameter tensor inside the flat parameter buffer, in Hugging Face naming
  * ("model.layers.0.self_attn.q_proj.weight", ...), so saving and loading are name-for-name. */
@@ -97,6 +98,18 @@ int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, cons
  * backward recomputes the layer (about a third more compute, activations / ~13 at Qwen shapes).
  * Off by default. */
 void fc_model_set_checkpointing(fc_model_t *m, int on);
+
+/* Called during a backward (fc_model_loss_backward, fc_model_backward) as soon as the
+ * gradients of parameters [lo, hi) (float offsets into fc_model_params/grads) are final: each
+ * layer's range as its backward ends (last layer first), then the embedding's, then the final
+ * norm's (and an untied head's); every parameter exactly once per backward. An optimizer can
+ * step each range at once and fc_model_release_grads it, so whole-model gradients are never
+ * resident (at most the embedding's and one layer's). Only meaningful without gradient
+ * accumulation over several backwards. NULL turns it off. */
+void fc_model_set_grad_ready(fc_model_t *m, fc_grad_ready_fn fn, void *ctx);
+/* Zeroes gradients [lo, hi) and gives their whole pages back to the system (they return as
+ * zero pages when next written): the next backward finds them zero, as after zero_grad. */
+void fc_model_release_grads(fc_model_t *m, size_t lo, size_t hi);
 
 /* Writes config.json + model.safetensors (dtype F32, F16 or BF16) atomically into dir. */
 int fc_model_save(const fc_model_t *m, const char *dir, fc_dtype_t dtype, fc_err_t *err);

@@ -69,7 +69,10 @@ struct fc_model {
   fc_param_info_t *info; /* [ntensors] */
   size_t ntensors, nparams;
   float *params; /* (nparams) */
-  float *grads;  /* (nparams), NULL until the first backward */
+  float *grads;  /* (nparams), NULL until the first backward; mmap'ed when grads_mapped */
+  int grads_mapped;
+  fc_grad_ready_fn grad_ready; /* fc_model_set_grad_ready */
+  void *grad_ready_ctx;
   fc_weights_t w, gw;
   int threads;
   int ckpt; /* activation checkpointing (fc_model_set_checkpointing) */

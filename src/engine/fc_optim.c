@@ -14,6 +14,11 @@ fc_adamw_t *fc_adamw_new(size_t n, const fc_param_info_t *const *tensors, size_t
   return fc_adamw_new_dtype(n, tensors, ntensors, beta1, beta2, eps, weight_decay, FC_DT_F32);
 }
 
+static int cmp_offset(const void *a, const void *b) {
+  const fc_param_info_t *x = *(const fc_param_info_t *const *)a, *y = *(const fc_param_info_t *const *)b;
+  return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
 fc_adamw_t *fc_adamw_new_dtype(size_t n, const fc_param_info_t *const *tensors, size_t ntensors, float beta1,
                                float beta2, float eps, float weight_decay, fc_dtype_t dtype) {
   assert(dtype == FC_DT_F32 || dtype == FC_DT_BF16);
@@ -32,16 +37,28 @@ fc_adamw_t *fc_adamw_new_dtype(size_t n, const fc_param_info_t *const *tensors, 
     o->m = fc_xcalloc(n ? n : 1, sizeof *o->m);
     o->v = fc_xcalloc(n ? n : 1, sizeof *o->v);
   }
-  o->decay = fc_xcalloc(n ? n : 1, 1);
-  if (!tensors) {
-    memset(o->decay, 1, n);
-  } else {
-    for (size_t i = 0; i < ntensors; i++) {
-      const fc_param_info_t *t = tensors[i];
-      assert(t->offset + t->numel <= n);
-      if (t->ndim == 2) memset(o->decay + t->offset, 1, t->numel);
-    }
+  /* Decayed segments: the 2-D tensors sorted by offset, the gaps between them not decayed. */
+  size_t nd = 0;
+  const fc_param_info_t **d = fc_xcalloc(ntensors ? ntensors : 1, sizeof *d);
+  for (size_t i = 0; tensors && i < ntensors; i++) {
+    assert(tensors[i]->offset + tensors[i]->numel <= n);
+    if (tensors[i]->ndim == 2 && tensors[i]->numel) d[nd++] = tensors[i];
   }
+  qsort(d, nd, sizeof *d, cmp_offset);
+  o->seg_end = fc_xcalloc(2 * nd + 2, sizeof *o->seg_end);
+  o->seg_decay = fc_xcalloc(2 * nd + 2, 1);
+  size_t at = 0;
+  if (!tensors) {
+    o->seg_end[0] = n, o->seg_decay[0] = 1, o->nseg = 1;
+  } else {
+    for (size_t i = 0; i < nd; i++) {
+      if (d[i]->offset > at) o->seg_end[o->nseg] = d[i]->offset, o->seg_decay[o->nseg++] = 0;
+      o->seg_end[o->nseg] = d[i]->offset + d[i]->numel, o->seg_decay[o->nseg++] = 1;
+      at = d[i]->offset + d[i]->numel;
+    }
+    if (at < n || !o->nseg) o->seg_end[o->nseg] = n, o->seg_decay[o->nseg++] = 0;
+  }
+  free(d);
   return o;
 }
 
@@ -52,7 +69,8 @@ void fc_adamw_destroy(fc_adamw_t **po) {
   free(o->v);
   free(o->m16);
   free(o->v16);
-  free(o->decay);
+  free(o->seg_end);
+  free(o->seg_decay);
   free(o);
   *po = NULL;
 }
@@ -64,17 +82,17 @@ typedef struct adamw_job {
   uint32_t seed; /* the step's share of the stochastic-rounding hash */
   size_t base;   /* added to the element index in that hash (fc_adamw_t.base) */
   const float *g;
-  const uint8_t *dec;
+  const fc_adamw_t *o; /* its decay segments */
+  size_t off;          /* element 0 of the parallel loop is element off of params/grads */
   float decay_mul, fb1, f1b1, fb2, f1b2, bc2_sqrt, neg_step, eps;
 } adamw_job_t;
 
-static void adamw_range(void *arg, size_t lo, size_t hi) {
-  const adamw_job_t *j = arg;
+/* Multiplying by 1 is exact, so the undecayed segments get p unchanged, as p * 1.0f. */
+static void adamw_seg(const adamw_job_t *j, size_t lo, size_t hi, float dmul) {
   float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
   const float *restrict g = j->g;
-  const uint8_t *restrict dec = j->dec;
   for (size_t i = lo; i < hi; i++) {
-    float pi = dec[i] ? p[i] * j->decay_mul : p[i];
+    float pi = p[i] * dmul;
     float gi = g[i];
     m[i] = m[i] * j->fb1 + gi * j->f1b1;
     v[i] = v[i] * j->fb2 + j->f1b2 * gi * gi;
@@ -107,14 +125,12 @@ static inline uint16_t f32_to_bf16_sr(float f, size_t i, uint32_t seed) {
   return (uint16_t)((x.u + (h & 0xFFFFu)) >> 16); /* finite moments: no NaN/Inf handling needed */
 }
 
-static void adamw_range_bf16(void *arg, size_t lo, size_t hi) {
-  const adamw_job_t *j = arg;
+static void adamw_seg_bf16(const adamw_job_t *j, size_t lo, size_t hi, float dmul) {
   float *restrict p = j->p;
   uint16_t *restrict m = j->m16, *restrict v = j->v16;
   const float *restrict g = j->g;
-  const uint8_t *restrict dec = j->dec;
   for (size_t i = lo; i < hi; i++) {
-    float pi = dec[i] ? p[i] * j->decay_mul : p[i];
+    float pi = p[i] * dmul;
     float gi = g[i];
     float mi = bf16_to_f32(m[i]) * j->fb1 + gi * j->f1b1;
     float vi = bf16_to_f32(v[i]) * j->fb2 + j->f1b2 * gi * gi;
@@ -125,22 +141,95 @@ static void adamw_range_bf16(void *arg, size_t lo, size_t hi) {
   }
 }
 
-void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
-  o->step++;
+/* Elements [lo, hi) of the parallel loop (shifted by off), split at the decay segments. */
+static void adamw_range(void *arg, size_t lo, size_t hi) {
+  const adamw_job_t *j = arg;
+  const fc_adamw_t *o = j->o;
+  lo += j->off, hi += j->off;
+  size_t a = 0, b = o->nseg; /* first segment ending after lo */
+  while (a < b) {
+    size_t mid = (a + b) / 2;
+    if (o->seg_end[mid] <= lo) a = mid + 1;
+    else b = mid;
+  }
+  for (size_t k = a; k < o->nseg && lo < hi; k++) {
+    size_t e = o->seg_end[k] < hi ? o->seg_end[k] : hi;
+    float dmul = o->seg_decay[k] ? j->decay_mul : 1.0f;
+    if (o->dtype == FC_DT_BF16) adamw_seg_bf16(j, lo, e, dmul);
+    else adamw_seg(j, lo, e, dmul);
+    lo = e;
+  }
+}
+
+static void adamw_run(fc_adamw_t *o, float *params, const float *grads, float lr, size_t lo, size_t hi) {
   /* scalars in double as Python computes them, then used in float as torch's CPU kernels do */
   const double b1 = o->beta1, b2 = o->beta2;
   const double bc1 = 1.0 - pow(b1, (double)o->step);
   const double bc2 = 1.0 - pow(b2, (double)o->step);
   adamw_job_t base = {
       .p = params, .m = o->m, .v = o->v, .m16 = o->m16, .v16 = o->v16,
-      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .base = o->base, .g = grads, .dec = o->decay,
+      .seed = (uint32_t)((uint64_t)o->step * 0xC2B2AE3Du), .base = o->base, .g = grads, .o = o, .off = lo,
       .decay_mul = (float)(1.0 - (double)lr * o->weight_decay),
       .fb1 = (float)b1, .f1b1 = (float)(1.0 - b1), .fb2 = (float)b2, .f1b2 = (float)(1.0 - b2),
       .bc2_sqrt = (float)sqrt(bc2), .neg_step = (float)(-(double)lr / bc1), .eps = o->eps,
   };
   int nt = o->threads < 1 ? 1 : o->threads;
-  if (o->n < 65536) nt = 1;
-  fc_par_for(o->n, 0, nt, o->dtype == FC_DT_BF16 ? adamw_range_bf16 : adamw_range, &base);
+  if (hi - lo < 65536) nt = 1;
+  fc_par_for(hi - lo, 0, nt, adamw_range, &base);
+}
+
+void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr) {
+  o->step++;
+  adamw_run(o, params, grads, lr, 0, o->n);
+}
+
+void fc_adamw_begin(fc_adamw_t *o, float lr) {
+  o->step++;
+  o->lr = lr;
+}
+
+void fc_adamw_step_range(fc_adamw_t *o, float *params, const float *grads, size_t lo, size_t hi) {
+  assert(lo <= hi && hi <= o->n);
+  if (hi > lo) adamw_run(o, params, grads, o->lr, lo, hi);
+}
+
+/* ------------------------------------------------------------------ fused into backward */
+
+static void fused_ready(void *ctx, size_t lo, size_t hi) {
+  fc_fused_step_t *f = ctx;
+  float *g = fc_model_grads(f->m);
+  f->sumsq += fc_grad_sumsq(g + lo, hi - lo);
+  f->covered += hi - lo;
+  if (!f->measure) {
+    if (f->clip > 0 && f->scale_norm > 0) fc_clip_grad_scale(g + lo, hi - lo, f->scale_norm, f->clip);
+    fc_adamw_step_range(f->o, fc_model_params(f->m), g, lo, hi);
+  }
+  fc_model_release_grads(f->m, lo, hi);
+}
+
+void fc_fused_step_init(fc_fused_step_t *f, fc_model_t *m, fc_adamw_t *o, double clip) {
+  *f = (fc_fused_step_t){.m = m, .o = o, .clip = clip, .scale_norm = -1};
+  fc_model_set_grad_ready(m, fused_ready, f);
+}
+
+int fc_fused_step_run(fc_fused_step_t *f, float lr, const int32_t *ids, int B, int T, const int32_t *targets,
+                      const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
+                      double *loss, fc_err_t *err) {
+  assert(fc_model_num_params(f->m) == f->o->n && "the optimizer covers the whole model");
+  int rc = 0;
+  if (f->clip > 0 && f->scale_norm < 0) { /* the first step: its norm first, nothing stepped */
+    f->measure = 1, f->sumsq = 0, f->covered = 0;
+    rc = fc_model_loss_backward(f->m, ids, B, T, targets, fused, lambda, norm, NULL, NULL, err);
+    f->measure = 0, f->scale_norm = sqrt(f->sumsq);
+    if (rc) return rc;
+  }
+  f->sumsq = 0, f->covered = 0;
+  fc_adamw_begin(f->o, lr);
+  rc = fc_model_loss_backward(f->m, ids, B, T, targets, fused, lambda, norm, stats, loss, err);
+  assert(rc || f->covered == f->o->n);
+  f->norm = sqrt(f->sumsq);
+  f->scale_norm = f->norm;
+  return rc;
 }
 
 static const char ADAMW_MAGIC[8] = {'F', 'C', 'A', 'D', 'A', 'M', 'W', '1'};

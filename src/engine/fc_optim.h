@@ -19,7 +19,12 @@ typedef struct fc_adamw {
   float *v;          /* (n) second moment (f32), else NULL */
   uint16_t *m16;     /* (n) first moment (bf16), else NULL */
   uint16_t *v16;     /* (n) second moment (bf16), else NULL */
-  uint8_t *decay;    /* (n) 1 where weight decay applies (2-D tensors), else 0 */
+  /* Where weight decay applies (2-D tensors), as sorted segments covering [0, n): segment k
+   * ends (exclusive) at seg_end[k] and is decayed when seg_decay[k] (a byte per parameter
+   * would cost 1.5 GB at 1.5B parameters). */
+  size_t nseg, *seg_end;
+  uint8_t *seg_decay;
+  float lr;          /* the step's learning rate between fc_adamw_begin and the ranges */
   size_t base;       /* global index of element 0 (a rank's slice: its offset), the stochastic
                       * rounding's element index, so slices round as the whole would */
   long step;         /* completed steps */
@@ -45,6 +50,40 @@ void fc_adamw_destroy(fc_adamw_t **o);
  *   step += 1;  p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
  *   p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps). */
 void fc_adamw_step(fc_adamw_t *o, float *params, const float *grads, float lr);
+
+/* The same step in pieces, for an update fused into the backward pass (each tensor stepped as
+ * soon as its gradient is final, so whole-model gradients are never held): fc_adamw_begin
+ * counts the step and fixes lr, then fc_adamw_step_range updates elements [lo, hi) (indices
+ * into params/grads as fc_adamw_step takes them); the ranges must cover [0, n) once per step.
+ * The result is fc_adamw_step's, bit for bit. */
+void fc_adamw_begin(fc_adamw_t *o, float lr);
+void fc_adamw_step_range(fc_adamw_t *o, float *params, const float *grads, size_t lo, size_t hi);
+
+/* A training step with the update fused into the backward pass (fc_model_set_grad_ready): each
+ * layer's tensors are clipped, stepped and their gradients released as soon as they are final,
+ * so the model's gradients are never all resident (at 1.5B parameters that is 6 GB less).
+ * Global-norm clipping needs the whole gradient's norm before the first update, which only
+ * exists after the last one; so the scale comes from the previous step's norm, and the first
+ * step measures its own norm with an extra backward that steps nothing (then it is exact).
+ * No gradient accumulation over several backwards (each backward steps). */
+typedef struct fc_fused_step {
+  fc_model_t *m;
+  fc_adamw_t *o;
+  double clip;       /* max norm, 0: no clipping */
+  double scale_norm; /* the norm the clipping of this step uses (the previous step's) */
+  double norm;       /* after a step: its own gradient norm, before clipping */
+  double sumsq;
+  int measure;
+  size_t covered;
+} fc_fused_step_t;
+
+/* Installs the hook on m (fc_model_set_grad_ready); m's gradients must be zero (as a new model
+ * or after fc_model_zero_grad). */
+void fc_fused_step_init(fc_fused_step_t *f, fc_model_t *m, fc_adamw_t *o, double clip);
+/* fc_model_loss_backward with the AdamW step at lr inside it (arguments as there). */
+int fc_fused_step_run(fc_fused_step_t *f, float lr, const int32_t *ids, int B, int T, const int32_t *targets,
+                      const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
+                      double *loss, fc_err_t *err);
 
 /* The optimizer state (step, m, v) in a small binary file section, checked on reading (the
  * moments' dtype must be the reader's). */

@@ -395,6 +395,12 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     goto done;
   }
 
+  if (o->fused_optimizer && (R > 1 || o->grad_accum > 1)) {
+    rc = fc_err_set(err, FC_EINVAL, "the fused optimizer steps inside each backward: it needs one rank and no gradient "
+                    "accumulation (%d ranks, accumulation %d)", R, o->grad_accum);
+    goto done;
+  }
+
   /* this rank's slice of the parameters: its AdamW moments (in optimizer_dtype), its share of
    * clipping and stepping */
   size_t np = fc_model_num_params(m), lo, hi;
@@ -437,6 +443,8 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
   const int B = o->batch_size, G = o->grad_accum;
   mb = fc_xcalloc((size_t)G, sizeof *mb);
   float *params = fc_model_params(m), *grads = fc_model_grads(m);
+  fc_fused_step_t fstep;
+  if (o->fused_optimizer) fc_fused_step_init(&fstep, m, opt, o->clip);
 
   struct sigaction sa = {0}, old_int, old_term;
   sa.sa_handler = on_signal;
@@ -472,30 +480,38 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
     counted = (long)st4[0];
     double norm = counted > 0 ? (double)counted : 1.0;
     double loss = 0, ce = 0, fu = 0;
-    fc_model_zero_grad(m);
+    double gnorm, lr = o->lr * fc_sched_factor(o->schedule, step - 1, warmup, total);
+    if (!o->fused_optimizer) fc_model_zero_grad(m); /* the fused step leaves them released (zero) */
     for (int g = 0; g < nmb && rc == 0; g++) {
       fc_batch_t *b = &mb[g];
       fc_fused_targets_t fused = {b->K, b->topk_ids, b->topk_logprobs};
       fc_loss_stats_t st;
       double l;
       /* the output layer goes chunk by chunk: no (B,T,V) logits or gradient is ever held */
-      if ((rc = fc_model_loss_backward(m, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL, (float)o->lambda,
-                                       norm, &st, &l, err)) != 0)
-        break;
+      if (o->fused_optimizer)
+        rc = fc_fused_step_run(&fstep, (float)lr, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL,
+                               (float)o->lambda, norm, &st, &l, err);
+      else
+        rc = fc_model_loss_backward(m, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL, (float)o->lambda, norm,
+                                    &st, &l, err);
+      if (rc) break;
       loss += l;
       ce += st.ce;
       fu += st.fusion;
       tokens += b->tokens;
     }
     if ((rc = agree(comm, rc, err))) break;
-    double gnorm, lr = o->lr * fc_sched_factor(o->schedule, step - 1, warmup, total);
     if (!comm) {
       if (!isfinite(loss)) {
         rc = fc_err_set(err, FC_EINVAL, "step %ld: the loss is %g (lower --lr?)", step, loss);
         break;
       }
-      gnorm = fc_clip_grad_norm(grads, np, o->clip);
-      fc_adamw_step(opt, params, grads, (float)lr);
+      if (o->fused_optimizer) {
+        gnorm = fstep.norm;
+      } else {
+        gnorm = fc_clip_grad_norm(grads, np, o->clip);
+        fc_adamw_step(opt, params, grads, (float)lr);
+      }
     } else {
       /* sum the gradients into this rank's slice, clip by the global norm, step the slice, then
        * share the updated slices: every rank ends the step with the same weights */

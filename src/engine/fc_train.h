@@ -54,6 +54,7 @@ typedef struct fc_train_opts {
   fc_dtype_t save_dtype;       /* dtype of the final model (checkpoints are always F32) */
   int checkpoint_activations;  /* recompute each layer in backward (fc_model_set_checkpointing) */
   fc_dtype_t optimizer_dtype;  /* AdamW moments: FC_DT_F32 (default) or FC_DT_BF16 */
+  int fused_optimizer;         /* AdamW inside backward (fc_fused_step_run): one rank, no accumulation */
   int quiet;                   /* no progress line */
   int log_every;               /* an info log line every this many steps (0: none) */
   int no_signal_handlers;      /* leave SIGINT/SIGTERM alone (daemons call fc_train_request_stop) */

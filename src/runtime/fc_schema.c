@@ -101,6 +101,7 @@ static const fc_param_t TRAIN_P[] = {
     TRAIN(steps, .flag = "steps", .type = FC_PARAM_INT, .def = 0, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "optimizer steps (0: from epochs)"),
     TRAIN(checkpoint_every, .flag = "checkpoint-every", .type = FC_PARAM_INT, .def = 20, .lo = 0, .hi = MAX_STEPS, .unit = "steps", .help = "checkpoint period, for resuming (0: only when stopped)"),
     TRAIN(checkpoint_activations, .flag = "checkpoint-activations", .type = FC_PARAM_BOOL, .def = 0, .unit = "", .help = "keep only each layer's input in the forward and recompute the layer in backward (about 1/3 more compute, far less activation memory)"),
+    TRAIN(fused_optimizer, .flag = "fused-optimizer", .type = FC_PARAM_BOOL, .def = 0, .unit = "", .help = "step AdamW inside backward, each layer as soon as its gradients are final, so the whole gradient is never held (4 bytes per parameter less); clipping uses the previous step's norm; needs one rank and one micro-batch per step"),
     TRAIN(optimizer_dtype, .flag = "optimizer-dtype", .type = FC_PARAM_ENUM, .sdef = "F32", .choices = "F32|BF16", .unit = "", .help = "dtype of AdamW's moments; BF16 is stochastically rounded, parameters stay F32 (4 bytes per parameter less)"),
     TRAIN(ranks, .flag = "ranks", .type = FC_PARAM_INT, .def = 1, .lo = 1, .hi = FC_MAX_RANKS, .unit = "processes", .help = "data-parallel ranks (MPI: mpirun, or srun under Slurm); at most batch_size"),
 };

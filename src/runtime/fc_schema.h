@@ -86,6 +86,7 @@ typedef struct fc_train_params {
   long ranks; /* data-parallel processes (1: in the daemon's own process) */
   uint64_t seed;
   int checkpoint_activations;  /* recompute each layer in backward */
+  int fused_optimizer;         /* AdamW stepped inside backward, per layer */
   const char *optimizer_dtype; /* AdamW moments: "F32" or "BF16" (a dtype name) */
 } fc_train_params_t;
 

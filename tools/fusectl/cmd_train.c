@@ -228,6 +228,7 @@ int fc_cmd_train(int argc, char **argv) {
   o.seq_len = (int)tp.seq_len, o.warmup_ratio = tp.warmup, o.weight_decay = tp.weight_decay, o.seed = tp.seed;
   o.steps = tp.steps, o.checkpoint_every = tp.checkpoint_every;
   o.checkpoint_activations = tp.checkpoint_activations;
+  o.fused_optimizer = tp.fused_optimizer;
   if (fc_dtype_parse(tp.optimizer_dtype, &o.optimizer_dtype) != 0) /* the schema's choices are dtype names */
     return fc_cli_usage_error("train", "--optimizer-dtype '%s' is not a dtype", tp.optimizer_dtype);
   if (optind != argc) return fc_cli_usage_error("train", "unexpected argument '%s'", argv[optind]);
