@@ -301,7 +301,7 @@ int demo_prepare(const char *awork, const demo_recipe_t *r, int threads, int fre
     char *p = fc_path_join(ddir, "eval.jsonl");
     fc_atomic_file_t af;
     rc = fc_atomic_open(&af, p, err);
-    for (int fam = 0; fam < FC_GENDATA_NFAM && !rc; fam++) {
+    for (int fam = 0; fam < FC_GENDATA_NCLASSIC && !rc; fam++) {
       char tmp[4096];
       demo_pathf(tmp, sizeof tmp, "%s/eval-%s.jsonl", ddir, fc_gendata_family_name((fc_gendata_family_t)fam));
       for (int k = 0; k < FC_GENDATA_NFAM; k++) o.mix[k] = k == fam;
