@@ -166,22 +166,8 @@ b=$(sha256sum < "$tmp/one/store/fuse-demo/merged/model.safetensors" | cut -c1-64
 # (and its coordinator's metrics endpoint, passed through)
 "$FUSECTL" up --run-dir "$tmp/up" --test-workers 1 --metrics "127.0.0.1:$((port + 5))" > "$tmp/up.out" 2>&1 && ok ||
   { bad "fusectl up with CURVE keys in the environment"; cat "$tmp/up.out"; }
-python3 - "$((port + 5))" <<'PY' > "$tmp/m.out" 2>&1 && ok || { bad "fusectl up --metrics"; cat "$tmp/m.out"; }
-import socket, sys, time
-for _ in range(50):
-    try:
-        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-        break
-    except OSError:
-        time.sleep(0.1)
-s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-d = b""
-while True:
-    b = s.recv(65536)
-    if not b: break
-    d += b
-assert b"\nfusechat_workers_live " in d, d
-PY
+live=$(python3 "$SRC/tests/metric.py" "$((port + 5))" fusechat_workers_live 2>&1)
+[ "$live" != missing ] && [ -n "$live" ] && ok || bad "fusectl up --metrics: fusechat_workers_live is $live"
 "$FUSECTL" down --run-dir "$tmp/up" > /dev/null 2>&1
 step "$C" "fusectl rm 1"
 grep -q "job 1 (fuse-demo) removed" "$tmp/step.out" && ! grep -q "files left" "$tmp/step.out" &&

@@ -170,16 +170,7 @@ kill "$wpid" 2>/dev/null
 wait "$wpid" 2>/dev/null
 # bytes between stores: wa (the coordinator's store) makes one.out, then holds hog; wb (its own
 # store) runs two, fetching one.out from wa; /metrics counts the bytes wb downloaded
-metric() { python3 -c 'import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-d = b""
-while True:
-    b = s.recv(65536)
-    if not b: break
-    d += b
-v = [l.split()[1] for l in d.decode().splitlines() if l.split() and l.split()[0] == sys.argv[2]]
-print(v[0] if v else "missing")' "$port" "$1"; }
+metric() { python3 "$(dirname "$0")/metric.py" "$port" "$1"; }
 [ "$(metric fusechat_artifact_fetched_bytes_total)" = 0 ] && ok || bad "fetched bytes before any fetch: $(metric fusechat_artifact_fetched_bytes_total)"
 "$D/fusechat-worker-test" --run-dir "$tmp/run" --id wa --heartbeat 0.2 --store "$tmp/store" --artifacts "tcp://127.0.0.1:*" 2> "$tmp/wa.log" &
 wapid=$!
