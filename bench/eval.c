@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
   char *train = fc_path_join(dir, "train.jsonl"), *data = fc_path_join(dir, "eval.jsonl");
   char *tokp = fc_path_join(dir, "tokenizer.json");
   fc_gendata_opts_t to = {.count = 2000, .split = FC_GENDATA_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
-  for (int f = 0; f < FC_GENDATA_NFAM; f++) to.mix[f] = 1;
+  for (int f = 0; f < FC_GENDATA_NCLASSIC; f++) to.mix[f] = 1;
   fc_gendata_opts_t eo_ = to;
   eo_.count = (size_t)rows, eo_.split = FC_GENDATA_EVAL, eo_.seed = 2;
   fc_bpe_train_opts_t bo = {.kind = FC_TOK_BYTELEVEL, .vocab_size = vocab < 2048 ? vocab : 2048};

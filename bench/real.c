@@ -171,7 +171,7 @@ static int make_data(const bench_opts_t *o) {
   char path[4096];
   fc_gendata_opts_t t = {.count = (size_t)o->chats, .split = FC_GENDATA_TRAIN, .seed = 5, .world_seed = 1,
                          .max_turns = 3};
-  for (int f = 0; f < FC_GENDATA_NFAM; f++) t.mix[f] = 1;
+  for (int f = 0; f < FC_GENDATA_NCLASSIC; f++) t.mix[f] = 1;
   snprintf(path, sizeof path, "%s/chats%d.jsonl", o->dir, o->chats);
   if (!fc_path_exists(path) && fc_gendata_write(&t, path, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   t.count = 1200, t.seed = 6, t.max_turns = 6;

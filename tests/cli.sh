@@ -37,6 +37,9 @@ tmp=$(mktemp -d)
 check 2 "demo --fusion-convs too small" "$FUSECTL" demo --fusion-convs 5 --workdir "$tmp/demo-small"
 check 0 "demo --fusion-convs says its range" sh -c "'$FUSECTL' demo --fusion-convs 5 --workdir '$tmp/demo-small' 2>&1 | grep -q 'fusion-convs wants a count from'"
 check 2 "demo --fusion-convs not a number" "$FUSECTL" demo --fusion-convs many --workdir "$tmp/demo-nan"
+check 2 "demo --experiment unknown" "$FUSECTL" demo --experiment poetry --workdir "$tmp/demo-exp"
+check 0 "demo --experiment says what it knows" sh -c "'$FUSECTL' demo --experiment poetry --workdir '$tmp/demo-exp' 2>&1 | grep -q \"knows 'multi'\""
+check 2 "demo --experiment with --ablations" "$FUSECTL" demo --experiment multi --ablations --workdir "$tmp/demo-exp"
 check 1 "inspect a missing file" "$FUSECTL" inspect /nonexistent/model.safetensors
 printf 'garbage' > "$tmp/bad.safetensors"
 check 1 "inspect a corrupt file" "$FUSECTL" inspect "$tmp/bad.safetensors"

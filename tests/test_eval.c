@@ -227,16 +227,17 @@ static void run(const fix_t *f, const char *dir, int max_new, int batch, fc_eval
 
 /* Mean CE of the gold answer (and its end-of-turn token) recomputed with the full-logits forward:
  * the answer tokens are found from separate encodings of prompt and answer, not from spans. */
-static void reference_loss(const fix_t *f, const char *dir, size_t i, double *nll, int *ntok) {
+static void reference_loss_qa(const fix_t *f, const char *dir, const char *q, const char *a, double *nll,
+                              int *ntok) {
   fc_err_t err = {0};
   fc_model_t *m;
   assert_int_equal(fc_model_load(&m, dir, &err), 0);
   char *ptext;
   size_t plen, np, na, nt;
-  assert_int_equal(fc_chat_render_prompt(f->tmpl, NULL, rows[i].q, &ptext, &plen, &err), 0);
+  assert_int_equal(fc_chat_render_prompt(f->tmpl, NULL, q, &ptext, &plen, &err), 0);
   int32_t *pids, *aids, *ids;
   assert_int_equal(fc_tok_encode(f->tok, ptext, plen, FC_TOK_PARSE_SPECIAL, &pids, NULL, &np, &err), 0);
-  fc_chat_msg_t msgs[2] = {{FC_ROLE_USER, rows[i].q}, {FC_ROLE_ASSISTANT, rows[i].a}};
+  fc_chat_msg_t msgs[2] = {{FC_ROLE_USER, q}, {FC_ROLE_ASSISTANT, a}};
   char *text;
   size_t len, ns;
   fc_chat_span_t *spans;
@@ -245,7 +246,7 @@ static void reference_loss(const fix_t *f, const char *dir, size_t i, double *nl
   assert_memory_equal(ids, pids, np * sizeof *ids);
   if (f->tmpl == FC_CHAT_CHATML) {
     /* the full rendering is prompt + answer + <|im_end|> + "\n" */
-    assert_int_equal(fc_tok_encode(f->tok, rows[i].a, strlen(rows[i].a), 0, &aids, NULL, &na, &err), 0);
+    assert_int_equal(fc_tok_encode(f->tok, a, strlen(a), 0, &aids, NULL, &na, &err), 0);
     assert_int_equal(nt, np + na + 2);
     assert_memory_equal(ids + np, aids, na * sizeof *ids);
     assert_int_equal(ids[np + na], fc_tok_piece_id(f->tok, "<|im_end|>"));
@@ -270,6 +271,10 @@ static void reference_loss(const fix_t *f, const char *dir, size_t i, double *nl
   *ntok = (int)na + 1;
   free(ptext), free(pids), free(aids), free(text), free(spans), free(ids);
   fc_model_destroy(&m);
+}
+
+static void reference_loss(const fix_t *f, const char *dir, size_t i, double *nll, int *ntok) {
+  reference_loss_qa(f, dir, rows[i].q, rows[i].a, nll, ntok);
 }
 
 static void test_constant_model(void **state) {
@@ -495,6 +500,82 @@ static void test_bad_input(void **state) {
   assert_int_equal(calls, 1);
 }
 
+/* Rows with several right answers ("valid"): correct when the greedy answer is any of them; the
+ * loss is -log of the summed sequence probabilities of the valid answers, per gold token,
+ * against the same recomputation as above; a row without "valid" is scored as before; a gold
+ * answer outside its valid list is refused. */
+static void test_valid_answers(void **state) {
+  fix_t *f = *state;
+  static const struct {
+    const char *q, *gold, *valid[3];
+    int correct;
+  } vr[] = {
+      {"What is 1 + 1?", "4", {"4", ANSWER, NULL}, 1}, /* the model's answer is valid, not the gold */
+      {"What is 2 + 2?", "5", {"4", "5", NULL}, 0},
+      {"What is 3 + 3?", "6", {NULL, NULL, NULL}, 0}, /* no list: the gold answer alone */
+      {"What is 4 + 4?", ANSWER, {ANSWER, NULL, NULL}, 1},
+  };
+  enum { NV = sizeof vr / sizeof *vr };
+  char path[128];
+  snprintf(path, sizeof path, "%s/valid.jsonl", f->dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  for (int i = 0; i < NV; i++) {
+    json_t *o = json_object(), *conv = json_array(), *va = json_array();
+    for (int k = 0; k < 3 && vr[i].valid[k]; k++) json_array_append_new(va, json_string(vr[i].valid[k]));
+    if (json_array_size(va)) json_object_set(o, "valid", va);
+    json_decref(va);
+    json_object_set_new(o, "family", json_string("pick"));
+    json_array_append_new(conv, json_pack("{s:s,s:s}", "from", "human", "value", vr[i].q));
+    json_array_append_new(conv, json_pack("{s:s,s:s}", "from", "gpt", "value", vr[i].gold));
+    json_object_set_new(o, "conversations", conv);
+    char *text = json_dumps(o, JSON_COMPACT);
+    fprintf(fp, "%s\n", text);
+    free(text);
+    json_decref(o);
+  }
+  fclose(fp);
+  fc_eval_opts_t o;
+  fc_eval_opts_default(&o);
+  o.keep_rows = 1;
+  o.batch_size = 3; /* rows with and without lists in one batch, and a batch split */
+  fc_eval_result_t r;
+  fc_err_t err = {0};
+  const char *paths[] = {path};
+  if (fc_eval_run(f->dir, paths, 1, &o, NULL, NULL, &r, &err)) fail_msg("%s", err.msg);
+  assert_int_equal(r.nrows, NV);
+  for (int i = 0; i < NV; i++) {
+    assert_int_equal(r.rows[i].correct, vr[i].correct);
+    double gold_nll, p = 0;
+    int gold_nt, nt;
+    reference_loss_qa(f, f->dir, vr[i].q, vr[i].gold, &gold_nll, &gold_nt);
+    if (!vr[i].valid[0]) p = exp(-gold_nll);
+    for (int k = 0; k < 3 && vr[i].valid[k]; k++) {
+      double nll;
+      reference_loss_qa(f, f->dir, vr[i].q, vr[i].valid[k], &nll, &nt);
+      p += exp(-nll);
+    }
+    double want = -log(p) / gold_nt;
+    assert_int_equal(r.rows[i].tokens, gold_nt);
+    assert_float_equal(r.rows[i].loss, want, 1e-4 * (1 + want));
+  }
+  /* the first row: the set holds the model's own answer, so its loss is far below the gold's */
+  double gold_nll;
+  int gold_nt;
+  reference_loss_qa(f, f->dir, vr[0].q, vr[0].gold, &gold_nll, &gold_nt);
+  assert_true(r.rows[0].loss < 0.5 && gold_nll / gold_nt > 2.0);
+  assert_int_equal(r.fam[0].correct, 2);
+  fc_eval_result_free(&r);
+  const char *tail = ",\"conversations\":[{\"from\":\"human\",\"value\":\"q\"},{\"from\":\"gpt\",\"value\":\"a\"}]}\n";
+  char buf[512];
+  snprintf(buf, sizeof buf, "{\"valid\":[\"b\",\"c\"]%s", tail);
+  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:1: the gpt answer is not among the \"valid\" ones");
+  snprintf(buf, sizeof buf, "{\"valid\":[]%s", tail);
+  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:1: \"valid\" must be a list");
+  snprintf(buf, sizeof buf, "{\"valid\":[\"a\",3]%s", tail);
+  expect_error(f, f->dir, buf, FC_EFORMAT, "bad.jsonl:1: \"valid\" holds something that is not a string");
+}
+
 static void test_match(void **state) {
   (void)state;
   assert_true(fc_eval_match("42", " 42\n"));
@@ -680,6 +761,7 @@ int main(void) {
       cmocka_unit_test(test_batch_size_independent),
       cmocka_unit_test(test_limit),
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_valid_answers),
       cmocka_unit_test(test_table_and_json),
       cmocka_unit_test(test_match),
       cmocka_unit_test(test_bootstrap),

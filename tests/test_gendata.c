@@ -63,7 +63,7 @@ static void test_answers_and_splits(void **state) {
   fc_rng_seed(&r, 3);
   enum { N = 4000 };
   static fc_gendata_item_t train[N], eval[N];
-  for (int f = 0; f < FC_GENDATA_NFAM; f++) {
+  for (int f = 0; f < FC_GENDATA_NCLASSIC; f++) {
     for (int i = 0; i < N / 4; i++) {
       fc_gendata_draw(w, (fc_gendata_family_t)f, FC_GENDATA_TRAIN, &r, &train[f * N / 4 + i]);
       fc_gendata_draw(w, (fc_gendata_family_t)f, FC_GENDATA_EVAL, &r, &eval[f * N / 4 + i]);
@@ -133,10 +133,66 @@ static void test_write_deterministic(void **state) {
   assert_int_equal(fc_gendata_parse_mix("arith=0", o.mix, &err), FC_EINVAL);
 }
 
+/* Pick: every distinct letter of the word is listed as valid, nothing else; the training answer
+ * is one of them, drawn across all of them; splits are disjoint. */
+static void test_pick(void **state) {
+  (void)state;
+  fc_rng_t r;
+  fc_rng_seed(&r, 9);
+  enum { N = 1500 };
+  static fc_gendata_item_t train[N], eval[N];
+  for (int i = 0; i < N; i++) {
+    fc_gendata_draw(NULL, FC_GENDATA_PICK, FC_GENDATA_TRAIN, &r, &train[i]);
+    fc_gendata_draw(NULL, FC_GENDATA_PICK, FC_GENDATA_EVAL, &r, &eval[i]);
+  }
+  for (int i = 0; i < 2 * N; i++) {
+    const fc_gendata_item_t *it = i < N ? &train[i] : &eval[i - N];
+    char word[16];
+    assert_int_equal(it->family, FC_GENDATA_PICK);
+    assert_int_equal(sscanf(it->prompt, "Name a letter that occurs in '%15[a-z]'.", word), 1);
+    int in[26] = {0}, k = 0;
+    for (char *p = word; *p; p++) k += !in[*p - 'a'], in[*p - 'a'] = 1;
+    assert_int_equal(it->nvalid, k);
+    assert_true(k >= 3);
+    int found = 0;
+    for (int v = 0; v < it->nvalid; v++) {
+      assert_int_equal(strlen(it->valid[v]), 1);
+      assert_true(in[it->valid[v][0] - 'a']);
+      if (v) assert_true(it->valid[v - 1][0] < it->valid[v][0]);
+      found += !strcmp(it->valid[v], it->answer);
+    }
+    assert_int_equal(found, 1);
+  }
+  for (int i = 0; i < N; i++)
+    for (int j = 0; j < N; j++) assert_string_not_equal(eval[i].prompt, train[j].prompt);
+  /* the training answer is spread over the valid ones: the first, second and third of them
+   * each come up for a good share of the words (uniform draws would give a third or less) */
+  int at[FC_GENDATA_MAX_VALID] = {0};
+  for (int i = 0; i < N; i++)
+    for (int v = 0; v < train[i].nvalid; v++) at[v] += !strcmp(train[i].valid[v], train[i].answer);
+  for (int v = 0; v < 3; v++) assert_true(at[v] > N / 8);
+  /* written held-out rows list the valid answers; training rows do not */
+  fc_gendata_opts_t o = {.count = 50, .split = FC_GENDATA_EVAL, .seed = 2, .world_seed = 7, .max_turns = 1};
+  fc_err_t err = {0};
+  assert_int_equal(fc_gendata_parse_mix("pick=1", o.mix, &err), 0);
+  char *a;
+  assert_int_equal(fc_gendata_write(&o, "/tmp/fc_tasks_pick.jsonl", &err), 0);
+  assert_int_equal(fc_read_file("/tmp/fc_tasks_pick.jsonl", &a, NULL, &err), 0);
+  assert_non_null(strstr(a, "{\"id\":\"pick-1\",\"valid\":["));
+  free(a);
+  o.split = FC_GENDATA_TRAIN;
+  assert_int_equal(fc_gendata_write(&o, "/tmp/fc_tasks_pick.jsonl", &err), 0);
+  assert_int_equal(fc_read_file("/tmp/fc_tasks_pick.jsonl", &a, NULL, &err), 0);
+  assert_null(strstr(a, "\"valid\""));
+  free(a);
+  unlink("/tmp/fc_tasks_pick.jsonl");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_answers_and_splits),
       cmocka_unit_test(test_write_deterministic),
+      cmocka_unit_test(test_pick),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,6 +57,12 @@ typedef struct row {
   int32_t *ids, *targets;          /* the whole conversation; targets[t] = ids[t+1] on answer tokens, else -1 */
   int nt;
   int ntok;                        /* answer tokens (targets >= 0) */
+  /* "valid": every right answer, when the prompt has several (the answer among them); each
+   * is tokenized as a conversation of its own so that its probability can be scored */
+  int nvalid;
+  char **valid;
+  int32_t **vids, **vtg;
+  int *vnt;
   /* filled by scoring */
   char *got;
   int correct, generated, stopped;
@@ -67,6 +73,11 @@ static void rows_free(row_t *rows, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(rows[i].id), free(rows[i].system), free(rows[i].prompt), free(rows[i].answer), free(rows[i].got);
     free(rows[i].pids), free(rows[i].ids), free(rows[i].targets);
+    for (int v = 0; v < rows[i].nvalid; v++) {
+      free(rows[i].valid[v]);
+      if (rows[i].vids) free(rows[i].vids[v]), free(rows[i].vtg[v]);
+    }
+    free(rows[i].valid), free(rows[i].vids), free(rows[i].vtg), free(rows[i].vnt);
   }
   free(rows);
 }
@@ -80,8 +91,22 @@ static int parse_row(const char *line, size_t len, const char *path, int file, l
   if (!root) return fc_err_set(err, FC_EFORMAT, "%s:%ld: not JSON: %s", path, lineno, je.text);
   json_t *fam = json_is_object(root) ? json_object_get(root, "family") : NULL;
   json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
+  json_t *valid = json_is_object(root) ? json_object_get(root, "valid") : NULL;
   r->fam = FAM_ALL;
   int rc = 0;
+  if (valid && !json_is_null(valid)) {
+    size_t k;
+    json_t *v;
+    if (!json_is_array(valid) || json_array_size(valid) == 0 || json_array_size(valid) > FC_EVAL_MAX_VALID)
+      rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: \"valid\" must be a list of 1 to %d answers", path, lineno,
+                      FC_EVAL_MAX_VALID);
+    json_array_foreach(valid, k, v) if (!rc && !json_is_string(v)) rc = fc_err_set(
+        err, FC_EFORMAT, "%s:%ld: \"valid\" holds something that is not a string", path, lineno);
+    if (!rc) {
+      r->valid = fc_xcalloc(json_array_size(valid), sizeof *r->valid);
+      json_array_foreach(valid, k, v) r->valid[r->nvalid++] = fc_xstrdup(json_string_value(v));
+    }
+  }
   if (id && !json_is_null(id) && !json_is_string(id))
     rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: \"id\" must be a string", path, lineno);
   if (!rc && json_is_string(id)) {
@@ -129,6 +154,11 @@ static int parse_row(const char *line, size_t len, const char *path, int file, l
     else
       r->answer = fc_xstrdup(conv.msgs[j].text);
   }
+  /* the gold answer must be one of the valid ones, or the two scores would disagree */
+  int gold_valid = !r->nvalid;
+  for (int v = 0; !rc && v < r->nvalid; v++) gold_valid |= fc_eval_match(r->valid[v], r->answer);
+  if (!rc && !gold_valid)
+    rc = fc_err_set(err, FC_EFORMAT, "%s:%ld: the gpt answer is not among the \"valid\" ones", path, lineno);
   fc_chat_conv_free(&conv);
   return rc;
 }
@@ -161,6 +191,8 @@ static int read_rows(const char *const *paths, int npaths, int limit, famtab_t *
           rows[n++] = r;
         } else {
           free(r.id), free(r.system), free(r.prompt), free(r.answer);
+          for (int v = 0; v < r.nvalid; v++) free(r.valid[v]);
+          free(r.valid);
         }
       }
       a = e + 1;
@@ -177,8 +209,43 @@ static int read_rows(const char *const *paths, int npaths, int limit, famtab_t *
   return 0;
 }
 
-/* Renders and tokenizes a row: the generation prompt, and the full conversation with targets
- * on the assistant span (the answer and its end-of-turn token). */
+/* Renders and tokenizes one conversation (system, prompt, answer) with targets on the assistant
+ * span (the answer and its end-of-turn token): *ids, *targets (nt each), *ntok targets. */
+static int tokenize_conv(const fc_tok_t *tok, fc_chat_template_t tmpl, const char *system, const char *prompt,
+                         const char *answer, int32_t **ids, int32_t **targets, int *nt, int *ntok, fc_err_t *err) {
+  fc_chat_msg_t m[3];
+  size_t nm = 0, len, n;
+  char *text;
+  if (system) m[nm++] = (fc_chat_msg_t){FC_ROLE_SYSTEM, system};
+  m[nm++] = (fc_chat_msg_t){FC_ROLE_USER, prompt};
+  m[nm++] = (fc_chat_msg_t){FC_ROLE_ASSISTANT, answer};
+  fc_chat_span_t *spans;
+  size_t nspans;
+  int rc = fc_chat_render(tmpl, m, nm, &text, &len, &spans, &nspans, err);
+  if (rc) return rc;
+  uint32_t *offs = NULL;
+  rc = fc_tok_encode(tok, text, len, FC_TOK_PARSE_SPECIAL, ids, &offs, &n, err);
+  free(text);
+  *ntok = 0;
+  if (!rc) {
+    uint8_t *mask = fc_xmalloc(n ? n : 1);
+    fc_chat_mask_tokens(spans, nspans, offs, n, mask);
+    *nt = (int)n;
+    *targets = fc_xmalloc((n ? n : 1) * sizeof(int32_t));
+    for (size_t t = 0; t < n; t++) {
+      /* position t predicts token t + 1; position 0 itself is never a target */
+      (*targets)[t] = t + 1 < n && mask[t + 1] ? (*ids)[t + 1] : -1;
+      *ntok += (*targets)[t] >= 0;
+    }
+    free(mask);
+  }
+  free(offs);
+  free(spans);
+  return rc;
+}
+
+/* Renders and tokenizes a row: the generation prompt, the conversation with the gold answer,
+ * and one conversation per valid answer when the row lists them. */
 static int tokenize_row(const fc_tok_t *tok, fc_chat_template_t tmpl, row_t *r, fc_err_t *err) {
   char *text;
   size_t len, n;
@@ -188,31 +255,15 @@ static int tokenize_row(const fc_tok_t *tok, fc_chat_template_t tmpl, row_t *r, 
   free(text);
   if (rc) return rc;
   r->np = (int)n;
-  fc_chat_msg_t m[3];
-  size_t nm = 0;
-  if (r->system) m[nm++] = (fc_chat_msg_t){FC_ROLE_SYSTEM, r->system};
-  m[nm++] = (fc_chat_msg_t){FC_ROLE_USER, r->prompt};
-  m[nm++] = (fc_chat_msg_t){FC_ROLE_ASSISTANT, r->answer};
-  fc_chat_span_t *spans;
-  size_t nspans;
-  if ((rc = fc_chat_render(tmpl, m, nm, &text, &len, &spans, &nspans, err))) return rc;
-  uint32_t *offs = NULL;
-  rc = fc_tok_encode(tok, text, len, FC_TOK_PARSE_SPECIAL, &r->ids, &offs, &n, err);
-  free(text);
-  if (!rc) {
-    uint8_t *mask = fc_xmalloc(n ? n : 1);
-    fc_chat_mask_tokens(spans, nspans, offs, n, mask);
-    r->nt = (int)n;
-    r->targets = fc_xmalloc((n ? n : 1) * sizeof(int32_t));
-    for (size_t t = 0; t < n; t++) {
-      /* position t predicts token t + 1; position 0 itself is never a target */
-      r->targets[t] = t + 1 < n && mask[t + 1] ? r->ids[t + 1] : -1;
-      r->ntok += r->targets[t] >= 0;
-    }
-    free(mask);
+  rc = tokenize_conv(tok, tmpl, r->system, r->prompt, r->answer, &r->ids, &r->targets, &r->nt, &r->ntok, err);
+  if (rc || !r->nvalid) return rc;
+  r->vids = fc_xcalloc((size_t)r->nvalid, sizeof *r->vids);
+  r->vtg = fc_xcalloc((size_t)r->nvalid, sizeof *r->vtg);
+  r->vnt = fc_xcalloc((size_t)r->nvalid, sizeof *r->vnt);
+  for (int v = 0; v < r->nvalid && !rc; v++) {
+    int ntok;
+    rc = tokenize_conv(tok, tmpl, r->system, r->prompt, r->valid[v], &r->vids[v], &r->vtg[v], &r->vnt[v], &ntok, err);
   }
-  free(offs);
-  free(spans);
   return rc;
 }
 
@@ -243,24 +294,45 @@ static int decode_ids(const fc_tok_t *tok, const int32_t *ids, int n, char **out
   return 0;
 }
 
-/* Teacher-forced log-probs of rows[0..B) padded on the right to the longest. */
+/* Teacher-forced log-probs of rows[0..B), every conversation padded on the right to the
+ * longest. A row with valid answers scores each of them: its nll is -log of the probability the
+ * model gives the whole set (log-sum-exp of the answers' sequence log-probs), still divided by
+ * the gold answer's tokens in the means, so a model that spreads its mass over the right
+ * answers is not charged for not putting all of it on the one that happened to be drawn. */
 static int score_loss(fc_model_t *m, row_t *rows, int B, fc_err_t *err) {
-  int T = 0;
-  for (int i = 0; i < B; i++) T = rows[i].nt > T ? rows[i].nt : T;
-  size_t BT = (size_t)B * T;
-  int32_t *ids = fc_xcalloc(BT, sizeof *ids), *tg = fc_xmalloc(BT * sizeof *tg);
-  float *lp = fc_xmalloc(BT * sizeof *lp);
-  for (size_t k = 0; k < BT; k++) tg[k] = -1;
+  int T = 0, S = 0;
   for (int i = 0; i < B; i++) {
-    memcpy(ids + (size_t)i * T, rows[i].ids, (size_t)rows[i].nt * sizeof *ids);
-    memcpy(tg + (size_t)i * T, rows[i].targets, (size_t)rows[i].nt * sizeof *tg);
+    S += rows[i].nvalid ? rows[i].nvalid : 1;
+    for (int v = 0; v < (rows[i].nvalid ? rows[i].nvalid : 1); v++) {
+      int nt = rows[i].nvalid ? rows[i].vnt[v] : rows[i].nt;
+      T = nt > T ? nt : T;
+    }
   }
-  int rc = fc_model_forward_topk(m, ids, B, T, 0, tg, NULL, NULL, lp, err);
-  for (int i = 0; i < B && !rc; i++) {
-    double s = 0;
-    for (int t = 0; t < rows[i].nt; t++)
-      if (tg[(size_t)i * T + t] >= 0) s -= lp[(size_t)i * T + t];
-    rows[i].nll = s;
+  size_t ST = (size_t)S * T;
+  int32_t *ids = fc_xcalloc(ST, sizeof *ids), *tg = fc_xmalloc(ST * sizeof *tg);
+  float *lp = fc_xmalloc(ST * sizeof *lp);
+  for (size_t k = 0; k < ST; k++) tg[k] = -1;
+  for (int i = 0, s = 0; i < B; i++)
+    for (int v = 0; v < (rows[i].nvalid ? rows[i].nvalid : 1); v++, s++) {
+      const row_t *r = &rows[i];
+      int nt = r->nvalid ? r->vnt[v] : r->nt;
+      memcpy(ids + (size_t)s * T, r->nvalid ? r->vids[v] : r->ids, (size_t)nt * sizeof *ids);
+      memcpy(tg + (size_t)s * T, r->nvalid ? r->vtg[v] : r->targets, (size_t)nt * sizeof *tg);
+    }
+  int rc = fc_model_forward_topk(m, ids, S, T, 0, tg, NULL, NULL, lp, err);
+  for (int i = 0, s = 0; i < B && !rc; i++) {
+    int nv = rows[i].nvalid ? rows[i].nvalid : 1;
+    double lse_max = -INFINITY, seq[FC_EVAL_MAX_VALID];
+    for (int v = 0; v < nv; v++, s++) {
+      double sum = 0;
+      for (int t = 0; t < T; t++)
+        if (tg[(size_t)s * T + t] >= 0) sum += lp[(size_t)s * T + t];
+      seq[v] = sum;
+      lse_max = sum > lse_max ? sum : lse_max;
+    }
+    double acc = 0;
+    for (int v = 0; v < nv; v++) acc += exp(seq[v] - lse_max);
+    rows[i].nll = -(lse_max + log(acc));
   }
   free(ids), free(tg), free(lp);
   return rc;
@@ -309,9 +381,11 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
       fc_err_wrap(err, "row %zu", i + 1);
       goto done;
     }
-    if (rows[i].np + opts->max_new_tokens > cfg->max_position_embeddings || rows[i].nt > cfg->max_position_embeddings) {
+    int longest = rows[i].nt;
+    for (int v = 0; v < rows[i].nvalid; v++) longest = rows[i].vnt[v] > longest ? rows[i].vnt[v] : longest;
+    if (rows[i].np + opts->max_new_tokens > cfg->max_position_embeddings || longest > cfg->max_position_embeddings) {
       rc = fc_err_set(err, FC_EINVAL, "row %zu: the prompt (%d tokens) plus %d new tokens, or the conversation (%d tokens), is longer than the model's context of %d",
-                      i + 1, rows[i].np, opts->max_new_tokens, rows[i].nt, cfg->max_position_embeddings);
+                      i + 1, rows[i].np, opts->max_new_tokens, longest, cfg->max_position_embeddings);
       goto done;
     }
   }
@@ -339,6 +413,7 @@ int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths
       br[i].stopped = cut < nouts[i];
       rc = decode_ids(tok, outs[i], cut, &br[i].got, err);
       br[i].correct = !rc && fc_eval_match(br[i].answer, br[i].got);
+      for (int v = 0; v < br[i].nvalid && !rc; v++) br[i].correct |= fc_eval_match(br[i].valid[v], br[i].got);
     }
     for (int i = 0; i < B; i++) free(outs[i]), outs[i] = NULL;
     if (rc) break;

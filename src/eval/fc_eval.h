@@ -15,6 +15,7 @@
 /* Families are named by the data (a row's "family"), plus "all" for rows that name none. */
 #define FC_EVAL_MAX_FAMILIES 8
 #define FC_EVAL_FAMILY_NAME 16 /* bytes, the terminating zero included */
+#define FC_EVAL_MAX_VALID 32   /* answers a row's "valid" list may hold */
 
 typedef struct fc_eval_opts {
   int max_new_tokens;          /* generated tokens per answer at most (default 16) */
@@ -81,7 +82,10 @@ void fc_eval_result_free(fc_eval_result_t *r);
 
 /* Loads the model and tokenizer in model_dir, reads the rows of the JSONL files (each a
  * ShareGPT record: the first human turn is the prompt, the gpt turn after it the answer;
- * "family" optional), and scores them. Bad rows (no gpt answer, unknown family, bad JSON) fail
+ * "family" optional; "valid" optional: every right answer of a prompt that has several, the
+ * gpt answer among them), and scores them. A row with "valid" counts as correct when the greedy
+ * answer matches any of them, and its loss is -log of the probability of the whole set (each
+ * answer's sequence probability, summed) per gold answer token. Bad rows (no gpt answer, unknown family, bad JSON) fail
  * the run with FILE:LINE in the message. progress (may be NULL) is called after each batch. */
 int fc_eval_run(const char *model_dir, const char *const *data_paths, int npaths, const fc_eval_opts_t *opts,
                 fc_progress_fn progress, void *pctx, fc_eval_result_t *result, fc_err_t *err);

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <assert.h>
 
-static const char *fam_names[FC_GENDATA_NFAM] = {"arith", "convert", "strings", "facts"};
+static const char *fam_names[FC_GENDATA_NFAM] = {"arith", "convert", "strings", "facts", "pick"};
 
 const char *fc_gendata_family_name(fc_gendata_family_t f) { return fam_names[f]; }
 
@@ -167,14 +167,42 @@ static void draw_facts(const fc_gendata_world_t *w, fc_rng_t *r, fc_gendata_spli
   }
 }
 
+/* Pick: any letter of the word is right. Training rows draw one of its distinct letters
+ * uniformly, so a model trained on many of them learns to spread its answer over all of them;
+ * a fusion set carries one draw per prompt, its source's distribution all of them. Words have
+ * at least three distinct letters so that there is something to spread over. */
+static void draw_pick(fc_rng_t *r, fc_gendata_split_t split, fc_gendata_item_t *it) {
+  static const char letters[] = "abcdeghiklmnoprstuvw";
+  for (;;) {
+    char word[8];
+    int n = 4 + (int)below(r, 3);
+    for (int i = 0; i < n; i++) word[i] = letters[below(r, sizeof letters - 1)];
+    word[n] = 0;
+    char set[8];
+    memcpy(set, word, (size_t)n + 1);
+    qsort(set, (size_t)n, 1, cmp_char);
+    int k = 0;
+    for (int i = 0; i < n; i++)
+      if (!k || set[k - 1] != set[i]) set[k++] = set[i];
+    if (k < 3 || split_of(hash_str(word) ^ 0x91c4) != split) continue;
+    snprintf(it->prompt, sizeof it->prompt, "Name a letter that occurs in '%s'.", word);
+    it->nvalid = k;
+    for (int i = 0; i < k; i++) it->valid[i][0] = set[i], it->valid[i][1] = 0;
+    snprintf(it->answer, sizeof it->answer, "%c", set[below(r, (uint64_t)k)]);
+    return;
+  }
+}
+
 void fc_gendata_draw(const fc_gendata_world_t *w, fc_gendata_family_t fam, fc_gendata_split_t split, fc_rng_t *rng,
                   fc_gendata_item_t *item) {
   item->family = fam;
+  item->nvalid = 0;
   switch (fam) {
   case FC_GENDATA_ARITH: draw_arith(rng, split, item); break;
   case FC_GENDATA_CONVERT: draw_convert(rng, split, item); break;
   case FC_GENDATA_STRINGS: draw_strings(rng, split, item); break;
   case FC_GENDATA_FACTS: draw_facts(w, rng, split, item); break;
+  case FC_GENDATA_PICK: draw_pick(rng, split, item); break;
   default: assert(0);
   }
 }
@@ -194,7 +222,7 @@ int fc_gendata_parse_mix(const char *s, double mix[FC_GENDATA_NFAM], fc_err_t *e
     }
     *eq = 0;
     if (fc_gendata_family_parse(tok, &f) != 0) {
-      rc = fc_err_set(err, FC_EINVAL, "unknown family '%s' (arith, convert, strings, facts)", tok);
+      rc = fc_err_set(err, FC_EINVAL, "unknown family '%s' (arith, convert, strings, facts, pick)", tok);
       break;
     }
     double v = strtod(eq + 1, &end);
@@ -228,6 +256,11 @@ static fc_gendata_family_t pick_family(fc_rng_t *r, const double mix[FC_GENDATA_
 static int write_row(FILE *fp, const fc_gendata_item_t *items, int n, const char *id) {
   json_t *row = json_object(), *conv = json_array();
   if (id) json_object_set_new(row, "id", json_string(id));
+  if (id && items[0].nvalid) { /* held out: what the evaluation accepts */
+    json_t *v = json_array();
+    for (int k = 0; k < items[0].nvalid; k++) json_array_append_new(v, json_string(items[0].valid[k]));
+    json_object_set_new(row, "valid", v);
+  }
   for (int t = 0; t < n; t++) {
     json_t *h = json_object(), *g = json_object();
     json_object_set_new(h, "from", json_string("human"));

@@ -10,7 +10,14 @@
 
 #include "fc_util.h"
 
-typedef enum { FC_GENDATA_ARITH, FC_GENDATA_CONVERT, FC_GENDATA_STRINGS, FC_GENDATA_FACTS, FC_GENDATA_NFAM } fc_gendata_family_t;
+/* The four single-answer families the demo uses, then PICK ("Name a letter that occurs in
+ * 'word'."), whose prompts have several right answers: a training row carries one of them drawn
+ * at random, a held-out row every one of them ("valid"), for the multi-answer experiment. It is
+ * last so the classic families keep their numbers, and it is in no default mix. */
+typedef enum { FC_GENDATA_ARITH, FC_GENDATA_CONVERT, FC_GENDATA_STRINGS, FC_GENDATA_FACTS, FC_GENDATA_PICK,
+               FC_GENDATA_NFAM } fc_gendata_family_t;
+#define FC_GENDATA_NCLASSIC 4 /* the single-answer families, first in the enum */
+#define FC_GENDATA_MAX_VALID 8
 
 const char *fc_gendata_family_name(fc_gendata_family_t f);
 int fc_gendata_family_parse(const char *s, fc_gendata_family_t *out);
@@ -22,6 +29,8 @@ typedef struct fc_gendata_item {
   fc_gendata_family_t family;
   char prompt[256];
   char answer[64];
+  int nvalid;                            /* 0: the answer is the only right one */
+  char valid[FC_GENDATA_MAX_VALID][8];   /* every right answer (the answer among them), sorted */
 } fc_gendata_item_t;
 
 /* The made-up world the facts family asks about (same world_seed, same facts). */
@@ -43,7 +52,8 @@ typedef struct fc_gendata_opts {
 } fc_gendata_opts_t;
 
 /* Writes JSONL: {"family":F,"conversations":[{"from":"human","value":Q},{"from":"gpt","value":A},...]}
- * (eval rows always have one turn and start with "id":"FAMILY-N", N the row's number). Atomic. */
+ * (eval rows always have one turn and start with "id":"FAMILY-N", N the row's number; an eval
+ * row of a family with several right answers also has "valid":[A1,A2,...]). Atomic. */
 int fc_gendata_write(const fc_gendata_opts_t *o, const char *path, fc_err_t *err);
 /* "arith=2,facts=1" into weights; families not named get 0. */
 int fc_gendata_parse_mix(const char *s, double mix[FC_GENDATA_NFAM], fc_err_t *err);

@@ -29,17 +29,6 @@ void demo_pathf(char *buf, size_t n, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* One model of the experiment: its tokenizer, its architecture and what it is trained on. */
-typedef struct demo_model {
-  const char *name, *role;
-  const char *type;      /* llama, qwen2, mistral */
-  fc_tok_kind_t tok;     /* byte-level or SentencePiece-style BPE */
-  int vocab;             /* BPE vocabulary, before the two ChatML tokens */
-  int hidden, layers, heads, kv_heads, ffn;
-  const char *mix;       /* families it is trained on, weighted */
-  double steps_scale;    /* share of the recipe's pre-training steps */
-} demo_model_t;
-
 static const demo_model_t models[] = {
     /* The pivot: general (every family equally) but small and briefly trained. */
     {"pivot", "pivot", "llama", FC_TOK_BYTELEVEL, 512, 128, 4, 4, 2, 352, "arith=1,convert=1,strings=1,facts=1", 0.5},
@@ -63,7 +52,7 @@ static const demo_recipe_t quick = {"quick", 3000, 120, 400, 12, 1, 1e-3, 16};
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: fusectl demo [--workdir DIR] [--quick] [--threads N] [--fresh] [--ablations]\n"
-          "                    [--fusion-convs N]\n"
+          "                    [--fusion-convs N] [--experiment multi]\n"
           "\n"
           "Runs the built-in knowledge-fusion experiment end to end on this machine:\n"
           "  1. generates chat tasks (arith, convert, strings, facts) with held-out sets;\n"
@@ -91,6 +80,13 @@ static void usage(FILE *fp) {
           "                  (lambda, K, fusion function, vocabulary map, merges): one job per\n"
           "                  setting, one table in DIR/ablations.txt, one PNG per sweep in\n"
           "                  DIR/plots (an hour here at full size; --quick for a small version)\n"
+          "  --experiment multi  instead of the demo, the multi-answer experiment (its own\n"
+          "                  models and data in DIR/multi): the 'pick' family (name a letter of a\n"
+          "                  word), where the source's distribution spreads over every right\n"
+          "                  answer and the fusion set holds one drawn at random; a sweep of\n"
+          "                  fusion-set size (64, 256, 1024; --fusion-convs N: one size) at lambda\n"
+          "                  0.9 and 0.5, one table per size in DIR/multi/multi.txt (about 25\n"
+          "                  minutes here; --quick: a small version)\n"
           "  -h, --help      show this help\n"
           "\n"
           "Exit status: 0 when the job completed and every model was scored, 1 otherwise.\n");
@@ -156,9 +152,9 @@ static int write_corpus(const char *jsonl, const char *out, fc_err_t *err) {
   return fc_atomic_commit(&af, err);
 }
 
-static int gen(const char *dir, const char *name, size_t count, fc_gendata_split_t split, const char *mix, uint64_t seed,
-               fc_err_t *err) {
-  fc_gendata_opts_t o = {.count = count, .split = split, .seed = seed, .world_seed = 7, .max_turns = 2};
+int demo_gen(const char *dir, const char *name, size_t count, fc_gendata_split_t split, const char *mix, uint64_t seed,
+             int max_turns, fc_err_t *err) {
+  fc_gendata_opts_t o = {.count = count, .split = split, .seed = seed, .world_seed = 7, .max_turns = max_turns};
   int rc = fc_gendata_parse_mix(mix, o.mix, err);
   if (rc) return rc;
   char *p = fc_path_join(dir, name);
@@ -167,9 +163,8 @@ static int gen(const char *dir, const char *name, size_t count, fc_gendata_split
   return rc;
 }
 
-/* Pre-trains one model from scratch (skipped when a model with the same recipe exists). */
-static int prepare_model(const char *work, const demo_model_t *dm, const demo_recipe_t *r, int threads, int fresh,
-                         fc_err_t *err) {
+int demo_prepare_model(const char *work, const demo_model_t *dm, const demo_recipe_t *r, int threads, int fresh,
+                       uint64_t seed, fc_err_t *err) {
   char dir[4096], path[4096], stamp[512];
   demo_pathf(dir, sizeof dir, "%s/models/%s", work, dm->name);
   snprintf(stamp, sizeof stamp, "%s %s %d %d %d %d %d %d %s %d %d", r->name, dm->type, dm->vocab, dm->hidden,
@@ -198,8 +193,7 @@ static int prepare_model(const char *work, const demo_model_t *dm, const demo_re
   snprintf(fname, sizeof fname, "pretrain-%s.jsonl", dm->name);
   char ddir[4096];
   demo_pathf(ddir, sizeof ddir, "%s/data", work);
-  uint64_t seed = 100 + (uint64_t)(dm - models);
-  if ((rc = gen(ddir, fname, (size_t)r->pre_convs, FC_GENDATA_TRAIN, dm->mix, seed, err)) ||
+  if ((rc = demo_gen(ddir, fname, (size_t)r->pre_convs, FC_GENDATA_TRAIN, dm->mix, seed, 2, err)) ||
       (rc = write_corpus(data, corpus, err)))
     return rc;
   fc_bpe_train_opts_t bo = {.kind = dm->tok, .vocab_size = dm->vocab, .split_digits = 1};
@@ -272,13 +266,15 @@ int demo_write_job(const char *work, const demo_recipe_t *r, const demo_job_t *j
   if (rc) return rc;
   FILE *f = af.fp;
   fprintf(f, "# The demo's fusion job (written by fusectl demo).\nname: %s\nstore: %s/store\n", jo->name, work);
-  fprintf(f, "dataset: %s/data/fusion.jsonl\neval: %s/data/eval.jsonl\n", work, work);
+  fprintf(f, "dataset: %s/data/%s\neval: %s/data/eval.jsonl\n", work, jo->dataset ? jo->dataset : "fusion.jsonl", work);
   fprintf(f, "shards: 2\ntop_k: %d\nlambda: %g\nfuse: %s\nvocab_map: %s\nseed: 1\nmodels:\n", jo->top_k, jo->lambda,
           jo->fuse, jo->vocab_map);
-  for (size_t i = 0; i < NMODELS; i++)
-    fprintf(f, "  - {name: %s, path: %s/models/%s, role: %s}\n", models[i].name, work, models[i].name, models[i].role);
+  const demo_model_t *ms = jo->models ? jo->models : models;
+  size_t nm = jo->models ? (size_t)jo->nmodels : NMODELS;
+  for (size_t i = 0; i < nm; i++)
+    fprintf(f, "  - {name: %s, path: %s/models/%s, role: %s}\n", ms[i].name, work, ms[i].name, ms[i].role);
   fprintf(f, "training: {epochs: %d, lr: %g, batch_size: %d, seq_len: 128, warmup: 0.03, weight_decay: 0.0}\n",
-          r->target_epochs, r->target_lr, r->batch);
+          jo->epochs ? jo->epochs : r->target_epochs, r->target_lr, r->batch);
   fprintf(f, "merge: {method: sce, parameters: {select_topk: 0.1}}\n");
   if (jo->baselines) fprintf(f, "baselines: {sft: true, merges: [%s]}\n", jo->baselines);
   return fc_atomic_commit(&af, err);
@@ -295,13 +291,13 @@ int demo_prepare(const char *awork, const demo_recipe_t *r, int threads, int fre
   demo_pathf(ddir, sizeof ddir, "%s/data", awork);
   int rc = fc_mkdir_p(ddir, err);
   /* The fusion set mixes every family; the held-out set has every family. */
-  if (!rc) rc = gen(ddir, "fusion.jsonl", (size_t)r->fusion_convs, FC_GENDATA_TRAIN, "arith=1,convert=1,strings=1,facts=1", 11, err);
+  if (!rc) rc = demo_gen(ddir, "fusion.jsonl", (size_t)r->fusion_convs, FC_GENDATA_TRAIN, "arith=1,convert=1,strings=1,facts=1", 11, 2, err);
   if (!rc) {
     fc_gendata_opts_t o = {.split = FC_GENDATA_EVAL, .seed = 12, .world_seed = 7, .max_turns = 1};
     char *p = fc_path_join(ddir, "eval.jsonl");
     fc_atomic_file_t af;
     rc = fc_atomic_open(&af, p, err);
-    for (int fam = 0; fam < FC_GENDATA_NFAM && !rc; fam++) {
+    for (int fam = 0; fam < FC_GENDATA_NCLASSIC && !rc; fam++) {
       char tmp[4096];
       demo_pathf(tmp, sizeof tmp, "%s/eval-%s.jsonl", ddir, fc_gendata_family_name((fc_gendata_family_t)fam));
       for (int k = 0; k < FC_GENDATA_NFAM; k++) o.mix[k] = k == fam;
@@ -316,7 +312,7 @@ int demo_prepare(const char *awork, const demo_recipe_t *r, int threads, int fre
     else fc_atomic_abort(&af);
     free(p);
   }
-  for (size_t i = 0; i < NMODELS && !rc; i++) rc = prepare_model(awork, &models[i], r, threads, fresh, err);
+  for (size_t i = 0; i < NMODELS && !rc; i++) rc = demo_prepare_model(awork, &models[i], r, threads, fresh, 100 + i, err);
   return rc;
 }
 
@@ -324,11 +320,12 @@ int fc_cmd_demo(int argc, char **argv) {
   static const struct option opts[] = {{"workdir", required_argument, 0, 'w'}, {"quick", no_argument, 0, 'q'},
                                        {"threads", required_argument, 0, 't'}, {"fresh", no_argument, 0, 'f'},
                                        {"ablations", no_argument, 0, 'a'}, {"fusion-convs", required_argument, 0, 'n'},
+                                       {"experiment", required_argument, 0, 'x'},
                                        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *work = "fusechat-demo";
   const demo_recipe_t *r = &full;
   long threads = 2, fusion_convs = 0;
-  int fresh = 0, ablations = 0, c;
+  int fresh = 0, ablations = 0, multi = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
@@ -346,11 +343,16 @@ int fc_cmd_demo(int argc, char **argv) {
         return fc_cli_usage_error("demo", "--fusion-convs wants a count from %d to %d", DEMO_MIN_FUSION_CONVS,
                                   DEMO_MAX_FUSION_CONVS);
       break;
+    case 'x':
+      if (strcmp(optarg, "multi")) return fc_cli_usage_error("demo", "--experiment knows 'multi', not '%s'", optarg);
+      multi = 1;
+      break;
     case 'h': usage(stdout); return 0;
     default: return fc_cli_usage_error("demo", "unknown option");
     }
   }
   if (optind != argc) return fc_cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
+  if (multi && ablations) return fc_cli_usage_error("demo", "--experiment and --ablations do not go together");
   demo_recipe_t rs = *r; /* the recipe with the fusion-set size asked for */
   if (fusion_convs) rs.fusion_convs = (int)fusion_convs;
   r = &rs;
@@ -358,6 +360,7 @@ int fc_cmd_demo(int argc, char **argv) {
   char awork[4096];
   if (fc_mkdir_p(work, &err) || !realpath(work, awork)) return fc_cli_fail("demo", "%s", err.msg[0] ? err.msg : work);
   if (strlen(awork) > 2048) return fc_cli_fail("demo", "work directory path too long: %s", awork);
+  if (multi) return demo_multi(awork, !strcmp(r->name, "quick"), (int)threads, fresh, (int)fusion_convs);
   double t0 = fc_now();
   char job[4096];
   int rc = demo_prepare(awork, r, (int)threads, fresh, &err);

@@ -19,6 +19,9 @@ static void usage(FILE *fp) {
           "  convert  unit conversions (km to m, h to min, ...)\n"
           "  strings  reverse a word, sort its letters, count a letter\n"
           "  facts    capitals, rulers and founding years of a generated world\n"
+          "  pick     name a letter that occurs in a word: several right answers; training rows\n"
+          "           hold one drawn at random, eval rows list every one (\"valid\"), and the\n"
+          "           evaluation accepts any (not in the default mix)\n"
           "An item's split is a hash of its content, so the train and eval splits never share a\n"
           "prompt, whatever the counts and seeds. Facts are held out by phrasing: evaluation asks\n"
           "in words that training never used for that fact.\n"
@@ -27,7 +30,7 @@ static void usage(FILE *fp) {
           "  --out FILE        where to write (atomically)\n"
           "  --count N         conversations to write (default 1000)\n"
           "  --split S         train (default) or eval; eval rows have one turn\n"
-          "  --mix SPEC        family weights, e.g. arith=3,facts=1 (default: all equal)\n"
+          "  --mix SPEC        family weights, e.g. arith=3,facts=1 (default: the first four equal)\n"
           "  --seed S          seed of the draws (default 1)\n"
           "  --world-seed W    seed of the facts' world; keep it fixed across splits (default 7)\n"
           "  --max-turns T     training conversations hold 1..T question/answer turns (default 1)\n"
@@ -41,7 +44,7 @@ int fc_cmd_gen_data(int argc, char **argv) {
       {"seed", required_argument, 0, 'S'},     {"world-seed", required_argument, 0, 'W'},
       {"max-turns", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0}};
   fc_gendata_opts_t o = {.count = 1000, .split = FC_GENDATA_TRAIN, .seed = 1, .world_seed = 7, .max_turns = 1};
-  for (int i = 0; i < FC_GENDATA_NFAM; i++) o.mix[i] = 1;
+  for (int i = 0; i < FC_GENDATA_NCLASSIC; i++) o.mix[i] = 1;
   const char *out = NULL;
   fc_err_t err = {0};
   long v;

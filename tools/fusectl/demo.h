@@ -2,6 +2,8 @@
 #ifndef FC_DEMO_H
 #define FC_DEMO_H
 
+#include "fc_gendata.h"
+#include "fc_tok.h"
 #include "fc_util.h"
 
 /* Sizes of one version of the experiment (full or quick). */
@@ -16,6 +18,17 @@ typedef struct demo_recipe {
   int batch;
 } demo_recipe_t;
 
+/* One model of an experiment: its tokenizer, its architecture and what it is trained on. */
+typedef struct demo_model {
+  const char *name, *role;
+  const char *type;      /* llama, qwen2, mistral */
+  fc_tok_kind_t tok;     /* byte-level or SentencePiece-style BPE */
+  int vocab;             /* BPE vocabulary, before the two ChatML tokens */
+  int hidden, layers, heads, kv_heads, ffn;
+  const char *mix;       /* families it is trained on, weighted */
+  double steps_scale;    /* share of the recipe's pre-training steps */
+} demo_model_t;
+
 /* What a fusion job of the demo varies. */
 typedef struct demo_job {
   const char *name;
@@ -23,6 +36,11 @@ typedef struct demo_job {
   int top_k;
   const char *fuse, *vocab_map;
   const char *baselines; /* merges besides the headline SCE, with plain SFT; NULL: none */
+  /* 0/NULL: the demo's (three models, data/fusion.jsonl, the recipe's epochs) */
+  const demo_model_t *models;
+  int nmodels;
+  const char *dataset; /* under WORK/data */
+  int epochs;
 } demo_job_t;
 
 void demo_pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -30,9 +48,18 @@ void demo_pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format
 int demo_run_self(char *const argv[]);
 /* The data (fusion set, held-out set) and the three models under work (absolute), cached. */
 int demo_prepare(const char *work, const demo_recipe_t *r, int threads, int fresh, fc_err_t *err);
+/* Writes WORK/data/NAME: count conversations of the mix (1..max_turns turns each), world 7. */
+int demo_gen(const char *dir, const char *name, size_t count, fc_gendata_split_t split, const char *mix, uint64_t seed,
+             int max_turns, fc_err_t *err);
+/* Pre-trains one model from scratch into WORK/models/NAME on its own generated data (drawn
+ * with seed); skipped when a model with the same recipe is there. */
+int demo_prepare_model(const char *work, const demo_model_t *dm, const demo_recipe_t *r, int threads, int fresh,
+                       uint64_t seed, fc_err_t *err);
 /* The demo's settings (the paper's: lambda 0.9, K 10, MinCE, statistics map) under a name. */
 void demo_job_default(demo_job_t *jo, const char *name);
 int demo_write_job(const char *work, const demo_recipe_t *r, const demo_job_t *jo, const char *path, fc_err_t *err);
+/* fusectl demo --experiment multi: returns the exit status. fusion_convs 0: the sweep. */
+int demo_multi(const char *work, int quick, int threads, int fresh, int fusion_convs);
 /* fusectl demo --ablations, after demo_prepare: returns the exit status. */
 int demo_ablations(const char *work, const demo_recipe_t *r, int threads);
 
