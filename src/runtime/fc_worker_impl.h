@@ -9,8 +9,8 @@
 
 #include "fc_worker.h"
 
-/* A task's context: written by the loop thread (cancel, lease) and the compute thread
- * (progress), under mu. */
+/* A task's context, shared by the loop thread (cancel, the lease) and the compute thread
+ * (progress, figures): the flags are atomic, the rest is under mu while a compute thread runs. */
 struct fc_task_ctx {
   pthread_mutex_t mu;
   pthread_cond_t cv; /* fence waiters: a fresh ack or the lease lost */
