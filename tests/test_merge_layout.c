@@ -289,7 +289,8 @@ static void check_union(const char *dir, const char *cas, const char *out) {
     if (to->shape[0] != te->shape[0] || to->shape[1] != te->shape[1])
       fail_msg("%s: %s is %lldx%lld, expected %lldx%lld", cas, te->name, (long long)to->shape[0],
                (long long)to->shape[1], (long long)te->shape[0], (long long)te->shape[1]);
-    /* The reference writer does not pad its header, so its floats may sit at any address. */
+    /* memcpy: a safetensors file need not pad its header (the reference writer, st_write.py,
+     * does since it is shared), so floats may sit at any address. */
     const unsigned char *pa = to->data, *pb = te->data;
     for (int64_t i = 0; i < te->numel; i++) {
       float a, b;

@@ -1,17 +1,21 @@
-/* Coordinator loop (see fc_coord.h). ZeroMQ signals its fd edge-triggered: uv_poll only says
- * "something changed", so every wake-up and every send is followed by draining the socket while
- * ZMQ_EVENTS reports POLLIN, or a message can sit unread until the next unrelated wake-up. A
- * drain handles at most FC_COORD_BATCH messages and leaves the rest to an idle callback, so
- * lease expiry and signals are never starved by a backlog.
+/* Coordinator loop (see fc_coord.h): the ROUTER and its drain, roles, the requests of clients
+ * (submit, status, cancel, ...), signals, /metrics and fc_coord_run. The workers' side (the
+ * worker table, dispatch, leases and reports) is fc_coord_lease.c; what both share is in
+ * fc_coord_impl.h.
+ *
+ * ZeroMQ signals its fd edge-triggered: uv_poll only says "something changed", so every wake-up
+ * and every send is followed by draining the socket while ZMQ_EVENTS reports POLLIN, or a
+ * message can sit unread until the next unrelated wake-up. A drain handles at most
+ * FC_COORD_BATCH messages and leaves the rest to an idle callback, so lease expiry and signals
+ * are never starved by a backlog.
  *
  * Trust: with CURVE, the ZAP handler tags each connection with its client key, and each message
  * needs the role its type asks for (worker, operator, reader). A worker id is bound to the
  * connection (routing id) and key it registered from; its other messages are accepted only from
- * there, and task reports only under the lease's fencing token. */
-#include "fc_coord.h"
+ * there, and task reports only under the lease's fencing token (fc_coord_lease.c). */
+#include "fc_coord_impl.h"
 #include "fc_coord_rm.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -27,160 +31,9 @@
 #endif
 
 #include "fc_artifact.h"
-#include "fc_db.h"
-#include "fc_holders.h"
 #include "fc_job.h"
-#include "fc_metrics.h"
-#include "fc_msg.h"
-#include "fc_net.h"
-#include "fc_zap.h"
 
-#define MAX_ENV 4
-#define NBUCKETS 8192 /* > 2 * FC_COORD_MAX_WORKERS, a power of two */
-
-typedef struct worker {
-  char *id;
-  struct worker *next_in_bucket;
-  uint8_t ident[256]; /* ROUTER routing id of the connection it registered from */
-  size_t nident;
-  char key[41];       /* its CURVE key ("" without CURVE) */
-  char **caps;
-  size_t ncaps;
-  int waiting;      /* asked for a task and has none */
-  int64_t busy;     /* task assigned and not yet reported */
-  double assigned;  /* wall time of that assignment */
-  double last_seen; /* wall time */
-  double recorded;  /* when the database last got its registration */
-} worker_t;
-
-typedef struct coord {
-  const fc_coord_opts_t *o;
-  uv_loop_t *loop;
-  uv_poll_t poll;
-  uv_timer_t expire, sweep;
-  uv_idle_t more; /* runs drain again while a backlog is left */
-  uv_signal_t sigterm, sigint, sighup;
-  void *zctx, *router, *pub;
-  fc_zap_t *zap;
-  uv_poll_t zap_poll;
-  fc_curve_t curve;
-  fc_curve_allow_t allow;
-  fc_db_t *db;
-  fc_holders_t *holders;
-  char store_id[65]; /* the store's sentinel ("" : no --store) */
-  int64_t last_event;
-  worker_t **workers; /* every known worker, for dispatch */
-  size_t nworkers;
-  worker_t *buckets[NBUCKETS]; /* the same by id */
-  int stopping;
-  /* the envelope of the message being handled, for replies, and its sender's key and roles */
-  const void *env[MAX_ENV];
-  size_t envlen[MAX_ENV];
-  size_t nenv;
-  char key[41];
-  unsigned roles;
-  fc_metrics_t *metrics; /* the /metrics server, when asked for */
-  uint64_t fetched_bytes, fetches; /* artifact downloads between stores the daemons reported */
-  fc_ratelimit_t warn_bad, warn_role, warn_ident, warn_send, warn_full;
-} coord_t;
-
-static void drain(coord_t *c);
-
-/* ---- the worker table: a hash by id, plus a dense array for dispatch ---- */
-
-static size_t bucket_of(const char *id) {
-  uint32_t h = 2166136261u;
-  for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
-  return h & (NBUCKETS - 1);
-}
-
-static worker_t *find_worker(coord_t *c, const char *id) {
-  for (worker_t *w = c->buckets[bucket_of(id)]; w; w = w->next_in_bucket)
-    if (!strcmp(w->id, id)) return w;
-  return NULL;
-}
-
-static void free_caps(worker_t *w) {
-  for (size_t i = 0; i < w->ncaps; i++) free(w->caps[i]);
-  free(w->caps);
-  w->caps = NULL, w->ncaps = 0;
-}
-
-static void drop_worker(coord_t *c, size_t i) {
-  worker_t *w = c->workers[i];
-  worker_t **pp = &c->buckets[bucket_of(w->id)];
-  while (*pp != w) pp = &(*pp)->next_in_bucket;
-  *pp = w->next_in_bucket;
-  c->workers[i] = c->workers[--c->nworkers];
-  free_caps(w);
-  free(w->id);
-  free(w);
-}
-
-/* Warns at most once per FC_COORD_WARN_INTERVAL for each kind of trouble (a hostile or broken
- * peer must not fill the log), saying how many were held back. */
-#define WARN_LIMITED_AT(c, rl, job, task, worker, ...)                                          \
-  do {                                                                                          \
-    unsigned held_;                                                                             \
-    if (fc_ratelimit_pass(&(c)->rl, FC_COORD_WARN_INTERVAL, &held_)) {                          \
-      char m_[1200];                                                                            \
-      snprintf(m_, sizeof m_, __VA_ARGS__);                                                     \
-      if (held_) fc_log_at(FC_LOG_WARN, job, task, worker, "%s (%u more like it held back)", m_, held_); \
-      else fc_log_at(FC_LOG_WARN, job, task, worker, "%s", m_);                                 \
-    }                                                                                           \
-  } while (0)
-#define WARN_LIMITED(c, rl, ...) WARN_LIMITED_AT(c, rl, 0, 0, NULL, __VA_ARGS__)
-
-/* A new worker entry; when the table is full, one silent for a lease period and holding no
- * task makes room, else NULL. */
-static worker_t *add_worker(coord_t *c, const char *id) {
-  double now = fc_net_wall();
-  if (c->nworkers >= FC_COORD_MAX_WORKERS) {
-    size_t i;
-    for (i = 0; i < c->nworkers; i++)
-      if (!c->workers[i]->busy && now - c->workers[i]->last_seen > c->o->lease_timeout) break;
-    if (i == c->nworkers) return NULL;
-    fc_err_t err;
-    fc_db_worker_forget(c->db, c->workers[i]->id, &err);
-    drop_worker(c, i);
-  }
-  worker_t *w = fc_xcalloc(1, sizeof *w);
-  w->id = fc_xstrdup(id);
-  size_t b = bucket_of(id);
-  w->next_in_bucket = c->buckets[b], c->buckets[b] = w;
-  if (!(c->nworkers & (c->nworkers + 1))) /* grow at 1, 2, 4, ... entries */
-    c->workers = fc_xrealloc(c->workers, (2 * c->nworkers + 2) * sizeof *c->workers);
-  c->workers[c->nworkers++] = w;
-  return w;
-}
-
-static int same_connection(const coord_t *c, const worker_t *w) {
-  return c->nenv >= 1 && w->nident == c->envlen[0] && !memcmp(w->ident, c->env[0], w->nident) &&
-         !strcmp(w->key, c->key);
-}
-
-static void bind_connection(coord_t *c, worker_t *w) {
-  w->nident = c->nenv >= 1 && c->envlen[0] <= sizeof w->ident ? c->envlen[0] : 0;
-  memcpy(w->ident, c->env[0], w->nident);
-  memcpy(w->key, c->key, sizeof w->key);
-}
-
-/* The session text stored for a worker: its routing id in hex (a new process, a new one). */
-static void session_of(const worker_t *w, char *out) {
-  static const char hex[] = "0123456789abcdef";
-  for (size_t i = 0; i < w->nident; i++) out[2 * i] = hex[w->ident[i] >> 4], out[2 * i + 1] = hex[w->ident[i] & 15];
-  out[2 * w->nident] = 0;
-}
-
-static void send_to_worker(coord_t *c, worker_t *w, const fc_msg_t *m) {
-  const void *env[1] = {w->ident};
-  size_t len[1] = {w->nident};
-  fc_err_t err;
-  if (fc_net_send(c->router, env, len, 1, m, &err))
-    WARN_LIMITED_AT(c, warn_send, 0, m->task, w->id, "cannot send %s to the worker: %s", fc_msg_type_name(m->type), err.msg);
-}
-
-static void reply(coord_t *c, int ok, const char *error, const char *json) {
+void fc_coord_reply(coord_t *c, int ok, const char *error, const char *json) {
   if (json && strlen(json) > FC_MSG_MAX_TEXT) /* pages keep far below this; never send past it */
     ok = 0, error = "the reply would be too long; ask for a smaller page (--limit)", json = NULL;
   fc_msg_t r = {.type = FC_MSG_REPLY, .ok = ok != 0};
@@ -191,7 +44,7 @@ static void reply(coord_t *c, int ok, const char *error, const char *json) {
   fc_msg_clear(&r);
 }
 
-/* ---- roles and identity ---- */
+/* ---- roles ---- */
 
 /* The role a message type needs. */
 static unsigned role_needed(fc_msg_type_t t) {
@@ -220,132 +73,11 @@ static int check_role(coord_t *c, const fc_msg_t *m) {
   snprintf(why, sizeof why, "refused: a %s message needs the %s role, which this key (%.8s...) lacks",
            fc_msg_type_name(m->type), name, c->key[0] ? c->key : "none");
   WARN_LIMITED(c, warn_role, "%s", why);
-  reply(c, 0, why, NULL);
+  fc_coord_reply(c, 0, why, NULL);
   return 0;
 }
 
-/* A worker's messages other than register: from the connection and key it registered with. */
-static worker_t *check_worker_identity(coord_t *c, const fc_msg_t *m) {
-  worker_t *w = find_worker(c, m->id);
-  const char *why = !w ? "is not registered (register first)" : !same_connection(c, w) ? "is registered from another connection" : NULL;
-  if (!why) {
-    w->last_seen = fc_net_wall();
-    return w;
-  }
-  char msg[600];
-  snprintf(msg, sizeof msg, "refused %s: worker %s %s", fc_msg_type_name(m->type), m->id, why);
-  WARN_LIMITED_AT(c, warn_ident, 0, m->task, m->id, "%s", msg);
-  reply(c, 0, msg, NULL);
-  return NULL;
-}
-
-/* A register: binds the id to this connection. An id live on another key is refused; the same
- * id from a new connection is a new process of that worker, whose old leases the store releases. */
-static worker_t *register_worker(coord_t *c, const fc_msg_t *m, double now, int *rebound) {
-  worker_t *w = find_worker(c, m->id);
-  *rebound = 0;
-  if (w && !same_connection(c, w)) {
-    if (strcmp(w->key, c->key) && now - w->last_seen <= c->o->lease_timeout) {
-      char msg[600];
-      snprintf(msg, sizeof msg, "refused register: worker id %s is in use by another key", m->id);
-      WARN_LIMITED_AT(c, warn_ident, 0, 0, m->id, "%s", msg);
-      reply(c, 0, msg, NULL);
-      return NULL;
-    }
-    *rebound = 1;
-    w->busy = 0, w->waiting = 0, w->recorded = 0;
-  }
-  if (!w && !(w = add_worker(c, m->id))) {
-    WARN_LIMITED_AT(c, warn_full, 0, 0, m->id, "refused register: %d workers known, none silent", FC_COORD_MAX_WORKERS);
-    reply(c, 0, "refused register: the coordinator knows too many workers", NULL);
-    return NULL;
-  }
-  if (*rebound || !w->nident) bind_connection(c, w), w->recorded = 0;
-  w->last_seen = now;
-  return w;
-}
-
-static void publish_cb(void *arg, int64_t id, double time, int64_t job, int64_t task, const char *type,
-                       const char *message) {
-  coord_t *c = arg;
-  (void)id;
-  fc_msg_t e = {.type = FC_MSG_EVENT, .job = job, .task = task, .time = time};
-  fc_msg_set_str(&e.state, type);
-  fc_msg_set_str(&e.message, message);
-  fc_err_t err;
-  fc_net_send(c->pub, NULL, NULL, 0, &e, &err); /* PUB drops when nobody listens; fine */
-  fc_msg_clear(&e);
-  /* what an operator must see stands out: an attempt that failed is a warning, a task or job
-   * that failed for good an error */
-  fc_log_level_t level = !strcmp(type, "task.failed") || !strcmp(type, "job.failed") ? FC_LOG_ERROR
-                         : !strcmp(type, "task.retry")                                ? FC_LOG_WARN
-                                                                                       : FC_LOG_INFO;
-  fc_log_at(level, job, task, NULL, "event %s: %s", type, message);
-}
-
-/* Sends the events the last transactions appended to the log. */
-static void publish(coord_t *c) {
-  fc_err_t err;
-  if (fc_db_events_after(c->db, c->last_event, publish_cb, c, &c->last_event, &err))
-    fc_warn("reading events: %s", err.msg);
-}
-
-static void rearm(coord_t *c);
-
-/* Offers queued tasks to every idle, live worker, or only to `only` when just that worker
- * became idle (the others were offered everything when the queue last changed). */
-static void dispatch(coord_t *c, worker_t *only) {
-  double now = fc_net_wall();
-  for (size_t i = 0; i < c->nworkers && !c->stopping; i++) {
-    worker_t *w = c->workers[i];
-    if ((only && w != only) || !w->waiting || w->busy || now - w->last_seen > c->o->lease_timeout) continue;
-    fc_msg_t a;
-    fc_err_t err;
-    int rc = fc_db_lease_next(c->db, w->id, w->caps, w->ncaps, now, c->o->lease_timeout, &a, &err);
-    if (rc < 0) {
-      fc_log(FC_LOG_ERROR, "leasing: %s", err.msg);
-      return;
-    }
-    if (rc == 0) continue;
-    const void *env[1] = {w->ident};
-    size_t len[1] = {w->nident};
-    if (fc_net_send(c->router, env, len, 1, &a, &err)) {
-      /* unreachable (ROUTER_MANDATORY): give the task straight back */
-      WARN_LIMITED_AT(c, warn_send, a.job, a.task, w->id, "worker unreachable (%s); the task goes back to the queue",
-                      err.msg);
-      fc_db_fail(c->db, a.task, w->id, a.attempt, NULL, true, now, &err);
-      w->waiting = 0;
-    } else {
-      w->waiting = 0, w->busy = a.task, w->assigned = now;
-    }
-    fc_msg_clear(&a);
-  }
-  publish(c);
-  rearm(c);
-}
-
-static void expire_cb(uv_timer_t *t) {
-  coord_t *c = t->data;
-  int n;
-  fc_err_t err;
-  if (fc_db_expire(c->db, fc_net_wall(), &n, &err)) fc_log(FC_LOG_ERROR, "expiring leases: %s", err.msg);
-  if (n) fc_info("%d lapsed lease(s) re-queued or failed", n);
-  dispatch(c, NULL);
-  drain(c);
-}
-
-/* Wakes up just after the earliest lease deadline. */
-static void rearm(coord_t *c) {
-  double d;
-  fc_err_t err;
-  if (fc_db_next_deadline(c->db, fc_net_wall(), &d, &err) || d == 0) {
-    uv_timer_stop(&c->expire);
-    return;
-  }
-  double wait = d - fc_net_wall();
-  uint64_t ms = wait <= 0 ? 0 : (uint64_t)(wait * 1000) + 5;
-  uv_timer_start(&c->expire, expire_cb, ms, 0);
-}
+/* ---- requests ---- */
 
 static void handle_client(coord_t *c, fc_msg_t *m) {
   fc_err_t err = {0};
@@ -382,10 +114,10 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
     size_t nh;
     rc = fc_db_job_cancel(c->db, m->job, now, &h, &nh, &err);
     for (size_t i = 0; rc == 0 && i < nh; i++) {
-      worker_t *w = find_worker(c, h[i].worker);
+      worker_t *w = fc_coord_find_worker(c, h[i].worker);
       if (!w) continue;
       fc_msg_t cm = {.type = FC_MSG_CANCEL, .task = h[i].task};
-      send_to_worker(c, w, &cm);
+      fc_coord_send_to_worker(c, w, &cm);
     }
     if (rc == 0) free(h);
     break;
@@ -398,31 +130,9 @@ static void handle_client(coord_t *c, fc_msg_t *m) {
     break;
   default: rc = fc_err_set(&err, FC_EINVAL, "unexpected %s message", fc_msg_type_name(m->type));
   }
-  reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
+  fc_coord_reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
   free(json);
-  dispatch(c, NULL);
-}
-
-/* The registration's artifact side: where the worker serves its artifacts, and the ack that
- * makes it READY, carrying what its artifact server needs (our allow-list, our store). */
-static void register_ack(coord_t *c, const fc_msg_t *m, double now) {
-  json_t *info = m->text ? json_loads(m->text, 0, NULL) : NULL;
-  const char *ep = json_string_value(json_object_get(info, "artifacts"));
-  const char *key = json_string_value(json_object_get(info, "key"));
-  const char *store = json_string_value(json_object_get(info, "store"));
-  int shared = !c->store_id[0] ? -1 : store && !strcmp(store, c->store_id) ? 1 : 0;
-  fc_err_t err;
-  if (fc_holders_worker(c->holders, m->id, ep, key, shared, now, &err)) fc_warn("%s", err.msg);
-  json_decref(info);
-  json_t *ack = json_pack("{s:s, s:s, s:s}", "store", c->o->store ? c->o->store : "", "store_id", c->store_id,
-                          "worker", m->id);
-  json_t *allow = json_array();
-  for (size_t i = 0; i < c->allow.n; i++) json_array_append_new(allow, json_string(c->allow.keys[i]));
-  json_object_set_new(ack, "allow", allow);
-  char *text = json_dumps(ack, JSON_COMPACT);
-  reply(c, 1, NULL, text);
-  free(text);
-  json_decref(ack);
+  fc_coord_dispatch(c, NULL);
 }
 
 /* Artifact location requests (LOCATE from a daemon or fusectl, HOLDING from a daemon that
@@ -442,112 +152,19 @@ static int handle_artifacts(coord_t *c, fc_msg_t *m) {
     if (rc == 0) rc = fc_holders_workers_json(c->holders, raw, &json, &err);
     free(raw);
   } else return 0;
-  reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
+  fc_coord_reply(c, rc == 0, rc ? err.msg : NULL, json ? json : "{}");
   free(json);
   return 1;
 }
 
-/* Tells a worker its heartbeat held: the lease and its length, so it knows how long it may
- * write without hearing from us again (its fence). */
-static void ack_heartbeat(coord_t *c, const fc_msg_t *m) {
-  char text[160];
-  snprintf(text, sizeof text, "{\"task\":%lld,\"attempt\":%lld,\"lease\":%.3f}", (long long)m->task,
-           (long long)m->attempt, c->o->lease_timeout);
-  reply(c, 1, NULL, text);
-}
-
+/* One message: its role checked, then artifacts, the workers' messages, or a client's request. */
 static void handle(coord_t *c, fc_msg_t *m) {
-  fc_err_t err = {0};
-  double now = fc_net_wall();
-  worker_t *w;
   if (!check_role(c, m)) return;
   if (handle_artifacts(c, m)) return;
-  switch (m->type) {
-  case FC_MSG_REGISTER: {
-    int rebound;
-    if (!(w = register_worker(c, m, now, &rebound))) break;
-    register_ack(c, m, now);
-    /* idle workers re-register every tick: only a change, or a 5 s old record, is written */
-    int same = w->ncaps == m->ncaps;
-    for (size_t i = 0; same && i < m->ncaps; i++) same = !strcmp(w->caps[i], m->caps[i]);
-    if (same && now - w->recorded < 5) break;
-    free_caps(w);
-    for (size_t i = 0; i < m->ncaps; i++) {
-      w->caps = fc_xrealloc(w->caps, (w->ncaps + 1) * sizeof *w->caps);
-      w->caps[w->ncaps++] = fc_xstrdup(m->caps[i]);
-    }
-    char session[2 * sizeof w->ident + 1];
-    session_of(w, session);
-    int released = 0;
-    if (fc_db_worker_seen(c->db, m, m->id, session, now, &released, &err)) fc_warn("%s", err.msg);
-    if (released) {
-      fc_log_at(FC_LOG_INFO, 0, 0, m->id, "worker came back as a new process: %d lease(s) of the old one released", released);
-      publish(c);
-      dispatch(c, NULL);
-    }
-    w->recorded = now;
-    break;
-  }
-  case FC_MSG_LEASE_REQUEST:
-    if (!(w = check_worker_identity(c, m))) break;
-    /* A request crossing an assignment in flight must not get the worker a second task; a
-     * worker that never answered its assignment is free again once that lease could lapse. */
-    if (w->busy && now - w->assigned < c->o->lease_timeout) break;
-    w->busy = 0, w->waiting = 1;
-    dispatch(c, w);
-    break;
-  case FC_MSG_HEARTBEAT: {
-    if (!(w = check_worker_identity(c, m))) break;
-    int64_t job = 0;
-    int rc = fc_db_heartbeat(c->db, m, now, c->o->lease_timeout, &job, &err);
-    if (rc < 0) fc_warn("heartbeat: %s", err.msg);
-    if (rc == 1) { /* lapsed, reassigned or cancelled: tell the worker to stop */
-      fc_msg_t cm = {.type = FC_MSG_CANCEL, .task = m->task};
-      send_to_worker(c, w, &cm);
-      if (w->busy == m->task) w->busy = 0;
-    } else if (rc == 0) {
-      w->busy = m->task, w->assigned = now;
-      ack_heartbeat(c, m);
-      fc_msg_t e = {.type = FC_MSG_EVENT, .job = job, .task = m->task, .fraction = m->fraction, .time = now};
-      e.state = (char *)"task.progress", e.message = m->message;
-      fc_net_send(c->pub, NULL, NULL, 0, &e, &err);
-    }
-    publish(c);
-    rearm(c);
-    break;
-  }
-  case FC_MSG_RESULT: {
-    if (!(w = check_worker_identity(c, m))) break;
-    if (w->busy == m->task) w->busy = 0;
-    int rc;
-    if (m->ok) {
-      rc = fc_db_complete(c->db, m->task, m->id, m->attempt, m->arts, m->narts, m, now, &err);
-      if (rc == 0 && fc_holders_add(c->holders, m->id, m->arts, m->narts, &err)) fc_warn("%s", err.msg);
-      if (rc == FC_EINVAL) rc = fc_db_fail(c->db, m->task, m->id, m->attempt, err.msg, false, now, &err);
-    } else {
-      rc = fc_db_fail(c->db, m->task, m->id, m->attempt, m->error, m->handback, now, &err);
-    }
-    if (rc < 0) fc_log_at(FC_LOG_ERROR, 0, m->task, m->id, "recording the task's result: %s", err.msg);
-    if (rc == 1) { /* a superseded attempt: it must not think its work counted */
-      fc_log_at(FC_LOG_INFO, 0, m->task, m->id, "refusing a result under lease %lld: not the current lease",
-                (long long)m->attempt);
-      fc_msg_t cm = {.type = FC_MSG_CANCEL, .task = m->task};
-      send_to_worker(c, w, &cm);
-    }
-    dispatch(c, NULL);
-    break;
-  }
-  case FC_MSG_BYE:
-    if (!(w = check_worker_identity(c, m))) break;
-    w->waiting = 0, w->last_seen = 0, w->recorded = 0;
-    if (fc_db_worker_gone(c->db, m->id, now, &err)) fc_warn("%s", err.msg);
-    fc_log_at(FC_LOG_INFO, 0, 0, m->id, "worker left");
-    break;
-  default: handle_client(c, m);
-  }
+  if (fc_coord_handle_worker(c, m)) return;
+  handle_client(c, m);
 }
 
-/* Reads every message the ROUTER has (see the note at the top). */
 static void more_cb(uv_idle_t *h);
 
 /* The sender's key (the ZAP handler's User-Id) and its roles; every role without CURVE, where
@@ -563,7 +180,7 @@ static void sender_of(coord_t *c, zmq_msg_t *payload) {
   }
 }
 
-static void drain(coord_t *c) {
+void fc_coord_drain(coord_t *c) {
   for (int done = 0;; done++) {
     int events = 0;
     size_t sz = sizeof events;
@@ -601,7 +218,7 @@ static void drain(coord_t *c) {
         fc_msg_clear(&m);
       } else {
         WARN_LIMITED(c, warn_bad, "dropping a message: %s", err.msg);
-        reply(c, 0, err.msg, NULL);
+        fc_coord_reply(c, 0, err.msg, NULL);
       }
       c->nenv = 0;
     }
@@ -611,17 +228,17 @@ static void drain(coord_t *c) {
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
   (void)status, (void)events;
-  drain(p->data);
+  fc_coord_drain(p->data);
 }
 
-static void more_cb(uv_idle_t *h) { drain(h->data); }
+static void more_cb(uv_idle_t *h) { fc_coord_drain(h->data); }
 
 /* Forgets workers silent for FC_COORD_WORKER_TTL, here and in the store. */
 static void sweep_cb(uv_timer_t *t) {
   coord_t *c = t->data;
   double before = fc_net_wall() - FC_COORD_WORKER_TTL;
   for (size_t i = 0; i < c->nworkers;) {
-    if (!c->workers[i]->busy && c->workers[i]->last_seen < before) drop_worker(c, i);
+    if (!c->workers[i]->busy && c->workers[i]->last_seen < before) fc_coord_drop_worker(c, i);
     else i++;
   }
   int n;
@@ -817,7 +434,7 @@ int fc_coord_run(const fc_coord_opts_t *o, fc_err_t *err) {
   int n;
   if (fc_db_leases_grace(c.db, fc_net_wall() + o->lease_timeout, &n, err) == 0 && n)
     fc_info("%d lease(s) from before the restart extended by %.1f s", n, o->lease_timeout);
-  expire_cb(&c.expire);
+  fc_coord_expire_cb(&c.expire);
   NOTIFY("READY=1\nSTATUS=serving on %s", o->endpoint);
   uv_run(c.loop, UV_RUN_DEFAULT);
   rc = 0;
@@ -840,7 +457,7 @@ out:
   fc_zap_stop(&c.zap);
   zmq_ctx_term(c.zctx);
   fc_curve_allow_free(&c.allow);
-  while (c.nworkers) drop_worker(&c, c.nworkers - 1);
+  while (c.nworkers) fc_coord_drop_worker(&c, c.nworkers - 1);
   free(c.workers);
   fc_holders_close(&c.holders);
   fc_db_close(&c.db);

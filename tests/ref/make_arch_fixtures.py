@@ -23,7 +23,8 @@ import json, math, os, sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_model_fixtures import st_write, rotate_half  # noqa: E402
+from make_model_fixtures import rotate_half  # noqa: E402
+from st_write import st_write  # noqa: E402
 
 
 class Cfg:

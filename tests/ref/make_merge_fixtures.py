@@ -18,29 +18,17 @@ Where mergekit leaves a detail open, this script fixes it the way fc_merge.h doc
 Writes tiny "models" (HF layout; the base is sharded in two files) and one YAML config plus
 the expected merged tensors per case. Run by hand:
   /usr/bin/python3 tests/ref/make_merge_fixtures.py tests/fixtures/merge"""
-import json, math, os, struct, sys
+import json, math, os, sys
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_write import st_write_f32  # noqa: E402
+
 OUT = sys.argv[1]
 g = torch.Generator().manual_seed(20240807)
 M64 = (1 << 64) - 1
-
-
-def write_st(path, tensors):
-    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, t in tensors.items():
-        b = t.contiguous().numpy().astype(np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 # ---- fixture models ----
@@ -97,8 +85,8 @@ os.makedirs(bdir, exist_ok=True)
 shard1 = {n: base[n] for n in names[:2]}
 shard2 = {n: base[n] for n in names[2:]}
 f1, f2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
-write_st(os.path.join(bdir, f1), shard1)
-write_st(os.path.join(bdir, f2), shard2)
+st_write_f32(os.path.join(bdir, f1), shard1)
+st_write_f32(os.path.join(bdir, f2), shard2)
 wm = {n: f1 for n in shard1}
 wm.update({n: f2 for n in shard2})
 with open(os.path.join(bdir, "model.safetensors.index.json"), "w") as f:
@@ -110,7 +98,7 @@ with open(os.path.join(bdir, "tokenizer.json"), "w") as f:
 for i, m in enumerate(models):
     d = os.path.join(OUT, "m%d" % (i + 1))
     os.makedirs(d, exist_ok=True)
-    write_st(os.path.join(d, "model.safetensors"), m)
+    st_write_f32(os.path.join(d, "model.safetensors"), m)
 
 
 # ---- helpers ----
@@ -491,7 +479,7 @@ for cname, method, mlist, params in CASES:
         elif method == "varm":
             r = varm(n, b, ms, wlog)
         out[n] = r.reshape(SHAPES[n])
-    write_st(os.path.join(edir, cname + ".safetensors"), out)
+    st_write_f32(os.path.join(edir, cname + ".safetensors"), out)
     if wlog:
         summary[cname] = [sum(col) / len(col) for col in zip(*wlog)]
 
@@ -800,7 +788,7 @@ for cname, text in CONFIGS.items():
             lam = param(cfg, "lambda", n, None, 1.0)
             r = gta(n, b, ms, w, dens, p, sp, cons, dn, dr, gam, eps, lam, SHAPES[n])
         out[n] = r.reshape(SHAPES[n])
-    write_st(os.path.join(edir, cname + ".safetensors"), out)
+    st_write_f32(os.path.join(edir, cname + ".safetensors"), out)
 
 with open(os.path.join(edir, "weights.json"), "w") as f:
     json.dump(summary, f, indent=1)

@@ -12,31 +12,12 @@ SwiGLU MLP, tied or separate LM head.
 Run by hand: /usr/bin/python3 tests/ref/make_model_fixtures.py tests/fixtures/model [NAME...]
 (NAMEs: only those variants; their seeds do not depend on which others are made).
 It is also imported by bench/forward_ref.py for the PyTorch timing."""
-import json, math, os, struct, sys
+import json, math, os, sys
 
 import torch
 
-NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int32: "I32"}
-
-
-def st_write(path, tensors, meta=None):
-    """safetensors with json + struct, independent of the C writer."""
-    header, blobs, off = {}, [], 0
-    if meta:
-        header["__metadata__"] = meta
-    for name, t in tensors.items():
-        t = t.contiguous()
-        b = t.view(torch.int16).numpy().tobytes() if t.dtype == torch.bfloat16 else t.numpy().tobytes()
-        header[name] = {"dtype": NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_write import st_write  # noqa: E402
 
 
 # ---------------------------------------------------------------- the reference model

@@ -1,36 +1,17 @@
 #!/usr/bin/python3
-"""Writes the safetensors fixtures for tests/test_st.c with an independent writer (json +
-struct, dtype conversions by PyTorch), plus the values PyTorch reads back as f32.
+"""Writes the safetensors fixtures for tests/test_st.c with the reference scripts' independent
+writer (st_write.py: json + struct, dtype conversions by PyTorch), plus the values PyTorch
+reads back as f32.
 Run by hand: /usr/bin/python3 tests/ref/make_st_fixtures.py tests/fixtures/st"""
-import json, struct, sys, os
+import json, sys, os
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_write import st_write as write  # noqa: E402
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
 g = torch.Generator().manual_seed(1234)
-
-def raw(t):
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().tobytes()
-    return t.numpy().tobytes()
-
-NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
-
-def write(path, tensors, meta=None):
-    header, blobs, off = {}, [], 0
-    if meta:
-        header["__metadata__"] = meta
-    for name, t in tensors.items():
-        b = raw(t.contiguous())
-        header[name] = {"dtype": NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 tensors = {
     "a.weight": torch.randn(3, 5, generator=g),

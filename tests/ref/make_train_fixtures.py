@@ -192,6 +192,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_model_fixtures as mm  # noqa: E402
+from st_write import st_write  # noqa: E402
 
 MODEL = os.path.join(OUT, "..", "model", "llama_gqa")
 
@@ -275,7 +276,7 @@ def train_case(name, fused, lam):
     with open(os.path.join(OUT, "train_targets.json"), "w") as f:
         json.dump({"K": K, "lines": [{"ids": [i for ids, _ in per for i in ids],
                                       "logprobs": [x for _, lp in per for x in lp]} for per in tg]}, f)
-    mm.st_write(os.path.join(OUT, name + ".ref.safetensors"), {n: P[n].detach() for n in names},
+    st_write(os.path.join(OUT, name + ".ref.safetensors"), {n: P[n].detach() for n in names},
                 {"losses": json.dumps(losses), "norms": json.dumps(norms),
                  "options": json.dumps(dict(B=B, G=G, T=T, steps=steps, lr=lr, wd=wd, beta1=b1, beta2=b2,
                                             eps=eps, clip=clip, warmup=warmup, K=K, **{"lambda": lam}))})

@@ -16,29 +16,16 @@ one holds (that one's row), an added token declared in two models with different
 first's kept), a non-ASCII token. Writes tests/fixtures/merge/union/{base,m1,m2}, union.yaml
 and union_pad.yaml (task arithmetic), expected/*.safetensors and expected/*_vocab.json.
 Run by hand:  /usr/bin/python3 tests/ref/make_union_fixtures.py tests/fixtures/merge/union"""
-import json, os, struct, sys
+import json, os, sys
 
-import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_write import st_write_f32  # noqa: E402
 
 OUT = sys.argv[1]
 H = 4
 g = torch.Generator().manual_seed(17017)
-
-
-def write_st(path, tensors):
-    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, t in tensors.items():
-        b = t.contiguous().numpy().astype(np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def added(i, c, special, **kw):
@@ -77,7 +64,7 @@ for name in ORDER:
     t = {"model.embed_tokens.weight": torch.randn(vs, H, generator=g),
          "model.layers.0.mlp.w": torch.randn(3, H, generator=g),
          "lm_head.weight": torch.randn(vs, H, generator=g)}
-    write_st(os.path.join(d, "model.safetensors"), t)
+    st_write_f32(os.path.join(d, "model.safetensors"), t)
     tensors[name] = t
 
 
@@ -195,7 +182,7 @@ for case, pad, head in (("union", 0, "tokenizer_source: union\n"),
         else:
             ins = permuted(tname, pad)
         exp[tname] = task_arithmetic(ins["base"], ins["m1"], ins["m2"])
-    write_st(os.path.join(OUT, "expected", case + ".safetensors"), exp)
+    st_write_f32(os.path.join(OUT, "expected", case + ".safetensors"), exp)
     with open(os.path.join(OUT, "expected", case + "_vocab.json"), "w") as f:
         json.dump({"vocab": res, "rows": exp["lm_head.weight"].shape[0],
                    "added": {t: e for t, e in res_added.items()}}, f, indent=1, ensure_ascii=False)
