@@ -178,10 +178,13 @@ typedef struct fc_merge_stats {
   double seconds;
 } fc_merge_stats_t;
 
-/* One slice of passthrough: layers [first, last) of a model (last -1: to its end). */
+/* One source of a slice: layers [first, last) of a model (last -1: to its end). Consecutive
+ * entries with the same group form one slice (mergekit's `slices: - sources:`): passthrough
+ * stacks slices of one source each; any other method merges a slice's sources layer by layer. */
 typedef struct fc_merge_slice {
   const char *model;
   int first, last;
+  int group;
 } fc_merge_slice_t;
 
 typedef struct fc_merge_cfg {
@@ -213,7 +216,11 @@ typedef struct fc_merge_cfg {
    * the order they apply; fc_merge_run resolves them for each tensor (fc_merge_resolve). */
   const fc_merge_setting_t *settings;
   int nsettings;
-  /* passthrough: the slices stacked, in order (mergekit's slices: - sources: - model, layer_range) */
+  /* The slices stacked, in order (mergekit's slices: - sources: - model, layer_range). For a
+   * method other than passthrough, models[] are the sources of each slice (every slice lists
+   * the same models), their layers merged side by side; a gradient's t runs over each slice
+   * (layer i of n: i / (n - 1), 1 for one layer) and tensors outside the layers come from the
+   * first slice's sources (before the layers) and the last's (after them), at t = 0. */
   const fc_merge_slice_t *slices;
   int nslices;
   /* mergekit's tokenizer_source: NULL (the base's tokenizer, vocabularies must agree), "base",

@@ -328,6 +328,28 @@ int fc_merge_copy_side_files2(const char *src, const char *tok_dir, const char *
                               long vocab, fc_err_t *err);
 
 int fc_merge_passthrough_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_err_t *err);
+
+/* The output tensors of a merge, in order: name (owned), the tensor that gives its layout (the
+ * base's, or the first model's when the method has no base), each model's input (in[k * nm + i]),
+ * the layer position t its parameters are resolved at, and its output shard. */
+typedef struct fc_merge_plan {
+  size_t n, cap;
+  int nm;
+  char **name;
+  const fc_st_tensor_t **lay, **in;
+  double *t;
+  int *shard;
+  int depth; /* output layers: -1 when the layout is the base's own */
+} fc_merge_plan_t;
+void fc_merge_plan_add(fc_merge_plan_t *P, char *name, const fc_st_tensor_t *lay, double t, int shard);
+void fc_merge_plan_free(fc_merge_plan_t *P);
+/* The plan of a merge by slices (cfg->nslices, method not passthrough): list[nm] the models
+ * (the base left out when the method uses it), st their files, base the base's (or NULL). */
+int fc_merge_plan_slices(fc_merge_plan_t *P, const fc_merge_cfg_t *cfg, fc_st_t *base, fc_st_t *const *st,
+                         const fc_merge_model_t *list, int nm, fc_err_t *err);
+int fc_merge_same_path(const char *a, const char *b);
+/* The tensors indexed by token (tokenizer_source permutes their rows). */
+int fc_merge_vocab_tensor(const fc_st_tensor_t *t);
 /* tokenizer_source (fc_merge_vocab.c): perm[k][t], the row of input k (model directory dirs[k])
  * holding token t of src_dir's vocabulary (*nv tokens), or -1; each perm[k] is malloc'd. */
 int fc_merge_vocab_perms(const char *src_dir, const char *const *dirs, int nin, int32_t **perm, size_t *nv,

@@ -529,8 +529,8 @@ def layer_t(name):
     return int(m.group(1)) / (NLAYERS - 1) if NLAYERS > 1 else 1.0
 
 
-def param(cfg, key, name, model=None, default=None):
-    t = layer_t(name)
+def param(cfg, key, name, model=None, default=None, t=None):
+    t = layer_t(name) if t is None else t
     if model is not None:
         own = model.get("parameters") or {}
         v = evaluate(own[key], name, t) if key in own else None
@@ -802,6 +802,111 @@ for cname, text in CONFIGS.items():
         out[n] = r.reshape(SHAPES[n])
     write_st(os.path.join(edir, cname + ".safetensors"), out)
 
+# ---- merges by slices (mergekit's plan.py): each slice lists the same models with layer ranges
+# of one length; output layer j of a slice merges layer first_i + j of each model i at
+# t = j / (len - 1) (1 for a one-layer slice); tensors outside the layers keep their names, t = 0.
+SLICE_CONFIGS = {
+    # mergekit's classic SLERP written with slices: a slice that pairs different layers, and a
+    # gradient over each slice.
+    "slices_slerp": """
+merge_method: slerp
+base_model: base
+slices:
+  - sources:
+      - model: base
+        layer_range: [0, 1]
+      - model: m1
+        layer_range: [0, 1]
+  - sources:
+      - model: base
+        layer_range: [1, 3]
+      - model: m1
+        layer_range: [1, 3]
+  - sources:
+      - model: base
+        layer_range: [2, 3]
+      - model: m1
+        layer_range: [1, 2]
+parameters:
+  t:
+    - filter: self_attn
+      value: [0.2, 0.9]
+    - value: 0.4
+dtype: float32
+""",
+    # TIES over slices whose sources are listed in another order, with a density gradient.
+    "slices_ties": """
+merge_method: ties
+base_model: base
+slices:
+  - sources:
+      - model: m1
+        layer_range: [0, 2]
+      - model: base
+        layer_range: [0, 2]
+      - model: m2
+        layer_range: [0, 2]
+  - sources:
+      - model: base
+        layer_range: [2, 3]
+      - model: m2
+        layer_range: [2, 3]
+      - model: m1
+        layer_range: [1, 2]
+parameters:
+  density: [0.3, 0.8]
+  weight: 0.7
+""",
+}
+
+
+def relayer(name, i):
+    return re.sub(r"(^|\.)layers\.\d+\.", lambda m: "%slayers.%d." % (m.group(1), i), name, count=1)
+
+
+def layer_of(name):
+    m = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    return int(m.group(1)) if m else -1
+
+
+for cname, text in SLICE_CONFIGS.items():
+    with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
+        f.write("# fixture case %s (tests/ref/make_merge_fixtures.py)\n" % cname + text.lstrip())
+    cfg = yaml.safe_load(text)
+    method = cfg["merge_method"]
+    bname = cfg["base_model"]
+    order = [s["model"] for s in cfg["slices"][0]["sources"] if s["model"] != bname]
+    files = {"base": base, "m1": models[0], "m2": models[1], "m3": models[2]}
+    plan = [(n, n, {m: n for m in order + [bname]}, 0.0) for n in names if layer_of(n) < 0 and "embed" in n]
+    depth = 0
+    for sl in cfg["slices"]:
+        first = {s["model"]: s["layer_range"][0] for s in sl["sources"]}
+        ln = sl["sources"][0]["layer_range"][1] - sl["sources"][0]["layer_range"][0]
+        for j in range(ln):
+            t = j / (ln - 1) if ln > 1 else 1.0
+            for n in names:
+                if layer_of(n) == first[bname] + j:
+                    plan.append((relayer(n, depth), n, {m: relayer(n, first[m] + j) for m in first}, t))
+            depth += 1
+    plan += [(n, n, {m: n for m in order + [bname]}, 0.0) for n in names if layer_of(n) < 0 and "embed" not in n]
+    out = {}
+    for oname, lname, src, t in plan:
+        b = files[bname][src[bname]].flatten()
+        ms = [files[m][src[m]].flatten() for m in order]
+        shape = files[bname][lname].shape
+        if method == "slerp":
+            r = slerp(oname, b, ms, {"t": param(cfg, "t", oname, t=t)})
+        else:
+            sp, cons, dn, dr = GTA[method]
+            k = len(order)
+            w = [param(cfg, "weight", oname, None, 1.0, t=t)] * k
+            dens = [param(cfg, "density", oname, None, 1.0, t=t)] * k
+            r = gta(oname, b, ms, w, dens, {}, sp, cons, dn, dr, [0.01] * k, [0.15] * k, 1.0, tuple(shape))
+        out[oname] = r.reshape(shape)
+    write_st(os.path.join(edir, cname + ".safetensors"), out)
+    with open(os.path.join(edir, cname + ".depth"), "w") as f:
+        f.write("%d\n" % depth)
+
 with open(os.path.join(edir, "weights.json"), "w") as f:
     json.dump(summary, f, indent=1)
-print("wrote", len(CASES) + len(CONFIGS), "cases to", OUT)
+print("wrote", len(CASES) + len(CONFIGS) + len(SLICE_CONFIGS), "cases to", OUT)
