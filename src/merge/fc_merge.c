@@ -46,6 +46,7 @@ void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
   cfg->gamma = NAN;
   cfg->epsilon = NAN;
   cfg->max_iter = 10;
+  cfg->nuslerp_flatten = 1;
   cfg->tol = 1e-5;
   cfg->normalize = -1;
   cfg->rescale = -1;
@@ -229,6 +230,7 @@ static void job_free(job_t *J) {
   free(J->dl_p);
   free(J->dl_thr);
   free(J->imp);
+  free(J->gc);
   if (!J->ws) free(J->var);
   free(J->part);
 }
@@ -286,6 +288,10 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
                 M == FC_MERGE_DELLA;
   J.arow = ref->ndim >= 1 && ref->shape[ref->ndim - 1] > 0 ? (size_t)ref->shape[ref->ndim - 1] : J.n;
   J.ncols = ref->ndim >= 2 && ref->shape[0] > 0 ? J.n / (size_t)ref->shape[0] : J.n;
+  /* Angles per row (mergekit's dim -1: the last dimension) or per column (dim 0, the vectors
+   * along the first dimension); a 1-D tensor is one vector either way. */
+  if ((M == FC_MERGE_NUSLERP && !cfg->nuslerp_flatten) || (M == FC_MERGE_MODEL_STOCK && cfg->filter_wise))
+    J.grp = M == FC_MERGE_NUSLERP && cfg->nuslerp_row_wise && ref->ndim >= 2 ? G_COLS : G_ROWS;
   for (int i = 0; i < nm; i++) {
     const fc_merge_model_t *md = &cfg->models[i];
     J.w[i] = (float)md->weight;

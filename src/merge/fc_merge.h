@@ -28,15 +28,18 @@
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
  * - nearswap: mergekit's, in f32: w = clamp(t / max(|base - model|, 1e-6), 0, 1),
  *   w model + (1 - w) base: the model's values where it is within t of the base.
- * - model_stock: mergekit's with filter_wise false (true is refused): c = the mean over pairs
- *   of models of clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64
- *   sums), t = N c / (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at
- *   least two models besides the base.
- * - nuslerp: mergekit's with nuslerp_flatten true and nuslerp_row_wise false (the others are
- *   refused): two models, or their deltas when a base is given, t = w_1 / (w_0 + w_1) (0.5
- *   when |w_0 + w_1| < 1e-6), the angle from the whole tensors (norms clamped to 1e-7, f64
- *   sums), coefficients sin((1-t)th)/sin th and sin(t th)/sin th as f32 (lerp when
- *   |sin th| < 1e-8); mergekit divides the f32 sum by sin th instead (last-bit differences).
+ * - model_stock: mergekit's: c = the mean over pairs of models of
+ *   clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64 sums), or with
+ *   filter_wise over each row of the last dimension (a 1-D tensor is one row), t = N c /
+ *   (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at least two models
+ *   besides the base.
+ * - nuslerp: mergekit's: two models, or their deltas when a base is given, t = w_1 / (w_0 +
+ *   w_1) (0.5 when |w_0 + w_1| < 1e-6), the angle from the whole tensors (nuslerp_flatten, the
+ *   default), else from each row of the last dimension, or with nuslerp_row_wise from each
+ *   vector along the first (norms clamped to 1e-7, f64 sums), coefficients sin((1-t)th)/sin th
+ *   and sin(t th)/sin th as f32 (lerp when |sin th| < 1e-8); mergekit divides the f32 sum by
+ *   sin th instead (last-bit differences). Per-row sums take one thread per chunk of rows;
+ *   per-column sums run in one thread.
  * - multislerp: mergekit projects the unit vectors u_i = x_i / (|x_i| + 1e-8) (x_i: the models,
  *   or their deltas from an optional base) to the tangent space at their normalised weighted
  *   mean m and back; the tangent sum is sum_i w_i (u_i - (u_i.m) m) = 0 in exact arithmetic,
@@ -199,6 +202,9 @@ typedef struct fc_merge_cfg {
   double gamma;       /* breadcrumbs: fraction of largest deltas dropped (NAN: 0.01) */
   double epsilon;     /* della: half-width of the keep probabilities (NAN: 0.15) */
   int max_iter;       /* karcher: iterations (default 10) */
+  /* Angles per row instead of per tensor: nuslerp_flatten false (rows along the last
+   * dimension, or along the first with nuslerp_row_wise true), model_stock's filter_wise. */
+  int nuslerp_flatten, nuslerp_row_wise, filter_wise;
   double tol;         /* karcher: convergence tolerance (default 1e-5) */
   int normalize;      /* -1 default (linear, ties, della: 1; others: 0) */
   int rescale;        /* -1 default (dare_*, della*: 1): divide survivors by their keep

@@ -21,6 +21,10 @@
 #endif
 #define FC_INLINE static inline __attribute__((always_inline))
 
+/* How nuslerp and model_stock take their angles: over the whole tensor, per row (the last
+ * dimension: element e in vector e / arow), per column (element e in vector e % ncols). */
+enum { G_TENSOR = 0, G_ROWS, G_COLS };
+
 #define BLK 8192 /* elements per block: a few scratch blocks fit in L2 (and a count fits u16) */
 #define TTAB 128 /* positions of a tie-group table (open addressing, at most TTAB_MAX used) */
 #define TTAB_MAX 48
@@ -105,7 +109,9 @@ typedef struct job {
   float sw[FC_MERGE_MAX_MODELS];    /* sce / varm weights */
   float s0, s1;                     /* slerp coefficients; arcee_fusion: s0 the threshold */
   float *imp;                       /* arcee_fusion: [n] importance of each element */
-  size_t arow;                      /* arcee_fusion: elements per row (the last dimension) */
+  size_t arow;                      /* arcee_fusion, G_ROWS: elements per row (the last dimension) */
+  int grp;                          /* G_TENSOR (one angle), G_ROWS or G_COLS (one per vector) */
+  float *gc;                        /* G_ROWS/G_COLS: [ngroups][2] the vector's coefficients */
   double *part;                     /* [nblocks][npart] per-block partial sums */
   int npart;
   /* per-thread histogram passes */

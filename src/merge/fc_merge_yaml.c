@@ -66,13 +66,10 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
       !strcmp(key, "normalize_weights")) {
     if (parse_bool(value, &b))
       return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not true or false", key, value);
-    if (key[0] == 'f' && b)
-      return fc_err_set(err, FC_EINVAL, "parameter filter_wise: model_stock's per-row angles are not supported");
-    if (!strcmp(key, "nuslerp_flatten") && !b)
-      return fc_err_set(err, FC_EINVAL, "parameter nuslerp_flatten: per-row angles are not supported");
-    if (!strcmp(key, "nuslerp_row_wise") && b)
-      return fc_err_set(err, FC_EINVAL, "parameter nuslerp_row_wise: per-column angles are not supported");
-    if (!strcmp(key, "normalize") || !strcmp(key, "normalize_weights")) cfg->normalize = b;
+    if (key[0] == 'f') cfg->filter_wise = b;
+    else if (!strcmp(key, "nuslerp_flatten")) cfg->nuslerp_flatten = b;
+    else if (!strcmp(key, "nuslerp_row_wise")) cfg->nuslerp_row_wise = b;
+    else if (!strcmp(key, "normalize") || !strcmp(key, "normalize_weights")) cfg->normalize = b;
     else if (!strcmp(key, "rescale")) cfg->rescale = b;
     /* int8_mask only changes mergekit's mask storage type, never the result. */
     return 0;

@@ -288,6 +288,30 @@ def arcee_fusion(b, m, shape):
     return b + (m - b) * (imp >= thr).float()
 
 
+def vectors(x, shape, along_first):
+    """The vectors an angle is taken over: rows of the last dimension (mergekit's dim -1), or
+    with along_first the vectors along the first dimension (dim 0); a 1-D tensor is one."""
+    if len(shape) < 2:
+        return x.reshape(1, -1)
+    if along_first:
+        return x.reshape(shape[0], -1).t()
+    return x.reshape(-1, shape[-1])
+
+
+def unvectors(v, shape, along_first):
+    if len(shape) >= 2 and along_first:
+        return v.t().reshape(-1)
+    return v.reshape(-1)
+
+
+def model_stock_rows(b, ms, shape):
+    """model_stock with filter_wise: t per row of the last dimension (a 1-D tensor is one row)."""
+    bv = vectors(b, shape, False)
+    mv = [vectors(m, shape, False) for m in ms]
+    rows = [model_stock(bv[r], [m[r] for m in mv]) for r in range(bv.shape[0])]
+    return torch.stack(rows).reshape(-1)
+
+
 def model_stock(b, ms):
     """mergekit's model_stock (filter_wise false): the mean pairwise cosine of the flattened
     deltas (clamped; norms' product at least 1e-6) sets t = N c / (1 + (N - 1) c); the result
@@ -320,6 +344,16 @@ def nuslerp(b, ms, w):
         c0, c1 = math.sin((1 - t) * th) / st, math.sin(t * th) / st
     r = torch.tensor(c0, dtype=torch.float32) * v0 + torch.tensor(c1, dtype=torch.float32) * v1
     return b + r if b is not None else r
+
+
+def nuslerp_vectors(b, ms, w, shape, row_wise):
+    """nuslerp with nuslerp_flatten false: one angle per row (the last dimension), or per
+    column with nuslerp_row_wise (mergekit's dim 0)."""
+    along = row_wise
+    bv = vectors(b, shape, along) if b is not None else None
+    mv = [vectors(m, shape, along) for m in ms]
+    rows = [nuslerp(bv[r] if bv is not None else None, [m[r] for m in mv], w) for r in range(mv[0].shape[0])]
+    return unvectors(torch.stack(rows), shape, along)
 
 
 def multislerp(b, ms, w, normalize=True, eps=1e-8):
@@ -689,6 +723,40 @@ models:
   - model: m2
     parameters: {weight: [0.3, 0.9]}
 """,
+    # Angles per row (nuslerp_flatten false), and per column (nuslerp_row_wise).
+    "nuslerp_rows": """
+merge_method: nuslerp
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.7}
+  - model: m2
+    parameters: {weight: [0.3, 0.9]}
+parameters:
+  nuslerp_flatten: false
+""",
+    "nuslerp_cols_nobase": """
+merge_method: nuslerp
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m3
+    parameters: {weight: 0.5}
+parameters:
+  nuslerp_flatten: false
+  nuslerp_row_wise: true
+""",
+    "model_stock_rows": """
+merge_method: model_stock
+base_model: base
+models:
+  - model: base
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  filter_wise: true
+""",
     "nuslerp_nobase": """
 merge_method: nuslerp
 models:
@@ -779,14 +847,21 @@ for cname, text in CONFIGS.items():
             r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
         elif method == "nuslerp":
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
-            r = nuslerp(b if "base_model" in cfg else None, ms, w)
+            if cfg.get("parameters", {}).get("nuslerp_flatten", True):
+                r = nuslerp(b if "base_model" in cfg else None, ms, w)
+            else:
+                r = nuslerp_vectors(b if "base_model" in cfg else None, ms, w, SHAPES[n],
+                                    cfg["parameters"].get("nuslerp_row_wise", False))
         elif method == "multislerp":
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
             r = multislerp(b if "base_model" in cfg else None, ms, w)
         elif method == "karcher":
             r = karcher(ms, cfg.get("parameters", {}).get("max_iter", 10), cfg.get("parameters", {}).get("tol", 1e-5))
         elif method == "model_stock":
-            r = model_stock(b, ms)
+            if cfg.get("parameters", {}).get("filter_wise", False):
+                r = model_stock_rows(b, ms, SHAPES[n])
+            else:
+                r = model_stock(b, ms)
         elif method == "nearswap":
             r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
         elif method == "arcee_fusion":
