@@ -127,6 +127,8 @@ static inline int fc_merge_method_pairwise(fc_merge_method_t m) {
 }
 
 const char *fc_merge_method_name(fc_merge_method_t m);
+/* Whether the method cannot run without a base model (fc_merge_run refuses it then). */
+int fc_merge_method_needs_base(fc_merge_method_t m);
 int fc_merge_method_parse(const char *s, fc_merge_method_t *out); /* 0 or FC_EINVAL */
 
 /* Which elements SCE's selection applies to. */

@@ -11,9 +11,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given. */
-static int method_needs_base(fc_merge_method_t m) {
-  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP && m != FC_MERGE_KARCHER;
+/* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given;
+ * passthrough copies slices. */
+int fc_merge_method_needs_base(fc_merge_method_t m) {
+  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP && m != FC_MERGE_KARCHER &&
+         m != FC_MERGE_PASSTHROUGH;
 }
 
 /* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
@@ -200,7 +202,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   if (M == FC_MERGE_KARCHER && cfg.base)
     return fc_err_set(err, FC_EINVAL, "karcher averages the listed models; remove base_model (mergekit "
                       "would average it too: list it under models)");
-  if (method_needs_base(M) && !cfg.base)
+  if (fc_merge_method_needs_base(M) && !cfg.base)
     return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
   int have_t = cfg.t == cfg.t;
   for (int s = 0; s < cfg.nsettings; s++) have_t |= cfg.settings[s].key == FC_MP_T;

@@ -249,8 +249,7 @@ int fc_cmd_merge(int argc, char **argv) {
     }
     cfg.dtype = (int)dt;
   }
-  if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && cfg.method != FC_MERGE_MULTISLERP &&
-      cfg.method != FC_MERGE_KARCHER && !cfg.base) {
+  if (fc_merge_method_needs_base(cfg.method) && !cfg.base) {
     rc = fc_cli_usage_error("merge", "%s needs a base model", fc_merge_method_name(cfg.method));
     goto done;
   }
