@@ -23,7 +23,8 @@ static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic",
                               "nearswap",    "model_stock",   "nuslerp",         "nuslerp_nobase",
                               "multislerp",  "multislerp_nobase", "karcher",    "arcee_fusion",
                               /* angles per row / column */
-                              "nuslerp_rows", "nuslerp_cols_nobase", "model_stock_rows"};
+                              "nuslerp_rows", "nuslerp_cols_nobase", "model_stock_rows",
+                              "ram",         "ramplus_tl"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");

@@ -57,6 +57,12 @@
  *   cast to f32); the model's value where importance >= median + 1.5 (q3 - q1), quartiles the
  *   sorted importances at int(q (n - 1)) (exact; mergekit samples a million elements of larger
  *   tensors at random), result B + (M - B) mask in f32.
+ * - ram / ramplus_tl (mergekit's ram.py, RAM, arXiv 2601.13572): d_i = M_i - base counts as
+ *   changed where |d_i| > epsilon (default 1e-5); where one model changed an element its delta
+ *   is taken whole (ramplus_tl: times lambda_i), where c > 1 did the sum of theirs over c;
+ *   ramplus_tl's lambda_i = 1 + r clamp(rho_i, 0, alpha), rho_i = shared_i / max(unique_i,
+ *   epsilon) from model i's counts of changed elements others changed too / nobody else did,
+ *   per tensor (mergekit's tensor-local variant), in f32 as its tensors.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -117,6 +123,8 @@ typedef enum {
   FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
   FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
   FC_MERGE_ARCEE_FUSION,    /* the model's values where their importance is an outlier, else base */
+  FC_MERGE_RAM,             /* deltas changed by one model kept whole, by several averaged */
+  FC_MERGE_RAMPLUS_TL,      /* RAM with each model's unique deltas scaled up by its overlap ratio */
   FC_MERGE_PASSTHROUGH,     /* layer ranges of models stacked into a new depth (slices), copied */
   FC_MERGE_COUNT
 } fc_merge_method_t;
@@ -204,6 +212,7 @@ typedef struct fc_merge_cfg {
   double gamma;       /* breadcrumbs: fraction of largest deltas dropped (NAN: 0.01) */
   double epsilon;     /* della: half-width of the keep probabilities (NAN: 0.15) */
   int max_iter;       /* karcher: iterations (default 10) */
+  double ram_r, ram_alpha; /* ramplus_tl: lambda_i = 1 + r clamp(rho_i, 0, alpha) (0.1, 0.2) */
   /* Angles per row instead of per tensor: nuslerp_flatten false (rows along the last
    * dimension, or along the first with nuslerp_row_wise true), model_stock's filter_wise. */
   int nuslerp_flatten, nuslerp_row_wise, filter_wise;

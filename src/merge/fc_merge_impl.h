@@ -39,7 +39,8 @@ enum { G_TENSOR = 0, G_ROWS, G_COLS };
 static inline size_t srun_len(size_t n) { return n / SRUNS < SRUN ? n / SRUNS : SRUN; }
 
 /* Pass kinds: what one run over the tensor's blocks computes. */
-enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT, P_STOCK_DOT };
+enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT, P_STOCK_DOT,
+       P_RAM_COUNT };
 /* Fused final passes (bf16 inputs read straight from the mapping, fc_merge_lanes.h). */
 enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
@@ -388,6 +389,8 @@ int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_
 /* karcher's per-model coefficients (J->sw), its iteration run on coefficients over the models. */
 void fc_merge_karcher_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
+void fc_merge_ram_prepare(job_t *J, int threads);
+void fc_merge_ram_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
 /* fc_merge_fusion.c: arcee_fusion's importance (J->imp) and threshold (J->s0). */
 void fc_merge_fusion_prepare(job_t *J, int threads);

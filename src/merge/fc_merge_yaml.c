@@ -39,6 +39,13 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
     else cfg->select_topk = d;
     return 0;
   }
+  if (!strcmp(key, "r") || !strcmp(key, "alpha")) {
+    if (parse_num(value, &d) || d < 0)
+      return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not a non-negative number", key, value);
+    if (key[0] == 'r') cfg->ram_r = d;
+    else cfg->ram_alpha = d;
+    return 0;
+  }
   if (!strcmp(key, "max_iter")) {
     if (parse_num(value, &d) || d != floor(d) || d < 0 || d > 100000)
       return fc_err_set(err, FC_EINVAL, "parameter max_iter: '%s' is not an integer in [0, 100000]", value);
@@ -94,7 +101,7 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
   return fc_err_set(err, FC_EINVAL,
                     "unknown parameter '%s' (known: select_topk, t, lambda, gamma, epsilon, "
                     "normalize, rescale, sce_mask_scope, seed, int8_mask, filter_wise, nuslerp_flatten, "
-                    "nuslerp_row_wise, normalize_weights, max_iter, tol)",
+                    "nuslerp_row_wise, normalize_weights, max_iter, tol, r, alpha)",
                     key);
 }
 

@@ -356,6 +356,29 @@ def nuslerp_vectors(b, ms, w, shape, row_wise):
     return unvectors(torch.stack(rows), shape, along)
 
 
+def ram(b, ms, eps=1e-5, plus=None):
+    """mergekit's ram / ramplus_tl (ram.py): deltas above eps count as changed; changed by one
+    model: that delta (ramplus_tl: times lambda_i = 1 + r clamp(shared_i / max(unique_i, eps), 0,
+    alpha)), by several: their mean; the rest stays at the base. float32 throughout."""
+    tv = torch.stack([m - b for m in ms])
+    nz = tv.abs() > eps
+    cnt = nz.sum(dim=0, keepdim=True)
+    over, uniq = cnt > 1, cnt == 1
+    tz = tv * nz
+    if plus is None:
+        lam = torch.ones(len(ms), 1)
+    else:
+        r, alpha = plus
+        shared = (nz & over).sum(dim=1).float()
+        unique = (nz & uniq).sum(dim=1).float()
+        lam = (1 + r * (shared / unique.clamp(min=eps)).clamp(min=0, max=alpha)).unsqueeze(-1)
+    terms = tz * uniq * lam + tz * over / cnt.clamp(min=1)
+    acc = terms[0].clone()
+    for i in range(1, len(ms)):  # the sum over models in model order
+        acc = acc + terms[i]
+    return b + acc
+
+
 def multislerp(b, ms, w, normalize=True, eps=1e-8):
     """mergekit's multislerp, literally (tangent space at the weighted mean direction and the
     exponential map back), in float64; an all-zero stack (models equal to the base) gives the
@@ -757,6 +780,30 @@ models:
 parameters:
   filter_wise: true
 """,
+    # RAM: the quantised tensor's exact zeros and the all-zero one exercise the changed masks;
+    # epsilon high enough that some deltas of the others count as unchanged.
+    "ram": """
+merge_method: ram
+base_model: base
+models:
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  epsilon: 0.05
+""",
+    "ramplus_tl": """
+merge_method: ramplus_tl
+base_model: base
+models:
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  epsilon: 0.1
+  r: 0.3
+  alpha: 0.5
+""",
     "nuslerp_nobase": """
 merge_method: nuslerp
 models:
@@ -864,6 +911,10 @@ for cname, text in CONFIGS.items():
                 r = model_stock(b, ms)
         elif method == "nearswap":
             r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
+        elif method in ("ram", "ramplus_tl"):
+            pp = cfg.get("parameters", {})
+            plus = (pp.get("r", 0.1), pp.get("alpha", 0.2)) if method == "ramplus_tl" else None
+            r = ram(b, ms, pp.get("epsilon", 1e-5), plus)
         elif method == "arcee_fusion":
             r = arcee_fusion(b, ms[0], SHAPES[n])
         else:
