@@ -126,6 +126,15 @@ check 1 "merge a broken config" "$FUSECTL" merge "$tmp/bad.yaml" --out "$tmp/m"
 check 2 "merge an unknown method" "$FUSECTL" merge --method nope --base "$FIX/merge/base" --models "$FIX/merge/m1" --out "$tmp/m"
 check 1 "merge mismatched models" "$FUSECTL" merge --method ties --base "$FIX/merge/base" --models "$FIX/st/sharded" --out "$tmp/m"
 check 0 "merge fixtures (short form)" "$FUSECTL" merge -q --method sce --base "$FIX/merge/base" --models "$FIX/merge/m1" "$FIX/merge/m2" --param select_topk=0.3 --out "$tmp/m"
+# mergekit's example configs, as its repository writes them (with our fixture models): a
+# passthrough frankenmerge without a base_model, and the gradient SLERP written with slices.
+printf 'slices:\n  - sources:\n    - model: %s\n      layer_range: [0, 2]\n  - sources:\n    - model: %s\n      layer_range: [1, 3]\nmerge_method: passthrough\ndtype: float16\n' \
+  "$FIX/merge/base" "$FIX/merge/m1" > "$tmp/franken.yaml"
+check 0 "merge passthrough slices without a base" "$FUSECTL" merge -q "$tmp/franken.yaml" --out "$tmp/franken"
+check 0 "passthrough depth follows the slices" grep -q '"num_hidden_layers": 4' "$tmp/franken/config.json"
+printf 'slices:\n  - sources:\n      - model: %s\n        layer_range: [0, 3]\n      - model: %s\n        layer_range: [0, 3]\nmerge_method: slerp\nbase_model: %s\nparameters:\n  t:\n    - filter: self_attn\n      value: [0, 0.5, 0.3, 0.7, 1]\n    - filter: mlp\n      value: [1, 0.5, 0.7, 0.3, 0]\n    - value: 0.5 # fallback for rest of tensors\ndtype: float16\n' \
+  "$FIX/merge/base" "$FIX/merge/m1" "$FIX/merge/base" > "$tmp/gslerp.yaml"
+check 0 "merge gradient SLERP by slices" "$FUSECTL" merge -q "$tmp/gslerp.yaml" --out "$tmp/gslerp"
 check 2 "train without --data" "$FUSECTL" train --model "$FIX/model/llama_gqa" --out "$tmp/t"
 check 2 "train with --model and --config" "$FUSECTL" train --model "$FIX/model/llama_gqa" --config x --data x --out "$tmp/t"
 check 2 "train bad --lr" "$FUSECTL" train --model "$FIX/model/llama_gqa" --data x --out "$tmp/t" --lr fast

@@ -21,7 +21,10 @@ static const char *CASES[] = {"linear",      "linear_nonorm", "task_arithmetic",
                               "ties_global", "breadcrumbs",   "breadcrumbs_ties", "della",
                               "della_linear", "gradient",     "filter",          "filter_models",
                               "nearswap",    "model_stock",   "nuslerp",         "nuslerp_nobase",
-                              "multislerp",  "multislerp_nobase", "karcher",    "arcee_fusion"};
+                              "multislerp",  "multislerp_nobase", "karcher",    "arcee_fusion",
+                              /* angles per row / column */
+                              "nuslerp_rows", "nuslerp_cols_nobase", "model_stock_rows",
+                              "ram",         "ramplus_tl"};
 
 static char *merge_dir(void) {
   const char *dir = getenv("FC_FIXTURES");

@@ -294,7 +294,8 @@ static void test_fused_ties_tie_groups(void **state) {
 /* DELLA's row ranks (the counting rank and its fallbacks) against a plain sort of (key, index)
  * pairs, on rows of each kind it meets: bf16 values (one key per bin), bf16 deltas, deltas of
  * small weights (keys that differ in their low half within a bin), exact zeros, denormals, a
- * range too wide for the histogram, a bin too disordered for the insertion sort, all zero. */
+ * range too wide for the histogram, one bin too disordered for the insertion sort (one outlier
+ * makes the bins coarse), all zero. */
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -305,7 +306,7 @@ static void test_della_ranks(void **state) {
   const size_t sizes[] = {1, 2, 7, 2048, 5633};
   fc_rng_t r;
   fc_rng_seed(&r, 11);
-  for (int kind = 0; kind < 7; kind++)
+  for (int kind = 0; kind < 8; kind++)
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
       const size_t c = sizes[si];
       uint32_t *key = fc_xmalloc(c * 4), *rank = fc_xmalloc(c * 4);
@@ -322,6 +323,8 @@ static void test_della_ranks(void **state) {
         if (kind == 4) v = ldexpf(1.0f + (float)fc_rng_uniform(&r), (int)(fc_rng_u64(&r) % 200) - 120);
         if (kind == 5) v = 1.0f + (float)fc_rng_uniform(&r) * 0.007f; /* one bin, random low halves */
         if (kind == 6) v = 0;
+        if (kind == 7) v = j == c / 2 ? 1e30f : 1.0f + (float)fc_rng_uniform(&r) * 0.007f; /* one outlier: one
+                                                                   bin holds the rest, all different */
         key[j] = f2u(fabsf(v));
         ref[j] = (uint64_t)key[j] << 32 | j;
       }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,7 @@ static void test_passthrough_slices(void **state) {
       {"slices:\n  - sources:\n      - model: %s\n        layer_range: [1, 1]\nmerge_method: passthrough\n",
        "first < end"},
       {"slices:\n  - sources:\n      - model: %s\n        layer_range: [0, 1]\nmerge_method: ties\n",
-       "passthrough only"},
+       "needs a base model"},
       {"slices:\n  - sources:\n      - model: %s\n        layer_range: [0, 1]\n      - model: x\n"
        "        layer_range: [0, 1]\nmerge_method: passthrough\n",
        "several sources"},
@@ -382,9 +383,111 @@ static void test_tokenizer_union(void **state) {
   free(dir);
 }
 
+/* Merges by slices (mergekit's plan_slice: the layers of each slice's sources merged side by
+ * side, parameters at the position within the slice) against tests/ref/make_merge_fixtures.py,
+ * and the config's layer count following the new depth. */
+static void test_slices_merge(void **state) {
+  (void)state;
+  static const char *cases[] = {"slices_slerp", "slices_ties"};
+  char tmpl[] = "/tmp/fc_test_slices.XXXXXX", cwd[4096];
+  assert_non_null(mkdtemp(tmpl));
+  assert_non_null(getcwd(cwd, sizeof cwd));
+  char *dir = fixture("");
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    char yaml[256], out[512], want[1200], dpath[1200];
+    snprintf(yaml, sizeof yaml, "%s.yaml", cases[c]);
+    snprintf(out, sizeof out, "%s/%s", tmpl, cases[c]);
+    fc_merge_cfg_t cfg;
+    fc_merge_cfg_init(&cfg);
+    fc_merge_yaml_t arena;
+    fc_err_t err = {0};
+    assert_int_equal(chdir(dir), 0); /* the configs name models relative to their directory */
+    int rc = fc_merge_yaml_load(yaml, &cfg, &arena, &err);
+    if (!rc) {
+      cfg.threads = 2;
+      rc = fc_merge_run(&cfg, out, &err);
+      fc_merge_yaml_free(&arena);
+    }
+    assert_int_equal(chdir(cwd), 0);
+    if (rc) fail_msg("%s: %s", cases[c], err.msg);
+    snprintf(want, sizeof want, "%s/expected/%s.safetensors", dir, cases[c]);
+    fc_st_t *g, *w;
+    assert_int_equal(fc_st_open(&g, out, &err), 0);
+    assert_int_equal(fc_st_open(&w, want, &err), 0);
+    assert_int_equal(fc_st_count(g), fc_st_count(w));
+    for (size_t k = 0; k < fc_st_count(w); k++) {
+      const fc_st_tensor_t *tw = fc_st_at(w, k), *tg = fc_st_find(g, tw->name);
+      if (!tg) fail_msg("%s: output lacks %s", cases[c], tw->name);
+      assert_int_equal(tg->numel, tw->numel);
+      float *fw = malloc((size_t)tw->numel * 4), *fg = malloc((size_t)tw->numel * 4);
+      assert_int_equal(fc_st_to_f32(tw, fw, &err), 0);
+      assert_int_equal(fc_st_to_f32(tg, fg, &err), 0);
+      for (int64_t i = 0; i < tw->numel; i++)
+        if (!(fabsf(fg[i] - fw[i]) <= 1e-6f * fabsf(fw[i]) + 1e-7f))
+          fail_msg("%s: %s[%lld] = %.9g, expected %.9g", cases[c], tw->name, (long long)i, fg[i], fw[i]);
+      free(fw), free(fg);
+    }
+    fc_st_close(&g);
+    fc_st_close(&w);
+    snprintf(dpath, sizeof dpath, "%s/expected/%s.depth", dir, cases[c]);
+    FILE *f = fopen(dpath, "r");
+    int depth = -1;
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%d", &depth), 1);
+    fclose(f);
+    snprintf(dpath, sizeof dpath, "%s/config.json", out);
+    json_t *cj = json_load_file(dpath, 0, NULL);
+    assert_non_null(cj);
+    assert_int_equal(json_integer_value(json_object_get(cj, "num_hidden_layers")), depth);
+    json_decref(cj);
+  }
+  /* Slices that cannot be merged: a clear message. */
+  struct {
+    const char *text, *needle;
+  } bad[] = {
+      {"merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nslices:\n"
+       "  - sources: [{model: base, layer_range: [0, 2]}, {model: m1, layer_range: [0, 1]}]\n",
+       "same number of layers"},
+      {"merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nslices:\n"
+       "  - sources: [{model: base, layer_range: [0, 1]}, {model: m1, layer_range: [0, 1]}]\n"
+       "  - sources: [{model: base, layer_range: [1, 2]}, {model: m2, layer_range: [1, 2]}]\n",
+       "not one of the first slice's models"},
+      {"merge_method: ties\nbase_model: base\nslices:\n"
+       "  - sources: [{model: m1, layer_range: [0, 1]}, {model: m2, layer_range: [0, 1]}]\n",
+       "base model base is not among its sources"},
+      {"merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nslices:\n"
+       "  - sources: [{model: base, layer_range: [0, 1]}, {model: m1, layer_range: [1, 2]}]\n",
+       "is missing from m1"},
+      {"merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nslices:\n"
+       "  - sources: [{model: base, layer_range: [1, 2]}, {model: m1, layer_range: [0, 1]}]\n",
+       "does not have the shape"},
+      {"merge_method: slerp\nbase_model: base\nparameters: {t: 0.5}\nslices:\n"
+       "  - sources: [{model: base, layer_range: [2, 4]}, {model: m1, layer_range: [1, 3]}]\n",
+       "not within the 3 layers"},
+      {"merge_method: slerp\nbase_model: base\nslices:\n"
+       "  - sources: [{model: base, layer_range: [0, 1], parameters: {t: 0.5}}, {model: m1, layer_range: [0, 1]}]\n",
+       "top-level parameters"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/bad%zu", tmpl, i);
+    fc_err_t e = {0};
+    assert_int_equal(chdir(dir), 0);
+    int rc = run_yaml(bad[i].text, out, &e);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_not_equal(rc, 0);
+    if (!strstr(e.msg, bad[i].needle)) fail_msg("case %zu: '%s' lacks '%s'", i, e.msg, bad[i].needle);
+  }
+  free(dir);
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpl);
+  assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_passthrough_slices),
+      cmocka_unit_test(test_slices_merge),
       cmocka_unit_test(test_tokenizer_source),
       cmocka_unit_test(test_tokenizer_union),
   };

@@ -27,7 +27,8 @@ static const char *method_names[FC_MERGE_COUNT] = {
     [FC_MERGE_NEARSWAP] = "nearswap", [FC_MERGE_MODEL_STOCK] = "model_stock",
     [FC_MERGE_NUSLERP] = "nuslerp",   [FC_MERGE_MULTISLERP] = "multislerp",
     [FC_MERGE_KARCHER] = "karcher",   [FC_MERGE_PASSTHROUGH] = "passthrough",
-    [FC_MERGE_ARCEE_FUSION] = "arcee_fusion",
+    [FC_MERGE_ARCEE_FUSION] = "arcee_fusion", [FC_MERGE_RAM] = "ram",
+    [FC_MERGE_RAMPLUS_TL] = "ramplus_tl",
 };
 
 const char *fc_merge_method_name(fc_merge_method_t m) { return method_names[m]; }
@@ -46,6 +47,9 @@ void fc_merge_cfg_init(fc_merge_cfg_t *cfg) {
   cfg->gamma = NAN;
   cfg->epsilon = NAN;
   cfg->max_iter = 10;
+  cfg->ram_r = 0.1;
+  cfg->ram_alpha = 0.2;
+  cfg->nuslerp_flatten = 1;
   cfg->tol = 1e-5;
   cfg->normalize = -1;
   cfg->rescale = -1;
@@ -107,6 +111,7 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case P_SUMSQ: return fc_merge_sce_block;
   case P_SLERP_DOT:
   case P_STOCK_DOT: return fc_merge_linear_block;
+  case P_RAM_COUNT: return fc_merge_ram_block;
   default: break;
   }
   if (J->fused == F_SUM || J->fused == F_DELTA_SUM || J->fused == F_SLERP) return sum_fused;
@@ -121,6 +126,8 @@ static block_fn pass_fn(const job_t *J, int kind) {
   case FC_MERGE_KARCHER:
   case FC_MERGE_ARCEE_FUSION: return fc_merge_linear_block;
   case FC_MERGE_SCE: return fc_merge_sce_block;
+  case FC_MERGE_RAM:
+  case FC_MERGE_RAMPLUS_TL: return fc_merge_ram_block;
   default: return fc_merge_ties_block;
   }
 }
@@ -229,6 +236,7 @@ static void job_free(job_t *J) {
   free(J->dl_p);
   free(J->dl_thr);
   free(J->imp);
+  free(J->gc);
   if (!J->ws) free(J->var);
   free(J->part);
 }
@@ -286,6 +294,10 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
                 M == FC_MERGE_DELLA;
   J.arow = ref->ndim >= 1 && ref->shape[ref->ndim - 1] > 0 ? (size_t)ref->shape[ref->ndim - 1] : J.n;
   J.ncols = ref->ndim >= 2 && ref->shape[0] > 0 ? J.n / (size_t)ref->shape[0] : J.n;
+  /* Angles per row (mergekit's dim -1: the last dimension) or per column (dim 0, the vectors
+   * along the first dimension); a 1-D tensor is one vector either way. */
+  if ((M == FC_MERGE_NUSLERP && !cfg->nuslerp_flatten) || (M == FC_MERGE_MODEL_STOCK && cfg->filter_wise))
+    J.grp = M == FC_MERGE_NUSLERP && cfg->nuslerp_row_wise && ref->ndim >= 2 ? G_COLS : G_ROWS;
   for (int i = 0; i < nm; i++) {
     const fc_merge_model_t *md = &cfg->models[i];
     J.w[i] = (float)md->weight;
@@ -346,6 +358,7 @@ int fc_merge_tensor_raw(workspace_t *ws, const fc_merge_cfg_t *cfg, const char *
   else if (M == FC_MERGE_MULTISLERP) rc = fc_merge_multislerp_prepare(&J, name, threads, err);
   else if (M == FC_MERGE_KARCHER) fc_merge_karcher_prepare(&J, threads);
   else if (M == FC_MERGE_ARCEE_FUSION) fc_merge_fusion_prepare(&J, threads);
+  else if (M == FC_MERGE_RAM || M == FC_MERGE_RAMPLUS_TL) fc_merge_ram_prepare(&J, threads);
   if (rc) goto done;
   fc_merge_pass(&J, P_FINAL, threads);
   if (atomic_load(&J.out_errno))

@@ -28,15 +28,18 @@
  * - slerp: mergekit's (normalised copies for the angle, |dot| > 0.9995 -> lerp, eps 1e-8).
  * - nearswap: mergekit's, in f32: w = clamp(t / max(|base - model|, 1e-6), 0, 1),
  *   w model + (1 - w) base: the model's values where it is within t of the base.
- * - model_stock: mergekit's with filter_wise false (true is refused): c = the mean over pairs
- *   of models of clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64
- *   sums), t = N c / (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at
- *   least two models besides the base.
- * - nuslerp: mergekit's with nuslerp_flatten true and nuslerp_row_wise false (the others are
- *   refused): two models, or their deltas when a base is given, t = w_1 / (w_0 + w_1) (0.5
- *   when |w_0 + w_1| < 1e-6), the angle from the whole tensors (norms clamped to 1e-7, f64
- *   sums), coefficients sin((1-t)th)/sin th and sin(t th)/sin th as f32 (lerp when
- *   |sin th| < 1e-8); mergekit divides the f32 sum by sin th instead (last-bit differences).
+ * - model_stock: mergekit's: c = the mean over pairs of models of
+ *   clamp(d_i.d_j / max(|d_i| |d_j|, 1e-6), -1, 1) over the whole tensor (f64 sums), or with
+ *   filter_wise over each row of the last dimension (a 1-D tensor is one row), t = N c /
+ *   (1 + (N - 1) c) as f32, t (sum_i M_i / N) + (1 - t) base in f32; at least two models
+ *   besides the base.
+ * - nuslerp: mergekit's: two models, or their deltas when a base is given, t = w_1 / (w_0 +
+ *   w_1) (0.5 when |w_0 + w_1| < 1e-6), the angle from the whole tensors (nuslerp_flatten, the
+ *   default), else from each row of the last dimension, or with nuslerp_row_wise from each
+ *   vector along the first (norms clamped to 1e-7, f64 sums), coefficients sin((1-t)th)/sin th
+ *   and sin(t th)/sin th as f32 (lerp when |sin th| < 1e-8); mergekit divides the f32 sum by
+ *   sin th instead (last-bit differences). Per-row sums take one thread per chunk of rows;
+ *   per-column sums run in one thread.
  * - multislerp: mergekit projects the unit vectors u_i = x_i / (|x_i| + 1e-8) (x_i: the models,
  *   or their deltas from an optional base) to the tangent space at their normalised weighted
  *   mean m and back; the tangent sum is sum_i w_i (u_i - (u_i.m) m) = 0 in exact arithmetic,
@@ -54,6 +57,12 @@
  *   cast to f32); the model's value where importance >= median + 1.5 (q3 - q1), quartiles the
  *   sorted importances at int(q (n - 1)) (exact; mergekit samples a million elements of larger
  *   tensors at random), result B + (M - B) mask in f32.
+ * - ram / ramplus_tl (mergekit's ram.py, RAM, arXiv 2601.13572): d_i = M_i - base counts as
+ *   changed where |d_i| > epsilon (default 1e-5); where one model changed an element its delta
+ *   is taken whole (ramplus_tl: times lambda_i), where c > 1 did the sum of theirs over c;
+ *   ramplus_tl's lambda_i = 1 + r clamp(rho_i, 0, alpha), rho_i = shared_i / max(unique_i,
+ *   epsilon) from model i's counts of changed elements others changed too / nobody else did,
+ *   per tensor (mergekit's tensor-local variant), in f32 as its tensors.
  * - Per-element arithmetic is f32, sums over models in model order (as mergekit's with dtype
  *   float32; a sum of a few terms needs no wider accumulator). Exceptions, so that no rounding
  *   can decide a discrete choice: the majority sign of TIES/SCE is the sign of the exact sum
@@ -114,6 +123,8 @@ typedef enum {
   FC_MERGE_MULTISLERP,      /* barycentric interpolation of any number of models on the sphere */
   FC_MERGE_KARCHER,         /* Riemannian (Karcher) mean of the models' directions, mean norm */
   FC_MERGE_ARCEE_FUSION,    /* the model's values where their importance is an outlier, else base */
+  FC_MERGE_RAM,             /* deltas changed by one model kept whole, by several averaged */
+  FC_MERGE_RAMPLUS_TL,      /* RAM with each model's unique deltas scaled up by its overlap ratio */
   FC_MERGE_PASSTHROUGH,     /* layer ranges of models stacked into a new depth (slices), copied */
   FC_MERGE_COUNT
 } fc_merge_method_t;
@@ -124,6 +135,8 @@ static inline int fc_merge_method_pairwise(fc_merge_method_t m) {
 }
 
 const char *fc_merge_method_name(fc_merge_method_t m);
+/* Whether the method cannot run without a base model (fc_merge_run refuses it then). */
+int fc_merge_method_needs_base(fc_merge_method_t m);
 int fc_merge_method_parse(const char *s, fc_merge_method_t *out); /* 0 or FC_EINVAL */
 
 /* Which elements SCE's selection applies to. */
@@ -178,10 +191,13 @@ typedef struct fc_merge_stats {
   double seconds;
 } fc_merge_stats_t;
 
-/* One slice of passthrough: layers [first, last) of a model (last -1: to its end). */
+/* One source of a slice: layers [first, last) of a model (last -1: to its end). Consecutive
+ * entries with the same group form one slice (mergekit's `slices: - sources:`): passthrough
+ * stacks slices of one source each; any other method merges a slice's sources layer by layer. */
 typedef struct fc_merge_slice {
   const char *model;
   int first, last;
+  int group;
 } fc_merge_slice_t;
 
 typedef struct fc_merge_cfg {
@@ -196,6 +212,10 @@ typedef struct fc_merge_cfg {
   double gamma;       /* breadcrumbs: fraction of largest deltas dropped (NAN: 0.01) */
   double epsilon;     /* della: half-width of the keep probabilities (NAN: 0.15) */
   int max_iter;       /* karcher: iterations (default 10) */
+  double ram_r, ram_alpha; /* ramplus_tl: lambda_i = 1 + r clamp(rho_i, 0, alpha) (0.1, 0.2) */
+  /* Angles per row instead of per tensor: nuslerp_flatten false (rows along the last
+   * dimension, or along the first with nuslerp_row_wise true), model_stock's filter_wise. */
+  int nuslerp_flatten, nuslerp_row_wise, filter_wise;
   double tol;         /* karcher: convergence tolerance (default 1e-5) */
   int normalize;      /* -1 default (linear, ties, della: 1; others: 0) */
   int rescale;        /* -1 default (dare_*, della*: 1): divide survivors by their keep
@@ -213,7 +233,11 @@ typedef struct fc_merge_cfg {
    * the order they apply; fc_merge_run resolves them for each tensor (fc_merge_resolve). */
   const fc_merge_setting_t *settings;
   int nsettings;
-  /* passthrough: the slices stacked, in order (mergekit's slices: - sources: - model, layer_range) */
+  /* The slices stacked, in order (mergekit's slices: - sources: - model, layer_range). For a
+   * method other than passthrough, models[] are the sources of each slice (every slice lists
+   * the same models), their layers merged side by side; a gradient's t runs over each slice
+   * (layer i of n: i / (n - 1), 1 for one layer) and tensors outside the layers come from the
+   * first slice's sources (before the layers) and the last's (after them), at t = 0. */
   const fc_merge_slice_t *slices;
   int nslices;
   /* mergekit's tokenizer_source: NULL (the base's tokenizer, vocabularies must agree), "base",

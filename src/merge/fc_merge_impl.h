@@ -21,6 +21,10 @@
 #endif
 #define FC_INLINE static inline __attribute__((always_inline))
 
+/* How nuslerp and model_stock take their angles: over the whole tensor, per row (the last
+ * dimension: element e in vector e / arow), per column (element e in vector e % ncols). */
+enum { G_TENSOR = 0, G_ROWS, G_COLS };
+
 #define BLK 8192 /* elements per block: a few scratch blocks fit in L2 (and a count fits u16) */
 #define TTAB 128 /* positions of a tie-group table (open addressing, at most TTAB_MAX used) */
 #define TTAB_MAX 48
@@ -35,7 +39,8 @@
 static inline size_t srun_len(size_t n) { return n / SRUNS < SRUN ? n / SRUNS : SRUN; }
 
 /* Pass kinds: what one run over the tensor's blocks computes. */
-enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT, P_STOCK_DOT };
+enum { P_FINAL, P_TIES_HIST, P_TIES_BAND, P_SCE_VAR, P_SCE_HIST, P_SCE_W, P_SUMSQ, P_SLERP_DOT, P_STOCK_DOT,
+       P_RAM_COUNT };
 /* Fused final passes (bf16 inputs read straight from the mapping, fc_merge_lanes.h). */
 enum { F_NONE, F_SUM, F_DELTA_SUM, F_SLERP, F_TIES, F_SCE };
 
@@ -105,7 +110,9 @@ typedef struct job {
   float sw[FC_MERGE_MAX_MODELS];    /* sce / varm weights */
   float s0, s1;                     /* slerp coefficients; arcee_fusion: s0 the threshold */
   float *imp;                       /* arcee_fusion: [n] importance of each element */
-  size_t arow;                      /* arcee_fusion: elements per row (the last dimension) */
+  size_t arow;                      /* arcee_fusion, G_ROWS: elements per row (the last dimension) */
+  int grp;                          /* G_TENSOR (one angle), G_ROWS or G_COLS (one per vector) */
+  float *gc;                        /* G_ROWS/G_COLS: [ngroups][2] the vector's coefficients */
   double *part;                     /* [nblocks][npart] per-block partial sums */
   int npart;
   /* per-thread histogram passes */
@@ -328,6 +335,28 @@ int fc_merge_copy_side_files2(const char *src, const char *tok_dir, const char *
                               long vocab, fc_err_t *err);
 
 int fc_merge_passthrough_run(const fc_merge_cfg_t *cfg, const char *out_dir, fc_err_t *err);
+
+/* The output tensors of a merge, in order: name (owned), the tensor that gives its layout (the
+ * base's, or the first model's when the method has no base), each model's input (in[k * nm + i]),
+ * the layer position t its parameters are resolved at, and its output shard. */
+typedef struct fc_merge_plan {
+  size_t n, cap;
+  int nm;
+  char **name;
+  const fc_st_tensor_t **lay, **in;
+  double *t;
+  int *shard;
+  int depth; /* output layers: -1 when the layout is the base's own */
+} fc_merge_plan_t;
+void fc_merge_plan_add(fc_merge_plan_t *P, char *name, const fc_st_tensor_t *lay, double t, int shard);
+void fc_merge_plan_free(fc_merge_plan_t *P);
+/* The plan of a merge by slices (cfg->nslices, method not passthrough): list[nm] the models
+ * (the base left out when the method uses it), st their files, base the base's (or NULL). */
+int fc_merge_plan_slices(fc_merge_plan_t *P, const fc_merge_cfg_t *cfg, fc_st_t *base, fc_st_t *const *st,
+                         const fc_merge_model_t *list, int nm, fc_err_t *err);
+int fc_merge_same_path(const char *a, const char *b);
+/* The tensors indexed by token (tokenizer_source permutes their rows). */
+int fc_merge_vocab_tensor(const fc_st_tensor_t *t);
 /* tokenizer_source (fc_merge_vocab.c): perm[k][t], the row of input k (model directory dirs[k])
  * holding token t of src_dir's vocabulary (*nv tokens), or -1; each perm[k] is malloc'd. */
 int fc_merge_vocab_perms(const char *src_dir, const char *const *dirs, int nin, int32_t **perm, size_t *nv,
@@ -360,6 +389,8 @@ int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_
 /* karcher's per-model coefficients (J->sw), its iteration run on coefficients over the models. */
 void fc_merge_karcher_prepare(job_t *J, int threads);
 void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk);
+void fc_merge_ram_prepare(job_t *J, int threads);
+void fc_merge_ram_block(job_t *J, int kind, scratch_t *s, size_t blk);
 void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk);
 /* fc_merge_fusion.c: arcee_fusion's importance (J->imp) and threshold (J->s0). */
 void fc_merge_fusion_prepare(job_t *J, int threads);

@@ -11,9 +11,11 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-/* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given. */
-static int method_needs_base(fc_merge_method_t m) {
-  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP && m != FC_MERGE_KARCHER;
+/* linear only takes the base's layout; nuslerp interpolates the deltas from a base when given;
+ * passthrough copies slices. */
+int fc_merge_method_needs_base(fc_merge_method_t m) {
+  return m != FC_MERGE_LINEAR && m != FC_MERGE_NUSLERP && m != FC_MERGE_MULTISLERP && m != FC_MERGE_KARCHER &&
+         m != FC_MERGE_PASSTHROUGH;
 }
 
 /* Page handling for inputs mapped from files. A finished tensor's pages are dropped from our
@@ -143,7 +145,7 @@ int fc_merge_copy_side_files2(const char *base_path, const char *tok_dir, const 
 }
 
 /* The tensors indexed by token (tokenizer_source permutes their rows). */
-static int vocab_tensor(const fc_st_tensor_t *t) {
+int fc_merge_vocab_tensor(const fc_st_tensor_t *t) {
   return t->ndim == 2 && (strstr(t->name, "embed_tokens") || strstr(t->name, "lm_head") || strstr(t->name, "wte"));
 }
 
@@ -174,7 +176,7 @@ static int merge_permuted(workspace_t *ws, const fc_merge_cfg_t *tcfg, const fc_
   return rc;
 }
 
-static int same_path(const char *a, const char *b) {
+int fc_merge_same_path(const char *a, const char *b) {
   char *ra = realpath(a, NULL), *rb = realpath(b, NULL);
   int same = ra && rb ? !strcmp(ra, rb) : !strcmp(a, b);
   free(ra);
@@ -184,14 +186,11 @@ static int same_path(const char *a, const char *b) {
 int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *err) {
   fc_merge_cfg_t cfg = *cfg_in;
   fc_merge_method_t M = cfg.method;
-  if (M != FC_MERGE_PASSTHROUGH && cfg.nslices)
-    return fc_err_set(err, FC_EINVAL, "slices are supported with passthrough only (%s merges whole models: "
-                      "list them under models)", fc_merge_method_name(M));
   if (M == FC_MERGE_PASSTHROUGH) {
     if (cfg.tokenizer_source)
       return fc_err_set(err, FC_EINVAL, "tokenizer_source is not supported with passthrough (the output takes the "
                         "first slice's tokenizer): remove it");
-    fc_merge_slice_t whole = {cfg.nmodels == 1 ? cfg.models[0].path : NULL, 0, -1};
+    fc_merge_slice_t whole = {cfg.nmodels == 1 ? cfg.models[0].path : NULL, 0, -1, 0};
     if (!cfg.nslices && cfg.nmodels != 1)
       return fc_err_set(err, FC_EINVAL, "passthrough copies one model or stacks slices (%d models given)", cfg.nmodels);
     if (!cfg.nslices) cfg.slices = &whole, cfg.nslices = 1;
@@ -203,7 +202,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   if (M == FC_MERGE_KARCHER && cfg.base)
     return fc_err_set(err, FC_EINVAL, "karcher averages the listed models; remove base_model (mergekit "
                       "would average it too: list it under models)");
-  if (method_needs_base(M) && !cfg.base)
+  if (fc_merge_method_needs_base(M) && !cfg.base)
     return fc_err_set(err, FC_EINVAL, "%s needs a base model", fc_merge_method_name(M));
   int have_t = cfg.t == cfg.t;
   for (int s = 0; s < cfg.nsettings; s++) have_t |= cfg.settings[s].key == FC_MP_T;
@@ -217,7 +216,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   int nm = 0;
   for (int i = 0; i < cfg.nmodels; i++) {
     newidx[i] = -1;
-    if (method_uses_base(M) && same_path(cfg.models[i].path, cfg.base)) continue;
+    if (method_uses_base(M) && fc_merge_same_path(cfg.models[i].path, cfg.base)) continue;
     newidx[i] = nm;
     list[nm++] = cfg.models[i];
   }
@@ -234,6 +233,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   cfg.nsettings = nsets;
   fc_merge_model_t tmodels[FC_MERGE_MAX_MODELS];
   int nlayers = 0;
+  fc_merge_plan_t P = {.depth = -1};
   const char *base_path = cfg.base ? cfg.base : list[0].path;
   int rc = 0;
   fc_st_t *base = NULL, **st = fc_xcalloc((size_t)(nm ? nm : 1), sizeof *st);
@@ -266,7 +266,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   /* Writing into an input's directory would replace that input. */
   for (int i = -1; i < nm; i++) {
     const char *p = i < 0 ? base_path : list[i].path;
-    if (same_path(p, out_dir)) {
+    if (fc_merge_same_path(p, out_dir)) {
       rc = fc_err_set(err, FC_EINVAL, "the output directory %s is an input model", out_dir);
       goto out;
     }
@@ -283,7 +283,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     tok_dir = !strcmp(ts, "base") || uni ? base_path : NULL;
     for (int i = -1; i < cfg_in->nmodels && !tok_dir; i++) {
       const char *p = i < 0 ? cfg.base : cfg_in->models[i].path;
-      if (p && (!strcmp(p, ts) || same_path(p, ts))) tok_dir = p;
+      if (p && (!strcmp(p, ts) || fc_merge_same_path(p, ts))) tok_dir = p;
     }
     if (!tok_dir) {
       rc = fc_err_set(err, FC_EINVAL, "tokenizer_source '%s' is not base, union or a model of the merge", ts);
@@ -305,65 +305,79 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     rc = fc_err_set(err, FC_EINVAL, "tokenizer pad_to_multiple_of needs a tokenizer source (base, union or a model)");
     goto out;
   }
-  /* Same tensor names and shapes everywhere. */
-  size_t nt = fc_st_count(base);
-  for (int i = 0; i < nm && !rc; i++) {
-    for (size_t k = 0; k < nt && !rc; k++) {
-      const fc_st_tensor_t *b = fc_st_at(base, k), *t = fc_st_find(st[i], b->name);
-      if (!t) {
-        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is missing from %s", b->name, list[i].path);
-        break;
-      }
-      int same = t->ndim == b->ndim;
-      for (int d = perm && vocab_tensor(b) ? 1 : 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
-      if (!same) {
-        int vocab = strstr(b->name, "embed_tokens") || strstr(b->name, "lm_head") || strstr(b->name, "wte");
-        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' has shape %lldx... in %s but %lldx... in %s%s",
-                        b->name, b->ndim ? (long long)t->shape[0] : 1LL, list[i].path,
-                        b->ndim ? (long long)b->shape[0] : 1LL, base_path,
-                        vocab ? " (the vocabularies differ in size; merging them is not supported)" : "");
-      } else if (is_float_dt(b->dtype) != is_float_dt(t->dtype)) {
-        rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is %s in %s but %s in %s", b->name,
-                        fc_dtype_name(t->dtype), list[i].path, fc_dtype_name(b->dtype), base_path);
-      }
+  /* Same tensor names and shapes everywhere (merges by slices check theirs as they plan). */
+  if (cfg.nslices) {
+    rc = fc_merge_plan_slices(&P, &cfg, use_base ? base : NULL, st, list, nm, err);
+  } else {
+    P.nm = nm;
+    for (size_t k = 0; k < fc_st_count(base); k++) {
+      const fc_st_tensor_t *b = fc_st_at(base, k);
+      fc_merge_plan_add(&P, fc_xstrdup(b->name), b, 0, b->shard);
     }
-    if (!rc && fc_st_count(st[i]) != nt) {
-      for (size_t k = 0; k < fc_st_count(st[i]); k++)
-        if (!fc_st_find(base, fc_st_at(st[i], k)->name)) {
-          rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' of %s is not in the base %s",
-                          fc_st_at(st[i], k)->name, list[i].path, base_path);
+    size_t nt = fc_st_count(base);
+    for (int i = 0; i < nm && !rc; i++) {
+      for (size_t k = 0; k < nt && !rc; k++) {
+        const fc_st_tensor_t *b = fc_st_at(base, k), *t = fc_st_find(st[i], b->name);
+        if (!t) {
+          rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is missing from %s", b->name, list[i].path);
           break;
         }
+        int same = t->ndim == b->ndim;
+        for (int d = perm && fc_merge_vocab_tensor(b) ? 1 : 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
+        if (!same) {
+          int vocab = strstr(b->name, "embed_tokens") || strstr(b->name, "lm_head") || strstr(b->name, "wte");
+          rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' has shape %lldx... in %s but %lldx... in %s%s",
+                          b->name, b->ndim ? (long long)t->shape[0] : 1LL, list[i].path,
+                          b->ndim ? (long long)b->shape[0] : 1LL, base_path,
+                          vocab ? " (the vocabularies differ in size; merging them is not supported)" : "");
+        } else if (is_float_dt(b->dtype) != is_float_dt(t->dtype)) {
+          rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is %s in %s but %s in %s", b->name,
+                          fc_dtype_name(t->dtype), list[i].path, fc_dtype_name(b->dtype), base_path);
+        }
+      }
+      if (!rc && fc_st_count(st[i]) != nt) {
+        for (size_t k = 0; k < fc_st_count(st[i]); k++)
+          if (!fc_st_find(base, fc_st_at(st[i], k)->name)) {
+            rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' of %s is not in the base %s",
+                            fc_st_at(st[i], k)->name, list[i].path, base_path);
+            break;
+          }
+      }
+    }
+    for (size_t k = 0; k < nt; k++) {
+      int li = fc_merge_layer_index(P.name[k]);
+      if (li + 1 > nlayers) nlayers = li + 1;
+    }
+    for (size_t k = 0; k < nt && !rc; k++) {
+      P.t[k] = fc_merge_layer_t(P.name[k], nlayers);
+      for (int i = 0; i < nm; i++) P.in[k * (size_t)nm + (size_t)i] = fc_st_find(st[i], P.name[k]);
     }
   }
   if (rc) goto out;
   if ((rc = fc_mkdir_p(out_dir, err))) goto out;
+  const size_t nt = P.n;
 
   /* Output layout: the base's shards and order, the base's dtype unless cfg.dtype says. */
   specs = fc_xcalloc(nt ? nt : 1, sizeof *specs);
   fnames = fc_xcalloc(nt ? nt : 1, sizeof *fnames);
   tnames = fc_xcalloc(nt ? nt : 1, sizeof *tnames);
-  size_t nshards = fc_st_num_shards(base);
+  size_t nshards = cfg.nslices ? 1 : fc_st_num_shards(base);
   uint64_t total = 0;
   for (size_t k = 0; k < nt; k++) {
-    const fc_st_tensor_t *b = fc_st_at(base, k);
-    specs[k].name = b->name;
+    const fc_st_tensor_t *b = P.lay[k];
+    specs[k].name = P.name[k];
     specs[k].ndim = b->ndim;
     memcpy(specs[k].shape, b->shape, sizeof b->shape);
-    if (perm && vocab_tensor(b)) specs[k].shape[0] = (int64_t)nrows;
+    if (perm && fc_merge_vocab_tensor(b)) specs[k].shape[0] = (int64_t)nrows;
     fc_dtype_t od = b->dtype;
     if (is_float_dt(b->dtype)) {
       if (cfg.dtype >= 0) od = (fc_dtype_t)cfg.dtype;
       else if (od == FC_DT_F64) od = FC_DT_F32;
     }
     specs[k].dtype = od;
-    tnames[k] = b->name;
-    fnames[k] = nshards > 1 ? base_name(fc_st_shard_path(base, (size_t)b->shard)) : "model.safetensors";
+    tnames[k] = P.name[k];
+    fnames[k] = nshards > 1 ? base_name(fc_st_shard_path(base, (size_t)P.shard[k])) : "model.safetensors";
     total += (uint64_t)b->numel * fc_dtype_size(od);
-  }
-  for (size_t k = 0; k < nt; k++) {
-    int li = fc_merge_layer_index(fc_st_at(base, k)->name);
-    if (li + 1 > nlayers) nlayers = li + 1;
   }
   fc_merge_stats_t local = {0};
   fc_merge_stats_t *stats = cfg.stats ? cfg.stats : &local;
@@ -374,19 +388,20 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   int threads = cfg.threads > 0 ? cfg.threads : fc_par_cores();
   size_t nweighted = 0;
   for (size_t k = 0; k < nt && !rc;) {
-    int shard = fc_st_at(base, k)->shard;
+    int shard = P.shard[k];
     size_t k1 = k;
-    while (k1 < nt && fc_st_at(base, k1)->shard == shard) k1++;
+    while (k1 < nt && P.shard[k1] == shard) k1++;
     char *path = fc_path_join(out_dir, fnames[k]);
     rc = fc_st_writer_new(&w, path, specs + k, k1 - k, (const char *const[]){"format", "pt", NULL}, err);
     free(path);
     /* A full disk fails here, before the work, not after. */
     if (!rc) rc = fc_st_writer_reserve(w, err);
     for (size_t j = k; j < k1 && !rc; j++) {
-      const fc_st_tensor_t *b = fc_st_at(base, j);
-      for (int i = 0; i < nm; i++) ins[i] = fc_st_find(st[i], b->name);
+      const fc_st_tensor_t *b = P.lay[j];
+      const char *name = P.name[j];
+      for (int i = 0; i < nm; i++) ins[i] = P.in[j * (size_t)nm + (size_t)i];
       if (!is_float_dt(b->dtype)) {
-        fc_warn("tensor '%s' is %s, not a float type: copied from the base", b->name,
+        fc_warn("tensor '%s' is %s, not a float type: copied from the base", name,
                 fc_dtype_name(b->dtype));
         rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);
       } else {
@@ -394,16 +409,16 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
         int fd;
         uint64_t pos;
         fc_merge_cfg_t tcfg = cfg;
-        if (cfg.nsettings) fc_merge_resolve(&cfg, b->name, fc_merge_layer_t(b->name, nlayers), &tcfg, tmodels);
+        if (cfg.nsettings) fc_merge_resolve(&cfg, name, P.t[j], &tcfg, tmodels);
         rc = fc_st_writer_put_at(w, j - k, &fd, &pos, err);
         if (!rc && fc_merge_method_pairwise(M) && !(tcfg.t == tcfg.t))
           rc = fc_err_set(err, FC_EINVAL, "%s: no value of t applies to tensor '%s'", fc_merge_method_name(M),
-                          b->name);
-        if (!rc && perm && vocab_tensor(b)) {
+                          name);
+        if (!rc && perm && fc_merge_vocab_tensor(b)) {
           rc = merge_permuted(&ws, &tcfg, b, ins, nm, perm, nin, nvocab, nrows, method_uses_base(M), fd, pos,
                               specs[j].dtype, mw, threads, err);
         } else if (!rc)
-          rc = fc_merge_tensor_raw(&ws, &tcfg, b->name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
+          rc = fc_merge_tensor_raw(&ws, &tcfg, name, method_uses_base(M) ? b : NULL, ins, NULL, fd, pos,
                                 specs[j].dtype, mw, threads, 1, err);
         if (!rc) {
           fc_st_writer_put_done(w, j - k);
@@ -438,7 +453,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     free(sp);
     if (rc) goto out;
   }
-  if ((rc = fc_merge_copy_side_files2(base_path, tok_dir ? tok_dir : base_path, out_dir, cfg.dtype, -1,
+  if ((rc = fc_merge_copy_side_files2(base_path, tok_dir ? tok_dir : base_path, out_dir, cfg.dtype, P.depth,
                                       perm ? (long)nrows : -1, err)))
     goto out;
   if (union_tok && (rc = fc_merge_vocab_write_union(out_dir, union_tok, union_added, err))) goto out;
@@ -446,6 +461,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
   stats->seconds = fc_now() - t0;
 out:
   if (w) fc_st_writer_abort(&w);
+  fc_merge_plan_free(&P);
   for (int k = 0; perm && k < nin; k++) free(perm[k]);
   free(perm);
   free(union_tok);

@@ -66,6 +66,9 @@ FC_HOT void fc_merge_sum_fused_block(job_t *J, scratch_t *s, size_t blk) {
   WITH_NM(J->nm, CALL_FUSED_BLOCK, J, off, J->n - off < BLK ? J->n - off : BLK, s->dst, off - s->off0);
 }
 
+/* The vector (row or column, J->grp) element e belongs to. */
+static inline size_t group_of(const job_t *J, size_t e) { return J->grp == G_ROWS ? e / J->arow : e % J->ncols; }
+
 /* P_SLERP_DOT (the squared norms and the dot product of base and model, per block) and the
  * generic final pass of linear, VaRM, SLERP and NearSwap. */
 FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) {
@@ -139,7 +142,13 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
     break;
   case FC_MERGE_NUSLERP: {
     const float *m0 = s->m, *m1 = s->m + BLK;
-    for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * m0[j] + J->s1 * m1[j];
+    if (J->grp)
+      for (size_t j = 0; j < cnt; j++) {
+        const float *c = J->gc + 2 * group_of(J, off + j);
+        o[j] = c[0] * m0[j] + c[1] * m1[j];
+      }
+    else
+      for (size_t j = 0; j < cnt; j++) o[j] = J->s0 * m0[j] + J->s1 * m1[j];
     if (J->base)
       for (size_t j = 0; j < cnt; j++) o[j] = b[j] + o[j];
     break;
@@ -151,7 +160,13 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
       const float *m = s->m + (size_t)i * BLK;
       for (size_t j = 0; j < cnt; j++) o[j] += m[j];
     }
-    for (size_t j = 0; j < cnt; j++) o[j] = t * (o[j] / fn) + (1 - t) * b[j];
+    if (J->grp)
+      for (size_t j = 0; j < cnt; j++) {
+        const float tg = J->gc[2 * group_of(J, off + j)];
+        o[j] = tg * (o[j] / fn) + (1 - tg) * b[j];
+      }
+    else
+      for (size_t j = 0; j < cnt; j++) o[j] = t * (o[j] / fn) + (1 - t) * b[j];
     break;
   }
   case FC_MERGE_NEARSWAP: {
@@ -175,21 +190,127 @@ FC_HOT void fc_merge_linear_block(job_t *J, int kind, scratch_t *s, size_t blk) 
   store_out(s->dst, J->out_dt, off - s->off0, cnt, o);
 }
 
-void fc_merge_stock_prepare(job_t *J, int threads) {
+/* ---- angles per vector (nuslerp_flatten false, model_stock filter_wise) ---- */
+
+/* Per vector: the models' (deltas', with a base) |v_i|^2, then v_i.v_k for i < k (f64). */
+typedef struct gsum {
+  double *sum; /* [ngroups][np] */
+  int np;
+  size_t per;  /* rows per chunk */
+} gsum_t;
+
+static void load_vectors(const job_t *J, size_t off, size_t len, float *v, float *b) {
+  for (int i = 0; i < J->nm; i++) load_f32(J->models[i], off, len, v + (size_t)i * len);
+  if (!J->base) return;
+  load_f32(J->base, off, len, b);
+  for (int i = 0; i < J->nm; i++)
+    for (size_t j = 0; j < len; j++) v[(size_t)i * len + j] -= b[j];
+}
+
+static void group_rows(job_t *J, int chunk, scratch_t *s, void *arg) {
+  (void)s;
+  gsum_t *G = arg;
   const int nm = J->nm;
-  J->npart = nm + nm * (nm - 1) / 2;
-  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
-  fc_merge_pass(J, P_STOCK_DOT, threads);
+  const size_t L = J->arow, nrows = J->n / L, r0 = (size_t)chunk * G->per;
+  const size_t r1 = r0 + G->per < nrows ? r0 + G->per : nrows;
+  float *v = fc_xmalloc(((size_t)nm + 1) * L * sizeof *v), *b = v + (size_t)nm * L;
+  for (size_t r = r0; r < r1; r++) {
+    load_vectors(J, r * L, L, v, b);
+    double *out = G->sum + r * (size_t)G->np;
+    int c = nm;
+    for (int i = 0; i < nm; i++) {
+      const float *x = v + (size_t)i * L;
+      double xx = 0;
+      for (size_t j = 0; j < L; j++) xx += (double)x[j] * x[j];
+      out[i] = xx;
+      for (int k = i + 1; k < nm; k++, c++) {
+        const float *y = v + (size_t)k * L;
+        double xy = 0;
+        for (size_t j = 0; j < L; j++) xy += (double)x[j] * y[j];
+        out[c] = xy;
+      }
+    }
+  }
+  free(v);
+}
+
+/* The sums of every vector; returns how many vectors. Columns go row by row in one thread
+ * (each column's sums run down the rows). */
+static size_t group_sums(job_t *J, int threads, gsum_t *G) {
+  const int nm = J->nm;
+  G->np = nm + nm * (nm - 1) / 2;
+  if (J->grp == G_ROWS) {
+    const size_t nrows = J->n / J->arow;
+    const int nch = nrows < (size_t)threads * 8 ? (int)nrows : threads * 8;
+    G->per = (nrows + (size_t)nch - 1) / (size_t)nch;
+    G->sum = fc_xcalloc(nrows * (size_t)G->np, sizeof *G->sum);
+    fc_merge_each(J, nch, threads, group_rows, G);
+    return nrows;
+  }
+  const size_t C = J->ncols, R = J->n / C;
+  G->sum = fc_xcalloc(C * (size_t)G->np, sizeof *G->sum);
+  float *v = fc_xmalloc(((size_t)nm + 1) * C * sizeof *v), *b = v + (size_t)nm * C;
+  for (size_t r = 0; r < R; r++) {
+    load_vectors(J, r * C, C, v, b);
+    for (size_t j = 0; j < C; j++) {
+      double *out = G->sum + j * (size_t)G->np;
+      int c = nm;
+      for (int i = 0; i < nm; i++) {
+        const double x = v[(size_t)i * C + j];
+        out[i] += x * x;
+        for (int k = i + 1; k < nm; k++, c++) out[c] += x * v[(size_t)k * C + j];
+      }
+    }
+  }
+  free(v);
+  return C;
+}
+
+/* model_stock's t from the squared norms and pairwise dots of the deltas (one vector or a
+ * whole tensor): the mean pairwise cosine c, t = N c / (1 + (N - 1) c). */
+static float stock_t(int nm, const double *sq, const double *dot) {
   double cs = 0;
-  int c = nm;
+  int c = 0;
   for (int i = 0; i < nm; i++)
     for (int k = i + 1; k < nm; k++, c++) {
-      double np = sqrt(fc_merge_part_sum(J, i)) * sqrt(fc_merge_part_sum(J, k));
-      double cos = fc_merge_part_sum(J, c) / (np > 1e-6 ? np : 1e-6);
+      double np = sqrt(sq[i]) * sqrt(sq[k]);
+      double cos = dot[c] / (np > 1e-6 ? np : 1e-6);
       cs += cos < -1 ? -1 : cos > 1 ? 1 : cos;
     }
   cs /= (double)(nm * (nm - 1) / 2);
-  J->s0 = (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
+  return (float)((double)nm * cs / (1 + (double)(nm - 1) * cs));
+}
+
+/* nuslerp's coefficients of v0 and v1 at t from |v0|^2, |v1|^2 and v0.v1. */
+static void nuslerp_coef(double t, double aa, double bb, double ab, float *c0, float *c1) {
+  const double n0 = sqrt(aa), n1 = sqrt(bb);
+  double cos = ab / ((n0 > 1e-7 ? n0 : 1e-7) * (n1 > 1e-7 ? n1 : 1e-7));
+  double th = acos(cos < -1 ? -1 : cos > 1 ? 1 : cos), st = sin(th);
+  if (fabs(st) < 1e-8) {
+    *c0 = (float)(1 - t);
+    *c1 = (float)t;
+  } else {
+    *c0 = (float)(sin((1 - t) * th) / st);
+    *c1 = (float)(sin(t * th) / st);
+  }
+}
+
+void fc_merge_stock_prepare(job_t *J, int threads) {
+  const int nm = J->nm;
+  if (J->grp) {
+    gsum_t G = {0};
+    const size_t ng = group_sums(J, threads, &G);
+    J->gc = fc_xmalloc(2 * ng * sizeof *J->gc);
+    for (size_t g = 0; g < ng; g++) J->gc[2 * g] = stock_t(nm, G.sum + g * (size_t)G.np, G.sum + g * (size_t)G.np + nm);
+    free(G.sum);
+    return;
+  }
+  J->npart = nm + nm * (nm - 1) / 2;
+  J->part = fc_xcalloc(J->nblocks * (size_t)J->npart, sizeof(double));
+  fc_merge_pass(J, P_STOCK_DOT, threads);
+  double sums[FC_MERGE_MAX_MODELS + FC_MERGE_MAX_MODELS * (FC_MERGE_MAX_MODELS - 1) / 2];
+  for (int c = 0; c < J->npart; c++) sums[c] = fc_merge_part_sum(J, c);
+  J->s0 = stock_t(nm, sums, sums + nm);
 }
 
 typedef double gram_t[FC_MERGE_MAX_MODELS][FC_MERGE_MAX_MODELS];
@@ -298,19 +419,21 @@ int fc_merge_multislerp_prepare(job_t *J, const char *name, int threads, fc_err_
 void fc_merge_nuslerp_prepare(job_t *J, int threads) {
   const double w0 = J->cfg->models[0].weight, w1 = J->cfg->models[1].weight;
   const double t = fabs(w0 + w1) < 1e-6 ? 0.5 : w1 / (w0 + w1);
+  if (J->grp) {
+    gsum_t G = {0};
+    const size_t ng = group_sums(J, threads, &G);
+    J->gc = fc_xmalloc(2 * ng * sizeof *J->gc);
+    for (size_t g = 0; g < ng; g++) {
+      const double *q = G.sum + g * (size_t)G.np;
+      nuslerp_coef(t, q[0], q[1], q[2], &J->gc[2 * g], &J->gc[2 * g + 1]);
+    }
+    free(G.sum);
+    return;
+  }
   J->npart = 3;
   J->part = fc_xcalloc(J->nblocks * 3, sizeof(double));
   fc_merge_pass(J, P_SLERP_DOT, threads);
-  double n0 = sqrt(fc_merge_part_sum(J, 0)), n1 = sqrt(fc_merge_part_sum(J, 1)), ab = fc_merge_part_sum(J, 2);
-  double cos = ab / ((n0 > 1e-7 ? n0 : 1e-7) * (n1 > 1e-7 ? n1 : 1e-7));
-  double th = acos(cos < -1 ? -1 : cos > 1 ? 1 : cos), st = sin(th);
-  if (fabs(st) < 1e-8) {
-    J->s0 = (float)(1 - t);
-    J->s1 = (float)t;
-  } else {
-    J->s0 = (float)(sin((1 - t) * th) / st);
-    J->s1 = (float)(sin(t * th) / st);
-  }
+  nuslerp_coef(t, fc_merge_part_sum(J, 0), fc_merge_part_sum(J, 1), fc_merge_part_sum(J, 2), &J->s0, &J->s1);
 }
 
 /* SLERP's coefficients s0 (base) and s1 (model) from the angle between the two tensors. */

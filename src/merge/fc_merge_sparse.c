@@ -124,34 +124,39 @@ static uint32_t *rank_sort(uint32_t *key, uint32_t *idx, uint32_t *k2, uint32_t 
 
 size_t fc_merge_rank_work(size_t c) { return 4 * c + 2 * RANK_BINS(c); }
 
-/* The counting rank: the keys of |bf16 - bf16| deltas mostly have an empty low half (at most
- * eight significant bits) and their high halves span a few binades, so a histogram over the
- * high halves in the row's range (zero keys in a bin of their own, below) ranks them in two
- * passes; where one bin holds keys that differ in their low half, those elements alone are
- * radix-sorted. A row whose range is too wide for the histogram is radix-sorted whole. */
-FC_HOT void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w) {
-  uint32_t mn = UINT32_MAX, mx = 0, lor = 0;
-  for (size_t j = 0; j < c; j++) {
-    const uint32_t k = key[j], h = k >> 16, hn = h | -(uint32_t)(k == 0); /* branch-free */
-    mn = hn < mn ? hn : mn;
-    mx = h > mx ? h : mx;
-    lor |= k & 0xffffu;
-  }
+/* The row radix-sorted whole: the fallback for rows the counting rank cannot bin well. */
+static void rank_radix(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w) {
   uint32_t *mk = w, *mi = w + c, *k2 = mi + c, *i2 = k2 + c;
+  for (size_t j = 0; j < c; j++) mk[j] = key[j], mi[j] = (uint32_t)j;
+  const uint32_t *sorted = rank_sort(mk, mi, k2, i2, c);
+  for (size_t p = 0; p < c; p++) rank[sorted[p]] = (uint32_t)p;
+}
+
+/* The counting rank: a histogram over the row's key range, as fine as RANK_BINS(c) bins allow
+ * (zero keys in a bin of their own, below), hands each element the next rank of its bin, in
+ * index order. Deltas of bf16 weights take few distinct values, so a bin mostly holds copies of
+ * one key, and copies rank in index order: those ranks are final. The (key, index) pairs are
+ * also laid out by those ranks; an insertion sort over them finds the few bins that hold
+ * different keys out of order (comparing the index after the key keeps ties in index order)
+ * and the ranks of what it moved are rewritten. A row too disordered for insertion is
+ * radix-sorted whole. */
+FC_HOT void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uint32_t *w) {
+  uint32_t mn = UINT32_MAX, mx = 0;
+  for (size_t j = 0; j < c; j++) {
+    const uint32_t k = key[j], kn = k | -(uint32_t)(k == 0); /* branch-free */
+    mn = kn < mn ? kn : mn;
+    mx = k > mx ? k : mx;
+  }
   if (mn == UINT32_MAX) { /* every key is zero */
     for (size_t j = 0; j < c; j++) rank[j] = (uint32_t)j;
     return;
   }
-  const size_t nb = (size_t)(mx - mn) + 2;
-  if (nb > RANK_BINS(c)) {
-    for (size_t j = 0; j < c; j++) mk[j] = key[j], mi[j] = (uint32_t)j;
-    const uint32_t *sorted = rank_sort(mk, mi, k2, i2, c);
-    for (size_t p = 0; p < c; p++) rank[sorted[p]] = (uint32_t)p;
-    return;
-  }
+  int sh = 0;
+  while ((size_t)((mx - mn) >> sh) + 2 > RANK_BINS(c)) sh++;
+  const size_t nb = (size_t)((mx - mn) >> sh) + 2;
   uint32_t *cnt = w + 4 * c;
-  const uint32_t bias = mn - 1;
-#define RBIN(k) ((((k) >> 16) - bias) & -(uint32_t)((k) != 0))
+  /* bin 0: zero keys; bin 1 + ((k - mn) >> sh) otherwise (branch-free) */
+#define RBIN(k) (((((k) - mn) >> sh) + 1) & -(uint32_t)((k) != 0))
   memset(cnt, 0, nb * sizeof *cnt);
   for (size_t j = 0; j < c; j++) cnt[RBIN(key[j])]++;
   uint32_t acc = 0;
@@ -160,20 +165,13 @@ FC_HOT void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uin
     cnt[b] = acc;
     acc += t;
   }
-  if (!lor) { /* each bin holds one key: ranks in index order */
-    for (size_t j = 0; j < c; j++) rank[j] = cnt[RBIN(key[j])]++;
-    return;
-  }
-  /* Bins whose keys differ in their low half: (key, index) pairs in bin order (stable), then
-   * an insertion sort puts each bin in key order; ties stay in index order, as the pair
-   * compares its index after its key. A bin that is too disordered sends the row to the
-   * radix sort. */
   uint64_t *a = (uint64_t *)(void *)w;
   for (size_t j = 0; j < c; j++) {
-    const uint32_t k = key[j];
-    a[cnt[RBIN(k)]++] = (uint64_t)k << 32 | j;
+    const uint32_t k = key[j], r = cnt[RBIN(k)]++;
+    rank[j] = r;
+    a[r] = (uint64_t)k << 32 | j;
   }
-  size_t moves = 0;
+  size_t moves = 0, lo = c, hi = 0;
   for (size_t p = 1; p < c; p++) {
     const uint64_t x = a[p];
     if (a[p - 1] <= x) continue;
@@ -182,14 +180,14 @@ FC_HOT void fc_merge_rank_row(const uint32_t *key, size_t c, uint32_t *rank, uin
     while (--q > 0 && a[q - 1] > x);
     a[q] = x;
     moves += p - q;
-    if (moves > 8 * c) {
-      for (size_t j = 0; j < c; j++) mk[j] = key[j], mi[j] = (uint32_t)j;
-      const uint32_t *sorted = rank_sort(mk, mi, k2, i2, c);
-      for (size_t r = 0; r < c; r++) rank[sorted[r]] = (uint32_t)r;
+    lo = q < lo ? q : lo;
+    hi = p + 1;
+    if (moves > 8 * c) { /* too disordered for insertion: sort the row whole */
+      rank_radix(key, c, rank, w);
       return;
     }
   }
-  for (size_t p = 0; p < c; p++) rank[(uint32_t)a[p]] = (uint32_t)p;
+  for (size_t p = lo; p < hi; p++) rank[(uint32_t)a[p]] = (uint32_t)p;
 #undef RBIN
 }
 

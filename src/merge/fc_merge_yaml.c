@@ -39,6 +39,13 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
     else cfg->select_topk = d;
     return 0;
   }
+  if (!strcmp(key, "r") || !strcmp(key, "alpha")) {
+    if (parse_num(value, &d) || d < 0)
+      return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not a non-negative number", key, value);
+    if (key[0] == 'r') cfg->ram_r = d;
+    else cfg->ram_alpha = d;
+    return 0;
+  }
   if (!strcmp(key, "max_iter")) {
     if (parse_num(value, &d) || d != floor(d) || d < 0 || d > 100000)
       return fc_err_set(err, FC_EINVAL, "parameter max_iter: '%s' is not an integer in [0, 100000]", value);
@@ -66,13 +73,10 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
       !strcmp(key, "normalize_weights")) {
     if (parse_bool(value, &b))
       return fc_err_set(err, FC_EINVAL, "parameter %s: '%s' is not true or false", key, value);
-    if (key[0] == 'f' && b)
-      return fc_err_set(err, FC_EINVAL, "parameter filter_wise: model_stock's per-row angles are not supported");
-    if (!strcmp(key, "nuslerp_flatten") && !b)
-      return fc_err_set(err, FC_EINVAL, "parameter nuslerp_flatten: per-row angles are not supported");
-    if (!strcmp(key, "nuslerp_row_wise") && b)
-      return fc_err_set(err, FC_EINVAL, "parameter nuslerp_row_wise: per-column angles are not supported");
-    if (!strcmp(key, "normalize") || !strcmp(key, "normalize_weights")) cfg->normalize = b;
+    if (key[0] == 'f') cfg->filter_wise = b;
+    else if (!strcmp(key, "nuslerp_flatten")) cfg->nuslerp_flatten = b;
+    else if (!strcmp(key, "nuslerp_row_wise")) cfg->nuslerp_row_wise = b;
+    else if (!strcmp(key, "normalize") || !strcmp(key, "normalize_weights")) cfg->normalize = b;
     else if (!strcmp(key, "rescale")) cfg->rescale = b;
     /* int8_mask only changes mergekit's mask storage type, never the result. */
     return 0;
@@ -97,7 +101,7 @@ int fc_merge_set_param(fc_merge_cfg_t *cfg, const char *key, const char *value, 
   return fc_err_set(err, FC_EINVAL,
                     "unknown parameter '%s' (known: select_topk, t, lambda, gamma, epsilon, "
                     "normalize, rescale, sce_mask_scope, seed, int8_mask, filter_wise, nuslerp_flatten, "
-                    "nuslerp_row_wise, normalize_weights, max_iter, tol)",
+                    "nuslerp_row_wise, normalize_weights, max_iter, tol, r, alpha)",
                     key);
 }
 
@@ -277,56 +281,104 @@ static int parse_models(yctx_t *y, yaml_node_t *seq, fc_merge_cfg_t *cfg) {
   return 0;
 }
 
-/* slices: - sources: - model: PATH, layer_range: [a, b] (one source per slice: passthrough). */
+/* One slice source {model, layer_range} into *out (group g). */
+static int parse_source(yctx_t *y, yaml_node_t *e, int g, fc_merge_slice_t *out) {
+  if (e->type != YAML_MAPPING_NODE) return yerr(y, e, "a source is a mapping {model, layer_range}%s%s", 0, 0);
+  yaml_node_t *range = NULL;
+  out->group = g;
+  out->last = -1;
+  for (yaml_node_pair_t *p = e->data.mapping.pairs.start; p < e->data.mapping.pairs.top; p++) {
+    yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key), *vn = yaml_document_get_node(&y->doc, p->value);
+    const char *k = scalar(y, kn), *v = scalar(y, vn);
+    if (k && !strcmp(k, "model")) {
+      if (!v || !*v) return yerr(y, vn, "model must be a path%s%s", 0, 0);
+      out->model = keep(y, v);
+    } else if (k && !strcmp(k, "layer_range")) {
+      range = vn;
+    } else if (k && !strcmp(k, "parameters")) {
+      return yerr(y, kn, "parameters of a slice source are not supported: give them under the top-level "
+                  "parameters (they apply to every slice)%s%s", 0, 0);
+    } else {
+      return yerr(y, kn, "unknown key '%s' in a slice source (known: model, layer_range)%s", k ? k : "?", 0);
+    }
+  }
+  if (!out->model) return yerr(y, e, "a slice source without 'model: PATH'%s%s", 0, 0);
+  if (!range) return yerr(y, e, "a slice source without 'layer_range: [first, end]'%s%s", 0, 0);
+  double ab[2];
+  int ok = range->type == YAML_SEQUENCE_NODE && range->data.sequence.items.top - range->data.sequence.items.start == 2;
+  for (int j = 0; ok && j < 2; j++) {
+    const char *v = scalar(y, yaml_document_get_node(&y->doc, range->data.sequence.items.start[j]));
+    ok = v && !parse_num(v, &ab[j]) && ab[j] == floor(ab[j]) && ab[j] >= 0 && ab[j] < 1e6;
+  }
+  if (!ok || ab[1] <= ab[0])
+    return yerr(y, range, "layer_range must be [first, end], integers with first < end%s%s", 0, 0);
+  out->first = (int)ab[0];
+  out->last = (int)ab[1];
+  return 0;
+}
+
+/* slices: - sources: - {model: PATH, layer_range: [a, b]}, ...: every source becomes one entry of
+ * cfg->slices, tagged with its slice (group). A slice with several sources merges them (the
+ * layers of each source side by side, as mergekit's plan_slice); its sources must span the same
+ * number of layers. */
 static int parse_slices(yctx_t *y, yaml_node_t *seq, fc_merge_cfg_t *cfg) {
   if (seq->type != YAML_SEQUENCE_NODE) return yerr(y, seq, "slices must be a list%s%s", 0, 0);
-  int n = (int)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+  int n = (int)(seq->data.sequence.items.top - seq->data.sequence.items.start), total = 0;
   if (n == 0) return yerr(y, seq, "slices is empty%s%s", 0, 0);
-  fc_merge_slice_t *sl = hold(y, (size_t)n * sizeof *sl);
+  for (int i = 0; i < n; i++) {
+    yaml_node_t *it = yaml_document_get_node(&y->doc, seq->data.sequence.items.start[i]);
+    if (it->type != YAML_MAPPING_NODE) return yerr(y, it, "each slice is a mapping with 'sources'%s%s", 0, 0);
+    for (yaml_node_pair_t *p = it->data.mapping.pairs.start; p < it->data.mapping.pairs.top; p++) {
+      yaml_node_t *vn = yaml_document_get_node(&y->doc, p->value);
+      const char *k = scalar(y, yaml_document_get_node(&y->doc, p->key));
+      if (k && !strcmp(k, "sources") && vn->type == YAML_SEQUENCE_NODE)
+        total += (int)(vn->data.sequence.items.top - vn->data.sequence.items.start);
+    }
+  }
+  fc_merge_slice_t *sl = hold(y, (size_t)(total ? total : 1) * sizeof *sl);
+  int ns = 0;
   for (int i = 0; i < n; i++) {
     yaml_node_t *it = yaml_document_get_node(&y->doc, seq->data.sequence.items.start[i]), *src = NULL;
-    if (it->type != YAML_MAPPING_NODE) return yerr(y, it, "each slice is a mapping with 'sources'%s%s", 0, 0);
     for (yaml_node_pair_t *p = it->data.mapping.pairs.start; p < it->data.mapping.pairs.top; p++) {
       yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key);
       const char *k = scalar(y, kn);
       if (k && !strcmp(k, "sources")) src = yaml_document_get_node(&y->doc, p->value);
+      else if (k && (!strcmp(k, "parameters") || !strcmp(k, "base_model") || !strcmp(k, "residual_weight")))
+        return yerr(y, kn, "'%s' of one slice is not supported: give it at the top level (it applies to every "
+                    "slice)%s", k, 0);
       else return yerr(y, kn, "unknown key '%s' in a slice (known: sources)%s", k ? k : "?", 0);
     }
     if (!src || src->type != YAML_SEQUENCE_NODE || src->data.sequence.items.top == src->data.sequence.items.start)
       return yerr(y, it, "a slice needs 'sources', a list of {model, layer_range}%s%s", 0, 0);
-    if (src->data.sequence.items.top - src->data.sequence.items.start != 1)
-      return yerr(y, src, "a slice with several sources merges them; only passthrough slices (one source "
-                  "each) are supported: merge whole models with 'models:'%s%s", 0, 0);
-    yaml_node_t *e = yaml_document_get_node(&y->doc, src->data.sequence.items.start[0]), *range = NULL;
-    if (e->type != YAML_MAPPING_NODE) return yerr(y, e, "a source is a mapping {model, layer_range}%s%s", 0, 0);
-    sl[i].last = -1;
-    for (yaml_node_pair_t *p = e->data.mapping.pairs.start; p < e->data.mapping.pairs.top; p++) {
-      yaml_node_t *kn = yaml_document_get_node(&y->doc, p->key), *vn = yaml_document_get_node(&y->doc, p->value);
-      const char *k = scalar(y, kn), *v = scalar(y, vn);
-      if (k && !strcmp(k, "model")) {
-        if (!v || !*v) return yerr(y, vn, "model must be a path%s%s", 0, 0);
-        sl[i].model = keep(y, v);
-      } else if (k && !strcmp(k, "layer_range")) {
-        range = vn;
-      } else {
-        return yerr(y, kn, "unknown key '%s' in a slice source (known: model, layer_range)%s", k ? k : "?", 0);
+    const int first = ns;
+    for (yaml_node_item_t *e = src->data.sequence.items.start; e < src->data.sequence.items.top; e++) {
+      int rc = parse_source(y, yaml_document_get_node(&y->doc, *e), i, &sl[ns]);
+      if (rc) return rc;
+      if (sl[ns].last - sl[ns].first != sl[first].last - sl[first].first) {
+        char a[16], b[16];
+        snprintf(a, sizeof a, "%d", sl[first].last - sl[first].first);
+        snprintf(b, sizeof b, "%d", sl[ns].last - sl[ns].first);
+        return yerr(y, src, "the sources of a slice must span the same number of layers (%s and %s)", a, b);
       }
+      ns++;
     }
-    if (!sl[i].model) return yerr(y, e, "a slice source without 'model: PATH'%s%s", 0, 0);
-    if (!range) return yerr(y, e, "a slice source without 'layer_range: [first, end]'%s%s", 0, 0);
-    double ab[2];
-    int ok = range->type == YAML_SEQUENCE_NODE && range->data.sequence.items.top - range->data.sequence.items.start == 2;
-    for (int j = 0; ok && j < 2; j++) {
-      const char *v = scalar(y, yaml_document_get_node(&y->doc, range->data.sequence.items.start[j]));
-      ok = v && !parse_num(v, &ab[j]) && ab[j] == floor(ab[j]) && ab[j] >= 0 && ab[j] < 1e6;
-    }
-    if (!ok || ab[1] <= ab[0])
-      return yerr(y, range, "layer_range must be [first, end], integers with first < end%s%s", 0, 0);
-    sl[i].first = (int)ab[0];
-    sl[i].last = (int)ab[1];
   }
   cfg->slices = sl;
-  cfg->nslices = n;
+  cfg->nslices = ns;
+  return 0;
+}
+
+/* The models of a merge given by slices: the sources of the first slice, in order (fc_merge_run
+ * checks that every slice has the same ones). */
+static int slice_models(yctx_t *y, yaml_node_t *root, fc_merge_cfg_t *cfg) {
+  int n = 0;
+  while (n < cfg->nslices && cfg->slices[n].group == cfg->slices[0].group) n++;
+  if (n > FC_MERGE_MAX_MODELS) return yerr(y, root, "too many sources in a slice%s%s", 0, 0);
+  fc_merge_model_t *ms = fc_xcalloc((size_t)n, sizeof *ms);
+  y->arena->models = ms;
+  for (int i = 0; i < n; i++) ms[i].path = cfg->slices[i].model, ms[i].weight = 1.0, ms[i].density = 1.0;
+  cfg->models = ms;
+  cfg->nmodels = n;
   return 0;
 }
 
@@ -448,8 +500,7 @@ int fc_merge_yaml_parse(const char *text, size_t len, const char *what, fc_merge
   if (!rc && !have_method) rc = yerr(&y, root, "no merge_method%s%s", 0, 0);
   if (!rc && !cfg->nmodels && !cfg->nslices) rc = yerr(&y, root, "no models (or slices)%s%s", 0, 0);
   if (!rc && cfg->nmodels && cfg->nslices) rc = yerr(&y, root, "give models or slices, not both%s%s", 0, 0);
-  if (!rc && cfg->nslices && cfg->method != FC_MERGE_PASSTHROUGH)
-    rc = yerr(&y, root, "slices are supported with merge_method passthrough only%s%s", 0, 0);
+  if (!rc && cfg->nslices && cfg->method != FC_MERGE_PASSTHROUGH) rc = slice_models(&y, root, cfg);
   if (!rc && cfg->nmodels) {
     for (int s = 0; s < arena->nsettings; s++)
       if (arena->settings[s].model >= cfg->nmodels) rc = yerr(&y, root, "a model's parameters without the model%s%s", 0, 0);

@@ -108,7 +108,7 @@ static const fc_param_t TRAIN_P[] = {
 
 static const fc_param_t MERGE[] = {
     {.key = "method", .yaml = "merge.method", .flag = "method", .sopt = 'm', .type = FC_PARAM_ENUM, .sdef = "sce",
-     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|breadcrumbs|breadcrumbs_ties|della|della_linear|slerp|nearswap|model_stock|nuslerp|multislerp|karcher|arcee_fusion", .unit = "",
+     .choices = "sce|sce-mergekit|varm|linear|task_arithmetic|ties|dare_ties|dare_linear|breadcrumbs|breadcrumbs_ties|della|della_linear|slerp|nearswap|model_stock|nuslerp|multislerp|karcher|arcee_fusion|ram|ramplus_tl", .unit = "",
      .help = "merge method (sce: FuseChat's release, the selection sets the weights only; sce-mergekit: mergekit's, unselected deltas zeroed)", .off = offsetof(fc_merge_params_t, method)},
     {.key = "weight", .type = FC_PARAM_FLOAT, .def = 1, .lo = -100, .hi = 100, .unit = "", .help = "weight of every merged model", .off = offsetof(fc_merge_params_t, weight)},
     {.key = "density", .type = FC_PARAM_FLOAT, .def = -1, .lo = 0, .hi = 1, .unit = "", .help = "kept fraction of every model's deltas (default: 0.5 for ties and dare, else 1)", .off = offsetof(fc_merge_params_t, density)},

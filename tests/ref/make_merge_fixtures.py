@@ -276,6 +276,30 @@ def arcee_fusion(b, m, shape):
     return b + (m - b) * (imp >= thr).float()
 
 
+def vectors(x, shape, along_first):
+    """The vectors an angle is taken over: rows of the last dimension (mergekit's dim -1), or
+    with along_first the vectors along the first dimension (dim 0); a 1-D tensor is one."""
+    if len(shape) < 2:
+        return x.reshape(1, -1)
+    if along_first:
+        return x.reshape(shape[0], -1).t()
+    return x.reshape(-1, shape[-1])
+
+
+def unvectors(v, shape, along_first):
+    if len(shape) >= 2 and along_first:
+        return v.t().reshape(-1)
+    return v.reshape(-1)
+
+
+def model_stock_rows(b, ms, shape):
+    """model_stock with filter_wise: t per row of the last dimension (a 1-D tensor is one row)."""
+    bv = vectors(b, shape, False)
+    mv = [vectors(m, shape, False) for m in ms]
+    rows = [model_stock(bv[r], [m[r] for m in mv]) for r in range(bv.shape[0])]
+    return torch.stack(rows).reshape(-1)
+
+
 def model_stock(b, ms):
     """mergekit's model_stock (filter_wise false): the mean pairwise cosine of the flattened
     deltas (clamped; norms' product at least 1e-6) sets t = N c / (1 + (N - 1) c); the result
@@ -308,6 +332,39 @@ def nuslerp(b, ms, w):
         c0, c1 = math.sin((1 - t) * th) / st, math.sin(t * th) / st
     r = torch.tensor(c0, dtype=torch.float32) * v0 + torch.tensor(c1, dtype=torch.float32) * v1
     return b + r if b is not None else r
+
+
+def nuslerp_vectors(b, ms, w, shape, row_wise):
+    """nuslerp with nuslerp_flatten false: one angle per row (the last dimension), or per
+    column with nuslerp_row_wise (mergekit's dim 0)."""
+    along = row_wise
+    bv = vectors(b, shape, along) if b is not None else None
+    mv = [vectors(m, shape, along) for m in ms]
+    rows = [nuslerp(bv[r] if bv is not None else None, [m[r] for m in mv], w) for r in range(mv[0].shape[0])]
+    return unvectors(torch.stack(rows), shape, along)
+
+
+def ram(b, ms, eps=1e-5, plus=None):
+    """mergekit's ram / ramplus_tl (ram.py): deltas above eps count as changed; changed by one
+    model: that delta (ramplus_tl: times lambda_i = 1 + r clamp(shared_i / max(unique_i, eps), 0,
+    alpha)), by several: their mean; the rest stays at the base. float32 throughout."""
+    tv = torch.stack([m - b for m in ms])
+    nz = tv.abs() > eps
+    cnt = nz.sum(dim=0, keepdim=True)
+    over, uniq = cnt > 1, cnt == 1
+    tz = tv * nz
+    if plus is None:
+        lam = torch.ones(len(ms), 1)
+    else:
+        r, alpha = plus
+        shared = (nz & over).sum(dim=1).float()
+        unique = (nz & uniq).sum(dim=1).float()
+        lam = (1 + r * (shared / unique.clamp(min=eps)).clamp(min=0, max=alpha)).unsqueeze(-1)
+    terms = tz * uniq * lam + tz * over / cnt.clamp(min=1)
+    acc = terms[0].clone()
+    for i in range(1, len(ms)):  # the sum over models in model order
+        acc = acc + terms[i]
+    return b + acc
 
 
 def multislerp(b, ms, w, normalize=True, eps=1e-8):
@@ -517,8 +574,8 @@ def layer_t(name):
     return int(m.group(1)) / (NLAYERS - 1) if NLAYERS > 1 else 1.0
 
 
-def param(cfg, key, name, model=None, default=None):
-    t = layer_t(name)
+def param(cfg, key, name, model=None, default=None, t=None):
+    t = layer_t(name) if t is None else t
     if model is not None:
         own = model.get("parameters") or {}
         v = evaluate(own[key], name, t) if key in own else None
@@ -677,6 +734,64 @@ models:
   - model: m2
     parameters: {weight: [0.3, 0.9]}
 """,
+    # Angles per row (nuslerp_flatten false), and per column (nuslerp_row_wise).
+    "nuslerp_rows": """
+merge_method: nuslerp
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.7}
+  - model: m2
+    parameters: {weight: [0.3, 0.9]}
+parameters:
+  nuslerp_flatten: false
+""",
+    "nuslerp_cols_nobase": """
+merge_method: nuslerp
+models:
+  - model: m1
+    parameters: {weight: 1.0}
+  - model: m3
+    parameters: {weight: 0.5}
+parameters:
+  nuslerp_flatten: false
+  nuslerp_row_wise: true
+""",
+    "model_stock_rows": """
+merge_method: model_stock
+base_model: base
+models:
+  - model: base
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  filter_wise: true
+""",
+    # RAM: the quantised tensor's exact zeros and the all-zero one exercise the changed masks;
+    # epsilon high enough that some deltas of the others count as unchanged.
+    "ram": """
+merge_method: ram
+base_model: base
+models:
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  epsilon: 0.05
+""",
+    "ramplus_tl": """
+merge_method: ramplus_tl
+base_model: base
+models:
+  - model: m1
+  - model: m2
+  - model: m3
+parameters:
+  epsilon: 0.1
+  r: 0.3
+  alpha: 0.5
+""",
     "nuslerp_nobase": """
 merge_method: nuslerp
 models:
@@ -767,16 +882,27 @@ for cname, text in CONFIGS.items():
             r = slerp(n, b, [models[0][n].flatten()], {"t": param(cfg, "t", n)})
         elif method == "nuslerp":
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
-            r = nuslerp(b if "base_model" in cfg else None, ms, w)
+            if cfg.get("parameters", {}).get("nuslerp_flatten", True):
+                r = nuslerp(b if "base_model" in cfg else None, ms, w)
+            else:
+                r = nuslerp_vectors(b if "base_model" in cfg else None, ms, w, SHAPES[n],
+                                    cfg["parameters"].get("nuslerp_row_wise", False))
         elif method == "multislerp":
             w = [param(cfg, "weight", n, m, 1.0) for m in entries]
             r = multislerp(b if "base_model" in cfg else None, ms, w)
         elif method == "karcher":
             r = karcher(ms, cfg.get("parameters", {}).get("max_iter", 10), cfg.get("parameters", {}).get("tol", 1e-5))
         elif method == "model_stock":
-            r = model_stock(b, ms)
+            if cfg.get("parameters", {}).get("filter_wise", False):
+                r = model_stock_rows(b, ms, SHAPES[n])
+            else:
+                r = model_stock(b, ms)
         elif method == "nearswap":
             r = nearswap(b, models[0][n].flatten(), param(cfg, "t", n))
+        elif method in ("ram", "ramplus_tl"):
+            pp = cfg.get("parameters", {})
+            plus = (pp.get("r", 0.1), pp.get("alpha", 0.2)) if method == "ramplus_tl" else None
+            r = ram(b, ms, pp.get("epsilon", 1e-5), plus)
         elif method == "arcee_fusion":
             r = arcee_fusion(b, ms[0], SHAPES[n])
         else:
@@ -790,6 +916,111 @@ for cname, text in CONFIGS.items():
         out[n] = r.reshape(SHAPES[n])
     st_write_f32(os.path.join(edir, cname + ".safetensors"), out)
 
+# ---- merges by slices (mergekit's plan.py): each slice lists the same models with layer ranges
+# of one length; output layer j of a slice merges layer first_i + j of each model i at
+# t = j / (len - 1) (1 for a one-layer slice); tensors outside the layers keep their names, t = 0.
+SLICE_CONFIGS = {
+    # mergekit's classic SLERP written with slices: a slice that pairs different layers, and a
+    # gradient over each slice.
+    "slices_slerp": """
+merge_method: slerp
+base_model: base
+slices:
+  - sources:
+      - model: base
+        layer_range: [0, 1]
+      - model: m1
+        layer_range: [0, 1]
+  - sources:
+      - model: base
+        layer_range: [1, 3]
+      - model: m1
+        layer_range: [1, 3]
+  - sources:
+      - model: base
+        layer_range: [2, 3]
+      - model: m1
+        layer_range: [1, 2]
+parameters:
+  t:
+    - filter: self_attn
+      value: [0.2, 0.9]
+    - value: 0.4
+dtype: float32
+""",
+    # TIES over slices whose sources are listed in another order, with a density gradient.
+    "slices_ties": """
+merge_method: ties
+base_model: base
+slices:
+  - sources:
+      - model: m1
+        layer_range: [0, 2]
+      - model: base
+        layer_range: [0, 2]
+      - model: m2
+        layer_range: [0, 2]
+  - sources:
+      - model: base
+        layer_range: [2, 3]
+      - model: m2
+        layer_range: [2, 3]
+      - model: m1
+        layer_range: [1, 2]
+parameters:
+  density: [0.3, 0.8]
+  weight: 0.7
+""",
+}
+
+
+def relayer(name, i):
+    return re.sub(r"(^|\.)layers\.\d+\.", lambda m: "%slayers.%d." % (m.group(1), i), name, count=1)
+
+
+def layer_of(name):
+    m = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    return int(m.group(1)) if m else -1
+
+
+for cname, text in SLICE_CONFIGS.items():
+    with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
+        f.write("# fixture case %s (tests/ref/make_merge_fixtures.py)\n" % cname + text.lstrip())
+    cfg = yaml.safe_load(text)
+    method = cfg["merge_method"]
+    bname = cfg["base_model"]
+    order = [s["model"] for s in cfg["slices"][0]["sources"] if s["model"] != bname]
+    files = {"base": base, "m1": models[0], "m2": models[1], "m3": models[2]}
+    plan = [(n, n, {m: n for m in order + [bname]}, 0.0) for n in names if layer_of(n) < 0 and "embed" in n]
+    depth = 0
+    for sl in cfg["slices"]:
+        first = {s["model"]: s["layer_range"][0] for s in sl["sources"]}
+        ln = sl["sources"][0]["layer_range"][1] - sl["sources"][0]["layer_range"][0]
+        for j in range(ln):
+            t = j / (ln - 1) if ln > 1 else 1.0
+            for n in names:
+                if layer_of(n) == first[bname] + j:
+                    plan.append((relayer(n, depth), n, {m: relayer(n, first[m] + j) for m in first}, t))
+            depth += 1
+    plan += [(n, n, {m: n for m in order + [bname]}, 0.0) for n in names if layer_of(n) < 0 and "embed" not in n]
+    out = {}
+    for oname, lname, src, t in plan:
+        b = files[bname][src[bname]].flatten()
+        ms = [files[m][src[m]].flatten() for m in order]
+        shape = files[bname][lname].shape
+        if method == "slerp":
+            r = slerp(oname, b, ms, {"t": param(cfg, "t", oname, t=t)})
+        else:
+            sp, cons, dn, dr = GTA[method]
+            k = len(order)
+            w = [param(cfg, "weight", oname, None, 1.0, t=t)] * k
+            dens = [param(cfg, "density", oname, None, 1.0, t=t)] * k
+            r = gta(oname, b, ms, w, dens, {}, sp, cons, dn, dr, [0.01] * k, [0.15] * k, 1.0, tuple(shape))
+        out[oname] = r.reshape(shape)
+    write_st(os.path.join(edir, cname + ".safetensors"), out)
+    with open(os.path.join(edir, cname + ".depth"), "w") as f:
+        f.write("%d\n" % depth)
+
 with open(os.path.join(edir, "weights.json"), "w") as f:
     json.dump(summary, f, indent=1)
-print("wrote", len(CASES) + len(CONFIGS), "cases to", OUT)
+print("wrote", len(CASES) + len(CONFIGS) + len(SLICE_CONFIGS), "cases to", OUT)

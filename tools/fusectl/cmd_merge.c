@@ -45,6 +45,10 @@ static void usage(FILE *fp) {
           "                   mean norm (no base)\n"
           "  arcee_fusion     the model's values where |model - base| times its row's softmax KL\n"
           "                   divergence reaches median + 1.5 IQR, else the base's (one model)\n"
+          "  ram              deltas above epsilon that one model changed taken whole, those\n"
+          "                   several changed averaged (RAM)\n"
+          "  ramplus_tl       RAM with each model's unique deltas times 1 + r clamp(rho, 0,\n"
+          "                   alpha), rho its shared / unique count in the tensor (RAM+)\n"
           "  passthrough      copy one model, or stack layer ranges of models (slices:, below)\n"
           "  sce              FuseChat: select by variance (select_topk), weights by mean(d^2),\n"
           "                   erase minority signs\n"
@@ -62,10 +66,16 @@ static void usage(FILE *fp) {
           "  # (weight, density, gamma, epsilon) are every model's default\n"
           "  dtype: bfloat16\n"
           "  seed: 0\n"
-          "  # passthrough: slices instead of models, stacked in order:\n"
+          "  # slices instead of models: passthrough stacks them in order,\n"
+          "  # one source each:\n"
           "  # slices:\n"
           "  #   - sources: [{model: /models/a, layer_range: [0, 16]}]\n"
           "  #   - sources: [{model: /models/b, layer_range: [8, 24]}]\n"
+          "  # any other method merges each slice's sources layer by layer (every\n"
+          "  # slice lists the same models, the base among them; gradients run over\n"
+          "  # each slice):\n"
+          "  #   - sources: [{model: /models/base, layer_range: [0, 32]},\n"
+          "  #               {model: /models/b, layer_range: [0, 32]}]\n"
           "\n"
           "Global parameters (--param KEY=VALUE or parameters:):\n"
           "  select_topk=F     sce: fraction of non-zero-variance elements selected (default 1)\n"
@@ -79,6 +89,11 @@ static void usage(FILE *fp) {
           "  gamma=F           breadcrumbs: fraction of largest deltas dropped (default 0.01)\n"
           "  epsilon=F         della: half-width of the keep probabilities (default 0.15)\n"
           "  seed=N            dare, della: seed of the drop masks (default 0)\n"
+          "  nuslerp_flatten=B nuslerp: one angle per tensor (default true); false: per row\n"
+          "  nuslerp_row_wise=B nuslerp without flatten: per column instead (default false)\n"
+          "  filter_wise=B     model_stock: one t per row (default false)\n"
+          "  r=F, alpha=F      ramplus_tl: lambda = 1 + r clamp(rho, 0, alpha) (0.1, 0.2);\n"
+          "                    ram's epsilon (default 1e-5): deltas above it count as changed\n"
           "\n"
           "Options:\n"
           "  -o, --out DIR       output model directory (required)\n"
@@ -240,8 +255,7 @@ int fc_cmd_merge(int argc, char **argv) {
     }
     cfg.dtype = (int)dt;
   }
-  if (cfg.method != FC_MERGE_LINEAR && cfg.method != FC_MERGE_NUSLERP && cfg.method != FC_MERGE_MULTISLERP &&
-      cfg.method != FC_MERGE_KARCHER && !cfg.base) {
+  if (fc_merge_method_needs_base(cfg.method) && !cfg.base) {
     rc = fc_cli_usage_error("merge", "%s needs a base model", fc_merge_method_name(cfg.method));
     goto done;
   }
