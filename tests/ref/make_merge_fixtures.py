@@ -1017,7 +1017,7 @@ for cname, text in SLICE_CONFIGS.items():
             dens = [param(cfg, "density", oname, None, 1.0, t=t)] * k
             r = gta(oname, b, ms, w, dens, {}, sp, cons, dn, dr, [0.01] * k, [0.15] * k, 1.0, tuple(shape))
         out[oname] = r.reshape(shape)
-    write_st(os.path.join(edir, cname + ".safetensors"), out)
+    st_write_f32(os.path.join(edir, cname + ".safetensors"), out)
     with open(os.path.join(edir, cname + ".depth"), "w") as f:
         f.write("%d\n" % depth)
 
