@@ -734,18 +734,7 @@ models:
   - model: m2
     parameters: {weight: [0.3, 0.9]}
 """,
-    # Angles per row (nuslerp_flatten false), and per column (nuslerp_row_wise).
-    "nuslerp_rows": """
-merge_method: nuslerp
-base_model: base
-models:
-  - model: m1
-    parameters: {weight: 0.7}
-  - model: m2
-    parameters: {weight: [0.3, 0.9]}
-parameters:
-  nuslerp_flatten: false
-""",
+    # Angles per column (nuslerp_row_wise); per row: nuslerp_rows, model_stock_rows, below.
     "nuslerp_cols_nobase": """
 merge_method: nuslerp
 models:
@@ -756,17 +745,6 @@ models:
 parameters:
   nuslerp_flatten: false
   nuslerp_row_wise: true
-""",
-    "model_stock_rows": """
-merge_method: model_stock
-base_model: base
-models:
-  - model: base
-  - model: m1
-  - model: m2
-  - model: m3
-parameters:
-  filter_wise: true
 """,
     # RAM: the quantised tensor's exact zeros and the all-zero one exercise the changed masks;
     # epsilon high enough that some deltas of the others count as unchanged.
@@ -863,6 +841,10 @@ parameters:
   lambda: [1.0, 0.5]
 """,
 }
+
+# The per-row variants of two configs above: one angle (or t) per row of the last dimension.
+CONFIGS["nuslerp_rows"] = CONFIGS["nuslerp"] + "parameters:\n  nuslerp_flatten: false\n"
+CONFIGS["model_stock_rows"] = CONFIGS["model_stock"].replace("filter_wise: false", "filter_wise: true")
 
 for cname, text in CONFIGS.items():
     with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
