@@ -734,18 +734,6 @@ models:
   - model: m2
     parameters: {weight: [0.3, 0.9]}
 """,
-    # Angles per column (nuslerp_row_wise); per row: nuslerp_rows, model_stock_rows, below.
-    "nuslerp_cols_nobase": """
-merge_method: nuslerp
-models:
-  - model: m1
-    parameters: {weight: 1.0}
-  - model: m3
-    parameters: {weight: 0.5}
-parameters:
-  nuslerp_flatten: false
-  nuslerp_row_wise: true
-""",
     # RAM: the quantised tensor's exact zeros and the all-zero one exercise the changed masks;
     # epsilon high enough that some deltas of the others count as unchanged.
     "ram": """
@@ -757,18 +745,6 @@ models:
   - model: m3
 parameters:
   epsilon: 0.05
-""",
-    "ramplus_tl": """
-merge_method: ramplus_tl
-base_model: base
-models:
-  - model: m1
-  - model: m2
-  - model: m3
-parameters:
-  epsilon: 0.1
-  r: 0.3
-  alpha: 0.5
 """,
     "nuslerp_nobase": """
 merge_method: nuslerp
@@ -842,9 +818,15 @@ parameters:
 """,
 }
 
-# The per-row variants of two configs above: one angle (or t) per row of the last dimension.
+# The per-vector variants of configs above: one angle (or t) per row of the last dimension,
+# and one angle per column (nuslerp_row_wise).
 CONFIGS["nuslerp_rows"] = CONFIGS["nuslerp"] + "parameters:\n  nuslerp_flatten: false\n"
+CONFIGS["nuslerp_cols_nobase"] = CONFIGS["nuslerp_nobase"].replace(
+    "nuslerp_flatten: true", "nuslerp_flatten: false\n  nuslerp_row_wise: true")
 CONFIGS["model_stock_rows"] = CONFIGS["model_stock"].replace("filter_wise: false", "filter_wise: true")
+# RAM+ on the same models, with a wider epsilon and its r and alpha.
+CONFIGS["ramplus_tl"] = CONFIGS["ram"].replace("merge_method: ram", "merge_method: ramplus_tl").replace(
+    "epsilon: 0.05", "epsilon: 0.1\n  r: 0.3\n  alpha: 0.5")
 
 for cname, text in CONFIGS.items():
     with open(os.path.join(OUT, cname + ".yaml"), "w") as f:
