@@ -43,5 +43,26 @@ for m in pivot src-facts src-arith target-src-facts target-src-arith sft merged-
 done
 rows=$(grep -c '^[a-z][a-z_-]*  *[0-9.]* \[[0-9.]*,[0-9.]*\]' "$out")
 if [ "$rows" -eq 22 ]; then pass=$((pass + 1)); else echo "FAIL: $rows table rows, wanted 2 x 11"; fail=$((fail + 1)); fi
+# The ablations' parts that read the demo job's stores, on the cached models: the base job, the
+# one multi-teacher target fused from the pivot and both sources (fusectl fuse with two sources,
+# then train), and the merges with SLERP between the two targets; every one scored.
+abl="$tmp/abl.txt"
+if "$FUSECTL" demo --quick --workdir "$tmp/demo" --ablations --sweeps multi,merges >"$abl" 2>&1; then
+  pass=$((pass + 1))
+  for m in base:pivot base:sft base:merged-sce target-multi merge-slerp merge-sce-0.1 merge-dare_ties; do
+    if [ "$(grep -c "^$m  *[0-9.]* \[[0-9.]*,[0-9.]*\]" "$abl")" -eq 2 ]; then pass=$((pass + 1)); else echo "FAIL: no ablation rows for $m"; fail=$((fail + 1)); fi
+  done
+  # the fused stores of the multi-teacher target hold the two sources' candidates: training read them
+  if [ -s "$tmp/demo/ablate/multi/fused.shard-0000.topk" ] && [ -s "$tmp/demo/ablate/target-multi/model.safetensors" ]; then
+    pass=$((pass + 1))
+  else
+    echo "FAIL: no fused store or no trained multi-teacher target"; fail=$((fail + 1))
+  fi
+  # the parts left out are not run: no lambda job
+  if [ ! -e "$tmp/demo/store/abl-lambda-0.7" ]; then pass=$((pass + 1)); else echo "FAIL: --sweeps ran lambda"; fail=$((fail + 1)); fi
+else
+  tail -40 "$abl"
+  echo "FAIL: demo --quick --ablations --sweeps multi,merges"; fail=$((fail + 1))
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -80,7 +80,13 @@ void demo_rows_free(demo_rows_t *rows);
 
 /* fusectl demo --experiment multi: returns the exit status. fusion_convs 0: the sweep. */
 int demo_multi(const char *work, int quick, int threads, int fresh, int fusion_convs);
-/* fusectl demo --ablations, after demo_prepare: returns the exit status. */
-int demo_ablations(const char *work, const demo_recipe_t *r, int threads);
+/* The parts of --ablations (--sweeps): a bit per name of DEMO_SWEEP_NAMES, in that order. */
+#define DEMO_SWEEP_NAMES "lambda, top_k, fuse, vocab_map, multi, merges"
+#define DEMO_SWEEPS_ALL 0x3fu
+/* Parses a comma-separated list of those names into *mask; -1 on an unknown or empty one. */
+int demo_ablation_sweeps(const char *list, unsigned *mask);
+/* fusectl demo --ablations, after demo_prepare: the base job and the parts in sweeps; returns
+ * the exit status. */
+int demo_ablations(const char *work, const demo_recipe_t *r, int threads, unsigned sweeps);
 
 #endif

@@ -70,6 +70,30 @@ static const char *const sources[] = {"src-facts", "src-arith"};
 /* The multi-teacher target's directory, and so its name in the table. */
 #define MULTI_NAME "target-multi"
 
+static const char *const sweep_names[] = {"lambda", "top_k", "fuse", "vocab_map", "multi", "merges"};
+enum { SW_MULTI = 1u << 4, SW_MERGES = 1u << 5 };
+
+int demo_ablation_sweeps(const char *list, unsigned *mask) {
+  *mask = 0;
+  const char *p = list;
+  for (;;) {
+    size_t n = strcspn(p, ","), k;
+    for (k = 0; k < 6; k++)
+      if (strlen(sweep_names[k]) == n && !strncmp(p, sweep_names[k], n)) break;
+    if (k == 6) return -1;
+    *mask |= 1u << k;
+    if (!p[n]) return 0;
+    p += n + 1;
+  }
+}
+
+/* Whether a variant job runs under the mask: the base always, the others with their sweep. */
+static int variant_on(const variant_t *v, unsigned mask) {
+  for (int k = 0; k < 4; k++)
+    if (!strcmp(v->sweep, sweep_names[k])) return (mask >> k) & 1;
+  return 1;
+}
+
 static void job_name(const variant_t *v, char *buf, size_t n) {
   if (!strcmp(v->sweep, "base")) snprintf(buf, n, "abl-base");
   else snprintf(buf, n, "abl-%s-%s", v->sweep, v->value);
@@ -125,10 +149,11 @@ static void plot_sweep(const char *work, const char *sweep, const char *csv, con
   if (system(cmd) == 0) fprintf(stderr, "demo: %s\n", png);
 }
 
-static void write_sweeps(const char *work, const demo_rows_t *rows) {
-  static const char *const sweeps[] = {"lambda", "top_k", "fuse", "vocab_map"};
+static void write_sweeps(const char *work, const demo_rows_t *rows, unsigned mask) {
+  static const char *const *const sweeps = sweep_names;
   static const char *const base_value[] = {"0.9", "10", "mince", "stats"};
   for (int w = 0; w < 4; w++) {
+    if (!((mask >> w) & 1)) continue;
     char csv[4096];
     demo_pathf(csv, sizeof csv, "%s/ablate/%s.csv", work, sweeps[w]);
     FILE *f = fopen(csv, "w");
@@ -156,17 +181,18 @@ static void write_sweeps(const char *work, const demo_rows_t *rows) {
   /* merges: one series, the merged model of each method */
   static const char *const one[] = {"merged model"};
   char csv[4096];
+  FILE *f;
   demo_pathf(csv, sizeof csv, "%s/ablate/merges.csv", work);
-  FILE *f = fopen(csv, "w");
-  if (!f) return;
-  for (size_t m = 0; m < NMERGES; m++) {
-    char name[128];
-    snprintf(name, sizeof name, "merge-%s", merges[m].label);
-    const char *np[NSERIES] = {name, NULL, NULL};
-    data_line(f, rows, merges[m].label, np);
+  if ((mask & SW_MERGES) && (f = fopen(csv, "w"))) {
+    for (size_t m = 0; m < NMERGES; m++) {
+      char name[128];
+      snprintf(name, sizeof name, "merge-%s", merges[m].label);
+      const char *np[NSERIES] = {name, NULL, NULL};
+      data_line(f, rows, merges[m].label, np);
+    }
+    fclose(f);
+    plot_sweep(work, "merges", csv, one, 1);
   }
-  fclose(f);
-  plot_sweep(work, "merges", csv, one, 1);
   /* pairwise targets and their merge against the one multi-teacher target, SFT beside them */
   static const char *const multi_rows[][2] = {{"SFT", "base:sft"},
                                               {"target-src-facts", "base:target-src-facts"},
@@ -175,7 +201,7 @@ static void write_sweeps(const char *work, const demo_rows_t *rows) {
                                               {"Multi", MULTI_NAME}};
   static const char *const model[] = {"model"};
   demo_pathf(csv, sizeof csv, "%s/ablate/multi.csv", work);
-  if (!(f = fopen(csv, "w"))) return;
+  if (!(mask & SW_MULTI) || !(f = fopen(csv, "w"))) return;
   for (size_t m = 0; m < sizeof multi_rows / sizeof *multi_rows; m++) {
     const char *np[NSERIES] = {multi_rows[m][1], NULL, NULL};
     data_line(f, rows, multi_rows[m][0], np);
@@ -202,8 +228,9 @@ static int run_job(const char *work, const demo_recipe_t *r, const variant_t *v,
   return 0;
 }
 
-/* The merges, then one evaluation of them and of the multi-teacher target (multi). */
-static int run_merges(const char *work, const char *multi, int threads) {
+/* The merges (when do_merges), then one evaluation of them and of the multi-teacher target
+ * (multi, when not NULL) into DIR/ablate/merges.json. */
+static int run_merges(const char *work, int do_merges, const char *multi, int threads) {
   char base[4096], t1[4096], t2[4096], eval[4096], json[4096], th[16];
   demo_pathf(base, sizeof base, "%s/models/pivot", work);
   demo_pathf(t1, sizeof t1, "%s/store/abl-base/targets/src-facts", work);
@@ -215,7 +242,7 @@ static int run_merges(const char *work, const char *multi, int threads) {
   char *eargv[10 + 2 * NMERGES + 8];
   int ne = 0;
   eargv[ne++] = "fusectl", eargv[ne++] = "eval";
-  for (size_t m = 0; m < NMERGES; m++) {
+  for (size_t m = 0; m < NMERGES && do_merges; m++) {
     const merge_variant_t *mv = &merges[m];
     demo_pathf(dirs[m], sizeof dirs[m], "%s/ablate/merge-%s", work, mv->label);
     char *argv[24];
@@ -234,12 +261,12 @@ static int run_merges(const char *work, const char *multi, int threads) {
     if (st) return fc_cli_fail("demo", "merge %s failed (exit status %d)", mv->label, st);
     eargv[ne++] = "--model", eargv[ne++] = dirs[m];
   }
-  eargv[ne++] = "--model", eargv[ne++] = (char *)multi;
+  if (multi) eargv[ne++] = "--model", eargv[ne++] = (char *)multi;
   eargv[ne++] = "--data", eargv[ne++] = eval, eargv[ne++] = "--json", eargv[ne++] = json;
   eargv[ne++] = "--threads", eargv[ne++] = th, eargv[ne++] = "--quiet";
   eargv[ne] = NULL;
   int st = demo_run_self(eargv);
-  return st ? fc_cli_fail("demo", "evaluating the merges failed (exit status %d)", st) : 0;
+  return st ? fc_cli_fail("demo", "evaluating the merges and Multi failed (exit status %d)", st) : 0;
 }
 
 /* The paper's "Multi" row (FuseLLM): one target trained on the fusion of the pivot's and every
@@ -294,7 +321,7 @@ static int run_multi(const char *work, const demo_recipe_t *r, int threads, char
   return st ? fc_cli_fail("demo", "training the multi-teacher target failed (exit status %d)", st) : 0;
 }
 
-int demo_ablations(const char *work, const demo_recipe_t *r, int threads) {
+int demo_ablations(const char *work, const demo_recipe_t *r, int threads, unsigned mask) {
   char dir[4096];
   demo_pathf(dir, sizeof dir, "%s/ablate", work);
   fc_err_t err = {0};
@@ -302,28 +329,31 @@ int demo_ablations(const char *work, const demo_recipe_t *r, int threads) {
   demo_pathf(dir, sizeof dir, "%s/plots", work);
   if (fc_mkdir_p(dir, &err)) return fc_cli_fail("demo", "%s", err.msg);
   double t0 = fc_now();
-  int rc = 0;
+  int rc = 0, njobs = 0, k = 0;
+  for (size_t v = 0; v < NVARIANTS; v++) njobs += variant_on(&variants[v], mask);
   /* the base job, then what reads its stores (Multi, the merges), then the other settings */
   char multi[4096];
   for (size_t v = 0; v < NVARIANTS && !rc; v++) {
-    fprintf(stderr, "demo: ablation %zu/%zu: %s %s (%.0f s so far)\n", v + 1, NVARIANTS, variants[v].sweep,
-            variants[v].value, fc_now() - t0);
+    if (!variant_on(&variants[v], mask)) continue;
+    fprintf(stderr, "demo: ablation %d/%d: %s %s (%.0f s so far)\n", ++k, njobs, variants[v].sweep, variants[v].value,
+            fc_now() - t0);
     rc = run_job(work, r, &variants[v], threads);
-    if (v == 0 && !rc) {
+    if (v == 0 && !rc && (mask & SW_MULTI)) {
       fprintf(stderr, "demo: ablation Multi: one target on the pivot and both sources fused (%.0f s so far)\n",
               fc_now() - t0);
       rc = run_multi(work, r, threads, multi, sizeof multi);
-      if (!rc) {
-        fprintf(stderr, "demo: ablation merges of the base job's targets (%.0f s so far)\n", fc_now() - t0);
-        rc = run_merges(work, multi, threads);
-      }
+    }
+    if (v == 0 && !rc && (mask & (SW_MULTI | SW_MERGES))) {
+      if (mask & SW_MERGES) fprintf(stderr, "demo: ablation merges of the base job's targets (%.0f s so far)\n", fc_now() - t0);
+      rc = run_merges(work, !!(mask & SW_MERGES), (mask & SW_MULTI) ? multi : NULL, threads);
     }
   }
   if (rc) return rc;
-  /* the table: the base job whole, each variant's targets and merge, every merge method */
+  /* the table: the base job whole, each variant's targets and merge, every merge method, Multi */
   demo_rows_t rows = {0};
   char path[4096];
   for (size_t v = 0; v < NVARIANTS && !rc; v++) {
+    if (!variant_on(&variants[v], mask)) continue;
     char name[128], prefix[128];
     job_name(&variants[v], name, sizeof name);
     int base = !strcmp(variants[v].sweep, "base");
@@ -333,7 +363,7 @@ int demo_ablations(const char *work, const demo_recipe_t *r, int threads) {
     rc = demo_rows_add(&rows, path, prefix, base ? NULL : keep_series, NULL);
   }
   demo_pathf(path, sizeof path, "%s/ablate/merges.json", work);
-  if (!rc) rc = demo_rows_add(&rows, path, NULL, NULL, NULL);
+  if (!rc && (mask & (SW_MULTI | SW_MERGES))) rc = demo_rows_add(&rows, path, NULL, NULL, NULL);
   if (!rc) {
     demo_pathf(path, sizeof path, "%s/ablations.txt", work);
     FILE *f = fopen(path, "w");
@@ -348,7 +378,7 @@ int demo_ablations(const char *work, const demo_recipe_t *r, int threads) {
       if (fc_eval_write_json_file(path, (const char *const *)rows.names, rp, rows.n, &err))
         rc = fc_cli_fail("demo", "%s", err.msg);
       free(rp);
-      write_sweeps(work, &rows);
+      write_sweeps(work, &rows, mask);
       fprintf(stderr, "demo: ablations finished in %.0f s: %s/ablations.txt, %s/plots/ablation-*.png\n",
               fc_now() - t0, work, work);
     }
