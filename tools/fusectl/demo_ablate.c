@@ -291,7 +291,7 @@ static int run_multi(const char *work, const demo_recipe_t *r, int threads, char
     demo_pathf(ptopk, sizeof ptopk, "%s/logits/pivot.shard-%04d.topk", job, s);
     demo_pathf(fused[s], sizeof fused[s], "%s/fused.shard-%04d.topk", dir, s);
     snprintf(shard, sizeof shard, "%d/2", s);
-    char *argv[16 + 6 * NSOURCES];
+    char *argv[20 + 6 * NSOURCES];
     int n = 0;
     argv[n++] = "fusectl", argv[n++] = "fuse", argv[n++] = "--pivot", argv[n++] = pivot;
     argv[n++] = "--pivot-topk", argv[n++] = ptopk;
