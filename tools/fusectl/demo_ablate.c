@@ -321,6 +321,50 @@ static int run_multi(const char *work, const demo_recipe_t *r, int threads, char
   return st ? fc_cli_fail("demo", "training the multi-teacher target failed (exit status %d)", st) : 0;
 }
 
+/* The table of the parts done so far (done: the variants' jobs, extra: merges.json), written
+ * to DIR/ablations.txt and .json (so a run stopped early leaves the rows it has), and printed
+ * with the plots when final. */
+static int write_table(const char *work, const unsigned char *done, int extra, unsigned mask, int final) {
+  demo_rows_t rows = {0};
+  char path[4096];
+  int rc = 0;
+  for (size_t v = 0; v < NVARIANTS && !rc; v++) {
+    if (!done[v]) continue;
+    char name[128], prefix[128];
+    job_name(&variants[v], name, sizeof name);
+    int base = !strcmp(variants[v].sweep, "base");
+    if (base) snprintf(prefix, sizeof prefix, "base:");
+    else snprintf(prefix, sizeof prefix, "%s=%s:", variants[v].sweep, variants[v].value);
+    demo_pathf(path, sizeof path, "%s/store/%s/results.json", work, name);
+    rc = demo_rows_add(&rows, path, prefix, base ? NULL : keep_series, NULL);
+  }
+  demo_pathf(path, sizeof path, "%s/ablate/merges.json", work);
+  if (!rc && extra) rc = demo_rows_add(&rows, path, NULL, NULL, NULL);
+  if (!rc) {
+    demo_pathf(path, sizeof path, "%s/ablations.txt", work);
+    FILE *f = fopen(path, "w");
+    if (!f) rc = fc_cli_fail("demo", "cannot write %s", path);
+    else {
+      if (!final) fprintf(f, "(partial: the ablation run has not finished)\n");
+      demo_rows_print(f, &rows, "base:pivot", "base:sft");
+      fclose(f);
+      const fc_eval_result_t **rp = fc_xcalloc(rows.n ? (size_t)rows.n : 1, sizeof *rp);
+      for (int i = 0; i < rows.n; i++) rp[i] = &rows.res[i];
+      fc_err_t err = {0};
+      demo_pathf(path, sizeof path, "%s/ablations.json", work);
+      if (fc_eval_write_json_file(path, (const char *const *)rows.names, rp, rows.n, &err))
+        rc = fc_cli_fail("demo", "%s", err.msg);
+      free(rp);
+      if (final) {
+        demo_rows_print(stdout, &rows, "base:pivot", "base:sft");
+        write_sweeps(work, &rows, mask);
+      }
+    }
+  }
+  demo_rows_free(&rows);
+  return rc;
+}
+
 int demo_ablations(const char *work, const demo_recipe_t *r, int threads, unsigned mask) {
   char dir[4096];
   demo_pathf(dir, sizeof dir, "%s/ablate", work);
@@ -329,7 +373,8 @@ int demo_ablations(const char *work, const demo_recipe_t *r, int threads, unsign
   demo_pathf(dir, sizeof dir, "%s/plots", work);
   if (fc_mkdir_p(dir, &err)) return fc_cli_fail("demo", "%s", err.msg);
   double t0 = fc_now();
-  int rc = 0, njobs = 0, k = 0;
+  int rc = 0, njobs = 0, k = 0, extra = 0;
+  unsigned char done[NVARIANTS] = {0};
   for (size_t v = 0; v < NVARIANTS; v++) njobs += variant_on(&variants[v], mask);
   /* the base job, then what reads its stores (Multi, the merges), then the other settings */
   char multi[4096];
@@ -346,43 +391,14 @@ int demo_ablations(const char *work, const demo_recipe_t *r, int threads, unsign
     if (v == 0 && !rc && (mask & (SW_MULTI | SW_MERGES))) {
       if (mask & SW_MERGES) fprintf(stderr, "demo: ablation merges of the base job's targets (%.0f s so far)\n", fc_now() - t0);
       rc = run_merges(work, !!(mask & SW_MERGES), (mask & SW_MULTI) ? multi : NULL, threads);
+      extra = !rc;
     }
+    if (!rc) done[v] = 1, rc = write_table(work, done, extra, mask, 0);
   }
   if (rc) return rc;
-  /* the table: the base job whole, each variant's targets and merge, every merge method, Multi */
-  demo_rows_t rows = {0};
-  char path[4096];
-  for (size_t v = 0; v < NVARIANTS && !rc; v++) {
-    if (!variant_on(&variants[v], mask)) continue;
-    char name[128], prefix[128];
-    job_name(&variants[v], name, sizeof name);
-    int base = !strcmp(variants[v].sweep, "base");
-    if (base) snprintf(prefix, sizeof prefix, "base:");
-    else snprintf(prefix, sizeof prefix, "%s=%s:", variants[v].sweep, variants[v].value);
-    demo_pathf(path, sizeof path, "%s/store/%s/results.json", work, name);
-    rc = demo_rows_add(&rows, path, prefix, base ? NULL : keep_series, NULL);
-  }
-  demo_pathf(path, sizeof path, "%s/ablate/merges.json", work);
-  if (!rc && (mask & (SW_MULTI | SW_MERGES))) rc = demo_rows_add(&rows, path, NULL, NULL, NULL);
-  if (!rc) {
-    demo_pathf(path, sizeof path, "%s/ablations.txt", work);
-    FILE *f = fopen(path, "w");
-    if (!f) rc = fc_cli_fail("demo", "cannot write %s", path);
-    else {
-      demo_rows_print(f, &rows, "base:pivot", "base:sft");
-      fclose(f);
-      demo_rows_print(stdout, &rows, "base:pivot", "base:sft");
-      const fc_eval_result_t **rp = fc_xcalloc((size_t)rows.n, sizeof *rp);
-      for (int i = 0; i < rows.n; i++) rp[i] = &rows.res[i];
-      demo_pathf(path, sizeof path, "%s/ablations.json", work);
-      if (fc_eval_write_json_file(path, (const char *const *)rows.names, rp, rows.n, &err))
-        rc = fc_cli_fail("demo", "%s", err.msg);
-      free(rp);
-      write_sweeps(work, &rows, mask);
-      fprintf(stderr, "demo: ablations finished in %.0f s: %s/ablations.txt, %s/plots/ablation-*.png\n",
-              fc_now() - t0, work, work);
-    }
-  }
-  demo_rows_free(&rows);
+  rc = write_table(work, done, extra, mask, 1);
+  if (!rc)
+    fprintf(stderr, "demo: ablations finished in %.0f s: %s/ablations.txt, %s/plots/ablation-*.png\n", fc_now() - t0,
+            work, work);
   return rc;
 }
