@@ -195,9 +195,9 @@ static void write_sweeps(const char *work, const demo_rows_t *rows, unsigned mas
   }
   /* pairwise targets and their merge against the one multi-teacher target, SFT beside them */
   static const char *const multi_rows[][2] = {{"SFT", "base:sft"},
-                                              {"target-src-facts", "base:target-src-facts"},
-                                              {"target-src-arith", "base:target-src-arith"},
-                                              {"pairwise+sce", "base:merged-sce"},
+                                              {"t-facts", "base:target-src-facts"},
+                                              {"t-arith", "base:target-src-arith"},
+                                              {"pair+SCE", "base:merged-sce"},
                                               {"Multi", MULTI_NAME}};
   static const char *const model[] = {"model"};
   demo_pathf(csv, sizeof csv, "%s/ablate/multi.csv", work);
