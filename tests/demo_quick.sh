@@ -70,11 +70,14 @@ fi
 abl="$tmp/abl.txt"
 if "$FUSECTL" demo --quick --workdir "$tmp/demo" --ablations --sweeps multi,merges >"$abl" 2>&1; then
   pass=$((pass + 1))
+  # the table (the log also holds each job's and each evaluation's own tables)
   for m in base:pivot base:sft base:merged-sce target-multi merge-slerp merge-sce-0.1 merge-dare_ties; do
-    if [ "$(grep -c "^$m  *[0-9.]* \[[0-9.]*,[0-9.]*\]" "$abl")" -eq 2 ]; then pass=$((pass + 1)); else echo "FAIL: no ablation rows for $m"; fail=$((fail + 1)); fi
+    if [ "$(grep -c "^$m  *[0-9.]* \[[0-9.]*,[0-9.]*\]" "$tmp/demo/ablations.txt")" -eq 2 ]; then pass=$((pass + 1)); else echo "FAIL: no ablation rows for $m"; fail=$((fail + 1)); fi
   done
-  # the fused stores of the multi-teacher target hold the two sources' candidates: training read them
-  if [ -s "$tmp/demo/ablate/multi/fused.shard-0000.topk" ] && [ -s "$tmp/demo/ablate/target-multi/model.safetensors" ]; then
+  # the multi-teacher target's fusion had three candidates (fusectl fuse names the winners) on
+  # both shards, and the target was trained
+  if [ "$(grep -c "topk: [0-9]* examples fused (mince); won by pivot [0-9]*, source 1 [0-9]*, source 2 [0-9]*$" "$abl")" -eq 2 ] &&
+     [ -s "$tmp/demo/ablate/target-multi/model.safetensors" ]; then
     pass=$((pass + 1))
   else
     echo "FAIL: no fused store or no trained multi-teacher target"; fail=$((fail + 1))
