@@ -40,6 +40,9 @@ check 2 "demo --fusion-convs not a number" "$FUSECTL" demo --fusion-convs many -
 check 2 "demo --experiment unknown" "$FUSECTL" demo --experiment poetry --workdir "$tmp/demo-exp"
 check 0 "demo --experiment says what it knows" sh -c "'$FUSECTL' demo --experiment poetry --workdir '$tmp/demo-exp' 2>&1 | grep -q \"knows 'multi'\""
 check 2 "demo --experiment with --ablations" "$FUSECTL" demo --experiment multi --ablations --workdir "$tmp/demo-exp"
+check 2 "demo --sweeps without --ablations" "$FUSECTL" demo --sweeps multi --workdir "$tmp/demo-exp"
+check 2 "demo --sweeps unknown" "$FUSECTL" demo --ablations --sweeps multi,poetry --workdir "$tmp/demo-exp"
+check 0 "demo --sweeps says what it knows" sh -c "'$FUSECTL' demo --ablations --sweeps ,multi --workdir '$tmp/demo-exp' 2>&1 | grep -q 'lambda, top_k, fuse, vocab_map, multi, merges'"
 check 1 "inspect a missing file" "$FUSECTL" inspect /nonexistent/model.safetensors
 printf 'garbage' > "$tmp/bad.safetensors"
 check 1 "inspect a corrupt file" "$FUSECTL" inspect "$tmp/bad.safetensors"

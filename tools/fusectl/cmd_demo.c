@@ -52,7 +52,7 @@ static const demo_recipe_t quick = {"quick", 3000, 120, 400, 12, 1, 1e-3, 16};
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: fusectl demo [--workdir DIR] [--quick] [--threads N] [--fresh] [--ablations]\n"
-          "                    [--fusion-convs N] [--experiment multi]\n"
+          "                    [--sweeps LIST] [--fusion-convs N] [--experiment multi]\n"
           "\n"
           "Runs the built-in knowledge-fusion experiment end to end on this machine:\n"
           "  1. generates chat tasks (arith, convert, strings, facts) with held-out sets;\n"
@@ -77,9 +77,14 @@ static void usage(FILE *fp) {
           "                  of a sweep of fusion-set size (the models stay cached; the job and\n"
           "                  DIR/results.json are replaced)\n"
           "  --ablations     instead of the demo job, the paper's ablations on the same models\n"
-          "                  (lambda, K, fusion function, vocabulary map, merges): one job per\n"
-          "                  setting, one table in DIR/ablations.txt, one PNG per sweep in\n"
+          "                  (lambda, K, fusion function, vocabulary map, merges including\n"
+          "                  SLERP of the two targets, and one multi-teacher target fused from\n"
+          "                  the pivot and both sources at once): one job per setting, one\n"
+          "                  table in DIR/ablations.txt (rewritten after each job: a run\n"
+          "                  stopped early keeps its rows), one PNG per sweep in\n"
           "                  DIR/plots (an hour here at full size; --quick for a small version)\n"
+          "  --sweeps LIST   with --ablations, only these (comma-separated): lambda, top_k,\n"
+          "                  fuse, vocab_map, multi, merges (the base job runs always)\n"
           "  --experiment multi  instead of the demo, the multi-answer experiment (its own\n"
           "                  models and data in DIR/multi): the 'pick' family (name a letter of a\n"
           "                  word), where the source's distribution spreads over every right\n"
@@ -320,12 +325,14 @@ int fc_cmd_demo(int argc, char **argv) {
   static const struct option opts[] = {{"workdir", required_argument, 0, 'w'}, {"quick", no_argument, 0, 'q'},
                                        {"threads", required_argument, 0, 't'}, {"fresh", no_argument, 0, 'f'},
                                        {"ablations", no_argument, 0, 'a'}, {"fusion-convs", required_argument, 0, 'n'},
-                                       {"experiment", required_argument, 0, 'x'},
+                                       {"experiment", required_argument, 0, 'x'}, {"sweeps", required_argument, 0, 's'},
                                        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   const char *work = "fusechat-demo";
   const demo_recipe_t *r = &full;
   long threads = 2, fusion_convs = 0;
   int fresh = 0, ablations = 0, multi = 0, c;
+  unsigned sweeps = DEMO_SWEEPS_ALL;
+  const char *sweeps_arg = NULL;
   optind = 1;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     switch (c) {
@@ -347,12 +354,19 @@ int fc_cmd_demo(int argc, char **argv) {
       if (strcmp(optarg, "multi")) return fc_cli_usage_error("demo", "--experiment knows 'multi', not '%s'", optarg);
       multi = 1;
       break;
+    case 's':
+      if (demo_ablation_sweeps(optarg, &sweeps))
+        return fc_cli_usage_error("demo", "--sweeps takes a comma-separated list of %s, not '%s'", DEMO_SWEEP_NAMES,
+                                  optarg);
+      sweeps_arg = optarg;
+      break;
     case 'h': usage(stdout); return 0;
     default: return fc_cli_usage_error("demo", "unknown option");
     }
   }
   if (optind != argc) return fc_cli_usage_error("demo", "unexpected argument '%s'", argv[optind]);
   if (multi && ablations) return fc_cli_usage_error("demo", "--experiment and --ablations do not go together");
+  if (sweeps_arg && !ablations) return fc_cli_usage_error("demo", "--sweeps goes with --ablations");
   demo_recipe_t rs = *r; /* the recipe with the fusion-set size asked for */
   if (fusion_convs) rs.fusion_convs = (int)fusion_convs;
   r = &rs;
@@ -366,7 +380,7 @@ int fc_cmd_demo(int argc, char **argv) {
   int rc = demo_prepare(awork, r, (int)threads, fresh, &err);
   if (rc) return fc_cli_fail("demo", "%s", err.msg);
   fprintf(stderr, "demo: data and models ready in %.0f s\n", fc_now() - t0);
-  if (ablations) return demo_ablations(awork, r, (int)threads);
+  if (ablations) return demo_ablations(awork, r, (int)threads, sweeps);
   demo_pathf(job, sizeof job, "%s/job.yaml", awork);
   char jname[64];
   snprintf(jname, sizeof jname, "demo-%s", r->name);

@@ -2,6 +2,9 @@
 #ifndef FC_DEMO_H
 #define FC_DEMO_H
 
+#include <stdio.h>
+
+#include "fc_eval.h"
 #include "fc_gendata.h"
 #include "fc_tok.h"
 #include "fc_util.h"
@@ -58,9 +61,32 @@ int demo_prepare_model(const char *work, const demo_model_t *dm, const demo_reci
 /* The demo's settings (the paper's: lambda 0.9, K 10, MinCE, statistics map) under a name. */
 void demo_job_default(demo_job_t *jo, const char *name);
 int demo_write_job(const char *work, const demo_recipe_t *r, const demo_job_t *jo, const char *path, fc_err_t *err);
+/* The rows of a table of several results files (demo_rows.c): names owned, results owned. */
+typedef struct demo_rows {
+  char **names;
+  fc_eval_result_t *res;
+  int n;
+} demo_rows_t;
+/* Whether a model of a results file joins the rows (ctx: the caller's). */
+typedef int (*demo_keep_fn)(const char *model, const void *ctx);
+/* Adds the models of a results.json (a job's or fusectl eval --json's) that keep accepts (every
+ * one when keep is NULL), named PREFIX MODEL (prefix may be NULL). Returns 0 or the exit status. */
+int demo_rows_add(demo_rows_t *rows, const char *path, const char *prefix, demo_keep_fn keep, const void *ctx);
+/* The index of the row called name, -1 if none. */
+int demo_rows_find(const demo_rows_t *rows, const char *name);
+/* fc_eval_print_table of the rows, marks against the rows named pivot and sft (if there). */
+void demo_rows_print(FILE *fp, const demo_rows_t *rows, const char *pivot, const char *sft);
+void demo_rows_free(demo_rows_t *rows);
+
 /* fusectl demo --experiment multi: returns the exit status. fusion_convs 0: the sweep. */
 int demo_multi(const char *work, int quick, int threads, int fresh, int fusion_convs);
-/* fusectl demo --ablations, after demo_prepare: returns the exit status. */
-int demo_ablations(const char *work, const demo_recipe_t *r, int threads);
+/* The parts of --ablations (--sweeps): a bit per name of DEMO_SWEEP_NAMES, in that order. */
+#define DEMO_SWEEP_NAMES "lambda, top_k, fuse, vocab_map, multi, merges"
+#define DEMO_SWEEPS_ALL 0x3fu
+/* Parses a comma-separated list of those names into *mask; -1 on an unknown or empty one. */
+int demo_ablation_sweeps(const char *list, unsigned *mask);
+/* fusectl demo --ablations, after demo_prepare: the base job and the parts in sweeps; returns
+ * the exit status. */
+int demo_ablations(const char *work, const demo_recipe_t *r, int threads, unsigned sweeps);
 
 #endif

@@ -5,8 +5,6 @@
  * accepts any right letter and scores the probability of the whole set of them. One fusion job
  * per fusion-set size (the sweep) and lambda; one table per size, marks against the pivot and
  * against plain SFT on the same rows. Everything lives in WORK/multi. */
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,48 +40,10 @@ static int epochs_for(const demo_recipe_t *r, int n) {
   return e < r->target_epochs ? r->target_epochs : e;
 }
 
-typedef struct mrows {
-  char **names;
-  fc_eval_result_t *res;
-  int n;
-} mrows_t;
-
-/* Adds the models of a job's results.json, named PREFIX MODEL; skip: a model to leave out. */
-static int add_job(mrows_t *rows, const char *path, const char *prefix, const char *only_prefix_for) {
-  json_error_t je;
-  json_t *doc = json_load_file(path, 0, &je), *m;
-  if (!doc) return fc_cli_fail("demo", "%s: %s", path, je.text);
-  size_t i;
-  json_array_foreach(json_object_get(doc, "models"), i, m) {
-    const char *name;
-    fc_eval_result_t r;
-    if (fc_eval_result_from_json(m, &name, &r)) continue;
-    /* in a second job only the fused target and its merge are new */
-    if (only_prefix_for && strncmp(name, "target-", 7) && strncmp(name, "merged-", 7)) {
-      fc_eval_result_free(&r);
-      continue;
-    }
-    char full[256];
-    snprintf(full, sizeof full, "%s%s", only_prefix_for ? prefix : "", name);
-    rows->names = fc_xrealloc(rows->names, (size_t)(rows->n + 1) * sizeof *rows->names);
-    rows->res = fc_xrealloc(rows->res, (size_t)(rows->n + 1) * sizeof *rows->res);
-    rows->names[rows->n] = fc_xstrdup(full);
-    rows->res[rows->n++] = r;
-  }
-  json_decref(doc);
-  return 0;
-}
-
-static void rows_free(mrows_t *rows) {
-  for (int i = 0; i < rows->n; i++) free(rows->names[i]), fc_eval_result_free(&rows->res[i]);
-  free(rows->names), free(rows->res);
-  memset(rows, 0, sizeof *rows);
-}
-
-static int find(const mrows_t *rows, const char *name) {
-  for (int i = 0; i < rows->n; i++)
-    if (!strcmp(rows->names[i], name)) return i;
-  return -1;
+/* In a second job (another lambda) only the fused target and its merge are new. */
+static int keep_fused(const char *model, const void *ctx) {
+  (void)ctx;
+  return !strncmp(model, "target-", 7) || !strncmp(model, "merged-", 7);
 }
 
 static int run_job(const char *mwork, const demo_recipe_t *r, int n, int li, int threads) {
@@ -139,27 +99,23 @@ int demo_multi(const char *work, int quick, int threads, int fresh, int fusion_c
   FILE *f = fopen(out, "w");
   if (!f) return fc_cli_fail("demo", "cannot write %s", out);
   for (int s = 0; s < nsweep && !rc; s++) {
-    mrows_t rows = {0};
+    demo_rows_t rows = {0};
     for (int li = 0; li < NLAMBDA && !rc; li++) {
       char path[4096], prefix[32];
       demo_pathf(path, sizeof path, "%s/store/multi-%d-l%02d/results.json", mwork, sweep[s],
                  (int)(lambdas[li] * 10 + 0.5));
       snprintf(prefix, sizeof prefix, "l%g:", lambdas[li]);
-      rc = add_job(&rows, path, prefix, li ? prefix : NULL);
+      rc = li ? demo_rows_add(&rows, path, prefix, keep_fused, NULL) : demo_rows_add(&rows, path, NULL, NULL, NULL);
     }
     if (!rc) {
-      const fc_eval_result_t **rp = fc_xcalloc((size_t)rows.n, sizeof *rp);
-      for (int i = 0; i < rows.n; i++) rp[i] = &rows.res[i];
       FILE *fps[2] = {stdout, f};
       for (int k = 0; k < 2; k++) {
         fprintf(fps[k], "\nFusion set: %d 'pick' conversations, %d epochs; rows without a prefix at lambda %g\n",
                 sweep[s], epochs_for(r, sweep[s]), lambdas[0]);
-        fc_eval_print_table(fps[k], (const char *const *)rows.names, rp, rows.n, find(&rows, "pivot"),
-                            find(&rows, "sft"));
+        demo_rows_print(fps[k], &rows, "pivot", "sft");
       }
-      free(rp);
     }
-    rows_free(&rows);
+    demo_rows_free(&rows);
   }
   fclose(f);
   fprintf(stderr, "demo: multi: finished in %.0f s; tables in %s\n", fc_now() - t0, out);
