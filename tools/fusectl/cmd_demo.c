@@ -389,7 +389,11 @@ int fc_cmd_demo(int argc, char **argv) {
   if ((rc = demo_write_job(awork, r, &jo, job, &err))) return fc_cli_fail("demo", "%s", err.msg);
   char run[4096];
   demo_pathf(run, sizeof run, "%s/run", awork);
-  char *argv_run[] = {"fusectl", "run", job, "--local", "--run-dir", run, NULL};
+  /* the job's daemons get the same thread count as the pre-training, so its sums (and the
+   * table) do not change with the machine's core count */
+  char th[16];
+  snprintf(th, sizeof th, "%d", (int)threads);
+  char *argv_run[] = {"fusectl", "run", job, "--local", "--run-dir", run, "--threads", th, NULL};
   int st = demo_run_self(argv_run);
   char job_dir[4096], res[4096], res_out[4096];
   demo_pathf(job_dir, sizeof job_dir, "%s/store/demo-%s", awork, r->name);
