@@ -71,7 +71,7 @@ static void usage(FILE *fp) {
           "Options:\n"
           "  --workdir DIR   where everything goes (default ./fusechat-demo)\n"
           "  --quick         a small version for tests (a few minutes)\n"
-          "  --threads N     compute threads per training run (default 2)\n"
+          "  --threads N     compute threads per training run and per job daemon (default 2)\n"
           "  --fresh         ignore cached data and models\n"
           "  --fusion-convs N  size of the fusion set (default 2000, 400 with --quick): one point\n"
           "                  of a sweep of fusion-set size (the models stay cached; the job and\n"
