@@ -4,10 +4,12 @@
  * time, each phase's peak RSS (every phase runs in a child process of its own), every GEMM
  * candidate's rate at the model's shapes, and PyTorch on the same weights and batches in the same
  * run (bench/real_ref.py). */
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -45,7 +47,59 @@ typedef struct bench_opts {
   const char *tok_dir; /* folder holding qwen3/ and llama3/ tokenizers */
   int threads, reps, ref, train_ref, chats, ckpt, long_rows, fused;
   const char *opt_dtype;
+  const char *lock; /* --lock FILE: each phase over 3 GB (ours, PyTorch's) holds flock(FILE) alone */
 } bench_opts_t;
+
+/* ------------------------------------------------------------------ printing */
+
+/* A figure, or "n/a" where it was not measured (negative: missing). */
+static const char *fig(char *buf, size_t cap, double v, int prec) {
+  if (v < 0) snprintf(buf, cap, "n/a");
+  else snprintf(buf, cap, "%.*f", prec, v);
+  return buf;
+}
+
+/* "a/b x", or "n/a" when either side is missing. */
+static const char *ratio(char *buf, size_t cap, double a, double b) {
+  if (a <= 0 || b <= 0) snprintf(buf, cap, "n/a");
+  else snprintf(buf, cap, "%.2fx", a / b);
+  return buf;
+}
+
+/* One table row: ours, PyTorch's, and ours/PyTorch's (or PyTorch's/ours: inv). */
+static void row(const char *label, double ours, double theirs, int prec, int inv) {
+  char a[32], b[32], r[32];
+  printf("%-22s %12s %12s %8s\n", label, fig(a, sizeof a, ours, prec), fig(b, sizeof b, theirs, prec),
+         inv ? ratio(r, sizeof r, theirs, ours) : ratio(r, sizeof r, ours, theirs));
+}
+
+/* ------------------------------------------------------------------ the big-memory lock */
+
+static int lock_fd = -1;
+
+static void lock_take(const bench_opts_t *o) {
+  if (!o->lock) return;
+  fflush(stdout);
+  lock_fd = open(o->lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (lock_fd >= 0 && flock(lock_fd, LOCK_EX) != 0) close(lock_fd), lock_fd = -1;
+  if (lock_fd < 0) fprintf(stderr, "real: cannot lock %s, running without it\n", o->lock);
+}
+
+static void lock_drop(void) {
+  if (lock_fd >= 0) close(lock_fd); /* closing releases the flock */
+  lock_fd = -1;
+}
+
+/* MemAvailable of /proc/meminfo in bytes (-1 when unknown). */
+static double mem_available(void) {
+  FILE *fp = fopen("/proc/meminfo", "r");
+  char line[256];
+  double kb = -1;
+  while (fp && fgets(line, sizeof line, fp))
+    if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+  if (fp) fclose(fp);
+  return kb < 0 ? -1 : kb * 1024;
+}
 
 /* ------------------------------------------------------------------ generating a model */
 
@@ -394,17 +448,26 @@ static int run_phase(const bench_opts_t *o, const real_shape_t *s, const char *m
 
 /* bench/real_ref.py on the same model dir and dumped batches; its "key value" lines into out. */
 static void run_ref(const bench_opts_t *o, const char *mdir, const char *sdir, const char *what, char *out,
-                    size_t cap) {
+                    size_t cap, char *why, size_t why_cap) {
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/real_ref.py --model %s --scratch %s --threads %d --reps %d %s",
            FC_SOURCE_ROOT, mdir, sdir, o->threads, o->reps, what);
+  fflush(stdout);
   FILE *p = popen(cmd, "r");
   size_t n = 0;
   out[0] = 0;
-  if (!p) return;
+  if (!p) {
+    snprintf(why, why_cap, "cannot run python3");
+    return;
+  }
   n = fread(out, 1, cap - 1, p);
   out[n] = 0;
-  pclose(p);
+  int st = pclose(p);
+  /* the shell passes a killed child on as 128 + its signal */
+  int sig = st == -1 ? 0 : WIFSIGNALED(st) ? WTERMSIG(st) : WIFEXITED(st) && WEXITSTATUS(st) > 128 ? WEXITSTATUS(st) - 128 : 0;
+  if (sig) snprintf(why, why_cap, "PyTorch killed by signal %d%s", sig, sig == 9 ? ", out of memory?" : "");
+  else if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))
+    snprintf(why, why_cap, "PyTorch failed (exit %d)", st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
 static void usage(FILE *fp) {
@@ -412,7 +475,7 @@ static void usage(FILE *fp) {
           "Usage: real [--shapes qwen2.5-0.5b,llama3.2-1b,qwen2.5-1.5b] [--phases gemm,logits,train]\n"
           "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--long-rows N]\n"
           "            [--train-shapes 1x2048,8x256] [--checkpoint-activations] [--optimizer-dtype f32|bf16]\n"
-          "            [--fused-optimizer] [--no-ref] [--no-train-ref]\n"
+          "            [--fused-optimizer] [--no-ref] [--no-train-ref] [--lock FILE]\n"
           "Random bf16 models of real shapes (made once in DIR, default /tmp/fusechat-real), real tokenizers\n"
           "(--tok-dir: qwen3/ and llama3/ folders; default tests/fixtures/tok, or FUSECHAT_REAL_TOK as\n"
           "tools/setup.sh fetches them) and generated chats. Prints per shape: load seconds, logits tokens/s on\n"
@@ -420,17 +483,21 @@ static void usage(FILE *fp) {
           "the same weights and batches (bench/real_ref.py), every GEMM candidate's GFLOP/s (the engine's own\n"
           "linear layer on bf16 weights in place among them) and the logits' share of the best one.\n"
           "--chats: how many short chats the logits phase runs (default 64); --long-rows: how many 2,048-token\n"
-          "rows (default 2). --fused-optimizer: AdamW stepped inside backward (fc_fused_step_run). Phases that may exceed 3 GB should run under flock /tmp/fc-bigmem.lock.\n");
+          "rows (default 2). --fused-optimizer: AdamW stepped inside backward (fc_fused_step_run).\n"
+          "--checkpoint-activations also checkpoints PyTorch's layers (torch.utils.checkpoint). PyTorch's train step is\n"
+          "skipped (n/a, with its estimate) when its memory estimate exceeds MemAvailable. --lock FILE: every logits\n"
+          "and train phase, ours and PyTorch's, holds flock(FILE) while it runs, one at a time (on a shared machine:\n"
+          "--lock /tmp/fc-bigmem.lock, and do not wrap the whole bench in flock, which would deadlock).\n");
 }
 
 int main(int argc, char **argv) {
-  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, 2, 0, "f32"};
+  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, 2, 0, "f32", NULL};
   char shp[256] = "qwen2.5-0.5b", phases[64] = "gemm,logits,train", tshapes[64] = "8x256,1x2048";
   static const struct option opts[] = {
       {"shapes", 1, 0, 's'},  {"phases", 1, 0, 'p'},  {"dir", 1, 0, 'd'},   {"tok-dir", 1, 0, 'k'},
       {"threads", 1, 0, 'j'}, {"reps", 1, 0, 'r'},    {"no-ref", 0, 0, 'x'}, {"chats", 1, 0, 'c'},
       {"train-shapes", 1, 0, 't'}, {"checkpoint-activations", 0, 0, 'C'}, {"optimizer-dtype", 1, 0, 'O'},
-      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"fused-optimizer", 0, 0, 'F'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"fused-optimizer", 0, 0, 'F'}, {"lock", 1, 0, 'L'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 's') snprintf(shp, sizeof shp, "%s", optarg);
@@ -444,6 +511,7 @@ int main(int argc, char **argv) {
     else if (c == 'c') o.chats = atoi(optarg);
     else if (c == 'l') o.long_rows = atoi(optarg);
     else if (c == 'F') o.fused = 1;
+    else if (c == 'L') o.lock = optarg;
     else if (c == 't') snprintf(tshapes, sizeof tshapes, "%s", optarg);
     else if (c == 'C') o.ckpt = 1;
     else if (c == 'O') o.opt_dtype = optarg;
@@ -459,6 +527,7 @@ int main(int argc, char **argv) {
   if (make_data(&o)) return 1;
   printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s%s\n", o.threads, o.reps, o.tok_dir,
          o.opt_dtype, o.ckpt ? ", activation checkpointing" : "", o.fused ? ", step fused into backward" : "");
+  printf("ratio: fusechat's speed over PyTorch's (for seconds: PyTorch's over ours); for RSS: ours over PyTorch's\n");
   char *save = NULL;
   for (char *name = strtok_r(shp, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
     const real_shape_t *s = NULL;
@@ -476,6 +545,11 @@ int main(int argc, char **argv) {
            params * 2 / 1e9, fc_now() - t0);
     static char out[8192], ref[8192];
     double best_gemm = 0;
+    /* The linear layers' and the head's flops per token of a forward, over a measured rate against
+     * the best candidate of the GEMM table (attention's products are left out). */
+    double QD = (double)s->C, KVD = (double)s->C / s->NH * s->NKV;
+    double lin = 2.0 * ((double)s->L * (s->C * QD + 2 * s->C * KVD + QD * s->C + 3.0 * s->C * s->F) +
+                        (double)s->V * s->C);
     if (strstr(phases, "gemm")) {
       if (run_phase(&o, s, mdir, sdir, "gemm", 0, 0, out, sizeof out)) return fprintf(stderr, "real: gemm failed\n"), 1;
       printf("GEMM GFLOP/s (M = 2048 tokens; head M = 512):\n%-6s", "");
@@ -487,31 +561,36 @@ int main(int argc, char **argv) {
         for (int k = 0; k < GEMM_NCAND; k++) {
           char key[64];
           snprintf(key, sizeof key, "gemm_%s_%s", gn[i], gemm_names[k]);
-          printf(" %17.1f", get(out, key));
+          char b[32];
+          printf(" %17s", fig(b, sizeof b, get(out, key), 1));
           best_gemm = get(out, key) > best_gemm ? get(out, key) : best_gemm;
         }
         printf("\n");
       }
     }
     if (strstr(phases, "logits")) {
-      if (run_phase(&o, s, mdir, sdir, "logits", 0, 0, out, sizeof out)) return fprintf(stderr, "real: logits failed\n"), 1;
+      lock_take(&o);
+      int bad = run_phase(&o, s, mdir, sdir, "logits", 0, 0, out, sizeof out);
+      lock_drop();
+      if (bad) return fprintf(stderr, "real: logits failed\n"), 1;
       ref[0] = 0;
-      if (o.ref) run_ref(&o, mdir, sdir, "--logits", ref, sizeof ref);
+      char why[160] = "not run (--no-ref)";
+      if (o.ref) {
+        why[0] = 0;
+        lock_take(&o);
+        run_ref(&o, mdir, sdir, "--logits", ref, sizeof ref, why, sizeof why);
+        lock_drop();
+      }
       double fs = params * 2;
       printf("%-22s %12s %12s %8s\n", "logits", "fusechat", "pytorch", "ratio");
-      printf("%-22s %12.2f %12.2f %7.2fx\n", "load s", get(out, "load_s"), get(ref, "load_s"),
-             get(ref, "load_s") / get(out, "load_s"));
-      printf("%-22s %12.1f %12.1f %7.2fx\n", "chats tok/s", get(out, "chat_tok_s"), get(ref, "chat_tok_s"),
-             get(out, "chat_tok_s") / get(ref, "chat_tok_s"));
-      printf("%-22s %12.1f %12.1f %7.2fx\n", "2048-row tok/s", get(out, "long_tok_s"), get(ref, "long_tok_s"),
-             get(out, "long_tok_s") / get(ref, "long_tok_s"));
-      printf("%-22s %12.0f %12.0f   (%.2fx / %.2fx the file)\n", "peak RSS MB", get(out, "rss_mb"),
-             get(ref, "rss_mb"), get(out, "rss_mb") * 1048576 / fs, get(ref, "rss_mb") * 1048576 / fs);
-      /* The linear layers' and the head's flops per token over the measured rate, against the
-       * best candidate of the GEMM table above (attention's products are left out). */
-      double QD = (double)s->C, KVD = (double)s->C / s->NH * s->NKV;
-      double lin = 2.0 * ((double)s->L * (s->C * QD + 2 * s->C * KVD + QD * s->C + 3.0 * s->C * s->F) +
-                          (double)s->V * s->C);
+      row("load s", get(out, "load_s"), get(ref, "load_s"), 2, 1);
+      row("chats tok/s", get(out, "chat_tok_s"), get(ref, "chat_tok_s"), 1, 0);
+      row("2048-row tok/s", get(out, "long_tok_s"), get(ref, "long_tok_s"), 1, 0);
+      row("peak RSS MB", get(out, "rss_mb"), get(ref, "rss_mb"), 0, 0);
+      char rb[32];
+      printf("%-22s %12.2f %12s   times the bf16 file\n", "", get(out, "rss_mb") * 1048576 / fs,
+             fig(rb, sizeof rb, get(ref, "rss_mb") < 0 ? -1 : get(ref, "rss_mb") * 1048576 / fs, 2));
+      if (why[0]) printf("pytorch n/a: %s\n", why);
       printf("weights %s, 16-bit GEMM under the panels: %s\n", get(out, "in_place") > 0 ? "in place" : "copied",
              fc_wgemm_name((fc_wgemm_t)get(out, "wgemm")));
       for (int k = 0; k < 2; k++) {
@@ -527,17 +606,45 @@ int main(int argc, char **argv) {
       for (char *bt = strtok_r(ts, ",", &s2); bt; bt = strtok_r(NULL, ",", &s2)) {
         int B = 0, T = 0;
         if (sscanf(bt, "%dx%d", &B, &T) != 2 || B <= 0 || T < 2) return usage(stderr), 2;
-        if (run_phase(&o, s, mdir, sdir, "train", B, T, out, sizeof out)) return fprintf(stderr, "real: train failed\n"), 1;
+        lock_take(&o);
+        int bad = run_phase(&o, s, mdir, sdir, "train", B, T, out, sizeof out);
+        lock_drop();
+        if (bad) return fprintf(stderr, "real: train failed\n"), 1;
         ref[0] = 0;
-        char what[64];
-        snprintf(what, sizeof what, "--train %dx%d", B, T);
-        if (o.ref && o.train_ref) run_ref(&o, mdir, sdir, what, ref, sizeof ref);
+        char what[80], why[160] = "not run (--no-ref or --no-train-ref)";
+        snprintf(what, sizeof what, "--train %dx%d%s", B, T, o.ckpt ? " --checkpoint" : "");
+        /* PyTorch alone (under the lock): f32 weights, gradients and AdamW's two moments
+         * (16 bytes per parameter), the logits, their log-softmax and both gradients
+         * (4 x B*T*V floats), the kept activations (every layer's, or only each layer's input
+         * when checkpointed, plus one layer's attention scores and probabilities). */
+        double BT = (double)B * T, att = 3.0 * B * s->NH * (double)T * T * 4;
+        double need = 16 * params + 4 * BT * s->V * 4 +
+                      (o.ckpt ? s->L * BT * s->C * 4 + att : s->L * (att + BT * (8.0 * s->C + 4.0 * s->F) * 4));
+        if (o.ref && o.train_ref) {
+          why[0] = 0;
+          lock_take(&o);
+          double avail = mem_available();
+          if (avail > 0 && need > avail)
+            snprintf(why, sizeof why, "PyTorch would need ~%.1f GB (f32 AdamW: %.1f GB, logits %.1f GB), %.1f GB available",
+                     need / 1e9, 16 * params / 1e9, 4 * BT * s->V * 4 / 1e9, avail / 1e9);
+          else run_ref(&o, mdir, sdir, what, ref, sizeof ref, why, sizeof why);
+          lock_drop();
+        }
         printf("train %-16s %12s %12s %8s\n", bt, "fusechat", "pytorch", "ratio");
-        printf("%-22s %12.2f %12.2f %7.2fx\n", "step s", get(out, "step_s"), get(ref, "step_s"),
-               get(out, "step_s") / get(ref, "step_s"));
-        printf("%-22s %12.0f %12.0f   (%.1f / %.1f bytes per parameter)\n", "peak RSS MB", get(out, "rss_mb"),
-               get(ref, "rss_mb"), get(out, "rss_mb") * 1048576 / params, get(ref, "rss_mb") * 1048576 / params);
-        printf("%-22s %12.4f %12.4f\n", "first loss", get(out, "loss0"), get(ref, "loss0"));
+        row("step s", get(out, "step_s"), get(ref, "step_s"), 2, 1);
+        row("peak RSS MB", get(out, "rss_mb"), get(ref, "rss_mb"), 0, 0);
+        char b1[32], b2[32];
+        printf("%-22s %12.1f %12s\n", "bytes per parameter", get(out, "rss_mb") * 1048576 / params,
+               fig(b2, sizeof b2, get(ref, "rss_mb") < 0 ? -1 : get(ref, "rss_mb") * 1048576 / params, 1));
+        printf("%-22s %12.4f %12s\n", "first loss", get(out, "loss0"), fig(b1, sizeof b1, get(ref, "loss0"), 4));
+        /* a step's GEMM flops: the forward's and backward's twice that (recomputation not counted) */
+        double tg = 3 * lin * BT / 1e9;
+        double gs = get(out, "step_s"), gr = get(ref, "step_s");
+        printf("%-22s %12.1f %12s GFLOP/s in the linear layers", "GEMM rate", tg / gs,
+               fig(b1, sizeof b1, gr > 0 ? tg / gr : -1, 1));
+        if (best_gemm > 0) printf(" = %.0f%% of the best candidate (%.1f)", 100 * tg / gs / best_gemm, best_gemm);
+        printf("\n");
+        if (why[0]) printf("pytorch n/a: %s\n", why);
       }
     }
     fflush(stdout);

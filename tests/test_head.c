@@ -9,7 +9,8 @@
  *   and their state file round-trips and refuses the other dtype;
  * - the optimizer step fused into backward (fc_model_set_grad_ready, fc_adamw_step_range,
  *   fc_model_release_grads): the unclipped whole step bit for bit, gradients released to zero,
- *   and 200 steps (unclipped, bf16 moments, checkpointing) within 1% of the f32 path's loss. */
+ *   and 200 steps (unclipped, bf16 moments, checkpointing) within 1% of the f32 path's loss;
+ *   and a non-finite loss refused before anything is updated. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -277,6 +278,67 @@ static void test_fused_step_same(void **state) {
     }
 }
 
+/* One fused step on a fresh random batch of 2 x 12. */
+static int fused_try(fc_fused_step_t *fs, uint64_t seed, double *loss, fc_err_t *err) {
+  int V = fc_model_config(fs->m)->vocab_size;
+  batch_t x = make_batch(2, 12, 1, V, seed);
+  double norm = (double)fc_loss_count(x.targets, 24);
+  int rc = fc_fused_step_run(fs, 1e-3f, x.ids, 2, 12, x.targets, NULL, 1.0f, norm, NULL, loss, err);
+  free_batch(&x);
+  return rc;
+}
+
+/* The fused step checks before it updates: a final norm of 1e38 makes the logits overflow and
+ * the loss non-finite, and the step is refused both as the first step (its norm measured by an
+ * extra backward) and as a later one (clipped by the previous norm), with the parameters, the
+ * optimizer's step count and moments as they were and the gradients zero; with the norm
+ * restored the same step goes through. Without the check the update runs inside backward and
+ * the parameters turn NaN. */
+static void test_fused_step_refuses_nonfinite(void **state) {
+  (void)state;
+  fc_model_t *m = load("qwen2_tied");
+  size_t np = fc_model_num_params(m), nt = fc_model_num_tensors(m);
+  const fc_param_info_t *tens[64], *lnf = NULL;
+  assert_true(nt <= 64);
+  for (size_t i = 0; i < nt; i++) {
+    tens[i] = fc_model_tensor(m, i);
+    if (!strcmp(tens[i]->name, "model.norm.weight")) lnf = tens[i];
+  }
+  assert_non_null(lnf);
+  fc_adamw_t *o = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, FC_DT_F32);
+  fc_fused_step_t fs;
+  fc_fused_step_init(&fs, m, o, 1.0);
+  float *p = fc_model_params(m), *saved = malloc(np * sizeof *saved), *ms = malloc(np * sizeof *ms),
+        *vs = malloc(np * sizeof *vs), *norm_w = malloc(lnf->numel * sizeof *norm_w);
+  memcpy(norm_w, p + lnf->offset, lnf->numel * sizeof *norm_w);
+  fc_err_t err = {0};
+  double loss;
+  for (int round = 0; round < 2; round++) { /* 0: the first step, 1: a later one */
+    for (size_t i = 0; i < lnf->numel; i++) p[lnf->offset + i] = 1e38f;
+    memcpy(saved, p, np * sizeof *saved), memcpy(ms, o->m, np * sizeof *ms), memcpy(vs, o->v, np * sizeof *vs);
+    long step = o->step;
+    err = (fc_err_t){0};
+    assert_int_equal(fused_try(&fs, 500 + (uint64_t)round, &loss, &err), FC_EINVAL);
+    assert_non_null(strstr(err.msg, "loss"));
+    assert_non_null(strstr(err.msg, "refused"));
+    assert_memory_equal(p, saved, np * sizeof *saved);
+    assert_memory_equal(o->m, ms, np * sizeof *ms);
+    assert_memory_equal(o->v, vs, np * sizeof *vs);
+    assert_int_equal(o->step, step);
+    const float *g = fc_model_grads(m);
+    for (size_t i = 0; i < np; i++)
+      if (g[i] != 0.0f) fail_msg("gradient %zu left %g after the refused step", i, g[i]);
+    memcpy(p + lnf->offset, norm_w, lnf->numel * sizeof *norm_w);
+    assert_int_equal(fused_try(&fs, 500 + (uint64_t)round, &loss, &err), 0);
+    assert_true(isfinite(loss));
+    assert_int_equal(o->step, step + 1);
+    assert_true(fs.norm > 0 && isfinite(fs.norm));
+  }
+  free(saved), free(ms), free(vs), free(norm_w);
+  fc_adamw_destroy(&o);
+  fc_model_destroy(&m);
+}
+
 static void test_bf16_state_roundtrip(void **state) {
   (void)state;
   size_t n = 1000;
@@ -381,6 +443,7 @@ int main(void) {
       cmocka_unit_test(test_checkpointing_same_gradients),
       cmocka_unit_test(test_reduced_memory_training_loss),
       cmocka_unit_test(test_fused_step_same),
+      cmocka_unit_test(test_fused_step_refuses_nonfinite),
       cmocka_unit_test(test_bf16_state_roundtrip),
       cmocka_unit_test(test_bf16_slices_round_as_whole),
       cmocka_unit_test(test_source_family_head),

@@ -89,6 +89,13 @@ int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, cons
     fc_linear_backward(m->ga.dln + r0 * C, m->gw.head, NULL, a->logits, a->lnf + r0 * C, m->w.head, n, C, V, 0);
     fc_model_prof(PR_B_HEAD);
   }
+  /* With the optimizer step fused into backward (fc_model_set_grad_ready) the layers' updates
+   * begin with the trunk's backward: a non-finite loss stops the step here, before any parameter
+   * changes, and leaves the gradients zero (the head's share so far is released). */
+  if (m->grad_ready && !isfinite(total)) {
+    fc_model_release_grads(m, 0, m->nparams);
+    return fc_err_set(err, FC_EINVAL, "the loss is %g: the step is refused before any parameter is updated", total);
+  }
   fc_model_trunk_backward(m);
   if (stats) *stats = sum;
   if (loss) *loss = total;

@@ -198,11 +198,14 @@ void fc_adamw_step_range(fc_adamw_t *o, float *params, const float *grads, size_
 static void fused_ready(void *ctx, size_t lo, size_t hi) {
   fc_fused_step_t *f = ctx;
   float *g = fc_model_grads(f->m);
-  f->sumsq += fc_grad_sumsq(g + lo, hi - lo);
+  double ss = fc_grad_sumsq(g + lo, hi - lo);
+  f->sumsq += ss;
   f->covered += hi - lo;
-  if (!f->measure) {
+  if (!isfinite(ss) && !f->bad) f->bad = 1, f->bad_lo = lo;
+  if (!f->measure && !f->bad) {
     if (f->clip > 0 && f->scale_norm > 0) fc_clip_grad_scale(g + lo, hi - lo, f->scale_norm, f->clip);
     fc_adamw_step_range(f->o, fc_model_params(f->m), g, lo, hi);
+    f->stepped += hi - lo;
   }
   fc_model_release_grads(f->m, lo, hi);
 }
@@ -217,18 +220,35 @@ int fc_fused_step_run(fc_fused_step_t *f, float lr, const int32_t *ids, int B, i
                       double *loss, fc_err_t *err) {
   assert(fc_model_num_params(f->m) == f->o->n && "the optimizer covers the whole model");
   int rc = 0;
+  f->bad = 0, f->stepped = 0;
   if (f->clip > 0 && f->scale_norm < 0) { /* the first step: its norm first, nothing stepped */
     f->measure = 1, f->sumsq = 0, f->covered = 0;
     rc = fc_model_loss_backward(f->m, ids, B, T, targets, fused, lambda, norm, NULL, NULL, err);
     f->measure = 0, f->scale_norm = sqrt(f->sumsq);
-    if (rc) return rc;
+    if (!rc && !isfinite(f->scale_norm))
+      rc = fc_err_set(err, FC_EINVAL, "the gradient norm is %g: the step is refused before any parameter is updated",
+                      f->scale_norm);
+    if (rc) {
+      f->scale_norm = -1; /* measured again by the next step */
+      return rc;
+    }
   }
   f->sumsq = 0, f->covered = 0;
+  long step0 = f->o->step;
   fc_adamw_begin(f->o, lr);
   rc = fc_model_loss_backward(f->m, ids, B, T, targets, fused, lambda, norm, stats, loss, err);
   assert(rc || f->covered == f->o->n);
   f->norm = sqrt(f->sumsq);
   f->scale_norm = f->norm;
+  if (!rc && f->bad)
+    rc = fc_err_set(err, FC_EINVAL,
+                    "the gradient is not finite from parameter %zu on: %zu of %zu parameters had been updated "
+                    "before it was seen (the step fused into backward cannot hold the rest back)",
+                    f->bad_lo, f->stepped, f->o->n);
+  if (rc) {
+    if (!f->stepped) f->o->step = step0; /* refused whole: the optimizer as it was */
+    f->scale_norm = -1;
+  }
   return rc;
 }
 

@@ -74,13 +74,22 @@ typedef struct fc_fused_step {
   double norm;       /* after a step: its own gradient norm, before clipping */
   double sumsq;
   int measure;
-  size_t covered;
+  int bad;        /* a range's gradient was not finite: it and the ranges after it are not stepped */
+  size_t covered; /* parameters whose gradient has come in this backward */
+  size_t stepped; /* of which updated */
+  size_t bad_lo;  /* the first non-finite range's first parameter */
 } fc_fused_step_t;
 
 /* Installs the hook on m (fc_model_set_grad_ready); m's gradients must be zero (as a new model
  * or after fc_model_zero_grad). */
 void fc_fused_step_init(fc_fused_step_t *f, fc_model_t *m, fc_adamw_t *o, double clip);
-/* fc_model_loss_backward with the AdamW step at lr inside it (arguments as there). */
+/* fc_model_loss_backward with the AdamW step at lr inside it (arguments as there). Checks come
+ * before updates: a non-finite loss (known before the first layer's backward) or, on the first
+ * step, a non-finite gradient norm (measured whole before any update) refuses the step with no
+ * parameter or optimizer state changed (FC_EINVAL, gradients left zero). Later steps only know
+ * the norm at the end, so each range's gradient is checked as it comes: from the first
+ * non-finite one on nothing more is stepped, and the error says how many parameters (the layers
+ * above it) had already been updated. */
 int fc_fused_step_run(fc_fused_step_t *f, float lr, const int32_t *ids, int B, int T, const int32_t *targets,
                       const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
                       double *loss, fc_err_t *err);

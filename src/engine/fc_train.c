@@ -488,10 +488,11 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
       fc_loss_stats_t st;
       double l;
       /* the output layer goes chunk by chunk: no (B,T,V) logits or gradient is ever held */
-      if (o->fused_optimizer)
+      if (o->fused_optimizer) {
         rc = fc_fused_step_run(&fstep, (float)lr, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL,
                                (float)o->lambda, norm, &st, &l, err);
-      else
+        if (rc == FC_EINVAL) fc_err_wrap(err, "step %ld (lower --lr?)", step); /* non-finite loss or gradient */
+      } else
         rc = fc_model_loss_backward(m, b->ids, b->B, b->T, b->targets, b->K ? &fused : NULL, (float)o->lambda, norm,
                                     &st, &l, err);
       if (rc) break;
