@@ -73,48 +73,6 @@ def batches(path):
     return out
 
 
-def forward_ckpt(c, P, ids):
-    """ref.forward (tests/ref/make_model_fixtures.py) with each decoder layer a checkpointed
-    function of the residual stream: the same operations in the same order, so the same loss."""
-    import math
-    import torch.utils.checkpoint as cp
-    B, T = ids.shape
-    x = P["model.embed_tokens.weight"][ids]
-    freqs = torch.outer(torch.arange(T).float(), ref.inv_freq(c))
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos()[None, None], emb.sin()[None, None]
-    mask = torch.full((T, T), float("-inf")).triu(1)
-    masks = [mask if W is None else mask + torch.full((T, T), float("-inf")).tril(-W) for W in c.windows]
-    rep = c.NH // c.NKV
-
-    def lin(h, name):
-        y = h @ P[name + ".weight"].t()
-        return y + P[name + ".bias"] if name + ".bias" in P else y
-
-    def layer(x, l):
-        pre = f"model.layers.{l}."
-        h = ref.rmsnorm(x, P[pre + "input_layernorm.weight"], c.eps)
-        q = lin(h, pre + "self_attn.q_proj").view(B, T, c.NH, c.HD).transpose(1, 2)
-        k = lin(h, pre + "self_attn.k_proj").view(B, T, c.NKV, c.HD).transpose(1, 2)
-        v = lin(h, pre + "self_attn.v_proj").view(B, T, c.NKV, c.HD).transpose(1, 2)
-        q = q * cos + ref.rotate_half(q) * sin
-        k = k * cos + ref.rotate_half(k) * sin
-        k = k[:, :, None].expand(B, c.NKV, rep, T, c.HD).reshape(B, c.NH, T, c.HD)
-        v = v[:, :, None].expand(B, c.NKV, rep, T, c.HD).reshape(B, c.NH, T, c.HD)
-        s = q @ k.transpose(2, 3) / math.sqrt(c.HD) + masks[l]
-        att = (torch.softmax(s.float(), dim=-1) @ v).transpose(1, 2).reshape(B, T, c.NH * c.HD)
-        x = x + lin(att, pre + "self_attn.o_proj")
-        h = ref.rmsnorm(x, P[pre + "post_attention_layernorm.weight"], c.eps)
-        g, u = lin(h, pre + "mlp.gate_proj"), lin(h, pre + "mlp.up_proj")
-        return x + lin(torch.nn.functional.silu(g) * u, pre + "mlp.down_proj")
-
-    for l in range(c.L):
-        x = cp.checkpoint(layer, x, l)
-    x = ref.rmsnorm(x, P["model.norm.weight"], c.eps)
-    W = P["model.embed_tokens.weight"] if c.tied else P["lm_head.weight"]
-    return x @ W.t()
-
-
 t0 = time.perf_counter()
 c, P = load(a.model)
 print(f"load_s {time.perf_counter() - t0:.4f}")
@@ -141,7 +99,7 @@ if a.train:
     for i, (ids, tg, _) in enumerate(bs):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
-        logits = (forward_ckpt if a.checkpoint else ref.forward)(c, P, ids)
+        logits = ref.forward(c, P, ids, checkpoint=a.checkpoint)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, c.V), tg.reshape(-1), ignore_index=-1)
         del logits
         loss.backward()

@@ -118,8 +118,10 @@ def rmsnorm(x, w, eps):
     return w * (x * torch.rsqrt(var + eps))
 
 
-def forward(c, P, ids):
-    """ids (B,T) int64 -> logits (B,T,V). P: dict name -> f32 tensor."""
+def forward(c, P, ids, checkpoint=False):
+    """ids (B,T) int64 -> logits (B,T,V). P: dict name -> f32 tensor. checkpoint: each decoder
+    layer a checkpointed function of the residual stream (torch.utils.checkpoint; the same
+    operations in the same order, so the same numbers)."""
     B, T = ids.shape
     x = P["model.embed_tokens.weight"][ids]
     pos = torch.arange(T).float()
@@ -137,7 +139,7 @@ def forward(c, P, ids):
             y = y + P[name + ".bias"]
         return y
 
-    for l in range(c.L):
+    def layer(x, l):
         pre = f"model.layers.{l}."
         h = rmsnorm(x, P[pre + "input_layernorm.weight"], c.eps)
         q = lin(h, pre + "self_attn.q_proj").view(B, T, c.NH, c.HD).transpose(1, 2)
@@ -155,7 +157,14 @@ def forward(c, P, ids):
         h = rmsnorm(x, P[pre + "post_attention_layernorm.weight"], c.eps)
         g = lin(h, pre + "mlp.gate_proj")
         u = lin(h, pre + "mlp.up_proj")
-        x = x + lin(torch.nn.functional.silu(g) * u, pre + "mlp.down_proj")
+        return x + lin(torch.nn.functional.silu(g) * u, pre + "mlp.down_proj")
+
+    for l in range(c.L):
+        if checkpoint:
+            import torch.utils.checkpoint as cp
+            x = cp.checkpoint(layer, x, l)
+        else:
+            x = layer(x, l)
     x = rmsnorm(x, P["model.norm.weight"], c.eps)
     W = P["model.embed_tokens.weight"] if c.tied else P["lm_head.weight"]
     return x @ W.t()
