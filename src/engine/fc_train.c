@@ -511,6 +511,13 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
         gnorm = fstep.norm;
       } else {
         gnorm = fc_clip_grad_norm(grads, np, o->clip);
+        /* a non-finite norm makes clipping a no-op and AdamW would write it into every
+         * parameter: stop before the update, as the fused step does */
+        if (!isfinite(gnorm)) {
+          rc = fc_err_set(err, FC_EINVAL, "step %ld: the gradient norm is %g; no parameter was updated (lower --lr?)",
+                          step, gnorm);
+          break;
+        }
         fc_adamw_step(opt, params, grads, (float)lr);
       }
     } else {
@@ -523,6 +530,11 @@ int fc_train_run(const fc_train_opts_t *o, fc_train_result_t *res, fc_err_t *err
       loss = st4[0], ce = st4[1], fu = st4[2], gnorm = sqrt(st4[3]);
       if (!isfinite(loss)) {
         rc = fc_err_set(err, FC_EINVAL, "step %ld: the loss is %g (lower --lr?)", step, loss);
+        break;
+      }
+      if (!isfinite(gnorm)) { /* every rank sees the same summed norm, so all stop here */
+        rc = fc_err_set(err, FC_EINVAL, "step %ld: the gradient norm is %g; no parameter was updated (lower --lr?)",
+                        step, gnorm);
         break;
       }
       fc_clip_grad_scale(grads + lo, hi - lo, gnorm, o->clip);
