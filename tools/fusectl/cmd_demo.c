@@ -114,6 +114,14 @@ int demo_run_self(char *const argv[]) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+int demo_run_job(const char *job, const char *run, int threads, int quiet) {
+  char th[16];
+  snprintf(th, sizeof th, "%d", threads);
+  char *argv[] = {"fusectl", "run", (char *)job, "--local", "--run-dir", (char *)run, "--threads", th,
+                  quiet ? "--quiet" : NULL, NULL};
+  return demo_run_self(argv);
+}
+
 /* Appends <|im_start|> and <|im_end|> as special tokens after a SentencePiece vocabulary, as
  * chat fine-tunes of Llama-2 do, so every model of the demo shares the ChatML template. */
 static int add_chatml_tokens(const char *path, int first_id, fc_err_t *err) {
@@ -389,12 +397,7 @@ int fc_cmd_demo(int argc, char **argv) {
   if ((rc = demo_write_job(awork, r, &jo, job, &err))) return fc_cli_fail("demo", "%s", err.msg);
   char run[4096];
   demo_pathf(run, sizeof run, "%s/run", awork);
-  /* the job's daemons get the same thread count as the pre-training, so its sums (and the
-   * table) do not change with the machine's core count */
-  char th[16];
-  snprintf(th, sizeof th, "%d", (int)threads);
-  char *argv_run[] = {"fusectl", "run", job, "--local", "--run-dir", run, "--threads", th, NULL};
-  int st = demo_run_self(argv_run);
+  int st = demo_run_job(job, run, (int)threads, 0);
   char job_dir[4096], res[4096], res_out[4096];
   demo_pathf(job_dir, sizeof job_dir, "%s/store/demo-%s", awork, r->name);
   demo_pathf(res, sizeof res, "%s/results.json", job_dir);

@@ -49,6 +49,9 @@ typedef struct demo_job {
 void demo_pathf(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Runs fusectl itself with argv (argv[0] "fusectl"); returns its exit status. */
 int demo_run_self(char *const argv[]);
+/* `fusectl run JOB --local --run-dir RUN --threads N [--quiet]` in a child: its exit status. The
+ * job's daemons get the caller's thread count, so its sums do not change with the core count. */
+int demo_run_job(const char *job, const char *run, int threads, int quiet);
 /* The data (fusion set, held-out set) and the three models under work (absolute), cached. */
 int demo_prepare(const char *work, const demo_recipe_t *r, int threads, int fresh, fc_err_t *err);
 /* Writes WORK/data/NAME: count conversations of the mix (1..max_turns turns each), world 7. */

@@ -211,7 +211,7 @@ static void write_sweeps(const char *work, const demo_rows_t *rows, unsigned mas
 }
 
 static int run_job(const char *work, const demo_recipe_t *r, const variant_t *v, int threads) {
-  char name[128], job[4096], run[4096], th[16];
+  char name[128], job[4096], run[4096];
   job_name(v, name, sizeof name);
   demo_job_t jo;
   demo_job_default(&jo, name);
@@ -219,11 +219,9 @@ static int run_job(const char *work, const demo_recipe_t *r, const variant_t *v,
   jo.baselines = strcmp(v->sweep, "base") ? NULL : ""; /* the base job also trains plain SFT */
   demo_pathf(job, sizeof job, "%s/ablate/%s.yaml", work, name);
   demo_pathf(run, sizeof run, "%s/run-ablate", work);
-  snprintf(th, sizeof th, "%d", threads);
   fc_err_t err = {0};
   if (demo_write_job(work, r, &jo, job, &err)) return fc_cli_fail("demo", "%s", err.msg);
-  char *argv[] = {"fusectl", "run", job, "--local", "--run-dir", run, "--threads", th, "--quiet", NULL};
-  int st = demo_run_self(argv);
+  int st = demo_run_job(job, run, threads, 1);
   if (st) return fc_cli_fail("demo", "ablation job %s failed (exit status %d)", name, st);
   return 0;
 }

@@ -47,7 +47,7 @@ static int keep_fused(const char *model, const void *ctx) {
 }
 
 static int run_job(const char *mwork, const demo_recipe_t *r, int n, int li, int threads) {
-  char name[64], data[64], job[4096], run[4096], th[16];
+  char name[64], data[64], job[4096], run[4096];
   snprintf(name, sizeof name, "multi-%d-l%02d", n, (int)(lambdas[li] * 10 + 0.5));
   snprintf(data, sizeof data, "fusion-%d.jsonl", n);
   demo_job_t jo;
@@ -57,11 +57,9 @@ static int run_job(const char *mwork, const demo_recipe_t *r, int n, int li, int
   jo.baselines = li == 0 ? "" : NULL; /* plain SFT once per size: it does not depend on lambda */
   demo_pathf(job, sizeof job, "%s/%s.yaml", mwork, name);
   demo_pathf(run, sizeof run, "%s/run", mwork);
-  snprintf(th, sizeof th, "%d", threads);
   fc_err_t err = {0};
   if (demo_write_job(mwork, r, &jo, job, &err)) return fc_cli_fail("demo", "%s", err.msg);
-  char *argv[] = {"fusectl", "run", job, "--local", "--run-dir", run, "--threads", th, "--quiet", NULL};
-  int st = demo_run_self(argv);
+  int st = demo_run_job(job, run, threads, 1);
   return st ? fc_cli_fail("demo", "job %s failed (exit status %d)", name, st) : 0;
 }
 
