@@ -355,6 +355,10 @@ void fc_merge_plan_free(fc_merge_plan_t *P);
 int fc_merge_plan_slices(fc_merge_plan_t *P, const fc_merge_cfg_t *cfg, fc_st_t *base, fc_st_t *const *st,
                          const fc_merge_model_t *list, int nm, fc_err_t *err);
 int fc_merge_same_path(const char *a, const char *b);
+/* The dtypes a merge computes on (others are copied from the base). */
+static inline int fc_merge_float_dt(fc_dtype_t d) {
+  return d == FC_DT_F32 || d == FC_DT_F16 || d == FC_DT_BF16 || d == FC_DT_F64;
+}
 /* The tensors indexed by token (tokenizer_source permutes their rows). */
 int fc_merge_vocab_tensor(const fc_st_tensor_t *t);
 /* tokenizer_source (fc_merge_vocab.c): perm[k][t], the row of input k (model directory dirs[k])

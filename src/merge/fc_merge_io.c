@@ -52,11 +52,8 @@ void fc_merge_populate(const job_t *J, size_t e0, size_t e1) {
   (void)e1;
 #endif
 }
-/* ---- whole-model runner ---- */
 
-static int is_float_dt(fc_dtype_t d) {
-  return d == FC_DT_F32 || d == FC_DT_F16 || d == FC_DT_BF16 || d == FC_DT_F64;
-}
+/* ---- whole-model runner ---- */
 
 static const char *base_name(const char *p) {
   const char *s = strrchr(p, '/');
@@ -322,6 +319,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
           rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is missing from %s", b->name, list[i].path);
           break;
         }
+        P.in[k * (size_t)nm + (size_t)i] = t;
         int same = t->ndim == b->ndim;
         for (int d = perm && fc_merge_vocab_tensor(b) ? 1 : 0; same && d < b->ndim; d++) same = t->shape[d] == b->shape[d];
         if (!same) {
@@ -330,7 +328,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
                           b->name, b->ndim ? (long long)t->shape[0] : 1LL, list[i].path,
                           b->ndim ? (long long)b->shape[0] : 1LL, base_path,
                           vocab ? " (the vocabularies differ in size; merging them is not supported)" : "");
-        } else if (is_float_dt(b->dtype) != is_float_dt(t->dtype)) {
+        } else if (fc_merge_float_dt(b->dtype) != fc_merge_float_dt(t->dtype)) {
           rc = fc_err_set(err, FC_EMISMATCH, "tensor '%s' is %s in %s but %s in %s", b->name,
                           fc_dtype_name(t->dtype), list[i].path, fc_dtype_name(b->dtype), base_path);
         }
@@ -348,10 +346,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
       int li = fc_merge_layer_index(P.name[k]);
       if (li + 1 > nlayers) nlayers = li + 1;
     }
-    for (size_t k = 0; k < nt && !rc; k++) {
-      P.t[k] = fc_merge_layer_t(P.name[k], nlayers);
-      for (int i = 0; i < nm; i++) P.in[k * (size_t)nm + (size_t)i] = fc_st_find(st[i], P.name[k]);
-    }
+    for (size_t k = 0; k < nt; k++) P.t[k] = fc_merge_layer_t(P.name[k], nlayers);
   }
   if (rc) goto out;
   if ((rc = fc_mkdir_p(out_dir, err))) goto out;
@@ -370,7 +365,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
     memcpy(specs[k].shape, b->shape, sizeof b->shape);
     if (perm && fc_merge_vocab_tensor(b)) specs[k].shape[0] = (int64_t)nrows;
     fc_dtype_t od = b->dtype;
-    if (is_float_dt(b->dtype)) {
+    if (fc_merge_float_dt(b->dtype)) {
       if (cfg.dtype >= 0) od = (fc_dtype_t)cfg.dtype;
       else if (od == FC_DT_F64) od = FC_DT_F32;
     }
@@ -400,7 +395,7 @@ int fc_merge_run(const fc_merge_cfg_t *cfg_in, const char *out_dir, fc_err_t *er
       const fc_st_tensor_t *b = P.lay[j];
       const char *name = P.name[j];
       for (int i = 0; i < nm; i++) ins[i] = P.in[j * (size_t)nm + (size_t)i];
-      if (!is_float_dt(b->dtype)) {
+      if (!fc_merge_float_dt(b->dtype)) {
         fc_warn("tensor '%s' is %s, not a float type: copied from the base", name,
                 fc_dtype_name(b->dtype));
         rc = fc_st_writer_put_raw(w, j - k, b->data, b->nbytes, err);

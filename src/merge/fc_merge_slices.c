@@ -63,8 +63,7 @@ static void plan_add(plan_t *P, const fc_st_tensor_t *t, char *name, int dtype) 
   s->name = name;
   s->ndim = t->ndim;
   memcpy(s->shape, t->shape, sizeof t->shape);
-  const int flt = t->dtype == FC_DT_F32 || t->dtype == FC_DT_F16 || t->dtype == FC_DT_BF16 || t->dtype == FC_DT_F64;
-  s->dtype = flt && dtype >= 0 ? (fc_dtype_t)dtype : t->dtype;
+  s->dtype = fc_merge_float_dt(t->dtype) && dtype >= 0 ? (fc_dtype_t)dtype : t->dtype;
   P->names[P->n] = name;
   P->src[P->n++] = t;
 }
@@ -185,9 +184,7 @@ static int plan_input(fc_merge_plan_t *P, const fc_merge_cfg_t *cfg, fc_st_t *st
   if (!same)
     return fc_err_set(err, FC_EMISMATCH, "tensor '%s' of %s does not have the shape of '%s' it is merged with",
                       name, path, lay->name);
-  const int fa = t->dtype == FC_DT_F32 || t->dtype == FC_DT_F16 || t->dtype == FC_DT_BF16 || t->dtype == FC_DT_F64;
-  const int fb = lay->dtype == FC_DT_F32 || lay->dtype == FC_DT_F16 || lay->dtype == FC_DT_BF16 || lay->dtype == FC_DT_F64;
-  if (fa != fb)
+  if (fc_merge_float_dt(t->dtype) != fc_merge_float_dt(lay->dtype))
     return fc_err_set(err, FC_EMISMATCH, "tensor '%s' is %s in %s but '%s' is %s", name, fc_dtype_name(t->dtype),
                       path, lay->name, fc_dtype_name(lay->dtype));
   P->in[(P->n - 1) * (size_t)P->nm + (size_t)i] = t;
