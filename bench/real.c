@@ -45,7 +45,7 @@ static const real_shape_t shapes[] = {
 typedef struct bench_opts {
   const char *dir;     /* scratch root: DIR/NAME/ model dirs, data, ids for the reference */
   const char *tok_dir; /* folder holding qwen3/ and llama3/ tokenizers */
-  int threads, reps, ref, train_ref, chats, ckpt, long_rows, fused;
+  int threads, reps, train_reps, ref, train_ref, chats, ckpt, long_rows, fused;
   const char *opt_dtype;
   const char *lock; /* --lock FILE: each phase over 3 GB (ours, PyTorch's) holds flock(FILE) alone */
 } bench_opts_t;
@@ -365,7 +365,7 @@ static int phase_train(const bench_opts_t *o, const char *mdir, const char *sdir
   snprintf(path, sizeof path, "%s/train_%dx%d.ids", sdir, B, T);
   FILE *ids = fopen(path, "wb");
   fc_batch_t b = {0};
-  int reps = o->reps < 16 ? o->reps : 16;
+  int reps = o->train_reps < 16 ? o->train_reps : 16;
   double times[16];
   fc_fused_step_t fs;
   if (o->fused) fc_fused_step_init(&fs, m, opt, 1.0);
@@ -473,7 +473,7 @@ static void run_ref(const bench_opts_t *o, const char *mdir, const char *sdir, c
 static void usage(FILE *fp) {
   fprintf(fp,
           "Usage: real [--shapes qwen2.5-0.5b,llama3.2-1b,qwen2.5-1.5b] [--phases gemm,logits,train]\n"
-          "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--chats N] [--long-rows N]\n"
+          "            [--dir DIR] [--tok-dir DIR] [--threads N] [--reps R] [--train-reps R] [--chats N] [--long-rows N]\n"
           "            [--train-shapes 1x2048,8x256] [--checkpoint-activations] [--optimizer-dtype f32|bf16]\n"
           "            [--fused-optimizer] [--no-ref] [--no-train-ref] [--lock FILE]\n"
           "Random bf16 models of real shapes (made once in DIR, default /tmp/fusechat-real), real tokenizers\n"
@@ -483,7 +483,8 @@ static void usage(FILE *fp) {
           "the same weights and batches (bench/real_ref.py), every GEMM candidate's GFLOP/s (the engine's own\n"
           "linear layer on bf16 weights in place among them) and the logits' share of the best one.\n"
           "--chats: how many short chats the logits phase runs (default 64); --long-rows: how many 2,048-token\n"
-          "rows (default 2). --fused-optimizer: AdamW stepped inside backward (fc_fused_step_run).\n"
+          "rows (default 2). --train-reps: timed train steps (default --reps; each after one warm-up step).\n"
+          "--fused-optimizer: AdamW stepped inside backward (fc_fused_step_run).\n"
           "--checkpoint-activations also checkpoints PyTorch's layers (torch.utils.checkpoint). PyTorch's train step is\n"
           "skipped (n/a, with its estimate) when its memory estimate exceeds MemAvailable. --lock FILE: every logits\n"
           "and train phase, ours and PyTorch's, holds flock(FILE) while it runs, one at a time (on a shared machine:\n"
@@ -491,13 +492,13 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
-  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 1, 1, 64, 0, 2, 0, "f32", NULL};
+  bench_opts_t o = {"/tmp/fusechat-real", NULL, 2, 3, 0, 1, 1, 64, 0, 2, 0, "f32", NULL};
   char shp[256] = "qwen2.5-0.5b", phases[64] = "gemm,logits,train", tshapes[64] = "8x256,1x2048";
   static const struct option opts[] = {
       {"shapes", 1, 0, 's'},  {"phases", 1, 0, 'p'},  {"dir", 1, 0, 'd'},   {"tok-dir", 1, 0, 'k'},
       {"threads", 1, 0, 'j'}, {"reps", 1, 0, 'r'},    {"no-ref", 0, 0, 'x'}, {"chats", 1, 0, 'c'},
       {"train-shapes", 1, 0, 't'}, {"checkpoint-activations", 0, 0, 'C'}, {"optimizer-dtype", 1, 0, 'O'},
-      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"fused-optimizer", 0, 0, 'F'}, {"lock", 1, 0, 'L'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+      {"no-train-ref", 0, 0, 'X'}, {"long-rows", 1, 0, 'l'}, {"fused-optimizer", 0, 0, 'F'}, {"train-reps", 1, 0, 'R'}, {"lock", 1, 0, 'L'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (c == 's') snprintf(shp, sizeof shp, "%s", optarg);
@@ -506,6 +507,7 @@ int main(int argc, char **argv) {
     else if (c == 'k') o.tok_dir = optarg;
     else if (c == 'j') o.threads = atoi(optarg);
     else if (c == 'r') o.reps = atoi(optarg);
+    else if (c == 'R') o.train_reps = atoi(optarg);
     else if (c == 'x') o.ref = 0;
     else if (c == 'X') o.train_ref = 0;
     else if (c == 'c') o.chats = atoi(optarg);
@@ -518,14 +520,16 @@ int main(int argc, char **argv) {
     else if (c == 'h') return usage(stdout), 0;
     else return usage(stderr), 2;
   }
-  if (o.threads <= 0 || o.reps <= 0 || o.chats <= 0 || o.long_rows <= 0) return usage(stderr), 2;
+  if (!o.train_reps) o.train_reps = o.reps;
+  if (o.threads <= 0 || o.reps <= 0 || o.train_reps <= 0 || o.chats <= 0 || o.long_rows <= 0) return usage(stderr), 2;
   if (!o.tok_dir) o.tok_dir = getenv("FUSECHAT_REAL_TOK") ? getenv("FUSECHAT_REAL_TOK") : FC_SOURCE_ROOT "/tests/fixtures/tok";
   extern void openblas_set_num_threads(int);
   openblas_set_num_threads(o.threads);
   fc_err_t err = {0};
   if (fc_mkdir_p(o.dir, &err)) return fprintf(stderr, "real: %s\n", err.msg), 1;
   if (make_data(&o)) return 1;
-  printf("threads %d, reps %d (medians), tokenizers from %s, optimizer %s%s%s\n", o.threads, o.reps, o.tok_dir,
+  printf("threads %d, reps %d (medians; train steps %d), tokenizers from %s, optimizer %s%s%s\n", o.threads, o.reps,
+         o.train_reps, o.tok_dir,
          o.opt_dtype, o.ckpt ? ", activation checkpointing" : "", o.fused ? ", step fused into backward" : "");
   printf("ratio: fusechat's speed over PyTorch's (for seconds: PyTorch's over ours); for RSS: ours over PyTorch's\n");
   char *save = NULL;
@@ -573,6 +577,10 @@ int main(int argc, char **argv) {
       int bad = run_phase(&o, s, mdir, sdir, "logits", 0, 0, out, sizeof out);
       lock_drop();
       if (bad) return fprintf(stderr, "real: logits failed\n"), 1;
+      /* ours now, so a run stopped during PyTorch's phase keeps them */
+      printf("fusechat logits: load %.2f s, chats %.1f tok/s, 2048-row %.1f tok/s, peak RSS %.0f MB\n",
+             get(out, "load_s"), get(out, "chat_tok_s"), get(out, "long_tok_s"), get(out, "rss_mb"));
+      fflush(stdout);
       ref[0] = 0;
       char why[160] = "not run (--no-ref)";
       if (o.ref) {
@@ -610,6 +618,9 @@ int main(int argc, char **argv) {
         int bad = run_phase(&o, s, mdir, sdir, "train", B, T, out, sizeof out);
         lock_drop();
         if (bad) return fprintf(stderr, "real: train failed\n"), 1;
+        printf("fusechat train %s: step %.2f s, peak RSS %.0f MB, first loss %.4f\n", bt, get(out, "step_s"),
+               get(out, "rss_mb"), get(out, "loss0"));
+        fflush(stdout);
         ref[0] = 0;
         char what[80], why[160] = "not run (--no-ref or --no-train-ref)";
         snprintf(what, sizeof what, "--train %dx%d%s", B, T, o.ckpt ? " --checkpoint" : "");
