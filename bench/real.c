@@ -521,6 +521,12 @@ int main(int argc, char **argv) {
     else return usage(stderr), 2;
   }
   if (!o.train_reps) o.train_reps = o.reps;
+  /* Without the reference environment every PyTorch figure would read "failed (exit 1)". */
+  if (o.ref && system("/usr/bin/python3 -c 'import torch, numpy' 2>/dev/null") != 0) {
+    fprintf(stderr, "real: /usr/bin/python3 cannot import torch and numpy: PyTorch's figures are skipped "
+                    "(install them with FUSECHAT_SETUP_REF=1 tools/setup.sh)\n");
+    o.ref = 0;
+  }
   if (o.threads <= 0 || o.reps <= 0 || o.train_reps <= 0 || o.chats <= 0 || o.long_rows <= 0) return usage(stderr), 2;
   if (!o.tok_dir) o.tok_dir = getenv("FUSECHAT_REAL_TOK") ? getenv("FUSECHAT_REAL_TOK") : FC_SOURCE_ROOT "/tests/fixtures/tok";
   extern void openblas_set_num_threads(int);
@@ -582,7 +588,7 @@ int main(int argc, char **argv) {
              get(out, "load_s"), get(out, "chat_tok_s"), get(out, "long_tok_s"), get(out, "rss_mb"));
       fflush(stdout);
       ref[0] = 0;
-      char why[160] = "not run (--no-ref)";
+      char why[160] = "not run (--no-ref, or no torch)";
       if (o.ref) {
         why[0] = 0;
         lock_take(&o);
@@ -622,7 +628,7 @@ int main(int argc, char **argv) {
                get(out, "rss_mb"), get(out, "loss0"));
         fflush(stdout);
         ref[0] = 0;
-        char what[80], why[160] = "not run (--no-ref or --no-train-ref)";
+        char what[80], why[160] = "not run (--no-ref, --no-train-ref, or no torch)";
         snprintf(what, sizeof what, "--train %dx%d%s", B, T, o.ckpt ? " --checkpoint" : "");
         /* PyTorch alone (under the lock): f32 weights, gradients and AdamW's two moments
          * (16 bytes per parameter), the logits, their log-softmax and both gradients
