@@ -13,6 +13,7 @@
 
 #include "fc_generate.h"
 #include "fc_model.h"
+#include "fc_ops.h"
 #include "fc_wlin.h"
 #include "test_support.h"
 
@@ -155,6 +156,52 @@ static void test_half_vs_pytorch(void **state) {
   }
 }
 
+/* The 16-bit head streamed over panels of vocabulary columns (fc_head.c) against top-K taken from
+ * the same model's whole logits rows: the same ids (heaps fed across panel borders, K larger than
+ * a panel), log-probabilities and gold log-probabilities within 1e-5 (the log-sum-exp is combined
+ * panel by panel; the panels' products are blocked differently). Ignored targets give NaN. */
+static void test_half_head_panels(void **state) {
+  (void)state;
+  pair_t p;
+  open_pair(&p, half_variants[0]);
+  const fc_st_tensor_t *tid = fc_st_find(p.ref, "ids");
+  int B = (int)tid->shape[0], T = (int)tid->shape[1], V = fc_model_config(p.mapped)->vocab_size;
+  size_t BT = (size_t)B * T;
+  int32_t *tg = malloc(BT * sizeof *tg);
+  for (size_t i = 0; i < BT; i++) tg[i] = i % 5 == 4 ? -1 : (int32_t)((i * 7919) % (size_t)V);
+  fc_err_t err = {0};
+  float *full = malloc(BT * V * sizeof *full);
+  const float *lg = fc_model_forward(p.mapped, tid->data, B, T, 0, &err);
+  assert_non_null(lg);
+  memcpy(full, lg, BT * V * sizeof *full);
+  const char *cols[] = {"7", "16", "40"};
+  int Ks[] = {3, 20};
+  for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
+    for (size_t k = 0; k < sizeof Ks / sizeof *Ks; k++) {
+      int K = Ks[k];
+      int32_t *ids = malloc(BT * K * sizeof *ids), *wid = malloc(BT * K * sizeof *wid);
+      float *lp = malloc(BT * K * sizeof *lp), *wlp = malloc(BT * K * sizeof *wlp), *glp = malloc(BT * sizeof *glp);
+      setenv("FUSECHAT_HEAD_COLS", cols[c], 1);
+      assert_int_equal(fc_model_forward_topk(p.mapped, tid->data, B, T, K, tg, ids, lp, glp, &err), 0);
+      unsetenv("FUSECHAT_HEAD_COLS");
+      for (size_t r = 0; r < BT; r++) {
+        const float *row = full + r * V;
+        fc_topk_logprobs(row, V, K, wid + r * K, wlp + r * K);
+        if (tg[r] < 0) {
+          assert_true(isnan(glp[r]));
+          continue;
+        }
+        float want = row[tg[r]] - fc_logsumexp(row, V);
+        assert_true(fabsf(glp[r] - want) <= 1e-5f);
+      }
+      assert_memory_equal(ids, wid, BT * K * sizeof *ids);
+      for (size_t i = 0; i < BT * K; i++) assert_true(fabsf(lp[i] - wlp[i]) <= 1e-5f);
+      free(ids), free(wid), free(lp), free(wlp), free(glp);
+    }
+  free(tg), free(full);
+  close_pair(&p);
+}
+
 /* More rows than one MLP block of the 16-bit path (512): the blocks together give the copy's
  * logits (within 1e-5 of their magnitude, as above), padding rows included. */
 static void test_half_mlp_blocks(void **state) {
@@ -230,7 +277,7 @@ static void test_wlinear_kernel(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_f32_bitwise), cmocka_unit_test(test_half_vs_pytorch),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_f32_bitwise), cmocka_unit_test(test_half_vs_pytorch), cmocka_unit_test(test_half_head_panels),
                                      cmocka_unit_test(test_half_mlp_blocks),
                                      cmocka_unit_test(test_wlinear_kernel)};
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,6 +26,85 @@ static size_t head_chunk(size_t BT, int V) {
   return chunk > BT ? BT : chunk;
 }
 
+static void sift_down(float *v, int32_t *id, int n, int i);
+
+/* Logits of the 16-bit head in place held at a time by the streamed top-K: BT rows x a panel of
+ * vocabulary columns (32 MB). */
+#define HEAD_PANEL_FLOATS ((size_t)8 << 20)
+
+/* Vocabulary columns per panel for BT rows: a multiple of 16 that the widening does in one piece
+ * (FUSECHAT_HEAD_COLS overrides: tests cross panel borders on small vocabularies). */
+static int head_panel_cols(const fc_model_t *m, size_t BT) {
+  size_t V = (size_t)m->cfg.vocab_size, C = (size_t)m->cfg.hidden_size;
+  size_t pc = HEAD_PANEL_FLOATS / BT, most = FC_WLIN_PANEL_FLOATS / C;
+  if (pc > most) pc = most;
+  pc &= ~(size_t)15;
+  if (pc < 16) pc = 16;
+  const char *e = getenv("FUSECHAT_HEAD_COLS");
+  if (e && atol(e) > 0) pc = (size_t)atol(e);
+  return (int)(pc > V ? V : pc);
+}
+
+/* The top-K stage on a 16-bit head used in place, streamed over panels of vocabulary columns
+ * instead of chunks of positions: each panel of the head is widened to f32 once per forward (a
+ * chunk of positions widens the whole head again: 16 times for a batch of 8 x 512 rows), and no
+ * 256 x V block of logits is held (155 MB at V = 152k, the most of what a 0.5B model's logits
+ * stage holds beside its file). Each row keeps its K-heap in its output slots, fed in column
+ * order as fc_topk_select feeds it (same ids, same ties), and its log-sum-exp combined panel by
+ * panel (a rounding away from the one-pass value). */
+static void head_topk_streamed(fc_model_t *m, size_t BT, int K, const int32_t *targets, int32_t *top_ids,
+                               float *top_lp, float *target_lp) {
+  int V = m->cfg.vocab_size, C = m->cfg.hidden_size, pc = head_panel_cols(m, BT);
+  fc_acts_t *a = &m->acts;
+  float *lse = fc_xmalloc(BT * sizeof *lse), *gold = fc_xmalloc(BT * sizeof *gold);
+  const uint16_t *head = (const uint16_t *)(const void *)m->w.head;
+  for (int v0 = 0; v0 < V; v0 += pc) {
+    int n = V - v0 < pc ? V - v0 : pc;
+    fc_model_linear(m, a->logits, a->lnf, (const float *)(const void *)(head + (size_t)v0 * C), NULL, (int)BT, C, n,
+                    0);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(fc_model_par_threads(m)) schedule(static) if (fc_model_par_threads(m) > 1 && BT > 1)
+#endif
+    for (size_t r = 0; r < BT; r++) {
+      const float *lg = a->logits + r * (size_t)n;
+      float p = fc_logsumexp(lg, n);
+      if (v0 == 0) lse[r] = p;
+      else { /* log(e^lse + e^p) */
+        float hi = lse[r] > p ? lse[r] : p, lo = lse[r] > p ? p : lse[r];
+        lse[r] = hi + log1pf(expf(lo - hi));
+      }
+      if (targets && targets[r] >= v0 && targets[r] < v0 + n) gold[r] = lg[targets[r] - v0];
+      int32_t *id = top_ids + r * (size_t)K;
+      float *val = top_lp + r * (size_t)K;
+      int j = 0;
+      for (; j < n && v0 + j < K; j++) { /* the first K columns fill the heap */
+        id[v0 + j] = v0 + j, val[v0 + j] = lg[j];
+        if (v0 + j == K - 1)
+          for (int i = K / 2 - 1; i >= 0; i--) sift_down(val, id, K, i);
+      }
+      for (; j < n; j++)
+        if (lg[j] > val[0]) {
+          val[0] = lg[j], id[0] = v0 + j;
+          sift_down(val, id, K, 0);
+        }
+    }
+  }
+  for (size_t r = 0; r < BT; r++) {
+    int32_t *id = top_ids + r * (size_t)K;
+    float *val = top_lp + r * (size_t)K;
+    for (int n = K - 1; n > 0; n--) { /* heap sort in place: descending */
+      float tv = val[0];
+      val[0] = val[n], val[n] = tv;
+      int32_t ti = id[0];
+      id[0] = id[n], id[n] = ti;
+      sift_down(val, id, n, 0);
+    }
+    for (int j = 0; j < K; j++) val[j] -= lse[r];
+    if (targets && target_lp) target_lp[r] = targets[r] >= 0 && targets[r] < V ? gold[r] - lse[r] : NAN;
+  }
+  free(lse), free(gold);
+}
+
 int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K, const int32_t *targets,
                           int32_t *top_ids, float *top_lp, float *target_lp, fc_err_t *err) {
   if (fc_arch_handles(&m->cfg)) return fc_arch_forward_topk(m, ids, B, T, K, targets, top_ids, top_lp, target_lp, err);
@@ -34,6 +113,14 @@ int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K
   int V = m->cfg.vocab_size, C = m->cfg.hidden_size;
   if (K < 0 || K > V) return fc_err_set(err, FC_EINVAL, "forward: top-K %d is outside [0, %d]", K, V);
   size_t BT = (size_t)B * T, chunk = head_chunk(BT, V);
+  if (m->st && m->wdt != FC_DT_F32 && K > 0) { /* (f32 in place stays bit-identical to a loaded copy) */
+    size_t pc = (size_t)head_panel_cols(m, BT);
+    fc_model_trunk_forward(m, ids, B, T, 0, (BT * pc + (size_t)V - 1) / (size_t)V);
+    m->have_train_fwd = 0;
+    head_topk_streamed(m, BT, K, targets, top_ids, top_lp, target_lp);
+    fc_model_prof(PR_HEAD);
+    return 0;
+  }
   fc_model_trunk_forward(m, ids, B, T, 0, chunk);
   m->have_train_fwd = 0;
   fc_acts_t *a = &m->acts;
