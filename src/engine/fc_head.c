@@ -29,8 +29,9 @@ static size_t head_chunk(size_t BT, int V) {
 static void sift_down(float *v, int32_t *id, int n, int i);
 
 /* Logits of the 16-bit head in place held at a time by the streamed top-K: BT rows x a panel of
- * vocabulary columns (32 MB). */
-#define HEAD_PANEL_FLOATS ((size_t)8 << 20)
+ * vocabulary columns (16 MB: at 2,048 rows still 2,048 columns a product, and each panel is
+ * widened once whatever its width). */
+#define HEAD_PANEL_FLOATS ((size_t)4 << 20)
 
 /* Vocabulary columns per panel for BT rows: a multiple of 16 that the widening does in one piece
  * (FUSECHAT_HEAD_COLS overrides: tests cross panel borders on small vocabularies). */

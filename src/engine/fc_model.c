@@ -337,6 +337,12 @@ static size_t mlp_rows(const fc_model_t *m, int train, size_t BT) {
   return !train && m->wdt != FC_DT_F32 && BT > MLP_ROWS ? MLP_ROWS : BT;
 }
 
+/* Query rows per block of the attention products (forward and backward). */
+#define ATT_BLK 128
+
+/* Rows of the forward's probability scratch per thread. */
+static size_t att_rows(int T) { return (size_t)(T < ATT_BLK ? T : ATT_BLK); }
+
 static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, size_t head_rows) {
   const fc_config_t *c = &m->cfg;
   size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
@@ -347,9 +353,10 @@ static size_t acts_layout(fc_model_t *m, float *base, int B, int T, int train, s
   /* ln1, ln2 and h are one slice even for training: backward recomputes them (cheap
    * element-wise work) instead of keeping 2C + F floats per token per layer. */
   size_t Fr = mlp_rows(m, train, BT); /* rows of g, u and h */
-  size_t sizes[] = {Lx * BT * C, BT * C, Ls * BT, Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
-                    (size_t)fc_model_par_threads(m) * T * T, Ls * BT * QD, Ls * BT * C, BT * C, Ls * BT, Ls * Fr * F,
-                    Ls * Fr * F, Fr * F, BT * C, BT, head_rows * V};
+  size_t att = (size_t)fc_model_par_threads(m) * att_rows(T) * T;
+  size_t sizes[] = {Lx * BT * C, BT * C,      Ls * BT,     Ls * BT * QD, Ls * BT * KVD, Ls * BT * KVD,
+                    att,         Ls * BT * QD, Ls * BT * C, BT * C,       Ls * BT,      Ls * Fr * F,
+                    Ls * Fr * F, Fr * F,      BT * C,      BT,           head_rows * V};
   float **ptrs[] = {&m->acts.x, &m->acts.ln1, &m->acts.rstd1, &m->acts.q, &m->acts.k, &m->acts.v,
                     &m->acts.att, &m->acts.atty, &m->acts.xmid, &m->acts.ln2, &m->acts.rstd2,
                     &m->acts.g, &m->acts.u, &m->acts.h, &m->acts.lnf, &m->acts.rstdf, &m->acts.logits};
@@ -380,19 +387,24 @@ static void acts_reserve(fc_model_t *m, int B, int T, int train, size_t head_row
 /* First key column a row block starting at query r0 can see under window W (0: none). */
 static int window_col0(int r0, int window) { return window > 0 && r0 - window + 1 > 0 ? r0 - window + 1 : 0; }
 
-/* P (T,T) = causal softmax(Q K^T * scale) for one (b, head); Q rows ld QD, K rows ld KVD;
- * window W > 0 also masks keys j <= i - W (sliding-window attention). Computed in row blocks
- * so the products skip most of the masked upper triangle, and with a window the columns left
- * of the block's window too (the softmax zeroes them). */
+/* Rows [r0, r0+n) of P (T,T) = causal softmax(Q K^T * scale) for one (b, head), into Pb (n rows,
+ * ld T); Q rows ld QD, K rows ld KVD; window W > 0 also masks keys j <= i - W (sliding-window
+ * attention). The product skips the masked upper triangle and, with a window, the columns left
+ * of the block's window (the softmax zeroes them). */
+static void attn_probs_block(float *Pb, const float *Q, const float *K, int r0, int n, int T, int HD, int QD,
+                             int KVD, float scale, int window) {
+  int c0 = window_col0(r0, window);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r0 + n - c0, HD, scale, Q + (size_t)r0 * QD, QD,
+              K + (size_t)c0 * KVD, KVD, 0.0f, Pb + c0, T);
+  fc_causal_softmax(Pb, r0, n, T, window);
+}
+
+/* P (T,T) whole, in row blocks (backward uses every block twice). */
 static void attn_probs(float *P, const float *Q, const float *K, int T, int HD, int QD, int KVD, float scale,
                        int window) {
-  const int blk = 128;
-  for (int r0 = 0; r0 < T; r0 += blk) {
-    int n = T - r0 < blk ? T - r0 : blk, c0 = window_col0(r0, window);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r0 + n - c0, HD, scale, Q + (size_t)r0 * QD, QD,
-                K + (size_t)c0 * KVD, KVD, 0.0f, P + (size_t)r0 * T + c0, T);
-    fc_causal_softmax(P + (size_t)r0 * T, r0, n, T, window);
-  }
+  for (int r0 = 0; r0 < T; r0 += ATT_BLK)
+    attn_probs_block(P + (size_t)r0 * T, Q, K, r0, T - r0 < ATT_BLK ? T - r0 : ATT_BLK, T, HD, QD, KVD, scale,
+                     window);
 }
 
 static void attention_forward(fc_model_t *m, float *atty, const float *q, const float *k, const float *v, int B,
@@ -401,7 +413,6 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
   int NH = c->num_heads, HD = c->head_dim, rep = c->num_heads / c->num_kv_heads;
   int QD = NH * HD, KVD = c->num_kv_heads * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  const int blk = 128;
   int nthr = fc_model_par_threads(m), saved = openblas_get_num_threads();
   /* Heads in parallel, each product single-threaded: these products are small (T x T x HD)
    * and OpenBLAS's own threading costs more than it gains on them. */
@@ -411,15 +422,17 @@ static void attention_forward(fc_model_t *m, float *atty, const float *q, const 
 #endif
   for (int bh = 0; bh < B * NH; bh++) {
     int b = bh / NH, h = bh % NH;
-    float *P = m->acts.att + (size_t)thread_id() * T * T;
+    /* One block of probabilities at a time: (ATT_BLK, T) per thread, not (T, T) (33 MB for two
+     * threads at T = 2048, a twentieth of a 0.5B model's whole logits stage). */
+    float *Pb = m->acts.att + (size_t)thread_id() * att_rows(T) * T;
     const float *Q = q + (size_t)b * T * QD + (size_t)h * HD;
     const float *K = k + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
     const float *Vv = v + (size_t)b * T * KVD + (size_t)(h / rep) * HD;
     float *Y = atty + (size_t)b * T * QD + (size_t)h * HD;
-    attn_probs(P, Q, K, T, HD, QD, KVD, scale, window);
-    for (int r0 = 0; r0 < T; r0 += blk) {
-      int n = T - r0 < blk ? T - r0 : blk, c0 = window_col0(r0, window);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n - c0, 1.0f, P + (size_t)r0 * T + c0, T,
+    for (int r0 = 0; r0 < T; r0 += ATT_BLK) {
+      int n = T - r0 < ATT_BLK ? T - r0 : ATT_BLK, c0 = window_col0(r0, window);
+      attn_probs_block(Pb, Q, K, r0, n, T, HD, QD, KVD, scale, window);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, HD, r0 + n - c0, 1.0f, Pb + c0, T,
                   Vv + (size_t)c0 * KVD, KVD, 0.0f, Y + (size_t)r0 * QD, QD);
     }
   }
@@ -435,7 +448,7 @@ static void attention_backward(fc_model_t *m, float *dq, float *dk, float *dv, c
   int NH = c->num_heads, NKV = c->num_kv_heads, HD = c->head_dim, rep = NH / NKV;
   int QD = NH * HD, KVD = NKV * HD;
   float scale = 1.0f / sqrtf((float)HD);
-  const int blk = 128;
+  const int blk = ATT_BLK;
   int nthr = fc_model_par_threads(m), saved = openblas_get_num_threads();
   if (nthr > 1) openblas_set_num_threads(1);
   /* One task per (b, kv head): the query heads sharing it accumulate into the same dk, dv. */

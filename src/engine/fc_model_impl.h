@@ -37,7 +37,8 @@ typedef struct fc_acts {
   float *q;      /* (Ls, BT, QD) after RoPE */
   float *k;      /* (Ls, BT, KVD) after RoPE */
   float *v;      /* (Ls, BT, KVD) */
-  float *att;    /* (Ls, B, NH, T, T) softmax probabilities, zero where masked (future, out of window) */
+  float *att;    /* (threads, min(T, 128), T) one block of query rows' softmax probabilities per thread,
+                  zero where masked (future, out of window); backward recomputes them */
   float *atty;   /* (Ls, BT, QD) attention output, input of o_proj */
   float *xmid;   /* (Ls, BT, C) residual after attention */
   float *ln2;    /* (BT, C) */
