@@ -224,6 +224,7 @@ void fc_model_destroy(fc_model_t **pm) {
   free(m->acts_mem);
   free(m->ga_mem);
   free(m->ids);
+  free(m->head_wait);
   fc_arch_free(m);
   free(m);
   *pm = NULL;
@@ -706,10 +707,24 @@ void fc_model_trunk_backward(fc_model_t *m) {
   }
   fc_model_prof(PR_B_EMB);
   if (m->grad_ready) {
-    size_t first = (size_t)((L ? gw->layer[0].ln1 : gw->lnf) - m->grads);
-    m->grad_ready(m->grad_ready_ctx, 0, first);                                      /* embedding */
-    m->grad_ready(m->grad_ready_ctx, (size_t)(gw->lnf - m->grads), m->nparams); /* norm, head */
+    size_t first = (size_t)((L ? gw->layer[0].ln1 : gw->lnf) - m->grads), lnf = (size_t)(gw->lnf - m->grads);
+    if (!m->head_streamed) {
+      m->grad_ready(m->grad_ready_ctx, 0, first);            /* embedding */
+      m->grad_ready(m->grad_ready_ctx, lnf, m->nparams); /* norm, head */
+    } else if (c->tie_word_embeddings) { /* the rest of the embedding: the batch's rows */
+      for (int v = 0, V = c->vocab_size; v < V;) {
+        int e = v;
+        while (e < V && m->head_wait[e]) e++;
+        if (e > v) m->grad_ready(m->grad_ready_ctx, (size_t)v * C, (size_t)e * C);
+        v = e + 1;
+      }
+      m->grad_ready(m->grad_ready_ctx, lnf, m->nparams);
+    } else { /* the head has been handed over: the embedding and the final norm are left */
+      m->grad_ready(m->grad_ready_ctx, 0, first);
+      m->grad_ready(m->grad_ready_ctx, lnf, lnf + (size_t)C);
+    }
   }
+  m->head_streamed = 0;
 }
 
 void fc_model_set_checkpointing(fc_model_t *m, int on) {

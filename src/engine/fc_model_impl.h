@@ -73,6 +73,11 @@ struct fc_model {
   int grads_mapped;
   fc_grad_ready_fn grad_ready; /* fc_model_set_grad_ready */
   void *grad_ready_ctx;
+  /* With grad_ready, fc_model_loss_backward hands the head's gradient over panel by panel of
+   * vocabulary before the trunk's backward (head_streamed until the trunk's end); the rows a
+   * tied embedding's gradient still adds to (the batch's tokens) wait for the trunk's end. */
+  int head_streamed;
+  uint8_t *head_wait; /* (V) 1: the row's gradient waits for the embedding's */
   fc_weights_t w, gw;
   int threads;
   int ckpt; /* activation checkpointing (fc_model_set_checkpointing) */
