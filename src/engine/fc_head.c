@@ -213,7 +213,7 @@ int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, cons
   size_t BT = (size_t)B * T, chunk = head_chunk(BT, V);
   fc_model_trunk_forward(m, ids, B, T, 1, chunk);
   fc_model_grads(m);
-  fc_model_ga_reserve(m, B, T);
+  fc_model_ga_reserve(m, B, T, 1);
   fc_acts_t *a = &m->acts;
   fc_loss_stats_t sum = {0, 0, 0};
   double total = 0;
