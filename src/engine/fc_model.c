@@ -668,6 +668,13 @@ int fc_model_backward(fc_model_t *m, const float *dlogits, fc_err_t *err) {
   return 0;
 }
 
+/* Hands grad_ready the gradients [lo, hi) as soon as they are final: tensor by tensor inside a
+ * layer, so one layer's whole gradient is never held (178 MB at Qwen2.5-1.5B), only its
+ * largest matrix's. */
+static void ready(fc_model_t *m, const float *lo, const float *hi) {
+  if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, (size_t)(lo - m->grads), (size_t)(hi - m->grads));
+}
+
 void fc_model_trunk_backward(fc_model_t *m) {
   const fc_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T;
@@ -694,14 +701,19 @@ void fc_model_trunk_backward(fc_model_t *m) {
     fc_swiglu_forward(h, la.g, la.u, BT * F);
     /* MLP: xout = xmid + down(h) */
     fc_linear_backward(ga->dh, dw->wd, dw->bd, ga->dx, h, w->wd, N, F, C, 0);
+    ready(m, dw->wd, l + 1 < L ? gw->layer[l + 1].ln1 : gw->lnf); /* down_proj (its bias) */
     fc_swiglu_backward(ga->dg, ga->du, ga->dh, la.g, la.u, BT * F);
     fc_linear_backward(ga->dln, dw->wg, dw->bg, ga->dg, ln2, w->wg, N, C, F, 0);
+    ready(m, dw->wg, dw->wu);
     fc_linear_backward(ga->dln, dw->wu, dw->bu, ga->du, ln2, w->wu, N, C, F, 1);
+    ready(m, dw->wu, dw->wd);
     fc_model_prof(PR_B_MLP);
     fc_rmsnorm_backward(ga->dx, dw->ln2, ga->dln, la.xmid, w->ln2, la.rstd2, N, C);
+    ready(m, dw->ln2, dw->wg);
     fc_model_prof(PR_B_NORM);
     /* Attention: xmid = xin + o(attention(rope(q), rope(k), v)) */
     fc_linear_backward(ga->datty, dw->wo, dw->bo, ga->dx, la.atty, w->wo, N, QD, C, 0);
+    ready(m, dw->wo, dw->ln2);
     fc_model_prof(PR_B_O);
     memset(ga->dk, 0, BT * KVD * sizeof(float));
     memset(ga->dv, 0, BT * KVD * sizeof(float));
@@ -710,15 +722,15 @@ void fc_model_trunk_backward(fc_model_t *m) {
     fc_rope(ga->dk, N, T, 0, c->num_kv_heads, HD, m->rope_cos, m->rope_sin, 1);
     fc_model_prof(PR_B_ATTN);
     fc_linear_backward(ga->dln, dw->wq, dw->bq, ga->dq, ln1, w->wq, N, C, QD, 0);
+    ready(m, dw->wq, dw->wk);
     fc_linear_backward(ga->dln, dw->wk, dw->bk, ga->dk, ln1, w->wk, N, C, KVD, 1);
+    ready(m, dw->wk, dw->wv);
     fc_linear_backward(ga->dln, dw->wv, dw->bv, ga->dv, ln1, w->wv, N, C, KVD, 1);
+    ready(m, dw->wv, dw->wo);
     fc_model_prof(PR_B_QKV);
     fc_rmsnorm_backward(ga->dx, dw->ln1, ga->dln, la.xin, w->ln1, la.rstd1, N, C);
     fc_model_prof(PR_B_NORM);
-    /* the layer's tensors run from its ln1 to the next layer's (or the final norm) */
-    if (m->grad_ready)
-      m->grad_ready(m->grad_ready_ctx, (size_t)(dw->ln1 - m->grads),
-                    (size_t)((l + 1 < L ? gw->layer[l + 1].ln1 : gw->lnf) - m->grads));
+    ready(m, dw->ln1, dw->wq);
   }
   /* Embedding: rows gathered by id, so gradients scatter-add (with the head's when tied). */
   for (size_t i = 0; i < BT; i++) {
