@@ -284,7 +284,7 @@ static void test_fused_step_same(void **state) {
           for (size_t i = 0; i < np; i++)
             if (memcmp(pa + i, pb + i, sizeof *pa) != 0)
               fail_msg("%s%s step %d: parameter %zu is %.9g fused, %.9g whole", variants[v],
-                       crossed ? " (13-column panels)" : "", s, i, pb[i], pa[i]);
+                       crossed ? " (16-column panels)" : "", s, i, pb[i], pa[i]);
           const float *g = fc_model_grads(b);
           for (size_t i = 0; i < np; i++)
             if (g[i] != 0.0f) fail_msg("%s: gradient %zu not released (%g)", variants[v], i, g[i]);
