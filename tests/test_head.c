@@ -226,56 +226,75 @@ static void test_reduced_memory_training_loss(void **state) {
     double bf = train_200(models[i], FC_DT_BF16, 0, 0, &f1);
     double both = train_200(models[i], FC_DT_BF16, 1, 0, &f2);
     double all = train_200(models[i], FC_DT_BF16, 1, 1, &f3);
+    /* the head's gradient over 16-column panels and 5-position chunks: the same steps but for
+     * the order the gradient norm's squares are summed in (the previous step's clips this one) */
+    setenv("FUSECHAT_HEAD_COLS", "16", 1), setenv("FUSECHAT_HEAD_ROWS", "5", 1);
+    double panels = train_200(models[i], FC_DT_BF16, 1, 1, &f3);
+    unsetenv("FUSECHAT_HEAD_COLS"), unsetenv("FUSECHAT_HEAD_ROWS");
     printf("%-12s loss %.4f -> f32 %.4f, bf16 moments %.4f (%+.3f%%), + checkpointing %.4f (%+.3f%%), + fused step "
-           "%.4f (%+.3f%%)\n",
+           "%.4f (%+.3f%%), head in panels %.6f (%+.2e)\n",
            models[i], f0, full, bf, 100 * (bf - full) / full, both, 100 * (both - full) / full, all,
-           100 * (all - full) / full);
+           100 * (all - full) / full, panels, (panels - all) / all);
     assert_true(full < 0.8 * f0); /* it did learn: the comparison means something */
     assert_true(fabs(bf - full) <= 0.01 * full);
     assert_true(fabs(both - full) <= 0.01 * full);
     assert_true(fabs(all - full) <= 0.01 * full);
+    assert_true(fabs(panels - all) <= 2e-4 * all); /* seen: 3e-5 */
   }
 }
 
 /* The fused step (each range stepped and released inside backward) is the whole unclipped step
- * bit for bit, on every fixture family, in both moment dtypes; and the released gradients read
- * back as zero, as the next backward needs them. */
+ * bit for bit, on every fixture family, in both moment dtypes, with and without fused targets;
+ * and the released gradients read back as zero, as the next backward needs them. Once with the
+ * head's gradient in one panel and one chunk of positions, once in panels of 16 vocabulary
+ * columns (the last one narrower on most fixtures) over chunks of 5 positions: every panel
+ * border and every tied row whose gradient waits for the embedding's must give the whole head's
+ * values. (Panels of 13 columns would differ by an ulp: fc_head.c's train_panel_cols.) */
 static void test_fused_step_same(void **state) {
   (void)state;
   fc_err_t err = {0};
-  for (size_t v = 0; v < NVAR; v++)
-    for (int bf = 0; bf < 2; bf++) {
-      fc_model_t *a = load(variants[v]), *b = load(variants[v]);
-      int V = fc_model_config(a)->vocab_size;
-      size_t np = fc_model_num_params(a), nt = fc_model_num_tensors(a);
-      const fc_param_info_t *tens[64];
-      assert_true(nt <= 64);
-      for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(a, i);
-      fc_dtype_t dt = bf ? FC_DT_BF16 : FC_DT_F32;
-      fc_adamw_t *oa = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, dt),
-                 *ob = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, dt);
-      fused_ctx_t fc = {b, ob, 0};
-      fc_model_set_grad_ready(b, fused_ready, &fc);
-      for (int s = 0; s < 3; s++) {
-        batch_t x = make_batch(2, 12, 1, V, 77 + (uint64_t)s);
-        double la, lb, norm = (double)fc_loss_count(x.targets, 24);
-        fc_model_zero_grad(a);
-        assert_int_equal(fc_model_loss_backward(a, x.ids, 2, 12, x.targets, NULL, 1.0f, norm, NULL, &la, &err), 0);
-        fc_adamw_step(oa, fc_model_params(a), fc_model_grads(a), 1e-3f);
-        fc_adamw_begin(ob, 1e-3f);
-        fc.covered = 0;
-        assert_int_equal(fc_model_loss_backward(b, x.ids, 2, 12, x.targets, NULL, 1.0f, norm, NULL, &lb, &err), 0);
-        assert_int_equal(fc.covered, np);
-        assert_true(la == lb);
-        assert_memory_equal(fc_model_params(a), fc_model_params(b), np * sizeof(float));
-        const float *g = fc_model_grads(b);
-        for (size_t i = 0; i < np; i++)
-          if (g[i] != 0.0f) fail_msg("%s: gradient %zu not released (%g)", variants[v], i, g[i]);
-        free_batch(&x);
+  for (int crossed = 0; crossed < 2; crossed++) {
+    if (crossed) setenv("FUSECHAT_HEAD_COLS", "16", 1), setenv("FUSECHAT_HEAD_ROWS", "5", 1);
+    for (size_t v = 0; v < NVAR; v++)
+      for (int bf = 0; bf < 2; bf++) {
+        fc_model_t *a = load(variants[v]), *b = load(variants[v]);
+        int V = fc_model_config(a)->vocab_size;
+        size_t np = fc_model_num_params(a), nt = fc_model_num_tensors(a);
+        const fc_param_info_t *tens[64];
+        assert_true(nt <= 64);
+        for (size_t i = 0; i < nt; i++) tens[i] = fc_model_tensor(a, i);
+        fc_dtype_t dt = bf ? FC_DT_BF16 : FC_DT_F32;
+        fc_adamw_t *oa = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, dt),
+                   *ob = fc_adamw_new_dtype(np, tens, nt, 0.9f, 0.95f, 1e-8f, 0.1f, dt);
+        fused_ctx_t fc = {b, ob, 0};
+        fc_model_set_grad_ready(b, fused_ready, &fc);
+        for (int s = 0; s < 4; s++) {
+          batch_t x = make_batch(2, 12, 3, V, 77 + (uint64_t)s);
+          fc_fused_targets_t ft = {3, x.fids, x.flp}, *f = s >= 2 ? &ft : NULL; /* the last two with targets */
+          double la, lb, norm = (double)fc_loss_count(x.targets, 24);
+          fc_model_zero_grad(a);
+          assert_int_equal(fc_model_loss_backward(a, x.ids, 2, 12, x.targets, f, 0.7f, norm, NULL, &la, &err), 0);
+          fc_adamw_step(oa, fc_model_params(a), fc_model_grads(a), 1e-3f);
+          fc_adamw_begin(ob, 1e-3f);
+          fc.covered = 0;
+          assert_int_equal(fc_model_loss_backward(b, x.ids, 2, 12, x.targets, f, 0.7f, norm, NULL, &lb, &err), 0);
+          assert_int_equal(fc.covered, np);
+          assert_true(la == lb);
+          const float *pa = fc_model_params(a), *pb = fc_model_params(b);
+          for (size_t i = 0; i < np; i++)
+            if (memcmp(pa + i, pb + i, sizeof *pa) != 0)
+              fail_msg("%s%s step %d: parameter %zu is %.9g fused, %.9g whole", variants[v],
+                       crossed ? " (16-column panels)" : "", s, i, pb[i], pa[i]);
+          const float *g = fc_model_grads(b);
+          for (size_t i = 0; i < np; i++)
+            if (g[i] != 0.0f) fail_msg("%s: gradient %zu not released (%g)", variants[v], i, g[i]);
+          free_batch(&x);
+        }
+        fc_adamw_destroy(&oa), fc_adamw_destroy(&ob);
+        fc_model_destroy(&a), fc_model_destroy(&b);
       }
-      fc_adamw_destroy(&oa), fc_adamw_destroy(&ob);
-      fc_model_destroy(&a), fc_model_destroy(&b);
-    }
+  }
+  unsetenv("FUSECHAT_HEAD_COLS"), unsetenv("FUSECHAT_HEAD_ROWS");
 }
 
 /* One fused step on a fresh random batch of 2 x 12. */

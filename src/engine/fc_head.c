@@ -144,6 +144,62 @@ int fc_model_forward_topk(fc_model_t *m, const int32_t *ids, int B, int T, int K
   return 0;
 }
 
+/* Vocabulary columns per panel of the streamed head gradient: 16 MB of it (n x C) held until
+ * stepped. A multiple of 64, so every column sits in the same kind of GEMM tile as in the whole
+ * head's products (OpenBLAS's edge tiles round differently from its full ones: panels of 13
+ * columns give 1-ulp differences, of 16 none). FUSECHAT_HEAD_COLS overrides, as for the logits. */
+static int train_panel_cols(const fc_model_t *m) {
+  size_t V = (size_t)m->cfg.vocab_size, pc = FC_WLIN_PANEL_FLOATS / (size_t)m->cfg.hidden_size;
+  pc &= ~(size_t)63;
+  if (pc < 64) pc = 64;
+  const char *e = getenv("FUSECHAT_HEAD_COLS");
+  if (e && atol(e) > 0) pc = (size_t)atol(e);
+  return (int)(pc > V ? V : pc);
+}
+
+/* The head's gradient one panel of vocabulary columns at a time, each handed to grad_ready as
+ * soon as it is whole, so the V x C gradient (545 MB at Qwen2.5-0.5B) is never held: the panel's
+ * logits again, chunk by chunk of positions as the loss pass took them (the same products, so
+ * the same values), their gradient from the kept row_mx, row_scale (fc_loss_grad_panel), and
+ * the panel's share of the gradient summed over the chunks in the same order as the whole
+ * head's. Costs one more head-sized product (the logits). A tied embedding's rows of the
+ * batch's tokens still get the embedding's gradient at the trunk's end: they wait
+ * (m->head_wait), handed over then by fc_model_trunk_backward. */
+static void head_backward_panels(fc_model_t *m, size_t BT, size_t chunk, const int32_t *targets,
+                                 const fc_fused_targets_t *fused, float lambda, double norm, const float *row_mx,
+                                 const float *row_scale) {
+  int V = m->cfg.vocab_size, C = m->cfg.hidden_size, pc = train_panel_cols(m);
+  fc_acts_t *a = &m->acts;
+  size_t hoff = (size_t)(m->gw.head - m->grads);
+  if (!m->head_wait) m->head_wait = fc_xmalloc((size_t)V);
+  memset(m->head_wait, 0, (size_t)V);
+  if (m->cfg.tie_word_embeddings)
+    for (size_t i = 0; i < BT; i++) m->head_wait[m->ids[i]] = 1;
+  for (int v0 = 0; v0 < V; v0 += pc) {
+    int n = V - v0 < pc ? V - v0 : pc;
+    const float *w = m->w.head + (size_t)v0 * C;
+    float *dw = m->gw.head + (size_t)v0 * C;
+    for (size_t r0 = 0; r0 < BT; r0 += chunk) {
+      int nr = (int)(BT - r0 < chunk ? BT - r0 : chunk);
+      fc_linear_forward(a->logits, a->lnf + r0 * C, w, NULL, nr, C, n, 0);
+      fc_model_prof(PR_HEAD);
+      fc_fused_targets_t part;
+      if (fused) part = (fc_fused_targets_t){fused->K, fused->ids + r0 * fused->K, fused->logprobs + r0 * fused->K};
+      fc_loss_grad_panel(a->logits, row_mx + r0, row_scale + r0, targets + r0, fused ? &part : NULL, lambda,
+                         (size_t)nr, v0, n, norm);
+      fc_linear_backward(NULL, dw, NULL, a->logits, a->lnf + r0 * C, NULL, nr, C, n, 0);
+      fc_model_prof(PR_B_HEAD);
+    }
+    for (int v = v0; v < v0 + n;) { /* the panel's rows that do not wait, in runs */
+      int e = v;
+      while (e < v0 + n && !m->head_wait[e]) e++;
+      if (e > v) m->grad_ready(m->grad_ready_ctx, hoff + (size_t)v * C, hoff + (size_t)e * C);
+      v = e + 1;
+    }
+  }
+  m->head_streamed = 1;
+}
+
 int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, const int32_t *targets,
                            const fc_fused_targets_t *fused, float lambda, double norm, fc_loss_stats_t *stats,
                            double *loss, fc_err_t *err) {
@@ -158,10 +214,14 @@ int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, cons
   size_t BT = (size_t)B * T, chunk = head_chunk(BT, V);
   fc_model_trunk_forward(m, ids, B, T, 1, chunk);
   fc_model_grads(m);
-  fc_model_ga_reserve(m, B, T);
+  fc_model_ga_reserve(m, B, T, 1);
   fc_acts_t *a = &m->acts;
   fc_loss_stats_t sum = {0, 0, 0};
   double total = 0;
+  /* With the step fused into backward the head's gradient is formed after this pass, panel by
+   * panel (head_backward_panels), from what the pass keeps per position. */
+  const int streamed = m->grad_ready != NULL;
+  float *row_mx = streamed ? fc_xmalloc(2 * BT * sizeof *row_mx) : NULL, *row_scale = row_mx ? row_mx + BT : NULL;
   fc_model_prof(-1);
   for (size_t r0 = 0; r0 < BT; r0 += chunk) {
     int n = (int)(BT - r0 < chunk ? BT - r0 : chunk);
@@ -170,20 +230,24 @@ int fc_model_loss_backward(fc_model_t *m, const int32_t *ids, int B, int T, cons
     fc_fused_targets_t part;
     if (fused) part = (fc_fused_targets_t){fused->K, fused->ids + r0 * fused->K, fused->logprobs + r0 * fused->K};
     fc_loss_stats_t st;
-    total += fc_loss_forward_backward(a->logits, &st, a->logits, targets + r0, fused ? &part : NULL, lambda, 1, n, V,
-                                      norm);
+    total += fc_loss_forward_backward_rows(a->logits, &st, a->logits, targets + r0, fused ? &part : NULL, lambda, 1,
+                                           n, V, norm, row_mx ? row_mx + r0 : NULL, row_scale ? row_scale + r0 : NULL);
     sum.ce += st.ce, sum.fusion += st.fusion, sum.counted += st.counted;
-    /* The chunk's share of d(lnf) and of the head's gradient. */
-    fc_linear_backward(m->ga.dln + r0 * C, m->gw.head, NULL, a->logits, a->lnf + r0 * C, m->w.head, n, C, V, 0);
+    /* The chunk's share of d(lnf) and (unless streamed) of the head's gradient. */
+    fc_linear_backward(m->ga.dln + r0 * C, streamed ? NULL : m->gw.head, NULL, a->logits, a->lnf + r0 * C, m->w.head,
+                       n, C, V, 0);
     fc_model_prof(PR_B_HEAD);
   }
-  /* With the optimizer step fused into backward (fc_model_set_grad_ready) the layers' updates
-   * begin with the trunk's backward: a non-finite loss stops the step here, before any parameter
-   * changes, and leaves the gradients zero (the head's share so far is released). */
+  /* With the optimizer step fused into backward (fc_model_set_grad_ready) the updates begin
+   * with the head's panels: a non-finite loss stops the step here, before any parameter
+   * changes, and leaves the gradients zero. */
   if (m->grad_ready && !isfinite(total)) {
+    free(row_mx);
     fc_model_release_grads(m, 0, m->nparams);
     return fc_err_set(err, FC_EINVAL, "the loss is %g: the step is refused before any parameter is updated", total);
   }
+  if (streamed) head_backward_panels(m, BT, chunk, targets, fused, lambda, norm, row_mx, row_scale);
+  free(row_mx);
   fc_model_trunk_backward(m);
   if (stats) *stats = sum;
   if (loss) *loss = total;

@@ -42,6 +42,21 @@ double fc_loss_forward_backward(float *dlogits, fc_loss_stats_t *stats, const fl
                                 const int32_t *targets, const fc_fused_targets_t *fused,
                                 float lambda, int B, int T, int V, double norm);
 
+/* The same, also keeping per position what fc_loss_grad_panel needs to write any columns of the
+ * gradient again from their logits: row_mx (N) the largest logit, row_scale (N) 1 / (norm * the
+ * sum of exponentials), both as the whole-row pass used them (either may be NULL: neither kept). */
+double fc_loss_forward_backward_rows(float *dlogits, fc_loss_stats_t *stats, const float *logits,
+                                     const int32_t *targets, const fc_fused_targets_t *fused, float lambda, int B,
+                                     int T, int V, double norm, float *row_mx, float *row_scale);
+
+/* dz (N, n): the logits of vocabulary columns [v0, v0 + n) of N positions in, their gradient
+ * out, bit for bit the columns fc_loss_forward_backward writes for the whole rows (given the
+ * same logits and the row_mx, row_scale it kept): the head's gradient can then be formed one
+ * panel of vocabulary at a time, each panel final as soon as its rows are done. targets,
+ * fused, lambda and norm as there, for these N positions. */
+void fc_loss_grad_panel(float *dz, const float *row_mx, const float *row_scale, const int32_t *targets,
+                        const fc_fused_targets_t *fused, float lambda, size_t N, int v0, int n, double norm);
+
 /* Positions are spread over this many threads (default 1; results do not depend on it). */
 void fc_loss_set_threads(int threads);
 

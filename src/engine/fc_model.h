@@ -101,11 +101,15 @@ void fc_model_set_checkpointing(fc_model_t *m, int on);
 
 /* Called during a backward (fc_model_loss_backward, fc_model_backward) as soon as the
  * gradients of parameters [lo, hi) (float offsets into fc_model_params/grads) are final: each
- * layer's range as its backward ends (last layer first), then the embedding's, then the final
+ * layer's tensors as their backward ends (last layer first), then the embedding's, then the final
  * norm's (and an untied head's); every parameter exactly once per backward. An optimizer can
  * step each range at once and fc_model_release_grads it, so whole-model gradients are never
- * resident (at most the embedding's and one layer's). Only meaningful without gradient
- * accumulation over several backwards. NULL turns it off. */
+ * resident. fc_model_loss_backward first hands over the head's gradient panel by panel of
+ * vocabulary rows, before the layers (it is then formed a panel at a time, never whole); the
+ * rows of a tied embedding that the batch's tokens also reach come last, after the embedding's
+ * gradient is added to them. So at most one tensor's gradient, one head panel's and those rows
+ * are held. Only meaningful without gradient accumulation over several backwards. NULL turns it
+ * off. */
 void fc_model_set_grad_ready(fc_model_t *m, fc_grad_ready_fn fn, void *ctx);
 /* Zeroes gradients [lo, hi) and gives their whole pages back to the system (they return as
  * zero pages when next written): the next backward finds them zero, as after zero_grad. */

@@ -74,6 +74,11 @@ struct fc_model {
   int grads_mapped;
   fc_grad_ready_fn grad_ready; /* fc_model_set_grad_ready */
   void *grad_ready_ctx;
+  /* With grad_ready, fc_model_loss_backward hands the head's gradient over panel by panel of
+   * vocabulary before the trunk's backward (head_streamed until the trunk's end); the rows a
+   * tied embedding's gradient still adds to (the batch's tokens) wait for the trunk's end. */
+  int head_streamed;
+  uint8_t *head_wait; /* (V) 1: the row's gradient waits for the embedding's */
   fc_weights_t w, gw;
   int threads;
   int ckpt; /* activation checkpointing (fc_model_set_checkpointing) */
@@ -84,6 +89,7 @@ struct fc_model {
   fc_acts_t acts;
   float *acts_mem;
   size_t acts_cap; /* floats allocated */
+  size_t logits_floats; /* of acts.logits; the backward's scratch reuses them (fc_model_ga_reserve) */
   int B, T, acts_train, have_train_fwd;
   int32_t *ids; /* (B,T) ids of the last training forward */
   size_t ids_cap;
@@ -132,7 +138,9 @@ int fc_model_check_ids(const fc_model_t *m, const int32_t *ids, int B, int T, fc
 /* Everything up to the final norm: acts.lnf (BT, C); acts.logits gets head_rows rows. With train
  * the activations backward needs are kept and ids saved for the embedding's gradient. */
 void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int train, size_t head_rows);
-void fc_model_ga_reserve(fc_model_t *m, int B, int T);
+/* The backward's scratch (ga) for B x T rows; with in_logits as much of it as fits in the
+ * training forward's logits block (dead by the trunk's backward: fc_model_loss_backward). */
+void fc_model_ga_reserve(fc_model_t *m, int B, int T, int in_logits);
 /* Backward from ga.dln = d(final norm output) (BT, C) down to the embedding, accumulating into
  * the gradients (reserved by the caller: fc_model_grads, fc_model_ga_reserve). */
 void fc_model_trunk_backward(fc_model_t *m);

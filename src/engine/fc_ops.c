@@ -79,7 +79,7 @@ void fc_linear_backward(float *dinp, float *dw, float *dbias, const float *dout,
   if (dinp)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT, w, IN,
                 accumulate_dinp ? 1.0f : 0.0f, dinp, IN);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dw, IN);
+  if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dw, IN);
   if (dbias)
     for (int i = 0; i < N; i++) {
       const float *d = dout + (size_t)i * OUT;

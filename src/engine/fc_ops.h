@@ -11,7 +11,7 @@
 void fc_linear_forward(float *out, const float *inp, const float *w, const float *bias, int N, int IN,
                        int OUT, int accumulate);
 /* dinp (N,IN) (+)= dout @ w; dw (OUT,IN) += dout^T @ inp; dbias (OUT) += colsum(dout).
- * dinp may be NULL; accumulate_dinp adds into dinp instead of overwriting it. */
+ * dinp and dw may be NULL (not computed); accumulate_dinp adds into dinp instead of overwriting it. */
 void fc_linear_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
                         const float *w, int N, int IN, int OUT, int accumulate_dinp);
 
