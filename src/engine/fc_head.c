@@ -190,12 +190,7 @@ static void head_backward_panels(fc_model_t *m, size_t BT, size_t chunk, const i
       fc_linear_backward(NULL, dw, NULL, a->logits, a->lnf + r0 * C, NULL, nr, C, n, 0);
       fc_model_prof(PR_B_HEAD);
     }
-    for (int v = v0; v < v0 + n;) { /* the panel's rows that do not wait, in runs */
-      int e = v;
-      while (e < v0 + n && !m->head_wait[e]) e++;
-      if (e > v) m->grad_ready(m->grad_ready_ctx, hoff + (size_t)v * C, hoff + (size_t)e * C);
-      v = e + 1;
-    }
+    fc_model_ready_rows(m, hoff, v0, v0 + n, 0); /* the panel's rows that do not wait */
   }
   m->head_streamed = 1;
 }

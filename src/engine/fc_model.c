@@ -688,6 +688,16 @@ static void ready(fc_model_t *m, const float *lo, const float *hi) {
   if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, (size_t)(lo - m->grads), (size_t)(hi - m->grads));
 }
 
+void fc_model_ready_rows(fc_model_t *m, size_t off, int v0, int v1, int waiting) {
+  const size_t C = (size_t)m->cfg.hidden_size;
+  for (int v = v0; v < v1;) {
+    int e = v;
+    while (e < v1 && (m->head_wait[e] != 0) == waiting) e++;
+    if (e > v) m->grad_ready(m->grad_ready_ctx, off + (size_t)v * C, off + (size_t)e * C);
+    v = e + 1;
+  }
+}
+
 void fc_model_trunk_backward(fc_model_t *m) {
   const fc_config_t *c = &m->cfg;
   int B = m->B, T = m->T, N = B * T;
@@ -758,12 +768,7 @@ void fc_model_trunk_backward(fc_model_t *m) {
       m->grad_ready(m->grad_ready_ctx, 0, first);            /* embedding */
       m->grad_ready(m->grad_ready_ctx, lnf, m->nparams); /* norm, head */
     } else if (c->tie_word_embeddings) { /* the rest of the embedding: the batch's rows */
-      for (int v = 0, V = c->vocab_size; v < V;) {
-        int e = v;
-        while (e < V && m->head_wait[e]) e++;
-        if (e > v) m->grad_ready(m->grad_ready_ctx, (size_t)v * C, (size_t)e * C);
-        v = e + 1;
-      }
+      fc_model_ready_rows(m, 0, 0, c->vocab_size, 1);
       m->grad_ready(m->grad_ready_ctx, lnf, m->nparams);
     } else { /* the head has been handed over: the embedding and the final norm are left */
       m->grad_ready(m->grad_ready_ctx, 0, first);

@@ -141,6 +141,9 @@ void fc_model_trunk_forward(fc_model_t *m, const int32_t *ids, int B, int T, int
 /* The backward's scratch (ga) for B x T rows; with in_logits as much of it as fits in the
  * training forward's logits block (dead by the trunk's backward: fc_model_loss_backward). */
 void fc_model_ga_reserve(fc_model_t *m, int B, int T, int in_logits);
+/* Hands grad_ready the rows v in [v0, v1) of the head or embedding (C floats each, from float
+ * offset off) whose head_wait flag is `waiting` (0 or 1), in runs of consecutive rows. */
+void fc_model_ready_rows(fc_model_t *m, size_t off, int v0, int v1, int waiting);
 /* Backward from ga.dln = d(final norm output) (BT, C) down to the embedding, accumulating into
  * the gradients (reserved by the caller: fc_model_grads, fc_model_ga_reserve). */
 void fc_model_trunk_backward(fc_model_t *m);
